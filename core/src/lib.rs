@@ -1,0 +1,27 @@
+//! coffer-core: the [`Source`] and [`Sink`] traits, the streaming bundle
+//! pipeline (tar → compression → age → SHA-256 → sinks), the bundle and
+//! index formats, crypto helpers, and the plugin conformance kit (feature
+//! `testkit`).
+//!
+//! This crate has no network dependency; plugins live in their own crates
+//! and register themselves in a [`Registry`].
+#![deny(missing_docs)]
+
+mod error;
+mod registry;
+mod sink;
+mod source;
+#[cfg(feature = "testkit")]
+pub mod testkit;
+
+pub use error::{Error, ErrorKind, Result, config_error};
+pub use registry::{Registry, SinkFactory, SourceFactory};
+pub use sink::{ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key};
+pub use source::{
+    Area, CaptureContext, Entry, EntryBody, EntrySender, RestoreAction, RestoreEntry, RestoreEntryKind,
+    RestoreOptions, RestoreReport, Restorer, Source, SourceInfo, SourceReport, check_relative_path,
+};
+
+pub use async_trait::async_trait;
+pub use bytes::Bytes;
+pub use toml;

@@ -1,0 +1,162 @@
+//! Maps TOML `kind`s, one-off `--source KIND:SPEC` prefixes and sink URL
+//! schemes to plugin factories, so a plugin crate registers itself with one
+//! call and the CLI has no closed `match` over plugins.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::error::{Error, ErrorKind, Result, config_error};
+use crate::sink::Sink;
+use crate::source::Source;
+
+/// Builds sources of one kind.
+pub trait SourceFactory: Send + Sync {
+    /// The TOML `kind` and one-off prefix, e.g. `file` for `--source file:PATH`.
+    fn kind(&self) -> &'static str;
+
+    /// Builds a source from its `[source.NAME]` table (without `kind`).
+    /// Relative paths are resolved against `base_dir` (the config file's
+    /// directory). Unknown keys are an error.
+    fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>>;
+
+    /// The name a one-off source gets from its spec (the text after
+    /// `KIND:`), before the CLI makes names unique.
+    fn spec_name(&self, spec: &str) -> String {
+        let _ = spec;
+        self.kind().to_string()
+    }
+
+    /// Builds a source from a one-off spec (the text after `KIND:`).
+    fn from_spec(&self, name: &str, spec: &str) -> Result<Arc<dyn Source>>;
+
+    /// Rebuilds a source from the origin recorded in a bundle, for a
+    /// restore without a config file.
+    fn from_origin(&self, name: &str, origin: &serde_json::Value) -> Result<Arc<dyn Source>>;
+}
+
+/// Builds sinks of one kind.
+pub trait SinkFactory: Send + Sync {
+    /// The TOML `kind`, e.g. `local`.
+    fn kind(&self) -> &'static str;
+
+    /// URL schemes this factory serves, e.g. `["file"]` for `file:///p`.
+    fn schemes(&self) -> &'static [&'static str];
+
+    /// Builds a sink from a URL (or a plain path, for the local sink).
+    fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>>;
+
+    /// Builds a sink from its `[sink.NAME]` table (without `kind`).
+    fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Sink>>;
+}
+
+/// The set of known plugins.
+#[derive(Default, Clone)]
+pub struct Registry {
+    sources: BTreeMap<&'static str, Arc<dyn SourceFactory>>,
+    sinks: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
+    schemes: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
+    path_sink: Option<Arc<dyn SinkFactory>>,
+}
+
+impl std::fmt::Debug for Registry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Registry")
+            .field("sources", &self.sources.keys().collect::<Vec<_>>())
+            .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
+            .finish()
+    }
+}
+
+impl Registry {
+    /// An empty registry.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a source kind; a later registration of the same kind wins.
+    pub fn register_source(&mut self, factory: Arc<dyn SourceFactory>) {
+        self.sources.insert(factory.kind(), factory);
+    }
+
+    /// Adds a sink kind and its URL schemes.
+    pub fn register_sink(&mut self, factory: Arc<dyn SinkFactory>) {
+        for scheme in factory.schemes() {
+            self.schemes.insert(scheme, factory.clone());
+        }
+        self.sinks.insert(factory.kind(), factory);
+    }
+
+    /// Makes `factory` the one that handles plain paths given as sinks.
+    pub fn set_path_sink(&mut self, factory: Arc<dyn SinkFactory>) {
+        self.path_sink = Some(factory);
+    }
+
+    /// Known source kinds.
+    pub fn source_kinds(&self) -> Vec<&'static str> {
+        self.sources.keys().copied().collect()
+    }
+
+    /// Known sink kinds.
+    pub fn sink_kinds(&self) -> Vec<&'static str> {
+        self.sinks.keys().copied().collect()
+    }
+
+    /// The factory of a source kind.
+    pub fn source_factory(&self, kind: &str) -> Result<&Arc<dyn SourceFactory>> {
+        self.sources.get(kind).ok_or_else(|| {
+            config_error(format!("unknown source kind `{kind}`")).with_hint(format!(
+                "known kinds: {} (a kind may need a cargo feature of the coffer binary)",
+                self.source_kinds().join(", ")
+            ))
+        })
+    }
+
+    /// The factory of a sink kind.
+    pub fn sink_factory(&self, kind: &str) -> Result<&Arc<dyn SinkFactory>> {
+        self.sinks.get(kind).ok_or_else(|| {
+            config_error(format!("unknown sink kind `{kind}`")).with_hint(format!(
+                "known kinds: {} (a kind may need a cargo feature of the coffer binary)",
+                self.sink_kinds().join(", ")
+            ))
+        })
+    }
+
+    /// Parses a one-off `KIND:SPEC` source argument into its factory and
+    /// spec.
+    pub fn source_spec<'a>(&self, arg: &'a str) -> Result<(&Arc<dyn SourceFactory>, &'a str)> {
+        let Some((kind, spec)) = arg.split_once(':') else {
+            return Err(config_error(format!("source `{arg}` has no kind"))
+                .with_hint("write KIND:SPEC, e.g. file:/etc/app.yaml or 'env:.env#APP_*'"));
+        };
+        if spec.is_empty() {
+            return Err(config_error(format!("source `{arg}` is empty after `{kind}:`")));
+        }
+        Ok((self.source_factory(kind)?, spec))
+    }
+
+    /// Builds a sink from a URL (`scheme://…` or `scheme:…`) or a plain path.
+    pub fn sink_from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
+        if let Some((scheme, _)) = url.split_once(':')
+            && !scheme.is_empty()
+            && scheme.len() > 1 // keep Windows-like `C:` and plain paths out
+            && scheme.chars().all(|c| c.is_ascii_alphanumeric() || c == '+' || c == '-')
+            && !url.starts_with('.')
+        {
+            if let Some(f) = self.schemes.get(scheme) {
+                return f.from_url(url);
+            }
+            if url.contains("://") {
+                return Err(Error::new(ErrorKind::ConfigInvalid, format!("unknown sink scheme `{scheme}`"))
+                    .with_hint(format!(
+                        "known schemes: {} (a scheme may need a cargo feature of the coffer binary)",
+                        self.schemes.keys().copied().collect::<Vec<_>>().join(", ")
+                    )));
+            }
+        }
+        match &self.path_sink {
+            Some(f) => f.from_url(url),
+            None => Err(config_error(format!("`{url}` is not a sink URL"))),
+        }
+    }
+}

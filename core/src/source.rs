@@ -1,0 +1,328 @@
+//! The [`Source`] trait: one part of a service's state (a database, a
+//! directory of config files, some keys of a `.env` file) that is captured
+//! into bundle entries and put back on restore.
+//!
+//! Sources never see tar, compression, encryption or sinks. Capture sends
+//! [`Entry`] values through an [`EntrySender`]; the pipeline writes them
+//! into the bundle under `<area>/<source name>/<path>`. Restore hands the
+//! entries of one source, in bundle order, to a [`Restorer`] running on a
+//! blocking thread; nothing a restorer does may become visible before
+//! [`Restorer::finish`] is called with `commit = true`, which happens only
+//! after the whole bundle verified.
+
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::io::Read;
+use std::path::PathBuf;
+
+use async_trait::async_trait;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// Top-level folder of the bundle an entry belongs to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[serde(rename_all = "kebab-case")]
+pub enum Area {
+    /// `files/<source>/…`: config, seeds, directories.
+    Files,
+    /// `secrets/<source>/…`: always stored with mode 0600.
+    Secrets,
+    /// `mongo/<source>/…`: mongodump-compatible layout.
+    Mongo,
+}
+
+impl Area {
+    /// The folder name inside the bundle.
+    pub fn dir(self) -> &'static str {
+        match self {
+            Area::Files => "files",
+            Area::Secrets => "secrets",
+            Area::Mongo => "mongo",
+        }
+    }
+
+    /// Parses a folder name.
+    pub fn from_dir(dir: &str) -> Option<Area> {
+        match dir {
+            "files" => Some(Area::Files),
+            "secrets" => Some(Area::Secrets),
+            "mongo" => Some(Area::Mongo),
+            _ => None,
+        }
+    }
+}
+
+/// What an entry is.
+pub enum EntryBody {
+    /// A regular file of exactly `size` bytes read from `reader`. The reader
+    /// is consumed on a blocking thread; it may open its file lazily.
+    File {
+        /// Exact number of bytes; a reader yielding fewer fails the backup,
+        /// extra bytes are not read.
+        size: u64,
+        /// The content.
+        reader: Box<dyn Read + Send>,
+    },
+    /// A directory.
+    Dir,
+    /// A symbolic link, stored as a link (never followed).
+    Symlink {
+        /// The link's target, as read with `readlink`.
+        target: String,
+    },
+}
+
+impl Debug for EntryBody {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            EntryBody::File { size, .. } => write!(f, "File {{ size: {size} }}"),
+            EntryBody::Dir => f.write_str("Dir"),
+            EntryBody::Symlink { target } => write!(f, "Symlink {{ target: {target:?} }}"),
+        }
+    }
+}
+
+/// One item a source captures.
+#[derive(Debug)]
+pub struct Entry {
+    /// Which bundle folder it goes to.
+    pub area: Area,
+    /// `/`-separated path relative to `<area>/<source>/`; no `..`, not
+    /// absolute.
+    pub path: String,
+    /// Unix permission bits (forced to 0600 for [`Area::Secrets`] files).
+    pub mode: u32,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    /// Content.
+    pub body: EntryBody,
+}
+
+/// Where captured entries go; a bounded channel to the bundle writer.
+#[derive(Debug, Clone)]
+pub struct EntrySender {
+    tx: mpsc::Sender<Entry>,
+}
+
+impl EntrySender {
+    /// A sender and its receiving end holding at most `bound` entries.
+    pub fn channel(bound: usize) -> (EntrySender, mpsc::Receiver<Entry>) {
+        let (tx, rx) = mpsc::channel(bound);
+        (EntrySender { tx }, rx)
+    }
+
+    /// Hands one entry to the bundle writer, waiting while it is busy.
+    ///
+    /// Fails with [`ErrorKind::Cancelled`] when the writer has stopped
+    /// (another part of the backup failed); sources should then return.
+    pub async fn send(&self, entry: Entry) -> Result<()> {
+        self.tx
+            .send(entry)
+            .await
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "the bundle writer stopped"))
+    }
+}
+
+/// What a source is.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct SourceInfo {
+    /// Plugin kind, e.g. `file`, `env`, `mongo`.
+    pub kind: &'static str,
+    /// The source's name in the job (unique in a bundle).
+    pub name: String,
+    /// Human description without secrets, e.g. `file /etc/app.yaml`.
+    pub description: String,
+    /// What a restore needs to know to put the data back where it came
+    /// from without a config file (e.g. the original path). Stored inside
+    /// the encrypted bundle only. Must hold no secret.
+    pub origin: serde_json::Value,
+}
+
+impl SourceInfo {
+    /// Describes a source.
+    pub fn new(
+        kind: &'static str,
+        name: impl Into<String>,
+        description: impl Into<String>,
+        origin: serde_json::Value,
+    ) -> Self {
+        SourceInfo {
+            kind,
+            name: name.into(),
+            description: description.into(),
+            origin,
+        }
+    }
+}
+
+/// Context of one capture.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct CaptureContext {
+    /// The job being run.
+    pub job: String,
+}
+
+impl CaptureContext {
+    /// A context for `job`.
+    pub fn new(job: impl Into<String>) -> Self {
+        CaptureContext { job: job.into() }
+    }
+}
+
+/// What a source reports after capture or restore.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct SourceReport {
+    /// One line for humans, e.g. `3 files, 12.0 KiB`.
+    pub summary: String,
+    /// Plugin-specific details for the manifest (counts, hashes); no
+    /// secrets.
+    #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
+    pub details: serde_json::Value,
+}
+
+/// Options of a restore.
+#[derive(Debug, Clone, Default)]
+#[non_exhaustive]
+pub struct RestoreOptions {
+    /// Put the data under this directory instead of its original place.
+    pub target: Option<PathBuf>,
+    /// Compute the plan only; change nothing.
+    pub dry_run: bool,
+    /// Plugin-specific options from flags, e.g. `mongo-uri`, `drop`.
+    pub params: BTreeMap<String, String>,
+}
+
+/// One entry handed to a [`Restorer`].
+pub struct RestoreEntry<'a> {
+    /// The bundle folder.
+    pub area: Area,
+    /// Path relative to `<area>/<source>/`; already checked to be relative
+    /// and free of `..`.
+    pub path: &'a str,
+    /// Permission bits.
+    pub mode: u32,
+    /// Modification time, seconds since the Unix epoch.
+    pub mtime: i64,
+    /// What it is.
+    pub kind: RestoreEntryKind,
+    /// The content of a file entry (empty for others).
+    pub reader: &'a mut dyn Read,
+}
+
+/// The type of a [`RestoreEntry`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RestoreEntryKind {
+    /// Regular file of this size.
+    File {
+        /// Size in bytes.
+        size: u64,
+    },
+    /// Directory.
+    Dir,
+    /// Symbolic link to `target`.
+    Symlink {
+        /// Link target.
+        target: String,
+    },
+}
+
+/// One change a restore makes (or would make, in a dry run).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct RestoreAction {
+    /// What happens: `create`, `replace`, `unchanged`, `add-key`,
+    /// `change-key`, …
+    pub action: String,
+    /// What it happens to: a path, a `.env` key name, a collection. Never
+    /// a secret value.
+    pub target: String,
+}
+
+/// What a restore did (or would do).
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+pub struct RestoreReport {
+    /// One line for humans.
+    pub summary: String,
+    /// Every change, in order.
+    pub actions: Vec<RestoreAction>,
+}
+
+/// Applies the entries of one source. Runs on a blocking thread.
+pub trait Restorer: Send {
+    /// Receives the next entry of this source, in bundle order. Must stage
+    /// the data (temp files, staging collections) without making anything
+    /// visible; in a dry run, only record what would change.
+    fn entry(&mut self, entry: RestoreEntry<'_>) -> Result<()>;
+
+    /// Called once after all entries. With `commit`, makes everything staged
+    /// visible (rename into place, swap collections) and returns what was
+    /// done; without it (the bundle failed verification or another source
+    /// failed), removes everything staged and returns what would have been
+    /// done. In a dry run `commit` is always false.
+    fn finish(self: Box<Self>, commit: bool) -> Result<RestoreReport>;
+}
+
+/// A part of a service's state that coffer backs up and restores.
+#[async_trait]
+pub trait Source: Send + Sync + Debug + 'static {
+    /// What this source is.
+    ///
+    /// # Behavior
+    /// - Cheap, infallible, and holds no secret (passwords redacted).
+    fn info(&self) -> SourceInfo;
+
+    /// Preflight: the data exists, is readable, the server answers.
+    ///
+    /// # Behavior
+    /// - Never changes anything; fails with a clear error and hint.
+    async fn check(&self) -> Result<()>;
+
+    /// Captures the source's data, sending each entry to `out`.
+    ///
+    /// # Behavior
+    /// - Entry paths are unique within the source, relative, free of `..`.
+    /// - Memory stays bounded: bodies are streamed readers, not buffers.
+    /// - Never writes plaintext to disk.
+    /// - Returns the report recorded in the manifest.
+    async fn capture(&self, ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport>;
+
+    /// Prepares a restore of this source's entries.
+    ///
+    /// # Behavior
+    /// - Fails before any entry is read if the target cannot be written.
+    /// - The returned restorer makes nothing visible until
+    ///   `finish(commit = true)`.
+    async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>>;
+}
+
+/// Checks that a relative path from a bundle stays inside its root: not
+/// absolute, no `..`, no empty segments. Used on every path read from a
+/// bundle before touching the filesystem.
+pub fn check_relative_path(path: &str) -> Result<()> {
+    let bad = path.is_empty()
+        || path.starts_with('/')
+        || path.contains('\0')
+        || path.split('/').any(|s| s == ".." || s.is_empty() || s == ".");
+    if bad {
+        return Err(Error::new(ErrorKind::Integrity, "unsafe path in bundle (absolute or with '..')")
+            .with_context("path", path)
+            .with_hint("the bundle is malformed or forged; do not restore it"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn relative_paths() {
+        check_relative_path("a/b c/ü").unwrap();
+        for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a"] {
+            assert_eq!(check_relative_path(bad).unwrap_err().kind(), ErrorKind::Integrity);
+        }
+    }
+}
