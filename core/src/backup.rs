@@ -1,0 +1,535 @@
+//! The backup pipeline:
+//!
+//! ```text
+//! sources (async) → tar + per-entry SHA-256 (thread) → compressor (zstd
+//! workers) → age + ciphertext SHA-256 (thread) → tee (async) → sink 1 … N
+//! ```
+//!
+//! Stages are joined by bounded channels of 1 MiB chunks, so memory stays
+//! bounded whatever the data size. The tar and age stages run on their own
+//! OS threads and zstd on its worker threads, so compression, encryption
+//! and hashing use every core while the async reactor only moves chunks.
+//!
+//! A sink's stream ends cleanly only after every stage finished: any
+//! failure upstream is delivered to each sink as an error item, which the
+//! Sink contract turns into "nothing visible". The public index is written
+//! to a sink only after its object was stored.
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use jiff::Timestamp;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use crate::bundle::{
+    Compression, INDEX_FORMAT, Index, IndexEncryption, IndexObject, IndexSource, MANIFEST_ENTRY, MANIFEST_FORMAT,
+    Manifest, ManifestEntry, ManifestSource, SOURCES_ENTRY, SUMS_ENTRY, SnapshotId, SourceRecord, SourcesFile,
+    hostname,
+};
+use crate::crypto::Encryption;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sink::{PutOptions, Sink, SinkExt};
+use crate::source::{Area, CaptureContext, Entry, EntryBody, EntrySender, Source, SourceReport};
+use crate::stream::{ChunkWriter, Compressor, CountingWriter, ExactReader, HashReader};
+
+/// A sink of a backup run.
+#[derive(Debug, Clone)]
+pub struct SinkTarget {
+    /// Name in the job (or the URL for one-off runs).
+    pub name: String,
+    /// The sink.
+    pub sink: Arc<dyn Sink>,
+    /// Whether the run fails when this sink fails.
+    pub required: bool,
+}
+
+/// Everything a backup run needs, resolved.
+#[derive(Debug)]
+pub struct BackupRequest {
+    /// Job name.
+    pub job: String,
+    /// Sources, captured in order.
+    pub sources: Vec<Arc<dyn Source>>,
+    /// Sinks, written concurrently.
+    pub sinks: Vec<SinkTarget>,
+    /// Recipients or passphrase.
+    pub encryption: Encryption,
+    /// Compression codec.
+    pub compression: Compression,
+    /// Tags for the index.
+    pub tags: Vec<String>,
+    /// Snapshot time; now if `None`.
+    pub time: Option<Timestamp>,
+    /// zstd worker threads (0 = single-threaded).
+    pub threads: u32,
+}
+
+/// Live counters for progress display.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Plaintext bytes read from sources.
+    pub plain_bytes: AtomicU64,
+    /// Ciphertext bytes produced.
+    pub cipher_bytes: AtomicU64,
+    /// Entries written.
+    pub entries: AtomicU64,
+}
+
+/// How one sink fared.
+#[derive(Debug)]
+pub struct SinkOutcome {
+    /// Sink name.
+    pub name: String,
+    /// Where it is.
+    pub location: String,
+    /// Whether it was required.
+    pub required: bool,
+    /// `Ok` when object and index are stored.
+    pub result: Result<()>,
+}
+
+/// What a backup run did.
+#[derive(Debug)]
+pub struct BackupOutcome {
+    /// The index written to the sinks.
+    pub index: Index,
+    /// Per-source reports.
+    pub sources: Vec<ManifestSource>,
+    /// Number of entries.
+    pub entries: u64,
+    /// Plaintext bytes of file entries.
+    pub plain_bytes: u64,
+    /// Per-sink results, in the order given.
+    pub sinks: Vec<SinkOutcome>,
+}
+
+impl BackupOutcome {
+    /// Whether every required sink succeeded.
+    pub fn required_ok(&self) -> bool {
+        self.sinks.iter().all(|s| !s.required || s.result.is_ok())
+    }
+
+    /// Whether at least one sink holds the snapshot.
+    pub fn any_ok(&self) -> bool {
+        self.sinks.iter().any(|s| s.result.is_ok())
+    }
+}
+
+enum TarMsg {
+    Entry(usize, Entry),
+    Finish(Vec<SourceReport>),
+}
+
+enum CipherMsg {
+    Chunk(Vec<u8>),
+    Done,
+}
+
+/// Runs one backup: captures every source once and writes the same
+/// ciphertext to every sink.
+///
+/// Returns `Err` only when no snapshot could be produced at all (a source
+/// or the pipeline failed, or every sink failed); per-sink failures are in
+/// [`BackupOutcome::sinks`].
+pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<BackupOutcome> {
+    req.encryption.validate()?;
+    if req.sinks.is_empty() {
+        return Err(crate::config_error("no sink configured").with_hint("add --sink DIR_OR_URL"));
+    }
+    let mut names = std::collections::HashSet::new();
+    for s in &req.sources {
+        let info = s.info();
+        if !names.insert(info.name.clone()) {
+            return Err(crate::config_error(format!("two sources are named `{}`", info.name)));
+        }
+    }
+    if req.sources.is_empty() {
+        return Err(crate::config_error("no source configured").with_hint("add --source KIND:SPEC"));
+    }
+    for s in &req.sources {
+        s.check().await.map_err(|e| e.prefix(format!("source `{}`", s.info().name)))?;
+    }
+
+    let created_at = req.time.unwrap_or_else(Timestamp::now);
+    let id = SnapshotId::new(created_at);
+    let host = hostname();
+    let infos: Vec<_> = req.sources.iter().map(|s| s.info()).collect();
+    let sources_file = SourcesFile {
+        id: id.clone(),
+        sources: infos
+            .iter()
+            .map(|i| SourceRecord {
+                name: i.name.clone(),
+                kind: i.kind.to_string(),
+                description: i.description.clone(),
+                origin: i.origin.clone(),
+            })
+            .collect(),
+    };
+    let manifest_base = Manifest {
+        format: MANIFEST_FORMAT.into(),
+        id: id.clone(),
+        job: req.job.clone(),
+        created_at,
+        host: host.clone(),
+        coffer_version: env!("CARGO_PKG_VERSION").into(),
+        sources: vec![],
+        entries: vec![],
+        total_bytes: 0,
+    };
+
+    // Stage channels.
+    let (tar_tx, tar_rx) = mpsc::channel::<TarMsg>(16);
+    let (cipher_tx, cipher_rx) = std::sync::mpsc::sync_channel::<CipherMsg>(4);
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(4);
+
+    // Tar + compression thread.
+    let tar_progress = progress.clone();
+    let compression = req.compression;
+    let threads = req.threads;
+    let source_names: Vec<String> = infos.iter().map(|i| i.name.clone()).collect();
+    let tar_thread = std::thread::Builder::new()
+        .name("coffer-tar".into())
+        .spawn(move || {
+            tar_stage(tar_rx, cipher_tx, sources_file, manifest_base, source_names, compression, threads, tar_progress)
+        })
+        .map_err(|e| Error::io("starting the tar thread", e))?;
+
+    // Encryption thread.
+    let encryption = req.encryption.clone();
+    let cipher_progress = progress.clone();
+    let age_thread = std::thread::Builder::new()
+        .name("coffer-age".into())
+        .spawn(move || age_stage(cipher_rx, out_tx, encryption, cipher_progress))
+        .map_err(|e| Error::io("starting the encryption thread", e))?;
+
+    // Sinks: one bounded channel each, fed by the tee below.
+    let object_key = id.object_key();
+    let mut sink_txs = Vec::new();
+    let mut puts = Vec::new();
+    for target in &req.sinks {
+        let (tx, rx) = mpsc::channel::<Result<Bytes>>(4);
+        sink_txs.push(Some(tx));
+        let sink = target.sink.clone();
+        let key = object_key.clone();
+        puts.push(async move {
+            let stream = tokio_stream_from(rx);
+            sink.put(&key, stream, PutOptions::create()).await
+        });
+    }
+
+    // Producer: run sources one after the other into the tar thread.
+    let ctx = CaptureContext::new(req.job.clone());
+    let producer = async {
+        let mut reports = Vec::new();
+        for (i, src) in req.sources.iter().enumerate() {
+            let (tx, mut rx) = EntrySender::channel(8);
+            let capture = src.capture(&ctx, tx);
+            let forward = async {
+                while let Some(e) = rx.recv().await {
+                    if tar_tx.send(TarMsg::Entry(i, e)).await.is_err() {
+                        return Err(Error::new(ErrorKind::Cancelled, "the bundle writer stopped"));
+                    }
+                }
+                Ok(())
+            };
+            let (report, fwd) = tokio::join!(capture, forward);
+            let report = report.map_err(|e| e.prefix(format!("source `{}`", src.info().name)))?;
+            fwd?;
+            reports.push(report);
+        }
+        tar_tx
+            .send(TarMsg::Finish(reports))
+            .await
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "the bundle writer stopped"))?;
+        drop(tar_tx);
+        Ok::<(), Error>(())
+    };
+
+    // Tee: every ciphertext chunk to every live sink. Ends cleanly only when
+    // the age thread finished; otherwise every sink gets an error item.
+    let tee = async move {
+        let mut sink_txs = sink_txs;
+        let mut sent = 0u64;
+        while let Some(chunk) = out_rx.recv().await {
+            sent += chunk.len() as u64;
+            for slot in sink_txs.iter_mut() {
+                if let Some(tx) = slot
+                    && tx.send(Ok(chunk.clone())).await.is_err()
+                {
+                    *slot = None; // that sink failed; its put reports why
+                }
+            }
+            if sink_txs.iter().all(Option::is_none) {
+                break; // every sink failed: stop the pipeline early
+            }
+        }
+        drop(out_rx);
+        (sent, sink_txs)
+    };
+
+    let puts_fut = futures::future::join_all(puts);
+    let pipeline = async {
+        let (prod, (sent, sink_txs)) = tokio::join!(producer, tee);
+        // Both threads end once their inputs end; join them off the reactor.
+        let joined = tokio::task::spawn_blocking(move || {
+            let tar = tar_thread.join().unwrap_or_else(|_| Err(panic_error("tar")));
+            let age = age_thread.join().unwrap_or_else(|_| Err(panic_error("encryption")));
+            (tar, age)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("pipeline join failed: {e}")));
+        let result = match joined {
+            Ok((tar, age)) => {
+                // The stage that failed first explains best: tar, then
+                // age, then the producer (which only sees "writer stopped").
+                match (tar, age, prod) {
+                    (Ok(manifest), Ok((sha, size)), Ok(())) => {
+                        debug_assert_eq!(size, sent);
+                        Ok((manifest, sha, size))
+                    }
+                    (Err(e), _, Err(p)) if e.kind() == ErrorKind::Cancelled => Err(p),
+                    (Err(e), _, _) => Err(e),
+                    (_, Err(e), _) => Err(e),
+                    (_, _, Err(e)) => Err(e),
+                }
+            }
+            Err(e) => Err(e),
+        };
+        // Release the sinks: a clean end on success, an error otherwise.
+        let txs: Vec<_> = sink_txs.into_iter().flatten().collect();
+        if let Err(e) = &result {
+            for tx in &txs {
+                let _ = tx.send(Err(Error::new(e.kind(), format!("backup aborted: {}", e.message())))).await;
+            }
+        }
+        drop(txs);
+        result
+    };
+    let (result, put_results) = tokio::join!(pipeline, puts_fut);
+    if put_results.iter().all(|r| r.is_err()) {
+        let outcomes: Vec<_> = req.sinks.iter().zip(&put_results).collect();
+        let (t, e) = (outcomes[0].0, outcomes[0].1.as_ref().err().expect("all failed"));
+        let mut err = Error::new(e.kind(), format!("every sink failed; sink `{}`: {e}", t.name));
+        if let Some(h) = e.hint() {
+            err = err.with_hint(h);
+        }
+        // A source or pipeline error explains better than the sinks' echo of it.
+        return Err(match result {
+            Err(r) if r.kind() != ErrorKind::Cancelled => r,
+            _ => err,
+        });
+    }
+    let (manifest, sha256, size) = result?;
+
+    let (mode, recipients) = req.encryption.describe();
+    let index = Index {
+        format: INDEX_FORMAT.into(),
+        id: id.clone(),
+        job: req.job.clone(),
+        created_at,
+        host,
+        tags: req.tags.clone(),
+        coffer_version: env!("CARGO_PKG_VERSION").into(),
+        sources: infos.iter().map(|i| IndexSource { name: i.name.clone(), kind: i.kind.into() }).collect(),
+        object: IndexObject { key: object_key.clone(), size, sha256 },
+        compression: req.compression.name().into(),
+        encryption: IndexEncryption { scheme: "age".into(), mode, recipients },
+    };
+    let index_bytes = Bytes::from(index.to_json());
+
+    // Index last, only where the object landed.
+    let mut sinks = Vec::new();
+    let index_writes = req.sinks.iter().zip(put_results).map(|(t, put)| {
+        let bytes = index_bytes.clone();
+        let key = id.index_key();
+        async move {
+            let result = match put {
+                Ok(n) if n != size => Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!("sink stored {n} bytes, expected {size}"),
+                )),
+                Ok(_) => t.sink.put_bytes(&key, bytes, PutOptions::create()).await.map(|_| ()),
+                Err(e) => Err(e),
+            };
+            SinkOutcome { name: t.name.clone(), location: t.sink.info().to_string(), required: t.required, result }
+        }
+    });
+    for o in futures::future::join_all(index_writes).await {
+        sinks.push(o);
+    }
+
+    let outcome = BackupOutcome {
+        index,
+        sources: manifest.sources,
+        entries: manifest.entries.len() as u64,
+        plain_bytes: manifest.total_bytes,
+        sinks,
+    };
+    if !outcome.any_ok() {
+        let first = outcome.sinks.iter().find_map(|s| s.result.as_ref().err());
+        let msg = first.map(|e| e.to_string()).unwrap_or_default();
+        let hint = first.and_then(|e| e.hint()).map(str::to_string);
+        let mut err = Error::new(first.map(|e| e.kind()).unwrap_or(ErrorKind::Unexpected), format!("every sink failed: {msg}"));
+        if let Some(h) = hint {
+            err = err.with_hint(h);
+        }
+        return Err(err);
+    }
+    Ok(outcome)
+}
+
+fn panic_error(stage: &str) -> Error {
+    Error::new(ErrorKind::Unexpected, format!("the {stage} stage panicked"))
+}
+
+fn tokio_stream_from(mut rx: mpsc::Receiver<Result<Bytes>>) -> crate::sink::ByteStream {
+    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+}
+
+/// Builds a tar header for an entry path.
+fn header(kind: tar::EntryType, mode: u32, mtime: i64, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode & 0o7777);
+    h.set_mtime(mtime.max(0) as u64);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+#[allow(clippy::too_many_arguments)]
+fn tar_stage(
+    mut rx: mpsc::Receiver<TarMsg>,
+    cipher_tx: std::sync::mpsc::SyncSender<CipherMsg>,
+    sources_file: SourcesFile,
+    mut manifest: Manifest,
+    source_names: Vec<String>,
+    compression: Compression,
+    threads: u32,
+    progress: Arc<Progress>,
+) -> Result<Manifest> {
+    let chunk_tx = cipher_tx.clone();
+    let chunks = ChunkWriter::new(move |buf| {
+        chunk_tx
+            .send(CipherMsg::Chunk(buf))
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped").into_io())
+    });
+    let compressor = Compressor::new(compression, chunks, threads).map_err(|e| Error::io("starting compression", e))?;
+    let mut builder = tar::Builder::new(compressor);
+    builder.mode(tar::HeaderMode::Complete);
+    let now = manifest.created_at.as_second();
+    let mut sums = String::new();
+    let mut seen = std::collections::HashSet::new();
+
+    let append_bytes = |builder: &mut tar::Builder<_>, path: &str, bytes: &[u8]| -> Result<()> {
+        let mut h = header(tar::EntryType::Regular, 0o600, now, bytes.len() as u64);
+        builder.append_data(&mut h, path, bytes).map_err(|e| Error::io(format!("writing {path}"), e))
+    };
+    let sources_json = serde_json::to_vec_pretty(&sources_file).expect("serializes");
+    append_bytes(&mut builder, SOURCES_ENTRY, &sources_json)?;
+
+    let reports = loop {
+        let Some(msg) = rx.blocking_recv() else {
+            return Err(Error::new(ErrorKind::Cancelled, "capture stopped before it finished"));
+        };
+        let (src, entry) = match msg {
+            TarMsg::Entry(src, entry) => (src, entry),
+            TarMsg::Finish(reports) => break reports,
+        };
+        let name = &source_names[src];
+        crate::source::check_relative_path(&entry.path)
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("source `{name}` produced a bad path: {e}")))?;
+        let path = format!("{}/{}/{}", entry.area.dir(), name, entry.path);
+        if !seen.insert(path.clone()) {
+            return Err(Error::new(ErrorKind::Unexpected, format!("source `{name}` produced `{path}` twice")));
+        }
+        // Secrets are private whatever their source said.
+        let mode = match (&entry.area, &entry.body) {
+            (Area::Secrets, EntryBody::Dir) => 0o700,
+            (Area::Secrets, _) => 0o600,
+            _ => entry.mode,
+        };
+        match entry.body {
+            EntryBody::File { size, reader } => {
+                let mut h = header(tar::EntryType::Regular, mode, entry.mtime, size);
+                let mut hr = HashReader::new(ExactReader::new(reader, size, path.clone()));
+                builder.append_data(&mut h, &path, &mut hr).map_err(|e| Error::io(format!("reading {path}"), e))?;
+                let (sha, n) = hr.finish();
+                progress.plain_bytes.fetch_add(n, Ordering::Relaxed);
+                sums.push_str(&format!("{sha}  {path}\n"));
+                manifest.total_bytes += n;
+                manifest.entries.push(ManifestEntry { path, size: n, sha256: sha });
+            }
+            EntryBody::Dir => {
+                let mut h = header(tar::EntryType::Directory, mode, entry.mtime, 0);
+                builder
+                    .append_data(&mut h, format!("{path}/"), io::empty())
+                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
+            }
+            EntryBody::Symlink { target } => {
+                let mut h = header(tar::EntryType::Symlink, mode, entry.mtime, 0);
+                builder.append_link(&mut h, &path, &target).map_err(|e| Error::io(format!("writing {path}"), e))?;
+            }
+        }
+        progress.entries.fetch_add(1, Ordering::Relaxed);
+    };
+
+    manifest.sources = sources_file
+        .sources
+        .iter()
+        .zip(reports)
+        .map(|(s, report)| ManifestSource { name: s.name.clone(), kind: s.kind.clone(), report })
+        .collect();
+    append_bytes(&mut builder, SUMS_ENTRY, sums.as_bytes())?;
+    let manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
+    append_bytes(&mut builder, MANIFEST_ENTRY, &manifest_json)?;
+    let compressor = builder.into_inner().map_err(|e| Error::io("finishing the tar stream", e))?;
+    let chunks = compressor.finish().map_err(|e| Error::io("finishing compression", e))?;
+    chunks.finish().map_err(|e| Error::io("finishing compression", e))?;
+    cipher_tx
+        .send(CipherMsg::Done)
+        .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped"))?;
+    Ok(manifest)
+}
+
+fn age_stage(
+    rx: std::sync::mpsc::Receiver<CipherMsg>,
+    out_tx: mpsc::Sender<Bytes>,
+    encryption: Encryption,
+    progress: Arc<Progress>,
+) -> Result<(String, u64)> {
+    let hasher = Arc::new(std::sync::Mutex::new(Sha256::new()));
+    let h2 = hasher.clone();
+    let chunks = ChunkWriter::new(move |buf: Vec<u8>| {
+        h2.lock().expect("hasher").update(&buf);
+        out_tx
+            .blocking_send(Bytes::from(buf))
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "the sinks stopped").into_io())
+    });
+    let counter = Arc::new(AtomicU64::new(0));
+    let counting = CountingWriter { inner: chunks, counter: counter.clone() };
+    let mut writer = encryption.encrypt(counting)?;
+    loop {
+        match rx.recv() {
+            Ok(CipherMsg::Chunk(buf)) => {
+                writer.write_all(&buf).map_err(|e| Error::io("encrypting", e))?;
+                progress.cipher_bytes.store(counter.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            Ok(CipherMsg::Done) => break,
+            // The tar stage stopped without finishing: never finish the age
+            // stream, so no complete-looking ciphertext exists.
+            Err(_) => return Err(Error::new(ErrorKind::Cancelled, "the bundle writer stopped")),
+        }
+    }
+    let counting = writer.finish().map_err(|e| Error::io("finishing encryption", e))?;
+    counting.inner.finish().map_err(|e| Error::io("sending the last chunk", e))?;
+    let size = counter.load(Ordering::Relaxed);
+    let sha = hex::encode(std::mem::take(&mut *hasher.lock().expect("hasher")).finalize());
+    Ok((sha, size))
+}

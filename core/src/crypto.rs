@@ -1,0 +1,407 @@
+//! age encryption: parsing recipients and identity files, key generation,
+//! and public fingerprints of recipients for the index.
+//!
+//! Supported recipients: X25519 (`age1…`), `ssh-ed25519` and `ssh-rsa`
+//! public keys, several at once; or a passphrase (scrypt), which age
+//! requires to be the only recipient. Identities: age identity files
+//! (`AGE-SECRET-KEY-1…` lines) and unencrypted OpenSSH private keys.
+
+use std::fmt;
+use std::io::{BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use age::secrecy::{ExposeSecret, SecretString};
+use sha2::{Digest, Sha256};
+
+use crate::error::{Error, ErrorKind, Result, config_error};
+
+/// A public key a bundle is encrypted to.
+#[derive(Clone)]
+pub struct RecipientKey {
+    text: String,
+}
+
+impl RecipientKey {
+    /// Parses `age1…`, `ssh-ed25519 AAAA… [comment]` or `ssh-rsa AAAA… [comment]`.
+    pub fn parse(text: &str) -> Result<RecipientKey> {
+        let text = text.trim();
+        let ok = if text.starts_with("age1") {
+            age::x25519::Recipient::from_str(text).is_ok()
+        } else if text.starts_with("ssh-") {
+            age::ssh::Recipient::from_str(text).is_ok()
+        } else {
+            false
+        };
+        if !ok {
+            return Err(config_error(format!("not a valid recipient: `{}`", short(text))).with_hint(
+                "use an age public key (age1…, from `coffer keygen`) or an ssh-ed25519 / ssh-rsa public key line",
+            ));
+        }
+        Ok(RecipientKey { text: text.to_string() })
+    }
+
+    /// The key as written by the user.
+    pub fn as_str(&self) -> &str {
+        &self.text
+    }
+
+    /// A short public fingerprint for indexes: `age:` or `ssh:` and the
+    /// first 16 hex digits of the SHA-256 of the key (without any comment).
+    pub fn fingerprint(&self) -> String {
+        let (tag, key) = if self.text.starts_with("age1") {
+            ("age", self.text.as_str())
+        } else {
+            let mut parts = self.text.split_whitespace();
+            let _ = parts.next();
+            ("ssh", parts.next().unwrap_or(""))
+        };
+        format!("{tag}:{}", &hex::encode(Sha256::digest(key.as_bytes()))[..16])
+    }
+
+    fn to_age(&self) -> Box<dyn age::Recipient + Send> {
+        if self.text.starts_with("age1") {
+            Box::new(age::x25519::Recipient::from_str(&self.text).expect("validated"))
+        } else {
+            Box::new(age::ssh::Recipient::from_str(&self.text).expect("validated"))
+        }
+    }
+}
+
+impl fmt::Debug for RecipientKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RecipientKey({})", self.fingerprint())
+    }
+}
+
+fn short(s: &str) -> String {
+    if s.chars().count() > 24 { format!("{}…", s.chars().take(24).collect::<String>()) } else { s.to_string() }
+}
+
+/// A passphrase; never printed.
+#[derive(Clone)]
+pub struct Passphrase(SecretString);
+
+impl Passphrase {
+    /// Wraps a passphrase; empty ones are refused.
+    pub fn new(text: String) -> Result<Passphrase> {
+        if text.is_empty() {
+            return Err(config_error("the passphrase is empty"));
+        }
+        Ok(Passphrase(SecretString::from(text)))
+    }
+
+    /// Reads it from `bytes` (a passphrase file), trimming one trailing newline.
+    pub fn from_file(path: &Path) -> Result<Passphrase> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| Error::io(format!("reading passphrase file {}", path.display()), e))?;
+        let text = text.strip_suffix('\n').unwrap_or(&text);
+        let text = text.strip_suffix('\r').unwrap_or(text);
+        Passphrase::new(text.to_string())
+    }
+}
+
+impl fmt::Debug for Passphrase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Passphrase(<redacted>)")
+    }
+}
+
+/// How a bundle is encrypted.
+#[derive(Debug, Clone)]
+pub enum Encryption {
+    /// To one or more public keys.
+    Recipients(Vec<RecipientKey>),
+    /// With a passphrase (scrypt with work factor `2^log_n`).
+    Passphrase {
+        /// The passphrase.
+        passphrase: Passphrase,
+        /// scrypt log2(N); 18 is age's usual (~1 s here), chosen for
+        /// removable media restored by people without key infrastructure.
+        log_n: u8,
+    },
+}
+
+/// The scrypt work factor used for passphrase bundles: 2^18, which takes
+/// about a second and 256 MiB to derive on these machines.
+pub const DEFAULT_SCRYPT_LOG_N: u8 = 18;
+
+impl Encryption {
+    /// Checks there is at least one recipient.
+    pub fn validate(&self) -> Result<()> {
+        if let Encryption::Recipients(r) = self
+            && r.is_empty()
+        {
+            return Err(config_error("no recipient configured: a bundle must be encrypted to someone")
+                .with_hint("add `--recipient age1…` (see `coffer keygen`), `recipients = [..]` in the job, or `--passphrase`"));
+        }
+        Ok(())
+    }
+
+    /// The public description for the index: mode and recipient fingerprints.
+    pub fn describe(&self) -> (String, Vec<String>) {
+        match self {
+            Encryption::Recipients(r) => ("recipients".into(), r.iter().map(|r| r.fingerprint()).collect()),
+            Encryption::Passphrase { log_n, .. } => (format!("passphrase-scrypt-{log_n}"), vec![]),
+        }
+    }
+
+    /// Wraps `out` in an age encryptor.
+    pub fn encrypt<W: Write>(&self, out: W) -> Result<age::stream::StreamWriter<W>> {
+        let encryptor = match self {
+            Encryption::Recipients(keys) => {
+                self.validate()?;
+                let boxed: Vec<Box<dyn age::Recipient + Send>> = keys.iter().map(|k| k.to_age()).collect();
+                age::Encryptor::with_recipients(boxed.iter().map(|b| b.as_ref() as &dyn age::Recipient))
+                    .map_err(|e| config_error(format!("cannot encrypt to these recipients: {e}")))?
+            }
+            Encryption::Passphrase { passphrase, log_n } => {
+                let mut r = age::scrypt::Recipient::new(passphrase.0.clone());
+                r.set_work_factor(*log_n);
+                age::Encryptor::with_recipients(std::iter::once(&r as &dyn age::Recipient))
+                    .map_err(|e| config_error(format!("cannot encrypt with passphrase: {e}")))?
+            }
+        };
+        encryptor.wrap_output(out).map_err(|e| Error::io("writing the age header", e))
+    }
+}
+
+/// Keys that can decrypt bundles: identity files and/or a passphrase.
+#[derive(Default)]
+pub struct Identities {
+    keys: Vec<Box<dyn age::Identity + Send + Sync>>,
+    files: Vec<PathBuf>,
+    passphrase: Option<Passphrase>,
+}
+
+impl fmt::Debug for Identities {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identities")
+            .field("files", &self.files)
+            .field("keys", &self.keys.len())
+            .field("passphrase", &self.passphrase.is_some())
+            .finish()
+    }
+}
+
+impl Identities {
+    /// No keys yet.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Whether no key or passphrase was added.
+    pub fn is_empty(&self) -> bool {
+        self.keys.is_empty() && self.passphrase.is_none()
+    }
+
+    /// Adds the identities of an age identity file or an unencrypted
+    /// OpenSSH private key file.
+    pub fn add_file(&mut self, path: &Path) -> Result<()> {
+        let mut data = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|mut f| f.read_to_end(&mut data))
+            .map_err(|e| {
+                Error::io(format!("reading identity file {}", path.display()), e)
+                    .with_hint("pass the key written by `coffer keygen -o FILE` (or an SSH private key) with --identity")
+            })?;
+        let text = String::from_utf8_lossy(&data);
+        if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") || text.contains("-----BEGIN RSA PRIVATE KEY-----") {
+            let id = age::ssh::Identity::from_buffer(BufReader::new(&data[..]), Some(path.display().to_string()))
+                .map_err(|e| {
+                    config_error(format!("{} is not a usable SSH private key: {e}", path.display()))
+                })?;
+            match id {
+                age::ssh::Identity::Unencrypted(_) => self.keys.push(Box::new(id)),
+                age::ssh::Identity::Encrypted(_) => {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!("the SSH key {} is passphrase-protected", path.display()),
+                    )
+                    .with_hint("use an unencrypted copy kept offline (ssh-keygen -p -N '' -f COPY) or an age identity"));
+                }
+                age::ssh::Identity::Unsupported(k) => {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!("unsupported SSH key type in {}: {k:?}", path.display()),
+                    )
+                    .with_hint("age supports ssh-ed25519 and ssh-rsa keys"));
+                }
+            }
+            self.files.push(path.to_path_buf());
+            return Ok(());
+        }
+        let file = age::IdentityFile::from_buffer(BufReader::new(&data[..])).map_err(|e| {
+            config_error(format!("{} is not an age identity file: {e}", path.display()))
+                .with_hint("an identity file holds AGE-SECRET-KEY-1… lines; `coffer keygen -o FILE` writes one")
+        })?;
+        let ids = file
+            .into_identities()
+            .map_err(|e| config_error(format!("{} holds an unusable identity: {e}", path.display())))?;
+        if ids.is_empty() {
+            return Err(config_error(format!("{} holds no identity", path.display())));
+        }
+        self.keys.extend(ids);
+        self.files.push(path.to_path_buf());
+        Ok(())
+    }
+
+    /// Adds a passphrase for passphrase-encrypted bundles.
+    pub fn set_passphrase(&mut self, passphrase: Passphrase) {
+        self.passphrase = Some(passphrase);
+    }
+
+    /// Whether a passphrase was given.
+    pub fn has_passphrase(&self) -> bool {
+        self.passphrase.is_some()
+    }
+
+    /// Opens an age stream for reading with these keys.
+    pub fn decrypt<R: Read>(&self, input: R) -> Result<age::stream::StreamReader<R>> {
+        let decryptor = age::Decryptor::new(input).map_err(|e| map_decrypt_error(e, self))?;
+        if decryptor.is_scrypt() {
+            let Some(p) = &self.passphrase else {
+                return Err(Error::new(ErrorKind::Decryption, "this bundle is passphrase-encrypted")
+                    .with_hint("pass --passphrase (or set COFFER_PASSPHRASE / --passphrase-file)"));
+            };
+            let mut id = age::scrypt::Identity::new(p.0.clone());
+            id.set_max_work_factor(22);
+            decryptor
+                .decrypt(std::iter::once(&id as &dyn age::Identity))
+                .map_err(|e| map_decrypt_error(e, self))
+        } else {
+            if self.keys.is_empty() {
+                return Err(Error::new(ErrorKind::Decryption, "no identity given to decrypt this bundle")
+                    .with_hint("pass --identity FILE (an age identity file or SSH private key)"));
+            }
+            decryptor
+                .decrypt(self.keys.iter().map(|k| k.as_ref() as &dyn age::Identity))
+                .map_err(|e| map_decrypt_error(e, self))
+        }
+    }
+}
+
+fn map_decrypt_error(e: age::DecryptError, ids: &Identities) -> Error {
+    match e {
+        age::DecryptError::NoMatchingKeys => {
+            let files: Vec<String> = ids.files.iter().map(|p| p.display().to_string()).collect();
+            Error::new(ErrorKind::Decryption, "none of the given identities can decrypt this bundle")
+                .with_context("identities", files.join(", "))
+                .with_hint("use the identity whose public key the job encrypts to (`coffer show` lists recipient fingerprints)")
+        }
+        age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed => {
+            if ids.passphrase.is_some() {
+                Error::new(ErrorKind::Decryption, "wrong passphrase, or the bundle is corrupt")
+            } else {
+                Error::new(ErrorKind::Integrity, "decryption failed: the bundle is corrupt or truncated")
+            }
+        }
+        age::DecryptError::ExcessiveWork { required, .. } => Error::new(
+            ErrorKind::Decryption,
+            format!("the bundle's scrypt work factor 2^{required} is above the accepted maximum"),
+        ),
+        age::DecryptError::InvalidHeader | age::DecryptError::UnknownFormat | age::DecryptError::InvalidMac => {
+            Error::new(ErrorKind::Integrity, format!("not a valid age file: {e}"))
+        }
+        age::DecryptError::Io(io) => Error::io("reading the bundle", io),
+        other => Error::new(ErrorKind::Decryption, format!("cannot decrypt: {other}")),
+    }
+}
+
+/// A freshly generated age identity.
+pub struct GeneratedKey {
+    identity: age::x25519::Identity,
+}
+
+impl GeneratedKey {
+    /// Generates a new X25519 identity.
+    pub fn generate() -> Self {
+        GeneratedKey { identity: age::x25519::Identity::generate() }
+    }
+
+    /// The public recipient (`age1…`).
+    pub fn recipient(&self) -> String {
+        self.identity.to_public().to_string()
+    }
+
+    /// The identity file text (comment lines + `AGE-SECRET-KEY-1…`), as
+    /// `age-keygen` writes it.
+    pub fn file_text(&self) -> String {
+        let created = jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ");
+        format!(
+            "# created: {created}\n# public key: {}\n{}\n",
+            self.recipient(),
+            self.identity.to_string().expose_secret()
+        )
+    }
+}
+
+impl fmt::Debug for GeneratedKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "GeneratedKey({})", self.recipient())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_x25519_and_wrong_key() {
+        let k1 = GeneratedKey::generate();
+        let k2 = GeneratedKey::generate();
+        let enc = Encryption::Recipients(vec![RecipientKey::parse(&k1.recipient()).unwrap()]);
+        let mut out = Vec::new();
+        let mut w = enc.encrypt(&mut out).unwrap();
+        w.write_all(b"hello").unwrap();
+        w.finish().unwrap();
+
+        let dir = tempfile::tempdir().unwrap();
+        let f1 = dir.path().join("k1");
+        std::fs::write(&f1, k1.file_text()).unwrap();
+        let f2 = dir.path().join("k2");
+        std::fs::write(&f2, k2.file_text()).unwrap();
+
+        let mut ids = Identities::new();
+        ids.add_file(&f1).unwrap();
+        let mut plain = String::new();
+        ids.decrypt(&out[..]).unwrap().read_to_string(&mut plain).unwrap();
+        assert_eq!(plain, "hello");
+
+        let mut wrong = Identities::new();
+        wrong.add_file(&f2).unwrap();
+        let err = wrong.decrypt(&out[..]).err().unwrap();
+        assert_eq!(err.kind(), ErrorKind::Decryption);
+        assert!(err.to_string().contains("k2"));
+    }
+
+    #[test]
+    fn passphrase_roundtrip() {
+        let p = Passphrase::new("correct horse".into()).unwrap();
+        let enc = Encryption::Passphrase { passphrase: p.clone(), log_n: 10 };
+        let mut out = Vec::new();
+        let mut w = enc.encrypt(&mut out).unwrap();
+        w.write_all(b"data").unwrap();
+        w.finish().unwrap();
+        let mut ids = Identities::new();
+        ids.set_passphrase(Passphrase::new("wrong".into()).unwrap());
+        assert_eq!(ids.decrypt(&out[..]).err().unwrap().kind(), ErrorKind::Decryption);
+        ids.set_passphrase(p);
+        let mut s = String::new();
+        ids.decrypt(&out[..]).unwrap().read_to_string(&mut s).unwrap();
+        assert_eq!(s, "data");
+        assert!(!format!("{enc:?}").contains("horse"));
+    }
+
+    #[test]
+    fn recipients_parse() {
+        assert!(RecipientKey::parse("age1nope").is_err());
+        let k = GeneratedKey::generate();
+        let r = RecipientKey::parse(&k.recipient()).unwrap();
+        assert!(r.fingerprint().starts_with("age:"));
+        let ssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust";
+        let r = RecipientKey::parse(ssh).unwrap();
+        assert!(r.fingerprint().starts_with("ssh:"));
+        assert!(Encryption::Recipients(vec![]).validate().is_err());
+    }
+}

@@ -1,0 +1,367 @@
+//! Reading snapshots back: fetching and hash-checking the ciphertext,
+//! decrypting and walking the tar with every check, and restoring through
+//! the sources' [`Restorer`]s.
+//!
+//! Order of checks, so that nothing is written from a bad bundle: the
+//! ciphertext is copied to a local cache file (ciphertext is safe on disk)
+//! while its SHA-256 and size are compared with the index; only then is it
+//! decrypted. Entries are staged by the restorers as they stream by, and
+//! made visible (`finish(commit = true)`) only after the whole tar was read
+//! and `SHA256SUMS` and `manifest.json` matched every entry.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::{self, BufReader, Read, Seek, Write};
+use std::path::Path;
+use std::sync::Arc;
+
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+
+use crate::bundle::{
+    Compression, Index, MANIFEST_ENTRY, MANIFEST_FORMAT, Manifest, SOURCES_ENTRY, SUMS_ENTRY, SourceRecord,
+    SourcesFile,
+};
+use crate::crypto::Identities;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sink::Sink;
+use crate::source::{
+    Area, RestoreEntry, RestoreEntryKind, RestoreOptions, RestoreReport, Restorer, Source, check_relative_path,
+};
+use crate::stream::{HashReader, decompressor};
+
+fn integrity(msg: impl Into<String>, index: &Index) -> Error {
+    Error::new(ErrorKind::Integrity, msg)
+        .with_context("snapshot", &index.id)
+        .with_hint("the snapshot is corrupt or was tampered with; restore another snapshot or copy it again from another sink")
+}
+
+/// Streams the object of `index` from `sink` and checks its size and
+/// SHA-256 against the index, writing the bytes to `out` if given.
+pub async fn verify_object(sink: &dyn Sink, index: &Index, mut out: Option<&mut std::fs::File>) -> Result<()> {
+    let mut stream = sink.get(&index.object.key).await.map_err(|e| {
+        if e.kind() == ErrorKind::NotFound {
+            integrity("the snapshot's object is missing", index)
+        } else {
+            e
+        }
+    })?;
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk?;
+        size += chunk.len() as u64;
+        if size > index.object.size {
+            return Err(integrity(format!("object is larger than the index says ({} bytes)", index.object.size), index));
+        }
+        hasher.update(&chunk);
+        if let Some(f) = out.as_deref_mut() {
+            // Small blocking write of a chunk to a local cache file.
+            f.write_all(&chunk).map_err(|e| Error::io("writing the restore cache", e))?;
+        }
+    }
+    if size != index.object.size {
+        return Err(integrity(
+            format!("object is truncated: {size} of {} bytes", index.object.size),
+            index,
+        ));
+    }
+    let sha = hex::encode(hasher.finalize());
+    if sha != index.object.sha256 {
+        return Err(integrity("object's SHA-256 does not match its index", index)
+            .with_context("expected", &index.object.sha256)
+            .with_context("actual", sha));
+    }
+    Ok(())
+}
+
+/// Downloads the object to a temporary file in `cache_dir` (or the system
+/// temp dir), verified against the index; the file is deleted on drop.
+pub async fn fetch_verified(sink: &dyn Sink, index: &Index, cache_dir: Option<&Path>) -> Result<std::fs::File> {
+    let dir = cache_dir.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+    let mut file = tempfile::tempfile_in(&dir)
+        .map_err(|e| Error::io(format!("creating a cache file in {}", dir.display()), e))?;
+    verify_object(sink, index, Some(&mut file)).await?;
+    file.flush().map_err(|e| Error::io("writing the restore cache", e))?;
+    file.rewind().map_err(|e| Error::io("reading the restore cache", e))?;
+    Ok(file)
+}
+
+/// Receives what [`read_bundle`] finds.
+pub trait BundleVisitor {
+    /// Called once with `sources.json`, before any entry.
+    fn sources(&mut self, sources: &SourcesFile) -> Result<()>;
+    /// Called for each entry of a source, in bundle order. Whatever of the
+    /// reader the visitor leaves unread is read (and hashed) afterwards.
+    fn entry(&mut self, source: &str, entry: RestoreEntry<'_>) -> Result<()>;
+}
+
+/// What [`read_bundle`] checked.
+#[derive(Debug, Clone)]
+pub struct BundleSummary {
+    /// The sources of the bundle.
+    pub sources: SourcesFile,
+    /// The manifest.
+    pub manifest: Manifest,
+    /// Number of file entries whose hash was checked.
+    pub files_checked: usize,
+}
+
+/// Decrypts, decompresses and walks a bundle, checking that it belongs to
+/// `index`, that every path is safe, and that every file matches
+/// `SHA256SUMS` and `manifest.json`. Blocking: run it on a blocking thread.
+pub fn read_bundle<R: Read>(
+    input: R,
+    index: &Index,
+    identities: &Identities,
+    visitor: &mut dyn BundleVisitor,
+) -> Result<BundleSummary> {
+    let plain = identities.decrypt(input)?;
+    let compression = Compression::from_name(&index.compression)?;
+    let decoded = decompressor(compression, BufReader::with_capacity(1 << 20, plain))
+        .map_err(|e| Error::io("starting decompression", e))?;
+    let mut archive = tar::Archive::new(decoded);
+    let mut sources: Option<SourcesFile> = None;
+    let mut names: HashMap<String, String> = HashMap::new();
+    let mut computed: BTreeMap<String, (u64, String)> = BTreeMap::new();
+    let mut sums: Option<String> = None;
+    let mut manifest: Option<Manifest> = None;
+
+    let entries = archive.entries().map_err(|e| read_error(e, index))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| read_error(e, index))?;
+        let path_bytes = entry.path_bytes().into_owned();
+        let path = String::from_utf8(path_bytes)
+            .map_err(|_| integrity("a path in the bundle is not UTF-8", index))?;
+        if manifest.is_some() {
+            return Err(integrity(format!("entry `{path}` after manifest.json"), index));
+        }
+        let etype = entry.header().entry_type();
+        let size = entry.header().size().map_err(|e| read_error(e, index))?;
+        let mode = entry.header().mode().map_err(|e| read_error(e, index))?;
+        let mtime = entry.header().mtime().map_err(|e| read_error(e, index))? as i64;
+
+        if sources.is_none() {
+            if path != SOURCES_ENTRY {
+                return Err(integrity("the bundle does not start with sources.json", index));
+            }
+            let s: SourcesFile = serde_json::from_slice(&read_small(&mut entry, index)?)
+                .map_err(|e| integrity(format!("sources.json is malformed: {e}"), index))?;
+            if s.id != index.id {
+                return Err(integrity(
+                    format!("the bundle belongs to snapshot {}, not to this index", s.id),
+                    index,
+                ));
+            }
+            for r in &s.sources {
+                names.insert(r.name.clone(), r.kind.clone());
+            }
+            visitor.sources(&s)?;
+            sources = Some(s);
+            continue;
+        }
+        if path == SUMS_ENTRY {
+            let bytes = read_small(&mut entry, index)?;
+            sums = Some(String::from_utf8(bytes).map_err(|_| integrity("SHA256SUMS is not UTF-8", index))?);
+            continue;
+        }
+        if path == MANIFEST_ENTRY {
+            let m: Manifest = serde_json::from_slice(&read_small(&mut entry, index)?)
+                .map_err(|e| integrity(format!("manifest.json is malformed: {e}"), index))?;
+            manifest = Some(m);
+            continue;
+        }
+
+        // `<area>/<source>/<relative path>`
+        let trimmed = path.trim_end_matches('/');
+        let mut parts = trimmed.splitn(3, '/');
+        let (Some(area), Some(source), Some(rel)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(integrity(format!("unexpected entry `{path}`"), index));
+        };
+        let Some(area) = Area::from_dir(area) else {
+            return Err(integrity(format!("unexpected entry `{path}`"), index));
+        };
+        if !names.contains_key(source) {
+            return Err(integrity(format!("entry `{path}` belongs to no source of the bundle"), index));
+        }
+        check_relative_path(rel)?;
+        let kind = match etype {
+            tar::EntryType::Regular | tar::EntryType::Continuous => RestoreEntryKind::File { size },
+            tar::EntryType::Directory => RestoreEntryKind::Dir,
+            tar::EntryType::Symlink => {
+                let target = entry
+                    .link_name_bytes()
+                    .map(|b| String::from_utf8_lossy(&b).into_owned())
+                    .ok_or_else(|| integrity(format!("symlink `{path}` has no target"), index))?;
+                RestoreEntryKind::Symlink { target }
+            }
+            other => {
+                return Err(integrity(format!("entry `{path}` has unsupported type {other:?}"), index));
+            }
+        };
+        let is_file = matches!(kind, RestoreEntryKind::File { .. });
+        let mut hr = HashReader::new(&mut entry);
+        visitor.entry(source, RestoreEntry { area, path: rel, mode, mtime, kind, reader: &mut hr })?;
+        io::copy(&mut hr, &mut io::sink()).map_err(|e| read_error(e, index))?;
+        if is_file {
+            let (sha, n) = hr.finish();
+            if n != size {
+                return Err(integrity(format!("entry `{path}` is truncated"), index));
+            }
+            computed.insert(trimmed.to_string(), (n, sha));
+        }
+    }
+    // Read to the end so the age stream's last chunk is authenticated.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| read_error(e, index))?;
+
+    let sources = sources.ok_or_else(|| integrity("the bundle is empty", index))?;
+    let sums = sums.ok_or_else(|| integrity("the bundle has no SHA256SUMS", index))?;
+    let manifest = manifest.ok_or_else(|| integrity("the bundle has no manifest.json (truncated?)", index))?;
+    if manifest.format != MANIFEST_FORMAT || manifest.id != index.id {
+        return Err(integrity("manifest.json belongs to another snapshot", index));
+    }
+    let mut listed = BTreeMap::new();
+    for line in sums.lines() {
+        let Some((sha, path)) = line.split_once("  ") else {
+            return Err(integrity(format!("bad SHA256SUMS line `{line}`"), index));
+        };
+        listed.insert(path.to_string(), sha.to_string());
+    }
+    for (path, (size, sha)) in &computed {
+        match listed.get(path) {
+            Some(s) if s == sha => {}
+            Some(_) => return Err(integrity(format!("`{path}` does not match SHA256SUMS"), index)),
+            None => return Err(integrity(format!("`{path}` is missing from SHA256SUMS"), index)),
+        }
+        let _ = size;
+    }
+    if listed.len() != computed.len() {
+        return Err(integrity("SHA256SUMS lists files that are not in the bundle", index));
+    }
+    let manifest_map: BTreeMap<_, _> =
+        manifest.entries.iter().map(|e| (e.path.clone(), (e.size, e.sha256.clone()))).collect();
+    if manifest_map != computed {
+        return Err(integrity("manifest.json does not match the bundle's files", index));
+    }
+    Ok(BundleSummary { sources, manifest, files_checked: computed.len() })
+}
+
+fn read_small(r: &mut impl Read, index: &Index) -> Result<Vec<u8>> {
+    let mut buf = Vec::new();
+    r.take(64 << 20).read_to_end(&mut buf).map_err(|e| read_error(e, index))?;
+    Ok(buf)
+}
+
+fn read_error(e: io::Error, index: &Index) -> Error {
+    let err = Error::io("reading the bundle", e);
+    match err.kind() {
+        ErrorKind::Decryption | ErrorKind::StorageFull | ErrorKind::Cancelled => err,
+        _ if err.kind() == ErrorKind::Unexpected || err.kind() == ErrorKind::Integrity => {
+            integrity(err.message().to_string(), index)
+        }
+        _ => err,
+    }
+}
+
+/// A visitor that only checks.
+#[derive(Debug, Default)]
+pub struct CheckOnly;
+
+impl BundleVisitor for CheckOnly {
+    fn sources(&mut self, _: &SourcesFile) -> Result<()> {
+        Ok(())
+    }
+    fn entry(&mut self, _: &str, _: RestoreEntry<'_>) -> Result<()> {
+        Ok(())
+    }
+}
+
+/// Picks the sources to restore and builds them; `None` skips a source.
+pub type SourceResolver = Box<dyn FnMut(&SourceRecord) -> Result<Option<Arc<dyn Source>>> + Send>;
+
+/// What a restore did, per source.
+#[derive(Debug)]
+pub struct RestoreOutcome {
+    /// The checked bundle.
+    pub summary: BundleSummary,
+    /// `(source name, report)` per restored source.
+    pub reports: Vec<(String, RestoreReport)>,
+}
+
+struct RestoreVisitor {
+    resolve: SourceResolver,
+    opts: RestoreOptions,
+    handle: tokio::runtime::Handle,
+    restorers: Vec<(String, Box<dyn Restorer>)>,
+    slot: HashMap<String, usize>,
+}
+
+impl BundleVisitor for RestoreVisitor {
+    fn sources(&mut self, sources: &SourcesFile) -> Result<()> {
+        for record in &sources.sources {
+            if let Some(source) = (self.resolve)(record)? {
+                let restorer = self
+                    .handle
+                    .block_on(source.restore(&self.opts))
+                    .map_err(|e| e.prefix(format!("source `{}`", record.name)))?;
+                self.slot.insert(record.name.clone(), self.restorers.len());
+                self.restorers.push((record.name.clone(), restorer));
+            }
+        }
+        if self.restorers.is_empty() {
+            return Err(crate::config_error("nothing to restore: no source of the snapshot was selected"));
+        }
+        Ok(())
+    }
+
+    fn entry(&mut self, source: &str, entry: RestoreEntry<'_>) -> Result<()> {
+        if let Some(&i) = self.slot.get(source) {
+            let (name, r) = &mut self.restorers[i];
+            r.entry(entry).map_err(|e| e.prefix(format!("source `{name}`")))?;
+        }
+        Ok(())
+    }
+}
+
+/// Restores a verified cache file through the sources `resolve` picks.
+/// Blocking: call from `spawn_blocking`; `handle` runs the sources' async
+/// setup.
+pub fn restore_bundle(
+    input: std::fs::File,
+    index: &Index,
+    identities: &Identities,
+    resolve: SourceResolver,
+    opts: RestoreOptions,
+    handle: tokio::runtime::Handle,
+) -> Result<RestoreOutcome> {
+    let commit = !opts.dry_run;
+    let mut visitor = RestoreVisitor { resolve, opts, handle, restorers: Vec::new(), slot: HashMap::new() };
+    let read = read_bundle(BufReader::with_capacity(1 << 20, input), index, identities, &mut visitor);
+    let restorers = std::mem::take(&mut visitor.restorers);
+    match read {
+        Ok(summary) => {
+            let mut reports = Vec::new();
+            let mut failure = None;
+            for (name, r) in restorers {
+                // After a failed commit, abort the rest rather than half-apply more.
+                let ok = commit && failure.is_none();
+                match r.finish(ok) {
+                    Ok(rep) => reports.push((name, rep)),
+                    Err(e) => failure = failure.or(Some(e.prefix(format!("source `{name}`")))),
+                }
+            }
+            match failure {
+                Some(e) => Err(e),
+                None => Ok(RestoreOutcome { summary, reports }),
+            }
+        }
+        Err(e) => {
+            for (name, r) in restorers {
+                if let Err(abort) = r.finish(false) {
+                    tracing::warn!("cleaning up source `{name}` after a failed restore: {abort}");
+                }
+            }
+            Err(e)
+        }
+    }
+}

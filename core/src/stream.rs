@@ -1,0 +1,235 @@
+//! Blocking `Read`/`Write` adapters used by the pipeline threads: hashing,
+//! counting, exact-length reading, chunking into channels, and the
+//! compression codecs.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use sha2::{Digest, Sha256};
+
+use crate::bundle::Compression;
+use crate::error::{Error, ErrorKind};
+
+/// Size of the chunks passed between pipeline stages.
+pub(crate) const CHUNK: usize = 1 << 20;
+
+/// Reads exactly `remaining` bytes from `inner` and fails if it ends early
+/// (a file that shrank while being read must not produce a corrupt tar).
+pub(crate) struct ExactReader<R> {
+    inner: R,
+    remaining: u64,
+    what: String,
+}
+
+impl<R: Read> ExactReader<R> {
+    pub(crate) fn new(inner: R, size: u64, what: String) -> Self {
+        ExactReader { inner, remaining: size, what }
+    }
+}
+
+impl<R: Read> Read for ExactReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.remaining == 0 {
+            return Ok(0);
+        }
+        let max = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
+        let n = self.inner.read(&mut buf[..max])?;
+        if n == 0 {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("{} became shorter while it was read ({} bytes missing)", self.what, self.remaining),
+            )
+            .with_hint("the file changed during the backup; stop the writer or re-run the backup")
+            .into_io());
+        }
+        self.remaining -= n as u64;
+        Ok(n)
+    }
+}
+
+/// Hashes (SHA-256) and counts what passes through a reader.
+pub(crate) struct HashReader<R> {
+    pub(crate) inner: R,
+    pub(crate) hasher: Sha256,
+    pub(crate) count: u64,
+}
+
+impl<R: Read> HashReader<R> {
+    pub(crate) fn new(inner: R) -> Self {
+        HashReader { inner, hasher: Sha256::new(), count: 0 }
+    }
+
+    pub(crate) fn finish(self) -> (String, u64) {
+        (hex::encode(self.hasher.finalize()), self.count)
+    }
+}
+
+impl<R: Read> Read for HashReader<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.count += n as u64;
+        Ok(n)
+    }
+}
+
+/// Counts bytes written into a shared counter (for progress).
+pub(crate) struct CountingWriter<W> {
+    pub(crate) inner: W,
+    pub(crate) counter: Arc<AtomicU64>,
+}
+
+impl<W: Write> Write for CountingWriter<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
+}
+
+/// Collects writes into [`CHUNK`]-sized buffers and hands each full one to
+/// `send`; `finish` hands over the rest.
+pub(crate) struct ChunkWriter<F: FnMut(Vec<u8>) -> io::Result<()>> {
+    buf: Vec<u8>,
+    send: F,
+}
+
+impl<F: FnMut(Vec<u8>) -> io::Result<()>> ChunkWriter<F> {
+    pub(crate) fn new(send: F) -> Self {
+        ChunkWriter { buf: Vec::with_capacity(CHUNK), send }
+    }
+
+    pub(crate) fn finish(mut self) -> io::Result<()> {
+        if !self.buf.is_empty() {
+            let buf = std::mem::take(&mut self.buf);
+            (self.send)(buf)?;
+        }
+        Ok(())
+    }
+}
+
+impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for ChunkWriter<F> {
+    fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+        let room = CHUNK - self.buf.len();
+        let n = data.len().min(room);
+        self.buf.extend_from_slice(&data[..n]);
+        if self.buf.len() == CHUNK {
+            let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
+            (self.send)(full)?;
+        }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// A compressing writer of any supported codec.
+pub(crate) enum Compressor<W: Write> {
+    Zstd(zstd::stream::write::Encoder<'static, W>),
+    Gzip(flate2::write::GzEncoder<W>),
+    None(W),
+}
+
+impl<W: Write> Compressor<W> {
+    /// Wraps `out`. zstd runs `threads` worker threads besides the caller.
+    pub(crate) fn new(c: Compression, out: W, threads: u32) -> io::Result<Self> {
+        Ok(match c {
+            Compression::Zstd(level) => {
+                let mut enc = zstd::stream::write::Encoder::new(out, level)?;
+                if threads > 0 {
+                    enc.multithread(threads)?;
+                    // Jobs of 4 MiB keep memory low (each worker holds about
+                    // two jobs) while leaving enough work per job.
+                    enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(4 << 20))?;
+                }
+                enc.include_checksum(true)?;
+                Compressor::Zstd(enc)
+            }
+            Compression::Gzip(level) => {
+                Compressor::Gzip(flate2::write::GzEncoder::new(out, flate2::Compression::new(level)))
+            }
+            Compression::None => Compressor::None(out),
+        })
+    }
+
+    pub(crate) fn finish(self) -> io::Result<W> {
+        match self {
+            Compressor::Zstd(e) => e.finish(),
+            Compressor::Gzip(e) => e.finish(),
+            Compressor::None(w) => Ok(w),
+        }
+    }
+}
+
+impl<W: Write> Write for Compressor<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Compressor::Zstd(e) => e.write(buf),
+            Compressor::Gzip(e) => e.write(buf),
+            Compressor::None(w) => w.write(buf),
+        }
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Compressor::Zstd(e) => e.flush(),
+            Compressor::Gzip(e) => e.flush(),
+            Compressor::None(w) => w.flush(),
+        }
+    }
+}
+
+/// A decompressing reader of any supported codec.
+pub(crate) fn decompressor<'a, R: io::BufRead + 'a>(c: Compression, input: R) -> io::Result<Box<dyn Read + 'a>> {
+    Ok(match c {
+        Compression::Zstd(_) => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
+        Compression::Gzip(_) => Box::new(flate2::bufread::MultiGzDecoder::new(input)),
+        Compression::None => Box::new(input),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exact_reader_fails_when_short() {
+        let mut r = ExactReader::new(&b"abc"[..], 5, "x".into());
+        let mut v = Vec::new();
+        let err = r.read_to_end(&mut v).unwrap_err();
+        assert!(err.to_string().contains("shorter"));
+        let mut r = ExactReader::new(&b"abcdef"[..], 3, "x".into());
+        let mut v = Vec::new();
+        r.read_to_end(&mut v).unwrap();
+        assert_eq!(v, b"abc");
+    }
+
+    #[test]
+    fn codecs_roundtrip() {
+        let data: Vec<u8> = (0..300_000u32).flat_map(|i| (i % 251).to_le_bytes()).collect();
+        for c in [Compression::Zstd(3), Compression::Gzip(6), Compression::None] {
+            let mut w = Compressor::new(c, Vec::new(), 2).unwrap();
+            w.write_all(&data).unwrap();
+            let out = w.finish().unwrap();
+            let mut back = Vec::new();
+            decompressor(c, &out[..]).unwrap().read_to_end(&mut back).unwrap();
+            assert_eq!(back, data, "{c:?}");
+        }
+    }
+
+    #[test]
+    fn chunk_writer_chunks() {
+        let mut got = Vec::new();
+        let mut w = ChunkWriter::new(|c: Vec<u8>| {
+            got.push(c.len());
+            Ok(())
+        });
+        w.write_all(&vec![0u8; CHUNK * 2 + 10]).unwrap();
+        w.finish().unwrap();
+        assert_eq!(got, vec![CHUNK, CHUNK, 10]);
+    }
+}
