@@ -1,1 +1,95 @@
-fn main() {}
+//! The `coffer` binary: flags and config resolution, progress, output and
+//! exit codes. The work itself is in coffer-core and the plugin crates.
+
+mod args;
+mod commands;
+mod config;
+mod output;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use coffer_core::{Error, ErrorKind, Registry};
+
+/// Every plugin compiled into this binary.
+fn registry() -> Registry {
+    let mut reg = Registry::new();
+    coffer_source_file::register(&mut reg);
+    //ENV coffer_source_env::register(&mut reg);
+    coffer_sink_local::register(&mut reg);
+    reg
+}
+
+/// Failures that decide the exit code.
+pub enum Failure {
+    /// An error from the work.
+    Error(Error),
+    /// The snapshot was written, but some required sinks failed.
+    Partial(String),
+    /// Some snapshots failed verification (already reported).
+    Integrity(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Error(e)
+    }
+}
+
+fn exit_code_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::ConfigInvalid => 2,
+        ErrorKind::Integrity => 3,
+        ErrorKind::Decryption => 5,
+        _ => 1,
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = args::Cli::parse();
+    let filter = match cli.verbose {
+        0 => "warn",
+        1 => "info,coffer=info",
+        _ => "debug",
+    };
+    let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr).with_target(false).init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = cli.json;
+    let result = runtime.block_on(async {
+        tokio::select! {
+            r = commands::run(cli, registry()) => r,
+            _ = tokio::signal::ctrl_c() => Err(Failure::Error(Error::new(ErrorKind::Cancelled, "interrupted")
+                .with_hint("nothing partial was kept; run the command again"))),
+        }
+    });
+    // Dropping the runtime here lets cancelled work run its cleanup guards.
+    drop(runtime);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Error(e)) => {
+            output::print_error(&e, json);
+            ExitCode::from(if e.kind() == ErrorKind::Cancelled { 130 } else { exit_code_of(e.kind()) })
+        }
+        Err(Failure::Partial(msg)) => {
+            if !json {
+                eprintln!("error: {msg}");
+            }
+            ExitCode::from(4)
+        }
+        Err(Failure::Integrity(msg)) => {
+            if !json {
+                eprintln!("error: {msg}");
+            }
+            ExitCode::from(3)
+        }
+    }
+}

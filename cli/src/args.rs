@@ -1,0 +1,183 @@
+//! Command-line syntax. Scripts and docs depend on these exact flags.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+/// coffer: back up and restore the whole state of a service (database,
+/// config, seed data, secrets) into one checksummed, compressed,
+/// age-encrypted bundle, written to any number of sinks.
+#[derive(Debug, Parser)]
+#[command(name = "coffer", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Config file (default: ./coffer.toml if it exists; env COFFER_CONFIG).
+    #[arg(long, short = 'c', global = true, env = "COFFER_CONFIG")]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress bars.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+pub const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage or config error, 3 integrity failure \
+(corrupt, truncated or forged snapshot), 4 partial failure (some required sinks failed), \
+5 no usable key (wrong identity or passphrase).";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an age identity; prints its public recipient (age1…).
+    Keygen(KeygenArgs),
+    /// Write a commented example coffer.toml.
+    Init(InitArgs),
+    /// Capture the sources into one bundle and write it to every sink.
+    Backup(BackupArgs),
+    /// List the snapshots on a sink.
+    List(SinkArgs),
+    /// Show one snapshot's public index (and its manifest with --identity).
+    Show(ShowArgs),
+    /// Check snapshots: size and SHA-256 without any key; --deep decrypts
+    /// and checks every file against SHA256SUMS.
+    Verify(VerifyArgs),
+    /// Restore a snapshot (after verifying it) to the original places or
+    /// under --target.
+    Restore(RestoreArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct KeygenArgs {
+    /// Write the identity to FILE (mode 0600; refuses to overwrite).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Instead of generating: check an SSH public key file (ssh-ed25519 or
+    /// ssh-rsa) and print it as a recipient. Its private key then works with
+    /// --identity.
+    #[arg(long, value_name = "PUBKEY_FILE")]
+    pub ssh: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct InitArgs {
+    /// Where to write (default ./coffer.toml).
+    #[arg(long, short = 'o', default_value = "coffer.toml")]
+    pub output: PathBuf,
+    /// Overwrite an existing file.
+    #[arg(long)]
+    pub force: bool,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct SinkSel {
+    /// A sink: a name from the config, a directory, or a URL (file:///…).
+    /// Repeat to fan out (backup).
+    #[arg(long = "sink", value_name = "SINK")]
+    pub sinks: Vec<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct KeySel {
+    /// Identity file to decrypt with (age identity or SSH private key);
+    /// repeatable. Env COFFER_IDENTITY.
+    #[arg(long = "identity", short = 'i', value_name = "FILE", env = "COFFER_IDENTITY")]
+    pub identities: Vec<PathBuf>,
+    /// Use a passphrase (from COFFER_PASSPHRASE, --passphrase-file, or a
+    /// prompt on a terminal).
+    #[arg(long)]
+    pub passphrase: bool,
+    /// Read the passphrase from FILE.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Job from the config (default: its only job).
+    pub job: Option<String>,
+    /// One-off source: file:PATH, 'env:PATH#GLOB[,GLOB…]'; repeatable.
+    #[arg(long = "source", value_name = "KIND:SPEC")]
+    pub sources: Vec<String>,
+    #[command(flatten)]
+    pub sink: SinkSel,
+    /// Public key to encrypt to (age1…, ssh-ed25519 …, ssh-rsa …); repeatable.
+    #[arg(long = "recipient", short = 'r', value_name = "KEY")]
+    pub recipients: Vec<String>,
+    /// Encrypt with a passphrase instead of recipients (removable media).
+    #[arg(long)]
+    pub passphrase: bool,
+    /// Read the passphrase from FILE.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Job name for a one-off run (default `one-off`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// zstd (default), zstd:LEVEL, gzip, gzip:LEVEL, none.
+    #[arg(long)]
+    pub compression: Option<String>,
+    /// Tag the snapshot; repeatable.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Record this RFC 3339 time as the snapshot time instead of now.
+    #[arg(long)]
+    pub time: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct SinkArgs {
+    #[command(flatten)]
+    pub sink: SinkSel,
+}
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+    #[command(flatten)]
+    pub sink: SinkSel,
+    #[command(flatten)]
+    pub keys: KeySel,
+}
+
+#[derive(Debug, Args)]
+pub struct VerifyArgs {
+    /// Snapshot id, prefix or `latest` (default: latest).
+    pub snapshot: Option<String>,
+    /// Verify every snapshot on the sink.
+    #[arg(long, conflicts_with = "snapshot")]
+    pub all: bool,
+    /// Also decrypt and check every file against SHA256SUMS and the manifest.
+    #[arg(long)]
+    pub deep: bool,
+    #[command(flatten)]
+    pub sink: SinkSel,
+    #[command(flatten)]
+    pub keys: KeySel,
+}
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+    #[command(flatten)]
+    pub sink: SinkSel,
+    #[command(flatten)]
+    pub keys: KeySel,
+    /// Put file sources under DIR and env sources into DIR instead of their
+    /// original paths.
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Restore only this source (name or kind); repeatable.
+    #[arg(long = "only", value_name = "SOURCE")]
+    pub only: Vec<String>,
+    /// Verify and show what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Directory for the verified ciphertext cache (default: temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}

@@ -1,0 +1,602 @@
+//! One function per subcommand.
+
+use std::io::IsTerminal;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use coffer_core::{
+    BackupRequest, Catalog, CatalogEntry, CheckOnly, Compression, Encryption, Error, ErrorKind, GeneratedKey,
+    Identities, Passphrase, Progress, RecipientKey, Registry, RestoreOptions, Result, Sink, SinkTarget, Source,
+    SourceRecord, SourceResolver, config_error,
+};
+use serde_json::json;
+
+use crate::Failure;
+use crate::args::{BackupArgs, Cli, Command, InitArgs, KeySel, KeygenArgs, RestoreArgs, ShowArgs, SinkSel, VerifyArgs};
+use crate::config::{Config, EXAMPLE};
+use crate::output::{Spinner, print_json, size};
+
+type CmdResult = std::result::Result<(), Failure>;
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli, registry: Registry) -> CmdResult {
+    let ctx = Ctx { json: cli.json, quiet: cli.quiet || cli.json, config_path: cli.config.clone(), registry };
+    match cli.command {
+        Command::Keygen(a) => keygen(&ctx, a),
+        Command::Init(a) => init(&ctx, a),
+        Command::Backup(a) => backup(&ctx, a).await,
+        Command::List(a) => list(&ctx, a.sink).await,
+        Command::Show(a) => show(&ctx, a).await,
+        Command::Verify(a) => verify(&ctx, a).await,
+        Command::Restore(a) => restore(&ctx, a).await,
+    }
+}
+
+struct Ctx {
+    json: bool,
+    quiet: bool,
+    config_path: Option<PathBuf>,
+    registry: Registry,
+}
+
+impl Ctx {
+    /// The config: --config/COFFER_CONFIG (must exist), else ./coffer.toml if present.
+    fn config(&self) -> Result<Option<Config>> {
+        match &self.config_path {
+            Some(p) => Config::load(p, &self.registry).map(Some),
+            None => {
+                let p = Path::new("coffer.toml");
+                if p.exists() { Config::load(p, &self.registry).map(Some) } else { Ok(None) }
+            }
+        }
+    }
+
+    /// Sinks named or given by URL on the command line, else the config's.
+    fn read_sinks(&self, sel: &SinkSel, config: Option<&Config>) -> Result<Vec<(String, Arc<dyn Sink>)>> {
+        if !sel.sinks.is_empty() {
+            return sel.sinks.iter().map(|s| Ok((s.clone(), self.sink(s, config)?))).collect();
+        }
+        match config {
+            Some(c) if !c.sinks.is_empty() => Ok(c.sinks.iter().map(|(n, s)| (n.clone(), s.clone())).collect()),
+            _ => Err(config_error("no sink given").with_hint("pass --sink DIR_OR_URL (or a sink name from coffer.toml)")),
+        }
+    }
+
+    fn sink(&self, s: &str, config: Option<&Config>) -> Result<Arc<dyn Sink>> {
+        if let Some(c) = config
+            && let Some(sink) = c.sinks.get(s)
+        {
+            return Ok(sink.clone());
+        }
+        self.registry.sink_from_url(s)
+    }
+}
+
+fn keygen(ctx: &Ctx, a: KeygenArgs) -> CmdResult {
+    if let Some(pubfile) = a.ssh {
+        let text = std::fs::read_to_string(&pubfile)
+            .map_err(|e| Error::io(format!("reading {}", pubfile.display()), e))?;
+        let key = RecipientKey::parse(text.trim())?;
+        if ctx.json {
+            print_json(&json!({ "recipient": key.as_str(), "fingerprint": key.fingerprint() }));
+        } else {
+            println!("{}", key.as_str());
+        }
+        return Ok(());
+    }
+    let key = GeneratedKey::generate();
+    match &a.output {
+        Some(path) => write_new_private(path, key.file_text().as_bytes())?,
+        None => {
+            if std::io::stdout().is_terminal() && !ctx.json {
+                eprintln!("warning: writing a private key to the terminal; use -o FILE to store it");
+            }
+            if !ctx.json {
+                print!("{}", key.file_text());
+                return Ok(());
+            }
+        }
+    }
+    if ctx.json {
+        let mut v = json!({ "recipient": key.recipient() });
+        if let Some(p) = &a.output {
+            v["identity_file"] = json!(p.display().to_string());
+        }
+        print_json(&v);
+    } else {
+        println!("{}", key.recipient());
+        if let Some(p) = &a.output {
+            eprintln!("identity written to {} (mode 0600); keep it off the backed-up host", p.display());
+        }
+    }
+    Ok(())
+}
+
+/// Creates `path` with mode 0600, refusing to overwrite.
+fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| {
+            let err = Error::io(format!("creating {}", path.display()), e);
+            if err.kind() == ErrorKind::AlreadyExists {
+                err.with_hint("refusing to overwrite a key; choose another file name")
+            } else {
+                err
+            }
+        })?;
+    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+}
+
+fn init(ctx: &Ctx, a: InitArgs) -> CmdResult {
+    if a.output.exists() && !a.force {
+        return Err(Error::new(ErrorKind::AlreadyExists, format!("{} exists", a.output.display()))
+            .with_hint("pass --force to overwrite it")
+            .into());
+    }
+    std::fs::write(&a.output, EXAMPLE).map_err(|e| Error::io(format!("writing {}", a.output.display()), e))?;
+    if ctx.json {
+        print_json(&json!({ "written": a.output.display().to_string() }));
+    } else {
+        println!("wrote {}: edit its recipients, sources and sinks, then run `coffer backup`", a.output.display());
+    }
+    Ok(())
+}
+
+fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Passphrase> {
+    if let Some(f) = file {
+        return Passphrase::from_file(f);
+    }
+    if let Ok(p) = std::env::var("COFFER_PASSPHRASE") {
+        return Passphrase::new(p);
+    }
+    if std::io::stdin().is_terminal() {
+        let p = rpassword::prompt_password("passphrase: ").map_err(|e| Error::io("reading the passphrase", e))?;
+        if confirm {
+            let again = rpassword::prompt_password("passphrase (again): ")
+                .map_err(|e| Error::io("reading the passphrase", e))?;
+            if again != p {
+                return Err(config_error("the passphrases differ"));
+            }
+        }
+        return Passphrase::new(p);
+    }
+    Err(config_error("a passphrase is needed but none was given")
+        .with_hint("set COFFER_PASSPHRASE, pass --passphrase-file FILE, or run on a terminal"))
+}
+
+fn identities(keys: &KeySel) -> Result<Identities> {
+    let mut ids = Identities::new();
+    for f in &keys.identities {
+        ids.add_file(f)?;
+    }
+    if keys.passphrase || keys.passphrase_file.is_some() {
+        ids.set_passphrase(passphrase(keys.passphrase_file.as_deref(), false)?);
+    }
+    Ok(ids)
+}
+
+fn unique_name(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == base) {
+        return base.to_string();
+    }
+    (2..).map(|i| format!("{base}-{i}")).find(|n| !taken.contains(n)).expect("infinite")
+}
+
+async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let one_off = !a.sources.is_empty();
+    let (job, sources, sink_names, recipients, compression, mut tags, passfile) = if one_off {
+        if a.job.is_some() {
+            return Err(config_error("give either a JOB or --source flags, not both").into());
+        }
+        let mut names = Vec::new();
+        let mut sources: Vec<Arc<dyn Source>> = Vec::new();
+        for spec in &a.sources {
+            let (factory, rest) = ctx.registry.source_spec(spec)?;
+            let name = unique_name(&factory.spec_name(rest), &names);
+            sources.push(factory.from_spec(&name, rest).map_err(|e| e.prefix(format!("--source {spec}")))?);
+            names.push(name);
+        }
+        if a.sink.sinks.is_empty() {
+            return Err(config_error("no sink given").with_hint("add --sink DIR_OR_URL").into());
+        }
+        let job = a.name.clone().unwrap_or_else(|| "one-off".into());
+        (job, sources, a.sink.sinks.clone(), a.recipients.clone(), a.compression.clone(), vec![], None)
+    } else {
+        let Some(cfg) = &config else {
+            return Err(config_error("nothing to back up: no --source given and no coffer.toml here")
+                .with_hint("pass --source KIND:SPEC --sink DIR --recipient KEY, or --config FILE (see `coffer init`)")
+                .into());
+        };
+        let (name, job) = cfg.job(a.job.as_deref())?;
+        let sources = job.sources.iter().map(|s| cfg.sources[s].clone()).collect();
+        let sinks = if a.sink.sinks.is_empty() { job.sinks.clone() } else { a.sink.sinks.clone() };
+        let recipients = if !a.recipients.is_empty() {
+            a.recipients.clone()
+        } else {
+            job.recipients.clone().unwrap_or_else(|| cfg.recipients.clone())
+        };
+        let compression = a.compression.clone().or(job.compression.clone()).or(cfg.compression.clone());
+        (name, sources, sinks, recipients, compression, job.tags.clone(), job.passphrase_file.clone())
+    };
+    tags.extend(a.tags.iter().cloned());
+
+    let encryption = if a.passphrase || a.passphrase_file.is_some() || passfile.is_some() {
+        if !a.recipients.is_empty() {
+            return Err(config_error("a passphrase must be the only recipient (an age rule)")
+                .with_hint("drop --recipient, or drop --passphrase")
+                .into());
+        }
+        let file = a.passphrase_file.clone().or(passfile);
+        Encryption::Passphrase { passphrase: passphrase(file.as_deref(), true)?, log_n: coffer_core::DEFAULT_SCRYPT_LOG_N }
+    } else {
+        let keys = recipients.iter().map(|r| RecipientKey::parse(r)).collect::<Result<Vec<_>>>()?;
+        let enc = Encryption::Recipients(keys);
+        enc.validate()?;
+        enc
+    };
+    let compression = match compression {
+        Some(c) => Compression::parse(&c)?,
+        None => Compression::default(),
+    };
+    let time = match &a.time {
+        Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| {
+            config_error(format!("--time `{t}` is not an RFC 3339 time: {e}")).with_hint("e.g. 2026-11-27T22:15:00Z")
+        })?),
+        None => None,
+    };
+    let mut sinks = Vec::new();
+    for s in &sink_names {
+        sinks.push(SinkTarget { name: s.clone(), sink: ctx.sink(s, config.as_ref())?, required: true });
+    }
+    let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
+    let req = BackupRequest { job, sources, sinks, encryption, compression, tags, time, threads };
+
+    let progress = Arc::new(Progress::default());
+    let spinner = Spinner::start("backup", progress.clone(), ctx.quiet);
+    let started = std::time::Instant::now();
+    let outcome = coffer_core::run_backup(req, progress).await;
+    spinner.finish();
+    let outcome = outcome?;
+    let secs = started.elapsed().as_secs_f64();
+
+    if ctx.json {
+        let v = json!({
+            "id": outcome.index.id.as_str(),
+            "job": outcome.index.job,
+            "created_at": outcome.index.created_at.to_string(),
+            "entries": outcome.entries,
+            "plain_bytes": outcome.plain_bytes,
+            "object": outcome.index.object,
+            "seconds": secs,
+            "sources": outcome.sources.iter().map(|s| json!({
+                "name": s.name, "kind": s.kind, "summary": s.report.summary, "details": s.report.details,
+            })).collect::<Vec<_>>(),
+            "sinks": outcome.sinks.iter().map(|s| json!({
+                "name": s.name, "location": s.location, "required": s.required,
+                "ok": s.result.is_ok(),
+                "error": s.result.as_ref().err().map(|e| e.to_string()),
+            })).collect::<Vec<_>>(),
+        });
+        print_json(&v);
+    } else {
+        println!(
+            "snapshot {} (job {}): {} files, {} → {} encrypted in {:.1}s",
+            outcome.index.id,
+            outcome.index.job,
+            outcome.entries,
+            size(outcome.plain_bytes),
+            size(outcome.index.object.size),
+            secs
+        );
+        for s in &outcome.sources {
+            println!("  source {} ({}): {}", s.name, s.kind, s.report.summary);
+        }
+        for s in &outcome.sinks {
+            match &s.result {
+                Ok(()) => println!("  sink {} ({}): ok", s.name, s.location),
+                Err(e) => println!("  sink {} ({}): FAILED: {e}", s.name, s.location),
+            }
+        }
+    }
+    if !outcome.required_ok() {
+        let failed: Vec<_> = outcome.sinks.iter().filter(|s| s.required && s.result.is_err()).map(|s| s.name.as_str()).collect();
+        return Err(Failure::Partial(format!(
+            "snapshot {} was written, but required sink(s) failed: {}",
+            outcome.index.id,
+            failed.join(", ")
+        )));
+    }
+    Ok(())
+}
+
+fn snapshot_json(e: &CatalogEntry) -> serde_json::Value {
+    json!({
+        "id": e.index.id.as_str(),
+        "created_at": e.index.created_at.to_string(),
+        "job": e.index.job,
+        "host": e.index.host,
+        "tags": e.index.tags,
+        "size": e.index.object.size,
+        "sha256": e.index.object.sha256,
+        "sources": e.index.sources,
+        "state": e.state.as_str(),
+    })
+}
+
+async fn list(ctx: &Ctx, sel: SinkSel) -> CmdResult {
+    let config = ctx.config()?;
+    let sinks = ctx.read_sinks(&sel, config.as_ref())?;
+    let mut out = Vec::new();
+    for (name, sink) in &sinks {
+        let cat = Catalog::load(sink.as_ref()).await.map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        if ctx.json {
+            out.push(json!({
+                "sink": name,
+                "location": sink.info().to_string(),
+                "snapshots": cat.snapshots.iter().map(snapshot_json).collect::<Vec<_>>(),
+                "incomplete": cat.incomplete,
+                "unreadable": cat.unreadable.iter().map(|(k, e)| json!({"key": k, "error": e})).collect::<Vec<_>>(),
+            }));
+            continue;
+        }
+        if sinks.len() > 1 {
+            println!("sink {name} ({}):", sink.info());
+        }
+        if cat.snapshots.is_empty() {
+            println!("no snapshots");
+        } else {
+            println!("{:<26} {:<20} {:<16} {:>10}  {:<10} SOURCES", "ID", "TIME (UTC)", "JOB", "SIZE", "STATE");
+            for s in &cat.snapshots {
+                let srcs: Vec<_> = s.index.sources.iter().map(|s| s.name.as_str()).collect();
+                println!(
+                    "{:<26} {:<20} {:<16} {:>10}  {:<10} {}",
+                    s.index.id.as_str(),
+                    s.index.created_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
+                    s.index.job,
+                    size(s.index.object.size),
+                    s.state.as_str(),
+                    srcs.join(",")
+                );
+            }
+        }
+        if !cat.incomplete.is_empty() {
+            println!(
+                "{} incomplete object(s) without an index (interrupted or running backups): {}",
+                cat.incomplete.len(),
+                cat.incomplete.join(", ")
+            );
+        }
+        for (k, e) in &cat.unreadable {
+            println!("unreadable index {k}: {e}");
+        }
+    }
+    if ctx.json {
+        print_json(&json!(out));
+    }
+    Ok(())
+}
+
+/// Finds `spec` on the first of `sinks` that has it.
+async fn find_snapshot(
+    sinks: &[(String, Arc<dyn Sink>)],
+    spec: &str,
+) -> Result<(String, Arc<dyn Sink>, CatalogEntry)> {
+    let mut last_err = None;
+    for (name, sink) in sinks {
+        let cat = Catalog::load(sink.as_ref()).await.map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        match cat.resolve(spec) {
+            Ok(e) => return Ok((name.clone(), sink.clone(), e.clone())),
+            Err(e) => last_err = Some(e),
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no sink")))
+}
+
+async fn show(ctx: &Ctx, a: ShowArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let (sink_name, sink, entry) = find_snapshot(&sinks, &a.snapshot).await?;
+    let ids = identities(&a.keys)?;
+    let manifest = if ids.is_empty() {
+        None
+    } else {
+        let file = coffer_core::fetch_verified(sink.as_ref(), &entry.index, None).await?;
+        let index = entry.index.clone();
+        let summary = tokio::task::spawn_blocking(move || {
+            coffer_core::read_bundle(std::io::BufReader::new(file), &index, &ids, &mut CheckOnly)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
+        Some(summary)
+    };
+    if ctx.json {
+        let mut v = json!({ "sink": sink_name, "state": entry.state.as_str(), "index": entry.index });
+        if let Some(s) = &manifest {
+            v["manifest"] = serde_json::to_value(&s.manifest).expect("json");
+            v["sources"] = serde_json::to_value(&s.sources.sources).expect("json");
+        }
+        print_json(&v);
+        return Ok(());
+    }
+    let i = &entry.index;
+    println!("snapshot   {}", i.id);
+    println!("sink       {sink_name} ({})", sink.info());
+    println!("state      {}", entry.state.as_str());
+    println!("job        {}", i.job);
+    println!("created    {}", i.created_at);
+    println!("host       {}", i.host);
+    if !i.tags.is_empty() {
+        println!("tags       {}", i.tags.join(", "));
+    }
+    println!("object     {} ({}, sha256 {})", i.object.key, size(i.object.size), i.object.sha256);
+    println!("compressed {}", i.compression);
+    println!("encryption age, {} {}", i.encryption.mode, i.encryption.recipients.join(" "));
+    for s in &i.sources {
+        println!("source     {} ({})", s.name, s.kind);
+    }
+    if let Some(s) = manifest {
+        println!("manifest   {} files, {} (all checked)", s.files_checked, size(s.manifest.total_bytes));
+        for (src, rec) in s.manifest.sources.iter().zip(&s.sources.sources) {
+            println!("  {}: {} — {}", src.name, rec.description, src.report.summary);
+        }
+    }
+    Ok(())
+}
+
+async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let ids = if a.deep { Some(Arc::new(identities(&a.keys)?)) } else { None };
+    if let Some(ids) = &ids
+        && ids.is_empty()
+    {
+        return Err(config_error("--deep needs a key to decrypt").with_hint("add --identity FILE or --passphrase").into());
+    }
+    let mut results = Vec::new();
+    let mut failed = 0;
+    for (name, sink) in &sinks {
+        let cat = Catalog::load(sink.as_ref()).await.map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        let chosen: Vec<CatalogEntry> = if a.all {
+            cat.snapshots.clone()
+        } else {
+            vec![cat.resolve(a.snapshot.as_deref().unwrap_or("latest"))?.clone()]
+        };
+        for entry in chosen {
+            let index = entry.index.clone();
+            let check = async {
+                match &ids {
+                    None => coffer_core::verify_object(sink.as_ref(), &index, None).await.map(|_| None),
+                    Some(ids) => {
+                        let file = coffer_core::fetch_verified(sink.as_ref(), &index, None).await?;
+                        let (ids, idx) = (ids.clone(), index.clone());
+                        let s = tokio::task::spawn_blocking(move || {
+                            coffer_core::read_bundle(std::io::BufReader::new(file), &idx, &ids, &mut CheckOnly)
+                        })
+                        .await
+                        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
+                        Ok(Some(s.files_checked))
+                    }
+                }
+            };
+            let r = check.await;
+            if r.is_err() {
+                failed += 1;
+            }
+            if !ctx.json {
+                match &r {
+                    Ok(None) => println!("{} {}: ok (size and SHA-256 match the index)", name, index.id),
+                    Ok(Some(n)) => println!("{} {}: ok (decrypted, {n} files match SHA256SUMS)", name, index.id),
+                    Err(e) => println!("{} {}: FAILED: {e}", name, index.id),
+                }
+            }
+            results.push(json!({
+                "sink": name, "id": index.id.as_str(), "ok": r.is_ok(), "deep": a.deep,
+                "files_checked": r.as_ref().ok().copied().flatten(),
+                "error": r.as_ref().err().map(|e| json!({"kind": e.kind().as_str(), "message": e.to_string()})),
+            }));
+            if let Err(e) = r
+                && e.kind() == ErrorKind::Decryption
+            {
+                return Err(e.into());
+            }
+        }
+    }
+    if ctx.json {
+        print_json(&json!(results));
+    }
+    if failed > 0 {
+        return Err(Failure::Integrity(format!("{failed} snapshot(s) failed verification")));
+    }
+    Ok(())
+}
+
+async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let ids = identities(&a.keys)?;
+    if ids.is_empty() {
+        return Err(config_error("restore needs a key")
+            .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)")
+            .into());
+    }
+    let (sink_name, sink, entry) = find_snapshot(&sinks, &a.snapshot).await?;
+    let index = entry.index.clone();
+    for only in &a.only {
+        if !index.sources.iter().any(|s| &s.name == only || &s.kind == only) {
+            let names: Vec<_> = index.sources.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect();
+            return Err(config_error(format!("--only {only}: the snapshot has no such source"))
+                .with_hint(format!("its sources: {}", names.join(", ")))
+                .into());
+        }
+    }
+    if let Some(t) = &a.target
+        && t.exists()
+        && !t.is_dir()
+    {
+        return Err(config_error(format!("--target {} is not a directory", t.display())).into());
+    }
+
+    let progress = Arc::new(Progress::default());
+    let spinner = Spinner::start("verify", progress.clone(), ctx.quiet);
+    let file = coffer_core::fetch_verified(sink.as_ref(), &index, a.cache_dir.as_deref()).await;
+    spinner.finish();
+    let file = file?;
+
+    let config_sources = config.as_ref().map(|c| c.sources.clone()).unwrap_or_default();
+    let registry = ctx.registry.clone();
+    let only = a.only.clone();
+    let resolve: SourceResolver = Box::new(move |rec: &SourceRecord| {
+        if !only.is_empty() && !only.iter().any(|o| o == &rec.name || o == &rec.kind) {
+            return Ok(None);
+        }
+        if let Some(s) = config_sources.get(&rec.name)
+            && s.info().kind == rec.kind
+        {
+            return Ok(Some(s.clone()));
+        }
+        let factory = registry.source_factory(&rec.kind)?;
+        factory.from_origin(&rec.name, &rec.origin).map(Some)
+    });
+    let mut opts = RestoreOptions::default();
+    opts.target = a.target.clone();
+    opts.dry_run = a.dry_run;
+    let handle = tokio::runtime::Handle::current();
+    let idx = index.clone();
+    let outcome = tokio::task::spawn_blocking(move || coffer_core::restore_bundle(file, &idx, &ids, resolve, opts, handle))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
+
+    if ctx.json {
+        print_json(&json!({
+            "snapshot": index.id.as_str(),
+            "sink": sink_name,
+            "dry_run": a.dry_run,
+            "files_checked": outcome.summary.files_checked,
+            "sources": outcome.reports.iter().map(|(n, r)| json!({
+                "name": n, "summary": r.summary, "actions": r.actions,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    let verb = if a.dry_run { "would restore" } else { "restored" };
+    println!(
+        "{verb} snapshot {} from {sink_name} ({} files verified against SHA256SUMS)",
+        index.id, outcome.summary.files_checked
+    );
+    for (name, r) in &outcome.reports {
+        println!("  source {name}: {}", r.summary);
+        for act in &r.actions {
+            println!("    {:<11} {}", act.action, act.target);
+        }
+    }
+    if a.dry_run {
+        println!("dry run: nothing was changed");
+    }
+    Ok(())
+}

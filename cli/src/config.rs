@@ -1,0 +1,179 @@
+//! `coffer.toml`: jobs, sources, sinks, recipients, compression. Parsed
+//! once, strictly (unknown keys are errors with their line), into plugin
+//! objects before any work starts.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use coffer_core::{Error, Registry, Result, Sink, Source, config_error, toml};
+use serde::Deserialize;
+use toml::Spanned;
+
+/// The file as written.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+struct ConfigFile {
+    #[serde(default)]
+    recipients: Vec<String>,
+    #[serde(default)]
+    compression: Option<String>,
+    #[serde(default)]
+    job: BTreeMap<String, Spanned<JobConfig>>,
+    #[serde(default)]
+    source: BTreeMap<String, Spanned<toml::Table>>,
+    #[serde(default)]
+    sink: BTreeMap<String, Spanned<toml::Table>>,
+}
+
+/// One `[job.NAME]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct JobConfig {
+    /// Names of `[source.*]` tables, captured in this order.
+    pub sources: Vec<String>,
+    /// Names of `[sink.*]` tables, written concurrently.
+    pub sinks: Vec<String>,
+    /// Overrides the top-level recipients.
+    #[serde(default)]
+    pub recipients: Option<Vec<String>>,
+    /// Overrides the top-level compression.
+    #[serde(default)]
+    pub compression: Option<String>,
+    /// Tags on every snapshot of the job.
+    #[serde(default)]
+    pub tags: Vec<String>,
+    /// Encrypt with the passphrase in this file instead of recipients.
+    #[serde(default)]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+/// A parsed, resolved configuration.
+#[derive(Debug)]
+pub struct Config {
+    pub path: PathBuf,
+    pub recipients: Vec<String>,
+    pub compression: Option<String>,
+    pub jobs: BTreeMap<String, JobConfig>,
+    pub sources: BTreeMap<String, Arc<dyn Source>>,
+    pub sinks: BTreeMap<String, Arc<dyn Sink>>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text[..offset.min(text.len())].matches('\n').count() + 1
+}
+
+impl Config {
+    /// Reads and resolves `path`.
+    pub fn load(path: &Path, registry: &Registry) -> Result<Config> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            Error::io(format!("reading config {}", path.display()), e)
+                .with_hint("pass --config FILE, or run `coffer init` to write an example")
+        })?;
+        let file: ConfigFile = toml::from_str(&text).map_err(|e| {
+            let line = e.span().map(|s| line_of(&text, s.start));
+            let msg = e.message().to_string();
+            match line {
+                Some(l) => config_error(format!("{}:{l}: {msg}", path.display())),
+                None => config_error(format!("{}: {msg}", path.display())),
+            }
+            .with_hint("fix the file; `coffer init` writes a commented example")
+        })?;
+        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
+        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
+        let at = |span: std::ops::Range<usize>, what: &str| format!("{}:{}: {what}", path.display(), line_of(&text, span.start));
+
+        let mut sources = BTreeMap::new();
+        for (name, table) in file.source {
+            let span = table.span();
+            let mut t = table.into_inner();
+            let kind = take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
+            let factory = registry
+                .source_factory(&kind)
+                .map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
+            let src = factory
+                .from_config(&name, t, &base)
+                .map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
+            sources.insert(name, src);
+        }
+        let mut sinks = BTreeMap::new();
+        for (name, table) in file.sink {
+            let span = table.span();
+            let mut t = table.into_inner();
+            let kind = take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
+            let factory =
+                registry.sink_factory(&kind).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
+            let sink = factory
+                .from_config(&name, t, &base)
+                .map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
+            sinks.insert(name, sink);
+        }
+        let mut jobs = BTreeMap::new();
+        for (name, job) in file.job {
+            let span = job.span();
+            let job = job.into_inner();
+            for s in &job.sources {
+                if !sources.contains_key(s) {
+                    return Err(config_error(at(span.clone(), &format!("[job.{name}] names unknown source `{s}`")))
+                        .with_hint(format!("define [source.{s}] or fix the name")));
+                }
+            }
+            for s in &job.sinks {
+                if !sinks.contains_key(s) {
+                    return Err(config_error(at(span.clone(), &format!("[job.{name}] names unknown sink `{s}`")))
+                        .with_hint(format!("define [sink.{s}] or fix the name")));
+                }
+            }
+            if job.sources.is_empty() || job.sinks.is_empty() {
+                return Err(config_error(at(span.clone(), &format!("[job.{name}] needs sources and sinks"))));
+            }
+            let mut job = job;
+            if let Some(p) = &job.passphrase_file
+                && p.is_relative()
+            {
+                job.passphrase_file = Some(base.join(p));
+            }
+            jobs.insert(name, job);
+        }
+        Ok(Config {
+            path: path.to_path_buf(),
+            recipients: file.recipients,
+            compression: file.compression,
+            jobs,
+            sources,
+            sinks,
+        })
+    }
+
+    /// The job to run: `name`, or the only one.
+    pub fn job(&self, name: Option<&str>) -> Result<(String, &JobConfig)> {
+        match name {
+            Some(n) => self.jobs.get(n).map(|j| (n.to_string(), j)).ok_or_else(|| {
+                config_error(format!("no job `{n}` in {}", self.path.display()))
+                    .with_hint(format!("jobs: {}", self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")))
+            }),
+            None => match self.jobs.len() {
+                1 => {
+                    let (n, j) = self.jobs.iter().next().expect("one");
+                    Ok((n.clone(), j))
+                }
+                0 => Err(config_error(format!("{} defines no [job.*]", self.path.display()))),
+                _ => Err(config_error("several jobs are configured; name one").with_hint(format!(
+                    "jobs: {}",
+                    self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))),
+            },
+        }
+    }
+}
+
+fn take_kind(t: &mut toml::Table) -> Result<String> {
+    match t.remove("kind") {
+        Some(toml::Value::String(k)) => Ok(k),
+        Some(_) => Err(config_error("`kind` must be a string")),
+        None => Err(config_error("missing `kind`").with_hint("e.g. kind = \"file\"")),
+    }
+}
+
+/// The commented example `coffer init` writes and the quick start uses.
+pub const EXAMPLE: &str = include_str!("../../examples/init/coffer.toml");

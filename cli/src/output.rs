@@ -1,0 +1,83 @@
+//! Human and JSON output, progress bars.
+
+use std::io::IsTerminal;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use coffer_core::{Error, Progress};
+use indicatif::{ProgressBar, ProgressStyle};
+
+/// Prints an error with its hint (human) or as JSON on stderr.
+pub fn print_error(e: &Error, json: bool) {
+    if json {
+        let v = serde_json::json!({ "error": {
+            "kind": e.kind().as_str(),
+            "message": e.to_string(),
+            "hint": e.hint(),
+        }});
+        eprintln!("{v}");
+    } else {
+        eprintln!("error: {e}");
+        if let Some(h) = e.hint() {
+            eprintln!("  hint: {h}");
+        }
+    }
+}
+
+/// Prints `value` as pretty JSON on stdout.
+pub fn print_json(value: &serde_json::Value) {
+    println!("{}", serde_json::to_string_pretty(value).expect("json"));
+}
+
+/// Human size, e.g. `12.3 MiB`.
+pub fn size(bytes: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut v = bytes as f64;
+    let mut u = 0;
+    while v >= 1024.0 && u < UNITS.len() - 1 {
+        v /= 1024.0;
+        u += 1;
+    }
+    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+}
+
+/// A progress spinner fed by [`Progress`] counters; only on a terminal.
+pub struct Spinner {
+    bar: Option<ProgressBar>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl Spinner {
+    /// Starts showing `progress` unless quiet, JSON, or stderr is not a TTY.
+    pub fn start(what: &str, progress: Arc<Progress>, quiet: bool) -> Spinner {
+        if quiet || !std::io::stderr().is_terminal() {
+            return Spinner { bar: None, task: None };
+        }
+        let bar = ProgressBar::new_spinner();
+        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]").expect("template"));
+        bar.set_prefix(what.to_string());
+        let b = bar.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let plain = progress.plain_bytes.load(Ordering::Relaxed);
+                let cipher = progress.cipher_bytes.load(Ordering::Relaxed);
+                let entries = progress.entries.load(Ordering::Relaxed);
+                b.set_message(format!("{entries} entries, {} read, {} written", size(plain), size(cipher)));
+                b.tick();
+                tokio::time::sleep(Duration::from_millis(120)).await;
+            }
+        });
+        Spinner { bar: Some(bar), task: Some(task) }
+    }
+
+    /// Removes the spinner.
+    pub fn finish(self) {
+        if let Some(t) = self.task {
+            t.abort();
+        }
+        if let Some(b) = self.bar {
+            b.finish_and_clear();
+        }
+    }
+}
