@@ -1,1 +1,86 @@
-//! End-to-end tests of the coffer binary live in tests/.
+//! Helpers for the end-to-end tests in `tests/`: locating the `coffer`
+//! binary, generating keys, and small file utilities.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// The `coffer` binary under test: `$COFFER_BIN`, else the workspace's
+/// `target/debug/coffer` (built by `cargo build -p coffer`; `.ci/run`
+/// builds it first).
+pub fn coffer_bin() -> PathBuf {
+    if let Ok(p) = std::env::var("COFFER_BIN") {
+        return PathBuf::from(p);
+    }
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let bin = target.join("debug").join("coffer");
+    assert!(bin.exists(), "{} is missing: run `cargo build -p coffer` first (or set COFFER_BIN)", bin.display());
+    bin
+}
+
+/// A `coffer` command running in `dir`, with a clean environment for the
+/// variables coffer reads.
+pub fn coffer(dir: &Path) -> assert_cmd::Command {
+    let mut c = assert_cmd::Command::new(coffer_bin());
+    c.current_dir(dir)
+        .env_remove("COFFER_CONFIG")
+        .env_remove("COFFER_IDENTITY")
+        .env_remove("COFFER_PASSPHRASE")
+        .env_remove("RUST_LOG");
+    c
+}
+
+/// Generates an identity in `dir/name`, returning (path, recipient).
+pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
+    let path = dir.join(name);
+    let out = coffer(dir).args(["keygen", "-o"]).arg(&path).output().expect("run keygen");
+    assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+    let recipient = String::from_utf8(out.stdout).expect("utf8").trim().to_string();
+    assert!(recipient.starts_with("age1"), "{recipient}");
+    (path, recipient)
+}
+
+/// Whether an external tool is on PATH. In CI (`CI=true`) a missing tool
+/// is a failure, never a skip.
+pub fn require_tool(tool: &str) -> bool {
+    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
+        panic!("{tool} is not installed; .ci/run installs it (apt-get install {tool})");
+    }
+    if !found {
+        eprintln!("skipping: {tool} not installed (CI fails instead)");
+    }
+    found
+}
+
+/// Every regular file under `dir`, relative, sorted.
+pub fn files_under(dir: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    fn walk(base: &Path, d: &Path, out: &mut Vec<String>) {
+        let Ok(rd) = std::fs::read_dir(d) else { return };
+        for e in rd.flatten() {
+            let p = e.path();
+            let ft = e.file_type().expect("file type");
+            if ft.is_dir() {
+                walk(base, &p, out);
+            } else {
+                out.push(p.strip_prefix(base).expect("prefix").display().to_string());
+            }
+        }
+    }
+    walk(dir, dir, &mut out);
+    out.sort();
+    out
+}
+
+/// The single object with `suffix` in a local sink directory.
+pub fn only_object(sink: &Path, suffix: &str) -> PathBuf {
+    let found: Vec<_> = std::fs::read_dir(sink)
+        .expect("sink dir")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.to_string_lossy().ends_with(suffix) && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .collect();
+    assert_eq!(found.len(), 1, "expected one *{suffix} in {}: {found:?}", sink.display());
+    found[0].clone()
+}

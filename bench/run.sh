@@ -1,0 +1,75 @@
+#!/usr/bin/env bash
+# Benchmarks of the foundation issue. Prints wall time and peak RSS of:
+#  1. backup of a ~768 MiB tree (2/3 JSON-like text, 1/3 random, ~500 files)
+#     to a local sink, alternating with `tar | zstd -3 -T0 | age -r KEY`;
+#  2. backup of a single 2 GiB file (peak RSS);
+#  3. restore of the tree vs `age -d | zstd -d | tar x`.
+# usage: bench/run.sh [ROUNDS]   (needs age, zstd, GNU tar, /usr/bin/time)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-3}
+WORK=${BENCH_DIR:-/tmp/coffer-bench}
+MIB=${BENCH_MIB:-768}
+cargo build --release -p coffer -q
+BIN=$PWD/target/release/coffer
+mkdir -p "$WORK"
+if [ ! -f "$WORK/tree.done" ] || [ "$(cat "$WORK/tree.done")" != "$MIB" ]; then
+  rm -rf "$WORK/tree"
+  python3 bench/gen_tree.py "$WORK/tree" "$MIB"
+  echo "$MIB" > "$WORK/tree.done"
+fi
+[ -f "$WORK/key.txt" ] || "$BIN" keygen -o "$WORK/key.txt" >/dev/null 2>&1
+KEY=$(grep -o 'age1[a-z0-9]*' "$WORK/key.txt")
+echo "tree: $(du -sm "$WORK/tree" | cut -f1) MiB in $(find "$WORK/tree" -type f | wc -l) files; $(nproc) cores"
+
+# measure NAME CMD… : runs CMD under /usr/bin/time, prints "NAME wall_s rss_mib"
+measure() {
+  local name=$1; shift
+  sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
+  cat "$WORK"/tree/*/*/* "$WORK"/tree/blobs/* > /dev/null 2>&1 || true  # warm: both sides read from page cache
+  /usr/bin/time -f "%e %M" -o "$WORK/time.out" "$@" > /dev/null
+  read -r wall rss < "$WORK/time.out"
+  printf '%-28s %7.2f s  %7.1f MiB peak RSS\n' "$name" "$wall" "$(echo "$rss/1024" | bc -l)"
+  echo "$name $wall $rss" >> "$WORK/results.txt"
+}
+: > "$WORK/results.txt"
+for i in $(seq "$ROUNDS"); do
+  rm -rf "$WORK/sink" "$WORK/base.age"
+  measure "baseline tar|zstd|age" bash -c "tar -cf - -C '$WORK' tree | zstd -3 -T0 -q | age -r $KEY > '$WORK/base.age'"
+  measure "coffer backup" "$BIN" -q backup --source "file:$WORK/tree" --sink "$WORK/sink" --recipient "$KEY"
+done
+python3 - "$WORK/results.txt" <<'PY'
+import sys, collections
+t = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    *name, wall, rss = line.split()
+    t[" ".join(name)].append((float(wall), int(rss)))
+b = sum(w for w, _ in t["baseline tar|zstd|age"]) / len(t["baseline tar|zstd|age"])
+c = sum(w for w, _ in t["coffer backup"]) / len(t["coffer backup"])
+print(f"backup ratio coffer/baseline: {c / b:.2f}x (target <= 0.90x); coffer peak RSS max {max(r for _, r in t['coffer backup']) / 1024:.1f} MiB (target <= 64)")
+PY
+
+# Restore of the same tree.
+OBJ=$(ls "$WORK"/sink/*.coffer | head -1)
+for i in $(seq "$ROUNDS"); do
+  rm -rf "$WORK/out-base" "$WORK/out-coffer"; mkdir -p "$WORK/out-base"
+  measure "baseline age|zstd|tar x" bash -c "age -d -i '$WORK/key.txt' '$WORK/base.age' | zstd -d -q | tar -xf - -C '$WORK/out-base'"
+  measure "coffer restore" "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" --target "$WORK/out-coffer"
+done
+python3 - "$WORK/results.txt" <<'PY'
+import sys, collections
+t = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    *name, wall, rss = line.split()
+    t[" ".join(name)].append((float(wall), int(rss)))
+b = sum(w for w, _ in t["baseline age|zstd|tar x"]) / len(t["baseline age|zstd|tar x"])
+c = sum(w for w, _ in t["coffer restore"]) / len(t["coffer restore"])
+print(f"restore ratio coffer/baseline: {c / b:.2f}x; coffer restore peak RSS max {max(r for _, r in t['coffer restore']) / 1024:.1f} MiB")
+PY
+rm -rf "$WORK/out-base" "$WORK/out-coffer" "$WORK/base.age"
+
+# A single 2 GiB file: peak RSS.
+if [ ! -f "$WORK/big.bin" ]; then head -c 2G /dev/urandom > "$WORK/big.bin"; fi
+rm -rf "$WORK/sink-big"
+measure "coffer backup 2 GiB file" "$BIN" -q backup --source "file:$WORK/big.bin" --sink "$WORK/sink-big" --recipient "$KEY"
+rm -rf "$WORK/sink-big" "$WORK/sink"
