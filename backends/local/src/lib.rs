@@ -1,1 +1,61 @@
-//! placeholder
+//! coffer-sink-local: stores snapshots in a directory of the local
+//! filesystem (a disk, a mounted NAS share, a USB drive).
+//!
+//! - Each object is a file under the root directory; `/` in keys becomes a
+//!   subdirectory. The root and subdirectories are created on first write
+//!   with mode 0700; objects are written with mode 0600.
+//! - A put streams into a `.coffer-tmp-*` file next to its destination,
+//!   fsyncs it, renames it into place and fsyncs the directory, so an
+//!   object is either complete or absent, also after a crash. Create-only
+//!   puts use `renameat2(RENAME_NOREPLACE)` (or a hard link where the
+//!   filesystem lacks it), so two writers never replace each other.
+//! - Temporary files are never listed and are removed when a put fails or
+//!   is dropped; [`LocalSink::cleanup_stale_temp`] removes those a crash
+//!   left behind.
+//!
+//! A sink is named by `file:///abs/path`, `file:relative/or/abs/path`, a
+//! plain path (`./backups`, `/srv/backups`), or in the config file:
+//!
+//! ```toml
+//! [sink.disk]
+//! kind = "local"
+//! path = "./backups"          # relative to the config file's directory
+//! ```
+//!
+//! ```
+//! use coffer_core::{PutOptions, SinkExt};
+//!
+//! # #[tokio::main] async fn main() -> coffer_core::Result<()> {
+//! # let dir = tempfile::tempdir().unwrap();
+//! # let url = format!("file://{}", dir.path().join("backups").display());
+//! let mut registry = coffer_core::Registry::new();
+//! coffer_sink_local::register(&mut registry);
+//! let sink = registry.sink_from_url(&url)?; // or "./backups"
+//! sink.put_bytes("hello.txt", "hi".into(), PutOptions::create()).await?;
+//! assert_eq!(sink.get_bytes("hello.txt").await?, "hi");
+//! # Ok(()) }
+//! ```
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod sink;
+
+use std::sync::Arc;
+
+pub use config::LocalSinkConfig;
+pub use sink::LocalSink;
+
+/// The URL scheme of this sink: `file`.
+pub const SCHEME: &str = "file";
+
+/// The TOML `kind` of this sink: `local`.
+pub const KIND: &str = "local";
+
+/// Registers the `local` sink kind, the `file:` scheme, and makes plain
+/// paths given as sinks resolve to this sink.
+pub fn register(reg: &mut coffer_core::Registry) {
+    let factory = Arc::new(sink::LocalSinkFactory);
+    reg.register_sink(factory.clone());
+    reg.set_path_sink(factory);
+}

@@ -1,0 +1,142 @@
+//! Configuration of the local sink: a `[sink.NAME]` table or a URL.
+
+use std::ffi::OsString;
+use std::os::unix::ffi::OsStringExt;
+use std::path::{Component, Path, PathBuf};
+
+use coffer_core::Result;
+use serde::{Deserialize, Serialize};
+
+use crate::error::LocalError;
+
+/// Settings of a local sink.
+///
+/// ```toml
+/// [sink.disk]
+/// kind = "local"
+/// path = "./backups"   # relative to the config file's directory
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+#[non_exhaustive]
+pub struct LocalSinkConfig {
+    /// The directory holding the objects; created on first write.
+    pub path: PathBuf,
+}
+
+impl LocalSinkConfig {
+    /// Settings for the directory `path`, used as given.
+    pub fn new(path: impl Into<PathBuf>) -> Self {
+        LocalSinkConfig { path: path.into() }
+    }
+
+    /// Parses the `[sink.NAME]` table of sink `name` (without `kind`) and
+    /// resolves a relative `path` against `base_dir`, the config file's
+    /// directory.
+    pub fn from_table(name: &str, table: coffer_core::toml::Table, base_dir: &Path) -> Result<Self> {
+        let config: LocalSinkConfig = coffer_core::toml::Value::Table(table).try_into().map_err(
+            |e: coffer_core::toml::de::Error| LocalError::InvalidConfig {
+                name: name.to_string(),
+                message: e.message().to_string(),
+            },
+        )?;
+        if config.path.as_os_str().is_empty() {
+            return Err(LocalError::InvalidConfig {
+                name: name.to_string(),
+                message: "`path` is empty".into(),
+            }
+            .into());
+        }
+        Ok(config.resolved(base_dir))
+    }
+
+    /// Parses `file:///abs/path`, `file://localhost/abs/path`,
+    /// `file:path` (relative or absolute, taken literally) or a plain path.
+    /// Only the `file://` form is percent-decoded. A relative path is made
+    /// absolute against the current directory.
+    pub fn from_url(url: &str) -> Result<Self> {
+        let invalid = |reason| LocalError::InvalidUrl {
+            url: url.to_string(),
+            reason,
+        };
+        let path: PathBuf = match url.strip_prefix("file:") {
+            Some(rest) => match rest.strip_prefix("//") {
+                Some(authority_and_path) => {
+                    let (host, path) = match authority_and_path.find('/') {
+                        Some(i) => authority_and_path.split_at(i),
+                        None => (authority_and_path, ""),
+                    };
+                    if !(host.is_empty() || host.eq_ignore_ascii_case("localhost")) {
+                        return Err(invalid("a file URL cannot name a remote host").into());
+                    }
+                    if path.is_empty() {
+                        return Err(invalid("no path after file://").into());
+                    }
+                    PathBuf::from(OsString::from_vec(percent_decode(path)))
+                }
+                None => PathBuf::from(rest),
+            },
+            None => PathBuf::from(url),
+        };
+        if path.as_os_str().is_empty() {
+            return Err(invalid("the path is empty").into());
+        }
+        let path =
+            std::path::absolute(&path).map_err(|e| coffer_core::Error::io("resolving the sink path", e))?;
+        Ok(LocalSinkConfig { path })
+    }
+
+    /// This config with a relative path resolved against `base_dir`.
+    pub fn resolved(mut self, base_dir: &Path) -> Self {
+        if self.path.is_relative() {
+            // Drop `./` so locations read `/etc/coffer/backups`.
+            let rel: PathBuf = self
+                .path
+                .components()
+                .filter(|c| *c != Component::CurDir)
+                .collect();
+            self.path = if rel.as_os_str().is_empty() {
+                base_dir.to_path_buf()
+            } else {
+                base_dir.join(rel)
+            };
+        }
+        self
+    }
+}
+
+/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as is.
+fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
+fn hex(b: u8) -> Option<u8> {
+    (b as char).to_digit(16).map(|d| d as u8)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(percent_decode("/a%20b/%C3%BC"), "/a b/ü".as_bytes());
+        assert_eq!(percent_decode("/100%/x%2"), b"/100%/x%2");
+        assert_eq!(percent_decode("%41"), b"A");
+    }
+}
