@@ -1,0 +1,836 @@
+//! [`FileRestorer`]: puts files, directories and symlinks back, all or
+//! nothing.
+//!
+//! Runs on a blocking thread (plain `std::fs`). Files are staged as
+//! `.coffer-tmp-*` temp files next to their destination (fsynced, with
+//! their final mode and mtime) and renamed into place by `finish(true)`;
+//! directories that must exist to hold a temp file are created while
+//! staging and removed again on abort; other directories and symlinks are
+//! created at commit; directory modes and mtimes are set last.
+//!
+//! Nothing is ever written outside the destination root: entry paths are
+//! checked, symlink targets must stay inside the root, and existing
+//! symlinks in the destination are never followed (every parent component
+//! is checked with `symlink_metadata`, files are opened with
+//! `O_NOFOLLOW`).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::CString;
+use std::fs::{self, File};
+use std::io::{self, Read, Write};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use coffer_core::{
+    Area, Error, ErrorKind, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptions, RestoreReport,
+    Restorer, Result, check_relative_path,
+};
+use tempfile::TempPath;
+
+const TEMP_PREFIX: &str = ".coffer-tmp-";
+
+/// How bundle paths map to the destination.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Layout {
+    /// A directory source: `root/<entry path>`.
+    Dir,
+    /// A single-file source: one file entry, written as `root/<name>`
+    /// (`name` = the entry's path when `None`).
+    Single { name: Option<String> },
+    /// The source's path does not exist and the bundle's origin is not
+    /// known: decided from the first entry.
+    Unknown,
+}
+
+/// What the bundle puts at a path (relative to the root).
+#[derive(Debug)]
+enum Planned {
+    Dir {
+        /// Mode and mtime from a Dir entry; `None` for a parent that only
+        /// has to exist.
+        meta: Option<(u32, i64)>,
+        /// Whether it existed before the restore.
+        existed: bool,
+    },
+    File,
+    Symlink,
+}
+
+struct StagedFile {
+    temp: TempPath,
+    dest: PathBuf,
+}
+
+struct StagedLink {
+    dest: PathBuf,
+    target: String,
+    mtime: i64,
+}
+
+/// Restores the entries of one `file` source.
+pub(crate) struct FileRestorer {
+    /// The source's own path (used when `Layout::Unknown` is resolved).
+    source_path: PathBuf,
+    /// Everything is written under this directory.
+    root: PathBuf,
+    layout: Layout,
+    dry_run: bool,
+    root_existed: bool,
+    /// Paths relative to `root`.
+    plan: BTreeMap<String, Planned>,
+    entries: usize,
+    actions: Vec<RestoreAction>,
+    staged: Vec<StagedFile>,
+    links: Vec<StagedLink>,
+    chmods: Vec<(PathBuf, u32)>,
+    /// Directories created while staging, in creation order.
+    created: Vec<PathBuf>,
+}
+
+impl FileRestorer {
+    /// Prepares a restore of the source at `source_path`; `is_dir` is the
+    /// recorded shape of the source, if known.
+    pub(crate) fn new(source_path: PathBuf, is_dir: Option<bool>, opts: &RestoreOptions) -> Result<Self> {
+        let is_dir = is_dir.or_else(|| fs::metadata(&source_path).ok().map(|m| m.is_dir()));
+        let parent = source_path.parent().unwrap_or(Path::new("/")).to_path_buf();
+        let (root, layout) = match (&opts.target, is_dir) {
+            (Some(t), Some(true)) => (t.clone(), Layout::Dir),
+            (Some(t), Some(false)) => (t.clone(), Layout::Single { name: None }),
+            // With a target both shapes map `path` to `target/path`.
+            (Some(t), None) => (t.clone(), Layout::Dir),
+            (None, Some(true)) => (source_path.clone(), Layout::Dir),
+            (None, Some(false)) => {
+                let name = source_path.file_name().map(|n| n.to_string_lossy().into_owned());
+                (parent, Layout::Single { name })
+            }
+            (None, None) => (source_path.clone(), Layout::Unknown),
+        };
+        let root = std::path::absolute(&root)
+            .map_err(|e| Error::io(format!("cannot resolve {}", root.display()), e))?;
+        let root_existed = check_writable(&root)?;
+        Ok(FileRestorer {
+            source_path,
+            root,
+            layout,
+            dry_run: opts.dry_run,
+            root_existed,
+            plan: BTreeMap::new(),
+            entries: 0,
+            actions: Vec::new(),
+            staged: Vec::new(),
+            links: Vec::new(),
+            chmods: Vec::new(),
+            created: Vec::new(),
+        })
+    }
+
+    fn action(&mut self, action: &str, target: &Path) {
+        self.actions.push(RestoreAction {
+            action: action.to_string(),
+            target: target.display().to_string(),
+        });
+    }
+
+    /// Decides an unknown layout from the first entry: a lone file named
+    /// like the source's path is a single-file source.
+    fn resolve_layout(&mut self, entry: &RestoreEntry<'_>) -> Result<()> {
+        if self.layout != Layout::Unknown {
+            return Ok(());
+        }
+        let name = self
+            .source_path
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned());
+        let single =
+            matches!(entry.kind, RestoreEntryKind::File { .. }) && name.as_deref() == Some(entry.path);
+        if single {
+            self.root = self.source_path.parent().unwrap_or(Path::new("/")).to_path_buf();
+            self.root_existed = check_writable(&self.root)?;
+            self.layout = Layout::Single { name };
+        } else {
+            self.layout = Layout::Dir;
+        }
+        Ok(())
+    }
+
+    /// The entry's path relative to the root.
+    fn dest_rel(&self, entry: &RestoreEntry<'_>) -> Result<String> {
+        match &self.layout {
+            Layout::Dir | Layout::Unknown => Ok(entry.path.to_string()),
+            Layout::Single { name } => {
+                if self.entries > 1
+                    || entry.path.contains('/')
+                    || !matches!(entry.kind, RestoreEntryKind::File { .. })
+                {
+                    return Err(forged(
+                        "a single-file source holds exactly one file entry",
+                        entry.path,
+                    ));
+                }
+                Ok(name.clone().unwrap_or_else(|| entry.path.to_string()))
+            }
+        }
+    }
+
+    /// Checks every parent of `rel` below the root: it must be (or become)
+    /// a real directory, never a symlink. Records missing ones.
+    fn plan_parents(&mut self, rel: &str) -> Result<()> {
+        if !self.root_existed && !self.plan.contains_key("") {
+            self.plan.insert(
+                String::new(),
+                Planned::Dir {
+                    meta: None,
+                    existed: false,
+                },
+            );
+            let root = self.root.clone();
+            self.action("mkdir", &root);
+        }
+        let mut missing = !self.root_existed;
+        let parts: Vec<&str> = rel.split('/').collect();
+        for i in 1..parts.len() {
+            let prefix = parts[..i].join("/");
+            match self.plan.get(&prefix) {
+                Some(Planned::Dir { existed, .. }) => {
+                    missing = !existed;
+                    continue;
+                }
+                Some(_) => {
+                    return Err(forged(
+                        "a bundle path runs through a file or symlink of the same bundle",
+                        rel,
+                    ));
+                }
+                None => {}
+            }
+            let abs = self.root.join(&prefix);
+            let existed = if missing { false } else { existing_dir(&abs)? };
+            if !existed {
+                self.action("mkdir", &abs);
+                missing = true;
+            }
+            self.plan.insert(prefix, Planned::Dir { meta: None, existed });
+        }
+        Ok(())
+    }
+
+    /// Creates (while staging) the directories needed to hold a temp file
+    /// for `rel`, remembering them for abort.
+    fn make_parents(&mut self, rel: &str) -> Result<()> {
+        if !self.root.exists() {
+            let mut missing = Vec::new();
+            let mut dir = self.root.as_path();
+            while !dir.exists() {
+                missing.push(dir.to_path_buf());
+                dir = dir.parent().unwrap_or(Path::new("/"));
+            }
+            for dir in missing.into_iter().rev() {
+                mkdir(&dir)?;
+                self.created.push(dir);
+            }
+        }
+        let parts: Vec<&str> = rel.split('/').collect();
+        for i in 1..parts.len() {
+            let prefix = parts[..i].join("/");
+            let abs = self.root.join(&prefix);
+            if !existing_dir(&abs)? {
+                mkdir(&abs)?;
+                self.created.push(abs);
+            }
+        }
+        Ok(())
+    }
+
+    fn claim(&mut self, rel: &str, what: Planned) -> Result<()> {
+        match self.plan.get_mut(rel) {
+            None => {
+                self.plan.insert(rel.to_string(), what);
+                Ok(())
+            }
+            Some(Planned::Dir {
+                meta: meta @ None, ..
+            }) if matches!(what, Planned::Dir { .. }) => {
+                if let Planned::Dir { meta: m, .. } = what {
+                    *meta = m;
+                }
+                Ok(())
+            }
+            Some(_) => Err(forged("the bundle holds the same path twice", rel)),
+        }
+    }
+
+    fn restore_dir(&mut self, rel: &str, mode: u32, mtime: i64) -> Result<()> {
+        let abs = self.root.join(rel);
+        let known = match self.plan.get(rel) {
+            Some(Planned::Dir { meta: None, existed }) => Some(*existed),
+            _ => None,
+        };
+        let existed = match known {
+            Some(existed) => existed,
+            None => {
+                self.plan_exists(rel)
+                    && existing_dir(&abs).map_err(|e| e.prefix("cannot restore directory"))?
+            }
+        };
+        self.claim(
+            rel,
+            Planned::Dir {
+                meta: Some((mode, mtime)),
+                existed,
+            },
+        )?;
+        if existed {
+            let current = fs::symlink_metadata(&abs)
+                .map_err(|e| Error::io(format!("cannot stat {}", abs.display()), e))?;
+            let action = if current.mode() & 0o7777 == mode {
+                "unchanged"
+            } else {
+                "chmod"
+            };
+            self.action(action, &abs);
+        } else if known.is_none() {
+            self.action("mkdir", &abs);
+        }
+        Ok(())
+    }
+
+    /// Whether the parent of `rel` existed before the restore (so `rel`
+    /// itself may exist).
+    fn plan_exists(&self, rel: &str) -> bool {
+        match rel.rsplit_once('/') {
+            None => self.root_existed,
+            Some((parent, _)) => matches!(self.plan.get(parent), Some(Planned::Dir { existed: true, .. })),
+        }
+    }
+
+    fn restore_file(&mut self, rel: &str, entry: RestoreEntry<'_>, size: u64) -> Result<()> {
+        self.claim(rel, Planned::File)?;
+        let dest = self.root.join(rel);
+        let existing = if self.plan_exists(rel) {
+            lstat(&dest)?
+        } else {
+            None
+        };
+        let mut compare = None;
+        let mut existing_owner = None;
+        if let Some(meta) = &existing {
+            if meta.is_dir() {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    "a directory is in the way of a file from the bundle",
+                )
+                .with_context("path", dest.display())
+                .with_hint("move the directory away, or restore with --target into an empty directory"));
+            }
+            existing_owner = Some((meta.uid(), meta.gid()));
+            if meta.is_file() && meta.len() == size {
+                compare = Some(
+                    open_nofollow(&dest)
+                        .map_err(|e| Error::io(format!("cannot read {}", dest.display()), e))?,
+                );
+            }
+        }
+        let mut temp = if self.dry_run {
+            None
+        } else {
+            self.make_parents(rel)?;
+            let dir = dest.parent().unwrap_or(&self.root);
+            let file = tempfile::Builder::new()
+                .prefix(TEMP_PREFIX)
+                .rand_bytes(12)
+                .tempfile_in(dir)
+                .map_err(|e| Error::io(format!("cannot create a temp file in {}", dir.display()), e))?;
+            Some(file)
+        };
+        let same = copy_compare(
+            entry.reader,
+            size,
+            compare,
+            temp.as_mut().map(|t| t.as_file_mut()),
+            &dest,
+        )?;
+        if same {
+            let mode = existing.as_ref().map(|m| m.mode() & 0o7777).unwrap_or(entry.mode);
+            if mode != entry.mode {
+                self.chmods.push((dest.clone(), entry.mode));
+                self.action("chmod", &dest);
+            } else {
+                self.action("unchanged", &dest);
+            }
+            return Ok(());
+        }
+        self.action(if existing.is_some() { "replace" } else { "create" }, &dest);
+        if let Some(temp) = temp {
+            let file = temp.as_file();
+            if let Some((uid, gid)) = existing_owner {
+                keep_owner(file, uid, gid, &dest);
+            }
+            let io = |e| Error::io(format!("cannot stage {}", dest.display()), e);
+            file.set_permissions(fs::Permissions::from_mode(entry.mode))
+                .map_err(io)?;
+            file.set_modified(system_time(entry.mtime)).map_err(io)?;
+            file.sync_all().map_err(io)?;
+            self.staged.push(StagedFile {
+                temp: temp.into_temp_path(),
+                dest,
+            });
+        }
+        Ok(())
+    }
+
+    fn restore_symlink(&mut self, rel: &str, target: &str, mtime: i64) -> Result<()> {
+        if !link_stays_inside(rel, target) {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                "symlink in bundle points outside the restore destination",
+            )
+            .with_context("path", rel)
+            .with_context("target", target)
+            .with_hint("the bundle is malformed or forged; do not restore it"));
+        }
+        self.claim(rel, Planned::Symlink)?;
+        let dest = self.root.join(rel);
+        let existing = if self.plan_exists(rel) {
+            lstat(&dest)?
+        } else {
+            None
+        };
+        let action = match &existing {
+            None => "symlink",
+            Some(meta) if meta.is_dir() => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    "a directory is in the way of a symlink from the bundle",
+                )
+                .with_context("path", dest.display())
+                .with_hint("move the directory away, or restore with --target into an empty directory"));
+            }
+            Some(meta) if meta.file_type().is_symlink() => {
+                let current = fs::read_link(&dest)
+                    .map_err(|e| Error::io(format!("cannot read {}", dest.display()), e))?;
+                if current.as_os_str().as_bytes() == target.as_bytes() {
+                    "unchanged"
+                } else {
+                    "replace"
+                }
+            }
+            Some(_) => "replace",
+        };
+        self.action(action, &dest);
+        if action != "unchanged" {
+            self.links.push(StagedLink {
+                dest,
+                target: target.to_string(),
+                mtime,
+            });
+        }
+        Ok(())
+    }
+
+    /// Makes everything staged visible.
+    fn commit(&mut self) -> Result<()> {
+        let mut synced_dirs = BTreeSet::new();
+        if !self.root.exists() && !self.plan.is_empty() {
+            fs::create_dir_all(&self.root)
+                .map_err(|e| Error::io(format!("cannot create {}", self.root.display()), e))?;
+            if let Some(p) = self.root.parent() {
+                synced_dirs.insert(p.to_path_buf());
+            }
+        }
+        // `BTreeMap` order puts every directory before its contents.
+        let dirs: Vec<(String, Option<(u32, i64)>)> = self
+            .plan
+            .iter()
+            .filter_map(|(rel, p)| match p {
+                Planned::Dir { meta, .. } if !rel.is_empty() => Some((rel.clone(), *meta)),
+                _ => None,
+            })
+            .collect();
+        let mut verified = BTreeSet::new();
+        for (rel, _) in &dirs {
+            let abs = self.root.join(rel);
+            self.verify_parents(&abs, &mut verified)?;
+            if !existing_dir(&abs)? {
+                mkdir(&abs)?;
+                synced_dirs.insert(parent_of(&abs));
+            }
+        }
+        for staged in std::mem::take(&mut self.staged) {
+            self.verify_parents(&staged.dest, &mut verified)?;
+            staged.temp.persist(&staged.dest).map_err(|e| {
+                Error::io(
+                    format!(
+                        "cannot rename into place {} (restore partly applied)",
+                        staged.dest.display()
+                    ),
+                    e.error,
+                )
+            })?;
+            synced_dirs.insert(parent_of(&staged.dest));
+        }
+        for link in std::mem::take(&mut self.links) {
+            self.verify_parents(&link.dest, &mut verified)?;
+            place_symlink(&link)?;
+            synced_dirs.insert(parent_of(&link.dest));
+        }
+        for (path, mode) in std::mem::take(&mut self.chmods) {
+            self.verify_parents(&path, &mut verified)?;
+            let file =
+                open_nofollow(&path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+            file.set_permissions(fs::Permissions::from_mode(mode))
+                .map_err(|e| Error::io(format!("cannot set the mode of {}", path.display()), e))?;
+        }
+        for dir in &synced_dirs {
+            sync_dir(dir)?;
+        }
+        // Last and deepest first: a restrictive mode must not lock us out of
+        // a subdirectory, and writing into a directory changes its mtime.
+        for (rel, meta) in dirs.iter().rev() {
+            if let Some((mode, mtime)) = meta {
+                let abs = self.root.join(rel);
+                let dir = open_dir_nofollow(&abs)?;
+                let io = |e| Error::io(format!("cannot set the mode and mtime of {}", abs.display()), e);
+                dir.set_permissions(fs::Permissions::from_mode(*mode))
+                    .map_err(io)?;
+                dir.set_modified(system_time(*mtime)).map_err(io)?;
+                dir.sync_all().map_err(io)?;
+            }
+        }
+        self.created.clear();
+        Ok(())
+    }
+
+    /// Re-checks at commit that no parent below the root was replaced by a
+    /// symlink since staging.
+    fn verify_parents(&self, abs: &Path, verified: &mut BTreeSet<PathBuf>) -> Result<()> {
+        let Ok(rel) = abs.strip_prefix(&self.root) else {
+            return Ok(());
+        };
+        let mut dir = self.root.clone();
+        let comps: Vec<_> = rel.components().collect();
+        for comp in comps.iter().take(comps.len().saturating_sub(1)) {
+            dir.push(comp);
+            if verified.contains(&dir) {
+                continue;
+            }
+            if !existing_dir(&dir)? {
+                return Err(
+                    Error::new(ErrorKind::Unexpected, "a directory vanished during the restore")
+                        .with_context("path", dir.display()),
+                );
+            }
+            verified.insert(dir.clone());
+        }
+        Ok(())
+    }
+
+    /// Removes everything staged.
+    fn abort(&mut self) {
+        self.staged.clear();
+        self.links.clear();
+        for dir in std::mem::take(&mut self.created).into_iter().rev() {
+            let _ = fs::remove_dir(&dir);
+        }
+    }
+
+    fn report(&self) -> RestoreReport {
+        let mut counts: Vec<(&str, usize)> = Vec::new();
+        for a in &self.actions {
+            match counts.iter_mut().find(|(k, _)| *k == a.action) {
+                Some((_, n)) => *n += 1,
+                None => counts.push((&a.action, 1)),
+            }
+        }
+        let summary = if counts.is_empty() {
+            "nothing to restore".to_string()
+        } else {
+            counts
+                .iter()
+                .map(|(k, n)| format!("{n} {k}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        RestoreReport {
+            summary,
+            actions: self.actions.clone(),
+        }
+    }
+}
+
+impl Restorer for FileRestorer {
+    fn entry(&mut self, entry: RestoreEntry<'_>) -> Result<()> {
+        check_relative_path(entry.path)?;
+        if entry.area != Area::Files {
+            return Err(forged("a `file` source holds only files/ entries", entry.path));
+        }
+        self.entries += 1;
+        self.resolve_layout(&entry)?;
+        let rel = self.dest_rel(&entry)?;
+        self.plan_parents(&rel)?;
+        let mode = entry.mode & 0o7777;
+        match entry.kind.clone() {
+            RestoreEntryKind::Dir => self.restore_dir(&rel, mode, entry.mtime),
+            RestoreEntryKind::File { size } => self.restore_file(&rel, RestoreEntry { mode, ..entry }, size),
+            RestoreEntryKind::Symlink { target } => self.restore_symlink(&rel, &target, entry.mtime),
+        }
+    }
+
+    fn finish(mut self: Box<Self>, commit: bool) -> Result<RestoreReport> {
+        if commit && !self.dry_run {
+            self.commit()?;
+        } else {
+            self.abort();
+        }
+        Ok(self.report())
+    }
+}
+
+impl Drop for FileRestorer {
+    fn drop(&mut self) {
+        self.abort();
+    }
+}
+
+/// Whether `target`, read relative to the directory of the link at `rel`,
+/// stays inside the root (resolving `..` lexically).
+fn link_stays_inside(rel: &str, target: &str) -> bool {
+    if target.is_empty() || target.starts_with('/') || target.contains('\0') {
+        return false;
+    }
+    let mut stack: Vec<&str> = rel.split('/').collect();
+    stack.pop();
+    for comp in target.split('/') {
+        match comp {
+            "" | "." => {}
+            ".." => {
+                if stack.pop().is_none() {
+                    return false;
+                }
+            }
+            c => stack.push(c),
+        }
+    }
+    true
+}
+
+/// Copies exactly `size` bytes from `reader` into `out` while comparing
+/// them with `existing`; returns whether they equal `existing`'s content.
+fn copy_compare(
+    reader: &mut dyn Read,
+    size: u64,
+    mut existing: Option<File>,
+    mut out: Option<&mut File>,
+    dest: &Path,
+) -> Result<bool> {
+    let mut same = existing.is_some();
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut other = vec![0u8; 64 * 1024];
+    let mut left = size;
+    while left > 0 {
+        let want = buf.len().min(usize::try_from(left).unwrap_or(usize::MAX));
+        let n = match reader.read(&mut buf[..want]) {
+            Ok(0) => {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    "file in bundle is shorter than its header says",
+                )
+                .with_context("path", dest.display())
+                .with_hint("the bundle is corrupt; try another snapshot"));
+            }
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(Error::io("cannot read the bundle", e)),
+        };
+        left -= n as u64;
+        if let Some(out) = out.as_deref_mut() {
+            out.write_all(&buf[..n])
+                .map_err(|e| Error::io(format!("cannot stage {}", dest.display()), e))?;
+        }
+        if same && let Some(file) = existing.as_mut() {
+            let ok = file.read_exact(&mut other[..n]).is_ok() && other[..n] == buf[..n];
+            if !ok {
+                same = false;
+                existing = None;
+            }
+        }
+    }
+    Ok(same)
+}
+
+/// `symlink_metadata`, with `None` for a missing path.
+fn lstat(path: &Path) -> Result<Option<fs::Metadata>> {
+    match fs::symlink_metadata(path) {
+        Ok(m) => Ok(Some(m)),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(Error::io(format!("cannot stat {}", path.display()), e)),
+    }
+}
+
+/// Whether `path` is an existing real directory; an error if something
+/// else (a symlink above all) is there.
+fn existing_dir(path: &Path) -> Result<bool> {
+    match lstat(path)? {
+        None => Ok(false),
+        Some(m) if m.is_dir() => Ok(true),
+        Some(m) if m.file_type().is_symlink() => {
+            Err(Error::new(ErrorKind::PermissionDenied, "refusing to restore through a symlink in the destination")
+                .with_context("path", path.display())
+                .with_hint("coffer never follows symlinks while restoring; remove the link or restore with --target into an empty directory"))
+        }
+        Some(_) => Err(Error::new(ErrorKind::AlreadyExists, "a file is in the way of a directory from the bundle")
+            .with_context("path", path.display())
+            .with_hint("move the file away, or restore with --target into an empty directory")),
+    }
+}
+
+/// Checks before any entry is read that `root` (or its nearest existing
+/// ancestor) is a writable directory; returns whether `root` exists.
+fn check_writable(root: &Path) -> Result<bool> {
+    let mut dir = root;
+    loop {
+        match fs::metadata(dir) {
+            Ok(m) if m.is_dir() => break,
+            Ok(_) => {
+                return Err(
+                    Error::new(ErrorKind::AlreadyExists, "restore destination is not a directory")
+                        .with_context("path", dir.display())
+                        .with_hint("choose a directory with --target"),
+                );
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
+                Some(p) => dir = p,
+                None => break,
+            },
+            Err(e) => return Err(Error::io(format!("cannot stat {}", dir.display()), e)),
+        }
+    }
+    let c = CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| Error::new(ErrorKind::ConfigInvalid, "path contains a NUL byte"))?;
+    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        return Err(Error::io(
+            format!("cannot write to {}", dir.display()),
+            io::Error::last_os_error(),
+        )
+        .with_context("path", dir.display())
+        .with_hint("run the restore as a user that can write there, or choose another --target"));
+    }
+    Ok(dir == root)
+}
+
+fn mkdir(path: &Path) -> Result<()> {
+    fs::DirBuilder::new()
+        .create(path)
+        .map_err(|e| Error::io(format!("cannot create directory {}", path.display()), e))
+}
+
+fn open_nofollow(path: &Path) -> io::Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+fn open_dir_nofollow(path: &Path) -> Result<File> {
+    fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
+        .open(path)
+        .map_err(|e| Error::io(format!("cannot open directory {}", path.display()), e))
+}
+
+fn sync_dir(path: &Path) -> Result<()> {
+    File::open(path)
+        .and_then(|d| d.sync_all())
+        .map_err(|e| Error::io(format!("cannot fsync directory {}", path.display()), e))
+}
+
+fn parent_of(path: &Path) -> PathBuf {
+    path.parent().unwrap_or(Path::new("/")).to_path_buf()
+}
+
+/// Creates the link under a temp name and renames it over `dest`, so an
+/// existing file or link there is replaced atomically.
+fn place_symlink(link: &StagedLink) -> Result<()> {
+    let dir = parent_of(&link.dest);
+    let io = |e| Error::io(format!("cannot create symlink {}", link.dest.display()), e);
+    let temp = tempfile::Builder::new()
+        .prefix(TEMP_PREFIX)
+        .rand_bytes(12)
+        .make_in(&dir, |p| std::os::unix::fs::symlink(&link.target, p))
+        .map_err(io)?;
+    set_link_mtime(temp.path(), link.mtime);
+    temp.into_temp_path()
+        .persist(&link.dest)
+        .map_err(|e| io(e.error))?;
+    Ok(())
+}
+
+/// Best effort: a link's mtime matters to nobody but `ls -l`.
+fn set_link_mtime(path: &Path, mtime: i64) {
+    let Ok(c) = CString::new(path.as_os_str().as_bytes()) else {
+        return;
+    };
+    let t = libc::timespec {
+        tv_sec: mtime as libc::time_t,
+        tv_nsec: 0,
+    };
+    let times = [t, t];
+    // SAFETY: `c` is NUL-terminated and `times` holds two timespecs, as
+    // utimensat requires.
+    unsafe {
+        libc::utimensat(
+            libc::AT_FDCWD,
+            c.as_ptr(),
+            times.as_ptr(),
+            libc::AT_SYMLINK_NOFOLLOW,
+        );
+    }
+}
+
+/// Keeps a replaced file's owner (works when running as root).
+fn keep_owner(file: &File, uid: u32, gid: u32, dest: &Path) {
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    if uid == me {
+        return;
+    }
+    if let Err(e) = std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
+        tracing::warn!(path = %dest.display(), error = %e, "cannot keep the owner of a replaced file");
+    }
+}
+
+fn system_time(mtime: i64) -> SystemTime {
+    if mtime >= 0 {
+        UNIX_EPOCH + Duration::from_secs(mtime as u64)
+    } else {
+        UNIX_EPOCH - Duration::from_secs(mtime.unsigned_abs())
+    }
+}
+
+fn forged(what: &str, path: &str) -> Error {
+    Error::new(ErrorKind::Integrity, what.to_string())
+        .with_context("path", path)
+        .with_hint("the bundle is malformed or forged; do not restore it")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn links_must_stay_inside() {
+        assert!(link_stays_inside("a", "b"));
+        assert!(link_stays_inside("a", "."));
+        assert!(link_stays_inside("d/a", "../b"));
+        assert!(link_stays_inside("d/e/a", "../../x/y"));
+        assert!(link_stays_inside("d/a", "x/../../b"));
+        assert!(!link_stays_inside("a", "../b"));
+        assert!(!link_stays_inside("d/a", "../../b"));
+        assert!(!link_stays_inside("d/a", "/etc/passwd"));
+        assert!(!link_stays_inside("d/a", ""));
+        assert!(!link_stays_inside("a", "x/../../b"));
+    }
+}
