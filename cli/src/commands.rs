@@ -6,13 +6,15 @@ use std::sync::Arc;
 
 use coffer_core::{
     BackupRequest, Catalog, CatalogEntry, CheckOnly, Compression, Encryption, Error, ErrorKind, GeneratedKey,
-    Identities, Passphrase, Progress, RecipientKey, Registry, RestoreOptions, Result, Sink, SinkTarget, Source,
-    SourceRecord, SourceResolver, config_error,
+    Identities, Passphrase, Progress, RecipientKey, Registry, RestoreOptions, Result, Sink, SinkTarget,
+    Source, SourceRecord, SourceResolver, config_error,
 };
 use serde_json::json;
 
 use crate::Failure;
-use crate::args::{BackupArgs, Cli, Command, InitArgs, KeySel, KeygenArgs, RestoreArgs, ShowArgs, SinkSel, VerifyArgs};
+use crate::args::{
+    BackupArgs, Cli, Command, InitArgs, KeySel, KeygenArgs, RestoreArgs, ShowArgs, SinkSel, VerifyArgs,
+};
 use crate::config::{Config, EXAMPLE};
 use crate::output::{Spinner, print_json, size};
 
@@ -20,7 +22,12 @@ type CmdResult = std::result::Result<(), Failure>;
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli, registry: Registry) -> CmdResult {
-    let ctx = Ctx { json: cli.json, quiet: cli.quiet || cli.json, config_path: cli.config.clone(), registry };
+    let ctx = Ctx {
+        json: cli.json,
+        quiet: cli.quiet || cli.json,
+        config_path: cli.config.clone(),
+        registry,
+    };
     match cli.command {
         Command::Keygen(a) => keygen(&ctx, a),
         Command::Init(a) => init(&ctx, a),
@@ -46,7 +53,11 @@ impl Ctx {
             Some(p) => Config::load(p, &self.registry).map(Some),
             None => {
                 let p = Path::new("coffer.toml");
-                if p.exists() { Config::load(p, &self.registry).map(Some) } else { Ok(None) }
+                if p.exists() {
+                    Config::load(p, &self.registry).map(Some)
+                } else {
+                    Ok(None)
+                }
             }
         }
     }
@@ -54,11 +65,18 @@ impl Ctx {
     /// Sinks named or given by URL on the command line, else the config's.
     fn read_sinks(&self, sel: &SinkSel, config: Option<&Config>) -> Result<Vec<(String, Arc<dyn Sink>)>> {
         if !sel.sinks.is_empty() {
-            return sel.sinks.iter().map(|s| Ok((s.clone(), self.sink(s, config)?))).collect();
+            return sel
+                .sinks
+                .iter()
+                .map(|s| Ok((s.clone(), self.sink(s, config)?)))
+                .collect();
         }
         match config {
-            Some(c) if !c.sinks.is_empty() => Ok(c.sinks.iter().map(|(n, s)| (n.clone(), s.clone())).collect()),
-            _ => Err(config_error("no sink given").with_hint("pass --sink DIR_OR_URL (or a sink name from coffer.toml)")),
+            Some(c) if !c.sinks.is_empty() => {
+                Ok(c.sinks.iter().map(|(n, s)| (n.clone(), s.clone())).collect())
+            }
+            _ => Err(config_error("no sink given")
+                .with_hint("pass --sink DIR_OR_URL (or a sink name from coffer.toml)")),
         }
     }
 
@@ -106,7 +124,10 @@ fn keygen(ctx: &Ctx, a: KeygenArgs) -> CmdResult {
     } else {
         println!("{}", key.recipient());
         if let Some(p) = &a.output {
-            eprintln!("identity written to {} (mode 0600); keep it off the backed-up host", p.display());
+            eprintln!(
+                "identity written to {} (mode 0600); keep it off the backed-up host",
+                p.display()
+            );
         }
     }
     Ok(())
@@ -129,20 +150,28 @@ fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {
                 err
             }
         })?;
-    f.write_all(data).and_then(|_| f.sync_all()).map_err(|e| Error::io(format!("writing {}", path.display()), e))
+    f.write_all(data)
+        .and_then(|_| f.sync_all())
+        .map_err(|e| Error::io(format!("writing {}", path.display()), e))
 }
 
 fn init(ctx: &Ctx, a: InitArgs) -> CmdResult {
     if a.output.exists() && !a.force {
-        return Err(Error::new(ErrorKind::AlreadyExists, format!("{} exists", a.output.display()))
-            .with_hint("pass --force to overwrite it")
-            .into());
+        return Err(
+            Error::new(ErrorKind::AlreadyExists, format!("{} exists", a.output.display()))
+                .with_hint("pass --force to overwrite it")
+                .into(),
+        );
     }
-    std::fs::write(&a.output, EXAMPLE).map_err(|e| Error::io(format!("writing {}", a.output.display()), e))?;
+    std::fs::write(&a.output, EXAMPLE)
+        .map_err(|e| Error::io(format!("writing {}", a.output.display()), e))?;
     if ctx.json {
         print_json(&json!({ "written": a.output.display().to_string() }));
     } else {
-        println!("wrote {}: edit its recipients, sources and sinks, then run `coffer backup`", a.output.display());
+        println!(
+            "wrote {}: edit its recipients, sources and sinks, then run `coffer backup`",
+            a.output.display()
+        );
     }
     Ok(())
 }
@@ -155,7 +184,8 @@ fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Passphrase> {
         return Passphrase::new(p);
     }
     if std::io::stdin().is_terminal() {
-        let p = rpassword::prompt_password("passphrase: ").map_err(|e| Error::io("reading the passphrase", e))?;
+        let p =
+            rpassword::prompt_password("passphrase: ").map_err(|e| Error::io("reading the passphrase", e))?;
         if confirm {
             let again = rpassword::prompt_password("passphrase (again): ")
                 .map_err(|e| Error::io("reading the passphrase", e))?;
@@ -184,7 +214,10 @@ fn unique_name(base: &str, taken: &[String]) -> String {
     if !taken.iter().any(|t| t == base) {
         return base.to_string();
     }
-    (2..).map(|i| format!("{base}-{i}")).find(|n| !taken.contains(n)).expect("infinite")
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken.contains(n))
+        .expect("infinite")
 }
 
 async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
@@ -199,14 +232,28 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         for spec in &a.sources {
             let (factory, rest) = ctx.registry.source_spec(spec)?;
             let name = unique_name(&factory.spec_name(rest), &names);
-            sources.push(factory.from_spec(&name, rest).map_err(|e| e.prefix(format!("--source {spec}")))?);
+            sources.push(
+                factory
+                    .from_spec(&name, rest)
+                    .map_err(|e| e.prefix(format!("--source {spec}")))?,
+            );
             names.push(name);
         }
         if a.sink.sinks.is_empty() {
-            return Err(config_error("no sink given").with_hint("add --sink DIR_OR_URL").into());
+            return Err(config_error("no sink given")
+                .with_hint("add --sink DIR_OR_URL")
+                .into());
         }
         let job = a.name.clone().unwrap_or_else(|| "one-off".into());
-        (job, sources, a.sink.sinks.clone(), a.recipients.clone(), a.compression.clone(), vec![], None)
+        (
+            job,
+            sources,
+            a.sink.sinks.clone(),
+            a.recipients.clone(),
+            a.compression.clone(),
+            vec![],
+            None,
+        )
     } else {
         let Some(cfg) = &config else {
             return Err(config_error("nothing to back up: no --source given and no coffer.toml here")
@@ -215,27 +262,51 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         };
         let (name, job) = cfg.job(a.job.as_deref())?;
         let sources = job.sources.iter().map(|s| cfg.sources[s].clone()).collect();
-        let sinks = if a.sink.sinks.is_empty() { job.sinks.clone() } else { a.sink.sinks.clone() };
+        let sinks = if a.sink.sinks.is_empty() {
+            job.sinks.clone()
+        } else {
+            a.sink.sinks.clone()
+        };
         let recipients = if !a.recipients.is_empty() {
             a.recipients.clone()
         } else {
             job.recipients.clone().unwrap_or_else(|| cfg.recipients.clone())
         };
-        let compression = a.compression.clone().or(job.compression.clone()).or(cfg.compression.clone());
-        (name, sources, sinks, recipients, compression, job.tags.clone(), job.passphrase_file.clone())
+        let compression = a
+            .compression
+            .clone()
+            .or(job.compression.clone())
+            .or(cfg.compression.clone());
+        (
+            name,
+            sources,
+            sinks,
+            recipients,
+            compression,
+            job.tags.clone(),
+            job.passphrase_file.clone(),
+        )
     };
     tags.extend(a.tags.iter().cloned());
 
     let encryption = if a.passphrase || a.passphrase_file.is_some() || passfile.is_some() {
         if !a.recipients.is_empty() {
-            return Err(config_error("a passphrase must be the only recipient (an age rule)")
-                .with_hint("drop --recipient, or drop --passphrase")
-                .into());
+            return Err(
+                config_error("a passphrase must be the only recipient (an age rule)")
+                    .with_hint("drop --recipient, or drop --passphrase")
+                    .into(),
+            );
         }
         let file = a.passphrase_file.clone().or(passfile);
-        Encryption::Passphrase { passphrase: passphrase(file.as_deref(), true)?, log_n: coffer_core::DEFAULT_SCRYPT_LOG_N }
+        Encryption::Passphrase {
+            passphrase: passphrase(file.as_deref(), true)?,
+            log_n: coffer_core::DEFAULT_SCRYPT_LOG_N,
+        }
     } else {
-        let keys = recipients.iter().map(|r| RecipientKey::parse(r)).collect::<Result<Vec<_>>>()?;
+        let keys = recipients
+            .iter()
+            .map(|r| RecipientKey::parse(r))
+            .collect::<Result<Vec<_>>>()?;
         let enc = Encryption::Recipients(keys);
         enc.validate()?;
         enc
@@ -246,16 +317,32 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
     };
     let time = match &a.time {
         Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| {
-            config_error(format!("--time `{t}` is not an RFC 3339 time: {e}")).with_hint("e.g. 2026-11-27T22:15:00Z")
+            config_error(format!("--time `{t}` is not an RFC 3339 time: {e}"))
+                .with_hint("e.g. 2026-11-27T22:15:00Z")
         })?),
         None => None,
     };
     let mut sinks = Vec::new();
     for s in &sink_names {
-        sinks.push(SinkTarget { name: s.clone(), sink: ctx.sink(s, config.as_ref())?, required: true });
+        sinks.push(SinkTarget {
+            name: s.clone(),
+            sink: ctx.sink(s, config.as_ref())?,
+            required: true,
+        });
     }
-    let threads = std::thread::available_parallelism().map(|n| n.get() as u32).unwrap_or(2);
-    let req = BackupRequest { job, sources, sinks, encryption, compression, tags, time, threads };
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2);
+    let req = BackupRequest {
+        job,
+        sources,
+        sinks,
+        encryption,
+        compression,
+        tags,
+        time,
+        threads,
+    };
 
     let progress = Arc::new(Progress::default());
     let spinner = Spinner::start("backup", progress.clone(), ctx.quiet);
@@ -305,7 +392,12 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         }
     }
     if !outcome.required_ok() {
-        let failed: Vec<_> = outcome.sinks.iter().filter(|s| s.required && s.result.is_err()).map(|s| s.name.as_str()).collect();
+        let failed: Vec<_> = outcome
+            .sinks
+            .iter()
+            .filter(|s| s.required && s.result.is_err())
+            .map(|s| s.name.as_str())
+            .collect();
         return Err(Failure::Partial(format!(
             "snapshot {} was written, but required sink(s) failed: {}",
             outcome.index.id,
@@ -334,7 +426,9 @@ async fn list(ctx: &Ctx, sel: SinkSel) -> CmdResult {
     let sinks = ctx.read_sinks(&sel, config.as_ref())?;
     let mut out = Vec::new();
     for (name, sink) in &sinks {
-        let cat = Catalog::load(sink.as_ref()).await.map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        let cat = Catalog::load(sink.as_ref())
+            .await
+            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
         if ctx.json {
             out.push(json!({
                 "sink": name,
@@ -351,7 +445,10 @@ async fn list(ctx: &Ctx, sel: SinkSel) -> CmdResult {
         if cat.snapshots.is_empty() {
             println!("no snapshots");
         } else {
-            println!("{:<26} {:<20} {:<16} {:>10}  {:<10} SOURCES", "ID", "TIME (UTC)", "JOB", "SIZE", "STATE");
+            println!(
+                "{:<26} {:<20} {:<16} {:>10}  {:<10} SOURCES",
+                "ID", "TIME (UTC)", "JOB", "SIZE", "STATE"
+            );
             for s in &cat.snapshots {
                 let srcs: Vec<_> = s.index.sources.iter().map(|s| s.name.as_str()).collect();
                 println!(
@@ -389,7 +486,9 @@ async fn find_snapshot(
 ) -> Result<(String, Arc<dyn Sink>, CatalogEntry)> {
     let mut last_err = None;
     for (name, sink) in sinks {
-        let cat = Catalog::load(sink.as_ref()).await.map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        let cat = Catalog::load(sink.as_ref())
+            .await
+            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
         match cat.resolve(spec) {
             Ok(e) => return Ok((name.clone(), sink.clone(), e.clone())),
             Err(e) => last_err = Some(e),
@@ -434,14 +533,27 @@ async fn show(ctx: &Ctx, a: ShowArgs) -> CmdResult {
     if !i.tags.is_empty() {
         println!("tags       {}", i.tags.join(", "));
     }
-    println!("object     {} ({}, sha256 {})", i.object.key, size(i.object.size), i.object.sha256);
+    println!(
+        "object     {} ({}, sha256 {})",
+        i.object.key,
+        size(i.object.size),
+        i.object.sha256
+    );
     println!("compressed {}", i.compression);
-    println!("encryption age, {} {}", i.encryption.mode, i.encryption.recipients.join(" "));
+    println!(
+        "encryption age, {} {}",
+        i.encryption.mode,
+        i.encryption.recipients.join(" ")
+    );
     for s in &i.sources {
         println!("source     {} ({})", s.name, s.kind);
     }
     if let Some(s) = manifest {
-        println!("manifest   {} files, {} (all checked)", s.files_checked, size(s.manifest.total_bytes));
+        println!(
+            "manifest   {} files, {} (all checked)",
+            s.files_checked,
+            size(s.manifest.total_bytes)
+        );
         for (src, rec) in s.manifest.sources.iter().zip(&s.sources.sources) {
             println!("  {}: {} — {}", src.name, rec.description, src.report.summary);
         }
@@ -452,16 +564,24 @@ async fn show(ctx: &Ctx, a: ShowArgs) -> CmdResult {
 async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
     let config = ctx.config()?;
     let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
-    let ids = if a.deep { Some(Arc::new(identities(&a.keys)?)) } else { None };
+    let ids = if a.deep {
+        Some(Arc::new(identities(&a.keys)?))
+    } else {
+        None
+    };
     if let Some(ids) = &ids
         && ids.is_empty()
     {
-        return Err(config_error("--deep needs a key to decrypt").with_hint("add --identity FILE or --passphrase").into());
+        return Err(config_error("--deep needs a key to decrypt")
+            .with_hint("add --identity FILE or --passphrase")
+            .into());
     }
     let mut results = Vec::new();
     let mut failed = 0;
     for (name, sink) in &sinks {
-        let cat = Catalog::load(sink.as_ref()).await.map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        let cat = Catalog::load(sink.as_ref())
+            .await
+            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
         let chosen: Vec<CatalogEntry> = if a.all {
             cat.snapshots.clone()
         } else {
@@ -471,12 +591,19 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
             let index = entry.index.clone();
             let check = async {
                 match &ids {
-                    None => coffer_core::verify_object(sink.as_ref(), &index, None).await.map(|_| None),
+                    None => coffer_core::verify_object(sink.as_ref(), &index, None)
+                        .await
+                        .map(|_| None),
                     Some(ids) => {
                         let file = coffer_core::fetch_verified(sink.as_ref(), &index, None).await?;
                         let (ids, idx) = (ids.clone(), index.clone());
                         let s = tokio::task::spawn_blocking(move || {
-                            coffer_core::read_bundle(std::io::BufReader::new(file), &idx, &ids, &mut CheckOnly)
+                            coffer_core::read_bundle(
+                                std::io::BufReader::new(file),
+                                &idx,
+                                &ids,
+                                &mut CheckOnly,
+                            )
                         })
                         .await
                         .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
@@ -491,7 +618,10 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
             if !ctx.json {
                 match &r {
                     Ok(None) => println!("{} {}: ok (size and SHA-256 match the index)", name, index.id),
-                    Ok(Some(n)) => println!("{} {}: ok (decrypted, {n} files match SHA256SUMS)", name, index.id),
+                    Ok(Some(n)) => println!(
+                        "{} {}: ok (decrypted, {n} files match SHA256SUMS)",
+                        name, index.id
+                    ),
                     Err(e) => println!("{} {}: FAILED: {e}", name, index.id),
                 }
             }
@@ -511,7 +641,9 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
         print_json(&json!(results));
     }
     if failed > 0 {
-        return Err(Failure::Integrity(format!("{failed} snapshot(s) failed verification")));
+        return Err(Failure::Integrity(format!(
+            "{failed} snapshot(s) failed verification"
+        )));
     }
     Ok(())
 }
@@ -529,10 +661,16 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     let index = entry.index.clone();
     for only in &a.only {
         if !index.sources.iter().any(|s| &s.name == only || &s.kind == only) {
-            let names: Vec<_> = index.sources.iter().map(|s| format!("{} ({})", s.name, s.kind)).collect();
-            return Err(config_error(format!("--only {only}: the snapshot has no such source"))
-                .with_hint(format!("its sources: {}", names.join(", ")))
-                .into());
+            let names: Vec<_> = index
+                .sources
+                .iter()
+                .map(|s| format!("{} ({})", s.name, s.kind))
+                .collect();
+            return Err(
+                config_error(format!("--only {only}: the snapshot has no such source"))
+                    .with_hint(format!("its sources: {}", names.join(", ")))
+                    .into(),
+            );
         }
     }
     if let Some(t) = &a.target
@@ -568,9 +706,11 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     opts.dry_run = a.dry_run;
     let handle = tokio::runtime::Handle::current();
     let idx = index.clone();
-    let outcome = tokio::task::spawn_blocking(move || coffer_core::restore_bundle(file, &idx, &ids, resolve, opts, handle))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
+    let outcome = tokio::task::spawn_blocking(move || {
+        coffer_core::restore_bundle(file, &idx, &ids, resolve, opts, handle)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
 
     if ctx.json {
         print_json(&json!({

@@ -80,14 +80,21 @@ impl Config {
             .with_hint("fix the file; `coffer init` writes a commented example")
         })?;
         let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() { PathBuf::from(".") } else { base };
-        let at = |span: std::ops::Range<usize>, what: &str| format!("{}:{}: {what}", path.display(), line_of(&text, span.start));
+        let base = if base.as_os_str().is_empty() {
+            PathBuf::from(".")
+        } else {
+            base
+        };
+        let at = |span: std::ops::Range<usize>, what: &str| {
+            format!("{}:{}: {what}", path.display(), line_of(&text, span.start))
+        };
 
         let mut sources = BTreeMap::new();
         for (name, table) in file.source {
             let span = table.span();
             let mut t = table.into_inner();
-            let kind = take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
+            let kind =
+                take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
             let factory = registry
                 .source_factory(&kind)
                 .map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
@@ -100,9 +107,11 @@ impl Config {
         for (name, table) in file.sink {
             let span = table.span();
             let mut t = table.into_inner();
-            let kind = take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
-            let factory =
-                registry.sink_factory(&kind).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
+            let kind =
+                take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
+            let factory = registry
+                .sink_factory(&kind)
+                .map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
             let sink = factory
                 .from_config(&name, t, &base)
                 .map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
@@ -114,18 +123,27 @@ impl Config {
             let job = job.into_inner();
             for s in &job.sources {
                 if !sources.contains_key(s) {
-                    return Err(config_error(at(span.clone(), &format!("[job.{name}] names unknown source `{s}`")))
-                        .with_hint(format!("define [source.{s}] or fix the name")));
+                    return Err(config_error(at(
+                        span.clone(),
+                        &format!("[job.{name}] names unknown source `{s}`"),
+                    ))
+                    .with_hint(format!("define [source.{s}] or fix the name")));
                 }
             }
             for s in &job.sinks {
                 if !sinks.contains_key(s) {
-                    return Err(config_error(at(span.clone(), &format!("[job.{name}] names unknown sink `{s}`")))
-                        .with_hint(format!("define [sink.{s}] or fix the name")));
+                    return Err(config_error(at(
+                        span.clone(),
+                        &format!("[job.{name}] names unknown sink `{s}`"),
+                    ))
+                    .with_hint(format!("define [sink.{s}] or fix the name")));
                 }
             }
             if job.sources.is_empty() || job.sinks.is_empty() {
-                return Err(config_error(at(span.clone(), &format!("[job.{name}] needs sources and sinks"))));
+                return Err(config_error(at(
+                    span.clone(),
+                    &format!("[job.{name}] needs sources and sinks"),
+                )));
             }
             let mut job = job;
             if let Some(p) = &job.passphrase_file
@@ -149,19 +167,26 @@ impl Config {
     pub fn job(&self, name: Option<&str>) -> Result<(String, &JobConfig)> {
         match name {
             Some(n) => self.jobs.get(n).map(|j| (n.to_string(), j)).ok_or_else(|| {
-                config_error(format!("no job `{n}` in {}", self.path.display()))
-                    .with_hint(format!("jobs: {}", self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")))
+                config_error(format!("no job `{n}` in {}", self.path.display())).with_hint(format!(
+                    "jobs: {}",
+                    self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                ))
             }),
             None => match self.jobs.len() {
                 1 => {
                     let (n, j) = self.jobs.iter().next().expect("one");
                     Ok((n.clone(), j))
                 }
-                0 => Err(config_error(format!("{} defines no [job.*]", self.path.display()))),
-                _ => Err(config_error("several jobs are configured; name one").with_hint(format!(
-                    "jobs: {}",
-                    self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                0 => Err(config_error(format!(
+                    "{} defines no [job.*]",
+                    self.path.display()
                 ))),
+                _ => Err(
+                    config_error("several jobs are configured; name one").with_hint(format!(
+                        "jobs: {}",
+                        self.jobs.keys().cloned().collect::<Vec<_>>().join(", ")
+                    )),
+                ),
             },
         }
     }

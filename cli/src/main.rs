@@ -15,7 +15,7 @@ use coffer_core::{Error, ErrorKind, Registry};
 fn registry() -> Registry {
     let mut reg = Registry::new();
     coffer_source_file::register(&mut reg);
-    //ENV coffer_source_env::register(&mut reg);
+    coffer_source_env::register(&mut reg);
     coffer_sink_local::register(&mut reg);
     reg
 }
@@ -54,7 +54,11 @@ fn main() -> ExitCode {
     };
     let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    tracing_subscriber::fmt().with_env_filter(env_filter).with_writer(std::io::stderr).with_target(false).init();
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
 
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
@@ -77,7 +81,11 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Error(e)) => {
             output::print_error(&e, json);
-            ExitCode::from(if e.kind() == ErrorKind::Cancelled { 130 } else { exit_code_of(e.kind()) })
+            ExitCode::from(if e.kind() == ErrorKind::Cancelled {
+                130
+            } else {
+                exit_code_of(e.kind())
+            })
         }
         Err(Failure::Partial(msg)) => {
             if !json {

@@ -39,7 +39,11 @@ pub fn size(bytes: u64) -> String {
         v /= 1024.0;
         u += 1;
     }
-    if u == 0 { format!("{bytes} B") } else { format!("{v:.1} {}", UNITS[u]) }
+    if u == 0 {
+        format!("{bytes} B")
+    } else {
+        format!("{v:.1} {}", UNITS[u])
+    }
 }
 
 /// A progress spinner fed by [`Progress`] counters; only on a terminal.
@@ -52,10 +56,15 @@ impl Spinner {
     /// Starts showing `progress` unless quiet, JSON, or stderr is not a TTY.
     pub fn start(what: &str, progress: Arc<Progress>, quiet: bool) -> Spinner {
         if quiet || !std::io::stderr().is_terminal() {
-            return Spinner { bar: None, task: None };
+            return Spinner {
+                bar: None,
+                task: None,
+            };
         }
         let bar = ProgressBar::new_spinner();
-        bar.set_style(ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]").expect("template"));
+        bar.set_style(
+            ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]").expect("template"),
+        );
         bar.set_prefix(what.to_string());
         let b = bar.clone();
         let task = tokio::spawn(async move {
@@ -63,12 +72,19 @@ impl Spinner {
                 let plain = progress.plain_bytes.load(Ordering::Relaxed);
                 let cipher = progress.cipher_bytes.load(Ordering::Relaxed);
                 let entries = progress.entries.load(Ordering::Relaxed);
-                b.set_message(format!("{entries} entries, {} read, {} written", size(plain), size(cipher)));
+                b.set_message(format!(
+                    "{entries} entries, {} read, {} written",
+                    size(plain),
+                    size(cipher)
+                ));
                 b.tick();
                 tokio::time::sleep(Duration::from_millis(120)).await;
             }
         });
-        Spinner { bar: Some(bar), task: Some(task) }
+        Spinner {
+            bar: Some(bar),
+            task: Some(task),
+        }
     }
 
     /// Removes the spinner.

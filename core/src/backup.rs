@@ -26,9 +26,9 @@ use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::bundle::{
-    Compression, INDEX_FORMAT, Index, IndexEncryption, IndexObject, IndexSource, MANIFEST_ENTRY, MANIFEST_FORMAT,
-    Manifest, ManifestEntry, ManifestSource, SOURCES_ENTRY, SUMS_ENTRY, SnapshotId, SourceRecord, SourcesFile,
-    hostname,
+    Compression, INDEX_FORMAT, Index, IndexEncryption, IndexObject, IndexSource, MANIFEST_ENTRY,
+    MANIFEST_FORMAT, Manifest, ManifestEntry, ManifestSource, SOURCES_ENTRY, SUMS_ENTRY, SnapshotId,
+    SourceRecord, SourcesFile, hostname,
 };
 use crate::crypto::Encryption;
 use crate::error::{Error, ErrorKind, Result};
@@ -144,14 +144,19 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     for s in &req.sources {
         let info = s.info();
         if !names.insert(info.name.clone()) {
-            return Err(crate::config_error(format!("two sources are named `{}`", info.name)));
+            return Err(crate::config_error(format!(
+                "two sources are named `{}`",
+                info.name
+            )));
         }
     }
     if req.sources.is_empty() {
         return Err(crate::config_error("no source configured").with_hint("add --source KIND:SPEC"));
     }
     for s in &req.sources {
-        s.check().await.map_err(|e| e.prefix(format!("source `{}`", s.info().name)))?;
+        s.check()
+            .await
+            .map_err(|e| e.prefix(format!("source `{}`", s.info().name)))?;
     }
 
     let created_at = req.time.unwrap_or_else(Timestamp::now);
@@ -195,7 +200,16 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     let tar_thread = std::thread::Builder::new()
         .name("coffer-tar".into())
         .spawn(move || {
-            tar_stage(tar_rx, cipher_tx, sources_file, manifest_base, source_names, compression, threads, tar_progress)
+            tar_stage(
+                tar_rx,
+                cipher_tx,
+                sources_file,
+                manifest_base,
+                source_names,
+                compression,
+                threads,
+                tar_progress,
+            )
         })
         .map_err(|e| Error::io("starting the tar thread", e))?;
 
@@ -278,7 +292,9 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         // Both threads end once their inputs end; join them off the reactor.
         let joined = tokio::task::spawn_blocking(move || {
             let tar = tar_thread.join().unwrap_or_else(|_| Err(panic_error("tar")));
-            let age = age_thread.join().unwrap_or_else(|_| Err(panic_error("encryption")));
+            let age = age_thread
+                .join()
+                .unwrap_or_else(|_| Err(panic_error("encryption")));
             (tar, age)
         })
         .await
@@ -304,7 +320,12 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         let txs: Vec<_> = sink_txs.into_iter().flatten().collect();
         if let Err(e) = &result {
             for tx in &txs {
-                let _ = tx.send(Err(Error::new(e.kind(), format!("backup aborted: {}", e.message())))).await;
+                let _ = tx
+                    .send(Err(Error::new(
+                        e.kind(),
+                        format!("backup aborted: {}", e.message()),
+                    )))
+                    .await;
             }
         }
         drop(txs);
@@ -312,8 +333,12 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     };
     let (result, put_results) = tokio::join!(pipeline, puts_fut);
     if put_results.iter().all(|r| r.is_err()) {
-        let outcomes: Vec<_> = req.sinks.iter().zip(&put_results).collect();
-        let (t, e) = (outcomes[0].0, outcomes[0].1.as_ref().err().expect("all failed"));
+        let (t, e) = req
+            .sinks
+            .iter()
+            .zip(&put_results)
+            .find_map(|(t, r)| r.as_ref().err().map(|e| (t, e)))
+            .expect("all failed");
         let mut err = Error::new(e.kind(), format!("every sink failed; sink `{}`: {e}", t.name));
         if let Some(h) = e.hint() {
             err = err.with_hint(h);
@@ -335,10 +360,24 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         host,
         tags: req.tags.clone(),
         coffer_version: env!("CARGO_PKG_VERSION").into(),
-        sources: infos.iter().map(|i| IndexSource { name: i.name.clone(), kind: i.kind.into() }).collect(),
-        object: IndexObject { key: object_key.clone(), size, sha256 },
+        sources: infos
+            .iter()
+            .map(|i| IndexSource {
+                name: i.name.clone(),
+                kind: i.kind.into(),
+            })
+            .collect(),
+        object: IndexObject {
+            key: object_key.clone(),
+            size,
+            sha256,
+        },
         compression: req.compression.name().into(),
-        encryption: IndexEncryption { scheme: "age".into(), mode, recipients },
+        encryption: IndexEncryption {
+            scheme: "age".into(),
+            mode,
+            recipients,
+        },
     };
     let index_bytes = Bytes::from(index.to_json());
 
@@ -353,10 +392,19 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
                     ErrorKind::Integrity,
                     format!("sink stored {n} bytes, expected {size}"),
                 )),
-                Ok(_) => t.sink.put_bytes(&key, bytes, PutOptions::create()).await.map(|_| ()),
+                Ok(_) => t
+                    .sink
+                    .put_bytes(&key, bytes, PutOptions::create())
+                    .await
+                    .map(|_| ()),
                 Err(e) => Err(e),
             };
-            SinkOutcome { name: t.name.clone(), location: t.sink.info().to_string(), required: t.required, result }
+            SinkOutcome {
+                name: t.name.clone(),
+                location: t.sink.info().to_string(),
+                required: t.required,
+                result,
+            }
         }
     });
     for o in futures::future::join_all(index_writes).await {
@@ -374,7 +422,10 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         let first = outcome.sinks.iter().find_map(|s| s.result.as_ref().err());
         let msg = first.map(|e| e.to_string()).unwrap_or_default();
         let hint = first.and_then(|e| e.hint()).map(str::to_string);
-        let mut err = Error::new(first.map(|e| e.kind()).unwrap_or(ErrorKind::Unexpected), format!("every sink failed: {msg}"));
+        let mut err = Error::new(
+            first.map(|e| e.kind()).unwrap_or(ErrorKind::Unexpected),
+            format!("every sink failed: {msg}"),
+        );
         if let Some(h) = hint {
             err = err.with_hint(h);
         }
@@ -420,7 +471,8 @@ fn tar_stage(
             .send(CipherMsg::Chunk(buf))
             .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped").into_io())
     });
-    let compressor = Compressor::new(compression, chunks, threads).map_err(|e| Error::io("starting compression", e))?;
+    let compressor =
+        Compressor::new(compression, chunks, threads).map_err(|e| Error::io("starting compression", e))?;
     let mut builder = tar::Builder::new(compressor);
     builder.mode(tar::HeaderMode::Complete);
     let now = manifest.created_at.as_second();
@@ -429,25 +481,37 @@ fn tar_stage(
 
     let append_bytes = |builder: &mut tar::Builder<_>, path: &str, bytes: &[u8]| -> Result<()> {
         let mut h = header(tar::EntryType::Regular, 0o600, now, bytes.len() as u64);
-        builder.append_data(&mut h, path, bytes).map_err(|e| Error::io(format!("writing {path}"), e))
+        builder
+            .append_data(&mut h, path, bytes)
+            .map_err(|e| Error::io(format!("writing {path}"), e))
     };
     let sources_json = serde_json::to_vec_pretty(&sources_file).expect("serializes");
     append_bytes(&mut builder, SOURCES_ENTRY, &sources_json)?;
 
     let reports = loop {
         let Some(msg) = rx.blocking_recv() else {
-            return Err(Error::new(ErrorKind::Cancelled, "capture stopped before it finished"));
+            return Err(Error::new(
+                ErrorKind::Cancelled,
+                "capture stopped before it finished",
+            ));
         };
         let (src, entry) = match msg {
             TarMsg::Entry(src, entry) => (src, entry),
             TarMsg::Finish(reports) => break reports,
         };
         let name = &source_names[src];
-        crate::source::check_relative_path(&entry.path)
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("source `{name}` produced a bad path: {e}")))?;
+        crate::source::check_relative_path(&entry.path).map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("source `{name}` produced a bad path: {e}"),
+            )
+        })?;
         let path = format!("{}/{}/{}", entry.area.dir(), name, entry.path);
         if !seen.insert(path.clone()) {
-            return Err(Error::new(ErrorKind::Unexpected, format!("source `{name}` produced `{path}` twice")));
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("source `{name}` produced `{path}` twice"),
+            ));
         }
         // Secrets are private whatever their source said.
         let mode = match (&entry.area, &entry.body) {
@@ -459,12 +523,18 @@ fn tar_stage(
             EntryBody::File { size, reader } => {
                 let mut h = header(tar::EntryType::Regular, mode, entry.mtime, size);
                 let mut hr = HashReader::new(ExactReader::new(reader, size, path.clone()));
-                builder.append_data(&mut h, &path, &mut hr).map_err(|e| Error::io(format!("reading {path}"), e))?;
+                builder
+                    .append_data(&mut h, &path, &mut hr)
+                    .map_err(|e| Error::io(format!("reading {path}"), e))?;
                 let (sha, n) = hr.finish();
                 progress.plain_bytes.fetch_add(n, Ordering::Relaxed);
                 sums.push_str(&format!("{sha}  {path}\n"));
                 manifest.total_bytes += n;
-                manifest.entries.push(ManifestEntry { path, size: n, sha256: sha });
+                manifest.entries.push(ManifestEntry {
+                    path,
+                    size: n,
+                    sha256: sha,
+                });
             }
             EntryBody::Dir => {
                 let mut h = header(tar::EntryType::Directory, mode, entry.mtime, 0);
@@ -474,7 +544,9 @@ fn tar_stage(
             }
             EntryBody::Symlink { target } => {
                 let mut h = header(tar::EntryType::Symlink, mode, entry.mtime, 0);
-                builder.append_link(&mut h, &path, &target).map_err(|e| Error::io(format!("writing {path}"), e))?;
+                builder
+                    .append_link(&mut h, &path, &target)
+                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
             }
         }
         progress.entries.fetch_add(1, Ordering::Relaxed);
@@ -484,14 +556,24 @@ fn tar_stage(
         .sources
         .iter()
         .zip(reports)
-        .map(|(s, report)| ManifestSource { name: s.name.clone(), kind: s.kind.clone(), report })
+        .map(|(s, report)| ManifestSource {
+            name: s.name.clone(),
+            kind: s.kind.clone(),
+            report,
+        })
         .collect();
     append_bytes(&mut builder, SUMS_ENTRY, sums.as_bytes())?;
     let manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
     append_bytes(&mut builder, MANIFEST_ENTRY, &manifest_json)?;
-    let compressor = builder.into_inner().map_err(|e| Error::io("finishing the tar stream", e))?;
-    let chunks = compressor.finish().map_err(|e| Error::io("finishing compression", e))?;
-    chunks.finish().map_err(|e| Error::io("finishing compression", e))?;
+    let compressor = builder
+        .into_inner()
+        .map_err(|e| Error::io("finishing the tar stream", e))?;
+    let chunks = compressor
+        .finish()
+        .map_err(|e| Error::io("finishing compression", e))?;
+    chunks
+        .finish()
+        .map_err(|e| Error::io("finishing compression", e))?;
     cipher_tx
         .send(CipherMsg::Done)
         .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped"))?;
@@ -513,13 +595,18 @@ fn age_stage(
             .map_err(|_| Error::new(ErrorKind::Cancelled, "the sinks stopped").into_io())
     });
     let counter = Arc::new(AtomicU64::new(0));
-    let counting = CountingWriter { inner: chunks, counter: counter.clone() };
+    let counting = CountingWriter {
+        inner: chunks,
+        counter: counter.clone(),
+    };
     let mut writer = encryption.encrypt(counting)?;
     loop {
         match rx.recv() {
             Ok(CipherMsg::Chunk(buf)) => {
                 writer.write_all(&buf).map_err(|e| Error::io("encrypting", e))?;
-                progress.cipher_bytes.store(counter.load(Ordering::Relaxed), Ordering::Relaxed);
+                progress
+                    .cipher_bytes
+                    .store(counter.load(Ordering::Relaxed), Ordering::Relaxed);
             }
             Ok(CipherMsg::Done) => break,
             // The tar stage stopped without finishing: never finish the age
@@ -527,8 +614,13 @@ fn age_stage(
             Err(_) => return Err(Error::new(ErrorKind::Cancelled, "the bundle writer stopped")),
         }
     }
-    let counting = writer.finish().map_err(|e| Error::io("finishing encryption", e))?;
-    counting.inner.finish().map_err(|e| Error::io("sending the last chunk", e))?;
+    let counting = writer
+        .finish()
+        .map_err(|e| Error::io("finishing encryption", e))?;
+    counting
+        .inner
+        .finish()
+        .map_err(|e| Error::io("sending the last chunk", e))?;
     let size = counter.load(Ordering::Relaxed);
     let sha = hex::encode(std::mem::take(&mut *hasher.lock().expect("hasher")).finalize());
     Ok((sha, size))

@@ -65,12 +65,16 @@ impl FromStr for SnapshotId {
             && b[9..15].iter().all(u8::is_ascii_digit)
             && b[15] == b'Z'
             && b[16] == b'-'
-            && b[17..].iter().all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
+            && b[17..]
+                .iter()
+                .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase());
         if ok {
             Ok(SnapshotId(s.to_string()))
         } else {
-            Err(Error::new(ErrorKind::ConfigInvalid, format!("`{s}` is not a snapshot id"))
-                .with_hint("ids look like 20261127T221500Z-3f9a1c2e; `coffer list` shows them"))
+            Err(
+                Error::new(ErrorKind::ConfigInvalid, format!("`{s}` is not a snapshot id"))
+                    .with_hint("ids look like 20261127T221500Z-3f9a1c2e; `coffer list` shows them"),
+            )
         }
     }
 }
@@ -152,8 +156,11 @@ impl Compression {
             "zstd" => Ok(Compression::Zstd(3)),
             "gzip" => Ok(Compression::Gzip(6)),
             "none" => Ok(Compression::None),
-            _ => Err(Error::new(ErrorKind::Unsupported, format!("unknown compression `{name}` in index"))
-                .with_hint("a newer coffer made this snapshot; upgrade coffer")),
+            _ => Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("unknown compression `{name}` in index"),
+            )
+            .with_hint("a newer coffer made this snapshot; upgrade coffer")),
         }
     }
 }
@@ -223,16 +230,22 @@ impl Index {
     /// Parses and checks an index read from a sink.
     pub fn from_json(bytes: &[u8], key: &str) -> Result<Index> {
         let index: Index = serde_json::from_slice(bytes).map_err(|e| {
-            Error::new(ErrorKind::Integrity, format!("unreadable snapshot index: {e}")).with_context("key", key)
+            Error::new(ErrorKind::Integrity, format!("unreadable snapshot index: {e}"))
+                .with_context("key", key)
         })?;
         if index.format != INDEX_FORMAT {
-            return Err(Error::new(ErrorKind::Unsupported, format!("unknown index format `{}`", index.format))
-                .with_context("key", key));
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("unknown index format `{}`", index.format),
+            )
+            .with_context("key", key));
         }
         if key != index.id.index_key() && !key.ends_with(&format!("/{}", index.id.index_key())) {
-            return Err(Error::new(ErrorKind::Integrity, "index names another snapshot than its key")
-                .with_context("key", key)
-                .with_context("id", &index.id));
+            return Err(
+                Error::new(ErrorKind::Integrity, "index names another snapshot than its key")
+                    .with_context("key", key)
+                    .with_context("id", &index.id),
+            );
         }
         Ok(index)
     }

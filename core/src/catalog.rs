@@ -65,7 +65,9 @@ impl Catalog {
                     .is_some_and(|id| !id.contains('/') && id.parse::<SnapshotId>().is_ok())
             })
             .collect();
-        let reads = index_keys.iter().map(|o| async move { (o.key.clone(), sink.get_bytes(&o.key).await) });
+        let reads = index_keys
+            .iter()
+            .map(|o| async move { (o.key.clone(), sink.get_bytes(&o.key).await) });
         for (key, bytes) in futures::future::join_all(reads).await {
             let parsed = bytes.and_then(|b| Index::from_json(&b, &key));
             match parsed {
@@ -88,9 +90,8 @@ impl Catalog {
                 cat.incomplete.push(o.key.clone());
             }
         }
-        cat.snapshots.sort_by(|a, b| {
-            (a.index.created_at, &a.index.id).cmp(&(b.index.created_at, &b.index.id))
-        });
+        cat.snapshots
+            .sort_by(|a, b| (a.index.created_at, &a.index.id).cmp(&(b.index.created_at, &b.index.id)));
         Ok(cat)
     }
 
@@ -103,11 +104,17 @@ impl Catalog {
         if spec == "latest" {
             return Ok(self.snapshots.last().expect("not empty"));
         }
-        let matches: Vec<_> = self.snapshots.iter().filter(|s| s.index.id.as_str().starts_with(spec)).collect();
+        let matches: Vec<_> = self
+            .snapshots
+            .iter()
+            .filter(|s| s.index.id.as_str().starts_with(spec))
+            .collect();
         match matches.as_slice() {
             [one] => Ok(one),
-            [] => Err(Error::new(ErrorKind::NotFound, format!("no snapshot `{spec}` on this sink"))
-                .with_hint("`coffer list --sink S` shows the snapshots")),
+            [] => Err(
+                Error::new(ErrorKind::NotFound, format!("no snapshot `{spec}` on this sink"))
+                    .with_hint("`coffer list --sink S` shows the snapshots"),
+            ),
             many => Err(Error::new(
                 ErrorKind::ConfigInvalid,
                 format!("`{spec}` matches {} snapshots; give more of the id", many.len()),

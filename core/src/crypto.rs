@@ -38,7 +38,9 @@ impl RecipientKey {
                 "use an age public key (age1…, from `coffer keygen`) or an ssh-ed25519 / ssh-rsa public key line",
             ));
         }
-        Ok(RecipientKey { text: text.to_string() })
+        Ok(RecipientKey {
+            text: text.to_string(),
+        })
     }
 
     /// The key as written by the user.
@@ -75,7 +77,11 @@ impl fmt::Debug for RecipientKey {
 }
 
 fn short(s: &str) -> String {
-    if s.chars().count() > 24 { format!("{}…", s.chars().take(24).collect::<String>()) } else { s.to_string() }
+    if s.chars().count() > 24 {
+        format!("{}…", s.chars().take(24).collect::<String>())
+    } else {
+        s.to_string()
+    }
 }
 
 /// A passphrase; never printed.
@@ -162,7 +168,9 @@ impl Encryption {
                     .map_err(|e| config_error(format!("cannot encrypt with passphrase: {e}")))?
             }
         };
-        encryptor.wrap_output(out).map_err(|e| Error::io("writing the age header", e))
+        encryptor
+            .wrap_output(out)
+            .map_err(|e| Error::io("writing the age header", e))
     }
 }
 
@@ -202,15 +210,19 @@ impl Identities {
         std::fs::File::open(path)
             .and_then(|mut f| f.read_to_end(&mut data))
             .map_err(|e| {
-                Error::io(format!("reading identity file {}", path.display()), e)
-                    .with_hint("pass the key written by `coffer keygen -o FILE` (or an SSH private key) with --identity")
+                Error::io(format!("reading identity file {}", path.display()), e).with_hint(
+                    "pass the key written by `coffer keygen -o FILE` (or an SSH private key) with --identity",
+                )
             })?;
         let text = String::from_utf8_lossy(&data);
-        if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----") || text.contains("-----BEGIN RSA PRIVATE KEY-----") {
-            let id = age::ssh::Identity::from_buffer(BufReader::new(&data[..]), Some(path.display().to_string()))
-                .map_err(|e| {
-                    config_error(format!("{} is not a usable SSH private key: {e}", path.display()))
-                })?;
+        if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----")
+            || text.contains("-----BEGIN RSA PRIVATE KEY-----")
+        {
+            let id =
+                age::ssh::Identity::from_buffer(BufReader::new(&data[..]), Some(path.display().to_string()))
+                    .map_err(|e| {
+                        config_error(format!("{} is not a usable SSH private key: {e}", path.display()))
+                    })?;
             match id {
                 age::ssh::Identity::Unencrypted(_) => self.keys.push(Box::new(id)),
                 age::ssh::Identity::Encrypted(_) => {
@@ -232,8 +244,9 @@ impl Identities {
             return Ok(());
         }
         let file = age::IdentityFile::from_buffer(BufReader::new(&data[..])).map_err(|e| {
-            config_error(format!("{} is not an age identity file: {e}", path.display()))
-                .with_hint("an identity file holds AGE-SECRET-KEY-1… lines; `coffer keygen -o FILE` writes one")
+            config_error(format!("{} is not an age identity file: {e}", path.display())).with_hint(
+                "an identity file holds AGE-SECRET-KEY-1… lines; `coffer keygen -o FILE` writes one",
+            )
         })?;
         let ids = file
             .into_identities()
@@ -261,8 +274,10 @@ impl Identities {
         let decryptor = age::Decryptor::new(input).map_err(|e| map_decrypt_error(e, self))?;
         if decryptor.is_scrypt() {
             let Some(p) = &self.passphrase else {
-                return Err(Error::new(ErrorKind::Decryption, "this bundle is passphrase-encrypted")
-                    .with_hint("pass --passphrase (or set COFFER_PASSPHRASE / --passphrase-file)"));
+                return Err(
+                    Error::new(ErrorKind::Decryption, "this bundle is passphrase-encrypted")
+                        .with_hint("pass --passphrase (or set COFFER_PASSPHRASE / --passphrase-file)"),
+                );
             };
             let mut id = age::scrypt::Identity::new(p.0.clone());
             id.set_max_work_factor(22);
@@ -271,8 +286,10 @@ impl Identities {
                 .map_err(|e| map_decrypt_error(e, self))
         } else {
             if self.keys.is_empty() {
-                return Err(Error::new(ErrorKind::Decryption, "no identity given to decrypt this bundle")
-                    .with_hint("pass --identity FILE (an age identity file or SSH private key)"));
+                return Err(
+                    Error::new(ErrorKind::Decryption, "no identity given to decrypt this bundle")
+                        .with_hint("pass --identity FILE (an age identity file or SSH private key)"),
+                );
             }
             decryptor
                 .decrypt(self.keys.iter().map(|k| k.as_ref() as &dyn age::Identity))
@@ -291,16 +308,24 @@ fn map_decrypt_error(e: age::DecryptError, ids: &Identities) -> Error {
         }
         age::DecryptError::DecryptionFailed | age::DecryptError::KeyDecryptionFailed => {
             if ids.passphrase.is_some() {
-                Error::new(ErrorKind::Decryption, "wrong passphrase, or the bundle is corrupt")
+                Error::new(
+                    ErrorKind::Decryption,
+                    "wrong passphrase, or the bundle is corrupt",
+                )
             } else {
-                Error::new(ErrorKind::Integrity, "decryption failed: the bundle is corrupt or truncated")
+                Error::new(
+                    ErrorKind::Integrity,
+                    "decryption failed: the bundle is corrupt or truncated",
+                )
             }
         }
         age::DecryptError::ExcessiveWork { required, .. } => Error::new(
             ErrorKind::Decryption,
             format!("the bundle's scrypt work factor 2^{required} is above the accepted maximum"),
         ),
-        age::DecryptError::InvalidHeader | age::DecryptError::UnknownFormat | age::DecryptError::InvalidMac => {
+        age::DecryptError::InvalidHeader
+        | age::DecryptError::UnknownFormat
+        | age::DecryptError::InvalidMac => {
             Error::new(ErrorKind::Integrity, format!("not a valid age file: {e}"))
         }
         age::DecryptError::Io(io) => Error::io("reading the bundle", io),
@@ -316,7 +341,9 @@ pub struct GeneratedKey {
 impl GeneratedKey {
     /// Generates a new X25519 identity.
     pub fn generate() -> Self {
-        GeneratedKey { identity: age::x25519::Identity::generate() }
+        GeneratedKey {
+            identity: age::x25519::Identity::generate(),
+        }
     }
 
     /// The public recipient (`age1…`).
@@ -378,7 +405,10 @@ mod tests {
     #[test]
     fn passphrase_roundtrip() {
         let p = Passphrase::new("correct horse".into()).unwrap();
-        let enc = Encryption::Passphrase { passphrase: p.clone(), log_n: 10 };
+        let enc = Encryption::Passphrase {
+            passphrase: p.clone(),
+            log_n: 10,
+        };
         let mut out = Vec::new();
         let mut w = enc.encrypt(&mut out).unwrap();
         w.write_all(b"data").unwrap();
@@ -399,7 +429,8 @@ mod tests {
         let k = GeneratedKey::generate();
         let r = RecipientKey::parse(&k.recipient()).unwrap();
         assert!(r.fingerprint().starts_with("age:"));
-        let ssh = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust";
+        let ssh =
+            "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust";
         let r = RecipientKey::parse(ssh).unwrap();
         assert!(r.fingerprint().starts_with("ssh:"));
         assert!(Encryption::Recipients(vec![]).validate().is_err());

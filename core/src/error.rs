@@ -149,17 +149,13 @@ impl Error {
             std::io::ErrorKind::NotFound => ErrorKind::NotFound,
             std::io::ErrorKind::PermissionDenied => ErrorKind::PermissionDenied,
             std::io::ErrorKind::AlreadyExists => ErrorKind::AlreadyExists,
-            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => {
-                ErrorKind::StorageFull
-            }
+            std::io::ErrorKind::StorageFull | std::io::ErrorKind::QuotaExceeded => ErrorKind::StorageFull,
             std::io::ErrorKind::ConnectionRefused
             | std::io::ErrorKind::ConnectionReset
             | std::io::ErrorKind::ConnectionAborted
             | std::io::ErrorKind::HostUnreachable
             | std::io::ErrorKind::NetworkUnreachable => ErrorKind::Unreachable,
-            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => {
-                ErrorKind::Integrity
-            }
+            std::io::ErrorKind::InvalidData | std::io::ErrorKind::UnexpectedEof => ErrorKind::Integrity,
             _ => match err.get_ref().and_then(|e| e.downcast_ref::<Error>()) {
                 Some(inner) => inner.kind,
                 None => ErrorKind::Unexpected,
@@ -179,7 +175,11 @@ impl Error {
         };
         // An io::Error that wraps one of ours keeps our message.
         if err.get_ref().is_some_and(|e| e.is::<Error>()) {
-            let inner = err.into_inner().expect("checked").downcast::<Error>().expect("checked");
+            let inner = err
+                .into_inner()
+                .expect("checked")
+                .downcast::<Error>()
+                .expect("checked");
             return (*inner).prefix(what);
         }
         let mut e = Error::new(kind, format!("{what}: {err}"));

@@ -13,8 +13,8 @@ mod catalog;
 mod crypto;
 mod error;
 mod registry;
-mod sink;
 mod restore;
+mod sink;
 mod source;
 mod stream;
 #[cfg(feature = "testkit")]
@@ -23,16 +23,17 @@ pub mod testkit;
 pub use backup::{BackupOutcome, BackupRequest, Progress, SinkOutcome, SinkTarget, run_backup};
 pub use bundle::{
     Compression, INDEX_FORMAT, Index, IndexEncryption, IndexObject, IndexSource, MANIFEST_ENTRY, Manifest,
-    ManifestEntry, ManifestSource, SOURCES_ENTRY, SUMS_ENTRY, SnapshotId, SourceRecord, SourcesFile, hostname,
+    ManifestEntry, ManifestSource, SOURCES_ENTRY, SUMS_ENTRY, SnapshotId, SourceRecord, SourcesFile,
+    hostname,
 };
 pub use catalog::{Catalog, CatalogEntry, SnapshotState};
 pub use crypto::{DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey};
+pub use error::{Error, ErrorKind, Result, config_error};
+pub use registry::{Registry, SinkFactory, SourceFactory};
 pub use restore::{
     BundleSummary, BundleVisitor, CheckOnly, RestoreOutcome, SourceResolver, fetch_verified, read_bundle,
     restore_bundle, verify_object,
 };
-pub use error::{Error, ErrorKind, Result, config_error};
-pub use registry::{Registry, SinkFactory, SourceFactory};
 pub use sink::{ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key};
 pub use source::{
     Area, CaptureContext, Entry, EntryBody, EntrySender, RestoreAction, RestoreEntry, RestoreEntryKind,

@@ -11,6 +11,7 @@ use crate::sink::Sink;
 use crate::source::Source;
 
 /// Builds sources of one kind.
+#[allow(clippy::wrong_self_convention)] // `from_*` build from their argument, as factories do
 pub trait SourceFactory: Send + Sync {
     /// The TOML `kind` and one-off prefix, e.g. `file` for `--source file:PATH`.
     fn kind(&self) -> &'static str;
@@ -36,6 +37,7 @@ pub trait SourceFactory: Send + Sync {
 }
 
 /// Builds sinks of one kind.
+#[allow(clippy::wrong_self_convention)]
 pub trait SinkFactory: Send + Sync {
     /// The TOML `kind`, e.g. `local`.
     fn kind(&self) -> &'static str;
@@ -147,11 +149,14 @@ impl Registry {
                 return f.from_url(url);
             }
             if url.contains("://") {
-                return Err(Error::new(ErrorKind::ConfigInvalid, format!("unknown sink scheme `{scheme}`"))
-                    .with_hint(format!(
-                        "known schemes: {} (a scheme may need a cargo feature of the coffer binary)",
-                        self.schemes.keys().copied().collect::<Vec<_>>().join(", ")
-                    )));
+                return Err(Error::new(
+                    ErrorKind::ConfigInvalid,
+                    format!("unknown sink scheme `{scheme}`"),
+                )
+                .with_hint(format!(
+                    "known schemes: {} (a scheme may need a cargo feature of the coffer binary)",
+                    self.schemes.keys().copied().collect::<Vec<_>>().join(", ")
+                )));
             }
         }
         match &self.path_sink {

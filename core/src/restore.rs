@@ -25,7 +25,8 @@ use crate::crypto::Identities;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::Sink;
 use crate::source::{
-    Area, RestoreEntry, RestoreEntryKind, RestoreOptions, RestoreReport, Restorer, Source, check_relative_path,
+    Area, RestoreEntry, RestoreEntryKind, RestoreOptions, RestoreReport, Restorer, Source,
+    check_relative_path,
 };
 use crate::stream::{HashReader, decompressor};
 
@@ -37,7 +38,11 @@ fn integrity(msg: impl Into<String>, index: &Index) -> Error {
 
 /// Streams the object of `index` from `sink` and checks its size and
 /// SHA-256 against the index, writing the bytes to `out` if given.
-pub async fn verify_object(sink: &dyn Sink, index: &Index, mut out: Option<&mut std::fs::File>) -> Result<()> {
+pub async fn verify_object(
+    sink: &dyn Sink,
+    index: &Index,
+    mut out: Option<&mut std::fs::File>,
+) -> Result<()> {
     let mut stream = sink.get(&index.object.key).await.map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
             integrity("the snapshot's object is missing", index)
@@ -51,12 +56,19 @@ pub async fn verify_object(sink: &dyn Sink, index: &Index, mut out: Option<&mut 
         let chunk = chunk?;
         size += chunk.len() as u64;
         if size > index.object.size {
-            return Err(integrity(format!("object is larger than the index says ({} bytes)", index.object.size), index));
+            return Err(integrity(
+                format!(
+                    "object is larger than the index says ({} bytes)",
+                    index.object.size
+                ),
+                index,
+            ));
         }
         hasher.update(&chunk);
         if let Some(f) = out.as_deref_mut() {
             // Small blocking write of a chunk to a local cache file.
-            f.write_all(&chunk).map_err(|e| Error::io("writing the restore cache", e))?;
+            f.write_all(&chunk)
+                .map_err(|e| Error::io("writing the restore cache", e))?;
         }
     }
     if size != index.object.size {
@@ -76,13 +88,21 @@ pub async fn verify_object(sink: &dyn Sink, index: &Index, mut out: Option<&mut 
 
 /// Downloads the object to a temporary file in `cache_dir` (or the system
 /// temp dir), verified against the index; the file is deleted on drop.
-pub async fn fetch_verified(sink: &dyn Sink, index: &Index, cache_dir: Option<&Path>) -> Result<std::fs::File> {
-    let dir = cache_dir.map(Path::to_path_buf).unwrap_or_else(std::env::temp_dir);
+pub async fn fetch_verified(
+    sink: &dyn Sink,
+    index: &Index,
+    cache_dir: Option<&Path>,
+) -> Result<std::fs::File> {
+    let dir = cache_dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
     let mut file = tempfile::tempfile_in(&dir)
         .map_err(|e| Error::io(format!("creating a cache file in {}", dir.display()), e))?;
     verify_object(sink, index, Some(&mut file)).await?;
-    file.flush().map_err(|e| Error::io("writing the restore cache", e))?;
-    file.rewind().map_err(|e| Error::io("reading the restore cache", e))?;
+    file.flush()
+        .map_err(|e| Error::io("writing the restore cache", e))?;
+    file.rewind()
+        .map_err(|e| Error::io("reading the restore cache", e))?;
     Ok(file)
 }
 
@@ -181,7 +201,10 @@ pub fn read_bundle<R: Read>(
             return Err(integrity(format!("unexpected entry `{path}`"), index));
         };
         if !names.contains_key(source) {
-            return Err(integrity(format!("entry `{path}` belongs to no source of the bundle"), index));
+            return Err(integrity(
+                format!("entry `{path}` belongs to no source of the bundle"),
+                index,
+            ));
         }
         check_relative_path(rel)?;
         let kind = match etype {
@@ -195,12 +218,25 @@ pub fn read_bundle<R: Read>(
                 RestoreEntryKind::Symlink { target }
             }
             other => {
-                return Err(integrity(format!("entry `{path}` has unsupported type {other:?}"), index));
+                return Err(integrity(
+                    format!("entry `{path}` has unsupported type {other:?}"),
+                    index,
+                ));
             }
         };
         let is_file = matches!(kind, RestoreEntryKind::File { .. });
         let mut hr = HashReader::new(&mut entry);
-        visitor.entry(source, RestoreEntry { area, path: rel, mode, mtime, kind, reader: &mut hr })?;
+        visitor.entry(
+            source,
+            RestoreEntry {
+                area,
+                path: rel,
+                mode,
+                mtime,
+                kind,
+                reader: &mut hr,
+            },
+        )?;
         io::copy(&mut hr, &mut io::sink()).map_err(|e| read_error(e, index))?;
         if is_file {
             let (sha, n) = hr.finish();
@@ -216,7 +252,8 @@ pub fn read_bundle<R: Read>(
 
     let sources = sources.ok_or_else(|| integrity("the bundle is empty", index))?;
     let sums = sums.ok_or_else(|| integrity("the bundle has no SHA256SUMS", index))?;
-    let manifest = manifest.ok_or_else(|| integrity("the bundle has no manifest.json (truncated?)", index))?;
+    let manifest =
+        manifest.ok_or_else(|| integrity("the bundle has no manifest.json (truncated?)", index))?;
     if manifest.format != MANIFEST_FORMAT || manifest.id != index.id {
         return Err(integrity("manifest.json belongs to another snapshot", index));
     }
@@ -236,19 +273,34 @@ pub fn read_bundle<R: Read>(
         let _ = size;
     }
     if listed.len() != computed.len() {
-        return Err(integrity("SHA256SUMS lists files that are not in the bundle", index));
+        return Err(integrity(
+            "SHA256SUMS lists files that are not in the bundle",
+            index,
+        ));
     }
-    let manifest_map: BTreeMap<_, _> =
-        manifest.entries.iter().map(|e| (e.path.clone(), (e.size, e.sha256.clone()))).collect();
+    let manifest_map: BTreeMap<_, _> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.clone(), (e.size, e.sha256.clone())))
+        .collect();
     if manifest_map != computed {
-        return Err(integrity("manifest.json does not match the bundle's files", index));
+        return Err(integrity(
+            "manifest.json does not match the bundle's files",
+            index,
+        ));
     }
-    Ok(BundleSummary { sources, manifest, files_checked: computed.len() })
+    Ok(BundleSummary {
+        sources,
+        manifest,
+        files_checked: computed.len(),
+    })
 }
 
 fn read_small(r: &mut impl Read, index: &Index) -> Result<Vec<u8>> {
     let mut buf = Vec::new();
-    r.take(64 << 20).read_to_end(&mut buf).map_err(|e| read_error(e, index))?;
+    r.take(64 << 20)
+        .read_to_end(&mut buf)
+        .map_err(|e| read_error(e, index))?;
     Ok(buf)
 }
 
@@ -309,7 +361,9 @@ impl BundleVisitor for RestoreVisitor {
             }
         }
         if self.restorers.is_empty() {
-            return Err(crate::config_error("nothing to restore: no source of the snapshot was selected"));
+            return Err(crate::config_error(
+                "nothing to restore: no source of the snapshot was selected",
+            ));
         }
         Ok(())
     }
@@ -335,8 +389,19 @@ pub fn restore_bundle(
     handle: tokio::runtime::Handle,
 ) -> Result<RestoreOutcome> {
     let commit = !opts.dry_run;
-    let mut visitor = RestoreVisitor { resolve, opts, handle, restorers: Vec::new(), slot: HashMap::new() };
-    let read = read_bundle(BufReader::with_capacity(1 << 20, input), index, identities, &mut visitor);
+    let mut visitor = RestoreVisitor {
+        resolve,
+        opts,
+        handle,
+        restorers: Vec::new(),
+        slot: HashMap::new(),
+    };
+    let read = read_bundle(
+        BufReader::with_capacity(1 << 20, input),
+        index,
+        identities,
+        &mut visitor,
+    );
     let restorers = std::mem::take(&mut visitor.restorers);
     match read {
         Ok(summary) => {

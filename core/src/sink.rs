@@ -195,7 +195,9 @@ pub fn validate_key(key: &str) -> Result<()> {
         || key.ends_with('/')
         || key.contains('\0')
         || key.contains('\\')
-        || key.split('/').any(|seg| seg.is_empty() || seg == "." || seg == "..");
+        || key
+            .split('/')
+            .any(|seg| seg.is_empty() || seg == "." || seg == "..");
     if bad {
         return Err(Error::new(ErrorKind::ConfigInvalid, "invalid object key").with_context("key", key));
     }

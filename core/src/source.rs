@@ -307,9 +307,12 @@ pub fn check_relative_path(path: &str) -> Result<()> {
         || path.contains('\0')
         || path.split('/').any(|s| s == ".." || s.is_empty() || s == ".");
     if bad {
-        return Err(Error::new(ErrorKind::Integrity, "unsafe path in bundle (absolute or with '..')")
-            .with_context("path", path)
-            .with_hint("the bundle is malformed or forged; do not restore it"));
+        return Err(Error::new(
+            ErrorKind::Integrity,
+            "unsafe path in bundle (absolute or with '..')",
+        )
+        .with_context("path", path)
+        .with_hint("the bundle is malformed or forged; do not restore it"));
     }
     Ok(())
 }

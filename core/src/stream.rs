@@ -24,7 +24,11 @@ pub(crate) struct ExactReader<R> {
 
 impl<R: Read> ExactReader<R> {
     pub(crate) fn new(inner: R, size: u64, what: String) -> Self {
-        ExactReader { inner, remaining: size, what }
+        ExactReader {
+            inner,
+            remaining: size,
+            what,
+        }
     }
 }
 
@@ -38,7 +42,10 @@ impl<R: Read> Read for ExactReader<R> {
         if n == 0 {
             return Err(Error::new(
                 ErrorKind::Unexpected,
-                format!("{} became shorter while it was read ({} bytes missing)", self.what, self.remaining),
+                format!(
+                    "{} became shorter while it was read ({} bytes missing)",
+                    self.what, self.remaining
+                ),
             )
             .with_hint("the file changed during the backup; stop the writer or re-run the backup")
             .into_io());
@@ -57,7 +64,11 @@ pub(crate) struct HashReader<R> {
 
 impl<R: Read> HashReader<R> {
     pub(crate) fn new(inner: R) -> Self {
-        HashReader { inner, hasher: Sha256::new(), count: 0 }
+        HashReader {
+            inner,
+            hasher: Sha256::new(),
+            count: 0,
+        }
     }
 
     pub(crate) fn finish(self) -> (String, u64) {
@@ -100,7 +111,10 @@ pub(crate) struct ChunkWriter<F: FnMut(Vec<u8>) -> io::Result<()>> {
 
 impl<F: FnMut(Vec<u8>) -> io::Result<()>> ChunkWriter<F> {
     pub(crate) fn new(send: F) -> Self {
-        ChunkWriter { buf: Vec::with_capacity(CHUNK), send }
+        ChunkWriter {
+            buf: Vec::with_capacity(CHUNK),
+            send,
+        }
     }
 
     pub(crate) fn finish(mut self) -> io::Result<()> {
@@ -150,9 +164,10 @@ impl<W: Write> Compressor<W> {
                 enc.include_checksum(true)?;
                 Compressor::Zstd(enc)
             }
-            Compression::Gzip(level) => {
-                Compressor::Gzip(flate2::write::GzEncoder::new(out, flate2::Compression::new(level)))
-            }
+            Compression::Gzip(level) => Compressor::Gzip(flate2::write::GzEncoder::new(
+                out,
+                flate2::Compression::new(level),
+            )),
             Compression::None => Compressor::None(out),
         })
     }
@@ -184,7 +199,10 @@ impl<W: Write> Write for Compressor<W> {
 }
 
 /// A decompressing reader of any supported codec.
-pub(crate) fn decompressor<'a, R: io::BufRead + 'a>(c: Compression, input: R) -> io::Result<Box<dyn Read + 'a>> {
+pub(crate) fn decompressor<'a, R: io::BufRead + 'a>(
+    c: Compression,
+    input: R,
+) -> io::Result<Box<dyn Read + 'a>> {
     Ok(match c {
         Compression::Zstd(_) => Box::new(zstd::stream::read::Decoder::with_buffer(input)?),
         Compression::Gzip(_) => Box::new(flate2::bufread::MultiGzDecoder::new(input)),

@@ -11,10 +11,19 @@ pub fn coffer_bin() -> PathBuf {
     if let Ok(p) = std::env::var("COFFER_BIN") {
         return PathBuf::from(p);
     }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("workspace root").to_path_buf();
-    let target = std::env::var("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|_| root.join("target"));
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("workspace root")
+        .to_path_buf();
+    let target = std::env::var("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| root.join("target"));
     let bin = target.join("debug").join("coffer");
-    assert!(bin.exists(), "{} is missing: run `cargo build -p coffer` first (or set COFFER_BIN)", bin.display());
+    assert!(
+        bin.exists(),
+        "{} is missing: run `cargo build -p coffer` first (or set COFFER_BIN)",
+        bin.display()
+    );
     bin
 }
 
@@ -33,8 +42,16 @@ pub fn coffer(dir: &Path) -> assert_cmd::Command {
 /// Generates an identity in `dir/name`, returning (path, recipient).
 pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(name);
-    let out = coffer(dir).args(["keygen", "-o"]).arg(&path).output().expect("run keygen");
-    assert!(out.status.success(), "keygen failed: {}", String::from_utf8_lossy(&out.stderr));
+    let out = coffer(dir)
+        .args(["keygen", "-o"])
+        .arg(&path)
+        .output()
+        .expect("run keygen");
+    assert!(
+        out.status.success(),
+        "keygen failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let recipient = String::from_utf8(out.stdout).expect("utf8").trim().to_string();
     assert!(recipient.starts_with("age1"), "{recipient}");
     (path, recipient)
@@ -43,7 +60,11 @@ pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
 /// Whether an external tool is on PATH. In CI (`CI=true`) a missing tool
 /// is a failure, never a skip.
 pub fn require_tool(tool: &str) -> bool {
-    let found = Command::new("sh").arg("-c").arg(format!("command -v {tool}")).output().is_ok_and(|o| o.status.success());
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .output()
+        .is_ok_and(|o| o.status.success());
     if !found && std::env::var("CI").is_ok_and(|v| v == "true") {
         panic!("{tool} is not installed; .ci/run installs it (apt-get install {tool})");
     }
@@ -79,8 +100,16 @@ pub fn only_object(sink: &Path, suffix: &str) -> PathBuf {
         .expect("sink dir")
         .flatten()
         .map(|e| e.path())
-        .filter(|p| p.to_string_lossy().ends_with(suffix) && !p.file_name().unwrap().to_string_lossy().starts_with('.'))
+        .filter(|p| {
+            p.to_string_lossy().ends_with(suffix)
+                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+        })
         .collect();
-    assert_eq!(found.len(), 1, "expected one *{suffix} in {}: {found:?}", sink.display());
+    assert_eq!(
+        found.len(),
+        1,
+        "expected one *{suffix} in {}: {found:?}",
+        sink.display()
+    );
     found[0].clone()
 }

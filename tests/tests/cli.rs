@@ -15,24 +15,48 @@ const SECRET: &str = "s3cr3t-p4ssw0rd-value";
 fn service(dir: &Path) {
     fs::create_dir_all(dir.join("svc/etc")).unwrap();
     fs::create_dir_all(dir.join("svc/data/nested")).unwrap();
-    fs::write(dir.join("svc/etc/app.yaml"), "port: 8447\nname: issuer-directory\n").unwrap();
+    fs::write(
+        dir.join("svc/etc/app.yaml"),
+        "port: 8447\nname: issuer-directory\n",
+    )
+    .unwrap();
     fs::write(dir.join("svc/data/seed.json"), "[{\"id\": 1}]\n").unwrap();
     fs::write(dir.join("svc/data/nested/ünï code.txt"), "unicode name\n").unwrap();
     fs::set_permissions(dir.join("svc/data/seed.json"), fs::Permissions::from_mode(0o640)).unwrap();
     fs::write(
         dir.join("svc/.env"),
-        format!("# compose env\nPORT=8447\nAPP_MONGO_URI=mongodb://app:{SECRET}@db:27017/app\nAPP_MONGO_DB=app\n"),
+        format!(
+            "# compose env\nPORT=8447\nAPP_MONGO_URI=mongodb://app:{SECRET}@db:27017/app\nAPP_MONGO_DB=app\n"
+        ),
     )
     .unwrap();
 }
 
 fn backup_oneoff(dir: &Path, recipient: &str) -> Value {
     let out = coffer(dir)
-        .args(["--json", "backup", "--source", "file:svc/etc/app.yaml", "--source", "file:svc/data"])
-        .args(["--source", "env:svc/.env#APP_MONGO_*", "--sink", "bk", "--recipient", recipient])
+        .args([
+            "--json",
+            "backup",
+            "--source",
+            "file:svc/etc/app.yaml",
+            "--source",
+            "file:svc/data",
+        ])
+        .args([
+            "--source",
+            "env:svc/.env#APP_MONGO_*",
+            "--sink",
+            "bk",
+            "--recipient",
+            recipient,
+        ])
         .output()
         .unwrap();
-    assert!(out.status.success(), "backup failed: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "backup failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let stdout = String::from_utf8(out.stdout).unwrap();
     assert!(!stdout.contains(SECRET), "secret in backup output");
     assert!(!String::from_utf8_lossy(&out.stderr).contains(SECRET));
@@ -60,9 +84,17 @@ fn init_writes_an_example_that_parses() {
     let d = tempfile::tempdir().unwrap();
     coffer(d.path()).arg("init").assert().success();
     assert!(d.path().join("coffer.toml").exists());
-    coffer(d.path()).arg("init").assert().failure().stderr(predicate::str::contains("--force"));
+    coffer(d.path())
+        .arg("init")
+        .assert()
+        .failure()
+        .stderr(predicate::str::contains("--force"));
     // It parses: `list` reads the config and its sink (empty, no snapshot).
-    coffer(d.path()).arg("list").assert().success().stdout(predicate::str::contains("no snapshots"));
+    coffer(d.path())
+        .arg("list")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("no snapshots"));
     // And it refuses to back up with no recipient, saying what to do.
     service(d.path());
     coffer(d.path())
@@ -91,15 +123,25 @@ fn roundtrip_oneoff_backup_list_show_verify_restore() {
     assert_eq!(idx["id"], id.as_str());
     assert_eq!(idx["object"]["sha256"].as_str().unwrap().len(), 64);
     let obj = fs::read(p.join(format!("bk/{id}.coffer"))).unwrap();
-    assert!(!String::from_utf8_lossy(&obj).contains(SECRET), "plaintext secret in object");
+    assert!(
+        !String::from_utf8_lossy(&obj).contains(SECRET),
+        "plaintext secret in object"
+    );
     assert!(obj.starts_with(b"age-encryption.org/v1"));
 
-    let out = coffer(p).args(["--json", "list", "--sink", "bk"]).output().unwrap();
+    let out = coffer(p)
+        .args(["--json", "list", "--sink", "bk"])
+        .output()
+        .unwrap();
     let list: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(list[0]["snapshots"][0]["id"], id.as_str());
     assert_eq!(list[0]["snapshots"][0]["state"], "complete");
 
-    coffer(p).args(["show", &id[..12], "--sink", "bk"]).assert().success().stdout(predicate::str::contains(&id));
+    coffer(p)
+        .args(["show", &id[..12], "--sink", "bk"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains(&id));
     coffer(p)
         .args(["show", "latest", "--sink", "bk", "--identity"])
         .arg(&key)
@@ -107,7 +149,11 @@ fn roundtrip_oneoff_backup_list_show_verify_restore() {
         .success()
         .stdout(predicate::str::contains("all checked"))
         .stdout(predicate::str::contains(SECRET).not());
-    coffer(p).args(["verify", "--sink", "bk"]).assert().success().stdout(predicate::str::contains("ok"));
+    coffer(p)
+        .args(["verify", "--sink", "bk"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("ok"));
     coffer(p)
         .args(["verify", "--all", "--deep", "--sink", "bk", "--identity"])
         .arg(&key)
@@ -117,7 +163,16 @@ fn roundtrip_oneoff_backup_list_show_verify_restore() {
 
     // Dry run lists key names, changes nothing.
     let out = coffer(p)
-        .args(["restore", "latest", "--sink", "bk", "--dry-run", "--target", "out", "--identity"])
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--dry-run",
+            "--target",
+            "out",
+            "--identity",
+        ])
         .arg(&key)
         .output()
         .unwrap();
@@ -131,14 +186,36 @@ fn roundtrip_oneoff_backup_list_show_verify_restore() {
         .arg(&key)
         .assert()
         .success();
-    assert_eq!(fs::read_to_string(p.join("out/app.yaml")).unwrap(), "port: 8447\nname: issuer-directory\n");
-    assert_eq!(fs::read_to_string(p.join("out/seed.json")).unwrap(), "[{\"id\": 1}]\n");
-    assert_eq!(fs::metadata(p.join("out/seed.json")).unwrap().permissions().mode() & 0o777, 0o640);
-    assert_eq!(fs::read_to_string(p.join("out/nested/ünï code.txt")).unwrap(), "unicode name\n");
+    assert_eq!(
+        fs::read_to_string(p.join("out/app.yaml")).unwrap(),
+        "port: 8447\nname: issuer-directory\n"
+    );
+    assert_eq!(
+        fs::read_to_string(p.join("out/seed.json")).unwrap(),
+        "[{\"id\": 1}]\n"
+    );
+    assert_eq!(
+        fs::metadata(p.join("out/seed.json"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o640
+    );
+    assert_eq!(
+        fs::read_to_string(p.join("out/nested/ünï code.txt")).unwrap(),
+        "unicode name\n"
+    );
     let env = fs::read_to_string(p.join("out/.env")).unwrap();
     assert!(env.contains(&format!("APP_MONGO_URI=mongodb://app:{SECRET}@db:27017/app")));
-    assert!(!env.contains("PORT="), "only the selected keys are restored: {env}");
-    assert_eq!(fs::metadata(p.join("out/.env")).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(
+        !env.contains("PORT="),
+        "only the selected keys are restored: {env}"
+    );
+    assert_eq!(
+        fs::metadata(p.join("out/.env")).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
 }
 
 #[test]
@@ -150,11 +227,25 @@ fn restore_to_original_paths_merges_env_and_replaces_files() {
     backup_oneoff(p, &rec);
     // Damage the service.
     fs::write(p.join("svc/etc/app.yaml"), "broken\n").unwrap();
-    fs::write(p.join("svc/.env"), "# edited\nPORT=9000\nAPP_MONGO_URI=wrong\nNEW=1\n").unwrap();
-    coffer(p).args(["restore", "latest", "--sink", "bk", "--identity"]).arg(&key).assert().success();
-    assert_eq!(fs::read_to_string(p.join("svc/etc/app.yaml")).unwrap(), "port: 8447\nname: issuer-directory\n");
+    fs::write(
+        p.join("svc/.env"),
+        "# edited\nPORT=9000\nAPP_MONGO_URI=wrong\nNEW=1\n",
+    )
+    .unwrap();
+    coffer(p)
+        .args(["restore", "latest", "--sink", "bk", "--identity"])
+        .arg(&key)
+        .assert()
+        .success();
+    assert_eq!(
+        fs::read_to_string(p.join("svc/etc/app.yaml")).unwrap(),
+        "port: 8447\nname: issuer-directory\n"
+    );
     let env = fs::read_to_string(p.join("svc/.env")).unwrap();
-    assert!(env.starts_with("# edited\nPORT=9000\n"), "other lines kept: {env}");
+    assert!(
+        env.starts_with("# edited\nPORT=9000\n"),
+        "other lines kept: {env}"
+    );
     assert!(env.contains(&format!("APP_MONGO_URI=mongodb://app:{SECRET}@db:27017/app")));
     assert!(env.contains("NEW=1\n") && env.contains("APP_MONGO_DB=app"));
 }
@@ -167,13 +258,33 @@ fn restore_only_one_source() {
     let (key, rec) = keygen(p, "key.txt");
     backup_oneoff(p, &rec);
     coffer(p)
-        .args(["restore", "latest", "--sink", "bk", "--only", "env", "--target", "out", "--identity"])
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--only",
+            "env",
+            "--target",
+            "out",
+            "--identity",
+        ])
         .arg(&key)
         .assert()
         .success();
     assert_eq!(files_under(&p.join("out")), vec![".env".to_string()]);
     coffer(p)
-        .args(["restore", "latest", "--sink", "bk", "--only", "nope", "--target", "out", "--identity"])
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--only",
+            "nope",
+            "--target",
+            "out",
+            "--identity",
+        ])
         .arg(&key)
         .assert()
         .code(2)
@@ -189,7 +300,15 @@ fn wrong_key_fails_and_writes_nothing() {
     let (other, _) = keygen(p, "other.txt");
     backup_oneoff(p, &rec);
     coffer(p)
-        .args(["restore", "latest", "--sink", "bk", "--target", "out", "--identity"])
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--target",
+            "out",
+            "--identity",
+        ])
         .arg(&other)
         .assert()
         .code(5)
@@ -211,9 +330,21 @@ fn corrupt_or_truncated_object_is_refused_before_writing() {
     let mid = bad.len() / 2;
     bad[mid] ^= 0x01;
     fs::write(&obj, &bad).unwrap();
-    coffer(p).args(["verify", "--sink", "bk"]).assert().code(3).stdout(predicate::str::contains("SHA-256"));
     coffer(p)
-        .args(["restore", "latest", "--sink", "bk", "--target", "out", "--identity"])
+        .args(["verify", "--sink", "bk"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("SHA-256"));
+    coffer(p)
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--target",
+            "out",
+            "--identity",
+        ])
         .arg(&key)
         .assert()
         .code(3)
@@ -222,17 +353,33 @@ fn corrupt_or_truncated_object_is_refused_before_writing() {
 
     fs::write(&obj, &good[..good.len() - 100]).unwrap();
     coffer(p)
-        .args(["restore", "latest", "--sink", "bk", "--target", "out", "--identity"])
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--target",
+            "out",
+            "--identity",
+        ])
         .arg(&key)
         .assert()
         .code(3)
         .stderr(predicate::str::contains("truncated"));
     assert!(files_under(&p.join("out")).is_empty());
     // `list` reports the size mismatch without any key.
-    coffer(p).args(["list", "--sink", "bk"]).assert().success().stdout(predicate::str::contains("size-mismatch"));
+    coffer(p)
+        .args(["list", "--sink", "bk"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("size-mismatch"));
 
     fs::remove_file(&obj).unwrap();
-    coffer(p).args(["verify", "--sink", "bk"]).assert().code(3).stdout(predicate::str::contains("missing"));
+    coffer(p)
+        .args(["verify", "--sink", "bk"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("missing"));
 }
 
 #[test]
@@ -243,7 +390,13 @@ fn missing_index_or_unknown_snapshot() {
     let (key, rec) = keygen(p, "key.txt");
     backup_oneoff(p, &rec);
     coffer(p)
-        .args(["restore", "20200101T000000Z-00000000", "--sink", "bk", "--identity"])
+        .args([
+            "restore",
+            "20200101T000000Z-00000000",
+            "--sink",
+            "bk",
+            "--identity",
+        ])
         .arg(&key)
         .assert()
         .code(1)
@@ -256,7 +409,15 @@ fn missing_index_or_unknown_snapshot() {
         .stdout(predicate::str::contains("no snapshots"))
         .stdout(predicate::str::contains("incomplete"));
     coffer(p)
-        .args(["restore", "latest", "--sink", "bk", "--target", "out", "--identity"])
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--target",
+            "out",
+            "--identity",
+        ])
         .arg(&key)
         .assert()
         .code(1)
@@ -271,15 +432,18 @@ fn fan_out_to_two_sinks_writes_identical_objects() {
     service(p);
     let (_, rec) = keygen(p, "key.txt");
     coffer(p)
-        .args(["backup", "--source", "file:svc", "--sink", "a", "--sink", "file://"])
-        .arg(p.join("b"))
+        .args(["backup", "--source", "file:svc", "--sink", "a", "--sink"])
+        .arg(format!("file://{}", p.join("b").display()))
         .args(["--recipient", &rec])
         .assert()
         .success();
     let a = fs::read(only_object(&p.join("a"), ".coffer")).unwrap();
     let b = fs::read(only_object(&p.join("b"), ".coffer")).unwrap();
     assert_eq!(a, b);
-    assert_eq!(fs::read(only_object(&p.join("a"), ".json")).unwrap(), fs::read(only_object(&p.join("b"), ".json")).unwrap());
+    assert_eq!(
+        fs::read(only_object(&p.join("a"), ".json")).unwrap(),
+        fs::read(only_object(&p.join("b"), ".json")).unwrap()
+    );
 }
 
 #[test]
@@ -290,11 +454,25 @@ fn a_failed_sink_is_a_partial_failure() {
     let (_, rec) = keygen(p, "key.txt");
     fs::write(p.join("not-a-dir"), "x").unwrap();
     let out = coffer(p)
-        .args(["--json", "backup", "--source", "file:svc", "--sink", "good", "--sink", "not-a-dir/sub"])
+        .args([
+            "--json",
+            "backup",
+            "--source",
+            "file:svc",
+            "--sink",
+            "good",
+            "--sink",
+            "not-a-dir/sub",
+        ])
         .args(["--recipient", &rec])
         .output()
         .unwrap();
-    assert_eq!(out.status.code(), Some(4), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        out.status.code(),
+        Some(4),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["sinks"][0]["ok"], true);
     assert_eq!(v["sinks"][1]["ok"], false);
@@ -302,7 +480,15 @@ fn a_failed_sink_is_a_partial_failure() {
 
     // Every sink failing is an error with no snapshot.
     coffer(p)
-        .args(["backup", "--source", "file:svc", "--sink", "not-a-dir/x", "--recipient", &rec])
+        .args([
+            "backup",
+            "--source",
+            "file:svc",
+            "--sink",
+            "not-a-dir/x",
+            "--recipient",
+            &rec,
+        ])
         .assert()
         .code(1)
         .stderr(predicate::str::contains("every sink failed"));
@@ -315,25 +501,57 @@ fn passphrase_mode() {
     service(p);
     coffer(p)
         .env("COFFER_PASSPHRASE", "correct horse battery staple")
-        .args(["backup", "--source", "file:svc/etc", "--sink", "bk", "--passphrase"])
+        .args([
+            "backup",
+            "--source",
+            "file:svc/etc",
+            "--sink",
+            "bk",
+            "--passphrase",
+        ])
         .assert()
         .success();
     let (_, rec) = keygen(p, "key.txt");
     coffer(p)
         .env("COFFER_PASSPHRASE", "x")
-        .args(["backup", "--source", "file:svc/etc", "--sink", "bk", "--passphrase", "--recipient", &rec])
+        .args([
+            "backup",
+            "--source",
+            "file:svc/etc",
+            "--sink",
+            "bk",
+            "--passphrase",
+            "--recipient",
+            &rec,
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("only recipient"));
     coffer(p)
         .env("COFFER_PASSPHRASE", "wrong")
-        .args(["restore", "latest", "--sink", "bk", "--passphrase", "--target", "out"])
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--passphrase",
+            "--target",
+            "out",
+        ])
         .assert()
         .code(5);
     assert!(!p.join("out").exists());
     coffer(p)
         .env("COFFER_PASSPHRASE", "correct horse battery staple")
-        .args(["restore", "latest", "--sink", "bk", "--passphrase", "--target", "out"])
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--passphrase",
+            "--target",
+            "out",
+        ])
         .assert()
         .success();
     assert!(p.join("out/app.yaml").exists());
@@ -346,7 +564,11 @@ fn bad_config_and_inputs_give_clear_errors() {
     service(p);
     let (_, rec) = keygen(p, "key.txt");
     fs::write(p.join("bad.toml"), "recipients = [\n[job.x]\n").unwrap();
-    coffer(p).args(["--config", "bad.toml", "backup"]).assert().code(2).stderr(predicate::str::contains("bad.toml:"));
+    coffer(p)
+        .args(["--config", "bad.toml", "backup"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("bad.toml:"));
 
     fs::write(
         p.join("unknown.toml"),
@@ -360,7 +582,11 @@ fn bad_config_and_inputs_give_clear_errors() {
         .stderr(predicate::str::contains("unknown.toml:6"))
         .stderr(predicate::str::contains("pth"));
 
-    fs::write(p.join("badjob.toml"), "[job.j]\nsources = [\"nope\"]\nsinks = []\n").unwrap();
+    fs::write(
+        p.join("badjob.toml"),
+        "[job.j]\nsources = [\"nope\"]\nsinks = []\n",
+    )
+    .unwrap();
     coffer(p)
         .args(["--config", "badjob.toml", "backup"])
         .assert()
@@ -374,7 +600,15 @@ fn bad_config_and_inputs_give_clear_errors() {
         .stderr(predicate::str::contains("missing.toml"));
 
     coffer(p)
-        .args(["backup", "--source", "file:does/not/exist", "--sink", "bk", "--recipient", &rec])
+        .args([
+            "backup",
+            "--source",
+            "file:does/not/exist",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
         .assert()
         .failure()
         .stderr(predicate::str::contains("does/not/exist"));
@@ -384,17 +618,41 @@ fn bad_config_and_inputs_give_clear_errors() {
         .code(2)
         .stderr(predicate::str::contains("no recipient"));
     coffer(p)
-        .args(["backup", "--source", "file:svc", "--sink", "bk", "--recipient", "age1garbage"])
+        .args([
+            "backup",
+            "--source",
+            "file:svc",
+            "--sink",
+            "bk",
+            "--recipient",
+            "age1garbage",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("not a valid recipient"));
     coffer(p)
-        .args(["backup", "--source", "env:svc/.env#NOPE_*", "--sink", "bk", "--recipient", &rec])
+        .args([
+            "backup",
+            "--source",
+            "env:svc/.env#NOPE_*",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
         .assert()
         .failure()
         .stderr(predicate::str::contains("NOPE_*"));
     coffer(p)
-        .args(["backup", "--source", "bogus:x", "--sink", "bk", "--recipient", &rec])
+        .args([
+            "backup",
+            "--source",
+            "bogus:x",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("unknown source kind"));
@@ -406,14 +664,24 @@ fn bad_config_and_inputs_give_clear_errors() {
         fs::create_dir(p.join("locked")).unwrap();
         fs::set_permissions(p.join("locked"), fs::Permissions::from_mode(0o000)).unwrap();
         coffer(p)
-            .args(["backup", "--source", "file:locked", "--sink", "bk", "--recipient", &rec])
+            .args([
+                "backup",
+                "--source",
+                "file:locked",
+                "--sink",
+                "bk",
+                "--recipient",
+                &rec,
+            ])
             .assert()
             .failure();
     }
 }
 
 fn is_root() -> bool {
-    fs::metadata("/proc/self").map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0).unwrap_or(false)
+    fs::metadata("/proc/self")
+        .map(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+        .unwrap_or(false)
 }
 
 #[test]
@@ -423,8 +691,24 @@ fn backup_time_flag_sets_snapshot_time() {
     service(p);
     let (_, rec) = keygen(p, "key.txt");
     let out = coffer(p)
-        .args(["--json", "backup", "--source", "file:svc/etc", "--sink", "bk", "--recipient", &rec])
-        .args(["--time", "2025-01-31T23:59:00Z", "--name", "imported", "--tag", "runbook"])
+        .args([
+            "--json",
+            "backup",
+            "--source",
+            "file:svc/etc",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
+        .args([
+            "--time",
+            "2025-01-31T23:59:00Z",
+            "--name",
+            "imported",
+            "--tag",
+            "runbook",
+        ])
         .output()
         .unwrap();
     assert!(out.status.success());
@@ -432,7 +716,17 @@ fn backup_time_flag_sets_snapshot_time() {
     assert!(v["id"].as_str().unwrap().starts_with("20250131T235900Z-"));
     assert_eq!(v["job"], "imported");
     coffer(p)
-        .args(["backup", "--source", "file:svc/etc", "--sink", "bk", "--recipient", &rec, "--time", "yesterday"])
+        .args([
+            "backup",
+            "--source",
+            "file:svc/etc",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+            "--time",
+            "yesterday",
+        ])
         .assert()
         .code(2)
         .stderr(predicate::str::contains("RFC 3339"));
@@ -446,10 +740,24 @@ fn example_configs_run() {
     copy_dir(&root.join("examples/quickstart"), &p.join("qs"));
     let _ = fs::remove_dir_all(p.join("qs/backups"));
     let qs = p.join("qs");
-    coffer(&qs).arg("backup").assert().success().stdout(predicate::str::contains("issuer-directory"));
-    coffer(&qs).args(["verify", "--deep", "--identity", "demo-identity.txt"]).assert().success();
     coffer(&qs)
-        .args(["restore", "latest", "--identity", "demo-identity.txt", "--target", "restored"])
+        .arg("backup")
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("issuer-directory"));
+    coffer(&qs)
+        .args(["verify", "--deep", "--identity", "demo-identity.txt"])
+        .assert()
+        .success();
+    coffer(&qs)
+        .args([
+            "restore",
+            "latest",
+            "--identity",
+            "demo-identity.txt",
+            "--target",
+            "restored",
+        ])
         .assert()
         .success();
     assert_eq!(

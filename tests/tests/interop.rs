@@ -8,7 +8,12 @@ use std::process::Command;
 use coffer_e2e::{coffer, keygen, only_object, require_tool};
 
 fn sh(dir: &Path, script: &str) -> String {
-    let out = Command::new("bash").arg("-c").arg(script).current_dir(dir).output().unwrap();
+    let out = Command::new("bash")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .output()
+        .unwrap();
     assert!(
         out.status.success(),
         "`{script}` failed:\n{}\n{}",
@@ -33,7 +38,13 @@ fn interop(compression: &str, decompress: &str) {
     fs::write(p.join("svc/.env"), "KEEP=1\nAPP_SECRET=hunter2\n").unwrap();
     let (key, rec) = keygen(p, "key.txt");
     coffer(p)
-        .args(["backup", "--source", "file:svc/conf", "--source", "env:svc/.env#APP_*"])
+        .args([
+            "backup",
+            "--source",
+            "file:svc/conf",
+            "--source",
+            "env:svc/.env#APP_*",
+        ])
         .args(["--sink", "bk", "--recipient", &rec, "--compression", compression])
         .assert()
         .success();
@@ -48,11 +59,23 @@ fn interop(compression: &str, decompress: &str) {
     assert!(checked.contains("files/conf/a.yaml: OK"), "{checked}");
     assert!(checked.contains("files/conf/sub/b.json: OK"), "{checked}");
     assert!(checked.contains("secrets/env/.env: OK"), "{checked}");
-    assert_eq!(fs::read_to_string(p.join("x/files/conf/sub/b.json")).unwrap(), "{\"b\": 2}\n");
-    assert_eq!(fs::read_link(p.join("x/files/conf/link.yaml")).unwrap().to_str(), Some("a.yaml"));
-    assert_eq!(fs::read_to_string(p.join("x/secrets/env/.env")).unwrap(), "APP_SECRET=hunter2\n");
+    assert_eq!(
+        fs::read_to_string(p.join("x/files/conf/sub/b.json")).unwrap(),
+        "{\"b\": 2}\n"
+    );
+    assert_eq!(
+        fs::read_link(p.join("x/files/conf/link.yaml")).unwrap().to_str(),
+        Some("a.yaml")
+    );
+    assert_eq!(
+        fs::read_to_string(p.join("x/secrets/env/.env")).unwrap(),
+        "APP_SECRET=hunter2\n"
+    );
     let mode = fs::metadata(p.join("x/secrets/env/.env")).unwrap();
-    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777, 0o600);
+    assert_eq!(
+        std::os::unix::fs::PermissionsExt::mode(&mode.permissions()) & 0o777,
+        0o600
+    );
     let manifest: serde_json::Value =
         serde_json::from_str(&fs::read_to_string(p.join("x/manifest.json")).unwrap()).unwrap();
     assert_eq!(manifest["entries"].as_array().unwrap().len(), 3);
@@ -90,13 +113,38 @@ fn coffer_restores_what_age_cli_can_read_with_ssh_keys() {
     let (_, rec) = keygen(p, "key.txt");
     // Two recipients at once: an SSH key and an age key.
     coffer(p)
-        .args(["backup", "--source", "file:conf", "--sink", "bk", "--recipient", pubkey.trim(), "--recipient", &rec])
+        .args([
+            "backup",
+            "--source",
+            "file:conf",
+            "--sink",
+            "bk",
+            "--recipient",
+            pubkey.trim(),
+            "--recipient",
+            &rec,
+        ])
         .assert()
         .success();
-    coffer(p).args(["restore", "latest", "--sink", "bk", "--identity", "id_ed25519", "--target", "out"]).assert().success();
+    coffer(p)
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--identity",
+            "id_ed25519",
+            "--target",
+            "out",
+        ])
+        .assert()
+        .success();
     assert_eq!(fs::read_to_string(p.join("out/a.txt")).unwrap(), "ssh works\n");
     let obj = only_object(&p.join("bk"), ".coffer");
-    let listing = sh(p, &format!("age -d -i id_ed25519 {} | zstd -d | tar -t", obj.display()));
+    let listing = sh(
+        p,
+        &format!("age -d -i id_ed25519 {} | zstd -d | tar -t", obj.display()),
+    );
     assert!(listing.contains("files/conf/a.txt"));
     coffer(p)
         .args(["keygen", "--ssh", "id_ed25519.pub"])

@@ -28,7 +28,15 @@ fn kill_9_mid_backup_leaves_nothing_complete() {
     for delay_ms in [30u64, 150, 400] {
         let mut child = Command::new(coffer_bin())
             .current_dir(p)
-            .args(["backup", "--source", "file:data", "--sink", "bk", "--recipient", &rec])
+            .args([
+                "backup",
+                "--source",
+                "file:data",
+                "--sink",
+                "bk",
+                "--recipient",
+                &rec,
+            ])
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -39,11 +47,18 @@ fn kill_9_mid_backup_leaves_nothing_complete() {
         child.kill().ok(); // SIGKILL
         child.wait().unwrap();
         let names: Vec<String> = fs::read_dir(p.join("bk"))
-            .map(|rd| rd.flatten().map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|rd| {
+                rd.flatten()
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         let visible: Vec<_> = names.iter().filter(|n| !n.starts_with(".coffer-tmp")).collect();
         if finished {
-            eprintln!("backup finished within {:?}; nothing to interrupt", start.elapsed());
+            eprintln!(
+                "backup finished within {:?}; nothing to interrupt",
+                start.elapsed()
+            );
             continue;
         }
         // A killed run may have stored its object but never its index; the
@@ -52,12 +67,30 @@ fn kill_9_mid_backup_leaves_nothing_complete() {
             visible.iter().all(|n| !n.ends_with(".json")),
             "an index appeared for a killed backup: {visible:?}"
         );
-        let out = coffer(p).args(["--json", "list", "--sink", "bk"]).output().unwrap();
+        let out = coffer(p)
+            .args(["--json", "list", "--sink", "bk"])
+            .output()
+            .unwrap();
         let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-        assert_eq!(v[0]["snapshots"].as_array().unwrap().len(), 0, "after kill at {delay_ms} ms");
+        assert_eq!(
+            v[0]["snapshots"].as_array().unwrap().len(),
+            0,
+            "after kill at {delay_ms} ms"
+        );
         // Clean for the next round.
         let _ = fs::remove_dir_all(p.join("bk"));
     }
     // And an uninterrupted run still succeeds afterwards.
-    coffer(p).args(["backup", "--source", "file:data", "--sink", "bk", "--recipient", &rec]).assert().success();
+    coffer(p)
+        .args([
+            "backup",
+            "--source",
+            "file:data",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
+        .assert()
+        .success();
 }
