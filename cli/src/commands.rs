@@ -5,9 +5,9 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use coffer_core::{
-    BackupRequest, Catalog, CatalogEntry, CheckOnly, Compression, Encryption, Error, ErrorKind, GeneratedKey,
-    Identities, Passphrase, Progress, RecipientKey, Registry, RestoreOptions, Result, Sink, SinkTarget,
-    Source, SourceRecord, SourceResolver, config_error,
+    BackupRequest, CancelFlag, Catalog, CatalogEntry, CheckOnly, Compression, Encryption, Error, ErrorKind,
+    GeneratedKey, Identities, Passphrase, Progress, RecipientKey, Registry, RestoreOptions, Result, Sink,
+    SinkTarget, Source, SourceRecord, SourceResolver, config_error,
 };
 use serde_json::json;
 
@@ -21,12 +21,13 @@ use crate::output::{Spinner, print_json, size};
 type CmdResult = std::result::Result<(), Failure>;
 
 /// Runs the parsed command.
-pub async fn run(cli: Cli, registry: Registry) -> CmdResult {
+pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult {
     let ctx = Ctx {
         json: cli.json,
         quiet: cli.quiet || cli.json,
         config_path: cli.config.clone(),
         registry,
+        cancel,
     };
     match cli.command {
         Command::Keygen(a) => keygen(&ctx, a),
@@ -44,6 +45,7 @@ struct Ctx {
     quiet: bool,
     config_path: Option<PathBuf>,
     registry: Registry,
+    cancel: CancelFlag,
 }
 
 impl Ctx {
@@ -101,6 +103,12 @@ fn keygen(ctx: &Ctx, a: KeygenArgs) -> CmdResult {
             println!("{}", key.as_str());
         }
         return Ok(());
+    }
+    if ctx.json && a.output.is_none() {
+        return Err(config_error(
+            "--json needs -o FILE: the private key must go to a file, not into JSON output",
+        )
+        .into());
     }
     let key = GeneratedKey::generate();
     match &a.output {
@@ -578,10 +586,25 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
     }
     let mut results = Vec::new();
     let mut failed = 0;
+    // Integrity failures give exit 3; any other failure (unreachable sink,
+    // permission) is reported as that error instead.
+    let mut other_error: Option<Error> = None;
     for (name, sink) in &sinks {
         let cat = Catalog::load(sink.as_ref())
             .await
             .map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        if a.all {
+            for (key, err) in &cat.unreadable {
+                failed += 1;
+                if !ctx.json {
+                    println!("{name} {key}: FAILED: unreadable index: {err}");
+                }
+                results.push(json!({
+                    "sink": name, "id": key, "ok": false, "deep": a.deep, "files_checked": null,
+                    "error": {"kind": "integrity", "message": format!("unreadable index: {err}")},
+                }));
+            }
+        }
         let chosen: Vec<CatalogEntry> = if a.all {
             cat.snapshots.clone()
         } else {
@@ -612,8 +635,12 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
                 }
             };
             let r = check.await;
-            if r.is_err() {
-                failed += 1;
+            if let Err(e) = &r {
+                if e.kind() == ErrorKind::Integrity {
+                    failed += 1;
+                } else if other_error.is_none() {
+                    other_error = Some(Error::new(e.kind(), e.to_string()));
+                }
             }
             if !ctx.json {
                 match &r {
@@ -639,6 +666,9 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
     }
     if ctx.json {
         print_json(&json!(results));
+    }
+    if let Some(e) = other_error {
+        return Err(e.into());
     }
     if failed > 0 {
         return Err(Failure::Integrity(format!(
@@ -704,6 +734,7 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     let mut opts = RestoreOptions::default();
     opts.target = a.target.clone();
     opts.dry_run = a.dry_run;
+    opts.cancel = ctx.cancel.clone();
     let handle = tokio::runtime::Handle::current();
     let idx = index.clone();
     let outcome = tokio::task::spawn_blocking(move || {

@@ -92,6 +92,8 @@ impl Config {
         let mut sources = BTreeMap::new();
         for (name, table) in file.source {
             let span = table.span();
+            coffer_core::check_source_name(&name)
+                .map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
             let mut t = table.into_inner();
             let kind =
                 take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
@@ -138,6 +140,13 @@ impl Config {
                     ))
                     .with_hint(format!("define [sink.{s}] or fix the name")));
                 }
+            }
+            if job.passphrase_file.is_some() && job.recipients.is_some() {
+                return Err(config_error(at(
+                    span.clone(),
+                    &format!("[job.{name}] sets both `recipients` and `passphrase-file`"),
+                ))
+                .with_hint("age allows a passphrase only as the sole recipient: keep one of them"));
             }
             if job.sources.is_empty() || job.sinks.is_empty() {
                 return Err(config_error(at(

@@ -68,11 +68,17 @@ fn main() -> ExitCode {
         }
     };
     let json = cli.json;
+    let cancel = coffer_core::CancelFlag::default();
     let result = runtime.block_on(async {
         tokio::select! {
-            r = commands::run(cli, registry()) => r,
-            _ = tokio::signal::ctrl_c() => Err(Failure::Error(Error::new(ErrorKind::Cancelled, "interrupted")
-                .with_hint("nothing partial was kept; run the command again"))),
+            r = commands::run(cli, registry(), cancel.clone()) => r,
+            _ = tokio::signal::ctrl_c() => {
+                // Blocking work (a restore) cannot be dropped: it sees the
+                // flag and aborts before committing anything.
+                cancel.cancel();
+                Err(Failure::Error(Error::new(ErrorKind::Cancelled, "interrupted")
+                    .with_hint("nothing partial was kept; run the command again")))
+            }
         }
     });
     // Dropping the runtime here lets cancelled work run its cleanup guards.

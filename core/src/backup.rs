@@ -143,6 +143,7 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     let mut names = std::collections::HashSet::new();
     for s in &req.sources {
         let info = s.info();
+        crate::bundle::check_source_name(&info.name)?;
         if !names.insert(info.name.clone()) {
             return Err(crate::config_error(format!(
                 "two sources are named `{}`",
@@ -268,9 +269,7 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     // the age thread finished; otherwise every sink gets an error item.
     let tee = async move {
         let mut sink_txs = sink_txs;
-        let mut sent = 0u64;
         while let Some(chunk) = out_rx.recv().await {
-            sent += chunk.len() as u64;
             for slot in sink_txs.iter_mut() {
                 if let Some(tx) = slot
                     && tx.send(Ok(chunk.clone())).await.is_err()
@@ -283,12 +282,12 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
             }
         }
         drop(out_rx);
-        (sent, sink_txs)
+        sink_txs
     };
 
     let puts_fut = futures::future::join_all(puts);
     let pipeline = async {
-        let (prod, (sent, sink_txs)) = tokio::join!(producer, tee);
+        let (prod, sink_txs) = tokio::join!(producer, tee);
         // Both threads end once their inputs end; join them off the reactor.
         let joined = tokio::task::spawn_blocking(move || {
             let tar = tar_thread.join().unwrap_or_else(|_| Err(panic_error("tar")));
@@ -304,14 +303,18 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
                 // The stage that failed first explains best: tar, then
                 // age, then the producer (which only sees "writer stopped").
                 match (tar, age, prod) {
-                    (Ok(manifest), Ok((sha, size)), Ok(())) => {
-                        debug_assert_eq!(size, sent);
-                        Ok((manifest, sha, size))
+                    (Ok(manifest), Ok((sha, size)), Ok(())) => Ok((manifest, sha, size)),
+                    (tar, age, prod) => {
+                        let mut errors: Vec<Error> =
+                            [tar.err(), age.err(), prod.err()].into_iter().flatten().collect();
+                        // A stage that stopped only because another did says
+                        // "Cancelled"; report the one that failed for real.
+                        let real = errors
+                            .iter()
+                            .position(|e| e.kind() != ErrorKind::Cancelled)
+                            .unwrap_or(0);
+                        Err(errors.swap_remove(real))
                     }
-                    (Err(e), _, Err(p)) if e.kind() == ErrorKind::Cancelled => Err(p),
-                    (Err(e), _, _) => Err(e),
-                    (_, Err(e), _) => Err(e),
-                    (_, _, Err(e)) => Err(e),
                 }
             }
             Err(e) => Err(e),
@@ -506,6 +509,17 @@ fn tar_stage(
                 format!("source `{name}` produced a bad path: {e}"),
             )
         })?;
+        if entry.path.contains(['\n', '\r']) {
+            // SHA256SUMS is line-based: such a name could not be checked.
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!(
+                    "source `{name}` has a file name with a line break: {:?}",
+                    entry.path
+                ),
+            )
+            .with_hint("rename the file or exclude it from the source"));
+        }
         let path = format!("{}/{}/{}", entry.area.dir(), name, entry.path);
         if !seen.insert(path.clone()) {
             return Err(Error::new(
@@ -522,11 +536,14 @@ fn tar_stage(
         match entry.body {
             EntryBody::File { size, reader } => {
                 let mut h = header(tar::EntryType::Regular, mode, entry.mtime, size);
-                let mut hr = HashReader::new(ExactReader::new(reader, size, path.clone()));
+                // The outer BufReader lets io::copy move 1 MiB blocks (hashing
+                // and compressing in large blocks is markedly cheaper).
+                let hr = HashReader::new(ExactReader::new(reader, size, path.clone()));
+                let mut buffered = io::BufReader::with_capacity(1 << 20, hr);
                 builder
-                    .append_data(&mut h, &path, &mut hr)
+                    .append_data(&mut h, &path, &mut buffered)
                     .map_err(|e| Error::io(format!("reading {path}"), e))?;
-                let (sha, n) = hr.finish();
+                let (sha, n) = buffered.into_inner().finish();
                 progress.plain_bytes.fetch_add(n, Ordering::Relaxed);
                 sums.push_str(&format!("{sha}  {path}\n"));
                 manifest.total_bytes += n;

@@ -325,6 +325,23 @@ pub struct Manifest {
     pub total_bytes: u64,
 }
 
+/// Checks a source name: it becomes a folder of the bundle
+/// (`files/<name>/…`), so only `[A-Za-z0-9._-]`, not `.` or `..`.
+pub fn check_source_name(name: &str) -> Result<()> {
+    let ok = !name.is_empty()
+        && name != "."
+        && name != ".."
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'));
+    if ok {
+        Ok(())
+    } else {
+        Err(config_error(format!("invalid source name `{name}`"))
+            .with_hint("use letters, digits, '.', '_' and '-' only (the name is a folder in the bundle)"))
+    }
+}
+
 /// The host name, for indexes.
 pub fn hostname() -> String {
     std::fs::read_to_string("/proc/sys/kernel/hostname")

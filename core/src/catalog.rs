@@ -69,7 +69,16 @@ impl Catalog {
             .iter()
             .map(|o| async move { (o.key.clone(), sink.get_bytes(&o.key).await) });
         for (key, bytes) in futures::future::join_all(reads).await {
-            let parsed = bytes.and_then(|b| Index::from_json(&b, &key));
+            let parsed = bytes.and_then(|b| Index::from_json(&b, &key)).and_then(|index| {
+                if index.object.key == index.id.object_key() {
+                    Ok(index)
+                } else {
+                    Err(
+                        Error::new(ErrorKind::Integrity, "index names another snapshot's object")
+                            .with_context("object", &index.object.key),
+                    )
+                }
+            });
             match parsed {
                 Ok(index) => {
                     indexed.insert(index.object.key.clone());
@@ -102,7 +111,22 @@ impl Catalog {
                 .with_hint("run `coffer backup` first, or check the --sink location"));
         }
         if spec == "latest" {
-            return Ok(self.snapshots.last().expect("not empty"));
+            let latest = self.snapshots.last().expect("not empty");
+            // An unreadable index newer than the latest readable one may be
+            // the real latest: never fall back to an older one silently.
+            let newer_unreadable = self.unreadable.iter().find(|(key, _)| {
+                key.strip_suffix(INDEX_SUFFIX)
+                    .and_then(|id| id.parse::<SnapshotId>().ok())
+                    .is_some_and(|id| id > latest.index.id)
+            });
+            if let Some((key, err)) = newer_unreadable {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!("the newest snapshot's index {key} is unreadable: {err}"),
+                )
+                .with_hint("name a snapshot explicitly (`coffer list` shows them), or copy the snapshot again from another sink"));
+            }
+            return Ok(latest);
         }
         let matches: Vec<_> = self
             .snapshots

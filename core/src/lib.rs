@@ -24,7 +24,7 @@ pub use backup::{BackupOutcome, BackupRequest, Progress, SinkOutcome, SinkTarget
 pub use bundle::{
     Compression, INDEX_FORMAT, Index, IndexEncryption, IndexObject, IndexSource, MANIFEST_ENTRY, Manifest,
     ManifestEntry, ManifestSource, SOURCES_ENTRY, SUMS_ENTRY, SnapshotId, SourceRecord, SourcesFile,
-    hostname,
+    check_source_name, hostname,
 };
 pub use catalog::{Catalog, CatalogEntry, SnapshotState};
 pub use crypto::{DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey};
@@ -36,8 +36,9 @@ pub use restore::{
 };
 pub use sink::{ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key};
 pub use source::{
-    Area, CaptureContext, Entry, EntryBody, EntrySender, RestoreAction, RestoreEntry, RestoreEntryKind,
-    RestoreOptions, RestoreReport, Restorer, Source, SourceInfo, SourceReport, check_relative_path,
+    Area, CancelFlag, CaptureContext, Entry, EntryBody, EntrySender, PathClaims, RestoreAction, RestoreEntry,
+    RestoreEntryKind, RestoreOptions, RestoreReport, Restorer, Source, SourceInfo, SourceReport,
+    check_relative_path,
 };
 
 pub use async_trait::async_trait;

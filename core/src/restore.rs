@@ -258,7 +258,7 @@ pub fn read_bundle<R: Read>(
         return Err(integrity("manifest.json belongs to another snapshot", index));
     }
     let mut listed = BTreeMap::new();
-    for line in sums.lines() {
+    for line in sums.split('\n').filter(|l| !l.is_empty()) {
         let Some((sha, path)) = line.split_once("  ") else {
             return Err(integrity(format!("bad SHA256SUMS line `{line}`"), index));
         };
@@ -369,6 +369,7 @@ impl BundleVisitor for RestoreVisitor {
     }
 
     fn entry(&mut self, source: &str, entry: RestoreEntry<'_>) -> Result<()> {
+        self.opts.cancel.check()?;
         if let Some(&i) = self.slot.get(source) {
             let (name, r) = &mut self.restorers[i];
             r.entry(entry).map_err(|e| e.prefix(format!("source `{name}`")))?;
@@ -389,6 +390,7 @@ pub fn restore_bundle(
     handle: tokio::runtime::Handle,
 ) -> Result<RestoreOutcome> {
     let commit = !opts.dry_run;
+    let cancel = opts.cancel.clone();
     let mut visitor = RestoreVisitor {
         resolve,
         opts,
@@ -406,7 +408,8 @@ pub fn restore_bundle(
     match read {
         Ok(summary) => {
             let mut reports = Vec::new();
-            let mut failure = None;
+            // The last moment to honour an interrupt: nothing is committed yet.
+            let mut failure = cancel.check().err();
             for (name, r) in restorers {
                 // After a failed commit, abort the rest rather than half-apply more.
                 let ok = commit && failure.is_none();

@@ -194,6 +194,66 @@ pub struct RestoreOptions {
     pub dry_run: bool,
     /// Plugin-specific options from flags, e.g. `mongo-uri`, `drop`.
     pub params: BTreeMap<String, String>,
+    /// Destinations already taken by other sources of the same restore.
+    pub claims: PathClaims,
+    /// Set when the user interrupts; long restores check it and stop.
+    pub cancel: CancelFlag,
+}
+
+/// A flag raised on Ctrl-C, shared by everything a command runs. Blocking
+/// work (which a dropped future cannot stop) checks it.
+#[derive(Debug, Clone, Default)]
+pub struct CancelFlag(std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl CancelFlag {
+    /// Raises the flag.
+    pub fn cancel(&self) {
+        self.0.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Whether the flag is raised.
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// `Err(Cancelled)` once the flag is raised.
+    pub fn check(&self) -> Result<()> {
+        if self.is_cancelled() {
+            Err(Error::new(ErrorKind::Cancelled, "interrupted")
+                .with_hint("nothing was changed; run the command again"))
+        } else {
+            Ok(())
+        }
+    }
+}
+
+/// The filesystem destinations of one restore, shared by all its sources, so
+/// two sources restoring to the same path (easy with `--target`) fail
+/// instead of silently overwriting each other.
+#[derive(Debug, Clone, Default)]
+pub struct PathClaims {
+    inner: std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, String>>>,
+}
+
+impl PathClaims {
+    /// Records that `source` writes `path`; fails if another source does.
+    pub fn claim(&self, path: &std::path::Path, source: &str) -> Result<()> {
+        let mut map = self.inner.lock().expect("claims lock");
+        match map.get(path) {
+            Some(other) if other != source => Err(Error::new(
+                ErrorKind::ConfigInvalid,
+                format!(
+                    "sources `{other}` and `{source}` both restore to {}",
+                    path.display()
+                ),
+            )
+            .with_hint("restore them one at a time with --only SOURCE and different --target directories")),
+            _ => {
+                map.insert(path.to_path_buf(), source.to_string());
+                Ok(())
+            }
+        }
+    }
 }
 
 /// One entry handed to a [`Restorer`].
@@ -253,8 +313,10 @@ pub struct RestoreReport {
 /// Applies the entries of one source. Runs on a blocking thread.
 pub trait Restorer: Send {
     /// Receives the next entry of this source, in bundle order. Must stage
-    /// the data (temp files, staging collections) without making anything
-    /// visible; in a dry run, only record what would change.
+    /// the data (temp files, staging collections) without changing any
+    /// existing data; staging may create missing directories and temp files
+    /// with hidden names (`.coffer-tmp-*`), which an abort removes. In a dry
+    /// run, only record what would change and create nothing.
     fn entry(&mut self, entry: RestoreEntry<'_>) -> Result<()>;
 
     /// Called once after all entries. With `commit`, makes everything staged

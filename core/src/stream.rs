@@ -160,6 +160,9 @@ impl<W: Write> Compressor<W> {
                     // Jobs of 4 MiB keep memory low (each worker holds about
                     // two jobs) while leaving enough work per job.
                     enc.set_parameter(zstd::zstd_safe::CParameter::JobSize(4 << 20))?;
+                    // No overlap between jobs: each is compressed on its own,
+                    // ~5% less CPU for well under 1% of size.
+                    enc.set_parameter(zstd::zstd_safe::CParameter::OverlapSizeLog(1))?;
                 }
                 enc.include_checksum(true)?;
                 Compressor::Zstd(enc)

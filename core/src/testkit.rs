@@ -747,6 +747,7 @@ pub async fn source_suite(source: &dyn Source, target: &Path) -> Vec<CapturedEnt
         target: Some(target.to_path_buf()),
         dry_run,
         params: BTreeMap::new(),
+        ..RestoreOptions::default()
     };
 
     // Dry run: plan only.

@@ -778,3 +778,142 @@ fn copy_dir(from: &Path, to: &Path) {
         }
     }
 }
+
+#[test]
+fn keygen_json_needs_an_output_file() {
+    let d = tempfile::tempdir().unwrap();
+    coffer(d.path())
+        .args(["--json", "keygen"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("-o FILE"));
+}
+
+#[test]
+fn a_corrupt_newest_index_is_never_skipped_silently() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    service(p);
+    let (key, rec) = keygen(p, "key.txt");
+    coffer(p)
+        .args([
+            "backup",
+            "--source",
+            "file:svc/etc",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
+        .args(["--time", "2026-01-01T00:00:00Z"])
+        .assert()
+        .success();
+    let newest = backup_oneoff(p, &rec);
+    let index = p.join(format!("bk/{}.json", newest["id"].as_str().unwrap()));
+    let mut bytes = fs::read(&index).unwrap();
+    bytes[10] = b'#';
+    fs::write(&index, bytes).unwrap();
+    coffer(p)
+        .args(["verify", "--all", "--sink", "bk"])
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("unreadable index"));
+    coffer(p)
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--target",
+            "out",
+            "--identity",
+        ])
+        .arg(&key)
+        .assert()
+        .code(3)
+        .stderr(predicate::str::contains("newest snapshot's index"));
+    assert!(!p.join("out").exists());
+}
+
+#[test]
+fn sources_colliding_under_target_are_refused() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("a")).unwrap();
+    fs::create_dir_all(p.join("b")).unwrap();
+    fs::write(p.join("a/config.yaml"), "a\n").unwrap();
+    fs::write(p.join("b/config.yaml"), "b\n").unwrap();
+    let (key, rec) = keygen(p, "key.txt");
+    coffer(p)
+        .args([
+            "backup",
+            "--source",
+            "file:a/config.yaml",
+            "--source",
+            "file:b/config.yaml",
+        ])
+        .args(["--sink", "bk", "--recipient", &rec])
+        .assert()
+        .success();
+    coffer(p)
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--target",
+            "out",
+            "--identity",
+        ])
+        .arg(&key)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("both restore to"));
+    assert!(files_under(&p.join("out")).is_empty());
+    // One at a time works.
+    coffer(p)
+        .args([
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--target",
+            "out",
+            "--only",
+            "config.yaml-2",
+            "--identity",
+        ])
+        .arg(&key)
+        .assert()
+        .success();
+    assert_eq!(fs::read_to_string(p.join("out/config.yaml")).unwrap(), "b\n");
+}
+
+#[test]
+fn config_rejects_bad_source_names_and_passphrase_with_recipients() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    service(p);
+    fs::write(
+        p.join("c.toml"),
+        "[job.j]\nsources = [\"a/b\"]\nsinks = [\"s\"]\n[source.\"a/b\"]\nkind = \"file\"\npath = \"svc\"\n[sink.s]\nkind = \"local\"\npath = \"bk\"\n",
+    )
+    .unwrap();
+    coffer(p)
+        .args(["--config", "c.toml", "backup"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("invalid source name"));
+    fs::write(
+        p.join("d.toml"),
+        "[job.j]\nsources = [\"c\"]\nsinks = [\"s\"]\nrecipients = [\"age1x\"]\npassphrase-file = \"p\"\n[source.c]\nkind = \"file\"\npath = \"svc\"\n[sink.s]\nkind = \"local\"\npath = \"bk\"\n",
+    )
+    .unwrap();
+    coffer(p)
+        .args(["--config", "d.toml", "backup"])
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains(
+            "both `recipients` and `passphrase-file`",
+        ));
+}

@@ -33,7 +33,7 @@ const READ_CHUNK: u64 = 256 * 1024;
 /// Chunks a get reads ahead of its consumer.
 const READ_AHEAD: usize = 4;
 /// Chunks a put buffers between the body and the writing thread.
-const WRITE_QUEUE: usize = 16;
+const WRITE_QUEUE: usize = 4;
 /// Buffer of the writing thread, so tiny chunks do not become tiny writes.
 const WRITE_BUFFER: usize = 256 * 1024;
 
@@ -44,7 +44,12 @@ const WRITE_BUFFER: usize = 256 * 1024;
 #[derive(Debug, Clone)]
 pub struct LocalSink {
     root: Arc<PathBuf>,
+    swept: Arc<std::sync::atomic::AtomicBool>,
 }
+
+/// Temp files older than this are leftovers of killed runs (no put runs
+/// that long); the first put of a process removes them.
+const STALE_TEMP_AGE: Duration = Duration::from_secs(12 * 3600);
 
 impl LocalSink {
     /// A sink storing under `root`. Nothing is checked or created until the
@@ -52,6 +57,7 @@ impl LocalSink {
     pub fn new(root: impl Into<PathBuf>) -> Self {
         LocalSink {
             root: Arc::new(root.into()),
+            swept: Arc::default(),
         }
     }
 
@@ -131,6 +137,13 @@ impl Sink for LocalSink {
                 "object names may not start with .coffer-tmp-",
             )
             .with_context("key", key));
+        }
+        if !self.swept.swap(true, std::sync::atomic::Ordering::Relaxed) {
+            match self.cleanup_stale_temp(STALE_TEMP_AGE).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!("removed {n} stale temp file(s) of interrupted runs"),
+                Err(e) => tracing::debug!("sweeping stale temp files: {e}"),
+            }
         }
         let target = self.path_of(key);
         // Fail fast rather than after streaming a whole bundle; the rename

@@ -16,6 +16,9 @@ pub(crate) struct EnvLine<'a> {
     pub(crate) raw: &'a [u8],
     /// The key when the line assigns one.
     pub(crate) key: Option<&'a str>,
+    /// Offset of the key in `raw` (0 when there is no key): what comes
+    /// before it is indentation and `export `.
+    key_start: usize,
     /// The value's text as written (after `=`, surrounding blanks and the
     /// final line ending removed); used only to compare two lines.
     value: &'a [u8],
@@ -25,6 +28,16 @@ impl EnvLine<'_> {
     /// Whether both lines assign the same text.
     pub(crate) fn same_value(&self, other: &EnvLine<'_>) -> bool {
         self.value == other.value
+    }
+
+    /// The bytes before the key: indentation and `export `, if any.
+    pub(crate) fn before_key(&self) -> &[u8] {
+        &self.raw[..self.key_start]
+    }
+
+    /// The bytes from the key on: `KEY=value…` and the line ending(s).
+    pub(crate) fn key_onward(&self) -> &[u8] {
+        &self.raw[self.key_start..]
     }
 }
 
@@ -65,11 +78,12 @@ pub(crate) fn parse(text: &[u8]) -> Vec<EnvLine<'_>> {
                 out.push(EnvLine {
                     raw: line,
                     key: None,
+                    key_start: 0,
                     value: &[],
                 });
                 i += 1;
             }
-            Some((key, value_start)) => {
+            Some((key, key_start, value_start)) => {
                 let value_abs = start + value_start;
                 // A quote left open on this line closes on a later one.
                 let mut last = i;
@@ -86,6 +100,7 @@ pub(crate) fn parse(text: &[u8]) -> Vec<EnvLine<'_>> {
                 out.push(EnvLine {
                     raw: &text[start..raw_end],
                     key: Some(key),
+                    key_start,
                     value,
                 });
                 i = last + 1;
@@ -95,8 +110,9 @@ pub(crate) fn parse(text: &[u8]) -> Vec<EnvLine<'_>> {
     out
 }
 
-/// For `[export ]KEY=…`, the key and the offset of the value's first byte.
-fn assignment(line: &[u8]) -> Option<(&str, usize)> {
+/// For `[export ]KEY=…`, the key, its offset and the offset of the value's
+/// first byte.
+fn assignment(line: &[u8]) -> Option<(&str, usize, usize)> {
     let body = strip_eol(line);
     let lead = body.iter().take_while(|b| is_blank(**b)).count();
     let mut rest = &body[lead..];
@@ -112,6 +128,11 @@ fn assignment(line: &[u8]) -> Option<(&str, usize)> {
         rest = &after[blanks..];
     }
     let eq = rest.iter().position(|b| *b == b'=')?;
+    let key_start = offset
+        + rest[..eq]
+            .iter()
+            .take_while(|b| is_blank(**b) || **b == b'\r')
+            .count();
     let key = trim(&rest[..eq]);
     if key.is_empty()
         || !key
@@ -123,7 +144,7 @@ fn assignment(line: &[u8]) -> Option<(&str, usize)> {
     let key = std::str::from_utf8(key).ok()?;
     let value = &rest[eq + 1..];
     let blanks = value.iter().take_while(|b| is_blank(**b)).count();
-    Some((key, offset + eq + 1 + blanks))
+    Some((key, key_start, offset + eq + 1 + blanks))
 }
 
 /// The quote character of a value whose quote does not close on its first
@@ -203,6 +224,10 @@ mod tests {
             ]
         );
         assert_eq!(lines[2].value, b"1");
+        assert_eq!(lines[3].before_key(), b"export ");
+        assert_eq!(lines[3].key_onward(), b"B = two words \n");
+        assert_eq!(lines[4].before_key(), b"  ");
+        assert_eq!(lines[0].key_onward(), b"# c\n");
         assert_eq!(lines[3].value, b"two words");
         assert_eq!(lines[4].value, b"'x=y'");
         assert_eq!(lines[6].raw, b"D=\"multi\nline \\\" still\nend\" # tail\n");

@@ -8,7 +8,8 @@
 //!   comments after the value), in file order; when a key is assigned
 //!   twice the last assignment wins, as with docker compose.
 //! - A restore replaces each captured key's line(s) in place, appends keys
-//!   the file lacks, and keeps every other line and comment byte for byte;
+//!   the file lacks, and keeps every other line and comment byte for byte
+//!   (a replaced line keeps its own `export ` prefix, or its absence);
 //!   the file keeps its mode (a new one is created 0600) and is replaced
 //!   atomically on commit.
 //! - Values never appear in reports, actions, errors or `Debug` output:

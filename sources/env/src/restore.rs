@@ -16,8 +16,8 @@ use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 use coffer_core::{
-    Area, Error, ErrorKind, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptions, RestoreReport,
-    Restorer, Result, check_relative_path,
+    Area, Error, ErrorKind, PathClaims, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptions,
+    RestoreReport, Restorer, Result, check_relative_path,
 };
 use tempfile::TempPath;
 
@@ -29,6 +29,10 @@ const MAX_SIZE: u64 = 16 << 20;
 
 /// Restores the entry of one `env` source.
 pub(crate) struct EnvRestorer {
+    /// The source's name, for [`PathClaims`].
+    name: String,
+    /// The destinations of every source of this restore.
+    claims: PathClaims,
     source_path: PathBuf,
     target: Option<PathBuf>,
     dry_run: bool,
@@ -41,8 +45,9 @@ pub(crate) struct EnvRestorer {
 }
 
 impl EnvRestorer {
-    /// Prepares a restore of the `.env` file at `source_path`.
-    pub(crate) fn new(source_path: PathBuf, opts: &RestoreOptions) -> Result<Self> {
+    /// Prepares a restore of the source `name`, the `.env` file at
+    /// `source_path`.
+    pub(crate) fn new(name: String, source_path: PathBuf, opts: &RestoreOptions) -> Result<Self> {
         let target = match &opts.target {
             Some(t) => Some(
                 std::path::absolute(t)
@@ -56,6 +61,8 @@ impl EnvRestorer {
         };
         check_writable(&dir)?;
         Ok(EnvRestorer {
+            name,
+            claims: opts.claims.clone(),
             source_path,
             target,
             dry_run: opts.dry_run,
@@ -166,6 +173,7 @@ impl Restorer for EnvRestorer {
             Some(t) => t.join(entry.path),
             None => self.source_path.clone(),
         };
+        self.claims.claim(&dest, &self.name)?;
         let (existing, mode, owner) = match lstat(&dest)? {
             None => (None, 0o600, None),
             Some(m) if m.file_type().is_symlink() => {
@@ -260,7 +268,9 @@ impl fmt::Debug for Merge {
 
 /// Puts the assignments of `bundle` into `existing`: a key already there
 /// has its line(s) replaced in place (or kept when the value is the same),
-/// a new key is appended; every other line stays byte for byte.
+/// a new key is appended; every other line stays byte for byte. A replaced
+/// line keeps what the existing one had before its key (indentation and
+/// `export `, or their absence) and takes the rest from the bundle.
 pub(crate) fn merge(existing: &[u8], bundle: &[u8]) -> Merge {
     let old = dotenv::parse(existing);
     let new = dotenv::parse(bundle);
@@ -285,7 +295,8 @@ pub(crate) fn merge(existing: &[u8], bundle: &[u8]) -> Merge {
                     bytes.extend_from_slice(line.raw);
                 } else {
                     st.1 = true;
-                    push_line(&mut bytes, n.raw);
+                    bytes.extend_from_slice(line.before_key());
+                    push_line(&mut bytes, n.key_onward());
                 }
             }
             None => bytes.extend_from_slice(line.raw),
@@ -413,6 +424,18 @@ mod tests {
         assert_eq!(out, existing);
         assert!(!changed);
         assert!(keys.iter().all(|(a, _)| *a == "keep-key"));
+    }
+
+    #[test]
+    fn merge_keeps_the_existing_export_prefix() {
+        let existing = "export A=old\nB=old\n  export\tC=old # c\n";
+        let (out, keys, changed) = run(existing, "A=new\nexport B=new\nC='new'\n");
+        assert_eq!(out, "export A=new\nB=new\n  export\tC='new'\n");
+        assert!(keys.iter().all(|(a, _)| *a == "change-key"), "{keys:?}");
+        assert!(changed);
+        // An added key is written as the bundle has it.
+        let (out, _, _) = run("X=1\n", "export A=new\n");
+        assert_eq!(out, "X=1\nexport A=new\n");
     }
 
     #[test]

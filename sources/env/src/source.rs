@@ -215,9 +215,10 @@ impl Source for EnvSource {
     }
 
     async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
+        let name = self.name.clone();
         let path = self.path.clone();
         let opts = opts.clone();
-        let restorer = blocking(move || EnvRestorer::new(path, &opts)).await?;
+        let restorer = blocking(move || EnvRestorer::new(name, path, &opts)).await?;
         Ok(Box::new(restorer))
     }
 }

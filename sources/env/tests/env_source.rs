@@ -8,8 +8,8 @@ use std::sync::Arc;
 
 use coffer_core::testkit::source_suite;
 use coffer_core::{
-    Area, CaptureContext, EntryBody, EntrySender, ErrorKind, Registry, RestoreEntry, RestoreEntryKind,
-    RestoreOptions, RestoreReport, Source, SourceFactory, SourceReport, toml,
+    Area, CaptureContext, EntryBody, EntrySender, ErrorKind, PathClaims, Registry, RestoreEntry,
+    RestoreEntryKind, RestoreOptions, RestoreReport, Source, SourceFactory, SourceReport, toml,
 };
 use coffer_source_env::{EnvSource, KIND, register};
 
@@ -187,7 +187,8 @@ async fn merge_keeps_everything_else_byte_for_byte() {
         .unwrap();
     assert_eq!(
         fs::read_to_string(&env).unwrap(),
-        "# top comment\r\nA=1\n  # indented\nB=2\nX=unrelated\n\nB=2\nZ=z\nC=3\n"
+        // The replaced `export B=…` line keeps its `export`.
+        "# top comment\r\nA=1\n  # indented\nexport B=2\nX=unrelated\n\nB=2\nZ=z\nC=3\n"
     );
     assert_eq!(fs::metadata(&env).unwrap().mode() & 0o7777, 0o640);
     assert_eq!(
@@ -410,4 +411,46 @@ async fn config_spec_and_origin() {
             .kind(),
         ErrorKind::Integrity
     );
+}
+
+#[tokio::test]
+async fn export_prefix_follows_the_existing_line() {
+    let tmp = tempfile::tempdir().unwrap();
+    let env = tmp.path().join(".env");
+    let source = EnvSource::new("env", &env, keys(&["A", "B"])).unwrap();
+    fs::write(&env, "export A=old\nB=old\n").unwrap();
+    restore(
+        &source,
+        &opts(None, false),
+        ".env",
+        b"A=new\nexport B=new\n",
+        true,
+    )
+    .await
+    .unwrap();
+    assert_eq!(fs::read_to_string(&env).unwrap(), "export A=new\nB=new\n");
+}
+
+#[tokio::test]
+async fn sources_restoring_to_the_same_file_collide() {
+    let tmp = tempfile::tempdir().unwrap();
+    let one = EnvSource::new("one", tmp.path().join("a/.env"), keys(&["A"])).unwrap();
+    let two = EnvSource::new("two", tmp.path().join("b/.env"), keys(&["B"])).unwrap();
+    let target = tmp.path().join("t");
+    for dry_run in [true, false] {
+        // One restore: every source gets a clone of the same options.
+        let mut o = opts(Some(&target), dry_run);
+        o.claims = PathClaims::default();
+        restore(&one, &o.clone(), ".env", b"A=1\n", false).await.unwrap();
+        let err = restore(&two, &o.clone(), ".env", b"B=1\n", false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`one`") && msg.contains("`two`") && msg.contains(".env"),
+            "{msg}"
+        );
+    }
+    assert!(!target.exists());
 }

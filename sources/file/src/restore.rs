@@ -24,8 +24,8 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use coffer_core::{
-    Area, Error, ErrorKind, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptions, RestoreReport,
-    Restorer, Result, check_relative_path,
+    Area, Error, ErrorKind, PathClaims, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptions,
+    RestoreReport, Restorer, Result, check_relative_path,
 };
 use tempfile::TempPath;
 
@@ -71,6 +71,10 @@ struct StagedLink {
 
 /// Restores the entries of one `file` source.
 pub(crate) struct FileRestorer {
+    /// The source's name, for [`PathClaims`].
+    name: String,
+    /// The destinations of every source of this restore.
+    claims: PathClaims,
     /// The source's own path (used when `Layout::Unknown` is resolved).
     source_path: PathBuf,
     /// Everything is written under this directory.
@@ -90,9 +94,14 @@ pub(crate) struct FileRestorer {
 }
 
 impl FileRestorer {
-    /// Prepares a restore of the source at `source_path`; `is_dir` is the
-    /// recorded shape of the source, if known.
-    pub(crate) fn new(source_path: PathBuf, is_dir: Option<bool>, opts: &RestoreOptions) -> Result<Self> {
+    /// Prepares a restore of the source `name` at `source_path`; `is_dir`
+    /// is the recorded shape of the source, if known.
+    pub(crate) fn new(
+        name: String,
+        source_path: PathBuf,
+        is_dir: Option<bool>,
+        opts: &RestoreOptions,
+    ) -> Result<Self> {
         let is_dir = is_dir.or_else(|| fs::metadata(&source_path).ok().map(|m| m.is_dir()));
         let parent = source_path.parent().unwrap_or(Path::new("/")).to_path_buf();
         let (root, layout) = match (&opts.target, is_dir) {
@@ -111,6 +120,8 @@ impl FileRestorer {
             .map_err(|e| Error::io(format!("cannot resolve {}", root.display()), e))?;
         let root_existed = check_writable(&root)?;
         Ok(FileRestorer {
+            name,
+            claims: opts.claims.clone(),
             source_path,
             root,
             layout,
@@ -308,6 +319,7 @@ impl FileRestorer {
     fn restore_file(&mut self, rel: &str, entry: RestoreEntry<'_>, size: u64) -> Result<()> {
         self.claim(rel, Planned::File)?;
         let dest = self.root.join(rel);
+        self.claims.claim(&dest, &self.name)?;
         let existing = if self.plan_exists(rel) {
             lstat(&dest)?
         } else {
@@ -392,6 +404,7 @@ impl FileRestorer {
         }
         self.claim(rel, Planned::Symlink)?;
         let dest = self.root.join(rel);
+        self.claims.claim(&dest, &self.name)?;
         let existing = if self.plan_exists(rel) {
             lstat(&dest)?
         } else {
@@ -593,26 +606,35 @@ impl Drop for FileRestorer {
     }
 }
 
-/// Whether `target`, read relative to the directory of the link at `rel`,
-/// stays inside the root (resolving `..` lexically).
+/// Whether the symlink at `rel` (relative to the root) may point to
+/// `target`.
+///
+/// Resolving `..` lexically is not enough: with `d/a -> ..`, the target
+/// `a/../..` of `d/b` looks like the root but the kernel resolves it
+/// through `d/a` to the root's parent. So the rule is stricter and needs no
+/// knowledge of other links: the target is relative, every `..` comes
+/// before any other component (`.` and empty components are ignored), and
+/// there are no more of them than the link's directory is deep below the
+/// root. The link's directory is a real directory (restores never go
+/// through symlinks), so the leading `..` end at a real directory inside
+/// the root; by induction over the links of the bundle, every component
+/// after them, link or not, stays inside too.
 fn link_stays_inside(rel: &str, target: &str) -> bool {
     if target.is_empty() || target.starts_with('/') || target.contains('\0') {
         return false;
     }
-    let mut stack: Vec<&str> = rel.split('/').collect();
-    stack.pop();
+    let depth = rel.split('/').count() - 1;
+    let mut ups = 0;
+    let mut descended = false;
     for comp in target.split('/') {
         match comp {
             "" | "." => {}
-            ".." => {
-                if stack.pop().is_none() {
-                    return false;
-                }
-            }
-            c => stack.push(c),
+            ".." if descended => return false,
+            ".." => ups += 1,
+            _ => descended = true,
         }
     }
-    true
+    ups <= depth
 }
 
 /// Copies exactly `size` bytes from `reader` into `out` while comparing
@@ -824,13 +846,23 @@ mod tests {
     fn links_must_stay_inside() {
         assert!(link_stays_inside("a", "b"));
         assert!(link_stays_inside("a", "."));
-        assert!(link_stays_inside("d/a", "../b"));
+        assert!(link_stays_inside("a", "./b/./c/"));
+        assert!(link_stays_inside("sub/l", "../a.txt"));
+        assert!(link_stays_inside("l", "sub/x"));
+        assert!(link_stays_inside("d/a", ".."));
         assert!(link_stays_inside("d/e/a", "../../x/y"));
-        assert!(link_stays_inside("d/a", "x/../../b"));
+        assert!(link_stays_inside("d/e/a", "./../.././x"));
         assert!(!link_stays_inside("a", "../b"));
+        assert!(!link_stays_inside("a", ".."));
         assert!(!link_stays_inside("d/a", "../../b"));
         assert!(!link_stays_inside("d/a", "/etc/passwd"));
         assert!(!link_stays_inside("d/a", ""));
+        assert!(!link_stays_inside("d/a", "a\0b"));
+        // `..` after another component: lexically inside, but not safe
+        // when `a` is itself a link (`d/a -> ..`).
+        assert!(!link_stays_inside("d/b", "a/../.."));
+        assert!(!link_stays_inside("d/a", "x/../b"));
+        assert!(!link_stays_inside("d/e/a", "../x/../y"));
         assert!(!link_stays_inside("a", "x/../../b"));
     }
 }

@@ -10,8 +10,8 @@ use std::time::{Duration, UNIX_EPOCH};
 
 use coffer_core::testkit::{CapturedEntry, source_suite};
 use coffer_core::{
-    Area, CaptureContext, EntryBody, EntrySender, ErrorKind, Registry, RestoreEntry, RestoreEntryKind,
-    RestoreOptions, RestoreReport, Source, SourceFactory, SourceReport, toml,
+    Area, CaptureContext, EntryBody, EntrySender, Error, ErrorKind, PathClaims, Registry, RestoreEntry,
+    RestoreEntryKind, RestoreOptions, RestoreReport, Source, SourceFactory, SourceReport, toml,
 };
 use coffer_source_file::{FileSource, KIND, register};
 
@@ -400,6 +400,8 @@ async fn malicious_paths_are_refused() {
         ("d/l", "../../x"),
         ("l", "/etc/passwd"),
         ("l", "a/../../b"),
+        ("l", ".."),
+        ("d/l", "x/../y"),
     ] {
         let entries = vec![dir_entry("d"), link_entry(link, to)];
         let err = restore(&source, &opts(Some(&target), false), entries, true)
@@ -615,4 +617,173 @@ async fn single_file_restores_to_its_own_path() {
             .kind(),
         ErrorKind::Integrity
     );
+}
+
+#[tokio::test]
+async fn chained_symlinks_cannot_escape() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = FileSource::new("x", tmp.path().join("src")).unwrap();
+    let target = tmp.path().join("t");
+    // Lexically `d/b -> a/../..` is the root, but through `d/a -> ..` the
+    // kernel resolves it to the root's parent.
+    let entries = vec![
+        dir_entry("d"),
+        link_entry("d/a", ".."),
+        link_entry("d/b", "a/../.."),
+    ];
+    for dry_run in [true, false] {
+        let err = restore(&source, &opts(Some(&target), dry_run), entries.clone(), true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
+        assert!(err.to_string().contains("d/b"), "{err}");
+    }
+    assert!(non_dirs(&target).is_empty(), "{:?}", non_dirs(&target));
+}
+
+#[tokio::test]
+async fn legitimate_relative_symlinks_restore() {
+    let tmp = tempfile::tempdir().unwrap();
+    let source = FileSource::new("x", tmp.path().join("src")).unwrap();
+    let target = tmp.path().join("t");
+    let entries = vec![
+        file_entry("a.txt", b"a"),
+        link_entry("l", "a.txt"),
+        link_entry("m", "sub/x"),
+        dir_entry("sub"),
+        link_entry("sub/l", "../a.txt"),
+        file_entry("sub/x", b"x"),
+        link_entry("sub/up", ".."),
+    ];
+    restore(&source, &opts(Some(&target), false), entries, true)
+        .await
+        .unwrap();
+    assert_eq!(fs::read(target.join("l")).unwrap(), b"a");
+    assert_eq!(fs::read(target.join("m")).unwrap(), b"x");
+    assert_eq!(fs::read(target.join("sub/l")).unwrap(), b"a");
+    assert_eq!(
+        fs::read_link(target.join("sub/l")).unwrap(),
+        Path::new("../a.txt")
+    );
+    assert_eq!(fs::read(target.join("sub/up/a.txt")).unwrap(), b"a");
+}
+
+#[tokio::test]
+async fn sources_restoring_to_the_same_path_collide() {
+    let tmp = tempfile::tempdir().unwrap();
+    for dir in ["one", "two"] {
+        fs::create_dir(tmp.path().join(dir)).unwrap();
+        fs::write(tmp.path().join(dir).join("config.yaml"), dir).unwrap();
+    }
+    let first = FileSource::new("first", tmp.path().join("one/config.yaml")).unwrap();
+    let second = FileSource::new("second", tmp.path().join("two/config.yaml")).unwrap();
+    let (first_entries, _) = capture(&first).await;
+    let (second_entries, _) = capture(&second).await;
+    let target = tmp.path().join("t");
+    for dry_run in [true, false] {
+        // One restore: every source gets a clone of the same options.
+        let mut o = opts(Some(&target), dry_run);
+        o.claims = PathClaims::default();
+        restore(&first, &o.clone(), first_entries.clone(), false)
+            .await
+            .unwrap();
+        let err = restore(&second, &o.clone(), second_entries.clone(), false)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err:?}");
+        let msg = err.to_string();
+        assert!(
+            msg.contains("`first`") && msg.contains("`second`") && msg.contains("config.yaml"),
+            "{msg}"
+        );
+        // The same source may restore again (claims are per source).
+        restore(&first, &o.clone(), first_entries.clone(), false)
+            .await
+            .unwrap();
+    }
+    // Separate restores do not share claims.
+    restore(&second, &opts(Some(&target), false), second_entries, true)
+        .await
+        .unwrap();
+    assert_eq!(fs::read(target.join("config.yaml")).unwrap(), b"two");
+    // Symlinks are claimed too.
+    let first = FileSource::new("first", tmp.path().join("one")).unwrap();
+    let second = FileSource::new("second", tmp.path().join("two")).unwrap();
+    let o = opts(Some(&target), true);
+    restore(
+        &first,
+        &o.clone(),
+        vec![dir_entry("d"), link_entry("d/l", "x")],
+        false,
+    )
+    .await
+    .unwrap();
+    let err = restore(&second, &o.clone(), vec![file_entry("d/l", b"x")], false)
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err:?}");
+}
+
+#[tokio::test]
+async fn a_file_shrinking_during_backup_is_temporary() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("app");
+    fs::create_dir(&src).unwrap();
+    fs::write(src.join("log"), vec![b'x'; 10_000]).unwrap();
+    let source = FileSource::new("app", &src).unwrap();
+    let (tx, mut rx) = EntrySender::channel(4);
+    let ctx = CaptureContext::new("t");
+    let (report, entry) = tokio::join!(source.capture(&ctx, tx), rx.recv());
+    report.unwrap();
+    let EntryBody::File { size, mut reader } = entry.unwrap().body else {
+        panic!("not a file")
+    };
+    assert_eq!(size, 10_000);
+    // Shrinks between the scan and the read.
+    File::options()
+        .write(true)
+        .open(src.join("log"))
+        .unwrap()
+        .set_len(100)
+        .unwrap();
+    let io = std::io::copy(&mut reader, &mut std::io::sink()).unwrap_err();
+    let err = Error::io("cannot read the source", io);
+    assert_eq!(err.kind(), ErrorKind::Unexpected, "{err:?}");
+    assert!(err.is_temporary(), "{err:?}");
+    assert!(err.to_string().contains("shrank"), "{err}");
+    let hint = err.hint().unwrap();
+    assert!(hint.contains("stop") && hint.contains("re-run"), "{hint}");
+}
+
+#[tokio::test]
+async fn names_with_line_breaks_are_skipped() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("app");
+    fs::create_dir_all(src.join("bad\rdir")).unwrap();
+    fs::write(src.join("bad\rdir/inner"), "x").unwrap();
+    fs::write(src.join("evil\nname"), "x").unwrap();
+    fs::write(src.join("good"), "ok").unwrap();
+    let source = FileSource::new("app", &src).unwrap();
+    let (entries, report) = capture(&source).await;
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["good"]);
+    assert_eq!(report.details["skipped"], 2);
+    assert_eq!(report.details["files"], 1);
+    assert_eq!(report.summary, "1 file, 2 B, 2 skipped");
+
+    // Nothing skipped: the count is there, the summary does not mention it.
+    fs::remove_dir_all(src.join("bad\rdir")).unwrap();
+    fs::remove_file(src.join("evil\nname")).unwrap();
+    let (_, report) = capture(&source).await;
+    assert_eq!(report.details["skipped"], 0);
+    assert_eq!(report.summary, "1 file, 2 B");
+
+    // A single-file source would back up nothing: refused.
+    let lone = tmp.path().join("lone\nfile");
+    fs::write(&lone, "x").unwrap();
+    let source = FileSource::new("lone", &lone).unwrap();
+    let (tx, _rx) = EntrySender::channel(4);
+    let err = source.capture(&CaptureContext::new("t"), tx).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err:?}");
+    assert!(err.to_string().contains("lone\\nfile"), "{err}");
 }
