@@ -28,6 +28,7 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
         config_path: cli.config.clone(),
         registry,
         cancel,
+        verbose: cli.verbose > 0,
     };
     match cli.command {
         Command::Keygen(a) => keygen(&ctx, a),
@@ -46,6 +47,7 @@ struct Ctx {
     config_path: Option<PathBuf>,
     registry: Registry,
     cancel: CancelFlag,
+    verbose: bool,
 }
 
 impl Ctx {
@@ -762,8 +764,14 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     );
     for (name, r) in &outcome.reports {
         println!("  source {name}: {}", r.summary);
-        for act in &r.actions {
-            println!("    {:<11} {}", act.action, act.target);
+        // A dry run lists every change; a real restore only when short
+        // (or with -v; --json always has them).
+        if a.dry_run || r.actions.len() <= 20 || ctx.verbose {
+            for act in &r.actions {
+                println!("    {:<11} {}", act.action, act.target);
+            }
+        } else {
+            println!("    ({} changes; -v or --json lists them)", r.actions.len());
         }
     }
     if a.dry_run {

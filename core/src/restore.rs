@@ -129,16 +129,92 @@ pub struct BundleSummary {
 /// Decrypts, decompresses and walks a bundle, checking that it belongs to
 /// `index`, that every path is safe, and that every file matches
 /// `SHA256SUMS` and `manifest.json`. Blocking: run it on a blocking thread.
-pub fn read_bundle<R: Read>(
+pub fn read_bundle<R: Read + Send>(
     input: R,
     index: &Index,
     identities: &Identities,
     visitor: &mut dyn BundleVisitor,
 ) -> Result<BundleSummary> {
+    // The header is read here, so a wrong key fails before anything starts.
     let plain = identities.decrypt(input)?;
     let compression = Compression::from_name(&index.compression)?;
-    let decoded = decompressor(compression, BufReader::with_capacity(1 << 20, plain))
-        .map_err(|e| Error::io("starting decompression", e))?;
+    // Decryption and decompression run on their own thread, the tar walk,
+    // hashing and the restorers' writes on this one.
+    std::thread::scope(|scope| {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+        scope.spawn(move || {
+            let mut decoded = match decompressor(compression, BufReader::with_capacity(1 << 20, plain)) {
+                Ok(d) => d,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0u8; crate::stream::CHUNK];
+                match read_up_to(&mut decoded, &mut buf) {
+                    Ok(0) => return, // end: closing the channel is EOF
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if tx.send(Ok(buf)).is_err() {
+                            return; // the walk stopped
+                        }
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        walk_bundle(ChannelReader { rx, buf: Vec::new(), pos: 0 }, index, visitor)
+    })
+}
+
+/// Fills `buf` as far as the reader allows; returns the bytes read.
+fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Reads the chunks of a channel as one stream.
+struct ChannelReader {
+    rx: std::sync::mpsc::Receiver<io::Result<Vec<u8>>>,
+    buf: Vec<u8>,
+    pos: usize,
+}
+
+impl Read for ChannelReader {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            match self.rx.recv() {
+                Ok(chunk) => {
+                    self.buf = chunk?;
+                    self.pos = 0;
+                }
+                Err(_) => return Ok(0),
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+fn walk_bundle(
+    decoded: impl Read,
+    index: &Index,
+    visitor: &mut dyn BundleVisitor,
+) -> Result<BundleSummary> {
     let mut archive = tar::Archive::new(decoded);
     let mut sources: Option<SourcesFile> = None;
     let mut names: HashMap<String, String> = HashMap::new();
