@@ -18,7 +18,7 @@ use crate::args::{
 use crate::config::{Config, EXAMPLE};
 use crate::output::{Spinner, print_json, size};
 
-type CmdResult = std::result::Result<(), Failure>;
+pub(crate) type CmdResult = std::result::Result<(), Failure>;
 
 /// Runs the parsed command.
 pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult {
@@ -41,18 +41,20 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
     }
 }
 
-struct Ctx {
-    json: bool,
-    quiet: bool,
-    config_path: Option<PathBuf>,
-    registry: Registry,
-    cancel: CancelFlag,
-    verbose: bool,
+/// What every command gets: global flags, the plugin registry, the
+/// interrupt flag. Commands added in their own modules use it too.
+pub(crate) struct Ctx {
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+    pub(crate) config_path: Option<PathBuf>,
+    pub(crate) registry: Registry,
+    pub(crate) cancel: CancelFlag,
+    pub(crate) verbose: bool,
 }
 
 impl Ctx {
     /// The config: --config/COFFER_CONFIG (must exist), else ./coffer.toml if present.
-    fn config(&self) -> Result<Option<Config>> {
+    pub(crate) fn config(&self) -> Result<Option<Config>> {
         match &self.config_path {
             Some(p) => Config::load(p, &self.registry).map(Some),
             None => {
@@ -67,7 +69,7 @@ impl Ctx {
     }
 
     /// Sinks named or given by URL on the command line, else the config's.
-    fn read_sinks(&self, sel: &SinkSel, config: Option<&Config>) -> Result<Vec<(String, Arc<dyn Sink>)>> {
+    pub(crate) fn read_sinks(&self, sel: &SinkSel, config: Option<&Config>) -> Result<Vec<(String, Arc<dyn Sink>)>> {
         if !sel.sinks.is_empty() {
             return sel
                 .sinks
@@ -84,7 +86,7 @@ impl Ctx {
         }
     }
 
-    fn sink(&self, s: &str, config: Option<&Config>) -> Result<Arc<dyn Sink>> {
+    pub(crate) fn sink(&self, s: &str, config: Option<&Config>) -> Result<Arc<dyn Sink>> {
         if let Some(c) = config
             && let Some(sink) = c.sinks.get(s)
         {
@@ -144,7 +146,7 @@ fn keygen(ctx: &Ctx, a: KeygenArgs) -> CmdResult {
 }
 
 /// Creates `path` with mode 0600, refusing to overwrite.
-fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {
+pub(crate) fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let mut f = std::fs::OpenOptions::new()
@@ -186,7 +188,7 @@ fn init(ctx: &Ctx, a: InitArgs) -> CmdResult {
     Ok(())
 }
 
-fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Passphrase> {
+pub(crate) fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Passphrase> {
     if let Some(f) = file {
         return Passphrase::from_file(f);
     }
@@ -209,7 +211,7 @@ fn passphrase(file: Option<&Path>, confirm: bool) -> Result<Passphrase> {
         .with_hint("set COFFER_PASSPHRASE, pass --passphrase-file FILE, or run on a terminal"))
 }
 
-fn identities(keys: &KeySel) -> Result<Identities> {
+pub(crate) fn identities(keys: &KeySel) -> Result<Identities> {
     let mut ids = Identities::new();
     for f in &keys.identities {
         ids.add_file(f)?;
@@ -490,7 +492,7 @@ async fn list(ctx: &Ctx, sel: SinkSel) -> CmdResult {
 }
 
 /// Finds `spec` on the first of `sinks` that has it.
-async fn find_snapshot(
+pub(crate) async fn find_snapshot(
     sinks: &[(String, Arc<dyn Sink>)],
     spec: &str,
 ) -> Result<(String, Arc<dyn Sink>, CatalogEntry)> {
