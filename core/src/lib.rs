@@ -12,6 +12,7 @@ mod bundle;
 mod catalog;
 mod crypto;
 mod error;
+pub mod fsutil;
 mod registry;
 mod restore;
 mod sink;

@@ -27,7 +27,7 @@ use crate::config::LocalSinkConfig;
 use crate::error::LocalError;
 
 /// Name prefix of the files a put writes before renaming them into place.
-const TEMP_PREFIX: &str = ".coffer-tmp-";
+use coffer_core::fsutil::TEMP_PREFIX;
 /// Size of the chunks a get yields.
 const READ_CHUNK: u64 = 256 * 1024;
 /// Chunks a get reads ahead of its consumer.
@@ -343,9 +343,9 @@ impl WriteJob {
             }
         }
         // Make the new name, and any directory created for it, durable.
-        sync_dir(&dir)?;
+        coffer_core::fsutil::sync_dir(&dir)?;
         for d in created.iter().rev() {
-            sync_dir(d)?;
+            coffer_core::fsutil::sync_dir(d)?;
         }
         Ok(written)
     }
@@ -411,17 +411,6 @@ fn ensure_dirs(root: &Path, dir: &Path, key: &str) -> Result<Vec<PathBuf>> {
     }
     created.dedup();
     Ok(created)
-}
-
-fn sync_dir(dir: &Path) -> Result<()> {
-    let res = File::open(dir).and_then(|d| d.sync_all());
-    match res {
-        Ok(()) => Ok(()),
-        // Some filesystems (FUSE, CIFS, vfat) refuse fsync on directories;
-        // their renames are as durable as they can be.
-        Err(e) if matches!(e.kind(), io::ErrorKind::InvalidInput | io::ErrorKind::Unsupported) => Ok(()),
-        Err(e) => Err(Error::io(format!("syncing the directory {}", dir.display()), e)),
-    }
 }
 
 /// How a create-only rename placed the object.

@@ -7,11 +7,9 @@
 //! byte for byte. Reports and errors name keys, never values.
 
 use std::collections::HashMap;
-use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, File};
 use std::io::{self, Read, Write};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -23,7 +21,7 @@ use tempfile::TempPath;
 
 use crate::dotenv::{self, EnvLine};
 
-const TEMP_PREFIX: &str = ".coffer-tmp-";
+use coffer_core::fsutil::TEMP_PREFIX;
 /// A `.env` secret larger than this is not a `.env` file.
 const MAX_SIZE: u64 = 16 << 20;
 
@@ -59,7 +57,7 @@ impl EnvRestorer {
             Some(t) => t.clone(),
             None => source_path.parent().unwrap_or(Path::new("/")).to_path_buf(),
         };
-        check_writable(&dir)?;
+        coffer_core::fsutil::check_writable_dir(&dir)?;
         Ok(EnvRestorer {
             name,
             claims: opts.claims.clone(),
@@ -335,41 +333,6 @@ fn lstat(path: &Path) -> Result<Option<fs::Metadata>> {
         Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(Error::io(format!("cannot stat {}", path.display()), e)),
     }
-}
-
-/// Checks before any entry is read that `dir` (or its nearest existing
-/// ancestor) is a writable directory.
-fn check_writable(dir: &Path) -> Result<()> {
-    let mut d = dir;
-    loop {
-        match fs::metadata(d) {
-            Ok(m) if m.is_dir() => break,
-            Ok(_) => {
-                return Err(
-                    Error::new(ErrorKind::AlreadyExists, "restore destination is not a directory")
-                        .with_context("path", d.display())
-                        .with_hint("choose a directory with --target"),
-                );
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match d.parent() {
-                Some(p) => d = p,
-                None => break,
-            },
-            Err(e) => return Err(Error::io(format!("cannot stat {}", d.display()), e)),
-        }
-    }
-    let c = CString::new(d.as_os_str().as_bytes())
-        .map_err(|_| Error::new(ErrorKind::ConfigInvalid, "path contains a NUL byte"))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-        return Err(Error::io(
-            format!("cannot write to {}", d.display()),
-            io::Error::last_os_error(),
-        )
-        .with_context("path", d.display())
-        .with_hint("run the restore as a user that can write there, or choose another --target"));
-    }
-    Ok(())
 }
 
 /// Keeps a replaced file's owner (works when running as root).

@@ -29,7 +29,7 @@ use coffer_core::{
 };
 use tempfile::TempPath;
 
-const TEMP_PREFIX: &str = ".coffer-tmp-";
+use coffer_core::fsutil::TEMP_PREFIX;
 
 /// How bundle paths map to the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -118,7 +118,7 @@ impl FileRestorer {
         };
         let root = std::path::absolute(&root)
             .map_err(|e| Error::io(format!("cannot resolve {}", root.display()), e))?;
-        let root_existed = check_writable(&root)?;
+        let root_existed = coffer_core::fsutil::check_writable_dir(&root)?;
         Ok(FileRestorer {
             name,
             claims: opts.claims.clone(),
@@ -158,7 +158,7 @@ impl FileRestorer {
             matches!(entry.kind, RestoreEntryKind::File { .. }) && name.as_deref() == Some(entry.path);
         if single {
             self.root = self.source_path.parent().unwrap_or(Path::new("/")).to_path_buf();
-            self.root_existed = check_writable(&self.root)?;
+            self.root_existed = coffer_core::fsutil::check_writable_dir(&self.root)?;
             self.layout = Layout::Single { name };
         } else {
             self.layout = Layout::Dir;
@@ -496,7 +496,7 @@ impl FileRestorer {
                 .map_err(|e| Error::io(format!("cannot set the mode of {}", path.display()), e))?;
         }
         for dir in &synced_dirs {
-            sync_dir(dir)?;
+            coffer_core::fsutil::sync_dir(dir)?;
         }
         // Last and deepest first: a restrictive mode must not lock us out of
         // a subdirectory, and writing into a directory changes its mtime.
@@ -707,41 +707,6 @@ fn existing_dir(path: &Path) -> Result<bool> {
     }
 }
 
-/// Checks before any entry is read that `root` (or its nearest existing
-/// ancestor) is a writable directory; returns whether `root` exists.
-fn check_writable(root: &Path) -> Result<bool> {
-    let mut dir = root;
-    loop {
-        match fs::metadata(dir) {
-            Ok(m) if m.is_dir() => break,
-            Ok(_) => {
-                return Err(
-                    Error::new(ErrorKind::AlreadyExists, "restore destination is not a directory")
-                        .with_context("path", dir.display())
-                        .with_hint("choose a directory with --target"),
-                );
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
-                Some(p) => dir = p,
-                None => break,
-            },
-            Err(e) => return Err(Error::io(format!("cannot stat {}", dir.display()), e)),
-        }
-    }
-    let c = CString::new(dir.as_os_str().as_bytes())
-        .map_err(|_| Error::new(ErrorKind::ConfigInvalid, "path contains a NUL byte"))?;
-    // SAFETY: `c` is a valid NUL-terminated string for the duration of the call.
-    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
-        return Err(Error::io(
-            format!("cannot write to {}", dir.display()),
-            io::Error::last_os_error(),
-        )
-        .with_context("path", dir.display())
-        .with_hint("run the restore as a user that can write there, or choose another --target"));
-    }
-    Ok(dir == root)
-}
-
 fn mkdir(path: &Path) -> Result<()> {
     fs::DirBuilder::new()
         .create(path)
@@ -761,12 +726,6 @@ fn open_dir_nofollow(path: &Path) -> Result<File> {
         .custom_flags(libc::O_NOFOLLOW | libc::O_DIRECTORY)
         .open(path)
         .map_err(|e| Error::io(format!("cannot open directory {}", path.display()), e))
-}
-
-fn sync_dir(path: &Path) -> Result<()> {
-    File::open(path)
-        .and_then(|d| d.sync_all())
-        .map_err(|e| Error::io(format!("cannot fsync directory {}", path.display()), e))
 }
 
 fn parent_of(path: &Path) -> PathBuf {
