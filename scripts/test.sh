@@ -16,6 +16,15 @@ if [ ${#need_apt[@]} -gt 0 ]; then
 fi
 command -v cargo-nextest >/dev/null || cargo install cargo-nextest --locked
 
+# The MongoDB tests run against secantusd-py (PyPI `secantusdb`, a
+# MongoDB-compatible server in Python), installed into a venv of the repo.
+if [ -z "${COFFER_SECANTUSD:-}" ] && [ ! -x .venv-secantus/bin/secantusd-py ]; then
+  echo "installing secantusdb into .venv-secantus"
+  rm -rf .venv-secantus
+  python3 -m venv .venv-secantus
+  .venv-secantus/bin/pip install -q --pre secantusdb pymongo
+fi
+
 # The end-to-end tests drive the real binary.
 cargo build -p coffer
 cargo nextest run --workspace --all-features --no-fail-fast

@@ -39,7 +39,7 @@ pub enum Command {
     /// Capture the sources into one bundle and write it to every sink.
     Backup(BackupArgs),
     /// List the snapshots on a sink.
-    List(SinkArgs),
+    List(ListArgs),
     /// Show one snapshot's public index (and its manifest with --identity).
     Show(ShowArgs),
     /// Check snapshots: size and SHA-256 without any key; --deep decrypts
@@ -48,6 +48,15 @@ pub enum Command {
     /// Restore a snapshot (after verifying it) to the original places or
     /// under --target.
     Restore(RestoreArgs),
+    /// Apply the retention policy: print each snapshot with keep/delete and
+    /// the reasons, then delete (index first, then the object).
+    Prune(crate::prune::PruneArgs),
+    /// Pin a snapshot: no retention policy deletes it until `coffer unpin`.
+    Pin(crate::prune::PinArgs),
+    /// Remove a snapshot's pin.
+    Unpin(crate::prune::UnpinArgs),
+    /// Remove stale sink locks (left by killed runs); --force also live ones.
+    Unlock(crate::trust::UnlockArgs),
 }
 
 #[derive(Debug, Args)]
@@ -58,8 +67,13 @@ pub struct KeygenArgs {
     /// Instead of generating: check an SSH public key file (ssh-ed25519 or
     /// ssh-rsa) and print it as a recipient. Its private key then works with
     /// --identity.
-    #[arg(long, value_name = "PUBKEY_FILE")]
+    #[arg(long, value_name = "PUBKEY_FILE", conflicts_with = "signing")]
     pub ssh: Option<PathBuf>,
+    /// Generate an Ed25519 signing key instead (for `signing-key` /
+    /// --signing-key); prints its public key coffer-sign-ed25519:… to
+    /// trust (`trusted-signers` / --trusted-signer).
+    #[arg(long)]
+    pub signing: bool,
 }
 
 #[derive(Debug, Args)]
@@ -125,12 +139,40 @@ pub struct BackupArgs {
     /// Record this RFC 3339 time as the snapshot time instead of now.
     #[arg(long)]
     pub time: Option<String>,
+    /// After the backup, apply the retention policy (as `coffer prune`) on
+    /// each sink that stored the snapshot.
+    #[arg(long)]
+    pub prune: bool,
+    /// Pin the new snapshot: no retention policy ever deletes it.
+    #[arg(long)]
+    pub keep_forever: bool,
+    /// Sign the snapshot's index with this key (coffer signing key or
+    /// OpenSSH ed25519 private key); overrides `signing-key`.
+    #[arg(long, value_name = "FILE", env = "COFFER_SIGNING_KEY")]
+    pub signing_key: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct TrustSel {
+    /// Trust snapshots signed by this key (coffer-sign-ed25519:…, ssh-ed25519 …,
+    /// or a file of such lines); repeatable; adds to `trusted-signers`. Once
+    /// any is given, unsigned and untrusted snapshots are refused.
+    #[arg(long = "trusted-signer", value_name = "KEY")]
+    pub trusted_signers: Vec<String>,
 }
 
 #[derive(Debug, Args)]
 pub struct SinkArgs {
     #[command(flatten)]
     pub sink: SinkSel,
+}
+
+#[derive(Debug, Args)]
+pub struct ListArgs {
+    #[command(flatten)]
+    pub sink: SinkSel,
+    #[command(flatten)]
+    pub trust: TrustSel,
 }
 
 #[derive(Debug, Args)]
@@ -141,6 +183,8 @@ pub struct ShowArgs {
     pub sink: SinkSel,
     #[command(flatten)]
     pub keys: KeySel,
+    #[command(flatten)]
+    pub trust: TrustSel,
 }
 
 #[derive(Debug, Args)]
@@ -157,6 +201,8 @@ pub struct VerifyArgs {
     pub sink: SinkSel,
     #[command(flatten)]
     pub keys: KeySel,
+    #[command(flatten)]
+    pub trust: TrustSel,
 }
 
 #[derive(Debug, Args)]
@@ -167,6 +213,8 @@ pub struct RestoreArgs {
     pub sink: SinkSel,
     #[command(flatten)]
     pub keys: KeySel,
+    #[command(flatten)]
+    pub trust: TrustSel,
     /// Put file sources under DIR and env sources into DIR instead of their
     /// original paths.
     #[arg(long, value_name = "DIR")]
@@ -180,4 +228,15 @@ pub struct RestoreArgs {
     /// Directory for the verified ciphertext cache (default: temp dir).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
+    /// Restore mongo sources into this server instead of the one they were
+    /// dumped from (prefer the variable: a password on the command line
+    /// is visible to other users).
+    #[arg(long, value_name = "URI", env = "COFFER_MONGO_URI", hide_env_values = true)]
+    pub mongo_uri: Option<String>,
+    /// Mongo sources: replace each existing collection with the bundle's
+    /// (swapped in whole, after it was staged and counted). Without it
+    /// documents are only inserted, and existing `_id`s are kept and
+    /// counted as conflicts.
+    #[arg(long)]
+    pub drop: bool,
 }

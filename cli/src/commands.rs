@@ -13,7 +13,8 @@ use serde_json::json;
 
 use crate::Failure;
 use crate::args::{
-    BackupArgs, Cli, Command, InitArgs, KeySel, KeygenArgs, RestoreArgs, ShowArgs, SinkSel, VerifyArgs,
+    BackupArgs, Cli, Command, InitArgs, KeySel, KeygenArgs, RestoreArgs, ShowArgs, SinkSel, TrustSel,
+    VerifyArgs,
 };
 use crate::config::{Config, EXAMPLE};
 use crate::output::{Spinner, print_json, size};
@@ -34,10 +35,14 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
         Command::Keygen(a) => keygen(&ctx, a),
         Command::Init(a) => init(&ctx, a),
         Command::Backup(a) => backup(&ctx, a).await,
-        Command::List(a) => list(&ctx, a.sink).await,
+        Command::List(a) => list(&ctx, a.sink, a.trust).await,
         Command::Show(a) => show(&ctx, a).await,
         Command::Verify(a) => verify(&ctx, a).await,
         Command::Restore(a) => restore(&ctx, a).await,
+        Command::Unlock(a) => crate::trust::unlock(&ctx, a).await,
+        Command::Prune(a) => crate::prune::prune(&ctx, a).await,
+        Command::Pin(a) => crate::prune::pin(&ctx, a).await,
+        Command::Unpin(a) => crate::prune::unpin(&ctx, a).await,
     }
 }
 
@@ -69,7 +74,11 @@ impl Ctx {
     }
 
     /// Sinks named or given by URL on the command line, else the config's.
-    pub(crate) fn read_sinks(&self, sel: &SinkSel, config: Option<&Config>) -> Result<Vec<(String, Arc<dyn Sink>)>> {
+    pub(crate) fn read_sinks(
+        &self,
+        sel: &SinkSel,
+        config: Option<&Config>,
+    ) -> Result<Vec<(String, Arc<dyn Sink>)>> {
         if !sel.sinks.is_empty() {
             return sel
                 .sinks
@@ -97,6 +106,9 @@ impl Ctx {
 }
 
 fn keygen(ctx: &Ctx, a: KeygenArgs) -> CmdResult {
+    if a.signing {
+        return crate::trust::keygen_signing(ctx, a.output.as_deref());
+    }
     if let Some(pubfile) = a.ssh {
         let text = std::fs::read_to_string(&pubfile)
             .map_err(|e| Error::io(format!("reading {}", pubfile.display()), e))?;
@@ -235,7 +247,7 @@ fn unique_name(base: &str, taken: &[String]) -> String {
 async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
     let config = ctx.config()?;
     let one_off = !a.sources.is_empty();
-    let (job, sources, sink_names, recipients, compression, mut tags, passfile) = if one_off {
+    let (job, sources, sink_names, recipients, compression, mut tags, passfile, job_signing) = if one_off {
         if a.job.is_some() {
             return Err(config_error("give either a JOB or --source flags, not both").into());
         }
@@ -264,6 +276,7 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             a.recipients.clone(),
             a.compression.clone(),
             vec![],
+            None,
             None,
         )
     } else {
@@ -297,9 +310,13 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             compression,
             job.tags.clone(),
             job.passphrase_file.clone(),
+            job.signing_key.clone(),
         )
     };
     tags.extend(a.tags.iter().cloned());
+    if a.prune {
+        crate::prune::check_backup_prune(config.as_ref(), &job, &sink_names)?;
+    }
 
     let encryption = if a.passphrase || a.passphrase_file.is_some() || passfile.is_some() {
         if !a.recipients.is_empty() {
@@ -342,6 +359,8 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             required: true,
         });
     }
+    let signing_key =
+        crate::trust::signing_key(a.signing_key.as_deref(), job_signing.as_deref(), config.as_ref())?;
     let threads = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(2);
@@ -354,18 +373,36 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         tags,
         time,
         threads,
+        signing_key,
     };
 
     let progress = Arc::new(Progress::default());
     let spinner = Spinner::start("backup", progress.clone(), ctx.quiet);
     let started = std::time::Instant::now();
+    // Shared locks: a running prune (exclusive lock) makes the backup wait
+    // for nothing and refuse at once; a prune started later never deletes
+    // this snapshot's object, which has no index yet.
+    let lock_targets: Vec<(String, Arc<dyn Sink>)> = req
+        .sinks
+        .iter()
+        .map(|t| (t.name.clone(), t.sink.clone()))
+        .collect();
+    let locks = match crate::trust::lock_shared(&lock_targets, "backup").await {
+        Ok(l) => l,
+        Err(e) => {
+            spinner.finish();
+            return Err(e.into());
+        }
+    };
     let outcome = coffer_core::run_backup(req, progress).await;
+    crate::trust::release_all(locks).await;
     spinner.finish();
     let outcome = outcome?;
     let secs = started.elapsed().as_secs_f64();
+    let after = crate::prune::after_backup(ctx, config.as_ref(), &a, &outcome).await;
 
     if ctx.json {
-        let v = json!({
+        let mut v = json!({
             "id": outcome.index.id.as_str(),
             "job": outcome.index.job,
             "created_at": outcome.index.created_at.to_string(),
@@ -382,6 +419,9 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
                 "error": s.result.as_ref().err().map(|e| e.to_string()),
             })).collect::<Vec<_>>(),
         });
+        if let Ok(Some(after)) = &after {
+            after.add_json(&mut v);
+        }
         print_json(&v);
     } else {
         println!(
@@ -402,6 +442,9 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
                 Err(e) => println!("  sink {} ({}): FAILED: {e}", s.name, s.location),
             }
         }
+        if let Ok(Some(after)) = &after {
+            after.print();
+        }
     }
     if !outcome.required_ok() {
         let failed: Vec<_> = outcome
@@ -416,6 +459,7 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             failed.join(", ")
         )));
     }
+    after?;
     Ok(())
 }
 
@@ -430,12 +474,14 @@ fn snapshot_json(e: &CatalogEntry) -> serde_json::Value {
         "sha256": e.index.object.sha256,
         "sources": e.index.sources,
         "state": e.state.as_str(),
+        "pinned": e.pinned,
     })
 }
 
-async fn list(ctx: &Ctx, sel: SinkSel) -> CmdResult {
+async fn list(ctx: &Ctx, sel: SinkSel, trust: TrustSel) -> CmdResult {
     let config = ctx.config()?;
     let sinks = ctx.read_sinks(&sel, config.as_ref())?;
+    let trust = crate::trust::trusted_signers(&trust, config.as_ref())?;
     let mut out = Vec::new();
     for (name, sink) in &sinks {
         let cat = Catalog::load(sink.as_ref())
@@ -445,7 +491,14 @@ async fn list(ctx: &Ctx, sel: SinkSel) -> CmdResult {
             out.push(json!({
                 "sink": name,
                 "location": sink.info().to_string(),
-                "snapshots": cat.snapshots.iter().map(snapshot_json).collect::<Vec<_>>(),
+                "snapshots": cat.snapshots.iter().map(|e| {
+                    let mut v = snapshot_json(e);
+                    let t = trust.judge(&e.signature);
+                    v["signature"] = json!(t.as_str());
+                    v["signer"] = json!(t.fingerprint());
+                    v["trusted"] = json!(crate::trust::enforce(&trust, e).is_ok());
+                    v
+                }).collect::<Vec<_>>(),
                 "incomplete": cat.incomplete,
                 "unreadable": cat.unreadable.iter().map(|(k, e)| json!({"key": k, "error": e})).collect::<Vec<_>>(),
             }));
@@ -458,18 +511,23 @@ async fn list(ctx: &Ctx, sel: SinkSel) -> CmdResult {
             println!("no snapshots");
         } else {
             println!(
-                "{:<26} {:<20} {:<16} {:>10}  {:<10} SOURCES",
-                "ID", "TIME (UTC)", "JOB", "SIZE", "STATE"
+                "{:<26} {:<20} {:<16} {:>10}  {:<16} {:<9} SOURCES",
+                "ID", "TIME (UTC)", "JOB", "SIZE", "STATE", "SIGNATURE"
             );
             for s in &cat.snapshots {
                 let srcs: Vec<_> = s.index.sources.iter().map(|s| s.name.as_str()).collect();
                 println!(
-                    "{:<26} {:<20} {:<16} {:>10}  {:<10} {}",
+                    "{:<26} {:<20} {:<16} {:>10}  {:<16} {:<9} {}",
                     s.index.id.as_str(),
                     s.index.created_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
                     s.index.job,
                     size(s.index.object.size),
-                    s.state.as_str(),
+                    if s.pinned {
+                        format!("{},pinned", s.state.as_str())
+                    } else {
+                        s.state.as_str().to_string()
+                    },
+                    signature_column(&trust, s),
                     srcs.join(",")
                 );
             }
@@ -489,6 +547,17 @@ async fn list(ctx: &Ctx, sel: SinkSel) -> CmdResult {
         print_json(&json!(out));
     }
     Ok(())
+}
+
+/// `signed` (trusted, or any valid signature when no signer is trusted),
+/// `unsigned`, or `untrusted` (refused by restore: unsigned or untrusted
+/// while signers are configured, or a bad signature).
+fn signature_column(trust: &coffer_core::TrustedSigners, e: &CatalogEntry) -> &'static str {
+    match (crate::trust::enforce(trust, e), trust.judge(&e.signature)) {
+        (Err(_), _) => "untrusted",
+        (Ok(_), coffer_core::TrustState::Unsigned) => "unsigned",
+        (Ok(_), _) => "signed",
+    }
 }
 
 /// Finds `spec` on the first of `sinks` that has it.
@@ -512,7 +581,9 @@ pub(crate) async fn find_snapshot(
 async fn show(ctx: &Ctx, a: ShowArgs) -> CmdResult {
     let config = ctx.config()?;
     let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let trust = crate::trust::trusted_signers(&a.trust, config.as_ref())?;
     let (sink_name, sink, entry) = find_snapshot(&sinks, &a.snapshot).await?;
+    let signature = crate::trust::enforce(&trust, &entry)?;
     let ids = identities(&a.keys)?;
     let manifest = if ids.is_empty() {
         None
@@ -527,7 +598,10 @@ async fn show(ctx: &Ctx, a: ShowArgs) -> CmdResult {
         Some(summary)
     };
     if ctx.json {
-        let mut v = json!({ "sink": sink_name, "state": entry.state.as_str(), "index": entry.index });
+        let mut v = json!({
+            "sink": sink_name, "state": entry.state.as_str(), "index": entry.index,
+            "signature": signature.as_str(), "signer": signature.fingerprint(),
+        });
         if let Some(s) = &manifest {
             v["manifest"] = serde_json::to_value(&s.manifest).expect("json");
             v["sources"] = serde_json::to_value(&s.sources.sources).expect("json");
@@ -539,6 +613,10 @@ async fn show(ctx: &Ctx, a: ShowArgs) -> CmdResult {
     println!("snapshot   {}", i.id);
     println!("sink       {sink_name} ({})", sink.info());
     println!("state      {}", entry.state.as_str());
+    match signature.fingerprint() {
+        Some(fp) => println!("signature  {} ({fp})", signature.as_str()),
+        None => println!("signature  {}", signature.as_str()),
+    }
     println!("job        {}", i.job);
     println!("created    {}", i.created_at);
     println!("host       {}", i.host);
@@ -576,6 +654,7 @@ async fn show(ctx: &Ctx, a: ShowArgs) -> CmdResult {
 async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
     let config = ctx.config()?;
     let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let trust = crate::trust::trusted_signers(&a.trust, config.as_ref())?;
     let ids = if a.deep {
         Some(Arc::new(identities(&a.keys)?))
     } else {
@@ -617,6 +696,8 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
         for entry in chosen {
             let index = entry.index.clone();
             let check = async {
+                // The signature first: nothing is fetched for a refused one.
+                crate::trust::enforce(&trust, &entry)?;
                 match &ids {
                     None => coffer_core::verify_object(sink.as_ref(), &index, None)
                         .await
@@ -691,7 +772,10 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
             .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)")
             .into());
     }
+    let trust = crate::trust::trusted_signers(&a.trust, config.as_ref())?;
     let (sink_name, sink, entry) = find_snapshot(&sinks, &a.snapshot).await?;
+    // Before fetching or decrypting anything: a forged snapshot stops here.
+    crate::trust::enforce(&trust, &entry)?;
     let index = entry.index.clone();
     for only in &a.only {
         if !index.sources.iter().any(|s| &s.name == only || &s.kind == only) {
@@ -738,6 +822,12 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     let mut opts = RestoreOptions::default();
     opts.target = a.target.clone();
     opts.dry_run = a.dry_run;
+    if let Some(uri) = &a.mongo_uri {
+        opts.params.insert("mongo-uri".into(), uri.clone());
+    }
+    if a.drop {
+        opts.params.insert("drop".into(), "true".into());
+    }
     opts.cancel = ctx.cancel.clone();
     let handle = tokio::runtime::Handle::current();
     let idx = index.clone();

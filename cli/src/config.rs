@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use coffer_core::{Error, Registry, Result, Sink, Source, config_error, toml};
+use coffer_core::{Error, Registry, Result, RetentionPolicy, Sink, Source, config_error, toml};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -18,6 +18,10 @@ struct ConfigFile {
     recipients: Vec<String>,
     #[serde(default)]
     compression: Option<String>,
+    #[serde(default)]
+    signing_key: Option<PathBuf>,
+    #[serde(default)]
+    trusted_signers: Vec<String>,
     #[serde(default)]
     job: BTreeMap<String, Spanned<JobConfig>>,
     #[serde(default)]
@@ -46,6 +50,12 @@ pub struct JobConfig {
     /// Encrypt with the passphrase in this file instead of recipients.
     #[serde(default)]
     pub passphrase_file: Option<PathBuf>,
+    /// Overrides the top-level signing key.
+    #[serde(default)]
+    pub signing_key: Option<PathBuf>,
+    /// Which snapshots `coffer prune` and `backup --prune` keep.
+    #[serde(default)]
+    pub retention: Option<RetentionPolicy>,
 }
 
 /// A parsed, resolved configuration.
@@ -57,6 +67,12 @@ pub struct Config {
     pub jobs: BTreeMap<String, JobConfig>,
     pub sources: BTreeMap<String, Arc<dyn Source>>,
     pub sinks: BTreeMap<String, Arc<dyn Sink>>,
+    /// Signs every snapshot (relative to the config file's folder).
+    pub signing_key: Option<PathBuf>,
+    /// Public keys (or files of them) whose signatures are trusted.
+    pub trusted_signers: Vec<String>,
+    /// `[sink.NAME] retention = {…}`: replaces the job's policy on that sink.
+    pub sink_retention: BTreeMap<String, RetentionPolicy>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -106,9 +122,22 @@ impl Config {
             sources.insert(name, src);
         }
         let mut sinks = BTreeMap::new();
+        let mut sink_retention = BTreeMap::new();
         for (name, table) in file.sink {
             let span = table.span();
             let mut t = table.into_inner();
+            // `retention` is coffer's, not the plugin's (whose config
+            // denies unknown keys): take it out before the factory.
+            if let Some(r) = t.remove("retention") {
+                let policy = RetentionPolicy::deserialize(r).map_err(|e| {
+                    config_error(at(
+                        span.clone(),
+                        &format!("[sink.{name}] retention: {}", e.message()),
+                    ))
+                    .with_hint("e.g. retention = { keep-daily = 30, keep-monthly = 12 }")
+                })?;
+                sink_retention.insert(name.clone(), policy);
+            }
             let kind =
                 take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
             let factory = registry
@@ -160,6 +189,11 @@ impl Config {
             {
                 job.passphrase_file = Some(base.join(p));
             }
+            if let Some(p) = &job.signing_key
+                && p.is_relative()
+            {
+                job.signing_key = Some(base.join(p));
+            }
             jobs.insert(name, job);
         }
         Ok(Config {
@@ -169,6 +203,11 @@ impl Config {
             jobs,
             sources,
             sinks,
+            sink_retention,
+            signing_key: file
+                .signing_key
+                .map(|p| if p.is_relative() { base.join(p) } else { p }),
+            trusted_signers: file.trusted_signers,
         })
     }
 
@@ -211,3 +250,48 @@ fn take_kind(t: &mut toml::Table) -> Result<String> {
 
 /// The commented example `coffer init` writes and the quick start uses.
 pub const EXAMPLE: &str = include_str!("../../examples/init/coffer.toml");
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn root() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .parent()
+            .expect("workspace")
+            .to_path_buf()
+    }
+
+    #[test]
+    fn every_shipped_example_parses() {
+        let reg = crate::registry();
+        for example in ["examples/quickstart/coffer.toml", "examples/init/coffer.toml"] {
+            let cfg = Config::load(&root().join(example), &reg).unwrap_or_else(|e| panic!("{example}: {e}"));
+            let (_, job) = cfg.job(None).unwrap();
+            assert!(!job.sources.is_empty() && !job.sinks.is_empty(), "{example}");
+        }
+        // The text `coffer init` writes is the init example.
+        assert_eq!(
+            EXAMPLE,
+            std::fs::read_to_string(root().join("examples/init/coffer.toml")).unwrap()
+        );
+    }
+
+    #[test]
+    fn errors_name_file_and_line() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        std::fs::write(
+            &p,
+            "recipients = []\n\n[sink.s]\nkind = \"local\"\npath = \"b\"\nbogus = 1\n",
+        )
+        .unwrap();
+        let err = Config::load(&p, &crate::registry()).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("c.toml:3"), "{text}");
+        assert!(text.contains("bogus"), "{text}");
+        std::fs::write(&p, "[job.a]\nsources = []\nsinks = []\n").unwrap();
+        let err = Config::load(&p, &crate::registry()).unwrap_err();
+        assert!(err.to_string().contains("needs sources and sinks"), "{err}");
+    }
+}

@@ -5,6 +5,8 @@ mod args;
 mod commands;
 mod config;
 mod output;
+mod prune;
+mod trust;
 
 use std::process::ExitCode;
 
@@ -16,6 +18,8 @@ fn registry() -> Registry {
     let mut reg = Registry::new();
     coffer_source_file::register(&mut reg);
     coffer_source_env::register(&mut reg);
+    #[cfg(feature = "mongo")]
+    coffer_source_mongo::register(&mut reg);
     coffer_sink_local::register(&mut reg);
     reg
 }

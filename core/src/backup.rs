@@ -13,7 +13,8 @@
 //! A sink's stream ends cleanly only after every stage finished: any
 //! failure upstream is delivered to each sink as an error item, which the
 //! Sink contract turns into "nothing visible". The public index is written
-//! to a sink only after its object was stored.
+//! to a sink only after its object (and, when signing, `<id>.sig`) was
+//! stored.
 
 use std::io::{self, Write};
 use std::sync::Arc;
@@ -32,6 +33,7 @@ use crate::bundle::{
 };
 use crate::crypto::Encryption;
 use crate::error::{Error, ErrorKind, Result};
+use crate::signing::SigningKey;
 use crate::sink::{PutOptions, Sink, SinkExt};
 use crate::source::{Area, CaptureContext, Entry, EntryBody, EntrySender, Source, SourceReport};
 use crate::stream::{ChunkWriter, Compressor, CountingWriter, ExactReader, HashReader};
@@ -66,6 +68,8 @@ pub struct BackupRequest {
     pub time: Option<Timestamp>,
     /// zstd worker threads (0 = single-threaded).
     pub threads: u32,
+    /// Signs the index (`<id>.sig`, written before the index) when set.
+    pub signing_key: Option<Arc<SigningKey>>,
 }
 
 /// Live counters for progress display.
@@ -383,23 +387,43 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         },
     };
     let index_bytes = Bytes::from(index.to_json());
+    // The signature covers the exact index bytes stored below.
+    let sig_bytes = req
+        .signing_key
+        .as_ref()
+        .map(|k| Bytes::from(k.sign_index(&index_bytes).to_json()));
 
-    // Index last, only where the object landed.
+    // Object, then signature, then index last, only where the object landed.
     let mut sinks = Vec::new();
     let index_writes = req.sinks.iter().zip(put_results).map(|(t, put)| {
         let bytes = index_bytes.clone();
         let key = id.index_key();
+        let sig = sig_bytes.clone().map(|b| (id.signature_key(), b));
         async move {
             let result = match put {
                 Ok(n) if n != size => Err(Error::new(
                     ErrorKind::Integrity,
                     format!("sink stored {n} bytes, expected {size}"),
                 )),
-                Ok(_) => t
-                    .sink
-                    .put_bytes(&key, bytes, PutOptions::create())
-                    .await
-                    .map(|_| ()),
+                Ok(_) => {
+                    let signed = match sig {
+                        Some((sig_key, sig)) => t
+                            .sink
+                            .put_bytes(&sig_key, sig, PutOptions::create())
+                            .await
+                            .map(|_| ())
+                            .map_err(|e| e.prefix("writing the signature")),
+                        None => Ok(()),
+                    };
+                    match signed {
+                        Ok(()) => t
+                            .sink
+                            .put_bytes(&key, bytes, PutOptions::create())
+                            .await
+                            .map(|_| ()),
+                        Err(e) => Err(e),
+                    }
+                }
                 Err(e) => Err(e),
             };
             SinkOutcome {

@@ -25,6 +25,8 @@ pub const MANIFEST_ENTRY: &str = "manifest.json";
 pub const OBJECT_SUFFIX: &str = ".coffer";
 /// Suffix of the public index object.
 pub const INDEX_SUFFIX: &str = ".json";
+/// Suffix of the signature stored beside a signed index.
+pub const SIGNATURE_SUFFIX: &str = ".sig";
 
 /// A snapshot id: UTC time and a random suffix, e.g.
 /// `20261127T221500Z-3f9a1c2e`. Ids sort by time.
@@ -52,6 +54,11 @@ impl SnapshotId {
     /// Key of the public index.
     pub fn index_key(&self) -> String {
         format!("{}{INDEX_SUFFIX}", self.0)
+    }
+
+    /// Key of the index's signature (signed snapshots only).
+    pub fn signature_key(&self) -> String {
+        format!("{}{SIGNATURE_SUFFIX}", self.0)
     }
 }
 

@@ -4,8 +4,10 @@
 
 use std::collections::HashMap;
 
-use crate::bundle::{INDEX_SUFFIX, Index, OBJECT_SUFFIX, SnapshotId};
+use crate::bundle::{INDEX_SUFFIX, Index, OBJECT_SUFFIX, SIGNATURE_SUFFIX, SnapshotId};
 use crate::error::{Error, ErrorKind, Result};
+use crate::retention::pin_key;
+use crate::signing::{SignatureState, check_signature};
 use crate::sink::{ObjectMeta, Sink, SinkExt};
 
 /// The state of a listed snapshot, from the listing alone (no hashing).
@@ -37,6 +39,14 @@ pub struct CatalogEntry {
     pub index: Index,
     /// Listing state.
     pub state: SnapshotState,
+    /// A pin marker `<id>.pin` exists: retention never deletes it.
+    pub pinned: bool,
+    /// Other objects of this snapshot besides the index and the ciphertext
+    /// (`<id>.pin`, a signature …), in key order.
+    pub companions: Vec<String>,
+    /// What `<id>.sig` says about the exact index bytes (before any trust
+    /// decision: see [`crate::TrustedSigners::enforce`]).
+    pub signature: SignatureState,
 }
 
 /// All snapshots on one sink, oldest first.
@@ -48,6 +58,25 @@ pub struct Catalog {
     pub incomplete: Vec<String>,
     /// Indexes that could not be read, with the reason.
     pub unreadable: Vec<(String, String)>,
+}
+
+/// Keys `<id>.<anything>` other than the index and the object: companions
+/// such as the pin marker `<id>.pin`, never snapshots or indexes themselves.
+fn companions_of(objects: &[ObjectMeta], id: &SnapshotId) -> Vec<String> {
+    let (index, object) = (id.index_key(), id.object_key());
+    let mut keys: Vec<String> = objects
+        .iter()
+        .map(|o| o.key.as_str())
+        .filter(|k| {
+            k.strip_prefix(id.as_str())
+                .is_some_and(|rest| rest.starts_with('.') && !rest.contains('/'))
+                && *k != index
+                && *k != object
+        })
+        .map(str::to_string)
+        .collect();
+    keys.sort();
+    keys
 }
 
 impl Catalog {
@@ -65,10 +94,28 @@ impl Catalog {
                     .is_some_and(|id| !id.contains('/') && id.parse::<SnapshotId>().is_ok())
             })
             .collect();
-        let reads = index_keys
-            .iter()
-            .map(|o| async move { (o.key.clone(), sink.get_bytes(&o.key).await) });
-        for (key, bytes) in futures::future::join_all(reads).await {
+        let listed = &by_key;
+        let reads = index_keys.iter().map(|o| async move {
+            // The signature beside the index, checked against its exact bytes.
+            let id = o.key.strip_suffix(INDEX_SUFFIX).unwrap_or(&o.key);
+            let sig_key = format!("{id}{SIGNATURE_SUFFIX}");
+            let sig = if listed.contains_key(sig_key.as_str()) {
+                match sink.get_bytes(&sig_key).await {
+                    Ok(b) => Ok(Some(b)),
+                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+                    Err(e) => Err(e),
+                }
+            } else {
+                Ok(None)
+            };
+            (o.key.clone(), sink.get_bytes(&o.key).await, sig)
+        });
+        for (key, bytes, sig) in futures::future::join_all(reads).await {
+            let signature = match (&bytes, sig) {
+                (Ok(b), Ok(sig)) => check_signature(b, sig.as_deref()),
+                (_, Err(e)) => SignatureState::Bad(format!("unreadable signature: {e}")),
+                (Err(_), _) => SignatureState::Unsigned,
+            };
             let parsed = bytes.and_then(|b| Index::from_json(&b, &key)).and_then(|index| {
                 if index.object.key == index.id.object_key() {
                     Ok(index)
@@ -87,7 +134,15 @@ impl Catalog {
                         Some(o) if o.size != index.object.size => SnapshotState::SizeMismatch,
                         Some(_) => SnapshotState::Complete,
                     };
-                    cat.snapshots.push(CatalogEntry { index, state });
+                    let companions = companions_of(&objects, &index.id);
+                    let pinned = companions.iter().any(|k| *k == pin_key(&index.id));
+                    cat.snapshots.push(CatalogEntry {
+                        index,
+                        state,
+                        pinned,
+                        companions,
+                        signature,
+                    });
                 }
                 // Deleted between list and get (a concurrent prune): skip.
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
@@ -144,5 +199,64 @@ impl Catalog {
                 format!("`{spec}` matches {} snapshots; give more of the id", many.len()),
             )),
         }
+    }
+}
+
+#[cfg(all(test, feature = "testkit"))]
+mod tests {
+    use super::*;
+    use crate::bundle::{INDEX_FORMAT, IndexEncryption, IndexObject};
+    use crate::sink::PutOptions;
+    use crate::testkit::MemorySink;
+    use bytes::Bytes;
+
+    #[tokio::test]
+    async fn pin_markers_and_signatures_are_companions_not_snapshots() {
+        let sink = MemorySink::new();
+        let id: SnapshotId = "20261127T221500Z-3f9a1c2e".parse().unwrap();
+        let index = Index {
+            format: INDEX_FORMAT.into(),
+            id: id.clone(),
+            job: "j".into(),
+            created_at: "2026-11-27T22:15:00Z".parse().unwrap(),
+            host: "h".into(),
+            tags: vec![],
+            coffer_version: "0".into(),
+            sources: vec![],
+            object: IndexObject {
+                key: id.object_key(),
+                size: 3,
+                sha256: "00".into(),
+            },
+            compression: "none".into(),
+            encryption: IndexEncryption {
+                scheme: "age".into(),
+                mode: "recipients".into(),
+                recipients: vec![],
+            },
+        };
+        let put = |k: String, b: Bytes| {
+            let sink = &sink;
+            async move { sink.put_bytes(&k, b, PutOptions::default()).await.unwrap() }
+        };
+        put(id.object_key(), Bytes::from_static(b"abc")).await;
+        put(id.index_key(), index.to_json().into()).await;
+        let cat = Catalog::load(&sink).await.unwrap();
+        assert_eq!(cat.snapshots.len(), 1);
+        assert!(!cat.snapshots[0].pinned);
+        assert!(cat.snapshots[0].companions.is_empty());
+
+        put(pin_key(&id), Bytes::from_static(b"{}")).await;
+        put(format!("{id}.sig"), Bytes::from_static(b"sig")).await;
+        // An orphan pin of a deleted snapshot is neither a snapshot nor incomplete.
+        put("20250101T000000Z-00000000.pin".into(), Bytes::from_static(b"{}")).await;
+        let cat = Catalog::load(&sink).await.unwrap();
+        assert_eq!(cat.snapshots.len(), 1);
+        assert!(cat.snapshots[0].pinned);
+        assert_eq!(
+            cat.snapshots[0].companions,
+            [format!("{id}.pin"), format!("{id}.sig")]
+        );
+        assert!(cat.incomplete.is_empty() && cat.unreadable.is_empty());
     }
 }

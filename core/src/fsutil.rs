@@ -40,7 +40,8 @@ pub fn check_writable_dir(path: &Path) -> Result<bool> {
                         .with_hint("choose a directory with --target"),
                 );
             }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => match dir.parent() {
+            // A missing path, or one below a regular file: look further up.
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => match dir.parent() {
                 Some(p) => dir = p,
                 None => break,
             },

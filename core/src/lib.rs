@@ -13,8 +13,11 @@ mod catalog;
 mod crypto;
 mod error;
 pub mod fsutil;
+mod lock;
 mod registry;
 mod restore;
+mod retention;
+mod signing;
 mod sink;
 mod source;
 mod stream;
@@ -30,10 +33,23 @@ pub use bundle::{
 pub use catalog::{Catalog, CatalogEntry, SnapshotState};
 pub use crypto::{DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey};
 pub use error::{Error, ErrorKind, Result, config_error};
+pub use lock::{
+    DEFAULT_REFRESH, DEFAULT_STALE, LOCK_PREFIX, LockGuard, LockInfo, LockKind, LockOptions, LockStatus,
+    UnlockReport, acquire_exclusive, acquire_exclusive_with, acquire_shared, acquire_shared_with,
+    break_locks, is_lock_conflict, list_locks,
+};
 pub use registry::{Registry, SinkFactory, SourceFactory};
 pub use restore::{
     BundleSummary, BundleVisitor, CheckOnly, RestoreOutcome, SourceResolver, fetch_verified, read_bundle,
     restore_bundle, verify_object,
+};
+pub use retention::{
+    Decision, KeepWithin, PIN_SUFFIX, PinMarker, PolicyTimeZone, RetentionPolicy, SnapshotMeta, apply,
+    pin_key,
+};
+pub use signing::{
+    PUBLIC_KEY_PREFIX, SIGNATURE_CONTEXT, SIGNATURE_FORMAT, SignatureFile, SignatureState, SignerKey,
+    SigningKey, TrustState, TrustedSigners, check_signature,
 };
 pub use sink::{ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key};
 pub use source::{

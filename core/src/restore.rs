@@ -167,7 +167,15 @@ pub fn read_bundle<R: Read + Send>(
                 }
             }
         });
-        walk_bundle(ChannelReader { rx, buf: Vec::new(), pos: 0 }, index, visitor)
+        walk_bundle(
+            ChannelReader {
+                rx,
+                buf: Vec::new(),
+                pos: 0,
+            },
+            index,
+            visitor,
+        )
     })
 }
 
@@ -210,11 +218,7 @@ impl Read for ChannelReader {
     }
 }
 
-fn walk_bundle(
-    decoded: impl Read,
-    index: &Index,
-    visitor: &mut dyn BundleVisitor,
-) -> Result<BundleSummary> {
+fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisitor) -> Result<BundleSummary> {
     let mut archive = tar::Archive::new(decoded);
     let mut sources: Option<SourcesFile> = None;
     let mut names: HashMap<String, String> = HashMap::new();

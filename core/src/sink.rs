@@ -56,6 +56,12 @@ impl PutOptions {
             ..Default::default()
         }
     }
+
+    /// Sets the expected size (see [`PutOptions::size_hint`]).
+    pub fn with_size_hint(mut self, size: u64) -> Self {
+        self.size_hint = Some(size);
+        self
+    }
 }
 
 /// What a sink is and can do.

@@ -130,6 +130,7 @@ fn request(k: &GeneratedKey, sources: Vec<Arc<dyn Source>>, sinks: Vec<SinkTarge
         tags: vec![],
         time: None,
         threads: 2,
+        signing_key: None,
     }
 }
 

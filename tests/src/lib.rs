@@ -4,6 +4,11 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+/// A real MongoDB-compatible server (secantusd-py) on a free port, shared
+/// with the crate tests of `coffer-source-mongo`.
+#[path = "../../sources/mongo/tests/common/mod.rs"]
+pub mod mongo_server;
+
 /// The `coffer` binary under test: `$COFFER_BIN`, else the workspace's
 /// `target/debug/coffer` (built by `cargo build -p coffer`; `.ci/run`
 /// builds it first).

@@ -1,0 +1,67 @@
+//! coffer-source-mongo: backs up MongoDB databases as raw BSON in
+//! mongodump's layout (`mongo/<source>/<db>/<coll>.bson` and
+//! `<coll>.metadata.json`) and restores them through staging collections.
+//!
+//! - Documents are streamed as raw BSON (`RawDocumentBuf`), never decoded
+//!   and re-encoded, so every value round-trips byte-identical.
+//! - `.metadata.json` is canonical Extended JSON v2 with key order kept:
+//!   `options` from `listCollections`, `indexes` from `listIndexes`,
+//!   `uuid` as 32 hex digits, `collectionName`, `type`; views are metadata
+//!   only; file names are escaped as mongodump escapes them.
+//! - A collection is held in memory up to 8 MiB, beyond that in a temp file
+//!   encrypted with an ephemeral key: never plaintext on disk.
+//! - The report gives per collection the document count, bytes, index
+//!   count and SHA-256 of the `.bson`, plus server version, start and end
+//!   time, and the consistency of the dump (per collection).
+//! - The connection string's password never appears in descriptions,
+//!   errors, manifests or logs (`user:***@`).
+//! - A restore (`--mongo-uri URI`, `--drop`) fills staging collections,
+//!   builds their indexes, checks their counts and swaps them in only when
+//!   the whole bundle verified; without `--drop`, existing documents are
+//!   kept and counted as conflicts.
+//!
+//! ```toml
+//! [source.db]
+//! kind = "mongo"
+//! uri-env = "ISSUER_DIRECTORY_MONGO_CONNECTION_STRING"
+//! databases = ["issuer-directory"]
+//! ```
+//!
+//! or, one-off: `--source mongo:mongodb://host:27017/issuer-directory`,
+//! `--source mongo-env:VAR`.
+//!
+//! ```
+//! let mut registry = coffer_core::Registry::new();
+//! coffer_source_mongo::register(&mut registry);
+//! let (factory, spec) = registry.source_spec("mongo:mongodb://u:pw@h:27017/app").unwrap();
+//! assert_eq!(factory.spec_name(spec), "app");
+//! let source = factory.from_spec("app", spec).unwrap();
+//! assert_eq!(source.info().description, "mongo mongodb://u:***@h:27017/app");
+//! ```
+#![deny(missing_docs)]
+
+mod config;
+mod error;
+mod metadata;
+mod restore;
+mod source;
+mod spill;
+mod uri;
+
+use std::sync::Arc;
+
+pub use config::MongoSourceConfig;
+pub use source::MongoSource;
+
+/// The TOML `kind` and one-off prefix of this source: `mongo`.
+pub const KIND: &str = "mongo";
+
+/// The one-off prefix reading the URI from an environment variable:
+/// `mongo-env:VAR`.
+pub const ENV_KIND: &str = "mongo-env";
+
+/// Registers the `mongo` and `mongo-env` source kinds.
+pub fn register(reg: &mut coffer_core::Registry) {
+    reg.register_source(Arc::new(source::MongoSourceFactory));
+    reg.register_source(Arc::new(source::MongoEnvSourceFactory));
+}

@@ -1,0 +1,219 @@
+//! `<coll>.metadata.json` as mongodump writes it (canonical Extended JSON
+//! v2, key order preserved) and collection-name escaping as mongodump
+//! escapes file names (Go's `url.PathEscape`).
+
+use coffer_core::{Error, ErrorKind, Result};
+use mongodb::bson::{Bson, Document, spec::BinarySubtype};
+use serde_json::{Map, Value};
+
+/// What a collection is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum CollectionType {
+    /// A regular collection: documents and indexes.
+    Collection,
+    /// A view: metadata only.
+    View,
+}
+
+impl CollectionType {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            CollectionType::Collection => "collection",
+            CollectionType::View => "view",
+        }
+    }
+}
+
+/// The metadata of one collection, as read from a bundle.
+#[derive(Debug, Clone)]
+pub(crate) struct Metadata {
+    /// `options` from `listCollections`.
+    pub options: Document,
+    /// Index specs from `listIndexes`, in order.
+    pub indexes: Vec<Document>,
+    /// The collection's name (absent in old dumps: taken from the file name).
+    pub collection_name: Option<String>,
+    /// `collection` or `view`.
+    pub kind: CollectionType,
+}
+
+/// The `.metadata.json` text of a collection.
+pub(crate) fn to_json(
+    name: &str,
+    kind: CollectionType,
+    options: &Document,
+    indexes: &[Document],
+    uuid: Option<&[u8]>,
+) -> String {
+    let mut m = Map::new();
+    m.insert(
+        "options".into(),
+        Bson::Document(options.clone()).into_canonical_extjson(),
+    );
+    m.insert(
+        "indexes".into(),
+        Value::Array(
+            indexes
+                .iter()
+                .map(|d| Bson::Document(d.clone()).into_canonical_extjson())
+                .collect(),
+        ),
+    );
+    if let Some(uuid) = uuid {
+        m.insert("uuid".into(), Value::String(hex::encode(uuid)));
+    }
+    m.insert("collectionName".into(), Value::String(name.to_string()));
+    m.insert("type".into(), Value::String(kind.as_str().to_string()));
+    Value::Object(m).to_string()
+}
+
+/// Parses a `.metadata.json` (mongodump's or ours).
+pub(crate) fn parse(text: &[u8], path: &str) -> Result<Metadata> {
+    let bad = |what: String| {
+        Error::new(
+            ErrorKind::Integrity,
+            format!("malformed collection metadata: {what}"),
+        )
+        .with_context("path", path)
+        .with_hint("the bundle or dump is damaged; restore another snapshot")
+    };
+    let value: Value = serde_json::from_slice(text).map_err(|e| bad(e.to_string()))?;
+    let Value::Object(map) = value else {
+        return Err(bad("not a JSON object".into()));
+    };
+    let doc = |key: &str| -> Result<Document> {
+        match map.get(key) {
+            None | Some(Value::Null) => Ok(Document::new()),
+            Some(v) => match Bson::try_from(v.clone()) {
+                Ok(Bson::Document(d)) => Ok(d),
+                Ok(_) => Err(bad(format!("`{key}` is not an object"))),
+                Err(e) => Err(bad(format!("`{key}`: {e}"))),
+            },
+        }
+    };
+    let options = doc("options")?;
+    let indexes = match map.get("indexes") {
+        None | Some(Value::Null) => Vec::new(),
+        Some(Value::Array(items)) => items
+            .iter()
+            .map(|v| match Bson::try_from(v.clone()) {
+                Ok(Bson::Document(d)) => Ok(d),
+                Ok(_) => Err(bad("an index is not an object".into())),
+                Err(e) => Err(bad(format!("index: {e}"))),
+            })
+            .collect::<Result<_>>()?,
+        Some(_) => return Err(bad("`indexes` is not an array".into())),
+    };
+    let kind = match map.get("type").and_then(Value::as_str) {
+        Some("view") => CollectionType::View,
+        None | Some("collection") => {
+            if options.contains_key("viewOn") {
+                CollectionType::View
+            } else {
+                CollectionType::Collection
+            }
+        }
+        Some(other) => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("collections of type `{other}` cannot be restored yet"),
+            )
+            .with_context("path", path));
+        }
+    };
+    Ok(Metadata {
+        options,
+        indexes,
+        collection_name: map
+            .get("collectionName")
+            .and_then(Value::as_str)
+            .map(str::to_string),
+        kind,
+    })
+}
+
+/// The UUID bytes of a `listCollections` entry (`info.uuid`).
+pub(crate) fn uuid_of(spec: &Document) -> Option<Vec<u8>> {
+    match spec.get_document("info").ok()?.get("uuid")? {
+        Bson::Binary(b) if b.subtype == BinarySubtype::Uuid => Some(b.bytes.clone()),
+        _ => None,
+    }
+}
+
+/// Escapes a collection name for a file name as mongodump does (Go's
+/// `url.PathEscape`): everything but `A-Za-z0-9-._~$&+=:@` is
+/// percent-encoded, byte by byte, upper-case hex.
+pub(crate) fn escape_name(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    for &b in name.as_bytes() {
+        let keep = b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'$' | b'&' | b'+' | b'=' | b':' | b'@'
+            );
+        if keep {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Reverses [`escape_name`] (and any other percent-encoding).
+pub(crate) fn unescape_name(file: &str) -> Option<String> {
+    let bytes = file.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%' {
+            let hex = |b: u8| (b as char).to_digit(16);
+            let h = hex(*bytes.get(i + 1)?)?;
+            let l = hex(*bytes.get(i + 2)?)?;
+            out.push((h * 16 + l) as u8);
+            i += 3;
+        } else {
+            out.push(bytes[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mongodb::bson::doc;
+
+    #[test]
+    fn escapes_like_mongodump() {
+        assert_eq!(escape_name("cafés"), "caf%C3%A9s");
+        assert_eq!(escape_name("a b%c/d"), "a%20b%25c%2Fd");
+        assert_eq!(escape_name("x$y.z"), "x$y.z");
+        for n in ["cafés", "a b%c/d", "😀 ?#", "x$y.z"] {
+            assert_eq!(unescape_name(&escape_name(n)).as_deref(), Some(n));
+        }
+    }
+
+    #[test]
+    fn json_keeps_order_and_types() {
+        let idx = vec![doc! { "v": 2, "key": { "b": 1, "a": -1.0 }, "name": "b_1_a_-1", "unique": true }];
+        let text = to_json("c", CollectionType::Collection, &doc! {}, &idx, Some(&[0xab; 16]));
+        assert_eq!(
+            text,
+            r#"{"options":{},"indexes":[{"v":{"$numberInt":"2"},"key":{"b":{"$numberInt":"1"},"a":{"$numberDouble":"-1.0"}},"name":"b_1_a_-1","unique":true}],"uuid":"abababababababababababababababab","collectionName":"c","type":"collection"}"#
+        );
+        let back = parse(text.as_bytes(), "c.metadata.json").unwrap();
+        assert_eq!(back.indexes, idx);
+        assert_eq!(back.kind, CollectionType::Collection);
+        assert_eq!(back.collection_name.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn reads_mongodump_metadata() {
+        let text = br#"{"indexes":[{"v":{"$numberInt":"2"},"key":{"_id":{"$numberInt":"1"}},"name":"_id_"},{"v":{"$numberInt":"2"},"key":{"f":{"$numberDouble":"1.0"}},"name":"f_1"}],"uuid":"0679db720f4944de90ae27472664e94a","collectionName":"foo"}"#;
+        let m = parse(text, "foo.metadata.json").unwrap();
+        assert_eq!(m.indexes.len(), 2);
+        assert_eq!(m.indexes[1].get_document("key").unwrap(), &doc! { "f": 1.0 });
+    }
+}

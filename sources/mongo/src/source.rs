@@ -1,0 +1,725 @@
+//! [`MongoSource`]: a hot logical dump of MongoDB databases into
+//! `mongo/<source>/<db>/<coll>.bson` + `.metadata.json`, mongodump's layout.
+//!
+//! Tokio use: the driver is async; each collection is read by one raw
+//! cursor (`RawDocumentBuf`, `hint({$natural: 1})`), its bytes appended
+//! without decoding to a [`Spill`] (memory up to 8 MiB, then an encrypted
+//! temp file written inside `spawn_blocking`). At most `parallel`
+//! collections are read at once, largest first, and at most `parallel + 1`
+//! bodies exist at any time (a semaphore permit travels with each body
+//! until the bundle writer has consumed it), so memory stays bounded.
+
+use std::fmt;
+use std::io::{Cursor, Read};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use coffer_core::{
+    Area, CaptureContext, Entry, EntryBody, EntrySender, Error, ErrorKind, RestoreOptions, Restorer, Result,
+    Source, SourceFactory, SourceInfo, SourceReport, config_error, toml,
+};
+use futures::{StreamExt, TryStreamExt};
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use mongodb::bson::{Document, RawDocumentBuf, doc};
+use mongodb::options::{ClientOptions, Hint};
+use mongodb::{Client, Database};
+use serde_json::{Value, json};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::config::{MongoSourceConfig, UriSource};
+use crate::error::driver;
+use crate::metadata::{self, CollectionType};
+use crate::restore::MongoRestorer;
+use crate::spill::Spill;
+use crate::uri::redact;
+use crate::{ENV_KIND, KIND};
+
+/// Bytes of one collection kept in memory before spilling (encrypted) to
+/// disk.
+const MEMORY_LIMIT: usize = 8 << 20;
+/// Documents per cursor batch.
+const BATCH_SIZE: u32 = 1000;
+/// Bytes handed to the spill at once.
+const CHUNK: usize = 1 << 20;
+/// Databases never backed up unless named.
+const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
+
+/// MongoDB databases captured as raw BSON in mongodump's layout.
+pub struct MongoSource {
+    name: String,
+    uri: UriSource,
+    databases: Vec<String>,
+    include: Vec<String>,
+    exclude: Vec<String>,
+    include_set: GlobSet,
+    exclude_set: GlobSet,
+    parallel: usize,
+    timeout: Duration,
+}
+
+impl fmt::Debug for MongoSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("MongoSource")
+            .field("name", &self.name)
+            .field("uri", &self.uri.describe())
+            .field("databases", &self.databases)
+            .field("include", &self.include)
+            .field("exclude", &self.exclude)
+            .field("parallel", &self.parallel)
+            .field("timeout", &self.timeout)
+            .finish()
+    }
+}
+
+impl MongoSource {
+    /// A source from its config table; a relative `uri-file` is resolved
+    /// against `base_dir`.
+    pub fn with_config(name: impl Into<String>, config: &MongoSourceConfig, base_dir: &Path) -> Result<Self> {
+        Self::build(name.into(), UriSource::from_config(config, base_dir), config)
+    }
+
+    /// A source reading `uri` (database from its path, else all
+    /// non-system databases).
+    pub fn from_uri(name: impl Into<String>, uri: impl Into<String>) -> Result<Self> {
+        let config = MongoSourceConfig {
+            uri: Some(uri.into()),
+            ..MongoSourceConfig::default()
+        };
+        Self::build(
+            name.into(),
+            UriSource::from_config(&config, Path::new(".")),
+            &config,
+        )
+    }
+
+    fn build(name: String, uri: UriSource, config: &MongoSourceConfig) -> Result<Self> {
+        if let UriSource::Literal(u) = &uri
+            && !(u.starts_with("mongodb://") || u.starts_with("mongodb+srv://"))
+        {
+            return Err(
+                config_error(format!("`{}` is not a MongoDB connection string", redact(u)))
+                    .with_context("source", &name)
+                    .with_hint(
+                        "write mongo:mongodb://host:27017/db (or mongo-env:VAR to read it from a variable)",
+                    ),
+            );
+        }
+        Ok(MongoSource {
+            include_set: globs(&config.include, &name)?,
+            exclude_set: globs(&config.exclude, &name)?,
+            name,
+            uri,
+            databases: config.databases.clone(),
+            include: config.include.clone(),
+            exclude: config.exclude.clone(),
+            parallel: config.parallel.max(1),
+            timeout: Duration::from_secs(config.server_selection_timeout.max(1)),
+        })
+    }
+
+    /// The connection string and a client for it (no I/O yet: the driver
+    /// connects lazily, within the server-selection timeout).
+    pub(crate) async fn connect(&self, uri: &str) -> Result<Client> {
+        let target = redact(uri);
+        let mut opts = ClientOptions::parse(uri)
+            .await
+            .map_err(|e| driver("invalid MongoDB connection string", &e, uri, &target))?;
+        opts.server_selection_timeout.get_or_insert(self.timeout);
+        opts.connect_timeout.get_or_insert(self.timeout);
+        opts.app_name.get_or_insert_with(|| "coffer".to_string());
+        Client::with_options(opts).map_err(|e| driver("cannot set up the MongoDB client", &e, uri, &target))
+    }
+
+    /// The databases to dump.
+    async fn database_names(&self, client: &Client, uri: &str) -> Result<Vec<String>> {
+        if !self.databases.is_empty() {
+            return Ok(self.databases.clone());
+        }
+        if let Some(db) = crate::uri::database(uri) {
+            return Ok(vec![db]);
+        }
+        let mut names = client
+            .list_database_names()
+            .await
+            .map_err(|e| driver("cannot list databases", &e, uri, &redact(uri)))?;
+        names.retain(|n| !SYSTEM_DATABASES.contains(&n.as_str()));
+        names.sort();
+        Ok(names)
+    }
+
+    fn selected(&self, db: &str, coll: &str) -> bool {
+        let ns = format!("{db}.{coll}");
+        if coll.starts_with("system.") {
+            return false;
+        }
+        (self.include.is_empty() || self.include_set.is_match(&ns)) && !self.exclude_set.is_match(&ns)
+    }
+
+    /// The collections and views to dump, largest first.
+    async fn plan(&self, client: &Client, uri: &str) -> Result<Vec<Planned>> {
+        let target = redact(uri);
+        let mut plans = Vec::new();
+        for db_name in self.database_names(client, uri).await? {
+            let db = client.database(&db_name);
+            let specs: Vec<Document> = db
+                .run_cursor_command(doc! { "listCollections": 1 })
+                .await
+                .map_err(|e| {
+                    driver(
+                        format!("cannot list the collections of `{db_name}`"),
+                        &e,
+                        uri,
+                        &target,
+                    )
+                })?
+                .try_collect()
+                .await
+                .map_err(|e| {
+                    driver(
+                        format!("cannot list the collections of `{db_name}`"),
+                        &e,
+                        uri,
+                        &target,
+                    )
+                })?;
+            for spec in specs {
+                let Ok(name) = spec.get_str("name") else { continue };
+                if !self.selected(&db_name, name) {
+                    continue;
+                }
+                let kind = match spec.get_str("type").unwrap_or("collection") {
+                    "collection" => CollectionType::Collection,
+                    "view" => CollectionType::View,
+                    other => {
+                        tracing::warn!(
+                            ns = %format!("{db_name}.{name}"),
+                            "skipping a collection of type `{other}`: not supported yet"
+                        );
+                        continue;
+                    }
+                };
+                let count = if kind == CollectionType::Collection {
+                    db.collection::<Document>(name)
+                        .estimated_document_count()
+                        .await
+                        .unwrap_or(0)
+                } else {
+                    0
+                };
+                plans.push(Planned {
+                    db: db_name.clone(),
+                    name: name.to_string(),
+                    kind,
+                    spec,
+                    count,
+                });
+            }
+        }
+        plans.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| (&a.db, &a.name).cmp(&(&b.db, &b.name)))
+        });
+        Ok(plans)
+    }
+}
+
+/// One collection or view to dump.
+struct Planned {
+    db: String,
+    name: String,
+    kind: CollectionType,
+    /// Its `listCollections` entry.
+    spec: Document,
+    /// Estimated documents (to dump the largest first).
+    count: u64,
+}
+
+/// What was dumped of one collection, for the manifest.
+struct Dumped {
+    db: String,
+    name: String,
+    kind: CollectionType,
+    documents: u64,
+    bytes: u64,
+    indexes: usize,
+    sha256: Option<String>,
+    spilled: bool,
+}
+
+#[async_trait]
+impl Source for MongoSource {
+    fn info(&self) -> SourceInfo {
+        let origin = match &self.uri {
+            UriSource::Env(var) => json!({ "uri-env": var }),
+            UriSource::Literal(uri) => {
+                json!({ "uri": redact(uri), "has-password": crate::uri::password(uri).is_some() })
+            }
+            UriSource::DotEnv { file, key } => json!({ "uri-file": file.to_string_lossy(), "uri-key": key }),
+            UriSource::Recorded(uri) => json!({ "uri": uri, "has-password": true }),
+        };
+        let mut origin = origin;
+        origin["databases"] = json!(self.databases);
+        SourceInfo::new(
+            KIND,
+            self.name.clone(),
+            format!("mongo {}", self.uri.describe()),
+            origin,
+        )
+    }
+
+    async fn check(&self) -> Result<()> {
+        let uri = self.uri.resolve()?;
+        let client = self.connect(&uri).await?;
+        client
+            .database("admin")
+            .run_command(doc! { "ping": 1 })
+            .await
+            .map_err(|e| driver("cannot reach the MongoDB server", &e, &uri, &redact(&uri)))?;
+        Ok(())
+    }
+
+    async fn capture(&self, _ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
+        let uri = self.uri.resolve()?;
+        let target = redact(&uri);
+        let client = self.connect(&uri).await?;
+        let started = jiff::Timestamp::now();
+        let admin = client.database("admin");
+        let build = admin
+            .run_command(doc! { "buildInfo": 1 })
+            .await
+            .map_err(|e| driver("cannot reach the MongoDB server", &e, &uri, &target))?;
+        let version = build.get_str("version").unwrap_or("unknown").to_string();
+        let hello = admin
+            .run_command(doc! { "hello": 1 })
+            .await
+            .map_err(|e| driver("cannot reach the MongoDB server", &e, &uri, &target))?;
+        let replica_set = hello.get_str("setName").ok().map(str::to_string);
+        let plans = self.plan(&client, &uri).await?;
+        let mtime = started.as_second();
+        let permits = Arc::new(Semaphore::new(self.parallel + 1));
+        let dumped: Vec<Dumped> = futures::stream::iter(plans)
+            .map(|plan| {
+                let client = client.clone();
+                let out = out.clone();
+                let permits = permits.clone();
+                let uri = uri.as_str();
+                async move { dump_one(&client, plan, &out, permits, mtime, uri).await }
+            })
+            .buffer_unordered(self.parallel)
+            .try_collect()
+            .await?;
+        let finished = jiff::Timestamp::now();
+        Ok(report(
+            &dumped,
+            &version,
+            replica_set.as_deref(),
+            started,
+            finished,
+        ))
+    }
+
+    async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
+        let uri = match opts.params.get("mongo-uri") {
+            Some(u) => UriSource::Literal(u.clone()).resolve()?,
+            None => self.uri.resolve()?,
+        };
+        let client = self.connect(&uri).await?;
+        let drop = opts.params.get("drop").is_some_and(|v| v == "true");
+        let restorer = MongoRestorer::new(client, uri, drop, opts).await?;
+        Ok(Box::new(restorer))
+    }
+}
+
+/// Dumps one collection (or view) and sends its entries.
+async fn dump_one(
+    client: &Client,
+    plan: Planned,
+    out: &EntrySender,
+    permits: Arc<Semaphore>,
+    mtime: i64,
+    uri: &str,
+) -> Result<Dumped> {
+    let target = redact(uri);
+    let ns = format!("{}.{}", plan.db, plan.name);
+    let db = client.database(&plan.db);
+    let options = plan.spec.get_document("options").cloned().unwrap_or_default();
+    let base = format!("{}/{}", plan.db, metadata::escape_name(&plan.name));
+    if plan.kind == CollectionType::View {
+        let json = metadata::to_json(&plan.name, plan.kind, &options, &[], None);
+        out.send(file_entry(
+            format!("{base}.metadata.json"),
+            json.into_bytes(),
+            mtime,
+        ))
+        .await?;
+        return Ok(Dumped {
+            db: plan.db,
+            name: plan.name,
+            kind: plan.kind,
+            documents: 0,
+            bytes: 0,
+            indexes: 0,
+            sha256: None,
+            spilled: false,
+        });
+    }
+    let permit = permits
+        .acquire_owned()
+        .await
+        .map_err(|_| Error::new(ErrorKind::Cancelled, "the backup stopped"))?;
+    let indexes = list_indexes(&db, &plan.name, uri)
+        .await
+        .map_err(|e| e.with_context("collection", &ns))?;
+    let coll = db.collection::<RawDocumentBuf>(&plan.name);
+    let read_error = |e: mongodb::error::Error| driver(format!("cannot read `{ns}`"), &e, uri, &target);
+    let mut cursor = coll
+        .find(doc! {})
+        .batch_size(BATCH_SIZE)
+        .hint(Hint::Keys(doc! { "$natural": 1 }))
+        .await
+        .map_err(read_error)?;
+    let mut spill = Spill::new(MEMORY_LIMIT);
+    let mut chunk = Vec::with_capacity(CHUNK);
+    let mut documents = 0u64;
+    while cursor.advance().await.map_err(read_error)? {
+        chunk.extend_from_slice(cursor.current().as_bytes());
+        documents += 1;
+        if chunk.len() >= CHUNK {
+            spill = write_spill(spill, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).await?;
+        }
+    }
+    spill = write_spill(spill, chunk).await?;
+    let body = tokio::task::spawn_blocking(move || spill.finish())
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("spill task failed: {e}")))?
+        .map_err(|e| Error::io("cannot buffer a collection", e))?;
+    let uuid = metadata::uuid_of(&plan.spec);
+    let json = metadata::to_json(&plan.name, plan.kind, &options, &indexes, uuid.as_deref());
+    out.send(file_entry(
+        format!("{base}.metadata.json"),
+        json.into_bytes(),
+        mtime,
+    ))
+    .await?;
+    out.send(Entry {
+        area: Area::Mongo,
+        path: format!("{base}.bson"),
+        mode: 0o644,
+        mtime,
+        body: EntryBody::File {
+            size: body.size,
+            reader: Box::new(PermitReader {
+                inner: body.reader,
+                _permit: permit,
+            }),
+        },
+    })
+    .await?;
+    Ok(Dumped {
+        db: plan.db,
+        name: plan.name,
+        kind: plan.kind,
+        documents,
+        bytes: body.size,
+        indexes: indexes.len(),
+        sha256: Some(hex::encode(body.sha256)),
+        spilled: body.spilled,
+    })
+}
+
+/// Appends `chunk`, off the reactor when that means disk I/O.
+async fn write_spill(mut spill: Spill, chunk: Vec<u8>) -> Result<Spill> {
+    if chunk.is_empty() {
+        return Ok(spill);
+    }
+    if !spill.needs_blocking(chunk.len()) {
+        spill
+            .write(&chunk)
+            .map_err(|e| Error::io("cannot buffer a collection", e))?;
+        return Ok(spill);
+    }
+    tokio::task::spawn_blocking(move || spill.write(&chunk).map(|_| spill))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("spill task failed: {e}")))?
+        .map_err(|e| {
+            Error::io("cannot buffer a collection in an encrypted temp file", e)
+                .with_hint("make room in the temp directory (TMPDIR)")
+        })
+}
+
+/// The index specs of a collection, verbatim, in order.
+pub(crate) async fn list_indexes(db: &Database, coll: &str, uri: &str) -> Result<Vec<Document>> {
+    let what = || format!("cannot list the indexes of `{}.{coll}`", db.name());
+    db.run_cursor_command(doc! { "listIndexes": coll })
+        .await
+        .map_err(|e| driver(what(), &e, uri, &redact(uri)))?
+        .try_collect()
+        .await
+        .map_err(|e| driver(what(), &e, uri, &redact(uri)))
+}
+
+fn file_entry(path: String, data: Vec<u8>, mtime: i64) -> Entry {
+    Entry {
+        area: Area::Mongo,
+        path,
+        mode: 0o644,
+        mtime,
+        body: EntryBody::File {
+            size: data.len() as u64,
+            reader: Box::new(Cursor::new(data)),
+        },
+    }
+}
+
+/// A body that holds its semaphore permit until the bundle writer drops it.
+struct PermitReader {
+    inner: Box<dyn Read + Send>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Read for PermitReader {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.inner.read(buf)
+    }
+}
+
+fn report(
+    dumped: &[Dumped],
+    version: &str,
+    replica_set: Option<&str>,
+    started: jiff::Timestamp,
+    finished: jiff::Timestamp,
+) -> SourceReport {
+    let mut sorted: Vec<&Dumped> = dumped.iter().collect();
+    sorted.sort_by(|a, b| (&a.db, &a.name).cmp(&(&b.db, &b.name)));
+    let collections = sorted
+        .iter()
+        .filter(|d| d.kind == CollectionType::Collection)
+        .count();
+    let views = sorted.len() - collections;
+    let documents: u64 = sorted.iter().map(|d| d.documents).sum();
+    let bytes: u64 = sorted.iter().map(|d| d.bytes).sum();
+    let consistency = "per-collection consistent: each collection is read by one cursor, collections at \
+                       different moments; no point in time across collections";
+    let mut summary = format!(
+        "{collections} collection{}, {documents} document{}, {}",
+        if collections == 1 { "" } else { "s" },
+        if documents == 1 { "" } else { "s" },
+        human_bytes(bytes)
+    );
+    if views > 0 {
+        summary.push_str(&format!(", {views} view{}", if views == 1 { "" } else { "s" }));
+    }
+    summary.push_str(", per-collection consistent");
+    let list: Vec<Value> = sorted
+        .iter()
+        .map(|d| {
+            let mut v = json!({
+                "db": d.db,
+                "collection": d.name,
+                "type": d.kind.as_str(),
+            });
+            if d.kind == CollectionType::Collection {
+                v["documents"] = json!(d.documents);
+                v["bytes"] = json!(d.bytes);
+                v["indexes"] = json!(d.indexes);
+                v["sha256"] = json!(d.sha256);
+                v["spilled"] = json!(d.spilled);
+            }
+            v
+        })
+        .collect();
+    SourceReport {
+        summary,
+        details: json!({
+            "server_version": version,
+            "topology": match replica_set {
+                Some(rs) => format!("replica set {rs}"),
+                None => "standalone".to_string(),
+            },
+            "started_at": started.to_string(),
+            "finished_at": finished.to_string(),
+            "consistency": consistency,
+            "collections": list,
+        }),
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
+    if n < 1024 {
+        return format!("{n} B");
+    }
+    let mut v = n as f64 / 1024.0;
+    let mut unit = 0;
+    while v >= 1024.0 && unit < UNITS.len() - 1 {
+        v /= 1024.0;
+        unit += 1;
+    }
+    format!("{v:.1} {}", UNITS[unit])
+}
+
+fn globs(patterns: &[String], source: &str) -> Result<GlobSet> {
+    let mut builder = GlobSetBuilder::new();
+    for p in patterns {
+        builder.add(Glob::new(p).map_err(|e| {
+            config_error(format!("invalid collection pattern `{p}`: {e}"))
+                .with_context("source", source)
+                .with_hint("patterns are globs on `db.collection`, e.g. `app.*` or `*.cache_*`")
+        })?);
+    }
+    builder
+        .build()
+        .map_err(|e| config_error(format!("invalid collection patterns: {e}")).with_context("source", source))
+}
+
+/// Builds [`MongoSource`]s for `kind = "mongo"` and `--source mongo:URI`.
+pub(crate) struct MongoSourceFactory;
+
+/// Builds [`MongoSource`]s for `--source mongo-env:VAR`.
+pub(crate) struct MongoEnvSourceFactory;
+
+impl SourceFactory for MongoSourceFactory {
+    fn kind(&self) -> &'static str {
+        KIND
+    }
+
+    fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>> {
+        let config = MongoSourceConfig::from_table(table).map_err(|e| e.with_context("source", name))?;
+        Ok(Arc::new(MongoSource::with_config(name, &config, base_dir)?))
+    }
+
+    fn spec_name(&self, spec: &str) -> String {
+        crate::uri::database(spec)
+            .map(|db| clean_name(&db))
+            .unwrap_or_else(|| KIND.to_string())
+    }
+
+    fn from_spec(&self, name: &str, spec: &str) -> Result<Arc<dyn Source>> {
+        Ok(Arc::new(MongoSource::from_uri(name, spec)?))
+    }
+
+    fn from_origin(&self, name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
+        source_from_origin(name, origin)
+    }
+}
+
+impl SourceFactory for MongoEnvSourceFactory {
+    fn kind(&self) -> &'static str {
+        ENV_KIND
+    }
+
+    fn from_config(&self, name: &str, _table: toml::Table, _base_dir: &Path) -> Result<Arc<dyn Source>> {
+        Err(config_error(format!(
+            "source `{name}`: kind `{ENV_KIND}` is for one-off sources only"
+        ))
+        .with_hint("in a config file write kind = \"mongo\" with uri-env = \"VAR\""))
+    }
+
+    fn from_spec(&self, name: &str, spec: &str) -> Result<Arc<dyn Source>> {
+        let config = MongoSourceConfig {
+            uri_env: Some(spec.to_string()),
+            ..MongoSourceConfig::default()
+        };
+        Ok(Arc::new(MongoSource::with_config(name, &config, Path::new("."))?))
+    }
+
+    fn from_origin(&self, name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
+        source_from_origin(name, origin)
+    }
+}
+
+/// Rebuilds a source from a bundle's origin: the variable or `.env` key it
+/// read, or the recorded (redacted) URI, which a restore may replace with
+/// `--mongo-uri`.
+fn source_from_origin(name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
+    let s = |k: &str| origin.get(k).and_then(Value::as_str).map(str::to_string);
+    let databases = origin
+        .get("databases")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.as_str().map(str::to_string)).collect())
+        .unwrap_or_default();
+    let config = MongoSourceConfig {
+        databases,
+        ..MongoSourceConfig::default()
+    };
+    let uri = if let Some(var) = s("uri-env") {
+        UriSource::Env(var)
+    } else if let (Some(file), Some(key)) = (s("uri-file"), s("uri-key")) {
+        UriSource::DotEnv {
+            file: file.into(),
+            key,
+        }
+    } else if let Some(uri) = s("uri") {
+        if origin
+            .get("has-password")
+            .and_then(Value::as_bool)
+            .unwrap_or(true)
+        {
+            UriSource::Recorded(uri)
+        } else {
+            UriSource::Literal(uri)
+        }
+    } else {
+        return Err(Error::new(
+            ErrorKind::Integrity,
+            "the bundle's origin of a `mongo` source is malformed",
+        )
+        .with_context("source", name)
+        .with_hint("restore with --mongo-uri URI"));
+    };
+    Ok(Arc::new(MongoSource::build(name.to_string(), uri, &config)?))
+}
+
+/// `[A-Za-z0-9._-]` only, for source names.
+fn clean_name(s: &str) -> String {
+    s.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_off_names_and_redaction() {
+        let f = MongoSourceFactory;
+        assert_eq!(
+            f.spec_name("mongodb://u:p@h:1/issuer-directory?x=1"),
+            "issuer-directory"
+        );
+        assert_eq!(f.spec_name("mongodb://h:1/"), "mongo");
+        let s = f.from_spec("db", "mongodb://app:hunter2@h:1/db").unwrap();
+        let info = s.info();
+        assert!(!info.description.contains("hunter2"), "{}", info.description);
+        assert!(!info.origin.to_string().contains("hunter2"), "{}", info.origin);
+        assert!(!format!("{s:?}").contains("hunter2"));
+        let e = f.from_spec("db", "http://x").unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+    }
+
+    #[test]
+    fn selection_globs() {
+        let config = MongoSourceConfig {
+            uri: Some("mongodb://h/".into()),
+            include: vec!["app.*".into()],
+            exclude: vec!["*.cache_*".into()],
+            ..MongoSourceConfig::default()
+        };
+        let s = MongoSource::with_config("m", &config, Path::new(".")).unwrap();
+        assert!(s.selected("app", "users"));
+        assert!(!s.selected("app", "cache_x"));
+        assert!(!s.selected("other", "users"));
+        assert!(!s.selected("app", "system.views"));
+    }
+}

@@ -1,0 +1,156 @@
+//! [`Spill`]: holds one collection's `.bson` body until its size is known
+//! (a tar header needs it first), in memory up to a bound and beyond it in
+//! an unnamed temp file encrypted with an ephemeral age key, so no
+//! plaintext ever touches the disk.
+//!
+//! Blocking: writes past the bound encrypt and write to disk; callers run
+//! [`Spill::write`] off the async reactor when [`Spill::needs_blocking`]
+//! says so.
+
+use std::fs::File;
+use std::io::{self, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
+
+use age::x25519;
+use sha2::{Digest, Sha256};
+
+/// A growing body: memory first, then an encrypted temp file.
+pub(crate) struct Spill {
+    limit: usize,
+    mem: Vec<u8>,
+    file: Option<SpillFile>,
+    len: u64,
+    hasher: Sha256,
+}
+
+struct SpillFile {
+    /// The key exists only in this process's memory; the file (already
+    /// unlinked) is unreadable without it.
+    identity: x25519::Identity,
+    writer: age::stream::StreamWriter<BufWriter<File>>,
+}
+
+/// A finished body.
+pub(crate) struct SpillBody {
+    /// Exact size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content.
+    pub sha256: [u8; 32],
+    /// Whether it went to disk (encrypted).
+    pub spilled: bool,
+    /// The content.
+    pub reader: Box<dyn Read + Send>,
+}
+
+impl Spill {
+    /// An empty body kept in memory up to `limit` bytes.
+    pub(crate) fn new(limit: usize) -> Self {
+        Spill {
+            limit,
+            mem: Vec::new(),
+            file: None,
+            len: 0,
+            hasher: Sha256::new(),
+        }
+    }
+
+    /// Whether writing `add` more bytes does disk I/O (and so must run off
+    /// the reactor).
+    pub(crate) fn needs_blocking(&self, add: usize) -> bool {
+        self.file.is_some() || self.mem.len() + add > self.limit
+    }
+
+    /// Appends `data`.
+    pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
+        self.hasher.update(data);
+        self.len += data.len() as u64;
+        if self.file.is_none() && self.mem.len() + data.len() <= self.limit {
+            self.mem.extend_from_slice(data);
+            return Ok(());
+        }
+        if self.file.is_none() {
+            let identity = x25519::Identity::generate();
+            let recipient = identity.to_public();
+            let encryptor =
+                age::Encryptor::with_recipients(std::iter::once(&recipient as &dyn age::Recipient))
+                    .map_err(io::Error::other)?;
+            // `tempfile()` is unlinked at once: nothing is left behind, even
+            // after a crash.
+            let file = tempfile::tempfile()?;
+            let mut writer = encryptor.wrap_output(BufWriter::with_capacity(256 * 1024, file))?;
+            writer.write_all(&self.mem)?;
+            self.mem = Vec::new();
+            self.file = Some(SpillFile { identity, writer });
+        }
+        let spill = self.file.as_mut().expect("created above");
+        spill.writer.write_all(data)
+    }
+
+    /// Finishes the body, returning its size, hash and a reader.
+    pub(crate) fn finish(self) -> io::Result<SpillBody> {
+        let sha256: [u8; 32] = self.hasher.finalize().into();
+        match self.file {
+            None => Ok(SpillBody {
+                size: self.len,
+                sha256,
+                spilled: false,
+                reader: Box::new(Cursor::new(self.mem)),
+            }),
+            Some(SpillFile { identity, writer }) => {
+                let mut file = writer.finish()?.into_inner().map_err(|e| e.into_error())?;
+                file.flush()?;
+                file.seek(SeekFrom::Start(0))?;
+                let decryptor = age::Decryptor::new(BufReader::with_capacity(256 * 1024, file))
+                    .map_err(io::Error::other)?;
+                let reader = decryptor
+                    .decrypt(std::iter::once(&identity as &dyn age::Identity))
+                    .map_err(io::Error::other)?;
+                Ok(SpillBody {
+                    size: self.len,
+                    sha256,
+                    spilled: true,
+                    reader: Box::new(reader),
+                })
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn roundtrip(limit: usize, chunks: &[Vec<u8>]) -> (SpillBody, Vec<u8>) {
+        let mut spill = Spill::new(limit);
+        let mut all = Vec::new();
+        for c in chunks {
+            spill.write(c).unwrap();
+            all.extend_from_slice(c);
+        }
+        let mut body = spill.finish().unwrap();
+        let mut back = Vec::new();
+        body.reader.read_to_end(&mut back).unwrap();
+        assert_eq!(back, all);
+        assert_eq!(body.size, all.len() as u64);
+        assert_eq!(body.sha256, <[u8; 32]>::from(Sha256::digest(&all)));
+        (body, all)
+    }
+
+    #[test]
+    fn stays_in_memory_under_the_bound() {
+        let (body, _) = roundtrip(1024, &[vec![1; 500], vec![2; 524]]);
+        assert!(!body.spilled);
+    }
+
+    #[test]
+    fn spills_encrypted_past_the_bound() {
+        let chunks: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100_000]).collect();
+        let (body, _) = roundtrip(1 << 20, &chunks);
+        assert!(body.spilled);
+    }
+
+    #[test]
+    fn empty_body() {
+        let (body, _) = roundtrip(16, &[]);
+        assert_eq!(body.size, 0);
+    }
+}

@@ -1,0 +1,98 @@
+//! A real MongoDB-compatible server for tests: `secantusd-py` (PyPI
+//! `secantusdb`) on 127.0.0.1 and a free port, in memory, stopped on drop.
+//!
+//! Shared by the crate tests of `coffer-source-mongo` and the end-to-end
+//! tests (`tests/src/lib.rs` includes this file). Std only, no driver.
+//!
+//! The binary is `$COFFER_SECANTUSD`, else `.venv-secantus/bin/secantusd-py`
+//! at the workspace root (`scripts/test.sh` creates that venv). When it is
+//! missing a test skips with a message, except with `CI=true`, where it
+//! fails.
+
+#![allow(dead_code)]
+
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// A running `secantusd-py`, killed (and reaped) on drop.
+pub struct MongoServer {
+    child: Child,
+    port: u16,
+}
+
+impl MongoServer {
+    /// Starts a server, or returns `None` (after printing why) when the
+    /// binary is missing outside CI. Panics in CI or when it fails to start.
+    pub fn start() -> Option<MongoServer> {
+        let Some(bin) = secantusd_bin() else {
+            let msg = "secantusd-py not found: run scripts/test.sh (it creates .venv-secantus) or set COFFER_SECANTUSD";
+            if std::env::var("CI").is_ok_and(|v| v == "true") {
+                panic!("{msg}");
+            }
+            eprintln!("skipping: {msg} (CI fails instead)");
+            return None;
+        };
+        let port = free_port();
+        let mut child = Command::new(&bin)
+            .args(["--host", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--storage-path", ":memory:", "--oplog-max-entries", "1000000"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                break;
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("{} exited early with {status}", bin.display());
+            }
+            if Instant::now() > deadline {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{} did not listen on port {port} within 30 s", bin.display());
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        Some(MongoServer { child, port })
+    }
+
+    /// The TCP port.
+    pub fn port(&self) -> u16 {
+        self.port
+    }
+
+    /// A connection string for `db` (empty: no database).
+    pub fn uri(&self, db: &str) -> String {
+        format!("mongodb://127.0.0.1:{}/{db}?directConnection=true", self.port)
+    }
+}
+
+impl Drop for MongoServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `$COFFER_SECANTUSD`, else the workspace's `.venv-secantus`, if present.
+pub fn secantusd_bin() -> Option<PathBuf> {
+    if let Some(p) = std::env::var_os("COFFER_SECANTUSD") {
+        let p = PathBuf::from(p);
+        return p.exists().then_some(p);
+    }
+    let here = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let root = here.ancestors().find(|d| d.join("Cargo.lock").exists())?;
+    let bin = root.join(".venv-secantus/bin/secantusd-py");
+    bin.exists().then_some(bin)
+}
+
+/// A port that was free a moment ago.
+fn free_port() -> u16 {
+    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
