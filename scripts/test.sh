@@ -9,6 +9,8 @@ command -v age >/dev/null || need_apt+=(age)
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 command -v bc >/dev/null || need_apt+=(bc)
+# The SFTP sink tests start a private sshd (its own config, keys and port).
+[ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq
@@ -24,6 +26,16 @@ if [ -z "${COFFER_SECANTUSD:-}" ] && [ ! -x .venv-secantus/bin/secantusd-py ]; t
   python3 -m venv .venv-secantus
   .venv-secantus/bin/pip install -q --pre secantusdb pymongo
 fi
+
+# The S3 sink tests run against moto_server (PyPI `moto[server]`), in a
+# venv of the repo; the sshd of the SFTP tests needs its privsep dir.
+if [ -z "${COFFER_MOTO_SERVER:-}" ] && [ ! -x .venv-moto/bin/moto_server ]; then
+  echo "installing moto[server] into .venv-moto"
+  rm -rf .venv-moto
+  python3 -m venv .venv-moto
+  .venv-moto/bin/pip install -q 'moto[server]'
+fi
+mkdir -p /run/sshd
 
 # The end-to-end tests drive the real binary.
 cargo build -p coffer

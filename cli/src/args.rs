@@ -57,6 +57,21 @@ pub enum Command {
     Unpin(crate::prune::UnpinArgs),
     /// Remove stale sink locks (left by killed runs); --force also live ones.
     Unlock(crate::trust::UnlockArgs),
+    /// Copy snapshots between sinks without any key (ciphertext, signature,
+    /// index last), verifying the SHA-256 on the way; skips identical ones.
+    Copy(crate::copy::CopyArgs),
+    /// Copy snapshots to a removable medium, read them back, and write the
+    /// restore kit (RESTORE.txt, SHA256SUMS, trusted signers, custody log).
+    Export(crate::copy::ExportArgs),
+    /// Merge the snapshots of a medium into a sink after checking each one;
+    /// tampered or truncated ones are refused (exit 3), the others imported.
+    Import(crate::copy::ImportArgs),
+    /// Removable media: `media init PATH --label L [--set S]`, `media status PATH`.
+    Media(crate::copy::MediaArgs),
+    /// Turn a backup made by the manual Issuer Directory runbook
+    /// (`<BACKUP_DIR>.tar.gz.age`) into a coffer snapshot after checking
+    /// its SHA256SUMS; nothing plaintext is written to disk.
+    ImportRunbook(crate::import_runbook::ImportRunbookArgs),
 }
 
 #[derive(Debug, Args)]
@@ -118,6 +133,11 @@ pub struct BackupArgs {
     pub sources: Vec<String>,
     #[command(flatten)]
     pub sink: SinkSel,
+    /// An optional sink (name, directory or URL): written like the others,
+    /// but its failure never makes the run partial (exit 4). Names one of
+    /// the job's sinks to mark it optional, or adds one; repeatable.
+    #[arg(long = "sink-optional", value_name = "SINK")]
+    pub sinks_optional: Vec<String>,
     /// Public key to encrypt to (age1…, ssh-ed25519 …, ssh-rsa …); repeatable.
     #[arg(long = "recipient", short = 'r', value_name = "KEY")]
     pub recipients: Vec<String>,
@@ -239,4 +259,21 @@ pub struct RestoreArgs {
     /// counted as conflicts.
     #[arg(long)]
     pub drop: bool,
+    /// Mongo sources: restore only the collections matching this glob on
+    /// `db.collection` of the snapshot (`*` matches anything); repeatable.
+    #[arg(long = "ns-include", value_name = "GLOB")]
+    pub ns_include: Vec<String>,
+    /// Mongo sources: leave out the collections matching this glob;
+    /// repeatable.
+    #[arg(long = "ns-exclude", value_name = "GLOB")]
+    pub ns_exclude: Vec<String>,
+    /// Mongo sources: rename the namespaces matching PATTERN (each `*`
+    /// captures), e.g. `--ns-from 'app.*' --ns-to 'app-staging.*'`;
+    /// repeatable, in pairs with --ns-to.
+    #[arg(long = "ns-from", value_name = "PATTERN", requires = "ns_to")]
+    pub ns_from: Vec<String>,
+    /// The new name for the matching --ns-from; its `*`s take the
+    /// captures in order.
+    #[arg(long = "ns-to", value_name = "PATTERN", requires = "ns_from")]
+    pub ns_to: Vec<String>,
 }

@@ -40,6 +40,11 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
         Command::Verify(a) => verify(&ctx, a).await,
         Command::Restore(a) => restore(&ctx, a).await,
         Command::Unlock(a) => crate::trust::unlock(&ctx, a).await,
+        Command::Copy(a) => crate::copy::copy(&ctx, a).await,
+        Command::Export(a) => crate::copy::export(&ctx, a).await,
+        Command::Import(a) => crate::copy::import(&ctx, a).await,
+        Command::Media(a) => crate::copy::media(&ctx, a).await,
+        Command::ImportRunbook(a) => crate::import_runbook::import_runbook(&ctx, a).await,
         Command::Prune(a) => crate::prune::prune(&ctx, a).await,
         Command::Pin(a) => crate::prune::pin(&ctx, a).await,
         Command::Unpin(a) => crate::prune::unpin(&ctx, a).await,
@@ -263,7 +268,7 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             );
             names.push(name);
         }
-        if a.sink.sinks.is_empty() {
+        if a.sink.sinks.is_empty() && a.sinks_optional.is_empty() {
             return Err(config_error("no sink given")
                 .with_hint("add --sink DIR_OR_URL")
                 .into());
@@ -314,8 +319,10 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         )
     };
     tags.extend(a.tags.iter().cloned());
+    let (targets, quorum) = fan_out(config.as_ref(), &job, one_off, sink_names, &a.sinks_optional)?;
     if a.prune {
-        crate::prune::check_backup_prune(config.as_ref(), &job, &sink_names)?;
+        let names: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
+        crate::prune::check_backup_prune(config.as_ref(), &job, &names)?;
     }
 
     let encryption = if a.passphrase || a.passphrase_file.is_some() || passfile.is_some() {
@@ -352,11 +359,11 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         None => None,
     };
     let mut sinks = Vec::new();
-    for s in &sink_names {
+    for (s, required) in &targets {
         sinks.push(SinkTarget {
             name: s.clone(),
             sink: ctx.sink(s, config.as_ref())?,
-            required: true,
+            required: *required,
         });
     }
     let signing_key =
@@ -400,6 +407,11 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
     let outcome = outcome?;
     let secs = started.elapsed().as_secs_f64();
     let after = crate::prune::after_backup(ctx, config.as_ref(), &a, &outcome).await;
+    let stored = outcome.sinks.iter().filter(|s| s.result.is_ok()).count();
+    let complete = match quorum {
+        Some(q) => stored >= q,
+        None => outcome.required_ok(),
+    };
 
     if ctx.json {
         let mut v = json!({
@@ -415,9 +427,14 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             })).collect::<Vec<_>>(),
             "sinks": outcome.sinks.iter().map(|s| json!({
                 "name": s.name, "location": s.location, "required": s.required,
+                "optional": !s.required,
                 "ok": s.result.is_ok(),
                 "error": s.result.as_ref().err().map(|e| e.to_string()),
+                "hint": s.result.as_ref().err().and_then(|e| e.hint()),
             })).collect::<Vec<_>>(),
+            "stored_on": stored,
+            "quorum": quorum,
+            "partial": !complete,
         });
         if let Ok(Some(after)) = &after {
             after.add_json(&mut v);
@@ -437,30 +454,95 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             println!("  source {} ({}): {}", s.name, s.kind, s.report.summary);
         }
         for s in &outcome.sinks {
+            let optional = if s.required { "" } else { " (optional)" };
             match &s.result {
-                Ok(()) => println!("  sink {} ({}): ok", s.name, s.location),
-                Err(e) => println!("  sink {} ({}): FAILED: {e}", s.name, s.location),
+                Ok(()) => println!("  sink {} ({}){optional}: ok", s.name, s.location),
+                Err(e) => {
+                    println!("  sink {} ({}){optional}: FAILED: {e}", s.name, s.location);
+                    if let Some(h) = e.hint() {
+                        println!("    hint: {h}");
+                    }
+                }
             }
+        }
+        if let Some(q) = quorum {
+            println!(
+                "  quorum: stored on {stored} of {} sinks, {q} required",
+                outcome.sinks.len()
+            );
+        } else if outcome.sinks.iter().any(|s| !s.required && s.result.is_err()) && complete {
+            println!("  optional sinks failed; every required sink holds the snapshot");
         }
         if let Ok(Some(after)) = &after {
             after.print();
         }
     }
-    if !outcome.required_ok() {
+    if !complete {
         let failed: Vec<_> = outcome
             .sinks
             .iter()
-            .filter(|s| s.required && s.result.is_err())
+            .filter(|s| (s.required || quorum.is_some()) && s.result.is_err())
             .map(|s| s.name.as_str())
             .collect();
-        return Err(Failure::Partial(format!(
-            "snapshot {} was written, but required sink(s) failed: {}",
-            outcome.index.id,
-            failed.join(", ")
-        )));
+        return Err(Failure::Partial(match quorum {
+            Some(q) => format!(
+                "snapshot {} was stored on {stored} of {} sinks, short of the quorum of {q}; failed: {}",
+                outcome.index.id,
+                outcome.sinks.len(),
+                failed.join(", ")
+            ),
+            None => format!(
+                "snapshot {} was written, but required sink(s) failed: {}",
+                outcome.index.id,
+                failed.join(", ")
+            ),
+        }));
     }
     after?;
     Ok(())
+}
+
+/// A sink of a backup run: its name and whether it is required.
+type SinkChoice = (String, bool);
+
+/// The sinks of a backup run with whether each is required, and the
+/// job's quorum: the run's sinks (`--sink`, else the job's) marked optional
+/// by `[sink.X] optional = true` or `--sink-optional X`, then every
+/// `--sink-optional` sink not among them.
+fn fan_out(
+    config: Option<&Config>,
+    job: &str,
+    one_off: bool,
+    names: Vec<String>,
+    optional: &[String],
+) -> Result<(Vec<SinkChoice>, Option<usize>)> {
+    let configured_optional = |n: &str| config.is_some_and(|c| c.sink_optional.contains(n));
+    let mut targets: Vec<SinkChoice> = Vec::new();
+    for n in names.into_iter().chain(optional.iter().cloned()) {
+        if targets.iter().any(|(t, _)| *t == n) {
+            continue;
+        }
+        let required = !configured_optional(&n) && !optional.contains(&n);
+        targets.push((n, required));
+    }
+    let quorum = if one_off {
+        None
+    } else {
+        config.and_then(|c| c.jobs.get(job)).and_then(|j| j.quorum)
+    };
+    if let Some(q) = quorum
+        && q > targets.len()
+    {
+        return Err(config_error(format!(
+            "job `{job}` has quorum = {q}, but this run writes to {} sink(s)",
+            targets.len()
+        ))
+        .with_hint("name more sinks with --sink, or lower the job's quorum"));
+    }
+    if targets.iter().all(|(_, required)| !required) && quorum.is_none() {
+        tracing::info!("every sink is optional: the run succeeds when any one stores the snapshot");
+    }
+    Ok((targets, quorum))
 }
 
 fn snapshot_json(e: &CatalogEntry) -> serde_json::Value {
@@ -827,6 +909,16 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     }
     if a.drop {
         opts.params.insert("drop".into(), "true".into());
+    }
+    for (key, list) in [
+        ("ns-include", &a.ns_include),
+        ("ns-exclude", &a.ns_exclude),
+        ("ns-from", &a.ns_from),
+        ("ns-to", &a.ns_to),
+    ] {
+        if !list.is_empty() {
+            opts.params.insert(key.into(), list.join("\n"));
+        }
     }
     opts.cancel = ctx.cancel.clone();
     let handle = tokio::runtime::Handle::current();

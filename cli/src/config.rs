@@ -56,6 +56,11 @@ pub struct JobConfig {
     /// Which snapshots `coffer prune` and `backup --prune` keep.
     #[serde(default)]
     pub retention: Option<RetentionPolicy>,
+    /// The run succeeds when at least this many sinks stored the snapshot,
+    /// whichever they are (`optional` is then irrelevant). Without it,
+    /// every required sink must succeed.
+    #[serde(default)]
+    pub quorum: Option<usize>,
 }
 
 /// A parsed, resolved configuration.
@@ -73,6 +78,8 @@ pub struct Config {
     pub trusted_signers: Vec<String>,
     /// `[sink.NAME] retention = {…}`: replaces the job's policy on that sink.
     pub sink_retention: BTreeMap<String, RetentionPolicy>,
+    /// `[sink.NAME] optional = true`: its failure never makes a run partial.
+    pub sink_optional: std::collections::BTreeSet<String>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -123,6 +130,7 @@ impl Config {
         }
         let mut sinks = BTreeMap::new();
         let mut sink_retention = BTreeMap::new();
+        let mut sink_optional = std::collections::BTreeSet::new();
         for (name, table) in file.sink {
             let span = table.span();
             let mut t = table.into_inner();
@@ -137,6 +145,19 @@ impl Config {
                     .with_hint("e.g. retention = { keep-daily = 30, keep-monthly = 12 }")
                 })?;
                 sink_retention.insert(name.clone(), policy);
+            }
+            // `optional` is coffer's too (fan-out), like `retention`.
+            match t.remove("optional") {
+                None | Some(toml::Value::Boolean(false)) => {}
+                Some(toml::Value::Boolean(true)) => {
+                    sink_optional.insert(name.clone());
+                }
+                Some(_) => {
+                    return Err(config_error(at(
+                        span.clone(),
+                        &format!("[sink.{name}] optional must be true or false"),
+                    )));
+                }
             }
             let kind =
                 take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
@@ -183,6 +204,18 @@ impl Config {
                     &format!("[job.{name}] needs sources and sinks"),
                 )));
             }
+            if let Some(q) = job.quorum
+                && (q == 0 || q > job.sinks.len())
+            {
+                return Err(config_error(at(
+                    span.clone(),
+                    &format!(
+                        "[job.{name}] quorum = {q}, but the job has {} sink(s)",
+                        job.sinks.len()
+                    ),
+                ))
+                .with_hint("quorum is how many sinks must store each snapshot: 1 to the number of sinks"));
+            }
             let mut job = job;
             if let Some(p) = &job.passphrase_file
                 && p.is_relative()
@@ -204,6 +237,7 @@ impl Config {
             sources,
             sinks,
             sink_retention,
+            sink_optional,
             signing_key: file
                 .signing_key
                 .map(|p| if p.is_relative() { base.join(p) } else { p }),
@@ -293,5 +327,32 @@ mod tests {
         std::fs::write(&p, "[job.a]\nsources = []\nsinks = []\n").unwrap();
         let err = Config::load(&p, &crate::registry()).unwrap_err();
         assert!(err.to_string().contains("needs sources and sinks"), "{err}");
+    }
+
+    #[test]
+    fn optional_sinks_and_quorum() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        let text = |quorum: &str| {
+            format!(
+                "[job.a]\nsources = [\"s\"]\nsinks = [\"x\", \"y\"]\n{quorum}\n\
+                 [source.s]\nkind = \"file\"\npath = \"c.toml\"\n\
+                 [sink.x]\nkind = \"local\"\npath = \"x\"\noptional = true\n\
+                 [sink.y]\nkind = \"local\"\npath = \"y\"\noptional = false\n"
+            )
+        };
+        std::fs::write(&p, text("quorum = 2")).unwrap();
+        // `optional` never reaches the plugin, whose config denies unknown keys.
+        let cfg = Config::load(&p, &crate::registry()).unwrap();
+        assert_eq!(cfg.sink_optional.iter().collect::<Vec<_>>(), ["x"]);
+        assert_eq!(cfg.jobs["a"].quorum, Some(2));
+        for bad in ["quorum = 3", "quorum = 0"] {
+            std::fs::write(&p, text(bad)).unwrap();
+            let err = Config::load(&p, &crate::registry()).unwrap_err();
+            assert!(
+                err.to_string().contains("c.toml:1") && err.to_string().contains("quorum"),
+                "{err}"
+            );
+        }
     }
 }

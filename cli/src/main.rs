@@ -4,6 +4,8 @@
 mod args;
 mod commands;
 mod config;
+mod copy;
+mod import_runbook;
 mod output;
 mod prune;
 mod trust;
@@ -21,6 +23,11 @@ fn registry() -> Registry {
     #[cfg(feature = "mongo")]
     coffer_source_mongo::register(&mut reg);
     coffer_sink_local::register(&mut reg);
+    #[cfg(feature = "s3")]
+    coffer_sink_s3::register(&mut reg);
+    #[cfg(feature = "sftp")]
+    coffer_sink_sftp::register(&mut reg);
+    coffer_sink_media::register(&mut reg);
     reg
 }
 
@@ -50,6 +57,11 @@ fn exit_code_of(kind: ErrorKind) -> u8 {
 }
 
 fn main() -> ExitCode {
+    // The dependency graph enables both of rustls' providers (ring for
+    // mongodb, aws-lc-rs for object_store), so none is the default: pick
+    // one before any TLS client is built, or building one panics.
+    #[cfg(feature = "s3")]
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = args::Cli::parse();
     let filter = match cli.verbose {
         0 => "warn",

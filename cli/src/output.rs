@@ -32,18 +32,7 @@ pub fn print_json(value: &serde_json::Value) {
 
 /// Human size, e.g. `12.3 MiB`.
 pub fn size(bytes: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = bytes as f64;
-    let mut u = 0;
-    while v >= 1024.0 && u < UNITS.len() - 1 {
-        v /= 1024.0;
-        u += 1;
-    }
-    if u == 0 {
-        format!("{bytes} B")
-    } else {
-        format!("{v:.1} {}", UNITS[u])
-    }
+    coffer_core::human_size(bytes)
 }
 
 /// A progress spinner fed by [`Progress`] counters; only on a terminal.

@@ -41,10 +41,12 @@ pub fn check_writable_dir(path: &Path) -> Result<bool> {
                 );
             }
             // A missing path, or one below a regular file: look further up.
-            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => match dir.parent() {
-                Some(p) => dir = p,
-                None => break,
-            },
+            Err(e) if matches!(e.kind(), io::ErrorKind::NotFound | io::ErrorKind::NotADirectory) => {
+                match dir.parent() {
+                    Some(p) => dir = p,
+                    None => break,
+                }
+            }
             Err(e) => return Err(Error::io(format!("cannot stat {}", dir.display()), e)),
         }
     }

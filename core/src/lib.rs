@@ -10,6 +10,7 @@
 mod backup;
 mod bundle;
 mod catalog;
+mod copy;
 mod crypto;
 mod error;
 pub mod fsutil;
@@ -23,6 +24,8 @@ mod source;
 mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;
+mod units;
+mod wrappers;
 
 pub use backup::{BackupOutcome, BackupRequest, Progress, SinkOutcome, SinkTarget, run_backup};
 pub use bundle::{
@@ -31,6 +34,7 @@ pub use bundle::{
     check_source_name, hostname,
 };
 pub use catalog::{Catalog, CatalogEntry, SnapshotState};
+pub use copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshot, copy_snapshots, verified_object_stream};
 pub use crypto::{DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey};
 pub use error::{Error, ErrorKind, Result, config_error};
 pub use lock::{
@@ -57,6 +61,8 @@ pub use source::{
     RestoreEntryKind, RestoreOptions, RestoreReport, Restorer, Source, SourceInfo, SourceReport,
     check_relative_path,
 };
+pub use units::human_size;
+pub use wrappers::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

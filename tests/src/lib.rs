@@ -9,6 +9,14 @@ use std::process::Command;
 #[path = "../../sources/mongo/tests/common/mod.rs"]
 pub mod mongo_server;
 
+/// A real S3 server (moto_server), shared with the tests of `coffer-sink-s3`.
+#[path = "../../backends/s3/tests/common/mod.rs"]
+pub mod moto_server;
+
+/// A private sshd, shared with the tests of `coffer-sink-sftp`.
+#[path = "../../backends/sftp/tests/common/mod.rs"]
+pub mod ssh_server;
+
 /// The `coffer` binary under test: `$COFFER_BIN`, else the workspace's
 /// `target/debug/coffer` (built by `cargo build -p coffer`; `.ci/run`
 /// builds it first).

@@ -12,7 +12,10 @@
 //!   encrypted with an ephemeral key: never plaintext on disk.
 //! - The report gives per collection the document count, bytes, index
 //!   count and SHA-256 of the `.bson`, plus server version, start and end
-//!   time, and the consistency of the dump (per collection).
+//!   time, and the consistency of the dump: a point in time where the
+//!   server has an oplog (the entries written during the dump are stored
+//!   as `mongo/<source>/oplog.bson` and replayed on restore as ordinary
+//!   writes, see `oplog.rs`), else per collection.
 //! - The connection string's password never appears in descriptions,
 //!   errors, manifests or logs (`user:***@`).
 //! - A restore (`--mongo-uri URI`, `--drop`) fills staging collections,
@@ -30,6 +33,11 @@
 //! or, one-off: `--source mongo:mongodb://host:27017/issuer-directory`,
 //! `--source mongo-env:VAR`.
 //!
+//! Existing mongodump output (a directory, plain or `--gzip`, or an
+//! `--archive` file, plain or gzipped) is read by the `mongodump` kind
+//! (`--source mongodump:PATH`, or `kind = "mongodump"` with `path = "…"`),
+//! which emits the same entries, so it restores the same way.
+//!
 //! ```
 //! let mut registry = coffer_core::Registry::new();
 //! coffer_source_mongo::register(&mut registry);
@@ -41,8 +49,11 @@
 #![deny(missing_docs)]
 
 mod config;
+mod dump;
 mod error;
 mod metadata;
+mod ns;
+mod oplog;
 mod restore;
 mod source;
 mod spill;
@@ -51,7 +62,9 @@ mod uri;
 use std::sync::Arc;
 
 pub use config::MongoSourceConfig;
+pub use dump::MongodumpSource;
 pub use source::MongoSource;
+pub use spill::{Spill, SpillBody};
 
 /// The TOML `kind` and one-off prefix of this source: `mongo`.
 pub const KIND: &str = "mongo";
@@ -60,8 +73,13 @@ pub const KIND: &str = "mongo";
 /// `mongo-env:VAR`.
 pub const ENV_KIND: &str = "mongo-env";
 
-/// Registers the `mongo` and `mongo-env` source kinds.
+/// The TOML `kind` and one-off prefix reading an existing mongodump
+/// directory or `--archive` file: `mongodump:PATH`.
+pub const DUMP_KIND: &str = "mongodump";
+
+/// Registers the `mongo`, `mongo-env` and `mongodump` source kinds.
 pub fn register(reg: &mut coffer_core::Registry) {
     reg.register_source(Arc::new(source::MongoSourceFactory));
     reg.register_source(Arc::new(source::MongoEnvSourceFactory));
+    reg.register_source(Arc::new(dump::MongodumpSourceFactory));
 }

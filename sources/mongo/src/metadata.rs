@@ -132,6 +132,93 @@ pub(crate) fn parse(text: &[u8], path: &str) -> Result<Metadata> {
     })
 }
 
+/// Index options a server of 3.4 or later accepts; a legacy (`v: 1` or
+/// older) spec loses any other, as mongorestore's `--convertLegacyIndexes`
+/// does.
+const INDEX_OPTIONS: [&str; 27] = [
+    "v",
+    "key",
+    "name",
+    "ns",
+    "background",
+    "unique",
+    "sparse",
+    "expireAfterSeconds",
+    "partialFilterExpression",
+    "storageEngine",
+    "weights",
+    "default_language",
+    "language_override",
+    "textIndexVersion",
+    "2dsphereIndexVersion",
+    "bits",
+    "min",
+    "max",
+    "bucketSize",
+    "collation",
+    "wildcardProjection",
+    "hidden",
+    "prepareUnique",
+    "columnstoreProjection",
+    "clustered",
+    "dropDups",
+    "coarsestIndexedLevel",
+];
+
+/// An index spec of a dump as `createIndexes` takes it: without the
+/// obsolete `ns`; key values that servers before 3.4 read as ascending
+/// (`0`, `""`, `true`, …) written as `1`; a legacy spec (`v` < 2) without
+/// options newer servers refuse (e.g. `safe`). A valid modern spec is
+/// unchanged. Conversions are logged.
+pub(crate) fn index_for_create(spec: &Document, ns: &str) -> Document {
+    let legacy = match spec.get("v") {
+        Some(Bson::Int32(v)) => *v < 2,
+        Some(Bson::Int64(v)) => *v < 2,
+        Some(Bson::Double(v)) => *v < 2.0,
+        _ => false,
+    };
+    let name = spec.get_str("name").unwrap_or("?").to_string();
+    let mut out = Document::new();
+    for (k, v) in spec {
+        match k.as_str() {
+            "ns" | "dropDups" => {}
+            "key" => {
+                let Bson::Document(key) = v else {
+                    out.insert(k.clone(), v.clone());
+                    continue;
+                };
+                let mut fixed = Document::new();
+                for (field, value) in key {
+                    let ascending = match value {
+                        Bson::Int32(0) | Bson::Int64(0) => true,
+                        Bson::Double(d) => *d == 0.0 || d.is_nan(),
+                        Bson::Decimal128(d) => {
+                            d.to_string().trim_start_matches('-').parse::<f64>() == Ok(0.0)
+                        }
+                        Bson::String(s) => s.is_empty(),
+                        Bson::Int32(_) | Bson::Int64(_) => false,
+                        _ => true,
+                    };
+                    if ascending {
+                        tracing::warn!(ns, index = %name, field = %field, "converted a legacy index key value to 1");
+                        fixed.insert(field.clone(), 1);
+                    } else {
+                        fixed.insert(field.clone(), value.clone());
+                    }
+                }
+                out.insert(k.clone(), fixed);
+            }
+            other if legacy && !INDEX_OPTIONS.contains(&other) => {
+                tracing::warn!(ns, index = %name, option = other, "dropped an option of a legacy index");
+            }
+            _ => {
+                out.insert(k.clone(), v.clone());
+            }
+        }
+    }
+    out
+}
+
 /// The UUID bytes of a `listCollections` entry (`info.uuid`).
 pub(crate) fn uuid_of(spec: &Document) -> Option<Vec<u8>> {
     match spec.get_document("info").ok()?.get("uuid")? {
@@ -207,6 +294,18 @@ mod tests {
         assert_eq!(back.indexes, idx);
         assert_eq!(back.kind, CollectionType::Collection);
         assert_eq!(back.collection_name.as_deref(), Some("c"));
+    }
+
+    #[test]
+    fn converts_legacy_indexes_only() {
+        let modern = doc! { "v": 2, "key": { "a": -1, "t": "text", "h": "hashed", "d": 1.5 }, "name": "x", "unique": true, "custom": 1 };
+        assert_eq!(index_for_create(&modern, "a.b"), modern);
+        let text = br#"{"indexes":[{"v":{"$numberInt":"1"},"key":{"a":{"$numberDouble":"1.0"},"b":true,"c":{"$numberDecimal":"0"},"d":"","e":{"$numberInt":"0"}},"name":"a_1_b_true","ns":"indextest.test_collection","safe":true}]}"#;
+        let m = parse(text, "x.metadata.json").unwrap();
+        assert_eq!(
+            index_for_create(&m.indexes[0], "indextest.test_collection"),
+            doc! { "v": 1, "key": { "a": 1.0, "b": 1, "c": 1, "d": 1, "e": 1 }, "name": "a_1_b_true" }
+        );
     }
 
     #[test]

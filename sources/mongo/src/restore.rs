@@ -11,7 +11,7 @@
 //! `_id` it lacks, the others counted as conflicts, never overwritten.
 //! `finish(false)` drops every staging collection.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
 
 use coffer_core::{
@@ -26,6 +26,9 @@ use tokio::runtime::Handle;
 
 use crate::error::{DUPLICATE_KEY, code, driver};
 use crate::metadata::{self, CollectionType, Metadata};
+use crate::ns::NsRules;
+use crate::oplog::{self, OPLOG_FILE, Write};
+use crate::spill::{Spill, SpillBody};
 use crate::uri::redact;
 
 /// Largest BSON document a server accepts, plus room for its envelope.
@@ -39,6 +42,9 @@ const MAX_METADATA: u64 = 16 << 20;
 
 /// One collection staged (or, in a dry run, counted).
 struct Staged {
+    /// `db.collection` in the bundle (before any `--ns-from` renaming).
+    source: String,
+    /// Target database and collection.
     db: String,
     name: String,
     /// The staging collection; `None` in a dry run or before the data.
@@ -62,12 +68,32 @@ pub(crate) struct MongoRestorer {
     /// Keyed by `(db, escaped file stem)`.
     staged: BTreeMap<(String, String), Staged>,
     views: Vec<(String, String, Metadata)>,
+    /// `--ns-include`, `--ns-exclude`, `--ns-from` / `--ns-to`.
+    rules: NsRules,
+    /// Bundle collections (`(db, file stem)`) the rules leave out.
+    skipped: BTreeMap<(String, String), String>,
+    /// Target namespace → bundle namespace, to refuse two onto one.
+    targets: BTreeMap<String, String>,
+    /// Final count checks that failed.
+    mismatches: Vec<String>,
+    /// The bundle's `oplog.bson` (point-in-time dumps), replayed after
+    /// the collections are in place.
+    oplog: Option<SpillBody>,
+    /// Target namespaces this restore created or replaced whole: the
+    /// oplog is replayed on them (merged ones keep their documents).
+    replayable: BTreeSet<String>,
 }
 
 impl MongoRestorer {
     /// Prepares a restore into the server of `client`, failing now if it
     /// cannot be reached.
-    pub(crate) async fn new(client: Client, uri: String, drop: bool, opts: &RestoreOptions) -> Result<Self> {
+    pub(crate) async fn new(
+        client: Client,
+        uri: String,
+        drop: bool,
+        rules: NsRules,
+        opts: &RestoreOptions,
+    ) -> Result<Self> {
         client
             .database("admin")
             .run_command(doc! { "ping": 1 })
@@ -90,6 +116,12 @@ impl MongoRestorer {
             suffix: format!("coffer-staging-{:08x}", rand::random::<u32>()),
             staged: BTreeMap::new(),
             views: Vec::new(),
+            rules,
+            skipped: BTreeMap::new(),
+            targets: BTreeMap::new(),
+            mismatches: Vec::new(),
+            oplog: None,
+            replayable: BTreeSet::new(),
         })
     }
 
@@ -118,19 +150,24 @@ impl MongoRestorer {
             None => metadata::unescape_name(stem)
                 .ok_or_else(|| malformed("bad collection file name", entry.path))?,
         };
+        let key = (db.to_string(), stem.to_string());
+        let Some((tdb, tname)) = self.target(db, &name, entry.path)? else {
+            self.skipped.insert(key, format!("{db}.{name}"));
+            return Ok(());
+        };
         if meta.kind == CollectionType::View {
-            self.views.push((db.to_string(), name, meta));
+            self.views.push((tdb, tname, meta));
             return Ok(());
         }
-        let key = (db.to_string(), stem.to_string());
         if self.staged.contains_key(&key) {
             return Err(malformed("the bundle holds a collection twice", entry.path));
         }
         self.staged.insert(
             key,
             Staged {
-                db: db.to_string(),
-                name,
+                source: format!("{db}.{name}"),
+                db: tdb,
+                name: tname,
                 staging: None,
                 metadata: meta,
                 documents: 0,
@@ -143,16 +180,24 @@ impl MongoRestorer {
 
     fn bson_entry(&mut self, db: &str, stem: &str, entry: RestoreEntry<'_>, size: u64) -> Result<()> {
         let key = (db.to_string(), stem.to_string());
+        if self.skipped.contains_key(&key) {
+            return Ok(());
+        }
         if !self.staged.contains_key(&key) {
             // A dump without metadata: a plain collection without options
             // or secondary indexes (mongorestore does the same).
             let name = metadata::unescape_name(stem)
                 .ok_or_else(|| malformed("bad collection file name", entry.path))?;
+            let Some((tdb, tname)) = self.target(db, &name, entry.path)? else {
+                self.skipped.insert(key, format!("{db}.{name}"));
+                return Ok(());
+            };
             self.staged.insert(
                 key.clone(),
                 Staged {
-                    db: db.to_string(),
-                    name,
+                    source: format!("{db}.{name}"),
+                    db: tdb,
+                    name: tname,
                     staging: None,
                     metadata: Metadata {
                         options: Document::new(),
@@ -173,6 +218,27 @@ impl MongoRestorer {
         result
     }
 
+    /// Where the bundle's `db.name` goes (`None`: left out by the rules),
+    /// refusing two bundle collections onto one target.
+    fn target(&mut self, db: &str, name: &str, path: &str) -> Result<Option<(String, String)>> {
+        let Some((tdb, tname)) = self.rules.map(db, name)? else {
+            return Ok(None);
+        };
+        let source = format!("{db}.{name}");
+        let target = format!("{tdb}.{tname}");
+        if let Some(other) = self.targets.get(&target)
+            && other != &source
+        {
+            return Err(coffer_core::config_error(format!(
+                "`{other}` and `{source}` would both be restored into `{target}`"
+            ))
+            .with_context("path", path)
+            .with_hint("change --ns-from/--ns-to, or leave one out with --ns-exclude"));
+        }
+        self.targets.insert(target, source);
+        Ok(Some((tdb, tname)))
+    }
+
     /// Creates the staging collection, fills it, builds its indexes and
     /// checks its count.
     fn load(&self, staged: &mut Staged, reader: &mut dyn Read, size: u64, path: &str) -> Result<()> {
@@ -185,7 +251,7 @@ impl MongoRestorer {
             staged.documents = read_documents(reader, size, path, |_| Ok(()))?;
             return Ok(());
         }
-        let staging = format!("{}.{}", staged.name, self.suffix);
+        let staging = staging_name(&staged.db, &staged.name, &self.suffix);
         let db = self.client.database(&staged.db);
         let mut create = doc! { "create": &staging };
         for (k, v) in &staged.metadata.options {
@@ -246,11 +312,7 @@ impl MongoRestorer {
         let specs: Vec<Bson> = indexes
             .iter()
             .filter(|spec| spec.get_str("name").ok() != Some("_id_"))
-            .map(|spec| {
-                let mut spec = spec.clone();
-                spec.remove("ns");
-                Bson::Document(spec)
-            })
+            .map(|spec| Bson::Document(metadata::index_for_create(spec, ns)))
             .collect();
         if specs.is_empty() {
             return Ok(0);
@@ -290,10 +352,65 @@ impl MongoRestorer {
         for (db, name, meta) in std::mem::take(&mut self.views) {
             self.commit_view(&db, &name, &meta, report)?;
         }
+        if !self.mismatches.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!("final count check failed: {}", self.mismatches.join("; ")),
+            )
+            .with_hint(
+                "another client may be writing to these collections; check them and run the restore again \
+                 (with --drop to replace them whole)",
+            ));
+        }
         Ok(())
     }
 
-    fn commit_one(&self, s: &Staged, report: &mut Tally) -> Result<()> {
+    /// Counts the documents of `db.name`.
+    fn count(&self, db: &str, name: &str) -> Result<u64> {
+        self.run(
+            self.client
+                .database(db)
+                .collection::<Document>(name)
+                .count_documents(doc! {}),
+        )
+        .map_err(|e| self.err(format!("cannot count `{db}.{name}`"), &e))
+    }
+
+    /// The report line of one collection, recording a failed count check.
+    fn line(
+        &mut self,
+        s: &Staged,
+        restored: u64,
+        conflicts: u64,
+        indexes: usize,
+        expected: u64,
+    ) -> Result<String> {
+        let ns = format!("{}.{}", s.db, s.name);
+        let counted = self.count(&s.db, &s.name)?;
+        let check = if counted == expected {
+            format!("count {counted} ok")
+        } else {
+            self.mismatches
+                .push(format!("`{ns}` holds {counted} documents, expected {expected}"));
+            format!("count {counted} MISMATCH (expected {expected})")
+        };
+        Ok(format!(
+            "{}: {restored} documents restored, {conflicts} conflicts, {indexes} indexes built, {check}",
+            self.shown(s)
+        ))
+    }
+
+    /// `db.coll`, or `from -> to` when renamed.
+    fn shown(&self, s: &Staged) -> String {
+        let ns = format!("{}.{}", s.db, s.name);
+        if s.source == ns {
+            ns
+        } else {
+            format!("{} -> {ns}", s.source)
+        }
+    }
+
+    fn commit_one(&mut self, s: &Staged, report: &mut Tally) -> Result<()> {
         let ns = format!("{}.{}", s.db, s.name);
         let Some(staging) = &s.staging else {
             // Metadata without data (a dump of only metadata): nothing to swap.
@@ -308,12 +425,9 @@ impl MongoRestorer {
             };
             match self.run(self.client.database("admin").run_command(cmd)) {
                 Ok(_) => {
-                    report.add(
-                        if exists { "replace" } else { "create" },
-                        format!("{ns} ({} documents, {} indexes)", s.documents, s.indexes),
-                        s.documents,
-                        0,
-                    );
+                    self.replayable.insert(ns.clone());
+                    let line = self.line(s, s.documents, 0, s.indexes, s.documents)?;
+                    report.add(if exists { "replace" } else { "create" }, line, s.documents, 0);
                     return Ok(());
                 }
                 // Created meanwhile: merge into it below.
@@ -321,10 +435,18 @@ impl MongoRestorer {
                 Err(e) => return Err(self.err(format!("cannot swap in `{ns}`"), &e)),
             }
         }
-        let (inserted, conflicts) = self.merge(s, staging, &ns)?;
+        let before = self.count(&s.db, &s.name)?;
+        let (inserted, conflicts, indexes) = self.merge(s, staging, &ns)?;
+        if inserted + conflicts != s.documents {
+            self.mismatches.push(format!(
+                "`{ns}`: {inserted} inserted + {conflicts} conflicts != {} documents in the bundle",
+                s.documents
+            ));
+        }
+        let line = self.line(s, inserted, conflicts, indexes, before + inserted)?;
         report.add(
             "insert",
-            format!("{ns} ({inserted} documents inserted, {conflicts} conflicts kept as they were)"),
+            format!("{line} (conflicting _ids kept as they were)"),
             inserted,
             conflicts,
         );
@@ -332,12 +454,16 @@ impl MongoRestorer {
     }
 
     /// Copies the staging collection into the existing one, insert-only.
-    fn merge(&self, s: &Staged, staging: &str, ns: &str) -> Result<(u64, u64)> {
+    fn merge(&self, s: &Staged, staging: &str, ns: &str) -> Result<(u64, u64, usize)> {
         let db = self.client.database(&s.db);
         let target: Collection<RawDocumentBuf> = db.collection(&s.name);
-        if let Err(e) = self.create_indexes(&s.db, &s.name, &s.metadata.indexes, ns) {
-            tracing::warn!("{ns}: keeping the existing indexes: {e}");
-        }
+        let indexes = match self.create_indexes(&s.db, &s.name, &s.metadata.indexes, ns) {
+            Ok(n) => n,
+            Err(e) => {
+                tracing::warn!("{ns}: keeping the existing indexes: {e}");
+                0
+            }
+        };
         let from: Collection<RawDocumentBuf> = db.collection(staging);
         let mut cursor = self
             .run(from.find(doc! {}).batch_size(BATCH_DOCS as u32))
@@ -373,7 +499,7 @@ impl MongoRestorer {
         }
         self.run(from.drop())
             .map_err(|e| self.err(format!("cannot drop the staging collection of `{ns}`"), &e))?;
-        Ok((inserted, conflicts))
+        Ok((inserted, conflicts, indexes))
     }
 
     fn commit_view(&self, db: &str, name: &str, meta: &Metadata, report: &mut Tally) -> Result<()> {
@@ -400,7 +526,6 @@ impl MongoRestorer {
     /// What a commit would do (dry run or abort).
     fn plan(&self, report: &mut Tally) -> Result<()> {
         for s in self.staged.values() {
-            let ns = format!("{}.{}", s.db, s.name);
             let exists = self.exists(&s.db, &s.name)?;
             let action = match (exists, self.drop) {
                 (false, _) => "create",
@@ -409,7 +534,7 @@ impl MongoRestorer {
             };
             report.add(
                 action,
-                format!("{ns} ({} documents)", s.documents),
+                format!("{} ({} documents)", self.shown(s), s.documents),
                 s.documents,
                 0,
             );
@@ -450,6 +575,9 @@ impl Restorer for MongoRestorer {
         if entry.area != Area::Mongo {
             return Ok(());
         }
+        if entry.path == OPLOG_FILE {
+            return self.oplog_entry(entry.reader, size);
+        }
         let Some((db, file)) = entry.path.split_once('/') else {
             tracing::warn!(path = entry.path, "ignoring a file outside any database folder");
             return Ok(());
@@ -472,14 +600,185 @@ impl Restorer for MongoRestorer {
         let mut tally = Tally::default();
         if commit && !self.dry_run {
             self.commit(&mut tally)?;
+            if let Some(body) = self.oplog.take() {
+                self.replay(body, &mut tally)?;
+            }
         } else {
+            if let Some(mut body) = self.oplog.take() {
+                let n = read_documents(&mut *body.reader, body.size, OPLOG_FILE, |_| Ok(()))?;
+                tally.actions.push(RestoreAction {
+                    action: "replay-oplog".into(),
+                    target: format!("{n} oplog entries written during the dump (would be replayed)"),
+                });
+            }
             let planned = self.plan(&mut tally);
             let staged: Vec<Staged> = std::mem::take(&mut self.staged).into_values().collect();
             self.drop_staging(staged.into_iter());
             planned?;
         }
+        for ns in std::mem::take(&mut self.skipped).into_values() {
+            tally.skipped += 1;
+            tally.actions.push(RestoreAction {
+                action: "skip".into(),
+                target: format!("{ns} (left out by --ns-include/--ns-exclude)"),
+            });
+        }
         Ok(tally.report())
     }
+}
+
+impl MongoRestorer {
+    /// Keeps the bundle's oplog (memory, or an encrypted temp file) until
+    /// the collections are in place.
+    fn oplog_entry(&mut self, reader: &mut dyn Read, size: u64) -> Result<()> {
+        if self.oplog.is_some() {
+            return Err(malformed("the bundle holds the oplog twice", OPLOG_FILE));
+        }
+        let mut spill = Spill::new(8 << 20);
+        let mut buf = vec![0u8; 1 << 20];
+        let mut left = size;
+        while left > 0 {
+            let want = buf.len().min(left as usize);
+            read_exact(reader, &mut buf[..want])?;
+            spill
+                .write(&buf[..want])
+                .map_err(|e| Error::io("cannot buffer the oplog in an encrypted temp file", e))?;
+            left -= want as u64;
+        }
+        self.oplog = Some(
+            spill
+                .finish()
+                .map_err(|e| Error::io("cannot buffer the oplog", e))?,
+        );
+        Ok(())
+    }
+
+    /// Replays the oplog entries as ordinary writes, after the collections
+    /// are in place, honouring the namespace rules.
+    fn replay(&self, body: SpillBody, tally: &mut Tally) -> Result<()> {
+        let SpillBody { size, mut reader, .. } = body;
+        let (mut applied, mut left_out, mut kept) = (0u64, 0u64, 0u64);
+        let mut notes: BTreeMap<String, u64> = BTreeMap::new();
+        let mut state: BTreeMap<String, bool> = BTreeMap::new();
+        let mut last = None;
+        read_documents(&mut *reader, size, OPLOG_FILE, |entry| {
+            self.cancel.check()?;
+            if let Ok(ts) = entry.get_timestamp("ts") {
+                last = Some(ts);
+            }
+            for (db, coll, w) in oplog::writes(&entry)? {
+                if let Write::Skip(why) = w {
+                    *notes.entry(why).or_default() += 1;
+                    continue;
+                }
+                let Some((tdb, tcoll)) = self.rules.map(&db, &coll)? else {
+                    left_out += 1;
+                    continue;
+                };
+                let ns = format!("{tdb}.{tcoll}");
+                let ok = match state.get(&ns) {
+                    Some(ok) => *ok,
+                    None => {
+                        // Created or replaced by this restore, or new to
+                        // the server; never an existing collection that
+                        // was merged into (insert-only keeps its documents).
+                        let ok = self.drop
+                            || self.replayable.contains(&ns)
+                            || (!self.targets.contains_key(&ns) && !self.exists(&tdb, &tcoll)?);
+                        state.insert(ns.clone(), ok);
+                        ok
+                    }
+                };
+                if !ok {
+                    kept += 1;
+                    continue;
+                }
+                self.apply(&tdb, &tcoll, w).map_err(|e| {
+                    e.with_hint(
+                        "the collections are restored as of the dump's start; the oplog replay stopped \
+                         part-way: run the restore again with --drop",
+                    )
+                })?;
+                applied += 1;
+            }
+            Ok(())
+        })?;
+        if last.is_none() {
+            // No write during the dump: the collections are the point in time.
+            return Ok(());
+        }
+        let mut target = format!("{applied} oplog writes replayed");
+        if let Some(ts) = last {
+            target.push_str(&format!(
+                " (point in time {{t: {}, i: {}}})",
+                ts.time, ts.increment
+            ));
+        }
+        if left_out > 0 {
+            target.push_str(&format!(", {left_out} left out by --ns-include/--ns-exclude"));
+        }
+        if kept > 0 {
+            target.push_str(&format!(
+                ", {kept} not replayed on collections merged into (existing documents kept; --drop restores \
+                 the point in time)"
+            ));
+        }
+        for (why, n) in notes {
+            target.push_str(&format!(", {n}× {why}"));
+        }
+        tally.actions.push(RestoreAction {
+            action: "replay-oplog".into(),
+            target,
+        });
+        tally.replayed = Some(applied);
+        Ok(())
+    }
+
+    /// One replayed write.
+    fn apply(&self, db: &str, coll: &str, w: Write) -> Result<()> {
+        let ns = format!("{db}.{coll}");
+        let c: Collection<RawDocumentBuf> = self.client.database(db).collection(coll);
+        let fail = |e: mongodb::error::Error| self.err(format!("cannot replay the oplog on `{ns}`"), &e);
+        match w {
+            Write::Upsert { filter, doc } => {
+                self.run(c.replace_one(filter, doc).upsert(true)).map_err(fail)?;
+            }
+            Write::Update { filter, updates } => {
+                for u in updates {
+                    self.run(c.update_one(filter.clone(), u)).map_err(fail)?;
+                }
+            }
+            Write::Delete { filter } => {
+                self.run(c.delete_one(filter)).map_err(fail)?;
+            }
+            Write::Create { options } => {
+                if !self.exists(db, coll)? {
+                    let mut create = doc! { "create": coll };
+                    create.extend(options);
+                    self.run(self.client.database(db).run_command(create))
+                        .map_err(fail)?;
+                }
+            }
+            Write::Drop => {
+                self.run(c.drop()).map_err(fail)?;
+            }
+            Write::Skip(_) => {}
+        }
+        Ok(())
+    }
+}
+
+/// The staging collection of `db.name`: `<name>.<suffix>`, or, when that
+/// namespace would pass the server's 255-byte limit (collection names of
+/// 200+ characters), `<suffix>-<hash of the name>`.
+fn staging_name(db: &str, name: &str, suffix: &str) -> String {
+    let full = format!("{name}.{suffix}");
+    if db.len() + 1 + full.len() <= 255 {
+        return full;
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(name.as_bytes());
+    format!("{suffix}-{}", hex::encode(&hash[..8]))
 }
 
 /// Counts for the report.
@@ -490,6 +789,9 @@ struct Tally {
     views: u64,
     documents: u64,
     conflicts: u64,
+    skipped: u64,
+    /// Oplog writes replayed.
+    replayed: Option<u64>,
 }
 
 impl Tally {
@@ -524,6 +826,12 @@ impl Tally {
         }
         if self.conflicts > 0 {
             summary.push_str(&format!(", {} conflicts (existing kept)", self.conflicts));
+        }
+        if self.skipped > 0 {
+            summary.push_str(&format!(", {} left out", self.skipped));
+        }
+        if let Some(n) = self.replayed {
+            summary.push_str(&format!(", {n} oplog writes replayed"));
         }
         RestoreReport {
             summary,

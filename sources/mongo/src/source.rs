@@ -122,14 +122,7 @@ impl MongoSource {
     /// The connection string and a client for it (no I/O yet: the driver
     /// connects lazily, within the server-selection timeout).
     pub(crate) async fn connect(&self, uri: &str) -> Result<Client> {
-        let target = redact(uri);
-        let mut opts = ClientOptions::parse(uri)
-            .await
-            .map_err(|e| driver("invalid MongoDB connection string", &e, uri, &target))?;
-        opts.server_selection_timeout.get_or_insert(self.timeout);
-        opts.connect_timeout.get_or_insert(self.timeout);
-        opts.app_name.get_or_insert_with(|| "coffer".to_string());
-        Client::with_options(opts).map_err(|e| driver("cannot set up the MongoDB client", &e, uri, &target))
+        connect(uri, self.timeout).await
     }
 
     /// The databases to dump.
@@ -297,7 +290,14 @@ impl Source for MongoSource {
             .await
             .map_err(|e| driver("cannot reach the MongoDB server", &e, &uri, &target))?;
         let replica_set = hello.get_str("setName").ok().map(str::to_string);
+        // Point in time: the oplog's newest entry before anything is listed.
+        let oplog_start = match crate::oplog::present(&client).await {
+            Some(true) => crate::oplog::edge(&client, &uri, -1).await?,
+            _ => None,
+        };
         let plans = self.plan(&client, &uri).await?;
+        let mut dbs: std::collections::BTreeSet<String> = plans.iter().map(|p| p.db.clone()).collect();
+        dbs.extend(self.databases.iter().cloned());
         let mtime = started.as_second();
         let permits = Arc::new(Semaphore::new(self.parallel + 1));
         let dumped: Vec<Dumped> = futures::stream::iter(plans)
@@ -311,6 +311,13 @@ impl Source for MongoSource {
             .buffer_unordered(self.parallel)
             .try_collect()
             .await?;
+        let oplog = match oplog_start {
+            Some(start) => Some(
+                self.capture_oplog(&client, &uri, start, &dbs, &out, mtime)
+                    .await?,
+            ),
+            None => None,
+        };
         let finished = jiff::Timestamp::now();
         Ok(report(
             &dumped,
@@ -318,6 +325,7 @@ impl Source for MongoSource {
             replica_set.as_deref(),
             started,
             finished,
+            oplog.as_ref(),
         ))
     }
 
@@ -328,9 +336,101 @@ impl Source for MongoSource {
         };
         let client = self.connect(&uri).await?;
         let drop = opts.params.get("drop").is_some_and(|v| v == "true");
-        let restorer = MongoRestorer::new(client, uri, drop, opts).await?;
+        let rules = crate::ns::NsRules::from_params(&opts.params)?;
+        let restorer = MongoRestorer::new(client, uri, drop, rules, opts).await?;
         Ok(Box::new(restorer))
     }
+}
+
+impl MongoSource {
+    /// Stores the oplog entries written since `start` on the dumped
+    /// databases and selected collections as `oplog.bson`, after checking
+    /// that the oplog did not roll over.
+    async fn capture_oplog(
+        &self,
+        client: &Client,
+        uri: &str,
+        start: mongodb::bson::Timestamp,
+        dbs: &std::collections::BTreeSet<String>,
+        out: &EntrySender,
+        mtime: i64,
+    ) -> Result<OplogDump> {
+        use crate::oplog::{self, ts_pair};
+        let target = redact(uri);
+        let end = oplog::edge(client, uri, -1).await?.unwrap_or(start);
+        let keep = |db: &str, coll: &str| dbs.contains(db) && (coll.is_empty() || self.selected(db, coll));
+        let mut cursor = oplog::window(client, uri, start, end).await?;
+        let mut spill = Spill::new(MEMORY_LIMIT);
+        let mut chunk = Vec::with_capacity(CHUNK);
+        let (mut entries, mut skipped) = (0u64, 0u64);
+        while cursor
+            .advance()
+            .await
+            .map_err(|e| driver("cannot read the oplog (local.oplog.rs)", &e, uri, &target))?
+        {
+            let entry = cursor.current();
+            if oplog::wanted(entry, &keep) {
+                chunk.extend_from_slice(entry.as_bytes());
+                entries += 1;
+            } else {
+                skipped += 1;
+            }
+            if chunk.len() >= CHUNK {
+                spill = write_spill(spill, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).await?;
+            }
+        }
+        spill = write_spill(spill, chunk).await?;
+        let oldest = oplog::edge(client, uri, 1).await?;
+        if oldest.is_none_or(|o| ts_pair(o) > ts_pair(start)) {
+            return Err(oplog::rolled_over(start, oldest));
+        }
+        let body = tokio::task::spawn_blocking(move || spill.finish())
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("spill task failed: {e}")))?
+            .map_err(|e| Error::io("cannot buffer the oplog", e))?;
+        out.send(Entry {
+            area: Area::Mongo,
+            path: oplog::OPLOG_FILE.to_string(),
+            mode: 0o644,
+            mtime,
+            body: EntryBody::File {
+                size: body.size,
+                reader: body.reader,
+            },
+        })
+        .await?;
+        Ok(OplogDump {
+            start: ts_pair(start),
+            end: ts_pair(end),
+            entries,
+            skipped,
+            bytes: body.size,
+            sha256: hex::encode(body.sha256),
+        })
+    }
+}
+
+/// The oplog window stored with a dump.
+struct OplogDump {
+    start: (u32, u32),
+    end: (u32, u32),
+    entries: u64,
+    skipped: u64,
+    bytes: u64,
+    sha256: String,
+}
+
+/// A client for `uri` (no I/O yet: the driver connects lazily, within
+/// the server-selection timeout).
+pub(crate) async fn connect(uri: &str, timeout: Duration) -> Result<Client> {
+    let target = redact(uri);
+    let mut opts = ClientOptions::parse(uri)
+        .await
+        .map_err(|e| driver("invalid MongoDB connection string", &e, uri, &target))?;
+    opts.server_selection_timeout.get_or_insert(timeout);
+    opts.connect_timeout.get_or_insert(timeout);
+    opts.app_name.get_or_insert_with(|| "coffer".to_string());
+    Client::with_options(opts).map_err(|e| driver("cannot set up the MongoDB client", &e, uri, &target))
 }
 
 /// Dumps one collection (or view) and sends its entries.
@@ -431,7 +531,7 @@ async fn dump_one(
 }
 
 /// Appends `chunk`, off the reactor when that means disk I/O.
-async fn write_spill(mut spill: Spill, chunk: Vec<u8>) -> Result<Spill> {
+pub(crate) async fn write_spill(mut spill: Spill, chunk: Vec<u8>) -> Result<Spill> {
     if chunk.is_empty() {
         return Ok(spill);
     }
@@ -492,6 +592,7 @@ fn report(
     replica_set: Option<&str>,
     started: jiff::Timestamp,
     finished: jiff::Timestamp,
+    oplog: Option<&OplogDump>,
 ) -> SourceReport {
     let mut sorted: Vec<&Dumped> = dumped.iter().collect();
     sorted.sort_by(|a, b| (&a.db, &a.name).cmp(&(&b.db, &b.name)));
@@ -513,7 +614,24 @@ fn report(
     if views > 0 {
         summary.push_str(&format!(", {views} view{}", if views == 1 { "" } else { "s" }));
     }
-    summary.push_str(", per-collection consistent");
+    let consistency = match oplog {
+        Some(o) => format!(
+            "point in time: the collections plus the {} oplog entries written during the dump, replayed on \
+             restore, give the databases as of oplog ts {{t: {}, i: {}}}",
+            o.entries, o.end.0, o.end.1
+        ),
+        None => consistency.to_string(),
+    };
+    match oplog {
+        Some(o) => summary.push_str(&format!(
+            ", point in time (oplog {{t: {}, i: {}}}, {} entr{})",
+            o.end.0,
+            o.end.1,
+            o.entries,
+            if o.entries == 1 { "y" } else { "ies" }
+        )),
+        None => summary.push_str(", per-collection consistent"),
+    }
     let list: Vec<Value> = sorted
         .iter()
         .map(|d| {
@@ -543,12 +661,21 @@ fn report(
             "started_at": started.to_string(),
             "finished_at": finished.to_string(),
             "consistency": consistency,
+            "oplog": oplog.map(|o| json!({
+                "file": crate::oplog::OPLOG_FILE,
+                "start": { "t": o.start.0, "i": o.start.1 },
+                "end": { "t": o.end.0, "i": o.end.1 },
+                "entries": o.entries,
+                "left_out": o.skipped,
+                "bytes": o.bytes,
+                "sha256": o.sha256,
+            })),
             "collections": list,
         }),
     }
 }
 
-fn human_bytes(n: u64) -> String {
+pub(crate) fn human_bytes(n: u64) -> String {
     const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
     if n < 1024 {
         return format!("{n} B");
@@ -675,7 +802,7 @@ fn source_from_origin(name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
 }
 
 /// `[A-Za-z0-9._-]` only, for source names.
-fn clean_name(s: &str) -> String {
+pub(crate) fn clean_name(s: &str) -> String {
     s.chars()
         .map(|c| {
             if c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-') {

@@ -14,7 +14,7 @@ use age::x25519;
 use sha2::{Digest, Sha256};
 
 /// A growing body: memory first, then an encrypted temp file.
-pub(crate) struct Spill {
+pub struct Spill {
     limit: usize,
     mem: Vec<u8>,
     file: Option<SpillFile>,
@@ -30,7 +30,7 @@ struct SpillFile {
 }
 
 /// A finished body.
-pub(crate) struct SpillBody {
+pub struct SpillBody {
     /// Exact size in bytes.
     pub size: u64,
     /// SHA-256 of the content.
@@ -43,7 +43,7 @@ pub(crate) struct SpillBody {
 
 impl Spill {
     /// An empty body kept in memory up to `limit` bytes.
-    pub(crate) fn new(limit: usize) -> Self {
+    pub fn new(limit: usize) -> Self {
         Spill {
             limit,
             mem: Vec::new(),
@@ -55,12 +55,12 @@ impl Spill {
 
     /// Whether writing `add` more bytes does disk I/O (and so must run off
     /// the reactor).
-    pub(crate) fn needs_blocking(&self, add: usize) -> bool {
+    pub fn needs_blocking(&self, add: usize) -> bool {
         self.file.is_some() || self.mem.len() + add > self.limit
     }
 
     /// Appends `data`.
-    pub(crate) fn write(&mut self, data: &[u8]) -> io::Result<()> {
+    pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
         self.hasher.update(data);
         self.len += data.len() as u64;
         if self.file.is_none() && self.mem.len() + data.len() <= self.limit {
@@ -86,7 +86,7 @@ impl Spill {
     }
 
     /// Finishes the body, returning its size, hash and a reader.
-    pub(crate) fn finish(self) -> io::Result<SpillBody> {
+    pub fn finish(self) -> io::Result<SpillBody> {
         let sha256: [u8; 32] = self.hasher.finalize().into();
         match self.file {
             None => Ok(SpillBody {

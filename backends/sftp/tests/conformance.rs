@@ -1,0 +1,250 @@
+//! The sink conformance kit against a real OpenSSH sshd, plus SFTP fault
+//! cases: unknown and changed host keys, a refused key, an unreachable
+//! host, a server killed mid-upload.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use coffer_core::{ByteStream, Bytes, ErrorKind, PutOptions, Registry, Sink, SinkExt};
+use coffer_sink_sftp::{SftpSink, SftpSinkConfig};
+use common::SshServer;
+use futures::StreamExt;
+
+fn config(ssh: &SshServer, sub: &str) -> SftpSinkConfig {
+    SftpSinkConfig::new(
+        "127.0.0.1",
+        ssh.port(),
+        ssh.user(),
+        ssh.data_dir().join(sub).display().to_string(),
+        ssh.client_key(),
+    )
+    .with_known_hosts(ssh.known_hosts())
+}
+
+fn body(len: usize, chunk: usize) -> ByteStream {
+    let data: Vec<u8> = (0..len).map(|i| (i % 251) as u8).collect();
+    let chunks: Vec<coffer_core::Result<Bytes>> = data
+        .chunks(chunk)
+        .map(|c| Ok(Bytes::copy_from_slice(c)))
+        .collect();
+    futures::stream::iter(chunks).boxed()
+}
+
+fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            if e.file_type().unwrap().is_dir() {
+                stack.push(e.path());
+            } else if e.file_name().to_string_lossy().starts_with(".coffer-tmp-") {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn passes_the_conformance_suite_on_sshd() {
+    let Some(ssh) = SshServer::start() else { return };
+    let sink = SftpSink::from_url(&ssh.url("suite")).unwrap();
+    coffer_core::testkit::sink_suite(&sink).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !temp_files(&ssh.data_dir()).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "temp files left: {:?}",
+            temp_files(&ssh.data_dir())
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn objects_are_files_with_private_modes() {
+    use std::os::unix::fs::PermissionsExt;
+    let Some(ssh) = SshServer::start() else { return };
+    let sink = SftpSink::new(config(&ssh, "modes/root"));
+    let n = sink
+        .put(
+            "a/b.coffer",
+            body(3 * 1024 * 1024 + 1, 70_000),
+            PutOptions::create(),
+        )
+        .await
+        .unwrap();
+    let file = ssh.data_dir().join("modes/root/a/b.coffer");
+    assert_eq!(std::fs::metadata(&file).unwrap().len(), n);
+    assert_eq!(
+        std::fs::metadata(&file).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    assert_eq!(
+        std::fs::metadata(file.parent().unwrap())
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777,
+        0o700
+    );
+    assert_eq!(sink.get_bytes("a/b.coffer").await.unwrap().len() as u64, n);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn server_killed_mid_upload_fails_clearly_and_a_rerun_succeeds() {
+    let Some(mut ssh) = SshServer::start() else { return };
+    let sink =
+        SftpSink::new(config(&ssh, "kill").with_timeouts(Duration::from_secs(5), Duration::from_secs(5)));
+    sink.check().await.unwrap();
+    let slow = body(40 * 1024 * 1024, 256 * 1024)
+        .then(|c| async {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            c
+        })
+        .boxed();
+    let started = Instant::now();
+    let put = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.put("k.coffer", slow, PutOptions::create()).await }
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    ssh.kill();
+    let err = put.await.unwrap().unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(20),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err:?}");
+    assert!(err.is_temporary() && err.hint().is_some(), "{err:?}");
+    assert!(!ssh.data_dir().join("kill/k.coffer").exists());
+    // The partial upload is only a temp file, which is never listed.
+    let leftovers = temp_files(&ssh.data_dir());
+    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    ssh.restart();
+    assert!(
+        sink.list("").await.unwrap().is_empty(),
+        "a partial object is visible"
+    );
+    let n = sink
+        .put("k.coffer", body(2 * 1024 * 1024, 100_000), PutOptions::create())
+        .await
+        .unwrap();
+    assert_eq!(sink.head("k.coffer").await.unwrap().unwrap().size, n);
+    // Resume-safe cleanup of what the killed upload left.
+    assert_eq!(sink.cleanup_stale_temp(Duration::ZERO).await.unwrap(), 1);
+    assert!(temp_files(&ssh.data_dir()).is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reconnects_after_the_connection_dropped() {
+    let Some(mut ssh) = SshServer::start() else { return };
+    let sink = SftpSink::new(config(&ssh, "re"));
+    sink.put_bytes("a", Bytes::from_static(b"1"), PutOptions::create())
+        .await
+        .unwrap();
+    ssh.restart(); // drops the connection
+    assert_eq!(sink.list("").await.unwrap().len(), 1);
+    assert_eq!(sink.get_bytes("a").await.unwrap(), "1");
+}
+
+#[tokio::test]
+async fn an_unknown_host_key_is_refused_unless_asked() {
+    let Some(ssh) = SshServer::start() else { return };
+    let empty = ssh.data_dir().join("empty_known_hosts");
+    std::fs::write(&empty, "").unwrap();
+    let started = Instant::now();
+    let err = SftpSink::new(config(&ssh, "x").with_known_hosts(&empty))
+        .check()
+        .await
+        .unwrap_err();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err:?}");
+    assert!(err.to_string().contains("SHA256:"), "{err}");
+    assert!(err.hint().unwrap().contains("ssh-keyscan"), "{err:?}");
+
+    let err = SftpSink::new(config(&ssh, "x").with_known_hosts(ssh.wrong_known_hosts()))
+        .check()
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("man-in-the-middle"), "{err}");
+
+    SftpSink::new(
+        config(&ssh, "x")
+            .with_known_hosts(&empty)
+            .with_insecure_accept_host_key(true),
+    )
+    .check()
+    .await
+    .unwrap();
+}
+
+#[tokio::test]
+async fn a_refused_key_says_check_authorized_keys() {
+    let Some(ssh) = SshServer::start() else { return };
+    let mut c = config(&ssh, "x");
+    c.key = ssh.other_key();
+    let err = SftpSink::new(c).list("").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err:?}");
+    assert!(err.hint().unwrap().contains("authorized_keys"), "{err:?}");
+    let mut c = config(&ssh, "x");
+    c.key = ssh.data_dir().join("no-such-key");
+    let err = SftpSink::new(c).list("").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid, "{err:?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_host_fails_within_the_connect_timeout() {
+    let Some(ssh) = SshServer::start() else { return };
+    // Nothing listens.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = config(&ssh, "x");
+    c.port = port;
+    let err = SftpSink::new(c.clone()).list("").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err:?}");
+    // Something listens but never speaks SSH.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    c.port = listener.local_addr().unwrap().port();
+    let started = Instant::now();
+    let err = SftpSink::new(c.with_timeouts(Duration::from_secs(2), Duration::from_secs(2)))
+        .list("")
+        .await
+        .unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(6),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err:?}");
+    assert!(err.to_string().contains("timed out"), "{err}");
+}
+
+#[test]
+fn urls_and_tables_reach_the_same_sink() {
+    let mut reg = Registry::new();
+    coffer_sink_sftp::register(&mut reg);
+    let sink = reg
+        .sink_from_url("sftp://me@host.example:2222/backups?key=/k&known-hosts=/kh")
+        .unwrap();
+    assert_eq!(
+        sink.info().to_string(),
+        "sftp:sftp://me@host.example:2222/backups"
+    );
+    let table: coffer_core::toml::Table =
+        "host = \"host.example\"\nport = 2222\nuser = \"me\"\npath = \"backups\"\nkey = \"id\""
+            .parse()
+            .unwrap();
+    let sink = reg
+        .sink_factory("sftp")
+        .unwrap()
+        .from_config("nas", table, std::path::Path::new("/etc/coffer"))
+        .unwrap();
+    assert_eq!(sink.info().location, "sftp://me@host.example:2222/backups");
+}

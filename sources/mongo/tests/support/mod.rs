@@ -1,0 +1,142 @@
+//! Helpers of the restore tests: capture a source's entries in memory and
+//! feed them to its restorer as the bundle pipeline does.
+
+#![allow(dead_code)]
+
+use std::io::Read;
+use std::sync::Arc;
+
+use coffer_core::{
+    Area, CaptureContext, EntryBody, EntrySender, Registry, RestoreEntry, RestoreEntryKind, RestoreOptions,
+    RestoreReport, Source, SourceReport,
+};
+use mongodb::Client;
+use mongodb::bson::{Document, doc};
+
+/// A captured entry: path and content.
+#[derive(Debug, Clone)]
+pub struct Captured {
+    pub path: String,
+    pub data: Vec<u8>,
+}
+
+/// A source from a one-off spec such as `mongo:URI` or `mongodump:PATH`.
+pub fn source(spec: &str) -> Arc<dyn Source> {
+    let mut reg = Registry::new();
+    coffer_source_mongo::register(&mut reg);
+    let (factory, rest) = reg.source_spec(spec).expect("spec");
+    factory.from_spec("db", rest).expect("source")
+}
+
+/// Runs a capture, returning the entries sorted by path.
+pub async fn capture(src: &dyn Source) -> coffer_core::Result<(Vec<Captured>, SourceReport)> {
+    let (tx, mut rx) = EntrySender::channel(4);
+    let drain = tokio::spawn(async move {
+        let mut out = Vec::new();
+        while let Some(entry) = rx.recv().await {
+            assert_eq!(entry.area, Area::Mongo);
+            let EntryBody::File { size, mut reader } = entry.body else {
+                panic!("not a file: {}", entry.path)
+            };
+            let data = tokio::task::spawn_blocking(move || {
+                let mut data = Vec::new();
+                reader.read_to_end(&mut data).unwrap();
+                data
+            })
+            .await
+            .unwrap();
+            assert_eq!(data.len() as u64, size, "{}", entry.path);
+            out.push(Captured {
+                path: entry.path,
+                data,
+            });
+        }
+        out
+    });
+    let report = src.capture(&CaptureContext::new("test"), tx).await;
+    let mut entries = drain.await.unwrap();
+    entries.sort_by(|a, b| a.path.cmp(&b.path));
+    Ok((entries, report?))
+}
+
+/// Restores `entries` through `src`'s restorer into `uri` with `params`
+/// (besides `mongo-uri`), metadata before data as in a bundle.
+pub async fn restore(
+    src: &dyn Source,
+    entries: &[Captured],
+    uri: &str,
+    params: &[(&str, &str)],
+) -> coffer_core::Result<RestoreReport> {
+    let mut opts = RestoreOptions::default();
+    opts.params.insert("mongo-uri".into(), uri.into());
+    for (k, v) in params {
+        opts.params.insert(k.to_string(), v.to_string());
+    }
+    let restorer = src.restore(&opts).await?;
+    let mut entries = entries.to_vec();
+    entries.sort_by_key(|e| !e.path.ends_with(".metadata.json"));
+    tokio::task::spawn_blocking(move || {
+        let mut restorer = restorer;
+        for e in &entries {
+            let mut reader = std::io::Cursor::new(&e.data[..]);
+            let fed = restorer.entry(RestoreEntry {
+                area: Area::Mongo,
+                path: &e.path,
+                mode: 0o644,
+                mtime: 0,
+                kind: RestoreEntryKind::File {
+                    size: e.data.len() as u64,
+                },
+                reader: &mut reader,
+            });
+            if let Err(err) = fed {
+                restorer.finish(false).expect("abort");
+                return Err(err);
+            }
+        }
+        restorer.finish(true)
+    })
+    .await
+    .unwrap()
+}
+
+/// A client of `uri`.
+pub async fn client(uri: &str) -> Client {
+    Client::with_uri_str(uri).await.unwrap()
+}
+
+/// The collection names of `db`, sorted.
+pub async fn names(client: &Client, db: &str) -> Vec<String> {
+    let mut n = client.database(db).list_collection_names().await.unwrap();
+    n.sort();
+    n
+}
+
+/// The documents of `db.coll` in natural order.
+pub async fn docs(client: &Client, db: &str, coll: &str) -> Vec<Document> {
+    use futures::TryStreamExt;
+    client
+        .database(db)
+        .collection::<Document>(coll)
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap()
+}
+
+/// The index specs of `db.coll`, sorted by name.
+pub async fn index_specs(client: &Client, db: &str, coll: &str) -> Vec<Document> {
+    use futures::TryStreamExt;
+    let mut specs: Vec<Document> = client
+        .database(db)
+        .run_cursor_command(doc! { "listIndexes": coll })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    specs.sort_by(|x, y| x.get_str("name").unwrap().cmp(y.get_str("name").unwrap()));
+    specs
+}

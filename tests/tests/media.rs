@@ -1,0 +1,557 @@
+//! End-to-end tests of removable media on real filesystems: each test
+//! mounts its own tmpfs as the medium (tests run as root; without the
+//! right to mount they skip, or fail when CI=true), and a guard unmounts it
+//! even when the test panics.
+
+use std::fs;
+use std::io::Read;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coffer_e2e::{coffer, coffer_bin, files_under, keygen, require_tool};
+use serde_json::Value;
+
+/// A tmpfs mounted on a fresh directory; unmounted on drop.
+struct Tmpfs {
+    mount: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `64m`), or returns `None` (skip) when
+    /// this process may not mount — a failure instead when CI=true.
+    fn new(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("medium");
+        fs::create_dir(&mount).unwrap();
+        let out = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { mount, _dir: dir }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("cannot mount a tmpfs (the media tests run as root): {why}");
+                }
+                eprintln!("skipping: cannot mount a tmpfs (not root?): {why}");
+                None
+            }
+        }
+    }
+
+    fn path(&self) -> &Path {
+        &self.mount
+    }
+
+    fn url(&self, query: &str) -> String {
+        format!("media:{}{query}", self.mount.display())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.mount)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (a killed child's open file): detach it lazily.
+            let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
+        }
+    }
+}
+
+/// A tiny service to back up.
+fn service(dir: &Path) {
+    fs::create_dir_all(dir.join("svc/data")).unwrap();
+    fs::write(dir.join("svc/app.yaml"), "port: 8447\n").unwrap();
+    fs::write(dir.join("svc/data/seed.json"), "[{\"id\": 1}]\n").unwrap();
+}
+
+fn ok(out: &std::process::Output) -> &std::process::Output {
+    assert!(
+        out.status.success(),
+        "failed ({:?}):\nstdout: {}\nstderr: {}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
+fn json(out: &std::process::Output) -> Value {
+    serde_json::from_slice(&ok(out).stdout).unwrap()
+}
+
+/// Backs up `svc` to the local sink `bk` with extra args; returns the id.
+fn backup(dir: &Path, extra: &[&str]) -> String {
+    let out = coffer(dir)
+        .args(["--json", "backup", "--source", "file:svc", "--sink", "bk"])
+        .args(extra)
+        .output()
+        .unwrap();
+    json(&out)["id"].as_str().unwrap().to_string()
+}
+
+fn media_init(dir: &Path, m: &Tmpfs, label: &str) {
+    ok(&coffer(dir)
+        .args(["media", "init"])
+        .arg(m.path())
+        .args(["--label", label, "--set", "weekly"])
+        .output()
+        .unwrap());
+}
+
+/// Files on the medium, without the (empty) lock folder's content.
+fn medium_files(m: &Tmpfs) -> Vec<String> {
+    files_under(m.path())
+}
+
+/// Appends `mib` MiB of random bytes to `path`.
+fn random_file(path: &Path, mib: usize) {
+    let mut buf = vec![0u8; mib << 20];
+    fs::File::open("/dev/urandom")
+        .unwrap()
+        .read_exact(&mut buf)
+        .unwrap();
+    fs::write(path, buf).unwrap();
+}
+
+#[test]
+fn an_unmounted_path_is_refused_and_nothing_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    service(d.path());
+    let (_, rec) = keygen(d.path(), "key.txt");
+    backup(d.path(), &["--recipient", &rec]);
+    // The empty mount point of an unplugged disk: a plain directory.
+    let plain = d.path().join("mnt-usb");
+    fs::create_dir(&plain).unwrap();
+    let out = coffer(d.path())
+        .args(["export", "--from", "bk", "--to"])
+        .arg(format!("media:{}?labels=OFFSITE-A", plain.display()))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("is not a mount point"), "{err}");
+    assert!(err.contains("hint:") && err.contains("mount"), "{err}");
+    assert!(files_under(&plain).is_empty(), "{:?}", files_under(&plain));
+    // `media init` refuses it too.
+    let out = coffer(d.path())
+        .args(["media", "init"])
+        .arg(&plain)
+        .args(["--label", "OFFSITE-A"])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(files_under(&plain).is_empty());
+}
+
+#[test]
+fn a_medium_with_the_wrong_label_is_refused() {
+    let Some(m) = Tmpfs::new("16m") else { return };
+    let d = tempfile::tempdir().unwrap();
+    service(d.path());
+    let (_, rec) = keygen(d.path(), "key.txt");
+    backup(d.path(), &["--recipient", &rec]);
+    media_init(d.path(), &m, "OFFSITE-C");
+    for query in ["?labels=OFFSITE-A,OFFSITE-B", "?set=monthly"] {
+        let out = coffer(d.path())
+            .args(["export", "--from", "bk", "--to", &m.url(query)])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{query}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("label OFFSITE-C (set weekly), which this sink does not accept"),
+            "{err}"
+        );
+    }
+    // An uninitialized medium is refused as well.
+    let Some(blank) = Tmpfs::new("16m") else { return };
+    let out = coffer(d.path())
+        .args(["export", "--from", "bk", "--to", &blank.url("")])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("coffer media init"));
+    assert_eq!(medium_files(&m), ["coffer-media.json"]);
+    assert!(medium_files(&blank).is_empty());
+}
+
+#[test]
+fn a_too_small_medium_is_refused_before_writing() {
+    let Some(m) = Tmpfs::new("8m") else { return };
+    let d = tempfile::tempdir().unwrap();
+    service(d.path());
+    random_file(&d.path().join("svc/data/blob.bin"), 12);
+    let (_, rec) = keygen(d.path(), "key.txt");
+    backup(d.path(), &["--recipient", &rec, "--compression", "none"]);
+    media_init(d.path(), &m, "OFFSITE-A");
+    let out = coffer(d.path())
+        .args(["export", "--from", "bk", "--to", &m.url("?labels=OFFSITE-A")])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(all.contains("not enough space on the medium"), "{all}");
+    assert!(all.contains("MiB needed") && all.contains("MiB free"), "{all}");
+    // Nothing but the identity file: no object, no temp file, no kit.
+    assert_eq!(medium_files(&m), ["coffer-media.json"]);
+}
+
+#[test]
+fn export_then_import_round_trip_restores_and_sha256sum_checks_the_medium() {
+    let Some(m) = Tmpfs::new("64m") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    service(p);
+    let (key, rec) = keygen(p, "key.txt");
+    let out = ok(&coffer(p)
+        .args(["--json", "keygen", "--signing", "-o", "sign.key"])
+        .output()
+        .unwrap())
+    .clone();
+    let signer: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let signer = signer["signer"].as_str().unwrap().to_string();
+    let first = backup(p, &["--recipient", &rec, "--signing-key", "sign.key"]);
+    fs::write(p.join("svc/app.yaml"), "port: 9000\n").unwrap();
+    let second = backup(p, &["--recipient", &rec, "--signing-key", "sign.key"]);
+    media_init(p, &m, "OFFSITE-A");
+
+    let v = json(
+        &coffer(p)
+            .args([
+                "--json",
+                "export",
+                "--all",
+                "--from",
+                "bk",
+                "--to",
+                &m.url("?set=weekly"),
+            ])
+            .args(["--trusted-signer", &signer])
+            .output()
+            .unwrap(),
+    );
+    let statuses: Vec<&str> = v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["status"].as_str().unwrap())
+        .collect();
+    assert_eq!(statuses, ["copied", "copied"]);
+    let files = medium_files(&m);
+    for f in [
+        "RESTORE.txt",
+        "SHA256SUMS",
+        "trusted-signers.txt",
+        "custody.log",
+        "coffer-media.json",
+        &format!("{first}.coffer"),
+        &format!("{second}.json"),
+        &format!("{second}.sig"),
+    ] {
+        assert!(files.contains(&f.to_string()), "{f} missing: {files:?}");
+    }
+    let restore_txt = fs::read_to_string(m.path().join("RESTORE.txt")).unwrap();
+    for needle in [
+        "sha256sum -c SHA256SUMS",
+        "age -d -i key.txt",
+        "zstd -d",
+        "tar x",
+        "mongorestore",
+        &second,
+    ] {
+        assert!(restore_txt.contains(needle), "RESTORE.txt lacks {needle}");
+    }
+    assert!(
+        fs::read_to_string(m.path().join("trusted-signers.txt"))
+            .unwrap()
+            .contains(&signer)
+    );
+
+    // At the far side, with no coffer: every file on the medium checks out.
+    if require_tool("sha256sum") {
+        let out = Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(m.path())
+            .output()
+            .unwrap();
+        ok(&out);
+        let listed = String::from_utf8_lossy(&out.stdout).lines().count();
+        assert_eq!(listed, files.len() - 1, "every file but SHA256SUMS itself");
+    }
+
+    // Exporting again skips both; the custody log only grows.
+    let log1 = fs::read_to_string(m.path().join("custody.log")).unwrap();
+    let out = ok(&coffer(p)
+        .args(["export", "--all", "--from", "bk", "--to", &m.url("")])
+        .output()
+        .unwrap())
+    .clone();
+    assert_eq!(String::from_utf8_lossy(&out.stdout).matches("skipped").count(), 2);
+    let log2 = fs::read_to_string(m.path().join("custody.log")).unwrap();
+    assert!(log2.starts_with(&log1) && log2.lines().count() == 2);
+
+    // Import with the trusted signers the medium carries, then restore.
+    let signers = m.path().join("trusted-signers.txt");
+    let v = json(
+        &coffer(p)
+            .args([
+                "--json",
+                "import",
+                "--from",
+                &m.url("?labels=OFFSITE-A"),
+                "--to",
+                "offline",
+            ])
+            .arg("--trusted-signer")
+            .arg(&signers)
+            .output()
+            .unwrap(),
+    );
+    assert!(
+        v["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["status"] == "copied")
+    );
+    assert_eq!(v["custody_logged"], true);
+    let log3 = fs::read_to_string(m.path().join("custody.log")).unwrap();
+    let last: Value = serde_json::from_str(log3.lines().last().unwrap()).unwrap();
+    assert_eq!(last["event"], "import");
+    assert!(last["who"].as_str().unwrap().contains('@'));
+    assert_eq!(last["ids"].as_array().unwrap().len(), 2);
+    if require_tool("sha256sum") {
+        // The import updated the custody line of SHA256SUMS: still all OK.
+        ok(&Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(m.path())
+            .output()
+            .unwrap());
+    }
+    // Import again: already present.
+    let out = ok(&coffer(p)
+        .args(["import", "--from", &m.url(""), "--to", "offline"])
+        .output()
+        .unwrap())
+    .clone();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 0, skipped 2"));
+
+    ok(&coffer(p)
+        .args(["restore", "latest", "--sink", "offline", "--target", "restored"])
+        .arg("--identity")
+        .arg(&key)
+        .arg("--trusted-signer")
+        .arg(&signers)
+        .output()
+        .unwrap());
+    let restored = files_under(&p.join("restored"));
+    let yaml = restored
+        .iter()
+        .find(|f| f.ends_with("app.yaml"))
+        .expect("app.yaml restored");
+    assert_eq!(
+        fs::read_to_string(p.join("restored").join(yaml)).unwrap(),
+        "port: 9000\n"
+    );
+}
+
+#[test]
+fn passphrase_bundles_cross_the_gap() {
+    let Some(m) = Tmpfs::new("16m") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    service(p);
+    let out = coffer(p)
+        .env("COFFER_PASSPHRASE", "correct horse battery staple")
+        .args([
+            "--json",
+            "backup",
+            "--source",
+            "file:svc",
+            "--sink",
+            "bk",
+            "--passphrase",
+        ])
+        .output()
+        .unwrap();
+    let id = json(&out)["id"].as_str().unwrap().to_string();
+    media_init(p, &m, "OFFSITE-A");
+    ok(&coffer(p)
+        .args(["export", &id, "--from", "bk", "--to", &m.url("")])
+        .output()
+        .unwrap());
+    assert!(
+        fs::read_to_string(m.path().join(format!("{id}.json")))
+            .unwrap()
+            .contains("passphrase")
+    );
+    ok(&coffer(p)
+        .args(["import", "--from", &m.url(""), "--to", "far"])
+        .output()
+        .unwrap());
+    ok(&coffer(p)
+        .env("COFFER_PASSPHRASE", "correct horse battery staple")
+        .args(["restore", &id, "--sink", "far", "--passphrase", "--target", "out"])
+        .output()
+        .unwrap());
+    assert!(
+        files_under(&p.join("out"))
+            .iter()
+            .any(|f| f.ends_with("seed.json"))
+    );
+}
+
+#[test]
+fn a_bit_flipped_on_the_medium_is_refused_and_the_others_imported() {
+    let Some(m) = Tmpfs::new("32m") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    service(p);
+    let (_, rec) = keygen(p, "key.txt");
+    let a = backup(p, &["--recipient", &rec]);
+    let b = backup(p, &["--recipient", &rec]);
+    let c = backup(p, &["--recipient", &rec]);
+    media_init(p, &m, "OFFSITE-A");
+    ok(&coffer(p)
+        .args(["export", "--all", "--from", "bk", "--to", &m.url("")])
+        .output()
+        .unwrap());
+    // One bit of b's ciphertext, and a truncation of c's.
+    let obj = m.path().join(format!("{b}.coffer"));
+    let mut bytes = fs::read(&obj).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x10;
+    fs::write(&obj, &bytes).unwrap();
+    let obj_c = m.path().join(format!("{c}.coffer"));
+    let len = fs::metadata(&obj_c).unwrap().len();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&obj_c)
+        .unwrap()
+        .set_len(len - 7)
+        .unwrap();
+    if require_tool("sha256sum") {
+        let out = Command::new("sha256sum")
+            .args(["-c", "SHA256SUMS"])
+            .current_dir(m.path())
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "sha256sum -c notices the damage");
+        assert!(String::from_utf8_lossy(&out.stdout).contains(&format!("{b}.coffer: FAILED")));
+    }
+
+    let out = coffer(p)
+        .args(["import", "--from", &m.url(""), "--to", "far"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        stdout.contains(&format!("{b} REFUSED")) && stdout.contains("SHA-256"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!("{c} REFUSED")) && stdout.contains("truncated"),
+        "{stdout}"
+    );
+    assert!(stdout.contains(&format!("{a} imported")), "{stdout}");
+    let far = files_under(&p.join("far"));
+    assert!(far.contains(&format!("{a}.json")) && far.contains(&format!("{a}.coffer")));
+    assert!(
+        !far.iter().any(|f| f.starts_with(&b) || f.starts_with(&c)),
+        "nothing of the refused snapshots: {far:?}"
+    );
+    let log = fs::read_to_string(m.path().join("custody.log")).unwrap();
+    let last: Value = serde_json::from_str(log.lines().last().unwrap()).unwrap();
+    assert_eq!(last["refused"].as_array().unwrap().len(), 2);
+    // The good one verifies on the target.
+    ok(&coffer(p)
+        .args(["verify", "--all", "--sink", "far"])
+        .output()
+        .unwrap());
+}
+
+#[test]
+fn a_killed_export_leaves_no_complete_looking_snapshot() {
+    let Some(m) = Tmpfs::new("300m") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    service(p);
+    random_file(&p.join("svc/data/blob.bin"), 100);
+    let (_, rec) = keygen(p, "key.txt");
+    let id = backup(p, &["--recipient", &rec, "--compression", "none"]);
+    media_init(p, &m, "OFFSITE-A");
+
+    let mut child = Command::new(coffer_bin())
+        .current_dir(p)
+        .args(["export", "--from", "bk", "--to", &m.url("")])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // Kill it while the object is being written (a temp file with data).
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let mut killed_mid_copy = false;
+    while Instant::now() < deadline {
+        let writing = fs::read_dir(m.path()).unwrap().flatten().any(|e| {
+            e.file_name().to_string_lossy().starts_with(".coffer-tmp-")
+                && e.metadata().is_ok_and(|md| md.len() > 8 << 20)
+        });
+        if writing {
+            killed_mid_copy = child.try_wait().unwrap().is_none();
+            child.kill().unwrap();
+            break;
+        }
+        if child.try_wait().unwrap().is_some() {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let _ = child.kill();
+    child.wait().unwrap();
+    assert!(
+        killed_mid_copy,
+        "the export finished before it could be killed mid-copy"
+    );
+
+    let files = medium_files(&m);
+    assert!(
+        !files.contains(&format!("{id}.json")) && !files.contains(&format!("{id}.coffer")),
+        "no index, no object under its name: {files:?}"
+    );
+    let v = json(
+        &coffer(p)
+            .args(["--json", "list", "--sink", &m.url("")])
+            .output()
+            .unwrap(),
+    );
+    assert!(v[0]["snapshots"].as_array().unwrap().is_empty(), "{v}");
+    // Re-running completes it (the killed run's lock is stale by then, or
+    // shared locks do not exclude each other).
+    ok(&coffer(p)
+        .args(["export", "--from", "bk", "--to", &m.url("")])
+        .output()
+        .unwrap());
+    ok(&coffer(p)
+        .args(["verify", &id, "--sink", &m.url("")])
+        .output()
+        .unwrap());
+}
