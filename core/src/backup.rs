@@ -194,8 +194,10 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
 
     // Stage channels.
     let (tar_tx, tar_rx) = mpsc::channel::<TarMsg>(16);
-    let (cipher_tx, cipher_rx) = std::sync::mpsc::sync_channel::<CipherMsg>(4);
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(4);
+    // Two 1 MiB chunks in flight per hop are enough to keep every stage
+    // busy; more only adds memory (each chunk may be held by every hop).
+    let (cipher_tx, cipher_rx) = std::sync::mpsc::sync_channel::<CipherMsg>(2);
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(2);
 
     // Tar + compression thread.
     let tar_progress = progress.clone();
@@ -231,7 +233,7 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     let mut sink_txs = Vec::new();
     let mut puts = Vec::new();
     for target in &req.sinks {
-        let (tx, rx) = mpsc::channel::<Result<Bytes>>(4);
+        let (tx, rx) = mpsc::channel::<Result<Bytes>>(2);
         sink_txs.push(Some(tx));
         let sink = target.sink.clone();
         let key = object_key.clone();

@@ -33,7 +33,7 @@ const READ_CHUNK: u64 = 256 * 1024;
 /// Chunks a get reads ahead of its consumer.
 const READ_AHEAD: usize = 4;
 /// Chunks a put buffers between the body and the writing thread.
-const WRITE_QUEUE: usize = 4;
+const WRITE_QUEUE: usize = 2;
 /// Buffer of the writing thread, so tiny chunks do not become tiny writes.
 const WRITE_BUFFER: usize = 256 * 1024;
 
