@@ -210,6 +210,67 @@ fn a_too_small_medium_is_refused_before_writing() {
 }
 
 #[test]
+fn a_backup_straight_to_a_filling_medium_is_refused_before_writing() {
+    // 14 MiB medium, 3 MiB incompressible snapshots, margin 4 MiB + 1 %: the
+    // largest snapshot already there is the estimate for the next one.
+    let Some(m) = Tmpfs::new("14m") else { return };
+    let d = tempfile::tempdir().unwrap();
+    service(d.path());
+    random_file(&d.path().join("svc/data/blob.bin"), 3);
+    let (_, rec) = keygen(d.path(), "key.txt");
+    media_init(d.path(), &m, "OFFSITE-A");
+    let sink = m.url("?labels=OFFSITE-A");
+    let run = || {
+        coffer(d.path())
+            .args([
+                "backup",
+                "--source",
+                "file:svc",
+                "--sink",
+                &sink,
+                "--recipient",
+                &rec,
+            ])
+            .args(["--compression", "none"])
+            .output()
+            .unwrap()
+    };
+    let mut stored = 0;
+    let refused = loop {
+        let out = run();
+        if !out.status.success() {
+            break out;
+        }
+        stored += 1;
+        assert!(stored < 5, "the medium never filled up");
+    };
+    assert!(stored >= 1, "the first backup should fit");
+    let all = format!(
+        "{}{}",
+        String::from_utf8_lossy(&refused.stdout),
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    assert!(all.contains("not enough space on the medium"), "{all}");
+    assert!(all.contains("MiB needed"), "{all}");
+    // The estimate is the size of a snapshot already there (≥ 3 MiB), not 0.
+    let object: u64 = all
+        .split(" for the object")
+        .next()
+        .and_then(|s| s.rsplit('(').next())
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no object estimate in: {all}"));
+    assert!(object >= 3 << 20, "estimate {object} bytes: {all}");
+    // No temp file, no partial object: only the snapshots that fitted.
+    let files = medium_files(&m);
+    assert!(files.iter().all(|f| !f.contains(".coffer-tmp")), "{files:?}");
+    assert_eq!(
+        files.iter().filter(|f| f.ends_with(".coffer")).count(),
+        stored,
+        "{files:?}"
+    );
+}
+
+#[test]
 fn export_then_import_round_trip_restores_and_sha256sum_checks_the_medium() {
     let Some(m) = Tmpfs::new("64m") else { return };
     let d = tempfile::tempdir().unwrap();

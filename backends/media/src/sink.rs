@@ -85,6 +85,16 @@ impl MediaSink {
         .await
     }
 
+    /// The size of the largest snapshot object on the medium, if any.
+    async fn largest_snapshot(&self) -> Result<Option<u64>> {
+        let objects = self.inner.list("").await?;
+        Ok(objects
+            .iter()
+            .filter(|o| o.key.ends_with(coffer_core::OBJECT_SUFFIX))
+            .map(|o| o.size)
+            .max())
+    }
+
     /// Refuses before writing when the medium lacks `size` bytes plus the
     /// margin ([`crate::space_margin`]).
     pub async fn check_space(&self, size: Option<u64>) -> Result<()> {
@@ -159,7 +169,14 @@ impl Sink for MediaSink {
             // read-back, no space preflight (a few hundred bytes).
             return self.inner.put(key, body, opts).await;
         }
-        self.check_space(opts.size_hint).await?;
+        // A backup streams straight to the medium and cannot know its size
+        // yet: the largest snapshot already on the medium is the estimate.
+        let hint = match opts.size_hint {
+            Some(size) => Some(size),
+            None if key.ends_with(coffer_core::OBJECT_SUFFIX) => self.largest_snapshot().await?,
+            None => None,
+        };
+        self.check_space(hint).await?;
         let hasher = Arc::new(Mutex::new(Sha256::new()));
         let h = hasher.clone();
         let body = body
