@@ -37,6 +37,14 @@ if [ -z "${COFFER_MOTO_SERVER:-}" ] && [ ! -x .venv-moto/bin/moto_server ]; then
 fi
 mkdir -p /run/sshd
 
+# The OpenDAL sink's webdav tests run against wsgidav (PyPI), in a venv.
+if [ -z "${COFFER_WSGIDAV:-}" ] && [ ! -x .venv-wsgidav/bin/wsgidav ]; then
+  echo "installing wsgidav into .venv-wsgidav"
+  rm -rf .venv-wsgidav
+  python3 -m venv .venv-wsgidav
+  .venv-wsgidav/bin/pip install -q wsgidav cheroot
+fi
+
 # The end-to-end tests drive the real binary.
 cargo build -p coffer
 cargo nextest run --workspace --all-features --no-fail-fast

@@ -259,6 +259,12 @@ pub struct RestoreArgs {
     /// counted as conflicts.
     #[arg(long)]
     pub drop: bool,
+    /// Mongo sources, with --drop: where the server cannot rename
+    /// collections, drop each existing one and insert the bundle's
+    /// documents into it instead of swapping it in. Not atomic: a failure
+    /// or kill half-way leaves that collection partial until run again.
+    #[arg(long, requires = "drop")]
+    pub unsafe_in_place: bool,
     /// Mongo sources: restore only the collections matching this glob on
     /// `db.collection` of the snapshot (`*` matches anything); repeatable.
     #[arg(long = "ns-include", value_name = "GLOB")]

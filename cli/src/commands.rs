@@ -910,6 +910,9 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     if a.drop {
         opts.params.insert("drop".into(), "true".into());
     }
+    if a.unsafe_in_place {
+        opts.params.insert("unsafe-in-place".into(), "true".into());
+    }
     for (key, list) in [
         ("ns-include", &a.ns_include),
         ("ns-exclude", &a.ns_exclude),

@@ -137,6 +137,15 @@ impl Config {
             // `retention` is coffer's, not the plugin's (whose config
             // denies unknown keys): take it out before the factory.
             if let Some(r) = t.remove("retention") {
+                // An `object-lock` table with neither `days` nor its own
+                // `retention` derives its retain-until dates from this
+                // policy (S3 Object Lock; see coffer_sink_s3::ObjectLockConfig).
+                if let Some(toml::Value::Table(lock)) = t.get_mut("object-lock")
+                    && !lock.contains_key("days")
+                    && !lock.contains_key("retention")
+                {
+                    lock.insert("retention".into(), r.clone());
+                }
                 let policy = RetentionPolicy::deserialize(r).map_err(|e| {
                     config_error(at(
                         span.clone(),
@@ -354,5 +363,41 @@ mod tests {
                 "{err}"
             );
         }
+    }
+
+    #[cfg(feature = "s3")]
+    #[test]
+    fn object_lock_takes_the_sinks_retention() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        let text = |lock: &str, retention: &str| {
+            format!(
+                "[job.a]\nsources = [\"s\"]\nsinks = [\"o\"]\n\
+                 [source.s]\nkind = \"file\"\npath = \"c.toml\"\n\
+                 [sink.o]\nkind = \"s3\"\nbucket = \"b\"\nendpoint = \"http://127.0.0.1:9\"\n\
+                 object-lock = {lock}\n{retention}\n"
+            )
+        };
+        // Derived from the sink's retention (and that policy kept for prune).
+        std::fs::write(
+            &p,
+            text(
+                "{ mode = \"governance\" }",
+                "retention = { keep-daily = 7, keep-monthly = 12 }",
+            ),
+        )
+        .unwrap();
+        let cfg = Config::load(&p, &crate::registry()).unwrap();
+        assert_eq!(cfg.sink_retention["o"].keep_monthly, Some(12));
+        // `days` alone needs no retention; neither is refused, naming `days`.
+        std::fs::write(&p, text("{ mode = \"compliance\", days = 30 }", "")).unwrap();
+        Config::load(&p, &crate::registry()).unwrap();
+        std::fs::write(
+            &p,
+            text("{ mode = \"governance\" }", "retention = { keep-last = 3 }"),
+        )
+        .unwrap();
+        let err = Config::load(&p, &crate::registry()).unwrap_err();
+        assert!(err.to_string().contains("days"), "{err}");
     }
 }

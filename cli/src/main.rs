@@ -27,6 +27,8 @@ fn registry() -> Registry {
     coffer_sink_s3::register(&mut reg);
     #[cfg(feature = "sftp")]
     coffer_sink_sftp::register(&mut reg);
+    #[cfg(feature = "opendal")]
+    coffer_sink_opendal::register(&mut reg);
     coffer_sink_media::register(&mut reg);
     reg
 }
@@ -60,7 +62,7 @@ fn main() -> ExitCode {
     // The dependency graph enables both of rustls' providers (ring for
     // mongodb, aws-lc-rs for object_store), so none is the default: pick
     // one before any TLS client is built, or building one panics.
-    #[cfg(feature = "s3")]
+    #[cfg(any(feature = "s3", feature = "opendal"))]
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = args::Cli::parse();
     let filter = match cli.verbose {

@@ -125,6 +125,50 @@ impl RetentionPolicy {
             .map(|z| z.tz.clone())
             .unwrap_or(TimeZone::UTC)
     }
+
+    /// The end of the longest time-based horizon that could keep a
+    /// snapshot taken at `taken`: the latest of `taken + N hours|days|weeks|
+    /// months|years` for each `keep-hourly|daily|weekly|monthly|yearly N`
+    /// and `taken + D` for `keep-within D` (calendar arithmetic in the
+    /// policy's zone). `None` when the policy has no time-based rule
+    /// (`keep-last` and `keep-tag` count snapshots and tags, not time).
+    ///
+    /// While backups run at least once per period, a time rule stops
+    /// keeping the snapshot by that date (a daily keeps it for N days, a
+    /// monthly for N months: whichever snapshot ends up its period's
+    /// keeper, this bound holds). Backups that pause, `keep-last`,
+    /// `keep-tag` and pins can keep a snapshot longer. Used to derive S3
+    /// Object Lock retain-until dates.
+    pub fn time_horizon_end(&self, taken: Timestamp) -> Option<Timestamp> {
+        let zoned: Zoned = taken.to_zoned(self.time_zone());
+        let n = |c: Option<u32>| i64::from(c.unwrap_or(0));
+        type Unit = fn(Span, i64) -> std::result::Result<Span, jiff::Error>;
+        let rules: [(i64, Unit); 5] = [
+            (n(self.keep_hourly), |s, n| s.try_hours(n)),
+            (n(self.keep_daily), |s, n| s.try_days(n)),
+            (n(self.keep_weekly), |s, n| s.try_weeks(n)),
+            (n(self.keep_monthly), |s, n| s.try_months(n)),
+            (n(self.keep_yearly), |s, n| s.try_years(n)),
+        ];
+        let mut end: Option<Timestamp> = None;
+        for (count, unit) in rules {
+            if count == 0 {
+                continue;
+            }
+            // Out of range (e.g. 20 000 years): the far end of time.
+            let t = unit(Span::new(), count)
+                .ok()
+                .and_then(|span| zoned.checked_add(span).ok())
+                .map(|z| z.timestamp())
+                .unwrap_or(Timestamp::MAX);
+            end = Some(end.map_or(t, |e| e.max(t)));
+        }
+        if let Some(w) = &self.keep_within {
+            let t = w.end(&zoned).unwrap_or(Timestamp::MAX);
+            end = Some(end.map_or(t, |e| e.max(t)));
+        }
+        end
+    }
 }
 
 impl fmt::Display for RetentionPolicy {
@@ -185,6 +229,19 @@ impl KeepWithin {
         let zoned: Zoned = reference.to_zoned(tz.clone());
         // Out of range (e.g. 9999 years): everything is within.
         zoned.checked_sub(span).ok().map(|z| z.timestamp())
+    }
+
+    /// `start + self` (calendar arithmetic in `start`'s zone), or `None`
+    /// when out of range.
+    fn end(&self, start: &Zoned) -> Option<Timestamp> {
+        let span = Span::new()
+            .try_years(self.years)
+            .and_then(|s| s.try_months(self.months))
+            .and_then(|s| s.try_weeks(self.weeks))
+            .and_then(|s| s.try_days(self.days))
+            .and_then(|s| s.try_hours(self.hours))
+            .ok()?;
+        start.checked_add(span).ok().map(|z| z.timestamp())
     }
 }
 
@@ -592,6 +649,31 @@ mod tests {
     }
 
     const NOW: &str = "2030-01-01T00:00:00Z";
+
+    #[test]
+    fn time_horizon_is_the_longest_time_rule() {
+        let t = ts("2026-01-31T10:00:00Z");
+        let end = |toml_text: &str| policy(toml_text).time_horizon_end(t).map(|e| e.to_string());
+        assert_eq!(end("keep-last = 5\nkeep-tag = [\"prod\"]"), None);
+        assert_eq!(end("keep-daily = 7").as_deref(), Some("2026-02-07T10:00:00Z"));
+        // A monthly keeps longer than a daily; months are calendar months.
+        assert_eq!(
+            end("keep-daily = 30\nkeep-monthly = 1").as_deref(),
+            Some("2026-03-02T10:00:00Z")
+        );
+        assert_eq!(
+            end("keep-daily = 30\nkeep-monthly = 12").as_deref(),
+            Some("2027-01-31T10:00:00Z")
+        );
+        assert_eq!(
+            end("keep-hourly = 48\nkeep-within = \"1y2m\"").as_deref(),
+            Some("2027-03-31T10:00:00Z")
+        );
+        assert_eq!(
+            end("keep-yearly = 20000").as_deref(),
+            Some(Timestamp::MAX.to_string().as_str())
+        );
+    }
 
     #[test]
     fn keep_daily_takes_the_newest_of_each_day_with_snapshots() {

@@ -63,8 +63,17 @@ const DROP_AFTER: Duration = Duration::from_millis(500);
 /// Everything is written under a fresh `testkit-<random>/` prefix, which is
 /// deleted at the end, also when a case panics.
 pub async fn sink_suite(sink: &dyn Sink) {
+    sink_suite_skipping(sink, &[]).await
+}
+
+/// [`sink_suite`] without the cases named in `skip` (e.g. `"odd key
+/// names"`), for a test server with a known bug outside the plugin; the
+/// caller says why next to the call. Every other case runs as usual.
+pub async fn sink_suite_skipping(sink: &dyn Sink, skip: &[&str]) {
     let base = format!("testkit-{:016x}/", rand::random::<u64>());
-    let outcome = AssertUnwindSafe(run_sink_cases(sink, &base)).catch_unwind().await;
+    let outcome = AssertUnwindSafe(run_sink_cases(sink, &base, skip))
+        .catch_unwind()
+        .await;
     let cleanup = cleanup_prefix(sink, &base).await;
     if let Err(panic) = outcome {
         std::panic::resume_unwind(panic);
@@ -79,11 +88,15 @@ pub async fn sink_suite(sink: &dyn Sink) {
     );
 }
 
-async fn run_sink_cases(sink: &dyn Sink, base: &str) {
+async fn run_sink_cases(sink: &dyn Sink, base: &str, skip: &[&str]) {
     case_invalid_keys(sink, base).await;
     case_empty_object(sink, base).await;
     case_large_object(sink, base).await;
-    case_odd_keys(sink, base).await;
+    if skip.contains(&"odd key names") {
+        eprintln!("sink_suite: case `odd key names` skipped by the caller");
+    } else {
+        case_odd_keys(sink, base).await;
+    }
     case_prefix_listing(sink, base).await;
     case_missing_and_delete(sink, base).await;
     case_failed_stream(sink, base).await;

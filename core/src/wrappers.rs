@@ -124,7 +124,9 @@ impl RetryPolicy {
 ///   that failed before it consumed more than that is retried with the
 ///   same bytes. A put that failed later, or whose body itself yielded an
 ///   error, is not retried. A retried create-only put that finds the key
-///   present reports `AlreadyExists` (the first attempt may have landed).
+///   present reads it back: if it holds exactly this put's bytes, an
+///   earlier attempt landed (its reply was lost) and the put succeeds;
+///   otherwise it reports `AlreadyExists`.
 /// - No retry starts after [`RetryPolicy::max_elapsed`]; the error of the
 ///   last attempt is returned, saying how many attempts were made.
 #[derive(Debug, Clone)]
@@ -142,6 +144,21 @@ impl RetrySink {
     /// The wrapped sink.
     pub fn inner(&self) -> &Arc<dyn Sink> {
         &self.inner
+    }
+
+    /// Whether `key` holds exactly `body` (read with retries; any failure
+    /// to read it counts as no).
+    async fn landed(&self, key: &str, body: &[u8]) -> bool {
+        let read = self
+            .run("get", key, || async {
+                let r = match self.inner.get(key).await {
+                    Ok(s) => futures::TryStreamExt::try_collect::<Vec<Bytes>>(s).await,
+                    Err(e) => Err(e),
+                };
+                (r, true)
+            })
+            .await;
+        matches!(read, Ok(chunks) if chunks.concat() == body)
     }
 
     /// Runs `op` until it succeeds, fails for good, or the policy is spent.
@@ -197,21 +214,41 @@ impl Sink for RetrySink {
 
     async fn put(&self, key: &str, body: ByteStream, opts: PutOptions) -> Result<u64> {
         let replay = Arc::new(Mutex::new(Replay::new(body, self.policy.replay_limit)));
-        self.run("put", key, || {
-            let replay = replay.clone();
-            let opts = opts.clone();
-            async move {
-                let body = ReplayBody {
-                    shared: replay.clone(),
-                    next: 0,
+        let attempts = std::sync::atomic::AtomicU32::new(0);
+        let result = self
+            .run("put", key, || {
+                let replay = replay.clone();
+                let opts = opts.clone();
+                attempts.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+                async move {
+                    let body = ReplayBody {
+                        shared: replay.clone(),
+                        next: 0,
+                    }
+                    .boxed();
+                    let result = self.inner.put(key, body, opts).await;
+                    let replayable = lock(&replay).replayable();
+                    (result, replayable)
                 }
-                .boxed();
-                let result = self.inner.put(key, body, opts).await;
-                let replayable = lock(&replay).replayable();
-                (result, replayable)
+            })
+            .await;
+        match result {
+            // A retried create-only put finding the key present: the failed
+            // attempt may have landed after all (its reply was lost). If the
+            // object holds exactly the bytes of this put, it is this put's.
+            Err(e)
+                if e.kind() == ErrorKind::AlreadyExists
+                    && opts.mode == crate::sink::PutMode::Create
+                    && attempts.load(std::sync::atomic::Ordering::SeqCst) > 1 =>
+            {
+                let body = lock(&replay).complete_body();
+                match body {
+                    Some(body) if self.landed(key, &body).await => Ok(body.len() as u64),
+                    _ => Err(e),
+                }
             }
-        })
-        .await
+            other => other,
+        }
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
@@ -263,6 +300,11 @@ impl Replay {
 
     fn replayable(&self) -> bool {
         !self.overflowed && !self.body_failed
+    }
+
+    /// The whole body, if every byte of it was consumed and kept.
+    fn complete_body(&self) -> Option<Vec<u8>> {
+        (self.ended && self.replayable()).then(|| self.seen.concat())
     }
 }
 
@@ -538,6 +580,8 @@ mod tests {
         consume: usize,
         hang: bool,
         calls: AtomicU32,
+        /// The next puts store their object, then fail as if the reply was lost.
+        lose_replies: AtomicU32,
     }
 
     impl FlakySink {
@@ -589,6 +633,11 @@ mod tests {
             }
             let n = buf.len() as u64;
             o.insert(key.into(), buf.into());
+            let lost = self.lose_replies.load(Ordering::SeqCst);
+            if lost > 0 {
+                self.lose_replies.store(lost - 1, Ordering::SeqCst);
+                return Err(Error::new(ErrorKind::Unreachable, "connection reset").temporary());
+            }
             Ok(n)
         }
         async fn get(&self, key: &str) -> Result<ByteStream> {
@@ -646,6 +695,40 @@ mod tests {
             }
         }
         assert!(lock(&inner.objects).is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_create_whose_reply_was_lost_succeeds_only_if_its_own_bytes_landed() {
+        // The first attempt stores the object, but its reply is lost: the
+        // retry finds this put's own bytes, so the put succeeded.
+        let inner = Arc::new(FlakySink {
+            lose_replies: AtomicU32::new(1),
+            ..Default::default()
+        });
+        let sink = RetrySink::new(inner.clone(), fast());
+        assert_eq!(
+            sink.put_bytes("locks/x.json", "mine".into(), PutOptions::create())
+                .await
+                .unwrap(),
+            4
+        );
+        assert_eq!(
+            inner.calls.load(Ordering::SeqCst),
+            3,
+            "two put attempts, one read back"
+        );
+        assert_eq!(sink.get_bytes("locks/x.json").await.unwrap(), "mine");
+        // The first attempt fails before storing and another writer's
+        // object is there on the retry: still a conflict.
+        let inner = Arc::new(FlakySink::failing(1));
+        lock(&inner.objects).insert("locks/y.json".into(), Bytes::from_static(b"theirs"));
+        let sink = RetrySink::new(inner.clone(), fast());
+        let err = sink
+            .put_bytes("locks/y.json", "mine".into(), PutOptions::create())
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::AlreadyExists);
+        assert_eq!(sink.get_bytes("locks/y.json").await.unwrap(), "theirs");
     }
 
     #[tokio::test]

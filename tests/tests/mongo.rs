@@ -127,3 +127,187 @@ fn unreachable_server_fails_fast_with_a_hint() {
     assert!(stderr.contains("app:***@"), "{stderr}");
     assert!(stderr.to_lowercase().contains("host"), "{stderr}");
 }
+
+/// The collection names of `db`, sorted.
+async fn collection_names(c: &Client, db: &str) -> Vec<String> {
+    let mut names = c.database(db).list_collection_names().await.unwrap();
+    names.sort();
+    names
+}
+
+#[test]
+fn a_restore_killed_half_way_leaves_the_original_and_a_rerun_cleans_up() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (key, recipient) = keygen(p, "key.txt");
+    rt.block_on(async {
+        let c = Client::with_uri_str(a.uri("")).await.unwrap();
+        let big = c.database("app").collection::<Document>("big");
+        for start in (0..20_000).step_by(2000) {
+            big.insert_many((start..start + 2000).map(|i| doc! { "_id": i, "pad": "p".repeat(64) }))
+                .await
+                .unwrap();
+        }
+        let live = Client::with_uri_str(b.uri("")).await.unwrap();
+        live.database("app")
+            .collection::<Document>("big")
+            .insert_many((0..3).map(|i| doc! { "_id": format!("original {i}") }))
+            .await
+            .unwrap();
+    });
+    run(coffer(p)
+        .args(["backup", "--source"])
+        .arg(format!("mongo:{}", a.uri("app")))
+        .args(["--sink", "bk", "--recipient", &recipient]));
+
+    let restore = |p: &std::path::Path| {
+        let mut c = Command::new(coffer_e2e::coffer_bin());
+        c.current_dir(p)
+            .env_remove("COFFER_CONFIG")
+            .env_remove("COFFER_MONGO_URI")
+            .args(["restore", "latest", "--sink", "bk", "--identity"])
+            .arg(&key)
+            .args(["--only", "mongo", "--mongo-uri", &b.uri(""), "--drop"]);
+        c
+    };
+    let mut child = restore(p)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // SIGKILL it while it inserts into the staging collection.
+    let staging = rt.block_on(async {
+        let c = Client::with_uri_str(b.uri("")).await.unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+        loop {
+            assert!(
+                child.try_wait().unwrap().is_none(),
+                "the restore ended before it could be killed half-way"
+            );
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no staging collection appeared"
+            );
+            let names = collection_names(&c, "app").await;
+            if let Some(s) = names.iter().find(|n| n.starts_with("big.coffer-staging-")) {
+                let n = c
+                    .database("app")
+                    .collection::<Document>(s)
+                    .count_documents(doc! {})
+                    .await
+                    .unwrap();
+                if n > 0 && n < 20_000 {
+                    child.kill().unwrap(); // SIGKILL
+                    child.wait().unwrap();
+                    break s.clone();
+                }
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    });
+    rt.block_on(async {
+        let c = Client::with_uri_str(b.uri("")).await.unwrap();
+        let big = c.database("app").collection::<Document>("big");
+        assert_eq!(big.count_documents(doc! {}).await.unwrap(), 3, "original intact");
+        assert_eq!(
+            big.count_documents(doc! { "_id": "original 0" }).await.unwrap(),
+            1
+        );
+        assert_eq!(
+            collection_names(&c, "app").await,
+            ["big".to_string(), staging.clone()]
+        );
+    });
+
+    // The next restore drops the leftover first and succeeds.
+    let out = restore(p).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{}\n{stdout}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("app.{staging} (left by an interrupted restore)")),
+        "{stdout}"
+    );
+    assert!(stdout.contains("20000 documents restored"), "{stdout}");
+    rt.block_on(async {
+        let c = Client::with_uri_str(b.uri("")).await.unwrap();
+        assert_eq!(collection_names(&c, "app").await, ["big"]);
+        let big = c.database("app").collection::<Document>("big");
+        assert_eq!(big.count_documents(doc! {}).await.unwrap(), 20_000);
+    });
+}
+
+#[test]
+fn unsafe_in_place_is_required_where_the_server_cannot_rename() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        for (server, v, n) in [(&a, "bundle", 10), (&b, "live", 4)] {
+            let c = Client::with_uri_str(server.uri("")).await.unwrap();
+            c.database("app")
+                .collection::<Document>("users")
+                .insert_many((0..n).map(|i| doc! { "_id": i, "v": v }))
+                .await
+                .unwrap();
+        }
+    });
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (key, recipient) = keygen(p, "key.txt");
+    run(coffer(p)
+        .args(["backup", "--source"])
+        .arg(format!("mongo:{}", a.uri("app")))
+        .args(["--sink", "bk", "--recipient", &recipient]));
+    let restore = |extra: &[&str]| {
+        let mut c = coffer(p);
+        c.env("COFFER_TEST_MONGO_NO_RENAME", "1")
+            .args(["restore", "latest", "--sink", "bk", "--identity"])
+            .arg(&key)
+            .args(["--only", "mongo", "--mongo-uri", &b.uri(""), "--drop"])
+            .args(extra);
+        c
+    };
+    let out = restore(&[]).output().unwrap();
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("cannot rename collections"), "{stderr}");
+    assert!(stderr.contains("--unsafe-in-place"), "{stderr}");
+    let count = |v: &str| {
+        rt.block_on(async {
+            let c = Client::with_uri_str(b.uri("")).await.unwrap();
+            c.database("app")
+                .collection::<Document>("users")
+                .count_documents(doc! { "v": v })
+                .await
+                .unwrap()
+        })
+    };
+    assert_eq!((count("live"), count("bundle")), (4, 0), "untouched");
+
+    let out = run(&mut restore(&["--unsafe-in-place"]));
+    assert!(out.contains("replace-in-place"), "{out}");
+    assert_eq!((count("live"), count("bundle")), (0, 10));
+
+    // The flag means nothing without --drop.
+    let out = coffer(p)
+        .args(["restore", "latest", "--sink", "bk", "--identity"])
+        .arg(&key)
+        .args(["--only", "mongo", "--mongo-uri", &b.uri(""), "--unsafe-in-place"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

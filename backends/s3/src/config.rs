@@ -7,6 +7,7 @@ use coffer_core::Result;
 use serde::Deserialize;
 
 use crate::error::S3Error;
+use crate::lock::{LockMode, ObjectLockConfig};
 
 /// Default part size of multipart uploads: 8 MiB.
 pub const DEFAULT_PART_SIZE_MIB: u64 = 8;
@@ -36,6 +37,7 @@ const MAX_PART_SIZE_MIB: u64 = 5 * 1024;
 /// server-side-encryption = "AES256"  # optional: AES256, aws:kms, aws:kms:dsse
 /// part-size-mib = 8                  # multipart part size (≥ 5)
 /// concurrency = 4                    # parts in flight at once
+/// object-lock = { mode = "governance", days = 30 }  # optional, see ObjectLockConfig
 /// ```
 ///
 /// Memory of one put is bounded by `part-size-mib × (concurrency + 1)`:
@@ -94,6 +96,10 @@ pub struct S3SinkConfig {
     /// Timeout of establishing a connection in seconds (default 5).
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_secs: u64,
+    /// S3 Object Lock on every snapshot object (the bucket must have been
+    /// created with Object Lock enabled); see [`ObjectLockConfig`].
+    #[serde(default)]
+    pub object_lock: Option<ObjectLockConfig>,
 }
 
 fn default_part_size() -> u64 {
@@ -130,6 +136,7 @@ impl std::fmt::Debug for S3SinkConfig {
             .field("concurrency", &self.concurrency)
             .field("timeout_secs", &self.timeout_secs)
             .field("connect_timeout_secs", &self.connect_timeout_secs)
+            .field("object_lock", &self.object_lock)
             .finish_non_exhaustive()
     }
 }
@@ -153,7 +160,14 @@ impl S3SinkConfig {
             concurrency: DEFAULT_CONCURRENCY,
             timeout_secs: default_timeout(),
             connect_timeout_secs: default_connect_timeout(),
+            object_lock: None,
         }
+    }
+
+    /// Sets S3 Object Lock for every snapshot object.
+    pub fn with_object_lock(mut self, lock: ObjectLockConfig) -> Self {
+        self.object_lock = Some(lock);
+        self
     }
 
     /// Sets the prefix.
@@ -263,6 +277,7 @@ impl S3SinkConfig {
             return Err(invalid("no bucket after s3://".into()).into());
         }
         let mut config = S3SinkConfig::new(percent_decode(bucket)?).with_prefix(percent_decode(prefix)?);
+        let (mut lock_mode, mut lock_days) = (None, None);
         for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
             let (k, v) = pair
                 .split_once('=')
@@ -289,10 +304,33 @@ impl S3SinkConfig {
                 "concurrency" => config.concurrency = num(&v)? as usize,
                 "timeout-secs" => config.timeout_secs = num(&v)?,
                 "connect-timeout-secs" => config.connect_timeout_secs = num(&v)?,
+                "object-lock" => {
+                    lock_mode = Some(LockMode::parse(&v).ok_or_else(|| {
+                        invalid(format!(
+                            "`object-lock` must be governance or compliance, not `{v}`"
+                        ))
+                    })?)
+                }
+                "object-lock-days" => {
+                    lock_days = Some(
+                        u32::try_from(num(&v)?)
+                            .map_err(|_| invalid(format!("`object-lock-days` is too large: {v}")))?,
+                    )
+                }
                 "access-key-id" | "secret-access-key" | "session-token" => {
                     return Err(S3Error::CredentialsInUrl.into());
                 }
                 other => return Err(invalid(format!("unknown option `{other}`")).into()),
+            }
+        }
+        match (lock_mode, lock_days) {
+            (Some(mode), Some(days)) => config.object_lock = Some(ObjectLockConfig::days(mode, days)),
+            (None, None) => {}
+            _ => {
+                return Err(invalid(
+                    "`object-lock=governance|compliance` and `object-lock-days=N` go together".into(),
+                )
+                .into());
             }
         }
         config.validate().map_err(invalid)?;
@@ -321,6 +359,9 @@ impl S3SinkConfig {
             return Err(format!(
                 "`server-side-encryption` must be AES256, aws:kms or aws:kms:dsse, not `{sse}`"
             ));
+        }
+        if let Some(lock) = &self.object_lock {
+            lock.validate()?;
         }
         Ok(())
     }
@@ -406,5 +447,37 @@ mod tests {
         let t: coffer_core::toml::Table = "bucket = \"b\"\npath = \"p\"".parse().unwrap();
         let err = S3SinkConfig::from_table("x", t).unwrap_err();
         assert!(err.to_string().contains("`x`"), "{err}");
+    }
+
+    #[test]
+    fn object_lock_settings() {
+        let c = S3SinkConfig::from_url("s3://b?object-lock=compliance&object-lock-days=30").unwrap();
+        assert_eq!(
+            c.object_lock,
+            Some(ObjectLockConfig::days(LockMode::Compliance, 30))
+        );
+        for bad in [
+            "s3://b?object-lock=governance",
+            "s3://b?object-lock-days=3",
+            "s3://b?object-lock=strict&object-lock-days=3",
+            "s3://b?object-lock=governance&object-lock-days=0",
+        ] {
+            assert!(S3SinkConfig::from_url(bad).is_err(), "{bad}");
+        }
+        let t: coffer_core::toml::Table = "bucket = \"b\"\n\
+             object-lock = { mode = \"governance\", retention = { keep-daily = 7, keep-monthly = 12 } }"
+            .parse()
+            .unwrap();
+        let c = S3SinkConfig::from_table("x", t).unwrap();
+        let lock = c.object_lock.unwrap();
+        assert_eq!(lock.mode, LockMode::Governance);
+        let t0: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
+        assert_eq!(lock.retain_until(t0).unwrap().to_string(), "2027-01-01T00:00:00Z");
+        // Neither days nor a time-based policy: refused, saying what to add.
+        let t: coffer_core::toml::Table = "bucket = \"b\"\nobject-lock = { mode = \"governance\" }"
+            .parse()
+            .unwrap();
+        let err = S3SinkConfig::from_table("x", t).unwrap_err();
+        assert!(err.to_string().contains("days"), "{err}");
     }
 }

@@ -27,7 +27,7 @@ impl From<S3Error> for Error {
                 .with_hint("write s3://BUCKET/PREFIX?endpoint=URL&region=REGION (see the README)"),
             S3Error::InvalidConfig { .. } => Error::new(ErrorKind::ConfigInvalid, message).with_hint(
                 "an s3 sink takes bucket, prefix, endpoint, region, path-style, storage-class, \
-                 server-side-encryption, part-size-mib, concurrency, timeout-secs",
+                 server-side-encryption, part-size-mib, concurrency, timeout-secs, object-lock",
             ),
             S3Error::CredentialsInUrl => Error::new(ErrorKind::ConfigInvalid, message).with_hint(
                 "set AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY in the environment (a URL ends up in shell history and process lists)",
@@ -53,6 +53,15 @@ pub(crate) fn store_error(op: &str, key: &str, location: &str, err: object_store
         (
             ErrorKind::NotFound,
             Some("the bucket does not exist: create it (coffer never creates buckets) or fix its name"),
+            false,
+        )
+    } else if chain.contains("ObjectLockConfiguration") || chain.contains("Object Lock Configuration") {
+        (
+            ErrorKind::ConfigInvalid,
+            Some(
+                "object-lock is set, but the bucket has no Object Lock: create the bucket with it enabled \
+                 (`aws s3api create-bucket --object-lock-enabled-for-bucket`) or remove object-lock",
+            ),
             false,
         )
     } else {
@@ -90,7 +99,7 @@ pub(crate) fn store_error(op: &str, key: &str, location: &str, err: object_store
             _ => (ErrorKind::Unexpected, None, chain.contains("timed out")),
         }
     };
-    let mut e = Error::new(kind, format!("S3 {op} failed: {}", first_line(&chain)))
+    let mut e = Error::new(kind, format!("S3 {op} failed: {}", summary(&chain)))
         .with_context("sink", location)
         .with_context("key", key);
     if let Some(h) = hint {
@@ -127,6 +136,31 @@ fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
         cur = e.source();
     }
     out
+}
+
+/// The first line of the chain, with the S3 error body (`<Code>`,
+/// `<Message>`) folded in when the body starts on the next line.
+fn summary(chain: &str) -> String {
+    let line = first_line(chain);
+    let tag = |name: &str| {
+        let open = format!("<{name}>");
+        let start = chain.find(&open)? + open.len();
+        let len = chain[start..].find(&format!("</{name}>"))?;
+        Some(chain[start..start + len].trim().to_string())
+    };
+    match tag("Code") {
+        Some(code) if !line.contains(&format!("<Code>{code}")) => {
+            let head = match line.find("<?xml") {
+                Some(i) => line[..i].trim_end().trim_end_matches(':'),
+                None => line.as_str(),
+            };
+            match tag("Message") {
+                Some(m) if !m.is_empty() => format!("{head}: {code}: {}", first_line(&m)),
+                _ => format!("{head}: {code}"),
+            }
+        }
+        _ => line,
+    }
 }
 
 /// Long XML bodies stay out of the one-line message.

@@ -15,16 +15,18 @@ use coffer_core::{
     SinkFactory, SinkInfo, TimeoutPolicy, TimeoutSink, validate_key,
 };
 use futures::{StreamExt, TryStreamExt};
-use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey};
+use jiff::{SignedDuration, Timestamp};
+use object_store::aws::{AmazonS3Builder, AmazonS3ConfigKey, Checksum};
 use object_store::path::Path as StorePath;
 use object_store::{
-    Attribute, Attributes, ClientOptions, MultipartUpload, ObjectStore, ObjectStoreExt, PutMultipartOptions,
-    PutPayload, RetryConfig,
+    Attribute, Attributes, ClientOptions, HeaderMap, HeaderValue, MultipartUpload, ObjectStore,
+    ObjectStoreExt, PutMultipartOptions, PutPayload, RetryConfig,
 };
 use tokio::task::JoinSet;
 
 use crate::config::{DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE_MIB, S3SinkConfig};
 use crate::error::{S3Error, store_error};
+use crate::lock::{ObjectLockConfig, header_date, snapshot_time};
 
 /// How long an abort of a failed multipart upload may take.
 const ABORT_TIMEOUT: Duration = Duration::from_secs(15);
@@ -44,13 +46,22 @@ pub struct S3Sink {
     part_size: usize,
     concurrency: usize,
     attributes: Attributes,
+    /// Object Lock settings, and the settings to build a client that sends
+    /// the lock headers.
+    lock: Option<Arc<LockSetup>>,
+}
+
+#[derive(Debug)]
+struct LockSetup {
+    lock: ObjectLockConfig,
+    config: S3SinkConfig,
 }
 
 impl S3Sink {
     /// A sink over S3 (or an S3-compatible server) from its settings and
     /// the standard AWS environment. Contacts nothing yet.
     pub fn new(config: &S3SinkConfig) -> Result<Self> {
-        let store = build_s3(config)?;
+        let store = build_s3(config, None)?;
         let mut attributes = Attributes::new();
         if let Some(class) = &config.storage_class {
             attributes.insert(Attribute::StorageClass, class.clone().into());
@@ -63,6 +74,12 @@ impl S3Sink {
             part_size: config.part_size(),
             concurrency: config.concurrency,
             attributes,
+            lock: config.object_lock.clone().map(|lock| {
+                Arc::new(LockSetup {
+                    lock,
+                    config: config.clone(),
+                })
+            }),
         })
     }
 
@@ -83,6 +100,7 @@ impl S3Sink {
             part_size: (DEFAULT_PART_SIZE_MIB as usize) << 20,
             concurrency: DEFAULT_CONCURRENCY,
             attributes: Attributes::new(),
+            lock: None,
         }
     }
 
@@ -115,6 +133,38 @@ impl S3Sink {
             .map_err(|e| store_error("path", key, &self.location, e.into()))
     }
 
+    /// The store to put `key` with: with Object Lock configured and `key`
+    /// an object of a snapshot whose retain-until date is still ahead, a
+    /// client sending the lock headers (object_store 0.14 takes no
+    /// per-request headers, so they are the client's default headers, and
+    /// signed); else the sink's store.
+    fn store_for_put(&self, key: &str) -> Result<Arc<dyn ObjectStore>> {
+        let Some(setup) = &self.lock else {
+            return Ok(self.store.clone());
+        };
+        let Some(until) = snapshot_time(key).and_then(|t| setup.lock.retain_until(t)) else {
+            return Ok(self.store.clone());
+        };
+        if until <= Timestamp::now() + SignedDuration::from_secs(60) {
+            tracing::info!(%key, %until, "no object lock: its retain-until date is already past");
+            return Ok(self.store.clone());
+        }
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            "x-amz-object-lock-mode",
+            HeaderValue::from_static(setup.lock.mode.header_value()),
+        );
+        headers.insert(
+            "x-amz-object-lock-retain-until-date",
+            HeaderValue::from_str(&header_date(until)).expect("an ASCII date"),
+        );
+        // S3 requires an integrity checksum with lock headers; the client
+        // sends x-amz-checksum-sha256 (see build_s3).
+        headers.insert("x-amz-sdk-checksum-algorithm", HeaderValue::from_static("SHA256"));
+        tracing::debug!(%key, %until, mode = setup.lock.mode.header_value(), "object lock");
+        Ok(Arc::new(build_s3(&setup.config, Some(headers))?))
+    }
+
     fn err(&self, op: &str, key: &str, e: object_store::Error) -> Error {
         store_error(op, key, &self.location, e)
     }
@@ -131,6 +181,7 @@ impl S3Sink {
     /// upload, aborted on any failure.
     async fn put_multipart(
         &self,
+        store: &Arc<dyn ObjectStore>,
         key: &str,
         path: &StorePath,
         mut buf: PartBuffer,
@@ -144,8 +195,7 @@ impl S3Sink {
             attributes: self.attributes.clone(),
             ..Default::default()
         };
-        let upload = self
-            .store
+        let upload = store
             .put_multipart_opts(path, opts)
             .await
             .map_err(|e| self.err("starting a multipart upload", key, e))?;
@@ -321,6 +371,7 @@ impl Sink for S3Sink {
     async fn put(&self, key: &str, mut body: ByteStream, opts: PutOptions) -> Result<u64> {
         validate_key(key)?;
         let path = self.path(key)?;
+        let store = self.store_for_put(key)?;
         let mut buf = PartBuffer::default();
         while buf.len < self.part_size {
             match body.next().await {
@@ -338,7 +389,7 @@ impl Sink for S3Sink {
                         attributes: self.attributes.clone(),
                         ..Default::default()
                     };
-                    self.store
+                    store
                         .put_opts(&path, payload, put_opts)
                         .await
                         .map_err(|e| self.err("put", key, e))?;
@@ -346,7 +397,7 @@ impl Sink for S3Sink {
                 }
             }
         }
-        self.put_multipart(key, &path, buf, body, opts.mode).await
+        self.put_multipart(&store, key, &path, buf, body, opts.mode).await
     }
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
@@ -407,7 +458,10 @@ impl Sink for S3Sink {
 /// Builds the `object_store` S3 client: environment first, then the
 /// config's explicit settings, with bounded timeouts and retries so an
 /// unreachable endpoint fails in seconds rather than minutes.
-fn build_s3(config: &S3SinkConfig) -> Result<object_store::aws::AmazonS3> {
+///
+/// `lock_headers` (Object Lock) become default headers of every request,
+/// with SHA-256 checksums on every upload, which S3 requires with them.
+fn build_s3(config: &S3SinkConfig, lock_headers: Option<HeaderMap>) -> Result<object_store::aws::AmazonS3> {
     let mut b = AmazonS3Builder::from_env().with_bucket_name(&config.bucket);
     if let Some(e) = &config.endpoint {
         b = b.with_endpoint(e);
@@ -454,6 +508,10 @@ fn build_s3(config: &S3SinkConfig) -> Result<object_store::aws::AmazonS3> {
         object_store::ClientConfigKey::AllowHttp,
     )) {
         client = client.with_allow_http(v == "true");
+    }
+    if let Some(headers) = lock_headers {
+        client = client.with_default_headers(headers);
+        b = b.with_checksum_algorithm(Checksum::SHA256);
     }
     b = b.with_client_options(client).with_retry(RetryConfig {
         max_retries: 3,

@@ -18,7 +18,9 @@ use crate::error::SftpError;
 /// port = 22                              # default 22
 /// user = "coffer"
 /// path = "/srv/backups/issuer-directory" # absolute, or relative to the login directory
-/// key = "~/.ssh/id_ed25519"              # relative to the config file's folder
+/// key = "~/.ssh/id_ed25519"              # relative to the config file's folder;
+///                                        # without `key`, the ssh-agent at
+///                                        # $SSH_AUTH_SOCK (or `agent-socket`)
 /// known-hosts = "~/.ssh/known_hosts"     # default ~/.ssh/known_hosts
 /// # insecure-accept-host-key = true      # never in production
 /// ```
@@ -37,8 +39,13 @@ pub struct SftpSinkConfig {
     #[serde(default)]
     pub path: String,
     /// Private key file (OpenSSH format, unencrypted). The key's content is
-    /// never logged.
+    /// never logged. Empty: authenticate with the keys of an ssh-agent.
+    #[serde(default)]
     pub key: PathBuf,
+    /// The ssh-agent socket used when `key` is empty (default
+    /// `$SSH_AUTH_SOCK`).
+    #[serde(default)]
+    pub agent_socket: Option<PathBuf>,
     /// known_hosts file the server's host key must be listed in (default
     /// `~/.ssh/known_hosts`). Hashed entries and `[host]:port` work.
     #[serde(default)]
@@ -80,6 +87,7 @@ impl SftpSinkConfig {
             user: user.into(),
             path: path.into(),
             key: key.into(),
+            agent_socket: None,
             known_hosts: None,
             insecure_accept_host_key: false,
             connect_timeout_secs: default_connect_timeout(),
@@ -131,7 +139,9 @@ impl SftpSinkConfig {
                 message: e.message().to_string(),
             },
         )?;
-        c.key = resolve(&c.key, base_dir);
+        if !c.key.as_os_str().is_empty() {
+            c.key = resolve(&c.key, base_dir);
+        }
         c.known_hosts = c.known_hosts.map(|p| resolve(&p, base_dir));
         c.validate().map_err(|message| SftpError::InvalidConfig {
             name: name.to_string(),
@@ -140,7 +150,13 @@ impl SftpSinkConfig {
         Ok(c)
     }
 
-    /// Parses `sftp://USER@HOST[:PORT]/PATH?key=FILE&known-hosts=FILE[&insecure-accept-host-key=true]`.
+    /// Whether the keys of an ssh-agent authenticate (no key file given).
+    pub fn uses_agent(&self) -> bool {
+        self.key.as_os_str().is_empty()
+    }
+
+    /// Parses `sftp://USER@HOST[:PORT]/PATH?key=FILE&known-hosts=FILE[&insecure-accept-host-key=true]`
+    /// (no `key`: the ssh-agent at `$SSH_AUTH_SOCK` or `agent-socket=PATH`).
     /// `/PATH` is relative to the login directory; `//PATH` is absolute.
     pub fn from_url(url: &str) -> Result<Self> {
         let invalid = |reason: String| SftpError::InvalidUrl {
@@ -187,6 +203,7 @@ impl SftpSinkConfig {
             };
             match k {
                 "key" => key = Some(PathBuf::from(v)),
+                "agent-socket" => c.agent_socket = Some(PathBuf::from(v)),
                 "known-hosts" => c.known_hosts = Some(PathBuf::from(v)),
                 "insecure-accept-host-key" => c.insecure_accept_host_key = v == "true",
                 "connect-timeout-secs" => c.connect_timeout_secs = num(&v)?,
@@ -195,7 +212,8 @@ impl SftpSinkConfig {
                 other => return Err(invalid(format!("unknown option `{other}`")).into()),
             }
         }
-        c.key = key.ok_or_else(|| invalid("no key: add ?key=/path/to/id_ed25519".into()))?;
+        // Without `key`, the ssh-agent authenticates.
+        c.key = key.unwrap_or_default();
         c.validate().map_err(invalid)?;
         Ok(c)
     }
@@ -203,9 +221,6 @@ impl SftpSinkConfig {
     fn validate(&self) -> std::result::Result<(), String> {
         if self.host.is_empty() || self.user.is_empty() {
             return Err("`host` and `user` must not be empty".into());
-        }
-        if self.key.as_os_str().is_empty() {
-            return Err("`key` is empty".into());
         }
         if self.path.split('/').any(|s| s == "..") {
             return Err("`path` must not contain `..`".into());
@@ -269,9 +284,11 @@ mod tests {
         let c = SftpSinkConfig::from_url("sftp://u@h//abs/dir?key=k&insecure-accept-host-key=true").unwrap();
         assert_eq!((c.port, c.path.as_str()), (22, "/abs/dir"));
         assert!(c.insecure_accept_host_key);
+        let c = SftpSinkConfig::from_url("sftp://u@h/p?agent-socket=/run/a.sock").unwrap();
+        assert!(c.uses_agent());
+        assert_eq!(c.agent_socket, Some(PathBuf::from("/run/a.sock")));
         for bad in [
             "sftp://h/p?key=k",
-            "sftp://u@h/p",
             "sftp://u:pw@h/p?key=k",
             "sftp://u@h:x/p?key=k",
             "sftp://u@h/p?key=k&bogus=1",

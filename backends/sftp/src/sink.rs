@@ -554,6 +554,61 @@ impl russh::client::Handler for HostKeyCheck {
     }
 }
 
+/// How the client proves its identity.
+enum AuthSource {
+    /// A private key read from a file.
+    Key(Box<russh::keys::PrivateKey>),
+    /// An ssh-agent and the public keys it holds.
+    Agent(
+        (
+            russh::keys::agent::client::AgentClient<tokio::net::UnixStream>,
+            Vec<PublicKey>,
+        ),
+    ),
+}
+
+/// Connects to the ssh-agent (`agent-socket` or `$SSH_AUTH_SOCK`) and lists
+/// its keys.
+async fn connect_agent(
+    config: &SftpSinkConfig,
+) -> Result<(
+    russh::keys::agent::client::AgentClient<tokio::net::UnixStream>,
+    Vec<PublicKey>,
+)> {
+    let socket = config
+        .agent_socket
+        .clone()
+        .or_else(|| std::env::var_os("SSH_AUTH_SOCK").map(PathBuf::from));
+    let no_agent = |message: String| SftpError::Key {
+        path: "ssh-agent".into(),
+        message,
+    };
+    let Some(socket) = socket else {
+        return Err(no_agent(
+            "no key file given and no ssh-agent ($SSH_AUTH_SOCK is unset): add ?key=/path/to/id_ed25519"
+                .into(),
+        )
+        .into());
+    };
+    let mut agent = russh::keys::agent::client::AgentClient::connect_uds(&socket)
+        .await
+        .map_err(|e| no_agent(format!("cannot reach the ssh-agent at {}: {e}", socket.display())))?;
+    let keys = agent.request_identities().await.map_err(|e| {
+        no_agent(format!(
+            "the ssh-agent at {} did not list its keys: {e}",
+            socket.display()
+        ))
+    })?;
+    if keys.is_empty() {
+        return Err(no_agent(format!(
+            "the ssh-agent at {} holds no key (ssh-add one)",
+            socket.display()
+        ))
+        .into());
+    }
+    Ok((agent, keys))
+}
+
 /// Opens, authenticates and starts SFTP, all within the connect timeout.
 async fn connect(config: &SftpSinkConfig) -> Result<Conn> {
     let location = config.location();
@@ -566,10 +621,18 @@ async fn connect(config: &SftpSinkConfig) -> Result<Conn> {
 
 async fn connect_inner(config: &SftpSinkConfig) -> Result<Conn> {
     let location = config.location();
-    let key = russh::keys::load_secret_key(&config.key, None).map_err(|e| SftpError::Key {
-        path: config.key.display().to_string(),
-        message: e.to_string(),
-    })?;
+    // Load the key (or reach the agent) before connecting: a bad key is a
+    // config error, not a network one.
+    let auth_source = if config.uses_agent() {
+        AuthSource::Agent(connect_agent(config).await?)
+    } else {
+        AuthSource::Key(Box::new(
+            russh::keys::load_secret_key(&config.key, None).map_err(|e| SftpError::Key {
+                path: config.key.display().to_string(),
+                message: e.to_string(),
+            })?,
+        ))
+    };
     let tcp = tokio::net::TcpStream::connect((config.host.as_str(), config.port))
         .await
         .map_err(|e| SftpError::Connect {
@@ -606,22 +669,49 @@ async fn connect_inner(config: &SftpSinkConfig) -> Result<Conn> {
         }
     };
     let hash = ssh.best_supported_rsa_hash().await.ok().flatten().flatten();
-    let auth = ssh
-        .authenticate_publickey(
-            config.user.clone(),
-            PrivateKeyWithHashAlg::new(Arc::new(key), hash),
-        )
-        .await
-        .map_err(|e| SftpError::Connect {
-            location: location.clone(),
-            message: format!("authentication failed: {e}"),
-            refused: false,
-        })?;
+    let auth_failed = |e: &dyn std::fmt::Display| SftpError::Connect {
+        location: location.clone(),
+        message: format!("authentication failed: {e}"),
+        refused: false,
+    };
+    let auth = match auth_source {
+        AuthSource::Key(key) => ssh
+            .authenticate_publickey(
+                config.user.clone(),
+                PrivateKeyWithHashAlg::new(Arc::new(*key), hash),
+            )
+            .await
+            .map_err(|e| auth_failed(&e))?,
+        AuthSource::Agent((mut agent, keys)) => {
+            // Offer the agent's keys one by one, as ssh does.
+            let mut result = None;
+            for key in keys {
+                let r = ssh
+                    .authenticate_publickey_with(config.user.clone(), key, hash, &mut agent)
+                    .await
+                    .map_err(|e| auth_failed(&e))?;
+                let ok = r.success();
+                result = Some(r);
+                if ok {
+                    break;
+                }
+            }
+            result.ok_or_else(|| SftpError::Connect {
+                location: location.clone(),
+                message: "the ssh-agent holds no key".into(),
+                refused: false,
+            })?
+        }
+    };
     if !auth.success() {
         return Err(SftpError::AuthRejected {
             location,
             user: config.user.clone(),
-            key: config.key.display().to_string(),
+            key: if config.uses_agent() {
+                "(the ssh-agent's keys)".into()
+            } else {
+                config.key.display().to_string()
+            },
         }
         .into());
     }

@@ -248,3 +248,82 @@ fn urls_and_tables_reach_the_same_sink() {
         .unwrap();
     assert_eq!(sink.info().location, "sftp://me@host.example:2222/backups");
 }
+
+/// An ssh-agent of the test's own, on a private socket; killed on drop.
+struct Agent {
+    child: std::process::Child,
+    socket: std::path::PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn start() -> Agent {
+        let dir = tempfile::tempdir().unwrap();
+        let socket = dir.path().join("agent.sock");
+        let child = std::process::Command::new("ssh-agent")
+            .arg("-D")
+            .arg("-a")
+            .arg(&socket)
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("ssh-agent (openssh-client) is installed by scripts/test.sh");
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !socket.exists() {
+            assert!(Instant::now() < deadline, "ssh-agent did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Agent {
+            child,
+            socket,
+            _dir: dir,
+        }
+    }
+
+    fn add(&self, key: &std::path::Path) {
+        let out = std::process::Command::new("ssh-add")
+            .arg(key)
+            .env("SSH_AUTH_SOCK", &self.socket)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "ssh-add: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn authenticates_with_the_keys_of_an_ssh_agent() {
+    let Some(ssh) = SshServer::start() else { return };
+    let agent = Agent::start();
+    // Wrong key first, right key second: every key of the agent is offered.
+    agent.add(&ssh.other_key());
+    agent.add(&ssh.client_key());
+    let mut c = config(&ssh, "agent");
+    c.key = std::path::PathBuf::new();
+    c.agent_socket = Some(agent.socket.clone());
+    let sink = SftpSink::new(c.clone());
+    sink.put_bytes("a.txt", Bytes::from_static(b"via agent"), PutOptions::create())
+        .await
+        .unwrap();
+    assert_eq!(&sink.get_bytes("a.txt").await.unwrap()[..], b"via agent");
+
+    // An agent with only a refused key: a clear PermissionDenied.
+    let lonely = Agent::start();
+    lonely.add(&ssh.other_key());
+    c.agent_socket = Some(lonely.socket.clone());
+    let err = SftpSink::new(c.clone()).list("").await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err:?}");
+    // No agent reachable: says what to do.
+    c.agent_socket = Some(ssh.data_dir().join("no-agent.sock"));
+    let err = SftpSink::new(c).list("").await.unwrap_err();
+    assert!(err.to_string().contains("ssh-agent"), "{err}");
+}

@@ -21,7 +21,10 @@
 //! - A restore (`--mongo-uri URI`, `--drop`) fills staging collections,
 //!   builds their indexes, checks their counts and swaps them in only when
 //!   the whole bundle verified; without `--drop`, existing documents are
-//!   kept and counted as conflicts.
+//!   kept and counted as conflicts. Staging collections a killed restore
+//!   left behind are dropped by the next restore of the same collection;
+//!   where the server cannot rename collections, replacing an existing
+//!   one needs `--unsafe-in-place` (drop, recreate, fill: not atomic).
 //!
 //! ```toml
 //! [source.db]

@@ -2,12 +2,15 @@
 //! and their replay as ordinary writes (servers without `applyOps`).
 //!
 //! Capture: the newest `local.oplog.rs` entry's `ts` is noted before the
-//! first collection is listed; after the last collection was read, every
-//! entry with `ts` in `(start, end]` (`end` = the newest one then) on a
-//! dumped database and selected collection is stored raw as
-//! `mongo/<source>/oplog.bson`. The oplog must not have rolled over: its
-//! oldest entry must still be at or before `start`, else the capture
-//! fails (entries of the window would be lost).
+//! first collection is listed; after the last collection was read, one
+//! query reads every entry from `start` on, and those after it (up to
+//! `end`, the last one read) on a dumped database and selected collection
+//! are stored raw as `mongo/<source>/oplog.bson`. The oplog must not have
+//! rolled over: the first entry read must be `start` itself (the oplog
+//! drops its oldest entries first, so every later one is still there),
+//! else the capture fails (entries of the window would be lost). One
+//! query, not three (newest, window, oldest): servers that scan the whole
+//! oplog for each query pay that once.
 //!
 //! Replay: after the collections are swapped in, each entry becomes a
 //! write on its (renamed) namespace: `i` an upsert of the document by
@@ -62,17 +65,17 @@ pub(crate) async fn edge(client: &Client, uri: &str, dir: i32) -> Result<Option<
     Ok(found.and_then(|d| d.get_timestamp("ts").ok()))
 }
 
-/// A cursor over the entries with `start < ts <= end`, in oplog order.
+/// A cursor over the entries with `ts >= start`, in oplog order (the
+/// first one is `start` itself unless the oplog rolled over).
 pub(crate) async fn window(
     client: &Client,
     uri: &str,
     start: Timestamp,
-    end: Timestamp,
 ) -> Result<mongodb::Cursor<RawDocumentBuf>> {
     client
         .database("local")
         .collection::<RawDocumentBuf>("oplog.rs")
-        .find(doc! { "ts": { "$gt": start, "$lte": end } })
+        .find(doc! { "ts": { "$gte": start } })
         .sort(doc! { "$natural": 1 })
         .batch_size(1000)
         .await

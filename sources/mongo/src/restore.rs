@@ -10,6 +10,22 @@
 //! without `--drop` an existing collection only gains the documents whose
 //! `_id` it lacks, the others counted as conflicts, never overwritten.
 //! `finish(false)` drops every staging collection.
+//!
+//! Inserts are unordered bulk inserts, the next batch read from the bundle
+//! while one is in flight ([`IN_FLIGHT`]).
+//!
+//! Staging collections a killed restore left behind (`<name>.coffer-staging-*`
+//! of the same target) are dropped before that collection is staged again.
+//!
+//! A server that cannot rename collections (`renameCollection` missing or
+//! refused as unsupported) fails a `--drop` restore of an existing
+//! collection, leaving that collection untouched, unless `--unsafe-in-place`
+//! (param `unsafe-in-place`) is given: then the target is dropped,
+//! recreated with its options and filled from the verified staging
+//! collection: not atomic, a failure half-way leaves it partial. The
+//! test-only param `test-pretend-no-rename` (or the environment variable
+//! `COFFER_TEST_MONGO_NO_RENAME=1`) makes the restorer behave as if the
+//! server could not rename, to exercise that path against a server that can.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::io::{self, Read};
@@ -39,6 +55,17 @@ const BATCH_DOCS: usize = 1000;
 const BATCH_BYTES: usize = 8 << 20;
 /// Largest metadata file read.
 const MAX_METADATA: u64 = 16 << 20;
+/// Insert batches under way at once. One keeps the documents in the
+/// bundle's (natural) order, so a dump of the restored collection is
+/// byte-identical; the next batch is still read while one is inserted.
+const IN_FLIGHT: usize = 1;
+/// Marks staging collections: `<name>.coffer-staging-<8 hex>`.
+const STAGING_TAG: &str = "coffer-staging-";
+/// Server error codes meaning `renameCollection` is not available:
+/// IllegalOperation, CommandNotFound, CommandNotSupported.
+const RENAME_UNSUPPORTED: [i32; 3] = [20, 59, 115];
+/// Test-only: behave as if the server could not rename collections.
+pub(crate) const PRETEND_NO_RENAME_ENV: &str = "COFFER_TEST_MONGO_NO_RENAME";
 
 /// One collection staged (or, in a dry run, counted).
 struct Staged {
@@ -62,6 +89,10 @@ pub(crate) struct MongoRestorer {
     client: Client,
     uri: String,
     drop: bool,
+    /// `--unsafe-in-place`: drop-then-insert where the server cannot rename.
+    unsafe_in_place: bool,
+    /// Test-only: act as if `renameCollection` were unsupported.
+    pretend_no_rename: bool,
     dry_run: bool,
     cancel: CancelFlag,
     suffix: String,
@@ -82,6 +113,8 @@ pub(crate) struct MongoRestorer {
     /// Target namespaces this restore created or replaced whole: the
     /// oplog is replayed on them (merged ones keep their documents).
     replayable: BTreeSet<String>,
+    /// Staging collections of earlier, interrupted restores dropped.
+    stale: Vec<String>,
 }
 
 impl MongoRestorer {
@@ -106,14 +139,19 @@ impl MongoRestorer {
                     &redact(&uri),
                 )
             })?;
+        let flag = |k: &str| opts.params.get(k).is_some_and(|v| v == "true");
+        let pretend_no_rename =
+            flag("test-pretend-no-rename") || std::env::var(PRETEND_NO_RENAME_ENV).is_ok_and(|v| v == "1");
         Ok(MongoRestorer {
             handle: Handle::current(),
             client,
             uri,
             drop,
+            unsafe_in_place: flag("unsafe-in-place"),
+            pretend_no_rename,
             dry_run: opts.dry_run,
             cancel: opts.cancel.clone(),
-            suffix: format!("coffer-staging-{:08x}", rand::random::<u32>()),
+            suffix: format!("{STAGING_TAG}{:08x}", rand::random::<u32>()),
             staged: BTreeMap::new(),
             views: Vec::new(),
             rules,
@@ -122,6 +160,7 @@ impl MongoRestorer {
             mismatches: Vec::new(),
             oplog: None,
             replayable: BTreeSet::new(),
+            stale: Vec::new(),
         })
     }
 
@@ -213,7 +252,12 @@ impl MongoRestorer {
         }
         let path = entry.path.to_string();
         let mut staged = self.staged.remove(&key).expect("inserted above");
-        let result = self.load(&mut staged, entry.reader, size, &path);
+        let result = if !staged.loaded && !self.dry_run {
+            self.drop_stale_staging(&staged.db, &staged.name)
+        } else {
+            Ok(())
+        };
+        let result = result.and_then(|()| self.load(&mut staged, entry.reader, size, &path));
         self.staged.insert(key, staged);
         result
     }
@@ -261,36 +305,42 @@ impl MongoRestorer {
             .map_err(|e| self.err(format!("cannot create a staging collection for `{ns}`"), &e))?;
         staged.staging = Some(staging.clone());
         let coll: Collection<RawDocumentBuf> = db.collection(&staging);
+        let insert_error = |e: &InsertFailure| match e {
+            InsertFailure::Driver(e) if duplicate_only(e) => {
+                malformed("the bundle holds two documents with the same _id", path)
+            }
+            InsertFailure::Driver(e) => {
+                self.err(format!("cannot insert into the staging collection of `{ns}`"), e)
+            }
+            InsertFailure::Stopped => Error::new(ErrorKind::Cancelled, "the restore stopped"),
+        };
+        let mut inserts = Inserts::new(self.handle.clone(), coll.clone());
         let mut batch: Vec<RawDocumentBuf> = Vec::with_capacity(BATCH_DOCS);
         let mut batch_bytes = 0;
-        let mut inserted = 0u64;
-        let flush = |batch: &mut Vec<RawDocumentBuf>, inserted: &mut u64| -> Result<()> {
-            if batch.is_empty() {
-                return Ok(());
-            }
-            self.cancel.check()?;
-            self.run(coll.insert_many(batch.iter()).ordered(false))
-                .map_err(|e| {
-                    if duplicate_only(&e) {
-                        malformed("the bundle holds two documents with the same _id", path)
-                    } else {
-                        self.err(format!("cannot insert into the staging collection of `{ns}`"), &e)
-                    }
-                })?;
-            *inserted += batch.len() as u64;
-            batch.clear();
-            Ok(())
-        };
-        let documents = read_documents(reader, size, path, |doc| {
+        let read = read_documents(reader, size, path, |doc| {
             batch_bytes += doc.as_bytes().len();
             batch.push(doc);
             if batch.len() >= BATCH_DOCS || batch_bytes >= BATCH_BYTES {
-                flush(&mut batch, &mut inserted)?;
+                self.cancel.check()?;
+                let full = std::mem::replace(&mut batch, Vec::with_capacity(BATCH_DOCS));
+                inserts.send(full).map_err(|e| insert_error(&e))?;
                 batch_bytes = 0;
             }
             Ok(())
-        })?;
-        flush(&mut batch, &mut inserted)?;
+        });
+        // Every batch sent is waited for, also on an error, so none lands
+        // after the staging collection was dropped.
+        let documents = match read {
+            Ok(n) if !batch.is_empty() => self
+                .cancel
+                .check()
+                .and_then(|()| inserts.send(batch).map_err(|e| insert_error(&e)))
+                .map(|()| n),
+            other => other,
+        };
+        let waited = inserts.wait_all().map_err(|e| insert_error(&e));
+        let documents = documents?;
+        let inserted = waited?;
         staged.documents = documents;
         staged.indexes = self.create_indexes(&staged.db, &staging, &staged.metadata.indexes, &ns)?;
         let counted = self
@@ -325,6 +375,115 @@ impl MongoRestorer {
         )
         .map_err(|e| self.err(format!("cannot build the indexes of `{ns}`"), &e))?;
         Ok(n)
+    }
+
+    /// Drops the staging collections of `db.name` that an interrupted
+    /// restore (killed, or its server gone) left behind.
+    fn drop_stale_staging(&mut self, db: &str, name: &str) -> Result<()> {
+        let database = self.client.database(db);
+        let names = self
+            .run(database.list_collection_names())
+            .map_err(|e| self.err(format!("cannot list the collections of `{db}`"), &e))?;
+        for stale in names.iter().filter(|n| is_staging_of(n, name)) {
+            tracing::warn!("{db}.{name}: dropping {db}.{stale}, left by an interrupted restore");
+            self.run(database.collection::<Document>(stale).drop())
+                .map_err(|e| {
+                    self.err(
+                        format!(
+                            "cannot drop `{db}.{stale}`, a staging collection left by an interrupted restore"
+                        ),
+                        &e,
+                    )
+                })?;
+            self.stale.push(format!("{db}.{stale}"));
+        }
+        Ok(())
+    }
+
+    /// Renames `db.staging` to `ns`, replacing it with `--drop`.
+    fn rename(&self, db: &str, staging: &str, ns: &str) -> std::result::Result<(), RenameFailure> {
+        if self.pretend_no_rename {
+            return Err(RenameFailure::Unsupported(format!(
+                "renameCollection disabled by the test-only switch {PRETEND_NO_RENAME_ENV}"
+            )));
+        }
+        let cmd = doc! {
+            "renameCollection": format!("{db}.{staging}"),
+            "to": ns,
+            "dropTarget": self.drop,
+        };
+        match self.run(self.client.database("admin").run_command(cmd)) {
+            Ok(_) => Ok(()),
+            Err(e) if code(&e) == Some(48) => Err(RenameFailure::Exists),
+            Err(e) if code(&e).is_some_and(|c| RENAME_UNSUPPORTED.contains(&c)) => {
+                let why = match e.kind.as_ref() {
+                    DriverKind::Command(c) => {
+                        format!("renameCollection: {} ({} {})", c.message, c.code_name, c.code)
+                    }
+                    _ => "renameCollection failed".to_string(),
+                };
+                Err(RenameFailure::Unsupported(crate::uri::scrub(&why, &self.uri)))
+            }
+            Err(e) => Err(RenameFailure::Other(
+                self.err(format!("cannot swap in `{ns}`"), &e),
+            )),
+        }
+    }
+
+    /// `--unsafe-in-place`: drops `ns` (when it exists), recreates it with
+    /// its options and fills it from the verified staging collection.
+    fn in_place(
+        &mut self,
+        s: &Staged,
+        staging: &str,
+        exists: bool,
+        why: &str,
+        report: &mut Tally,
+    ) -> Result<()> {
+        let ns = format!("{}.{}", s.db, s.name);
+        let db = self.client.database(&s.db);
+        tracing::warn!(
+            "{ns}: the server cannot rename collections ({why}); replacing it in place, not atomically"
+        );
+        if exists {
+            self.run(db.collection::<Document>(&s.name).drop())
+                .map_err(|e| self.err(format!("cannot drop `{ns}`"), &e))?;
+        }
+        let mut create = doc! { "create": &s.name };
+        for (k, v) in &s.metadata.options {
+            create.insert(k.clone(), v.clone());
+        }
+        let partial =
+            "the collection may be partial now: run the restore again (with --drop --unsafe-in-place)";
+        self.run(db.run_command(create))
+            .map_err(|e| self.err(format!("cannot create `{ns}`"), &e).with_hint(partial))?;
+        let (inserted, conflicts) = self
+            .copy(&s.db, staging, &s.name, &ns)
+            .map_err(|e| e.with_hint(partial))?;
+        let indexes = self
+            .create_indexes(&s.db, &s.name, &s.metadata.indexes, &ns)
+            .map_err(|e| e.with_hint(partial))?;
+        self.run(db.collection::<Document>(staging).drop())
+            .map_err(|e| self.err(format!("cannot drop the staging collection of `{ns}`"), &e))?;
+        self.replayable.insert(ns);
+        let line = self.line(s, inserted, conflicts, indexes, s.documents)?;
+        let action = if exists {
+            "replace-in-place"
+        } else {
+            "create-in-place"
+        };
+        let how = if exists {
+            "dropped, recreated and filled"
+        } else {
+            "created and filled"
+        };
+        report.add(
+            action,
+            format!("{line} ({how} in place, not atomically: the server cannot rename collections: {why})"),
+            inserted,
+            conflicts,
+        );
+        Ok(())
     }
 
     fn exists(&self, db: &str, name: &str) -> Result<bool> {
@@ -418,21 +577,37 @@ impl MongoRestorer {
         };
         let exists = self.exists(&s.db, &s.name)?;
         if self.drop || !exists {
-            let cmd = doc! {
-                "renameCollection": format!("{}.{staging}", s.db),
-                "to": &ns,
-                "dropTarget": self.drop,
-            };
-            match self.run(self.client.database("admin").run_command(cmd)) {
-                Ok(_) => {
+            match self.rename(&s.db, staging, &ns) {
+                Ok(()) => {
                     self.replayable.insert(ns.clone());
                     let line = self.line(s, s.documents, 0, s.indexes, s.documents)?;
                     report.add(if exists { "replace" } else { "create" }, line, s.documents, 0);
                     return Ok(());
                 }
                 // Created meanwhile: merge into it below.
-                Err(e) if code(&e) == Some(48) && !self.drop => {}
-                Err(e) => return Err(self.err(format!("cannot swap in `{ns}`"), &e)),
+                Err(RenameFailure::Exists) if !self.drop => {}
+                Err(RenameFailure::Exists) => {
+                    return Err(Error::new(
+                        ErrorKind::Unexpected,
+                        format!("cannot swap in `{ns}`: the server refused to replace it"),
+                    ));
+                }
+                Err(RenameFailure::Unsupported(why)) if exists && !self.unsafe_in_place => {
+                    return Err(Error::new(
+                        ErrorKind::Unsupported,
+                        format!("cannot swap in `{ns}`: the server cannot rename collections ({why})"),
+                    )
+                    .with_hint(
+                        "nothing was replaced. --drop --unsafe-in-place drops each existing collection and \
+                         inserts the bundle's documents into it instead: not atomic, a failure or kill half-way \
+                         leaves that collection partial until the restore is run again",
+                    ));
+                }
+                // Nothing to lose (a new collection), or allowed by --unsafe-in-place.
+                Err(RenameFailure::Unsupported(why)) => {
+                    return self.in_place(s, staging, exists, &why, report);
+                }
+                Err(RenameFailure::Other(e)) => return Err(e),
             }
         }
         let before = self.count(&s.db, &s.name)?;
@@ -456,7 +631,6 @@ impl MongoRestorer {
     /// Copies the staging collection into the existing one, insert-only.
     fn merge(&self, s: &Staged, staging: &str, ns: &str) -> Result<(u64, u64, usize)> {
         let db = self.client.database(&s.db);
-        let target: Collection<RawDocumentBuf> = db.collection(&s.name);
         let indexes = match self.create_indexes(&s.db, &s.name, &s.metadata.indexes, ns) {
             Ok(n) => n,
             Err(e) => {
@@ -464,6 +638,17 @@ impl MongoRestorer {
                 0
             }
         };
+        let (inserted, conflicts) = self.copy(&s.db, staging, &s.name, ns)?;
+        self.run(db.collection::<Document>(staging).drop())
+            .map_err(|e| self.err(format!("cannot drop the staging collection of `{ns}`"), &e))?;
+        Ok((inserted, conflicts, indexes))
+    }
+
+    /// Inserts the documents of `db.staging` into `db.name` (`ns`),
+    /// unordered; existing `_id`s are counted as conflicts.
+    fn copy(&self, db: &str, staging: &str, name: &str, ns: &str) -> Result<(u64, u64)> {
+        let db = self.client.database(db);
+        let target: Collection<RawDocumentBuf> = db.collection(name);
         let from: Collection<RawDocumentBuf> = db.collection(staging);
         let mut cursor = self
             .run(from.find(doc! {}).batch_size(BATCH_DOCS as u32))
@@ -497,9 +682,7 @@ impl MongoRestorer {
                 break;
             }
         }
-        self.run(from.drop())
-            .map_err(|e| self.err(format!("cannot drop the staging collection of `{ns}`"), &e))?;
-        Ok((inserted, conflicts, indexes))
+        Ok((inserted, conflicts))
     }
 
     fn commit_view(&self, db: &str, name: &str, meta: &Metadata, report: &mut Tally) -> Result<()> {
@@ -615,6 +798,12 @@ impl Restorer for MongoRestorer {
             let staged: Vec<Staged> = std::mem::take(&mut self.staged).into_values().collect();
             self.drop_staging(staged.into_iter());
             planned?;
+        }
+        for ns in std::mem::take(&mut self.stale) {
+            tally.actions.push(RestoreAction {
+                action: "drop-stale-staging".into(),
+                target: format!("{ns} (left by an interrupted restore)"),
+            });
         }
         for ns in std::mem::take(&mut self.skipped).into_values() {
             tally.skipped += 1;
@@ -768,6 +957,121 @@ impl MongoRestorer {
     }
 }
 
+/// Why a `renameCollection` failed.
+enum RenameFailure {
+    /// The target exists (and `dropTarget` was off).
+    Exists,
+    /// The server cannot rename collections; why, password-free.
+    Unsupported(String),
+    Other(Error),
+}
+
+/// Why a batch insert failed.
+enum InsertFailure {
+    Driver(mongodb::error::Error),
+    /// The insert task was cancelled (the runtime is shutting down).
+    Stopped,
+}
+
+/// Unordered bulk inserts into one collection, up to [`IN_FLIGHT`] batches
+/// at once, driven from the restore's blocking thread. Dropping it waits
+/// for the batches still in flight.
+struct Inserts {
+    handle: Handle,
+    coll: Collection<RawDocumentBuf>,
+    pending: std::collections::VecDeque<tokio::task::JoinHandle<mongodb::error::Result<u64>>>,
+    inserted: u64,
+}
+
+impl Inserts {
+    fn new(handle: Handle, coll: Collection<RawDocumentBuf>) -> Self {
+        Inserts {
+            handle,
+            coll,
+            pending: Default::default(),
+            inserted: 0,
+        }
+    }
+
+    /// Sends `batch`, first waiting for the oldest batch when
+    /// [`IN_FLIGHT`] are under way.
+    fn send(&mut self, batch: Vec<RawDocumentBuf>) -> std::result::Result<(), InsertFailure> {
+        if self.pending.len() >= IN_FLIGHT {
+            self.wait_one()?;
+        }
+        let coll = self.coll.clone();
+        self.pending.push_back(self.handle.spawn(async move {
+            let n = batch.len() as u64;
+            coll.insert_many(batch).ordered(false).await.map(|_| n)
+        }));
+        Ok(())
+    }
+
+    fn wait_one(&mut self) -> std::result::Result<(), InsertFailure> {
+        let Some(task) = self.pending.pop_front() else {
+            return Ok(());
+        };
+        match self.handle.block_on(task) {
+            Ok(Ok(n)) => {
+                self.inserted += n;
+                Ok(())
+            }
+            Ok(Err(e)) => Err(InsertFailure::Driver(e)),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(InsertFailure::Stopped),
+        }
+    }
+
+    /// Waits for every batch in flight and returns the documents inserted;
+    /// the first failure wins.
+    fn wait_all(&mut self) -> std::result::Result<u64, InsertFailure> {
+        let mut first = None;
+        while !self.pending.is_empty() {
+            if let Err(e) = self.wait_one() {
+                first.get_or_insert(e);
+            }
+        }
+        match first {
+            Some(e) => Err(e),
+            None => Ok(self.inserted),
+        }
+    }
+}
+
+impl Drop for Inserts {
+    fn drop(&mut self) {
+        let _ = self.wait_all();
+    }
+}
+
+/// Whether `candidate` is a staging collection of `name` (of any restore):
+/// `<name>.coffer-staging-<8 hex>`, or for long names
+/// `coffer-staging-<8 hex>-<hash of name>` (see [`staging_name`]).
+fn is_staging_of(candidate: &str, name: &str) -> bool {
+    let hex8 = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some(rest) = candidate
+        .strip_prefix(name)
+        .and_then(|r| r.strip_prefix('.'))
+        .and_then(|r| r.strip_prefix(STAGING_TAG))
+        && hex8(rest)
+    {
+        return true;
+    }
+    let Some((random, hash)) = candidate
+        .strip_prefix(STAGING_TAG)
+        .and_then(|r| r.split_once('-'))
+    else {
+        return false;
+    };
+    hex8(random) && hash == name_hash(name)
+}
+
+fn name_hash(name: &str) -> String {
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(name.as_bytes());
+    hex::encode(&hash[..8])
+}
+
 /// The staging collection of `db.name`: `<name>.<suffix>`, or, when that
 /// namespace would pass the server's 255-byte limit (collection names of
 /// 200+ characters), `<suffix>-<hash of the name>`.
@@ -776,9 +1080,7 @@ fn staging_name(db: &str, name: &str, suffix: &str) -> String {
     if db.len() + 1 + full.len() <= 255 {
         return full;
     }
-    use sha2::Digest;
-    let hash = sha2::Sha256::digest(name.as_bytes());
-    format!("{suffix}-{}", hex::encode(&hash[..8]))
+    format!("{suffix}-{}", name_hash(name))
 }
 
 /// Counts for the report.

@@ -357,18 +357,30 @@ impl MongoSource {
     ) -> Result<OplogDump> {
         use crate::oplog::{self, ts_pair};
         let target = redact(uri);
-        let end = oplog::edge(client, uri, -1).await?.unwrap_or(start);
         let keep = |db: &str, coll: &str| dbs.contains(db) && (coll.is_empty() || self.selected(db, coll));
-        let mut cursor = oplog::window(client, uri, start, end).await?;
+        let mut cursor = oplog::window(client, uri, start).await?;
         let mut spill = Spill::new(MEMORY_LIMIT);
         let mut chunk = Vec::with_capacity(CHUNK);
         let (mut entries, mut skipped) = (0u64, 0u64);
+        // The first entry must be `start` itself: else the oplog rolled over.
+        let mut end = None;
         while cursor
             .advance()
             .await
             .map_err(|e| driver("cannot read the oplog (local.oplog.rs)", &e, uri, &target))?
         {
             let entry = cursor.current();
+            let ts = entry.get_timestamp("ts").ok();
+            if end.is_none() {
+                if ts.map(ts_pair) != Some(ts_pair(start)) {
+                    return Err(oplog::rolled_over(start, ts));
+                }
+                end = ts;
+                continue;
+            }
+            if let Some(ts) = ts {
+                end = Some(ts);
+            }
             if oplog::wanted(entry, &keep) {
                 chunk.extend_from_slice(entry.as_bytes());
                 entries += 1;
@@ -380,10 +392,9 @@ impl MongoSource {
             }
         }
         spill = write_spill(spill, chunk).await?;
-        let oldest = oplog::edge(client, uri, 1).await?;
-        if oldest.is_none_or(|o| ts_pair(o) > ts_pair(start)) {
-            return Err(oplog::rolled_over(start, oldest));
-        }
+        let Some(end) = end else {
+            return Err(oplog::rolled_over(start, None));
+        };
         let body = tokio::task::spawn_blocking(move || spill.finish())
             .await
             .map_err(|e| Error::new(ErrorKind::Unexpected, format!("spill task failed: {e}")))?

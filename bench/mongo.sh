@@ -1,0 +1,140 @@
+#!/usr/bin/env bash
+# Benchmark of the MongoDB source (issue 3). Against secantusd-py (the
+# repo's .venv-secantus, created by scripts/test.sh), with DOCS documents of
+# ~1 KiB in 3 collections (default 200k), prints wall time, throughput and
+# peak RSS (/usr/bin/time) of:
+#  (a) coffer backup --source mongo:URI  vs  a bare raw-batch read loop
+#      (sources/mongo/examples/bare_loops.rs: `find` of RawDocumentBuf,
+#      batch size 1000, the same driver);
+#  (b) coffer restore --only mongo --mongo-uri URI2 --drop  vs  a bare
+#      unordered insert_many loop (batch 1000) into another database;
+#  (c) coffer's peak RSS (target <= 96 MiB).
+# usage: bench/mongo.sh [ROUNDS]   env: BENCH_DOCS, BENCH_DIR, BENCH_IN_FLIGHT
+set -euo pipefail
+cd "$(dirname "$0")/.."
+ROUNDS=${1:-1}
+DOCS=${BENCH_DOCS:-200000}
+WORK=${BENCH_DIR:-/tmp/coffer-bench-mongo}
+VENV=${BENCH_VENV:-$PWD/.venv-secantus}
+[ -x "$VENV/bin/secantusd-py" ] || { echo "no $VENV/bin/secantusd-py: run scripts/test.sh first" >&2; exit 1; }
+cargo build --release -q -p coffer
+cargo build --release -q -p coffer-source-mongo --example bare_loops
+BIN=$PWD/target/release/coffer
+BARE=$PWD/target/release/examples/bare_loops
+rm -rf "$WORK"; mkdir -p "$WORK"
+
+# start_server runs in a command substitution (a subshell): the PIDs go
+# to a file, read back on exit.
+cleanup() {
+  [ -f "$WORK/pids" ] || return 0
+  while read -r p; do kill "$p" 2>/dev/null || true; done < "$WORK/pids"
+}
+trap cleanup EXIT
+free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+# start_server: starts secantusd-py in memory on a free port, polls until it
+# listens, records its PID; prints the port.
+start_server() {
+  local port; port=$(free_port)
+  "$VENV/bin/secantusd-py" --host 127.0.0.1 --port "$port" --storage-path :memory: > "$WORK/server-$port.log" 2>&1 &
+  echo $! >> "$WORK/pids"
+  for _ in $(seq 300); do
+    python3 -c "import socket,sys; socket.create_connection(('127.0.0.1',$port),0.2)" 2>/dev/null && break
+    sleep 0.1
+  done
+  echo "$port"
+}
+P1=$(start_server); P2=$(start_server)
+URI1="mongodb://127.0.0.1:$P1/bench?directConnection=true"
+URI2="mongodb://127.0.0.1:$P2/?directConnection=true"
+
+echo "loading $DOCS documents of ~1 KiB into 3 collections of bench (port $P1)…"
+t0=$(date +%s.%N)
+"$VENV/bin/python" - "$URI1" "$DOCS" <<'PY'
+import random, sys
+from pymongo import MongoClient
+uri, total = sys.argv[1], int(sys.argv[2])
+db = MongoClient(uri).bench
+rnd = random.Random(42)
+words = ["issuer", "directory", "csaf", "publisher", "advisory", "vendor", "product", "tlp", "white",
+         "green", "amber", "red", "https", "example", "org", "security", "notice", "version", "2.0",
+         "distribution", "provider", "trusted", "aggregator", "lister", "metadata", "role", "feed"]
+sizes = {"advisories": total // 2, "publishers": total * 3 // 10}
+sizes["products"] = total - sum(sizes.values())
+for name, n in sizes.items():
+    c = db[name]
+    c.drop()
+    for start in range(0, n, 1000):
+        batch = []
+        for i in range(start, min(n, start + 1000)):
+            body = " ".join(rnd.choice(words) for _ in range(120))[:880]
+            batch.append({"_id": i, "name": f"{name}-{i}", "seq": i, "score": rnd.random(),
+                          "tags": [rnd.choice(words) for _ in range(4)], "body": body})
+        c.insert_many(batch, ordered=False)
+print({k: db[k].estimated_document_count() for k in sizes})
+PY
+echo "loaded in $(echo "$(date +%s.%N) - $t0" | bc) s"
+
+"$BIN" keygen -o "$WORK/key.txt" > "$WORK/recipient.txt" 2>/dev/null
+KEY=$(cat "$WORK/recipient.txt")
+mkdir -p "$WORK/bson"
+"$BARE" read "$URI1" bench --out "$WORK/bson" > /dev/null   # input of the bare insert loop
+BYTES=$(cat "$WORK"/bson/*.bson | wc -c)
+echo "data: $DOCS documents, $((BYTES / 1048576)) MiB of BSON; $(nproc) cores"
+
+# measure NAME CMD… : runs CMD under /usr/bin/time, prints and records
+# "NAME wall_s rss_kib"
+: > "$WORK/results.txt"
+measure() {
+  local name=$1; shift
+  /usr/bin/time -f "%e %M" -o "$WORK/time.out" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || {
+    echo "$name failed:"; cat "$WORK/err.txt" "$WORK/out.txt"; exit 1; }
+  read -r wall rss < "$WORK/time.out"
+  printf '%-22s %7.2f s  %8.0f docs/s  %7.1f MiB peak RSS\n' "$name" "$wall" \
+    "$(echo "$DOCS/$wall" | bc -l)" "$(echo "$rss/1024" | bc -l)"
+  echo "$name $wall $rss" >> "$WORK/results.txt"
+}
+IN_FLIGHT=${BENCH_IN_FLIGHT:-1}
+for i in $(seq "$ROUNDS"); do
+  rm -rf "$WORK/sink"
+  measure "bare read loop" "$BARE" read "$URI1" bench
+  measure "coffer backup" "$BIN" -q backup --source "mongo:$URI1" --sink "$WORK/sink" --recipient "$KEY"
+  measure "bare insert loop" "$BARE" insert "$URI2" bare "$WORK/bson" --in-flight "$IN_FLIGHT"
+  measure "coffer restore" "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" \
+    --only mongo --mongo-uri "$URI2" --drop
+  "$VENV/bin/python" -c "
+import sys; from pymongo import MongoClient
+c = MongoClient('$URI2'); n = sum(c.bench[k].count_documents({}) for k in c.bench.list_collection_names())
+assert n == $DOCS, n; c.drop_database('bare')"
+done
+# What the server itself spends on the steps coffer adds to the bare loops
+# (the point-in-time oplog queries, the count checks, the atomic swap).
+"$VENV/bin/python" - "$URI1" "$URI2" <<'PY'
+import sys, time
+from bson import Timestamp
+from pymongo import MongoClient
+src, dst = MongoClient(sys.argv[1]), MongoClient(sys.argv[2])
+def t(name, f):
+    t0 = time.time(); f(); print(f"server: {name:<56} {time.time() - t0:6.2f} s")
+n_adv = dst.bench.advisories.estimated_document_count()
+n_prod = dst.bench.products.estimated_document_count()
+n_oplog = src.local["oplog.rs"].estimated_document_count()
+t(f"estimated_document_count, {n_adv} docs", lambda: src.bench.advisories.estimated_document_count())
+t(f"count_documents, {n_adv} docs", lambda: dst.bench.advisories.count_documents({}))
+t(f"one local.oplog.rs query ({n_oplog} entries, empty result)", lambda: list(src.local["oplog.rs"].find({"ts": {"$lt": Timestamp(0, 0)}})))
+t(f"renameCollection of {n_prod} docs (and back: /2)", lambda: (
+    dst.admin.command("renameCollection", "bench.products", to="bench.products_x"),
+    dst.admin.command("renameCollection", "bench.products_x", to="bench.products")))
+PY
+python3 - "$WORK/results.txt" <<'PY'
+import sys, collections
+t = collections.defaultdict(list)
+for line in open(sys.argv[1]):
+    *name, wall, rss = line.split()
+    t[" ".join(name)].append((float(wall), int(rss)))
+avg = lambda k: sum(w for w, _ in t[k]) / len(t[k])
+rss = lambda k: max(r for _, r in t[k]) / 1024
+d = avg("bare read loop") / avg("coffer backup")
+r = avg("bare insert loop") / avg("coffer restore")
+print(f"dump:    coffer throughput = {d:.0%} of the bare read loop (target >= 90%), peak RSS {rss('coffer backup'):.1f} MiB (target <= 96)")
+print(f"restore: coffer throughput = {r:.0%} of the bare insert loop (target >= 90%), peak RSS {rss('coffer restore'):.1f} MiB (target <= 96)")
+PY

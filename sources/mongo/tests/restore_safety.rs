@@ -1,0 +1,344 @@
+//! Against a real server: a ~16 MiB document and 2dsphere index specs
+//! round-trip (the test server refuses text indexes: a dump holding one
+//! fails the restore cleanly); staging collections an interrupted restore left
+//! behind are dropped by the next restore of the same collection; and the
+//! `--unsafe-in-place` fallback for servers that cannot rename collections
+//! (forced with the test-only param `test-pretend-no-rename`).
+
+mod common;
+mod support;
+
+use coffer_core::ErrorKind;
+use common::MongoServer;
+use futures::TryStreamExt;
+use mongodb::Client;
+use mongodb::bson::{Binary, Document, RawDocumentBuf, doc, spec::BinarySubtype};
+use support::{capture, client, index_specs, names, restore, source};
+
+/// The raw bytes of every document of `db.coll`, in natural order.
+async fn raw(client: &Client, db: &str, coll: &str) -> Vec<u8> {
+    let docs: Vec<RawDocumentBuf> = client
+        .database(db)
+        .collection::<RawDocumentBuf>(coll)
+        .find(doc! {})
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    docs.iter().flat_map(|d| d.as_bytes().to_vec()).collect()
+}
+
+fn entry<'a>(entries: &'a [support::Captured], path: &str) -> &'a [u8] {
+    &entries
+        .iter()
+        .find(|e| e.path == path)
+        .unwrap_or_else(|| panic!("{path} missing"))
+        .data
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_16_mib_document_round_trips_byte_identical() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let ca = client(&a.uri("")).await;
+    let coll = ca.database("app").collection::<Document>("blobs");
+    // 16 MiB minus room for the envelope: the largest a server accepts.
+    let bytes: Vec<u8> = (0..16 * 1024 * 1024 - 512)
+        .map(|i: u32| (i.wrapping_mul(2_654_435_761) >> 24) as u8)
+        .collect();
+    coll.insert_one(doc! { "_id": 0, "small": "before" })
+        .await
+        .unwrap();
+    coll.insert_one(doc! { "_id": 1, "blob": Binary { subtype: BinarySubtype::Generic, bytes } })
+        .await
+        .unwrap();
+    coll.insert_one(doc! { "_id": 2, "small": "after" })
+        .await
+        .unwrap();
+    let original = raw(&ca, "app", "blobs").await;
+    assert!(original.len() > 16 * 1024 * 1024 - 512, "{}", original.len());
+
+    let src = source(&format!("mongo:{}", a.uri("app")));
+    let (entries, report) = capture(src.as_ref()).await.unwrap();
+    assert_eq!(entry(&entries, "app/blobs.bson"), &original[..]);
+    assert_eq!(report.details["collections"][0]["documents"], 3);
+    assert_eq!(report.details["collections"][0]["spilled"], true);
+
+    restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
+        .await
+        .expect("restore");
+    let cb = client(&b.uri("")).await;
+    assert_eq!(raw(&cb, "app", "blobs").await, original);
+    assert_eq!(names(&cb, "app").await, ["blobs"]);
+}
+
+/// A text index spec as mongodump writes it into `.metadata.json`.
+const TEXT_INDEX: &str = r#"{"v":{"$numberInt":"2"},"key":{"_fts":"text","_ftsx":{"$numberInt":"1"}},"name":"search","weights":{"body":{"$numberInt":"1"},"title":{"$numberInt":"10"}},"default_language":"english","language_override":"lang","textIndexVersion":{"$numberInt":"3"}}"#;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_d_sphere_index_specs_round_trip_and_a_refused_text_index_changes_nothing() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let ca = client(&a.uri("")).await;
+    let db = ca.database("geo");
+    db.collection::<Document>("places")
+        .insert_many((0..20).map(|i| {
+            doc! {
+                "_id": i,
+                "title": format!("place {i}"),
+                "loc": { "type": "Point", "coordinates": [13.4 + f64::from(i) / 100.0, 52.5] },
+                "area": { "type": "Polygon", "coordinates": [[[0.0, 0.0], [1.0, 0.0], [1.0, 1.0], [0.0, 0.0]]] },
+            }
+        }))
+        .await
+        .unwrap();
+    db.run_command(doc! { "createIndexes": "places", "indexes": [
+        { "key": { "loc": "2dsphere" }, "name": "loc_2dsphere", "2dsphereIndexVersion": 3 },
+        { "key": { "area": "2dsphere", "title": 1 }, "name": "area_title", "sparse": true },
+    ] })
+    .await
+    .unwrap();
+    // The test server refuses text indexes (real mongod builds them); the
+    // restore of a dump holding one is checked below.
+    let text = db
+        .run_command(
+            doc! { "createIndexes": "places", "indexes": [{ "key": { "title": "text" }, "name": "t" }] },
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        text.to_string().contains("text indexes are not supported"),
+        "{text}"
+    );
+    let before = index_specs(&ca, "geo", "places").await;
+    let names_of = |specs: &[Document]| -> Vec<String> {
+        specs
+            .iter()
+            .map(|s| s.get_str("name").unwrap().to_string())
+            .collect()
+    };
+    assert_eq!(
+        names_of(&before),
+        ["_id_", "area_title", "loc_2dsphere"],
+        "{before:?}"
+    );
+
+    let src = source(&format!("mongo:{}", a.uri("geo")));
+    let (mut entries, report) = capture(src.as_ref()).await.unwrap();
+    assert_eq!(report.details["collections"][0]["indexes"], 3);
+    let r = restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
+        .await
+        .expect("restore");
+    assert!(r.actions[0].target.contains("2 indexes built"), "{r:?}");
+    let cb = client(&b.uri("")).await;
+    assert_eq!(index_specs(&cb, "geo", "places").await, before);
+    let near = doc! { "loc": { "$near": { "$geometry": { "type": "Point", "coordinates": [13.4, 52.5] } } } };
+    let first = cb
+        .database("geo")
+        .collection::<Document>("places")
+        .find_one(near)
+        .await
+        .unwrap();
+    assert_eq!(
+        first.and_then(|d| d.get_i32("_id").ok()),
+        Some(0),
+        "the 2dsphere index answers $near"
+    );
+
+    // A dump holding a text index: the spec is sent verbatim; the server's
+    // refusal fails the restore with its reason, before anything is swapped.
+    let meta = entries
+        .iter_mut()
+        .find(|e| e.path == "geo/places.metadata.json")
+        .unwrap();
+    let json = String::from_utf8(meta.data.clone()).unwrap();
+    meta.data = json
+        .replacen(r#""indexes":["#, &format!(r#""indexes":[{TEXT_INDEX},"#), 1)
+        .into_bytes();
+    cb.database("geo")
+        .collection::<Document>("places")
+        .insert_one(doc! { "_id": "live" })
+        .await
+        .unwrap();
+    let e = restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
+        .await
+        .unwrap_err();
+    let shown = e.to_string();
+    assert!(
+        shown.contains("cannot build the indexes of `geo.places`"),
+        "{shown}"
+    );
+    assert!(shown.contains("text indexes are not supported"), "{shown}");
+    assert_eq!(names(&cb, "geo").await, ["places"], "no staging collection left");
+    assert_eq!(
+        support::docs(&cb, "geo", "places").await.len(),
+        21,
+        "original untouched"
+    );
+}
+
+/// A staging collection as a killed restore leaves it (with documents).
+async fn leave_staging(c: &Client, db: &str, name: &str) {
+    c.database(db)
+        .collection::<Document>(name)
+        .insert_many((0..5).map(|i| doc! { "_id": i, "half": true }))
+        .await
+        .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stale_staging_collections_of_the_target_are_dropped_first() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let ca = client(&a.uri("")).await;
+    ca.database("app")
+        .collection::<Document>("users")
+        .insert_many((0..10).map(|i| doc! { "_id": i }))
+        .await
+        .unwrap();
+    let src = source(&format!("mongo:{}", a.uri("app")));
+    let (entries, _) = capture(src.as_ref()).await.unwrap();
+
+    let cb = client(&b.uri("")).await;
+    cb.database("app")
+        .collection::<Document>("users")
+        .insert_one(doc! { "_id": "live" })
+        .await
+        .unwrap();
+    leave_staging(&cb, "app", "users.coffer-staging-0badf00d").await;
+    // Not staging collections of `users`: another collection's, and a
+    // user's collection that only looks similar.
+    leave_staging(&cb, "app", "users2.coffer-staging-0badf00d").await;
+    leave_staging(&cb, "app", "users.coffer-staging-notes").await;
+
+    let r = restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
+        .await
+        .expect("restore");
+    let stale: Vec<&str> = r
+        .actions
+        .iter()
+        .filter(|a| a.action == "drop-stale-staging")
+        .map(|a| a.target.as_str())
+        .collect();
+    assert_eq!(
+        stale,
+        ["app.users.coffer-staging-0badf00d (left by an interrupted restore)"],
+        "{r:?}"
+    );
+    assert_eq!(
+        names(&cb, "app").await,
+        [
+            "users",
+            "users.coffer-staging-notes",
+            "users2.coffer-staging-0badf00d"
+        ]
+    );
+    assert_eq!(support::docs(&cb, "app", "users").await.len(), 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn without_rename_drop_needs_unsafe_in_place() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let ca = client(&a.uri("")).await;
+    let adb = ca.database("app");
+    adb.run_command(doc! { "create": "users", "validator": { "age": { "$gte": 0 } } })
+        .await
+        .unwrap();
+    adb.collection::<Document>("users")
+        .insert_many((0..30).map(|i| doc! { "_id": i, "email": format!("u{i}@x"), "age": i }))
+        .await
+        .unwrap();
+    adb.run_command(doc! { "createIndexes": "users", "indexes": [{ "key": { "email": 1 }, "name": "email_1", "unique": true }] })
+        .await
+        .unwrap();
+    adb.collection::<Document>("events")
+        .insert_many((0..4).map(|i| doc! { "_id": i }))
+        .await
+        .unwrap();
+    let src = source(&format!("mongo:{}", a.uri("app")));
+    let (entries, _) = capture(src.as_ref()).await.unwrap();
+
+    let cb = client(&b.uri("")).await;
+    let live = cb.database("app").collection::<Document>("users");
+    live.insert_many((0..3).map(|i| doc! { "_id": format!("live{i}") }))
+        .await
+        .unwrap();
+    let pretend = ("test-pretend-no-rename", "true");
+
+    // --drop alone: refused before anything is replaced, nothing left over.
+    let e = restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true"), pretend])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
+    let shown = format!("{e}");
+    assert!(shown.contains("cannot rename collections"), "{shown}");
+    assert!(
+        e.hint().unwrap_or_default().contains("--unsafe-in-place"),
+        "{e:?}"
+    );
+    assert_eq!(
+        live.count_documents(doc! {}).await.unwrap(),
+        3,
+        "original untouched"
+    );
+    let left = names(&cb, "app").await;
+    assert!(left.iter().all(|n| !n.contains("coffer-staging")), "{left:?}");
+
+    // --drop --unsafe-in-place: dropped, recreated with options and
+    // indexes, filled from the verified staging collection.
+    let r = restore(
+        src.as_ref(),
+        &entries,
+        &b.uri(""),
+        &[("drop", "true"), ("unsafe-in-place", "true"), pretend],
+    )
+    .await
+    .expect("in place");
+    let users = r
+        .actions
+        .iter()
+        .find(|a| a.target.starts_with("app.users"))
+        .unwrap();
+    assert_eq!(users.action, "replace-in-place", "{r:?}");
+    assert!(users.target.contains("not atomically"), "{r:?}");
+    assert!(users.target.contains("30 documents restored"), "{r:?}");
+    assert!(users.target.contains("count 30 ok"), "{r:?}");
+    assert_eq!(names(&cb, "app").await, ["events", "users"]);
+    assert_eq!(
+        support::docs(&cb, "app", "users").await,
+        support::docs(&ca, "app", "users").await
+    );
+    assert_eq!(
+        index_specs(&cb, "app", "users").await,
+        index_specs(&ca, "app", "users").await
+    );
+    let options = |c: Client| async move {
+        let specs: Vec<Document> = c
+            .database("app")
+            .run_cursor_command(doc! { "listCollections": 1, "filter": { "name": "users" } })
+            .await
+            .unwrap()
+            .try_collect()
+            .await
+            .unwrap();
+        specs[0].get_document("options").unwrap().clone()
+    };
+    assert_eq!(options(cb.clone()).await, options(ca.clone()).await);
+    // The validator came back: a document breaking it is refused.
+    assert!(live.insert_one(doc! { "_id": "bad", "age": -1 }).await.is_err());
+
+    // A collection new to the server needs no flag: nothing to lose.
+    cb.database("app").drop().await.unwrap();
+    let r = restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true"), pretend])
+        .await
+        .expect("new collections");
+    let actions: Vec<&str> = r.actions.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["create-in-place", "create-in-place"], "{r:?}");
+    assert_eq!(live.count_documents(doc! {}).await.unwrap(), 30);
+}
