@@ -383,29 +383,7 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         signing_key,
     };
 
-    let progress = Arc::new(Progress::default());
-    let spinner = Spinner::start("backup", progress.clone(), ctx.quiet);
-    let started = std::time::Instant::now();
-    // Shared locks: a running prune (exclusive lock) makes the backup wait
-    // for nothing and refuse at once; a prune started later never deletes
-    // this snapshot's object, which has no index yet.
-    let lock_targets: Vec<(String, Arc<dyn Sink>)> = req
-        .sinks
-        .iter()
-        .map(|t| (t.name.clone(), t.sink.clone()))
-        .collect();
-    let locks = match crate::trust::lock_shared(&lock_targets, "backup").await {
-        Ok(l) => l,
-        Err(e) => {
-            spinner.finish();
-            return Err(e.into());
-        }
-    };
-    let outcome = coffer_core::run_backup(req, progress).await;
-    crate::trust::release_all(locks).await;
-    spinner.finish();
-    let outcome = outcome?;
-    let secs = started.elapsed().as_secs_f64();
+    let (outcome, secs) = run_locked_backup(ctx, req, "backup").await?;
     let after = crate::prune::after_backup(ctx, config.as_ref(), &a, &outcome).await;
     let stored = outcome.sinks.iter().filter(|s| s.result.is_ok()).count();
     let complete = match quorum {
@@ -543,6 +521,38 @@ fn fan_out(
         tracing::info!("every sink is optional: the run succeeds when any one stores the snapshot");
     }
     Ok((targets, quorum))
+}
+
+/// Runs a backup holding a shared lock on every sink, with a progress
+/// spinner; returns the outcome and the wall time in seconds. `what` names
+/// the holder in the locks (`backup`, `import-runbook`).
+pub(crate) async fn run_locked_backup(
+    ctx: &Ctx,
+    req: BackupRequest,
+    what: &str,
+) -> Result<(coffer_core::BackupOutcome, f64)> {
+    let progress = Arc::new(Progress::default());
+    let spinner = Spinner::start(what, progress.clone(), ctx.quiet);
+    let started = std::time::Instant::now();
+    // Shared locks: a running prune (exclusive lock) makes the backup
+    // refuse at once; a prune started later never deletes this snapshot's
+    // object, which has no index yet.
+    let lock_targets: Vec<(String, Arc<dyn Sink>)> = req
+        .sinks
+        .iter()
+        .map(|t| (t.name.clone(), t.sink.clone()))
+        .collect();
+    let locks = match crate::trust::lock_shared(&lock_targets, what).await {
+        Ok(l) => l,
+        Err(e) => {
+            spinner.finish();
+            return Err(e);
+        }
+    };
+    let outcome = coffer_core::run_backup(req, progress).await;
+    crate::trust::release_all(locks).await;
+    spinner.finish();
+    Ok((outcome?, started.elapsed().as_secs_f64()))
 }
 
 fn snapshot_json(e: &CatalogEntry) -> serde_json::Value {

@@ -85,7 +85,7 @@ mod imp {
 
     use coffer_core::{
         Area, BackupRequest, CaptureContext, Compression, Encryption, Entry, EntryBody, EntrySender, Error,
-        ErrorKind, Identities, Progress, RecipientKey, RestoreOptions, Restorer, Result, SinkTarget, Source,
+        ErrorKind, Identities, RecipientKey, RestoreOptions, Restorer, Result, SinkTarget, Source,
         SourceInfo, SourceReport, async_trait, config_error,
     };
     use coffer_source_mongo::{MongodumpSource, Spill, SpillBody};
@@ -94,7 +94,7 @@ mod imp {
     use super::ImportRunbookArgs;
     use crate::Failure;
     use crate::commands::{CmdResult, Ctx};
-    use crate::output::{Spinner, print_json, size};
+    use crate::output::{print_json, size};
 
     /// Bytes of one member kept in memory before spilling (encrypted).
     const MEMORY_LIMIT: usize = 8 << 20;
@@ -577,7 +577,6 @@ mod imp {
                 .into());
         }
 
-        let started = std::time::Instant::now();
         let path = file.clone();
         let extracted = tokio::task::spawn_blocking(move || extract(&path, &ids))
             .await
@@ -610,25 +609,7 @@ mod imp {
             threads,
             signing_key,
         };
-        let lock_targets: Vec<(String, Arc<dyn coffer_core::Sink>)> = req
-            .sinks
-            .iter()
-            .map(|t| (t.name.clone(), t.sink.clone()))
-            .collect();
-        let progress = Arc::new(Progress::default());
-        let spinner = Spinner::start("import", progress.clone(), ctx.quiet);
-        let locks = match crate::trust::lock_shared(&lock_targets, "import-runbook").await {
-            Ok(l) => l,
-            Err(e) => {
-                spinner.finish();
-                return Err(e.into());
-            }
-        };
-        let outcome = coffer_core::run_backup(req, progress).await;
-        crate::trust::release_all(locks).await;
-        spinner.finish();
-        let outcome = outcome?;
-        let secs = started.elapsed().as_secs_f64();
+        let (outcome, secs) = crate::commands::run_locked_backup(ctx, req, "import-runbook").await?;
         if ctx.json {
             print_json(&json!({
                 "id": outcome.index.id.as_str(),
