@@ -6,6 +6,8 @@
 #  (a) coffer backup --source mongo:URI  vs  a bare raw-batch read loop
 #      (sources/mongo/examples/bare_loops.rs: `find` of RawDocumentBuf,
 #      batch size 1000, the same driver);
+#  (a') the same backup with `point-in-time = false` (a config file: no
+#      oplog queries) vs the same bare loop;
 #  (b) coffer restore --only mongo --mongo-uri URI2 --drop  vs  a bare
 #      unordered insert_many loop (batch 1000) into another database;
 #  (c) coffer's peak RSS (target <= 96 MiB).
@@ -94,10 +96,26 @@ measure() {
   echo "$name $wall $rss" >> "$WORK/results.txt"
 }
 IN_FLIGHT=${BENCH_IN_FLIGHT:-1}
+# (a'): the source with the oplog capture off, from a config file.
+cat > "$WORK/coffer.toml" <<TOML
+[source.db]
+kind = "mongo"
+uri = "$URI1"
+point-in-time = false
+
+[sink.nopit]
+kind = "local"
+path = "$WORK/sink-nopit"
+
+[job.nopit]
+sources = ["db"]
+sinks = ["nopit"]
+TOML
 for i in $(seq "$ROUNDS"); do
-  rm -rf "$WORK/sink"
+  rm -rf "$WORK/sink" "$WORK/sink-nopit"
   measure "bare read loop" "$BARE" read "$URI1" bench
   measure "coffer backup" "$BIN" -q backup --source "mongo:$URI1" --sink "$WORK/sink" --recipient "$KEY"
+  measure "coffer backup no-pit" "$BIN" -q --config "$WORK/coffer.toml" backup --recipient "$KEY"
   measure "bare insert loop" "$BARE" insert "$URI2" bare "$WORK/bson" --in-flight "$IN_FLIGHT"
   measure "coffer restore" "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" \
     --only mongo --mongo-uri "$URI2" --drop
@@ -135,6 +153,8 @@ avg = lambda k: sum(w for w, _ in t[k]) / len(t[k])
 rss = lambda k: max(r for _, r in t[k]) / 1024
 d = avg("bare read loop") / avg("coffer backup")
 r = avg("bare insert loop") / avg("coffer restore")
+dn = avg("bare read loop") / avg("coffer backup no-pit")
 print(f"dump:    coffer throughput = {d:.0%} of the bare read loop (target >= 90%), peak RSS {rss('coffer backup'):.1f} MiB (target <= 96)")
+print(f"dump':   coffer point-in-time = false: {dn:.0%} of the bare read loop, peak RSS {rss('coffer backup no-pit'):.1f} MiB")
 print(f"restore: coffer throughput = {r:.0%} of the bare insert loop (target >= 90%), peak RSS {rss('coffer restore'):.1f} MiB (target <= 96)")
 PY

@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 /// databases = ["issuer-directory"]   # default: the URI's database, else all non-system ones
 /// exclude = ["*.cache_*"]            # globs on `db.collection`
 /// parallel = 2
+/// point-in-time = false              # default true: also capture the oplog window
 /// ```
 ///
 /// `Debug` omits the connection string (it may hold a password).
@@ -52,6 +53,12 @@ pub struct MongoSourceConfig {
     /// Seconds to wait for a reachable server before failing (default 5).
     #[serde(default = "default_timeout")]
     pub server_selection_timeout: u64,
+    /// Capture the oplog written during the dump (`oplog.bson`) so that a
+    /// restore gives the databases as of one moment (default true). `false`
+    /// skips the oplog queries (faster where they are slow) and leaves the
+    /// dump per-collection consistent only.
+    #[serde(default = "default_point_in_time")]
+    pub point_in_time: bool,
 }
 
 fn default_parallel() -> usize {
@@ -60,6 +67,10 @@ fn default_parallel() -> usize {
 
 fn default_timeout() -> u64 {
     5
+}
+
+fn default_point_in_time() -> bool {
+    true
 }
 
 impl Default for MongoSourceConfig {
@@ -74,6 +85,7 @@ impl Default for MongoSourceConfig {
             exclude: Vec::new(),
             parallel: default_parallel(),
             server_selection_timeout: default_timeout(),
+            point_in_time: default_point_in_time(),
         }
     }
 }
@@ -90,6 +102,7 @@ impl fmt::Debug for MongoSourceConfig {
             .field("exclude", &self.exclude)
             .field("parallel", &self.parallel)
             .field("server_selection_timeout", &self.server_selection_timeout)
+            .field("point_in_time", &self.point_in_time)
             .finish()
     }
 }
@@ -103,7 +116,7 @@ impl MongoSourceConfig {
                 .map_err(|e: toml::de::Error| {
                     config_error(format!("invalid `mongo` source settings: {}", e.message())).with_hint(
                 "a `mongo` source takes one of `uri`, `uri-env`, `uri-file` + `uri-key`, and optional \
-                 `databases`, `include`, `exclude`, `parallel`, `server-selection-timeout`",
+                 `databases`, `include`, `exclude`, `parallel`, `server-selection-timeout`, `point-in-time`",
             )
                 })?;
         config.validate()?;
@@ -253,12 +266,16 @@ mod tests {
         let c = MongoSourceConfig::from_table(table("uri-env = \"X\"\ndatabases = [\"a\"]")).unwrap();
         assert_eq!(c.parallel, 2);
         assert_eq!(c.server_selection_timeout, 5);
+        assert!(c.point_in_time);
+        let c = MongoSourceConfig::from_table(table("uri-env = \"X\"\npoint-in-time = false")).unwrap();
+        assert!(!c.point_in_time);
         for bad in [
             "",
             "uri = \"mongodb://h\"\nuri-env = \"X\"",
             "uri-file = \".env\"",
             "uri-env = \"X\"\nparallel = 0",
             "uri-env = \"X\"\nbogus = 1",
+            "uri-env = \"X\"\npoint-in-time = \"no\"",
         ] {
             let e = MongoSourceConfig::from_table(table(bad)).unwrap_err();
             assert_eq!(e.kind(), ErrorKind::ConfigInvalid, "{bad}");

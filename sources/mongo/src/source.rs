@@ -57,6 +57,7 @@ pub struct MongoSource {
     exclude_set: GlobSet,
     parallel: usize,
     timeout: Duration,
+    point_in_time: bool,
 }
 
 impl fmt::Debug for MongoSource {
@@ -69,6 +70,7 @@ impl fmt::Debug for MongoSource {
             .field("exclude", &self.exclude)
             .field("parallel", &self.parallel)
             .field("timeout", &self.timeout)
+            .field("point_in_time", &self.point_in_time)
             .finish()
     }
 }
@@ -116,6 +118,7 @@ impl MongoSource {
             exclude: config.exclude.clone(),
             parallel: config.parallel.max(1),
             timeout: Duration::from_secs(config.server_selection_timeout.max(1)),
+            point_in_time: config.point_in_time,
         })
     }
 
@@ -290,10 +293,15 @@ impl Source for MongoSource {
             .await
             .map_err(|e| driver("cannot reach the MongoDB server", &e, &uri, &target))?;
         let replica_set = hello.get_str("setName").ok().map(str::to_string);
-        // Point in time: the oplog's newest entry before anything is listed.
-        let oplog_start = match crate::oplog::present(&client).await {
-            Some(true) => crate::oplog::edge(&client, &uri, -1).await?,
-            _ => None,
+        // Point in time: the oplog's newest entry before anything is listed
+        // (unless `point-in-time = false`: no oplog queries at all).
+        let oplog_start = if !self.point_in_time {
+            None
+        } else {
+            match crate::oplog::present(&client).await {
+                Some(true) => crate::oplog::edge(&client, &uri, -1).await?,
+                _ => None,
+            }
         };
         let plans = self.plan(&client, &uri).await?;
         let mut dbs: std::collections::BTreeSet<String> = plans.iter().map(|p| p.db.clone()).collect();
@@ -326,6 +334,7 @@ impl Source for MongoSource {
             started,
             finished,
             oplog.as_ref(),
+            self.point_in_time,
         ))
     }
 
@@ -604,6 +613,7 @@ fn report(
     started: jiff::Timestamp,
     finished: jiff::Timestamp,
     oplog: Option<&OplogDump>,
+    point_in_time: bool,
 ) -> SourceReport {
     let mut sorted: Vec<&Dumped> = dumped.iter().collect();
     sorted.sort_by(|a, b| (&a.db, &a.name).cmp(&(&b.db, &b.name)));
@@ -631,6 +641,10 @@ fn report(
              restore, give the databases as of oplog ts {{t: {}, i: {}}}",
             o.entries, o.end.0, o.end.1
         ),
+        None if !point_in_time => format!(
+            "per-collection consistent (point-in-time disabled): {}",
+            consistency.trim_start_matches("per-collection consistent: ")
+        ),
         None => consistency.to_string(),
     };
     match oplog {
@@ -641,6 +655,7 @@ fn report(
             o.entries,
             if o.entries == 1 { "y" } else { "ies" }
         )),
+        None if !point_in_time => summary.push_str(", per-collection consistent (point-in-time disabled)"),
         None => summary.push_str(", per-collection consistent"),
     }
     let list: Vec<Value> = sorted

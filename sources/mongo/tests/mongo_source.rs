@@ -496,6 +496,48 @@ async fn all_databases_and_collection_globs() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn point_in_time_false_skips_the_oplog() {
+    let Some(a) = MongoServer::start() else { return };
+    let ca = client(&a).await;
+    ca.database("app")
+        .collection::<Document>("items")
+        .insert_many((0..10).map(|i| doc! { "_id": i }))
+        .await
+        .unwrap();
+    let mut reg = Registry::new();
+    coffer_source_mongo::register(&mut reg);
+    let table: coffer_core::toml::Table = format!("uri = \"{}\"\npoint-in-time = false", a.uri("app"))
+        .parse()
+        .unwrap();
+    let src = reg
+        .source_factory("mongo")
+        .unwrap()
+        .from_config("m", table, std::path::Path::new("."))
+        .unwrap();
+    let (entries, report) = capture(src.as_ref()).await;
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(!paths.contains(&"oplog.bson"), "{paths:?}");
+    assert!(paths.contains(&"app/items.bson"), "{paths:?}");
+    let details = &report.details;
+    assert!(
+        details["consistency"]
+            .as_str()
+            .unwrap()
+            .starts_with("per-collection consistent (point-in-time disabled)"),
+        "{details}"
+    );
+    assert!(details["oplog"].is_null(), "{details}");
+    assert!(
+        report
+            .summary
+            .ends_with("per-collection consistent (point-in-time disabled)"),
+        "{}",
+        report.summary
+    );
+    assert_eq!(details["collections"][0]["documents"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_fails_fast_without_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()
