@@ -2,68 +2,26 @@
 //! (secantusd-py, started per test on a free port).
 
 mod common;
+mod support;
 
-use std::io::Read;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use coffer_core::{
-    Area, CaptureContext, EntryBody, EntrySender, ErrorKind, Registry, RestoreEntry, RestoreEntryKind,
-    RestoreOptions, RestoreReport, Source, SourceReport,
-};
+use coffer_core::{CaptureContext, EntrySender, ErrorKind, Registry, RestoreReport, Source, SourceReport};
 use common::MongoServer;
 use mongodb::bson::{
     Binary, Bson, DateTime, Decimal128, Document, JavaScriptCodeWithScope, RawDocumentBuf, Regex, Timestamp,
     doc, oid::ObjectId, spec::BinarySubtype,
 };
 use mongodb::{Client, Collection};
-
-/// A captured entry: path and content.
-#[derive(Debug, Clone)]
-struct Captured {
-    path: String,
-    data: Vec<u8>,
-}
+use support::Captured;
 
 fn source(uri: &str) -> Arc<dyn Source> {
-    let mut reg = Registry::new();
-    coffer_source_mongo::register(&mut reg);
-    let arg = format!("mongo:{uri}");
-    let (factory, spec) = reg.source_spec(&arg).expect("spec");
-    factory.from_spec("db", spec).expect("source")
+    support::source(&format!("mongo:{uri}"))
 }
 
 async fn capture(src: &dyn Source) -> (Vec<Captured>, SourceReport) {
-    let (tx, mut rx) = EntrySender::channel(4);
-    let drain = tokio::spawn(async move {
-        let mut out = Vec::new();
-        while let Some(entry) = rx.recv().await {
-            assert_eq!(entry.area, Area::Mongo);
-            let EntryBody::File { size, mut reader } = entry.body else {
-                panic!("not a file: {}", entry.path)
-            };
-            let data = tokio::task::spawn_blocking(move || {
-                let mut data = Vec::new();
-                reader.read_to_end(&mut data).unwrap();
-                data
-            })
-            .await
-            .unwrap();
-            assert_eq!(data.len() as u64, size, "{}", entry.path);
-            out.push(Captured {
-                path: entry.path,
-                data,
-            });
-        }
-        out
-    });
-    let report = src
-        .capture(&CaptureContext::new("test"), tx)
-        .await
-        .expect("capture");
-    let mut entries = drain.await.unwrap();
-    entries.sort_by(|a, b| a.path.cmp(&b.path));
-    (entries, report)
+    support::capture(src).await.expect("capture")
 }
 
 async fn restore(
@@ -73,39 +31,8 @@ async fn restore(
     drop: bool,
     commit: bool,
 ) -> coffer_core::Result<RestoreReport> {
-    let mut opts = RestoreOptions::default();
-    opts.params.insert("mongo-uri".into(), uri.into());
-    if drop {
-        opts.params.insert("drop".into(), "true".into());
-    }
-    let restorer = src.restore(&opts).await?;
-    // Metadata before data, as in a bundle.
-    let mut entries = entries.to_vec();
-    entries.sort_by_key(|e| !e.path.ends_with(".metadata.json"));
-    tokio::task::spawn_blocking(move || {
-        let mut restorer = restorer;
-        for e in &entries {
-            let mut reader = std::io::Cursor::new(&e.data[..]);
-            let fed = restorer.entry(RestoreEntry {
-                area: Area::Mongo,
-                path: &e.path,
-                mode: 0o644,
-                mtime: 0,
-                kind: RestoreEntryKind::File {
-                    size: e.data.len() as u64,
-                },
-                reader: &mut reader,
-            });
-            if let Err(err) = fed {
-                // As the pipeline does: abort after a failed entry.
-                restorer.finish(false).expect("abort");
-                return Err(err);
-            }
-        }
-        restorer.finish(commit)
-    })
-    .await
-    .unwrap()
+    let params: &[(&str, &str)] = if drop { &[("drop", "true")] } else { &[] };
+    support::restore_with(src, entries, uri, params, commit).await
 }
 
 fn entry<'a>(entries: &'a [Captured], path: &str) -> &'a [u8] {

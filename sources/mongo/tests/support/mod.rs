@@ -67,6 +67,17 @@ pub async fn restore(
     uri: &str,
     params: &[(&str, &str)],
 ) -> coffer_core::Result<RestoreReport> {
+    restore_with(src, entries, uri, params, true).await
+}
+
+/// [`restore`], finishing with `commit` (false: abort after staging).
+pub async fn restore_with(
+    src: &dyn Source,
+    entries: &[Captured],
+    uri: &str,
+    params: &[(&str, &str)],
+    commit: bool,
+) -> coffer_core::Result<RestoreReport> {
     let mut opts = RestoreOptions::default();
     opts.params.insert("mongo-uri".into(), uri.into());
     for (k, v) in params {
@@ -90,11 +101,12 @@ pub async fn restore(
                 reader: &mut reader,
             });
             if let Err(err) = fed {
+                // As the pipeline does: abort after a failed entry.
                 restorer.finish(false).expect("abort");
                 return Err(err);
             }
         }
-        restorer.finish(true)
+        restorer.finish(commit)
     })
     .await
     .unwrap()
