@@ -38,6 +38,14 @@ use crate::sink::{PutOptions, Sink, SinkExt};
 use crate::source::{Area, CaptureContext, Entry, EntryBody, EntrySender, Source, SourceReport};
 use crate::stream::{ChunkWriter, Compressor, CountingWriter, ExactReader, HashReader};
 
+/// 1 MiB chunks queued between the compression and encryption stages, and
+/// between encryption and the sinks. On two cores the four busy threads
+/// (tar, two zstd workers, age) take turns; a queue of 8 rides out a stage
+/// that was descheduled for a time slice, where a queue of 2 stalled the
+/// stages before it (bench/run.sh: ~3% less wall time). Costs at most
+/// 16 MiB, and each chunk may be held by every hop.
+const STAGE_QUEUE: usize = 8;
+
 /// A sink of a backup run.
 #[derive(Debug, Clone)]
 pub struct SinkTarget {
@@ -194,10 +202,8 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
 
     // Stage channels.
     let (tar_tx, tar_rx) = mpsc::channel::<TarMsg>(16);
-    // Two 1 MiB chunks in flight per hop are enough to keep every stage
-    // busy; more only adds memory (each chunk may be held by every hop).
-    let (cipher_tx, cipher_rx) = std::sync::mpsc::sync_channel::<CipherMsg>(2);
-    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(2);
+    let (cipher_tx, cipher_rx) = std::sync::mpsc::sync_channel::<CipherMsg>(STAGE_QUEUE);
+    let (out_tx, mut out_rx) = mpsc::channel::<Bytes>(STAGE_QUEUE);
 
     // Tar + compression thread.
     let tar_progress = progress.clone();

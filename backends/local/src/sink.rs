@@ -36,6 +36,45 @@ const READ_AHEAD: usize = 4;
 const WRITE_QUEUE: usize = 2;
 /// Buffer of the writing thread, so tiny chunks do not become tiny writes.
 const WRITE_BUFFER: usize = 256 * 1024;
+/// A put asks the kernel to start writing back every this many bytes, so the
+/// final fsync has little left to wait for instead of the whole object.
+const WRITEBACK_STEP: u64 = 8 << 20;
+
+/// Starts asynchronous writeback of what a put has written so far, in
+/// [`WRITEBACK_STEP`] ranges (Linux `sync_file_range`; elsewhere nothing).
+///
+/// Without it the dirty pages of a large object wait in the page cache and
+/// the closing fsync writes all of them at once — measured here as 0.2 s of
+/// a 2 s backup. A hint only: the fsync before the rename is what makes the
+/// object durable, so a failure here is ignored.
+#[derive(Default)]
+struct Writeback {
+    started: u64,
+}
+
+impl Writeback {
+    fn advance(&mut self, file: &File, on_file: u64) {
+        if on_file < self.started + WRITEBACK_STEP {
+            return;
+        }
+        #[cfg(target_os = "linux")]
+        {
+            use std::os::fd::AsRawFd;
+            // SAFETY: a valid open descriptor and a range within the file.
+            unsafe {
+                libc::sync_file_range(
+                    file.as_raw_fd(),
+                    self.started as libc::off64_t,
+                    (on_file - self.started) as libc::off64_t,
+                    libc::SYNC_FILE_RANGE_WRITE,
+                );
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        let _ = file;
+        self.started = on_file;
+    }
+}
 
 /// A sink storing each object as a file under a root directory.
 ///
@@ -297,11 +336,13 @@ impl WriteJob {
             |e| Error::io(format!("writing {}", temp_path.display()), e).with_context("key", &self.key);
         let mut out = BufWriter::with_capacity(WRITE_BUFFER, temp);
         let mut written = 0u64;
+        let mut writeback = Writeback::default();
         loop {
             match rx.blocking_recv() {
                 Some(WriteMsg::Chunk(chunk)) => {
                     out.write_all(&chunk).map_err(write_err)?;
                     written += chunk.len() as u64;
+                    writeback.advance(out.get_ref().as_file(), written - out.buffer().len() as u64);
                 }
                 Some(WriteMsg::Commit) => break,
                 None => {
