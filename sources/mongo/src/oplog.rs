@@ -93,7 +93,10 @@ pub(crate) fn rolled_over(start: Timestamp, oldest: Option<Timestamp>) -> Error 
             ts_pair(start)
         ),
     )
-    .with_hint("make the oplog larger (replSetResizeOplog) or dump at a quieter time, then back up again")
+    .with_hint(
+        "make the oplog larger (replSetResizeOplog) or dump at a quieter time, then back up again; \
+         `point-in-time = false` on the source dumps without the oplog (each collection consistent on its own)",
+    )
 }
 
 /// Whether an entry concerns the dump: `keep(db, coll)` (`coll` empty for

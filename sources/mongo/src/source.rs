@@ -196,26 +196,25 @@ impl MongoSource {
                         continue;
                     }
                 };
-                let count = if kind == CollectionType::Collection {
-                    db.collection::<Document>(name)
-                        .estimated_document_count()
-                        .await
-                        .unwrap_or(0)
-                } else {
-                    0
-                };
                 plans.push(Planned {
                     db: db_name.clone(),
                     name: name.to_string(),
                     kind,
                     spec,
-                    count,
+                    size: Size::Unknown,
                 });
             }
         }
+        if self.parallel > 1 && plans.len() > 1 {
+            // Order only matters when collections are dumped side by side.
+            let sizes = futures::future::join_all(plans.iter().map(|p| order_size(client, p))).await;
+            for (plan, size) in plans.iter_mut().zip(sizes) {
+                plan.size = size;
+            }
+        }
         plans.sort_by(|a, b| {
-            b.count
-                .cmp(&a.count)
+            b.size
+                .cmp(&a.size)
                 .then_with(|| (&a.db, &a.name).cmp(&(&b.db, &b.name)))
         });
         Ok(plans)
@@ -229,8 +228,48 @@ struct Planned {
     kind: CollectionType,
     /// Its `listCollections` entry.
     spec: Document,
-    /// Estimated documents (to dump the largest first).
-    count: u64,
+    /// How large it is, to dump the largest first.
+    size: Size,
+}
+
+/// A collection's size as far as ordering the dump goes; larger sorts
+/// greater.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum Size {
+    /// Views, and collections not counted (a single-collection dump).
+    Unknown,
+    Documents(u64),
+    /// The count did not answer within [`ORDER_COUNT_BUDGET`]: a server
+    /// that counts by scanning, and a collection large enough to take
+    /// that long, so it goes first.
+    Large,
+}
+
+/// How long the metadata count that orders the dump may take. mongod
+/// answers `estimatedDocumentCount` from collection metadata in about a
+/// millisecond; a server that scans instead (secantusd-py: 0.6 s per 100k
+/// documents, bench/mongo.sh) would otherwise spend more on ordering the
+/// dump than the ordering saves.
+const ORDER_COUNT_BUDGET: Duration = Duration::from_millis(50);
+
+async fn order_size(client: &Client, plan: &Planned) -> Size {
+    if plan.kind != CollectionType::Collection {
+        return Size::Unknown;
+    }
+    let count = client
+        .database(&plan.db)
+        .collection::<Document>(&plan.name)
+        .estimated_document_count()
+        .max_time(ORDER_COUNT_BUDGET)
+        .await;
+    match count {
+        Ok(n) => Size::Documents(n),
+        Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 50) => Size::Large,
+        Err(e) => {
+            tracing::debug!(ns = %format!("{}.{}", plan.db, plan.name), "no document count: {e}");
+            Size::Unknown
+        }
+    }
 }
 
 /// What was dumped of one collection, for the manifest.
@@ -303,6 +342,9 @@ impl Source for MongoSource {
                 _ => None,
             }
         };
+        if oplog_start.is_some() {
+            test_pause().await;
+        }
         let plans = self.plan(&client, &uri).await?;
         let mut dbs: std::collections::BTreeSet<String> = plans.iter().map(|p| p.db.clone()).collect();
         dbs.extend(self.databases.iter().cloned());
@@ -427,6 +469,23 @@ impl MongoSource {
             bytes: body.size,
             sha256: hex::encode(body.sha256),
         })
+    }
+}
+
+/// Test-only: with `COFFER_TEST_MONGO_PAUSE_DIR=D` a point-in-time dump,
+/// once it has noted where the oplog starts, creates `D/started` and waits
+/// (up to a minute) for `D/go` before it lists anything, so a test can
+/// write into the window, or roll the oplog over, deterministically.
+pub(crate) const PAUSE_DIR_ENV: &str = "COFFER_TEST_MONGO_PAUSE_DIR";
+
+async fn test_pause() {
+    let Some(dir) = std::env::var_os(PAUSE_DIR_ENV).map(std::path::PathBuf::from) else {
+        return;
+    };
+    let _ = std::fs::write(dir.join("started"), b"");
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while !dir.join("go").exists() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
 
@@ -843,6 +902,28 @@ pub(crate) fn clean_name(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn dump_order_puts_uncountable_collections_first_and_views_last() {
+        let mut sizes = vec![
+            Size::Documents(10),
+            Size::Unknown,
+            Size::Large,
+            Size::Documents(1_000),
+            Size::Documents(0),
+        ];
+        sizes.sort_by(|a, b| b.cmp(a));
+        assert_eq!(
+            sizes,
+            [
+                Size::Large,
+                Size::Documents(1_000),
+                Size::Documents(10),
+                Size::Documents(0),
+                Size::Unknown
+            ]
+        );
+    }
 
     #[test]
     fn one_off_names_and_redaction() {

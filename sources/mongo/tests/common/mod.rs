@@ -26,6 +26,12 @@ impl MongoServer {
     /// Starts a server, or returns `None` (after printing why) when the
     /// binary is missing outside CI. Panics in CI or when it fails to start.
     pub fn start() -> Option<MongoServer> {
+        Self::start_with_oplog(1_000_000)
+    }
+
+    /// [`MongoServer::start`] with an oplog capped at `max_entries`
+    /// (pruned every 1000 writes or on `secantusAdmin.pruneOplog`).
+    pub fn start_with_oplog(max_entries: u32) -> Option<MongoServer> {
         let Some(bin) = secantusd_bin() else {
             let msg = "secantusd-py not found: run scripts/test.sh (it creates .venv-secantus) or set COFFER_SECANTUSD";
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -37,7 +43,12 @@ impl MongoServer {
         let port = free_port();
         let mut child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args(["--storage-path", ":memory:", "--oplog-max-entries", "1000000"])
+            .args([
+                "--storage-path",
+                ":memory:",
+                "--oplog-max-entries",
+                &max_entries.to_string(),
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
