@@ -524,3 +524,98 @@ async fn mongo_env_reads_the_variable() {
     let (entries, _) = capture(src.as_ref()).await;
     assert!(entries.iter().any(|e| e.path == "app/c.bson"));
 }
+
+/// `listCollections` options by collection name, without the `uuid`.
+async fn collection_options(client: &Client, db: &str) -> std::collections::BTreeMap<String, Document> {
+    use futures::TryStreamExt;
+    let specs: Vec<Document> = client
+        .database(db)
+        .run_cursor_command(doc! { "listCollections": 1 })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    specs
+        .into_iter()
+        .map(|s| {
+            let name = s.get_str("name").unwrap().to_string();
+            let options = s.get_document("options").cloned().unwrap_or_default();
+            (name, options)
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn collection_options_round_trip() {
+    // Capped, validator, collation, timeseries (with expiry) and clustered
+    // collections come back with the same options and documents.
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let ca = client(&a).await;
+    let db = ca.database("opts");
+    let creates = [
+        doc! { "create": "capped", "capped": true, "size": 65536, "max": 100 },
+        doc! { "create": "valid", "validator": { "age": { "$gte": 0 } },
+        "validationLevel": "moderate", "validationAction": "error" },
+        doc! { "create": "french", "collation": { "locale": "fr", "strength": 2 } },
+        doc! { "create": "metrics", "expireAfterSeconds": 86400_i64,
+        "timeseries": { "timeField": "t", "metaField": "meta", "granularity": "minutes" } },
+        doc! { "create": "clustered", "clusteredIndex": { "key": { "_id": 1 }, "unique": true } },
+    ];
+    for c in creates {
+        db.run_command(c).await.unwrap();
+    }
+    let now = mongodb::bson::DateTime::now();
+    for (name, docs) in [
+        (
+            "capped",
+            vec![doc! { "_id": 1, "n": 1 }, doc! { "_id": 2, "n": 2 }],
+        ),
+        ("valid", vec![doc! { "_id": 1, "age": 30 }]),
+        (
+            "french",
+            vec![doc! { "_id": 1, "s": "côte" }, doc! { "_id": 2, "s": "Côté" }],
+        ),
+        (
+            "metrics",
+            vec![
+                doc! { "t": now, "meta": { "sensor": 1 }, "v": 1.5 },
+                doc! { "t": now, "meta": { "sensor": 2 }, "v": 2.5 },
+            ],
+        ),
+        ("clustered", vec![doc! { "_id": 7, "x": 1 }]),
+    ] {
+        db.collection::<Document>(name).insert_many(docs).await.unwrap();
+    }
+    let before = collection_options(&ca, "opts").await;
+    assert_eq!(before.len(), 5, "{before:?}");
+
+    let src = source(&a.uri("opts"));
+    let (entries, _) = capture(src.as_ref()).await;
+    restore(src.as_ref(), &entries, &b.uri(""), true, true)
+        .await
+        .expect("restore");
+    let cb = client(&b).await;
+    assert_eq!(collection_options(&cb, "opts").await, before);
+    for name in before.keys() {
+        let (x, y) = (
+            ca.database("opts").collection::<Document>(name),
+            cb.database("opts").collection::<Document>(name),
+        );
+        let (x, y) = (
+            x.count_documents(doc! {}).await.unwrap(),
+            y.count_documents(doc! {}).await.unwrap(),
+        );
+        assert!(x > 0, "{name}");
+        assert_eq!(y, x, "{name}");
+    }
+    // The options are in force, not just listed: the validator refuses.
+    let refused = cb
+        .database("opts")
+        .collection::<Document>("valid")
+        .insert_one(doc! { "_id": 2, "age": -1 })
+        .await;
+    assert!(refused.is_err(), "the restored validator accepted age -1");
+}
