@@ -64,8 +64,8 @@ impl Writeback {
             unsafe {
                 libc::sync_file_range(
                     file.as_raw_fd(),
-                    self.started as libc::off64_t,
-                    (on_file - self.started) as libc::off64_t,
+                    self.started as _,
+                    (on_file - self.started) as _,
                     libc::SYNC_FILE_RANGE_WRITE,
                 );
             }

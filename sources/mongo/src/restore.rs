@@ -5,7 +5,8 @@
 //! `Handle::block_on`. Each collection is created as
 //! `<name>.coffer-staging-<random>` with its options, filled with unordered
 //! bulk inserts of the raw documents (never decoded), given its indexes
-//! from the metadata and counted against the bundle. `finish(true)` swaps
+//! from the metadata and checked against the bundle (every document
+//! acknowledged by the server). `finish(true)` swaps
 //! each one in with `renameCollection` (`dropTarget` with `--drop`);
 //! without `--drop` an existing collection only gains the documents whose
 //! `_id` it lacks, the others counted as conflicts, never overwritten.
@@ -110,6 +111,9 @@ pub(crate) struct MongoRestorer {
     dry_run: bool,
     cancel: CancelFlag,
     suffix: String,
+    /// What a rename loses, by the option names of the collections probed
+    /// (see [`MongoRestorer::rename_loses_options`]).
+    rename_probes: BTreeMap<Vec<String>, Option<String>>,
     /// Keyed by `(db, escaped file stem)`.
     staged: BTreeMap<(String, String), Staged>,
     views: Vec<(String, String, Metadata)>,
@@ -166,6 +170,7 @@ impl MongoRestorer {
             dry_run: opts.dry_run,
             cancel: opts.cancel.clone(),
             suffix: format!("{STAGING_TAG}{:08x}", rand::random::<u32>()),
+            rename_probes: BTreeMap::new(),
             staged: BTreeMap::new(),
             views: Vec::new(),
             rules,
@@ -358,9 +363,12 @@ impl MongoRestorer {
         staged.documents = documents;
         staged.indexes = self.create_indexes(&staged.db, &staging, &staged.metadata.indexes, &ns)?;
         // The staging collection is new and private to this restore, so the
-        // documents the server acknowledged are the documents it holds; a
-        // `count` here would scan the whole collection again (secantusd-py:
-        // 1.4 s per 100k documents). The count after the swap still reads it.
+        // documents the server acknowledged are the documents it holds: an
+        // unordered insert_many returns Ok only when the server acknowledged
+        // every document of the batch without a write error (this driver
+        // refuses unacknowledged `w: 0` writes outright). A `count` here would
+        // scan the whole collection again (secantusd-py: 1.4 s per 100k
+        // documents); the count after the swap checks it once more.
         if inserted != documents {
             return Err(Error::new(
                 ErrorKind::Integrity,
@@ -421,7 +429,7 @@ impl MongoRestorer {
     /// Renames `db.staging` to `ns` (collection `name`, created with
     /// `options`), replacing it with `--drop`.
     fn rename(
-        &self,
+        &mut self,
         db: &str,
         name: &str,
         options: &Document,
@@ -433,12 +441,21 @@ impl MongoRestorer {
                 "renameCollection disabled by the test-only switch {PRETEND_NO_RENAME_ENV}"
             )));
         }
-        if !options.is_empty()
-            && let Some(lost) = self
-                .rename_loses_options(db, name, options)
-                .map_err(RenameFailure::Other)?
-        {
-            return Err(RenameFailure::Unsupported(lost));
+        if !options.is_empty() {
+            let key: Vec<String> = options.keys().cloned().collect();
+            let lost = match self.rename_probes.get(&key) {
+                Some(lost) => lost.clone(),
+                None => {
+                    let lost = self
+                        .rename_loses_options(db, name, options)
+                        .map_err(RenameFailure::Other)?;
+                    self.rename_probes.insert(key, lost.clone());
+                    lost
+                }
+            };
+            if let Some(lost) = lost {
+                return Err(RenameFailure::Unsupported(lost));
+            }
         }
         let cmd = doc! {
             "renameCollection": format!("{db}.{staging}"),
@@ -448,19 +465,28 @@ impl MongoRestorer {
         match self.run(self.client.database("admin").run_command(cmd)) {
             Ok(_) => Ok(()),
             Err(e) if code(&e) == Some(48) => Err(RenameFailure::Exists),
-            Err(e) if code(&e).is_some_and(|c| RENAME_UNSUPPORTED.contains(&c)) => {
-                let why = match e.kind.as_ref() {
-                    DriverKind::Command(c) => {
-                        format!("renameCollection: {} ({} {})", c.message, c.code_name, c.code)
-                    }
-                    _ => "renameCollection failed".to_string(),
-                };
-                Err(RenameFailure::Unsupported(crate::uri::scrub(&why, &self.uri)))
-            }
-            Err(e) => Err(RenameFailure::Other(
-                self.err(format!("cannot swap in `{ns}`"), &e),
-            )),
+            Err(e) => match self.rename_unsupported(&e) {
+                Some(why) => Err(RenameFailure::Unsupported(why)),
+                None => Err(RenameFailure::Other(
+                    self.err(format!("cannot swap in `{ns}`"), &e),
+                )),
+            },
         }
+    }
+
+    /// Why `renameCollection` failed, password-free, if the failure means
+    /// the server cannot rename collections at all.
+    fn rename_unsupported(&self, e: &mongodb::error::Error) -> Option<String> {
+        if !code(e).is_some_and(|c| RENAME_UNSUPPORTED.contains(&c)) {
+            return None;
+        }
+        let why = match e.kind.as_ref() {
+            DriverKind::Command(c) => {
+                format!("renameCollection: {} ({} {})", c.message, c.code_name, c.code)
+            }
+            _ => "renameCollection failed".to_string(),
+        };
+        Some(crate::uri::scrub(&why, &self.uri))
     }
 
     /// Whether renaming a collection created with `options` keeps them, tried
@@ -471,8 +497,14 @@ impl MongoRestorer {
     /// restore killed meanwhile leaves nothing the next one does not drop.
     fn rename_loses_options(&self, db: &str, name: &str, options: &Document) -> Result<Option<String>> {
         let database = self.client.database(db);
-        let probe = || staging_name(db, name, &format!("{STAGING_TAG}{:08x}", rand::random::<u32>()));
-        let (first, second) = (probe(), probe());
+        let probe = |other: &str| loop {
+            let suffix = format!("{STAGING_TAG}{:08x}", rand::random::<u32>());
+            if suffix != self.suffix && suffix != other {
+                return staging_name(db, name, &suffix);
+            }
+        };
+        let first = probe("");
+        let second = probe(&first);
         let listed = |coll: &str| -> Result<Document> {
             let specs: Vec<Document> = self
                 .run(async {
@@ -497,11 +529,16 @@ impl MongoRestorer {
             self.run(database.run_command(create))
                 .map_err(|e| self.err(format!("cannot create a probe collection in `{db}`"), &e))?;
             let before = listed(&first)?;
-            self.run(self.client.database("admin").run_command(doc! {
+            let renamed = self.run(self.client.database("admin").run_command(doc! {
                 "renameCollection": format!("{db}.{first}"),
                 "to": format!("{db}.{second}"),
-            }))
-            .map_err(|e| self.err(format!("cannot rename a probe collection in `{db}`"), &e))?;
+            }));
+            if let Err(e) = renamed {
+                return match self.rename_unsupported(&e) {
+                    Some(why) => Ok(Some(why)),
+                    None => Err(self.err(format!("cannot rename a probe collection in `{db}`"), &e)),
+                };
+            }
             let after = listed(&second)?;
             let lost: Vec<&str> = before
                 .keys()

@@ -207,9 +207,22 @@ impl MongoSource {
         }
         if self.parallel > 1 && plans.len() > 1 {
             // Order only matters when collections are dumped side by side.
-            let sizes = futures::future::join_all(plans.iter().map(|p| order_size(client, p))).await;
-            for (plan, size) in plans.iter_mut().zip(sizes) {
-                plan.size = size;
+            // Owned futures: borrowed ones trip the `Send` check of the
+            // async-trait future.
+            let counts: Vec<_> = plans
+                .iter()
+                .map(|p| order_size(client.clone(), p.db.clone(), p.name.clone(), p.kind))
+                .collect();
+            let counts = futures::stream::iter(counts)
+                .buffered(ORDER_COUNTS_AT_ONCE)
+                .collect::<Vec<Size>>();
+            match tokio::time::timeout(ORDER_TOTAL_BUDGET, counts).await {
+                Ok(sizes) => {
+                    for (plan, size) in plans.iter_mut().zip(sizes) {
+                        plan.size = size;
+                    }
+                }
+                Err(_) => tracing::debug!("no dump order: counting took over {ORDER_TOTAL_BUDGET:?}"),
             }
         }
         plans.sort_by(|a, b| {
@@ -236,7 +249,9 @@ struct Planned {
 /// greater.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 enum Size {
-    /// Views, and collections not counted (a single-collection dump).
+    /// Views, and collections not counted: a dump of one collection or
+    /// with `parallel = 1`, a count that failed, or counting as a whole
+    /// over [`ORDER_TOTAL_BUDGET`].
     Unknown,
     Documents(u64),
     /// The count did not answer within [`ORDER_COUNT_BUDGET`]: a server
@@ -251,14 +266,19 @@ enum Size {
 /// documents, bench/mongo.sh) would otherwise spend more on ordering the
 /// dump than the ordering saves.
 const ORDER_COUNT_BUDGET: Duration = Duration::from_millis(50);
+/// Counts that order the dump sent at once.
+const ORDER_COUNTS_AT_ONCE: usize = 8;
+/// How long ordering the dump may take in all (hundreds of collections on a
+/// slow server); beyond it the collections go in name order.
+const ORDER_TOTAL_BUDGET: Duration = Duration::from_secs(1);
 
-async fn order_size(client: &Client, plan: &Planned) -> Size {
-    if plan.kind != CollectionType::Collection {
+async fn order_size(client: Client, db: String, name: String, kind: CollectionType) -> Size {
+    if kind != CollectionType::Collection {
         return Size::Unknown;
     }
     let count = client
-        .database(&plan.db)
-        .collection::<Document>(&plan.name)
+        .database(&db)
+        .collection::<Document>(&name)
         .estimated_document_count()
         .max_time(ORDER_COUNT_BUDGET)
         .await;
@@ -266,7 +286,7 @@ async fn order_size(client: &Client, plan: &Planned) -> Size {
         Ok(n) => Size::Documents(n),
         Err(e) if matches!(*e.kind, mongodb::error::ErrorKind::Command(ref c) if c.code == 50) => Size::Large,
         Err(e) => {
-            tracing::debug!(ns = %format!("{}.{}", plan.db, plan.name), "no document count: {e}");
+            tracing::debug!(ns = %format!("{db}.{name}"), "no document count: {e}");
             Size::Unknown
         }
     }
@@ -482,9 +502,11 @@ async fn test_pause() {
     let Some(dir) = std::env::var_os(PAUSE_DIR_ENV).map(std::path::PathBuf::from) else {
         return;
     };
-    let _ = std::fs::write(dir.join("started"), b"");
+    let _ = tokio::fs::write(dir.join("started"), b"").await;
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !dir.join("go").exists() && std::time::Instant::now() < deadline {
+    while !tokio::fs::try_exists(dir.join("go")).await.unwrap_or(false)
+        && std::time::Instant::now() < deadline
+    {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }

@@ -1,54 +1,116 @@
 //! A point-in-time dump whose oplog window is lost must fail, not store a
-//! dump that silently misses the writes made during it. secantusd-py runs
-//! with a 20-entry oplog; the dump is held (test hook
-//! `COFFER_TEST_MONGO_PAUSE_DIR`) right after it noted where the oplog
-//! starts, while 50 writes and an explicit prune push that start out.
+//! dump that silently misses the writes made during it. The dump is held
+//! (test hook `COFFER_TEST_MONGO_PAUSE_DIR`) right after it noted where the
+//! oplog starts, while the test writes: 50 writes within a 1000-entry
+//! oplog are captured (the control), 50 writes and an explicit prune on a
+//! 20-entry oplog push the start out and fail the dump.
+//!
+//! One test, as the hook is an environment variable: two tests of this
+//! binary running as threads of one process (`cargo test`) would share it.
 
 mod common;
 mod support;
 
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use coffer_core::ErrorKind;
 use common::MongoServer;
-use mongodb::bson::doc;
+use mongodb::Client;
+use mongodb::bson::{RawDocument, doc};
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_dump_fails_when_the_oplog_rolls_over_during_it() {
-    let Some(server) = MongoServer::start_with_oplog(20) else {
-        return;
-    };
-    let uri = server.uri("shop");
-    let client = support::client(&uri).await;
-    let items = client.database("shop").collection("items");
-    for i in 0..5 {
-        items.insert_one(doc! { "_id": i }).await.unwrap();
-    }
-    let pause = tempfile::tempdir().unwrap();
-    // SAFETY: set before the capture starts and read only by it; no other
-    // thread of this test process reads or writes the environment.
-    unsafe { std::env::set_var("COFFER_TEST_MONGO_PAUSE_DIR", pause.path()) };
-
+/// Runs a dump of `uri` held at its pause while `during` writes, and
+/// returns its outcome.
+async fn held_dump<F: std::future::Future<Output = ()>>(
+    uri: &str,
+    pause: &Path,
+    during: F,
+) -> coffer_core::Result<(Vec<support::Captured>, coffer_core::SourceReport)> {
     let src = support::source(&format!("mongo:{uri}"));
     let capture = tokio::spawn(async move { support::capture(src.as_ref()).await });
     let deadline = Instant::now() + Duration::from_secs(30);
-    while !pause.path().join("started").exists() {
+    while !pause.join("started").exists() {
         assert!(Instant::now() < deadline, "the dump never reached its pause");
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // 50 writes into a 20-entry oplog, then a prune: the entry the dump
-    // started at is gone.
+    during.await;
+    std::fs::write(pause.join("go"), b"").unwrap();
+    capture.await.unwrap()
+}
+
+async fn insert_50(client: &Client) {
+    let items = client.database("shop").collection("items");
     for i in 100..150 {
         items.insert_one(doc! { "_id": i }).await.unwrap();
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dump_fails_when_the_oplog_rolls_over_during_it() {
+    let (Some(roomy), Some(tiny)) = (
+        MongoServer::start_with_oplog(1000),
+        MongoServer::start_with_oplog(20),
+    ) else {
+        return;
+    };
+    let pause = tempfile::tempdir().unwrap();
+    // SAFETY: set before any capture starts, by the only test of this
+    // binary; the captures only read it.
+    unsafe { std::env::set_var("COFFER_TEST_MONGO_PAUSE_DIR", pause.path()) };
+
+    // Control: the same hold without a roll-over captures every write.
+    let uri = roomy.uri("shop");
+    let client = support::client(&uri).await;
     client
-        .database("admin")
-        .run_command(doc! { "secantusAdmin.pruneOplog": 1 })
+        .database("shop")
+        .collection("items")
+        .insert_one(doc! { "_id": 0 })
         .await
         .unwrap();
-    std::fs::write(pause.path().join("go"), b"").unwrap();
+    let (entries, _) = held_dump(&uri, pause.path(), insert_50(&client))
+        .await
+        .expect("capture without a roll-over");
+    let oplog = entries
+        .iter()
+        .find(|e| e.path.ends_with("oplog.bson"))
+        .expect("an oplog.bson entry");
+    let (mut inserts, mut rest) = (0, &oplog.data[..]);
+    while !rest.is_empty() {
+        let len = i32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
+        let entry = RawDocument::from_bytes(&rest[..len]).unwrap();
+        if entry.get_str("op").unwrap() == "i" {
+            inserts += 1;
+        }
+        rest = &rest[len..];
+    }
+    assert_eq!(
+        inserts, 50,
+        "every insert made while the dump was held is in its oplog"
+    );
 
-    let err = match capture.await.unwrap() {
+    // 50 writes into a 20-entry oplog, then a prune: the entry the dump
+    // started at is gone.
+    std::fs::remove_file(pause.path().join("started")).unwrap();
+    std::fs::remove_file(pause.path().join("go")).unwrap();
+    let uri = tiny.uri("shop");
+    let client = support::client(&uri).await;
+    for i in 0..5 {
+        client
+            .database("shop")
+            .collection("items")
+            .insert_one(doc! { "_id": i })
+            .await
+            .unwrap();
+    }
+    let roll_over = async {
+        insert_50(&client).await;
+        client
+            .database("admin")
+            .run_command(doc! { "secantusAdmin.pruneOplog": 1 })
+            .await
+            .unwrap();
+    };
+    let err = match held_dump(&uri, pause.path(), roll_over).await {
         Ok((entries, report)) => panic!(
             "a dump missing its oplog window succeeded: {:?} {:?}",
             entries.iter().map(|e| &e.path).collect::<Vec<_>>(),
@@ -63,52 +125,5 @@ async fn a_dump_fails_when_the_oplog_rolls_over_during_it() {
     assert!(
         hint.contains("replSetResizeOplog"),
         "the hint says what to do: {err:?}"
-    );
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn writes_within_the_oplog_during_a_held_dump_are_captured() {
-    // The same hold without a roll-over: the control for the test above.
-    let Some(server) = MongoServer::start_with_oplog(1000) else {
-        return;
-    };
-    let uri = server.uri("shop");
-    let client = support::client(&uri).await;
-    let items = client.database("shop").collection("items");
-    items.insert_one(doc! { "_id": 0 }).await.unwrap();
-    let pause = tempfile::tempdir().unwrap();
-    // SAFETY: as above.
-    unsafe { std::env::set_var("COFFER_TEST_MONGO_PAUSE_DIR", pause.path()) };
-
-    let src = support::source(&format!("mongo:{uri}"));
-    let capture = tokio::spawn(async move { support::capture(src.as_ref()).await });
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while !pause.path().join("started").exists() {
-        assert!(Instant::now() < deadline, "the dump never reached its pause");
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    for i in 100..150 {
-        items.insert_one(doc! { "_id": i }).await.unwrap();
-    }
-    std::fs::write(pause.path().join("go"), b"").unwrap();
-
-    let (entries, _report) = capture.await.unwrap().expect("capture");
-    let oplog = entries
-        .iter()
-        .find(|e| e.path.ends_with("oplog.bson"))
-        .expect("an oplog.bson entry");
-    let mut ops = 0;
-    let mut rest = &oplog.data[..];
-    while !rest.is_empty() {
-        let len = i32::from_le_bytes(rest[..4].try_into().unwrap()) as usize;
-        let entry = mongodb::bson::RawDocument::from_bytes(&rest[..len]).unwrap();
-        if entry.get_str("op").unwrap() == "i" {
-            ops += 1;
-        }
-        rest = &rest[len..];
-    }
-    assert_eq!(
-        ops, 50,
-        "every insert made while the dump was held is in its oplog"
     );
 }
