@@ -12,6 +12,8 @@ use opendal::Operator;
 
 use crate::config::OpendalSinkConfig;
 
+/// Renames of a staged put tried again after a temporary failure.
+const RENAME_RETRIES: u64 = 3;
 /// Where puts are staged on services that can rename; never listed.
 const TMP_DIR: &str = ".coffer-tmp/";
 
@@ -195,10 +197,22 @@ impl Sink for OpendalSink {
         if create && self.exists(key).await? {
             return Err(already_exists(key));
         }
-        self.op
-            .rename(&tmp, key)
-            .await
-            .map_err(|e| self.err("rename", key, e))?;
+        // A temporary failure that left the staged object in place did not
+        // move it: WebDAV servers answer two concurrent MKCOLs of the same
+        // new parent with an error for one (wsgidav: 500 FileExistsError)
+        // where the parent then exists, so the rename is tried again.
+        let mut retries = 0;
+        loop {
+            match self.op.rename(&tmp, key).await {
+                Ok(()) => break,
+                Err(e) if e.is_temporary() && retries < RENAME_RETRIES && self.exists(&tmp).await? => {
+                    retries += 1;
+                    tracing::debug!(key, "rename failed ({e}); trying again");
+                    tokio::time::sleep(std::time::Duration::from_millis(50 * retries)).await;
+                }
+                Err(e) => return Err(self.err("rename", key, e)),
+            }
+        }
         guard.op = None;
         Ok(n)
     }
