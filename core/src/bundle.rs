@@ -359,6 +359,33 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
+/// An index of snapshot `id` whose object holds `body`, for unit tests.
+#[cfg(test)]
+pub(crate) fn test_index(id: &SnapshotId, body: &[u8]) -> Index {
+    use sha2::Digest;
+    Index {
+        format: INDEX_FORMAT.into(),
+        id: id.clone(),
+        job: "j".into(),
+        created_at: "2026-11-27T22:15:00Z".parse().unwrap(),
+        host: "h".into(),
+        tags: vec![],
+        coffer_version: "0".into(),
+        sources: vec![],
+        object: IndexObject {
+            key: id.object_key(),
+            size: body.len() as u64,
+            sha256: hex::encode(sha2::Sha256::digest(body)),
+        },
+        compression: "none".into(),
+        encryption: IndexEncryption {
+            scheme: "age".into(),
+            mode: "recipients".into(),
+            recipients: vec![],
+        },
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

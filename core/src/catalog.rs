@@ -205,7 +205,6 @@ impl Catalog {
 #[cfg(all(test, feature = "testkit"))]
 mod tests {
     use super::*;
-    use crate::bundle::{INDEX_FORMAT, IndexEncryption, IndexObject};
     use crate::sink::PutOptions;
     use crate::testkit::MemorySink;
     use bytes::Bytes;
@@ -214,27 +213,7 @@ mod tests {
     async fn pin_markers_and_signatures_are_companions_not_snapshots() {
         let sink = MemorySink::new();
         let id: SnapshotId = "20261127T221500Z-3f9a1c2e".parse().unwrap();
-        let index = Index {
-            format: INDEX_FORMAT.into(),
-            id: id.clone(),
-            job: "j".into(),
-            created_at: "2026-11-27T22:15:00Z".parse().unwrap(),
-            host: "h".into(),
-            tags: vec![],
-            coffer_version: "0".into(),
-            sources: vec![],
-            object: IndexObject {
-                key: id.object_key(),
-                size: 3,
-                sha256: "00".into(),
-            },
-            compression: "none".into(),
-            encryption: IndexEncryption {
-                scheme: "age".into(),
-                mode: "recipients".into(),
-                recipients: vec![],
-            },
-        };
+        let index = crate::bundle::test_index(&id, b"abc");
         let put = |k: String, b: Bytes| {
             let sink = &sink;
             async move { sink.put_bytes(&k, b, PutOptions::default()).await.unwrap() }

@@ -390,7 +390,6 @@ pub async fn copy_snapshots(
 #[cfg(all(test, feature = "testkit"))]
 mod tests {
     use super::*;
-    use crate::bundle::{INDEX_FORMAT, IndexEncryption, IndexObject};
     use crate::catalog::Catalog;
     use crate::signing::SigningKey;
     use crate::sink::ObjectMeta;
@@ -398,34 +397,10 @@ mod tests {
     use async_trait::async_trait;
     use std::sync::Mutex;
 
-    fn index_for(id: &SnapshotId, body: &[u8]) -> Index {
-        Index {
-            format: INDEX_FORMAT.into(),
-            id: id.clone(),
-            job: "j".into(),
-            created_at: "2026-11-27T22:15:00Z".parse().unwrap(),
-            host: "h".into(),
-            tags: vec![],
-            coffer_version: "0".into(),
-            sources: vec![],
-            object: IndexObject {
-                key: id.object_key(),
-                size: body.len() as u64,
-                sha256: hex::encode(Sha256::digest(body)),
-            },
-            compression: "none".into(),
-            encryption: IndexEncryption {
-                scheme: "age".into(),
-                mode: "recipients".into(),
-                recipients: vec![],
-            },
-        }
-    }
-
     /// Stores a snapshot (object, optional signature, pin, index) on `sink`.
     async fn store(sink: &dyn Sink, id: &str, body: &[u8], key: Option<&SigningKey>) -> SnapshotId {
         let id: SnapshotId = id.parse().unwrap();
-        let index = index_for(&id, body);
+        let index = crate::bundle::test_index(&id, body);
         let json = index.to_json();
         sink.put_bytes(
             &id.object_key(),

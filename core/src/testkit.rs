@@ -49,6 +49,29 @@ use crate::source::{
 /// How long the "dropped put" case lets a put run before dropping it.
 const DROP_AFTER: Duration = Duration::from_millis(500);
 
+/// Every file under `dir` (recursively) named like a put's temporary file
+/// ([`crate::fsutil::TEMP_PREFIX`]): what a file-based sink must not leave
+/// behind.
+pub fn temp_files(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        for e in rd.flatten() {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                stack.push(e.path());
+            } else if e
+                .file_name()
+                .to_string_lossy()
+                .starts_with(crate::fsutil::TEMP_PREFIX)
+            {
+                out.push(e.path());
+            }
+        }
+    }
+    out
+}
+
 /// Runs every sink conformance case against `sink`, panicking with the name
 /// of the first case that fails.
 ///

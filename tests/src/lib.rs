@@ -126,3 +126,36 @@ pub fn only_object(sink: &Path, suffix: &str) -> PathBuf {
     );
     found[0].clone()
 }
+
+/// The JSON on stdout of a command that must have succeeded (its stderr and
+/// stdout in the panic message otherwise).
+pub fn json_ok(out: &std::process::Output) -> serde_json::Value {
+    assert!(
+        out.status.success(),
+        "failed: {}\n{}",
+        String::from_utf8_lossy(&out.stderr),
+        String::from_utf8_lossy(&out.stdout)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// `(id, keep, reasons)` of each snapshot in a prune's JSON for one sink.
+pub fn prune_decisions(v: &serde_json::Value) -> Vec<(String, bool, Vec<String>)> {
+    v["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| {
+            (
+                s["id"].as_str().unwrap().to_string(),
+                s["keep"].as_bool().unwrap(),
+                s["reasons"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|r| r.as_str().unwrap().to_string())
+                    .collect(),
+            )
+        })
+        .collect()
+}

@@ -5,7 +5,7 @@
 use std::fs;
 use std::path::Path;
 
-use coffer_e2e::{coffer, keygen};
+use coffer_e2e::{coffer, json_ok, keygen, prune_decisions};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -56,37 +56,6 @@ fn objects(sink: &Path) -> Vec<String> {
     v
 }
 
-fn json_of(out: &std::process::Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        String::from_utf8_lossy(&out.stderr),
-        String::from_utf8_lossy(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
-}
-
-/// (id, keep, reasons) of each snapshot in a prune's JSON for one sink.
-fn decisions(v: &Value) -> Vec<(String, bool, Vec<String>)> {
-    v["snapshots"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().unwrap().to_string(),
-                s["keep"].as_bool().unwrap(),
-                s["reasons"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.as_str().unwrap().to_string())
-                    .collect(),
-            )
-        })
-        .collect()
-}
-
 const HISTORY: [&str; 6] = [
     "2026-01-31T10:00:00Z",
     "2026-02-27T09:00:00Z",
@@ -123,11 +92,11 @@ fn dry_run_json_then_prune_deletes_index_and_object() {
         ])
         .output()
         .unwrap();
-    let v = json_of(&out);
+    let v = json_ok(&out);
     assert_eq!(v.as_array().unwrap().len(), 1, "one object per sink");
     let s = &v[0];
     assert_eq!(s["dry_run"], true);
-    let got = decisions(s);
+    let got = prune_decisions(s);
     let want: Vec<(String, bool, Vec<String>)> = vec![
         (
             ids[5].clone(),
@@ -170,20 +139,24 @@ fn dry_run_json_then_prune_deletes_index_and_object() {
         .stdout(predicate::str::contains("dry run"));
 
     // The real prune removes both the index and the object of exactly those two.
-    let out = coffer(p)
-        .args([
-            "--json",
-            "prune",
-            "--sink",
-            "bk",
-            "--keep-daily",
-            "2",
-            "--keep-monthly",
-            "3",
-        ])
-        .output()
-        .unwrap();
-    let v = json_of(&out);
+    let prune = || {
+        json_ok(
+            &coffer(p)
+                .args([
+                    "--json",
+                    "prune",
+                    "--sink",
+                    "bk",
+                    "--keep-daily",
+                    "2",
+                    "--keep-monthly",
+                    "3",
+                ])
+                .output()
+                .unwrap(),
+        )
+    };
+    let v = prune();
     let deleted: Vec<&str> = v[0]["snapshots"]
         .as_array()
         .unwrap()
@@ -206,22 +179,8 @@ fn dry_run_json_then_prune_deletes_index_and_object() {
         .args(["verify", "--sink", "bk", "--all"])
         .assert()
         .success();
-    let v = json_of(
-        &coffer(p)
-            .args([
-                "--json",
-                "prune",
-                "--sink",
-                "bk",
-                "--keep-daily",
-                "2",
-                "--keep-monthly",
-                "3",
-            ])
-            .output()
-            .unwrap(),
-    );
-    assert!(decisions(&v[0]).iter().all(|(_, keep, _)| *keep));
+    let v = prune();
+    assert!(prune_decisions(&v[0]).iter().all(|(_, keep, _)| *keep));
     assert_eq!(objects(&p.join("bk")).len(), 8);
 }
 
@@ -246,7 +205,7 @@ fn pinned_snapshots_survive_until_unpinned() {
     assert!(marker["pinned_at"].is_string() && marker["host"].is_string());
 
     // `list` shows it, and the pin is not mistaken for a snapshot.
-    let v = json_of(
+    let v = json_ok(
         &coffer(p)
             .args(["--json", "list", "--sink", "bk"])
             .output()
@@ -263,13 +222,13 @@ fn pinned_snapshots_survive_until_unpinned() {
         .success()
         .stdout(predicate::str::contains("complete,pinned"));
 
-    let v = json_of(
+    let v = json_ok(
         &coffer(p)
             .args(["--json", "prune", "--sink", "bk", "--keep-last", "1"])
             .output()
             .unwrap(),
     );
-    let got = decisions(&v[0]);
+    let got = prune_decisions(&v[0]);
     assert_eq!(
         got[0],
         (ids[2].clone(), true, vec!["last 1/1".into(), "newest".into()])
@@ -310,7 +269,7 @@ fn empty_policy_deletes_nothing() {
     let before = objects(&p.join("bk"));
     // No config and no flags; then a zero count, which is no rule either.
     for extra in [&[][..], &["--keep-daily", "0"][..]] {
-        let v = json_of(
+        let v = json_ok(
             &coffer(p)
                 .args(["--json", "prune", "--sink", "bk"])
                 .args(extra)
@@ -318,7 +277,7 @@ fn empty_policy_deletes_nothing() {
                 .unwrap(),
         );
         assert_eq!(v[0]["policies"][0]["empty"], true);
-        for (_, keep, reasons) in decisions(&v[0]) {
+        for (_, keep, reasons) in prune_decisions(&v[0]) {
             assert!(keep);
             assert_eq!(reasons, ["no policy"]);
         }
@@ -364,7 +323,7 @@ fn backup_prune_applies_job_policy_and_sink_override() {
             .args(["--json", "backup", "--prune", "--time", t])
             .output()
             .unwrap();
-        let v = json_of(&out);
+        let v = json_ok(&out);
         assert_eq!(v["prune"].as_array().unwrap().len(), 2, "pruned both sinks: {v}");
         ids.push(v["id"].as_str().unwrap().to_string());
     }
@@ -384,7 +343,7 @@ fn backup_prune_applies_job_policy_and_sink_override() {
     );
 
     // `prune` reads the same policies; flags replace them; --job selects.
-    let v = json_of(
+    let v = json_ok(
         &coffer(p)
             .args(["--json", "prune", "--dry-run", "--job", "svc"])
             .output()
@@ -393,14 +352,14 @@ fn backup_prune_applies_job_policy_and_sink_override() {
     assert_eq!(v.as_array().unwrap().len(), 2);
     assert_eq!(v[0]["policies"][0]["from"], "[job.svc]");
     assert_eq!(v[1]["policies"][0]["from"], "[sink.b]");
-    let v = json_of(
+    let v = json_ok(
         &coffer(p)
             .args(["--json", "prune", "--dry-run", "--sink", "a", "--keep-last", "1"])
             .output()
             .unwrap(),
     );
     assert_eq!(v[0]["policies"][0]["from"], "flags");
-    assert_eq!(decisions(&v[0]).iter().filter(|d| d.1).count(), 1);
+    assert_eq!(prune_decisions(&v[0]).iter().filter(|d| d.1).count(), 1);
 
     // A pin made by --keep-forever survives the prune of the next backup.
     let out = coffer(p)
@@ -414,7 +373,7 @@ fn backup_prune_applies_job_policy_and_sink_override() {
         ])
         .output()
         .unwrap();
-    let v = json_of(&out);
+    let v = json_ok(&out);
     let forever = v["id"].as_str().unwrap().to_string();
     assert_eq!(v["pinned_on"], serde_json::json!(["a", "b"]));
     backup_at(p, &rec, "svc", &["b"], HISTORY[4]);
@@ -527,7 +486,7 @@ fn init_example_keeps_30_daily_and_12_monthly() {
     let (_, rec) = keygen(p, "key.txt");
     coffer(p).arg("init").assert().success();
     backup_at(p, &rec, "service", &["local"], HISTORY[0]);
-    let v = json_of(&coffer(p).args(["--json", "prune", "--dry-run"]).output().unwrap());
+    let v = json_ok(&coffer(p).args(["--json", "prune", "--dry-run"]).output().unwrap());
     assert_eq!(v[0]["sink"], "local");
     assert_eq!(v[0]["policies"][0]["from"], "[job.service]");
     assert_eq!(

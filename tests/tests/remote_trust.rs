@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 
 use coffer_e2e::moto_server::MotoServer;
 use coffer_e2e::ssh_server::SshServer;
-use coffer_e2e::{coffer, coffer_bin, keygen};
+use coffer_e2e::{coffer, coffer_bin, json_ok, keygen, prune_decisions};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
@@ -182,34 +182,16 @@ fn lock_json(kind: &str, holder: &str, host: &str, pid: u32, refreshed: &str) ->
 
 /// `(id, keep, reasons, deleted)` of each snapshot of a prune's JSON for one sink.
 fn decisions(v: &Value) -> Vec<(String, bool, Vec<String>, bool)> {
-    v["snapshots"]
+    let deleted = v["snapshots"]
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| {
-            (
-                s["id"].as_str().unwrap().to_string(),
-                s["keep"].as_bool().unwrap(),
-                s["reasons"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|r| r.as_str().unwrap().to_string())
-                    .collect(),
-                s["deleted"].as_bool().unwrap(),
-            )
-        })
+        .map(|s| s["deleted"].as_bool().unwrap());
+    prune_decisions(v)
+        .into_iter()
+        .zip(deleted)
+        .map(|((id, keep, reasons), deleted)| (id, keep, reasons, deleted))
         .collect()
-}
-
-fn json_ok(out: &Output) -> Value {
-    assert!(
-        out.status.success(),
-        "failed: {}\n{}",
-        text(&out.stderr),
-        text(&out.stdout)
-    );
-    serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// The keys under `prefix/` that moto was asked to delete, in order.
@@ -737,7 +719,7 @@ fn unlock_removes_a_stale_lock_on_s3_with_a_warning() {
         "{}",
         text(&out.stderr)
     );
-    let out = {
+    let backup = || {
         let mut c = coffer_aws(dir);
         fast(&mut c);
         c.args([
@@ -753,6 +735,7 @@ fn unlock_removes_a_stale_lock_on_s3_with_a_warning() {
         .output()
         .unwrap()
     };
+    let out = backup();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
     assert!(text(&out.stderr).contains("sink is locked by prune on host ghost-host pid 999"));
 
@@ -764,22 +747,7 @@ fn unlock_removes_a_stale_lock_on_s3_with_a_warning() {
 
     // Unrefreshed for longer than COFFER_LOCK_STALE_SECS: stale.
     std::thread::sleep(Duration::from_secs(STALE_SECS + 2).saturating_sub(planted.elapsed()));
-    let out = {
-        let mut c = coffer_aws(dir);
-        fast(&mut c);
-        c.args([
-            "-q",
-            "backup",
-            "--source",
-            "file:data",
-            "--recipient",
-            &recipient,
-            "--sink",
-            &url,
-        ])
-        .output()
-        .unwrap()
-    };
+    let out = backup();
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert!(
         text(&out.stderr).contains("ignoring a stale lock held by prune on host ghost-host pid 999"),

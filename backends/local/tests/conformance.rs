@@ -4,26 +4,10 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use coffer_core::testkit::temp_files;
 use coffer_core::{ByteStream, Bytes, Error, ErrorKind, PutOptions, Registry, Sink, SinkExt};
 use coffer_sink_local::LocalSink;
 use futures::StreamExt;
-
-/// Every `.coffer-tmp-*` file under `dir`.
-fn temp_files(dir: &Path) -> Vec<PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else if e.file_name().to_string_lossy().starts_with(".coffer-tmp-") {
-                out.push(e.path());
-            }
-        }
-    }
-    out
-}
 
 /// Waits (briefly) for the writers of dropped puts to remove their temp
 /// files: they notice the drop on their blocking thread.

@@ -6,6 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
+use coffer_core::testkit::temp_files;
 use coffer_core::{ByteStream, Bytes, ErrorKind, PutOptions, Registry, Sink, SinkExt};
 use coffer_sink_sftp::{SftpSink, SftpSinkConfig};
 use common::SshServer;
@@ -29,22 +30,6 @@ fn body(len: usize, chunk: usize) -> ByteStream {
         .map(|c| Ok(Bytes::copy_from_slice(c)))
         .collect();
     futures::stream::iter(chunks).boxed()
-}
-
-fn temp_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
-    let mut out = Vec::new();
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
-        for e in rd.flatten() {
-            if e.file_type().unwrap().is_dir() {
-                stack.push(e.path());
-            } else if e.file_name().to_string_lossy().starts_with(".coffer-tmp-") {
-                out.push(e.path());
-            }
-        }
-    }
-    out
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

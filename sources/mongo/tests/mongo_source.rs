@@ -14,7 +14,7 @@ use mongodb::bson::{
     doc, oid::ObjectId, spec::BinarySubtype,
 };
 use mongodb::{Client, Collection};
-use support::Captured;
+use support::{Captured, collection_options, index_specs, names};
 
 fn source(uri: &str) -> Arc<dyn Source> {
     support::source(&format!("mongo:{uri}"))
@@ -59,12 +59,6 @@ async fn raw_docs(coll: &Collection<RawDocumentBuf>) -> Vec<u8> {
         out.extend_from_slice(cursor.current().as_bytes());
     }
     out
-}
-
-async fn names(client: &Client, db: &str) -> Vec<String> {
-    let mut n = client.database(db).list_collection_names().await.unwrap();
-    n.sort();
-    n
 }
 
 fn decimal(high: u64, low: u64) -> Decimal128 {
@@ -160,20 +154,6 @@ async fn every_bson_type_round_trips_byte_identical() {
     // And a dump of the restored copy is the same bundle content.
     let (again, _) = capture(source(&b.uri("app")).as_ref()).await;
     assert_eq!(entry(&again, "app/types.bson"), &original[..]);
-}
-
-async fn index_specs(client: &Client, db: &str, coll: &str) -> Vec<Document> {
-    use futures::TryStreamExt;
-    let mut specs: Vec<Document> = client
-        .database(db)
-        .run_cursor_command(doc! { "listIndexes": coll })
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    specs.sort_by(|x, y| x.get_str("name").unwrap().cmp(y.get_str("name").unwrap()));
-    specs
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -523,27 +503,6 @@ async fn mongo_env_reads_the_variable() {
     src.check().await.unwrap();
     let (entries, _) = capture(src.as_ref()).await;
     assert!(entries.iter().any(|e| e.path == "app/c.bson"));
-}
-
-/// `listCollections` options by collection name, without the `uuid`.
-async fn collection_options(client: &Client, db: &str) -> std::collections::BTreeMap<String, Document> {
-    use futures::TryStreamExt;
-    let specs: Vec<Document> = client
-        .database(db)
-        .run_cursor_command(doc! { "listCollections": 1 })
-        .await
-        .unwrap()
-        .try_collect()
-        .await
-        .unwrap();
-    specs
-        .into_iter()
-        .map(|s| {
-            let name = s.get_str("name").unwrap().to_string();
-            let options = s.get_document("options").cloned().unwrap_or_default();
-            (name, options)
-        })
-        .collect()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -152,3 +152,24 @@ pub async fn index_specs(client: &Client, db: &str, coll: &str) -> Vec<Document>
     specs.sort_by(|x, y| x.get_str("name").unwrap().cmp(y.get_str("name").unwrap()));
     specs
 }
+
+/// The `listCollections` options of `db`, by collection name.
+pub async fn collection_options(client: &Client, db: &str) -> std::collections::BTreeMap<String, Document> {
+    use futures::TryStreamExt;
+    let specs: Vec<Document> = client
+        .database(db)
+        .run_cursor_command(doc! { "listCollections": 1 })
+        .await
+        .unwrap()
+        .try_collect()
+        .await
+        .unwrap();
+    specs
+        .into_iter()
+        .map(|s| {
+            let name = s.get_str("name").unwrap().to_string();
+            let options = s.get_document("options").cloned().unwrap_or_default();
+            (name, options)
+        })
+        .collect()
+}
