@@ -61,6 +61,20 @@ const MAX_METADATA: u64 = 16 << 20;
 /// bundle's (natural) order, so a dump of the restored collection is
 /// byte-identical; the next batch is still read while one is inserted.
 const IN_FLIGHT: usize = 1;
+/// The error of a `--drop` that would have to replace `ns` by rename where
+/// the server cannot (`why`), without `--unsafe-in-place`.
+fn swap_refused(ns: &str, why: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!("cannot swap in `{ns}`: the server cannot rename collections ({why})"),
+    )
+    .with_hint(
+        "nothing was replaced. --drop --unsafe-in-place drops each existing collection and inserts the \
+         bundle's documents into it instead: not atomic, a failure or kill half-way leaves that collection \
+         partial until the restore is run again",
+    )
+}
+
 /// How the count check after a swap or merge counts a collection.
 #[derive(Debug, Clone, Copy)]
 enum Count {
@@ -441,21 +455,12 @@ impl MongoRestorer {
                 "renameCollection disabled by the test-only switch {PRETEND_NO_RENAME_ENV}"
             )));
         }
-        if !options.is_empty() {
-            let key: Vec<String> = options.keys().cloned().collect();
-            let lost = match self.rename_probes.get(&key) {
-                Some(lost) => lost.clone(),
-                None => {
-                    let lost = self
-                        .rename_loses_options(db, name, options)
-                        .map_err(RenameFailure::Other)?;
-                    self.rename_probes.insert(key, lost.clone());
-                    lost
-                }
-            };
-            if let Some(lost) = lost {
-                return Err(RenameFailure::Unsupported(lost));
-            }
+        if !options.is_empty()
+            && let Some(lost) = self
+                .probe_rename(db, name, options)
+                .map_err(RenameFailure::Other)?
+        {
+            return Err(RenameFailure::Unsupported(lost));
         }
         let cmd = doc! {
             "renameCollection": format!("{db}.{staging}"),
@@ -489,10 +494,32 @@ impl MongoRestorer {
         Some(crate::uri::scrub(&why, &self.uri))
     }
 
+    /// Why staged collection `s` cannot be swapped in by rename, if so.
+    fn swap_blocked(&mut self, s: &Staged) -> Result<Option<String>> {
+        if self.pretend_no_rename {
+            return Ok(Some(format!(
+                "renameCollection disabled by the test-only switch {PRETEND_NO_RENAME_ENV}"
+            )));
+        }
+        self.probe_rename(&s.db, &s.name, &s.metadata.options)
+    }
+
+    /// [`Self::rename_loses_options`], once per set of option names.
+    fn probe_rename(&mut self, db: &str, name: &str, options: &Document) -> Result<Option<String>> {
+        let key: Vec<String> = options.keys().cloned().collect();
+        if let Some(lost) = self.rename_probes.get(&key) {
+            return Ok(lost.clone());
+        }
+        let lost = self.rename_loses_options(db, name, options)?;
+        self.rename_probes.insert(key, lost.clone());
+        Ok(lost)
+    }
+
     /// Whether renaming a collection created with `options` keeps them, tried
     /// on an empty collection first: mongod keeps them, secantusd-py drops
     /// them all (a capped collection comes back uncapped, a validator is
-    /// gone), which a swap must not do silently. Returns what is lost.
+    /// gone), which a swap must not do silently. Returns what is lost, or
+    /// why the server cannot rename collections at all.
     /// The probes are named like staging collections of `name`, so a
     /// restore killed meanwhile leaves nothing the next one does not drop.
     fn rename_loses_options(&self, db: &str, name: &str, options: &Document) -> Result<Option<String>> {
@@ -629,6 +656,23 @@ impl MongoRestorer {
     /// Swaps in (or merges) every staged collection and creates the views.
     fn commit(&mut self, report: &mut Tally) -> Result<()> {
         let staged: Vec<Staged> = std::mem::take(&mut self.staged).into_values().collect();
+        // Every swap over an existing collection is tried on a probe first,
+        // so a server that cannot do one refuses before anything is
+        // replaced, not half-way through the commit.
+        if self.drop && !self.unsafe_in_place {
+            for s in staged.iter().filter(|s| s.staging.is_some()) {
+                let blocked = self
+                    .exists(&s.db, &s.name)
+                    .and_then(|exists| if exists { self.swap_blocked(s) } else { Ok(None) });
+                let refused = match blocked {
+                    Ok(None) => continue,
+                    Ok(Some(why)) => swap_refused(&format!("{}.{}", s.db, s.name), &why),
+                    Err(e) => e,
+                };
+                self.drop_staging(staged.into_iter());
+                return Err(refused);
+            }
+        }
         let mut rest = staged.into_iter();
         while let Some(s) = rest.next() {
             if let Err(e) = self.commit_one(&s, report) {
@@ -722,15 +766,7 @@ impl MongoRestorer {
                     ));
                 }
                 Err(RenameFailure::Unsupported(why)) if exists && !self.unsafe_in_place => {
-                    return Err(Error::new(
-                        ErrorKind::Unsupported,
-                        format!("cannot swap in `{ns}`: the server cannot rename collections ({why})"),
-                    )
-                    .with_hint(
-                        "nothing was replaced. --drop --unsafe-in-place drops each existing collection and \
-                         inserts the bundle's documents into it instead: not atomic, a failure or kill half-way \
-                         leaves that collection partial until the restore is run again",
-                    ));
+                    return Err(swap_refused(&ns, &why));
                 }
                 // Nothing to lose (a new collection), or allowed by --unsafe-in-place.
                 Err(RenameFailure::Unsupported(why)) => {

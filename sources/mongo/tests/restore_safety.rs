@@ -3,7 +3,8 @@
 //! fails the restore cleanly); staging collections an interrupted restore left
 //! behind are dropped by the next restore of the same collection; and the
 //! `--unsafe-in-place` fallback for servers that cannot rename collections
-//! (forced with the test-only param `test-pretend-no-rename`).
+//! (forced with the test-only param `test-pretend-no-rename`), refused
+//! before any collection is replaced.
 
 mod common;
 mod support;
@@ -13,7 +14,7 @@ use common::MongoServer;
 use futures::TryStreamExt;
 use mongodb::Client;
 use mongodb::bson::{Binary, Document, RawDocumentBuf, doc, spec::BinarySubtype};
-use support::{capture, client, index_specs, names, restore, source};
+use support::{capture, client, docs, index_specs, names, restore, source};
 
 /// The raw bytes of every document of `db.coll`, in natural order.
 async fn raw(client: &Client, db: &str, coll: &str) -> Vec<u8> {
@@ -341,4 +342,59 @@ async fn without_rename_drop_needs_unsafe_in_place() {
     let actions: Vec<&str> = r.actions.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, ["create-in-place", "create-in-place"], "{r:?}");
     assert_eq!(live.count_documents(doc! {}).await.unwrap(), 30);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_swap_the_server_cannot_do_refuses_before_any_collection_is_replaced() {
+    // secantusd-py's renameCollection drops collection options: a --drop
+    // of `b_capped` over an existing one is refused, and `a_plain`, which
+    // sorts first and could be swapped, must not have been replaced.
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let ca = client(&a.uri("")).await;
+    let adb = ca.database("app");
+    adb.run_command(doc! { "create": "b_capped", "capped": true, "size": 65536 })
+        .await
+        .unwrap();
+    adb.collection::<Document>("b_capped")
+        .insert_many((0..3).map(|i| doc! { "_id": i }))
+        .await
+        .unwrap();
+    adb.collection::<Document>("a_plain")
+        .insert_many((0..3).map(|i| doc! { "_id": i }))
+        .await
+        .unwrap();
+    let src = source(&format!("mongo:{}", a.uri("app")));
+    let (entries, _) = capture(src.as_ref()).await.unwrap();
+
+    let cb = client(&b.uri("")).await;
+    let bdb = cb.database("app");
+    bdb.run_command(doc! { "create": "b_capped", "capped": true, "size": 65536 })
+        .await
+        .unwrap();
+    bdb.collection::<Document>("a_plain")
+        .insert_one(doc! { "_id": "live" })
+        .await
+        .unwrap();
+    let e = restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Unsupported, "{e:?}");
+    assert!(format!("{e}").contains("`app.b_capped`"), "{e}");
+    assert!(
+        format!("{e}").contains("capped"),
+        "names what a rename would lose: {e}"
+    );
+    assert_eq!(
+        docs(&cb, "app", "a_plain").await,
+        [doc! { "_id": "live" }],
+        "a_plain was replaced before the refusal"
+    );
+    let left = names(&cb, "app").await;
+    assert_eq!(
+        left,
+        ["a_plain", "b_capped"],
+        "no staging or probe collection left"
+    );
 }
