@@ -3,8 +3,10 @@
 //!
 //! Tokio use: the driver is async; each collection is read by one raw
 //! cursor (`RawDocumentBuf`, `hint({$natural: 1})`), its bytes appended
-//! without decoding to a [`Spill`] (memory up to 8 MiB, then an encrypted
-//! temp file written inside `spawn_blocking`). At most `parallel`
+//! without decoding, 1 MiB at a time, to a [`SpillTask`] (memory up to
+//! 8 MiB, then an encrypted temp file; hashed, encrypted and written on a
+//! blocking thread while the cursor waits for its next batch; the queue
+//! between them holds 4 MiB). At most `parallel`
 //! collections are read at once, largest first, and at most `parallel + 1`
 //! bodies exist at any time (a semaphore permit travels with each body
 //! until the bundle writer has consumed it), so memory stays bounded.
@@ -32,7 +34,7 @@ use crate::config::{MongoSourceConfig, UriSource};
 use crate::error::driver;
 use crate::metadata::{self, CollectionType};
 use crate::restore::MongoRestorer;
-use crate::spill::Spill;
+use crate::spill::SpillTask;
 use crate::uri::redact;
 use crate::{ENV_KIND, KIND};
 
@@ -430,7 +432,7 @@ impl MongoSource {
         let target = redact(uri);
         let keep = |db: &str, coll: &str| dbs.contains(db) && (coll.is_empty() || self.selected(db, coll));
         let mut cursor = oplog::window(client, uri, start).await?;
-        let mut spill = Spill::new(MEMORY_LIMIT);
+        let mut spill = SpillTask::spawn(MEMORY_LIMIT);
         let mut chunk = Vec::with_capacity(CHUNK);
         let (mut entries, mut skipped) = (0u64, 0u64);
         // The first entry must be `start` itself: else the oplog rolled over.
@@ -459,17 +461,15 @@ impl MongoSource {
                 skipped += 1;
             }
             if chunk.len() >= CHUNK {
-                spill = write_spill(spill, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).await?;
+                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+                spill.write(full).await.map_err(spill_error)?;
             }
         }
-        spill = write_spill(spill, chunk).await?;
+        spill.write(chunk).await.map_err(spill_error)?;
         let Some(end) = end else {
             return Err(oplog::rolled_over(start, None));
         };
-        let body = tokio::task::spawn_blocking(move || spill.finish())
-            .await
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("spill task failed: {e}")))?
-            .map_err(|e| Error::io("cannot buffer the oplog", e))?;
+        let body = spill.finish().await.map_err(spill_error)?;
         out.send(Entry {
             area: Area::Mongo,
             path: oplog::OPLOG_FILE.to_string(),
@@ -582,21 +582,22 @@ async fn dump_one(
         .hint(Hint::Keys(doc! { "$natural": 1 }))
         .await
         .map_err(read_error)?;
-    let mut spill = Spill::new(MEMORY_LIMIT);
+    let mut spill = SpillTask::spawn(MEMORY_LIMIT);
     let mut chunk = Vec::with_capacity(CHUNK);
     let mut documents = 0u64;
     while cursor.advance().await.map_err(read_error)? {
         chunk.extend_from_slice(cursor.current().as_bytes());
         documents += 1;
         if chunk.len() >= CHUNK {
-            spill = write_spill(spill, std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK))).await?;
+            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
+            spill.write(full).await.map_err(spill_error)?;
         }
     }
-    spill = write_spill(spill, chunk).await?;
-    let body = tokio::task::spawn_blocking(move || spill.finish())
+    spill.write(chunk).await.map_err(spill_error)?;
+    let body = spill
+        .finish()
         .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("spill task failed: {e}")))?
-        .map_err(|e| Error::io("cannot buffer a collection", e))?;
+        .map_err(|e| spill_error(e).with_context("collection", &ns))?;
     let uuid = metadata::uuid_of(&plan.spec);
     let json = metadata::to_json(&plan.name, plan.kind, &options, &indexes, uuid.as_deref());
     out.send(file_entry(
@@ -631,24 +632,10 @@ async fn dump_one(
     })
 }
 
-/// Appends `chunk`, off the reactor when that means disk I/O.
-pub(crate) async fn write_spill(mut spill: Spill, chunk: Vec<u8>) -> Result<Spill> {
-    if chunk.is_empty() {
-        return Ok(spill);
-    }
-    if !spill.needs_blocking(chunk.len()) {
-        spill
-            .write(&chunk)
-            .map_err(|e| Error::io("cannot buffer a collection", e))?;
-        return Ok(spill);
-    }
-    tokio::task::spawn_blocking(move || spill.write(&chunk).map(|_| spill))
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("spill task failed: {e}")))?
-        .map_err(|e| {
-            Error::io("cannot buffer a collection in an encrypted temp file", e)
-                .with_hint("make room in the temp directory (TMPDIR)")
-        })
+/// A body that could not be buffered (the encrypted temp file).
+fn spill_error(e: std::io::Error) -> Error {
+    Error::io("cannot buffer the dump in an encrypted temp file", e)
+        .with_hint("make room in the temp directory (TMPDIR)")
 }
 
 /// The index specs of a collection, verbatim, in order.

@@ -3,15 +3,17 @@
 //! an unnamed temp file encrypted with an ephemeral age key, so no
 //! plaintext ever touches the disk.
 //!
-//! Blocking: writes past the bound encrypt and write to disk; callers run
-//! [`Spill::write`] off the async reactor when [`Spill::needs_blocking`]
-//! says so.
+//! Blocking: writes past the bound encrypt and write to disk. Async code
+//! fills a body through a [`SpillTask`], which does that work on a blocking
+//! thread behind a small queue, so a cursor keeps reading meanwhile.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
 
 use age::x25519;
 use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
 
 /// A growing body: memory first, then an encrypted temp file.
 pub struct Spill {
@@ -51,12 +53,6 @@ impl Spill {
             len: 0,
             hasher: Sha256::new(),
         }
-    }
-
-    /// Whether writing `add` more bytes does disk I/O (and so must run off
-    /// the reactor).
-    pub fn needs_blocking(&self, add: usize) -> bool {
-        self.file.is_some() || self.mem.len() + add > self.limit
     }
 
     /// Appends `data`.
@@ -115,6 +111,72 @@ impl Spill {
     }
 }
 
+/// Chunks queued between a [`SpillTask`]'s producer and its thread: the
+/// producer runs ahead by this many while a chunk is hashed, encrypted
+/// and written.
+const QUEUE: usize = 4;
+
+/// A [`Spill`] filled from async code. Hashing, encrypting and writing
+/// happen on a blocking thread, so the producer (a cursor waiting for its
+/// next batch) is never held up by them: the server prepares the next
+/// batch while the last one is stored.
+pub struct SpillTask {
+    tx: Option<mpsc::Sender<Vec<u8>>>,
+    handle: Option<JoinHandle<io::Result<SpillBody>>>,
+}
+
+impl SpillTask {
+    /// Starts an empty body kept in memory up to `limit` bytes.
+    pub fn spawn(limit: usize) -> Self {
+        let (tx, mut rx) = mpsc::channel::<Vec<u8>>(QUEUE);
+        let handle = tokio::task::spawn_blocking(move || {
+            let mut spill = Spill::new(limit);
+            while let Some(chunk) = rx.blocking_recv() {
+                spill.write(&chunk)?;
+            }
+            spill.finish()
+        });
+        SpillTask {
+            tx: Some(tx),
+            handle: Some(handle),
+        }
+    }
+
+    /// Queues `chunk`, waiting only while the queue is full. An error is
+    /// the thread's: the body can no longer be stored.
+    pub async fn write(&mut self, chunk: Vec<u8>) -> io::Result<()> {
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        let Some(tx) = &self.tx else {
+            return Err(io::Error::other("the body was already finished"));
+        };
+        if tx.send(chunk).await.is_ok() {
+            return Ok(());
+        }
+        // The thread stopped early: only an error does that.
+        self.tx = None;
+        match self.join().await {
+            Err(e) => Err(e),
+            Ok(_) => Err(io::Error::other("the spill thread stopped early")),
+        }
+    }
+
+    /// Waits for every queued chunk to be stored; the body, like
+    /// [`Spill::finish`].
+    pub async fn finish(mut self) -> io::Result<SpillBody> {
+        self.tx = None;
+        self.join().await
+    }
+
+    async fn join(&mut self) -> io::Result<SpillBody> {
+        match self.handle.take() {
+            Some(handle) => handle.await.map_err(io::Error::other)?,
+            None => Err(io::Error::other("the spill thread already stopped")),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -146,6 +208,23 @@ mod tests {
         let chunks: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100_000]).collect();
         let (body, _) = roundtrip(1 << 20, &chunks);
         assert!(body.spilled);
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_task_stores_what_was_queued_in_order() {
+        let chunks: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100_000]).collect();
+        let mut task = SpillTask::spawn(1 << 20);
+        for c in &chunks {
+            task.write(c.clone()).await.unwrap();
+        }
+        task.write(Vec::new()).await.unwrap();
+        let mut body = task.finish().await.unwrap();
+        let all = chunks.concat();
+        let mut back = Vec::new();
+        body.reader.read_to_end(&mut back).unwrap();
+        assert!(body.spilled);
+        assert_eq!(back, all);
+        assert_eq!(body.sha256, <[u8; 32]>::from(Sha256::digest(&all)));
     }
 
     #[test]
