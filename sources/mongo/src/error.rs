@@ -2,10 +2,14 @@
 //! connection string's password scrubbed from every message.
 
 use coffer_core::{Error, ErrorKind};
-use mongodb::error::{Error as DriverError, ErrorKind as DriverKind};
+use mongodb::error::{CommandError, Error as DriverError, ErrorKind as DriverKind};
 
 /// Duplicate key (`E11000`).
 pub(crate) const DUPLICATE_KEY: i32 = 11000;
+/// The user may not run the command.
+const UNAUTHORIZED: i32 = 13;
+/// Wrong user or password (as a command error, e.g. from `saslContinue`).
+const AUTHENTICATION_FAILED: i32 = 18;
 
 /// Converts a driver error: `what` says what failed, `uri` is scrubbed
 /// from the message, `target` (a redacted description) goes into context.
@@ -35,12 +39,16 @@ pub(crate) fn driver(what: impl std::fmt::Display, e: &DriverError, uri: &str, t
             "the connection to the MongoDB server failed: check the host, port and network",
             true,
         ),
-        DriverKind::Authentication { .. } => (
+        DriverKind::Authentication { .. }
+        | DriverKind::Command(CommandError {
+            code: AUTHENTICATION_FAILED,
+            ..
+        }) => (
             ErrorKind::PermissionDenied,
             "authentication failed: check the user, password and authSource of the connection string",
             false,
         ),
-        DriverKind::Command(c) if c.code == 13 || c.code == 18 => (
+        DriverKind::Command(c) if c.code == UNAUTHORIZED => (
             ErrorKind::PermissionDenied,
             "the MongoDB user lacks a privilege: give it the `backup` role (or `restore` for restores)",
             false,

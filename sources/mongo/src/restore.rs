@@ -165,7 +165,7 @@ impl MongoRestorer {
             .await
             .map_err(|e| {
                 driver(
-                    "cannot reach the MongoDB server to restore into",
+                    "cannot connect to the MongoDB server to restore into",
                     &e,
                     &uri,
                     &redact(&uri),

@@ -334,7 +334,7 @@ impl Source for MongoSource {
             .database("admin")
             .run_command(doc! { "ping": 1 })
             .await
-            .map_err(|e| driver("cannot reach the MongoDB server", &e, &uri, &redact(&uri)))?;
+            .map_err(|e| driver("cannot connect to the MongoDB server", &e, &uri, &redact(&uri)))?;
         Ok(())
     }
 
@@ -347,12 +347,12 @@ impl Source for MongoSource {
         let build = admin
             .run_command(doc! { "buildInfo": 1 })
             .await
-            .map_err(|e| driver("cannot reach the MongoDB server", &e, &uri, &target))?;
+            .map_err(|e| driver("cannot connect to the MongoDB server", &e, &uri, &target))?;
         let version = build.get_str("version").unwrap_or("unknown").to_string();
         let hello = admin
             .run_command(doc! { "hello": 1 })
             .await
-            .map_err(|e| driver("cannot reach the MongoDB server", &e, &uri, &target))?;
+            .map_err(|e| driver("cannot connect to the MongoDB server", &e, &uri, &target))?;
         let replica_set = hello.get_str("setName").ok().map(str::to_string);
         // Point in time: the oplog's newest entry before anything is listed
         // (unless `point-in-time = false`: no oplog queries at all).

@@ -481,6 +481,81 @@ async fn unreachable_server_fails_fast_without_the_password() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_auth_a_wrong_password_or_a_missing_privilege_fails_fast_and_clearly() {
+    let dir = tempfile::tempdir().unwrap();
+    // Users are created before --auth is on (the server has no localhost
+    // exception), then the server is restarted with it on the same data.
+    let Some(open) = MongoServer::start_in(dir.path(), false) else {
+        return;
+    };
+    let c = client(&open).await;
+    for (user, roles) in [("backup", vec!["backup"]), ("weak", vec![])] {
+        let roles: Vec<Bson> = roles.into_iter().map(Bson::from).collect();
+        c.database("admin")
+            .run_command(doc! { "createUser": user, "pwd": "Corr3ct-Horse", "roles": roles })
+            .await
+            .unwrap();
+    }
+    c.database("app")
+        .collection::<Document>("people")
+        .insert_many((0..20).map(|i| doc! { "_id": i, "name": format!("p{i}") }))
+        .await
+        .unwrap();
+    drop(c);
+    open.stop();
+    let Some(server) = MongoServer::start_in(dir.path(), true) else {
+        return;
+    };
+    let uri = |user: &str, pw: &str| {
+        format!(
+            "mongodb://{user}:{pw}@127.0.0.1:{}/app?directConnection=true&authSource=admin",
+            server.port()
+        )
+    };
+
+    // The right password: an authenticated dump works.
+    let (entries, report) = capture(&*source(&uri("backup", "Corr3ct-Horse"))).await;
+    assert_eq!(
+        report.details["collections"][0]["documents"], 20,
+        "{:?}",
+        report.details
+    );
+    assert!(!entry(&entries, "app/people.bson").is_empty());
+
+    // A wrong password: refused at once, says what to check, never shows it.
+    let src = source(&uri("backup", "Wr0ng-Horse"));
+    let started = Instant::now();
+    let e = src.check().await.unwrap_err();
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "took {:?}",
+        started.elapsed()
+    );
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e:?}");
+    let shown = format!("{e} {e:?} {:?}", e.hint());
+    assert!(
+        !shown.contains("Wr0ng-Horse") && !shown.contains("Corr3ct"),
+        "{shown}"
+    );
+    assert!(e.hint().unwrap().contains("password"), "{shown}");
+    let (tx, _rx) = EntrySender::channel(1);
+    let e = src.capture(&CaptureContext::new("t"), tx).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e:?}");
+    assert!(!format!("{e} {e:?}").contains("Wr0ng-Horse"));
+
+    // A user without privileges: told which role it needs.
+    let (tx, _rx) = EntrySender::channel(16);
+    let e = source(&uri("weak", "Corr3ct-Horse"))
+        .capture(&CaptureContext::new("t"), tx)
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::PermissionDenied, "{e:?}");
+    let shown = format!("{e} {e:?} {:?}", e.hint());
+    assert!(e.hint().unwrap().contains("`backup` role"), "{shown}");
+    assert!(!shown.contains("Corr3ct-Horse"), "{shown}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn mongo_env_reads_the_variable() {
     let Some(a) = MongoServer::start() else { return };
     let ca = client(&a).await;

@@ -32,6 +32,26 @@ impl MongoServer {
     /// [`MongoServer::start`] with an oplog capped at `max_entries`
     /// (pruned every 1000 writes or on `secantusAdmin.pruneOplog`).
     pub fn start_with_oplog(max_entries: u32) -> Option<MongoServer> {
+        Self::spawn(&[
+            "--storage-path",
+            ":memory:",
+            "--oplog-max-entries",
+            &max_entries.to_string(),
+        ])
+    }
+
+    /// A server keeping its data in `dir`, so that users created without
+    /// `--auth` are there when it is started again with it (`auth`).
+    pub fn start_in(dir: &Path, auth: bool) -> Option<MongoServer> {
+        let dir = dir.to_str().expect("a UTF-8 temp path");
+        let mut args = vec!["--storage-path", dir];
+        if auth {
+            args.push("--auth");
+        }
+        Self::spawn(&args)
+    }
+
+    fn spawn(args: &[&str]) -> Option<MongoServer> {
         let Some(bin) = secantusd_bin() else {
             let msg = "secantusd-py not found: run scripts/test.sh (it creates .venv-secantus) or set COFFER_SECANTUSD";
             if std::env::var("CI").is_ok_and(|v| v == "true") {
@@ -43,12 +63,7 @@ impl MongoServer {
         let port = free_port();
         let mut child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
-            .args([
-                "--storage-path",
-                ":memory:",
-                "--oplog-max-entries",
-                &max_entries.to_string(),
-            ])
+            .args(args)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -70,6 +85,23 @@ impl MongoServer {
             std::thread::sleep(Duration::from_millis(50));
         }
         Some(MongoServer { child, port })
+    }
+
+    /// Stops the server with SIGTERM, so it writes its data out, and
+    /// waits for it (killed after 20 s).
+    pub fn stop(mut self) {
+        let pid = self.child.id();
+        // A positive PID: only this process is signalled.
+        assert!(pid > 0);
+        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Drop kills it.
     }
 
     /// The TCP port.
