@@ -142,3 +142,56 @@ async fn two_collections_onto_one_target_and_bad_patterns_are_refused() {
     assert_eq!(e.kind(), coffer_core::ErrorKind::ConfigInvalid, "{e:?}");
     assert!(e.hint().unwrap().contains("--ns-to"), "{e:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_final_count_that_differs_from_the_bundle_fails_the_restore() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let ca = client(&a.uri("")).await;
+    ca.database("app")
+        .collection::<Document>("log")
+        .insert_many((0..2000).map(|i| doc! { "_id": i, "line": format!("l{i}") }))
+        .await
+        .unwrap();
+    let src = source(&format!("mongo:{}", a.uri("")));
+    let (entries, _) = capture(src.as_ref()).await.unwrap();
+    // Another client keeps writing into the target while the bundle's
+    // documents are merged into it: the count after the merge is not the
+    // count before it plus what the restore inserted.
+    let cb = client(&b.uri("")).await;
+    let log = cb.database("app").collection::<Document>("log");
+    log.insert_one(doc! { "_id": -1 }).await.unwrap();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = tokio::spawn({
+        let stop = stop.clone();
+        async move {
+            let mut id = 100_000;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                log.insert_one(doc! { "_id": id }).await.unwrap();
+                id += 1;
+            }
+            id - 100_000
+        }
+    });
+    let e = restore(src.as_ref(), &entries, &b.uri(""), &[])
+        .await
+        .unwrap_err();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let written = writer.await.unwrap();
+    assert!(written > 0);
+    assert_eq!(e.kind(), coffer_core::ErrorKind::Integrity, "{e:?}");
+    let shown = e.to_string();
+    // "… `app.log` holds N documents, expected M": the writer's documents
+    // since the count before the merge are the difference.
+    let numbers: Vec<u64> = shown
+        .split_once("final count check failed: `app.log` holds ")
+        .unwrap_or_else(|| panic!("{shown}"))
+        .1
+        .split(|c: char| !c.is_ascii_digit())
+        .filter_map(|w| w.parse().ok())
+        .collect();
+    let (held, expected) = (numbers[0], numbers[1]);
+    assert!(expected >= 2001 && held > expected, "{shown}");
+    assert!(e.hint().unwrap().contains("another client"), "{e:?}");
+}
