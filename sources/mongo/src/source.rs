@@ -355,8 +355,11 @@ impl Source for MongoSource {
             .map_err(|e| driver("cannot connect to the MongoDB server", &e, &uri, &target))?;
         let replica_set = hello.get_str("setName").ok().map(str::to_string);
         // Point in time: the oplog's newest entry before anything is listed
-        // (unless `point-in-time = false`: no oplog queries at all).
-        let oplog_start = if !self.point_in_time {
+        // (unless `point-in-time = false`: no oplog queries at all). Only
+        // on a replica set member: a member restarted as a standalone (for
+        // maintenance) still has `local.oplog.rs` but no longer writes to
+        // it, so the window would miss the writes made during the dump.
+        let oplog_start = if !self.point_in_time || replica_set.is_none() {
             None
         } else {
             match crate::oplog::present(&client).await {

@@ -445,6 +445,45 @@ async fn point_in_time_false_skips_the_oplog() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_standalone_server_gets_a_per_collection_dump_that_says_so() {
+    let Some(a) = MongoServer::start_standalone() else {
+        return;
+    };
+    let ca = client(&a).await;
+    ca.database("app")
+        .collection::<Document>("items")
+        .insert_many((0..10).map(|i| doc! { "_id": i }))
+        .await
+        .unwrap();
+    // (secantusd-py --standalone lists no `local.oplog.rs`; a mongod
+    // replica set member restarted as a standalone still has one that is
+    // no longer written — the dump goes by `hello`, not by the listing,
+    // but that case cannot be made with this server.)
+    let local = ca.database("local").list_collection_names().await.unwrap();
+    let (entries, report) = capture(source(&a.uri("app")).as_ref()).await;
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert!(!paths.contains(&"oplog.bson"), "{paths:?} (local: {local:?})");
+    let details = &report.details;
+    assert_eq!(details["topology"], "standalone", "{details}");
+    assert!(details["oplog"].is_null(), "{details}");
+    let consistency = details["consistency"].as_str().unwrap();
+    assert!(
+        consistency.starts_with("per-collection consistent: "),
+        "{consistency}"
+    );
+    assert!(
+        consistency.contains("no point in time across collections"),
+        "{consistency}"
+    );
+    assert!(
+        report.summary.ends_with(", per-collection consistent"),
+        "{}",
+        report.summary
+    );
+    assert_eq!(details["collections"][0]["documents"], 10);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_server_fails_fast_without_the_password() {
     let port = std::net::TcpListener::bind("127.0.0.1:0")
         .unwrap()

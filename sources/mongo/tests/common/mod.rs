@@ -40,6 +40,12 @@ impl MongoServer {
         ])
     }
 
+    /// A server that says it is a standalone (no replica set in `hello`),
+    /// as a replica set member restarted for maintenance does.
+    pub fn start_standalone() -> Option<MongoServer> {
+        Self::spawn(&["--storage-path", ":memory:", "--standalone"])
+    }
+
     /// A server keeping its data in `dir`, so that users created without
     /// `--auth` are there when it is started again with it (`auth`).
     pub fn start_in(dir: &Path, auth: bool) -> Option<MongoServer> {
