@@ -9,8 +9,6 @@ command -v age >/dev/null || need_apt+=(age)
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 command -v bc >/dev/null || need_apt+=(bc)
-# /bin/kill (not the shell builtin): the MongoDB auth test stops its server with SIGTERM.
-[ -x /bin/kill ] || [ -x /usr/bin/kill ] || need_apt+=(procps)
 # The SFTP sink tests start a private sshd (its own config, keys and port).
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 if [ ${#need_apt[@]} -gt 0 ]; then

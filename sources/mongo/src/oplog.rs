@@ -42,16 +42,31 @@ fn oplog(client: &Client) -> Collection<Document> {
     client.database("local").collection("oplog.rs")
 }
 
-/// Whether the server keeps `local.oplog.rs` (a replica set member);
-/// `None` when it cannot be read (no access).
-pub(crate) async fn present(client: &Client) -> Option<bool> {
+/// Whether the server keeps `local.oplog.rs` (asked of a replica set
+/// member: an error is not taken for "no oplog", so a point in time is
+/// never dropped silently).
+pub(crate) async fn present(client: &Client, uri: &str) -> Result<bool> {
     client
         .database("local")
         .list_collection_names()
         .filter(doc! { "name": "oplog.rs" })
         .await
-        .ok()
         .map(|names| names.iter().any(|n| n == "oplog.rs"))
+        .map_err(|e| {
+            let err = driver(
+                "cannot list the oplog (local.oplog.rs) for a point-in-time dump",
+                &e,
+                uri,
+                &redact(uri),
+            );
+            if err.kind() != ErrorKind::PermissionDenied {
+                return err;
+            }
+            err.with_hint(
+                "give the user the `backup` role (it reads local.oplog.rs), or set `point-in-time = false` on \
+                 the source to dump each collection on its own",
+            )
+        })
 }
 
 /// The `ts` of the newest (`dir = -1`) or oldest (`dir = 1`) entry.

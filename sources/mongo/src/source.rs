@@ -3,10 +3,10 @@
 //!
 //! Tokio use: the driver is async; each collection is read by one raw
 //! cursor (`RawDocumentBuf`, `hint({$natural: 1})`), its bytes appended
-//! without decoding, 1 MiB at a time, to a [`SpillTask`] (memory up to
-//! 8 MiB, then an encrypted temp file; hashed, encrypted and written on a
-//! blocking thread while the cursor waits for its next batch; the queue
-//! between them holds 4 MiB). At most `parallel`
+//! without decoding to a [`SpillTask`] (memory up to 8 MiB, then an
+//! encrypted temp file; hashed, encrypted and written on a blocking thread
+//! while the cursor waits for its next batch; the queue between them holds
+//! 4 × 1 MiB). At most `parallel`
 //! collections are read at once, largest first, and at most `parallel + 1`
 //! bodies exist at any time (a semaphore permit travels with each body
 //! until the bundle writer has consumed it), so memory stays bounded.
@@ -44,7 +44,6 @@ const MEMORY_LIMIT: usize = 8 << 20;
 /// Documents per cursor batch.
 const BATCH_SIZE: u32 = 1000;
 /// Bytes handed to the spill at once.
-const CHUNK: usize = 1 << 20;
 /// Databases never backed up unless named.
 const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
 
@@ -362,9 +361,9 @@ impl Source for MongoSource {
         let oplog_start = if !self.point_in_time || replica_set.is_none() {
             None
         } else {
-            match crate::oplog::present(&client).await {
-                Some(true) => crate::oplog::edge(&client, &uri, -1).await?,
-                _ => None,
+            match crate::oplog::present(&client, &uri).await? {
+                true => crate::oplog::edge(&client, &uri, -1).await?,
+                false => None,
             }
         };
         if oplog_start.is_some() {
@@ -436,7 +435,7 @@ impl MongoSource {
         let keep = |db: &str, coll: &str| dbs.contains(db) && (coll.is_empty() || self.selected(db, coll));
         let mut cursor = oplog::window(client, uri, start).await?;
         let mut spill = SpillTask::spawn(MEMORY_LIMIT);
-        let mut chunk = Vec::with_capacity(CHUNK);
+        let spill_error = |e| spill_error("cannot buffer the oplog", e);
         let (mut entries, mut skipped) = (0u64, 0u64);
         // The first entry must be `start` itself: else the oplog rolled over.
         let mut end = None;
@@ -458,17 +457,12 @@ impl MongoSource {
                 end = Some(ts);
             }
             if oplog::wanted(entry, &keep) {
-                chunk.extend_from_slice(entry.as_bytes());
+                spill.append(entry.as_bytes()).await.map_err(spill_error)?;
                 entries += 1;
             } else {
                 skipped += 1;
             }
-            if chunk.len() >= CHUNK {
-                let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-                spill.write(full).await.map_err(spill_error)?;
-            }
         }
-        spill.write(chunk).await.map_err(spill_error)?;
         let Some(end) = end else {
             return Err(oplog::rolled_over(start, None));
         };
@@ -586,21 +580,16 @@ async fn dump_one(
         .await
         .map_err(read_error)?;
     let mut spill = SpillTask::spawn(MEMORY_LIMIT);
-    let mut chunk = Vec::with_capacity(CHUNK);
+    let spill_error = |e| spill_error("cannot buffer a collection", e).with_context("collection", &ns);
     let mut documents = 0u64;
     while cursor.advance().await.map_err(read_error)? {
-        chunk.extend_from_slice(cursor.current().as_bytes());
+        spill
+            .append(cursor.current().as_bytes())
+            .await
+            .map_err(spill_error)?;
         documents += 1;
-        if chunk.len() >= CHUNK {
-            let full = std::mem::replace(&mut chunk, Vec::with_capacity(CHUNK));
-            spill.write(full).await.map_err(spill_error)?;
-        }
     }
-    spill.write(chunk).await.map_err(spill_error)?;
-    let body = spill
-        .finish()
-        .await
-        .map_err(|e| spill_error(e).with_context("collection", &ns))?;
+    let body = spill.finish().await.map_err(spill_error)?;
     let uuid = metadata::uuid_of(&plan.spec);
     let json = metadata::to_json(&plan.name, plan.kind, &options, &indexes, uuid.as_deref());
     out.send(file_entry(
@@ -635,9 +624,9 @@ async fn dump_one(
     })
 }
 
-/// A body that could not be buffered (the encrypted temp file).
-fn spill_error(e: std::io::Error) -> Error {
-    Error::io("cannot buffer the dump in an encrypted temp file", e)
+/// A body that could not be buffered (in its encrypted temp file).
+fn spill_error(what: &str, e: std::io::Error) -> Error {
+    Error::io(format!("{what} in an encrypted temp file"), e)
         .with_hint("make room in the temp directory (TMPDIR)")
 }
 

@@ -5,7 +5,7 @@
 //!
 //! Blocking: writes past the bound encrypt and write to disk. Async code
 //! fills a body through a [`SpillTask`], which does that work on a blocking
-//! thread behind a small queue, so a cursor keeps reading meanwhile.
+//! thread behind a queue of 4 × 1 MiB, so a cursor keeps reading meanwhile.
 
 use std::fs::File;
 use std::io::{self, BufReader, BufWriter, Cursor, Read, Seek, SeekFrom, Write};
@@ -111,16 +111,24 @@ impl Spill {
     }
 }
 
+/// Bytes handed to a [`SpillTask`]'s thread at a time.
+const CHUNK: usize = 1 << 20;
 /// Chunks queued between a [`SpillTask`]'s producer and its thread: the
-/// producer runs ahead by this many while a chunk is hashed, encrypted
-/// and written.
+/// producer runs ahead by at most this many (4 MiB) while a chunk is
+/// hashed, encrypted and written.
 const QUEUE: usize = 4;
 
 /// A [`Spill`] filled from async code. Hashing, encrypting and writing
-/// happen on a blocking thread, so the producer (a cursor waiting for its
-/// next batch) is never held up by them: the server prepares the next
-/// batch while the last one is stored.
+/// happen on a blocking thread behind a queue of [`QUEUE`] chunks of
+/// [`CHUNK`] bytes, so a producer (a cursor waiting for its next batch)
+/// waits for that work only when it is 4 MiB ahead of it: the server
+/// prepares the next batch while the last one is stored.
+///
+/// Not cancel-safe: a dropped [`SpillTask::append`] may have taken bytes
+/// that never reach the body; drop the whole task instead (its thread then
+/// stops after the chunks already queued).
 pub struct SpillTask {
+    chunk: Vec<u8>,
     tx: Option<mpsc::Sender<Vec<u8>>>,
     handle: Option<JoinHandle<io::Result<SpillBody>>>,
 }
@@ -137,19 +145,30 @@ impl SpillTask {
             spill.finish()
         });
         SpillTask {
+            chunk: Vec::with_capacity(CHUNK),
             tx: Some(tx),
             handle: Some(handle),
         }
     }
 
-    /// Queues `chunk`, waiting only while the queue is full. An error is
+    /// Appends `data`, waiting only while the queue is full. An error is
     /// the thread's: the body can no longer be stored.
-    pub async fn write(&mut self, chunk: Vec<u8>) -> io::Result<()> {
-        if chunk.is_empty() {
-            return Ok(());
+    pub async fn append(&mut self, mut data: &[u8]) -> io::Result<()> {
+        while !data.is_empty() {
+            let take = data.len().min(CHUNK - self.chunk.len());
+            self.chunk.extend_from_slice(&data[..take]);
+            data = &data[take..];
+            if self.chunk.len() == CHUNK {
+                let full = std::mem::replace(&mut self.chunk, Vec::with_capacity(CHUNK));
+                self.send(full).await?;
+            }
         }
+        Ok(())
+    }
+
+    async fn send(&mut self, chunk: Vec<u8>) -> io::Result<()> {
         let Some(tx) = &self.tx else {
-            return Err(io::Error::other("the body was already finished"));
+            return Err(io::Error::other("the spill thread already stopped"));
         };
         if tx.send(chunk).await.is_ok() {
             return Ok(());
@@ -162,16 +181,24 @@ impl SpillTask {
         }
     }
 
-    /// Waits for every queued chunk to be stored; the body, like
-    /// [`Spill::finish`].
+    /// Stores what is left, waits for every chunk to be stored and returns
+    /// the body, like [`Spill::finish`].
     pub async fn finish(mut self) -> io::Result<SpillBody> {
+        let last = std::mem::take(&mut self.chunk);
+        if !last.is_empty() {
+            self.send(last).await?;
+        }
         self.tx = None;
         self.join().await
     }
 
     async fn join(&mut self) -> io::Result<SpillBody> {
         match self.handle.take() {
-            Some(handle) => handle.await.map_err(io::Error::other)?,
+            Some(handle) => match handle.await {
+                Ok(body) => body,
+                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                Err(e) => Err(io::Error::other(e)),
+            },
             None => Err(io::Error::other("the spill thread already stopped")),
         }
     }
@@ -215,10 +242,15 @@ mod tests {
         let chunks: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 100_000]).collect();
         let mut task = SpillTask::spawn(1 << 20);
         for c in &chunks {
-            task.write(c.clone()).await.unwrap();
+            task.append(c).await.unwrap();
         }
-        task.write(Vec::new()).await.unwrap();
+        task.append(&[]).await.unwrap();
+        // One piece larger than a chunk and one that ends mid-chunk.
+        let big: Vec<u8> = (0..3 * CHUNK + 7).map(|i| (i % 251) as u8).collect();
+        task.append(&big).await.unwrap();
+        task.append(b"tail").await.unwrap();
         let mut body = task.finish().await.unwrap();
+        let chunks: Vec<Vec<u8>> = chunks.into_iter().chain([big, b"tail".to_vec()]).collect();
         let all = chunks.concat();
         let mut back = Vec::new();
         body.reader.read_to_end(&mut back).unwrap();

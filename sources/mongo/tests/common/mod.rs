@@ -2,7 +2,9 @@
 //! `secantusdb`) on 127.0.0.1 and a free port, in memory, stopped on drop.
 //!
 //! Shared by the crate tests of `coffer-source-mongo` and the end-to-end
-//! tests (`tests/src/lib.rs` includes this file). Std only, no driver.
+//! tests (`tests/src/lib.rs` includes this file). Std and libc only, no
+//! driver. Each server gets a temp directory of its own (`TMPDIR`, where an
+//! in-memory server keeps its files), removed when the server is dropped.
 //!
 //! The binary is `$COFFER_SECANTUSD`, else `.venv-secantus/bin/secantusd-py`
 //! at the workspace root (`scripts/test.sh` creates that venv). When it is
@@ -20,6 +22,7 @@ use std::time::{Duration, Instant};
 pub struct MongoServer {
     child: Child,
     port: u16,
+    tmp: PathBuf,
 }
 
 impl MongoServer {
@@ -67,9 +70,12 @@ impl MongoServer {
             return None;
         };
         let port = free_port();
+        let tmp = std::env::temp_dir().join(format!("coffer-mongo-test-{}-{port}", std::process::id()));
+        std::fs::create_dir_all(&tmp).unwrap_or_else(|e| panic!("cannot create {}: {e}", tmp.display()));
         let mut child = Command::new(&bin)
             .args(["--host", "127.0.0.1", "--port", &port.to_string()])
             .args(args)
+            .env("TMPDIR", &tmp)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
@@ -90,16 +96,19 @@ impl MongoServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        Some(MongoServer { child, port })
+        Some(MongoServer { child, port, tmp })
     }
 
     /// Stops the server with SIGTERM, so it writes its data out, and
-    /// waits for it (killed after 20 s).
+    /// waits for it to exit; panics when it is still running after 20 s.
     pub fn stop(mut self) {
-        let pid = self.child.id();
+        let pid = i32::try_from(self.child.id()).expect("a PID fits in pid_t");
         // A positive PID: only this process is signalled.
         assert!(pid > 0);
-        let _ = Command::new("kill").args(["-TERM", &pid.to_string()]).status();
+        // SAFETY: kill(2) with a positive PID and a valid signal has no
+        // memory effects; the child is not reaped yet, so the PID is ours.
+        let rc = unsafe { libc::kill(pid, libc::SIGTERM) };
+        assert_eq!(rc, 0, "kill -TERM {pid}: {}", std::io::Error::last_os_error());
         let deadline = Instant::now() + Duration::from_secs(20);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -107,7 +116,7 @@ impl MongoServer {
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        // Drop kills it.
+        panic!("secantusd-py (pid {pid}) did not stop within 20 s of SIGTERM");
     }
 
     /// The TCP port.
@@ -125,6 +134,7 @@ impl Drop for MongoServer {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.tmp);
     }
 }
 
