@@ -16,6 +16,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-1}
+[ "$ROUNDS" -ge 1 ] || { echo "usage: bench/mongo.sh [ROUNDS >= 1]" >&2; exit 2; }
 DOCS=${BENCH_DOCS:-200000}
 WORK=${BENCH_DIR:-/tmp/coffer-bench-mongo}
 VENV=${BENCH_VENV:-$PWD/.venv-secantus}
@@ -32,10 +33,16 @@ cleanup() {
   [ -f "$WORK/pids" ] || return 0
   while read -r _ p; do kill "$p" 2>/dev/null || true; done < "$WORK/pids"
 }
-# stop_server PORT: stops the server start_server started on PORT.
+# stop_server PORT: stops the server start_server started on PORT and
+# waits (up to 10 s) for it to exit, so it takes no CPU from what is
+# measured next.
 stop_server() {
-  local port pid
-  while read -r port pid; do [ "$port" = "$1" ] && kill "$pid" 2>/dev/null || true; done < "$WORK/pids"
+  local pid
+  pid=$(awk -v p="$1" '$1 == p { print $2 }' "$WORK/pids")
+  [ -n "$pid" ] || return 0
+  kill "$pid" 2>/dev/null || true
+  for _ in $(seq 100); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+  awk -v p="$1" '$1 != p' "$WORK/pids" > "$WORK/pids.new" && mv "$WORK/pids.new" "$WORK/pids"
 }
 trap cleanup EXIT
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
