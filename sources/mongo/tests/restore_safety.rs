@@ -196,11 +196,7 @@ async fn stale_staging_collections_of_the_target_are_dropped_first() {
         return;
     };
     let ca = client(&a.uri("")).await;
-    ca.database("app")
-        .collection::<Document>("users")
-        .insert_many((0..10).map(|i| doc! { "_id": i }))
-        .await
-        .unwrap();
+    support::seed(&ca.database("app"), "users", 10).await;
     let src = source(&format!("mongo:{}", a.uri("app")));
     let (entries, _) = capture(src.as_ref()).await.unwrap();
 
@@ -258,10 +254,7 @@ async fn without_rename_drop_needs_unsafe_in_place() {
     adb.run_command(doc! { "createIndexes": "users", "indexes": [{ "key": { "email": 1 }, "name": "email_1", "unique": true }] })
         .await
         .unwrap();
-    adb.collection::<Document>("events")
-        .insert_many((0..4).map(|i| doc! { "_id": i }))
-        .await
-        .unwrap();
+    support::seed(&adb, "events", 4).await;
     let src = source(&format!("mongo:{}", a.uri("app")));
     let (entries, _) = capture(src.as_ref()).await.unwrap();
 
@@ -357,14 +350,8 @@ async fn a_swap_the_server_cannot_do_refuses_before_any_collection_is_replaced()
     adb.run_command(doc! { "create": "b_capped", "capped": true, "size": 65536 })
         .await
         .unwrap();
-    adb.collection::<Document>("b_capped")
-        .insert_many((0..3).map(|i| doc! { "_id": i }))
-        .await
-        .unwrap();
-    adb.collection::<Document>("a_plain")
-        .insert_many((0..3).map(|i| doc! { "_id": i }))
-        .await
-        .unwrap();
+    support::seed(&adb, "b_capped", 3).await;
+    support::seed(&adb, "a_plain", 3).await;
     let src = source(&format!("mongo:{}", a.uri("app")));
     let (entries, _) = capture(src.as_ref()).await.unwrap();
 

@@ -118,6 +118,14 @@ pub async fn client(uri: &str) -> Client {
 }
 
 /// The collection names of `db`, sorted.
+/// Inserts `{_id: 0}` … `{_id: n - 1}` into `db.coll`.
+pub async fn seed(db: &mongodb::Database, coll: &str, n: i32) {
+    db.collection::<Document>(coll)
+        .insert_many((0..n).map(|i| doc! { "_id": i }))
+        .await
+        .unwrap();
+}
+
 pub async fn names(client: &Client, db: &str) -> Vec<String> {
     let mut n = client.database(db).list_collection_names().await.unwrap();
     n.sort();
