@@ -105,6 +105,11 @@ struct Staged {
     name: String,
     /// The staging collection; `None` in a dry run or before the data.
     staging: Option<String>,
+    /// Its UUID when created (`None`: the server lists none), checked
+    /// before the swap: a staging collection dropped meanwhile (by a
+    /// second restore of the same collection sweeping it as stale) and
+    /// re-created by a later insert holds only part of the bundle.
+    staging_uuid: Option<Bson>,
     metadata: Metadata,
     documents: u64,
     indexes: usize,
@@ -241,6 +246,7 @@ impl MongoRestorer {
                 db: tdb,
                 name: tname,
                 staging: None,
+                staging_uuid: None,
                 metadata: meta,
                 documents: 0,
                 indexes: 0,
@@ -271,6 +277,7 @@ impl MongoRestorer {
                     db: tdb,
                     name: tname,
                     staging: None,
+                    staging_uuid: None,
                     metadata: Metadata {
                         options: Document::new(),
                         indexes: Vec::new(),
@@ -337,6 +344,7 @@ impl MongoRestorer {
         self.run(db.run_command(create))
             .map_err(|e| self.err(format!("cannot create a staging collection for `{ns}`"), &e))?;
         staged.staging = Some(staging.clone());
+        staged.staging_uuid = self.uuid_of(&staged.db, &staging)?;
         let coll: Collection<RawDocumentBuf> = db.collection(&staging);
         let insert_error = |e: &InsertFailure| match e {
             InsertFailure::Driver(e) if duplicate_only(e) => {
@@ -641,6 +649,53 @@ impl MongoRestorer {
         Ok(())
     }
 
+    /// The UUID `listCollections` gives `db.name`, if any.
+    fn uuid_of(&self, db: &str, name: &str) -> Result<Option<Bson>> {
+        let what = || format!("cannot list the collections of `{db}`");
+        let database = self.client.database(db);
+        let specs: Vec<Document> = self
+            .run(async {
+                database
+                    .run_cursor_command(doc! { "listCollections": 1, "filter": { "name": name } })
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .map_err(|e| self.err(what(), &e))?;
+        Ok(specs
+            .first()
+            .and_then(|spec| spec.get_document("info").ok())
+            .and_then(|info| info.get("uuid"))
+            .cloned())
+    }
+
+    /// Fails unless `s`'s staging collection is still the one this restore
+    /// created and filled.
+    fn check_staging(&self, s: &Staged) -> Result<()> {
+        let Some(staging) = &s.staging else { return Ok(()) };
+        let ns = format!("{}.{}", s.db, s.name);
+        let intact = match &s.staging_uuid {
+            Some(was) => self.uuid_of(&s.db, staging)?.as_ref() == Some(was),
+            // No UUID to compare: it must at least still be there.
+            None => self.exists(&s.db, staging)?,
+        };
+        if intact {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::Integrity,
+            format!(
+                "the staging collection `{}.{staging}` of `{ns}` was dropped or replaced by another client while \
+                 this restore ran; `{ns}` was not replaced",
+                s.db
+            ),
+        )
+        .with_hint(
+            "another restore of the same collection may have swept it as stale: run one restore at a time, \
+             then run this one again",
+        ))
+    }
+
     fn exists(&self, db: &str, name: &str) -> Result<bool> {
         let names = self
             .run(
@@ -656,6 +711,12 @@ impl MongoRestorer {
     /// Swaps in (or merges) every staged collection and creates the views.
     fn commit(&mut self, report: &mut Tally) -> Result<()> {
         let staged: Vec<Staged> = std::mem::take(&mut self.staged).into_values().collect();
+        // Every staging collection must still be the one this restore
+        // filled before anything is swapped in or merged.
+        if let Some(e) = staged.iter().find_map(|s| self.check_staging(s).err()) {
+            self.drop_staging(staged.into_iter());
+            return Err(e);
+        }
         // Every swap over an existing collection is tried on a probe first,
         // so a server that cannot do one refuses before anything is
         // replaced, not half-way through the commit.
@@ -748,6 +809,8 @@ impl MongoRestorer {
             // Metadata without data (a dump of only metadata): nothing to swap.
             return Ok(());
         };
+        // Again just before its swap: the pre-flight check was a moment ago.
+        self.check_staging(s)?;
         let exists = self.exists(&s.db, &s.name)?;
         if self.drop || !exists {
             match self.rename(&s.db, &s.name, &s.metadata.options, staging, &ns) {
@@ -1034,10 +1097,13 @@ impl MongoRestorer {
                     Some(ok) => *ok,
                     None => {
                         // Created or replaced by this restore, or new to
-                        // the server; never an existing collection that
-                        // was merged into (insert-only keeps its documents).
-                        let ok = self.drop
-                            || self.replayable.contains(&ns)
+                        // the server; never an existing collection this
+                        // restore did not replace: one merged into
+                        // (insert-only keeps its documents), or, with
+                        // --drop, one the snapshot holds no data of (made
+                        // during the dump, or metadata only), which was
+                        // not swapped and so has no staging copy behind it.
+                        let ok = self.replayable.contains(&ns)
                             || (!self.targets.contains_key(&ns) && !self.exists(&tdb, &tcoll)?);
                         state.insert(ns.clone(), ok);
                         ok
@@ -1071,7 +1137,12 @@ impl MongoRestorer {
         if left_out > 0 {
             target.push_str(&format!(", {left_out} left out by --ns-include/--ns-exclude"));
         }
-        if kept > 0 {
+        if kept > 0 && self.drop {
+            target.push_str(&format!(
+                ", {kept} not replayed on existing collections the snapshot holds no data of (their documents \
+                 kept; drop them first to restore them as of the point in time)"
+            ));
+        } else if kept > 0 {
             target.push_str(&format!(
                 ", {kept} not replayed on collections merged into (existing documents kept; --drop restores \
                  the point in time)"
@@ -1231,6 +1302,20 @@ fn is_staging_of(candidate: &str, name: &str) -> bool {
     hex8(random) && hash == name_hash(name)
 }
 
+/// Whether `name` is a staging collection of any restore (see
+/// [`staging_name`]): such collections are never dumped.
+pub(crate) fn is_staging(name: &str) -> bool {
+    let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
+    if let Some((_, random)) = name.rsplit_once(&format!(".{STAGING_TAG}"))
+        && hex(random, 8)
+    {
+        return true;
+    }
+    name.strip_prefix(STAGING_TAG)
+        .and_then(|r| r.split_once('-'))
+        .is_some_and(|(random, hash)| hex(random, 8) && hex(hash, 16))
+}
+
 fn name_hash(name: &str) -> String {
     use sha2::Digest;
     let hash = sha2::Sha256::digest(name.as_bytes());
@@ -1375,4 +1460,36 @@ fn malformed(what: &str, path: &str) -> Error {
     Error::new(ErrorKind::Integrity, what.to_string())
         .with_context("path", path)
         .with_hint("the bundle or dump is damaged; restore another snapshot")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn staging_names_are_recognised_and_look_alikes_are_not() {
+        let short = staging_name("app", "users", "coffer-staging-0badf00d");
+        assert_eq!(short, "users.coffer-staging-0badf00d");
+        let long_name = "x".repeat(250);
+        let long = staging_name("app", &long_name, "coffer-staging-0badf00d");
+        assert!(
+            long.starts_with("coffer-staging-0badf00d-") && long.len() < 60,
+            "{long}"
+        );
+        for name in [&short, &long] {
+            assert!(is_staging(name), "{name}");
+        }
+        assert!(is_staging_of(&short, "users") && is_staging_of(&long, &long_name));
+        assert!(!is_staging_of(&short, "users2") && !is_staging_of(&long, "users"));
+        for name in [
+            "users",
+            "users.coffer-staging-notes",
+            "users.coffer-staging-0badf00",
+            "users.coffer-staging-0badf00dd",
+            "coffer-staging-0badf00d",
+            "coffer-staging-0badf00d-notahash",
+        ] {
+            assert!(!is_staging(name), "{name}");
+        }
+    }
 }

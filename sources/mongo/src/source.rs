@@ -186,6 +186,16 @@ impl MongoSource {
                 if !self.selected(&db_name, name) {
                     continue;
                 }
+                if crate::restore::is_staging(name) {
+                    // A restore's work in progress (or a killed one's
+                    // leftover): restored as a real collection it would be
+                    // swept as stale by the next restore.
+                    tracing::warn!(
+                        ns = %format!("{db_name}.{name}"),
+                        "skipping a coffer restore's staging collection"
+                    );
+                    continue;
+                }
                 let kind = match spec.get_str("type").unwrap_or("collection") {
                     "collection" => CollectionType::Collection,
                     "view" => CollectionType::View,

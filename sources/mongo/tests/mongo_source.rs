@@ -437,6 +437,39 @@ async fn point_in_time_false_skips_the_oplog() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restores_staging_collections_are_not_dumped() {
+    let Some(a) = MongoServer::start() else { return };
+    let ca = client(&a).await;
+    let db = ca.database("app");
+    for name in [
+        "users",
+        "users.coffer-staging-0badf00d",
+        "users.coffer-staging-notes",
+    ] {
+        support::seed(&db, name, 3).await;
+    }
+    let (entries, report) = capture(source(&a.uri("app")).as_ref()).await;
+    let mut paths: Vec<&str> = entries
+        .iter()
+        .map(|e| e.path.as_str())
+        .filter(|p| p.starts_with("app/"))
+        .collect();
+    paths.sort();
+    // A restore's work in progress is left out; a look-alike name is not.
+    assert_eq!(
+        paths,
+        [
+            "app/users.bson",
+            "app/users.coffer-staging-notes.bson",
+            "app/users.coffer-staging-notes.metadata.json",
+            "app/users.metadata.json",
+        ],
+        "{:?}",
+        report.details
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_standalone_server_gets_a_per_collection_dump_that_says_so() {
     let Some(a) = MongoServer::start_standalone() else {
         return;

@@ -2,8 +2,9 @@
 //! dump that silently misses the writes made during it. The dump is held
 //! (test hook `COFFER_TEST_MONGO_PAUSE_DIR`) right after it noted where the
 //! oplog starts, while the test writes: 50 writes within a 1000-entry
-//! oplog are captured (the control), 50 writes and an explicit prune on a
-//! 20-entry oplog push the start out and fail the dump.
+//! oplog are captured (the control; its replay with --drop must not touch
+//! an existing collection the snapshot has no data of), 50 writes and an
+//! explicit prune on a 20-entry oplog push the start out and fail the dump.
 //!
 //! One test, as the hook is an environment variable: two tests of this
 //! binary running as threads of one process (`cargo test`) would share it.
@@ -67,7 +68,13 @@ async fn a_dump_fails_when_the_oplog_rolls_over_during_it() {
         .insert_one(doc! { "_id": 0 })
         .await
         .unwrap();
-    let (entries, _) = held_dump(&uri, pause.path(), insert_50(&client))
+    // Also a collection made while the dump is held (so before it lists
+    // the collections: it is dumped, and its writes are in the oplog).
+    let during = async {
+        insert_50(&client).await;
+        support::seed(&client.database("shop"), "late", 3).await;
+    };
+    let (entries, _) = held_dump(&uri, pause.path(), during)
         .await
         .expect("capture without a roll-over");
     let oplog = entries
@@ -84,9 +91,53 @@ async fn a_dump_fails_when_the_oplog_rolls_over_during_it() {
         rest = &rest[len..];
     }
     assert_eq!(
-        inserts, 50,
+        inserts, 53,
         "every insert made while the dump was held is in its oplog"
     );
+
+    // Without `late`'s files the snapshot is one of a collection made
+    // after the listing: only its oplog entries hold it. Replayed with
+    // --drop, `late` is created where it does not exist, but an existing
+    // `late`, which the restore did not replace, keeps its documents.
+    let src = support::source(&format!("mongo:{uri}"));
+    let entries: Vec<_> = entries
+        .into_iter()
+        .filter(|e| !e.path.starts_with("shop/late."))
+        .collect();
+    for existing in [false, true] {
+        let Some(target) = MongoServer::start() else {
+            return;
+        };
+        let tc = support::client(&target.uri("")).await;
+        if existing {
+            tc.database("shop")
+                .collection("late")
+                .insert_one(doc! { "_id": "theirs" })
+                .await
+                .unwrap();
+        }
+        let r = support::restore(src.as_ref(), &entries, &target.uri(""), &[("drop", "true")])
+            .await
+            .expect("restore");
+        assert_eq!(support::docs(&tc, "shop", "items").await.len(), 51, "{r:?}");
+        let late = support::docs(&tc, "shop", "late").await;
+        let replay = r
+            .actions
+            .iter()
+            .find(|a| a.action == "replay-oplog")
+            .unwrap_or_else(|| panic!("{r:?}"));
+        if existing {
+            assert_eq!(late, [doc! { "_id": "theirs" }]);
+            assert!(
+                replay
+                    .target
+                    .contains("not replayed on existing collections the snapshot holds no data of"),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(late, (0..3).map(|i| doc! { "_id": i }).collect::<Vec<_>>());
+        }
+    }
 
     // 50 writes into a 20-entry oplog, then a prune: the entry the dump
     // started at is gone.

@@ -191,6 +191,61 @@ async fn leave_staging(c: &Client, db: &str, name: &str) {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staging_collection_replaced_meanwhile_is_never_swapped_in() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let ca = client(&a.uri("")).await;
+    support::seed(&ca.database("app"), "users", 10).await;
+    let src = source(&format!("mongo:{}", a.uri("app")));
+    let (entries, _) = capture(src.as_ref()).await.unwrap();
+    let cb = client(&b.uri("")).await;
+    cb.database("app")
+        .collection::<Document>("users")
+        .insert_one(doc! { "_id": "live" })
+        .await
+        .unwrap();
+
+    // Once the staging collection is filled, another client (a second
+    // restore sweeping it as stale) drops it, and something re-creates it
+    // with part of the documents: same name, not the same collection.
+    let handle = tokio::runtime::Handle::current();
+    let db = cb.database("app");
+    let e = support::restore_hooked(
+        src.as_ref(),
+        &entries,
+        &b.uri(""),
+        &[("drop", "true")],
+        true,
+        move || {
+            handle.block_on(async {
+                let names = db.list_collection_names().await.unwrap();
+                let staging = names
+                    .iter()
+                    .find(|n| n.starts_with("users.coffer-staging-"))
+                    .unwrap_or_else(|| panic!("no staging collection in {names:?}"));
+                let c = db.collection::<Document>(staging);
+                c.drop().await.unwrap();
+                c.insert_many((0..3).map(|i| doc! { "_id": i })).await.unwrap();
+            })
+        },
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("was dropped or replaced by another client")
+            && e.to_string().contains("`app.users` was not replaced"),
+        "{e}"
+    );
+    assert!(e.hint().unwrap().contains("one restore at a time"), "{e:?}");
+    // The original is untouched and the impostor is gone.
+    assert_eq!(docs(&cb, "app", "users").await, vec![doc! { "_id": "live" }]);
+    assert_eq!(names(&cb, "app").await, ["users"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_staging_collections_of_the_target_are_dropped_first() {
     let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
         return;

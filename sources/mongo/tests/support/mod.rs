@@ -78,6 +78,19 @@ pub async fn restore_with(
     params: &[(&str, &str)],
     commit: bool,
 ) -> coffer_core::Result<RestoreReport> {
+    restore_hooked(src, entries, uri, params, commit, || {}).await
+}
+
+/// [`restore_with`], running `before_finish` (on the restore's blocking
+/// thread) once every entry was fed, before the restorer finishes.
+pub async fn restore_hooked(
+    src: &dyn Source,
+    entries: &[Captured],
+    uri: &str,
+    params: &[(&str, &str)],
+    commit: bool,
+    before_finish: impl FnOnce() + Send + 'static,
+) -> coffer_core::Result<RestoreReport> {
     let mut opts = RestoreOptions::default();
     opts.params.insert("mongo-uri".into(), uri.into());
     for (k, v) in params {
@@ -106,6 +119,7 @@ pub async fn restore_with(
                 return Err(err);
             }
         }
+        before_finish();
         restorer.finish(commit)
     })
     .await
