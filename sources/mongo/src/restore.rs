@@ -717,6 +717,16 @@ impl MongoRestorer {
             self.drop_staging(staged.into_iter());
             return Err(e);
         }
+        // A view never takes the place of a collection's data.
+        if self.drop
+            && let Some(e) = self
+                .views
+                .iter()
+                .find_map(|(db, name, _)| self.view_blocked(db, name).err())
+        {
+            self.drop_staging(staged.into_iter());
+            return Err(e);
+        }
         // Every swap over an existing collection is tried on a probe first,
         // so a server that cannot do one refuses before anything is
         // replaced, not half-way through the commit.
@@ -913,23 +923,69 @@ impl MongoRestorer {
         Ok((inserted, conflicts))
     }
 
+    /// The type `listCollections` gives `db.name` (`collection`, `view`,
+    /// …), or `None` when it does not exist.
+    fn kind_of(&self, db: &str, name: &str) -> Result<Option<String>> {
+        let database = self.client.database(db);
+        let specs: Vec<Document> = self
+            .run(async {
+                database
+                    .run_cursor_command(doc! { "listCollections": 1, "filter": { "name": name } })
+                    .await?
+                    .try_collect()
+                    .await
+            })
+            .map_err(|e| self.err(format!("cannot list the collections of `{db}`"), &e))?;
+        Ok(specs
+            .first()
+            .map(|spec| spec.get_str("type").unwrap_or("collection").to_string()))
+    }
+
+    /// Fails when the view `db.name` would replace something that is not
+    /// a view (a collection's documents would be lost).
+    fn view_blocked(&self, db: &str, name: &str) -> Result<()> {
+        match self.kind_of(db, name)?.as_deref() {
+            None | Some("view") => Ok(()),
+            Some(kind) => Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!(
+                    "`{db}.{name}` is a view in the snapshot but a {kind} on the server; --drop does not replace \
+                     a {kind}'s documents with a view, so nothing was restored"
+                ),
+            )
+            .with_hint(format!(
+                "rename or drop `{db}.{name}` on the server yourself, or leave it out with --ns-exclude '{db}.{name}'"
+            ))),
+        }
+    }
+
     fn commit_view(&self, db: &str, name: &str, meta: &Metadata, report: &mut Tally) -> Result<()> {
         let ns = format!("{db}.{name}");
         let database = self.client.database(db);
+        let create = |as_name: &str| {
+            let mut create = doc! { "create": as_name };
+            for (k, v) in &meta.options {
+                create.insert(k.clone(), v.clone());
+            }
+            self.run(database.run_command(create))
+                .map_err(|e| self.err(format!("cannot create view `{ns}`"), &e))
+        };
         if self.exists(db, name)? {
             if !self.drop {
                 report.add("keep-view", format!("{ns} (exists; --drop replaces it)"), 0, 1);
                 return Ok(());
             }
+            self.view_blocked(db, name)?;
+            // The new definition is tried under a probe name first, so a
+            // server that refuses it leaves the old view in place.
+            let probe = staging_name(db, name, &self.suffix);
+            create(&probe)?;
+            self.run(database.collection::<Document>(&probe).drop())
+                .map_err(|e| self.err(format!("cannot drop the probe view `{db}.{probe}`"), &e))?;
             self.run(database.collection::<Document>(name).drop())
                 .map_err(|e| self.err(format!("cannot drop view `{ns}`"), &e))?;
         }
-        let mut create = doc! { "create": name };
-        for (k, v) in &meta.options {
-            create.insert(k.clone(), v.clone());
-        }
-        self.run(database.run_command(create))
-            .map_err(|e| self.err(format!("cannot create view `{ns}`"), &e))?;
+        create(name)?;
         report.add("create-view", ns, 0, 0);
         Ok(())
     }

@@ -246,6 +246,57 @@ async fn a_staging_collection_replaced_meanwhile_is_never_swapped_in() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_view_never_replaces_a_collection_and_a_view_is_replaced_by_its_new_definition() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let ca = client(&a.uri("")).await;
+    let adb = ca.database("app");
+    support::seed(&adb, "users", 4).await;
+    adb.run_command(
+        doc! { "create": "report", "viewOn": "users", "pipeline": [{ "$match": { "_id": { "$gte": 2 } } }] },
+    )
+    .await
+    .unwrap();
+    let src = source(&format!("mongo:{}", a.uri("app")));
+    let (entries, _) = capture(src.as_ref()).await.unwrap();
+
+    // On the target `report` is a collection with documents of its own.
+    let cb = client(&b.uri("")).await;
+    let bdb = cb.database("app");
+    support::seed(&bdb, "users", 1).await;
+    support::seed(&bdb, "report", 2).await;
+    let e = restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::AlreadyExists, "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("is a view in the snapshot but a collection on the server"),
+        "{e}"
+    );
+    assert!(e.hint().unwrap().contains("--ns-exclude 'app.report'"), "{e:?}");
+    // Refused before anything was swapped: both collections as they were.
+    assert_eq!(docs(&cb, "app", "report").await.len(), 2);
+    assert_eq!(docs(&cb, "app", "users").await, vec![doc! { "_id": 0 }]);
+    assert_eq!(names(&cb, "app").await, ["report", "users"]);
+
+    // Where `report` is an older view, --drop replaces its definition.
+    bdb.collection::<Document>("report").drop().await.unwrap();
+    bdb.run_command(doc! { "create": "report", "viewOn": "users", "pipeline": [] })
+        .await
+        .unwrap();
+    restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
+        .await
+        .expect("restore");
+    assert_eq!(
+        docs(&cb, "app", "report").await,
+        vec![doc! { "_id": 2 }, doc! { "_id": 3 }]
+    );
+    assert_eq!(names(&cb, "app").await, ["report", "users"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_staging_collections_of_the_target_are_dropped_first() {
     let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
         return;
