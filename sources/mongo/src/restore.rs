@@ -620,7 +620,9 @@ impl MongoRestorer {
             "the collection may be partial now: run the restore again (with --drop --unsafe-in-place)";
         self.run(db.run_command(create))
             .map_err(|e| self.err(format!("cannot create `{ns}`"), &e).with_hint(partial))?;
-        let (inserted, conflicts) = self
+        let Copied {
+            inserted, conflicts, ..
+        } = self
             .copy(&s.db, staging, &s.name, &ns)
             .map_err(|e| e.with_hint(partial))?;
         let indexes = self
@@ -849,49 +851,80 @@ impl MongoRestorer {
             }
         }
         let before = self.count(&s.db, &s.name, Count::Read)?;
-        let (inserted, conflicts, indexes) = self.merge(s, staging, &ns)?;
-        if inserted + conflicts != s.documents {
+        let (copied, indexes, ttl) = self.merge(s, staging, &ns)?;
+        let Copied {
+            inserted,
+            conflicts,
+            refused,
+        } = copied;
+        if inserted + conflicts + refused != s.documents {
             self.mismatches.push(format!(
-                "`{ns}`: {inserted} inserted + {conflicts} conflicts != {} documents in the bundle",
+                "`{ns}`: {inserted} inserted + {conflicts} conflicts + {refused} refused != {} documents in the \
+                 bundle",
                 s.documents
             ));
         }
-        let line = self.line(s, inserted, conflicts, indexes, before + inserted, Count::Read)?;
-        report.add(
-            "insert",
-            format!("{line} (conflicting _ids kept as they were)"),
-            inserted,
-            conflicts,
-        );
+        if refused > 0 {
+            self.mismatches.push(format!(
+                "`{ns}`: {refused} documents of the snapshot were refused by a unique index other than `_id` (an \
+                 existing document holds the same value) and are not in it"
+            ));
+        }
+        let mut line = self.line(s, inserted, conflicts, indexes, before + inserted, Count::Read)?;
+        line.push_str(" (conflicting _ids kept as they were)");
+        if refused > 0 {
+            line.push_str(&format!(", {refused} REFUSED by another unique index"));
+        }
+        if !ttl.is_empty() {
+            line.push_str(&format!(
+                ", TTL index {} not built on an existing collection (it would expire the documents kept; build \
+                 it yourself)",
+                ttl.join(", ")
+            ));
+        }
+        report.add("insert", line, inserted, conflicts);
         Ok(())
     }
 
     /// Copies the staging collection into the existing one, insert-only.
-    fn merge(&self, s: &Staged, staging: &str, ns: &str) -> Result<(u64, u64, usize)> {
+    fn merge(&self, s: &Staged, staging: &str, ns: &str) -> Result<(Copied, usize, Vec<String>)> {
         let db = self.client.database(&s.db);
-        let indexes = match self.create_indexes(&s.db, &s.name, &s.metadata.indexes, ns) {
+        // A TTL index would expire the existing documents an insert-only
+        // merge promises to keep: those are left to the user.
+        let (ttl, specs): (Vec<Document>, Vec<Document>) = s
+            .metadata
+            .indexes
+            .iter()
+            .cloned()
+            .partition(|spec| spec.contains_key("expireAfterSeconds"));
+        let ttl: Vec<String> = ttl
+            .iter()
+            .map(|spec| spec.get_str("name").unwrap_or("?").to_string())
+            .collect();
+        let indexes = match self.create_indexes(&s.db, &s.name, &specs, ns) {
             Ok(n) => n,
             Err(e) => {
                 tracing::warn!("{ns}: keeping the existing indexes: {e}");
                 0
             }
         };
-        let (inserted, conflicts) = self.copy(&s.db, staging, &s.name, ns)?;
+        let copied = self.copy(&s.db, staging, &s.name, ns)?;
         self.run(db.collection::<Document>(staging).drop())
             .map_err(|e| self.err(format!("cannot drop the staging collection of `{ns}`"), &e))?;
-        Ok((inserted, conflicts, indexes))
+        Ok((copied, indexes, ttl))
     }
 
     /// Inserts the documents of `db.staging` into `db.name` (`ns`),
-    /// unordered; existing `_id`s are counted as conflicts.
-    fn copy(&self, db: &str, staging: &str, name: &str, ns: &str) -> Result<(u64, u64)> {
+    /// unordered. A duplicate key is a conflict when a document with that
+    /// `_id` exists; otherwise another unique index refused the document.
+    fn copy(&self, db: &str, staging: &str, name: &str, ns: &str) -> Result<Copied> {
         let db = self.client.database(db);
         let target: Collection<RawDocumentBuf> = db.collection(name);
         let from: Collection<RawDocumentBuf> = db.collection(staging);
         let mut cursor = self
             .run(from.find(doc! {}).batch_size(BATCH_DOCS as u32))
             .map_err(|e| self.err(format!("cannot read the staging collection of `{ns}`"), &e))?;
-        let (mut inserted, mut conflicts) = (0u64, 0u64);
+        let mut copied = Copied::default();
         let mut batch = Vec::with_capacity(BATCH_DOCS);
         loop {
             let next = self
@@ -905,11 +938,22 @@ impl MongoRestorer {
             if batch.len() >= BATCH_DOCS || (done && !batch.is_empty()) {
                 let n = batch.len() as u64;
                 match self.run(target.insert_many(batch.iter()).ordered(false)) {
-                    Ok(_) => inserted += n,
-                    Err(e) => match duplicates(&e) {
-                        Some(d) => {
-                            conflicts += d;
-                            inserted += n - d;
+                    Ok(_) => copied.inserted += n,
+                    Err(e) => match duplicate_positions(&e) {
+                        Some(positions) => {
+                            let d = positions.len() as u64;
+                            let ids: Vec<Bson> = positions
+                                .iter()
+                                .filter_map(|&i| batch.get(i)?.get("_id").ok().flatten())
+                                .filter_map(|id| Bson::try_from(id.to_raw_bson()).ok())
+                                .collect();
+                            let filter = doc! { "_id": { "$in": ids } };
+                            let existing = self
+                                .run(target.count_documents(filter))
+                                .map_err(|e| self.err(format!("cannot count the conflicts in `{ns}`"), &e))?;
+                            copied.inserted += n - d;
+                            copied.conflicts += existing.min(d);
+                            copied.refused += d - existing.min(d);
                         }
                         None => return Err(self.err(format!("cannot insert into `{ns}`"), &e)),
                     },
@@ -920,7 +964,7 @@ impl MongoRestorer {
                 break;
             }
         }
-        Ok((inserted, conflicts))
+        Ok(copied)
     }
 
     /// The type `listCollections` gives `db.name` (`collection`, `view`,
@@ -1495,21 +1539,33 @@ fn read_exact(reader: &mut dyn Read, buf: &mut [u8]) -> Result<()> {
 
 /// How many write errors of an unordered insert are duplicate keys, if all
 /// of them are.
-fn duplicates(e: &mongodb::error::Error) -> Option<u64> {
+/// The positions in the batch of the documents an unordered insert
+/// refused, when every refusal was a duplicate key.
+fn duplicate_positions(e: &mongodb::error::Error) -> Option<Vec<usize>> {
     match e.kind.as_ref() {
         DriverKind::InsertMany(m) if m.write_concern_error.is_none() => {
             let errors = m.write_errors.as_ref()?;
             errors
                 .iter()
                 .all(|w| w.code == DUPLICATE_KEY)
-                .then_some(errors.len() as u64)
+                .then(|| errors.iter().map(|w| w.index).collect())
         }
         _ => None,
     }
 }
 
 fn duplicate_only(e: &mongodb::error::Error) -> bool {
-    duplicates(e).is_some()
+    duplicate_positions(e).is_some()
+}
+
+/// What an insert-only merge did with the snapshot's documents.
+#[derive(Default)]
+struct Copied {
+    inserted: u64,
+    /// Kept: a document with the same `_id` exists.
+    conflicts: u64,
+    /// Refused by another unique index.
+    refused: u64,
 }
 
 fn malformed(what: &str, path: &str) -> Error {

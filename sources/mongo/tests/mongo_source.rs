@@ -270,8 +270,24 @@ async fn drop_replaces_and_no_drop_counts_conflicts() {
         .insert_many((0..20).map(|i| doc! { "_id": i, "v": "bundle" }))
         .await
         .unwrap();
+    ca.database("app")
+        .run_command(doc! { "createIndexes": "users", "indexes": [
+            { "key": { "v": 1 }, "name": "v_1" },
+            { "key": { "seen": 1 }, "name": "seen_ttl", "expireAfterSeconds": 60 },
+        ] })
+        .await
+        .unwrap();
     let src = source(&a.uri("app"));
     let (entries, _) = capture(src.as_ref()).await;
+    // Sorted: the order listIndexes gives is the server's.
+    let index_names = |specs: Vec<Document>| {
+        let mut names: Vec<String> = specs
+            .iter()
+            .map(|s| s.get_str("name").unwrap().to_string())
+            .collect();
+        names.sort();
+        names
+    };
 
     let cb = client(&b).await;
     let users = cb.database("app").collection::<Document>("users");
@@ -293,6 +309,18 @@ async fn drop_replaces_and_no_drop_counts_conflicts() {
         .expect("merge");
     assert!(r.summary.contains("5 conflicts"), "{}", r.summary);
     assert_eq!(r.actions[0].action, "insert");
+    // Its indexes are built, but not a TTL index, which would expire the
+    // documents the merge keeps.
+    assert!(
+        r.actions[0]
+            .target
+            .contains("TTL index seen_ttl not built on an existing collection"),
+        "{r:?}"
+    );
+    assert_eq!(
+        index_names(index_specs(&cb, "app", "users").await),
+        ["_id_", "v_1"]
+    );
     assert_eq!(users.count_documents(doc! {}).await.unwrap(), 30);
     assert_eq!(users.count_documents(doc! { "v": "live" }).await.unwrap(), 15);
     assert_eq!(names(&cb, "app").await, vec!["users".to_string()]);
@@ -302,6 +330,10 @@ async fn drop_replaces_and_no_drop_counts_conflicts() {
         .await
         .expect("drop");
     assert_eq!(r.actions[0].action, "replace");
+    assert_eq!(
+        index_names(index_specs(&cb, "app", "users").await),
+        ["_id_", "seen_ttl", "v_1"]
+    );
     assert_eq!(users.count_documents(doc! {}).await.unwrap(), 20);
     assert_eq!(users.count_documents(doc! { "v": "bundle" }).await.unwrap(), 20);
     assert_eq!(names(&cb, "app").await, vec!["users".to_string()]);

@@ -297,6 +297,60 @@ async fn a_view_never_replaces_a_collection_and_a_view_is_replaced_by_its_new_de
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_merge_tells_id_conflicts_from_documents_another_unique_index_refused() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let email_unique = doc! { "createIndexes": "people", "indexes": [{ "key": { "email": 1 }, "name": "email_1", "unique": true }] };
+    let ca = client(&a.uri("")).await;
+    let adb = ca.database("app");
+    adb.run_command(email_unique.clone()).await.unwrap();
+    adb.collection::<Document>("people")
+        .insert_many([
+            doc! { "_id": 1, "email": "same-id@x" },
+            doc! { "_id": 2, "email": "taken@x" },
+            doc! { "_id": 3, "email": "new@x" },
+        ])
+        .await
+        .unwrap();
+    let src = source(&format!("mongo:{}", a.uri("app")));
+    let (entries, _) = capture(src.as_ref()).await.unwrap();
+
+    let cb = client(&b.uri("")).await;
+    let bdb = cb.database("app");
+    bdb.run_command(email_unique).await.unwrap();
+    bdb.collection::<Document>("people")
+        .insert_many([
+            doc! { "_id": 1, "email": "mine@x" },
+            doc! { "_id": 99, "email": "taken@x" },
+        ])
+        .await
+        .unwrap();
+    // Without --drop: _id 1 is a conflict (kept), _id 3 is inserted, and
+    // _id 2 is refused by email_1 — not an _id conflict, a lost document.
+    let e = restore(src.as_ref(), &entries, &b.uri(""), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
+    assert!(
+        e.to_string().contains(
+            "`app.people`: 1 documents of the snapshot were refused by a unique index other than `_id`"
+        ),
+        "{e}"
+    );
+    let mut people = docs(&cb, "app", "people").await;
+    people.sort_by_key(|d| d.get_i32("_id").unwrap());
+    assert_eq!(
+        people,
+        vec![
+            doc! { "_id": 1, "email": "mine@x" },
+            doc! { "_id": 3, "email": "new@x" },
+            doc! { "_id": 99, "email": "taken@x" },
+        ]
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_staging_collections_of_the_target_are_dropped_first() {
     let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
         return;
