@@ -756,17 +756,26 @@ impl MongoRestorer {
         for (db, name, meta) in std::mem::take(&mut self.views) {
             self.commit_view(&db, &name, &meta, report)?;
         }
-        if !self.mismatches.is_empty() {
-            return Err(Error::new(
+        Ok(())
+    }
+
+    /// The error of the count checks that failed during the commit, raised
+    /// once the oplog is replayed (a re-run cannot replay into collections
+    /// this one created: they exist then).
+    fn mismatch_error(&self) -> Option<Error> {
+        if self.mismatches.is_empty() {
+            return None;
+        }
+        Some(
+            Error::new(
                 ErrorKind::Integrity,
                 format!("final count check failed: {}", self.mismatches.join("; ")),
             )
             .with_hint(
-                "another client may be writing to these collections; check them and run the restore again \
-                 (with --drop to replace them whole)",
-            ));
-        }
-        Ok(())
+                "another client may be writing to these collections, or a unique index refused documents: check \
+                 them and run the restore again (with --drop to replace them whole)",
+            ),
+        )
     }
 
     /// Counts the documents of `db.name`: by reading it, or from the
@@ -1052,6 +1061,10 @@ impl MongoRestorer {
         }
         for (db, name, _) in &self.views {
             let exists = self.exists(db, name)?;
+            if exists && self.drop && self.dry_run {
+                // The commit would refuse it: so does the dry run.
+                self.view_blocked(db, name)?;
+            }
             let action = if exists && !self.drop {
                 "keep-view"
             } else {
@@ -1113,6 +1126,9 @@ impl Restorer for MongoRestorer {
             self.commit(&mut tally)?;
             if let Some(body) = self.oplog.take() {
                 self.replay(body, &mut tally)?;
+            }
+            if let Some(e) = self.mismatch_error() {
+                return Err(e);
             }
         } else {
             if let Some(mut body) = self.oplog.take() {
@@ -1193,6 +1209,13 @@ impl MongoRestorer {
                     continue;
                 };
                 let ns = format!("{tdb}.{tcoll}");
+                if is_staging(&tcoll) {
+                    // A restore that ran on the source during the dump.
+                    *notes
+                        .entry("writes of a restore's staging collection are not replayed".into())
+                        .or_default() += 1;
+                    continue;
+                }
                 let ok = match state.get(&ns) {
                     Some(ok) => *ok,
                     None => {

@@ -442,7 +442,12 @@ impl MongoSource {
     ) -> Result<OplogDump> {
         use crate::oplog::{self, ts_pair};
         let target = redact(uri);
-        let keep = |db: &str, coll: &str| dbs.contains(db) && (coll.is_empty() || self.selected(db, coll));
+        // Not the writes of a restore's staging collections (a restore
+        // running on this server during the dump): they are not dumped.
+        let keep = |db: &str, coll: &str| {
+            dbs.contains(db)
+                && (coll.is_empty() || (self.selected(db, coll) && !crate::restore::is_staging(coll)))
+        };
         let mut cursor = oplog::window(client, uri, start).await?;
         let mut spill = SpillTask::spawn(MEMORY_LIMIT);
         let spill_error = |e| spill_error("cannot buffer the oplog", e);

@@ -70,9 +70,11 @@ async fn a_dump_fails_when_the_oplog_rolls_over_during_it() {
         .unwrap();
     // Also a collection made while the dump is held (so before it lists
     // the collections: it is dumped, and its writes are in the oplog).
+    // And writes of a restore's staging collection, which are not dumped.
     let during = async {
         insert_50(&client).await;
         support::seed(&client.database("shop"), "late", 3).await;
+        support::seed(&client.database("shop"), "items.coffer-staging-0badf00d", 2).await;
     };
     let (entries, _) = held_dump(&uri, pause.path(), during)
         .await
@@ -88,6 +90,9 @@ async fn a_dump_fails_when_the_oplog_rolls_over_during_it() {
         if entry.get_str("op").unwrap() == "i" {
             inserts += 1;
         }
+        // Commands (`create`) name their collection in `o`.
+        let shown = format!("{entry:?}");
+        assert!(!shown.contains("coffer-staging"), "{shown} in the oplog");
         rest = &rest[len..];
     }
     assert_eq!(
@@ -138,6 +143,36 @@ async fn a_dump_fails_when_the_oplog_rolls_over_during_it() {
             assert_eq!(late, (0..3).map(|i| doc! { "_id": i }).collect::<Vec<_>>());
         }
     }
+    // A merge whose documents a unique index refuses fails the restore,
+    // but only after the replay: `late`, new on the target, is brought to
+    // the point in time (a second run would find it existing and skip it).
+    let Some(target) = MongoServer::start() else {
+        return;
+    };
+    let tc = support::client(&target.uri("")).await;
+    let items = tc.database("shop");
+    items
+        .run_command(doc! { "createIndexes": "items", "indexes": [{ "key": { "x": 1 }, "name": "x_1", "unique": true }] })
+        .await
+        .unwrap();
+    items
+        .collection("items")
+        .insert_one(doc! { "_id": "theirs" })
+        .await
+        .unwrap();
+    let e = support::restore(src.as_ref(), &entries, &target.uri(""), &[])
+        .await
+        .unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
+    assert!(
+        e.to_string()
+            .contains("refused by a unique index other than `_id`"),
+        "{e}"
+    );
+    assert_eq!(
+        support::docs(&tc, "shop", "late").await,
+        (0..3).map(|i| doc! { "_id": i }).collect::<Vec<_>>()
+    );
 
     // 50 writes into a 20-entry oplog, then a prune: the entry the dump
     // started at is gone.
