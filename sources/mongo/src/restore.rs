@@ -1012,7 +1012,11 @@ impl MongoRestorer {
         }
     }
 
-    fn commit_view(&self, db: &str, name: &str, meta: &Metadata, report: &mut Tally) -> Result<()> {
+    fn commit_view(&mut self, db: &str, name: &str, meta: &Metadata, report: &mut Tally) -> Result<()> {
+        if self.drop {
+            // Probe views a killed restore left.
+            self.drop_stale_staging(db, name)?;
+        }
         let ns = format!("{db}.{name}");
         let database = self.client.database(db);
         let create = |as_name: &str| {

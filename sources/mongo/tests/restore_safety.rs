@@ -281,14 +281,22 @@ async fn a_view_never_replaces_a_collection_and_a_view_is_replaced_by_its_new_de
     assert_eq!(docs(&cb, "app", "users").await, vec![doc! { "_id": 0 }]);
     assert_eq!(names(&cb, "app").await, ["report", "users"]);
 
-    // Where `report` is an older view, --drop replaces its definition.
+    // Where `report` is an older view, --drop replaces its definition (and
+    // sweeps the probe view a killed restore left).
     bdb.collection::<Document>("report").drop().await.unwrap();
-    bdb.run_command(doc! { "create": "report", "viewOn": "users", "pipeline": [] })
-        .await
-        .unwrap();
-    restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
+    for name in ["report", "report.coffer-staging-0badf00d"] {
+        bdb.run_command(doc! { "create": name, "viewOn": "users", "pipeline": [] })
+            .await
+            .unwrap();
+    }
+    let r = restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
         .await
         .expect("restore");
+    assert!(
+        r.actions.iter().any(|a| a.action == "drop-stale-staging"
+            && a.target.starts_with("app.report.coffer-staging-0badf00d")),
+        "{r:?}"
+    );
     assert_eq!(
         docs(&cb, "app", "report").await,
         vec![doc! { "_id": 2 }, doc! { "_id": 3 }]
