@@ -541,19 +541,9 @@ impl MongoRestorer {
         let first = probe("");
         let second = probe(&first);
         let listed = |coll: &str| -> Result<Document> {
-            let specs: Vec<Document> = self
-                .run(async {
-                    database
-                        .run_cursor_command(doc! { "listCollections": 1, "filter": { "name": coll } })
-                        .await?
-                        .try_collect()
-                        .await
-                })
-                .map_err(|e| self.err(format!("cannot list the collections of `{db}`"), &e))?;
-            Ok(specs
-                .first()
-                .and_then(|s| s.get_document("options").ok())
-                .cloned()
+            Ok(self
+                .listed(db, coll)?
+                .and_then(|s| s.get_document("options").ok().cloned())
                 .unwrap_or_default())
         };
         let mut create = doc! { "create": &first };
@@ -651,9 +641,8 @@ impl MongoRestorer {
         Ok(())
     }
 
-    /// The UUID `listCollections` gives `db.name`, if any.
-    fn uuid_of(&self, db: &str, name: &str) -> Result<Option<Bson>> {
-        let what = || format!("cannot list the collections of `{db}`");
+    /// The `listCollections` entry of `db.name`, if it exists.
+    fn listed(&self, db: &str, name: &str) -> Result<Option<Document>> {
         let database = self.client.database(db);
         let specs: Vec<Document> = self
             .run(async {
@@ -663,12 +652,15 @@ impl MongoRestorer {
                     .try_collect()
                     .await
             })
-            .map_err(|e| self.err(what(), &e))?;
-        Ok(specs
-            .first()
-            .and_then(|spec| spec.get_document("info").ok())
-            .and_then(|info| info.get("uuid"))
-            .cloned())
+            .map_err(|e| self.err(format!("cannot list the collections of `{db}`"), &e))?;
+        Ok(specs.into_iter().next())
+    }
+
+    /// The UUID `listCollections` gives `db.name`, if any.
+    fn uuid_of(&self, db: &str, name: &str) -> Result<Option<Bson>> {
+        Ok(self
+            .listed(db, name)?
+            .and_then(|spec| spec.get_document("info").ok()?.get("uuid").cloned()))
     }
 
     /// Fails unless `s`'s staging collection is still the one this restore
@@ -979,18 +971,8 @@ impl MongoRestorer {
     /// The type `listCollections` gives `db.name` (`collection`, `view`,
     /// …), or `None` when it does not exist.
     fn kind_of(&self, db: &str, name: &str) -> Result<Option<String>> {
-        let database = self.client.database(db);
-        let specs: Vec<Document> = self
-            .run(async {
-                database
-                    .run_cursor_command(doc! { "listCollections": 1, "filter": { "name": name } })
-                    .await?
-                    .try_collect()
-                    .await
-            })
-            .map_err(|e| self.err(format!("cannot list the collections of `{db}`"), &e))?;
-        Ok(specs
-            .first()
+        Ok(self
+            .listed(db, name)?
             .map(|spec| spec.get_str("type").unwrap_or("collection").to_string()))
     }
 

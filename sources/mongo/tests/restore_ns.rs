@@ -11,10 +11,9 @@ use support::{capture, client, index_specs, names, restore, source};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn include_exclude_and_rename_into_another_database() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a.uri("")).await;
     for (db, coll, n) in [
         ("issuer-directory", "issuers", 12),
         ("issuer-directory", "cache_tokens", 3),
@@ -47,7 +46,6 @@ async fn include_exclude_and_rename_into_another_database() {
     )
     .await
     .expect("restore");
-    let cb = client(&b.uri("")).await;
     assert_eq!(
         names(&cb, "issuer-directory-staging").await,
         ["issuers", "with space"]
@@ -145,10 +143,9 @@ async fn two_collections_onto_one_target_and_bad_patterns_are_refused() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_final_count_that_differs_from_the_bundle_fails_the_restore() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a.uri("")).await;
     ca.database("app")
         .collection::<Document>("log")
         .insert_many((0..2000).map(|i| doc! { "_id": i, "line": format!("l{i}") }))
@@ -159,7 +156,6 @@ async fn a_final_count_that_differs_from_the_bundle_fails_the_restore() {
     // Another client keeps writing into the target while the bundle's
     // documents are merged into it: the count after the merge is not the
     // count before it plus what the restore inserted.
-    let cb = client(&b.uri("")).await;
     let log = cb.database("app").collection::<Document>("log");
     log.insert_one(doc! { "_id": -1 }).await.unwrap();
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

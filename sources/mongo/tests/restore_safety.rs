@@ -40,10 +40,9 @@ fn entry<'a>(entries: &'a [support::Captured], path: &str) -> &'a [u8] {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_16_mib_document_round_trips_byte_identical() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a.uri("")).await;
     let coll = ca.database("app").collection::<Document>("blobs");
     // 16 MiB minus room for the envelope: the largest a server accepts.
     let bytes: Vec<u8> = (0..16 * 1024 * 1024 - 512)
@@ -70,7 +69,6 @@ async fn a_16_mib_document_round_trips_byte_identical() {
     restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true")])
         .await
         .expect("restore");
-    let cb = client(&b.uri("")).await;
     assert_eq!(raw(&cb, "app", "blobs").await, original);
     assert_eq!(names(&cb, "app").await, ["blobs"]);
 }
@@ -80,10 +78,9 @@ const TEXT_INDEX: &str = r#"{"v":{"$numberInt":"2"},"key":{"_fts":"text","_ftsx"
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_d_sphere_index_specs_round_trip_and_a_refused_text_index_changes_nothing() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a.uri("")).await;
     let db = ca.database("geo");
     db.collection::<Document>("places")
         .insert_many((0..20).map(|i| {
@@ -134,7 +131,6 @@ async fn two_d_sphere_index_specs_round_trip_and_a_refused_text_index_changes_no
         .await
         .expect("restore");
     assert!(r.actions[0].target.contains("2 indexes built"), "{r:?}");
-    let cb = client(&b.uri("")).await;
     assert_eq!(index_specs(&cb, "geo", "places").await, before);
     let near = doc! { "loc": { "$near": { "$geometry": { "type": "Point", "coordinates": [13.4, 52.5] } } } };
     let first = cb
@@ -190,21 +186,30 @@ async fn leave_staging(c: &Client, db: &str, name: &str) {
         .unwrap();
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_staging_collection_replaced_meanwhile_is_never_swapped_in() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
-        return;
-    };
-    let ca = client(&a.uri("")).await;
+/// `app.users` of 10 documents dumped from `a`, and a target whose
+/// `app.users` holds one document of its own, `{_id: "live"}`.
+async fn users_over_a_live_target(
+    a: &MongoServer,
+    ca: &Client,
+    cb: &Client,
+) -> (std::sync::Arc<dyn coffer_core::Source>, Vec<support::Captured>) {
     support::seed(&ca.database("app"), "users", 10).await;
     let src = source(&format!("mongo:{}", a.uri("app")));
     let (entries, _) = capture(src.as_ref()).await.unwrap();
-    let cb = client(&b.uri("")).await;
     cb.database("app")
         .collection::<Document>("users")
         .insert_one(doc! { "_id": "live" })
         .await
         .unwrap();
+    (src, entries)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staging_collection_replaced_meanwhile_is_never_swapped_in() {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
+        return;
+    };
+    let (src, entries) = users_over_a_live_target(&a, &ca, &cb).await;
 
     // Once the staging collection is filled, another client (a second
     // restore sweeping it as stale) drops it, and something re-creates it
@@ -247,10 +252,9 @@ async fn a_staging_collection_replaced_meanwhile_is_never_swapped_in() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_never_replaces_a_collection_and_a_view_is_replaced_by_its_new_definition() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a.uri("")).await;
     let adb = ca.database("app");
     support::seed(&adb, "users", 4).await;
     adb.run_command(
@@ -262,7 +266,6 @@ async fn a_view_never_replaces_a_collection_and_a_view_is_replaced_by_its_new_de
     let (entries, _) = capture(src.as_ref()).await.unwrap();
 
     // On the target `report` is a collection with documents of its own.
-    let cb = client(&b.uri("")).await;
     let bdb = cb.database("app");
     support::seed(&bdb, "users", 1).await;
     support::seed(&bdb, "report", 2).await;
@@ -360,20 +363,10 @@ async fn a_merge_tells_id_conflicts_from_documents_another_unique_index_refused(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stale_staging_collections_of_the_target_are_dropped_first() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a.uri("")).await;
-    support::seed(&ca.database("app"), "users", 10).await;
-    let src = source(&format!("mongo:{}", a.uri("app")));
-    let (entries, _) = capture(src.as_ref()).await.unwrap();
-
-    let cb = client(&b.uri("")).await;
-    cb.database("app")
-        .collection::<Document>("users")
-        .insert_one(doc! { "_id": "live" })
-        .await
-        .unwrap();
+    let (src, entries) = users_over_a_live_target(&a, &ca, &cb).await;
     leave_staging(&cb, "app", "users.coffer-staging-0badf00d").await;
     // Not staging collections of `users`: another collection's, and a
     // user's collection that only looks similar.
@@ -407,10 +400,9 @@ async fn stale_staging_collections_of_the_target_are_dropped_first() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_rename_drop_needs_unsafe_in_place() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a.uri("")).await;
     let adb = ca.database("app");
     adb.run_command(doc! { "create": "users", "validator": { "age": { "$gte": 0 } } })
         .await
@@ -426,7 +418,6 @@ async fn without_rename_drop_needs_unsafe_in_place() {
     let src = source(&format!("mongo:{}", a.uri("app")));
     let (entries, _) = capture(src.as_ref()).await.unwrap();
 
-    let cb = client(&b.uri("")).await;
     let live = cb.database("app").collection::<Document>("users");
     live.insert_many((0..3).map(|i| doc! { "_id": format!("live{i}") }))
         .await
@@ -510,10 +501,9 @@ async fn a_swap_the_server_cannot_do_refuses_before_any_collection_is_replaced()
     // secantusd-py's renameCollection drops collection options: a --drop
     // of `b_capped` over an existing one is refused, and `a_plain`, which
     // sorts first and could be swapped, must not have been replaced.
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a.uri("")).await;
     let adb = ca.database("app");
     adb.run_command(doc! { "create": "b_capped", "capped": true, "size": 65536 })
         .await
@@ -523,7 +513,6 @@ async fn a_swap_the_server_cannot_do_refuses_before_any_collection_is_replaced()
     let src = source(&format!("mongo:{}", a.uri("app")));
     let (entries, _) = capture(src.as_ref()).await.unwrap();
 
-    let cb = client(&b.uri("")).await;
     let bdb = cb.database("app");
     bdb.run_command(doc! { "create": "b_capped", "capped": true, "size": 65536 })
         .await

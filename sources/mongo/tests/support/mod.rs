@@ -126,6 +126,24 @@ pub async fn restore_hooked(
     .unwrap()
 }
 
+/// A source server and a target server, with a client of each; `None`
+/// when the server binary is missing outside CI (the test then skips).
+pub async fn source_and_target() -> Option<(
+    crate::common::MongoServer,
+    crate::common::MongoServer,
+    Client,
+    Client,
+)> {
+    let (Some(a), Some(b)) = (
+        crate::common::MongoServer::start(),
+        crate::common::MongoServer::start(),
+    ) else {
+        return None;
+    };
+    let (ca, cb) = (client(&a.uri("")).await, client(&b.uri("")).await);
+    Some((a, b, ca, cb))
+}
+
 /// A client of `uri`.
 pub async fn client(uri: &str) -> Client {
     Client::with_uri_str(uri).await.unwrap()
