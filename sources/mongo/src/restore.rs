@@ -738,15 +738,30 @@ impl MongoRestorer {
                 return Err(refused);
             }
         }
+        // A failure part-way says which collections are already restored.
+        let mut done: Vec<String> = Vec::new();
         let mut rest = staged.into_iter();
         while let Some(s) = rest.next() {
             if let Err(e) = self.commit_one(&s, report) {
+                let left: Vec<String> = std::iter::once(&s)
+                    .chain(rest.as_slice())
+                    .map(|s| format!("{}.{}", s.db, s.name))
+                    .collect();
                 self.drop_staging(std::iter::once(s).chain(rest));
-                return Err(e);
+                return Err(part_way(e, &done, &left));
             }
+            done.push(format!("{}.{}", s.db, s.name));
         }
-        for (db, name, meta) in std::mem::take(&mut self.views) {
-            self.commit_view(&db, &name, &meta, report)?;
+        let views = std::mem::take(&mut self.views);
+        for (i, (db, name, meta)) in views.iter().enumerate() {
+            if let Err(e) = self.commit_view(db, name, meta, report) {
+                let left: Vec<String> = views[i..]
+                    .iter()
+                    .map(|(db, name, _)| format!("{db}.{name}"))
+                    .collect();
+                return Err(part_way(e, &done, &left));
+            }
+            done.push(format!("{db}.{name}"));
         }
         Ok(())
     }
@@ -1565,6 +1580,16 @@ fn duplicate_positions(e: &mongodb::error::Error) -> Option<Vec<usize>> {
 
 fn duplicate_only(e: &mongodb::error::Error) -> bool {
     duplicate_positions(e).is_some()
+}
+
+/// `e`, naming what a commit that failed part-way had already restored
+/// and what it had not.
+fn part_way(e: Error, done: &[String], left: &[String]) -> Error {
+    if done.is_empty() {
+        return e;
+    }
+    e.with_context("already restored", done.join(", "))
+        .with_context("not restored", left.join(", "))
 }
 
 /// What an insert-only merge did with the snapshot's documents.
