@@ -25,7 +25,7 @@
 use std::collections::BTreeMap;
 use std::fmt;
 use std::fs::File;
-use std::io::{self, BufRead, BufReader, Cursor, Read};
+use std::io::{self, BufReader, Cursor, Read};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -36,7 +36,7 @@ use coffer_core::{
     Source, SourceFactory, SourceInfo, SourceReport, config_error, toml,
 };
 use flate2::read::MultiGzDecoder;
-use mongodb::bson::{Bson, Document};
+use mongodb::bson::{Bson, Document, RawBsonRef, RawDocument};
 use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::runtime::Handle;
@@ -53,6 +53,12 @@ const TERMINATOR: i32 = -1;
 const MAX_BSON: usize = 16 * 1024 * 1024;
 /// Bytes of one collection kept in memory before spilling.
 const MEMORY_LIMIT: usize = 8 << 20;
+/// Namespaces of an archive buffered in memory at once (mongodump
+/// interleaves `--numParallelCollections`, 4 by default); any more open
+/// at the same time spill from their first byte, so memory stays bounded.
+const IN_MEMORY_OPEN: usize = 4;
+/// Namespaces of an archive open at once at most (each holds a temp file).
+const MAX_OPEN: usize = 256;
 /// Largest metadata file read.
 const MAX_METADATA: u64 = 16 << 20;
 
@@ -273,6 +279,19 @@ fn damaged(what: impl Into<String>, path: &Path) -> Error {
         .with_hint("the dump is damaged or not mongodump output; take a new dump or use another copy")
 }
 
+/// Refuses a database name MongoDB would not accept (and that could not be
+/// one folder of the bundle): empty, over 64 bytes, or holding any of
+/// `/\. "$` or NUL. `""` is allowed for the oplog of a `--oplog` archive.
+fn check_db_name(db: &str, coll: &str, path: &Path) -> Result<()> {
+    if db.is_empty() && coll == "oplog" {
+        return Ok(());
+    }
+    if db.is_empty() || db.len() > 64 || db.contains(['/', '\\', '.', ' ', '"', '$', '\0']) {
+        return Err(damaged(format!("`{db}` is not a valid database name"), path));
+    }
+    Ok(())
+}
+
 fn read_error(e: io::Error, path: &Path) -> Error {
     if e.kind() == io::ErrorKind::UnexpectedEof {
         damaged("the dump ends in the middle of a document (truncated)", path)
@@ -289,17 +308,44 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn Read + Send>, bool)> {
     maybe_gzip(Box::new(file), path)
 }
 
-/// Decompresses `input` when it starts with the gzip magic.
-fn maybe_gzip(input: Box<dyn Read + Send>, path: &Path) -> Result<(Box<dyn Read + Send>, bool)> {
-    let mut r = BufReader::with_capacity(256 * 1024, input);
-    let head = r.fill_buf().map_err(|e| read_error(e, path))?;
-    if head.starts_with(&[0x1f, 0x8b]) {
+/// Decompresses `input` when it starts with the gzip magic (archives:
+/// their own magic can never look like it).
+fn maybe_gzip(mut input: Box<dyn Read + Send>, path: &Path) -> Result<(Box<dyn Read + Send>, bool)> {
+    // Two bytes for sure: a stream may hand out fewer at a time.
+    let mut head = [0u8; 2];
+    let mut got = 0;
+    while got < head.len() {
+        match input.read(&mut head[got..]) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(read_error(e, path)),
+        }
+    }
+    let r = BufReader::with_capacity(256 * 1024, Cursor::new(head[..got].to_vec()).chain(input));
+    if head[..got] == [0x1f, 0x8b] {
         Ok((
             Box::new(BufReader::with_capacity(256 * 1024, MultiGzDecoder::new(r))),
             true,
         ))
     } else {
         Ok((Box::new(r), false))
+    }
+}
+
+/// Opens a file of a dump directory, decompressing it when its name ends
+/// in `.gz`, as mongorestore decides (a plain `.bson` may well start with
+/// the gzip magic: a first document of 35,615 bytes does).
+fn open_dir_file(path: &Path) -> Result<Box<dyn Read + Send>> {
+    let file = File::open(path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
+    let r = BufReader::with_capacity(256 * 1024, file);
+    if path.extension().is_some_and(|e| e == "gz") {
+        Ok(Box::new(BufReader::with_capacity(
+            256 * 1024,
+            MultiGzDecoder::new(r),
+        )))
+    } else {
+        Ok(Box::new(r))
     }
 }
 
@@ -421,6 +467,18 @@ fn next(r: &mut dyn Read, path: &Path, ns: &str) -> Result<Next> {
 
 /// Decodes a header document, refusing keys outside `known`.
 fn header(buf: &[u8], known: &[&str], what: &str, path: &Path) -> Result<Document> {
+    // Every field of these headers is a plain value: nothing nested is
+    // decoded (a document nested thousands deep would overflow the stack).
+    let raw = RawDocument::from_bytes(buf).map_err(|e| damaged(format!("malformed {what}: {e}"), path))?;
+    for field in raw.iter() {
+        let (k, v) = field.map_err(|e| damaged(format!("malformed {what}: {e}"), path))?;
+        if matches!(
+            v,
+            RawBsonRef::Document(_) | RawBsonRef::Array(_) | RawBsonRef::JavaScriptCodeWithScope(_)
+        ) {
+            return Err(damaged(format!("`{k}` of the {what} is not a plain value"), path));
+        }
+    }
     let doc = Document::from_reader(Cursor::new(buf))
         .map_err(|e| damaged(format!("malformed {what}: {e}"), path))?;
     if let Some(k) = doc.keys().find(|k| !known.contains(&k.as_str())) {
@@ -504,6 +562,7 @@ fn read_archive_stream(
                 let what = "collection metadata of the prelude";
                 let db = text(&m, "db", what, path)?;
                 let coll = text(&m, "collection", what, path)?;
+                check_db_name(&db, &coll, path)?;
                 let json = match m.get("metadata") {
                     None => String::new(),
                     Some(Bson::String(s)) => s.clone(),
@@ -550,6 +609,7 @@ fn read_archive_stream(
         }
     }
     // The blocks: namespace header, documents, terminator.
+    let mut open = 0usize;
     loop {
         let buf = match next(&mut r, path, "")? {
             Next::End => break,
@@ -565,6 +625,7 @@ fn read_archive_stream(
         let what = "namespace header";
         let db = text(&h, "db", what, path)?;
         let coll = text(&h, "collection", what, path)?;
+        check_db_name(&db, &coll, path)?;
         let eof = match h.get("EOF") {
             None => false,
             Some(Bson::Boolean(b)) => *b,
@@ -592,9 +653,19 @@ fn read_archive_stream(
             return Err(damaged(format!("`{ns}` has data after its EOF block"), path));
         }
         if space.state == State::Unopened {
+            if open >= MAX_OPEN {
+                return Err(damaged(
+                    format!("more than {MAX_OPEN} namespaces are open at once (mongodump interleaves a few)"),
+                    path,
+                ));
+            }
             space.state = State::Open;
+            open += 1;
             if left_out(&db, &coll).is_none() {
-                space.spill = Some(Spill::new(MEMORY_LIMIT));
+                // Memory for the first few open at once, the rest on disk
+                // (encrypted) from their first byte.
+                let limit = if open <= IN_MEMORY_OPEN { MEMORY_LIMIT } else { 0 };
+                space.spill = Some(Spill::new(limit));
             }
         }
         let in_ns = format!(" in namespace `{ns}`");
@@ -612,6 +683,7 @@ fn read_archive_stream(
                 ));
             }
             space.state = State::Closed;
+            open -= 1;
             finish_namespace(space, emit, summary)?;
             continue;
         }
@@ -739,7 +811,7 @@ fn emit_collection(
 
 /// Reads a whole (possibly gzipped) small file.
 fn read_small(path: &Path) -> Result<Vec<u8>> {
-    let (r, _) = open_maybe_gzip(path)?;
+    let r = open_dir_file(path)?;
     let mut out = Vec::new();
     r.take(MAX_METADATA + 1)
         .read_to_end(&mut out)
@@ -762,11 +834,11 @@ fn sorted_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
     let rd = std::fs::read_dir(dir).map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
     for e in rd {
         let e = e.map_err(|e| Error::io(format!("cannot list {}", dir.display()), e))?;
-        let ty = e
-            .file_type()
+        // Followed: a database folder may be a symlink.
+        let meta = std::fs::metadata(e.path())
             .map_err(|err| Error::io(format!("cannot stat {}", e.path().display()), err))?;
         let name = e.file_name().to_string_lossy().into_owned();
-        out.push((name, e.path(), ty.is_dir()));
+        out.push((name, e.path(), meta.is_dir()));
     }
     out.sort();
     Ok(out)
@@ -804,21 +876,40 @@ fn read_directory(dir: &Path, emit: &mut Emit<'_>, summary: &mut Summary) -> Res
         if !is_dir {
             continue;
         }
+        check_db_name(&db, "", &path)?;
         let mut files: BTreeMap<String, Files> = BTreeMap::new();
         for (name, file, is_dir) in sorted_dir(&path)? {
             if is_dir {
-                tracing::warn!(dir = %file.display(), "ignoring a folder inside a database folder");
-                continue;
+                // mongodump writes none: most likely the dump's parent
+                // directory was given, and every collection would be missed.
+                return Err(config_error(format!(
+                    "{} holds a folder ({name}) inside a database folder: not a mongodump layout",
+                    path.display()
+                ))
+                .with_hint("give the dump's top directory (the one holding a folder per database)"));
             }
             let (plain, gz) = match name.strip_suffix(".gz") {
                 Some(p) => (p, true),
                 None => (name.as_str(), false),
             };
             gzip |= gz;
-            if let Some(stem) = plain.strip_suffix(".metadata.json") {
-                files.entry(stem.to_string()).or_default().metadata = Some(file);
-            } else if let Some(stem) = plain.strip_suffix(".bson") {
-                files.entry(stem.to_string()).or_default().bson = Some(file);
+            let slot = match (plain.strip_suffix(".metadata.json"), plain.strip_suffix(".bson")) {
+                (Some(stem), _) => Some(&mut files.entry(stem.to_string()).or_default().metadata),
+                (None, Some(stem)) => Some(&mut files.entry(stem.to_string()).or_default().bson),
+                (None, None) => None,
+            };
+            if let Some(slot) = slot {
+                if let Some(first) = slot.replace(file.clone()) {
+                    return Err(damaged(
+                        format!(
+                            "two files for one collection: {} and {}",
+                            first.display(),
+                            file.display()
+                        ),
+                        &path,
+                    )
+                    .with_hint("keep one of them (a dump is either plain or --gzip) and back up again"));
+                }
             } else {
                 tracing::warn!(file = %file.display(), "ignoring a file that is not part of a mongodump");
             }
@@ -872,7 +963,7 @@ fn read_collection(db: &str, stem: &str, f: Files, emit: &mut Emit<'_>, summary:
             f.metadata.as_deref().unwrap_or(Path::new(db)),
         ));
     };
-    let (mut r, _) = open_maybe_gzip(&bson)?;
+    let mut r = open_dir_file(&bson)?;
     let mut spill = Spill::new(MEMORY_LIMIT);
     let mut documents = 0u64;
     let in_ns = format!(" in `{ns}`");

@@ -276,3 +276,124 @@ async fn malformed_archives_are_refused_clearly() {
     let e = source("mongodump:/nonexistent/dump").check().await.unwrap_err();
     assert!(e.hint().unwrap().contains("mongodump"), "{e:?}");
 }
+
+/// The BSON bytes of `d`.
+fn bson(d: &Document) -> Vec<u8> {
+    let mut out = Vec::new();
+    d.to_writer(&mut out).unwrap();
+    out
+}
+
+/// A document `{a: {a: … {}}}` nested `depth` deep, built without
+/// recursion.
+fn nested(depth: usize) -> Vec<u8> {
+    let mut out = Vec::new();
+    for level in (1..=depth).rev() {
+        let size = 5 + 8 * level as i32;
+        out.extend_from_slice(&size.to_le_bytes());
+        out.extend_from_slice(&[0x03, b'a', 0]);
+    }
+    out.extend_from_slice(&[5, 0, 0, 0, 0]);
+    out.extend(std::iter::repeat_n(0u8, depth));
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_archives_are_refused_without_crashing_or_piling_up_memory() {
+    let check = |e: coffer_core::Error, want: &str| {
+        assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
+        assert!(e.to_string().contains(want), "`{e}` lacks `{want}`");
+    };
+    // A header field nested 20000 deep: refused before it is decoded
+    // (decoding it would overflow the stack and abort the process).
+    check(
+        broken(|b| {
+            let len = i32::from_le_bytes(b[4..8].try_into().unwrap()) as usize;
+            let deep = nested(20_000);
+            let mut header = Vec::new();
+            let size = 4 + 1 + 8 + deep.len() + 1;
+            header.extend_from_slice(&(size as i32).to_le_bytes());
+            header.push(0x03);
+            header.extend_from_slice(b"version\0");
+            header.extend_from_slice(&deep);
+            header.push(0);
+            b.splice(4..4 + len, header);
+        })
+        .await,
+        "`version` of the archive header is not a plain value",
+    );
+    // A database name no server accepts (and a path of two folders).
+    check(
+        broken(|b| {
+            let (from, to) = (b"\x05\0\0\0test\0", b"\x05\0\0\0te/t\0");
+            while let Some(i) = b.windows(from.len()).position(|w| w == from) {
+                b[i..i + from.len()].copy_from_slice(to);
+            }
+        })
+        .await,
+        "`te/t` is not a valid database name",
+    );
+    // 257 namespaces opened and none closed: each would hold a buffer.
+    let mut b = 0x8199_e26du32.to_le_bytes().to_vec();
+    b.extend(bson(
+        &doc! { "version": "0.1", "server_version": "8.0.0", "tool_version": "100.9.0" },
+    ));
+    b.extend((-1i32).to_le_bytes());
+    for i in 0..257 {
+        b.extend(bson(&doc! { "db": "d", "collection": format!("c{i}") }));
+        b.extend(bson(&doc! { "_id": i }));
+        b.extend((-1i32).to_le_bytes());
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let p = dir.path().join("many.archive");
+    std::fs::write(&p, &b).unwrap();
+    check(
+        capture(source(&spec(&p)).as_ref()).await.unwrap_err(),
+        "more than 256 namespaces are open at once",
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dump_directories_are_read_whole_or_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump");
+    let db = dump.join("app");
+    std::fs::create_dir_all(&db).unwrap();
+    // A plain .bson whose first document is 35,615 bytes long: it starts
+    // with the gzip magic (1f 8b), and must still be read as plain BSON.
+    let first = bson(&doc! { "_id": 1, "pad": "x".repeat(35_591) });
+    assert_eq!(&first[..2], [0x1f, 0x8b]);
+    let mut body = first.clone();
+    body.extend(bson(&doc! { "_id": 2 }));
+    std::fs::write(db.join("c.bson"), &body).unwrap();
+    // A database folder that is a symlink is followed.
+    let elsewhere = dir.path().join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    std::fs::write(elsewhere.join("d.bson"), bson(&doc! { "_id": 3 })).unwrap();
+    std::os::unix::fs::symlink(&elsewhere, dump.join("linked")).unwrap();
+
+    let (entries, report) = capture(source(&spec(&dump)).as_ref()).await.unwrap();
+    let find = |path: &str| {
+        entries
+            .iter()
+            .find(|e| e.path == path)
+            .unwrap_or_else(|| panic!("no {path}: {:?}", report.details))
+    };
+    assert_eq!(find("app/c.bson").data, body);
+    assert_eq!(find("linked/d.bson").data, bson(&doc! { "_id": 3 }));
+
+    // The same collection twice (plain and gzip): refused, not one dropped.
+    let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+    gz.write_all(&body).unwrap();
+    std::fs::write(db.join("c.bson.gz"), gz.finish().unwrap()).unwrap();
+    let e = capture(source(&spec(&dump)).as_ref()).await.unwrap_err();
+    assert_eq!(e.kind(), ErrorKind::Integrity, "{e:?}");
+    assert!(e.to_string().contains("two files for one collection"), "{e}");
+    std::fs::remove_file(db.join("c.bson.gz")).unwrap();
+
+    // The dump's parent directory given: its folders hold folders. Refused,
+    // instead of a backup of no collection.
+    let e = capture(source(&spec(dir.path())).as_ref()).await.unwrap_err();
+    assert!(e.to_string().contains("inside a database folder"), "{e}");
+    assert!(e.hint().unwrap().contains("top directory"), "{e:?}");
+}
