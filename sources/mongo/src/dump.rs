@@ -869,7 +869,12 @@ fn read_directory(dir: &Path, emit: &mut Emit<'_>, summary: &mut Summary) -> Res
                 ))
                 .with_hint("give the dump's top directory (the one holding a folder per database)"));
             }
-            _ => tracing::warn!(file = %path.display(), "ignoring a file that is not part of a mongodump"),
+            _ => {
+                tracing::warn!(file = %path.display(), "ignoring a file that is not part of a mongodump");
+                summary
+                    .skipped
+                    .push(format!("{name}: not a file mongodump writes"));
+            }
         }
     }
     for (db, path, is_dir) in top {
@@ -912,6 +917,9 @@ fn read_directory(dir: &Path, emit: &mut Emit<'_>, summary: &mut Summary) -> Res
                 }
             } else {
                 tracing::warn!(file = %file.display(), "ignoring a file that is not part of a mongodump");
+                summary
+                    .skipped
+                    .push(format!("{db}/{name}: not a file mongodump writes"));
             }
         }
         for (stem, f) in files {

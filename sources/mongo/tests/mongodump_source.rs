@@ -371,8 +371,16 @@ async fn dump_directories_are_read_whole_or_refused() {
     std::fs::create_dir_all(&elsewhere).unwrap();
     std::fs::write(elsewhere.join("d.bson"), bson(&doc! { "_id": 3 })).unwrap();
     std::os::unix::fs::symlink(&elsewhere, dump.join("linked")).unwrap();
+    // A file mongodump never writes: left out, and said so in the report.
+    std::fs::write(db.join("c.bson.zst"), b"?").unwrap();
 
     let (entries, report) = capture(source(&spec(&dump)).as_ref()).await.unwrap();
+    assert_eq!(
+        report.details["left_out"],
+        serde_json::json!(["app/c.bson.zst: not a file mongodump writes"]),
+        "{:?}",
+        report.details
+    );
     let find = |path: &str| {
         entries
             .iter()
