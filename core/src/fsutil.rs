@@ -1,6 +1,7 @@
 //! Filesystem helpers shared by the plugins that write local files (the
 //! local sink, file and env restores): temp-file naming, directory fsync,
-//! and the writability preflight of a restore destination.
+//! and the writability preflight of a restore destination; and
+//! [`read_up_to`], for readers that hand out fewer bytes than asked.
 
 use std::ffi::CString;
 use std::fs::{self, File};
@@ -62,6 +63,22 @@ pub fn check_writable_dir(path: &Path) -> Result<bool> {
         .with_hint("run the restore as a user that can write there, or choose another --target"));
     }
     Ok(dir == path)
+}
+
+/// Fills `buf` as far as the reader allows (a stream may hand out fewer
+/// bytes per `read` than asked); returns the bytes read, fewer only at the
+/// end of the stream.
+pub fn read_up_to(r: &mut (impl std::io::Read + ?Sized), buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match r.read(&mut buf[n..]) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 #[cfg(test)]

@@ -152,7 +152,7 @@ pub fn read_bundle<R: Read + Send>(
             };
             loop {
                 let mut buf = vec![0u8; crate::stream::CHUNK];
-                match read_up_to(&mut decoded, &mut buf) {
+                match crate::fsutil::read_up_to(&mut decoded, &mut buf) {
                     Ok(0) => return, // end: closing the channel is EOF
                     Ok(n) => {
                         buf.truncate(n);
@@ -177,20 +177,6 @@ pub fn read_bundle<R: Read + Send>(
             visitor,
         )
     })
-}
-
-/// Fills `buf` as far as the reader allows; returns the bytes read.
-fn read_up_to(r: &mut impl Read, buf: &mut [u8]) -> io::Result<usize> {
-    let mut n = 0;
-    while n < buf.len() {
-        match r.read(&mut buf[n..]) {
-            Ok(0) => break,
-            Ok(k) => n += k,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    Ok(n)
 }
 
 /// Reads the chunks of a channel as one stream.

@@ -78,18 +78,20 @@ fn dry_run_json_then_prune_deletes_index_and_object() {
     let before = objects(&p.join("bk"));
     assert_eq!(before.len(), 12);
 
+    // The same policy for the dry runs and the real prune.
+    const PRUNE: [&str; 7] = [
+        "prune",
+        "--sink",
+        "bk",
+        "--keep-daily",
+        "2",
+        "--keep-monthly",
+        "3",
+    ];
     let out = coffer(p)
-        .args([
-            "--json",
-            "prune",
-            "--sink",
-            "bk",
-            "--keep-daily",
-            "2",
-            "--keep-monthly",
-            "3",
-            "--dry-run",
-        ])
+        .arg("--json")
+        .args(PRUNE)
+        .arg("--dry-run")
         .output()
         .unwrap();
     let v = json_ok(&out);
@@ -122,16 +124,8 @@ fn dry_run_json_then_prune_deletes_index_and_object() {
 
     // Human output says what it would do.
     coffer(p)
-        .args([
-            "prune",
-            "--sink",
-            "bk",
-            "--keep-daily",
-            "2",
-            "--keep-monthly",
-            "3",
-            "--dry-run",
-        ])
+        .args(PRUNE)
+        .arg("--dry-run")
         .assert()
         .success()
         .stdout(predicate::str::contains("daily 1/2 (2026-03-02)"))
@@ -139,23 +133,7 @@ fn dry_run_json_then_prune_deletes_index_and_object() {
         .stdout(predicate::str::contains("dry run"));
 
     // The real prune removes both the index and the object of exactly those two.
-    let prune = || {
-        json_ok(
-            &coffer(p)
-                .args([
-                    "--json",
-                    "prune",
-                    "--sink",
-                    "bk",
-                    "--keep-daily",
-                    "2",
-                    "--keep-monthly",
-                    "3",
-                ])
-                .output()
-                .unwrap(),
-        )
-    };
+    let prune = || json_ok(&coffer(p).arg("--json").args(PRUNE).output().unwrap());
     let v = prune();
     let deleted: Vec<&str> = v[0]["snapshots"]
         .as_array()

@@ -313,15 +313,7 @@ fn open_maybe_gzip(path: &Path) -> Result<(Box<dyn Read + Send>, bool)> {
 fn maybe_gzip(mut input: Box<dyn Read + Send>, path: &Path) -> Result<(Box<dyn Read + Send>, bool)> {
     // Two bytes for sure: a stream may hand out fewer at a time.
     let mut head = [0u8; 2];
-    let mut got = 0;
-    while got < head.len() {
-        match input.read(&mut head[got..]) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(read_error(e, path)),
-        }
-    }
+    let got = coffer_core::fsutil::read_up_to(&mut input, &mut head).map_err(|e| read_error(e, path))?;
     let r = BufReader::with_capacity(256 * 1024, Cursor::new(head[..got].to_vec()).chain(input));
     if head[..got] == [0x1f, 0x8b] {
         Ok((

@@ -111,10 +111,9 @@ fn every_type() -> Vec<Document> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_bson_type_round_trips_byte_identical() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a).await;
     let coll = ca.database("app").collection::<Document>("types");
     coll.insert_many(every_type()).await.unwrap();
     let original = raw_docs(&ca.database("app").collection("types")).await;
@@ -143,7 +142,6 @@ async fn every_bson_type_round_trips_byte_identical() {
         .await
         .expect("restore");
     assert_eq!(r.actions.len(), 1, "{r:?}");
-    let cb = client(&b).await;
     assert_eq!(raw_docs(&cb.database("app").collection("types")).await, original);
     assert_eq!(
         names(&cb, "app").await,
@@ -158,10 +156,9 @@ async fn every_bson_type_round_trips_byte_identical() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn indexes_views_and_odd_names_round_trip() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a).await;
     let db = ca.database("shop");
     let orders = db.collection::<Document>("orders");
     orders
@@ -229,7 +226,6 @@ async fn indexes_views_and_odd_names_round_trip() {
     restore(src.as_ref(), &entries, &b.uri(""), true, true)
         .await
         .expect("restore");
-    let cb = client(&b).await;
     assert_eq!(
         index_specs(&cb, "shop", "orders").await,
         index_specs(&ca, "shop", "orders").await
@@ -261,10 +257,9 @@ async fn indexes_views_and_odd_names_round_trip() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn drop_replaces_and_no_drop_counts_conflicts() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a).await;
     ca.database("app")
         .collection::<Document>("users")
         .insert_many((0..20).map(|i| doc! { "_id": i, "v": "bundle" }))
@@ -289,7 +284,6 @@ async fn drop_replaces_and_no_drop_counts_conflicts() {
         names
     };
 
-    let cb = client(&b).await;
     let users = cb.database("app").collection::<Document>("users");
     users
         .insert_many((15..30).map(|i| doc! { "_id": i, "v": "live" }))
@@ -341,17 +335,15 @@ async fn drop_replaces_and_no_drop_counts_conflicts() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_damaged_collection_leaves_the_original_untouched() {
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a).await;
     support::seed(&ca.database("app"), "c", 10).await;
     let src = source(&a.uri("app"));
     let (mut entries, _) = capture(src.as_ref()).await;
     let bson = entries.iter_mut().find(|e| e.path == "app/c.bson").unwrap();
     bson.data.truncate(bson.data.len() - 3);
 
-    let cb = client(&b).await;
     let c = cb.database("app").collection::<Document>("c");
     c.insert_one(doc! { "_id": "keep" }).await.unwrap();
     let e = restore(src.as_ref(), &entries, &b.uri(""), true, false)
@@ -671,10 +663,9 @@ async fn mongo_env_reads_the_variable() {
 async fn collection_options_round_trip() {
     // Capped, validator, collation, timeseries (with expiry) and clustered
     // collections come back with the same options and documents.
-    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let ca = client(&a).await;
     let db = ca.database("opts");
     let creates = [
         doc! { "create": "capped", "capped": true, "size": 65536, "max": 100 },
@@ -718,7 +709,6 @@ async fn collection_options_round_trip() {
     restore(src.as_ref(), &entries, &b.uri(""), true, true)
         .await
         .expect("restore");
-    let cb = client(&b).await;
     assert_eq!(collection_options(&cb, "opts").await, before);
     for name in before.keys() {
         let (x, y) = (

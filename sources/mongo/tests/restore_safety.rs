@@ -250,20 +250,30 @@ async fn a_staging_collection_replaced_meanwhile_is_never_swapped_in() {
     assert_eq!(names(&cb, "app").await, ["users"]);
 }
 
+/// `app.users` of `n` documents and the view `app.report` of those that
+/// `filter` matches, dumped from `a`.
+async fn users_and_a_report_view(
+    a: &MongoServer,
+    ca: &Client,
+    n: i32,
+    filter: Document,
+) -> (std::sync::Arc<dyn coffer_core::Source>, Vec<support::Captured>) {
+    let adb = ca.database("app");
+    support::seed(&adb, "users", n).await;
+    adb.run_command(doc! { "create": "report", "viewOn": "users", "pipeline": [{ "$match": filter }] })
+        .await
+        .unwrap();
+    let src = source(&format!("mongo:{}", a.uri("app")));
+    let (entries, _) = capture(src.as_ref()).await.unwrap();
+    (src, entries)
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_view_never_replaces_a_collection_and_a_view_is_replaced_by_its_new_definition() {
     let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let adb = ca.database("app");
-    support::seed(&adb, "users", 4).await;
-    adb.run_command(
-        doc! { "create": "report", "viewOn": "users", "pipeline": [{ "$match": { "_id": { "$gte": 2 } } }] },
-    )
-    .await
-    .unwrap();
-    let src = source(&format!("mongo:{}", a.uri("app")));
-    let (entries, _) = capture(src.as_ref()).await.unwrap();
+    let (src, entries) = users_and_a_report_view(&a, &ca, 4, doc! { "_id": { "$gte": 2 } }).await;
 
     // On the target `report` is a collection with documents of its own.
     let bdb = cb.database("app");
@@ -366,13 +376,7 @@ async fn a_commit_failing_part_way_says_what_is_already_restored() {
     let Some((a, b, ca, cb)) = support::source_and_target().await else {
         return;
     };
-    let adb = ca.database("app");
-    support::seed(&adb, "users", 3).await;
-    adb.run_command(doc! { "create": "report", "viewOn": "users", "pipeline": [{ "$match": { "_id": 1 } }] })
-        .await
-        .unwrap();
-    let src = source(&format!("mongo:{}", a.uri("app")));
-    let (mut entries, _) = capture(src.as_ref()).await.unwrap();
+    let (src, mut entries) = users_and_a_report_view(&a, &ca, 3, doc! { "_id": 1 }).await;
     // A view definition the server refuses (an option it does not know):
     // views are created after the collections are swapped in.
     let view = entries
