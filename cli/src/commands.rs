@@ -17,7 +17,7 @@ use crate::args::{
     VerifyArgs,
 };
 use crate::config::{Config, EXAMPLE};
-use crate::output::{Spinner, print_json, size};
+use crate::output::{Spinner, print_json, printable, size};
 
 pub(crate) type CmdResult = std::result::Result<(), Failure>;
 
@@ -632,7 +632,7 @@ async fn list(ctx: &Ctx, sel: SinkSel, trust: TrustSel) -> CmdResult {
             );
         }
         for (k, e) in &cat.unreadable {
-            println!("unreadable index {k}: {e}");
+            println!("unreadable index {k} (corrupt: an integrity failure, its object is kept): {e}");
         }
     }
     if ctx.json {
@@ -664,7 +664,16 @@ pub(crate) async fn find_snapshot(
             .map_err(|e| e.prefix(format!("sink `{name}`")))?;
         match cat.resolve(spec) {
             Ok(e) => return Ok((name.clone(), sink.clone(), e.clone())),
-            Err(e) => last_err = Some(e),
+            // Another sink may hold a good copy; if none does, a corrupt
+            // index is what the user must hear about, not "not found".
+            Err(e) => {
+                let worse = last_err
+                    .as_ref()
+                    .is_none_or(|l: &Error| l.kind() != ErrorKind::Integrity);
+                if worse {
+                    last_err = Some(e);
+                }
+            }
         }
     }
     Err(last_err.unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no sink")))
@@ -764,6 +773,7 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
     // Integrity failures give exit 3; any other failure (unreachable sink,
     // permission) is reported as that error instead.
     let mut other_error: Option<Error> = None;
+    let mut no_key: Vec<String> = Vec::new();
     for (name, sink) in &sinks {
         let cat = Catalog::load(sink.as_ref())
             .await
@@ -813,10 +823,12 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
             };
             let r = check.await;
             if let Err(e) = &r {
-                if e.kind() == ErrorKind::Integrity {
-                    failed += 1;
-                } else if other_error.is_none() {
-                    other_error = Some(Error::new(e.kind(), e.to_string()));
+                match e.kind() {
+                    ErrorKind::Integrity => failed += 1,
+                    // No key for this one: the others are still checked.
+                    ErrorKind::Decryption => no_key.push(index.id.to_string()),
+                    _ if other_error.is_none() => other_error = Some(Error::new(e.kind(), e.to_string())),
+                    _ => {}
                 }
             }
             if !ctx.json {
@@ -826,6 +838,9 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
                         "{} {}: ok (decrypted, {n} files match SHA256SUMS)",
                         name, index.id
                     ),
+                    Err(e) if e.kind() == ErrorKind::Decryption => {
+                        println!("{} {}: NO KEY: {e}", name, index.id)
+                    }
                     Err(e) => println!("{} {}: FAILED: {e}", name, index.id),
                 }
             }
@@ -834,11 +849,6 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
                 "files_checked": r.as_ref().ok().copied().flatten(),
                 "error": r.as_ref().err().map(|e| json!({"kind": e.kind().as_str(), "message": e.to_string()})),
             }));
-            if let Err(e) = r
-                && e.kind() == ErrorKind::Decryption
-            {
-                return Err(e.into());
-            }
         }
     }
     if ctx.json {
@@ -851,6 +861,18 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
         return Err(Failure::Integrity(format!(
             "{failed} snapshot(s) failed verification"
         )));
+    }
+    if !no_key.is_empty() {
+        return Err(Error::new(
+            ErrorKind::Decryption,
+            format!(
+                "no key given decrypts {} snapshot(s): {}",
+                no_key.len(),
+                no_key.join(", ")
+            ),
+        )
+        .with_hint("pass the identity (or passphrase) of those snapshots' recipients; `coffer show ID` lists their fingerprints")
+        .into());
     }
     Ok(())
 }
@@ -965,7 +987,7 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         // (or with -v; --json always has them).
         if a.dry_run || r.actions.len() <= 20 || ctx.verbose {
             for act in &r.actions {
-                println!("    {:<11} {}", act.action, act.target);
+                println!("    {:<11} {}", act.action, printable(&act.target));
             }
         } else {
             println!("    ({} changes; -v or --json lists them)", r.actions.len());

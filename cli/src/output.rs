@@ -18,11 +18,32 @@ pub fn print_error(e: &Error, json: bool) {
         }});
         eprintln!("{v}");
     } else {
-        eprintln!("error: {e}");
+        eprintln!("error: {}", printable(&e.to_string()));
         if let Some(h) = e.hint() {
-            eprintln!("  hint: {h}");
+            eprintln!("  hint: {}", printable(h));
         }
     }
+}
+
+/// `text` safe to print on a terminal: control characters (line breaks,
+/// escape sequences, C1 codes) of a file name or key are shown escaped, as
+/// `\n`, `\r`, `\t` or `\u{1b}`, so a name cannot move the cursor, recolour
+/// or rewrite what the user reads.
+pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut out = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        match c {
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    std::borrow::Cow::Owned(out)
 }
 
 /// Prints `value` as pretty JSON on stdout.
@@ -84,5 +105,18 @@ impl Spinner {
         if let Some(b) = self.bar {
             b.finish_and_clear();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::printable;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain ü name"), "plain ü name");
+        assert_eq!(printable("a\nb\rc\td"), "a\\nb\\rc\\td");
+        assert_eq!(printable("x\x1b[31mred\u{9b}2J"), "x\\u{1b}[31mred\\u{9b}2J");
+        assert_eq!(printable("del\x7f"), "del\\u{7f}");
     }
 }

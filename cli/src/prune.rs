@@ -4,8 +4,10 @@
 //! The decisions come from the pure `coffer_core::apply`; this module
 //! resolves the policy (flags > the sink's `retention` > the job's), feeds
 //! it the catalog of each sink, prints the decisions and deletes.
-//! "Verified good" for the safety floor is the listing state `complete`
-//! (index and object present, sizes agree): prune never downloads objects.
+//! The safety floor is checked before anything is deleted: per job, the
+//! newest `complete` snapshot's object is read back and its SHA-256
+//! compared with its index (no key needed), walking back until one
+//! verifies; that one is never deleted, and with none verified nothing is.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -170,6 +172,18 @@ struct Row {
     deleted: bool,
     /// Why a planned delete did not happen (pinned meanwhile).
     skipped: Option<String>,
+    /// The SHA-256 check of the floor found the object corrupt.
+    corrupt: Option<String>,
+}
+
+/// The check of the snapshot retention keeps as its safety floor: the
+/// newest one whose object matches its index (SHA-256, no key needed).
+#[derive(Debug, Default)]
+struct FloorCheck {
+    /// The snapshot that verified and is never deleted.
+    verified: Option<SnapshotId>,
+    /// Newer snapshots whose object failed the check.
+    corrupt: Vec<SnapshotId>,
 }
 
 /// What prune did on one sink.
@@ -181,6 +195,8 @@ pub(crate) struct SinkReport {
     policies: BTreeMap<String, (RetentionPolicy, String)>,
     rows: Vec<Row>,
     unreadable: Vec<(String, String)>,
+    /// Job → its floor check (jobs with a policy only).
+    floors: BTreeMap<String, FloorCheck>,
 }
 
 impl SinkReport {
@@ -201,6 +217,12 @@ impl SinkReport {
                 "state": r.state.as_str(),
                 "deleted": r.deleted,
                 "skipped": r.skipped,
+                "corrupt": r.corrupt,
+            })).collect::<Vec<_>>(),
+            "floors": self.floors.iter().map(|(job, f)| json!({
+                "job": job,
+                "verified": f.verified.as_ref().map(SnapshotId::as_str),
+                "corrupt": f.corrupt.iter().map(SnapshotId::as_str).collect::<Vec<_>>(),
             })).collect::<Vec<_>>(),
             "unreadable": self.unreadable.iter().map(|(k, e)| json!({"key": k, "error": e})).collect::<Vec<_>>(),
         })
@@ -224,6 +246,16 @@ impl SinkReport {
                     format!("{p} (from {from})")
                 };
                 println!("job {}: {what}", r.decision.job);
+                if let Some(f) = self.floors.get(&r.decision.job) {
+                    match &f.verified {
+                        Some(id) => println!(
+                            "  floor: {id} verified (SHA-256 of its object matches its index): never deleted"
+                        ),
+                        None => println!(
+                            "  floor: no snapshot verified (SHA-256 of each object against its index): nothing is deleted"
+                        ),
+                    }
+                }
             }
             let verdict = match (r.decision.keep, r.deleted, &r.skipped) {
                 (true, _, _) => "keep",
@@ -231,14 +263,15 @@ impl SinkReport {
                 (false, true, _) => "deleted",
                 (false, false, _) => "delete",
             };
-            let why = match &r.skipped {
-                Some(s) => s.clone(),
-                None => r.decision.reasons.join(", "),
+            let why = match (&r.skipped, r.decision.keep) {
+                (Some(s), _) => s.clone(),
+                (None, true) => r.decision.reasons.join(", "),
+                (None, false) => "no rule keeps it".to_string(),
             };
-            let state = if r.state == SnapshotState::Complete {
-                String::new()
-            } else {
-                format!(" [{}]", r.state.as_str())
+            let state = match &r.corrupt {
+                Some(e) => format!(" [corrupt: {e}]"),
+                None if r.state == SnapshotState::Complete => String::new(),
+                None => format!(" [{}]", r.state.as_str()),
             };
             println!(
                 "  {verdict:<7} {}  {}{state}  {why}",
@@ -304,9 +337,16 @@ async fn prune_locked(
         policies: BTreeMap::new(),
         rows: Vec::new(),
         unreadable: cat.unreadable.clone(),
+        floors: BTreeMap::new(),
     };
     for (job, entries) in by_job {
         let (policy, from) = policies.get(name, job);
+        let floor = if policy.is_empty() {
+            None
+        } else {
+            Some(check_floor(sink, &entries, now).await?)
+        };
+        let corrupt = |id: &SnapshotId| floor.as_ref().is_some_and(|f| f.corrupt.contains(id));
         let metas: Vec<SnapshotMeta> = entries
             .iter()
             .map(|e| SnapshotMeta {
@@ -315,15 +355,22 @@ async fn prune_locked(
                 job: e.index.job.clone(),
                 tags: e.index.tags.clone(),
                 pinned: e.pinned,
-                verified_good: e.state == SnapshotState::Complete,
+                verified_good: e.state == SnapshotState::Complete && !corrupt(&e.index.id),
             })
             .collect();
-        for decision in coffer_core::apply(&metas, &policy, now) {
+        let no_floor = floor.as_ref().is_some_and(|f| f.verified.is_none());
+        for mut decision in coffer_core::apply(&metas, &policy, now) {
             let entry = entries
                 .iter()
                 .find(|e| e.index.id == decision.id)
                 .expect("a decision per snapshot");
+            if no_floor && !decision.keep {
+                decision.keep = true;
+                decision.reasons.push("no snapshot verified".into());
+            }
             report.rows.push(Row {
+                corrupt: corrupt(&decision.id)
+                    .then(|| "object's SHA-256 does not match its index".to_string()),
                 decision,
                 state: entry.state,
                 deleted: false,
@@ -331,6 +378,9 @@ async fn prune_locked(
             });
         }
         report.policies.insert(job.to_string(), (policy, from));
+        if let Some(f) = floor {
+            report.floors.insert(job.to_string(), f);
+        }
     }
     if dry_run {
         return Ok(report);
@@ -359,6 +409,38 @@ async fn prune_locked(
         row.deleted = true;
     }
     Ok(report)
+}
+
+/// Finds the safety floor of one job before anything is deleted: walks its
+/// snapshots newest first and checks each object's size and SHA-256
+/// against its index (no key needed) until one verifies. A corrupt newest
+/// snapshot thus never lets retention delete the last good ones.
+async fn check_floor(
+    sink: &dyn Sink,
+    entries: &[&coffer_core::CatalogEntry],
+    now: jiff::Timestamp,
+) -> Result<FloorCheck> {
+    let mut floor = FloorCheck::default();
+    let candidates = entries
+        .iter()
+        .rev()
+        .filter(|e| e.index.created_at <= now && e.state == SnapshotState::Complete);
+    for e in candidates {
+        match coffer_core::verify_object(sink, &e.index, None).await {
+            Ok(()) => {
+                floor.verified = Some(e.index.id.clone());
+                break;
+            }
+            Err(err) if err.kind() == coffer_core::ErrorKind::Integrity => {
+                tracing::warn!("snapshot {} is corrupt: {err}", e.index.id);
+                floor.corrupt.push(e.index.id.clone());
+            }
+            Err(err) => {
+                return Err(err.prefix(format!("checking snapshot {} before pruning", e.index.id)));
+            }
+        }
+    }
+    Ok(floor)
 }
 
 /// Deletes the index first (the snapshot stops existing), then the

@@ -19,6 +19,49 @@ pub const MANIFEST_FORMAT: &str = "coffer-manifest/1";
 pub const SOURCES_ENTRY: &str = "sources.json";
 /// Checksums of every file entry, `sha256sum -c` compatible.
 pub const SUMS_ENTRY: &str = "SHA256SUMS";
+
+/// One line of `SHA256SUMS`, as GNU `sha256sum` writes it: a name holding a
+/// backslash, a newline or a carriage return is escaped (`\\`, `\n`,
+/// `\r`) and the line starts with a backslash, so `sha256sum -c` checks it.
+pub fn sums_line(sha256: &str, path: &str) -> String {
+    if path.contains(['\\', '\n', '\r']) {
+        let escaped = path
+            .replace('\\', "\\\\")
+            .replace('\n', "\\n")
+            .replace('\r', "\\r");
+        format!("\\{sha256}  {escaped}\n")
+    } else {
+        format!("{sha256}  {path}\n")
+    }
+}
+
+/// Parses one line of `SHA256SUMS` (without its `\n`) into `(sha256,
+/// path)`, undoing [`sums_line`]'s escapes; `None` if malformed.
+pub fn parse_sums_line(line: &str) -> Option<(String, String)> {
+    let (escaped, line) = match line.strip_prefix('\\') {
+        Some(rest) => (true, rest),
+        None => (false, line),
+    };
+    let (sha, path) = line.split_once("  ")?;
+    if !escaped {
+        return Some((sha.to_string(), path.to_string()));
+    }
+    let mut out = String::with_capacity(path.len());
+    let mut chars = path.chars();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        match chars.next()? {
+            '\\' => out.push('\\'),
+            'n' => out.push('\n'),
+            'r' => out.push('\r'),
+            _ => return None,
+        }
+    }
+    Some((sha.to_string(), out))
+}
 /// Last entry of the tar.
 pub const MANIFEST_ENTRY: &str = "manifest.json";
 /// Suffix of the ciphertext object.
@@ -389,6 +432,29 @@ pub(crate) fn test_index(id: &SnapshotId, body: &[u8]) -> Index {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sums_lines_escape_like_gnu_sha256sum() {
+        // As `sha256sum` 9.1 prints them.
+        let sha = "2d711642b726b04401627ca9fbac32f5c8530fb1903cc4db02258717921a4881";
+        for (path, line) in [
+            ("files/a/plain name", format!("{sha}  files/a/plain name\n")),
+            ("files/a/a\nb", format!("\\{sha}  files/a/a\\nb\n")),
+            ("files/a/c\\d", format!("\\{sha}  files/a/c\\\\d\n")),
+            ("files/a/e\rf", format!("\\{sha}  files/a/e\\rf\n")),
+        ] {
+            assert_eq!(sums_line(sha, path), line);
+            let parsed = parse_sums_line(line.strip_suffix('\n').unwrap()).unwrap();
+            assert_eq!(parsed, (sha.to_string(), path.to_string()));
+        }
+        // Lines of older bundles with a backslash in a name were not escaped.
+        assert_eq!(
+            parse_sums_line(&format!("{sha}  files/a/c\\d")).unwrap().1,
+            "files/a/c\\d"
+        );
+        assert!(parse_sums_line(&format!("\\{sha}  files/a/bad\\x")).is_none());
+        assert!(parse_sums_line("no separator").is_none());
+    }
 
     #[test]
     fn ids_parse_and_sort() {

@@ -146,7 +146,14 @@ impl Catalog {
                 }
                 // Deleted between list and get (a concurrent prune): skip.
                 Err(e) if e.kind() == ErrorKind::NotFound => {}
-                Err(e) => cat.unreadable.push((key, e.to_string())),
+                Err(e) => {
+                    // Its object belongs to a snapshot with a corrupt index,
+                    // not to an interrupted backup.
+                    if let Some(id) = key.strip_suffix(INDEX_SUFFIX) {
+                        indexed.insert(format!("{id}{OBJECT_SUFFIX}"));
+                    }
+                    cat.unreadable.push((key, e.to_string()))
+                }
             }
         }
         for o in &objects {
@@ -160,43 +167,63 @@ impl Catalog {
     }
 
     /// Finds a snapshot by `latest`, its full id, or a unique prefix of it.
+    ///
+    /// A snapshot whose index is unreadable is found too, as an integrity
+    /// failure: a corrupt index never reads as "no such snapshot", and
+    /// `latest` never falls back past one.
     pub fn resolve(&self, spec: &str) -> Result<&CatalogEntry> {
-        if self.snapshots.is_empty() {
-            return Err(Error::new(ErrorKind::NotFound, "the sink holds no snapshot")
-                .with_hint("run `coffer backup` first, or check the --sink location"));
-        }
+        let corrupt = |key: &str, err: &str| {
+            Error::new(ErrorKind::Integrity, format!("the index {key} is corrupt: {err}"))
+                .with_context("key", key)
+                .with_hint("the snapshot cannot be trusted on this sink; copy it again from another sink (`coffer copy`), or use another snapshot (`coffer list`)")
+        };
+        let unreadable_id = |key: &str| {
+            key.strip_suffix(INDEX_SUFFIX)
+                .and_then(|id| id.parse::<SnapshotId>().ok())
+        };
         if spec == "latest" {
-            let latest = self.snapshots.last().expect("not empty");
+            let latest = self.snapshots.last();
             // An unreadable index newer than the latest readable one may be
             // the real latest: never fall back to an older one silently.
-            let newer_unreadable = self.unreadable.iter().find(|(key, _)| {
-                key.strip_suffix(INDEX_SUFFIX)
-                    .and_then(|id| id.parse::<SnapshotId>().ok())
-                    .is_some_and(|id| id > latest.index.id)
-            });
+            let newer_unreadable = self
+                .unreadable
+                .iter()
+                .find(|(key, _)| unreadable_id(key).is_some_and(|id| latest.is_none_or(|l| id > l.index.id)));
             if let Some((key, err)) = newer_unreadable {
-                return Err(Error::new(
-                    ErrorKind::Integrity,
-                    format!("the newest snapshot's index {key} is unreadable: {err}"),
-                )
-                .with_hint("name a snapshot explicitly (`coffer list` shows them), or copy the snapshot again from another sink"));
+                return Err(corrupt(key, err));
             }
-            return Ok(latest);
+            return latest.ok_or_else(|| {
+                Error::new(ErrorKind::NotFound, "the sink holds no snapshot")
+                    .with_hint("run `coffer backup` first, or check the --sink location")
+            });
         }
         let matches: Vec<_> = self
             .snapshots
             .iter()
             .filter(|s| s.index.id.as_str().starts_with(spec))
             .collect();
-        match matches.as_slice() {
-            [one] => Ok(one),
-            [] => Err(
+        let corrupt_matches: Vec<_> = self
+            .unreadable
+            .iter()
+            .filter(|(key, _)| unreadable_id(key).is_some_and(|id| id.as_str().starts_with(spec)))
+            .collect();
+        match (matches.as_slice(), corrupt_matches.as_slice()) {
+            ([one], []) => Ok(one),
+            ([], [(key, err)]) => Err(corrupt(key, err)),
+            ([], []) if self.snapshots.is_empty() => {
+                Err(Error::new(ErrorKind::NotFound, "the sink holds no snapshot")
+                    .with_hint("run `coffer backup` first, or check the --sink location"))
+            }
+            ([], []) => Err(
                 Error::new(ErrorKind::NotFound, format!("no snapshot `{spec}` on this sink"))
                     .with_hint("`coffer list --sink S` shows the snapshots"),
             ),
-            many => Err(Error::new(
+            (many, bad) => Err(Error::new(
                 ErrorKind::ConfigInvalid,
-                format!("`{spec}` matches {} snapshots; give more of the id", many.len()),
+                format!(
+                    "`{spec}` matches {} snapshots; give more of the id",
+                    many.len() + bad.len()
+                ),
             )),
         }
     }

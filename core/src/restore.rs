@@ -325,10 +325,10 @@ fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisito
     }
     let mut listed = BTreeMap::new();
     for line in sums.split('\n').filter(|l| !l.is_empty()) {
-        let Some((sha, path)) = line.split_once("  ") else {
-            return Err(integrity(format!("bad SHA256SUMS line `{line}`"), index));
+        let Some((sha, path)) = crate::bundle::parse_sums_line(line) else {
+            return Err(integrity(format!("bad SHA256SUMS line {line:?}"), index));
         };
-        listed.insert(path.to_string(), sha.to_string());
+        listed.insert(path, sha);
     }
     for (path, (size, sha)) in &computed {
         match listed.get(path) {

@@ -585,7 +585,12 @@ fn apply_group(group: &[&SnapshotMeta], policy: &RetentionPolicy, now: Timestamp
             reasons.push("pinned".to_string());
         }
         if floor == Some(nr) && !empty {
-            reasons.push("newest".to_string());
+            // Said differently when newer snapshots failed their check.
+            if present.first() == Some(&nr) || !s.verified_good {
+                reasons.push("newest".to_string());
+            } else {
+                reasons.push("newest verified".to_string());
+            }
         }
         out.push(Decision {
             id: s.id.clone(),
@@ -926,6 +931,8 @@ mod tests {
         // The newest is broken: the newest good one is kept instead.
         h[2].verified_good = false;
         assert_eq!(kept(&h, &p, NOW), ["2026-01-02T00:00:00Z"]);
+        let d = apply(&h, &p, ts(NOW));
+        assert_eq!(d[1].reasons, ["newest verified"]);
         // None verified: the newest is kept.
         for s in &mut h {
             s.verified_good = false;

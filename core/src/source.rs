@@ -230,30 +230,102 @@ impl CancelFlag {
 /// The filesystem destinations of one restore, shared by all its sources, so
 /// two sources restoring to the same path (easy with `--target`) fail
 /// instead of silently overwriting each other.
+///
+/// A path is claimed either as a leaf (a file, a symlink, a `.env` file) or
+/// as a directory that must exist (a directory entry, or a parent of
+/// another claim). Several sources may need the same directory; a leaf
+/// belongs to one source, and nothing of another source may sit below it
+/// or make it a directory. So a collision (a symlink of one source where
+/// another puts a directory, a directory where another puts its `.env`) is
+/// found while staging, before any source commits.
 #[derive(Debug, Clone, Default)]
 pub struct PathClaims {
-    inner: std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, String>>>,
+    inner: std::sync::Arc<std::sync::Mutex<BTreeMap<PathBuf, (String, ClaimKind)>>>,
+}
+
+/// What a source puts at a claimed path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClaimKind {
+    /// A directory that must exist (and stay a directory).
+    Dir,
+    /// A file or symlink.
+    Leaf,
 }
 
 impl PathClaims {
-    /// Records that `source` writes `path`; fails if another source does.
+    /// Records that `source` writes the file or symlink at `path`; fails if
+    /// another source writes it too, needs it as a directory, or writes a
+    /// file or symlink at one of its parents.
     pub fn claim(&self, path: &std::path::Path, source: &str) -> Result<()> {
+        self.claim_as(path, source, ClaimKind::Leaf)
+    }
+
+    /// Records that `source` needs `path` to be a directory (it restores a
+    /// directory there, or something inside it); fails if another source
+    /// writes a file or symlink there or at one of its parents.
+    pub fn claim_dir(&self, path: &std::path::Path, source: &str) -> Result<()> {
+        self.claim_as(path, source, ClaimKind::Dir)
+    }
+
+    fn claim_as(&self, path: &std::path::Path, source: &str, kind: ClaimKind) -> Result<()> {
+        use std::ops::Bound::{Excluded, Unbounded};
         let mut map = self.inner.lock().expect("claims lock");
-        match map.get(path) {
-            Some(other) if other != source => Err(Error::new(
-                ErrorKind::ConfigInvalid,
-                format!(
-                    "sources `{other}` and `{source}` both restore to {}",
-                    path.display()
-                ),
-            )
-            .with_hint("restore them one at a time with --only SOURCE and different --target directories")),
-            _ => {
-                map.insert(path.to_path_buf(), source.to_string());
-                Ok(())
+        if let Some((other, had)) = map.get(path)
+            && other != source
+            && (*had, kind) != (ClaimKind::Dir, ClaimKind::Dir)
+        {
+            return Err(collision(other, source, path, None));
+        }
+        for parent in path.ancestors().skip(1) {
+            if let Some((other, ClaimKind::Leaf)) = map.get(parent)
+                && other != source
+            {
+                return Err(collision(other, source, parent, Some(path)));
             }
         }
+        if kind == ClaimKind::Leaf {
+            // Claims below `path` sort right after it.
+            let below = map
+                .range::<std::path::Path, _>((Excluded(path), Unbounded))
+                .take_while(|(p, _)| p.starts_with(path))
+                .find(|(_, (other, _))| other != source);
+            if let Some((inner, (other, _))) = below {
+                return Err(collision(source, other, path, Some(inner)));
+            }
+        }
+        match map.get_mut(path) {
+            Some(slot) if kind == ClaimKind::Leaf => *slot = (source.to_string(), kind),
+            Some(_) => {}
+            None => {
+                map.insert(path.to_path_buf(), (source.to_string(), kind));
+            }
+        }
+        Ok(())
     }
+}
+
+/// `leaf_source` puts a file or symlink at `leaf`; `other` restores `leaf`
+/// itself, or `inner` inside it.
+fn collision(
+    leaf_source: &str,
+    other: &str,
+    leaf: &std::path::Path,
+    inner: Option<&std::path::Path>,
+) -> Error {
+    let msg = match inner {
+        None => format!(
+            "sources `{leaf_source}` and `{other}` both restore to {}",
+            leaf.display()
+        ),
+        Some(inner) => format!(
+            "source `{other}` restores {} inside {}, where source `{leaf_source}` puts a file or symlink",
+            inner.display(),
+            leaf.display()
+        ),
+    };
+    Error::new(ErrorKind::ConfigInvalid, msg).with_hint(
+        "nothing was changed; restore them one at a time with --only SOURCE and different --target directories",
+    )
 }
 
 /// One entry handed to a [`Restorer`].
@@ -389,5 +461,33 @@ mod tests {
         for bad in ["", "/etc/passwd", "../x", "a/../../x", "a//b", "./a"] {
             assert_eq!(check_relative_path(bad).unwrap_err().kind(), ErrorKind::Integrity);
         }
+    }
+
+    #[test]
+    fn claims_find_collisions_of_leaves_and_directories() {
+        let p = std::path::Path::new;
+        let claims = PathClaims::default();
+        claims.claim_dir(p("/t"), "a").unwrap();
+        claims.claim_dir(p("/t"), "b").unwrap();
+        claims.claim(p("/t/log"), "a").unwrap();
+        // The same source may claim again; another may not.
+        claims.claim(p("/t/log"), "a").unwrap();
+        let err = claims.claim(p("/t/log"), "b").unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+        assert!(err.to_string().contains("`a` and `b`"), "{err}");
+        // A directory where another source puts a symlink, and inside it.
+        assert!(claims.claim_dir(p("/t/log"), "b").is_err());
+        let err = claims.claim(p("/t/log/x/y"), "b").unwrap_err();
+        assert!(err.to_string().contains("/t/log/x/y inside /t/log"), "{err}");
+        // A leaf where another source needs a directory, or has files below.
+        claims.claim_dir(p("/t/dir"), "a").unwrap();
+        claims.claim(p("/t/dir/f"), "a").unwrap();
+        let err = claims.claim(p("/t/dir"), "b").unwrap_err();
+        assert!(err.to_string().contains("/t/dir"), "{err}");
+        claims.claim_dir(p("/t/d2"), "a").unwrap();
+        assert!(claims.claim(p("/t/d2"), "b").is_err());
+        // Siblings that share a prefix of their name do not collide.
+        claims.claim(p("/t/dir.env"), "b").unwrap();
+        claims.claim(p("/t/di"), "b").unwrap();
     }
 }

@@ -171,6 +171,9 @@ impl Restorer for EnvRestorer {
             Some(t) => t.join(entry.path),
             None => self.source_path.clone(),
         };
+        if let Some(dir) = dest.parent() {
+            self.claims.claim_dir(dir, &self.name)?;
+        }
         self.claims.claim(&dest, &self.name)?;
         let (existing, mode, owner) = match lstat(&dest)? {
             None => (None, 0o600, None),

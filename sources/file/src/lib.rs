@@ -5,16 +5,17 @@
 //! - A directory becomes one entry per file, directory and symlink under it
 //!   (paths relative to it, sorted), keeping permission bits and mtimes;
 //!   symlinks are stored as links, never followed; sockets, FIFOs and
-//!   devices are skipped with a warning, as are names with a line break
-//!   (`\n`, `\r`: a bundle cannot list them), counted as `skipped` in the
-//!   report; `exclude` globs leave paths out.
+//!   devices are skipped with a warning; names with a line break are
+//!   stored like any other (`SHA256SUMS` escapes them as `sha256sum`
+//!   does); `exclude` globs leave paths out.
 //! - A restore stages every file as a `.coffer-tmp-*` temp file next to its
 //!   destination and renames it into place only on commit; it never writes
-//!   outside the destination, never follows a symlink already there, and
-//!   refuses symlinks from the bundle that could point outside it (only
-//!   relative targets whose `..` all come first, no more of them than the
-//!   link is deep). Every file and symlink destination is claimed in the
-//!   restore's `PathClaims`, so two sources writing the same path fail.
+//!   outside the destination and never writes through a symlink (one
+//!   already there, or one of the bundle); symlinks are recreated as links
+//!   whatever they point to, as `tar x` does. Every destination is claimed
+//!   in the restore's `PathClaims` (files and symlinks as leaves,
+//!   directories as directories), so two sources that collide fail while
+//!   staging, before any of them commits.
 //!
 //! ```toml
 //! [source.config]

@@ -5,11 +5,9 @@
 //! lazy readers that the pipeline consumes on its own blocking thread, so
 //! no file descriptor is held before its content is needed.
 
-use std::ffi::OsStr;
 use std::fmt;
 use std::fs::{self, File, Metadata};
 use std::io::{self, Read};
-use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -139,11 +137,8 @@ impl Source for FileSource {
     async fn capture(&self, _ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
         let path = self.path.clone();
         let exclude = self.exclude_set.clone();
-        let (items, skipped) = blocking(move || scan(&path, &exclude)).await?;
-        let mut stats = Stats {
-            skipped,
-            ..Stats::default()
-        };
+        let items = blocking(move || scan(&path, &exclude)).await?;
+        let mut stats = Stats::default();
         for item in items {
             stats.add(&item);
             out.send(item.into_entry()).await?;
@@ -276,48 +271,28 @@ impl Scanned {
     }
 }
 
-/// Whether a file name holds a line break: such a path cannot be listed in
-/// the bundle's `SHA256SUMS` (one path per line), so it is not backed up.
-fn has_line_break(name: &OsStr) -> bool {
-    name.as_bytes().iter().any(|b| matches!(b, b'\n' | b'\r'))
-}
-
-/// Lists what `root` holds, sorted by path, reading no content; also
-/// returns how many paths were skipped for a line break in their name.
-fn scan(root: &Path, exclude: &GlobSet) -> Result<(Vec<Scanned>, u64)> {
+/// Lists what `root` holds, sorted by path, reading no content.
+fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
     let meta = fs::metadata(root).map_err(|e| read_error(root, e))?;
     if meta.is_file() {
         let name = root.file_name().unwrap_or_default();
-        if has_line_break(name) {
-            // Skipping the one file of the source would back up nothing.
-            return Err(Error::new(
-                ErrorKind::Unsupported,
-                "the file's name contains a line break, which a bundle cannot list",
-            )
-            .with_context("path", format!("{root:?}"))
-            .with_hint("rename the file"));
-        }
         open_for_read(root, true).map_err(|e| read_error(root, e))?;
         let rel = utf8_name(root, name.as_ref())?;
-        return Ok((
-            vec![Scanned {
-                rel,
-                abs: root.to_path_buf(),
-                mode: meta.mode() & 0o7777,
-                mtime: meta.mtime(),
-                kind: ScannedKind::File {
-                    size: meta.len(),
-                    follow: true,
-                },
-            }],
-            0,
-        ));
+        return Ok(vec![Scanned {
+            rel,
+            abs: root.to_path_buf(),
+            mode: meta.mode() & 0o7777,
+            mtime: meta.mtime(),
+            kind: ScannedKind::File {
+                size: meta.len(),
+                follow: true,
+            },
+        }]);
     }
     if !meta.is_dir() {
         return Err(not_file_or_dir(root));
     }
     let mut items = Vec::new();
-    let mut skipped = 0;
     let mut walker = WalkDir::new(root)
         .follow_links(false)
         .into_iter()
@@ -338,19 +313,6 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<(Vec<Scanned>, u64)> {
             continue;
         }
         let abs = dent.path();
-        if has_line_break(dent.file_name()) {
-            let is_dir = dent.file_type().is_dir();
-            tracing::warn!(
-                path = ?abs,
-                "skipping a path whose name contains a line break{}: a bundle cannot list it; rename it",
-                if is_dir { ", with everything under it" } else { "" }
-            );
-            skipped += 1;
-            if is_dir {
-                walker.skip_current_dir();
-            }
-            continue;
-        }
         let rel = utf8_name(abs, abs.strip_prefix(root).unwrap_or(abs))?;
         let meta: Metadata = dent.metadata().map_err(|e| {
             let io = e
@@ -388,7 +350,7 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<(Vec<Scanned>, u64)> {
         });
     }
     items.sort_by(|a, b| a.rel.cmp(&b.rel));
-    Ok((items, skipped))
+    Ok(items)
 }
 
 /// `rel` as a `/`-separated UTF-8 string.
@@ -495,8 +457,6 @@ struct Stats {
     dirs: u64,
     symlinks: u64,
     bytes: u64,
-    /// Paths left out for a line break in their name.
-    skipped: u64,
 }
 
 impl Stats {
@@ -520,9 +480,6 @@ impl Stats {
             parts.push(plural(self.symlinks, "symlink"));
         }
         parts.push(human_bytes(self.bytes));
-        if self.skipped > 0 {
-            parts.push(format!("{} skipped", self.skipped));
-        }
         SourceReport {
             summary: parts.join(", "),
             details: json!({
@@ -530,7 +487,6 @@ impl Stats {
                 "dirs": self.dirs,
                 "symlinks": self.symlinks,
                 "bytes": self.bytes,
-                "skipped": self.skipped,
             }),
         }
     }

@@ -395,20 +395,29 @@ async fn malicious_paths_are_refused() {
         .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity, "{bad}");
     }
+    // Links are restored as links whatever they point to (as `tar x`
+    // does), but no later entry is ever written through one.
     for (link, to) in [
         ("l", "../outside"),
-        ("d/l", "../../x"),
-        ("l", "/etc/passwd"),
-        ("l", "a/../../b"),
+        ("d/l", "../../outside"),
+        ("l", "/etc"),
+        ("l", "a/../../outside"),
         ("l", ".."),
-        ("d/l", "x/../y"),
     ] {
-        let entries = vec![dir_entry("d"), link_entry(link, to)];
+        let below = format!("{link}/passwd");
+        let entries = vec![dir_entry("d"), link_entry(link, to), file_entry(&below, b"evil")];
+        let err = restore(&source, &opts(Some(&target), false), entries, true)
+            .await
+            .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::Integrity, "{link} -> {to}");
+        assert!(err.to_string().contains(&below), "{err}");
+        let entries = vec![dir_entry("d"), link_entry(link, to), dir_entry(&below)];
         let err = restore(&source, &opts(Some(&target), false), entries, true)
             .await
             .unwrap_err();
         assert_eq!(err.kind(), ErrorKind::Integrity, "{link} -> {to}");
     }
+    assert!(non_dirs(&target).is_empty(), "{:?}", non_dirs(&target));
     // A file cannot be the parent of another path of the same bundle.
     let entries = vec![link_entry("a", "b"), file_entry("a/x", b"x")];
     let err = restore(&source, &opts(Some(&target), false), entries, true)
@@ -620,25 +629,63 @@ async fn single_file_restores_to_its_own_path() {
 }
 
 #[tokio::test]
-async fn chained_symlinks_cannot_escape() {
+async fn symlinks_pointing_anywhere_restore_as_links() {
     let tmp = tempfile::tempdir().unwrap();
+    let outside = tmp.path().join("outside");
+    fs::create_dir(&outside).unwrap();
     let source = FileSource::new("x", tmp.path().join("src")).unwrap();
     let target = tmp.path().join("t");
-    // Lexically `d/b -> a/../..` is the root, but through `d/a -> ..` the
-    // kernel resolves it to the root's parent.
     let entries = vec![
+        file_entry("data.txt", b"d"),
         dir_entry("d"),
         link_entry("d/a", ".."),
+        // Lexically the root, through `d/a` the root's parent: a link all
+        // the same, never followed.
         link_entry("d/b", "a/../.."),
+        link_entry("log", "/var/log"),
+        link_entry("out", "../outside"),
+        link_entry("shared", "../common/x"),
     ];
     for dry_run in [true, false] {
-        let err = restore(&source, &opts(Some(&target), dry_run), entries.clone(), true)
+        let report = restore(&source, &opts(Some(&target), dry_run), entries.clone(), true)
             .await
-            .unwrap_err();
-        assert_eq!(err.kind(), ErrorKind::Integrity, "{err:?}");
-        assert!(err.to_string().contains("d/b"), "{err}");
+            .unwrap();
+        let links = actions(&report).iter().filter(|(a, _)| a == "symlink").count();
+        assert_eq!(links, 5, "{report:?}");
     }
-    assert!(non_dirs(&target).is_empty(), "{:?}", non_dirs(&target));
+    for (link, to) in [
+        ("d/a", ".."),
+        ("d/b", "a/../.."),
+        ("log", "/var/log"),
+        ("out", "../outside"),
+        ("shared", "../common/x"),
+    ] {
+        assert_eq!(fs::read_link(target.join(link)).unwrap(), Path::new(to), "{link}");
+    }
+    assert_eq!(fs::read(target.join("data.txt")).unwrap(), b"d");
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
+
+    // Restoring again: the links are unchanged, and the next restore of a
+    // bundle with a file below one of them is refused, nothing written.
+    let report = restore(&source, &opts(Some(&target), false), entries, true)
+        .await
+        .unwrap();
+    assert!(
+        actions(&report).iter().all(|(a, _)| a == "unchanged"),
+        "{report:?}"
+    );
+    for dry_run in [true, false] {
+        let err = restore(
+            &source,
+            &opts(Some(&target), dry_run),
+            vec![file_entry("out/evil", b"x")],
+            true,
+        )
+        .await
+        .unwrap_err();
+        assert_eq!(err.kind(), ErrorKind::PermissionDenied, "{err:?}");
+    }
+    assert_eq!(fs::read_dir(&outside).unwrap().count(), 0);
 }
 
 #[tokio::test]
@@ -756,34 +803,34 @@ async fn a_file_shrinking_during_backup_is_temporary() {
 }
 
 #[tokio::test]
-async fn names_with_line_breaks_are_skipped() {
+async fn names_with_line_breaks_are_stored_and_restored() {
     let tmp = tempfile::tempdir().unwrap();
     let src = tmp.path().join("app");
     fs::create_dir_all(src.join("bad\rdir")).unwrap();
     fs::write(src.join("bad\rdir/inner"), "x").unwrap();
-    fs::write(src.join("evil\nname"), "x").unwrap();
+    fs::write(src.join("evil\nname"), "y").unwrap();
+    fs::write(src.join("back\\slash"), "z").unwrap();
     fs::write(src.join("good"), "ok").unwrap();
     let source = FileSource::new("app", &src).unwrap();
     let (entries, report) = capture(&source).await;
     let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
-    assert_eq!(paths, ["good"]);
-    assert_eq!(report.details["skipped"], 2);
-    assert_eq!(report.details["files"], 1);
-    assert_eq!(report.summary, "1 file, 2 B, 2 skipped");
+    assert_eq!(
+        paths,
+        ["back\\slash", "bad\rdir", "bad\rdir/inner", "evil\nname", "good"]
+    );
+    assert_eq!(report.details["files"], 4);
+    assert_eq!(report.summary, "4 files, 1 dir, 5 B");
+    let target = tmp.path().join("t");
+    restore(&source, &opts(Some(&target), false), entries, true)
+        .await
+        .unwrap();
+    assert_eq!(snapshot(&src), snapshot(&target));
 
-    // Nothing skipped: the count is there, the summary does not mention it.
-    fs::remove_dir_all(src.join("bad\rdir")).unwrap();
-    fs::remove_file(src.join("evil\nname")).unwrap();
-    let (_, report) = capture(&source).await;
-    assert_eq!(report.details["skipped"], 0);
-    assert_eq!(report.summary, "1 file, 2 B");
-
-    // A single-file source would back up nothing: refused.
+    // A single file with such a name too.
     let lone = tmp.path().join("lone\nfile");
     fs::write(&lone, "x").unwrap();
     let source = FileSource::new("lone", &lone).unwrap();
-    let (tx, _rx) = EntrySender::channel(4);
-    let err = source.capture(&CaptureContext::new("t"), tx).await.unwrap_err();
-    assert_eq!(err.kind(), ErrorKind::Unsupported, "{err:?}");
-    assert!(err.to_string().contains("lone\\nfile"), "{err}");
+    let (entries, _) = capture(&source).await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].path, "lone\nfile");
 }
