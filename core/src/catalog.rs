@@ -172,8 +172,8 @@ impl Catalog {
     /// failure: a corrupt index never reads as "no such snapshot", and
     /// `latest` never falls back past one.
     pub fn resolve(&self, spec: &str) -> Result<&CatalogEntry> {
-        let corrupt = |key: &str, err: &str| {
-            Error::new(ErrorKind::Integrity, format!("the index {key} is corrupt: {err}"))
+        let corrupt = |what: &str, key: &str, err: &str| {
+            Error::new(ErrorKind::Integrity, format!("{what} {key} is corrupt: {err}"))
                 .with_context("key", key)
                 .with_hint("the snapshot cannot be trusted on this sink; copy it again from another sink (`coffer copy`), or use another snapshot (`coffer list`)")
         };
@@ -190,7 +190,7 @@ impl Catalog {
                 .iter()
                 .find(|(key, _)| unreadable_id(key).is_some_and(|id| latest.is_none_or(|l| id > l.index.id)));
             if let Some((key, err)) = newer_unreadable {
-                return Err(corrupt(key, err));
+                return Err(corrupt("the newest snapshot's index", key, err));
             }
             return latest.ok_or_else(|| {
                 Error::new(ErrorKind::NotFound, "the sink holds no snapshot")
@@ -209,7 +209,7 @@ impl Catalog {
             .collect();
         match (matches.as_slice(), corrupt_matches.as_slice()) {
             ([one], []) => Ok(one),
-            ([], [(key, err)]) => Err(corrupt(key, err)),
+            ([], [(key, err)]) => Err(corrupt("the index", key, err)),
             ([], []) if self.snapshots.is_empty() => {
                 Err(Error::new(ErrorKind::NotFound, "the sink holds no snapshot")
                     .with_hint("run `coffer backup` first, or check the --sink location"))

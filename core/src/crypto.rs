@@ -33,6 +33,12 @@ impl RecipientKey {
         } else {
             false
         };
+        if let Some(kind) = secret_key_kind(text) {
+            return Err(
+                config_error(format!("this is {kind}, not a recipient (it is not shown)"))
+                    .with_hint(public_half_hint(kind)),
+            );
+        }
         if !ok {
             return Err(config_error(format!("not a valid recipient: `{}`", short(text))).with_hint(
                 "use an age public key (age1…, from `coffer keygen`) or an ssh-ed25519 / ssh-rsa public key line",
@@ -73,6 +79,36 @@ impl RecipientKey {
 impl fmt::Debug for RecipientKey {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "RecipientKey({})", self.fingerprint())
+    }
+}
+
+/// What kind of secret `text` is, if it is (or looks like) private key
+/// material: an age identity, a coffer signing key, an OpenSSH or PEM
+/// private key. Errors about such text never echo any part of it.
+pub fn secret_key_kind(text: &str) -> Option<&'static str> {
+    let upper = text.to_ascii_uppercase();
+    if upper.contains("AGE-SECRET-KEY-") {
+        Some("an age secret key")
+    } else if upper.contains("AGE-PLUGIN-") {
+        Some("an age plugin identity")
+    } else if upper.contains("COFFER-SIGN-ED25519-SECRET-KEY") {
+        Some("a coffer signing secret key")
+    } else if upper.contains("PRIVATE KEY") || upper.contains("-----BEGIN") {
+        Some("a private key (OpenSSH or PEM)")
+    } else {
+        None
+    }
+}
+
+/// How to get the public half of a secret of `kind` (from
+/// [`secret_key_kind`]).
+pub fn public_half_hint(kind: &str) -> &'static str {
+    if kind.contains("age") {
+        "pass its public recipient instead: `age-keygen -y KEYFILE` prints it (age1…), as `coffer keygen` did; keep the secret key off this command line"
+    } else if kind.contains("signing") {
+        "pass the public key instead: the `coffer-sign-ed25519:…` line `coffer keygen --signing` printed"
+    } else {
+        "pass the public key instead: `ssh-keygen -y -f KEYFILE` prints it"
     }
 }
 
@@ -434,5 +470,25 @@ mod tests {
         let r = RecipientKey::parse(ssh).unwrap();
         assert!(r.fingerprint().starts_with("ssh:"));
         assert!(Encryption::Recipients(vec![]).validate().is_err());
+    }
+
+    #[test]
+    fn secret_keys_given_as_recipients_are_never_echoed() {
+        let k = GeneratedKey::generate();
+        let text = k.file_text();
+        let secret = text.lines().last().unwrap();
+        let body = &secret["AGE-SECRET-KEY-1".len()..];
+        for given in [secret, secret.to_lowercase().as_str(), text.as_str()] {
+            let err = RecipientKey::parse(given).unwrap_err();
+            let shown = format!("{err} {}", err.hint().unwrap_or_default());
+            assert!(shown.contains("age secret key"), "{shown}");
+            assert!(shown.contains("age-keygen -y"), "{shown}");
+            assert!(!shown.contains("AGE-SECRET-KEY-1"), "{shown}");
+            assert!(!shown.to_uppercase().contains(&body[..4]), "{shown}");
+        }
+        let pem = "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmU=\n";
+        let err = RecipientKey::parse(pem).unwrap_err();
+        assert!(!err.to_string().contains("b3Bl"), "{err}");
+        assert!(err.to_string().contains("private key"), "{err}");
     }
 }

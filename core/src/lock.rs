@@ -85,6 +85,12 @@ pub struct LockInfo {
     pub refreshed: Timestamp,
     /// Random id of this lock.
     pub id: String,
+    /// The kernel boot and PID namespace of the holder
+    /// (`<boot_id>/<pid namespace>`): where this matches the reader's and
+    /// the host is the same, `pid` is checked directly, so a lock of a
+    /// dead process is stale at once. Absent in locks of older versions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub scope: Option<String>,
 }
 
 impl LockInfo {
@@ -234,6 +240,9 @@ pub async fn list_locks(sink: &dyn Sink, opts: &LockOptions) -> Result<Vec<LockS
 }
 
 fn is_stale(meta: &ObjectMeta, info: Option<&LockInfo>, now: Timestamp, stale: Duration) -> bool {
+    if info.is_some_and(holder_is_dead) {
+        return true;
+    }
     // The later of the holder's clock and the sink's: never call a lock
     // stale because one of the two clocks lags.
     let last = [info.map(|i| i.refreshed), meta.modified]
@@ -255,8 +264,16 @@ pub struct LockGuard {
     info: LockInfo,
     opts: LockOptions,
     lost: Arc<AtomicBool>,
-    refresher: Option<tokio::task::JoinHandle<()>>,
+    refresher: Option<Refresher>,
     released: bool,
+}
+
+/// The background task that rewrites a held lock.
+#[derive(Debug)]
+struct Refresher {
+    /// Dropping (or sending on) it asks the task to stop between writes.
+    stop: tokio::sync::oneshot::Sender<()>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 impl LockGuard {
@@ -295,8 +312,24 @@ impl LockGuard {
     }
 
     /// Stops refreshing and deletes the lock.
+    ///
+    /// Waits for a refresh write already under way to end first: a write
+    /// that landed after the delete would leave a live-looking lock behind.
     pub async fn release(mut self) {
-        self.stop_refresher();
+        if let Some(r) = self.refresher.take() {
+            drop(r.stop);
+            let abort = r.task.abort_handle();
+            if tokio::time::timeout(Duration::from_secs(30), r.task)
+                .await
+                .is_err()
+            {
+                tracing::warn!(
+                    "a refresh of the lock {} hung; deleting the lock anyway",
+                    self.key
+                );
+                abort.abort();
+            }
+        }
         self.released = true;
         if let Err(e) = self.sink.delete(&self.key).await {
             tracing::warn!(
@@ -305,17 +338,11 @@ impl LockGuard {
             );
         }
     }
-
-    fn stop_refresher(&mut self) {
-        if let Some(h) = self.refresher.take() {
-            h.abort();
-        }
-    }
 }
 
 impl Drop for LockGuard {
     fn drop(&mut self) {
-        self.stop_refresher();
+        let refresher = self.refresher.take();
         if self.released {
             return;
         }
@@ -332,6 +359,20 @@ impl Drop for LockGuard {
             });
         });
         let _ = t.join();
+        // A refresh write under way may land after that delete: once the
+        // refresher has stopped, delete again (where the runtime lives on;
+        // a lock left by a process that exited is stale at once on this
+        // host anyway).
+        if let Some(r) = refresher {
+            drop(r.stop);
+            if let Ok(handle) = tokio::runtime::Handle::try_current() {
+                let (sink, key) = (self.sink.clone(), self.key.clone());
+                handle.spawn(async move {
+                    let _ = r.task.await;
+                    let _ = sink.delete(&key).await;
+                });
+            }
+        }
     }
 }
 
@@ -345,7 +386,35 @@ fn new_info(kind: LockKind, holder: &str) -> LockInfo {
         created: now,
         refreshed: now,
         id: format!("{:016x}", rand::random::<u64>()),
+        scope: process_scope(),
     }
+}
+
+/// `<boot_id>/<pid namespace>` of this process, where the kernel tells
+/// them: two processes with equal scopes see each other's PIDs.
+fn process_scope() -> Option<String> {
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
+    Some(format!("{}/{}", boot.trim(), ns.display()))
+}
+
+/// Whether the holder of `info` is known to be gone: it ran on this host,
+/// in this boot and PID namespace, and no process has its PID. A holder
+/// elsewhere (or of an older version, without a scope) is never judged
+/// here: its lock goes stale by time.
+fn holder_is_dead(info: &LockInfo) -> bool {
+    if info.host != crate::bundle::hostname() || info.scope.is_none() || info.scope != process_scope() {
+        return false;
+    }
+    let Ok(pid) = libc::pid_t::try_from(info.pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
 fn lock_bytes(info: &LockInfo) -> Bytes {
@@ -382,7 +451,8 @@ fn warn_stale(l: &LockStatus) {
 
 fn start(sink: Arc<dyn Sink>, key: String, info: LockInfo, opts: LockOptions) -> LockGuard {
     let lost = Arc::new(AtomicBool::new(false));
-    let refresher = {
+    let (stop, mut stopped) = tokio::sync::oneshot::channel::<()>();
+    let task = {
         let (sink, key, mut info, opts, lost) = (
             sink.clone(),
             key.clone(),
@@ -393,7 +463,12 @@ fn start(sink: Arc<dyn Sink>, key: String, info: LockInfo, opts: LockOptions) ->
         tokio::spawn(async move {
             let mut last_ok = std::time::Instant::now();
             loop {
-                tokio::time::sleep(opts.refresh).await;
+                // Stops only here, between writes: a write is never cut
+                // off half-way (its blocking part would go on regardless).
+                tokio::select! {
+                    _ = tokio::time::sleep(opts.refresh) => {}
+                    _ = &mut stopped => return,
+                }
                 // Never resurrect a lock someone removed (`unlock --force`).
                 match sink.head(&key).await {
                     Ok(None) => {
@@ -425,7 +500,7 @@ fn start(sink: Arc<dyn Sink>, key: String, info: LockInfo, opts: LockOptions) ->
         info,
         opts,
         lost,
-        refresher: Some(refresher),
+        refresher: Some(Refresher { stop, task }),
         released: false,
     }
 }
@@ -601,6 +676,128 @@ mod tests {
 
     fn fast() -> LockOptions {
         LockOptions::default().with_timing(Duration::from_millis(50), Duration::from_millis(500))
+    }
+
+    /// A sink whose lock writes finish 300 ms late, on a task of their own
+    /// that dropping the `put` future does not stop, like a local sink's
+    /// write on a blocking thread.
+    #[derive(Debug)]
+    struct SlowLockWrites {
+        inner: Arc<MemorySink>,
+        writes: Arc<std::sync::atomic::AtomicUsize>,
+    }
+
+    #[async_trait::async_trait]
+    impl Sink for SlowLockWrites {
+        fn info(&self) -> crate::sink::SinkInfo {
+            self.inner.info()
+        }
+        async fn put(&self, key: &str, body: crate::sink::ByteStream, opts: PutOptions) -> Result<u64> {
+            if !key.starts_with(LOCK_PREFIX) || opts.mode == crate::sink::PutMode::Create {
+                return self.inner.put(key, body, opts).await;
+            }
+            self.writes.fetch_add(1, Ordering::SeqCst);
+            let (inner, key) = (self.inner.clone(), key.to_string());
+            tokio::spawn(async move {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+                inner.put(&key, body, opts).await
+            })
+            .await
+            .expect("write task")
+        }
+        async fn get(&self, key: &str) -> Result<crate::sink::ByteStream> {
+            self.inner.get(key).await
+        }
+        async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+            self.inner.list(prefix).await
+        }
+        async fn delete(&self, key: &str) -> Result<()> {
+            self.inner.delete(key).await
+        }
+    }
+
+    #[tokio::test]
+    async fn release_waits_for_a_refresh_under_way_so_no_lock_is_left_behind() {
+        for shared in [false, true] {
+            let inner = Arc::new(MemorySink::new());
+            let writes = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+            let sink: Arc<dyn Sink> = Arc::new(SlowLockWrites {
+                inner: inner.clone(),
+                writes: writes.clone(),
+            });
+            let g = if shared {
+                acquire_shared_with(sink.clone(), "backup", &fast()).await
+            } else {
+                acquire_exclusive_with(sink.clone(), "prune", &fast()).await
+            }
+            .unwrap();
+            // Release while a refresh write is under way.
+            let before = writes.load(Ordering::SeqCst);
+            while writes.load(Ordering::SeqCst) == before {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            g.release().await;
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            assert!(
+                inner.keys().iter().all(|k| !k.starts_with(LOCK_PREFIX)),
+                "a lock was left behind: {:?}",
+                inner.keys()
+            );
+        }
+    }
+
+    #[tokio::test]
+    async fn a_lock_of_a_dead_process_on_this_host_is_stale_at_once() {
+        let sink: Arc<dyn Sink> = Arc::new(MemorySink::new());
+        let mut child = std::process::Command::new("true").spawn().unwrap();
+        let dead_pid = child.id();
+        child.wait().unwrap();
+        let dead = LockInfo {
+            pid: dead_pid,
+            ..new_info(LockKind::Exclusive, "prune")
+        };
+        let elsewhere = LockInfo {
+            pid: dead_pid,
+            host: "another-host".into(),
+            ..new_info(LockKind::Shared, "backup")
+        };
+        let older_version = LockInfo {
+            pid: dead_pid,
+            scope: None,
+            ..new_info(LockKind::Shared, "backup")
+        };
+        let alive = new_info(LockKind::Shared, "backup");
+        for (key, info) in [
+            ("locks/exclusive-000000000001.json", &dead),
+            ("locks/shared-elsewhere.json", &elsewhere),
+            ("locks/shared-older.json", &older_version),
+            ("locks/shared-alive.json", &alive),
+        ] {
+            sink.put_bytes(key, lock_bytes(info), PutOptions::default())
+                .await
+                .unwrap();
+        }
+        // The default stale timeout (10 minutes): only the dead PID counts.
+        let stale: Vec<(String, bool)> = list_locks(sink.as_ref(), &LockOptions::default())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|l| (l.key, l.stale))
+            .collect();
+        assert_eq!(
+            stale,
+            [
+                ("locks/exclusive-000000000001.json".to_string(), true),
+                ("locks/shared-alive.json".to_string(), false),
+                ("locks/shared-elsewhere.json".to_string(), false),
+                ("locks/shared-older.json".to_string(), false),
+            ]
+        );
+        // A backup is not blocked by the dead prune's lock.
+        let g = acquire_shared_with(sink.clone(), "backup", &LockOptions::default())
+            .await
+            .unwrap();
+        g.release().await;
     }
 
     #[tokio::test]

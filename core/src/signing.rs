@@ -53,6 +53,12 @@ impl SignerKey {
     /// Parses `coffer-sign-ed25519:<base64>` or `ssh-ed25519 AAAA… [comment]`.
     pub fn parse(text: &str) -> Result<SignerKey> {
         let text = text.trim();
+        if let Some(kind) = crate::crypto::secret_key_kind(text) {
+            return Err(config_error(format!(
+                "this is {kind}, not a signer's public key (it is not shown)"
+            ))
+            .with_hint(crate::crypto::public_half_hint(kind)));
+        }
         let bad = |why: &str| {
             config_error(format!("not a valid signer key ({why}): `{}`", short(text))).with_hint(
                 "use the public key `coffer keygen --signing` printed (coffer-sign-ed25519:…) or an ssh-ed25519 public key line",
@@ -332,7 +338,10 @@ impl TrustedSigners {
     /// paths are resolved against `base`.
     pub fn add(&mut self, spec: &str, base: &Path) -> Result<()> {
         let spec = spec.trim();
-        if spec.starts_with(PUBLIC_KEY_PREFIX) || spec.starts_with("ssh-") {
+        if spec.starts_with(PUBLIC_KEY_PREFIX)
+            || spec.starts_with("ssh-")
+            || crate::crypto::secret_key_kind(spec).is_some()
+        {
             self.keys.push(SignerKey::parse(spec)?);
             return Ok(());
         }
@@ -342,6 +351,13 @@ impl TrustedSigners {
                 "a trusted signer is a public key (coffer-sign-ed25519:… or ssh-ed25519 …) or a file of them",
             )
         })?;
+        if let Some(kind) = crate::crypto::secret_key_kind(&text) {
+            return Err(config_error(format!(
+                "trusted signer file {} holds {kind}, not a public key (it is not shown)",
+                path.display()
+            ))
+            .with_hint(crate::crypto::public_half_hint(kind)));
+        }
         let mut any = false;
         for line in text
             .lines()
@@ -562,6 +578,42 @@ BB57IXQPkrk1T6XpQuRcAAAACG9wc0B0ZXN0AQIDBAU=
         let secret = &secret_line[SECRET_PREFIX.len()..];
         assert!(!format!("{k:?}").contains(secret));
         assert!(SigningKey::from_text("hello").is_err());
+    }
+
+    #[test]
+    fn secret_keys_given_as_trusted_signers_are_never_echoed() {
+        let dir = tempfile::tempdir().unwrap();
+        let signing = SigningKey::generate().file_text();
+        let age = crate::crypto::GeneratedKey::generate().file_text();
+        for (text, kind) in [
+            (signing.as_str(), "signing secret key"),
+            (age.as_str(), "age secret key"),
+            (SSH_PRIVATE, "private key"),
+        ] {
+            // The lines that hold secret material.
+            let secret: Vec<&str> = text
+                .lines()
+                .filter(|l| !l.starts_with('#') && !l.starts_with("-----"))
+                .collect();
+            let file = dir.path().join("key");
+            std::fs::write(&file, text).unwrap();
+            let mut specs = vec![file.to_str().unwrap()];
+            if secret.len() == 1 {
+                specs.push(secret[0]);
+            }
+            for spec in specs {
+                let err = TrustedSigners::new().add(spec, dir.path()).unwrap_err();
+                let shown = format!("{err} {}", err.hint().unwrap_or_default());
+                assert!(shown.contains(kind), "{shown}");
+                for line in &secret {
+                    let chars: Vec<char> = line.chars().collect();
+                    for w in chars.windows(6) {
+                        let w: String = w.iter().collect();
+                        assert!(!shown.contains(&w), "`{w}` of the secret in: {shown}");
+                    }
+                }
+            }
+        }
     }
 
     #[test]

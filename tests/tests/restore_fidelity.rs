@@ -51,7 +51,19 @@ fn symlinks_pointing_outside_the_tree_back_up_verify_and_restore() {
     assert!(out.status.success(), "{}", text(&out));
 
     // Under --target, and at the original path.
-    let out = run(p, &["restore", &id, "--sink", "bk", "--identity", key, "--target", "out"]);
+    let out = run(
+        p,
+        &[
+            "restore",
+            &id,
+            "--sink",
+            "bk",
+            "--identity",
+            key,
+            "--target",
+            "out",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     fs::remove_dir_all(p.join("app")).unwrap();
     let out = run(p, &["restore", &id, "--sink", "bk", "--identity", key]);
@@ -59,7 +71,10 @@ fn symlinks_pointing_outside_the_tree_back_up_verify_and_restore() {
     for root in ["out", "app"] {
         let root = p.join(root);
         assert_eq!(fs::read_link(root.join("log")).unwrap(), Path::new("/var/log"));
-        assert_eq!(fs::read_link(root.join("shared")).unwrap(), Path::new("../common/x"));
+        assert_eq!(
+            fs::read_link(root.join("shared")).unwrap(),
+            Path::new("../common/x")
+        );
         assert_eq!(fs::read_to_string(root.join("data.txt")).unwrap(), "d\n");
     }
 }
@@ -92,7 +107,16 @@ fn a_restore_of_sources_that_collide_changes_nothing() {
         let id = backup(p, &rec, &sources, None);
         fs::create_dir(p.join(target)).unwrap();
         for dry_run in [true, false] {
-            let mut args = vec!["restore", &id, "--sink", "bk", "--identity", key, "--target", target];
+            let mut args = vec![
+                "restore",
+                &id,
+                "--sink",
+                "bk",
+                "--identity",
+                key,
+                "--target",
+                target,
+            ];
             if dry_run {
                 args.push("--dry-run");
             }
@@ -115,7 +139,13 @@ fn a_restore_of_sources_that_collide_changes_nothing() {
 fn names_with_line_breaks_and_escape_codes_are_stored_checked_and_restored() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    let names = ["new\nline", "carriage\rreturn", "back\\slash", "red\x1b[31mtext", "plain"];
+    let names = [
+        "new\nline",
+        "carriage\rreturn",
+        "back\\slash",
+        "red\x1b[31mtext",
+        "plain",
+    ];
     fs::create_dir_all(p.join("app/dir\nwith break")).unwrap();
     fs::write(p.join("app/dir\nwith break/inner"), "inner").unwrap();
     for (i, n) in names.iter().enumerate() {
@@ -124,7 +154,16 @@ fn names_with_line_breaks_and_escape_codes_are_stored_checked_and_restored() {
     let (key, rec) = keygen(p, "key.txt");
     let key = key.to_str().unwrap();
     let out = coffer(p)
-        .args(["--json", "backup", "--source", "file:app", "--sink", "bk", "--recipient", &rec])
+        .args([
+            "--json",
+            "backup",
+            "--source",
+            "file:app",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
         .output()
         .unwrap();
     let v = json_ok(&out);
@@ -133,7 +172,19 @@ fn names_with_line_breaks_and_escape_codes_are_stored_checked_and_restored() {
     assert!(summary.contains("6 files"), "{summary}");
     assert!(!summary.contains("skipped"), "{summary}");
 
-    let out = run(p, &["restore", &id, "--sink", "bk", "--identity", key, "--target", "out"]);
+    let out = run(
+        p,
+        &[
+            "restore",
+            &id,
+            "--sink",
+            "bk",
+            "--identity",
+            key,
+            "--target",
+            "out",
+        ],
+    );
     assert!(out.status.success(), "{}", text(&out));
     // Printed escaped: no raw escape code or line break of a name.
     let stdout = String::from_utf8(out.stdout).unwrap();
@@ -185,13 +236,20 @@ fn prune_never_deletes_the_last_good_snapshot_behind_a_corrupt_newest() {
     fs::create_dir_all(p.join("svc")).unwrap();
     fs::write(p.join("svc/app.yaml"), "port: 8447\n").unwrap();
     let (key, rec) = keygen(p, "key.txt");
-    let ids: Vec<String> = ["2026-01-01T00:00:00Z", "2026-01-02T00:00:00Z", "2026-01-03T00:00:00Z"]
-        .iter()
-        .map(|t| backup(p, &rec, &["file:svc"], Some(t)))
-        .collect();
+    let ids: Vec<String> = [
+        "2026-01-01T00:00:00Z",
+        "2026-01-02T00:00:00Z",
+        "2026-01-03T00:00:00Z",
+    ]
+    .iter()
+    .map(|t| backup(p, &rec, &["file:svc"], Some(t)))
+    .collect();
     flip_middle_byte(&p.join(format!("bk/{}.coffer", ids[2])));
 
-    let out = run(p, &["--json", "prune", "--sink", "bk", "--keep-last", "1", "--dry-run"]);
+    let out = run(
+        p,
+        &["--json", "prune", "--sink", "bk", "--keep-last", "1", "--dry-run"],
+    );
     let v: Value = json_ok(&out);
     let floors = &v[0]["floors"][0];
     assert_eq!(floors["verified"], ids[1].as_str(), "{v}");
@@ -208,17 +266,36 @@ fn prune_never_deletes_the_last_good_snapshot_behind_a_corrupt_newest() {
     assert!(!p.join(format!("bk/{}.json", ids[0])).exists());
     let out = run(
         p,
-        &["restore", &ids[1], "--sink", "bk", "--identity", key.to_str().unwrap(), "--target", "out"],
+        &[
+            "restore",
+            &ids[1],
+            "--sink",
+            "bk",
+            "--identity",
+            key.to_str().unwrap(),
+            "--target",
+            "out",
+        ],
     );
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(fs::read_to_string(p.join("out/app.yaml")).unwrap(), "port: 8447\n");
+    assert_eq!(
+        fs::read_to_string(p.join("out/app.yaml")).unwrap(),
+        "port: 8447\n"
+    );
 
     // Nothing verifies: nothing is deleted.
     flip_middle_byte(&p.join(format!("bk/{}.coffer", ids[1])));
     let out = run(p, &["--json", "prune", "--sink", "bk", "--keep-last", "1"]);
     let v: Value = json_ok(&out);
     assert!(v[0]["floors"][0]["verified"].is_null(), "{v}");
-    assert!(v[0]["snapshots"].as_array().unwrap().iter().all(|s| s["keep"] == true), "{v}");
+    assert!(
+        v[0]["snapshots"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|s| s["keep"] == true),
+        "{v}"
+    );
     assert!(p.join(format!("bk/{}.json", ids[1])).exists());
 }
 
@@ -237,8 +314,26 @@ fn a_corrupt_index_is_an_integrity_failure_not_a_missing_snapshot() {
     for args in [
         vec!["verify", &id, "--sink", "bk"],
         vec!["show", &id, "--sink", "bk"],
-        vec!["restore", &id, "--sink", "bk", "--identity", key, "--target", "out"],
-        vec!["restore", "latest", "--sink", "bk", "--identity", key, "--target", "out"],
+        vec![
+            "restore",
+            &id,
+            "--sink",
+            "bk",
+            "--identity",
+            key,
+            "--target",
+            "out",
+        ],
+        vec![
+            "restore",
+            "latest",
+            "--sink",
+            "bk",
+            "--identity",
+            key,
+            "--target",
+            "out",
+        ],
     ] {
         let out = run(p, &args);
         assert_eq!(out.status.code(), Some(3), "{args:?}: {}", text(&out));
@@ -267,7 +362,16 @@ fn verify_all_deep_reports_every_snapshot_even_those_no_key_opens() {
     let first = backup(p, &rec_b, &["file:svc"], Some("2026-01-01T00:00:00Z"));
     let second = backup(p, &rec_a, &["file:svc"], Some("2026-01-02T00:00:00Z"));
     let key_a = key_a.to_str().unwrap();
-    let args = ["--json", "verify", "--all", "--sink", "bk", "--deep", "--identity", key_a];
+    let args = [
+        "--json",
+        "verify",
+        "--all",
+        "--sink",
+        "bk",
+        "--deep",
+        "--identity",
+        key_a,
+    ];
     let out = run(p, &args);
     assert_eq!(out.status.code(), Some(5), "{}", text(&out));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();

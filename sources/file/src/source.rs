@@ -293,14 +293,14 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
         return Err(not_file_or_dir(root));
     }
     let mut items = Vec::new();
-    let mut walker = WalkDir::new(root)
+    let walker = WalkDir::new(root)
         .follow_links(false)
         .into_iter()
         .filter_entry(|e| {
             let rel = e.path().strip_prefix(root).unwrap_or(e.path());
             e.depth() == 0 || !exclude.is_match(rel)
         });
-    while let Some(dent) = walker.next() {
+    for dent in walker {
         let dent = dent.map_err(|e| {
             let path = e.path().unwrap_or(root).to_path_buf();
             match e.into_io_error() {
