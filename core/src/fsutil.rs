@@ -15,6 +15,122 @@ use crate::error::{Error, ErrorKind, Result};
 /// listings skip such names and an abort or a later run removes them.
 pub const TEMP_PREFIX: &str = ".coffer-tmp-";
 
+/// Temp files of older versions (no owner in the name) older than this are
+/// leftovers: nothing stages a file that long.
+pub const STALE_TEMP_AGE: std::time::Duration = std::time::Duration::from_secs(12 * 3600);
+
+/// The boot and PID namespace of this process (`<boot_id>/<pid:[…]>`),
+/// where the kernel tells them: processes with equal scopes on one host
+/// see each other's PIDs.
+pub fn process_scope() -> Option<String> {
+    static SCOPE: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    SCOPE
+        .get_or_init(|| {
+            let boot = fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
+            let ns = fs::read_link("/proc/self/ns/pid").ok()?;
+            Some(format!("{}/{}", boot.trim(), ns.display()))
+        })
+        .clone()
+}
+
+/// Whether no process has `pid` (in this PID namespace). A PID that exists
+/// (or cannot be checked) counts as alive.
+pub fn pid_is_gone(pid: u32) -> bool {
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return false;
+    };
+    if pid <= 0 {
+        return false;
+    }
+    // SAFETY: signal 0 only checks that the process exists.
+    let r = unsafe { libc::kill(pid, 0) };
+    r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+}
+
+/// Eight hex digits naming this host, boot and PID namespace in temp names.
+fn owner_tag() -> Option<String> {
+    use sha2::Digest;
+    let scope = process_scope()?;
+    let digest = sha2::Sha256::digest(format!("{}\n{scope}", crate::bundle::hostname()));
+    Some(hex::encode(&digest[..4]))
+}
+
+/// The prefix of this process's temp files: `.coffer-tmp-<tag>-<pid>-`, so
+/// a later run on the same host can tell a leftover of a killed process
+/// (its PID is gone) from a file another run is still writing.
+pub fn owned_temp_prefix() -> String {
+    match owner_tag() {
+        Some(tag) => format!("{TEMP_PREFIX}{tag}-{}-", std::process::id()),
+        None => TEMP_PREFIX.to_string(),
+    }
+}
+
+/// Whether a temp file (or object) named `name` is a leftover: written by a
+/// process of this host that is gone, or, for names without an owner
+/// (older versions, other hosts), last changed longer than `age` ago.
+/// `changed` is its last status change (or modification) time, if known.
+pub fn is_leftover_temp(
+    name: &str,
+    changed: Option<std::time::SystemTime>,
+    age: std::time::Duration,
+) -> bool {
+    let Some(rest) = name.strip_prefix(TEMP_PREFIX) else {
+        return false;
+    };
+    let mut parts = rest.splitn(3, '-');
+    if let (Some(tag), Some(pid), Some(_)) = (parts.next(), parts.next(), parts.next())
+        && tag.len() == 8
+        && let Ok(pid) = pid.parse::<u32>()
+        && owner_tag().as_deref() == Some(tag)
+        && pid != std::process::id()
+    {
+        return pid_is_gone(pid);
+    }
+    changed
+        .and_then(|t| t.elapsed().ok())
+        .is_some_and(|elapsed| elapsed > age)
+}
+
+/// Removes the leftover temp files ([`is_leftover_temp`]) directly in
+/// `dir` (not below it), returning their paths; with `dry_run`, only lists
+/// them. Symlinks are removed as links, never followed.
+pub fn sweep_leftover_temps(dir: &Path, dry_run: bool) -> Result<Vec<std::path::PathBuf>> {
+    use std::os::unix::fs::MetadataExt;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(e) => return Err(Error::io(format!("listing {}", dir.display()), e)),
+    };
+    let mut removed = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("listing {}", dir.display()), e))?;
+        let name = entry.file_name();
+        let Some(name) = name.to_str().filter(|n| n.starts_with(TEMP_PREFIX)) else {
+            continue;
+        };
+        let Ok(meta) = fs::symlink_metadata(entry.path()) else {
+            continue;
+        };
+        if meta.is_dir() {
+            continue;
+        }
+        let changed =
+            std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(meta.ctime().max(0) as u64));
+        if !is_leftover_temp(name, changed, STALE_TEMP_AGE) {
+            continue;
+        }
+        if !dry_run {
+            match fs::remove_file(entry.path()) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("removing {}", entry.path().display()), e)),
+            }
+        }
+        removed.push(entry.path());
+    }
+    Ok(removed)
+}
+
 /// fsyncs a directory so the renames in it are durable. Filesystems that
 /// refuse fsync on directories (FUSE, CIFS, vfat) are accepted: their
 /// renames are as durable as they can be.

@@ -386,16 +386,8 @@ fn new_info(kind: LockKind, holder: &str) -> LockInfo {
         created: now,
         refreshed: now,
         id: format!("{:016x}", rand::random::<u64>()),
-        scope: process_scope(),
+        scope: crate::fsutil::process_scope(),
     }
-}
-
-/// `<boot_id>/<pid namespace>` of this process, where the kernel tells
-/// them: two processes with equal scopes see each other's PIDs.
-fn process_scope() -> Option<String> {
-    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").ok()?;
-    let ns = std::fs::read_link("/proc/self/ns/pid").ok()?;
-    Some(format!("{}/{}", boot.trim(), ns.display()))
 }
 
 /// Whether the holder of `info` is known to be gone: it ran on this host,
@@ -403,18 +395,8 @@ fn process_scope() -> Option<String> {
 /// elsewhere (or of an older version, without a scope) is never judged
 /// here: its lock goes stale by time.
 fn holder_is_dead(info: &LockInfo) -> bool {
-    if info.host != crate::bundle::hostname() || info.scope.is_none() || info.scope != process_scope() {
-        return false;
-    }
-    let Ok(pid) = libc::pid_t::try_from(info.pid) else {
-        return false;
-    };
-    if pid <= 0 {
-        return false;
-    }
-    // SAFETY: signal 0 only checks that the process exists.
-    let r = unsafe { libc::kill(pid, 0) };
-    r != 0 && std::io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
+    let same_scope = info.scope.is_some() && info.scope == crate::fsutil::process_scope();
+    info.host == crate::bundle::hostname() && same_scope && crate::fsutil::pid_is_gone(info.pid)
 }
 
 fn lock_bytes(info: &LockInfo) -> Bytes {

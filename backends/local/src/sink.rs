@@ -86,9 +86,11 @@ pub struct LocalSink {
     swept: Arc<std::sync::atomic::AtomicBool>,
 }
 
-/// Temp files older than this are leftovers of killed runs (no put runs
-/// that long); the first put of a process removes them.
-const STALE_TEMP_AGE: Duration = Duration::from_secs(12 * 3600);
+/// Temp files of another host (or an older version) older than this are
+/// leftovers of killed runs (no put runs that long); those of a process of
+/// this host that is gone are leftovers at once. The first put of a
+/// process removes them.
+const STALE_TEMP_AGE: Duration = coffer_core::fsutil::STALE_TEMP_AGE;
 
 impl LocalSink {
     /// A sink storing under `root`. Nothing is checked or created until the
@@ -116,10 +118,11 @@ impl LocalSink {
         &self.root
     }
 
-    /// Removes `.coffer-tmp-*` files last modified more than `older_than`
-    /// ago, which only a crash or a killed process leaves behind; returns
-    /// how many were removed. Give a margin (hours) so that puts still
-    /// running are not disturbed.
+    /// Removes the `.coffer-tmp-*` files only a crash or a killed process
+    /// leaves behind: those of a process of this host that is gone, and any
+    /// other last modified more than `older_than` ago; returns how many
+    /// were removed. Give a margin (hours) so that puts still running on
+    /// other hosts are not disturbed.
     pub async fn cleanup_stale_temp(&self, older_than: Duration) -> Result<usize> {
         let root = self.root.clone();
         blocking(move || {
@@ -136,10 +139,11 @@ impl LocalSink {
                 if !entry.file_type().is_file() || !is_temp_name(entry.file_name()) {
                     continue;
                 }
-                let Some(modified) = entry.metadata().ok().and_then(|m| m.modified().ok()) else {
-                    continue;
-                };
-                if modified < cutoff {
+                let modified = entry.metadata().ok().and_then(|m| m.modified().ok());
+                let name = entry.file_name().to_string_lossy();
+                let leftover = coffer_core::fsutil::is_leftover_temp(&name, None, older_than)
+                    || modified.is_some_and(|m| m < cutoff);
+                if leftover {
                     match fs::remove_file(entry.path()) {
                         Ok(()) => removed += 1,
                         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
@@ -328,7 +332,7 @@ impl WriteJob {
         // NamedTempFile removes the file when dropped: on any error below,
         // and when the channel closes without Commit (the put was dropped).
         let temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&coffer_core::fsutil::owned_temp_prefix())
             .tempfile_in(&dir)
             .map_err(|e| Error::io(format!("creating a temporary file in {}", dir.display()), e))?;
         let temp_path = temp.path().to_path_buf();

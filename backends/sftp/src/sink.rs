@@ -106,7 +106,10 @@ impl SftpSink {
         self.walk(&conn, &self.root(), "", &mut files, true).await?;
         let mut removed = 0;
         for (rel, attrs) in files {
-            if attrs.mtime.is_some_and(|m| i64::from(m) <= cutoff) {
+            let name = rel.rsplit('/').next().unwrap_or(&rel);
+            let leftover = coffer_core::fsutil::is_leftover_temp(name, None, older_than)
+                || attrs.mtime.is_some_and(|m| i64::from(m) <= cutoff);
+            if leftover {
                 let path = self.remote(&rel);
                 match conn.sftp.remove(path.as_str()).await {
                     Ok(_) => removed += 1,
@@ -323,7 +326,13 @@ impl SftpSink {
             Some((d, _)) => d.to_string(),
             None => ".".into(),
         };
-        let tmp = format!("{dir}/{TEMP_PREFIX}{:016x}", rand::random::<u64>());
+        // Named after this process, so that a later run from this host
+        // removes it at once if this one is killed.
+        let tmp = format!(
+            "{dir}/{}{:016x}",
+            coffer_core::fsutil::owned_temp_prefix(),
+            rand::random::<u64>()
+        );
         let attrs = FileAttributes {
             permissions: Some(0o600),
             ..FileAttributes::empty()

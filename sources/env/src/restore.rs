@@ -21,7 +21,7 @@ use tempfile::TempPath;
 
 use crate::dotenv::{self, EnvLine};
 
-use coffer_core::fsutil::TEMP_PREFIX;
+use coffer_core::fsutil::owned_temp_prefix;
 /// A `.env` secret larger than this is not a `.env` file.
 const MAX_SIZE: u64 = 16 << 20;
 
@@ -89,7 +89,7 @@ impl EnvRestorer {
         // tempfile creates the file with mode 0600: the secret is never
         // readable by others, even for a moment.
         let mut temp = tempfile::Builder::new()
-            .prefix(TEMP_PREFIX)
+            .prefix(&owned_temp_prefix())
             .rand_bytes(12)
             .tempfile_in(dir)
             .map_err(io)?;
@@ -173,6 +173,10 @@ impl Restorer for EnvRestorer {
         };
         if let Some(dir) = dest.parent() {
             self.claims.claim_dir(dir, &self.name)?;
+            // A killed restore's staged merge holds secret values.
+            for path in coffer_core::fsutil::sweep_leftover_temps(dir, self.dry_run)? {
+                self.action("remove-leftover", path.display().to_string());
+            }
         }
         self.claims.claim(&dest, &self.name)?;
         let (existing, mode, owner) = match lstat(&dest)? {

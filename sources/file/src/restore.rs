@@ -32,7 +32,7 @@ use coffer_core::{
 };
 use tempfile::TempPath;
 
-use coffer_core::fsutil::TEMP_PREFIX;
+use coffer_core::fsutil::owned_temp_prefix;
 
 /// How bundle paths map to the destination.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -197,6 +197,10 @@ impl FileRestorer {
         if !self.root_claimed {
             self.claims.claim_dir(&self.root, &self.name)?;
             self.root_claimed = true;
+            if self.root_existed {
+                let root = self.root.clone();
+                self.sweep(&root)?;
+            }
         }
         if !self.root_existed && !self.plan.contains_key("") {
             self.plan.insert(
@@ -229,11 +233,22 @@ impl FileRestorer {
             let abs = self.root.join(&prefix);
             self.claims.claim_dir(&abs, &self.name)?;
             let existed = if missing { false } else { existing_dir(&abs)? };
-            if !existed {
+            if existed {
+                self.sweep(&abs)?;
+            } else {
                 self.action("mkdir", &abs);
                 missing = true;
             }
             self.plan.insert(prefix, Planned::Dir { meta: None, existed });
+        }
+        Ok(())
+    }
+
+    /// Removes the staged files a killed restore left in `dir` (a
+    /// `.env` merge among them may hold secrets); a dry run lists them.
+    fn sweep(&mut self, dir: &Path) -> Result<()> {
+        for path in coffer_core::fsutil::sweep_leftover_temps(dir, self.dry_run)? {
+            self.action("remove-leftover", &path);
         }
         Ok(())
     }
@@ -362,7 +377,7 @@ impl FileRestorer {
             self.make_parents(rel)?;
             let dir = dest.parent().unwrap_or(&self.root);
             let file = tempfile::Builder::new()
-                .prefix(TEMP_PREFIX)
+                .prefix(&owned_temp_prefix())
                 .rand_bytes(12)
                 .tempfile_in(dir)
                 .map_err(|e| Error::io(format!("cannot create a temp file in {}", dir.display()), e))?;
@@ -710,7 +725,7 @@ fn place_symlink(link: &StagedLink) -> Result<()> {
     let dir = parent_of(&link.dest);
     let io = |e| Error::io(format!("cannot create symlink {}", link.dest.display()), e);
     let temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
+        .prefix(&owned_temp_prefix())
         .rand_bytes(12)
         .make_in(&dir, |p| std::os::unix::fs::symlink(&link.target, p))
         .map_err(io)?;
