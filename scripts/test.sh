@@ -3,6 +3,9 @@
 # In CI (CI=true) a test whose tool or server is missing fails, never skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+# This script installs every server and tool the tests need, so a test
+# that still cannot find one must fail, never skip.
+export CI=true
 
 need_apt=()
 command -v age >/dev/null || need_apt+=(age)

@@ -159,3 +159,61 @@ pub fn prune_decisions(v: &serde_json::Value) -> Vec<(String, bool, Vec<String>)
         })
         .collect()
 }
+
+/// A tmpfs mounted on a fresh directory; unmounted on drop.
+pub struct Tmpfs {
+    mount: PathBuf,
+    _dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    /// Mounts a tmpfs of `size` (e.g. `64m`), or returns `None` (skip) when
+    /// this process may not mount — a failure instead when CI=true.
+    pub fn new(size: &str) -> Option<Tmpfs> {
+        let dir = tempfile::tempdir().unwrap();
+        let mount = dir.path().join("medium");
+        std::fs::create_dir(&mount).unwrap();
+        let out = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
+            .arg(&mount)
+            .output();
+        match out {
+            Ok(o) if o.status.success() => Some(Tmpfs { mount, _dir: dir }),
+            other => {
+                let why = match other {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                };
+                if std::env::var("CI").is_ok_and(|v| v == "true") {
+                    panic!("cannot mount a tmpfs (the media tests run as root): {why}");
+                }
+                eprintln!("skipping: cannot mount a tmpfs (not root?): {why}");
+                None
+            }
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.mount
+    }
+
+    pub fn url(&self, query: &str) -> String {
+        format!("media:{}{query}", self.mount.display())
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let ok = std::process::Command::new("umount")
+            .arg(&self.mount)
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            // Still busy (a killed child's open file): detach it lazily.
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.mount)
+                .status();
+        }
+    }
+}

@@ -5,67 +5,12 @@
 
 use std::fs;
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coffer_e2e::{coffer, coffer_bin, files_under, keygen, require_tool};
+use coffer_e2e::{Tmpfs, coffer, coffer_bin, files_under, keygen, require_tool};
 use serde_json::Value;
-
-/// A tmpfs mounted on a fresh directory; unmounted on drop.
-struct Tmpfs {
-    mount: PathBuf,
-    _dir: tempfile::TempDir,
-}
-
-impl Tmpfs {
-    /// Mounts a tmpfs of `size` (e.g. `64m`), or returns `None` (skip) when
-    /// this process may not mount — a failure instead when CI=true.
-    fn new(size: &str) -> Option<Tmpfs> {
-        let dir = tempfile::tempdir().unwrap();
-        let mount = dir.path().join("medium");
-        fs::create_dir(&mount).unwrap();
-        let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size}"), "tmpfs"])
-            .arg(&mount)
-            .output();
-        match out {
-            Ok(o) if o.status.success() => Some(Tmpfs { mount, _dir: dir }),
-            other => {
-                let why = match other {
-                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
-                    Err(e) => e.to_string(),
-                };
-                if std::env::var("CI").is_ok_and(|v| v == "true") {
-                    panic!("cannot mount a tmpfs (the media tests run as root): {why}");
-                }
-                eprintln!("skipping: cannot mount a tmpfs (not root?): {why}");
-                None
-            }
-        }
-    }
-
-    fn path(&self) -> &Path {
-        &self.mount
-    }
-
-    fn url(&self, query: &str) -> String {
-        format!("media:{}{query}", self.mount.display())
-    }
-}
-
-impl Drop for Tmpfs {
-    fn drop(&mut self) {
-        let ok = Command::new("umount")
-            .arg(&self.mount)
-            .status()
-            .is_ok_and(|s| s.success());
-        if !ok {
-            // Still busy (a killed child's open file): detach it lazily.
-            let _ = Command::new("umount").arg("-l").arg(&self.mount).status();
-        }
-    }
-}
 
 /// A tiny service to back up.
 fn service(dir: &Path) {

@@ -95,6 +95,35 @@ fn backup_from_one_server_and_restore_into_another() {
     assert!(bson.len() > 100 * 30);
     let meta = std::fs::read_to_string(x.join("mongo/app/app/users.metadata.json")).unwrap();
     assert!(meta.starts_with(r#"{"options":{},"indexes":["#), "{meta}");
+
+    // The restore kit's mongorestore lines name the level where the
+    // database folders and the point in time's oplog.bson sit, as
+    // `mongorestore --oplogReplay --dir` needs them.
+    let Some(medium) = coffer_e2e::Tmpfs::new("64m") else {
+        return;
+    };
+    run(coffer(p)
+        .args(["media", "init"])
+        .arg(medium.path())
+        .args(["--label", "KIT"]));
+    run(coffer(p).args(["export", "--from", "bk", "--latest", "--to", &medium.url("")]));
+    let kit = std::fs::read_to_string(medium.path().join("RESTORE.txt")).unwrap();
+    let dir_of = |flags: &str| {
+        let line = kit
+            .lines()
+            .map(str::trim)
+            .find(|l| l.starts_with(&format!("mongorestore {flags}--dir ")))
+            .unwrap_or_else(|| panic!("no `mongorestore {flags}--dir` line in:\n{kit}"));
+        line.rsplit(' ').next().unwrap().to_string()
+    };
+    let replay = dir_of("--drop --oplogReplay ");
+    assert_eq!(dir_of("--drop "), replay);
+    assert!(x.join(&replay).join("oplog.bson").is_file(), "{replay}");
+    assert!(x.join(&replay).join("app/users.bson").is_file(), "{replay}");
+    assert!(
+        x.join(&replay).join("app/users.metadata.json").is_file(),
+        "{replay}"
+    );
 }
 
 #[test]

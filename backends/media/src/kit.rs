@@ -366,8 +366,12 @@ Files:
      sha256sum -c SHA256SUMS               # every file of the bundle
      # files/<source>/…    config files and directories
      # secrets/<source>/…  secrets (mode 0600)
-     # mongo/<source>/…    MongoDB dumps, one .bson + .metadata.json per collection:
+     # mongo/<source>/…    MongoDB dumps in mongodump's layout, one folder per
+     #                     database, one .bson + .metadata.json per collection:
      mongorestore --drop --dir mongo/{mongo_src}
+     #   a point-in-time dump has mongo/{mongo_src}/oplog.bson beside the database
+     #   folders: replay it too (--dir stays at the level of oplog.bson):
+     mongorestore --drop --oplogReplay --dir mongo/{mongo_src}
      # manifest.json: per-source reports (document counts, sizes, hashes)
 
    The signature (ID.sig) can only be checked with coffer.

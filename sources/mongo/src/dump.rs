@@ -814,6 +814,21 @@ fn read_small(path: &Path) -> Result<Vec<u8>> {
     Ok(out)
 }
 
+/// Reads the server and tool versions of a `prelude.json` (plain or
+/// gzipped), where one holds them.
+fn read_prelude(path: &Path, summary: &mut Summary) -> Result<()> {
+    let text = read_small(path)?;
+    let v: Value =
+        serde_json::from_slice(&text).map_err(|e| damaged(format!("malformed prelude.json: {e}"), path))?;
+    if let Some(version) = v["ServerVersion"].as_str() {
+        summary.server_version = Some(version.to_string());
+    }
+    if let Some(version) = v["ToolVersion"].as_str() {
+        summary.tool_version = Some(version.to_string());
+    }
+    Ok(())
+}
+
 /// The files of one collection in a dump directory.
 #[derive(Default)]
 struct Files {
@@ -844,13 +859,7 @@ fn read_directory(dir: &Path, emit: &mut Emit<'_>, summary: &mut Summary) -> Res
             continue;
         }
         match name.as_str() {
-            "prelude.json" | "prelude.json.gz" => {
-                let text = read_small(path)?;
-                let v: Value = serde_json::from_slice(&text)
-                    .map_err(|e| damaged(format!("malformed prelude.json: {e}"), path))?;
-                summary.server_version = v["ServerVersion"].as_str().map(str::to_string);
-                summary.tool_version = v["ToolVersion"].as_str().map(str::to_string);
-            }
+            "prelude.json" | "prelude.json.gz" => read_prelude(path, summary)?,
             "oplog.bson" | "oplog.bson.gz" => summary
                 .skipped
                 .push(format!("{name}: {}", left_out("", "oplog").unwrap_or_default())),
@@ -890,6 +899,11 @@ fn read_directory(dir: &Path, emit: &mut Emit<'_>, summary: &mut Summary) -> Res
                 None => (name.as_str(), false),
             };
             gzip |= gz;
+            // mongodump 100.x also writes one into each database folder.
+            if plain == "prelude.json" {
+                read_prelude(&file, summary)?;
+                continue;
+            }
             let slot = match (plain.strip_suffix(".metadata.json"), plain.strip_suffix(".bson")) {
                 (Some(stem), _) => Some(&mut files.entry(stem.to_string()).or_default().metadata),
                 (None, Some(stem)) => Some(&mut files.entry(stem.to_string()).or_default().bson),

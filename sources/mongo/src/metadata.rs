@@ -1,6 +1,6 @@
 //! `<coll>.metadata.json` as mongodump writes it (canonical Extended JSON
 //! v2, key order preserved) and collection-name escaping as mongodump
-//! escapes file names (Go's `url.PathEscape`).
+//! escapes file names (Go's `url.QueryEscape`, truncated past 238 bytes).
 
 use coffer_core::{Error, ErrorKind, Result};
 use mongodb::bson::{Bson, Document, spec::BinarySubtype};
@@ -227,41 +227,64 @@ pub(crate) fn uuid_of(spec: &Document) -> Option<Vec<u8>> {
     }
 }
 
-/// Escapes a collection name for a file name as mongodump does (Go's
-/// `url.PathEscape`): everything but `A-Za-z0-9-._~$&+=:@` is
-/// percent-encoded, byte by byte, upper-case hex.
+/// Escaped names longer than this are truncated, as mongodump does.
+const MAX_ESCAPED_LEN: usize = 238;
+/// How much of an over-long escaped name mongodump keeps.
+const TRUNCATED_LEN: usize = 208;
+
+/// Escapes a collection name for a file name exactly as mongodump 100.x
+/// does, so mongorestore reads it back with `url.QueryUnescape`: Go's
+/// `url.QueryEscape` (everything but `A-Za-z0-9-_.~` percent-encoded byte
+/// by byte in upper-case hex, a space as `+`); an escaped name over 238
+/// bytes becomes its first 208 bytes, `%24` and the unpadded base64url of
+/// the SHA-1 of the raw name (the real name is then read from the
+/// metadata's `collectionName`).
 pub(crate) fn escape_name(name: &str) -> String {
     let mut out = String::with_capacity(name.len());
     for &b in name.as_bytes() {
-        let keep = b.is_ascii_alphanumeric()
-            || matches!(
-                b,
-                b'-' | b'.' | b'_' | b'~' | b'$' | b'&' | b'+' | b'=' | b':' | b'@'
-            );
-        if keep {
+        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
             out.push(b as char);
+        } else if b == b' ' {
+            out.push('+');
         } else {
             out.push_str(&format!("%{b:02X}"));
         }
     }
+    if out.len() > MAX_ESCAPED_LEN {
+        use base64::Engine as _;
+        use sha1::Digest as _;
+        let hash = sha1::Sha1::digest(name.as_bytes());
+        out.truncate(TRUNCATED_LEN);
+        out.push_str("%24");
+        out.push_str(&base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(hash));
+    }
     out
 }
 
-/// Reverses [`escape_name`] (and any other percent-encoding).
+/// Reverses [`escape_name`] as Go's `url.QueryUnescape` does (`+` is a
+/// space); `None` for a malformed escape or a truncated long name's stem
+/// that does not decode to UTF-8.
 pub(crate) fn unescape_name(file: &str) -> Option<String> {
     let bytes = file.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
     while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = |b: u8| (b as char).to_digit(16);
-            let h = hex(*bytes.get(i + 1)?)?;
-            let l = hex(*bytes.get(i + 2)?)?;
-            out.push((h * 16 + l) as u8);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
+        match bytes[i] {
+            b'%' => {
+                let hex = |b: u8| (b as char).to_digit(16);
+                let h = hex(*bytes.get(i + 1)?)?;
+                let l = hex(*bytes.get(i + 2)?)?;
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
         }
     }
     String::from_utf8(out).ok()
@@ -274,12 +297,40 @@ mod tests {
 
     #[test]
     fn escapes_like_mongodump() {
-        assert_eq!(escape_name("cafés"), "caf%C3%A9s");
-        assert_eq!(escape_name("a b%c/d"), "a%20b%25c%2Fd");
-        assert_eq!(escape_name("x$y.z"), "x$y.z");
-        for n in ["cafés", "a b%c/d", "😀 ?#", "x$y.z"] {
-            assert_eq!(unescape_name(&escape_name(n)).as_deref(), Some(n));
+        // Go's url.QueryEscape, as mongodump 100.x writes file names.
+        for (name, file) in [
+            ("cafés", "caf%C3%A9s"),
+            ("café %+", "caf%C3%A9+%25%2B"),
+            ("odd types", "odd+types"),
+            ("a$b&c=d:e@f", "a%24b%26c%3Dd%3Ae%40f"),
+            ("a b%c/d", "a+b%25c%2Fd"),
+            ("x.y-z_~", "x.y-z_~"),
+        ] {
+            assert_eq!(escape_name(name), file, "{name}");
+            assert_eq!(unescape_name(file).as_deref(), Some(name), "{file}");
         }
+        assert_eq!(unescape_name("😀 ?#").as_deref(), Some("😀 ?#"));
+        assert!(unescape_name("bad%zz").is_none());
+    }
+
+    #[test]
+    fn long_names_are_truncated_like_mongodump() {
+        // The name and file of the real mongodump fixture `longcollectionname`.
+        let name = format!(
+            "a{}LongCollectionNameConsistingOfExactlyTwoHundredAndFortySevenCharacters",
+            "Very".repeat(44)
+        );
+        assert_eq!(name.len(), 247);
+        let file = format!(
+            "a{}LongCollectionNameConsistingOfE%24xFO0VquRn7cg3QooSZD5sglTddU",
+            "Very".repeat(44)
+        );
+        assert_eq!(escape_name(&name), file);
+        assert_eq!(file.len(), 238);
+        // Exactly 238 escaped bytes: kept whole.
+        let edge = "x".repeat(238);
+        assert_eq!(escape_name(&edge), edge);
+        assert_eq!(escape_name(&"x".repeat(239)).len(), 238);
     }
 
     #[test]

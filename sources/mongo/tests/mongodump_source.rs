@@ -159,6 +159,28 @@ async fn gzip_directory_with_prelude_restores() {
     );
 }
 
+#[tokio::test]
+async fn a_prelude_in_a_database_folder_is_part_of_the_dump() {
+    // mongodump 100.x writes prelude.json into each database folder too.
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump");
+    std::fs::create_dir_all(dump.join("test")).unwrap();
+    let from = fixture("prelude_test/prelude_gzip");
+    for f in ["test/foo.bson.gz", "test/foo.metadata.json.gz"] {
+        std::fs::copy(from.join(f), dump.join(f)).unwrap();
+    }
+    let prelude = r#"{"ServerVersion":"7.0.16","ToolVersion":"100.10.0"}"#;
+    std::fs::write(dump.join("prelude.json"), prelude).unwrap();
+    std::fs::write(dump.join("test/prelude.json"), prelude).unwrap();
+    let (entries, report) = capture(source(&spec(&dump)).as_ref()).await.unwrap();
+    let paths: Vec<&str> = entries.iter().map(|e| e.path.as_str()).collect();
+    assert_eq!(paths, ["test/foo.bson", "test/foo.metadata.json"]);
+    assert_eq!(report.details["tool_version"], "100.10.0");
+    let left_out = report.details["left_out"].as_array().map_or(0, Vec::len);
+    assert_eq!(left_out, 0, "{report:?}");
+    assert!(!report.summary.contains("left out"), "{}", report.summary);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn archive_plain_and_gzipped_restores_and_renames() {
     let Some(server) = MongoServer::start() else {
