@@ -142,6 +142,34 @@ pub fn sync_dir(dir: &Path) -> Result<()> {
     }
 }
 
+/// Makes everything written to the filesystems holding `dirs` durable: one
+/// `syncfs` per filesystem (as `tar x && sync` does), instead of one fsync
+/// per file, which costs milliseconds each on small files. `dirs` must be
+/// existing directories.
+pub fn sync_filesystems<'a>(dirs: impl IntoIterator<Item = &'a Path>) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    use std::os::unix::fs::MetadataExt;
+    let mut done = std::collections::BTreeSet::new();
+    for dir in dirs {
+        let file = File::open(dir).map_err(|e| Error::io(format!("opening {}", dir.display()), e))?;
+        let dev = file
+            .metadata()
+            .map_err(|e| Error::io(format!("cannot stat {}", dir.display()), e))?
+            .dev();
+        if !done.insert(dev) {
+            continue;
+        }
+        // SAFETY: `file` is an open descriptor for the duration of the call.
+        if unsafe { libc::syncfs(file.as_raw_fd()) } != 0 {
+            return Err(Error::io(
+                format!("syncing the filesystem of {}", dir.display()),
+                io::Error::last_os_error(),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Checks, before a restore reads any entry, that `path` (or its nearest
 /// existing ancestor) is a directory this process can write; returns
 /// whether `path` itself exists.

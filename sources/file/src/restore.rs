@@ -410,7 +410,7 @@ impl FileRestorer {
             file.set_permissions(fs::Permissions::from_mode(entry.mode))
                 .map_err(io)?;
             file.set_modified(system_time(entry.mtime)).map_err(io)?;
-            file.sync_all().map_err(io)?;
+            // Made durable all at once at commit (one syncfs), not here.
             self.staged.push(StagedFile {
                 temp: temp.into_temp_path(),
                 dest,
@@ -488,6 +488,10 @@ impl FileRestorer {
                 synced_dirs.insert(parent_of(&abs));
             }
         }
+        // Every staged file durable before any rename makes one visible: a
+        // crash never leaves a renamed file without its data.
+        let staged_dirs: BTreeSet<PathBuf> = self.staged.iter().map(|s| parent_of(&s.dest)).collect();
+        coffer_core::fsutil::sync_filesystems(staged_dirs.iter().map(PathBuf::as_path))?;
         for staged in std::mem::take(&mut self.staged) {
             self.verify_parents(&staged.dest, &mut verified)?;
             staged.temp.persist(&staged.dest).map_err(|e| {
@@ -513,9 +517,6 @@ impl FileRestorer {
             file.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::io(format!("cannot set the mode of {}", path.display()), e))?;
         }
-        for dir in &synced_dirs {
-            coffer_core::fsutil::sync_dir(dir)?;
-        }
         // Last and deepest first: a restrictive mode must not lock us out of
         // a subdirectory, and writing into a directory changes its mtime.
         for (rel, meta) in dirs.iter().rev() {
@@ -526,9 +527,14 @@ impl FileRestorer {
                 dir.set_permissions(fs::Permissions::from_mode(*mode))
                     .map_err(io)?;
                 dir.set_modified(system_time(*mtime)).map_err(io)?;
-                dir.sync_all().map_err(io)?;
             }
         }
+        // The renames, new directories and modes durable: one syncfs per
+        // filesystem instead of an fsync per directory.
+        if self.root.is_dir() {
+            synced_dirs.insert(self.root.clone());
+        }
+        coffer_core::fsutil::sync_filesystems(synced_dirs.iter().map(PathBuf::as_path))?;
         self.created.clear();
         Ok(())
     }
