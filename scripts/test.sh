@@ -1,17 +1,35 @@
 #!/usr/bin/env bash
-# Installs what the tests need (Debian packages) and runs every test.
-# In CI (CI=true) a test whose tool or server is missing fails, never skips.
+# Installs what the tests need and runs every test.
+#
+# Needs root: it installs Debian packages with apt (age, zstd,
+# openssh-client, openssh-server, python3-venv, bc), creates /run/sshd for
+# the tests' private sshd, and the removable-media tests mount tmpfs file
+# systems. It runs `cargo install cargo-nextest` when nextest is missing,
+# and puts secantusdb, moto and wsgidav into venvs of the repo.
+# It exports CI=true: a test whose tool or server is missing fails, never
+# skips.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 # This script installs every server and tool the tests need, so a test
 # that still cannot find one must fail, never skip.
 export CI=true
 
+if [ "$(id -u)" != 0 ]; then
+  echo "scripts/test.sh needs root (apt-get, /run/sshd, tmpfs mounts); run it with sudo" >&2
+  exit 2
+fi
+
 need_apt=()
 command -v age >/dev/null || need_apt+=(age)
 command -v zstd >/dev/null || need_apt+=(zstd)
 command -v ssh-keygen >/dev/null || need_apt+=(openssh-client)
 command -v bc >/dev/null || need_apt+=(bc)
+# A fresh Debian has python3 but not its venv module (ensurepip).
+if ! command -v python3 >/dev/null; then
+  need_apt+=(python3 python3-venv)
+elif ! python3 -c 'import ensurepip' 2>/dev/null; then
+  need_apt+=(python3-venv)
+fi
 # The SFTP sink tests start a private sshd (its own config, keys and port).
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
 if [ ${#need_apt[@]} -gt 0 ]; then

@@ -11,7 +11,7 @@ use clap::{Args, Parser, Subcommand};
 #[command(name = "coffer", version, about, long_about = None, after_help = EXIT_CODES)]
 pub struct Cli {
     /// Config file (default: ./coffer.toml if it exists; env COFFER_CONFIG).
-    #[arg(long, short = 'c', global = true, env = "COFFER_CONFIG")]
+    #[arg(long, short = 'c', global = true, env = "COFFER_CONFIG", hide_env = true)]
     pub config: Option<PathBuf>,
     /// Print machine-readable JSON on stdout.
     #[arg(long, global = true)]
@@ -28,7 +28,7 @@ pub struct Cli {
 
 pub const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage or config error, 3 integrity failure \
 (corrupt, truncated or forged snapshot), 4 partial failure (some required sinks failed), \
-5 no usable key (wrong identity or passphrase).";
+5 no usable key (wrong identity or passphrase), 130 interrupted (Ctrl-C; nothing partial kept).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -72,6 +72,27 @@ pub enum Command {
     /// (`<BACKUP_DIR>.tar.gz.age`) into a coffer snapshot after checking
     /// its SHA256SUMS; nothing plaintext is written to disk.
     ImportRunbook(crate::import_runbook::ImportRunbookArgs),
+    /// Print a shell completion script: `coffer completions bash >
+    /// /etc/bash_completion.d/coffer` (zsh, fish, powershell, elvish too).
+    Completions(CompletionsArgs),
+    /// Print the man page (roff): `coffer man | man -l -`, or write one
+    /// page per command into a directory with -o.
+    Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct CompletionsArgs {
+    /// The shell.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write coffer.1 and one coffer-COMMAND.1 per command into DIR
+    /// instead of printing coffer.1.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -103,8 +124,18 @@ pub struct InitArgs {
 
 #[derive(Debug, Args, Default)]
 pub struct SinkSel {
-    /// A sink: a name from the config, a directory, or a URL (file:///…).
-    /// Repeat to fan out (backup).
+    /// A sink to read: a name from the config, a directory, or a URL
+    /// (file:///…, s3://…); repeatable (the first one holding the snapshot
+    /// is used). Default: the config's sinks.
+    #[arg(long = "sink", value_name = "SINK")]
+    pub sinks: Vec<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct BackupSinks {
+    /// A sink to write: a name from the config, a directory, or a URL
+    /// (file:///…, s3://…); repeat to fan out to several. Default: the
+    /// job's sinks.
     #[arg(long = "sink", value_name = "SINK")]
     pub sinks: Vec<String>,
 }
@@ -113,7 +144,13 @@ pub struct SinkSel {
 pub struct KeySel {
     /// Identity file to decrypt with (age identity or SSH private key);
     /// repeatable. Env COFFER_IDENTITY.
-    #[arg(long = "identity", short = 'i', value_name = "FILE", env = "COFFER_IDENTITY")]
+    #[arg(
+        long = "identity",
+        short = 'i',
+        value_name = "FILE",
+        env = "COFFER_IDENTITY",
+        hide_env_values = true
+    )]
     pub identities: Vec<PathBuf>,
     /// Use a passphrase (from COFFER_PASSPHRASE, --passphrase-file, or a
     /// prompt on a terminal).
@@ -132,7 +169,7 @@ pub struct BackupArgs {
     #[arg(long = "source", value_name = "KIND:SPEC")]
     pub sources: Vec<String>,
     #[command(flatten)]
-    pub sink: SinkSel,
+    pub sink: BackupSinks,
     /// An optional sink (name, directory or URL): written like the others,
     /// but its failure never makes the run partial (exit 4). Names one of
     /// the job's sinks to mark it optional, or adds one; repeatable.
@@ -168,7 +205,7 @@ pub struct BackupArgs {
     pub keep_forever: bool,
     /// Sign the snapshot's index with this key (coffer signing key or
     /// OpenSSH ed25519 private key); overrides `signing-key`.
-    #[arg(long, value_name = "FILE", env = "COFFER_SIGNING_KEY")]
+    #[arg(long, value_name = "FILE", env = "COFFER_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<PathBuf>,
 }
 

@@ -48,6 +48,8 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
         Command::Prune(a) => crate::prune::prune(&ctx, a).await,
         Command::Pin(a) => crate::prune::pin(&ctx, a).await,
         Command::Unpin(a) => crate::prune::unpin(&ctx, a).await,
+        Command::Completions(a) => crate::docs::completions(a),
+        Command::Man(a) => crate::docs::man(a),
     }
 }
 
@@ -144,8 +146,11 @@ fn keygen(ctx: &Ctx, a: KeygenArgs) -> CmdResult {
             }
         }
     }
+    // The fingerprint is what indexes, `coffer show` and the wrong-key
+    // hint name the recipient by.
+    let fingerprint = RecipientKey::parse(&key.recipient())?.fingerprint();
     if ctx.json {
-        let mut v = json!({ "recipient": key.recipient() });
+        let mut v = json!({ "recipient": key.recipient(), "fingerprint": fingerprint });
         if let Some(p) = &a.output {
             v["identity_file"] = json!(p.display().to_string());
         }
@@ -158,6 +163,7 @@ fn keygen(ctx: &Ctx, a: KeygenArgs) -> CmdResult {
                 p.display()
             );
         }
+        eprintln!("fingerprint: {fingerprint} (as indexes and `coffer show` name this recipient)");
     }
     Ok(())
 }
@@ -186,11 +192,10 @@ pub(crate) fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {
 
 fn init(ctx: &Ctx, a: InitArgs) -> CmdResult {
     if a.output.exists() && !a.force {
-        return Err(
-            Error::new(ErrorKind::AlreadyExists, format!("{} exists", a.output.display()))
-                .with_hint("pass --force to overwrite it")
-                .into(),
-        );
+        // A usage error (exit 2): the command line asked for what it must not do.
+        return Err(config_error(format!("{} exists", a.output.display()))
+            .with_hint("pass --force to overwrite it, or -o another file")
+            .into());
     }
     std::fs::write(&a.output, EXAMPLE)
         .map_err(|e| Error::io(format!("writing {}", a.output.display()), e))?;
@@ -368,6 +373,16 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
     }
     let signing_key =
         crate::trust::signing_key(a.signing_key.as_deref(), job_signing.as_deref(), config.as_ref())?;
+    // A configured source that cannot be read (a missing path) names its
+    // place in the config file.
+    if let Some(cfg) = config.as_ref().filter(|_| !one_off) {
+        for s in &sources {
+            let name = s.info().name;
+            if let Some(place) = cfg.source_places.get(&name) {
+                s.check().await.map_err(|e| e.prefix(place))?;
+            }
+        }
+    }
     let threads = std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(2);

@@ -17,7 +17,7 @@ struct ConfigFile {
     #[serde(default)]
     recipients: Vec<String>,
     #[serde(default)]
-    compression: Option<String>,
+    compression: Option<Spanned<String>>,
     #[serde(default)]
     signing_key: Option<PathBuf>,
     #[serde(default)]
@@ -80,6 +80,18 @@ pub struct Config {
     pub sink_retention: BTreeMap<String, RetentionPolicy>,
     /// `[sink.NAME] optional = true`: its failure never makes a run partial.
     pub sink_optional: std::collections::BTreeSet<String>,
+    /// Where each `[source.NAME]` is: `file:line: [source.NAME]`.
+    pub source_places: BTreeMap<String, String>,
+}
+
+/// `err` as a configuration error at `where_` (`file:line: key`), keeping
+/// its hint.
+fn located(err: Error, where_: String) -> Error {
+    let located = config_error(format!("{where_}: {}", err.message()));
+    match err.hint() {
+        Some(h) => located.with_hint(h.to_string()),
+        None => located,
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -90,8 +102,13 @@ impl Config {
     /// Reads and resolves `path`.
     pub fn load(path: &Path, registry: &Registry) -> Result<Config> {
         let text = std::fs::read_to_string(path).map_err(|e| {
-            Error::io(format!("reading config {}", path.display()), e)
-                .with_hint("pass --config FILE, or run `coffer init` to write an example")
+            let err = if e.kind() == std::io::ErrorKind::NotFound {
+                // A usage error (exit 2), like any other bad --config.
+                config_error(format!("config file {} does not exist", path.display()))
+            } else {
+                Error::io(format!("reading config {}", path.display()), e)
+            };
+            err.with_hint("pass --config FILE, or run `coffer init` to write an example")
         })?;
         let file: ConfigFile = toml::from_str(&text).map_err(|e| {
             let line = e.span().map(|s| line_of(&text, s.start));
@@ -112,9 +129,17 @@ impl Config {
             format!("{}:{}: {what}", path.display(), line_of(&text, span.start))
         };
 
+        // Checked here, so a bad value names its file and line.
+        if let Some(c) = &file.compression {
+            coffer_core::Compression::parse(c.get_ref())
+                .map_err(|e| located(e, at(c.span(), "compression")))?;
+        }
+
         let mut sources = BTreeMap::new();
+        let mut source_places = BTreeMap::new();
         for (name, table) in file.source {
             let span = table.span();
+            source_places.insert(name.clone(), at(span.clone(), &format!("[source.{name}]")));
             coffer_core::check_source_name(&name)
                 .map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
             let mut t = table.into_inner();
@@ -200,6 +225,10 @@ impl Config {
                     .with_hint(format!("define [sink.{s}] or fix the name")));
                 }
             }
+            if let Some(c) = &job.compression {
+                coffer_core::Compression::parse(c)
+                    .map_err(|e| located(e, at(span.clone(), &format!("[job.{name}] compression"))))?;
+            }
             if job.passphrase_file.is_some() && job.recipients.is_some() {
                 return Err(config_error(at(
                     span.clone(),
@@ -241,12 +270,13 @@ impl Config {
         Ok(Config {
             path: path.to_path_buf(),
             recipients: file.recipients,
-            compression: file.compression,
+            compression: file.compression.map(Spanned::into_inner),
             jobs,
             sources,
             sinks,
             sink_retention,
             sink_optional,
+            source_places,
             signing_key: file
                 .signing_key
                 .map(|p| if p.is_relative() { base.join(p) } else { p }),

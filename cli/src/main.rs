@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod config;
 mod copy;
+mod docs;
 mod import_runbook;
 mod output;
 mod prune;

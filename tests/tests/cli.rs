@@ -757,6 +757,12 @@ fn example_configs_run() {
             "demo-identity.txt",
             "--target",
             "restored",
+            // The database needs a server (--mongo-uri): the quick-start
+            // test restores it.
+            "--only",
+            "file",
+            "--only",
+            "env",
         ])
         .assert()
         .success();
