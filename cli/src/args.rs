@@ -22,13 +22,20 @@ pub struct Cli {
     /// No progress bars.
     #[arg(long, short = 'q', global = true)]
     pub quiet: bool,
+    /// Make a sink the command writes to where there is none yet (a local
+    /// directory: its last component and the marker), as `coffer sink
+    /// init` does. Without it a local sink path that holds no sink (not
+    /// mounted? mistyped?) is refused with exit 10.
+    #[arg(long, global = true, env = "COFFER_CREATE_SINK", hide_env_values = true)]
+    pub create_sink: bool,
     #[command(subcommand)]
     pub command: Command,
 }
 
 pub const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage or config error, 3 integrity failure \
 (corrupt, truncated or forged snapshot), 4 partial failure (some required sinks failed), \
-5 no usable key (wrong identity or passphrase), 130 interrupted (Ctrl-C; nothing partial kept).";
+5 no usable key (wrong identity or passphrase), 10 no sink there (not mounted? see `coffer sink init`), \
+130 interrupted (Ctrl-C; nothing partial kept).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
@@ -66,6 +73,9 @@ pub enum Command {
     /// Merge the snapshots of a medium into a sink after checking each one;
     /// tampered or truncated ones are refused (exit 3), the others imported.
     Import(crate::copy::ImportArgs),
+    /// Sinks: `sink init PATH|NAME` makes a new sink (a local directory
+    /// gets its marker; a sink path without one is refused, exit 10).
+    Sink(SinkCmdArgs),
     /// Removable media: `media init PATH --label L [--set S]`, `media status PATH`.
     Media(crate::copy::MediaArgs),
     /// Turn a backup made by the manual Issuer Directory runbook
@@ -78,6 +88,23 @@ pub enum Command {
     /// Print the man page (roff): `coffer man | man -l -`, or write one
     /// page per command into a directory with -o.
     Man(ManArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct SinkCmdArgs {
+    #[command(subcommand)]
+    pub action: SinkAction,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SinkAction {
+    /// Make SINK a coffer sink: a local directory is created (its last
+    /// component only: the parent must exist) with the marker
+    /// `coffer-sink.json`; an existing sink is left as it is.
+    Init {
+        /// A directory, a URL, or a sink name from the config.
+        sink: String,
+    },
 }
 
 #[derive(Debug, Args)]

@@ -30,6 +30,7 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
         registry,
         cancel,
         verbose: cli.verbose > 0,
+        create_sinks: cli.create_sink,
     };
     match cli.command {
         Command::Keygen(a) => keygen(&ctx, a),
@@ -48,6 +49,7 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
         Command::Prune(a) => crate::prune::prune(&ctx, a).await,
         Command::Pin(a) => crate::prune::pin(&ctx, a).await,
         Command::Unpin(a) => crate::prune::unpin(&ctx, a).await,
+        Command::Sink(a) => sink_cmd(&ctx, a).await,
         Command::Completions(a) => crate::docs::completions(a),
         Command::Man(a) => crate::docs::man(a),
     }
@@ -62,6 +64,8 @@ pub(crate) struct Ctx {
     pub(crate) registry: Registry,
     pub(crate) cancel: CancelFlag,
     pub(crate) verbose: bool,
+    /// `--create-sink`: sinks written to are made where there is none.
+    pub(crate) create_sinks: bool,
 }
 
 impl Ctx {
@@ -109,6 +113,37 @@ impl Ctx {
             return Ok(sink.clone());
         }
         self.registry.sink_from_url(s)
+    }
+
+    /// A sink the command writes to: as [`Ctx::sink`]; with
+    /// `--create-sink` made a sink on its first use.
+    pub(crate) fn target_sink(&self, s: &str, config: Option<&Config>) -> Result<Arc<dyn Sink>> {
+        let sink = self.sink(s, config)?;
+        Ok(if self.create_sinks {
+            crate::create_sink::CreateOnFirstUse::wrap(sink)
+        } else {
+            sink
+        })
+    }
+}
+
+/// `coffer sink init SINK`.
+async fn sink_cmd(ctx: &Ctx, a: crate::args::SinkCmdArgs) -> CmdResult {
+    let config = ctx.config()?;
+    match a.action {
+        crate::args::SinkAction::Init { sink: spec } => {
+            let sink = ctx.sink(&spec, config.as_ref())?;
+            sink.init()
+                .await
+                .map_err(|e| e.prefix(format!("sink `{spec}`")))?;
+            let location = sink.info().to_string();
+            if ctx.json {
+                print_json(&json!({ "sink": spec, "location": location, "ready": true }));
+            } else {
+                println!("{location} is a coffer sink, ready for `coffer backup --sink {spec}`");
+            }
+            Ok(())
+        }
     }
 }
 
@@ -367,7 +402,7 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
     for (s, required) in &targets {
         sinks.push(SinkTarget {
             name: s.clone(),
-            sink: ctx.sink(s, config.as_ref())?,
+            sink: ctx.target_sink(s, config.as_ref())?,
             required: *required,
         });
     }

@@ -247,7 +247,7 @@ pub(crate) async fn copy(ctx: &Ctx, a: CopyArgs) -> CmdResult {
     let config = ctx.config()?;
     let trust = crate::trust::trusted_signers(&a.trust, config.as_ref())?;
     let from = ctx.sink(&a.from, config.as_ref())?;
-    let to = ctx.sink(&a.to, config.as_ref())?;
+    let to = ctx.target_sink(&a.to, config.as_ref())?;
     let cat = Catalog::load(from.as_ref())
         .await
         .map_err(|e| e.prefix(format!("--from {}", a.from)))?;
@@ -276,6 +276,7 @@ pub(crate) async fn export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     let config = ctx.config()?;
     let trust = crate::trust::trusted_signers(&a.trust, config.as_ref())?;
     let from = ctx.sink(&a.from, config.as_ref())?;
+    // A medium is made with `coffer media init`, never by --create-sink.
     let to = ctx.sink(&a.to, config.as_ref())?;
     // Every media check (mounted, label, identity) runs on any operation:
     // fail here, before locking or reading the source.
@@ -350,7 +351,7 @@ pub(crate) async fn import(ctx: &Ctx, a: ImportArgs) -> CmdResult {
     let config = ctx.config()?;
     let trust = crate::trust::trusted_signers(&a.trust, config.as_ref())?;
     let from = ctx.sink(&a.from, config.as_ref())?;
-    let to = ctx.sink(&a.to, config.as_ref())?;
+    let to = ctx.target_sink(&a.to, config.as_ref())?;
     let medium = medium_of(from.as_ref());
     let cat = Catalog::load(from.as_ref())
         .await

@@ -565,7 +565,7 @@ mod imp {
         for s in &a.sink.sinks {
             sinks.push(SinkTarget {
                 name: s.clone(),
-                sink: ctx.sink(s, config.as_ref())?,
+                sink: ctx.target_sink(s, config.as_ref())?,
                 required: true,
             });
         }

@@ -5,6 +5,7 @@ mod args;
 mod commands;
 mod config;
 mod copy;
+mod create_sink;
 mod docs;
 mod import_runbook;
 mod output;
@@ -55,6 +56,7 @@ fn exit_code_of(kind: ErrorKind) -> u8 {
         ErrorKind::ConfigInvalid => 2,
         ErrorKind::Integrity => 3,
         ErrorKind::Decryption => 5,
+        ErrorKind::SinkMissing => 10,
         _ => 1,
     }
 }

@@ -29,6 +29,9 @@ pub enum ErrorKind {
     Cancelled,
     /// No space left on the device.
     StorageFull,
+    /// The sink does not exist, or its location holds no coffer sink (an
+    /// unmounted disk, a mistyped path): nothing was read or written.
+    SinkMissing,
     /// Anything else: a bug or an unexpected response.
     Unexpected,
 }
@@ -47,6 +50,7 @@ impl ErrorKind {
             ErrorKind::Unreachable => "unreachable",
             ErrorKind::Cancelled => "cancelled",
             ErrorKind::StorageFull => "storage_full",
+            ErrorKind::SinkMissing => "sink_missing",
             ErrorKind::Unexpected => "unexpected",
         }
     }

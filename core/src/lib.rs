@@ -29,9 +29,9 @@ mod wrappers;
 
 pub use backup::{BackupOutcome, BackupRequest, Progress, SinkOutcome, SinkTarget, run_backup};
 pub use bundle::{
-    Compression, INDEX_FORMAT, Index, IndexEncryption, IndexObject, IndexSource, MANIFEST_ENTRY, Manifest,
-    ManifestEntry, ManifestSource, OBJECT_SUFFIX, SOURCES_ENTRY, SUMS_ENTRY, SnapshotId, SourceRecord,
-    SourcesFile, check_source_name, hostname,
+    Compression, INDEX_FORMAT, INDEX_SUFFIX, Index, IndexEncryption, IndexObject, IndexSource,
+    MANIFEST_ENTRY, Manifest, ManifestEntry, ManifestSource, OBJECT_SUFFIX, SOURCES_ENTRY, SUMS_ENTRY,
+    SnapshotId, SourceRecord, SourcesFile, check_source_name, hostname,
 };
 pub use catalog::{Catalog, CatalogEntry, SnapshotState};
 pub use copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshot, copy_snapshots, verified_object_stream};

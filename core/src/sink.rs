@@ -148,6 +148,20 @@ pub trait Sink: Send + Sync + Debug + 'static {
     /// # Behavior
     /// - Succeeds when the object is already gone.
     async fn delete(&self, key: &str) -> Result<()>;
+
+    /// Prepares this location as a new sink (`coffer sink init`, `backup
+    /// --create-sink`).
+    ///
+    /// # Behavior
+    /// - Succeeds when the location already is a sink; never removes or
+    ///   changes objects.
+    /// - A sink whose location can silently be wrong (a directory of an
+    ///   unmounted disk) creates only the last path component and a marker
+    ///   object, and otherwise refuses to run with
+    ///   [`ErrorKind::SinkMissing`]. The default does nothing.
+    async fn init(&self) -> Result<()> {
+        Ok(())
+    }
 }
 
 /// Conveniences over any [`Sink`]; implemented for every sink, so wrappers
@@ -190,6 +204,9 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     }
     async fn delete(&self, key: &str) -> Result<()> {
         (**self).delete(key).await
+    }
+    async fn init(&self) -> Result<()> {
+        (**self).init().await
     }
 }
 

@@ -265,6 +265,10 @@ impl Sink for RetrySink {
         self.run("delete", key, || async { (self.inner.delete(key).await, true) })
             .await
     }
+
+    async fn init(&self) -> Result<()> {
+        self.inner.init().await
+    }
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -510,6 +514,10 @@ impl Sink for TimeoutSink {
 
     async fn delete(&self, key: &str) -> Result<()> {
         self.bounded("delete", key, self.inner.delete(key)).await
+    }
+
+    async fn init(&self) -> Result<()> {
+        self.inner.init().await
     }
 }
 

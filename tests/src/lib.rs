@@ -41,14 +41,17 @@ pub fn coffer_bin() -> PathBuf {
 }
 
 /// A `coffer` command running in `dir`, with a clean environment for the
-/// variables coffer reads.
+/// variables coffer reads, and `COFFER_CREATE_SINK=true`: the tests write
+/// to fresh sink directories (`--sink bk`) as a user does after `coffer
+/// sink init`; `tests/sinks.rs` runs without it.
 pub fn coffer(dir: &Path) -> assert_cmd::Command {
     let mut c = assert_cmd::Command::new(coffer_bin());
     c.current_dir(dir)
         .env_remove("COFFER_CONFIG")
         .env_remove("COFFER_IDENTITY")
         .env_remove("COFFER_PASSPHRASE")
-        .env_remove("RUST_LOG");
+        .env_remove("RUST_LOG")
+        .env("COFFER_CREATE_SINK", "true");
     c
 }
 
@@ -107,15 +110,19 @@ pub fn files_under(dir: &Path) -> Vec<String> {
     out
 }
 
-/// The single object with `suffix` in a local sink directory.
+/// The marker object of a local sink (`coffer sink init`): not a snapshot.
+pub const SINK_MARKER: &str = "coffer-sink.json";
+
+/// The single object with `suffix` in a local sink directory (the sink
+/// marker aside).
 pub fn only_object(sink: &Path, suffix: &str) -> PathBuf {
     let found: Vec<_> = std::fs::read_dir(sink)
         .expect("sink dir")
         .flatten()
         .map(|e| e.path())
         .filter(|p| {
-            p.to_string_lossy().ends_with(suffix)
-                && !p.file_name().unwrap().to_string_lossy().starts_with('.')
+            let name = p.file_name().unwrap().to_string_lossy();
+            name.ends_with(suffix) && !name.starts_with('.') && name != SINK_MARKER
         })
         .collect();
     assert_eq!(

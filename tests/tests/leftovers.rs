@@ -39,6 +39,7 @@ fn temps(dir: &Path) -> Vec<String> {
 
 fn spawn(dir: &Path, args: &[&str]) -> Child {
     Command::new(coffer_bin())
+        .env("COFFER_CREATE_SINK", "true")
         .args(args)
         .current_dir(dir)
         .env_remove("COFFER_CONFIG")

@@ -41,7 +41,7 @@ fn indexes(sink: &Path) -> Vec<String> {
         .unwrap()
         .flatten()
         .map(|e| e.file_name().to_string_lossy().into_owned())
-        .filter(|n| n.ends_with(".json"))
+        .filter(|n| n.ends_with(".json") && n != coffer_e2e::SINK_MARKER)
         .collect();
     v.sort();
     v
@@ -170,6 +170,7 @@ fn two_concurrent_prunes_never_both_delete() {
     }
     let spawn = || {
         std::process::Command::new(coffer_bin())
+            .env("COFFER_CREATE_SINK", "true")
             .current_dir(dir)
             .args(["--json", "prune", "--sink", "sink", "--keep-last", "1"])
             .env_remove("COFFER_CONFIG")
@@ -227,6 +228,7 @@ fn a_prune_beside_a_running_backup_never_deletes_its_snapshot() {
 
     let sink = dir.join("sink");
     let backup = std::process::Command::new(coffer_bin())
+        .env("COFFER_CREATE_SINK", "true")
         .current_dir(dir)
         .args([
             "--json",

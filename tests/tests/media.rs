@@ -507,6 +507,7 @@ fn a_killed_export_leaves_no_complete_looking_snapshot() {
     media_init(p, &m, "OFFSITE-A");
 
     let mut child = Command::new(coffer_bin())
+        .env("COFFER_CREATE_SINK", "true")
         .current_dir(p)
         .args(["export", "--from", "bk", "--to", &m.url("")])
         .stdout(Stdio::null())

@@ -619,6 +619,7 @@ fn two_prunes_started_at_once_on_s3_delete_each_snapshot_once() {
         moto.start_recording();
         let spawn = || {
             std::process::Command::new(coffer_bin())
+                .env("COFFER_CREATE_SINK", "true")
                 .current_dir(dir)
                 .args(["--json", "prune", "--sink", &url, "--keep-last", "1"])
                 .env_remove("COFFER_CONFIG")

@@ -15,19 +15,28 @@ use crate::error::LocalError;
 /// [sink.disk]
 /// kind = "local"
 /// path = "./backups"   # relative to the config file's directory
+/// create = true        # make it on the first run (else: `coffer sink init`)
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 #[non_exhaustive]
 pub struct LocalSinkConfig {
-    /// The directory holding the objects; created on first write.
+    /// The directory holding the objects, with its marker
+    /// `coffer-sink.json` (made by `coffer sink init`).
     pub path: PathBuf,
+    /// Create the directory (its last component only) and the marker on
+    /// first use instead of refusing to run where there is no sink.
+    #[serde(default)]
+    pub create: bool,
 }
 
 impl LocalSinkConfig {
     /// Settings for the directory `path`, used as given.
     pub fn new(path: impl Into<PathBuf>) -> Self {
-        LocalSinkConfig { path: path.into() }
+        LocalSinkConfig {
+            path: path.into(),
+            create: false,
+        }
     }
 
     /// Parses the `[sink.NAME]` table of sink `name` (without `kind`) and
@@ -83,7 +92,7 @@ impl LocalSinkConfig {
         }
         let path =
             std::path::absolute(&path).map_err(|e| coffer_core::Error::io("resolving the sink path", e))?;
-        Ok(LocalSinkConfig { path })
+        Ok(LocalSinkConfig::new(path))
     }
 
     /// This config with a relative path resolved against `base_dir`.

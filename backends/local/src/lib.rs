@@ -2,8 +2,16 @@
 //! filesystem (a disk, a mounted NAS share, a USB drive).
 //!
 //! - Each object is a file under the root directory; `/` in keys becomes a
-//!   subdirectory. The root and subdirectories are created on first write
-//!   with mode 0700; objects are written with mode 0600.
+//!   subdirectory (created with mode 0700); objects are written with mode
+//!   0600.
+//! - A sink built from a URL, a path or a config table (what the `coffer`
+//!   command line uses) is [`LocalSink::checked`]: its root must hold the
+//!   marker `coffer-sink.json` that [`coffer_core::Sink::init`] (`coffer
+//!   sink init`) writes, or snapshots of an older version; else every
+//!   operation fails with `ErrorKind::SinkMissing` (exit 10), so the path
+//!   of an unmounted disk never fills the root filesystem nor lists as
+//!   empty. `create = true` (or `--create-sink`) makes it on first use,
+//!   creating only the last path component.
 //! - A put streams into a `.coffer-tmp-*` file next to its destination,
 //!   fsyncs it, renames it into place and fsyncs the directory, so an
 //!   object is either complete or absent, also after a crash. Create-only
@@ -20,6 +28,7 @@
 //! [sink.disk]
 //! kind = "local"
 //! path = "./backups"          # relative to the config file's directory
+//! create = true               # make it on the first run (else `coffer sink init`)
 //! ```
 //!
 //! ```
@@ -31,6 +40,7 @@
 //! let mut registry = coffer_core::Registry::new();
 //! coffer_sink_local::register(&mut registry);
 //! let sink = registry.sink_from_url(&url)?; // or "./backups"
+//! sink.init().await?; // once: the directory and its marker (`coffer sink init`)
 //! sink.put_bytes("hello.txt", "hi".into(), PutOptions::create()).await?;
 //! assert_eq!(sink.get_bytes("hello.txt").await?, "hi");
 //! # Ok(()) }

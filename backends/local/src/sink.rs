@@ -9,7 +9,7 @@
 
 use std::fs::{self, File};
 use std::io::{self, BufWriter, Read, Write};
-use std::os::unix::fs::DirBuilderExt;
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -84,6 +84,20 @@ impl Writeback {
 pub struct LocalSink {
     root: Arc<PathBuf>,
     swept: Arc<std::sync::atomic::AtomicBool>,
+    /// Set by [`LocalSink::checked`]: the root must be a sink (hold the
+    /// marker, or snapshots) before anything is read or written.
+    guard: Option<Arc<Guard>>,
+}
+
+/// The marker object of an initialised local sink.
+pub const MARKER: &str = "coffer-sink.json";
+
+/// The check of a [`LocalSink::checked`] sink, done once.
+#[derive(Debug)]
+struct Guard {
+    /// Create the sink where there is none.
+    create: bool,
+    ready: tokio::sync::OnceCell<()>,
 }
 
 /// Temp files of another host (or an older version) older than this are
@@ -99,12 +113,43 @@ impl LocalSink {
         LocalSink {
             root: Arc::new(root.into()),
             swept: Arc::default(),
+            guard: None,
         }
     }
 
-    /// A sink from its settings.
+    /// A sink from its settings (see [`LocalSink::checked`] for what the
+    /// `coffer` command line builds).
     pub fn from_config(config: &LocalSinkConfig) -> Self {
         Self::new(config.path.clone())
+    }
+
+    /// This sink, refusing to read or write unless its root is a coffer
+    /// sink: it holds the marker [`MARKER`] (written by [`Sink::init`],
+    /// `coffer sink init`) or snapshots of an older version. So a path of
+    /// an unmounted disk, or a mistyped one, fails with
+    /// [`ErrorKind::SinkMissing`] instead of filling another filesystem or
+    /// listing nothing. With `create`, the sink is made on first use
+    /// instead (only the last path component: its parent must exist).
+    pub fn checked(mut self, create: bool) -> Self {
+        self.guard = Some(Arc::new(Guard {
+            create,
+            ready: tokio::sync::OnceCell::new(),
+        }));
+        self
+    }
+
+    /// Passes once the root is known to be a sink (see [`LocalSink::checked`]).
+    async fn ready(&self) -> Result<()> {
+        let Some(guard) = &self.guard else {
+            return Ok(());
+        };
+        let root = self.root.clone();
+        let create = guard.create;
+        guard
+            .ready
+            .get_or_try_init(|| blocking(move || prepare(&root, create)))
+            .await?;
+        Ok(())
     }
 
     /// A sink from `file:///abs`, `file:path` or a plain path (see
@@ -170,6 +215,7 @@ impl Sink for LocalSink {
 
     async fn put(&self, key: &str, mut body: ByteStream, opts: PutOptions) -> Result<u64> {
         validate_key(key)?;
+        self.ready().await?;
         if key
             .rsplit('/')
             .next()
@@ -241,6 +287,7 @@ impl Sink for LocalSink {
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
         validate_key(key)?;
+        self.ready().await?;
         let path = self.path_of(key);
         let key_owned = key.to_string();
         let (file, size, path) = blocking(move || {
@@ -276,6 +323,7 @@ impl Sink for LocalSink {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.ready().await?;
         if !prefix.is_empty() {
             validate_key(prefix.strip_suffix('/').unwrap_or(prefix))
                 .map_err(|e| e.prefix("invalid list prefix").with_context("prefix", prefix))?;
@@ -287,6 +335,7 @@ impl Sink for LocalSink {
 
     async fn delete(&self, key: &str) -> Result<()> {
         validate_key(key)?;
+        self.ready().await?;
         let path = self.path_of(key);
         let key = key.to_string();
         blocking(move || match fs::remove_file(&path) {
@@ -297,6 +346,15 @@ impl Sink for LocalSink {
             Err(e) => Err(Error::io(format!("deleting {}", path.display()), e).with_context("key", key)),
         })
         .await
+    }
+
+    async fn init(&self) -> Result<()> {
+        let root = self.root.clone();
+        blocking(move || prepare(&root, true)).await?;
+        if let Some(guard) = &self.guard {
+            let _ = guard.ready.set(());
+        }
+        Ok(())
     }
 }
 
@@ -630,6 +688,105 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'sta
         .map_err(|e| Error::new(ErrorKind::Unexpected, format!("a blocking task failed: {e}")))?
 }
 
+/// Checks that `root` is a sink, or makes it one with `create`: see
+/// [`LocalSink::checked`].
+fn prepare(root: &Path, create: bool) -> Result<()> {
+    let missing = |why: String| {
+        Error::new(ErrorKind::SinkMissing, format!("no coffer sink at {}: {why}", root.display()))
+            .with_context("path", root.display())
+            .with_hint(format!(
+                "not mounted? mount the disk and run again; to make a new sink there: `coffer sink init {}` (or `backup --create-sink`, or `create = true` in the sink's config)",
+                root.display()
+            ))
+    };
+    match fs::metadata(root) {
+        Ok(m) if m.is_dir() => {
+            if root.join(MARKER).is_file() || holds_snapshots(root)? {
+                return Ok(());
+            }
+            if !create {
+                return Err(missing(
+                    "the directory holds no sink marker (coffer-sink.json) and no snapshot".into(),
+                ));
+            }
+            write_marker(root)
+        }
+        Ok(_) => Err(missing("it is not a directory".into())),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            if !create {
+                return Err(missing("the directory does not exist".into()));
+            }
+            let parent = match root.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+                _ => PathBuf::from("."),
+            };
+            if !parent.is_dir() {
+                return Err(missing(format!(
+                    "its parent {} does not exist (only the last component is created)",
+                    parent.display()
+                )));
+            }
+            // Made under a temp name with its marker inside, then renamed:
+            // a run killed half-way leaves no directory without a marker.
+            let io = |e| Error::io(format!("creating the sink directory {}", root.display()), e);
+            let temp = tempfile::Builder::new()
+                .prefix(&coffer_core::fsutil::owned_temp_prefix())
+                .permissions(fs::Permissions::from_mode(0o700))
+                .tempdir_in(&parent)
+                .map_err(io)?;
+            write_marker(temp.path())?;
+            match rename_noreplace(temp.path(), root) {
+                Ok(_) => {
+                    // Renamed: nothing left to remove.
+                    let _ = temp.keep();
+                    coffer_core::fsutil::sync_dir(&parent)
+                }
+                // Made meanwhile by another run: check it as it is.
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => prepare(root, false),
+                Err(e) => Err(io(e)),
+            }
+        }
+        Err(e) => Err(Error::io(format!("cannot stat the sink {}", root.display()), e)),
+    }
+}
+
+/// Whether `root` holds snapshots or locks of coffer: a sink made before
+/// the marker existed.
+fn holds_snapshots(root: &Path) -> Result<bool> {
+    let entries =
+        fs::read_dir(root).map_err(|e| Error::io(format!("cannot list the sink {}", root.display()), e))?;
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        let id = name
+            .strip_suffix(coffer_core::OBJECT_SUFFIX)
+            .or_else(|| name.strip_suffix(coffer_core::INDEX_SUFFIX));
+        if name == "locks" || id.is_some_and(|id| id.parse::<coffer_core::SnapshotId>().is_ok()) {
+            return Ok(true);
+        }
+    }
+    Ok(false)
+}
+
+/// Writes the marker atomically (temp file, fsync, rename, fsync the
+/// directory).
+fn write_marker(root: &Path) -> Result<()> {
+    let text = format!(
+        "{{\n  \"format\": \"coffer-sink/1\",\n  \"created\": \"{}\",\n  \"created_by\": \"coffer {}\"\n}}\n",
+        jiff::Timestamp::now(),
+        env!("CARGO_PKG_VERSION")
+    );
+    let io = |e| Error::io(format!("writing the sink marker in {}", root.display()), e);
+    let mut temp = tempfile::Builder::new()
+        .prefix(&coffer_core::fsutil::owned_temp_prefix())
+        .tempfile_in(root)
+        .map_err(io)?;
+    temp.write_all(text.as_bytes()).map_err(io)?;
+    temp.as_file().sync_all().map_err(io)?;
+    temp.persist(root.join(MARKER)).map_err(|e| io(e.error))?;
+    coffer_core::fsutil::sync_dir(root)
+}
+
 /// Builds local sinks from `file:` URLs, plain paths and `kind = "local"`.
 pub(crate) struct LocalSinkFactory;
 
@@ -643,7 +800,7 @@ impl SinkFactory for LocalSinkFactory {
     }
 
     fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(LocalSink::from_url(url)?))
+        Ok(Arc::new(LocalSink::from_url(url)?.checked(false)))
     }
 
     fn from_config(
@@ -653,7 +810,7 @@ impl SinkFactory for LocalSinkFactory {
         base_dir: &Path,
     ) -> Result<Arc<dyn Sink>> {
         let config = LocalSinkConfig::from_table(name, table, base_dir)?;
-        Ok(Arc::new(LocalSink::from_config(&config)))
+        Ok(Arc::new(LocalSink::from_config(&config).checked(config.create)))
     }
 }
 
