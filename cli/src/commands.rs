@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use coffer_core::{
     BackupRequest, CancelFlag, Catalog, CatalogEntry, CheckOnly, Compression, Encryption, Error, ErrorKind,
-    GeneratedKey, Identities, Passphrase, Progress, RecipientKey, Registry, RestoreOptions, Result, Sink,
-    SinkTarget, Source, SourceRecord, SourceResolver, config_error,
+    GeneratedKey, Identities, Passphrase, Progress, ProgressRead, RecipientKey, Registry, RestoreOptions,
+    Result, Sink, SinkTarget, Source, SourceRecord, SourceResolver, config_error,
 };
 use serde_json::json;
 
@@ -125,6 +125,33 @@ impl Ctx {
             sink
         })
     }
+}
+
+/// Fetches a snapshot's object (its SHA-256 checked against the index),
+/// then decrypts it and checks every file against `SHA256SUMS` and the
+/// manifest, showing both phases.
+async fn deep_check(
+    ctx: &Ctx,
+    what: &str,
+    sink: &dyn Sink,
+    index: &coffer_core::Index,
+    ids: Arc<Identities>,
+) -> Result<coffer_core::BundleSummary> {
+    let progress = Arc::new(Progress::default());
+    let shown = Spinner::start(what, progress.clone(), ctx.quiet);
+    let checked = async {
+        let file = coffer_core::fetch_verified(sink, index, None, Some(&progress)).await?;
+        let input = ProgressRead::new(file, progress.clone(), "decrypt", index.object.size, None);
+        let idx = index.clone();
+        tokio::task::spawn_blocking(move || {
+            coffer_core::read_bundle(std::io::BufReader::new(input), &idx, &ids, &mut CheckOnly)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
+    }
+    .await;
+    shown.finish();
+    checked
 }
 
 /// `coffer sink init SINK`.
@@ -739,14 +766,7 @@ async fn show(ctx: &Ctx, a: ShowArgs) -> CmdResult {
     let manifest = if ids.is_empty() {
         None
     } else {
-        let file = coffer_core::fetch_verified(sink.as_ref(), &entry.index, None).await?;
-        let index = entry.index.clone();
-        let summary = tokio::task::spawn_blocking(move || {
-            coffer_core::read_bundle(std::io::BufReader::new(file), &index, &ids, &mut CheckOnly)
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
-        Some(summary)
+        Some(deep_check(ctx, "show", sink.as_ref(), &entry.index, Arc::new(ids)).await?)
     };
     if ctx.json {
         let mut v = json!({
@@ -851,24 +871,17 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
                 // The signature first: nothing is fetched for a refused one.
                 crate::trust::enforce(&trust, &entry)?;
                 match &ids {
-                    None => coffer_core::verify_object(sink.as_ref(), &index, None)
-                        .await
-                        .map(|_| None),
-                    Some(ids) => {
-                        let file = coffer_core::fetch_verified(sink.as_ref(), &index, None).await?;
-                        let (ids, idx) = (ids.clone(), index.clone());
-                        let s = tokio::task::spawn_blocking(move || {
-                            coffer_core::read_bundle(
-                                std::io::BufReader::new(file),
-                                &idx,
-                                &ids,
-                                &mut CheckOnly,
-                            )
-                        })
-                        .await
-                        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
-                        Ok(Some(s.files_checked))
+                    None => {
+                        let progress = Arc::new(Progress::default());
+                        let shown = Spinner::start("verify", progress.clone(), ctx.quiet);
+                        let r =
+                            coffer_core::verify_object(sink.as_ref(), &index, None, Some(&progress)).await;
+                        shown.finish();
+                        r.map(|_| None)
                     }
+                    Some(ids) => deep_check(ctx, "verify", sink.as_ref(), &index, ids.clone())
+                        .await
+                        .map(|s| Some(s.files_checked)),
                 }
             };
             let r = check.await;
@@ -962,11 +975,19 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         return Err(config_error(format!("--target {} is not a directory", t.display())).into());
     }
 
+    // Phases shown: verify (the ciphertext's SHA-256), decrypt (and write
+    // the staged files), commit.
     let progress = Arc::new(Progress::default());
-    let spinner = Spinner::start("verify", progress.clone(), ctx.quiet);
-    let file = coffer_core::fetch_verified(sink.as_ref(), &index, a.cache_dir.as_deref()).await;
-    spinner.finish();
-    let file = file?;
+    let spinner = Spinner::start("restore", progress.clone(), ctx.quiet);
+    let file =
+        coffer_core::fetch_verified(sink.as_ref(), &index, a.cache_dir.as_deref(), Some(&progress)).await;
+    let file = match file {
+        Ok(f) => ProgressRead::new(f, progress.clone(), "decrypt", index.object.size, Some("commit")),
+        Err(e) => {
+            spinner.finish();
+            return Err(e.into());
+        }
+    };
 
     let config_sources = config.as_ref().map(|c| c.sources.clone()).unwrap_or_default();
     let registry = ctx.registry.clone();
@@ -1012,7 +1033,9 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         coffer_core::restore_bundle(file, &idx, &ids, resolve, opts, handle)
     })
     .await
-    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
+    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()));
+    spinner.finish();
+    let outcome = outcome??;
 
     if ctx.json {
         print_json(&json!({

@@ -56,7 +56,10 @@ pub fn size(bytes: u64) -> String {
     coffer_core::human_size(bytes)
 }
 
-/// A progress spinner fed by [`Progress`] counters; only on a terminal.
+/// A progress display fed by [`Progress`]: per phase, a bar with bytes
+/// done of the total, rate and ETA where the total is known, else bytes
+/// and rate; updated several times a second, within a file. Only on a
+/// terminal, never with `-q` or `--json`.
 pub struct Spinner {
     bar: Option<ProgressBar>,
     task: Option<tokio::task::JoinHandle<()>>,
@@ -72,21 +75,49 @@ impl Spinner {
             };
         }
         let bar = ProgressBar::new_spinner();
-        bar.set_style(
-            ProgressStyle::with_template("{spinner} {prefix} {msg} [{elapsed}]").expect("template"),
-        );
-        bar.set_prefix(what.to_string());
         let b = bar.clone();
+        let what = what.to_string();
         let task = tokio::spawn(async move {
+            let bar_style = ProgressStyle::with_template(
+                "{prefix:>14} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+            )
+            .expect("template")
+            .progress_chars("=> ");
+            let spin_style = ProgressStyle::with_template(
+                "{spinner} {prefix:>12} {bytes} {binary_bytes_per_sec} {msg} [{elapsed}]",
+            )
+            .expect("template");
+            let mut shown: Option<(&'static str, bool)> = None;
             loop {
-                let plain = progress.plain_bytes.load(Ordering::Relaxed);
-                let cipher = progress.cipher_bytes.load(Ordering::Relaxed);
+                let (phase, done, total) = progress.now();
+                let mode = (phase, total.is_some());
+                if shown != Some(mode) {
+                    // A new phase (or its total became known): a fresh bar,
+                    // so rate and ETA are of this phase alone.
+                    b.reset();
+                    b.set_style(if total.is_some() {
+                        bar_style.clone()
+                    } else {
+                        spin_style.clone()
+                    });
+                    b.set_prefix(if phase.is_empty() || phase == what {
+                        what.clone()
+                    } else {
+                        format!("{what}: {phase}")
+                    });
+                    shown = Some(mode);
+                }
+                if let Some(t) = total {
+                    b.set_length(t);
+                    b.set_position(done.min(t));
+                } else {
+                    b.set_position(done);
+                }
                 let entries = progress.entries.load(Ordering::Relaxed);
-                b.set_message(format!(
-                    "{entries} entries, {} read, {} written",
-                    size(plain),
-                    size(cipher)
-                ));
+                let cipher = progress.cipher_bytes.load(Ordering::Relaxed);
+                if entries > 0 || cipher > 0 {
+                    b.set_message(format!("{entries} entries, {} written", size(cipher)));
+                }
                 b.tick();
                 tokio::time::sleep(Duration::from_millis(120)).await;
             }
@@ -97,7 +128,7 @@ impl Spinner {
         }
     }
 
-    /// Removes the spinner.
+    /// Removes the display.
     pub fn finish(self) {
         if let Some(t) = self.task {
             t.abort();

@@ -426,7 +426,7 @@ async fn check_floor(
         .rev()
         .filter(|e| e.index.created_at <= now && e.state == SnapshotState::Complete);
     for e in candidates {
-        match coffer_core::verify_object(sink, &e.index, None).await {
+        match coffer_core::verify_object(sink, &e.index, None, None).await {
             Ok(()) => {
                 floor.verified = Some(e.index.id.clone());
                 break;

@@ -80,15 +80,83 @@ pub struct BackupRequest {
     pub signing_key: Option<Arc<SigningKey>>,
 }
 
-/// Live counters for progress display.
+/// Live counters for progress display, shared by the work and whatever
+/// shows it (a progress bar on a terminal).
+///
+/// Work goes in named phases (`backup`; `verify`, `decrypt`, `commit` of
+/// a restore), each with the bytes done and, where known, its total. A
+/// backup's total is known once every source reported its size
+/// ([`CaptureContext::report_size`](crate::CaptureContext::report_size)).
 #[derive(Debug, Default)]
 pub struct Progress {
-    /// Plaintext bytes read from sources.
+    /// Plaintext bytes read from sources, counted as they are read.
     pub plain_bytes: AtomicU64,
     /// Ciphertext bytes produced.
     pub cipher_bytes: AtomicU64,
     /// Entries written.
     pub entries: AtomicU64,
+    phase: std::sync::Mutex<&'static str>,
+    done: AtomicU64,
+    total: AtomicU64,
+    sources: std::sync::atomic::AtomicUsize,
+    reported: std::sync::atomic::AtomicUsize,
+    expected: AtomicU64,
+}
+
+impl Progress {
+    /// Starts phase `name`, of `total` bytes if known.
+    pub fn begin(&self, name: &'static str, total: Option<u64>) {
+        *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = name;
+        self.done.store(0, Ordering::Relaxed);
+        self.total.store(total.unwrap_or(0), Ordering::Relaxed);
+    }
+
+    /// Counts `n` more bytes of the current phase done.
+    pub fn add(&self, n: u64) {
+        self.done.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The current phase, its bytes done, and its total if known.
+    pub fn now(&self) -> (&'static str, u64, Option<u64>) {
+        let phase = *self.phase.lock().unwrap_or_else(|p| p.into_inner());
+        let total = self.total.load(Ordering::Relaxed);
+        (
+            phase,
+            self.done.load(Ordering::Relaxed),
+            (total > 0).then_some(total),
+        )
+    }
+
+    /// A backup of `n` sources starts: its total is known once each
+    /// reported its size.
+    fn expect_sources(&self, n: usize) {
+        self.begin("backup", None);
+        self.sources.store(n, Ordering::Relaxed);
+    }
+
+    /// A source will read about `bytes` bytes.
+    pub(crate) fn report_size(&self, bytes: u64) {
+        let expected = self.expected.fetch_add(bytes, Ordering::Relaxed) + bytes;
+        let reported = self.reported.fetch_add(1, Ordering::Relaxed) + 1;
+        if reported == self.sources.load(Ordering::Relaxed) {
+            self.total.store(expected.max(1), Ordering::Relaxed);
+        }
+    }
+}
+
+/// Counts what is read through it as plaintext read from the sources.
+struct CountRead<R> {
+    inner: R,
+    progress: Arc<Progress>,
+}
+
+impl<R: io::Read> io::Read for CountRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.plain_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.progress.add(n as u64);
+        Ok(n)
+    }
 }
 
 /// How one sink fared.
@@ -250,7 +318,8 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     }
 
     // Producer: run sources one after the other into the tar thread.
-    let ctx = CaptureContext::new(req.job.clone());
+    progress.expect_sources(req.sources.len());
+    let ctx = CaptureContext::new(req.job.clone()).with_progress(progress.clone());
     let producer = async {
         let mut reports = Vec::new();
         for (i, src) in req.sources.iter().enumerate() {
@@ -559,13 +628,16 @@ fn tar_stage(
                 let mut h = header(tar::EntryType::Regular, mode, entry.mtime, size);
                 // The outer BufReader lets io::copy move 1 MiB blocks (hashing
                 // and compressing in large blocks is markedly cheaper).
-                let hr = HashReader::new(ExactReader::new(reader, size, path.clone()));
+                let counted = CountRead {
+                    inner: ExactReader::new(reader, size, path.clone()),
+                    progress: progress.clone(),
+                };
+                let hr = HashReader::new(counted);
                 let mut buffered = io::BufReader::with_capacity(1 << 20, hr);
                 builder
                     .append_data(&mut h, &path, &mut buffered)
                     .map_err(|e| Error::io(format!("reading {path}"), e))?;
                 let (sha, n) = buffered.into_inner().finish();
-                progress.plain_bytes.fetch_add(n, Ordering::Relaxed);
                 sums.push_str(&crate::bundle::sums_line(&sha, &path));
                 manifest.total_bytes += n;
                 manifest.entries.push(ManifestEntry {

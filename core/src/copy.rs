@@ -288,7 +288,7 @@ pub async fn copy_snapshot(
             // is complete — but it may be another object): keep it only if
             // it verifies.
             let checked = if o.size == index.object.size {
-                crate::restore::verify_object(to, &index, None).await
+                crate::restore::verify_object(to, &index, None, None).await
             } else {
                 Err(Error::new(
                     ErrorKind::Integrity,

@@ -44,8 +44,8 @@ pub use lock::{
 };
 pub use registry::{Registry, SinkFactory, SourceFactory};
 pub use restore::{
-    BundleSummary, BundleVisitor, CheckOnly, RestoreOutcome, SourceResolver, fetch_verified, read_bundle,
-    restore_bundle, verify_object,
+    BundleSummary, BundleVisitor, CheckOnly, ProgressRead, RestoreOutcome, SourceResolver, fetch_verified,
+    read_bundle, restore_bundle, verify_object,
 };
 pub use retention::{
     Decision, KeepWithin, PIN_SUFFIX, PinMarker, PolicyTimeZone, RetentionPolicy, SnapshotMeta, apply,

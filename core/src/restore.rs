@@ -37,12 +37,17 @@ fn integrity(msg: impl Into<String>, index: &Index) -> Error {
 }
 
 /// Streams the object of `index` from `sink` and checks its size and
-/// SHA-256 against the index, writing the bytes to `out` if given.
+/// SHA-256 against the index, writing the bytes to `out` if given; counts
+/// into `progress` as phase `verify`.
 pub async fn verify_object(
     sink: &dyn Sink,
     index: &Index,
     mut out: Option<&mut std::fs::File>,
+    progress: Option<&crate::Progress>,
 ) -> Result<()> {
+    if let Some(p) = progress {
+        p.begin("verify", Some(index.object.size));
+    }
     let mut stream = sink.get(&index.object.key).await.map_err(|e| {
         if e.kind() == ErrorKind::NotFound {
             integrity("the snapshot's object is missing", index)
@@ -65,6 +70,9 @@ pub async fn verify_object(
             ));
         }
         hasher.update(&chunk);
+        if let Some(p) = progress {
+            p.add(chunk.len() as u64);
+        }
         if let Some(f) = out.as_deref_mut() {
             // Small blocking write of a chunk to a local cache file.
             f.write_all(&chunk)
@@ -88,22 +96,66 @@ pub async fn verify_object(
 
 /// Downloads the object to a temporary file in `cache_dir` (or the system
 /// temp dir), verified against the index; the file is deleted on drop.
+/// Counts into `progress` as phase `verify`.
 pub async fn fetch_verified(
     sink: &dyn Sink,
     index: &Index,
     cache_dir: Option<&Path>,
+    progress: Option<&crate::Progress>,
 ) -> Result<std::fs::File> {
     let dir = cache_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(std::env::temp_dir);
     let mut file = tempfile::tempfile_in(&dir)
         .map_err(|e| Error::io(format!("creating a cache file in {}", dir.display()), e))?;
-    verify_object(sink, index, Some(&mut file)).await?;
+    verify_object(sink, index, Some(&mut file), progress).await?;
     file.flush()
         .map_err(|e| Error::io("writing the restore cache", e))?;
     file.rewind()
         .map_err(|e| Error::io("reading the restore cache", e))?;
     Ok(file)
+}
+
+/// Counts what is read through it into a [`crate::Progress`] phase, and
+/// starts the phase `then` when the input ends (e.g. `commit` after
+/// `decrypt`).
+#[derive(Debug)]
+pub struct ProgressRead<R> {
+    inner: R,
+    progress: std::sync::Arc<crate::Progress>,
+    then: Option<&'static str>,
+}
+
+impl<R> ProgressRead<R> {
+    /// Starts phase `phase` of `total` bytes read through `inner`.
+    pub fn new(
+        inner: R,
+        progress: std::sync::Arc<crate::Progress>,
+        phase: &'static str,
+        total: u64,
+        then: Option<&'static str>,
+    ) -> Self {
+        progress.begin(phase, Some(total));
+        ProgressRead {
+            inner,
+            progress,
+            then,
+        }
+    }
+}
+
+impl<R: Read> Read for ProgressRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if n == 0 && !buf.is_empty() {
+            if let Some(next) = self.then.take() {
+                self.progress.begin(next, None);
+            }
+        } else {
+            self.progress.add(n as u64);
+        }
+        Ok(n)
+    }
 }
 
 /// Receives what [`read_bundle`] finds.
@@ -448,7 +500,7 @@ impl BundleVisitor for RestoreVisitor {
 /// Blocking: call from `spawn_blocking`; `handle` runs the sources' async
 /// setup.
 pub fn restore_bundle(
-    input: std::fs::File,
+    input: impl Read + Send,
     index: &Index,
     identities: &Identities,
     resolve: SourceResolver,

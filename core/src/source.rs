@@ -164,12 +164,32 @@ impl SourceInfo {
 pub struct CaptureContext {
     /// The job being run.
     pub job: String,
+    progress: Option<std::sync::Arc<crate::Progress>>,
 }
 
 impl CaptureContext {
     /// A context for `job`.
     pub fn new(job: impl Into<String>) -> Self {
-        CaptureContext { job: job.into() }
+        CaptureContext {
+            job: job.into(),
+            progress: None,
+        }
+    }
+
+    /// The same, counting into `progress`.
+    pub(crate) fn with_progress(mut self, progress: std::sync::Arc<crate::Progress>) -> Self {
+        self.progress = Some(progress);
+        self
+    }
+
+    /// Tells the progress display how many bytes this source will read
+    /// (its files' sizes, say), once, before sending entries. Optional: a
+    /// source that cannot tell cheaply leaves the total unknown (the
+    /// display then shows bytes and rate without an ETA).
+    pub fn report_size(&self, bytes: u64) {
+        if let Some(p) = &self.progress {
+            p.report_size(bytes);
+        }
     }
 }
 

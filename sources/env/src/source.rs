@@ -176,7 +176,7 @@ impl Source for EnvSource {
         .await
     }
 
-    async fn capture(&self, _ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
+    async fn capture(&self, ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
         let me = self.clone();
         let (content, keys, mtime) = blocking(move || {
             let (text, mtime) = me.read()?;
@@ -186,6 +186,7 @@ impl Source for EnvSource {
             Ok((secret_content(&selected), keys, mtime))
         })
         .await?;
+        ctx.report_size(content.len() as u64);
         let file_name = self
             .path
             .file_name()

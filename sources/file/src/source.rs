@@ -134,10 +134,18 @@ impl Source for FileSource {
         .await
     }
 
-    async fn capture(&self, _ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
+    async fn capture(&self, ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
         let path = self.path.clone();
         let exclude = self.exclude_set.clone();
         let items = blocking(move || scan(&path, &exclude)).await?;
+        let bytes = items
+            .iter()
+            .map(|i| match i.kind {
+                ScannedKind::File { size, .. } => size,
+                _ => 0,
+            })
+            .sum();
+        ctx.report_size(bytes);
         let mut stats = Stats::default();
         for item in items {
             stats.add(&item);

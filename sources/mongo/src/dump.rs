@@ -198,8 +198,13 @@ impl Source for MongodumpSource {
         Ok(())
     }
 
-    async fn capture(&self, _ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
+    async fn capture(&self, ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
         let path = self.path.clone();
+        // The size a plain dump directory will read, for the progress
+        // display (gzipped or archive dumps: not known up front).
+        if let Some(bytes) = plain_directory_size(&path) {
+            ctx.report_size(bytes);
+        }
         let handle = Handle::current();
         let mtime = jiff::Timestamp::now().as_second();
         let stream = self.take_reader()?;
@@ -799,6 +804,26 @@ fn emit_collection(
             reader: body.reader,
         },
     )
+}
+
+/// The total size of the files of a dump directory without gzipped ones;
+/// `None` for an archive, a gzipped dump, or what cannot be listed.
+fn plain_directory_size(dir: &Path) -> Option<u64> {
+    let mut total = 0;
+    for db in std::fs::read_dir(dir).ok()?.flatten() {
+        let meta = std::fs::metadata(db.path()).ok()?;
+        if !meta.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(db.path()).ok()?.flatten() {
+            let name = f.file_name();
+            if name.to_string_lossy().ends_with(".gz") {
+                return None;
+            }
+            total += f.metadata().ok()?.len();
+        }
+    }
+    Some(total)
 }
 
 /// Reads a whole (possibly gzipped) small file.

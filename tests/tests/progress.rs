@@ -1,0 +1,67 @@
+//! Progress that tells the truth: on a terminal, backup, restore and
+//! `verify --deep` show a bar with bytes done of the total, rate and ETA,
+//! phase by phase; with `-q` (or off a terminal, as in every other test)
+//! nothing.
+
+use std::fs;
+use std::path::Path;
+use std::process::Command;
+
+use coffer_e2e::{coffer_bin, keygen, require_tool};
+
+/// Runs coffer with `args` on a pseudo-terminal (util-linux `script`);
+/// returns what the terminal showed.
+fn on_a_terminal(dir: &Path, args: &str) -> String {
+    let cmd = format!("{} {args}", coffer_bin().display());
+    let out = Command::new("script")
+        .args(["-qefc", &cmd, "/dev/null"])
+        .current_dir(dir)
+        .env("COFFER_CREATE_SINK", "true")
+        .env("COLUMNS", "160")
+        .output()
+        .unwrap();
+    let shown = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(out.status.success(), "{args}: {shown}");
+    shown
+}
+
+#[test]
+fn long_operations_show_phases_bytes_and_eta_on_a_terminal_only() {
+    if !require_tool("script") {
+        return;
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir(p.join("data")).unwrap();
+    // Incompressible, large enough to be seen moving.
+    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
+    let blob: Vec<u8> = (0..(96 << 20) / 8)
+        .flat_map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x.to_le_bytes()
+        })
+        .collect();
+    fs::write(p.join("data/blob.bin"), &blob).unwrap();
+    let (_, rec) = keygen(p, "key.txt");
+
+    let shown = on_a_terminal(
+        p,
+        &format!("backup --source file:data --sink bk --recipient {rec}"),
+    );
+    assert!(shown.contains("backup ["), "{shown}");
+    assert!(shown.contains("/96.00 MiB") && shown.contains("ETA"), "{shown}");
+
+    let shown = on_a_terminal(p, "restore latest --sink bk --identity key.txt --target out");
+    for phase in ["restore: verify", "restore: decrypt"] {
+        assert!(shown.contains(phase), "{phase}: {shown}");
+    }
+    let shown = on_a_terminal(p, "verify --sink bk --deep --identity key.txt");
+    assert!(shown.contains("verify: decrypt"), "{shown}");
+
+    // -q: the results only.
+    let shown = on_a_terminal(p, "-q verify --sink bk --deep --identity key.txt");
+    assert!(!shown.contains("ETA") && !shown.contains("verify: "), "{shown}");
+    assert!(shown.contains("files match SHA256SUMS"), "{shown}");
+}
