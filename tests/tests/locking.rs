@@ -386,3 +386,81 @@ fn the_catalog_ignores_locks() {
     assert!(v[0]["incomplete"].as_array().unwrap().is_empty());
     assert!(v[0]["unreadable"].as_array().unwrap().is_empty());
 }
+
+/// A lock as a process of this host, boot and PID namespace writes it.
+fn write_local_lock(sink: &Path, name: &str, holder: &str, pid: u32) -> PathBuf {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let boot = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap();
+    let ns = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let now = jiff_now();
+    let dir = sink.join("locks");
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    let kind = if name.starts_with("exclusive") {
+        "exclusive"
+    } else {
+        "shared"
+    };
+    let lock = json!({
+        "kind": kind, "holder": holder, "host": host.trim(), "pid": pid,
+        "created": now, "refreshed": now, "id": "00000000feedbeef",
+        "scope": format!("{}/{}", boot.trim(), ns.display()),
+    });
+    std::fs::write(&path, serde_json::to_vec_pretty(&lock).unwrap()).unwrap();
+    path
+}
+
+/// Now as RFC 3339 (UTC), from `date`.
+fn jiff_now() -> String {
+    let out = std::process::Command::new("date")
+        .args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
+        .output()
+        .unwrap();
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+#[test]
+fn a_killed_prune_on_this_host_blocks_nothing_and_plain_unlock_removes_its_lock() {
+    let d = tempfile::tempdir().unwrap();
+    let dir = d.path();
+    let (_, rec) = keygen(dir, "key.txt");
+    std::fs::create_dir_all(dir.join("svc")).unwrap();
+    std::fs::write(dir.join("svc/a.yaml"), "a: 1\n").unwrap();
+    let backup = || {
+        coffer(dir)
+            .args([
+                "backup",
+                "--source",
+                "file:svc",
+                "--sink",
+                "sink",
+                "--recipient",
+                &rec,
+            ])
+            .output()
+            .unwrap()
+    };
+    assert!(backup().status.success());
+    // The lock a prune killed with SIGKILL a moment ago left behind: fresh,
+    // of this host, its PID gone.
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let dead = child.id();
+    child.wait().unwrap();
+    let lock = write_local_lock(&dir.join("sink"), "exclusive-000000000001.json", "prune", dead);
+    let out = backup();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("stale lock"));
+    // A live one of this host (this test's PID) still blocks.
+    let live = write_local_lock(
+        &dir.join("sink"),
+        "exclusive-000000000002.json",
+        "prune",
+        std::process::id(),
+    );
+    assert_eq!(backup().status.code(), Some(1));
+    std::fs::remove_file(&live).unwrap();
+    // Plain unlock (no --force) removes the dead one.
+    let out = coffer(dir).args(["unlock", "--sink", "sink"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(!lock.exists());
+}
