@@ -26,7 +26,7 @@ if [ ! -f "$WORK/snap.done" ] || [ "$(cat "$WORK/snap.done")" != "$MIB" ]; then
   head -c "$((MIB << 20))" /dev/urandom > "$WORK/src/blob.bin"
   [ -f "$WORK/key.txt" ] || "$BIN" keygen -o "$WORK/key.txt" >/dev/null 2>&1
   KEY=$(grep -o 'age1[a-z0-9]*' "$WORK/key.txt")
-  "$BIN" -q backup --source "file:$WORK/src" --sink "$WORK/sink" --recipient "$KEY" --compression none >/dev/null
+  "$BIN" -q --create-sink backup --source "file:$WORK/src" --sink "$WORK/sink" --recipient "$KEY" --compression none >/dev/null
   echo "$MIB" > "$WORK/snap.done"
 fi
 OBJ=$(ls "$WORK"/sink/*.coffer)

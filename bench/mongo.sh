@@ -136,7 +136,7 @@ TOML
 for i in $(seq "$ROUNDS"); do
   rm -rf "$WORK/sink" "$WORK/sink-nopit"
   measure "bare read loop" "$BARE" read "$URI1" bench
-  measure "coffer backup" "$BIN" -q backup --source "mongo:$URI1" --sink "$WORK/sink" --recipient "$KEY"
+  measure "coffer backup" "$BIN" -q --create-sink backup --source "mongo:$URI1" --sink "$WORK/sink" --recipient "$KEY"
   measure "coffer backup no-pit" "$BIN" -q --config "$WORK/coffer.toml" backup nopit --recipient "$KEY"
   measure "coffer backup no-pit p1" "$BIN" -q --config "$WORK/coffer.toml" backup nopit1 --recipient "$KEY"
   # Each restore loop gets a fresh server: secantusd-py's insert cost grows

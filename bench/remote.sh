@@ -130,7 +130,7 @@ measure() {
   echo "$name|$wall|$rss" >> "$R/results.txt"
 }
 clean_sinks() { rm -rf "$LOCAL" "$R/sftp-data/tree"; s3_reset; }
-BACKUP=("$BIN" -q backup --source "file:$WORK/tree" --recipient "$KEY")
+BACKUP=("$BIN" -q --create-sink backup --source "file:$WORK/tree" --recipient "$KEY")
 
 for i in $(seq "$ROUNDS"); do
   clean_sinks; measure "local alone" "${BACKUP[@]}" --sink "$LOCAL"
@@ -162,7 +162,7 @@ PY
 
 # A 2 GiB bundle to S3 alone at default settings: peak RSS.
 s3_reset
-measure "2 GiB file to s3 alone" "$BIN" -q backup --source "file:$WORK/big.bin" --compression none \
+measure "2 GiB file to s3 alone" "$BIN" -q --create-sink backup --source "file:$WORK/big.bin" --compression none \
   --sink "s3://$BUCKET/big?endpoint=http://127.0.0.1:$MOTO_PORT&region=us-east-1" --recipient "$KEY"
 rss=$(tail -1 "$R/results.txt" | cut -d'|' -f3)
 printf 'S3 2 GiB peak RSS: %.1f MiB (target <= 128; S3 part buffers: part-size x (concurrency + 1) = 8 MiB x 5 = 40 MiB)\n' "$(echo "$rss/1024" | bc -l)"

@@ -40,7 +40,7 @@ measure() {
 for i in $(seq "$ROUNDS"); do
   rm -rf "$WORK/sink" "$WORK/base.age"
   measure "baseline tar|zstd|age" bash -c "tar -cf - -C '$WORK' tree | zstd -3 -T0 -q | age -r $KEY > '$WORK/base.age'"
-  measure "coffer backup" "$BIN" -q backup --source "file:$WORK/tree" --sink "$WORK/sink" --recipient "$KEY"
+  measure "coffer backup" "$BIN" -q --create-sink backup --source "file:$WORK/tree" --sink "$WORK/sink" --recipient "$KEY"
   # The same pipeline doing the integrity work coffer must do (DESIGN.md:
   # SHA-256 of the plaintext for SHA256SUMS and of the ciphertext for the
   # index), with OpenSSL's SHA-256 (SHA-NI, as fast as coffer's) and fsync.
@@ -87,7 +87,7 @@ rm -rf "$WORK/out-base" "$WORK/out-coffer" "$WORK/base.age"
 rm -rf "$WORK/small" "$WORK/sink-small" "$WORK/small.tar"; mkdir -p "$WORK/small"
 (cd "$WORK/small" && for d in $(seq 0 49); do mkdir "d$d"; (cd "d$d" && touch $(seq -f "f%g" 0 99)); done)
 tar -cf "$WORK/small.tar" -C "$WORK" small
-"$BIN" -q backup --source "file:$WORK/small" --sink "$WORK/sink-small" --recipient "$KEY"
+"$BIN" -q --create-sink backup --source "file:$WORK/small" --sink "$WORK/sink-small" --recipient "$KEY"
 for i in $(seq "$ROUNDS"); do
   rm -rf "$WORK/out-base" "$WORK/out-coffer"; mkdir -p "$WORK/out-base"
   measure "baseline tar x 5000 files" bash -c "tar -xf '$WORK/small.tar' -C '$WORK/out-base' && sync"
@@ -108,5 +108,5 @@ rm -rf "$WORK/out-base" "$WORK/out-coffer" "$WORK/small" "$WORK/small.tar" "$WOR
 # A single 2 GiB file: peak RSS.
 if [ ! -f "$WORK/big.bin" ]; then head -c 2G /dev/urandom > "$WORK/big.bin"; fi
 rm -rf "$WORK/sink-big"
-measure "coffer backup 2 GiB file" "$BIN" -q backup --source "file:$WORK/big.bin" --sink "$WORK/sink-big" --recipient "$KEY"
+measure "coffer backup 2 GiB file" "$BIN" -q --create-sink backup --source "file:$WORK/big.bin" --sink "$WORK/sink-big" --recipient "$KEY"
 rm -rf "$WORK/sink-big" "$WORK/sink"

@@ -325,7 +325,11 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         for (i, src) in req.sources.iter().enumerate() {
             let (tx, mut rx) = EntrySender::channel(8);
             let capture = src.capture(&ctx, tx);
-            let forward = async {
+            let tar_tx = &tar_tx;
+            // Owns `rx`: when the writer stops, the receiver goes with it
+            // and the source's next send fails, so the capture ends too
+            // instead of waiting on a full channel forever.
+            let forward = async move {
                 while let Some(e) = rx.recv().await {
                     if tar_tx.send(TarMsg::Entry(i, e)).await.is_err() {
                         return Err(Error::new(ErrorKind::Cancelled, "the bundle writer stopped"));

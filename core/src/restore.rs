@@ -42,7 +42,47 @@ fn integrity(msg: impl Into<String>, index: &Index) -> Error {
 pub async fn verify_object(
     sink: &dyn Sink,
     index: &Index,
-    mut out: Option<&mut std::fs::File>,
+    out: Option<&mut std::fs::File>,
+    progress: Option<&crate::Progress>,
+) -> Result<()> {
+    // The cache file is written on a thread of its own while this task
+    // hashes the next chunk.
+    let writer = match out {
+        Some(f) => {
+            let mut file = f
+                .try_clone()
+                .map_err(|e| Error::io("opening the restore cache", e))?;
+            let (tx, mut rx) = tokio::sync::mpsc::channel::<bytes::Bytes>(8);
+            let task = tokio::task::spawn_blocking(move || -> Result<()> {
+                while let Some(chunk) = rx.blocking_recv() {
+                    file.write_all(&chunk)
+                        .map_err(|e| Error::io("writing the restore cache", e))?;
+                }
+                Ok(())
+            });
+            Some((tx, task))
+        }
+        None => None,
+    };
+    let hashed = hash_object(sink, index, writer.as_ref().map(|(tx, _)| tx), progress).await;
+    if let Some((tx, task)) = writer {
+        drop(tx);
+        let written = task
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("the cache writer failed: {e}")))?;
+        // A write error (a full disk) first: it is why the loop stopped.
+        written?;
+        hashed
+    } else {
+        hashed
+    }
+}
+
+/// The loop of [`verify_object`]: hashes each chunk and hands it to `out`.
+async fn hash_object(
+    sink: &dyn Sink,
+    index: &Index,
+    out: Option<&tokio::sync::mpsc::Sender<bytes::Bytes>>,
     progress: Option<&crate::Progress>,
 ) -> Result<()> {
     if let Some(p) = progress {
@@ -73,10 +113,11 @@ pub async fn verify_object(
         if let Some(p) = progress {
             p.add(chunk.len() as u64);
         }
-        if let Some(f) = out.as_deref_mut() {
-            // Small blocking write of a chunk to a local cache file.
-            f.write_all(&chunk)
-                .map_err(|e| Error::io("writing the restore cache", e))?;
+        if let Some(tx) = out
+            && tx.send(chunk).await.is_err()
+        {
+            // The writer stopped on an error, which the caller reports.
+            break;
         }
     }
     if size != index.object.size {

@@ -262,6 +262,36 @@ async fn a_failing_sink_does_not_spoil_the_others() {
     assert!(err.to_string().contains("every sink failed"), "{err}");
 }
 
+#[tokio::test(flavor = "multi_thread")]
+async fn every_sink_failing_at_once_ends_the_run_instead_of_hanging() {
+    // Sinks that refuse before reading anything (a missing local sink),
+    // and a source with more entries than the channels hold: the capture
+    // must stop when the writer does, not wait on a full channel.
+    let (k, _ids, _d) = key();
+    let files: Vec<(String, Vec<u8>)> = (0..200).map(|i| (format!("f{i}"), noise(64 << 10, i))).collect();
+    let src = Arc::new(MemSource {
+        name: "mem".into(),
+        files,
+        fail_after: None,
+    });
+    let run = run_backup(
+        request(
+            &k,
+            vec![src],
+            vec![
+                target("a", Arc::new(FailingSink { limit: 0 }), true),
+                target("b", Arc::new(FailingSink { limit: 0 }), true),
+            ],
+        ),
+        Arc::new(Progress::default()),
+    );
+    let err = tokio::time::timeout(std::time::Duration::from_secs(30), run)
+        .await
+        .expect("the run hung")
+        .unwrap_err();
+    assert!(err.to_string().contains("every sink failed"), "{err}");
+}
+
 /// Builds a bundle by hand: `entries` as (path, type, data/link), encrypted
 /// to `k`, with an index whose hash matches.
 fn forge(
