@@ -57,9 +57,12 @@ t = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     *name, wall, rss = line.split()
     t[" ".join(name)].append((float(wall), int(rss)))
+import statistics
+med = lambda name: statistics.median(w for w, _ in t[name])
+print(f"backup medians: coffer {med('coffer backup'):.2f} s, baseline {med('baseline tar|zstd|age'):.2f} s, ratio {med('coffer backup') / med('baseline tar|zstd|age'):.2f}x")
 b = sum(w for w, _ in t["baseline tar|zstd|age"]) / len(t["baseline tar|zstd|age"])
 c = sum(w for w, _ in t["coffer backup"]) / len(t["coffer backup"])
-print(f"backup ratio coffer/baseline: {c / b:.2f}x (target <= 1.0x); coffer peak RSS max {max(r for _, r in t['coffer backup']) / 1024:.1f} MiB (target <= 64)")
+print(f"backup ratio coffer/baseline (means): {c / b:.2f}x (target <= 1.0x); coffer peak RSS max {max(r for _, r in t['coffer backup']) / 1024:.1f} MiB (target <= 64)")
 i = sum(w for w, _ in t["baseline + sha256 + fsync"]) / len(t["baseline + sha256 + fsync"])
 print(f"backup ratio coffer/(baseline + sha256 + fsync): {c / i:.2f}x")
 PY
@@ -77,9 +80,12 @@ t = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     *name, wall, rss = line.split()
     t[" ".join(name)].append((float(wall), int(rss)))
+import statistics
+med = lambda name: statistics.median(w for w, _ in t[name])
+print(f"restore medians: coffer {med('coffer restore'):.2f} s, baseline {med('baseline age|zstd|tar x'):.2f} s, ratio {med('coffer restore') / med('baseline age|zstd|tar x'):.2f}x")
 b = sum(w for w, _ in t["baseline age|zstd|tar x"]) / len(t["baseline age|zstd|tar x"])
 c = sum(w for w, _ in t["coffer restore"]) / len(t["coffer restore"])
-print(f"restore ratio coffer/baseline: {c / b:.2f}x (target <= 1.0x); coffer restore peak RSS max {max(r for _, r in t['coffer restore']) / 1024:.1f} MiB")
+print(f"restore ratio coffer/baseline (means): {c / b:.2f}x (target <= 1.0x); coffer restore peak RSS max {max(r for _, r in t['coffer restore']) / 1024:.1f} MiB")
 PY
 rm -rf "$WORK/out-base" "$WORK/out-coffer" "$WORK/base.age"
 
@@ -99,9 +105,11 @@ t = collections.defaultdict(list)
 for line in open(sys.argv[1]):
     *name, wall, rss = line.split()
     t[" ".join(name)].append((float(wall), int(rss)))
+import statistics
+med = lambda name: statistics.median(w for w, _ in t[name])
 b = sum(w for w, _ in t["baseline tar x 5000 files"]) / len(t["baseline tar x 5000 files"])
 c = sum(w for w, _ in t["coffer restore 5000 files"]) / len(t["coffer restore 5000 files"])
-print(f"5000 small files restore ratio coffer/baseline: {c / b:.2f}x (target <= 3x)")
+print(f"5000 small files restore ratio coffer/baseline: {c / b:.2f}x means, {med('coffer restore 5000 files') / med('baseline tar x 5000 files'):.2f}x medians (target <= 3x)")
 PY
 rm -rf "$WORK/out-base" "$WORK/out-coffer" "$WORK/small" "$WORK/small.tar" "$WORK/sink-small"
 
