@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use coffer_e2e::{coffer, files_under, keygen, only_object};
+use coffer_e2e::{coffer, copy_dir, files_under, keygen, only_object};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -777,18 +777,6 @@ fn example_configs_run() {
         fs::read(qs.join("etc/issuer-directory.yaml")).unwrap()
     );
     // The init example parses too (checked in init_writes_an_example_that_parses).
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap().flatten() {
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
 
 #[test]

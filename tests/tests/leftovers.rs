@@ -8,21 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coffer_e2e::{coffer, coffer_bin, keygen};
-
-/// Incompressible data, quickly.
-fn noise(len: usize) -> Vec<u8> {
-    let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        out.extend_from_slice(&x.to_le_bytes());
-    }
-    out.truncate(len);
-    out
-}
+use coffer_e2e::{coffer, coffer_bin, keygen, noise};
 
 fn temps(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)

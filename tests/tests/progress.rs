@@ -34,15 +34,7 @@ fn long_operations_show_phases_bytes_and_eta_on_a_terminal_only() {
     let p = d.path();
     fs::create_dir(p.join("data")).unwrap();
     // Incompressible, large enough to be seen moving.
-    let mut x: u64 = 0x2545_F491_4F6C_DD1D;
-    let blob: Vec<u8> = (0..(96 << 20) / 8)
-        .flat_map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x.to_le_bytes()
-        })
-        .collect();
+    let blob = coffer_e2e::noise(96 << 20);
     fs::write(p.join("data/blob.bin"), &blob).unwrap();
     let (_, rec) = keygen(p, "key.txt");
 

@@ -7,8 +7,8 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use coffer_e2e::coffer_bin;
 use coffer_e2e::mongo_server::MongoServer;
+use coffer_e2e::{coffer_bin, copy_dir};
 use mongodb::bson::{Document, doc};
 
 fn root() -> PathBuf {
@@ -26,18 +26,6 @@ fn quick_start() -> String {
     let block = &readme[start..end];
     let code = block.split("```sh\n").nth(1).expect("a sh block");
     code.split("```").next().unwrap().to_string()
-}
-
-fn copy_dir(from: &Path, to: &Path) {
-    fs::create_dir_all(to).unwrap();
-    for e in fs::read_dir(from).unwrap().flatten() {
-        let t = to.join(e.file_name());
-        if e.file_type().unwrap().is_dir() {
-            copy_dir(&e.path(), &t);
-        } else {
-            fs::copy(e.path(), &t).unwrap();
-        }
-    }
 }
 
 #[test]

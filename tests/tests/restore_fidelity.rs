@@ -28,6 +28,23 @@ fn run(dir: &Path, args: &[&str]) -> Output {
     coffer(dir).args(args).output().unwrap()
 }
 
+/// `coffer restore ID --sink bk --identity KEY --target TARGET`.
+fn restore_to(dir: &Path, id: &str, key: &str, target: &str) -> Output {
+    run(
+        dir,
+        &[
+            "restore",
+            id,
+            "--sink",
+            "bk",
+            "--identity",
+            key,
+            "--target",
+            target,
+        ],
+    )
+}
+
 fn text(out: &Output) -> String {
     format!(
         "{}{}",
@@ -51,19 +68,7 @@ fn symlinks_pointing_outside_the_tree_back_up_verify_and_restore() {
     assert!(out.status.success(), "{}", text(&out));
 
     // Under --target, and at the original path.
-    let out = run(
-        p,
-        &[
-            "restore",
-            &id,
-            "--sink",
-            "bk",
-            "--identity",
-            key,
-            "--target",
-            "out",
-        ],
-    );
+    let out = restore_to(p, &id, key, "out");
     assert!(out.status.success(), "{}", text(&out));
     fs::remove_dir_all(p.join("app")).unwrap();
     let out = run(p, &["restore", &id, "--sink", "bk", "--identity", key]);
@@ -172,19 +177,7 @@ fn names_with_line_breaks_and_escape_codes_are_stored_checked_and_restored() {
     assert!(summary.contains("6 files"), "{summary}");
     assert!(!summary.contains("skipped"), "{summary}");
 
-    let out = run(
-        p,
-        &[
-            "restore",
-            &id,
-            "--sink",
-            "bk",
-            "--identity",
-            key,
-            "--target",
-            "out",
-        ],
-    );
+    let out = restore_to(p, &id, key, "out");
     assert!(out.status.success(), "{}", text(&out));
     // Printed escaped: no raw escape code or line break of a name.
     let stdout = String::from_utf8(out.stdout).unwrap();
