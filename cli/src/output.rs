@@ -74,6 +74,7 @@ impl Spinner {
                 task: None,
             };
         }
+        progress.set_watched();
         let bar = ProgressBar::new_spinner();
         let b = bar.clone();
         let what = what.to_string();

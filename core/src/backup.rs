@@ -101,6 +101,7 @@ pub struct Progress {
     sources: std::sync::atomic::AtomicUsize,
     reported: std::sync::atomic::AtomicUsize,
     expected: AtomicU64,
+    watched: std::sync::atomic::AtomicBool,
 }
 
 impl Progress {
@@ -125,6 +126,17 @@ impl Progress {
             self.done.load(Ordering::Relaxed),
             (total > 0).then_some(total),
         )
+    }
+
+    /// Someone shows this progress (a bar on a terminal): sources may then
+    /// spend a little to report their size.
+    pub fn set_watched(&self) {
+        self.watched.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether someone shows this progress.
+    pub fn is_watched(&self) -> bool {
+        self.watched.load(Ordering::Relaxed)
     }
 
     /// A backup of `n` sources starts: its total is known once each

@@ -182,6 +182,12 @@ impl CaptureContext {
         self
     }
 
+    /// Whether a progress display is watching: a source whose size costs
+    /// server work to learn (a database) reports it only then.
+    pub fn size_wanted(&self) -> bool {
+        self.progress.as_ref().is_some_and(|p| p.is_watched())
+    }
+
     /// Tells the progress display how many bytes this source will read
     /// (its files' sizes, say), once, before sending entries. Optional: a
     /// source that cannot tell cheaply leaves the total unknown (the

@@ -57,3 +57,36 @@ fn long_operations_show_phases_bytes_and_eta_on_a_terminal_only() {
     assert!(!shown.contains("ETA") && !shown.contains("verify: "), "{shown}");
     assert!(shown.contains("files match SHA256SUMS"), "{shown}");
 }
+
+#[test]
+fn a_mongodb_backup_on_a_terminal_shows_its_total_from_collstats() {
+    let Some(server) = coffer_e2e::mongo_server::MongoServer::start() else {
+        return;
+    };
+    if !require_tool("script") {
+        return;
+    }
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = mongodb::Client::with_uri_str(server.uri("")).await.unwrap();
+        let docs = (0..20_000).map(|i| mongodb::bson::doc! { "_id": i, "pad": "x".repeat(200) });
+        c.database("app")
+            .collection::<mongodb::bson::Document>("big")
+            .insert_many(docs)
+            .await
+            .unwrap();
+    });
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (_, rec) = keygen(p, "key.txt");
+    let shown = on_a_terminal(
+        p,
+        &format!(
+            "backup --source mongo:{} --sink bk --recipient {rec}",
+            server.uri("app")
+        ),
+    );
+    // ~4.3 MB of BSON: a bar with its total, not a bare counter.
+    assert!(shown.contains("backup [") && shown.contains("ETA"), "{shown}");
+    assert!(shown.contains("/4.") && shown.contains(" MiB "), "{shown}");
+}

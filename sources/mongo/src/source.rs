@@ -283,6 +283,43 @@ const ORDER_COUNTS_AT_ONCE: usize = 8;
 /// slow server); beyond it the collections go in name order.
 const ORDER_TOTAL_BUDGET: Duration = Duration::from_secs(1);
 
+/// How long learning the collections' sizes for the progress display may
+/// take in all; beyond it the display shows bytes and rate without a total.
+const SIZE_BUDGET: Duration = Duration::from_secs(2);
+
+/// The BSON size of the planned collections (`collStats` `size`), for the
+/// progress display; `None` when the server does not tell within
+/// [`SIZE_BUDGET`].
+async fn data_size(client: &Client, plans: &[Planned]) -> Option<u64> {
+    // Owned futures: borrowed ones trip the `Send` check of the
+    // async-trait future (as in `plan`).
+    let sizes: Vec<_> = plans
+        .iter()
+        .filter(|p| p.kind == CollectionType::Collection)
+        .map(|p| collection_size(client.clone(), p.db.clone(), p.name.clone()))
+        .collect();
+    let all = futures::stream::iter(sizes)
+        .buffered(ORDER_COUNTS_AT_ONCE)
+        .collect::<Vec<Option<u64>>>();
+    let sizes = tokio::time::timeout(SIZE_BUDGET, all).await.ok()?;
+    sizes.into_iter().sum()
+}
+
+/// A collection's BSON size as `collStats` reports it.
+async fn collection_size(client: Client, db: String, name: String) -> Option<u64> {
+    let stats = client
+        .database(&db)
+        .run_command(doc! { "collStats": name })
+        .await
+        .ok()?;
+    match stats.get("size")? {
+        mongodb::bson::Bson::Int32(n) => u64::try_from(*n).ok(),
+        mongodb::bson::Bson::Int64(n) => u64::try_from(*n).ok(),
+        mongodb::bson::Bson::Double(n) if *n >= 0.0 => Some(*n as u64),
+        _ => None,
+    }
+}
+
 async fn order_size(client: Client, db: String, name: String, kind: CollectionType) -> Size {
     if kind != CollectionType::Collection {
         return Size::Unknown;
@@ -347,7 +384,7 @@ impl Source for MongoSource {
         Ok(())
     }
 
-    async fn capture(&self, _ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
+    async fn capture(&self, ctx: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
         let uri = self.uri.resolve()?;
         let target = redact(&uri);
         let client = self.connect(&uri).await?;
@@ -380,6 +417,11 @@ impl Source for MongoSource {
             test_pause().await;
         }
         let plans = self.plan(&client, &uri).await?;
+        if ctx.size_wanted()
+            && let Some(bytes) = data_size(&client, &plans).await
+        {
+            ctx.report_size(bytes);
+        }
         let mut dbs: std::collections::BTreeSet<String> = plans.iter().map(|p| p.db.clone()).collect();
         dbs.extend(self.databases.iter().cloned());
         let mtime = started.as_second();
