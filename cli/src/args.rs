@@ -73,6 +73,10 @@ pub enum Command {
     /// Merge the snapshots of a medium into a sink after checking each one;
     /// tampered or truncated ones are refused (exit 3), the others imported.
     Import(crate::copy::ImportArgs),
+    /// Key-escrow drill: prove each --identity still opens the newest
+    /// snapshot of each job (header and first chunk), without restoring;
+    /// exit 5 when one does not.
+    Keycheck(crate::keycheck::KeycheckArgs),
     /// Sinks: `sink init PATH|NAME` makes a new sink (a local directory
     /// gets its marker; a sink path without one is refused, exit 10).
     Sink(SinkCmdArgs),

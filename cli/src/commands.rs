@@ -50,6 +50,7 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
         Command::Pin(a) => crate::prune::pin(&ctx, a).await,
         Command::Unpin(a) => crate::prune::unpin(&ctx, a).await,
         Command::Sink(a) => sink_cmd(&ctx, a).await,
+        Command::Keycheck(a) => crate::keycheck::keycheck(&ctx, a).await,
         Command::Completions(a) => crate::docs::completions(a),
         Command::Man(a) => crate::docs::man(a),
     }

@@ -8,6 +8,7 @@ mod copy;
 mod create_sink;
 mod docs;
 mod import_runbook;
+mod keycheck;
 mod output;
 mod prune;
 mod trust;
