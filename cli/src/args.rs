@@ -285,6 +285,11 @@ pub struct VerifyArgs {
     /// Also decrypt and check every file against SHA256SUMS and the manifest.
     #[arg(long)]
     pub deep: bool,
+    /// Check a rotating subset per run (`10%` or a count like `3`): the
+    /// snapshots this cycle has not covered yet, oldest first; the cycle's
+    /// coverage is kept in `coffer-verify-state.json` on each sink.
+    #[arg(long, value_name = "N%|N", conflicts_with_all = ["all", "snapshot"])]
+    pub sample: Option<crate::sample::Sample>,
     #[command(flatten)]
     pub sink: SinkSel,
     #[command(flatten)]

@@ -861,7 +861,20 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
                 }));
             }
         }
-        let chosen: Vec<CatalogEntry> = if a.all {
+        let mut sampled = None;
+        let chosen: Vec<CatalogEntry> = if let Some(sample) = a.sample {
+            let state = crate::sample::load(sink.as_ref())
+                .await
+                .map_err(|e| e.prefix(format!("sink `{name}`")))?;
+            let all: Vec<String> = cat.snapshots.iter().map(|e| e.index.id.to_string()).collect();
+            let (ids, next) = crate::sample::pick(&all, &state, sample);
+            sampled = Some((next, all.len()));
+            cat.snapshots
+                .iter()
+                .filter(|e| ids.contains(&e.index.id.to_string()))
+                .cloned()
+                .collect()
+        } else if a.all {
             cat.snapshots.clone()
         } else {
             vec![cat.resolve(a.snapshot.as_deref().unwrap_or("latest"))?.clone()]
@@ -908,11 +921,30 @@ async fn verify(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
                     Err(e) => println!("{} {}: FAILED: {e}", name, index.id),
                 }
             }
-            results.push(json!({
+            let mut v = json!({
                 "sink": name, "id": index.id.as_str(), "ok": r.is_ok(), "deep": a.deep,
                 "files_checked": r.as_ref().ok().copied().flatten(),
                 "error": r.as_ref().err().map(|e| json!({"kind": e.kind().as_str(), "message": e.to_string()})),
-            }));
+            });
+            if let Some((state, total)) = &sampled {
+                v["sample"] = json!({ "cycle": state.cycle, "covered": state.covered.len(), "of": total });
+            }
+            results.push(v);
+        }
+        if let Some((state, total)) = sampled {
+            crate::sample::save(sink.as_ref(), &state).await;
+            if !ctx.json {
+                println!(
+                    "{name}: sample cycle {}: {} of {total} snapshots checked so far{}",
+                    state.cycle,
+                    state.covered.len(),
+                    if state.covered.len() == total {
+                        " (complete)"
+                    } else {
+                        ""
+                    }
+                );
+            }
         }
     }
     if ctx.json {

@@ -11,6 +11,7 @@ mod import_runbook;
 mod keycheck;
 mod output;
 mod prune;
+mod sample;
 mod trust;
 
 use std::process::ExitCode;
