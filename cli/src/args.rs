@@ -35,7 +35,7 @@ pub struct Cli {
 pub const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage or config error, 3 integrity failure \
 (corrupt, truncated or forged snapshot), 4 partial failure (some required sinks failed), \
 5 no usable key (wrong identity or passphrase), 10 no sink there (not mounted? see `coffer sink init`), \
-130 interrupted (Ctrl-C; nothing partial kept).";
+130 interrupted (Ctrl-C or SIGTERM; nothing partial kept).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {

@@ -461,13 +461,45 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         signing_key,
     };
 
-    let (outcome, secs) = run_locked_backup(ctx, req, "backup").await?;
+    // A job's hooks (cold backups): `before`, then the backup, then
+    // `after` whatever happened (see crate::hooks).
+    let mut hooks = match (&config, one_off) {
+        (Some(cfg), false) => cfg
+            .jobs
+            .get(&req.job)
+            .map(|j| j.hooks())
+            .filter(|h| !h.is_empty())
+            .map(crate::hooks::HookRun::new),
+        _ => None,
+    };
+    if let Some(h) = hooks.as_mut()
+        && let Err(e) = h.before().await
+    {
+        let _ = h.finish(true).await;
+        report_hooks_on_error(ctx, h);
+        return Err(e.into());
+    }
+    let (outcome, secs) = match run_locked_backup(ctx, req, "backup").await {
+        Ok(done) => done,
+        Err(e) => {
+            if let Some(h) = hooks.as_mut() {
+                let _ = h.finish(true).await;
+                report_hooks_on_error(ctx, h);
+            }
+            return Err(e.into());
+        }
+    };
     let after = crate::prune::after_backup(ctx, config.as_ref(), &a, &outcome).await;
     let stored = outcome.sinks.iter().filter(|s| s.result.is_ok()).count();
     let complete = match quorum {
         Some(q) => stored >= q,
         None => outcome.required_ok(),
     };
+    let hooks_done = match hooks.as_mut() {
+        Some(h) => h.finish(!complete || after.is_err()).await,
+        None => Ok(()),
+    };
+    let hook_reports = hooks.as_ref().map(|h| h.reports.clone()).unwrap_or_default();
 
     if ctx.json {
         let mut v = json!({
@@ -494,6 +526,9 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         });
         if let Ok(Some(after)) = &after {
             after.add_json(&mut v);
+        }
+        if hooks.is_some() {
+            v["hooks"] = json!(hook_reports.iter().map(|r| r.to_json()).collect::<Vec<_>>());
         }
         print_json(&v);
     } else {
@@ -532,6 +567,9 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         if let Ok(Some(after)) = &after {
             after.print();
         }
+        for r in &hook_reports {
+            println!("  {}", r.line());
+        }
     }
     if !complete {
         let failed: Vec<_> = outcome
@@ -555,7 +593,20 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         }));
     }
     after?;
+    hooks_done?;
     Ok(())
+}
+
+/// The hooks of a run that failed before its report: on stderr (stdout
+/// carries no JSON then).
+fn report_hooks_on_error(ctx: &Ctx, hooks: &crate::hooks::HookRun) {
+    for r in &hooks.reports {
+        if ctx.json {
+            eprintln!("{}", r.to_json());
+        } else {
+            eprintln!("{}", r.line());
+        }
+    }
 }
 
 /// A sink of a backup run: its name and whether it is required.

@@ -61,6 +61,33 @@ pub struct JobConfig {
     /// every required sink must succeed.
     #[serde(default)]
     pub quorum: Option<usize>,
+    /// Commands (argv lists) run before the backup, e.g. stopping the
+    /// service for a cold backup.
+    #[serde(default)]
+    pub before: Vec<Vec<String>>,
+    /// Commands run after the backup, always (also on failure, Ctrl-C and
+    /// SIGTERM), e.g. starting the service again.
+    #[serde(default)]
+    pub after: Vec<Vec<String>>,
+    /// Commands run after `after` when the run failed.
+    #[serde(default)]
+    pub on_failure: Vec<Vec<String>>,
+    /// Seconds each hook may take (default 300) before its process group
+    /// is killed.
+    #[serde(default)]
+    pub hook_timeout: Option<u64>,
+}
+
+impl JobConfig {
+    /// The job's hooks.
+    pub fn hooks(&self) -> crate::hooks::Hooks {
+        crate::hooks::Hooks {
+            before: self.before.clone(),
+            after: self.after.clone(),
+            on_failure: self.on_failure.clone(),
+            hook_timeout: self.hook_timeout,
+        }
+    }
 }
 
 /// A parsed, resolved configuration.
@@ -229,6 +256,9 @@ impl Config {
                 coffer_core::Compression::parse(c)
                     .map_err(|e| located(e, at(span.clone(), &format!("[job.{name}] compression"))))?;
             }
+            job.hooks()
+                .check()
+                .map_err(|why| config_error(at(span.clone(), &format!("[job.{name}] {why}"))))?;
             if job.passphrase_file.is_some() && job.recipients.is_some() {
                 return Err(config_error(at(
                     span.clone(),

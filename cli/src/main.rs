@@ -7,6 +7,7 @@ mod config;
 mod copy;
 mod create_sink;
 mod docs;
+mod hooks;
 mod import_runbook;
 mod keycheck;
 mod output;
@@ -93,6 +94,16 @@ fn main() -> ExitCode {
     let json = cli.json;
     let cancel = coffer_core::CancelFlag::default();
     let result = runtime.block_on(async {
+        // SIGTERM (a service manager stopping the run) is handled like
+        // Ctrl-C: dropped futures run their cleanup (locks, `after` hooks).
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
         tokio::select! {
             r = commands::run(cli, registry(), cancel.clone()) => r,
             _ = tokio::signal::ctrl_c() => {
@@ -100,6 +111,11 @@ fn main() -> ExitCode {
                 // flag and aborts before committing anything.
                 cancel.cancel();
                 Err(Failure::Error(Error::new(ErrorKind::Cancelled, "interrupted")
+                    .with_hint("nothing partial was kept; run the command again")))
+            }
+            _ = terminate => {
+                cancel.cancel();
+                Err(Failure::Error(Error::new(ErrorKind::Cancelled, "terminated (SIGTERM)")
                     .with_hint("nothing partial was kept; run the command again")))
             }
         }

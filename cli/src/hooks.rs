@@ -1,0 +1,298 @@
+//! Job hooks for cold backups: `before`, `after` and `on-failure` commands
+//! of a job (argv lists, never a shell string), each run with the job's
+//! `hook-timeout`. `after` runs whatever happens — success, failure, a
+//! failing `before`, Ctrl-C or SIGTERM — so coffer never leaves a service
+//! stopped; a hook that outlives its timeout is killed with its whole
+//! process group. Hook output goes to the log (`-v`); the report lists each
+//! hook by program name, exit status and duration (never its arguments,
+//! which may hold credentials).
+
+use std::os::unix::process::CommandExt as _;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use coffer_core::{Error, ErrorKind, Result};
+use serde::Deserialize;
+use serde_json::json;
+
+/// Default `hook-timeout`, seconds.
+pub(crate) const DEFAULT_TIMEOUT: u64 = 300;
+
+/// The hooks of a job, as configured.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Hooks {
+    /// Run in order before the backup; the first that fails stops the run.
+    #[serde(default)]
+    pub before: Vec<Vec<String>>,
+    /// Run in order after the backup, always.
+    #[serde(default)]
+    pub after: Vec<Vec<String>>,
+    /// Run in order after `after` when the run failed.
+    #[serde(default)]
+    pub on_failure: Vec<Vec<String>>,
+    /// Seconds each hook may take before its process group is killed.
+    #[serde(default)]
+    pub hook_timeout: Option<u64>,
+}
+
+impl Hooks {
+    /// Whether any hook is configured.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.before.is_empty() && self.after.is_empty() && self.on_failure.is_empty()
+    }
+
+    /// Checks the commands: each a non-empty argv.
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        for (phase, list) in [
+            ("before", &self.before),
+            ("after", &self.after),
+            ("on-failure", &self.on_failure),
+        ] {
+            if list.iter().any(|argv| argv.first().is_none_or(|p| p.is_empty())) {
+                return Err(format!(
+                    "`{phase}` holds an empty command: each hook is a list like [\"systemctl\", \"stop\", \"app\"]"
+                ));
+            }
+        }
+        if self.hook_timeout == Some(0) {
+            return Err("`hook-timeout` must be at least 1 second".into());
+        }
+        Ok(())
+    }
+
+    fn timeout(&self) -> Duration {
+        Duration::from_secs(self.hook_timeout.unwrap_or(DEFAULT_TIMEOUT))
+    }
+}
+
+/// How one hook went.
+#[derive(Debug, Clone)]
+pub(crate) struct HookReport {
+    phase: &'static str,
+    program: String,
+    /// Exit code; `None` when killed or not started.
+    status: Option<i32>,
+    timed_out: bool,
+    seconds: f64,
+    error: Option<String>,
+}
+
+impl HookReport {
+    fn ok(&self) -> bool {
+        self.status == Some(0)
+    }
+
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        json!({
+            "phase": self.phase, "program": self.program, "ok": self.ok(),
+            "status": self.status, "timed_out": self.timed_out,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0, "error": self.error,
+        })
+    }
+
+    pub(crate) fn line(&self) -> String {
+        let how = match (&self.error, self.timed_out, self.status) {
+            (Some(e), _, _) => format!("FAILED: {e}"),
+            (None, true, _) => "KILLED after its timeout".to_string(),
+            (None, false, Some(0)) => "ok".to_string(),
+            (None, false, Some(n)) => format!("FAILED: exit status {n}"),
+            (None, false, None) => "FAILED: killed by a signal".to_string(),
+        };
+        format!(
+            "hook {} {}: {how} ({:.1}s)",
+            self.phase, self.program, self.seconds
+        )
+    }
+}
+
+/// The hooks of one run. Dropped before `finish` (an error path, Ctrl-C,
+/// SIGTERM), it still runs the `after` hooks, synchronously.
+pub(crate) struct HookRun {
+    hooks: Hooks,
+    pub(crate) reports: Vec<HookReport>,
+    after_done: bool,
+}
+
+impl HookRun {
+    pub(crate) fn new(hooks: Hooks) -> HookRun {
+        HookRun {
+            hooks,
+            reports: Vec::new(),
+            after_done: false,
+        }
+    }
+
+    /// Runs the `before` hooks in order; fails at the first that fails.
+    pub(crate) async fn before(&mut self) -> Result<()> {
+        for argv in self.hooks.before.clone() {
+            let report = run_async("before", &argv, self.hooks.timeout()).await;
+            let ok = report.ok();
+            let line = report.line();
+            self.reports.push(report);
+            if !ok {
+                return Err(Error::new(ErrorKind::Unexpected, format!("the backup did not start: {line}"))
+                    .with_hint("fix the hook (run it by hand to see its output, or coffer -v); the `after` hooks ran"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs `after` (all of them), then `on-failure` if the run failed or
+    /// an `after` hook did; returns an error if an `after` hook failed.
+    pub(crate) async fn finish(&mut self, failed: bool) -> Result<()> {
+        self.after_done = true;
+        let mut after_failed = None;
+        for argv in self.hooks.after.clone() {
+            let report = run_async("after", &argv, self.hooks.timeout()).await;
+            if !report.ok() && after_failed.is_none() {
+                after_failed = Some(report.line());
+            }
+            self.reports.push(report);
+        }
+        if failed || after_failed.is_some() {
+            for argv in self.hooks.on_failure.clone() {
+                let report = run_async("on-failure", &argv, self.hooks.timeout()).await;
+                self.reports.push(report);
+            }
+        }
+        match after_failed {
+            Some(line) => Err(
+                Error::new(ErrorKind::Unexpected, format!("an after hook failed: {line}"))
+                    .with_hint("the service may still be stopped: check it now"),
+            ),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for HookRun {
+    fn drop(&mut self) {
+        if self.after_done {
+            return;
+        }
+        self.after_done = true;
+        // Interrupted (Ctrl-C, SIGTERM) or an early error: bring the service
+        // back before the process ends.
+        for argv in &self.hooks.after {
+            let report = run_blocking("after", argv, self.hooks.timeout());
+            eprintln!("{}", report.line());
+        }
+        for argv in &self.hooks.on_failure {
+            let report = run_blocking("on-failure", argv, self.hooks.timeout());
+            eprintln!("{}", report.line());
+        }
+    }
+}
+
+fn command(argv: &[String]) -> std::process::Command {
+    let mut c = std::process::Command::new(&argv[0]);
+    c.args(&argv[1..])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        // Its own process group: a terminal's Ctrl-C does not reach it, and
+        // a timeout kills everything it started.
+        .process_group(0);
+    c
+}
+
+fn program(argv: &[String]) -> String {
+    std::path::Path::new(&argv[0])
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_else(|| argv[0].clone())
+}
+
+fn kill_group(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill with a negative pid signals that process group.
+        unsafe {
+            libc::kill(-pid, libc::SIGKILL);
+        }
+    }
+}
+
+/// Kills the hook's process group when dropped before it ended (the run
+/// was interrupted while the hook ran).
+struct GroupGuard(Option<u32>);
+
+impl Drop for GroupGuard {
+    fn drop(&mut self) {
+        if let Some(pid) = self.0.take() {
+            kill_group(pid);
+        }
+    }
+}
+
+fn log_output(phase: &str, program: &str, out: &[u8], stream: &str) {
+    for line in String::from_utf8_lossy(out)
+        .lines()
+        .filter(|l| !l.trim().is_empty())
+    {
+        tracing::info!(hook = phase, program, stream, "{line}");
+    }
+}
+
+async fn run_async(phase: &'static str, argv: &[String], timeout: Duration) -> HookReport {
+    let started = Instant::now();
+    let name = program(argv);
+    let report = |status, timed_out, error| HookReport {
+        phase,
+        program: name.clone(),
+        status,
+        timed_out,
+        seconds: started.elapsed().as_secs_f64(),
+        error,
+    };
+    let child = tokio::process::Command::from(command(argv))
+        .kill_on_drop(true)
+        .spawn();
+    let child = match child {
+        Ok(c) => c,
+        Err(e) => return report(None, false, Some(format!("cannot start it: {e}"))),
+    };
+    let mut guard = GroupGuard(child.id());
+    match tokio::time::timeout(timeout, child.wait_with_output()).await {
+        Ok(Ok(out)) => {
+            guard.0 = None;
+            log_output(phase, &name, &out.stdout, "stdout");
+            log_output(phase, &name, &out.stderr, "stderr");
+            report(out.status.code(), false, None)
+        }
+        Ok(Err(e)) => report(None, false, Some(format!("waiting for it: {e}"))),
+        // The guard kills the group as it goes.
+        Err(_) => report(None, true, None),
+    }
+}
+
+fn run_blocking(phase: &'static str, argv: &[String], timeout: Duration) -> HookReport {
+    let started = Instant::now();
+    let name = program(argv);
+    let report = |status, timed_out, error| HookReport {
+        phase,
+        program: name.clone(),
+        status,
+        timed_out,
+        seconds: started.elapsed().as_secs_f64(),
+        error,
+    };
+    let mut cmd = command(argv);
+    cmd.stdout(Stdio::null()).stderr(Stdio::null());
+    let mut child = match cmd.spawn() {
+        Ok(c) => c,
+        Err(e) => return report(None, false, Some(format!("cannot start it: {e}"))),
+    };
+    loop {
+        match child.try_wait() {
+            Ok(Some(status)) => return report(status.code(), false, None),
+            Ok(None) if started.elapsed() < timeout => std::thread::sleep(Duration::from_millis(20)),
+            Ok(None) => {
+                kill_group(child.id());
+                let _ = child.wait();
+                return report(None, true, None);
+            }
+            Err(e) => return report(None, false, Some(format!("waiting for it: {e}"))),
+        }
+    }
+}
