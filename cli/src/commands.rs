@@ -527,8 +527,9 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         if let Ok(Some(after)) = &after {
             after.add_json(&mut v);
         }
-        if hooks.is_some() {
+        if let Some(h) = &hooks {
             v["hooks"] = json!(hook_reports.iter().map(|r| r.to_json()).collect::<Vec<_>>());
+            v["health"] = json!(h.health.as_ref().map(|r| r.to_json()));
         }
         print_json(&v);
     } else {
@@ -570,6 +571,9 @@ async fn backup(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         for r in &hook_reports {
             println!("  {}", r.line());
         }
+        if let Some(health) = hooks.as_ref().and_then(|h| h.health.as_ref()) {
+            println!("  {}", health.line());
+        }
     }
     if !complete {
         let failed: Vec<_> = outcome
@@ -605,6 +609,13 @@ fn report_hooks_on_error(ctx: &Ctx, hooks: &crate::hooks::HookRun) {
             eprintln!("{}", r.to_json());
         } else {
             eprintln!("{}", r.line());
+        }
+    }
+    if let Some(h) = &hooks.health {
+        if ctx.json {
+            eprintln!("{}", h.to_json());
+        } else {
+            eprintln!("{}", h.line());
         }
     }
 }

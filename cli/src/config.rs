@@ -76,6 +76,9 @@ pub struct JobConfig {
     /// is killed.
     #[serde(default)]
     pub hook_timeout: Option<u64>,
+    /// After `after`: wait until the service answers healthy.
+    #[serde(default)]
+    pub health: Option<crate::health::Health>,
 }
 
 impl JobConfig {
@@ -86,6 +89,7 @@ impl JobConfig {
             after: self.after.clone(),
             on_failure: self.on_failure.clone(),
             hook_timeout: self.hook_timeout,
+            health: self.health.clone(),
         }
     }
 }

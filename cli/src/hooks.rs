@@ -34,12 +34,15 @@ pub struct Hooks {
     /// Seconds each hook may take before its process group is killed.
     #[serde(default)]
     pub hook_timeout: Option<u64>,
+    /// After the `after` hooks: wait for the service to answer healthy.
+    #[serde(default)]
+    pub health: Option<crate::health::Health>,
 }
 
 impl Hooks {
     /// Whether any hook is configured.
     pub(crate) fn is_empty(&self) -> bool {
-        self.before.is_empty() && self.after.is_empty() && self.on_failure.is_empty()
+        self.before.is_empty() && self.after.is_empty() && self.on_failure.is_empty() && self.health.is_none()
     }
 
     /// Checks the commands: each a non-empty argv.
@@ -58,7 +61,10 @@ impl Hooks {
         if self.hook_timeout == Some(0) {
             return Err("`hook-timeout` must be at least 1 second".into());
         }
-        Ok(())
+        match &self.health {
+            Some(h) => h.check(),
+            None => Ok(()),
+        }
     }
 
     fn timeout(&self) -> Duration {
@@ -111,6 +117,8 @@ impl HookReport {
 pub(crate) struct HookRun {
     hooks: Hooks,
     pub(crate) reports: Vec<HookReport>,
+    /// The health wait after `after`, if configured and reached.
+    pub(crate) health: Option<crate::health::HealthReport>,
     after_done: bool,
 }
 
@@ -119,6 +127,7 @@ impl HookRun {
         HookRun {
             hooks,
             reports: Vec::new(),
+            health: None,
             after_done: false,
         }
     }
@@ -138,8 +147,9 @@ impl HookRun {
         Ok(())
     }
 
-    /// Runs `after` (all of them), then `on-failure` if the run failed or
-    /// an `after` hook did; returns an error if an `after` hook failed.
+    /// Runs `after` (all of them), the health wait, then `on-failure` if
+    /// the run, an `after` hook or the health wait failed; returns an error
+    /// if an `after` hook or the health wait failed.
     pub(crate) async fn finish(&mut self, failed: bool) -> Result<()> {
         self.after_done = true;
         let mut after_failed = None;
@@ -149,6 +159,21 @@ impl HookRun {
                 after_failed = Some(report.line());
             }
             self.reports.push(report);
+        }
+        if let Some(h) = self.hooks.health.clone() {
+            let report = crate::health::wait(&h).await;
+            let unhealthy = report.error();
+            self.health = Some(report);
+            if let Some(e) = unhealthy {
+                for argv in self.hooks.on_failure.clone() {
+                    let report = run_async("on-failure", &argv, self.hooks.timeout()).await;
+                    self.reports.push(report);
+                }
+                return Err(match after_failed {
+                    Some(line) => e.prefix(format!("an after hook failed ({line})")),
+                    None => e,
+                });
+            }
         }
         if failed || after_failed.is_some() {
             for argv in self.hooks.on_failure.clone() {

@@ -7,6 +7,7 @@ mod config;
 mod copy;
 mod create_sink;
 mod docs;
+mod health;
 mod hooks;
 mod import_runbook;
 mod keycheck;

@@ -160,3 +160,113 @@ fn after_runs_on_sigint_and_sigterm() {
         assert_eq!(log(p), "stop\nstart\n", "signal {signal}");
     }
 }
+
+/// A small real HTTP server (python3): `/live` answers 503 to its first
+/// `fails` requests, then 200 "live ok"; `/down` always 500; `/slow` 200
+/// after 3 s.
+struct HealthServer {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl HealthServer {
+    fn start(dir: &Path, fails: u32) -> HealthServer {
+        let script = dir.join("health.py");
+        fs::write(
+            &script,
+            r#"import http.server, sys, time
+seen = {"live": 0}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 200
+        if self.path == "/live":
+            seen["live"] += 1
+            code = 503 if seen["live"] <= int(sys.argv[2]) else 200
+        elif self.path == "/down":
+            code = 500
+        elif self.path == "/slow":
+            time.sleep(3)
+        body = b"live ok"
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"#,
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .arg(&script)
+            .args([port.to_string(), fails.to_string()])
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "the health server did not start");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        HealthServer { child, port }
+    }
+}
+
+impl Drop for HealthServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_health_wait_says_whether_the_service_came_back() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (_, rec) = keygen(p, "key.txt");
+    let server = HealthServer::start(p, 2);
+    let port = server.port;
+    let job = |path: &str, timeout: u32| {
+        format!(
+            "after = [{}]\non-failure = [{}]\nhealth = {{ url = \"http://127.0.0.1:{port}{path}\", timeout = {timeout}, interval = 1, contains = \"live\" }}",
+            say("start"),
+            say("alert")
+        )
+    };
+    // Comes back on the third attempt.
+    config(p, &rec, "bk", &job("/live", 20));
+    let out = coffer(p).args(["--json", "backup"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["health"]["ok"], true, "{v}");
+    assert_eq!(v["health"]["attempts"], 3, "{v}");
+    assert_eq!(log(p), "start\n");
+
+    // Never healthy, and too slow: the run fails, on-failure runs.
+    for (path, why) in [("/down", "500, not 200"), ("/slow", "timed out")] {
+        fs::remove_file(p.join("log")).unwrap();
+        config(p, &rec, "bk", &job(path, 2));
+        let started = Instant::now();
+        let out = coffer(p).arg("backup").output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(
+            said.contains("did not come back") && said.contains(why),
+            "{path}: {said}"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "{:?}",
+            started.elapsed()
+        );
+        assert_eq!(log(p), "start\nalert\n", "{path}");
+    }
+}

@@ -1,0 +1,194 @@
+//! The health wait of a cold backup: after the `after` hooks, poll an
+//! HTTP(S) endpoint (e.g. `/health/live`) until it answers the expected
+//! status (and body text, if asked), or a timeout. The run's result says
+//! whether the service came back. Written to serve the post-restore checks
+//! of drills too.
+
+use std::time::{Duration, Instant};
+
+use coffer_core::{Error, ErrorKind};
+use serde::Deserialize;
+use serde_json::json;
+
+/// `health = { url = "…", status = 200, timeout = 120, interval = 2 }`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct Health {
+    /// The endpoint, `http://` or `https://`.
+    pub url: String,
+    /// The status that means healthy (default 200).
+    #[serde(default = "default_status")]
+    pub status: u16,
+    /// Text the body must contain, if given.
+    #[serde(default)]
+    pub contains: Option<String>,
+    /// Seconds to wait in all (default 120).
+    #[serde(default)]
+    pub timeout: Option<u64>,
+    /// Seconds between attempts (default 2).
+    #[serde(default)]
+    pub interval: Option<u64>,
+    /// Accept a certificate that does not verify (a self-signed one on
+    /// localhost).
+    #[serde(default)]
+    pub insecure: bool,
+}
+
+fn default_status() -> u16 {
+    200
+}
+
+impl Health {
+    /// Checks the settings.
+    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+        if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
+            return Err(format!(
+                "health url `{}` must start with http:// or https://",
+                shown_url(&self.url)
+            ));
+        }
+        if self.timeout == Some(0) || self.interval == Some(0) {
+            return Err("health `timeout` and `interval` must be at least 1 second".into());
+        }
+        Ok(())
+    }
+}
+
+/// The URL without a password (`user:***@`).
+pub(crate) fn shown_url(url: &str) -> String {
+    match (url.find("://"), url.find('@')) {
+        (Some(scheme), Some(at)) if at > scheme && !url[scheme + 3..at].contains('/') => {
+            let user = url[scheme + 3..at].split(':').next().unwrap_or("");
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// How the wait went.
+#[derive(Debug, Clone)]
+pub(crate) struct HealthReport {
+    url: String,
+    pub(crate) ok: bool,
+    attempts: u32,
+    seconds: f64,
+    /// What the last attempt saw.
+    last: String,
+}
+
+impl HealthReport {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
+        json!({
+            "url": self.url, "ok": self.ok, "attempts": self.attempts,
+            "seconds": (self.seconds * 1000.0).round() / 1000.0, "last": self.last,
+        })
+    }
+
+    pub(crate) fn line(&self) -> String {
+        if self.ok {
+            format!(
+                "health {}: {} after {:.1}s ({} attempt{})",
+                self.url,
+                self.last,
+                self.seconds,
+                self.attempts,
+                if self.attempts == 1 { "" } else { "s" }
+            )
+        } else {
+            format!(
+                "health {}: FAILED: not healthy within {:.0}s ({} attempts; last: {})",
+                self.url, self.seconds, self.attempts, self.last
+            )
+        }
+    }
+
+    /// The run's error when the service did not come back.
+    pub(crate) fn error(&self) -> Option<Error> {
+        (!self.ok).then(|| {
+            Error::new(
+                ErrorKind::Unreachable,
+                format!("the service did not come back: {}", self.line()),
+            )
+            .with_hint("check the service now: the backup itself is listed above")
+        })
+    }
+}
+
+/// Polls until healthy or the timeout.
+pub(crate) async fn wait(h: &Health) -> HealthReport {
+    let started = Instant::now();
+    let timeout = Duration::from_secs(h.timeout.unwrap_or(120));
+    let interval = Duration::from_secs(h.interval.unwrap_or(2));
+    let mut report = HealthReport {
+        url: shown_url(&h.url),
+        ok: false,
+        attempts: 0,
+        seconds: 0.0,
+        last: "no attempt".into(),
+    };
+    let client = match reqwest::Client::builder()
+        .danger_accept_invalid_certs(h.insecure)
+        .timeout(interval.max(Duration::from_secs(5)).min(timeout))
+        .build()
+    {
+        Ok(c) => c,
+        Err(e) => {
+            report.last = format!("cannot make an HTTP client: {e}");
+            return report;
+        }
+    };
+    loop {
+        report.attempts += 1;
+        match client.get(&h.url).send().await {
+            Ok(resp) => {
+                let status = resp.status().as_u16();
+                let body_ok = match &h.contains {
+                    None => true,
+                    Some(text) => resp.text().await.is_ok_and(|b| b.contains(text.as_str())),
+                };
+                report.last = match (status == h.status, body_ok) {
+                    (true, true) => {
+                        report.ok = true;
+                        format!("{status}")
+                    }
+                    (true, false) => format!("{status} without the expected text"),
+                    (false, _) => format!("{status}, not {}", h.status),
+                };
+            }
+            Err(e) => report.last = short_error(&e),
+        }
+        report.seconds = started.elapsed().as_secs_f64();
+        if report.ok || started.elapsed() + interval > timeout {
+            return report;
+        }
+        tokio::time::sleep(interval).await;
+    }
+}
+
+/// The innermost cause of a request error, in one line.
+fn short_error(e: &reqwest::Error) -> String {
+    let mut cause: &dyn std::error::Error = e;
+    while let Some(inner) = cause.source() {
+        cause = inner;
+    }
+    if e.is_timeout() {
+        "timed out".into()
+    } else {
+        cause.to_string()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shown_url;
+
+    #[test]
+    fn passwords_are_not_shown() {
+        assert_eq!(
+            shown_url("https://u:secret@host/health"),
+            "https://u:***@host/health"
+        );
+        assert_eq!(shown_url("http://host/a@b"), "http://host/a@b");
+        assert_eq!(shown_url("http://host:80/x"), "http://host:80/x");
+    }
+}
