@@ -374,6 +374,7 @@ mod imp {
                 path: self.path.clone(),
                 mode: self.mode,
                 mtime: self.mtime,
+                owner: None,
                 body: EntryBody::File { size, reader },
             })
             .await?;

@@ -639,9 +639,12 @@ fn tar_stage(
             (Area::Secrets, _) => 0o600,
             _ => entry.mode,
         };
+        let (uid, gid) = entry.owner.unwrap_or((0, 0));
         match entry.body {
             EntryBody::File { size, reader } => {
                 let mut h = header(tar::EntryType::Regular, mode, entry.mtime, size);
+                h.set_uid(uid.into());
+                h.set_gid(gid.into());
                 // The outer BufReader lets io::copy move 1 MiB blocks (hashing
                 // and compressing in large blocks is markedly cheaper).
                 let counted = CountRead {
@@ -664,12 +667,16 @@ fn tar_stage(
             }
             EntryBody::Dir => {
                 let mut h = header(tar::EntryType::Directory, mode, entry.mtime, 0);
+                h.set_uid(uid.into());
+                h.set_gid(gid.into());
                 builder
                     .append_data(&mut h, format!("{path}/"), io::empty())
                     .map_err(|e| Error::io(format!("writing {path}"), e))?;
             }
             EntryBody::Symlink { target } => {
                 let mut h = header(tar::EntryType::Symlink, mode, entry.mtime, 0);
+                h.set_uid(uid.into());
+                h.set_gid(gid.into());
                 builder
                     .append_link(&mut h, &path, &target)
                     .map_err(|e| Error::io(format!("writing {path}"), e))?;

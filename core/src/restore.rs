@@ -318,6 +318,11 @@ fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisito
         let size = entry.header().size().map_err(|e| read_error(e, index))?;
         let mode = entry.header().mode().map_err(|e| read_error(e, index))?;
         let mtime = entry.header().mtime().map_err(|e| read_error(e, index))? as i64;
+        let owner = match (entry.header().uid(), entry.header().gid()) {
+            (Ok(0), Ok(0)) => None,
+            (Ok(uid), Ok(gid)) => u32::try_from(uid).ok().zip(u32::try_from(gid).ok()),
+            _ => None,
+        };
 
         if sources.is_none() {
             if path != SOURCES_ENTRY {
@@ -392,6 +397,7 @@ fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisito
                 path: rel,
                 mode,
                 mtime,
+                owner,
                 kind,
                 reader: &mut hr,
             },

@@ -96,6 +96,9 @@ pub struct Entry {
     pub mode: u32,
     /// Modification time, seconds since the Unix epoch.
     pub mtime: i64,
+    /// Owner `(uid, gid)` to give it back on a restore run as root (stored
+    /// in the tar header); `None` (or `(0, 0)`): not recorded, root's.
+    pub owner: Option<(u32, u32)>,
     /// Content.
     pub body: EntryBody,
 }
@@ -365,6 +368,8 @@ pub struct RestoreEntry<'a> {
     pub mode: u32,
     /// Modification time, seconds since the Unix epoch.
     pub mtime: i64,
+    /// The recorded owner `(uid, gid)`, if any (see [`Entry::owner`]).
+    pub owner: Option<(u32, u32)>,
     /// What it is.
     pub kind: RestoreEntryKind,
     /// The content of a file entry (empty for others).

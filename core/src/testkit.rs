@@ -908,6 +908,7 @@ async fn restore_all(
                 path: &e.path,
                 mode: e.mode,
                 mtime: e.mtime,
+                owner: None,
                 kind: e.kind.clone(),
                 reader: &mut reader,
             };
@@ -1152,6 +1153,7 @@ mod tests {
                     path: path.into(),
                     mode,
                     mtime: 1_700_000_000,
+                    owner: None,
                     body,
                 })
                 .await?;

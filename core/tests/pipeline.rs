@@ -46,6 +46,7 @@ impl Source for MemSource {
                 path: path.clone(),
                 mode: 0o644,
                 mtime: 1_700_000_000,
+                owner: None,
                 body: EntryBody::File {
                     size: data.len() as u64,
                     reader: Box::new(Cursor::new(data.clone())),

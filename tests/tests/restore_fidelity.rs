@@ -382,3 +382,64 @@ fn verify_all_deep_reports_every_snapshot_even_those_no_key_opens() {
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v.as_array().unwrap().len(), 3, "{v}");
 }
+
+#[test]
+fn a_stopped_services_volume_comes_back_faithfully() {
+    use std::os::unix::fs::{MetadataExt, PermissionsExt, lchown};
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let vol = p.join("volume");
+    fs::create_dir_all(vol.join("data/empty")).unwrap();
+    fs::create_dir_all(vol.join("conf")).unwrap();
+    fs::write(vol.join("conf/app.yaml"), "a: 1\n").unwrap();
+    fs::set_permissions(vol.join("conf/app.yaml"), fs::Permissions::from_mode(0o640)).unwrap();
+    fs::set_permissions(vol.join("conf"), fs::Permissions::from_mode(0o750)).unwrap();
+    fs::write(vol.join("data/db.wt"), "pages").unwrap();
+    fs::hard_link(vol.join("data/db.wt"), vol.join("data/db-link.wt")).unwrap();
+    symlink("db.wt", vol.join("data/current")).unwrap();
+    // A sparse file: 8 MiB with one written block in the middle.
+    let sparse = fs::File::create(vol.join("data/sparse.bin")).unwrap();
+    sparse.set_len(8 << 20).unwrap();
+    std::os::unix::fs::FileExt::write_at(&sparse, b"middle", 4 << 20).unwrap();
+    drop(sparse);
+    // SAFETY: geteuid has no preconditions.
+    let root = unsafe { libc::geteuid() } == 0;
+    if root {
+        std::os::unix::fs::chown(vol.join("conf/app.yaml"), Some(1234), Some(5678)).unwrap();
+        std::os::unix::fs::chown(vol.join("data"), Some(999), Some(999)).unwrap();
+        lchown(vol.join("data/current"), Some(1111), Some(2222)).unwrap();
+    }
+    let (key, rec) = keygen(p, "key.txt");
+    let id = backup(p, &rec, &["file:volume"], None);
+    let out = restore_to(p, &id, key.to_str().unwrap(), "out");
+    assert!(out.status.success(), "{}", text(&out));
+    let out_dir = p.join("out");
+    let meta = |root: &Path, rel: &str| fs::symlink_metadata(root.join(rel)).unwrap();
+    for rel in [
+        "conf",
+        "conf/app.yaml",
+        "data",
+        "data/empty",
+        "data/current",
+        "data/sparse.bin",
+    ] {
+        let (a, b) = (meta(&vol, rel), meta(&out_dir, rel));
+        assert_eq!(a.mode() & 0o7777, b.mode() & 0o7777, "{rel}");
+        if root {
+            assert_eq!((a.uid(), a.gid()), (b.uid(), b.gid()), "{rel}");
+        }
+    }
+    assert!(meta(&out_dir, "data/empty").is_dir());
+    assert_eq!(
+        fs::read_link(out_dir.join("data/current")).unwrap(),
+        Path::new("db.wt")
+    );
+    // Sparse files come back with the same content (dense); hard links as
+    // copies (README: *Sources*).
+    assert_eq!(
+        fs::read(out_dir.join("data/sparse.bin")).unwrap(),
+        fs::read(vol.join("data/sparse.bin")).unwrap()
+    );
+    assert_eq!(fs::read(out_dir.join("data/db-link.wt")).unwrap(), b"pages");
+    assert_eq!(meta(&out_dir, "data/db-link.wt").nlink(), 1);
+}

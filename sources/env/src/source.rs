@@ -198,6 +198,7 @@ impl Source for EnvSource {
             path: file_name,
             mode: 0o600,
             mtime,
+            owner: None,
             body: EntryBody::File {
                 size: content.len() as u64,
                 reader: Box::new(Cursor::new(content)),

@@ -73,6 +73,7 @@ async fn restore(
             path: &path,
             mode: 0o600,
             mtime: 0,
+            owner: None,
             kind: RestoreEntryKind::File {
                 size: data.len() as u64,
             },

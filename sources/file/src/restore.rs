@@ -53,7 +53,7 @@ enum Planned {
     Dir {
         /// Mode and mtime from a Dir entry; `None` for a parent that only
         /// has to exist.
-        meta: Option<(u32, i64)>,
+        meta: Option<DirMeta>,
         /// Whether it existed before the restore.
         existed: bool,
     },
@@ -66,10 +66,14 @@ struct StagedFile {
     dest: PathBuf,
 }
 
+/// Mode, mtime and recorded owner of a directory entry.
+type DirMeta = (u32, i64, Option<(u32, u32)>);
+
 struct StagedLink {
     dest: PathBuf,
     target: String,
     mtime: i64,
+    owner: Option<(u32, u32)>,
 }
 
 /// Restores the entries of one `file` source.
@@ -298,7 +302,7 @@ impl FileRestorer {
         }
     }
 
-    fn restore_dir(&mut self, rel: &str, mode: u32, mtime: i64) -> Result<()> {
+    fn restore_dir(&mut self, rel: &str, mode: u32, mtime: i64, owner: Option<(u32, u32)>) -> Result<()> {
         let abs = self.root.join(rel);
         self.claims.claim_dir(&abs, &self.name)?;
         let known = match self.plan.get(rel) {
@@ -315,7 +319,7 @@ impl FileRestorer {
         self.claim(
             rel,
             Planned::Dir {
-                meta: Some((mode, mtime)),
+                meta: Some((mode, mtime, owner)),
                 existed,
             },
         )?;
@@ -403,7 +407,9 @@ impl FileRestorer {
         self.action(if existing.is_some() { "replace" } else { "create" }, &dest);
         if let Some(temp) = temp {
             let file = temp.as_file();
-            if let Some((uid, gid)) = existing_owner {
+            // The recorded owner (restoring as root), else the replaced
+            // file's.
+            if let Some((uid, gid)) = recorded_owner(entry.owner).or(existing_owner) {
                 keep_owner(file, uid, gid, &dest);
             }
             let io = |e| Error::io(format!("cannot stage {}", dest.display()), e);
@@ -419,7 +425,13 @@ impl FileRestorer {
         Ok(())
     }
 
-    fn restore_symlink(&mut self, rel: &str, target: &str, mtime: i64) -> Result<()> {
+    fn restore_symlink(
+        &mut self,
+        rel: &str,
+        target: &str,
+        mtime: i64,
+        owner: Option<(u32, u32)>,
+    ) -> Result<()> {
         self.claim(rel, Planned::Symlink)?;
         let dest = self.root.join(rel);
         self.claims.claim(&dest, &self.name)?;
@@ -455,6 +467,7 @@ impl FileRestorer {
                 dest,
                 target: target.to_string(),
                 mtime,
+                owner,
             });
         }
         Ok(())
@@ -471,7 +484,7 @@ impl FileRestorer {
             }
         }
         // `BTreeMap` order puts every directory before its contents.
-        let dirs: Vec<(String, Option<(u32, i64)>)> = self
+        let dirs: Vec<(String, Option<DirMeta>)> = self
             .plan
             .iter()
             .filter_map(|(rel, p)| match p {
@@ -520,10 +533,14 @@ impl FileRestorer {
         // Last and deepest first: a restrictive mode must not lock us out of
         // a subdirectory, and writing into a directory changes its mtime.
         for (rel, meta) in dirs.iter().rev() {
-            if let Some((mode, mtime)) = meta {
+            if let Some((mode, mtime, owner)) = meta {
                 let abs = self.root.join(rel);
                 let dir = open_dir_nofollow(&abs)?;
                 let io = |e| Error::io(format!("cannot set the mode and mtime of {}", abs.display()), e);
+                // The owner first: chown clears set-id bits the mode sets.
+                if let Some((uid, gid)) = owner {
+                    std::os::unix::fs::fchown(&dir, Some(*uid), Some(*gid)).map_err(io)?;
+                }
                 dir.set_permissions(fs::Permissions::from_mode(*mode))
                     .map_err(io)?;
                 dir.set_modified(system_time(*mtime)).map_err(io)?;
@@ -608,9 +625,11 @@ impl Restorer for FileRestorer {
         self.plan_parents(&rel)?;
         let mode = entry.mode & 0o7777;
         match entry.kind.clone() {
-            RestoreEntryKind::Dir => self.restore_dir(&rel, mode, entry.mtime),
+            RestoreEntryKind::Dir => self.restore_dir(&rel, mode, entry.mtime, recorded_owner(entry.owner)),
             RestoreEntryKind::File { size } => self.restore_file(&rel, RestoreEntry { mode, ..entry }, size),
-            RestoreEntryKind::Symlink { target } => self.restore_symlink(&rel, &target, entry.mtime),
+            RestoreEntryKind::Symlink { target } => {
+                self.restore_symlink(&rel, &target, entry.mtime, recorded_owner(entry.owner))
+            }
         }
     }
 
@@ -735,6 +754,9 @@ fn place_symlink(link: &StagedLink) -> Result<()> {
         .rand_bytes(12)
         .make_in(&dir, |p| std::os::unix::fs::symlink(&link.target, p))
         .map_err(io)?;
+    if let Some((uid, gid)) = link.owner {
+        std::os::unix::fs::lchown(temp.path(), Some(uid), Some(gid)).map_err(io)?;
+    }
     set_link_mtime(temp.path(), link.mtime);
     temp.into_temp_path()
         .persist(&link.dest)
@@ -764,11 +786,20 @@ fn set_link_mtime(path: &Path, mtime: i64) {
     }
 }
 
-/// Keeps a replaced file's owner (works when running as root).
-fn keep_owner(file: &File, uid: u32, gid: u32, dest: &Path) {
+/// The owner a bundle recorded, when this restore runs as root (only
+/// root can give files away); `None` otherwise.
+fn recorded_owner(owner: Option<(u32, u32)>) -> Option<(u32, u32)> {
     // SAFETY: geteuid has no preconditions.
-    let me = unsafe { libc::geteuid() };
-    if uid == me {
+    let root = unsafe { libc::geteuid() } == 0;
+    owner.filter(|_| root)
+}
+
+/// Gives a staged file the owner of the file it replaces, or the recorded
+/// one (works when running as root).
+fn keep_owner(file: &File, uid: u32, gid: u32, dest: &Path) {
+    // SAFETY: geteuid and getegid have no preconditions.
+    let me = unsafe { (libc::geteuid(), libc::getegid()) };
+    if (uid, gid) == me {
         return;
     }
     if let Err(e) = std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {

@@ -238,6 +238,8 @@ struct Scanned {
     abs: PathBuf,
     mode: u32,
     mtime: i64,
+    /// `(uid, gid)`, given back by a restore run as root.
+    owner: (u32, u32),
     kind: ScannedKind,
 }
 
@@ -274,6 +276,7 @@ impl Scanned {
             path: self.rel,
             mode: self.mode,
             mtime: self.mtime,
+            owner: Some(self.owner),
             body,
         }
     }
@@ -291,6 +294,7 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
             abs: root.to_path_buf(),
             mode: meta.mode() & 0o7777,
             mtime: meta.mtime(),
+            owner: (meta.uid(), meta.gid()),
             kind: ScannedKind::File {
                 size: meta.len(),
                 follow: true,
@@ -354,6 +358,7 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
             abs: abs.to_path_buf(),
             mode: meta.mode() & 0o7777,
             mtime: meta.mtime(),
+            owner: (meta.uid(), meta.gid()),
             kind,
         });
     }

@@ -139,6 +139,7 @@ async fn restore(
                 path: &e.path,
                 mode: e.mode,
                 mtime: e.mtime,
+                owner: None,
                 kind: e.kind.clone(),
                 reader: &mut reader,
             });

@@ -215,6 +215,7 @@ impl Source for MongodumpSource {
                     path,
                     mode: 0o644,
                     mtime,
+                    owner: None,
                     body: EntryBody::File {
                         size: body.size,
                         reader: body.reader,

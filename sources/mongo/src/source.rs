@@ -529,6 +529,7 @@ impl MongoSource {
             path: oplog::OPLOG_FILE.to_string(),
             mode: 0o644,
             mtime,
+            owner: None,
             body: EntryBody::File {
                 size: body.size,
                 reader: body.reader,
@@ -660,6 +661,7 @@ async fn dump_one(
         path: format!("{base}.bson"),
         mode: 0o644,
         mtime,
+        owner: None,
         body: EntryBody::File {
             size: body.size,
             reader: Box::new(PermitReader {
@@ -704,6 +706,7 @@ fn file_entry(path: String, data: Vec<u8>, mtime: i64) -> Entry {
         path,
         mode: 0o644,
         mtime,
+        owner: None,
         body: EntryBody::File {
             size: data.len() as u64,
             reader: Box::new(Cursor::new(data)),

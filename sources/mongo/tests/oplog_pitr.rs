@@ -84,6 +84,7 @@ async fn restore(src: &dyn Source, entries: &[Captured], params: &[(&str, &str)]
                     path,
                     mode: 0o644,
                     mtime: 0,
+                    owner: None,
                     kind: RestoreEntryKind::File {
                         size: data.len() as u64,
                     },

@@ -108,6 +108,7 @@ pub async fn restore_hooked(
                 path: &e.path,
                 mode: 0o644,
                 mtime: 0,
+                owner: None,
                 kind: RestoreEntryKind::File {
                     size: e.data.len() as u64,
                 },
