@@ -372,7 +372,12 @@ mod tests {
     #[test]
     fn every_shipped_example_parses() {
         let reg = crate::registry();
-        for example in ["examples/quickstart/coffer.toml", "examples/init/coffer.toml"] {
+        for example in [
+            "examples/quickstart/coffer.toml",
+            "examples/init/coffer.toml",
+            "examples/scheduling/coffer.toml",
+            "examples/scheduling/kubernetes/coffer.toml",
+        ] {
             let cfg = Config::load(&root().join(example), &reg).unwrap_or_else(|e| panic!("{example}: {e}"));
             let (_, job) = cfg.job(None).unwrap();
             assert!(!job.sources.is_empty() && !job.sinks.is_empty(), "{example}");
