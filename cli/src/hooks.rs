@@ -12,30 +12,19 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use coffer_core::{Error, ErrorKind, Result};
-use serde::Deserialize;
 use serde_json::json;
 
 /// Default `hook-timeout`, seconds.
 pub(crate) const DEFAULT_TIMEOUT: u64 = 300;
 
-/// The hooks of a job, as configured.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+/// The hooks of a job: the keys of the same names in its config table
+/// (`crate::config::JobConfig`, where they are documented).
+#[derive(Debug, Clone, Default)]
 pub struct Hooks {
-    /// Run in order before the backup; the first that fails stops the run.
-    #[serde(default)]
     pub before: Vec<Vec<String>>,
-    /// Run in order after the backup, always.
-    #[serde(default)]
     pub after: Vec<Vec<String>>,
-    /// Run in order after `after` when the run failed.
-    #[serde(default)]
     pub on_failure: Vec<Vec<String>>,
-    /// Seconds each hook may take before its process group is killed.
-    #[serde(default)]
     pub hook_timeout: Option<u64>,
-    /// After the `after` hooks: wait for the service to answer healthy.
-    #[serde(default)]
     pub health: Option<crate::health::Health>,
 }
 
@@ -259,17 +248,23 @@ fn log_output(phase: &str, program: &str, out: &[u8], stream: &str) {
     }
 }
 
-async fn run_async(phase: &'static str, argv: &[String], timeout: Duration) -> HookReport {
+/// Starts timing a hook; `report` then says how it went.
+fn timed(phase: &'static str, argv: &[String]) -> impl Fn(Option<i32>, bool, Option<String>) -> HookReport {
     let started = Instant::now();
-    let name = program(argv);
-    let report = |status, timed_out, error| HookReport {
+    let program = program(argv);
+    move |status, timed_out, error| HookReport {
         phase,
-        program: name.clone(),
+        program: program.clone(),
         status,
         timed_out,
         seconds: started.elapsed().as_secs_f64(),
         error,
-    };
+    }
+}
+
+async fn run_async(phase: &'static str, argv: &[String], timeout: Duration) -> HookReport {
+    let report = timed(phase, argv);
+    let name = program(argv);
     let child = tokio::process::Command::from(command(argv))
         .kill_on_drop(true)
         .spawn();
@@ -293,15 +288,7 @@ async fn run_async(phase: &'static str, argv: &[String], timeout: Duration) -> H
 
 fn run_blocking(phase: &'static str, argv: &[String], timeout: Duration) -> HookReport {
     let started = Instant::now();
-    let name = program(argv);
-    let report = |status, timed_out, error| HookReport {
-        phase,
-        program: name.clone(),
-        status,
-        timed_out,
-        seconds: started.elapsed().as_secs_f64(),
-        error,
-    };
+    let report = timed(phase, argv);
     let mut cmd = command(argv);
     cmd.stdout(Stdio::null()).stderr(Stdio::null());
     let mut child = match cmd.spawn() {
