@@ -51,21 +51,9 @@ for i in $(seq "$ROUNDS"); do
     tar -cf - -C '$WORK' tree | tee '$WORK/p1' | zstd -3 -T0 -q | age -r $KEY | tee '$WORK/p2' > '$WORK/base.age'
     wait \$a \$b; sync -d '$WORK/base.age'"
 done
-python3 - "$WORK/results.txt" <<'PY'
-import sys, collections
-t = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    *name, wall, rss = line.split()
-    t[" ".join(name)].append((float(wall), int(rss)))
-import statistics
-med = lambda name: statistics.median(w for w, _ in t[name])
-print(f"backup medians: coffer {med('coffer backup'):.2f} s, baseline {med('baseline tar|zstd|age'):.2f} s, ratio {med('coffer backup') / med('baseline tar|zstd|age'):.2f}x")
-b = sum(w for w, _ in t["baseline tar|zstd|age"]) / len(t["baseline tar|zstd|age"])
-c = sum(w for w, _ in t["coffer backup"]) / len(t["coffer backup"])
-print(f"backup ratio coffer/baseline (means): {c / b:.2f}x (target <= 1.0x); coffer peak RSS max {max(r for _, r in t['coffer backup']) / 1024:.1f} MiB (target <= 64)")
-i = sum(w for w, _ in t["baseline + sha256 + fsync"]) / len(t["baseline + sha256 + fsync"])
-print(f"backup ratio coffer/(baseline + sha256 + fsync): {c / i:.2f}x")
-PY
+python3 bench/ratio.py "$WORK/results.txt" backup "coffer backup" "baseline tar|zstd|age" 1.0
+# The same pipeline doing coffer's integrity work (two SHA-256 and fsync).
+python3 bench/ratio.py "$WORK/results.txt" "backup vs baseline + sha256 + fsync" "coffer backup" "baseline + sha256 + fsync" 1.0
 
 # Restore of the same tree.
 OBJ=$(ls "$WORK"/sink/*.coffer | head -1)
@@ -74,19 +62,7 @@ for i in $(seq "$ROUNDS"); do
   measure "baseline age|zstd|tar x" bash -c "age -d -i '$WORK/key.txt' '$WORK/base.age' | zstd -d -q | tar -xf - -C '$WORK/out-base' && sync"
   measure "coffer restore" "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" --target "$WORK/out-coffer"
 done
-python3 - "$WORK/results.txt" <<'PY'
-import sys, collections
-t = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    *name, wall, rss = line.split()
-    t[" ".join(name)].append((float(wall), int(rss)))
-import statistics
-med = lambda name: statistics.median(w for w, _ in t[name])
-print(f"restore medians: coffer {med('coffer restore'):.2f} s, baseline {med('baseline age|zstd|tar x'):.2f} s, ratio {med('coffer restore') / med('baseline age|zstd|tar x'):.2f}x")
-b = sum(w for w, _ in t["baseline age|zstd|tar x"]) / len(t["baseline age|zstd|tar x"])
-c = sum(w for w, _ in t["coffer restore"]) / len(t["coffer restore"])
-print(f"restore ratio coffer/baseline (means): {c / b:.2f}x (target <= 1.0x); coffer restore peak RSS max {max(r for _, r in t['coffer restore']) / 1024:.1f} MiB")
-PY
+python3 bench/ratio.py "$WORK/results.txt" restore "coffer restore" "baseline age|zstd|tar x" 1.0
 rm -rf "$WORK/out-base" "$WORK/out-coffer" "$WORK/base.age"
 
 # 5,000 empty files: per-file costs (fsync above all) dominate.
@@ -99,18 +75,7 @@ for i in $(seq "$ROUNDS"); do
   measure "baseline tar x 5000 files" bash -c "tar -xf '$WORK/small.tar' -C '$WORK/out-base' && sync"
   measure "coffer restore 5000 files" "$BIN" -q restore latest --sink "$WORK/sink-small" --identity "$WORK/key.txt" --target "$WORK/out-coffer"
 done
-python3 - "$WORK/results.txt" <<'PY'
-import sys, collections
-t = collections.defaultdict(list)
-for line in open(sys.argv[1]):
-    *name, wall, rss = line.split()
-    t[" ".join(name)].append((float(wall), int(rss)))
-import statistics
-med = lambda name: statistics.median(w for w, _ in t[name])
-b = sum(w for w, _ in t["baseline tar x 5000 files"]) / len(t["baseline tar x 5000 files"])
-c = sum(w for w, _ in t["coffer restore 5000 files"]) / len(t["coffer restore 5000 files"])
-print(f"5000 small files restore ratio coffer/baseline: {c / b:.2f}x means, {med('coffer restore 5000 files') / med('baseline tar x 5000 files'):.2f}x medians (target <= 3x)")
-PY
+python3 bench/ratio.py "$WORK/results.txt" "5000 small files restore" "coffer restore 5000 files" "baseline tar x 5000 files" 3
 rm -rf "$WORK/out-base" "$WORK/out-coffer" "$WORK/small" "$WORK/small.tar" "$WORK/sink-small"
 
 # A single 2 GiB file: peak RSS.
