@@ -11,6 +11,7 @@ use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use coffer_core::process::{GroupGuard, kill_group};
 use coffer_core::{Error, ErrorKind, Result};
 use serde_json::json;
 
@@ -218,27 +219,6 @@ fn program(argv: &[String]) -> String {
         .unwrap_or_else(|| argv[0].clone())
 }
 
-fn kill_group(pid: u32) {
-    if let Ok(pid) = libc::pid_t::try_from(pid) {
-        // SAFETY: kill with a negative pid signals that process group.
-        unsafe {
-            libc::kill(-pid, libc::SIGKILL);
-        }
-    }
-}
-
-/// Kills the hook's process group when dropped before it ended (the run
-/// was interrupted while the hook ran).
-struct GroupGuard(Option<u32>);
-
-impl Drop for GroupGuard {
-    fn drop(&mut self) {
-        if let Some(pid) = self.0.take() {
-            kill_group(pid);
-        }
-    }
-}
-
 fn log_output(phase: &str, program: &str, out: &[u8], stream: &str) {
     for line in String::from_utf8_lossy(out)
         .lines()
@@ -272,10 +252,10 @@ async fn run_async(phase: &'static str, argv: &[String], timeout: Duration) -> H
         Ok(c) => c,
         Err(e) => return report(None, false, Some(format!("cannot start it: {e}"))),
     };
-    let mut guard = GroupGuard(child.id());
+    let mut guard = GroupGuard::new(child.id());
     match tokio::time::timeout(timeout, child.wait_with_output()).await {
         Ok(Ok(out)) => {
-            guard.0 = None;
+            guard.disarm();
             log_output(phase, &name, &out.stdout, "stdout");
             log_output(phase, &name, &out.stderr, "stderr");
             report(out.status.code(), false, None)

@@ -26,6 +26,7 @@ fn registry() -> Registry {
     let mut reg = Registry::new();
     coffer_source_file::register(&mut reg);
     coffer_source_env::register(&mut reg);
+    coffer_source_command::register(&mut reg);
     #[cfg(feature = "mongo")]
     coffer_source_mongo::register(&mut reg);
     coffer_sink_local::register(&mut reg);

@@ -25,26 +25,7 @@ pub fn print_error(e: &Error, json: bool) {
     }
 }
 
-/// `text` safe to print on a terminal: control characters (line breaks,
-/// escape sequences, C1 codes) of a file name or key are shown escaped, as
-/// `\n`, `\r`, `\t` or `\u{1b}`, so a name cannot move the cursor, recolour
-/// or rewrite what the user reads.
-pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
-    if !text.chars().any(char::is_control) {
-        return std::borrow::Cow::Borrowed(text);
-    }
-    let mut out = String::with_capacity(text.len() + 8);
-    for c in text.chars() {
-        match c {
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if c.is_control() => out.push_str(&format!("\\u{{{:x}}}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    std::borrow::Cow::Owned(out)
-}
+pub use coffer_core::printable;
 
 /// Prints `value` as pretty JSON on stdout.
 pub fn print_json(value: &serde_json::Value) {

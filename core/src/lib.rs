@@ -15,12 +15,14 @@ mod crypto;
 mod error;
 pub mod fsutil;
 mod lock;
+pub mod process;
 mod registry;
 mod restore;
 mod retention;
 mod signing;
 mod sink;
 mod source;
+pub mod spill;
 mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;
@@ -61,7 +63,7 @@ pub use source::{
     RestoreEntryKind, RestoreOptions, RestoreReport, Restorer, Source, SourceInfo, SourceReport,
     check_relative_path,
 };
-pub use units::human_size;
+pub use units::{human_size, printable};
 pub use wrappers::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
 
 pub use async_trait::async_trait;

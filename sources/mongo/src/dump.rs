@@ -43,7 +43,7 @@ use tokio::runtime::Handle;
 
 use crate::DUMP_KIND;
 use crate::metadata::{self, CollectionType};
-use crate::spill::Spill;
+use coffer_core::spill::Spill;
 
 /// The archive's magic number.
 const MAGIC: u32 = 0x8199_e26d;

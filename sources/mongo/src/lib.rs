@@ -59,15 +59,14 @@ mod ns;
 mod oplog;
 mod restore;
 mod source;
-mod spill;
 mod uri;
 
 use std::sync::Arc;
 
+pub use coffer_core::spill::{Spill, SpillBody};
 pub use config::MongoSourceConfig;
 pub use dump::MongodumpSource;
 pub use source::MongoSource;
-pub use spill::{Spill, SpillBody};
 
 /// The TOML `kind` and one-off prefix of this source: `mongo`.
 pub const KIND: &str = "mongo";

@@ -46,8 +46,8 @@ use crate::error::{DUPLICATE_KEY, code, driver};
 use crate::metadata::{self, CollectionType, Metadata};
 use crate::ns::NsRules;
 use crate::oplog::{self, OPLOG_FILE, Write};
-use crate::spill::{Spill, SpillBody};
 use crate::uri::redact;
+use coffer_core::spill::{Spill, SpillBody};
 
 /// Largest BSON document a server accepts, plus room for its envelope.
 const MAX_DOCUMENT: usize = 16 * 1024 * 1024 + 16 * 1024;

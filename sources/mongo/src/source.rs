@@ -34,9 +34,9 @@ use crate::config::{MongoSourceConfig, UriSource};
 use crate::error::driver;
 use crate::metadata::{self, CollectionType};
 use crate::restore::MongoRestorer;
-use crate::spill::SpillTask;
 use crate::uri::redact;
 use crate::{ENV_KIND, KIND};
+use coffer_core::spill::SpillTask;
 
 /// Bytes of one collection kept in memory before spilling (encrypted) to
 /// disk.

@@ -1,5 +1,6 @@
-//! [`Spill`]: holds one collection's `.bson` body until its size is known
-//! (a tar header needs it first), in memory up to a bound and beyond it in
+//! [`Spill`]: holds an entry's body of unknown length (a collection's
+//! `.bson`, a command's stdout) until its size is known (a tar header needs
+//! it first), in memory up to a bound and beyond it in
 //! an unnamed temp file encrypted with an ephemeral age key, so no
 //! plaintext ever touches the disk.
 //!
