@@ -32,6 +32,8 @@ elif ! python3 -c 'import ensurepip' 2>/dev/null; then
 fi
 # The SFTP sink tests start a private sshd (its own config, keys and port).
 [ -x /usr/sbin/sshd ] || need_apt+=(openssh-server)
+# The k8s source tests run the real kubectl against the stand-in API server.
+command -v kubectl >/dev/null || need_apt+=(kubernetes-client)
 if [ ${#need_apt[@]} -gt 0 ]; then
   echo "installing: ${need_apt[*]}"
   apt-get update -qq

@@ -355,4 +355,8 @@ pub struct RestoreArgs {
     /// captures in order.
     #[arg(long = "ns-to", value_name = "PATTERN", requires = "ns_from")]
     pub ns_to: Vec<String>,
+    /// Kubernetes sources: restore every Secret into this namespace
+    /// instead of its own (a drill's scratch namespace, a staging copy).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub k8s_namespace: Option<String>,
 }

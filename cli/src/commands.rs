@@ -1111,6 +1111,9 @@ async fn restore(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     if a.unsafe_in_place {
         opts.params.insert("unsafe-in-place".into(), "true".into());
     }
+    if let Some(ns) = &a.k8s_namespace {
+        opts.params.insert("k8s-namespace".into(), ns.clone());
+    }
     for (key, list) in [
         ("ns-include", &a.ns_include),
         ("ns-exclude", &a.ns_exclude),

@@ -27,6 +27,8 @@ fn registry() -> Registry {
     coffer_source_file::register(&mut reg);
     coffer_source_env::register(&mut reg);
     coffer_source_command::register(&mut reg);
+    #[cfg(feature = "k8s")]
+    coffer_source_k8s::register(&mut reg);
     #[cfg(feature = "mongo")]
     coffer_source_mongo::register(&mut reg);
     coffer_sink_local::register(&mut reg);
@@ -70,12 +72,14 @@ fn main() -> ExitCode {
     // The dependency graph enables both of rustls' providers (ring for
     // mongodb, aws-lc-rs for object_store), so none is the default: pick
     // one before any TLS client is built, or building one panics.
-    #[cfg(any(feature = "s3", feature = "opendal"))]
+    #[cfg(any(feature = "s3", feature = "opendal", feature = "k8s"))]
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
     let cli = args::Cli::parse();
+    // kube logs every failed request at ERROR; coffer reports it itself,
+    // with a hint, so its own log line would only repeat it.
     let filter = match cli.verbose {
-        0 => "warn",
-        1 => "info,coffer=info",
+        0 => "warn,kube_client=off",
+        1 => "info,coffer=info,kube_client=off",
         _ => "debug",
     };
     let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()

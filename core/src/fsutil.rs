@@ -7,7 +7,7 @@ use std::ffi::CString;
 use std::fs::{self, File};
 use std::io;
 use std::os::unix::ffi::OsStrExt;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use crate::error::{Error, ErrorKind, Result};
 
@@ -223,6 +223,111 @@ pub fn read_up_to(r: &mut (impl std::io::Read + ?Sized), buf: &mut [u8]) -> std:
         }
     }
     Ok(n)
+}
+
+/// A file staged next to its destination by [`stage_file`]: a hidden
+/// `.coffer-tmp-*` temp file, complete and fsynced, removed when dropped
+/// unless [`StagedFile::commit`] renamed it into place.
+#[derive(Debug)]
+pub struct StagedFile {
+    temp: tempfile::TempPath,
+    dest: PathBuf,
+    existed: bool,
+}
+
+impl StagedFile {
+    /// Where it goes.
+    pub fn dest(&self) -> &Path {
+        &self.dest
+    }
+
+    /// Whether a regular file was at the destination when it was staged.
+    pub fn replaces(&self) -> bool {
+        self.existed
+    }
+
+    /// Renames it into place and syncs the directory.
+    pub fn commit(self) -> Result<()> {
+        let dest = self.dest;
+        self.temp
+            .persist(&dest)
+            .map_err(|e| Error::io(format!("cannot put {} in place", dest.display()), e.error))?;
+        match dest.parent() {
+            Some(dir) => sync_dir(dir),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Stages exactly `size` bytes of `reader` for `dest` with `mode`: created
+/// 0600 (a secret is never readable by others, even for a moment), written,
+/// given its mode and fsynced. Missing parent directories are created and
+/// pushed to `created` (remove them with [`remove_created`] on abort).
+/// Refuses a destination that exists and is not a regular file; a reader
+/// yielding fewer bytes is an integrity failure.
+pub fn stage_file(
+    dest: &Path,
+    reader: &mut dyn std::io::Read,
+    size: u64,
+    mode: u32,
+    created: &mut Vec<PathBuf>,
+) -> Result<StagedFile> {
+    use std::io::Read as _;
+    use std::os::unix::fs::PermissionsExt as _;
+    let existed = match fs::symlink_metadata(dest) {
+        Ok(m) if m.is_file() => true,
+        Ok(_) => {
+            return Err(
+                Error::new(ErrorKind::AlreadyExists, "the destination is not a regular file")
+                    .with_context("path", dest.display())
+                    .with_hint("move it away, or restore with another --target"),
+            );
+        }
+        Err(e) if matches!(e.kind(), io::ErrorKind::NotFound) => false,
+        Err(e) => return Err(Error::io(format!("cannot inspect {}", dest.display()), e)),
+    };
+    let io = |e| Error::io(format!("cannot stage {}", dest.display()), e);
+    let dir = dest.parent().unwrap_or(Path::new("/"));
+    let mut missing = Vec::new();
+    let mut d = dir;
+    while fs::symlink_metadata(d).is_err() {
+        missing.push(d.to_path_buf());
+        d = d.parent().unwrap_or(Path::new("/"));
+    }
+    for d in missing.into_iter().rev() {
+        fs::create_dir(&d).map_err(io)?;
+        created.push(d);
+    }
+    let mut temp = tempfile::Builder::new()
+        .prefix(&owned_temp_prefix())
+        .rand_bytes(12)
+        .tempfile_in(dir)
+        .map_err(io)?;
+    let copied = io::copy(&mut reader.take(size), temp.as_file_mut()).map_err(io)?;
+    if copied != size {
+        return Err(
+            Error::new(ErrorKind::Integrity, "an entry is shorter than its header says")
+                .with_context("path", dest.display())
+                .with_hint("the bundle is malformed or forged; do not restore it"),
+        );
+    }
+    temp.as_file()
+        .set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io)?;
+    temp.as_file().sync_all().map_err(io)?;
+    Ok(StagedFile {
+        temp: temp.into_temp_path(),
+        dest: dest.to_path_buf(),
+        existed,
+    })
+}
+
+/// Removes the directories [`stage_file`] created, newest first (those
+/// still empty).
+pub fn remove_created(created: &mut Vec<PathBuf>) {
+    for dir in std::mem::take(created).into_iter().rev() {
+        let _ = fs::remove_dir(&dir);
+    }
 }
 
 #[cfg(test)]

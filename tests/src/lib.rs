@@ -13,6 +13,9 @@ pub mod mongo_server;
 #[path = "../../backends/s3/tests/common/mod.rs"]
 pub mod moto_server;
 
+/// A stand-in Kubernetes API server (TLS, bearer tokens, Secrets).
+pub mod k8s;
+
 /// A private sshd, shared with the tests of `coffer-sink-sftp`.
 #[path = "../../backends/sftp/tests/common/mod.rs"]
 pub mod ssh_server;

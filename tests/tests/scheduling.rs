@@ -7,6 +7,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use serde::Deserialize as _;
 use serde_yaml::Value;
 
 fn examples() -> PathBuf {
@@ -91,13 +92,61 @@ fn the_cronjob_runs_one_backup_at_a_time_with_its_config_mounted() {
         .map(|m| m["mountPath"].as_str().unwrap())
         .collect();
     let config = fs::read_to_string(examples().join("kubernetes/coffer.toml")).unwrap();
-    for path in ["/secrets/issuer-directory", "/srv/issuer-directory/data"] {
+    let path = "/srv/issuer-directory/data";
+    assert!(
+        config.contains(path) && mounts.contains(&path),
+        "{path}: {mounts:?}"
+    );
+    assert!(mounts.contains(&"/etc/coffer"));
+}
+
+#[test]
+fn the_cronjob_service_account_may_get_exactly_the_secret_the_config_reads() {
+    let job = yaml(&examples().join("kubernetes/cronjob.yaml"));
+    let account = job["spec"]["jobTemplate"]["spec"]["template"]["spec"]["serviceAccountName"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let namespace = job["metadata"]["namespace"].as_str().unwrap().to_string();
+    let text = fs::read_to_string(examples().join("kubernetes/rbac.yaml")).unwrap();
+    let docs: Vec<Value> = serde_yaml::Deserializer::from_str(&text)
+        .map(|d| Value::deserialize(d).unwrap())
+        .collect();
+    let of_kind = |kind: &str| {
+        docs.iter()
+            .find(|d| d["kind"] == kind)
+            .unwrap_or_else(|| panic!("no {kind}"))
+    };
+    let sa = of_kind("ServiceAccount");
+    assert_eq!(sa["metadata"]["name"].as_str(), Some(account.as_str()));
+    assert_eq!(sa["metadata"]["namespace"].as_str(), Some(namespace.as_str()));
+    let role = of_kind("Role");
+    let binding = of_kind("RoleBinding");
+    assert_eq!(binding["roleRef"]["name"], role["metadata"]["name"]);
+    assert_eq!(binding["subjects"][0]["name"].as_str(), Some(account.as_str()));
+
+    // The config's k8s source reads Secrets the Role lets it get.
+    let config: toml::Table = fs::read_to_string(examples().join("kubernetes/coffer.toml"))
+        .unwrap()
+        .parse()
+        .unwrap();
+    let source = &config["source"]["secrets"];
+    assert_eq!(source["kind"].as_str(), Some("k8s"));
+    assert_eq!(source["namespace"].as_str(), Some(namespace.as_str()));
+    let rule = &role["rules"][0];
+    assert_eq!(rule["resources"][0], "secrets");
+    assert!(rule["verbs"].as_sequence().unwrap().iter().any(|v| v == "get"));
+    for name in source["names"].as_array().unwrap() {
+        let name = name.as_str().unwrap();
         assert!(
-            config.contains(path) && mounts.contains(&path),
-            "{path}: {mounts:?}"
+            rule["resourceNames"]
+                .as_sequence()
+                .unwrap()
+                .iter()
+                .any(|r| r == name),
+            "{name} is not granted"
         );
     }
-    assert!(mounts.contains(&"/etc/coffer"));
 }
 
 #[test]

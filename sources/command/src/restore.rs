@@ -9,21 +9,18 @@
 //! is staged as a `.coffer-tmp-*` file (mode 0600) and renamed into place
 //! at commit.
 
-use std::fs;
 use std::io::{self, BufRead, BufReader, Read, Write};
-use std::os::unix::fs::PermissionsExt;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::Instant;
 
-use coffer_core::fsutil::owned_temp_prefix;
+use coffer_core::fsutil::{StagedFile, remove_created, stage_file};
 use coffer_core::process::kill_group;
 use coffer_core::spill::{Spill, SpillBody};
 use coffer_core::{
     Area, CancelFlag, Error, ErrorKind, PathClaims, RestoreAction, RestoreEntry, RestoreEntryKind,
     RestoreOptions, RestoreReport, Restorer, Result, check_relative_path, human_size,
 };
-use tempfile::TempPath;
 
 use crate::run::{End, Program, StderrTail};
 
@@ -48,7 +45,9 @@ pub(crate) struct CommandRestorer {
     /// The entry, held for the restore command.
     body: Option<SpillBody>,
     /// The entry, staged next to its destination file.
-    staged: Option<(TempPath, PathBuf, bool)>,
+    staged: Option<StagedFile>,
+    /// Whether the destination file existed.
+    existed: bool,
     /// Directories created while staging, removed again on abort.
     created: Vec<PathBuf>,
     size: Option<u64>,
@@ -89,6 +88,7 @@ impl CommandRestorer {
             dry_run: opts.dry_run,
             body: None,
             staged: None,
+            existed: false,
             created: Vec::new(),
             size: None,
         })
@@ -116,52 +116,16 @@ impl CommandRestorer {
     fn stage(&mut self, dir: PathBuf, reader: &mut dyn Read, size: u64, secret: bool) -> Result<()> {
         let dest = dir.join(&self.file);
         self.claims.claim(&dest, &self.name)?;
-        let existed = match fs::symlink_metadata(&dest) {
-            Ok(m) if m.is_file() => true,
-            Ok(_) => {
-                return Err(
-                    Error::new(ErrorKind::AlreadyExists, "the destination is not a regular file")
-                        .with_context("path", dest.display())
-                        .with_hint("move it away, or restore with another --target"),
-                );
-            }
-            Err(e) if e.kind() == io::ErrorKind::NotFound => false,
-            Err(e) => return Err(Error::io(format!("cannot inspect {}", dest.display()), e)),
-        };
         if self.dry_run {
             io::copy(&mut reader.take(size), &mut io::sink())
                 .map_err(|e| Error::io("cannot read the bundle", e))?;
-            self.staged = None;
-            self.size = Some(size);
+            self.existed = dest.is_file();
             return Ok(());
         }
-        let io = |e| Error::io(format!("cannot stage {}", dest.display()), e);
-        let mut missing = Vec::new();
-        let mut d = dir.as_path();
-        while !d.exists() {
-            missing.push(d.to_path_buf());
-            d = d.parent().unwrap_or(std::path::Path::new("/"));
-        }
-        for d in missing.into_iter().rev() {
-            fs::create_dir(&d).map_err(io)?;
-            self.created.push(d);
-        }
-        // Created 0600: a secret is never readable by others, even for a moment.
-        let mut temp = tempfile::Builder::new()
-            .prefix(&owned_temp_prefix())
-            .rand_bytes(12)
-            .tempfile_in(&dir)
-            .map_err(io)?;
-        let copied = io::copy(&mut reader.take(size), temp.as_file_mut()).map_err(io)?;
-        if copied != size {
-            return Err(short(&self.file));
-        }
         let mode = if secret { 0o600 } else { 0o644 };
-        temp.as_file()
-            .set_permissions(fs::Permissions::from_mode(mode))
-            .map_err(io)?;
-        temp.as_file().sync_all().map_err(io)?;
-        self.staged = Some((temp.into_temp_path(), dest, existed));
+        let staged = stage_file(&dest, reader, size, mode, &mut self.created)?;
+        self.existed = staged.replaces();
+        self.staged = Some(staged);
         Ok(())
     }
 
@@ -268,30 +232,20 @@ impl Restorer for CommandRestorer {
             ),
             Destination::Dir(dir) => {
                 let dest = dir.join(&self.file);
-                let existed = self.staged.as_ref().is_some_and(|s| s.2) || (self.dry_run && dest.exists());
-                let action = if existed { "replace" } else { "create" };
+                let action = if self.existed { "replace" } else { "create" };
                 (action.to_string(), dest.display().to_string())
             }
         };
         if !commit || self.dry_run {
             self.staged = None;
-            for dir in std::mem::take(&mut self.created).into_iter().rev() {
-                let _ = fs::remove_dir(&dir);
-            }
+            remove_created(&mut self.created);
         } else {
             match &self.dest {
                 Destination::Command(p) => {
                     let body = self.body.take().expect("held entry");
                     self.run(p, body)?;
                 }
-                Destination::Dir(_) => {
-                    let (temp, dest, _) = self.staged.take().expect("staged entry");
-                    temp.persist(&dest)
-                        .map_err(|e| Error::io(format!("cannot put {} in place", dest.display()), e.error))?;
-                    if let Some(dir) = dest.parent() {
-                        coffer_core::fsutil::sync_dir(dir)?;
-                    }
-                }
+                Destination::Dir(_) => self.staged.take().expect("staged entry").commit()?,
             }
         }
         Ok(RestoreReport {

@@ -1,0 +1,445 @@
+//! The `k8s` source against the stand-in API server (`coffer_e2e::k8s`,
+//! TLS + bearer tokens; no real API server can run on the test machines):
+//! selection by name and label, sanitization, create/replace on restore
+//! with optimistic concurrency and rollback, dry-run key lists, 401/403
+//! hints, and a round trip with the real `kubectl`.
+
+use std::fs;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use base64::Engine as _;
+use coffer_e2e::k8s::{ADMIN_TOKEN, K8sServer, READER_TOKEN};
+use coffer_e2e::{coffer, json_ok, keygen, require_tool};
+use serde_json::{Value, json};
+
+const NS: &str = "issuer";
+const DB: &str = "issuer-directory-secrets";
+const TLS: &str = "issuer-directory-tls";
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+/// The stand-in with the runbook's Secrets, plus one of another app.
+fn server() -> K8sServer {
+    let server = K8sServer::start();
+    server.put(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "Opaque",
+        "metadata": {
+            "name": DB, "namespace": NS,
+            "labels": {"app": "issuer-directory"},
+            "annotations": {
+                "team": "identity",
+                "kubectl.kubernetes.io/last-applied-configuration": "{\"data\":{\"ISSUER_DIRECTORY_MONGO_PASSWORD\":\"c2VjcmV0LXB3LTQy\"}}"
+            },
+            "ownerReferences": [{"apiVersion": "v1", "kind": "Pod", "name": "x", "uid": "1"}]
+        },
+        "data": {
+            "ISSUER_DIRECTORY_MONGO_URI": b64("mongodb://issuer:secret-pw-42@db:27017/issuer"),
+            "ISSUER_DIRECTORY_MONGO_PASSWORD": b64("secret-pw-42"),
+        }
+    }));
+    server.put(json!({
+        "apiVersion": "v1", "kind": "Secret", "type": "kubernetes.io/tls",
+        "metadata": {"name": TLS, "namespace": NS, "labels": {"app": "issuer-directory"}},
+        "data": {"tls.crt": b64("CERT-PEM-7781"), "tls.key": b64("KEY-PEM-9913")}
+    }));
+    server.put(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "billing", "namespace": NS, "labels": {"app": "billing"}},
+        "data": {"token": b64("billing-token-5521")}
+    }));
+    server
+}
+
+/// Values of the Secrets above: none may appear in any output.
+const VALUES: [&str; 5] = [
+    "secret-pw-42",
+    "c2VjcmV0LXB3LTQy",
+    "CERT-PEM-7781",
+    "KEY-PEM-9913",
+    "S0VZLVBFTS05OTEz",
+];
+
+fn assert_no_values(text: &str) {
+    for v in VALUES {
+        assert!(!text.contains(v), "a secret value ({v}) was printed: {text}");
+    }
+}
+
+fn output_text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// A config whose job `main` backs up `source` (extra lines of the k8s
+/// source table) to sink `bk`, with a kubeconfig for `token`; returns the
+/// identity file.
+fn config(dir: &Path, server: &K8sServer, token: &str, source: &str) -> PathBuf {
+    let _ = fs::remove_file(dir.join("key.txt"));
+    let (key, rec) = keygen(dir, "key.txt");
+    let kubeconfig = server.kubeconfig(dir, "kubeconfig", token);
+    fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            "recipients = [\"{rec}\"]\n[source.k8s]\nkind = \"k8s\"\nnamespace = \"{NS}\"\nkubeconfig = \"kubeconfig\"\n{source}\n\
+             [sink.bk]\nkind = \"local\"\npath = \"bk\"\ncreate = true\n[job.main]\nsources = [\"k8s\"]\nsinks = [\"bk\"]\n"
+        ),
+    )
+    .unwrap();
+    assert!(kubeconfig.is_file());
+    key
+}
+
+fn data(server: &K8sServer, ns: &str, name: &str) -> Value {
+    server
+        .get(ns, name)
+        .map(|s| s["data"].clone())
+        .unwrap_or(Value::Null)
+}
+
+#[test]
+fn backs_up_by_label_and_by_name_and_stores_sanitized_manifests() {
+    let server = server();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = config(p, &server, ADMIN_TOKEN, "selector = \"app=issuer-directory\"");
+    let out = coffer(p).args(["-v", "--json", "backup"]).output().unwrap();
+    assert_no_values(&output_text(&out));
+    let v = json_ok(&out);
+    let secrets = &v["sources"][0]["details"]["secrets"];
+    let names: Vec<&str> = secrets
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, [DB, TLS], "{v}");
+    assert_eq!(
+        secrets[0]["keys"],
+        json!(["ISSUER_DIRECTORY_MONGO_PASSWORD", "ISSUER_DIRECTORY_MONGO_URI"])
+    );
+    assert_eq!(secrets[1]["type"], "kubernetes.io/tls");
+
+    // The manifests, written under --target without touching the cluster.
+    let before = server.requests().len();
+    let out = coffer(p)
+        .args(["restore", "latest", "--target", "out", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_no_values(&output_text(&out));
+    assert_eq!(server.requests().len(), before, "--target must not call the API");
+    let file = p.join(format!("out/{NS}/{DB}.json"));
+    assert_eq!(fs::metadata(&file).unwrap().permissions().mode() & 0o777, 0o600);
+    let stored: Value = serde_json::from_slice(&fs::read(&file).unwrap()).unwrap();
+    assert_eq!(stored["data"], data(&server, NS, DB));
+    assert_eq!(stored["type"], "Opaque");
+    assert_eq!(stored["metadata"]["labels"], json!({"app": "issuer-directory"}));
+    assert_eq!(
+        stored["metadata"]["annotations"],
+        json!({"team": "identity"}),
+        "last-applied dropped"
+    );
+    for dropped in [
+        "uid",
+        "resourceVersion",
+        "creationTimestamp",
+        "managedFields",
+        "ownerReferences",
+    ] {
+        assert!(
+            stored["metadata"].get(dropped).is_none(),
+            "{dropped} kept: {stored}"
+        );
+    }
+    assert!(p.join(format!("out/{NS}/{TLS}.json")).is_file());
+    assert!(!p.join(format!("out/{NS}/billing.json")).exists());
+
+    // One-off, by name, through KUBECONFIG as kubectl would (in a
+    // directory without a config file).
+    let oneoff = p.join("oneoff");
+    fs::create_dir(&oneoff).unwrap();
+    let (_, rec) = keygen(&oneoff, "key.txt");
+    let out = coffer(&oneoff)
+        .args([
+            "--json",
+            "backup",
+            "--source",
+            &format!("k8s:{NS}/{TLS}"),
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
+        .env("KUBECONFIG", p.join("kubeconfig"))
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    assert_eq!(v["sources"][0]["details"]["secrets"][0]["name"], TLS, "{v}");
+    assert_eq!(v["sources"][0]["details"]["secrets"].as_array().unwrap().len(), 1);
+}
+
+#[test]
+fn restore_creates_and_replaces_and_a_dry_run_lists_keys_only() {
+    let server = server();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = config(p, &server, ADMIN_TOKEN, &format!("names = [\"{DB}\", \"{TLS}\"]"));
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    let backed_up = data(&server, NS, DB);
+    let tls = data(&server, NS, TLS);
+
+    // The incident: the TLS Secret deleted, the DB Secret changed.
+    server.delete(NS, TLS);
+    let mut live = server.get(NS, DB).unwrap();
+    live["data"]["ISSUER_DIRECTORY_MONGO_PASSWORD"] = json!(b64("rotated-by-mistake"));
+    live["data"]["EXTRA"] = json!(b64("added-later"));
+    server.put(live);
+    let changed = data(&server, NS, DB);
+
+    let out = coffer(p)
+        .args(["--json", "restore", "latest", "--dry-run", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_no_values(&output_text(&out));
+    let v = json_ok(&out);
+    let text = v.to_string();
+    for expected in [
+        format!("\"action\":\"create\",\"target\":\"Secret {NS}/{TLS}\""),
+        format!("\"action\":\"replace\",\"target\":\"Secret {NS}/{DB}\""),
+        format!("\"action\":\"change-key\",\"target\":\"{NS}/{DB}: ISSUER_DIRECTORY_MONGO_PASSWORD\""),
+        format!("\"action\":\"keep-key\",\"target\":\"{NS}/{DB}: ISSUER_DIRECTORY_MONGO_URI\""),
+        format!("\"action\":\"remove-key\",\"target\":\"{NS}/{DB}: EXTRA\""),
+        format!("\"action\":\"add-key\",\"target\":\"{NS}/{TLS}: tls.key\""),
+    ] {
+        assert!(text.contains(&expected), "{expected} missing: {v}");
+    }
+    assert!(!text.contains("rotated-by-mistake"));
+    assert_eq!(data(&server, NS, DB), changed, "a dry run changes nothing");
+    assert!(server.get(NS, TLS).is_none());
+
+    let out = coffer(p)
+        .args(["restore", "latest", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_no_values(&output_text(&out));
+    assert_eq!(data(&server, NS, DB), backed_up);
+    assert_eq!(data(&server, NS, TLS), tls);
+    assert_eq!(server.get(NS, TLS).unwrap()["type"], "kubernetes.io/tls");
+    assert!(
+        server
+            .requests()
+            .iter()
+            .any(|r| r == &format!("PUT /api/v1/namespaces/{NS}/secrets/{DB}"))
+    );
+
+    // Into another namespace (a drill's scratch namespace).
+    let out = coffer(p)
+        .args([
+            "restore",
+            "latest",
+            "--k8s-namespace",
+            "issuer-drill",
+            "--identity",
+        ])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(server.names("issuer-drill"), [DB, TLS]);
+    assert_eq!(data(&server, "issuer-drill", DB), backed_up);
+    assert_eq!(
+        server.get("issuer-drill", DB).unwrap()["metadata"]["namespace"],
+        "issuer-drill"
+    );
+}
+
+#[test]
+fn a_concurrent_change_is_a_conflict_and_what_was_written_is_put_back() {
+    let server = server();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = config(p, &server, ADMIN_TOKEN, &format!("names = [\"{DB}\", \"{TLS}\"]"));
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    for name in [DB, TLS] {
+        let mut live = server.get(NS, name).unwrap();
+        live["data"]["NEW"] = json!(b64("live-only"));
+        server.put(live);
+    }
+    let db_before = data(&server, NS, DB);
+    // Someone changes the TLS Secret right after coffer read it: the DB
+    // Secret is replaced first, then the TLS replace conflicts.
+    server.change_after_next_get(NS, TLS);
+    let out = coffer(p)
+        .args(["restore", "latest", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("409") && text.contains("has been modified"),
+        "{text}"
+    );
+    assert!(text.contains("back as they were"), "{text}");
+    assert_no_values(&text);
+    assert_eq!(data(&server, NS, DB), db_before, "the DB Secret was rolled back");
+    assert_eq!(
+        data(&server, NS, TLS)["changed-by-someone-else"],
+        "eWVz",
+        "the other writer's change stays"
+    );
+}
+
+#[test]
+fn unauthorized_forbidden_and_missing_get_clear_errors() {
+    let server = server();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    config(p, &server, "expired-token", &format!("names = [\"{DB}\"]"));
+    let out = coffer(p).arg("backup").output().unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("401") && text.contains("credentials"), "{text}");
+    assert!(
+        !text.contains("expired-token"),
+        "the token is never printed: {text}"
+    );
+
+    // A reader may back up, not restore.
+    let key = config(p, &server, READER_TOKEN, &format!("names = [\"{DB}\"]"));
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    server.delete(NS, DB);
+    let out = coffer(p)
+        .args(["restore", "latest", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("403") && text.contains("cannot create") && text.contains("RoleBinding"),
+        "{text}"
+    );
+    assert!(server.get(NS, DB).is_none());
+
+    // A kubeconfig whose CA is not the server's: refused, with a hint.
+    let other = K8sServer::start();
+    config(p, &other, ADMIN_TOKEN, &format!("names = [\"{DB}\"]"));
+    let kubeconfig = fs::read_to_string(p.join("kubeconfig")).unwrap();
+    fs::write(
+        p.join("kubeconfig"),
+        kubeconfig.replace(&other.url(), &server.url()),
+    )
+    .unwrap();
+    let out = coffer(p).arg("backup").output().unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("invalid peer certificate"), "{text}");
+    assert!(
+        !text.contains("ERROR"),
+        "one message, not kube's log line too: {text}"
+    );
+    drop(other);
+
+    config(p, &server, ADMIN_TOKEN, "names = [\"no-such-secret\"]");
+    let out = coffer(p).arg("backup").output().unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(
+        text.contains("issuer/no-such-secret") && text.contains("not found"),
+        "{text}"
+    );
+    config(p, &server, ADMIN_TOKEN, "selector = \"app=nothing\"");
+    let out = coffer(p).arg("backup").output().unwrap();
+    let text = output_text(&out);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    assert!(text.contains("matches the selector"), "{text}");
+}
+
+fn kubectl(dir: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("kubectl")
+        .current_dir(dir)
+        .args(args)
+        .env("KUBECONFIG", dir.join("kubeconfig"))
+        .env("HOME", dir)
+        .env("CLOUDSDK_CORE_DISABLE_PROMPTS", "1")
+        .output()
+        .expect("run kubectl")
+}
+
+#[test]
+fn kubectl_apply_then_coffer_backup_and_restore_then_kubectl_get() {
+    if !require_tool("kubectl") {
+        return;
+    }
+    let server = K8sServer::start();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = config(p, &server, ADMIN_TOKEN, "names = [\"app-secrets\"]");
+    fs::write(
+        p.join("secret.yaml"),
+        format!(
+            "apiVersion: v1\nkind: Secret\nmetadata:\n  name: app-secrets\n  namespace: {NS}\n  labels:\n    app: demo\n\
+             type: Opaque\nstringData:\n  DB_PASSWORD: kubectl-made-pw-314\n"
+        ),
+    )
+    .unwrap();
+    let out = kubectl(p, &["apply", "-f", "secret.yaml", "--validate=false"]);
+    assert!(out.status.success(), "kubectl apply: {}", output_text(&out));
+    let applied = server.get(NS, "app-secrets").expect("kubectl created it");
+    assert_eq!(applied["data"]["DB_PASSWORD"], b64("kubectl-made-pw-314"));
+
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    server.delete(NS, "app-secrets");
+    let out = coffer(p)
+        .args(["restore", "latest", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+
+    let out = kubectl(p, &["get", "secret", "app-secrets", "-n", NS, "-o", "json"]);
+    assert!(out.status.success(), "kubectl get: {}", output_text(&out));
+    let got: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(got["data"], applied["data"]);
+    assert_eq!(got["metadata"]["labels"], json!({"app": "demo"}));
+    assert!(
+        got["metadata"]["annotations"]
+            .get("kubectl.kubernetes.io/last-applied-configuration")
+            .is_none(),
+        "{got}"
+    );
+
+    // kubectl applies a manifest coffer wrote under --target.
+    server.delete(NS, "app-secrets");
+    let out = coffer(p)
+        .args(["restore", "latest", "--target", "out", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let manifest = format!("out/{NS}/app-secrets.json");
+    let out = kubectl(p, &["apply", "-f", &manifest, "--validate=false"]);
+    assert!(out.status.success(), "kubectl apply: {}", output_text(&out));
+    assert_eq!(server.get(NS, "app-secrets").unwrap()["data"], applied["data"]);
+
+    // A missing Secret: kubectl's own NotFound.
+    let out = kubectl(p, &["get", "secret", "nope", "-n", NS, "-o", "json"]);
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("\"nope\" not found"),
+        "{}",
+        output_text(&out)
+    );
+}
