@@ -443,3 +443,29 @@ fn kubectl_apply_then_coffer_backup_and_restore_then_kubectl_get() {
         output_text(&out)
     );
 }
+
+#[test]
+fn the_configured_context_is_used_instead_of_the_current_one() {
+    let server = server();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    config(p, &server, ADMIN_TOKEN, &format!("names = [\"{DB}\"]\ncontext = \"test\""));
+    // The kubeconfig's current context is another one, whose user the
+    // server rejects.
+    let text = fs::read_to_string(p.join("kubeconfig")).unwrap();
+    let text = text
+        .replace("current-context: test", "current-context: broken")
+        .replace(
+            "contexts:\n",
+            "contexts:\n- name: broken\n  context:\n    cluster: standin\n    user: nobody\n",
+        )
+        .replace("users:\n", "users:\n- name: nobody\n  user:\n    token: not-a-valid-token\n");
+    fs::write(p.join("kubeconfig"), text).unwrap();
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+
+    let toml = fs::read_to_string(p.join("coffer.toml")).unwrap();
+    fs::write(p.join("coffer.toml"), toml.replace("context = \"test\"\n", "")).unwrap();
+    let out = coffer(p).arg("backup").output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
+    assert!(output_text(&out).contains("401"), "{}", output_text(&out));
+}
