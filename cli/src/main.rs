@@ -1,20 +1,16 @@
 //! The `coffer` binary: flags and config resolution, progress, output and
 //! exit codes. The work itself is in coffer-core and the plugin crates.
 
-mod args;
 mod commands;
 mod config;
-mod copy;
 mod create_sink;
-mod docs;
+mod ctx;
 mod health;
 mod hooks;
-mod import_runbook;
-mod keycheck;
 mod output;
-mod prune;
+mod retention;
 mod sample;
-mod trust;
+mod transfer;
 
 use std::process::ExitCode;
 
@@ -74,7 +70,7 @@ fn main() -> ExitCode {
     // one before any TLS client is built, or building one panics.
     #[cfg(any(feature = "s3", feature = "opendal", feature = "k8s"))]
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = args::Cli::parse();
+    let cli = commands::Cli::parse();
     // kube logs every failed request at ERROR; coffer reports it itself,
     // with a hint, so its own log line would only repeat it.
     let filter = match cli.verbose {

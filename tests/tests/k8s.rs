@@ -449,7 +449,12 @@ fn the_configured_context_is_used_instead_of_the_current_one() {
     let server = server();
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
-    config(p, &server, ADMIN_TOKEN, &format!("names = [\"{DB}\"]\ncontext = \"test\""));
+    config(
+        p,
+        &server,
+        ADMIN_TOKEN,
+        &format!("names = [\"{DB}\"]\ncontext = \"test\""),
+    );
     // The kubeconfig's current context is another one, whose user the
     // server rejects.
     let text = fs::read_to_string(p.join("kubeconfig")).unwrap();
@@ -459,7 +464,10 @@ fn the_configured_context_is_used_instead_of_the_current_one() {
             "contexts:\n",
             "contexts:\n- name: broken\n  context:\n    cluster: standin\n    user: nobody\n",
         )
-        .replace("users:\n", "users:\n- name: nobody\n  user:\n    token: not-a-valid-token\n");
+        .replace(
+            "users:\n",
+            "users:\n- name: nobody\n  user:\n    token: not-a-valid-token\n",
+        );
     fs::write(p.join("kubeconfig"), text).unwrap();
     json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
 

@@ -1,23 +1,24 @@
-//! `coffer completions SHELL` and `coffer man`: generated from the same
-//! clap definitions as the parser, so they never drift from the flags.
+//! `coffer man`: man pages generated from the parser's own definitions.
 
 use std::io::Write;
+use std::path::PathBuf;
 
-use clap::CommandFactory;
+use clap::{Args, CommandFactory};
 use coffer_core::Error;
 
-use crate::args::{Cli, CompletionsArgs, ManArgs};
-use crate::commands::CmdResult;
+use super::Cli;
+use crate::ctx::CmdResult;
 
-/// Prints the completion script of `a.shell` on stdout.
-pub(crate) fn completions(a: CompletionsArgs) -> CmdResult {
-    let mut cmd = Cli::command();
-    clap_complete::generate(a.shell, &mut cmd, "coffer", &mut std::io::stdout());
-    Ok(())
+#[derive(Debug, Args)]
+pub struct ManArgs {
+    /// Write coffer.1 and one coffer-COMMAND.1 per command into DIR
+    /// instead of printing coffer.1.
+    #[arg(long, short = 'o', value_name = "DIR")]
+    pub output: Option<PathBuf>,
 }
 
 /// Prints `coffer.1`, or writes it and a page per command into a folder.
-pub(crate) fn man(a: ManArgs) -> CmdResult {
+pub(crate) fn exec(a: ManArgs) -> CmdResult {
     let cmd = Cli::command();
     let Some(dir) = a.output else {
         let mut out = Vec::new();

@@ -12,120 +12,25 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use clap::Args;
 use coffer_core::{
-    BackupOutcome, Catalog, Decision, Error, KeepWithin, PinMarker, PolicyTimeZone, PutOptions, Result,
-    RetentionPolicy, Sink, SinkExt, SnapshotId, SnapshotMeta, SnapshotState, config_error, pin_key,
+    BackupOutcome, Catalog, Decision, PinMarker, PolicyTimeZone, PutOptions, Result, RetentionPolicy, Sink,
+    SinkExt, SnapshotId, SnapshotMeta, SnapshotState, config_error, pin_key,
 };
 use serde_json::json;
 
-use crate::args::{BackupArgs, SinkSel};
-use crate::commands::{CmdResult, Ctx, find_snapshot};
 use crate::config::Config;
-use crate::output::print_json;
-
-/// Policy flags; any rule flag given replaces the configured policy.
-#[derive(Debug, Args, Default, Clone)]
-pub struct PolicyFlags {
-    /// Keep the N newest snapshots.
-    #[arg(long, value_name = "N")]
-    pub keep_last: Option<u32>,
-    /// Keep the newest snapshot of each of the last N hours that have snapshots.
-    #[arg(long, value_name = "N")]
-    pub keep_hourly: Option<u32>,
-    /// Keep the newest snapshot of each of the last N days that have snapshots.
-    #[arg(long, value_name = "N")]
-    pub keep_daily: Option<u32>,
-    /// Keep the newest snapshot of each of the last N ISO weeks that have snapshots.
-    #[arg(long, value_name = "N")]
-    pub keep_weekly: Option<u32>,
-    /// Keep the newest snapshot of each of the last N months that have snapshots.
-    #[arg(long, value_name = "N")]
-    pub keep_monthly: Option<u32>,
-    /// Keep the newest snapshot of each of the last N years that have snapshots.
-    #[arg(long, value_name = "N")]
-    pub keep_yearly: Option<u32>,
-    /// Keep every snapshot within DURATION of the newest one (30d, 12h, 2w, 1y2m).
-    #[arg(long, value_name = "DURATION")]
-    pub keep_within: Option<KeepWithin>,
-    /// Keep snapshots with this tag (`a,b`: both); repeatable.
-    #[arg(long = "keep-tag", value_name = "TAG")]
-    pub keep_tag: Vec<String>,
-    /// Time zone of day/week/month boundaries (IANA name; default UTC, or the
-    /// configured policy's).
-    #[arg(long, value_name = "TZ")]
-    pub timezone: Option<PolicyTimeZone>,
-}
-
-impl PolicyFlags {
-    /// The policy the rule flags make, if any rule flag was given.
-    fn policy(&self) -> Option<RetentionPolicy> {
-        let p = RetentionPolicy {
-            keep_last: self.keep_last,
-            keep_hourly: self.keep_hourly,
-            keep_daily: self.keep_daily,
-            keep_weekly: self.keep_weekly,
-            keep_monthly: self.keep_monthly,
-            keep_yearly: self.keep_yearly,
-            keep_within: self.keep_within,
-            keep_tag: self.keep_tag.clone(),
-            timezone: self.timezone.clone(),
-        };
-        let any = self.keep_last.is_some()
-            || self.keep_hourly.is_some()
-            || self.keep_daily.is_some()
-            || self.keep_weekly.is_some()
-            || self.keep_monthly.is_some()
-            || self.keep_yearly.is_some()
-            || self.keep_within.is_some()
-            || !self.keep_tag.is_empty();
-        any.then_some(p)
-    }
-}
-
-#[derive(Debug, Args)]
-pub struct PruneArgs {
-    #[command(flatten)]
-    pub sink: SinkSel,
-    /// Only this job's snapshots (without --sink: on the job's sinks).
-    #[arg(long)]
-    pub job: Option<String>,
-    #[command(flatten)]
-    pub policy: PolicyFlags,
-    /// Show what would be kept and deleted; delete nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
-
-#[derive(Debug, Args)]
-pub struct PinArgs {
-    /// Snapshot id, unique prefix, or `latest`.
-    pub snapshot: String,
-    #[command(flatten)]
-    pub sink: SinkSel,
-    /// Why it is kept (stored in the marker).
-    #[arg(long)]
-    pub reason: Option<String>,
-}
-
-#[derive(Debug, Args)]
-pub struct UnpinArgs {
-    /// Snapshot id, unique prefix, or `latest`.
-    pub snapshot: String,
-    #[command(flatten)]
-    pub sink: SinkSel,
-}
+use crate::ctx::{Ctx, PolicyFlags};
 
 /// Where each group's policy comes from: flags, else the sink's override,
 /// else the job's `retention`.
-struct Policies<'a> {
+pub(crate) struct Policies<'a> {
     config: Option<&'a Config>,
     flags: Option<RetentionPolicy>,
     timezone: Option<PolicyTimeZone>,
 }
 
 impl Policies<'_> {
-    fn new<'a>(config: Option<&'a Config>, flags: &PolicyFlags) -> Policies<'a> {
+    pub(crate) fn new<'a>(config: Option<&'a Config>, flags: &PolicyFlags) -> Policies<'a> {
         Policies {
             config,
             flags: flags.policy(),
@@ -200,7 +105,7 @@ pub(crate) struct SinkReport {
 }
 
 impl SinkReport {
-    fn to_json(&self) -> serde_json::Value {
+    pub(crate) fn to_json(&self) -> serde_json::Value {
         json!({
             "sink": self.sink,
             "location": self.location,
@@ -228,7 +133,7 @@ impl SinkReport {
         })
     }
 
-    fn print(&self, several: bool) {
+    pub(crate) fn print(&self, several: bool) {
         if several {
             println!("sink {} ({}):", self.sink, self.location);
         }
@@ -295,7 +200,7 @@ impl SinkReport {
 
 /// Applies the policies to one sink; deletes unless `dry_run`. Holds the
 /// sink's exclusive lock while deciding and deleting.
-async fn prune_sink(
+pub(crate) async fn prune_sink(
     name: &str,
     sink: Arc<dyn Sink>,
     job_filter: Option<&str>,
@@ -446,48 +351,11 @@ async fn check_floor(
 /// Deletes the index first (the snapshot stops existing), then the
 /// ciphertext, then companions such as a signature, so an interrupted
 /// prune never leaves an index pointing at nothing.
-async fn delete_snapshot(sink: &dyn Sink, id: &SnapshotId, companions: &[String]) -> Result<()> {
+pub(crate) async fn delete_snapshot(sink: &dyn Sink, id: &SnapshotId, companions: &[String]) -> Result<()> {
     sink.delete(&id.index_key()).await?;
     sink.delete(&id.object_key()).await?;
     for key in companions {
         sink.delete(key).await?;
-    }
-    Ok(())
-}
-
-/// The sinks `prune` works on: --sink, else the job's, else the config's.
-fn prune_sinks(ctx: &Ctx, a: &PruneArgs, config: Option<&Config>) -> Result<Vec<(String, Arc<dyn Sink>)>> {
-    if a.sink.sinks.is_empty()
-        && let (Some(c), Some(job)) = (config, &a.job)
-        && let Some(j) = c.jobs.get(job)
-    {
-        return j
-            .sinks
-            .iter()
-            .map(|s| Ok((s.clone(), ctx.sink(s, config)?)))
-            .collect();
-    }
-    ctx.read_sinks(&a.sink, config)
-}
-
-pub(crate) async fn prune(ctx: &Ctx, a: PruneArgs) -> CmdResult {
-    let config = ctx.config()?;
-    let sinks = prune_sinks(ctx, &a, config.as_ref())?;
-    let policies = Policies::new(config.as_ref(), &a.policy);
-    let mut reports = Vec::new();
-    for (name, sink) in &sinks {
-        let report = prune_sink(name, sink.clone(), a.job.as_deref(), &policies, a.dry_run)
-            .await
-            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        if !ctx.json {
-            report.print(sinks.len() > 1);
-        }
-        reports.push(report);
-    }
-    if ctx.json {
-        print_json(&json!(
-            reports.iter().map(SinkReport::to_json).collect::<Vec<_>>()
-        ));
     }
     Ok(())
 }
@@ -537,10 +405,11 @@ impl AfterBackup {
 pub(crate) async fn after_backup(
     ctx: &Ctx,
     config: Option<&Config>,
-    a: &BackupArgs,
+    keep_forever: bool,
+    prune: bool,
     outcome: &BackupOutcome,
 ) -> Result<Option<AfterBackup>> {
-    if !a.keep_forever && !a.prune {
+    if !keep_forever && !prune {
         return Ok(None);
     }
     let id = &outcome.index.id;
@@ -550,7 +419,7 @@ pub(crate) async fn after_backup(
     };
     for s in outcome.sinks.iter().filter(|s| s.result.is_ok()) {
         let sink = ctx.sink(&s.name, config)?;
-        if a.keep_forever {
+        if keep_forever {
             write_pin(sink.as_ref(), id, Some("backup --keep-forever".into()))
                 .await
                 .map_err(|e| {
@@ -561,7 +430,7 @@ pub(crate) async fn after_backup(
                 })?;
             after.pinned.push(s.name.clone());
         }
-        if a.prune {
+        if prune {
             let policies = Policies::new(config, &PolicyFlags::default());
             let report = prune_sink(&s.name, sink, Some(&outcome.index.job), &policies, false)
                 .await
@@ -572,7 +441,7 @@ pub(crate) async fn after_backup(
     Ok(Some(after))
 }
 
-async fn write_pin(sink: &dyn Sink, id: &SnapshotId, reason: Option<String>) -> Result<()> {
+pub(crate) async fn write_pin(sink: &dyn Sink, id: &SnapshotId, reason: Option<String>) -> Result<()> {
     let marker = PinMarker {
         id: id.clone(),
         pinned_at: jiff::Timestamp::now(),
@@ -585,7 +454,7 @@ async fn write_pin(sink: &dyn Sink, id: &SnapshotId, reason: Option<String>) -> 
 }
 
 /// The sinks of `sel` that hold snapshot `id` (by its index).
-async fn sinks_holding(
+pub(crate) async fn sinks_holding(
     sinks: &[(String, Arc<dyn Sink>)],
     id: &SnapshotId,
 ) -> Result<Vec<(String, Arc<dyn Sink>)>> {
@@ -603,66 +472,11 @@ async fn sinks_holding(
     Ok(out)
 }
 
-pub(crate) async fn pin(ctx: &Ctx, a: PinArgs) -> CmdResult {
-    let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
-    let (_, _, entry) = find_snapshot(&sinks, &a.snapshot).await?;
-    let id = entry.index.id;
-    let mut names = Vec::new();
-    for (name, sink) in sinks_holding(&sinks, &id).await? {
-        write_pin(sink.as_ref(), &id, a.reason.clone())
-            .await
-            .map_err(|e| e.prefix(format!("pinning {id} on sink `{name}`")))?;
-        names.push(name);
-    }
-    if ctx.json {
-        print_json(&json!({ "id": id.as_str(), "pinned": true, "sinks": names, "reason": a.reason }));
-    } else {
-        println!(
-            "pinned {id} on {}: no retention policy deletes it until `coffer unpin {id}`",
-            names.join(", ")
-        );
-    }
-    Ok(())
-}
-
-pub(crate) async fn unpin(ctx: &Ctx, a: UnpinArgs) -> CmdResult {
-    let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
-    let (_, _, entry) = find_snapshot(&sinks, &a.snapshot).await?;
-    let id = entry.index.id;
-    let mut names = Vec::new();
-    for (name, sink) in sinks_holding(&sinks, &id).await? {
-        let key = pin_key(&id);
-        let had = sink
-            .head(&key)
-            .await
-            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        if had.is_some() {
-            sink.delete(&key)
-                .await
-                .map_err(|e: Error| e.prefix(format!("unpinning {id} on sink `{name}`")))?;
-            names.push(name);
-        }
-    }
-    if ctx.json {
-        print_json(&json!({ "id": id.as_str(), "pinned": false, "unpinned_on": names }));
-    } else if names.is_empty() {
-        println!("{id} was not pinned");
-    } else {
-        println!(
-            "unpinned {id} on {}: retention policies apply to it again",
-            names.join(", ")
-        );
-    }
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use std::sync::Mutex;
 
-    use coffer_core::{ByteStream, ErrorKind, ObjectMeta, SinkInfo, async_trait};
+    use coffer_core::{ByteStream, Error, ErrorKind, ObjectMeta, SinkInfo, async_trait};
 
     use super::*;
 

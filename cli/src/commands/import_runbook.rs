@@ -27,8 +27,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::args::{KeySel, SinkSel};
-use crate::commands::{CmdResult, Ctx};
+use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel};
 
 /// `coffer import-runbook FILE.tar.gz.age --identity F --sink S`.
 #[derive(Debug, Args)]
@@ -58,7 +57,7 @@ pub struct ImportRunbookArgs {
 }
 
 /// Runs `coffer import-runbook`.
-pub(crate) async fn import_runbook(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
+pub(crate) async fn exec(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
     #[cfg(feature = "mongo")]
     {
         imp::run(ctx, a).await
@@ -93,7 +92,7 @@ mod imp {
 
     use super::ImportRunbookArgs;
     use crate::Failure;
-    use crate::commands::{CmdResult, Ctx};
+    use crate::ctx::{CmdResult, Ctx};
     use crate::output::{print_json, size};
 
     /// Bytes of one member kept in memory before spilling (encrypted).
@@ -570,8 +569,8 @@ mod imp {
                 required: true,
             });
         }
-        let signing_key = crate::trust::signing_key(None, None, config.as_ref())?;
-        let ids = crate::commands::identities(&a.keys)?;
+        let signing_key = crate::ctx::signing_key(None, None, config.as_ref())?;
+        let ids = crate::ctx::identities(&a.keys)?;
         if ids.is_empty() {
             return Err(config_error("no identity to decrypt the runbook backup")
                 .with_hint("pass --identity FILE (the age identity the runbook's `age -r` encrypted to)")
@@ -610,7 +609,7 @@ mod imp {
             threads,
             signing_key,
         };
-        let (outcome, secs) = crate::commands::run_locked_backup(ctx, req, "import-runbook").await?;
+        let (outcome, secs) = crate::ctx::run_locked_backup(ctx, req, "import-runbook").await?;
         if ctx.json {
             print_json(&json!({
                 "id": outcome.index.id.as_str(),

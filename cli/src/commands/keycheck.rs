@@ -11,8 +11,7 @@ use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Identities, Result, S
 use futures::StreamExt;
 use serde_json::json;
 
-use crate::args::SinkSel;
-use crate::commands::{CmdResult, Ctx};
+use crate::ctx::{CmdResult, Ctx, SinkSel};
 use crate::output::{print_json, printable};
 
 /// The first bytes of an object read: the age header and a whole first
@@ -38,7 +37,7 @@ struct Check {
     result: Result<()>,
 }
 
-pub(crate) async fn keycheck(ctx: &Ctx, a: KeycheckArgs) -> CmdResult {
+pub(crate) async fn exec(ctx: &Ctx, a: KeycheckArgs) -> CmdResult {
     let config = ctx.config()?;
     let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
     // Every file must load: a key that no longer parses is the first thing

@@ -1,0 +1,420 @@
+//! `coffer backup`: resolve the job (config + flags), run its hooks, capture
+//! the sources into one bundle, fan it out to the sinks, then prune or pin.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use coffer_core::{
+    BackupRequest, Compression, Encryption, RecipientKey, Result, SinkTarget, Source, config_error,
+};
+use serde_json::json;
+
+use crate::Failure;
+use crate::config::Config;
+use crate::ctx::{BackupSinks, CmdResult, Ctx, passphrase, run_locked_backup};
+use crate::output::{print_json, size};
+
+#[derive(Debug, Args)]
+pub struct BackupArgs {
+    /// Job from the config (default: its only job).
+    pub job: Option<String>,
+    /// One-off source: file:PATH, 'env:PATH#GLOB[,GLOB…]'; repeatable.
+    #[arg(long = "source", value_name = "KIND:SPEC")]
+    pub sources: Vec<String>,
+    #[command(flatten)]
+    pub sink: BackupSinks,
+    /// An optional sink (name, directory or URL): written like the others,
+    /// but its failure never makes the run partial (exit 4). Names one of
+    /// the job's sinks to mark it optional, or adds one; repeatable.
+    #[arg(long = "sink-optional", value_name = "SINK")]
+    pub sinks_optional: Vec<String>,
+    /// Public key to encrypt to (age1…, ssh-ed25519 …, ssh-rsa …); repeatable.
+    #[arg(long = "recipient", short = 'r', value_name = "KEY")]
+    pub recipients: Vec<String>,
+    /// Encrypt with a passphrase instead of recipients (removable media).
+    #[arg(long)]
+    pub passphrase: bool,
+    /// Read the passphrase from FILE.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+    /// Job name for a one-off run (default `one-off`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// zstd (default), zstd:LEVEL, gzip, gzip:LEVEL, none.
+    #[arg(long)]
+    pub compression: Option<String>,
+    /// Tag the snapshot; repeatable.
+    #[arg(long = "tag")]
+    pub tags: Vec<String>,
+    /// Record this RFC 3339 time as the snapshot time instead of now.
+    #[arg(long)]
+    pub time: Option<String>,
+    /// After the backup, apply the retention policy (as `coffer prune`) on
+    /// each sink that stored the snapshot.
+    #[arg(long)]
+    pub prune: bool,
+    /// Pin the new snapshot: no retention policy ever deletes it.
+    #[arg(long)]
+    pub keep_forever: bool,
+    /// Sign the snapshot's index with this key (coffer signing key or
+    /// OpenSSH ed25519 private key); overrides `signing-key`.
+    #[arg(long, value_name = "FILE", env = "COFFER_SIGNING_KEY", hide_env_values = true)]
+    pub signing_key: Option<PathBuf>,
+}
+
+fn unique_name(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken.contains(n))
+        .expect("infinite")
+}
+
+pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let one_off = !a.sources.is_empty();
+    let (job, sources, sink_names, recipients, compression, mut tags, passfile, job_signing) = if one_off {
+        if a.job.is_some() {
+            return Err(config_error("give either a JOB or --source flags, not both").into());
+        }
+        let mut names = Vec::new();
+        let mut sources: Vec<Arc<dyn Source>> = Vec::new();
+        for spec in &a.sources {
+            let (factory, rest) = ctx.registry.source_spec(spec)?;
+            let name = unique_name(&factory.spec_name(rest), &names);
+            sources.push(
+                factory
+                    .from_spec(&name, rest)
+                    .map_err(|e| e.prefix(format!("--source {spec}")))?,
+            );
+            names.push(name);
+        }
+        if a.sink.sinks.is_empty() && a.sinks_optional.is_empty() {
+            return Err(config_error("no sink given")
+                .with_hint("add --sink DIR_OR_URL")
+                .into());
+        }
+        let job = a.name.clone().unwrap_or_else(|| "one-off".into());
+        (
+            job,
+            sources,
+            a.sink.sinks.clone(),
+            a.recipients.clone(),
+            a.compression.clone(),
+            vec![],
+            None,
+            None,
+        )
+    } else {
+        let Some(cfg) = &config else {
+            return Err(config_error("nothing to back up: no --source given and no coffer.toml here")
+                .with_hint("pass --source KIND:SPEC --sink DIR --recipient KEY, or --config FILE (see `coffer init`)")
+                .into());
+        };
+        let (name, job) = cfg.job(a.job.as_deref())?;
+        let sources = job.sources.iter().map(|s| cfg.sources[s].clone()).collect();
+        let sinks = if a.sink.sinks.is_empty() {
+            job.sinks.clone()
+        } else {
+            a.sink.sinks.clone()
+        };
+        let recipients = if !a.recipients.is_empty() {
+            a.recipients.clone()
+        } else {
+            job.recipients.clone().unwrap_or_else(|| cfg.recipients.clone())
+        };
+        let compression = a
+            .compression
+            .clone()
+            .or(job.compression.clone())
+            .or(cfg.compression.clone());
+        (
+            name,
+            sources,
+            sinks,
+            recipients,
+            compression,
+            job.tags.clone(),
+            job.passphrase_file.clone(),
+            job.signing_key.clone(),
+        )
+    };
+    tags.extend(a.tags.iter().cloned());
+    let (targets, quorum) = fan_out(config.as_ref(), &job, one_off, sink_names, &a.sinks_optional)?;
+    if a.prune {
+        let names: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
+        crate::retention::check_backup_prune(config.as_ref(), &job, &names)?;
+    }
+
+    let encryption = if a.passphrase || a.passphrase_file.is_some() || passfile.is_some() {
+        if !a.recipients.is_empty() {
+            return Err(
+                config_error("a passphrase must be the only recipient (an age rule)")
+                    .with_hint("drop --recipient, or drop --passphrase")
+                    .into(),
+            );
+        }
+        let file = a.passphrase_file.clone().or(passfile);
+        Encryption::Passphrase {
+            passphrase: passphrase(file.as_deref(), true)?,
+            log_n: coffer_core::DEFAULT_SCRYPT_LOG_N,
+        }
+    } else {
+        let keys = recipients
+            .iter()
+            .map(|r| RecipientKey::parse(r))
+            .collect::<Result<Vec<_>>>()?;
+        let enc = Encryption::Recipients(keys);
+        enc.validate()?;
+        enc
+    };
+    let compression = match compression {
+        Some(c) => Compression::parse(&c)?,
+        None => Compression::default(),
+    };
+    let time = match &a.time {
+        Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| {
+            config_error(format!("--time `{t}` is not an RFC 3339 time: {e}"))
+                .with_hint("e.g. 2026-11-27T22:15:00Z")
+        })?),
+        None => None,
+    };
+    let mut sinks = Vec::new();
+    for (s, required) in &targets {
+        sinks.push(SinkTarget {
+            name: s.clone(),
+            sink: ctx.target_sink(s, config.as_ref())?,
+            required: *required,
+        });
+    }
+    let signing_key =
+        crate::ctx::signing_key(a.signing_key.as_deref(), job_signing.as_deref(), config.as_ref())?;
+    // A configured source that cannot be read (a missing path) names its
+    // place in the config file.
+    if let Some(cfg) = config.as_ref().filter(|_| !one_off) {
+        for s in &sources {
+            let name = s.info().name;
+            if let Some(place) = cfg.source_places.get(&name) {
+                s.check().await.map_err(|e| e.prefix(place))?;
+            }
+        }
+    }
+    let threads = std::thread::available_parallelism()
+        .map(|n| n.get() as u32)
+        .unwrap_or(2);
+    let req = BackupRequest {
+        job,
+        sources,
+        sinks,
+        encryption,
+        compression,
+        tags,
+        time,
+        threads,
+        signing_key,
+    };
+
+    // A job's hooks (cold backups): `before`, then the backup, then
+    // `after` whatever happened (see crate::hooks).
+    let mut hooks = match (&config, one_off) {
+        (Some(cfg), false) => cfg
+            .jobs
+            .get(&req.job)
+            .map(|j| j.hooks())
+            .filter(|h| !h.is_empty())
+            .map(crate::hooks::HookRun::new),
+        _ => None,
+    };
+    if let Some(h) = hooks.as_mut()
+        && let Err(e) = h.before().await
+    {
+        let _ = h.finish(true).await;
+        report_hooks_on_error(ctx, h);
+        return Err(e.into());
+    }
+    let (outcome, secs) = match run_locked_backup(ctx, req, "backup").await {
+        Ok(done) => done,
+        Err(e) => {
+            if let Some(h) = hooks.as_mut() {
+                let _ = h.finish(true).await;
+                report_hooks_on_error(ctx, h);
+            }
+            return Err(e.into());
+        }
+    };
+    let after = crate::retention::after_backup(ctx, config.as_ref(), a.keep_forever, a.prune, &outcome).await;
+    let stored = outcome.sinks.iter().filter(|s| s.result.is_ok()).count();
+    let complete = match quorum {
+        Some(q) => stored >= q,
+        None => outcome.required_ok(),
+    };
+    let hooks_done = match hooks.as_mut() {
+        Some(h) => h.finish(!complete || after.is_err()).await,
+        None => Ok(()),
+    };
+    let hook_reports = hooks.as_ref().map(|h| h.reports.clone()).unwrap_or_default();
+
+    if ctx.json {
+        let mut v = json!({
+            "id": outcome.index.id.as_str(),
+            "job": outcome.index.job,
+            "created_at": outcome.index.created_at.to_string(),
+            "entries": outcome.entries,
+            "plain_bytes": outcome.plain_bytes,
+            "object": outcome.index.object,
+            "seconds": secs,
+            "sources": outcome.sources.iter().map(|s| json!({
+                "name": s.name, "kind": s.kind, "summary": s.report.summary, "details": s.report.details,
+            })).collect::<Vec<_>>(),
+            "sinks": outcome.sinks.iter().map(|s| json!({
+                "name": s.name, "location": s.location, "required": s.required,
+                "optional": !s.required,
+                "ok": s.result.is_ok(),
+                "error": s.result.as_ref().err().map(|e| e.to_string()),
+                "hint": s.result.as_ref().err().and_then(|e| e.hint()),
+            })).collect::<Vec<_>>(),
+            "stored_on": stored,
+            "quorum": quorum,
+            "partial": !complete,
+        });
+        if let Ok(Some(after)) = &after {
+            after.add_json(&mut v);
+        }
+        if let Some(h) = &hooks {
+            v["hooks"] = json!(hook_reports.iter().map(|r| r.to_json()).collect::<Vec<_>>());
+            v["health"] = json!(h.health.as_ref().map(|r| r.to_json()));
+        }
+        print_json(&v);
+    } else {
+        println!(
+            "snapshot {} (job {}): {} files, {} → {} encrypted in {:.1}s",
+            outcome.index.id,
+            outcome.index.job,
+            outcome.entries,
+            size(outcome.plain_bytes),
+            size(outcome.index.object.size),
+            secs
+        );
+        for s in &outcome.sources {
+            println!("  source {} ({}): {}", s.name, s.kind, s.report.summary);
+        }
+        for s in &outcome.sinks {
+            let optional = if s.required { "" } else { " (optional)" };
+            match &s.result {
+                Ok(()) => println!("  sink {} ({}){optional}: ok", s.name, s.location),
+                Err(e) => {
+                    println!("  sink {} ({}){optional}: FAILED: {e}", s.name, s.location);
+                    if let Some(h) = e.hint() {
+                        println!("    hint: {h}");
+                    }
+                }
+            }
+        }
+        if let Some(q) = quorum {
+            println!(
+                "  quorum: stored on {stored} of {} sinks, {q} required",
+                outcome.sinks.len()
+            );
+        } else if outcome.sinks.iter().any(|s| !s.required && s.result.is_err()) && complete {
+            println!("  optional sinks failed; every required sink holds the snapshot");
+        }
+        if let Ok(Some(after)) = &after {
+            after.print();
+        }
+        for r in &hook_reports {
+            println!("  {}", r.line());
+        }
+        if let Some(health) = hooks.as_ref().and_then(|h| h.health.as_ref()) {
+            println!("  {}", health.line());
+        }
+    }
+    if !complete {
+        let failed: Vec<_> = outcome
+            .sinks
+            .iter()
+            .filter(|s| (s.required || quorum.is_some()) && s.result.is_err())
+            .map(|s| s.name.as_str())
+            .collect();
+        return Err(Failure::Partial(match quorum {
+            Some(q) => format!(
+                "snapshot {} was stored on {stored} of {} sinks, short of the quorum of {q}; failed: {}",
+                outcome.index.id,
+                outcome.sinks.len(),
+                failed.join(", ")
+            ),
+            None => format!(
+                "snapshot {} was written, but required sink(s) failed: {}",
+                outcome.index.id,
+                failed.join(", ")
+            ),
+        }));
+    }
+    after?;
+    hooks_done?;
+    Ok(())
+}
+
+/// The hooks of a run that failed before its report: on stderr (stdout
+/// carries no JSON then).
+fn report_hooks_on_error(ctx: &Ctx, hooks: &crate::hooks::HookRun) {
+    for r in &hooks.reports {
+        if ctx.json {
+            eprintln!("{}", r.to_json());
+        } else {
+            eprintln!("{}", r.line());
+        }
+    }
+    if let Some(h) = &hooks.health {
+        if ctx.json {
+            eprintln!("{}", h.to_json());
+        } else {
+            eprintln!("{}", h.line());
+        }
+    }
+}
+
+/// A sink of a backup run: its name and whether it is required.
+type SinkChoice = (String, bool);
+
+/// The sinks of a backup run with whether each is required, and the
+/// job's quorum: the run's sinks (`--sink`, else the job's) marked optional
+/// by `[sink.X] optional = true` or `--sink-optional X`, then every
+/// `--sink-optional` sink not among them.
+fn fan_out(
+    config: Option<&Config>,
+    job: &str,
+    one_off: bool,
+    names: Vec<String>,
+    optional: &[String],
+) -> Result<(Vec<SinkChoice>, Option<usize>)> {
+    let configured_optional = |n: &str| config.is_some_and(|c| c.sink_optional.contains(n));
+    let mut targets: Vec<SinkChoice> = Vec::new();
+    for n in names.into_iter().chain(optional.iter().cloned()) {
+        if targets.iter().any(|(t, _)| *t == n) {
+            continue;
+        }
+        let required = !configured_optional(&n) && !optional.contains(&n);
+        targets.push((n, required));
+    }
+    let quorum = if one_off {
+        None
+    } else {
+        config.and_then(|c| c.jobs.get(job)).and_then(|j| j.quorum)
+    };
+    if let Some(q) = quorum
+        && q > targets.len()
+    {
+        return Err(config_error(format!(
+            "job `{job}` has quorum = {q}, but this run writes to {} sink(s)",
+            targets.len()
+        ))
+        .with_hint("name more sinks with --sink, or lower the job's quorum"));
+    }
+    if targets.iter().all(|(_, required)| !required) && quorum.is_none() {
+        tracing::info!("every sink is optional: the run succeeds when any one stores the snapshot");
+    }
+    Ok((targets, quorum))
+}

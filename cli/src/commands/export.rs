@@ -1,0 +1,110 @@
+//! `coffer export`: snapshots to a removable medium, read back, with the
+//! restore kit and the custody log.
+
+use clap::Args;
+use coffer_core::{Catalog, Sink, SinkExt};
+use coffer_sink_media::IDENTITY_FILE;
+use coffer_sink_media::kit;
+use coffer_sink_media::kit::CustodyRecord;
+use serde_json::json;
+
+use crate::ctx::{CmdResult, Ctx, TrustSel};
+use crate::output::print_json;
+use crate::transfer::{medium_of, run_batch, select};
+
+/// `coffer export`.
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Snapshot ids or unique prefixes (default: the latest).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// Export the newest snapshot (the default).
+    #[arg(long, conflicts_with_all = ["snapshots", "all"])]
+    pub latest: bool,
+    /// Export every snapshot of the source.
+    #[arg(long, conflicts_with = "snapshots")]
+    pub all: bool,
+    /// The sink to read.
+    #[arg(long, value_name = "SINK")]
+    pub from: String,
+    /// The medium: media:PATH[?labels=…|?set=…] or a media sink's name.
+    #[arg(long, value_name = "MEDIA")]
+    pub to: String,
+    #[command(flatten)]
+    pub trust: TrustSel,
+}
+
+/// `coffer export`.
+pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
+    let from = ctx.sink(&a.from, config.as_ref())?;
+    // A medium is made with `coffer media init`, never by --create-sink.
+    let to = ctx.sink(&a.to, config.as_ref())?;
+    // Every media check (mounted, label, identity) runs on any operation:
+    // fail here, before locking or reading the source.
+    to.head(IDENTITY_FILE)
+        .await
+        .map_err(|e| e.prefix(format!("--to {}", a.to)))?;
+    let medium = medium_of(to.as_ref());
+    let cat = Catalog::load(from.as_ref())
+        .await
+        .map_err(|e| e.prefix(format!("--from {}", a.from)))?;
+    let entries = select(&cat, &a.snapshots, a.latest, a.all)?;
+    let batch = run_batch(
+        ctx,
+        from.clone(),
+        to.clone(),
+        entries,
+        trust.clone(),
+        "export",
+        "exported",
+    )
+    .await?;
+    let ids = batch.ok_ids();
+    let mut kit_error = None;
+    if !ids.is_empty() {
+        let identity = medium.as_ref().and_then(|(_, id)| id.clone());
+        let record = CustodyRecord::new(
+            "export",
+            ids.clone(),
+            from.info().to_string(),
+            to.info().to_string(),
+            identity.as_ref(),
+        );
+        let r = async {
+            kit::write_restore_kit(to.as_ref(), identity.as_ref(), &trust).await?;
+            kit::append_custody(to.as_ref(), &record).await?;
+            kit::write_sums(to.as_ref()).await
+        }
+        .await;
+        if let Err(e) = r {
+            kit_error = Some(e.prefix("writing the restore kit on the medium"));
+        }
+    }
+    if ctx.json {
+        print_json(&json!({
+            "from": from.info().to_string(), "to": to.info().to_string(), "snapshots": batch.json(),
+            "kit": kit_error.is_none() && !ids.is_empty(),
+        }));
+    } else if kit_error.is_none() && !ids.is_empty() {
+        println!(
+            "wrote {}, {}, {} and {} on the medium",
+            kit::RESTORE_FILE,
+            kit::SUMS_FILE,
+            kit::SIGNERS_FILE,
+            kit::CUSTODY_FILE
+        );
+        match &medium {
+            Some((root, _)) => println!(
+                "every object was read back from the medium and matched its SHA-256: safe to unplug after `umount {}`",
+                root.display()
+            ),
+            None => println!("done"),
+        }
+    }
+    if let Some(e) = kit_error {
+        return Err(e.into());
+    }
+    batch.finish("export")
+}

@@ -1,0 +1,111 @@
+//! `coffer media init|status`: label and inspect removable media.
+
+use std::path::PathBuf;
+
+use clap::{Args, Subcommand};
+use coffer_core::{Catalog, Error, ErrorKind};
+use serde_json::json;
+
+use crate::ctx::{CmdResult, Ctx};
+use crate::output::{print_json, size};
+
+/// `coffer media`.
+#[derive(Debug, Args)]
+pub struct MediaArgs {
+    #[command(subcommand)]
+    pub command: MediaCommand,
+}
+
+/// `coffer media init|status`.
+#[derive(Debug, Subcommand)]
+pub enum MediaCommand {
+    /// Write the identity file on a mounted medium (once per medium).
+    Init {
+        /// Where the medium is mounted.
+        path: PathBuf,
+        /// The label written on the disk, e.g. OFFSITE-A.
+        #[arg(long)]
+        label: String,
+        /// The rotation set, e.g. weekly.
+        #[arg(long)]
+        set: Option<String>,
+    },
+    /// Show a medium's label, set, snapshots and free space.
+    Status {
+        /// Where the medium is mounted.
+        path: PathBuf,
+    },
+}
+
+/// `coffer media init|status`.
+pub(crate) async fn exec(ctx: &Ctx, a: MediaArgs) -> CmdResult {
+    match a.command {
+        MediaCommand::Init { path, label, set } => {
+            let p = path.clone();
+            let id = tokio::task::spawn_blocking(move || {
+                coffer_sink_media::init_medium(&p, &label, set.as_deref())
+            })
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
+            if ctx.json {
+                print_json(&json!({ "path": path.display().to_string(), "identity": id }));
+            } else {
+                println!(
+                    "initialized the medium at {} as {} (media id {})",
+                    path.display(),
+                    id.describe(),
+                    id.media_id
+                );
+            }
+            Ok(())
+        }
+        MediaCommand::Status { path } => {
+            let p = path.clone();
+            let status = tokio::task::spawn_blocking(move || coffer_sink_media::media_status(&p))
+                .await
+                .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
+            let sink =
+                coffer_sink_media::MediaSink::new(coffer_sink_media::MediaSinkConfig::new(path.clone()));
+            let cat = Catalog::load(&sink).await?;
+            let id = &status.identity;
+            if ctx.json {
+                print_json(&json!({
+                    "path": path.display().to_string(),
+                    "identity": id,
+                    "free": status.free,
+                    "total": status.total,
+                    "snapshots": cat.snapshots.iter().map(|e| json!({
+                        "id": e.index.id.as_str(), "created_at": e.index.created_at.to_string(),
+                        "job": e.index.job, "size": e.index.object.size, "state": e.state.as_str(),
+                    })).collect::<Vec<_>>(),
+                    "incomplete": cat.incomplete,
+                }));
+                return Ok(());
+            }
+            println!("medium     {}", path.display());
+            println!("label      {}", id.label);
+            println!("set        {}", id.set.as_deref().unwrap_or("-"));
+            println!("media id   {}", id.media_id);
+            println!("created    {}", id.created_at);
+            println!("free       {} of {}", size(status.free), size(status.total));
+            println!("snapshots  {}", cat.snapshots.len());
+            for e in &cat.snapshots {
+                println!(
+                    "  {}  {}  {:<12} {:>10}  {}",
+                    e.index.id,
+                    e.index.created_at.strftime("%Y-%m-%d %H:%M:%S"),
+                    e.index.job,
+                    size(e.index.object.size),
+                    e.state.as_str()
+                );
+            }
+            if !cat.incomplete.is_empty() {
+                println!(
+                    "incomplete {} (objects without an index: interrupted writes)",
+                    cat.incomplete.join(", ")
+                );
+            }
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,160 @@
+//! The command tree: the top-level flags ([`Cli`]), one module per
+//! subcommand owning its flags (`XArgs`) and its `exec`, and the dispatch.
+//!
+//! Dependencies run one way: `main` → `commands` → `ctx` / `config` /
+//! `output` / helper modules → `coffer_core`. A command never imports
+//! another command; what two commands share lives in `ctx` (flags and
+//! their resolvers), `retention` (prune's machinery, also run after a
+//! backup) or `transfer` (copy, export and import).
+
+mod backup;
+mod completions;
+mod copy;
+mod export;
+mod import;
+mod import_runbook;
+mod init;
+mod keycheck;
+mod keygen;
+mod list;
+mod man;
+mod media;
+mod pin;
+mod prune;
+mod restore;
+mod show;
+mod sink;
+mod unlock;
+mod verify;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+use coffer_core::{CancelFlag, Registry};
+
+use crate::ctx::{CmdResult, Ctx};
+
+/// coffer: back up and restore the whole state of a service (database,
+/// config, seed data, secrets) into one checksummed, compressed,
+/// age-encrypted bundle, written to any number of sinks.
+#[derive(Debug, Parser)]
+#[command(name = "coffer", version, about, long_about = None, after_help = EXIT_CODES)]
+pub struct Cli {
+    /// Config file (default: ./coffer.toml if it exists; env COFFER_CONFIG).
+    #[arg(long, short = 'c', global = true, env = "COFFER_CONFIG", hide_env = true)]
+    pub config: Option<PathBuf>,
+    /// Print machine-readable JSON on stdout.
+    #[arg(long, global = true)]
+    pub json: bool,
+    /// More log output (-v info, -vv debug); RUST_LOG overrides.
+    #[arg(long, short = 'v', global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// No progress bars.
+    #[arg(long, short = 'q', global = true)]
+    pub quiet: bool,
+    /// Make a sink the command writes to where there is none yet (a local
+    /// directory: its last component and the marker), as `coffer sink
+    /// init` does. Without it a local sink path that holds no sink (not
+    /// mounted? mistyped?) is refused with exit 10.
+    #[arg(long, global = true, env = "COFFER_CREATE_SINK", hide_env_values = true)]
+    pub create_sink: bool,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+pub const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage or config error, 3 integrity failure \
+(corrupt, truncated or forged snapshot), 4 partial failure (some required sinks failed), \
+5 no usable key (wrong identity or passphrase), 10 no sink there (not mounted? see `coffer sink init`), \
+130 interrupted (Ctrl-C or SIGTERM; nothing partial kept).";
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Generate an age identity; prints its public recipient (age1…).
+    Keygen(keygen::KeygenArgs),
+    /// Write a commented example coffer.toml.
+    Init(init::InitArgs),
+    /// Capture the sources into one bundle and write it to every sink.
+    Backup(backup::BackupArgs),
+    /// List the snapshots on a sink.
+    List(list::ListArgs),
+    /// Show one snapshot's public index (and its manifest with --identity).
+    Show(show::ShowArgs),
+    /// Check snapshots: size and SHA-256 without any key; --deep decrypts
+    /// and checks every file against SHA256SUMS.
+    Verify(verify::VerifyArgs),
+    /// Restore a snapshot (after verifying it) to the original places or
+    /// under --target.
+    Restore(restore::RestoreArgs),
+    /// Apply the retention policy: print each snapshot with keep/delete and
+    /// the reasons, then delete (index first, then the object).
+    Prune(prune::PruneArgs),
+    /// Pin a snapshot: no retention policy deletes it until `coffer unpin`.
+    Pin(pin::PinArgs),
+    /// Remove a snapshot's pin.
+    Unpin(pin::UnpinArgs),
+    /// Remove stale sink locks (left by killed runs); --force also live ones.
+    Unlock(unlock::UnlockArgs),
+    /// Copy snapshots between sinks without any key (ciphertext, signature,
+    /// index last), verifying the SHA-256 on the way; skips identical ones.
+    Copy(copy::CopyArgs),
+    /// Copy snapshots to a removable medium, read them back, and write the
+    /// restore kit (RESTORE.txt, SHA256SUMS, trusted signers, custody log).
+    Export(export::ExportArgs),
+    /// Merge the snapshots of a medium into a sink after checking each one;
+    /// tampered or truncated ones are refused (exit 3), the others imported.
+    Import(import::ImportArgs),
+    /// Key-escrow drill: prove each --identity still opens the newest
+    /// snapshot of each job (header and first chunk), without restoring;
+    /// exit 5 when one does not.
+    Keycheck(keycheck::KeycheckArgs),
+    /// Sinks: `sink init PATH|NAME` makes a new sink (a local directory
+    /// gets its marker; a sink path without one is refused, exit 10).
+    Sink(sink::SinkCmdArgs),
+    /// Removable media: `media init PATH --label L [--set S]`, `media status PATH`.
+    Media(media::MediaArgs),
+    /// Turn a backup made by the manual Issuer Directory runbook
+    /// (`<BACKUP_DIR>.tar.gz.age`) into a coffer snapshot after checking
+    /// its SHA256SUMS; nothing plaintext is written to disk.
+    ImportRunbook(import_runbook::ImportRunbookArgs),
+    /// Print a shell completion script: `coffer completions bash >
+    /// /etc/bash_completion.d/coffer` (zsh, fish, powershell, elvish too).
+    Completions(completions::CompletionsArgs),
+    /// Print the man page (roff): `coffer man | man -l -`, or write one
+    /// page per command into a directory with -o.
+    Man(man::ManArgs),
+}
+
+/// Runs the parsed command.
+pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult {
+    let ctx = Ctx {
+        json: cli.json,
+        quiet: cli.quiet || cli.json,
+        config_path: cli.config.clone(),
+        registry,
+        cancel,
+        verbose: cli.verbose > 0,
+        create_sinks: cli.create_sink,
+    };
+    match cli.command {
+        Command::Keygen(a) => keygen::exec(&ctx, a),
+        Command::Init(a) => init::exec(&ctx, a),
+        Command::Backup(a) => backup::exec(&ctx, a).await,
+        Command::List(a) => list::exec(&ctx, a).await,
+        Command::Show(a) => show::exec(&ctx, a).await,
+        Command::Verify(a) => verify::exec(&ctx, a).await,
+        Command::Restore(a) => restore::exec(&ctx, a).await,
+        Command::Unlock(a) => unlock::exec(&ctx, a).await,
+        Command::Copy(a) => copy::exec(&ctx, a).await,
+        Command::Export(a) => export::exec(&ctx, a).await,
+        Command::Import(a) => import::exec(&ctx, a).await,
+        Command::Media(a) => media::exec(&ctx, a).await,
+        Command::ImportRunbook(a) => import_runbook::exec(&ctx, a).await,
+        Command::Prune(a) => prune::exec(&ctx, a).await,
+        Command::Pin(a) => pin::pin(&ctx, a).await,
+        Command::Unpin(a) => pin::unpin(&ctx, a).await,
+        Command::Sink(a) => sink::exec(&ctx, a).await,
+        Command::Keycheck(a) => keycheck::exec(&ctx, a).await,
+        Command::Completions(a) => completions::exec(a),
+        Command::Man(a) => man::exec(a),
+    }
+}

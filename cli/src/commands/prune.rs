@@ -1,0 +1,64 @@
+//! `coffer prune`: apply the retention policy (flags > sink > job) to each
+//! sink, after the safety-floor check (see [`crate::retention`]).
+
+use std::sync::Arc;
+
+use clap::Args;
+use coffer_core::{Result, Sink};
+use serde_json::json;
+
+use crate::config::Config;
+use crate::ctx::{CmdResult, Ctx, PolicyFlags, SinkSel};
+use crate::output::print_json;
+use crate::retention::{Policies, SinkReport, prune_sink};
+
+#[derive(Debug, Args)]
+pub struct PruneArgs {
+    #[command(flatten)]
+    pub sink: SinkSel,
+    /// Only this job's snapshots (without --sink: on the job's sinks).
+    #[arg(long)]
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub policy: PolicyFlags,
+    /// Show what would be kept and deleted; delete nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// The sinks `prune` works on: --sink, else the job's, else the config's.
+fn prune_sinks(ctx: &Ctx, a: &PruneArgs, config: Option<&Config>) -> Result<Vec<(String, Arc<dyn Sink>)>> {
+    if a.sink.sinks.is_empty()
+        && let (Some(c), Some(job)) = (config, &a.job)
+        && let Some(j) = c.jobs.get(job)
+    {
+        return j
+            .sinks
+            .iter()
+            .map(|s| Ok((s.clone(), ctx.sink(s, config)?)))
+            .collect();
+    }
+    ctx.read_sinks(&a.sink, config)
+}
+
+pub(crate) async fn exec(ctx: &Ctx, a: PruneArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let sinks = prune_sinks(ctx, &a, config.as_ref())?;
+    let policies = Policies::new(config.as_ref(), &a.policy);
+    let mut reports = Vec::new();
+    for (name, sink) in &sinks {
+        let report = prune_sink(name, sink.clone(), a.job.as_deref(), &policies, a.dry_run)
+            .await
+            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        if !ctx.json {
+            report.print(sinks.len() > 1);
+        }
+        reports.push(report);
+    }
+    if ctx.json {
+        print_json(&json!(
+            reports.iter().map(SinkReport::to_json).collect::<Vec<_>>()
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,211 @@
+//! `coffer restore`: verify, then restore every source (all or nothing).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use clap::Args;
+use coffer_core::{
+    Error, ErrorKind, Progress, ProgressRead, RestoreOptions, SourceRecord, SourceResolver, config_error,
+};
+use serde_json::json;
+
+use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, find_snapshot, identities};
+use crate::output::{Spinner, print_json, printable};
+
+#[derive(Debug, Args)]
+pub struct RestoreArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+    #[command(flatten)]
+    pub sink: SinkSel,
+    #[command(flatten)]
+    pub keys: KeySel,
+    #[command(flatten)]
+    pub trust: TrustSel,
+    /// Put file sources under DIR and env sources into DIR instead of their
+    /// original paths.
+    #[arg(long, value_name = "DIR")]
+    pub target: Option<PathBuf>,
+    /// Restore only this source (name or kind); repeatable.
+    #[arg(long = "only", value_name = "SOURCE")]
+    pub only: Vec<String>,
+    /// Verify and show what would change; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Directory for the verified ciphertext cache (default: temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+    /// Restore mongo sources into this server instead of the one they were
+    /// dumped from (prefer the variable: a password on the command line
+    /// is visible to other users).
+    #[arg(long, value_name = "URI", env = "COFFER_MONGO_URI", hide_env_values = true)]
+    pub mongo_uri: Option<String>,
+    /// Mongo sources: replace each existing collection with the bundle's
+    /// (swapped in whole, after it was staged and counted). Without it
+    /// documents are only inserted, and existing `_id`s are kept and
+    /// counted as conflicts.
+    #[arg(long)]
+    pub drop: bool,
+    /// Mongo sources, with --drop: where the server cannot rename
+    /// collections, drop each existing one and insert the bundle's
+    /// documents into it instead of swapping it in. Not atomic: a failure
+    /// or kill half-way leaves that collection partial until run again.
+    #[arg(long, requires = "drop")]
+    pub unsafe_in_place: bool,
+    /// Mongo sources: restore only the collections matching this glob on
+    /// `db.collection` of the snapshot (`*` matches anything); repeatable.
+    #[arg(long = "ns-include", value_name = "GLOB")]
+    pub ns_include: Vec<String>,
+    /// Mongo sources: leave out the collections matching this glob;
+    /// repeatable.
+    #[arg(long = "ns-exclude", value_name = "GLOB")]
+    pub ns_exclude: Vec<String>,
+    /// Mongo sources: rename the namespaces matching PATTERN (each `*`
+    /// captures), e.g. `--ns-from 'app.*' --ns-to 'app-staging.*'`;
+    /// repeatable, in pairs with --ns-to.
+    #[arg(long = "ns-from", value_name = "PATTERN", requires = "ns_to")]
+    pub ns_from: Vec<String>,
+    /// The new name for the matching --ns-from; its `*`s take the
+    /// captures in order.
+    #[arg(long = "ns-to", value_name = "PATTERN", requires = "ns_from")]
+    pub ns_to: Vec<String>,
+    /// Kubernetes sources: restore every Secret into this namespace
+    /// instead of its own (a drill's scratch namespace, a staging copy).
+    #[arg(long, value_name = "NAMESPACE")]
+    pub k8s_namespace: Option<String>,
+}
+
+pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let ids = identities(&a.keys)?;
+    if ids.is_empty() {
+        return Err(config_error("restore needs a key")
+            .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)")
+            .into());
+    }
+    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
+    let (sink_name, sink, entry) = find_snapshot(&sinks, &a.snapshot).await?;
+    // Before fetching or decrypting anything: a forged snapshot stops here.
+    crate::ctx::enforce(&trust, &entry)?;
+    let index = entry.index.clone();
+    for only in &a.only {
+        if !index.sources.iter().any(|s| &s.name == only || &s.kind == only) {
+            let names: Vec<_> = index
+                .sources
+                .iter()
+                .map(|s| format!("{} ({})", s.name, s.kind))
+                .collect();
+            return Err(
+                config_error(format!("--only {only}: the snapshot has no such source"))
+                    .with_hint(format!("its sources: {}", names.join(", ")))
+                    .into(),
+            );
+        }
+    }
+    if let Some(t) = &a.target
+        && t.exists()
+        && !t.is_dir()
+    {
+        return Err(config_error(format!("--target {} is not a directory", t.display())).into());
+    }
+
+    // Phases shown: verify (the ciphertext's SHA-256), decrypt (and write
+    // the staged files), commit.
+    let progress = Arc::new(Progress::default());
+    let spinner = Spinner::start("restore", progress.clone(), ctx.quiet);
+    let file =
+        coffer_core::fetch_verified(sink.as_ref(), &index, a.cache_dir.as_deref(), Some(&progress)).await;
+    let file = match file {
+        Ok(f) => ProgressRead::new(f, progress.clone(), "decrypt", index.object.size, Some("commit")),
+        Err(e) => {
+            spinner.finish();
+            return Err(e.into());
+        }
+    };
+
+    let config_sources = config.as_ref().map(|c| c.sources.clone()).unwrap_or_default();
+    let registry = ctx.registry.clone();
+    let only = a.only.clone();
+    let resolve: SourceResolver = Box::new(move |rec: &SourceRecord| {
+        if !only.is_empty() && !only.iter().any(|o| o == &rec.name || o == &rec.kind) {
+            return Ok(None);
+        }
+        if let Some(s) = config_sources.get(&rec.name)
+            && s.info().kind == rec.kind
+        {
+            return Ok(Some(s.clone()));
+        }
+        let factory = registry.source_factory(&rec.kind)?;
+        factory.from_origin(&rec.name, &rec.origin).map(Some)
+    });
+    let mut opts = RestoreOptions::default();
+    opts.target = a.target.clone();
+    opts.dry_run = a.dry_run;
+    if let Some(uri) = &a.mongo_uri {
+        opts.params.insert("mongo-uri".into(), uri.clone());
+    }
+    if a.drop {
+        opts.params.insert("drop".into(), "true".into());
+    }
+    if a.unsafe_in_place {
+        opts.params.insert("unsafe-in-place".into(), "true".into());
+    }
+    if let Some(ns) = &a.k8s_namespace {
+        opts.params.insert("k8s-namespace".into(), ns.clone());
+    }
+    for (key, list) in [
+        ("ns-include", &a.ns_include),
+        ("ns-exclude", &a.ns_exclude),
+        ("ns-from", &a.ns_from),
+        ("ns-to", &a.ns_to),
+    ] {
+        if !list.is_empty() {
+            opts.params.insert(key.into(), list.join("\n"));
+        }
+    }
+    opts.cancel = ctx.cancel.clone();
+    let handle = tokio::runtime::Handle::current();
+    let idx = index.clone();
+    let outcome = tokio::task::spawn_blocking(move || {
+        coffer_core::restore_bundle(file, &idx, &ids, resolve, opts, handle)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()));
+    spinner.finish();
+    let outcome = outcome??;
+
+    if ctx.json {
+        print_json(&json!({
+            "snapshot": index.id.as_str(),
+            "sink": sink_name,
+            "dry_run": a.dry_run,
+            "files_checked": outcome.summary.files_checked,
+            "sources": outcome.reports.iter().map(|(n, r)| json!({
+                "name": n, "summary": r.summary, "actions": r.actions,
+            })).collect::<Vec<_>>(),
+        }));
+        return Ok(());
+    }
+    let verb = if a.dry_run { "would restore" } else { "restored" };
+    println!(
+        "{verb} snapshot {} from {sink_name} ({} files verified against SHA256SUMS)",
+        index.id, outcome.summary.files_checked
+    );
+    for (name, r) in &outcome.reports {
+        println!("  source {name}: {}", r.summary);
+        // A dry run lists every change; a real restore only when short
+        // (or with -v; --json always has them).
+        if a.dry_run || r.actions.len() <= 20 || ctx.verbose {
+            for act in &r.actions {
+                println!("    {:<11} {}", act.action, printable(&act.target));
+            }
+        } else {
+            println!("    ({} changes; -v or --json lists them)", r.actions.len());
+        }
+    }
+    if a.dry_run {
+        println!("dry run: nothing was changed");
+    }
+    Ok(())
+}

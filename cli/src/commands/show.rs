@@ -1,0 +1,88 @@
+//! `coffer show`: one snapshot's index (and manifest with a key).
+
+use std::sync::Arc;
+
+use clap::Args;
+use coffer_core::Sink;
+use serde_json::json;
+
+use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, deep_check, find_snapshot, identities};
+use crate::output::{print_json, size};
+
+#[derive(Debug, Args)]
+pub struct ShowArgs {
+    /// Snapshot id, unique prefix, or `latest`.
+    pub snapshot: String,
+    #[command(flatten)]
+    pub sink: SinkSel,
+    #[command(flatten)]
+    pub keys: KeySel,
+    #[command(flatten)]
+    pub trust: TrustSel,
+}
+
+pub(crate) async fn exec(ctx: &Ctx, a: ShowArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
+    let (sink_name, sink, entry) = find_snapshot(&sinks, &a.snapshot).await?;
+    let signature = crate::ctx::enforce(&trust, &entry)?;
+    let ids = identities(&a.keys)?;
+    let manifest = if ids.is_empty() {
+        None
+    } else {
+        Some(deep_check(ctx, "show", sink.as_ref(), &entry.index, Arc::new(ids)).await?)
+    };
+    if ctx.json {
+        let mut v = json!({
+            "sink": sink_name, "state": entry.state.as_str(), "index": entry.index,
+            "signature": signature.as_str(), "signer": signature.fingerprint(),
+        });
+        if let Some(s) = &manifest {
+            v["manifest"] = serde_json::to_value(&s.manifest).expect("json");
+            v["sources"] = serde_json::to_value(&s.sources.sources).expect("json");
+        }
+        print_json(&v);
+        return Ok(());
+    }
+    let i = &entry.index;
+    println!("snapshot   {}", i.id);
+    println!("sink       {sink_name} ({})", sink.info());
+    println!("state      {}", entry.state.as_str());
+    match signature.fingerprint() {
+        Some(fp) => println!("signature  {} ({fp})", signature.as_str()),
+        None => println!("signature  {}", signature.as_str()),
+    }
+    println!("job        {}", i.job);
+    println!("created    {}", i.created_at);
+    println!("host       {}", i.host);
+    if !i.tags.is_empty() {
+        println!("tags       {}", i.tags.join(", "));
+    }
+    println!(
+        "object     {} ({}, sha256 {})",
+        i.object.key,
+        size(i.object.size),
+        i.object.sha256
+    );
+    println!("compressed {}", i.compression);
+    println!(
+        "encryption age, {} {}",
+        i.encryption.mode,
+        i.encryption.recipients.join(" ")
+    );
+    for s in &i.sources {
+        println!("source     {} ({})", s.name, s.kind);
+    }
+    if let Some(s) = manifest {
+        println!(
+            "manifest   {} files, {} (all checked)",
+            s.files_checked,
+            size(s.manifest.total_bytes)
+        );
+        for (src, rec) in s.manifest.sources.iter().zip(&s.sources.sources) {
+            println!("  {}: {} — {}", src.name, rec.description, src.report.summary);
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,147 @@
+//! What every command shares: the global context ([`Ctx`]), the flag groups
+//! several commands flatten ([`SinkSel`], [`KeySel`], [`TrustSel`],
+//! [`BackupSinks`]) and their resolvers (keys, trust, snapshots, locks).
+//! Depends on config, output and core only; never on a command.
+
+mod keys;
+mod locks;
+mod policy;
+mod snapshots;
+mod trust;
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use clap::Args;
+use coffer_core::{CancelFlag, Registry, Result, Sink, config_error};
+
+use crate::Failure;
+use crate::config::Config;
+
+pub(crate) use keys::*;
+pub(crate) use locks::*;
+pub(crate) use policy::*;
+pub(crate) use snapshots::*;
+pub(crate) use trust::*;
+
+pub(crate) type CmdResult = std::result::Result<(), Failure>;
+
+/// What every command gets: global flags, the plugin registry, the
+/// interrupt flag. Commands added in their own modules use it too.
+pub(crate) struct Ctx {
+    pub(crate) json: bool,
+    pub(crate) quiet: bool,
+    pub(crate) config_path: Option<PathBuf>,
+    pub(crate) registry: Registry,
+    pub(crate) cancel: CancelFlag,
+    pub(crate) verbose: bool,
+    /// `--create-sink`: sinks written to are made where there is none.
+    pub(crate) create_sinks: bool,
+}
+
+impl Ctx {
+    /// The config: --config/COFFER_CONFIG (must exist), else ./coffer.toml if present.
+    pub(crate) fn config(&self) -> Result<Option<Config>> {
+        match &self.config_path {
+            Some(p) => Config::load(p, &self.registry).map(Some),
+            None => {
+                let p = Path::new("coffer.toml");
+                if p.exists() {
+                    Config::load(p, &self.registry).map(Some)
+                } else {
+                    Ok(None)
+                }
+            }
+        }
+    }
+
+    /// Sinks named or given by URL on the command line, else the config's.
+    pub(crate) fn read_sinks(
+        &self,
+        sel: &SinkSel,
+        config: Option<&Config>,
+    ) -> Result<Vec<(String, Arc<dyn Sink>)>> {
+        if !sel.sinks.is_empty() {
+            return sel
+                .sinks
+                .iter()
+                .map(|s| Ok((s.clone(), self.sink(s, config)?)))
+                .collect();
+        }
+        match config {
+            Some(c) if !c.sinks.is_empty() => {
+                Ok(c.sinks.iter().map(|(n, s)| (n.clone(), s.clone())).collect())
+            }
+            _ => Err(config_error("no sink given")
+                .with_hint("pass --sink DIR_OR_URL (or a sink name from coffer.toml)")),
+        }
+    }
+
+    pub(crate) fn sink(&self, s: &str, config: Option<&Config>) -> Result<Arc<dyn Sink>> {
+        if let Some(c) = config
+            && let Some(sink) = c.sinks.get(s)
+        {
+            return Ok(sink.clone());
+        }
+        self.registry.sink_from_url(s)
+    }
+
+    /// A sink the command writes to: as [`Ctx::sink`]; with
+    /// `--create-sink` made a sink on its first use.
+    pub(crate) fn target_sink(&self, s: &str, config: Option<&Config>) -> Result<Arc<dyn Sink>> {
+        let sink = self.sink(s, config)?;
+        Ok(if self.create_sinks {
+            crate::create_sink::CreateOnFirstUse::wrap(sink)
+        } else {
+            sink
+        })
+    }
+}
+
+#[derive(Debug, Args, Default)]
+pub struct SinkSel {
+    /// A sink to read: a name from the config, a directory, or a URL
+    /// (file:///…, s3://…); repeatable (the first one holding the snapshot
+    /// is used). Default: the config's sinks.
+    #[arg(long = "sink", value_name = "SINK")]
+    pub sinks: Vec<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct BackupSinks {
+    /// A sink to write: a name from the config, a directory, or a URL
+    /// (file:///…, s3://…); repeat to fan out to several. Default: the
+    /// job's sinks.
+    #[arg(long = "sink", value_name = "SINK")]
+    pub sinks: Vec<String>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct KeySel {
+    /// Identity file to decrypt with (age identity or SSH private key);
+    /// repeatable. Env COFFER_IDENTITY.
+    #[arg(
+        long = "identity",
+        short = 'i',
+        value_name = "FILE",
+        env = "COFFER_IDENTITY",
+        hide_env_values = true
+    )]
+    pub identities: Vec<PathBuf>,
+    /// Use a passphrase (from COFFER_PASSPHRASE, --passphrase-file, or a
+    /// prompt on a terminal).
+    #[arg(long)]
+    pub passphrase: bool,
+    /// Read the passphrase from FILE.
+    #[arg(long, value_name = "FILE")]
+    pub passphrase_file: Option<PathBuf>,
+}
+
+#[derive(Debug, Args, Default)]
+pub struct TrustSel {
+    /// Trust snapshots signed by this key (coffer-sign-ed25519:…, ssh-ed25519 …,
+    /// or a file of such lines); repeatable; adds to `trusted-signers`. Once
+    /// any is given, unsigned and untrusted snapshots are refused.
+    #[arg(long = "trusted-signer", value_name = "KEY")]
+    pub trusted_signers: Vec<String>,
+}

@@ -1,0 +1,81 @@
+//! Finding a snapshot on the selected sinks, describing it in JSON, and
+//! checking it deeply.
+
+use std::sync::Arc;
+
+use coffer_core::{
+    Catalog, CatalogEntry, CheckOnly, Error, ErrorKind, Identities, Progress, ProgressRead, Result, Sink,
+};
+use serde_json::json;
+
+use super::Ctx;
+use crate::output::Spinner;
+
+pub(crate) fn snapshot_json(e: &CatalogEntry) -> serde_json::Value {
+    json!({
+        "id": e.index.id.as_str(),
+        "created_at": e.index.created_at.to_string(),
+        "job": e.index.job,
+        "host": e.index.host,
+        "tags": e.index.tags,
+        "size": e.index.object.size,
+        "sha256": e.index.object.sha256,
+        "sources": e.index.sources,
+        "state": e.state.as_str(),
+        "pinned": e.pinned,
+    })
+}
+
+/// Finds `spec` on the first of `sinks` that has it.
+pub(crate) async fn find_snapshot(
+    sinks: &[(String, Arc<dyn Sink>)],
+    spec: &str,
+) -> Result<(String, Arc<dyn Sink>, CatalogEntry)> {
+    let mut last_err = None;
+    for (name, sink) in sinks {
+        let cat = Catalog::load(sink.as_ref())
+            .await
+            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        match cat.resolve(spec) {
+            Ok(e) => return Ok((name.clone(), sink.clone(), e.clone())),
+            // Another sink may hold a good copy; if none does, a corrupt
+            // index is what the user must hear about, not "not found".
+            Err(e) => {
+                let worse = last_err
+                    .as_ref()
+                    .is_none_or(|l: &Error| l.kind() != ErrorKind::Integrity);
+                if worse {
+                    last_err = Some(e);
+                }
+            }
+        }
+    }
+    Err(last_err.unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no sink")))
+}
+
+/// Fetches a snapshot's object (its SHA-256 checked against the index),
+/// then decrypts it and checks every file against `SHA256SUMS` and the
+/// manifest, showing both phases.
+pub(crate) async fn deep_check(
+    ctx: &Ctx,
+    what: &str,
+    sink: &dyn Sink,
+    index: &coffer_core::Index,
+    ids: Arc<Identities>,
+) -> Result<coffer_core::BundleSummary> {
+    let progress = Arc::new(Progress::default());
+    let shown = Spinner::start(what, progress.clone(), ctx.quiet);
+    let checked = async {
+        let file = coffer_core::fetch_verified(sink, index, None, Some(&progress)).await?;
+        let input = ProgressRead::new(file, progress.clone(), "decrypt", index.object.size, None);
+        let idx = index.clone();
+        tokio::task::spawn_blocking(move || {
+            coffer_core::read_bundle(std::io::BufReader::new(input), &idx, &ids, &mut CheckOnly)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
+    }
+    .await;
+    shown.finish();
+    checked
+}

@@ -1,0 +1,48 @@
+//! Trusted signers (`--trusted-signer` + `trusted-signers`) and what they
+//! say about a snapshot.
+
+use std::path::Path;
+
+use coffer_core::{CatalogEntry, Result, TrustState, TrustedSigners};
+
+use super::TrustSel;
+use crate::config::Config;
+
+/// The trusted signers: --trusted-signer flags plus the config's
+/// `trusted-signers` (files relative to the config's folder).
+pub(crate) fn trusted_signers(sel: &TrustSel, config: Option<&Config>) -> Result<TrustedSigners> {
+    let mut t = TrustedSigners::new();
+    for s in &sel.trusted_signers {
+        t.add(s, Path::new("."))
+            .map_err(|e| e.prefix("--trusted-signer"))?;
+    }
+    if let Some(c) = config {
+        let base = c
+            .path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        for s in &c.trusted_signers {
+            t.add(s, base)
+                .map_err(|e| e.prefix(format!("{}: trusted-signers", c.path.display())))?;
+        }
+    }
+    Ok(t)
+}
+
+/// Refuses a snapshot whose signature fails the trust policy; call it
+/// before fetching or decrypting anything.
+pub(crate) fn enforce(trust: &TrustedSigners, entry: &CatalogEntry) -> Result<TrustState> {
+    trust.enforce(entry.index.id.as_str(), &entry.signature)
+}
+
+/// `signed` (trusted, or any valid signature when no signer is trusted),
+/// `unsigned`, or `untrusted` (refused by restore: unsigned or untrusted
+/// while signers are configured, or a bad signature).
+pub(crate) fn signature_column(trust: &coffer_core::TrustedSigners, e: &CatalogEntry) -> &'static str {
+    match (crate::ctx::enforce(trust, e), trust.judge(&e.signature)) {
+        (Err(_), _) => "untrusted",
+        (Ok(_), coffer_core::TrustState::Unsigned) => "unsigned",
+        (Ok(_), _) => "signed",
+    }
+}

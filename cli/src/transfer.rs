@@ -1,0 +1,158 @@
+//! Moving snapshots between sinks for copy, export and import: selecting
+//! them, running a batch, printing each result.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use coffer_core::{
+    Catalog, CatalogEntry, CopyOptions, CopyOutcome, CopyStatus, ErrorKind, Result, Sink, TrustedSigners,
+};
+use coffer_sink_media::MediaIdentity;
+use serde_json::json;
+
+use crate::Failure;
+use crate::ctx::{CmdResult, Ctx};
+use crate::output::size;
+
+/// The snapshots named by a selection, oldest first.
+pub(crate) fn select(cat: &Catalog, specs: &[String], latest: bool, all: bool) -> Result<Vec<CatalogEntry>> {
+    if all {
+        return Ok(cat.snapshots.clone());
+    }
+    if latest || specs.is_empty() {
+        return Ok(vec![cat.resolve("latest")?.clone()]);
+    }
+    let mut out: Vec<CatalogEntry> = Vec::new();
+    for s in specs {
+        let e = cat.resolve(s)?;
+        if !out.iter().any(|o| o.index.id == e.index.id) {
+            out.push(e.clone());
+        }
+    }
+    out.sort_by(|a, b| a.index.id.cmp(&b.index.id));
+    Ok(out)
+}
+
+/// Result of a batch, for output and the exit code.
+pub(crate) struct Batch {
+    pub(crate) results: Vec<(CatalogEntry, Result<CopyOutcome>)>,
+}
+
+impl Batch {
+    pub(crate) fn ok_ids(&self) -> Vec<String> {
+        self.results
+            .iter()
+            .filter(|(_, r)| r.is_ok())
+            .map(|(e, _)| e.index.id.to_string())
+            .collect()
+    }
+
+    pub(crate) fn refused(&self) -> Vec<(String, String)> {
+        self.results
+            .iter()
+            .filter_map(|(e, r)| match r {
+                Err(err) if err.kind() == ErrorKind::Integrity => {
+                    Some((e.index.id.to_string(), err.to_string()))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
+    pub(crate) fn json(&self) -> Vec<serde_json::Value> {
+        self.results
+            .iter()
+            .map(|(e, r)| match r {
+                Ok(o) => json!({
+                    "id": e.index.id.as_str(), "ok": true, "status": o.status.as_str(),
+                    "bytes": o.bytes, "size": o.index.object.size, "reused_object": o.reused_object,
+                    "companions": o.companions, "signature": o.signature.as_str(),
+                }),
+                Err(err) => json!({
+                    "id": e.index.id.as_str(), "ok": false, "status": "failed",
+                    "error": {"kind": err.kind().as_str(), "message": err.to_string(), "hint": err.hint()},
+                }),
+            })
+            .collect()
+    }
+
+    /// Exit code: 3 if any snapshot failed an integrity check, else the
+    /// first other error.
+    pub(crate) fn finish(self, what: &str) -> CmdResult {
+        let refused = self.refused();
+        if !refused.is_empty() {
+            return Err(Failure::Integrity(format!(
+                "{} snapshot(s) refused ({what}): {}",
+                refused.len(),
+                refused
+                    .iter()
+                    .map(|(id, _)| id.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )));
+        }
+        for (_, r) in self.results {
+            if let Err(e) = r {
+                return Err(e.into());
+            }
+        }
+        Ok(())
+    }
+}
+
+pub(crate) fn print_one(quiet_json: bool, verb: &str, e: &CatalogEntry, r: &Result<CopyOutcome>) {
+    if quiet_json {
+        return;
+    }
+    match r {
+        Ok(o) if o.status == CopyStatus::Skipped => {
+            println!("{} skipped (already present and identical)", e.index.id)
+        }
+        Ok(o) if o.reused_object => println!(
+            "{} {verb} (completed an interrupted copy; {} object verified)",
+            e.index.id,
+            size(o.index.object.size)
+        ),
+        Ok(o) => println!(
+            "{} {verb} ({}, SHA-256 verified)",
+            e.index.id,
+            size(o.index.object.size)
+        ),
+        Err(err) => {
+            println!("{} REFUSED: {err}", e.index.id);
+            if let Some(h) = err.hint() {
+                println!("  hint: {h}");
+            }
+        }
+    }
+}
+
+pub(crate) async fn run_batch(
+    ctx: &Ctx,
+    from: Arc<dyn Sink>,
+    to: Arc<dyn Sink>,
+    entries: Vec<CatalogEntry>,
+    trust: TrustedSigners,
+    holder: &str,
+    verb: &'static str,
+) -> Result<Batch> {
+    let opts = CopyOptions::new().with_trusted(trust);
+    let json = ctx.json;
+    let results = coffer_core::copy_snapshots(from, to, &entries, &opts, holder, &mut |e, r| {
+        print_one(json, verb, e, r)
+    })
+    .await?;
+    Ok(Batch {
+        results: entries.into_iter().zip(results).collect(),
+    })
+}
+
+/// The medium's mount point and identity, when `sink` is a media sink.
+pub(crate) fn medium_of(sink: &dyn Sink) -> Option<(PathBuf, Option<MediaIdentity>)> {
+    let info = sink.info();
+    (info.scheme == coffer_sink_media::SCHEME).then(|| {
+        let root = PathBuf::from(info.location);
+        let id = coffer_sink_media::read_identity(&root).ok();
+        (root, id)
+    })
+}
