@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn every_shipped_example_parses() {
-        let reg = crate::registry();
+        let reg = crate::builtin_registry();
         for example in [
             "examples/quickstart/coffer.toml",
             "examples/init/coffer.toml",
@@ -398,12 +398,12 @@ mod tests {
             "recipients = []\n\n[sink.s]\nkind = \"local\"\npath = \"b\"\nbogus = 1\n",
         )
         .unwrap();
-        let err = Config::load(&p, &crate::registry()).unwrap_err();
+        let err = Config::load(&p, &crate::builtin_registry()).unwrap_err();
         let text = err.to_string();
         assert!(text.contains("c.toml:3"), "{text}");
         assert!(text.contains("bogus"), "{text}");
         std::fs::write(&p, "[job.a]\nsources = []\nsinks = []\n").unwrap();
-        let err = Config::load(&p, &crate::registry()).unwrap_err();
+        let err = Config::load(&p, &crate::builtin_registry()).unwrap_err();
         assert!(err.to_string().contains("needs sources and sinks"), "{err}");
     }
 
@@ -421,12 +421,12 @@ mod tests {
         };
         std::fs::write(&p, text("quorum = 2")).unwrap();
         // `optional` never reaches the plugin, whose config denies unknown keys.
-        let cfg = Config::load(&p, &crate::registry()).unwrap();
+        let cfg = Config::load(&p, &crate::builtin_registry()).unwrap();
         assert_eq!(cfg.sink_optional.iter().collect::<Vec<_>>(), ["x"]);
         assert_eq!(cfg.jobs["a"].quorum, Some(2));
         for bad in ["quorum = 3", "quorum = 0"] {
             std::fs::write(&p, text(bad)).unwrap();
-            let err = Config::load(&p, &crate::registry()).unwrap_err();
+            let err = Config::load(&p, &crate::builtin_registry()).unwrap_err();
             assert!(
                 err.to_string().contains("c.toml:1") && err.to_string().contains("quorum"),
                 "{err}"
@@ -456,17 +456,17 @@ mod tests {
             ),
         )
         .unwrap();
-        let cfg = Config::load(&p, &crate::registry()).unwrap();
+        let cfg = Config::load(&p, &crate::builtin_registry()).unwrap();
         assert_eq!(cfg.sink_retention["o"].keep_monthly, Some(12));
         // `days` alone needs no retention; neither is refused, naming `days`.
         std::fs::write(&p, text("{ mode = \"compliance\", days = 30 }", "")).unwrap();
-        Config::load(&p, &crate::registry()).unwrap();
+        Config::load(&p, &crate::builtin_registry()).unwrap();
         std::fs::write(
             &p,
             text("{ mode = \"governance\" }", "retention = { keep-last = 3 }"),
         )
         .unwrap();
-        let err = Config::load(&p, &crate::registry()).unwrap_err();
+        let err = Config::load(&p, &crate::builtin_registry()).unwrap_err();
         assert!(err.to_string().contains("days"), "{err}");
     }
 }

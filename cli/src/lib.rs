@@ -1,0 +1,170 @@
+//! The `coffer` command line as a library: flags and config resolution,
+//! progress, output and exit codes. The work itself is in coffer-core and
+//! the plugin crates.
+//!
+//! The `coffer` binary is [`main_with`] and nothing more. A plugin author
+//! gets the whole command line for their own sink or source with a main of
+//! their own that registers it next to the built-in plugins (see
+//! `docs/PLUGINS.md` and `examples/custom-sink`):
+//!
+//! ```no_run
+//! fn main() -> std::process::ExitCode {
+//!     coffer_cli::main_with(|registry| {
+//!         // my_sink::register(registry);
+//!         let _ = registry;
+//!     })
+//! }
+//! ```
+
+mod commands;
+mod config;
+mod create_sink;
+mod ctx;
+mod health;
+mod hooks;
+mod output;
+mod retention;
+mod sample;
+mod transfer;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+use coffer_core::{Error, ErrorKind, Registry};
+
+/// Every plugin compiled into this crate (per its cargo features).
+pub fn builtin_registry() -> Registry {
+    let mut reg = Registry::new();
+    coffer_source_file::register(&mut reg);
+    coffer_source_env::register(&mut reg);
+    coffer_source_command::register(&mut reg);
+    #[cfg(feature = "k8s")]
+    coffer_source_k8s::register(&mut reg);
+    #[cfg(feature = "mongo")]
+    coffer_source_mongo::register(&mut reg);
+    coffer_sink_local::register(&mut reg);
+    #[cfg(feature = "s3")]
+    coffer_sink_s3::register(&mut reg);
+    #[cfg(feature = "sftp")]
+    coffer_sink_sftp::register(&mut reg);
+    #[cfg(feature = "opendal")]
+    coffer_sink_opendal::register(&mut reg);
+    coffer_sink_media::register(&mut reg);
+    reg
+}
+
+/// Failures that decide the exit code.
+pub(crate) enum Failure {
+    /// An error from the work.
+    Error(Error),
+    /// The snapshot was written, but some required sinks failed.
+    Partial(String),
+    /// Some snapshots failed verification (already reported).
+    Integrity(String),
+}
+
+impl From<Error> for Failure {
+    fn from(e: Error) -> Self {
+        Failure::Error(e)
+    }
+}
+
+fn exit_code_of(kind: ErrorKind) -> u8 {
+    match kind {
+        ErrorKind::ConfigInvalid => 2,
+        ErrorKind::Integrity => 3,
+        ErrorKind::Decryption => 5,
+        ErrorKind::SinkMissing => 10,
+        _ => 1,
+    }
+}
+
+/// Runs the `coffer` command line with the built-in plugins plus those
+/// `register` adds (a kind or scheme registered again replaces the
+/// built-in one), and returns the exit code.
+pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
+    let mut registry = builtin_registry();
+    register(&mut registry);
+    // The dependency graph enables both of rustls' providers (ring for
+    // mongodb, aws-lc-rs for object_store), so none is the default: pick
+    // one before any TLS client is built, or building one panics.
+    #[cfg(any(feature = "s3", feature = "opendal", feature = "k8s"))]
+    let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
+    let cli = commands::Cli::parse();
+    // kube logs every failed request at ERROR; coffer reports it itself,
+    // with a hint, so its own log line would only repeat it.
+    let filter = match cli.verbose {
+        0 => "warn,kube_client=off",
+        1 => "info,coffer=info,kube_client=off",
+        _ => "debug",
+    };
+    let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    let json = cli.json;
+    let cancel = coffer_core::CancelFlag::default();
+    let result = runtime.block_on(async {
+        // SIGTERM (a service manager stopping the run) is handled like
+        // Ctrl-C: dropped futures run their cleanup (locks, `after` hooks).
+        let terminate = async {
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(mut s) => {
+                    s.recv().await;
+                }
+                Err(_) => std::future::pending::<()>().await,
+            }
+        };
+        tokio::select! {
+            r = commands::run(cli, registry, cancel.clone()) => r,
+            _ = tokio::signal::ctrl_c() => {
+                // Blocking work (a restore) cannot be dropped: it sees the
+                // flag and aborts before committing anything.
+                cancel.cancel();
+                Err(Failure::Error(Error::new(ErrorKind::Cancelled, "interrupted")
+                    .with_hint("nothing partial was kept; run the command again")))
+            }
+            _ = terminate => {
+                cancel.cancel();
+                Err(Failure::Error(Error::new(ErrorKind::Cancelled, "terminated (SIGTERM)")
+                    .with_hint("nothing partial was kept; run the command again")))
+            }
+        }
+    });
+    // Dropping the runtime here lets cancelled work run its cleanup guards.
+    drop(runtime);
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(Failure::Error(e)) => {
+            output::print_error(&e, json);
+            ExitCode::from(if e.kind() == ErrorKind::Cancelled {
+                130
+            } else {
+                exit_code_of(e.kind())
+            })
+        }
+        Err(Failure::Partial(msg)) => {
+            if !json {
+                eprintln!("error: {msg}");
+            }
+            ExitCode::from(4)
+        }
+        Err(Failure::Integrity(msg)) => {
+            if !json {
+                eprintln!("error: {msg}");
+            }
+            ExitCode::from(3)
+        }
+    }
+}
