@@ -79,6 +79,10 @@ pub struct JobConfig {
     /// After `after`: wait until the service answers healthy.
     #[serde(default)]
     pub health: Option<crate::health::Health>,
+    /// Post-restore checks (`[[job.NAME.checks]]`), run after `restore`,
+    /// by `drill` and by `coffer check`.
+    #[serde(default)]
+    pub checks: Vec<crate::checks::CheckSpec>,
 }
 
 impl JobConfig {
@@ -263,6 +267,11 @@ impl Config {
             job.hooks()
                 .check()
                 .map_err(|why| config_error(at(span.clone(), &format!("[job.{name}] {why}"))))?;
+            for check in &job.checks {
+                check
+                    .validate()
+                    .map_err(|why| config_error(at(span.clone(), &format!("[job.{name}] checks: {why}"))))?;
+            }
             if job.passphrase_file.is_some() && job.recipients.is_some() {
                 return Err(config_error(at(
                     span.clone(),

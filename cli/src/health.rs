@@ -68,12 +68,12 @@ pub(crate) fn shown_url(url: &str) -> String {
 /// How the wait went.
 #[derive(Debug, Clone)]
 pub(crate) struct HealthReport {
-    url: String,
+    pub(crate) url: String,
     pub(crate) ok: bool,
-    attempts: u32,
-    seconds: f64,
+    pub(crate) attempts: u32,
+    pub(crate) seconds: f64,
     /// What the last attempt saw.
-    last: String,
+    pub(crate) last: String,
 }
 
 impl HealthReport {
@@ -166,7 +166,7 @@ pub(crate) async fn wait(h: &Health) -> HealthReport {
 }
 
 /// The innermost cause of a request error, in one line.
-fn short_error(e: &reqwest::Error) -> String {
+pub(crate) fn short_error(e: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = e;
     while let Some(inner) = cause.source() {
         cause = inner;

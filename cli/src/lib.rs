@@ -16,13 +16,16 @@
 //! }
 //! ```
 
+mod checks;
 mod commands;
 mod config;
 mod create_sink;
 mod ctx;
+mod evidence;
 mod health;
 mod hooks;
 mod output;
+mod restoring;
 mod retention;
 mod sample;
 mod transfer;
@@ -61,6 +64,8 @@ pub(crate) enum Failure {
     Partial(String),
     /// Some snapshots failed verification (already reported).
     Integrity(String),
+    /// Post-restore checks or a drill failed (already reported).
+    Checks(String),
 }
 
 impl From<Error> for Failure {
@@ -165,6 +170,12 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
                 eprintln!("error: {msg}");
             }
             ExitCode::from(3)
+        }
+        Err(Failure::Checks(msg)) => {
+            if !json {
+                eprintln!("error: {msg}");
+            }
+            ExitCode::from(6)
         }
     }
 }

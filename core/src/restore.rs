@@ -517,9 +517,13 @@ impl BundleVisitor for RestoreVisitor {
     fn sources(&mut self, sources: &SourcesFile) -> Result<()> {
         for record in &sources.sources {
             if let Some(source) = (self.resolve)(record)? {
+                let mut opts = self.opts.clone();
+                if let (true, Some(target)) = (opts.target_per_source, &opts.target) {
+                    opts.target = Some(target.join(&record.name));
+                }
                 let restorer = self
                     .handle
-                    .block_on(source.restore(&self.opts))
+                    .block_on(source.restore(&opts))
                     .map_err(|e| e.prefix(format!("source `{}`", record.name)))?;
                 self.slot.insert(record.name.clone(), self.restorers.len());
                 self.restorers.push((record.name.clone(), restorer));

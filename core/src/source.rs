@@ -219,6 +219,9 @@ pub struct SourceReport {
 pub struct RestoreOptions {
     /// Put the data under this directory instead of its original place.
     pub target: Option<PathBuf>,
+    /// With `target`: each source under `target/<source name>` (a drill
+    /// keeps sources apart, whatever their paths).
+    pub target_per_source: bool,
     /// Compute the plan only; change nothing.
     pub dry_run: bool,
     /// Plugin-specific options from flags, e.g. `mongo-uri`, `drop`.

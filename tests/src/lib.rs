@@ -254,3 +254,79 @@ pub fn noise(len: usize) -> Vec<u8> {
     out.truncate(len);
     out
 }
+
+/// A small real HTTP server (python3) standing for the service: `/live`
+/// answers 503 to its first `fails` requests, then 200 "live ok"; `/down`
+/// always 500; `/slow` 200 after 3 s; `/metrics` exposes
+/// `issuer_directory_changes_total` growing by one per scrape, `/metrics-flat`
+/// the same series never growing.
+pub struct HttpService {
+    child: std::process::Child,
+    /// Its port on 127.0.0.1.
+    pub port: u16,
+}
+
+impl HttpService {
+    /// Starts it, writing its script into `dir`.
+    pub fn start(dir: &Path, fails: u32) -> HttpService {
+        let script = dir.join("health.py");
+        std::fs::write(
+            &script,
+            r##"import http.server, sys, time
+seen = {"live": 0, "scrapes": 0}
+class H(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        code = 200
+        body = b"live ok"
+        if self.path in ("/metrics", "/metrics-flat"):
+            seen["scrapes"] += 1
+            n = seen["scrapes"] if self.path == "/metrics" else 7
+            body = ("# HELP issuer_directory_changes_total Changes applied.\n"
+                    "# TYPE issuer_directory_changes_total counter\n"
+                    'issuer_directory_changes_total{kind="entry"} %d\n'
+                    "process_up 1\n" % n).encode()
+        elif self.path == "/live":
+            seen["live"] += 1
+            code = 503 if seen["live"] <= int(sys.argv[2]) else 200
+        elif self.path == "/down":
+            code = 500
+        elif self.path == "/slow":
+            time.sleep(3)
+        self.send_response(code)
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
+"##,
+        )
+        .unwrap();
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let child = std::process::Command::new("python3")
+            .arg(&script)
+            .args([port.to_string(), fails.to_string()])
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "the health server did not start"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        HttpService { child, port }
+    }
+}
+
+impl Drop for HttpService {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}

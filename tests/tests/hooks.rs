@@ -6,7 +6,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use coffer_e2e::{coffer, coffer_bin, keygen};
+use coffer_e2e::{HttpService, coffer, coffer_bin, keygen};
 use serde_json::Value;
 
 /// A config with job `main` (source `svc`, sink `bk` at `sink`) and these
@@ -161,74 +161,12 @@ fn after_runs_on_sigint_and_sigterm() {
     }
 }
 
-/// A small real HTTP server (python3): `/live` answers 503 to its first
-/// `fails` requests, then 200 "live ok"; `/down` always 500; `/slow` 200
-/// after 3 s.
-struct HealthServer {
-    child: std::process::Child,
-    port: u16,
-}
-
-impl HealthServer {
-    fn start(dir: &Path, fails: u32) -> HealthServer {
-        let script = dir.join("health.py");
-        fs::write(
-            &script,
-            r#"import http.server, sys, time
-seen = {"live": 0}
-class H(http.server.BaseHTTPRequestHandler):
-    def do_GET(self):
-        code = 200
-        if self.path == "/live":
-            seen["live"] += 1
-            code = 503 if seen["live"] <= int(sys.argv[2]) else 200
-        elif self.path == "/down":
-            code = 500
-        elif self.path == "/slow":
-            time.sleep(3)
-        body = b"live ok"
-        self.send_response(code)
-        self.send_header("Content-Length", str(len(body)))
-        self.end_headers()
-        self.wfile.write(body)
-    def log_message(self, *args):
-        pass
-http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_forever()
-"#,
-        )
-        .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
-        let child = std::process::Command::new("python3")
-            .arg(&script)
-            .args([port.to_string(), fails.to_string()])
-            .spawn()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-            assert!(Instant::now() < deadline, "the health server did not start");
-            std::thread::sleep(Duration::from_millis(50));
-        }
-        HealthServer { child, port }
-    }
-}
-
-impl Drop for HealthServer {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 #[test]
 fn the_health_wait_says_whether_the_service_came_back() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     let (_, rec) = keygen(p, "key.txt");
-    let server = HealthServer::start(p, 2);
+    let server = HttpService::start(p, 2);
     let port = server.port;
     let job = |path: &str, timeout: u32| {
         format!(

@@ -477,3 +477,39 @@ fn the_configured_context_is_used_instead_of_the_current_one() {
     assert_eq!(out.status.code(), Some(1), "{}", output_text(&out));
     assert!(output_text(&out).contains("401"), "{}", output_text(&out));
 }
+
+#[test]
+fn a_drill_restores_secrets_into_a_scratch_namespace_and_removes_them() {
+    let server = server();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = config(p, &server, ADMIN_TOKEN, "selector = \"app=issuer-directory\"");
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    let before = data(&server, NS, DB);
+
+    let out = coffer(p)
+        .args(["--json", "drill", "--keep", "-i"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_no_values(&output_text(&out));
+    let v = json_ok(&out);
+    assert_eq!(v["passed"], true, "{v}");
+    let scratch = v["scratch"]["k8s_namespace"].as_str().unwrap().to_string();
+    assert!(scratch.starts_with("coffer-drill-"), "{v}");
+    assert_eq!(server.names(&scratch), [DB, TLS]);
+    assert_eq!(data(&server, &scratch, DB), before);
+    assert_eq!(data(&server, NS, DB), before, "the source namespace is untouched");
+    std::fs::remove_dir_all(v["scratch"]["dir"].as_str().unwrap()).unwrap();
+
+    let v = json_ok(
+        &coffer(p)
+            .args(["--json", "drill", "-i"])
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v["scratch"]["cleanup_error"], Value::Null, "{v}");
+    assert!(server.names(&scratch).is_empty(), "scratch Secrets removed");
+    assert_eq!(server.names(NS), ["billing", DB, TLS]);
+}

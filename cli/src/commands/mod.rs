@@ -8,8 +8,11 @@
 //! backup) or `transfer` (copy, export and import).
 
 mod backup;
+mod check;
 mod completions;
 mod copy;
+mod drill;
+mod drills;
 mod export;
 mod import;
 mod import_runbook;
@@ -64,7 +67,7 @@ pub struct Cli {
 
 pub const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage or config error, 3 integrity failure \
 (corrupt, truncated or forged snapshot), 4 partial failure (some required sinks failed), \
-5 no usable key (wrong identity or passphrase), 10 no sink there (not mounted? see `coffer sink init`), \
+5 no usable key (wrong identity or passphrase), 6 a post-restore check or drill failed, 10 no sink there (not mounted? see `coffer sink init`), \
 130 interrupted (Ctrl-C or SIGTERM; nothing partial kept).";
 
 #[derive(Debug, Subcommand)]
@@ -83,8 +86,17 @@ pub enum Command {
     /// and checks every file against SHA256SUMS.
     Verify(verify::VerifyArgs),
     /// Restore a snapshot (after verifying it) to the original places or
-    /// under --target.
+    /// under --target, then run the job's post-restore checks.
     Restore(restore::RestoreArgs),
+    /// Rehearse a restore: restore a snapshot into scratch targets, run the
+    /// job's checks, measure RTO/RPO, and append the evidence to the
+    /// sink's drill history; exit 6 when a check fails.
+    Drill(drill::DrillArgs),
+    /// List the drill history of each sink and the last passed drill.
+    Drills(drills::DrillsArgs),
+    /// Run a job's post-restore checks (http, prometheus, mongo-counts,
+    /// audit) against the running service; exit 6 when one fails.
+    Check(check::CheckArgs),
     /// Apply the retention policy: print each snapshot with keep/delete and
     /// the reasons, then delete (index first, then the object).
     Prune(prune::PruneArgs),
@@ -143,6 +155,9 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
         Command::Show(a) => show::exec(&ctx, a).await,
         Command::Verify(a) => verify::exec(&ctx, a).await,
         Command::Restore(a) => restore::exec(&ctx, a).await,
+        Command::Check(a) => check::exec(&ctx, a).await,
+        Command::Drill(a) => drill::exec(&ctx, a).await,
+        Command::Drills(a) => drills::exec(&ctx, a).await,
         Command::Unlock(a) => unlock::exec(&ctx, a).await,
         Command::Copy(a) => copy::exec(&ctx, a).await,
         Command::Export(a) => export::exec(&ctx, a).await,

@@ -1,16 +1,16 @@
 //! `coffer restore`: verify, then restore every source (all or nothing).
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
-use coffer_core::{
-    Error, ErrorKind, Progress, ProgressRead, RestoreOptions, SourceRecord, SourceResolver, config_error,
-};
+use coffer_core::{RestoreOptions, config_error};
 use serde_json::json;
 
+use crate::Failure;
+use crate::checks::{CheckEnv, failures, manifest_counts, run_checks};
 use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, find_snapshot, identities};
-use crate::output::{Spinner, print_json, printable};
+use crate::output::{print_json, printable};
+use crate::restoring::restore_snapshot;
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
@@ -73,6 +73,9 @@ pub struct RestoreArgs {
     /// instead of its own (a drill's scratch namespace, a staging copy).
     #[arg(long, value_name = "NAMESPACE")]
     pub k8s_namespace: Option<String>,
+    /// Do not run the job's post-restore checks after the restore.
+    #[arg(long)]
+    pub no_checks: bool,
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
@@ -110,35 +113,91 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         return Err(config_error(format!("--target {} is not a directory", t.display())).into());
     }
 
-    // Phases shown: verify (the ciphertext's SHA-256), decrypt (and write
-    // the staged files), commit.
-    let progress = Arc::new(Progress::default());
-    let spinner = Spinner::start("restore", progress.clone(), ctx.quiet);
-    let file =
-        coffer_core::fetch_verified(sink.as_ref(), &index, a.cache_dir.as_deref(), Some(&progress)).await;
-    let file = match file {
-        Ok(f) => ProgressRead::new(f, progress.clone(), "decrypt", index.object.size, Some("commit")),
-        Err(e) => {
-            spinner.finish();
-            return Err(e.into());
-        }
-    };
+    let opts = restore_options(&a);
+    let outcome = restore_snapshot(
+        ctx,
+        config.as_ref(),
+        sink.as_ref(),
+        &index,
+        ids,
+        &a.only,
+        a.cache_dir.as_deref(),
+        opts,
+    )
+    .await?;
 
-    let config_sources = config.as_ref().map(|c| c.sources.clone()).unwrap_or_default();
-    let registry = ctx.registry.clone();
-    let only = a.only.clone();
-    let resolve: SourceResolver = Box::new(move |rec: &SourceRecord| {
-        if !only.is_empty() && !only.iter().any(|o| o == &rec.name || o == &rec.kind) {
-            return Ok(None);
+    // The job's post-restore checks, after a real restore of the whole
+    // snapshot to its own places.
+    let checks = match (
+        &config,
+        a.dry_run || a.no_checks || a.target.is_some() || !a.only.is_empty(),
+    ) {
+        (Some(c), false) => match c.jobs.get(&index.job) {
+            Some(job) if !job.checks.is_empty() => {
+                let env = CheckEnv {
+                    manifest_counts: manifest_counts(&outcome.summary.manifest),
+                    mongo_uri: a.mongo_uri.clone(),
+                    snapshot_time: Some(index.created_at),
+                    base_dir: c.path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+                    ..CheckEnv::default()
+                };
+                run_checks(&job.checks, &env).await
+            }
+            _ => Vec::new(),
+        },
+        _ => Vec::new(),
+    };
+    let failed = failures(&checks);
+    if ctx.json {
+        print_json(&json!({
+            "snapshot": index.id.as_str(),
+            "sink": sink_name,
+            "dry_run": a.dry_run,
+            "files_checked": outcome.summary.files_checked,
+            "sources": outcome.reports.iter().map(|(n, r)| json!({
+                "name": n, "summary": r.summary, "actions": r.actions,
+            })).collect::<Vec<_>>(),
+            "checks": checks,
+        }));
+    } else {
+        let verb = if a.dry_run { "would restore" } else { "restored" };
+        println!(
+            "{verb} snapshot {} from {sink_name} ({} files verified against SHA256SUMS)",
+            index.id, outcome.summary.files_checked
+        );
+        for (name, r) in &outcome.reports {
+            println!("  source {name}: {}", r.summary);
+            // A dry run lists every change; a real restore only when short
+            // (or with -v; --json always has them).
+            if a.dry_run || r.actions.len() <= 20 || ctx.verbose {
+                for act in &r.actions {
+                    println!("    {:<11} {}", act.action, printable(&act.target));
+                }
+            } else {
+                println!("    ({} changes; -v or --json lists them)", r.actions.len());
+            }
         }
-        if let Some(s) = config_sources.get(&rec.name)
-            && s.info().kind == rec.kind
-        {
-            return Ok(Some(s.clone()));
+        if a.dry_run {
+            println!("dry run: nothing was changed");
         }
-        let factory = registry.source_factory(&rec.kind)?;
-        factory.from_origin(&rec.name, &rec.origin).map(Some)
-    });
+        if !checks.is_empty() {
+            println!("post-restore checks of job `{}`:", index.job);
+            for r in &checks {
+                println!("  {}", r.line());
+            }
+        }
+    }
+    if let Some(why) = failed {
+        return Err(Failure::Checks(format!(
+            "snapshot {} was restored, but {why}",
+            index.id
+        )));
+    }
+    Ok(())
+}
+
+/// The restore options the flags ask for.
+fn restore_options(a: &RestoreArgs) -> RestoreOptions {
     let mut opts = RestoreOptions::default();
     opts.target = a.target.clone();
     opts.dry_run = a.dry_run;
@@ -164,48 +223,5 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
             opts.params.insert(key.into(), list.join("\n"));
         }
     }
-    opts.cancel = ctx.cancel.clone();
-    let handle = tokio::runtime::Handle::current();
-    let idx = index.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        coffer_core::restore_bundle(file, &idx, &ids, resolve, opts, handle)
-    })
-    .await
-    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()));
-    spinner.finish();
-    let outcome = outcome??;
-
-    if ctx.json {
-        print_json(&json!({
-            "snapshot": index.id.as_str(),
-            "sink": sink_name,
-            "dry_run": a.dry_run,
-            "files_checked": outcome.summary.files_checked,
-            "sources": outcome.reports.iter().map(|(n, r)| json!({
-                "name": n, "summary": r.summary, "actions": r.actions,
-            })).collect::<Vec<_>>(),
-        }));
-        return Ok(());
-    }
-    let verb = if a.dry_run { "would restore" } else { "restored" };
-    println!(
-        "{verb} snapshot {} from {sink_name} ({} files verified against SHA256SUMS)",
-        index.id, outcome.summary.files_checked
-    );
-    for (name, r) in &outcome.reports {
-        println!("  source {name}: {}", r.summary);
-        // A dry run lists every change; a real restore only when short
-        // (or with -v; --json always has them).
-        if a.dry_run || r.actions.len() <= 20 || ctx.verbose {
-            for act in &r.actions {
-                println!("    {:<11} {}", act.action, printable(&act.target));
-            }
-        } else {
-            println!("    ({} changes; -v or --json lists them)", r.actions.len());
-        }
-    }
-    if a.dry_run {
-        println!("dry run: nothing was changed");
-    }
-    Ok(())
+    opts
 }

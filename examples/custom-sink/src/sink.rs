@@ -304,15 +304,16 @@ impl SinkFactory for ExecSinkFactory {
     }
 
     fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Sink>> {
-        let mut config: ExecSinkConfig = toml::Value::Table(table).try_into().map_err(
-            |e: toml::de::Error| {
-                config_error(format!("invalid `exec` sink settings: {}", e.message()))
+        let mut config: ExecSinkConfig =
+            toml::Value::Table(table)
+                .try_into()
+                .map_err(|e: toml::de::Error| {
+                    config_error(format!("invalid `exec` sink settings: {}", e.message()))
                     .with_context("sink", name)
                     .with_hint(
                         "an `exec` sink takes the commands put, get, list, rename, delete, and timeout, dir",
                     )
-            },
-        )?;
+                })?;
         config.dir = Some(base_dir.join(config.dir.unwrap_or_default()));
         Ok(Arc::new(ExecSink::new(name, config)))
     }

@@ -49,7 +49,7 @@ use std::sync::Arc;
 
 pub use config::K8sSourceConfig;
 pub use sanitize::sanitize;
-pub use source::K8sSource;
+pub use source::{K8sSource, delete_restored};
 
 /// The TOML `kind` and one-off prefix of this source: `k8s`.
 pub const KIND: &str = "k8s";

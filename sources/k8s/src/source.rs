@@ -278,6 +278,38 @@ fn parse_spec(spec: &str) -> Result<K8sSourceConfig> {
     Ok(config)
 }
 
+/// Deletes the Secrets `names` of `namespace` on the cluster the source
+/// with `origin` (from a bundle) talks to: a drill's scratch copies.
+/// Missing ones are fine.
+pub async fn delete_restored(origin: &Value, namespace: &str, names: &[String]) -> Result<()> {
+    let config: K8sSourceConfig = serde_json::from_value(origin.clone()).map_err(|_| {
+        Error::new(
+            ErrorKind::Integrity,
+            "the bundle's origin of a `k8s` source is malformed",
+        )
+    })?;
+    let connection = Connection {
+        kubeconfig: config.kubeconfig,
+        context: config.context,
+    };
+    let (client, server) = connection.client().await?;
+    let api: Api<Secret> = Api::namespaced(client, namespace);
+    for name in names {
+        match api.delete(name, &kube::api::DeleteParams::default()).await {
+            Ok(_) => {}
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => {
+                return Err(api_error(
+                    e,
+                    &format!("delete Secret {namespace}/{name}"),
+                    &server,
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

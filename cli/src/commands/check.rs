@@ -1,0 +1,51 @@
+//! `coffer check [JOB]`: the job's post-restore checks, alone, against the
+//! running service (after a restore done by hand, or as a monitor).
+
+use clap::Args;
+use coffer_core::config_error;
+use serde_json::json;
+
+use crate::Failure;
+use crate::checks::{CheckEnv, failures, run_checks};
+use crate::ctx::{CmdResult, Ctx};
+use crate::output::print_json;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Job from the config (default: its only job).
+    pub job: Option<String>,
+    /// The MongoDB server of checks that name none (prefer the variable:
+    /// a password on the command line is visible to other users).
+    #[arg(long, value_name = "URI", env = "COFFER_MONGO_URI", hide_env_values = true)]
+    pub mongo_uri: Option<String>,
+}
+
+pub(crate) async fn exec(ctx: &Ctx, a: CheckArgs) -> CmdResult {
+    let config = ctx
+        .config()?
+        .ok_or_else(|| config_error("coffer check needs a config file").with_hint("pass --config FILE"))?;
+    let (name, job) = config.job(a.job.as_deref())?;
+    if job.checks.is_empty() {
+        return Err(config_error(format!("job `{name}` declares no checks"))
+            .with_hint(format!("add [[job.{name}.checks]] tables (kind = \"http\", \"prometheus\", \"mongo-counts\", \"audit\")"))
+            .into());
+    }
+    let env = CheckEnv {
+        mongo_uri: a.mongo_uri.clone(),
+        base_dir: config.path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+        ..CheckEnv::default()
+    };
+    let results = run_checks(&job.checks, &env).await;
+    let failed = failures(&results);
+    if ctx.json {
+        print_json(&json!({ "job": name, "passed": failed.is_none(), "checks": results }));
+    } else {
+        for r in &results {
+            println!("{}", r.line());
+        }
+    }
+    match failed {
+        None => Ok(()),
+        Some(why) => Err(Failure::Checks(format!("job `{name}`: {why}"))),
+    }
+}

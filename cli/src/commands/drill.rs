@@ -1,0 +1,429 @@
+//! `coffer drill [SNAPSHOT]`: rehearse a restore. The snapshot is verified
+//! and restored into scratch targets (a temporary directory, one folder
+//! per source, for files,
+//! `.env` secrets and command outputs; scratch MongoDB databases named
+//! `<db><suffix>` on the given or original server, never the source
+//! databases; a scratch Kubernetes namespace), the job's post-restore
+//! checks run against them, RTO and RPO are measured, the scratch targets
+//! are removed (unless `--keep`), and the evidence (JSON and Markdown) is
+//! appended to the drill history on the sink (`coffer drills` lists it).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use clap::Args;
+use coffer_core::{Error, RestoreOptions, SourceRecord, config_error};
+use serde_json::{Value, json};
+
+use crate::Failure;
+use crate::checks::{
+    CheckEnv, CheckResult, CheckSpec, MongoCountsCheck, MongoTarget, failures, manifest_counts, result,
+    run_checks,
+};
+use crate::config::Config;
+use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, find_snapshot, identities};
+use crate::evidence::{DRILL_FORMAT, DrillReport, Scratch};
+use crate::output::print_json;
+use crate::restoring::restore_snapshot;
+
+/// Kinds of the MongoDB sources.
+const MONGO_KINDS: [&str; 3] = ["mongo", "mongo-env", "mongodump"];
+
+#[derive(Debug, Args)]
+pub struct DrillArgs {
+    /// Snapshot id, unique prefix, or `latest` (default: latest).
+    pub snapshot: Option<String>,
+    #[command(flatten)]
+    pub sink: SinkSel,
+    #[command(flatten)]
+    pub keys: KeySel,
+    #[command(flatten)]
+    pub trust: TrustSel,
+    /// The MongoDB server to restore the scratch databases into (default:
+    /// the one the snapshot was taken from, if its URI held no password).
+    #[arg(long, value_name = "URI", env = "COFFER_MONGO_URI", hide_env_values = true)]
+    pub mongo_uri: Option<String>,
+    /// Appended to each database name to make its scratch copy (default
+    /// `-drill-` and the snapshot's random part). Never empty: a drill
+    /// never writes into a source database.
+    #[arg(long, value_name = "SUFFIX")]
+    pub scratch_suffix: Option<String>,
+    /// The job whose checks run (default: the snapshot's job).
+    #[arg(long)]
+    pub job: Option<String>,
+    /// Keep the scratch targets (directory, databases, namespace) for a
+    /// look; they are listed in the report.
+    #[arg(long)]
+    pub keep: bool,
+    /// Also write the report (`<drill>.json`, `<drill>.md`) into DIR.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// Directory for the verified ciphertext cache (default: temp dir).
+    #[arg(long, value_name = "DIR")]
+    pub cache_dir: Option<PathBuf>,
+}
+
+/// The scratch targets of one drill.
+struct Targets {
+    dir: tempfile::TempDir,
+    databases: Vec<(String, String)>,
+    k8s_namespace: Option<String>,
+    /// The Secrets the restore wrote into the scratch namespace.
+    k8s_secrets: Vec<String>,
+    suffix: String,
+}
+
+pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
+    let started_at = jiff::Timestamp::now();
+    let config = ctx.config()?;
+    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let ids = identities(&a.keys)?;
+    if ids.is_empty() {
+        return Err(config_error("a drill needs a key")
+            .with_hint("pass --identity FILE (the key a real restore would use: the drill proves it works)")
+            .into());
+    }
+    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
+    let spec = a.snapshot.clone().unwrap_or_else(|| "latest".into());
+    let (sink_name, sink, entry) = find_snapshot(&sinks, &spec).await?;
+    let signature = crate::ctx::enforce(&trust, &entry)?;
+    let index = entry.index.clone();
+    let short = index.id.as_str().rsplit('-').next().unwrap_or("x").to_string();
+    let suffix = a
+        .scratch_suffix
+        .clone()
+        .unwrap_or_else(|| format!("-drill-{short}"));
+    if suffix.is_empty() || suffix.contains(['.', '/', '\\', ' ', '"', '$', '\0']) {
+        return Err(config_error(format!(
+            "--scratch-suffix `{suffix}` cannot make a scratch database"
+        ))
+        .with_hint(
+            "a drill never writes into a source database: give a non-empty suffix without . / \\ space \" $",
+        )
+        .into());
+    }
+    let job_name = a.job.clone().unwrap_or_else(|| index.job.clone());
+    let job_checks: Vec<CheckSpec> = config
+        .as_ref()
+        .and_then(|c| c.jobs.get(&job_name))
+        .map(|j| j.checks.clone())
+        .unwrap_or_default();
+
+    let dir = tempfile::Builder::new()
+        .prefix(&format!("coffer-drill-{short}-"))
+        .tempdir()
+        .map_err(|e| Error::io("cannot make the drill's scratch directory", e))?;
+    let mut targets = Targets {
+        dir,
+        databases: Vec::new(),
+        k8s_namespace: index
+            .sources
+            .iter()
+            .any(|s| s.kind == "k8s")
+            .then(|| format!("coffer-drill-{short}")),
+        k8s_secrets: Vec::new(),
+        suffix,
+    };
+
+    if !ctx.quiet {
+        eprintln!(
+            "drill: restoring snapshot {} from {sink_name} into scratch targets",
+            index.id
+        );
+    }
+    let restore_started = Instant::now();
+    let restored = restore_snapshot(
+        ctx,
+        config.as_ref(),
+        sink.as_ref(),
+        &index,
+        ids,
+        &[],
+        a.cache_dir.as_deref(),
+        options(&a, &targets),
+    )
+    .await;
+    let restore_seconds = restore_started.elapsed().as_secs_f64();
+
+    let checks_started = Instant::now();
+    let mut checks = Vec::new();
+    let mut plain_bytes = 0;
+    let mut files = 0;
+    let mut restore_error = None;
+    let mut mongo_uri = a.mongo_uri.clone();
+    let mut sources: Vec<SourceRecord> = Vec::new();
+    match restored {
+        Ok(outcome) => {
+            plain_bytes = outcome.summary.manifest.total_bytes;
+            files = outcome.summary.files_checked;
+            sources = outcome.summary.sources.sources.clone();
+            let counts = manifest_counts(&outcome.summary.manifest);
+            for db in counts
+                .iter()
+                .flat_map(|c| c.keys())
+                .filter_map(|ns| ns.split_once('.').map(|(d, _)| d))
+            {
+                if !targets.databases.iter().any(|(from, _)| from == db) {
+                    targets
+                        .databases
+                        .push((db.to_string(), format!("{db}{}", targets.suffix)));
+                }
+            }
+            mongo_uri = mongo_uri.or_else(|| origin_uri(&sources));
+            if let Some(ns) = &targets.k8s_namespace {
+                let prefix = format!("Secret {ns}/");
+                targets.k8s_secrets = outcome
+                    .reports
+                    .iter()
+                    .flat_map(|(_, r)| &r.actions)
+                    .filter(|act| act.action == "create" || act.action == "replace")
+                    .filter_map(|act| act.target.strip_prefix(&prefix).map(str::to_owned))
+                    .collect();
+            }
+            let summary: Vec<String> = outcome
+                .reports
+                .iter()
+                .map(|(n, r)| format!("{n}: {}", r.summary))
+                .collect();
+            let mut restore = result(
+                "restore",
+                index.id.to_string(),
+                true,
+                format!(
+                    "{files} files verified against SHA256SUMS; {}",
+                    summary.join("; ")
+                ),
+                None,
+            );
+            restore.seconds = round(restore_seconds);
+            checks.push(restore);
+            let env = CheckEnv {
+                manifest_counts: counts.clone(),
+                db_map: targets.databases.iter().cloned().collect(),
+                mongo_uri: mongo_uri.clone(),
+                snapshot_time: Some(index.created_at),
+                base_dir: config_dir(config.as_ref()),
+            };
+            // The scratch databases hold exactly what the snapshot holds.
+            let mut specs = Vec::new();
+            if counts.as_ref().is_some_and(|c| !c.is_empty()) {
+                specs.push(CheckSpec::MongoCounts(MongoCountsCheck {
+                    target: MongoTarget {
+                        uri: mongo_uri.clone(),
+                        uri_env: None,
+                    },
+                    minimums: Default::default(),
+                }));
+            }
+            specs.extend(job_checks.iter().cloned());
+            checks.extend(run_checks(&specs, &env).await);
+        }
+        Err(e) => {
+            let mut failed = result("restore", index.id.to_string(), false, e.to_string(), e.hint());
+            failed.seconds = round(restore_seconds);
+            checks.push(failed);
+            restore_error = Some(e);
+        }
+    }
+    let checks_seconds = checks_started.elapsed().as_secs_f64();
+
+    let scratch = cleanup(&a, targets, mongo_uri.as_deref(), &sources).await;
+    let passed = failures(&checks).is_none();
+    let report = DrillReport {
+        format: DRILL_FORMAT.into(),
+        drill: format!(
+            "{}-{:06x}",
+            started_at.strftime("%Y%m%dT%H%M%SZ"),
+            rand::random::<u32>() >> 8
+        ),
+        started_at,
+        finished_at: jiff::Timestamp::now(),
+        host: coffer_core::hostname(),
+        coffer_version: env!("CARGO_PKG_VERSION").into(),
+        snapshot: index.id.to_string(),
+        job: index.job.clone(),
+        sink: sink_name.clone(),
+        snapshot_time: index.created_at,
+        signature: signature.as_str().into(),
+        signer: signature.fingerprint().map(str::to_owned),
+        object_bytes: index.object.size,
+        plain_bytes,
+        files,
+        passed,
+        rto_seconds: round(restore_seconds + checks_seconds),
+        restore_seconds: round(restore_seconds),
+        checks_seconds: round(checks_seconds),
+        rpo_seconds: round((started_at.as_millisecond() - index.created_at.as_millisecond()) as f64 / 1000.0),
+        audit_gap_seconds: audit_gap(&checks),
+        checks,
+        scratch,
+    };
+    // The evidence is kept even when the drill failed: that is what an
+    // auditor most needs to see.
+    let stored = report.append_to(&sink).await;
+    if let Some(dir) = &a.report {
+        report.write_to(dir)?;
+    }
+    print(ctx, &report, stored.as_ref().err());
+    stored.map_err(|e| {
+        e.prefix(format!(
+            "the drill's report could not be stored on sink `{sink_name}`"
+        ))
+    })?;
+    if let Some(e) = restore_error {
+        return Err(e.into());
+    }
+    match failures(&report.checks) {
+        None => Ok(()),
+        Some(why) => Err(Failure::Checks(format!(
+            "drill of snapshot {} failed: {why}",
+            index.id
+        ))),
+    }
+}
+
+fn round(s: f64) -> f64 {
+    (s * 1000.0).round() / 1000.0
+}
+
+fn config_dir(config: Option<&Config>) -> PathBuf {
+    config
+        .and_then(|c| c.path.parent().map(|p| p.to_path_buf()))
+        .unwrap_or_else(|| PathBuf::from("."))
+}
+
+/// The restore into the scratch targets.
+fn options(a: &DrillArgs, t: &Targets) -> RestoreOptions {
+    let mut opts = RestoreOptions::default();
+    opts.target = Some(t.dir.path().join("restore"));
+    opts.target_per_source = true;
+    if let Some(uri) = &a.mongo_uri {
+        opts.params.insert("mongo-uri".into(), uri.clone());
+    }
+    // Every database `db` to `db<suffix>` (database names hold no `.`, and
+    // `*` captures leftmost-shortest); a scratch copy left by an earlier
+    // `--keep` drill is replaced.
+    opts.params.insert("ns-from".into(), "*.*".into());
+    opts.params.insert("ns-to".into(), format!("*{}.*", t.suffix));
+    opts.params.insert("drop".into(), "true".into());
+    if let Some(ns) = &t.k8s_namespace {
+        opts.params.insert("k8s-namespace".into(), ns.clone());
+    }
+    opts
+}
+
+/// The server of the snapshot's MongoDB source, when its origin names one
+/// usable without a password from the bundle.
+fn origin_uri(sources: &[SourceRecord]) -> Option<String> {
+    let origin = &sources
+        .iter()
+        .find(|s| MONGO_KINDS.contains(&s.kind.as_str()))?
+        .origin;
+    if let Some(var) = origin.get("uri-env").and_then(Value::as_str) {
+        return std::env::var(var).ok();
+    }
+    match (
+        origin.get("uri").and_then(Value::as_str),
+        origin.get("has-password"),
+    ) {
+        (Some(uri), Some(Value::Bool(false))) => Some(uri.to_string()),
+        _ => None,
+    }
+}
+
+/// The largest gap an `audit` check measured.
+fn audit_gap(checks: &[CheckResult]) -> Option<f64> {
+    checks
+        .iter()
+        .filter(|c| c.kind == "audit")
+        .filter_map(|c| c.details.get("gap_seconds").and_then(Value::as_f64))
+        .reduce(f64::max)
+}
+
+/// Removes the scratch targets unless `--keep`; says what is left.
+async fn cleanup(a: &DrillArgs, t: Targets, mongo_uri: Option<&str>, sources: &[SourceRecord]) -> Scratch {
+    let mut scratch = Scratch {
+        dir: t.dir.path().display().to_string(),
+        databases: t.databases.clone(),
+        k8s_namespace: t.k8s_namespace.clone(),
+        kept: a.keep,
+        cleanup_error: None,
+    };
+    if a.keep {
+        let _ = t.dir.keep();
+        return scratch;
+    }
+    let mut errors = Vec::new();
+    if let Err(e) = t.dir.close() {
+        errors.push(format!("removing {}: {e}", scratch.dir));
+    }
+    if !t.databases.is_empty() {
+        let names: Vec<String> = t.databases.iter().map(|(_, to)| to.clone()).collect();
+        match mongo_uri {
+            Some(uri) => {
+                if let Err(e) = crate::checks::mongo::drop_databases(uri, &names).await {
+                    errors.push(e);
+                }
+            }
+            None => errors.push(format!("no server known to drop {}", names.join(", "))),
+        }
+    }
+    if let Some(ns) = &t.k8s_namespace {
+        errors.extend(delete_k8s(sources, ns, &t.k8s_secrets).await);
+    }
+    if !errors.is_empty() {
+        scratch.cleanup_error = Some(errors.join("; "));
+    }
+    scratch
+}
+
+/// Deletes the Secrets the drill wrote into its scratch namespace, through
+/// the cluster connection of the snapshot's k8s source.
+#[cfg(feature = "k8s")]
+async fn delete_k8s(sources: &[SourceRecord], namespace: &str, names: &[String]) -> Option<String> {
+    let source = sources.iter().find(|s| s.kind == "k8s")?;
+    coffer_source_k8s::delete_restored(&source.origin, namespace, names)
+        .await
+        .err()
+        .map(|e| e.to_string())
+}
+
+#[cfg(not(feature = "k8s"))]
+async fn delete_k8s(_: &[SourceRecord], _: &str, _: &[String]) -> Option<String> {
+    None
+}
+
+fn print(ctx: &Ctx, report: &DrillReport, store_error: Option<&Error>) {
+    if ctx.json {
+        let mut v = serde_json::to_value(report).expect("json");
+        v["snapshot"] = json!(report.snapshot);
+        v["stored"] = json!(store_error.is_none());
+        print_json(&v);
+        return;
+    }
+    let verdict = if report.passed { "PASSED" } else { "FAILED" };
+    println!("drill {}: {verdict}", report.drill);
+    println!(
+        "  snapshot {} (job {}, {}), RTO {:.1} s (restore {:.1} s), RPO {:.0} s",
+        report.snapshot,
+        report.job,
+        report.signature,
+        report.rto_seconds,
+        report.restore_seconds,
+        report.rpo_seconds
+    );
+    for c in &report.checks {
+        println!("  {}", c.line());
+    }
+    match (&report.scratch.cleanup_error, report.scratch.kept) {
+        (Some(e), _) => println!("  scratch targets: removing them failed: {e}"),
+        (None, true) => println!("  scratch targets kept: {}", report.scratch.dir),
+        (None, false) => println!("  scratch targets removed"),
+    }
+    if store_error.is_none() {
+        println!(
+            "  evidence: drills/{}.json and .md on sink {}",
+            report.drill, report.sink
+        );
+    }
+}

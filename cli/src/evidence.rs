@@ -1,0 +1,232 @@
+//! Drill evidence: the report of one drill (JSON for machines, Markdown
+//! for an auditor) and the drill history kept on each sink under
+//! `drills/` (and, with `--report DIR`, in a local folder).
+//!
+//! History objects are written create-only next to the snapshots; they
+//! hold no secret (check figures are counts, times and URLs without
+//! passwords), and the catalog ignores them (`drills/` keys are never
+//! snapshot indexes).
+
+use std::fmt::Write as _;
+use std::sync::Arc;
+
+use coffer_core::{Bytes, PutOptions, Result, Sink, SinkExt};
+use jiff::Timestamp;
+use serde::{Deserialize, Serialize};
+
+use crate::checks::CheckResult;
+
+/// The folder of the drill history on a sink.
+pub(crate) const DRILLS_PREFIX: &str = "drills/";
+/// Format tag of a drill report.
+pub(crate) const DRILL_FORMAT: &str = "coffer-drill/1";
+
+/// Where a drill restored to.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+pub(crate) struct Scratch {
+    /// The temporary directory of files, `.env` secrets and command outputs.
+    pub(crate) dir: String,
+    /// Scratch MongoDB databases (source → scratch).
+    #[serde(default)]
+    pub(crate) databases: Vec<(String, String)>,
+    /// The scratch Kubernetes namespace.
+    #[serde(default)]
+    pub(crate) k8s_namespace: Option<String>,
+    /// Whether they were kept (`--keep`) or removed.
+    pub(crate) kept: bool,
+    /// What removing them failed on, if anything.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) cleanup_error: Option<String>,
+}
+
+/// One drill.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub(crate) struct DrillReport {
+    /// [`DRILL_FORMAT`].
+    pub(crate) format: String,
+    /// `<start time>-<snapshot id>`: the history object's name.
+    pub(crate) drill: String,
+    pub(crate) started_at: Timestamp,
+    pub(crate) finished_at: Timestamp,
+    pub(crate) host: String,
+    pub(crate) coffer_version: String,
+    pub(crate) snapshot: String,
+    pub(crate) job: String,
+    pub(crate) sink: String,
+    pub(crate) snapshot_time: Timestamp,
+    /// `signed-trusted`, `signed-untrusted`, `unsigned`, …
+    pub(crate) signature: String,
+    pub(crate) signer: Option<String>,
+    pub(crate) object_bytes: u64,
+    pub(crate) plain_bytes: u64,
+    pub(crate) files: usize,
+    pub(crate) passed: bool,
+    /// Restore plus checks, wall time.
+    pub(crate) rto_seconds: f64,
+    pub(crate) restore_seconds: f64,
+    pub(crate) checks_seconds: f64,
+    /// The snapshot's age when the drill started.
+    pub(crate) rpo_seconds: f64,
+    /// From an `audit` check: the window to reconcile by hand.
+    #[serde(default)]
+    pub(crate) audit_gap_seconds: Option<f64>,
+    pub(crate) checks: Vec<CheckResult>,
+    pub(crate) scratch: Scratch,
+}
+
+fn secs(s: f64) -> String {
+    let s = s.max(0.0);
+    if s < 120.0 {
+        format!("{s:.1} s")
+    } else if s < 7200.0 {
+        format!("{:.1} min", s / 60.0)
+    } else if s < 172_800.0 {
+        format!("{:.1} h", s / 3600.0)
+    } else {
+        format!("{:.1} days", s / 86_400.0)
+    }
+}
+
+impl DrillReport {
+    /// The report for an auditor.
+    pub(crate) fn markdown(&self) -> String {
+        let mut md = String::new();
+        let verdict = if self.passed { "PASSED" } else { "FAILED" };
+        let _ = writeln!(md, "# Restore drill {}: {verdict}\n", self.drill);
+        let _ = writeln!(md, "| | |\n|---|---|");
+        for (k, v) in [
+            (
+                "Snapshot",
+                format!(
+                    "`{}` (job `{}`, taken {})",
+                    self.snapshot, self.job, self.snapshot_time
+                ),
+            ),
+            ("Sink", format!("`{}`", self.sink)),
+            (
+                "Signature",
+                match &self.signer {
+                    Some(s) => format!("{} by `{s}`", self.signature),
+                    None => self.signature.clone(),
+                },
+            ),
+            (
+                "Size",
+                format!(
+                    "{} encrypted, {} restored in {} files",
+                    self.object_bytes, self.plain_bytes, self.files
+                ),
+            ),
+            (
+                "Drill",
+                format!(
+                    "{} → {} on `{}`, coffer {}",
+                    self.started_at, self.finished_at, self.host, self.coffer_version
+                ),
+            ),
+            (
+                "RTO",
+                format!(
+                    "{} (restore {}, checks {})",
+                    secs(self.rto_seconds),
+                    secs(self.restore_seconds),
+                    secs(self.checks_seconds)
+                ),
+            ),
+            (
+                "RPO",
+                match self.audit_gap_seconds {
+                    Some(gap) => format!("snapshot age {}, audit gap {}", secs(self.rpo_seconds), secs(gap)),
+                    None => format!("snapshot age {}", secs(self.rpo_seconds)),
+                },
+            ),
+        ] {
+            let _ = writeln!(md, "| {k} | {v} |");
+        }
+        let _ = writeln!(
+            md,
+            "\n## Checks\n\n| result | check | target | figure | time |\n|---|---|---|---|---|"
+        );
+        for c in &self.checks {
+            let mut figure = c.figure.replace('|', "\\|");
+            if let (false, Some(h)) = (c.passed, &c.hint) {
+                figure.push_str(&format!(" — *{}*", h.replace('|', "\\|")));
+            }
+            let _ = writeln!(
+                md,
+                "| {} | {} | `{}` | {} | {} |",
+                if c.passed { "pass" } else { "**FAIL**" },
+                c.kind,
+                c.target,
+                figure,
+                secs(c.seconds)
+            );
+        }
+        let s = &self.scratch;
+        let _ = writeln!(md, "\n## Scratch targets\n");
+        let _ = writeln!(md, "- files: `{}`", s.dir);
+        for (from, to) in &s.databases {
+            let _ = writeln!(md, "- database `{from}` → `{to}`");
+        }
+        if let Some(ns) = &s.k8s_namespace {
+            let _ = writeln!(md, "- Kubernetes namespace `{ns}`");
+        }
+        let fate = match (&s.cleanup_error, s.kept) {
+            (Some(e), _) => format!("removing them failed: {e}"),
+            (None, true) => "kept (--keep)".to_string(),
+            (None, false) => "removed after the drill".to_string(),
+        };
+        let _ = writeln!(md, "- {fate}");
+        md
+    }
+
+    /// Appends the report (JSON and Markdown) to `sink`'s drill history.
+    pub(crate) async fn append_to(&self, sink: &Arc<dyn Sink>) -> Result<()> {
+        let base = format!("{DRILLS_PREFIX}{}", self.drill);
+        let json = serde_json::to_vec_pretty(self).expect("json");
+        sink.put_bytes(&format!("{base}.json"), Bytes::from(json), PutOptions::create())
+            .await?;
+        sink.put_bytes(
+            &format!("{base}.md"),
+            Bytes::from(self.markdown()),
+            PutOptions::create(),
+        )
+        .await?;
+        Ok(())
+    }
+
+    /// Writes the report into `dir` (`<drill>.json`, `<drill>.md`).
+    pub(crate) fn write_to(&self, dir: &std::path::Path) -> Result<()> {
+        let io =
+            |e| coffer_core::Error::io(format!("cannot write the drill report into {}", dir.display()), e);
+        std::fs::create_dir_all(dir).map_err(io)?;
+        let json = serde_json::to_vec_pretty(self).expect("json");
+        std::fs::write(dir.join(format!("{}.json", self.drill)), json).map_err(io)?;
+        std::fs::write(dir.join(format!("{}.md", self.drill)), self.markdown()).map_err(io)?;
+        Ok(())
+    }
+}
+
+/// The drill history of `sink`, oldest first; unreadable reports are
+/// returned as `(key, error)`.
+pub(crate) async fn history(sink: &dyn Sink) -> Result<(Vec<DrillReport>, Vec<(String, String)>)> {
+    let mut reports = Vec::new();
+    let mut unreadable = Vec::new();
+    for obj in sink.list(DRILLS_PREFIX).await? {
+        if !obj.key.ends_with(".json") {
+            continue;
+        }
+        let parsed = sink
+            .get_bytes(&obj.key)
+            .await
+            .map_err(|e| e.to_string())
+            .and_then(|b| serde_json::from_slice::<DrillReport>(&b).map_err(|e| e.to_string()));
+        match parsed {
+            Ok(r) if r.format == DRILL_FORMAT => reports.push(r),
+            Ok(r) => unreadable.push((obj.key, format!("unknown format `{}`", r.format))),
+            Err(e) => unreadable.push((obj.key, e)),
+        }
+    }
+    reports.sort_by_key(|r| r.started_at);
+    Ok((reports, unreadable))
+}

@@ -1,0 +1,381 @@
+//! Proving the restore: `coffer check`, the checks after `coffer restore`,
+//! `coffer drill` (scratch targets, checks, RTO/RPO, evidence on the sink)
+//! and `coffer drills`, against a real HTTP server process and the real
+//! MongoDB-compatible server.
+
+use std::fs;
+use std::path::Path;
+
+use coffer_e2e::mongo_server::MongoServer;
+use coffer_e2e::{HttpService, coffer, json_ok, keygen};
+use mongodb::bson::{DateTime, Document, doc};
+use serde_json::Value;
+
+/// A service directory (a config file and a `.env`), and a config whose job
+/// `main` backs them up to sink `bk` with these check tables.
+fn setup(p: &Path, checks: &str) -> std::path::PathBuf {
+    fs::create_dir_all(p.join("svc/conf")).unwrap();
+    fs::write(p.join("svc/conf/app.yaml"), "port: 8443\n").unwrap();
+    fs::write(p.join("svc/.env"), "DB_PASSWORD=drill-secret-77\nOTHER=1\n").unwrap();
+    let _ = fs::remove_file(p.join("key.txt"));
+    let (key, rec) = keygen(p, "key.txt");
+    fs::write(
+        p.join("coffer.toml"),
+        format!(
+            "recipients = [\"{rec}\"]\n[source.conf]\nkind = \"file\"\npath = \"svc/conf\"\n\
+             [source.secrets]\nkind = \"env\"\npath = \"svc/.env\"\nkeys = [\"DB_PASSWORD\"]\n\
+             [sink.bk]\nkind = \"local\"\npath = \"bk\"\ncreate = true\n\
+             [job.main]\nsources = [\"conf\", \"secrets\"]\nsinks = [\"bk\"]\n{checks}\n"
+        ),
+    )
+    .unwrap();
+    key
+}
+
+fn http_check(port: u16, path: &str, timeout: u32) -> String {
+    format!(
+        "[[job.main.checks]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}{path}\"\ntimeout = {timeout}\ninterval = 1\n"
+    )
+}
+
+fn prometheus_check(port: u16, path: &str) -> String {
+    format!(
+        "[[job.main.checks]]\nkind = \"prometheus\"\nurl = \"http://127.0.0.1:{port}{path}\"\n\
+         series = [\"issuer_directory_changes_total\"]\nincreasing = true\nwindow = 4\ninterval = 1\n"
+    )
+}
+
+fn text(out: &std::process::Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+#[test]
+fn check_runs_http_and_prometheus_checks_including_slow_and_failing_ones() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let service = HttpService::start(p, 1);
+    let port = service.port;
+    // Healthy after one 503, a slow endpoint within its timeout, a series
+    // that grows between scrapes.
+    setup(
+        p,
+        &format!(
+            "{}{}{}",
+            http_check(port, "/live", 10),
+            http_check(port, "/slow", 10),
+            prometheus_check(port, "/metrics")
+        ),
+    );
+    let v = json_ok(&coffer(p).args(["--json", "check"]).output().unwrap());
+    assert_eq!(v["passed"], true, "{v}");
+    let checks = v["checks"].as_array().unwrap();
+    assert_eq!(checks.len(), 3);
+    assert!(checks[0]["details"]["attempts"].as_u64().unwrap() >= 2, "{v}");
+    assert!(
+        checks[1]["seconds"].as_f64().unwrap() >= 2.9,
+        "the slow one waited: {v}"
+    );
+    assert!(
+        checks[2]["figure"].as_str().unwrap().starts_with("increasing"),
+        "{v}"
+    );
+
+    // A failing endpoint, a series that never grows: exit 6, each with a hint.
+    setup(
+        p,
+        &format!(
+            "{}{}",
+            http_check(port, "/down", 2),
+            prometheus_check(port, "/metrics-flat")
+        ),
+    );
+    let out = coffer(p).arg("check").output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{t}");
+    assert!(t.contains("FAILED http") && t.contains("500, not 200"), "{t}");
+    assert!(
+        t.contains("FAILED prometheus") && t.contains("not increasing"),
+        "{t}"
+    );
+    assert!(t.contains("hint:"), "{t}");
+    assert!(t.contains("2 of 2 checks failed"), "{t}");
+}
+
+#[test]
+fn restore_runs_the_jobs_checks_and_fails_with_6_when_one_fails() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let service = HttpService::start(p, 0);
+    let key = setup(p, &http_check(service.port, "/down", 2));
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    let out = coffer(p)
+        .args(["--json", "restore", "latest", "-i"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["checks"][0]["passed"], false, "{v}");
+    assert!(
+        v["sources"].as_array().unwrap().len() == 2,
+        "the restore itself was done: {v}"
+    );
+    // --no-checks skips them.
+    let out = coffer(p)
+        .args(["restore", "latest", "--no-checks", "-i"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_drill_restores_into_scratch_runs_checks_and_keeps_the_evidence() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let service = HttpService::start(p, 0);
+    let port = service.port;
+    let key = setup(
+        p,
+        &format!(
+            "{}{}",
+            http_check(port, "/live", 5),
+            prometheus_check(port, "/metrics")
+        ),
+    );
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    // The live files change after the backup; a drill must not touch them.
+    fs::write(p.join("svc/conf/app.yaml"), "port: 9443\n").unwrap();
+
+    let out = coffer(p)
+        .args(["--json", "drill", "-i"])
+        .arg(&key)
+        .args(["--report", "reports"])
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    assert_no_secret(&text(&out));
+    assert_eq!(v["passed"], true, "{v}");
+    assert!(v["snapshot"].as_str().unwrap().len() > 10);
+    assert!(v["rto_seconds"].as_f64().unwrap() > 0.0);
+    assert!(v["rpo_seconds"].as_f64().unwrap() >= 0.0);
+    let kinds: Vec<&str> = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["kind"].as_str().unwrap())
+        .collect();
+    assert_eq!(kinds, ["restore", "http", "prometheus"], "{v}");
+    assert_eq!(
+        fs::read_to_string(p.join("svc/conf/app.yaml")).unwrap(),
+        "port: 9443\n",
+        "live files untouched"
+    );
+    let scratch = v["scratch"]["dir"].as_str().unwrap();
+    assert!(!Path::new(scratch).exists(), "scratch removed: {scratch}");
+    // The evidence: on the sink and in --report.
+    let drills: Vec<String> = fs::read_dir(p.join("bk/drills"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(drills.len(), 2, "{drills:?}");
+    let md = drills.iter().find(|n| n.ends_with(".md")).unwrap();
+    let md = fs::read_to_string(p.join("bk/drills").join(md)).unwrap();
+    assert!(
+        md.contains("PASSED") && md.contains("| RTO |") && md.contains("prometheus"),
+        "{md}"
+    );
+    assert_no_secret(&md);
+    assert_eq!(fs::read_dir(p.join("reports")).unwrap().count(), 2);
+
+    // A drill whose check fails: exit 6, its evidence kept too.
+    let toml = fs::read_to_string(p.join("coffer.toml")).unwrap();
+    fs::write(p.join("coffer.toml"), toml.replace("/live\"", "/down\"")).unwrap();
+    let out = coffer(p)
+        .args(["drill", "latest", "--keep", "-i"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{t}");
+    assert!(t.contains("FAILED") && t.contains("scratch targets kept"), "{t}");
+    let kept = t
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("scratch targets kept: "))
+        .unwrap();
+    assert_eq!(
+        fs::read_to_string(Path::new(kept).join("restore/conf/app.yaml")).unwrap(),
+        "port: 8443\n"
+    );
+    assert!(
+        fs::read_to_string(Path::new(kept).join("restore/secrets/.env"))
+            .unwrap()
+            .contains("DB_PASSWORD=")
+    );
+    fs::remove_dir_all(kept).unwrap();
+
+    let v = json_ok(&coffer(p).args(["--json", "drills"]).output().unwrap());
+    let list = v[0]["drills"].as_array().unwrap();
+    assert_eq!(list.len(), 2, "{v}");
+    assert_eq!(
+        (list[0]["passed"].as_bool(), list[1]["passed"].as_bool()),
+        (Some(true), Some(false))
+    );
+    assert_eq!(list[1]["failed_checks"], serde_json::json!(["http"]));
+    assert_eq!(v[0]["last_passed"]["drill"], list[0]["drill"]);
+    // The history never counts as snapshots.
+    let v = json_ok(
+        &coffer(p)
+            .args(["--json", "list", "--sink", "bk"])
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v[0]["snapshots"].as_array().unwrap().len(), 1, "{v}");
+    assert!(v[0]["incomplete"].as_array().is_none_or(Vec::is_empty), "{v}");
+}
+
+fn assert_no_secret(t: &str) {
+    assert!(!t.contains("drill-secret-77"), "a secret value was printed: {t}");
+}
+
+#[test]
+fn a_mongo_drill_restores_into_scratch_databases_never_the_source() {
+    let Some(server) = MongoServer::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(async { mongodb::Client::with_uri_str(server.uri("")).await.unwrap() });
+    let db = client.database("issuer");
+    rt.block_on(async {
+        db.collection::<Document>("entries")
+            .insert_many((0..50).map(|i| doc! { "_id": i, "name": format!("e{i}") }))
+            .await
+            .unwrap();
+        let t0 = DateTime::from_millis(DateTime::now().timestamp_millis() - 60_000);
+        db.collection::<Document>("audit")
+            .insert_many(
+                (0..3).map(
+                    |i| doc! { "_id": i, "at": DateTime::from_millis(t0.timestamp_millis() + i * 1000) },
+                ),
+            )
+            .await
+            .unwrap();
+    });
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (key, rec) = keygen(p, "key.txt");
+    fs::write(
+        p.join("coffer.toml"),
+        format!(
+            "recipients = [\"{rec}\"]\n[source.db]\nkind = \"mongo\"\nuri = \"{}\"\n\
+             [sink.bk]\nkind = \"local\"\npath = \"bk\"\ncreate = true\n\
+             [job.main]\nsources = [\"db\"]\nsinks = [\"bk\"]\n\
+             [[job.main.checks]]\nkind = \"audit\"\ncollection = \"issuer.audit\"\ntime-field = \"at\"\nexport = \"audit-gap.jsonl\"\n",
+            server.uri("issuer")
+        ),
+    )
+    .unwrap();
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    // After the snapshot: the service writes on (two audit entries, one
+    // more document) — the window the audit check measures.
+    rt.block_on(async {
+        db.collection::<Document>("entries")
+            .insert_one(doc! { "_id": 1000 })
+            .await
+            .unwrap();
+        db.collection::<Document>("audit")
+            .insert_many((10..12).map(|i| doc! { "_id": i, "at": DateTime::now() }))
+            .await
+            .unwrap();
+    });
+
+    // Never into the source database.
+    let out = coffer(p)
+        .args(["drill", "--scratch-suffix", "", "-i"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("never writes into a source database"),
+        "{}",
+        text(&out)
+    );
+
+    let out = coffer(p)
+        .args(["--json", "drill", "--keep", "-i"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    assert_eq!(v["passed"], true, "{v}");
+    let scratch_db = v["scratch"]["databases"][0][1].as_str().unwrap().to_string();
+    assert!(scratch_db.starts_with("issuer-drill-"), "{v}");
+    let counts = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "mongo-counts")
+        .unwrap();
+    assert_eq!(counts["passed"], true, "{v}");
+    assert!(
+        counts["figure"].as_str().unwrap().contains("53 documents"),
+        "{counts}"
+    );
+    let audit = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "audit")
+        .unwrap();
+    assert_eq!(audit["details"]["entries_after_snapshot"], 2, "{audit}");
+    assert!(v["audit_gap_seconds"].as_f64().unwrap() > 0.0, "{v}");
+    let exported = fs::read_to_string(p.join("audit-gap.jsonl")).unwrap();
+    assert_eq!(exported.lines().count(), 2, "{exported}");
+    rt.block_on(async {
+        // The source kept what was written after the snapshot; the scratch
+        // copy holds the snapshot.
+        assert_eq!(
+            db.collection::<Document>("entries")
+                .count_documents(doc! {})
+                .await
+                .unwrap(),
+            51
+        );
+        let scratch = client.database(&scratch_db);
+        assert_eq!(
+            scratch
+                .collection::<Document>("entries")
+                .count_documents(doc! {})
+                .await
+                .unwrap(),
+            50
+        );
+    });
+
+    // Without --keep the scratch databases are dropped again (the kept
+    // copy of the same snapshot, with the same name, is replaced first).
+    let v = json_ok(
+        &coffer(p)
+            .args(["--json", "drill", "-i"])
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v["scratch"]["cleanup_error"], Value::Null, "{v}");
+    assert_eq!(v["passed"], true, "{v}");
+    let names = rt.block_on(async { client.list_database_names().await.unwrap() });
+    assert!(!names.iter().any(|n| n.starts_with("issuer-drill-")), "{names:?}");
+    assert!(names.iter().any(|n| n == "issuer"), "{names:?}");
+    let live = rt.block_on(async {
+        db.collection::<Document>("entries")
+            .count_documents(doc! {})
+            .await
+            .unwrap()
+    });
+    assert_eq!(live, 51, "the source database is untouched");
+}
