@@ -23,6 +23,10 @@ struct ConfigFile {
     #[serde(default)]
     trusted_signers: Vec<String>,
     #[serde(default)]
+    metrics_file: Option<PathBuf>,
+    #[serde(default)]
+    audit_log: Option<PathBuf>,
+    #[serde(default)]
     job: BTreeMap<String, Spanned<JobConfig>>,
     #[serde(default)]
     source: BTreeMap<String, Spanned<toml::Table>>,
@@ -111,6 +115,11 @@ pub struct Config {
     pub signing_key: Option<PathBuf>,
     /// Public keys (or files of them) whose signatures are trusted.
     pub trusted_signers: Vec<String>,
+    /// Prometheus textfile-collector file coffer keeps up to date.
+    pub metrics_file: Option<PathBuf>,
+    /// Append-only JSON-lines audit log of every run that reads or changes
+    /// snapshots.
+    pub audit_log: Option<PathBuf>,
     /// `[sink.NAME] retention = {…}`: replaces the job's policy on that sink.
     pub sink_retention: BTreeMap<String, RetentionPolicy>,
     /// `[sink.NAME] optional = true`: its failure never makes a run partial.
@@ -324,6 +333,8 @@ impl Config {
                 .signing_key
                 .map(|p| if p.is_relative() { base.join(p) } else { p }),
             trusted_signers: file.trusted_signers,
+            metrics_file: file.metrics_file.map(|p| base.join(p)),
+            audit_log: file.audit_log.map(|p| base.join(p)),
         })
     }
 

@@ -25,6 +25,7 @@ mod evidence;
 mod health;
 mod hooks;
 mod output;
+mod record;
 mod restoring;
 mod retention;
 mod sample;
@@ -74,6 +75,15 @@ impl From<Error> for Failure {
     }
 }
 
+/// The exit code of a failed command.
+pub(crate) fn exit_code(e: &Error) -> u8 {
+    if e.kind() == ErrorKind::Cancelled {
+        130
+    } else {
+        exit_code_of(e.kind())
+    }
+}
+
 fn exit_code_of(kind: ErrorKind) -> u8 {
     match kind {
         ErrorKind::ConfigInvalid => 2,
@@ -120,6 +130,9 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     };
     let json = cli.json;
     let cancel = coffer_core::CancelFlag::default();
+    let ctx = commands::context(&cli, registry, cancel.clone());
+    let audited = cli.command.audited();
+    let started = std::time::Instant::now();
     let result = runtime.block_on(async {
         // SIGTERM (a service manager stopping the run) is handled like
         // Ctrl-C: dropped futures run their cleanup (locks, `after` hooks).
@@ -132,7 +145,7 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
             }
         };
         tokio::select! {
-            r = commands::run(cli, registry, cancel.clone()) => r,
+            r = commands::run(&ctx, cli.command) => r,
             _ = tokio::signal::ctrl_c() => {
                 // Blocking work (a restore) cannot be dropped: it sees the
                 // flag and aborts before committing anything.
@@ -147,6 +160,10 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
             }
         }
     });
+    if let Some(command) = audited {
+        let _guard = runtime.enter();
+        record::finish(&ctx, command, &result, started.elapsed().as_secs_f64());
+    }
     // Dropping the runtime here lets cancelled work run its cleanup guards.
     drop(runtime);
     match result {

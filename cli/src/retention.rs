@@ -105,6 +105,13 @@ pub(crate) struct SinkReport {
 }
 
 impl SinkReport {
+    /// (sink, snapshots deleted, snapshots left) for the audit log and
+    /// the metrics.
+    pub(crate) fn counts(&self) -> (&str, usize, usize) {
+        let deleted = self.rows.iter().filter(|r| r.deleted).count();
+        (&self.sink, deleted, self.rows.len() - deleted)
+    }
+
     pub(crate) fn to_json(&self) -> serde_json::Value {
         json!({
             "sink": self.sink,

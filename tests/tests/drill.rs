@@ -379,3 +379,130 @@ fn a_mongo_drill_restores_into_scratch_databases_never_the_source() {
     });
     assert_eq!(live, 51, "the source database is untouched");
 }
+
+#[test]
+fn runs_leave_an_audit_log_and_textfile_metrics() {
+    use std::os::unix::fs::PermissionsExt;
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = setup(p, "");
+    let toml = fs::read_to_string(p.join("coffer.toml")).unwrap();
+    fs::write(
+        p.join("coffer.toml"),
+        format!("metrics-file = \"metrics/coffer.prom\"\naudit-log = \"log/audit.jsonl\"\n{toml}")
+            .replace("[job.main]\n", "[job.main]\nretention = { keep-last = 1 }\n"),
+    )
+    .unwrap();
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    json_ok(
+        &coffer(p)
+            .args(["--json", "restore", "latest", "--target", "out", "-i"])
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    json_ok(&coffer(p).args(["--json", "prune"]).output().unwrap());
+    json_ok(
+        &coffer(p)
+            .args(["--json", "drill", "-i"])
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    json_ok(
+        &coffer(p)
+            .args(["--json", "verify", "--sample", "100%"])
+            .output()
+            .unwrap(),
+    );
+    // A failed run is logged too; `list` (a read of the index only) is not.
+    let out = coffer(p)
+        .args(["restore", "no-such-snapshot", "-i"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    json_ok(&coffer(p).args(["--json", "list"]).output().unwrap());
+
+    let log = fs::read_to_string(p.join("log/audit.jsonl")).unwrap();
+    assert!(!log.contains("drill-secret-77"), "{log}");
+    let lines: Vec<Value> = log.lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    let commands: Vec<&str> = lines.iter().map(|l| l["command"].as_str().unwrap()).collect();
+    assert_eq!(
+        commands,
+        [
+            "backup", "backup", "restore", "prune", "drill", "verify", "restore"
+        ],
+        "{log}"
+    );
+    for l in &lines {
+        for field in ["time", "user", "uid", "host", "result", "exit", "seconds"] {
+            assert!(l.get(field).is_some(), "{field} missing: {l}");
+        }
+    }
+    assert_eq!(lines[0]["job"], "main");
+    assert_eq!(lines[0]["result"], "ok");
+    assert!(
+        lines[0]["snapshot"].is_string() && lines[0]["bytes_in"].is_u64(),
+        "{}",
+        lines[0]
+    );
+    assert_eq!(
+        lines[2]["target"].as_str().map(|t| t.ends_with("out")),
+        Some(true),
+        "{}",
+        lines[2]
+    );
+    assert_eq!(lines[3]["sinks"][0]["deleted"], 1, "{}", lines[3]);
+    assert_eq!(lines[4]["passed"], true, "{}", lines[4]);
+    assert_eq!(
+        (lines[6]["result"].as_str(), lines[6]["exit"].as_u64()),
+        (Some("failed"), Some(1)),
+        "{}",
+        lines[6]
+    );
+    assert!(
+        lines[6]["error"].as_str().unwrap().contains("no-such-snapshot"),
+        "{}",
+        lines[6]
+    );
+    let mode = fs::metadata(p.join("log/audit.jsonl"))
+        .unwrap()
+        .permissions()
+        .mode()
+        & 0o777;
+    assert_eq!(mode, 0o600);
+
+    let metrics = fs::read_to_string(p.join("metrics/coffer.prom")).unwrap();
+    for expected in [
+        "# TYPE coffer_backup_last_success_timestamp_seconds gauge",
+        "coffer_backup_last_success_timestamp_seconds{job=\"main\",sink=\"bk\"} ",
+        "coffer_backup_last_run_success{job=\"main\"} 1\n",
+        "coffer_backup_last_duration_seconds{job=\"main\"} ",
+        "coffer_backup_last_bytes_in{job=\"main\"} ",
+        "coffer_backup_last_bytes_out{job=\"main\",sink=\"bk\"} ",
+        "coffer_snapshots{sink=\"bk\"} 1\n",
+        "coffer_drill_last_passed{job=\"main\"} 1\n",
+        "coffer_drill_last_success_timestamp_seconds{job=\"main\"} ",
+        "coffer_verify_coverage_ratio{sink=\"bk\"} 1\n",
+    ] {
+        assert!(metrics.contains(expected), "{expected} missing:\n{metrics}");
+    }
+    let left: Vec<_> = fs::read_dir(p.join("metrics")).unwrap().collect();
+    assert_eq!(left.len(), 1, "only the metrics file, no temp file");
+
+    // A failed backup says so in the metrics, keeping the last success.
+    fs::write(p.join("svc/.env"), "OTHER=1\n").unwrap();
+    let out = coffer(p).arg("backup").output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    let metrics = fs::read_to_string(p.join("metrics/coffer.prom")).unwrap();
+    assert!(
+        metrics.contains("coffer_backup_last_run_success{job=\"main\"} 0\n"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("coffer_backup_last_success_timestamp_seconds{job=\"main\",sink=\"bk\"} "),
+        "{metrics}"
+    );
+}

@@ -190,6 +190,13 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             required: *required,
         });
     }
+    // Until it succeeds, the run counts as failed.
+    let now = jiff::Timestamp::now().as_second() as f64;
+    ctx.record.note("job", job.as_str());
+    ctx.record
+        .metric("coffer_backup_last_run_timestamp_seconds", &[("job", &job)], now);
+    ctx.record
+        .metric("coffer_backup_last_run_success", &[("job", &job)], 0.0);
     let signing_key =
         crate::ctx::signing_key(a.signing_key.as_deref(), job_signing.as_deref(), config.as_ref())?;
     // A configured source that cannot be read (a missing path) names its
@@ -256,6 +263,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         None => Ok(()),
     };
     let hook_reports = hooks.as_ref().map(|h| h.reports.clone()).unwrap_or_default();
+    record_backup(ctx, config.as_ref(), &outcome, complete, secs).await;
 
     if ctx.json {
         let mut v = json!({
@@ -417,4 +425,62 @@ fn fan_out(
         tracing::info!("every sink is optional: the run succeeds when any one stores the snapshot");
     }
     Ok((targets, quorum))
+}
+
+/// The backup's audit notes and metrics (per job and per sink).
+async fn record_backup(
+    ctx: &Ctx,
+    config: Option<&crate::config::Config>,
+    outcome: &coffer_core::BackupOutcome,
+    complete: bool,
+    secs: f64,
+) {
+    let job = outcome.index.job.as_str();
+    let r = &ctx.record;
+    r.note("snapshot", outcome.index.id.as_str());
+    r.note("bytes_in", outcome.plain_bytes);
+    r.note("bytes_out", outcome.index.object.size);
+    r.note(
+        "sinks",
+        serde_json::json!(
+            outcome
+                .sinks
+                .iter()
+                .map(|s| serde_json::json!({"sink": s.name, "ok": s.result.is_ok()}))
+                .collect::<Vec<_>>()
+        ),
+    );
+    let now = jiff::Timestamp::now().as_second() as f64;
+    r.metric("coffer_backup_last_run_timestamp_seconds", &[("job", job)], now);
+    r.metric(
+        "coffer_backup_last_run_success",
+        &[("job", job)],
+        if complete { 1.0 } else { 0.0 },
+    );
+    r.metric("coffer_backup_last_duration_seconds", &[("job", job)], secs);
+    r.metric(
+        "coffer_backup_last_bytes_in",
+        &[("job", job)],
+        outcome.plain_bytes as f64,
+    );
+    let wants_metrics = config.is_some_and(|c| c.metrics_file.is_some());
+    for s in outcome.sinks.iter().filter(|s| s.result.is_ok()) {
+        let labels = [("job", job), ("sink", s.name.as_str())];
+        r.metric("coffer_backup_last_success_timestamp_seconds", &labels, now);
+        r.metric(
+            "coffer_backup_last_bytes_out",
+            &labels,
+            outcome.index.object.size as f64,
+        );
+        if wants_metrics
+            && let Ok(sink) = ctx.sink(&s.name, config)
+            && let Ok(cat) = coffer_core::Catalog::load(sink.as_ref()).await
+        {
+            r.metric(
+                "coffer_snapshots",
+                &[("sink", s.name.as_str())],
+                cat.snapshots.len() as f64,
+            );
+        }
+    }
 }

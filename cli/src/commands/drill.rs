@@ -258,6 +258,24 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         checks,
         scratch,
     };
+    let r = &ctx.record;
+    r.note("snapshot", report.snapshot.as_str());
+    r.note("sink", report.sink.as_str());
+    r.note("job", report.job.as_str());
+    r.note("drill", report.drill.as_str());
+    r.note("passed", report.passed);
+    let job = [("job", report.job.as_str())];
+    let now = report.finished_at.as_second() as f64;
+    r.metric("coffer_drill_last_timestamp_seconds", &job, now);
+    r.metric(
+        "coffer_drill_last_passed",
+        &job,
+        if report.passed { 1.0 } else { 0.0 },
+    );
+    r.metric("coffer_drill_last_rto_seconds", &job, report.rto_seconds);
+    if report.passed {
+        r.metric("coffer_drill_last_success_timestamp_seconds", &job, now);
+    }
     // The evidence is kept even when the drill failed: that is what an
     // auditor most needs to see.
     let stored = report.append_to(&sink).await;

@@ -136,9 +136,9 @@ pub enum Command {
     Man(man::ManArgs),
 }
 
-/// Runs the parsed command.
-pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult {
-    let ctx = Ctx {
+/// The context of a run of `cli`.
+pub fn context(cli: &Cli, registry: Registry, cancel: CancelFlag) -> Ctx {
+    Ctx {
         json: cli.json,
         quiet: cli.quiet || cli.json,
         config_path: cli.config.clone(),
@@ -146,29 +146,58 @@ pub async fn run(cli: Cli, registry: Registry, cancel: CancelFlag) -> CmdResult 
         cancel,
         verbose: cli.verbose > 0,
         create_sinks: cli.create_sink,
-    };
-    match cli.command {
-        Command::Keygen(a) => keygen::exec(&ctx, a),
-        Command::Init(a) => init::exec(&ctx, a),
-        Command::Backup(a) => backup::exec(&ctx, a).await,
-        Command::List(a) => list::exec(&ctx, a).await,
-        Command::Show(a) => show::exec(&ctx, a).await,
-        Command::Verify(a) => verify::exec(&ctx, a).await,
-        Command::Restore(a) => restore::exec(&ctx, a).await,
-        Command::Check(a) => check::exec(&ctx, a).await,
-        Command::Drill(a) => drill::exec(&ctx, a).await,
-        Command::Drills(a) => drills::exec(&ctx, a).await,
-        Command::Unlock(a) => unlock::exec(&ctx, a).await,
-        Command::Copy(a) => copy::exec(&ctx, a).await,
-        Command::Export(a) => export::exec(&ctx, a).await,
-        Command::Import(a) => import::exec(&ctx, a).await,
-        Command::Media(a) => media::exec(&ctx, a).await,
-        Command::ImportRunbook(a) => import_runbook::exec(&ctx, a).await,
-        Command::Prune(a) => prune::exec(&ctx, a).await,
-        Command::Pin(a) => pin::pin(&ctx, a).await,
-        Command::Unpin(a) => pin::unpin(&ctx, a).await,
-        Command::Sink(a) => sink::exec(&ctx, a).await,
-        Command::Keycheck(a) => keycheck::exec(&ctx, a).await,
+        record: Default::default(),
+    }
+}
+
+impl Command {
+    /// The name a run of this command has in the audit log, for the
+    /// commands that read or change snapshots; `None` for the others.
+    pub fn audited(&self) -> Option<&'static str> {
+        Some(match self {
+            Command::Backup(_) => "backup",
+            Command::Restore(_) => "restore",
+            Command::Verify(_) => "verify",
+            Command::Prune(_) => "prune",
+            Command::Pin(_) => "pin",
+            Command::Unpin(_) => "unpin",
+            Command::Unlock(_) => "unlock",
+            Command::Copy(_) => "copy",
+            Command::Export(_) => "export",
+            Command::Import(_) => "import",
+            Command::ImportRunbook(_) => "import-runbook",
+            Command::Drill(_) => "drill",
+            Command::Check(_) => "check",
+            Command::Keycheck(_) => "keycheck",
+            _ => return None,
+        })
+    }
+}
+
+/// Runs the parsed command.
+pub async fn run(ctx: &Ctx, command: Command) -> CmdResult {
+    match command {
+        Command::Keygen(a) => keygen::exec(ctx, a),
+        Command::Init(a) => init::exec(ctx, a),
+        Command::Backup(a) => backup::exec(ctx, a).await,
+        Command::List(a) => list::exec(ctx, a).await,
+        Command::Show(a) => show::exec(ctx, a).await,
+        Command::Verify(a) => verify::exec(ctx, a).await,
+        Command::Restore(a) => restore::exec(ctx, a).await,
+        Command::Check(a) => check::exec(ctx, a).await,
+        Command::Drill(a) => drill::exec(ctx, a).await,
+        Command::Drills(a) => drills::exec(ctx, a).await,
+        Command::Unlock(a) => unlock::exec(ctx, a).await,
+        Command::Copy(a) => copy::exec(ctx, a).await,
+        Command::Export(a) => export::exec(ctx, a).await,
+        Command::Import(a) => import::exec(ctx, a).await,
+        Command::Media(a) => media::exec(ctx, a).await,
+        Command::ImportRunbook(a) => import_runbook::exec(ctx, a).await,
+        Command::Prune(a) => prune::exec(ctx, a).await,
+        Command::Pin(a) => pin::pin(ctx, a).await,
+        Command::Unpin(a) => pin::unpin(ctx, a).await,
+        Command::Sink(a) => sink::exec(ctx, a).await,
+        Command::Keycheck(a) => keycheck::exec(ctx, a).await,
         Command::Completions(a) => completions::exec(a),
         Command::Man(a) => man::exec(a),
     }

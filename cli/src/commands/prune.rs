@@ -46,6 +46,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: PruneArgs) -> CmdResult {
     let sinks = prune_sinks(ctx, &a, config.as_ref())?;
     let policies = Policies::new(config.as_ref(), &a.policy);
     let mut reports = Vec::new();
+    let mut pruned = Vec::new();
     for (name, sink) in &sinks {
         let report = prune_sink(name, sink.clone(), a.job.as_deref(), &policies, a.dry_run)
             .await
@@ -53,8 +54,16 @@ pub(crate) async fn exec(ctx: &Ctx, a: PruneArgs) -> CmdResult {
         if !ctx.json {
             report.print(sinks.len() > 1);
         }
+        let (sink_name, deleted, left) = report.counts();
+        if !a.dry_run {
+            ctx.record
+                .metric("coffer_snapshots", &[("sink", sink_name)], left as f64);
+        }
+        pruned.push(json!({"sink": sink_name, "deleted": deleted, "left": left}));
         reports.push(report);
     }
+    ctx.record.note("dry_run", a.dry_run);
+    ctx.record.note("sinks", pruned);
     if ctx.json {
         print_json(&json!(
             reports.iter().map(SinkReport::to_json).collect::<Vec<_>>()

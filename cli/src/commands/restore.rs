@@ -126,6 +126,17 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     )
     .await?;
 
+    ctx.record.note("snapshot", index.id.as_str());
+    ctx.record.note("sink", sink_name.as_str());
+    ctx.record.note("job", index.job.as_str());
+    ctx.record.note("dry_run", a.dry_run);
+    if let Some(t) = &a.target {
+        ctx.record.note("target", t.display().to_string());
+    }
+    ctx.record.note(
+        "sources",
+        outcome.reports.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
+    );
     // The job's post-restore checks, after a real restore of the whole
     // snapshot to its own places.
     let checks = match (

@@ -142,6 +142,18 @@ pub(crate) async fn exec(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
             }
             results.push(v);
         }
+        ctx.record.metric(
+            "coffer_verify_last_timestamp_seconds",
+            &[("sink", name.as_str())],
+            jiff::Timestamp::now().as_second() as f64,
+        );
+        if let Some((state, total)) = &sampled
+            && *total > 0
+        {
+            let ratio = state.covered.len() as f64 / *total as f64;
+            ctx.record
+                .metric("coffer_verify_coverage_ratio", &[("sink", name.as_str())], ratio);
+        }
         if let Some((state, total)) = sampled {
             crate::sample::save(sink.as_ref(), &state).await;
             if !ctx.json {

@@ -37,6 +37,8 @@ pub(crate) struct Ctx {
     pub(crate) verbose: bool,
     /// `--create-sink`: sinks written to are made where there is none.
     pub(crate) create_sinks: bool,
+    /// What the command did, for the audit log and the metrics.
+    pub(crate) record: crate::record::Record,
 }
 
 impl Ctx {
