@@ -4,7 +4,8 @@
 use std::sync::Arc;
 
 use coffer_core::{
-    Catalog, CatalogEntry, CheckOnly, Error, ErrorKind, Identities, Progress, ProgressRead, Result, Sink,
+    BundleSummary, BundleVisitor, Catalog, CatalogEntry, Error, ErrorKind, Identities, Progress,
+    ProgressRead, RestoreEntry, RestoreEntryKind, Result, Sink, SourcesFile,
 };
 use serde_json::json;
 
@@ -70,7 +71,10 @@ pub(crate) async fn deep_check(
         let input = ProgressRead::new(file, progress.clone(), "decrypt", index.object.size, None);
         let idx = index.clone();
         tokio::task::spawn_blocking(move || {
-            coffer_core::read_bundle(std::io::BufReader::new(input), &idx, &ids, &mut CheckOnly)
+            let mut deep = DeepCheck::default();
+            let summary = coffer_core::read_bundle(std::io::BufReader::new(input), &idx, &ids, &mut deep)?;
+            deep.finish(&summary)?;
+            Ok(summary)
         })
         .await
         .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
@@ -78,4 +82,56 @@ pub(crate) async fn deep_check(
     .await;
     shown.finish();
     checked
+}
+
+/// What `verify --deep` checks beyond every file's hash: the documents and
+/// metadata of MongoDB sources, and their counts against the manifest
+/// (`coffer_source_mongo::DumpCheck`).
+#[derive(Default)]
+struct DeepCheck {
+    /// Source name → its kind.
+    kinds: std::collections::BTreeMap<String, String>,
+    #[cfg(feature = "mongo")]
+    dumps: std::collections::BTreeMap<String, coffer_source_mongo::DumpCheck>,
+}
+
+impl BundleVisitor for DeepCheck {
+    fn sources(&mut self, sources: &SourcesFile) -> Result<()> {
+        self.kinds = sources
+            .sources
+            .iter()
+            .map(|s| (s.name.clone(), s.kind.clone()))
+            .collect();
+        Ok(())
+    }
+
+    fn entry(&mut self, source: &str, entry: RestoreEntry<'_>) -> Result<()> {
+        #[cfg(feature = "mongo")]
+        if let (Some("mongo" | "mongo-env" | "mongodump"), RestoreEntryKind::File { size }) =
+            (self.kinds.get(source).map(String::as_str), &entry.kind)
+        {
+            self.dumps
+                .entry(source.to_string())
+                .or_default()
+                .entry(entry.path, entry.reader, *size)
+                .map_err(|e| e.prefix(format!("source `{source}`")))?;
+        }
+        let _ = (source, entry);
+        Ok(())
+    }
+}
+
+impl DeepCheck {
+    /// Compares what was read with the manifest.
+    fn finish(self, summary: &BundleSummary) -> Result<()> {
+        #[cfg(feature = "mongo")]
+        for (name, dump) in self.dumps {
+            let Some(manifest) = summary.manifest.sources.iter().find(|s| s.name == name) else {
+                continue;
+            };
+            dump.finish(manifest)?;
+        }
+        let _ = summary;
+        Ok(())
+    }
 }

@@ -52,6 +52,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod deep;
 mod dump;
 mod error;
 mod metadata;
@@ -65,6 +66,7 @@ use std::sync::Arc;
 
 pub use coffer_core::spill::{Spill, SpillBody};
 pub use config::MongoSourceConfig;
+pub use deep::DumpCheck;
 pub use dump::MongodumpSource;
 pub use source::MongoSource;
 
