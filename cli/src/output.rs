@@ -56,7 +56,9 @@ impl Spinner {
             };
         }
         progress.set_watched();
-        let bar = ProgressBar::new_spinner();
+        // Up to 50 draws a second: a phase of a few tens of milliseconds
+        // (verifying a small object) is still shown.
+        let bar = ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr_with_hz(50));
         let b = bar.clone();
         let what = what.to_string();
         let task = tokio::spawn(async move {
@@ -101,7 +103,7 @@ impl Spinner {
                     b.set_message(format!("{entries} entries, {} written", size(cipher)));
                 }
                 b.tick();
-                tokio::time::sleep(Duration::from_millis(120)).await;
+                progress.changed_or(Duration::from_millis(120)).await;
             }
         });
         Spinner {

@@ -136,12 +136,26 @@ pub(crate) async fn run_batch(
     holder: &str,
     verb: &'static str,
 ) -> Result<Batch> {
-    let opts = CopyOptions::new().with_trusted(trust);
+    // One bar for the batch: the bytes of every object to copy.
+    let label = match verb {
+        "copied" => "copy",
+        "exported" => "export",
+        "imported" => "import",
+        other => other,
+    };
+    let progress = Arc::new(coffer_core::Progress::default());
+    progress.begin(label, Some(entries.iter().map(|e| e.index.object.size).sum()));
+    let opts = CopyOptions::new()
+        .with_trusted(trust)
+        .with_progress(progress.clone());
     let json = ctx.json;
+    let shown = crate::output::Spinner::start(label, progress, ctx.quiet);
     let results = coffer_core::copy_snapshots(from, to, &entries, &opts, holder, &mut |e, r| {
         print_one(json, verb, e, r)
     })
-    .await?;
+    .await;
+    shown.finish();
+    let results = results?;
     Ok(Batch {
         results: entries.into_iter().zip(results).collect(),
     })

@@ -102,6 +102,8 @@ pub struct Progress {
     reported: std::sync::atomic::AtomicUsize,
     expected: AtomicU64,
     watched: std::sync::atomic::AtomicBool,
+    /// Wakes a display at each new phase, so a short one is shown too.
+    changed: tokio::sync::Notify,
 }
 
 impl Progress {
@@ -110,6 +112,13 @@ impl Progress {
         *self.phase.lock().unwrap_or_else(|p| p.into_inner()) = name;
         self.done.store(0, Ordering::Relaxed);
         self.total.store(total.unwrap_or(0), Ordering::Relaxed);
+        self.changed.notify_one();
+    }
+
+    /// Waits until a new phase begins (or `max` passed): a display redraws
+    /// then.
+    pub async fn changed_or(&self, max: std::time::Duration) {
+        let _ = tokio::time::timeout(max, self.changed.notified()).await;
     }
 
     /// Counts `n` more bytes of the current phase done.

@@ -18,7 +18,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use bytes::Bytes;
-use futures::Stream;
+use futures::{Stream, StreamExt};
 use sha2::{Digest, Sha256};
 
 use crate::bundle::{Index, SnapshotId};
@@ -36,12 +36,20 @@ pub struct CopyOptions {
     /// signature is always refused; with trusted signers configured,
     /// unsigned and untrusted snapshots are refused too.
     pub trusted: TrustedSigners,
+    /// Counts the object bytes copied (for a progress display).
+    pub progress: Option<Arc<crate::Progress>>,
 }
 
 impl CopyOptions {
     /// Default options: no trusted signer (bad signatures still refused).
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Counts the copied object bytes into `progress`.
+    pub fn with_progress(mut self, progress: Arc<crate::Progress>) -> Self {
+        self.progress = Some(progress);
+        self
     }
 
     /// Sets the trusted signers.
@@ -317,7 +325,16 @@ pub async fn copy_snapshot(
             }
         }
         None => {
-            let body = verified_object_stream(from, &index).await?;
+            let mut body = verified_object_stream(from, &index).await?;
+            if let Some(progress) = opts.progress.clone() {
+                body = body
+                    .inspect(move |chunk| {
+                        if let Ok(c) = chunk {
+                            progress.add(c.len() as u64);
+                        }
+                    })
+                    .boxed();
+            }
             let opts = PutOptions::create().with_size_hint(index.object.size);
             outcome.bytes = to.put(&index.object.key, body, opts).await.map_err(|e| {
                 if e.kind() == ErrorKind::AlreadyExists {

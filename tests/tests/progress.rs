@@ -1,5 +1,5 @@
-//! Progress that tells the truth: on a terminal, backup, restore and
-//! `verify --deep` show a bar with bytes done of the total, rate and ETA,
+//! Progress that tells the truth: on a terminal, backup, restore, copy,
+//! drill and `verify --deep` show a bar with bytes done of the total, rate and ETA,
 //! phase by phase; with `-q` (or off a terminal, as in every other test)
 //! nothing.
 
@@ -51,6 +51,18 @@ fn long_operations_show_phases_bytes_and_eta_on_a_terminal_only() {
     }
     let shown = on_a_terminal(p, "verify --sink bk --deep --identity key.txt");
     assert!(shown.contains("verify: decrypt"), "{shown}");
+
+    // Copy and drill show theirs too.
+    let shown = on_a_terminal(p, "copy --latest --from bk --to bk2");
+    assert!(
+        shown.contains("copy [") && shown.contains("/96.03 MiB"),
+        "{shown}"
+    );
+    let shown = on_a_terminal(p, "drill --sink bk --identity key.txt");
+    assert!(
+        shown.contains("restore: decrypt") && shown.contains("PASSED"),
+        "{shown}"
+    );
 
     // -q: the results only.
     let shown = on_a_terminal(p, "-q verify --sink bk --deep --identity key.txt");
