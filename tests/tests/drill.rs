@@ -378,6 +378,44 @@ fn a_mongo_drill_restores_into_scratch_databases_never_the_source() {
             .unwrap()
     });
     assert_eq!(live, 51, "the source database is untouched");
+
+    // A live service: `coffer check` with minimums.
+    let toml = fs::read_to_string(p.join("coffer.toml")).unwrap();
+    let with_minimum = |n: u32| {
+        format!(
+            "{toml}[[job.main.checks]]\nkind = \"mongo-counts\"\nuri = \"{}\"\nminimums = {{ \"issuer.entries\" = {n} }}\n",
+            server.uri("")
+        )
+    };
+    fs::write(p.join("coffer.toml"), with_minimum(50)).unwrap();
+    let uri = server.uri("");
+    let v = json_ok(
+        &coffer(p)
+            .args(["--json", "check", "--mongo-uri", &uri])
+            .output()
+            .unwrap(),
+    );
+    let counts = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "mongo-counts")
+        .unwrap();
+    assert!(
+        counts["figure"]
+            .as_str()
+            .unwrap()
+            .contains("at least its minimum"),
+        "{v}"
+    );
+    fs::write(p.join("coffer.toml"), with_minimum(1000)).unwrap();
+    let out = coffer(p).args(["check", "--mongo-uri", &uri]).output().unwrap();
+    assert_eq!(out.status.code(), Some(6), "{}", text(&out));
+    assert!(
+        text(&out).contains("issuer.entries: 51, minimum 1000"),
+        "{}",
+        text(&out)
+    );
 }
 
 #[test]
