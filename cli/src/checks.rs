@@ -517,39 +517,22 @@ pub(crate) mod mongo {
 
     pub(super) async fn audit(check: &AuditCheck, env: &CheckEnv) -> CheckResult {
         let hint = "reconcile the entries written after the snapshot by hand (the export holds them)";
-        let (client, server) = match client(&check.target, env).await {
-            Ok(c) => c,
-            Err(e) => return result("audit", check.collection.clone(), false, e, Some(hint)),
-        };
+        match audit_figures(check, env).await {
+            Ok(r) => r,
+            Err(why) => result("audit", check.collection.clone(), false, why, Some(hint)),
+        }
+    }
+
+    async fn audit_figures(check: &AuditCheck, env: &CheckEnv) -> std::result::Result<CheckResult, String> {
+        let (client, server) = client(&check.target, env).await?;
+        let failed = |e: String| format!("{server}: {e}");
         let (db, coll) = split(&check.collection);
         let field = check.time_field.as_str();
-        let live = match newest(&client, db, coll, field).await {
-            Ok(t) => t,
-            Err(e) => {
-                return result(
-                    "audit",
-                    check.collection.clone(),
-                    false,
-                    format!("{server}: {e}"),
-                    Some(hint),
-                );
-            }
-        };
+        let live = newest(&client, db, coll, field).await.map_err(failed)?;
         // The snapshot's newest entry: in its scratch copy (a drill), else
         // the snapshot's time stands in.
         let snapshot_newest = match env.db_map.get(db) {
-            Some(scratch) => match newest(&client, scratch, coll, field).await {
-                Ok(t) => t,
-                Err(e) => {
-                    return result(
-                        "audit",
-                        check.collection.clone(),
-                        false,
-                        format!("{server}: {e}"),
-                        Some(hint),
-                    );
-                }
-            },
+            Some(scratch) => newest(&client, scratch, coll, field).await.map_err(failed)?,
             None => None,
         };
         let since = snapshot_newest
@@ -562,44 +545,20 @@ pub(crate) mod mongo {
         let mut exported = None;
         if let Some(since) = since {
             let filter = doc! { field: { "$gt": mongodb::bson::DateTime::from_millis(since) } };
-            let cursor = client
+            let docs: Vec<Document> = client
                 .database(db)
                 .collection::<Document>(coll)
                 .find(filter)
                 .sort(doc! { field: 1 })
-                .await;
-            let docs: Vec<Document> = match cursor {
-                Ok(c) => c.try_collect().await.unwrap_or_default(),
-                Err(e) => {
-                    return result(
-                        "audit",
-                        check.collection.clone(),
-                        false,
-                        format!("{server}: {e}"),
-                        Some(hint),
-                    );
-                }
-            };
+                .await
+                .map_err(|e| failed(e.to_string()))?
+                .try_collect()
+                .await
+                .map_err(|e| failed(e.to_string()))?;
             after = docs.len() as u64;
             if let Some(path) = &check.export {
                 let path = resolve(&env.base_dir, path);
-                let written = (|| -> std::io::Result<()> {
-                    let mut f = std::fs::File::create(&path)?;
-                    for d in &docs {
-                        let v = mongodb::bson::Bson::Document(d.clone()).into_relaxed_extjson();
-                        writeln!(f, "{v}")?;
-                    }
-                    f.sync_all()
-                })();
-                if let Err(e) = written {
-                    return result(
-                        "audit",
-                        check.collection.clone(),
-                        false,
-                        format!("cannot write {}: {e}", path.display()),
-                        Some("check the export path"),
-                    );
-                }
+                write_lines(&path, &docs).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 exported = Some(path.display().to_string());
             }
         }
@@ -608,10 +567,10 @@ pub(crate) mod mongo {
                 .map(|t| t.to_string())
                 .unwrap_or_else(|| "none".into())
         };
+        let snapshot_shown = show(snapshot_newest.map(|t| t.timestamp_millis()));
+        let live_shown = show(live.map(|t| t.timestamp_millis()));
         let figure = format!(
-            "newest in snapshot {}, live {}; {after} entr{} after the snapshot{}",
-            show(snapshot_newest.map(|t| t.timestamp_millis())),
-            show(live.map(|t| t.timestamp_millis())),
+            "newest in snapshot {snapshot_shown}, live {live_shown}; {after} entr{} after the snapshot{}",
             if after == 1 { "y" } else { "ies" },
             exported
                 .as_ref()
@@ -620,13 +579,23 @@ pub(crate) mod mongo {
         );
         let mut r = result("audit", check.collection.clone(), true, figure, None);
         r.details = json!({
-            "snapshot_newest": show(snapshot_newest.map(|t| t.timestamp_millis())),
-            "live_newest": show(live.map(|t| t.timestamp_millis())),
+            "snapshot_newest": snapshot_shown,
+            "live_newest": live_shown,
             "gap_seconds": gap_seconds,
             "entries_after_snapshot": after,
             "export": exported,
         });
-        r
+        Ok(r)
+    }
+
+    /// `docs` as relaxed extended JSON, one per line, fsynced.
+    fn write_lines(path: &std::path::Path, docs: &[Document]) -> std::io::Result<()> {
+        let mut f = std::fs::File::create(path)?;
+        for d in docs {
+            let v = mongodb::bson::Bson::Document(d.clone()).into_relaxed_extjson();
+            writeln!(f, "{v}")?;
+        }
+        f.sync_all()
     }
 }
 

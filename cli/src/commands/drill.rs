@@ -21,7 +21,7 @@ use crate::checks::{
     run_checks,
 };
 use crate::config::Config;
-use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, find_snapshot, identities};
+use crate::ctx::{CmdResult, Ctx, KeySel, Opened, SinkSel, TrustSel, open_snapshot};
 use crate::evidence::{DRILL_FORMAT, DrillReport, Scratch};
 use crate::output::print_json;
 use crate::restoring::restore_snapshot;
@@ -75,18 +75,23 @@ struct Targets {
 
 pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     let started_at = jiff::Timestamp::now();
-    let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
-    let ids = identities(&a.keys)?;
-    if ids.is_empty() {
-        return Err(config_error("a drill needs a key")
-            .with_hint("pass --identity FILE (the key a real restore would use: the drill proves it works)")
-            .into());
-    }
-    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
     let spec = a.snapshot.clone().unwrap_or_else(|| "latest".into());
-    let (sink_name, sink, entry) = find_snapshot(&sinks, &spec).await?;
-    let signature = crate::ctx::enforce(&trust, &entry)?;
+    let Opened {
+        config,
+        sink_name,
+        sink,
+        entry,
+        ids,
+        signature,
+    } = open_snapshot(
+        ctx,
+        &a.sink,
+        &a.keys,
+        &a.trust,
+        &spec,
+        "a drill needs a key (the one a real restore would use: the drill proves it works)",
+    )
+    .await?;
     let index = entry.index.clone();
     let short = index.id.as_str().rsplit('-').next().unwrap_or("x").to_string();
     let suffix = a

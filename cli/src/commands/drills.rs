@@ -2,11 +2,47 @@
 //! the last successful drill was.
 
 use clap::Args;
-use serde_json::json;
+use jiff::Timestamp;
+use serde::Serialize;
 
 use crate::ctx::{CmdResult, Ctx, SinkSel};
 use crate::evidence::history;
 use crate::output::print_json;
+
+/// `--json`: one per sink.
+#[derive(Debug, Serialize)]
+struct SinkDrills {
+    sink: String,
+    drills: Vec<DrillLine>,
+    last_passed: Option<LastPassed>,
+    unreadable: Vec<Unreadable>,
+}
+
+#[derive(Debug, Serialize)]
+struct DrillLine {
+    drill: String,
+    started_at: Timestamp,
+    snapshot: String,
+    job: String,
+    passed: bool,
+    rto_seconds: f64,
+    rpo_seconds: f64,
+    audit_gap_seconds: Option<f64>,
+    failed_checks: Vec<String>,
+}
+
+#[derive(Debug, Serialize)]
+struct LastPassed {
+    drill: String,
+    started_at: Timestamp,
+    age_days: i64,
+}
+
+#[derive(Debug, Serialize)]
+struct Unreadable {
+    key: String,
+    error: String,
+}
 
 #[derive(Debug, Args)]
 pub struct DrillsArgs {
@@ -25,20 +61,40 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillsArgs) -> CmdResult {
             .map_err(|e| e.prefix(format!("sink `{name}`")))?;
         let last_ok = reports.iter().rev().find(|r| r.passed);
         if ctx.json {
-            out.push(json!({
-                "sink": name,
-                "drills": reports.iter().map(|r| json!({
-                    "drill": r.drill, "started_at": r.started_at, "snapshot": r.snapshot, "job": r.job,
-                    "passed": r.passed, "rto_seconds": r.rto_seconds, "rpo_seconds": r.rpo_seconds,
-                    "audit_gap_seconds": r.audit_gap_seconds,
-                    "failed_checks": r.checks.iter().filter(|c| !c.passed).map(|c| &c.kind).collect::<Vec<_>>(),
-                })).collect::<Vec<_>>(),
-                "last_passed": last_ok.map(|r| json!({
-                    "drill": r.drill, "started_at": r.started_at,
-                    "age_days": (now.as_second() - r.started_at.as_second()) / 86_400,
-                })),
-                "unreadable": unreadable.iter().map(|(k, e)| json!({"key": k, "error": e})).collect::<Vec<_>>(),
-            }));
+            out.push(SinkDrills {
+                sink: name.clone(),
+                drills: reports
+                    .iter()
+                    .map(|r| DrillLine {
+                        drill: r.drill.clone(),
+                        started_at: r.started_at,
+                        snapshot: r.snapshot.clone(),
+                        job: r.job.clone(),
+                        passed: r.passed,
+                        rto_seconds: r.rto_seconds,
+                        rpo_seconds: r.rpo_seconds,
+                        audit_gap_seconds: r.audit_gap_seconds,
+                        failed_checks: r
+                            .checks
+                            .iter()
+                            .filter(|c| !c.passed)
+                            .map(|c| c.kind.clone())
+                            .collect(),
+                    })
+                    .collect(),
+                last_passed: last_ok.map(|r| LastPassed {
+                    drill: r.drill.clone(),
+                    started_at: r.started_at,
+                    age_days: (now.as_second() - r.started_at.as_second()) / 86_400,
+                }),
+                unreadable: unreadable
+                    .iter()
+                    .map(|(key, error)| Unreadable {
+                        key: key.clone(),
+                        error: error.clone(),
+                    })
+                    .collect(),
+            });
             continue;
         }
         println!("sink {name}: {} drill(s)", reports.len());
@@ -76,7 +132,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillsArgs) -> CmdResult {
         }
     }
     if ctx.json {
-        print_json(&json!(out));
+        print_json(&serde_json::to_value(&out).expect("json"));
     }
     Ok(())
 }

@@ -8,7 +8,7 @@ use serde_json::json;
 
 use crate::Failure;
 use crate::checks::{CheckEnv, failures, manifest_counts, run_checks};
-use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, find_snapshot, identities};
+use crate::ctx::{CmdResult, Ctx, KeySel, Opened, SinkSel, TrustSel, open_snapshot};
 use crate::output::{print_json, printable};
 use crate::restoring::restore_snapshot;
 
@@ -79,18 +79,22 @@ pub struct RestoreArgs {
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
-    let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
-    let ids = identities(&a.keys)?;
-    if ids.is_empty() {
-        return Err(config_error("restore needs a key")
-            .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)")
-            .into());
-    }
-    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
-    let (sink_name, sink, entry) = find_snapshot(&sinks, &a.snapshot).await?;
-    // Before fetching or decrypting anything: a forged snapshot stops here.
-    crate::ctx::enforce(&trust, &entry)?;
+    let Opened {
+        config,
+        sink_name,
+        sink,
+        entry,
+        ids,
+        ..
+    } = open_snapshot(
+        ctx,
+        &a.sink,
+        &a.keys,
+        &a.trust,
+        &a.snapshot,
+        "restore needs a key",
+    )
+    .await?;
     let index = entry.index.clone();
     for only in &a.only {
         if !index.sources.iter().any(|s| &s.name == only || &s.kind == only) {

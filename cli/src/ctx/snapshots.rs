@@ -54,6 +54,48 @@ pub(crate) async fn find_snapshot(
     Err(last_err.unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no sink")))
 }
 
+/// A snapshot to decrypt, as `restore` and `drill` start: the snapshot
+/// `spec` on the selected sinks with its signature judged before anything
+/// is fetched, and the keys to open it (`needs_key` is the error when none
+/// was given, e.g. "restore needs a key").
+pub(crate) struct Opened {
+    pub(crate) config: Option<crate::config::Config>,
+    pub(crate) sink_name: String,
+    pub(crate) sink: Arc<dyn Sink>,
+    pub(crate) entry: CatalogEntry,
+    pub(crate) ids: Identities,
+    pub(crate) signature: coffer_core::TrustState,
+}
+
+pub(crate) async fn open_snapshot(
+    ctx: &Ctx,
+    sel: &super::SinkSel,
+    keys: &super::KeySel,
+    trust: &super::TrustSel,
+    spec: &str,
+    needs_key: &str,
+) -> Result<Opened> {
+    let config = ctx.config()?;
+    let sinks = ctx.read_sinks(sel, config.as_ref())?;
+    let ids = super::identities(keys)?;
+    if ids.is_empty() {
+        return Err(coffer_core::config_error(needs_key.to_string())
+            .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)"));
+    }
+    let trust = super::trusted_signers(trust, config.as_ref())?;
+    let (sink_name, sink, entry) = find_snapshot(&sinks, spec).await?;
+    // Before fetching or decrypting anything: a forged snapshot stops here.
+    let signature = super::enforce(&trust, &entry)?;
+    Ok(Opened {
+        config,
+        sink_name,
+        sink,
+        entry,
+        ids,
+        signature,
+    })
+}
+
 /// Fetches a snapshot's object (its SHA-256 checked against the index),
 /// then decrypts it and checks every file against `SHA256SUMS` and the
 /// manifest, showing both phases.
