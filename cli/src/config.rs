@@ -239,11 +239,9 @@ impl Config {
             }
             let kind =
                 take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
-            let factory = registry
-                .sink_factory(&kind)
-                .map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
-            let sink = factory
-                .from_config(&name, t, &base)
+            // Remote sinks come with the retry and timeout layers they ask for.
+            let sink = registry
+                .sink_from_config(&kind, &name, t, &base)
                 .map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
             sinks.insert(name, sink);
         }

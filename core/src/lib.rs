@@ -44,7 +44,7 @@ pub use lock::{
     UnlockReport, acquire_exclusive, acquire_exclusive_with, acquire_shared, acquire_shared_with,
     break_locks, is_lock_conflict, list_locks,
 };
-pub use registry::{Registry, SinkFactory, SourceFactory};
+pub use registry::{Registry, SinkFactory, SourceFactory, layered};
 pub use restore::{
     BundleSummary, BundleVisitor, CheckOnly, ProgressRead, RestoreOutcome, SourceResolver, fetch_verified,
     read_bundle, restore_bundle, verify_object,

@@ -137,8 +137,26 @@ impl Registry {
         Ok((self.source_factory(kind)?, spec))
     }
 
-    /// Builds a sink from a URL (`scheme://…` or `scheme:…`) or a plain path.
+    /// Builds a sink of `kind` from its `[sink.NAME]` table, with the
+    /// layers its [`SinkInfo::remote_bound`](crate::SinkInfo) asks for.
+    pub fn sink_from_config(
+        &self,
+        kind: &str,
+        name: &str,
+        table: toml::Table,
+        base_dir: &Path,
+    ) -> Result<Arc<dyn Sink>> {
+        let sink = self.sink_factory(kind)?.from_config(name, table, base_dir)?;
+        Ok(layered(sink))
+    }
+
+    /// Builds a sink from a URL (`scheme://…` or `scheme:…`) or a plain
+    /// path, with the layers it asks for (see [`Registry::sink_from_config`]).
     pub fn sink_from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
+        self.bare_sink_from_url(url).map(layered)
+    }
+
+    fn bare_sink_from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
         if let Some((scheme, _)) = url.split_once(':')
             && !scheme.is_empty()
             && scheme.len() > 1 // keep Windows-like `C:` and plain paths out
@@ -163,5 +181,115 @@ impl Registry {
             Some(f) => f.from_url(url),
             None => Err(config_error(format!("`{url}` is not a sink URL"))),
         }
+    }
+}
+
+/// A remote sink (one that declares [`SinkInfo::remote_bound`]) as
+/// `RetrySink(TimeoutSink(sink))`; a local one as it is. Every remote
+/// sink, built-in or a plugin's, gets the same retry and time limits.
+///
+/// [`SinkInfo::remote_bound`]: crate::SinkInfo::remote_bound
+pub fn layered(sink: Arc<dyn Sink>) -> Arc<dyn Sink> {
+    match sink.info().remote_bound {
+        Some(bound) => {
+            let timeout = Arc::new(crate::TimeoutSink::new(
+                sink,
+                crate::TimeoutPolicy::new(bound, bound),
+            ));
+            Arc::new(crate::RetrySink::new(timeout, crate::RetryPolicy::default()))
+        }
+        None => sink,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    use std::time::Duration;
+
+    use async_trait::async_trait;
+
+    use super::*;
+    use crate::sink::{ByteStream, ObjectMeta, PutOptions, SinkInfo};
+
+    /// Fails its first `list` with a temporary error.
+    #[derive(Debug, Default)]
+    struct Flaky {
+        remote: bool,
+        calls: AtomicU32,
+    }
+
+    #[async_trait]
+    impl Sink for Flaky {
+        fn info(&self) -> SinkInfo {
+            let info = SinkInfo::new("flaky", "test");
+            if self.remote {
+                info.with_remote_bound(Duration::from_secs(5))
+            } else {
+                info
+            }
+        }
+        async fn put(&self, _: &str, _: ByteStream, _: PutOptions) -> Result<u64> {
+            Ok(0)
+        }
+        async fn get(&self, key: &str) -> Result<ByteStream> {
+            Err(Error::new(ErrorKind::NotFound, key.to_string()))
+        }
+        async fn list(&self, _: &str) -> Result<Vec<ObjectMeta>> {
+            if self.calls.fetch_add(1, Ordering::SeqCst) == 0 {
+                return Err(Error::new(ErrorKind::Unreachable, "connection reset").temporary());
+            }
+            Ok(Vec::new())
+        }
+        async fn delete(&self, _: &str) -> Result<()> {
+            Ok(())
+        }
+    }
+
+    struct FlakyFactory;
+
+    impl SinkFactory for FlakyFactory {
+        fn kind(&self) -> &'static str {
+            "flaky"
+        }
+        fn schemes(&self) -> &'static [&'static str] {
+            &["flaky"]
+        }
+        fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
+            Ok(Arc::new(Flaky {
+                remote: url.contains("remote"),
+                ..Flaky::default()
+            }))
+        }
+        fn from_config(&self, _: &str, table: toml::Table, _: &Path) -> Result<Arc<dyn Sink>> {
+            Ok(Arc::new(Flaky {
+                remote: table.contains_key("remote"),
+                ..Flaky::default()
+            }))
+        }
+    }
+
+    #[tokio::test]
+    async fn remote_sinks_get_the_retry_and_timeout_layers_they_declare() {
+        let mut reg = Registry::new();
+        reg.register_sink(Arc::new(FlakyFactory));
+        let remote: toml::Table = "remote = true".parse().unwrap();
+        let sink = reg
+            .sink_from_config("flaky", "x", remote.clone(), Path::new("."))
+            .unwrap();
+        sink.list("").await.expect("retried by the registry's layer");
+        let sink = reg.sink_from_url("flaky://remote").unwrap();
+        sink.list("").await.expect("retried by the registry's layer");
+        // Without the declaration, or built by the factory alone: no layer.
+        let local = reg
+            .sink_from_config("flaky", "x", toml::Table::new(), Path::new("."))
+            .unwrap();
+        assert!(local.list("").await.is_err());
+        let bare = reg
+            .sink_factory("flaky")
+            .unwrap()
+            .from_config("x", remote, Path::new("."))
+            .unwrap();
+        assert!(bare.list("").await.is_err());
     }
 }

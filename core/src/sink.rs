@@ -74,6 +74,13 @@ pub struct SinkInfo {
     pub location: String,
     /// Whether `PutMode::Create` is enforced atomically by the storage.
     pub atomic_create: bool,
+    /// A remote sink declares the longest one operation (or a stall of a
+    /// streaming put or get) may take, beyond its client's own bounds; the
+    /// [`Registry`](crate::Registry) then layers it as
+    /// `RetrySink(TimeoutSink(sink))`: whole operations retried on
+    /// temporary errors ([`RetryPolicy::default`](crate::RetryPolicy)),
+    /// and bounded by this. `None` (local storage): no layers.
+    pub remote_bound: Option<std::time::Duration>,
 }
 
 impl SinkInfo {
@@ -83,7 +90,15 @@ impl SinkInfo {
             scheme,
             location: location.into(),
             atomic_create: false,
+            remote_bound: None,
         }
+    }
+
+    /// Declares a remote sink whose operations may take up to `bound`
+    /// (see [`SinkInfo::remote_bound`]).
+    pub fn with_remote_bound(mut self, bound: std::time::Duration) -> Self {
+        self.remote_bound = Some(bound);
+        self
     }
 
     /// Sets the `atomic_create` flag.

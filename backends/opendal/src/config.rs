@@ -35,6 +35,15 @@ pub struct OpendalSinkConfig {
     /// Chunks written concurrently (default 4).
     #[serde(default = "default_concurrency")]
     pub concurrency: usize,
+    /// Seconds one request may take (default 120). A remote service
+    /// (anything but `fs` and `memory`) gets coffer's retry and timeout
+    /// layers, bounding one operation by `2 × timeout-secs + 30 s`.
+    #[serde(default = "default_timeout")]
+    pub timeout_secs: u64,
+}
+
+fn default_timeout() -> u64 {
+    120
 }
 
 fn default_part_size() -> u64 {
@@ -53,13 +62,14 @@ impl std::fmt::Debug for OpendalSinkConfig {
             .field("options_env", &self.options_env)
             .field("part_size_mib", &self.part_size_mib)
             .field("concurrency", &self.concurrency)
+            .field("timeout_secs", &self.timeout_secs)
             .finish()
     }
 }
 
 fn invalid(message: String) -> Error {
     Error::new(ErrorKind::ConfigInvalid, message).with_hint(
-        "an opendal sink takes scheme, options (a table of the service's options), options-env, \
+        "an opendal sink takes scheme, options (a table of the service's options), options-env, timeout-secs, \
          part-size-mib and concurrency; one-off: opendal:SCHEME?OPTION=VALUE&…",
     )
 }
@@ -73,6 +83,7 @@ impl OpendalSinkConfig {
             options_env: BTreeMap::new(),
             part_size_mib: default_part_size(),
             concurrency: default_concurrency(),
+            timeout_secs: default_timeout(),
         }
     }
 

@@ -24,6 +24,9 @@ pub struct OpendalSink {
     location: String,
     part_size: usize,
     concurrency: usize,
+    /// For a remote service, the longest one operation may take (see
+    /// `SinkInfo::remote_bound`); `None` for `fs` and `memory`.
+    remote_bound: Option<std::time::Duration>,
 }
 
 impl std::fmt::Debug for OpendalSink {
@@ -58,6 +61,9 @@ impl OpendalSink {
             location: config.location(),
             part_size: (config.part_size_mib as usize) << 20,
             concurrency: config.concurrency,
+            remote_bound: (!matches!(config.scheme.as_str(), "fs" | "memory")).then(|| {
+                std::time::Duration::from_secs(config.timeout_secs.saturating_mul(2).saturating_add(30))
+            }),
         })
     }
 
@@ -68,6 +74,7 @@ impl OpendalSink {
             location: location.into(),
             part_size: 8 << 20,
             concurrency: 4,
+            remote_bound: None,
         }
     }
 
@@ -162,8 +169,12 @@ impl Drop for TmpGuard {
 impl Sink for OpendalSink {
     fn info(&self) -> SinkInfo {
         let cap = self.op.info().capability();
-        SinkInfo::new(crate::KIND, self.location.clone())
-            .with_atomic_create(cap.write_with_if_not_exists && !cap.rename)
+        let info = SinkInfo::new(crate::KIND, self.location.clone())
+            .with_atomic_create(cap.write_with_if_not_exists && !cap.rename);
+        match self.remote_bound {
+            Some(bound) => info.with_remote_bound(bound),
+            None => info,
+        }
     }
 
     async fn put(&self, key: &str, body: ByteStream, opts: PutOptions) -> Result<u64> {

@@ -108,7 +108,7 @@ fn default_part_size() -> u64 {
 fn default_concurrency() -> usize {
     DEFAULT_CONCURRENCY
 }
-fn default_timeout() -> u64 {
+pub(crate) fn default_timeout() -> u64 {
     120
 }
 fn default_connect_timeout() -> u64 {

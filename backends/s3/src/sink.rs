@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use coffer_core::{
-    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, RetryPolicy, RetrySink, Sink,
-    SinkFactory, SinkInfo, TimeoutPolicy, TimeoutSink, validate_key,
+    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkFactory, SinkInfo,
+    validate_key,
 };
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
@@ -49,6 +49,8 @@ pub struct S3Sink {
     /// Object Lock settings, and the settings to build a client that sends
     /// the lock headers.
     lock: Option<Arc<LockSetup>>,
+    /// The longest one operation may take (see [`SinkInfo::remote_bound`]).
+    bound: Duration,
 }
 
 #[derive(Debug)]
@@ -71,6 +73,7 @@ impl S3Sink {
             prefix: config.key_prefix(),
             location: config.location(),
             scheme: crate::SCHEME,
+            bound: remote_bound(config),
             part_size: config.part_size(),
             concurrency: config.concurrency,
             attributes,
@@ -97,6 +100,11 @@ impl S3Sink {
             prefix: String::new(),
             location: location.into(),
             scheme: "object-store",
+            bound: Duration::from_secs(
+                crate::config::default_timeout()
+                    .saturating_mul(2)
+                    .saturating_add(30),
+            ),
             part_size: (DEFAULT_PART_SIZE_MIB as usize) << 20,
             concurrency: DEFAULT_CONCURRENCY,
             attributes: Attributes::new(),
@@ -365,7 +373,9 @@ impl Sink for S3Sink {
         // Create-only is atomic (a conditional PUT) for bodies smaller than
         // one part: indexes, locks, signatures. See the crate docs for
         // multipart objects.
-        SinkInfo::new(self.scheme, self.location.clone()).with_atomic_create(true)
+        SinkInfo::new(self.scheme, self.location.clone())
+            .with_atomic_create(true)
+            .with_remote_bound(self.bound)
     }
 
     async fn put(&self, key: &str, mut body: ByteStream, opts: PutOptions) -> Result<u64> {
@@ -540,7 +550,7 @@ impl SinkFactory for S3SinkFactory {
     }
 
     fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
-        wrapped(&S3SinkConfig::from_url(url)?)
+        Ok(Arc::new(S3Sink::new(&S3SinkConfig::from_url(url)?)?))
     }
 
     fn from_config(
@@ -549,23 +559,19 @@ impl SinkFactory for S3SinkFactory {
         table: coffer_core::toml::Table,
         _base_dir: &std::path::Path,
     ) -> Result<Arc<dyn Sink>> {
-        wrapped(&S3SinkConfig::from_table(name, table)?)
+        Ok(Arc::new(S3Sink::new(&S3SinkConfig::from_table(name, table)?)?))
     }
 }
 
-/// The sink as the CLI uses it: `RetrySink(TimeoutSink(S3Sink))`.
-///
-/// object_store already retries each HTTP request (3 times within 10 s)
-/// and bounds it by `timeout-secs`; these outer layers retry whole
-/// operations on temporary errors (3 times within 30 s, see
-/// [`RetryPolicy::default`]) and catch an operation that hangs beyond
-/// what the client's own bounds allow (`2 × timeout-secs + 30 s`, also as
-/// the stall bound of a streaming put or get).
-fn wrapped(config: &S3SinkConfig) -> Result<Arc<dyn Sink>> {
-    let sink: Arc<dyn Sink> = Arc::new(S3Sink::new(config)?);
-    let bound = Duration::from_secs(config.timeout_secs.saturating_mul(2).saturating_add(30));
-    let timeout = Arc::new(TimeoutSink::new(sink, TimeoutPolicy::new(bound, bound)));
-    Ok(Arc::new(RetrySink::new(timeout, RetryPolicy::default())))
+/// How long one operation may take before the registry's timeout layer
+/// gives up: object_store already retries each HTTP request (3 times
+/// within 10 s) and bounds it by `timeout-secs`; the registry's layers
+/// retry whole operations on temporary errors (3 times within 30 s) and
+/// catch an operation that hangs beyond what the client's own bounds allow
+/// (`2 × timeout-secs + 30 s`, also the stall bound of a streaming put or
+/// get).
+fn remote_bound(config: &S3SinkConfig) -> Duration {
+    Duration::from_secs(config.timeout_secs.saturating_mul(2).saturating_add(30))
 }
 
 #[cfg(test)]

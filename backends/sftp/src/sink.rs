@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use coffer_core::{
-    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, RetryPolicy, RetrySink, Sink,
-    SinkFactory, SinkInfo, TimeoutPolicy, TimeoutSink, validate_key,
+    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkFactory, SinkInfo,
+    validate_key,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -749,7 +749,9 @@ async fn connect_inner(config: &SftpSinkConfig) -> Result<Conn> {
 #[async_trait]
 impl Sink for SftpSink {
     fn info(&self) -> SinkInfo {
-        SinkInfo::new(crate::SCHEME, self.config.location()).with_atomic_create(true)
+        SinkInfo::new(crate::SCHEME, self.config.location())
+            .with_atomic_create(true)
+            .with_remote_bound(remote_bound(&self.config))
     }
 
     async fn put(&self, key: &str, body: ByteStream, opts: PutOptions) -> Result<u64> {
@@ -923,7 +925,7 @@ impl SinkFactory for SftpSinkFactory {
     }
 
     fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
-        Ok(wrapped(SftpSinkConfig::from_url(url)?))
+        Ok(Arc::new(SftpSink::new(SftpSinkConfig::from_url(url)?)))
     }
 
     fn from_config(
@@ -932,25 +934,23 @@ impl SinkFactory for SftpSinkFactory {
         table: coffer_core::toml::Table,
         base_dir: &std::path::Path,
     ) -> Result<Arc<dyn Sink>> {
-        Ok(wrapped(SftpSinkConfig::from_table(name, table, base_dir)?))
+        Ok(Arc::new(SftpSink::new(SftpSinkConfig::from_table(
+            name, table, base_dir,
+        )?)))
     }
 }
 
-/// The sink as the CLI uses it: `RetrySink(TimeoutSink(SftpSink))`.
-///
-/// The sink itself reconnects once and bounds connect and each request;
-/// these outer layers retry whole operations on temporary errors (3 times
-/// within 30 s, see [`RetryPolicy::default`]) and catch an operation that
-/// hangs beyond the sink's own bounds (`2 × (connect-timeout-secs +
-/// timeout-secs) + 10 s`, also the stall bound of streaming puts and gets).
-fn wrapped(config: SftpSinkConfig) -> Arc<dyn Sink> {
+/// How long one operation may take before the registry's timeout layer
+/// gives up: the sink itself reconnects once and bounds connect and each
+/// request; the registry's layers retry whole operations on temporary
+/// errors (3 times within 30 s) and catch an operation that hangs beyond
+/// the sink's own bounds (`2 × (connect-timeout-secs + timeout-secs) +
+/// 10 s`, also the stall bound of streaming puts and gets).
+fn remote_bound(config: &SftpSinkConfig) -> Duration {
     let secs = config
         .connect_timeout_secs
         .saturating_add(config.timeout_secs)
         .saturating_mul(2)
         .saturating_add(10);
-    let bound = Duration::from_secs(secs);
-    let sink: Arc<dyn Sink> = Arc::new(SftpSink::new(config));
-    let timeout = Arc::new(TimeoutSink::new(sink, TimeoutPolicy::new(bound, bound)));
-    Arc::new(RetrySink::new(timeout, RetryPolicy::default()))
+    Duration::from_secs(secs)
 }
