@@ -14,6 +14,7 @@ mod copy;
 mod crypto;
 mod error;
 pub mod fsutil;
+mod layers;
 mod lock;
 pub mod process;
 mod registry;
@@ -27,7 +28,6 @@ mod stream;
 #[cfg(feature = "testkit")]
 pub mod testkit;
 mod units;
-mod wrappers;
 
 pub use backup::{BackupOutcome, BackupRequest, Progress, SinkOutcome, SinkTarget, run_backup};
 pub use bundle::{
@@ -39,6 +39,7 @@ pub use catalog::{Catalog, CatalogEntry, SnapshotState};
 pub use copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshot, copy_snapshots, verified_object_stream};
 pub use crypto::{DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey};
 pub use error::{Error, ErrorKind, Result, config_error};
+pub use layers::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
 pub use lock::{
     DEFAULT_REFRESH, DEFAULT_STALE, LOCK_PREFIX, LockGuard, LockInfo, LockKind, LockOptions, LockStatus,
     UnlockReport, acquire_exclusive, acquire_exclusive_with, acquire_shared, acquire_shared_with,
@@ -64,7 +65,6 @@ pub use source::{
     check_relative_path,
 };
 pub use units::{human_size, printable};
-pub use wrappers::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;
