@@ -205,16 +205,10 @@ impl Config {
             let mut t = table.into_inner();
             // `retention` is coffer's, not the plugin's (whose config
             // denies unknown keys): take it out before the factory.
-            if let Some(r) = t.remove("retention") {
-                // An `object-lock` table with neither `days` nor its own
-                // `retention` derives its retain-until dates from this
-                // policy (S3 Object Lock; see coffer_sink_s3::ObjectLockConfig).
-                if let Some(toml::Value::Table(lock)) = t.get_mut("object-lock")
-                    && !lock.contains_key("days")
-                    && !lock.contains_key("retention")
-                {
-                    lock.insert("retention".into(), r.clone());
-                }
+            // The plugin sees it too (S3 Object Lock derives its
+            // retain-until dates from it), through the registry.
+            let retention = t.remove("retention");
+            if let Some(r) = retention.clone() {
                 let policy = RetentionPolicy::deserialize(r).map_err(|e| {
                     config_error(at(
                         span.clone(),
@@ -241,7 +235,7 @@ impl Config {
                 take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
             // Remote sinks come with the retry and timeout layers they ask for.
             let sink = registry
-                .sink_from_config(&kind, &name, t, &base)
+                .sink_from_config(&kind, &name, t, &base, retention.as_ref())
                 .map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
             sinks.insert(name, sink);
         }

@@ -50,6 +50,21 @@ pub trait SinkFactory: Send + Sync {
 
     /// Builds a sink from its `[sink.NAME]` table (without `kind`).
     fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Sink>>;
+
+    /// As [`SinkFactory::from_config`], for a sink that also has coffer's
+    /// retention policy (`[sink.NAME] retention = {…}`, already taken out
+    /// of `table`): storage that enforces retention itself (S3 Object Lock)
+    /// may derive its settings from it. The default ignores it.
+    fn from_config_with_retention(
+        &self,
+        name: &str,
+        table: toml::Table,
+        base_dir: &Path,
+        retention: Option<&toml::Value>,
+    ) -> Result<Arc<dyn Sink>> {
+        let _ = retention;
+        self.from_config(name, table, base_dir)
+    }
 }
 
 /// The set of known plugins.
@@ -137,16 +152,20 @@ impl Registry {
         Ok((self.source_factory(kind)?, spec))
     }
 
-    /// Builds a sink of `kind` from its `[sink.NAME]` table, with the
-    /// layers its [`SinkInfo::remote_bound`](crate::SinkInfo) asks for.
+    /// Builds a sink of `kind` from its `[sink.NAME]` table (and coffer's
+    /// `retention` policy of that sink, if any; see
+    /// [`SinkFactory::from_config_with_retention`]), with the layers its
+    /// [`SinkInfo::remote_bound`](crate::SinkInfo) asks for.
     pub fn sink_from_config(
         &self,
         kind: &str,
         name: &str,
         table: toml::Table,
         base_dir: &Path,
+        retention: Option<&toml::Value>,
     ) -> Result<Arc<dyn Sink>> {
-        let sink = self.sink_factory(kind)?.from_config(name, table, base_dir)?;
+        let factory = self.sink_factory(kind)?;
+        let sink = factory.from_config_with_retention(name, table, base_dir, retention)?;
         Ok(layered(sink))
     }
 
@@ -275,14 +294,14 @@ mod tests {
         reg.register_sink(Arc::new(FlakyFactory));
         let remote: toml::Table = "remote = true".parse().unwrap();
         let sink = reg
-            .sink_from_config("flaky", "x", remote.clone(), Path::new("."))
+            .sink_from_config("flaky", "x", remote.clone(), Path::new("."), None)
             .unwrap();
         sink.list("").await.expect("retried by the registry's layer");
         let sink = reg.sink_from_url("flaky://remote").unwrap();
         sink.list("").await.expect("retried by the registry's layer");
         // Without the declaration, or built by the factory alone: no layer.
         let local = reg
-            .sink_from_config("flaky", "x", toml::Table::new(), Path::new("."))
+            .sink_from_config("flaky", "x", toml::Table::new(), Path::new("."), None)
             .unwrap();
         assert!(local.list("").await.is_err());
         let bare = reg

@@ -561,6 +561,26 @@ impl SinkFactory for S3SinkFactory {
     ) -> Result<Arc<dyn Sink>> {
         Ok(Arc::new(S3Sink::new(&S3SinkConfig::from_table(name, table)?)?))
     }
+
+    /// An `object-lock` table with neither `days` nor its own `retention`
+    /// derives its retain-until dates from the sink's coffer retention
+    /// policy (see [`crate::ObjectLockConfig`]).
+    fn from_config_with_retention(
+        &self,
+        name: &str,
+        mut table: coffer_core::toml::Table,
+        base_dir: &std::path::Path,
+        retention: Option<&coffer_core::toml::Value>,
+    ) -> Result<Arc<dyn Sink>> {
+        if let (Some(r), Some(coffer_core::toml::Value::Table(lock))) =
+            (retention, table.get_mut("object-lock"))
+            && !lock.contains_key("days")
+            && !lock.contains_key("retention")
+        {
+            lock.insert("retention".into(), r.clone());
+        }
+        self.from_config(name, table, base_dir)
+    }
 }
 
 /// How long one operation may take before the registry's timeout layer

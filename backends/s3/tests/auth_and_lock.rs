@@ -34,7 +34,7 @@ fn registry() -> Registry {
 fn from_table(text: &str) -> std::sync::Arc<dyn Sink> {
     let table: coffer_core::toml::Table = text.parse().unwrap();
     registry()
-        .sink_from_config("s3", "offsite", table, Path::new("."))
+        .sink_from_config("s3", "offsite", table, Path::new("."), None)
         .unwrap()
 }
 
