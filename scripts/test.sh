@@ -68,8 +68,9 @@ if [ -z "${COFFER_WSGIDAV:-}" ] && [ ! -x .venv-wsgidav/bin/wsgidav ]; then
   .venv-wsgidav/bin/pip install -q wsgidav cheroot
 fi
 
-# The end-to-end tests drive the real binary.
-cargo build -p coffer
+# The end-to-end tests drive the real binary (with the plugins' test-only
+# hooks, which no shipped build has).
+cargo build -p coffer --features test-hooks
 cargo nextest run --workspace --all-features --no-fail-fast
 # Doc tests (nextest does not run them).
 cargo test --workspace --doc -q

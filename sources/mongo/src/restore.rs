@@ -93,7 +93,8 @@ const STAGING_TAG: &str = "coffer-staging-";
 /// Server error codes meaning `renameCollection` is not available:
 /// IllegalOperation, CommandNotFound, CommandNotSupported.
 const RENAME_UNSUPPORTED: [i32; 3] = [20, 59, 115];
-/// Test-only: behave as if the server could not rename collections.
+/// Test-only (cargo feature `test-hooks`): behave as if the server could
+/// not rename collections.
 pub(crate) const PRETEND_NO_RENAME_ENV: &str = "COFFER_TEST_MONGO_NO_RENAME";
 
 /// One collection staged (or, in a dry run, counted).
@@ -177,8 +178,9 @@ impl MongoRestorer {
                 )
             })?;
         let flag = |k: &str| opts.params.get(k).is_some_and(|v| v == "true");
-        let pretend_no_rename =
-            flag("test-pretend-no-rename") || std::env::var(PRETEND_NO_RENAME_ENV).is_ok_and(|v| v == "1");
+        // Test-only (cargo feature `test-hooks`, never in a shipped build).
+        let pretend_no_rename = flag("test-pretend-no-rename")
+            || (cfg!(feature = "test-hooks") && std::env::var(PRETEND_NO_RENAME_ENV).is_ok_and(|v| v == "1"));
         Ok(MongoRestorer {
             handle: Handle::current(),
             client,

@@ -547,12 +547,18 @@ impl MongoSource {
     }
 }
 
-/// Test-only: with `COFFER_TEST_MONGO_PAUSE_DIR=D` a point-in-time dump,
+/// Test-only (cargo feature `test-hooks`, never in a shipped build): with
+/// `COFFER_TEST_MONGO_PAUSE_DIR=D` a point-in-time dump,
 /// once it has noted where the oplog starts, creates `D/started` and waits
 /// (up to a minute) for `D/go` before it lists anything, so a test can
 /// write into the window, or roll the oplog over, deterministically.
+#[cfg(feature = "test-hooks")]
 pub(crate) const PAUSE_DIR_ENV: &str = "COFFER_TEST_MONGO_PAUSE_DIR";
 
+#[cfg(not(feature = "test-hooks"))]
+async fn test_pause() {}
+
+#[cfg(feature = "test-hooks")]
 async fn test_pause() {
     let Some(dir) = std::env::var_os(PAUSE_DIR_ENV).map(std::path::PathBuf::from) else {
         return;
