@@ -702,29 +702,142 @@ pub struct CapturedEntry {
     pub data: Vec<u8>,
 }
 
-/// Runs the source conformance cases against `source`, panicking with the
-/// name of the first case that fails, and returns the captured entries for
-/// the plugin's own assertions.
+/// Where a [`source_suite_with`] restores to, observed independently of
+/// the restorer: a directory read back from disk, collections read back
+/// from a server. The suite checks that a dry run and an aborted restore
+/// leave the target as it was, and that a committed restore leaves it
+/// holding exactly what was captured.
+#[async_trait]
+pub trait RestoreObserver: Send + Sync {
+    /// The options that point the source's restore at this target.
+    fn options(&self, dry_run: bool) -> RestoreOptions;
+
+    /// Everything the target holds now, by name (a path, a collection),
+    /// as comparable bytes.
+    async fn observe(&self) -> std::result::Result<BTreeMap<String, Vec<u8>>, String>;
+
+    /// What the target must hold once `entries` were restored, in the form
+    /// of [`RestoreObserver::observe`].
+    fn expected(&self, entries: &[CapturedEntry]) -> BTreeMap<String, Vec<u8>>;
+
+    /// Whether two captures of unchanged data carry the same mtimes (files
+    /// do; a database dump is stamped with its own time).
+    fn stable_mtimes(&self) -> bool {
+        true
+    }
+}
+
+/// How [`DirObserver`] (and other observers with folders) shows a
+/// directory: the aborted-restore case lets those stay.
+pub const DIR_MARK: &[u8] = b"dir";
+
+/// A directory target: files as `file:` and their content, symlinks as
+/// `link:` and their target, directories as [`DIR_MARK`].
+#[derive(Debug, Clone)]
+pub struct DirObserver {
+    /// The directory restored into.
+    pub root: PathBuf,
+}
+
+#[async_trait]
+impl RestoreObserver for DirObserver {
+    fn options(&self, dry_run: bool) -> RestoreOptions {
+        RestoreOptions {
+            target: Some(self.root.clone()),
+            dry_run,
+            ..RestoreOptions::default()
+        }
+    }
+
+    async fn observe(&self) -> std::result::Result<BTreeMap<String, Vec<u8>>, String> {
+        let mut out = BTreeMap::new();
+        for (path, ft) in list_tree(&self.root) {
+            let rel = path
+                .strip_prefix(&self.root)
+                .map_err(|e| e.to_string())?
+                .to_string_lossy()
+                .into_owned();
+            let value = if ft.is_symlink() {
+                let t = std::fs::read_link(&path).map_err(|e| e.to_string())?;
+                format!("link:{}", t.display()).into_bytes()
+            } else if ft.is_dir() {
+                DIR_MARK.to_vec()
+            } else {
+                let mut v = b"file:".to_vec();
+                v.extend(std::fs::read(&path).map_err(|e| format!("reading {}: {e}", path.display()))?);
+                v
+            };
+            out.insert(rel, value);
+        }
+        Ok(out)
+    }
+
+    fn expected(&self, entries: &[CapturedEntry]) -> BTreeMap<String, Vec<u8>> {
+        let mut out = BTreeMap::new();
+        for e in entries {
+            // Every parent of an entry exists as a directory.
+            let mut parent = Path::new(&e.path).parent();
+            while let Some(p) = parent.filter(|p| !p.as_os_str().is_empty()) {
+                out.entry(p.to_string_lossy().into_owned())
+                    .or_insert_with(|| DIR_MARK.to_vec());
+                parent = p.parent();
+            }
+            let value = match &e.kind {
+                RestoreEntryKind::File { .. } => [&b"file:"[..], &e.data].concat(),
+                RestoreEntryKind::Dir => DIR_MARK.to_vec(),
+                RestoreEntryKind::Symlink { target } => format!("link:{target}").into_bytes(),
+            };
+            out.insert(e.path.clone(), value);
+        }
+        out
+    }
+}
+
+/// Runs the source conformance cases against `source`, restoring into the
+/// directory `target` (see [`source_suite_with`] and [`DirObserver`]),
+/// panicking with the name of the first case that fails, and returns the
+/// captured entries for the plugin's own assertions.
 ///
-/// `target` is the restore target: it must not exist or be an empty
-/// directory; it is left holding the committed restore.
+/// `target` must not exist or be an empty directory; it is left holding
+/// the committed restore.
+pub async fn source_suite(source: &dyn Source, target: &Path) -> Vec<CapturedEntry> {
+    source_suite_with(
+        source,
+        &DirObserver {
+            root: target.to_path_buf(),
+        },
+    )
+    .await
+}
+
+/// Runs the source conformance cases against `source`, restoring where
+/// `observer` points, and returns the captured entries.
 ///
 /// Cases: `check()` passes; `capture()` succeeds while its entries are
 /// drained concurrently, each file body yields exactly its `size`; paths
 /// are unique, pass [`check_relative_path`], and secrets are mode 0600; a
-/// second capture is identical; a dry-run restore changes nothing under
-/// `target` and reports what it would do; a restore aborted with
-/// `finish(false)` leaves no file or symlink under `target`; a committed
-/// restore reports its actions.
-pub async fn source_suite(source: &dyn Source, target: &Path) -> Vec<CapturedEntry> {
+/// second capture is identical (mtimes too, unless the observer says the
+/// source stamps its entries with the capture time); the target starts
+/// empty; a dry-run restore changes nothing and reports what it would do;
+/// a restore aborted with `finish(false)` leaves the target as it was; a
+/// committed restore reports its actions and leaves the target holding
+/// exactly what was captured.
+pub async fn source_suite_with(source: &dyn Source, observer: &dyn RestoreObserver) -> Vec<CapturedEntry> {
     let name = source.info().name;
     let fail = |case: &str, msg: String| -> ! { panic!("source_suite({name}): case `{case}`: {msg}") };
+    let observe = || async {
+        match observer.observe().await {
+            Ok(v) => v,
+            Err(e) => fail("observe", e),
+        }
+    };
 
-    assert!(
-        dir_is_empty_or_missing(target),
-        "source_suite({name}): the restore target {} must be missing or empty",
-        target.display()
-    );
+    if !observe().await.is_empty() {
+        fail(
+            "empty target",
+            "the restore target must be empty before the suite".into(),
+        );
+    }
 
     if let Err(e) = source.check().await {
         fail("check", format!("check() failed: {e:?}"));
@@ -763,7 +876,16 @@ pub async fn source_suite(source: &dyn Source, target: &Path) -> Vec<CapturedEnt
         Ok(v) => v,
         Err(msg) => fail("second capture", msg),
     };
-    if sorted(&entries) != sorted(&again) {
+    let comparable = |v: &[CapturedEntry]| -> Vec<CapturedEntry> {
+        sorted(v)
+            .into_iter()
+            .map(|e| CapturedEntry {
+                mtime: if observer.stable_mtimes() { e.mtime } else { 0 },
+                ..e.clone()
+            })
+            .collect()
+    };
+    if comparable(&entries) != comparable(&again) {
         let paths = |v: &[CapturedEntry]| {
             v.iter()
                 .map(|e| format!("{}/{}", e.area.dir(), e.path))
@@ -779,47 +901,63 @@ pub async fn source_suite(source: &dyn Source, target: &Path) -> Vec<CapturedEnt
         );
     }
 
-    let opts = |dry_run| RestoreOptions {
-        target: Some(target.to_path_buf()),
-        dry_run,
-        params: BTreeMap::new(),
-        ..RestoreOptions::default()
-    };
-
     // Dry run: plan only.
-    let report = match restore_all(source, &opts(true), &entries, false).await {
+    let report = match restore_all(source, &observer.options(true), &entries, false).await {
         Ok(r) => r,
         Err(msg) => fail("dry-run restore", msg),
     };
-    if !dir_is_empty_or_missing(target) {
+    let now = observe().await;
+    if !now.is_empty() {
         fail(
             "dry-run restore",
-            format!("a dry run changed the target: {:?}", list_tree(target)),
+            format!(
+                "a dry run changed the target: {:?}",
+                now.keys().collect::<Vec<_>>()
+            ),
         );
     }
     if !entries.is_empty() && report.actions.is_empty() {
         fail("dry-run restore", "a dry run reported no planned action".into());
     }
 
-    // Aborted restore: staged data must vanish.
-    if let Err(msg) = restore_all(source, &opts(false), &entries, false).await {
+    // Aborted restore: staged data must vanish (directories a restorer
+    // made to stage into may stay).
+    if let Err(msg) = restore_all(source, &observer.options(false), &entries, false).await {
         fail("aborted restore", msg);
     }
-    let left = leftovers(target);
+    let left: Vec<String> = observe()
+        .await
+        .into_iter()
+        .filter(|(_, v)| v != DIR_MARK)
+        .map(|(k, _)| k)
+        .collect();
     if !left.is_empty() {
         fail(
             "aborted restore",
-            format!("finish(false) left files or symlinks behind: {left:?}"),
+            format!("finish(false) left data behind: {left:?}"),
         );
     }
 
-    // Committed restore.
-    let report = match restore_all(source, &opts(false), &entries, true).await {
+    // Committed restore: exactly what was captured.
+    let report = match restore_all(source, &observer.options(false), &entries, true).await {
         Ok(r) => r,
         Err(msg) => fail("committed restore", msg),
     };
     if !entries.is_empty() && report.actions.is_empty() {
         fail("committed restore", "finish(true) reported no action".into());
+    }
+    let restored = observe().await;
+    let expected = observer.expected(&entries);
+    if restored != expected {
+        let differ: Vec<&String> = restored
+            .keys()
+            .chain(expected.keys())
+            .filter(|k| restored.get(*k) != expected.get(*k))
+            .collect();
+        fail(
+            "restored equals captured",
+            format!("the target differs from the capture at {differ:?}"),
+        );
     }
 
     entries
@@ -924,13 +1062,6 @@ async fn restore_all(
     .map_err(|e| format!("the restorer panicked: {e}"))?
 }
 
-fn dir_is_empty_or_missing(path: &Path) -> bool {
-    match std::fs::read_dir(path) {
-        Ok(mut it) => it.next().is_none(),
-        Err(e) => e.kind() == std::io::ErrorKind::NotFound,
-    }
-}
-
 /// Every path under `root` (recursively), without following symlinks.
 fn list_tree(root: &Path) -> Vec<(PathBuf, std::fs::FileType)> {
     let mut out = Vec::new();
@@ -946,16 +1077,6 @@ fn list_tree(root: &Path) -> Vec<(PathBuf, std::fs::FileType)> {
         }
     }
     out
-}
-
-/// Regular files, symlinks and anything else that is not a directory under
-/// `root`.
-fn leftovers(root: &Path) -> Vec<PathBuf> {
-    list_tree(root)
-        .into_iter()
-        .filter(|(_, ft)| !ft.is_dir())
-        .map(|(p, _)| p)
-        .collect()
 }
 
 // ---------------------------------------------------------------------------
