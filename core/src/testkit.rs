@@ -680,6 +680,90 @@ async fn assert_not_listed(sink: &dyn Sink, case: &str, key: &str) {
     );
 }
 
+/// A test server a kit case may stop and start again.
+pub trait ServerControl: Send {
+    /// Stops the server at once (SIGKILL).
+    fn kill(&mut self);
+    /// Called while the server is down, after the interrupted put failed:
+    /// the plugin's own checks of what it left (a temp file, no object).
+    fn while_down(&mut self) {}
+    /// Starts the server again, ready for the sink (a bucket created …).
+    fn restart(&mut self);
+}
+
+/// Case `server killed mid-upload`, for remote sinks: a slow upload of
+/// 40 MiB (in `chunk`-byte chunks, one each `pace`) is cut by killing the
+/// server after `kill_after`; the put must fail within `bound` with
+/// [`ErrorKind::Unreachable`], a hint, and nothing visible; once the server
+/// is back a new put of the same key succeeds and lists its size. Returns
+/// the interrupted put's error for the plugin's own assertions.
+pub async fn server_killed_mid_upload(
+    sink: std::sync::Arc<dyn Sink>,
+    server: &mut dyn ServerControl,
+    chunk: usize,
+    pace: Duration,
+    kill_after: Duration,
+    bound: Duration,
+) -> Error {
+    let data = pattern(40 * 1024 * 1024, 7);
+    let slow = body_of(&data, chunk)
+        .then(move |c| async move {
+            tokio::time::sleep(pace).await;
+            c
+        })
+        .boxed();
+    let started = std::time::Instant::now();
+    let put = tokio::spawn({
+        let sink = sink.clone();
+        async move { sink.put("k.coffer", slow, PutOptions::create()).await }
+    });
+    tokio::time::sleep(kill_after).await;
+    server.kill();
+    let err = match put.await.expect("the put task") {
+        Ok(n) => {
+            panic!("server killed mid-upload: the put succeeded ({n} bytes) although the server was killed")
+        }
+        Err(e) => e,
+    };
+    let took = started.elapsed();
+    assert!(
+        took < bound,
+        "server killed mid-upload: the put failed only after {took:?}"
+    );
+    assert_eq!(
+        err.kind(),
+        ErrorKind::Unreachable,
+        "server killed mid-upload: {err:?}"
+    );
+    assert!(
+        err.hint().is_some(),
+        "server killed mid-upload: no hint in {err:?}"
+    );
+    server.while_down();
+    server.restart();
+    let listed = sink.list("").await.expect("list after the restart");
+    assert!(
+        listed.is_empty(),
+        "server killed mid-upload: a partial object is visible: {listed:?}"
+    );
+    let small = pattern(2 * 1024 * 1024, 8);
+    let n = sink
+        .put("k.coffer", body_of(&small, chunk), PutOptions::create())
+        .await
+        .expect("a new put after the restart");
+    assert_eq!(n, small.len() as u64);
+    let head = sink
+        .head("k.coffer")
+        .await
+        .expect("head")
+        .expect("the new object");
+    assert_eq!(
+        head.size, n,
+        "server killed mid-upload: the rerun's object has the wrong size"
+    );
+    err
+}
+
 // ---------------------------------------------------------------------------
 // Source suite
 // ---------------------------------------------------------------------------

@@ -84,44 +84,37 @@ async fn server_killed_mid_upload_fails_clearly_and_a_rerun_succeeds() {
     let sink =
         SftpSink::new(config(&ssh, "kill").with_timeouts(Duration::from_secs(5), Duration::from_secs(5)));
     sink.check().await.unwrap();
-    let slow = body(40 * 1024 * 1024, 256 * 1024)
-        .then(|c| async {
-            tokio::time::sleep(Duration::from_millis(20)).await;
-            c
-        })
-        .boxed();
-    let started = Instant::now();
-    let put = tokio::spawn({
-        let sink = sink.clone();
-        async move { sink.put("k.coffer", slow, PutOptions::create()).await }
-    });
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    ssh.kill();
-    let err = put.await.unwrap().unwrap_err();
-    assert!(
-        started.elapsed() < Duration::from_secs(20),
-        "took {:?}",
-        started.elapsed()
-    );
-    assert_eq!(err.kind(), ErrorKind::Unreachable, "{err:?}");
-    assert!(err.is_temporary() && err.hint().is_some(), "{err:?}");
-    assert!(!ssh.data_dir().join("kill/k.coffer").exists());
-    // The partial upload is only a temp file, which is never listed.
-    let leftovers = temp_files(&ssh.data_dir());
-    assert_eq!(leftovers.len(), 1, "{leftovers:?}");
-    ssh.restart();
-    assert!(
-        sink.list("").await.unwrap().is_empty(),
-        "a partial object is visible"
-    );
-    let n = sink
-        .put("k.coffer", body(2 * 1024 * 1024, 100_000), PutOptions::create())
-        .await
-        .unwrap();
-    assert_eq!(sink.head("k.coffer").await.unwrap().unwrap().size, n);
+    let err = coffer_core::testkit::server_killed_mid_upload(
+        std::sync::Arc::new(sink.clone()),
+        &mut Sshd(&mut ssh),
+        256 * 1024,
+        Duration::from_millis(20),
+        Duration::from_millis(800),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert!(err.is_temporary(), "{err:?}");
     // Resume-safe cleanup of what the killed upload left.
     assert_eq!(sink.cleanup_stale_temp(Duration::ZERO).await.unwrap(), 1);
     assert!(temp_files(&ssh.data_dir()).is_empty());
+}
+
+/// The private sshd, for the kit: while it is down, the partial upload is
+/// only a temp file, which is never listed.
+struct Sshd<'a>(&'a mut SshServer);
+
+impl coffer_core::testkit::ServerControl for Sshd<'_> {
+    fn kill(&mut self) {
+        self.0.kill();
+    }
+    fn while_down(&mut self) {
+        assert!(!self.0.data_dir().join("kill/k.coffer").exists());
+        let leftovers = temp_files(&self.0.data_dir());
+        assert_eq!(leftovers.len(), 1, "{leftovers:?}");
+    }
+    fn restart(&mut self) {
+        self.0.restart();
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
