@@ -1,24 +1,29 @@
-//! Helpers for the end-to-end tests in `tests/`: locating the `coffer`
-//! binary, generating keys, and small file utilities.
+//! The test-support crate: every real server the tests start (MongoDB,
+//! S3, SFTP, a stand-in Kubernetes API, an HTTP service), used by the
+//! end-to-end tests in `tests/` and by the plugins' own tests, plus
+//! locating the `coffer` binary, generating keys and small file utilities.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-/// A real MongoDB-compatible server (secantusd-py) on a free port, shared
-/// with the crate tests of `coffer-source-mongo`.
-#[path = "../../sources/mongo/tests/common/mod.rs"]
+/// A real MongoDB-compatible server (secantusd-py) on a free port, also
+/// used by the crate tests of `coffer-source-mongo`.
 pub mod mongo_server;
 
-/// A real S3 server (moto_server), shared with the tests of `coffer-sink-s3`.
-#[path = "../../backends/s3/tests/common/mod.rs"]
+/// A real S3 server (moto_server), also used by the tests of `coffer-sink-s3`.
 pub mod moto_server;
 
 /// A stand-in Kubernetes API server (TLS, bearer tokens, Secrets).
 pub mod k8s;
 
-/// A private sshd, shared with the tests of `coffer-sink-sftp`.
-#[path = "../../backends/sftp/tests/common/mod.rs"]
+/// A private sshd, also used by the tests of `coffer-sink-sftp`.
 pub mod ssh_server;
+
+/// A port on 127.0.0.1 that was free a moment ago.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
+    l.local_addr().expect("local addr").port()
+}
 
 /// The `coffer` binary under test: `$COFFER_BIN`, else the workspace's
 /// `target/debug/coffer` (built by `cargo build -p coffer`; `.ci/run`
@@ -302,11 +307,7 @@ http.server.ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), H).serve_foreve
 "##,
         )
         .unwrap();
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let port = free_port();
         let child = std::process::Command::new("python3")
             .arg(&script)
             .args([port.to_string(), fails.to_string()])

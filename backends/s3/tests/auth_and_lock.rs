@@ -1,7 +1,7 @@
 //! Against a real moto_server: refused credentials (authentication
 //! enforced) and S3 Object Lock.
 
-mod common;
+use coffer_e2e::moto_server as common;
 
 use std::path::Path;
 use std::time::{Duration, Instant};

@@ -1,7 +1,7 @@
 //! The sink conformance kit against a real S3 server (moto_server) and
 //! object_store's in-memory store, plus S3 fault cases.
 
-mod common;
+use coffer_e2e::moto_server as common;
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};

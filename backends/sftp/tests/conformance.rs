@@ -2,7 +2,7 @@
 //! cases: unknown and changed host keys, a refused key, an unreachable
 //! host, a server killed mid-upload.
 
-mod common;
+use coffer_e2e::ssh_server as common;
 
 use std::time::{Duration, Instant};
 

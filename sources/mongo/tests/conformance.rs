@@ -3,7 +3,7 @@
 //! target database untouched (no staging collection left), and a committed
 //! restore leaves it holding exactly the captured documents.
 
-mod common;
+use coffer_e2e::mongo_server as common;
 mod support;
 
 use std::collections::BTreeMap;

@@ -1,7 +1,7 @@
 //! The `mongo` source against a real MongoDB-compatible server
 //! (secantusd-py, started per test on a free port).
 
-mod common;
+use coffer_e2e::mongo_server as common;
 mod support;
 
 use std::sync::Arc;

@@ -3,7 +3,7 @@
 //! restored into a real server with the right documents, indexes and
 //! names; malformed archives are refused with clear errors.
 
-mod common;
+use coffer_e2e::mongo_server as common;
 mod support;
 
 use std::io::Write;

@@ -6,7 +6,7 @@
 //! `operationTime` of each of its writes, and a model applies exactly the
 //! writes at or before the window's end.
 
-mod common;
+use coffer_e2e::mongo_server as common;
 
 use std::collections::BTreeMap;
 use std::io::Read;

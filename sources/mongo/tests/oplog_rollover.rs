@@ -9,7 +9,7 @@
 //! One test, as the hook is an environment variable: two tests of this
 //! binary running as threads of one process (`cargo test`) would share it.
 
-mod common;
+use coffer_e2e::mongo_server as common;
 mod support;
 
 use std::path::Path;

@@ -2,7 +2,7 @@
 //! `--ns-exclude`, `--ns-from` / `--ns-to`), the per-collection report and
 //! the final count check, against a real server.
 
-mod common;
+use coffer_e2e::mongo_server as common;
 mod support;
 
 use common::MongoServer;

@@ -6,7 +6,7 @@
 //! (forced with the test-only param `test-pretend-no-rename`), refused
 //! before any collection is replaced.
 
-mod common;
+use coffer_e2e::mongo_server as common;
 mod support;
 
 use coffer_core::ErrorKind;

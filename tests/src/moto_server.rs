@@ -12,10 +12,12 @@
 #![allow(dead_code)]
 
 use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::free_port;
 
 /// A running `moto_server`, killed (and reaped) on drop.
 pub struct MotoServer {
@@ -476,10 +478,4 @@ pub fn moto_bin() -> Option<PathBuf> {
     let root = here.ancestors().find(|d| d.join("Cargo.lock").exists())?;
     let bin = root.join(".venv-moto/bin/moto_server");
     bin.exists().then_some(bin)
-}
-
-/// A port that was free a moment ago.
-fn free_port() -> u16 {
-    let l = TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0");
-    l.local_addr().expect("local addr").port()
 }
