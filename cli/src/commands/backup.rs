@@ -12,7 +12,7 @@ use serde_json::json;
 
 use crate::Failure;
 use crate::config::Config;
-use crate::ctx::{BackupSinks, CmdResult, Ctx, passphrase, run_locked_backup};
+use crate::ctx::{BackupSinks, CmdResult, Ctx, passphrase, run_locked_backup, unique_name};
 use crate::output::{print_json, size};
 
 #[derive(Debug, Args)]
@@ -61,16 +61,6 @@ pub struct BackupArgs {
     /// OpenSSH ed25519 private key); overrides `signing-key`.
     #[arg(long, value_name = "FILE", env = "COFFER_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<PathBuf>,
-}
-
-fn unique_name(base: &str, taken: &[String]) -> String {
-    if !taken.iter().any(|t| t == base) {
-        return base.to_string();
-    }
-    (2..)
-        .map(|i| format!("{base}-{i}"))
-        .find(|n| !taken.contains(n))
-        .expect("infinite")
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {

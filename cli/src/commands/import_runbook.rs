@@ -441,7 +441,7 @@ mod imp {
                     })
                     .collect(),
             };
-            let name = unique(&base, &names);
+            let name = crate::ctx::unique_name(&base, &names);
             names.push(name.clone());
             let origin = json!({ "path": origin_dir.join(&m.name).to_string_lossy(), "is_dir": false });
             let delegate = file_factory.from_origin(&name, &origin)?;
@@ -470,7 +470,7 @@ mod imp {
                 return Err(config_error(format!("`{}` holds no KEY=VALUE line", m.name))
                     .with_hint("the runbook's secret file is a `grep '^KEY=' .env` line"));
             }
-            let name = unique("secret", &names);
+            let name = crate::ctx::unique_name("secret", &names);
             names.push(name.clone());
             let path = origin_dir.join(&m.name);
             let delegate: Arc<dyn Source> =
@@ -494,16 +494,6 @@ mod imp {
             }));
         }
         Ok((out, archive_name))
-    }
-
-    fn unique(base: &str, taken: &[String]) -> String {
-        if !taken.iter().any(|t| t == base) {
-            return base.to_string();
-        }
-        (2..)
-            .map(|i| format!("{base}-{i}"))
-            .find(|n| !taken.contains(n))
-            .expect("infinite")
     }
 
     pub(super) async fn run(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
