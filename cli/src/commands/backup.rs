@@ -165,13 +165,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         Some(c) => Compression::parse(&c)?,
         None => Compression::default(),
     };
-    let time = match &a.time {
-        Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| {
-            config_error(format!("--time `{t}` is not an RFC 3339 time: {e}"))
-                .with_hint("e.g. 2026-11-27T22:15:00Z")
-        })?),
-        None => None,
-    };
+    let time = crate::ctx::snapshot_time(a.time.as_deref())?;
     let mut sinks = Vec::new();
     for (s, required) in &targets {
         sinks.push(SinkTarget {

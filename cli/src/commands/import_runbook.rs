@@ -544,13 +544,7 @@ mod imp {
             Some(c) => Compression::parse(&c)?,
             None => Compression::default(),
         };
-        let forced_time = match &a.time {
-            Some(t) => Some(t.parse::<jiff::Timestamp>().map_err(|e| {
-                config_error(format!("--time `{t}` is not an RFC 3339 time: {e}"))
-                    .with_hint("e.g. 2026-11-27T22:15:00Z")
-            })?),
-            None => None,
-        };
+        let forced_time = crate::ctx::snapshot_time(a.time.as_deref())?;
         let mut sinks = Vec::new();
         for s in &a.sink.sinks {
             sinks.push(SinkTarget {

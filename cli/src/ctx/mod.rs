@@ -26,6 +26,17 @@ pub(crate) use trust::*;
 
 pub(crate) type CmdResult = std::result::Result<(), Failure>;
 
+/// `--time T`: the snapshot time to record instead of now.
+pub(crate) fn snapshot_time(time: Option<&str>) -> Result<Option<jiff::Timestamp>> {
+    time.map(|t| {
+        t.parse::<jiff::Timestamp>().map_err(|e| {
+            config_error(format!("--time `{t}` is not an RFC 3339 time: {e}"))
+                .with_hint("e.g. 2026-11-27T22:15:00Z")
+        })
+    })
+    .transpose()
+}
+
 /// `base`, or `base-2`, `base-3` … whichever is not `taken` (one-off
 /// source names).
 pub(crate) fn unique_name(base: &str, taken: &[String]) -> String {
