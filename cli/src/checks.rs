@@ -18,8 +18,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
+
+pub(crate) use coffer_core::ops::CheckResult;
 
 use crate::health::{Health, shown_url};
 
@@ -151,37 +153,6 @@ pub(crate) struct CheckEnv {
     pub(crate) base_dir: PathBuf,
 }
 
-/// The outcome of one check.
-#[derive(Debug, Clone, Serialize, Deserialize)]
-pub(crate) struct CheckResult {
-    /// `http`, `prometheus`, `mongo-counts`, `audit`, or a drill's own
-    /// (`restore`).
-    pub(crate) kind: String,
-    /// What was checked, e.g. the URL.
-    pub(crate) target: String,
-    pub(crate) passed: bool,
-    /// The figure, e.g. `200 after 0.3 s`, `12 collections, 48213 documents`.
-    pub(crate) figure: String,
-    /// What to do when it failed.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) hint: Option<String>,
-    pub(crate) seconds: f64,
-    /// Numbers for machines (counts, times, gaps).
-    #[serde(default, skip_serializing_if = "Value::is_null")]
-    pub(crate) details: Value,
-}
-
-impl CheckResult {
-    pub(crate) fn line(&self) -> String {
-        let mark = if self.passed { "ok    " } else { "FAILED" };
-        let mut line = format!("{mark} {:<12} {}: {}", self.kind, self.target, self.figure);
-        if let (false, Some(h)) = (self.passed, &self.hint) {
-            line.push_str(&format!("\n       hint: {h}"));
-        }
-        line
-    }
-}
-
 /// Runs `specs` in order.
 pub(crate) async fn run_checks(specs: &[CheckSpec], env: &CheckEnv) -> Vec<CheckResult> {
     let mut out = Vec::new();
@@ -193,7 +164,7 @@ pub(crate) async fn run_checks(specs: &[CheckSpec], env: &CheckEnv) -> Vec<Check
             CheckSpec::MongoCounts(m) => mongo::counts(m, env).await,
             CheckSpec::Audit(a) => mongo::audit(a, env).await,
         };
-        result.seconds = (started.elapsed().as_secs_f64() * 1000.0).round() / 1000.0;
+        result.seconds = coffer_core::ops::millis(started.elapsed().as_secs_f64());
         out.push(result);
     }
     out
@@ -239,7 +210,7 @@ async fn http(h: &Health) -> CheckResult {
             "check that the service runs and answers on that URL (its logs, its port); raise `timeout` for a slow start",
         ),
     );
-    r.details = report.to_json();
+    r.details = serde_json::to_value(report.typed()).expect("json");
     r
 }
 

@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use coffer_core::{Bytes, PutOptions, Result, Sink, SinkExt};
 use jiff::Timestamp;
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
-use crate::checks::CheckResult;
+use coffer_core::ops::CheckResult;
 
 /// The folder of the drill history on a sink.
 pub(crate) const DRILLS_PREFIX: &str = "drills/";
@@ -22,7 +23,7 @@ pub(crate) const DRILLS_PREFIX: &str = "drills/";
 pub(crate) const DRILL_FORMAT: &str = "coffer-drill/1";
 
 /// Where a drill restored to.
-#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 pub(crate) struct Scratch {
     /// The temporary directory of files, `.env` secrets and command outputs.
     pub(crate) dir: String,
@@ -39,8 +40,19 @@ pub(crate) struct Scratch {
     pub(crate) cleanup_error: Option<String>,
 }
 
+/// The `--json` output of `coffer drill`: the drill's evidence and
+/// whether it was stored on the sink.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct DrillOutput {
+    /// The evidence, as stored in `drills/` on the sink.
+    #[serde(flatten)]
+    pub(crate) report: DrillReport,
+    /// The evidence was written to the sink.
+    pub stored: bool,
+}
+
 /// One drill.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub(crate) struct DrillReport {
     /// [`DRILL_FORMAT`].
     pub(crate) format: String,

@@ -6,9 +6,9 @@
 
 use std::time::{Duration, Instant};
 
+use coffer_core::ops::{HealthWait, millis};
 use coffer_core::{Error, ErrorKind};
 use serde::Deserialize;
-use serde_json::json;
 
 /// `health = { url = "…", status = 200, timeout = 120, interval = 2 }`.
 #[derive(Debug, Clone, Deserialize)]
@@ -77,11 +77,14 @@ pub(crate) struct HealthReport {
 }
 
 impl HealthReport {
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        json!({
-            "url": self.url, "ok": self.ok, "attempts": self.attempts,
-            "seconds": (self.seconds * 1000.0).round() / 1000.0, "last": self.last,
-        })
+    pub(crate) fn typed(&self) -> HealthWait {
+        HealthWait {
+            url: self.url.clone(),
+            ok: self.ok,
+            attempts: self.attempts,
+            seconds: millis(self.seconds),
+            last: self.last.clone(),
+        }
     }
 
     pub(crate) fn line(&self) -> String {

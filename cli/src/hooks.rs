@@ -11,9 +11,9 @@ use std::os::unix::process::CommandExt as _;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+use coffer_core::ops::millis;
 use coffer_core::process::{GroupGuard, kill_group};
 use coffer_core::{Error, ErrorKind, Result};
-use serde_json::json;
 
 /// Default `hook-timeout`, seconds.
 pub(crate) const DEFAULT_TIMEOUT: u64 = 300;
@@ -79,12 +79,16 @@ impl HookReport {
         self.status == Some(0)
     }
 
-    pub(crate) fn to_json(&self) -> serde_json::Value {
-        json!({
-            "phase": self.phase, "program": self.program, "ok": self.ok(),
-            "status": self.status, "timed_out": self.timed_out,
-            "seconds": (self.seconds * 1000.0).round() / 1000.0, "error": self.error,
-        })
+    pub(crate) fn typed(&self) -> coffer_core::ops::HookRun {
+        coffer_core::ops::HookRun {
+            phase: self.phase.to_string(),
+            program: self.program.clone(),
+            ok: self.ok(),
+            status: self.status,
+            timed_out: self.timed_out,
+            seconds: millis(self.seconds),
+            error: self.error.clone(),
+        }
     }
 
     pub(crate) fn line(&self) -> String {

@@ -29,9 +29,13 @@ mod record;
 mod restoring;
 mod retention;
 mod sample;
+#[cfg(test)]
+mod schema_tests;
 mod transfer;
 
 use std::process::ExitCode;
+
+pub use commands::schema::all as json_schemas;
 
 use clap::Parser;
 use coffer_core::{Error, ErrorKind, Registry};

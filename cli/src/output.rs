@@ -8,15 +8,12 @@ use std::time::Duration;
 use coffer_core::{Error, Progress};
 use indicatif::{ProgressBar, ProgressStyle};
 
-/// Prints an error with its hint (human) or as JSON on stderr.
+/// Prints an error with its hint (human) or as JSON
+/// ([`coffer_core::ops::ErrorOutput`]) on stderr.
 pub fn print_error(e: &Error, json: bool) {
     if json {
-        let v = serde_json::json!({ "error": {
-            "kind": e.kind().as_str(),
-            "message": e.to_string(),
-            "hint": e.hint(),
-        }});
-        eprintln!("{v}");
+        let v = coffer_core::ops::ErrorOutput { error: e.into() };
+        eprintln!("{}", serde_json::to_string(&v).expect("json"));
     } else {
         eprintln!("error: {}", printable(&e.to_string()));
         if let Some(h) = e.hint() {
@@ -27,8 +24,9 @@ pub fn print_error(e: &Error, json: bool) {
 
 pub use coffer_core::printable;
 
-/// Prints `value` as pretty JSON on stdout.
-pub fn print_json(value: &serde_json::Value) {
+/// Prints `value` as pretty JSON on stdout: a command's outcome type, the
+/// schema of which is in `docs/json-schema/`.
+pub fn print_json<T: serde::Serialize + ?Sized>(value: &T) {
     println!("{}", serde_json::to_string_pretty(value).expect("json"));
 }
 

@@ -4,11 +4,11 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
+use coffer_core::ops::{TransferItem, TransferReport};
 use coffer_core::{
     Catalog, CatalogEntry, CopyOptions, CopyOutcome, CopyStatus, ErrorKind, Result, Sink, TrustedSigners,
 };
 use coffer_sink_media::MediaIdentity;
-use serde_json::json;
 
 use crate::Failure;
 use crate::ctx::{CmdResult, Ctx};
@@ -59,21 +59,22 @@ impl Batch {
             .collect()
     }
 
-    pub(crate) fn json(&self) -> Vec<serde_json::Value> {
-        self.results
-            .iter()
-            .map(|(e, r)| match r {
-                Ok(o) => json!({
-                    "id": e.index.id.as_str(), "ok": true, "status": o.status.as_str(),
-                    "bytes": o.bytes, "size": o.index.object.size, "reused_object": o.reused_object,
-                    "companions": o.companions, "signature": o.signature.as_str(),
-                }),
-                Err(err) => json!({
-                    "id": e.index.id.as_str(), "ok": false, "status": "failed",
-                    "error": {"kind": err.kind().as_str(), "message": err.to_string(), "hint": err.hint()},
-                }),
-            })
-            .collect()
+    /// The `--json` report of the batch, `from` → `to`.
+    pub(crate) fn report(&self, from: &dyn Sink, to: &dyn Sink) -> TransferReport {
+        TransferReport {
+            from: from.info().to_string(),
+            to: to.info().to_string(),
+            snapshots: self
+                .results
+                .iter()
+                .map(|(e, r)| match r {
+                    Ok(o) => TransferItem::done(o),
+                    Err(err) => TransferItem::failed(e.index.id.as_str(), err.into()),
+                })
+                .collect(),
+            kit: None,
+            custody_logged: None,
+        }
     }
 
     /// Exit code: 3 if any snapshot failed an integrity check, else the

@@ -73,7 +73,9 @@ pub const SIGNATURE_SUFFIX: &str = ".sig";
 
 /// A snapshot id: UTC time and a random suffix, e.g.
 /// `20261127T221500Z-3f9a1c2e`. Ids sort by time.
-#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[derive(
+    Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, schemars::JsonSchema, Deserialize,
+)]
 #[serde(try_from = "String", into = "String")]
 pub struct SnapshotId(String);
 
@@ -216,7 +218,7 @@ impl Compression {
 }
 
 /// A source as the public index names it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct IndexSource {
     /// Source name in the job.
     pub name: String,
@@ -225,7 +227,7 @@ pub struct IndexSource {
 }
 
 /// The ciphertext object an index describes.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct IndexObject {
     /// Key of `<id>.coffer`.
     pub key: String,
@@ -236,7 +238,7 @@ pub struct IndexObject {
 }
 
 /// How the bundle is encrypted, publicly.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct IndexEncryption {
     /// Always `age`.
     pub scheme: String,
@@ -248,7 +250,7 @@ pub struct IndexEncryption {
 
 /// The public index `<id>.json`: no secrets, written after the object, so
 /// its presence means the snapshot is complete.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Index {
     /// [`INDEX_FORMAT`].
@@ -309,7 +311,7 @@ impl Index {
 }
 
 /// A source as recorded in `sources.json` inside the bundle.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct SourceRecord {
     /// Name in the job.
     pub name: String,
@@ -322,7 +324,7 @@ pub struct SourceRecord {
 }
 
 /// `sources.json`: the first entry of the tar.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct SourcesFile {
     /// Snapshot id (binds the bundle to its index).
     pub id: SnapshotId,
@@ -331,7 +333,7 @@ pub struct SourcesFile {
 }
 
 /// One file entry in the manifest.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct ManifestEntry {
     /// Path inside the tar.
     pub path: String,
@@ -342,7 +344,7 @@ pub struct ManifestEntry {
 }
 
 /// A source's report in the manifest.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct ManifestSource {
     /// Source name.
     pub name: String,
@@ -353,7 +355,7 @@ pub struct ManifestSource {
 }
 
 /// `manifest.json`: the last entry of the tar.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct Manifest {
     /// [`MANIFEST_FORMAT`].
     pub format: String,

@@ -16,6 +16,7 @@ mod error;
 pub mod fsutil;
 mod layers;
 mod lock;
+pub mod ops;
 pub mod process;
 mod registry;
 mod restore;

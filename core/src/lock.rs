@@ -59,7 +59,7 @@ pub const DEFAULT_REFRESH: Duration = Duration::from_secs(60);
 pub const DEFAULT_STALE: Duration = Duration::from_secs(600);
 
 /// Exclusive or shared.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LockKind {
     /// One holder at a time (prune).
@@ -69,7 +69,7 @@ pub enum LockKind {
 }
 
 /// The content of a lock object.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct LockInfo {
     /// Exclusive or shared.
     pub kind: LockKind,

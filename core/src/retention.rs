@@ -45,7 +45,7 @@ pub fn pin_key(id: &SnapshotId) -> String {
 
 /// The content of a pin marker `<id>.pin`. Its presence alone pins the
 /// snapshot; the fields say who pinned it and why.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 pub struct PinMarker {
     /// The pinned snapshot.
     pub id: SnapshotId,
@@ -70,7 +70,7 @@ impl PinMarker {
 /// Which snapshots to keep. The same struct serves `coffer.toml`
 /// (`retention = { keep-daily = 30, keep-monthly = 12 }`) and the flags of
 /// `coffer prune`. A count of 0 is the same as leaving the rule out.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RetentionPolicy {
     /// Keep the N newest snapshots.
@@ -357,6 +357,32 @@ impl From<KeepWithin> for String {
     }
 }
 
+/// Both serialize as their text form.
+macro_rules! text_schema {
+    ($ty:ty, $name:literal, $description:literal) => {
+        impl schemars::JsonSchema for $ty {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({ "type": "string", "description": $description })
+            }
+        }
+    };
+}
+
+text_schema!(
+    KeepWithin,
+    "KeepWithin",
+    "A duration such as `30d`, `1y2m`, `12h`, `2w`."
+);
+text_schema!(
+    PolicyTimeZone,
+    "PolicyTimeZone",
+    "An IANA time zone such as `Europe/Berlin` or `UTC`."
+);
+
 /// An IANA time zone (`Europe/Berlin`, `UTC`), checked when parsed.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(try_from = "String", into = "String")]
@@ -427,7 +453,7 @@ pub struct SnapshotMeta {
 }
 
 /// The verdict on one snapshot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Decision {
     /// Snapshot id.
     pub id: SnapshotId,

@@ -22,7 +22,9 @@ use tokio::sync::mpsc;
 use crate::error::{Error, ErrorKind, Result};
 
 /// Top-level folder of the bundle an entry belongs to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema, Deserialize, PartialOrd, Ord,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum Area {
     /// `files/<source>/…`: config, seeds, directories.
@@ -203,7 +205,7 @@ impl CaptureContext {
 }
 
 /// What a source reports after capture or restore.
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct SourceReport {
     /// One line for humans, e.g. `3 files, 12.0 KiB`.
     pub summary: String,
@@ -397,7 +399,7 @@ pub enum RestoreEntryKind {
 }
 
 /// One change a restore makes (or would make, in a dry run).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema, Deserialize, PartialEq, Eq)]
 pub struct RestoreAction {
     /// What happens: `create`, `replace`, `unchanged`, `add-key`,
     /// `change-key`, …
@@ -408,7 +410,7 @@ pub struct RestoreAction {
 }
 
 /// What a restore did (or would do).
-#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema, Deserialize, PartialEq)]
 pub struct RestoreReport {
     /// One line for humans.
     pub summary: String,

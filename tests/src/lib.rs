@@ -331,3 +331,28 @@ impl Drop for HttpService {
         let _ = self.child.wait();
     }
 }
+
+/// Checks `value` against the checked-in schema `docs/json-schema/NAME.json`
+/// (e.g. `backup`, `list`, `error`) and returns it.
+pub fn assert_schema(name: &str, value: &serde_json::Value) -> serde_json::Value {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(format!("../docs/json-schema/{name}.json"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let schema: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let validator = jsonschema::validator_for(&schema).unwrap_or_else(|e| panic!("{name}.json: {e}"));
+    let errors: Vec<String> = validator
+        .iter_errors(value)
+        .map(|e| format!("{} at {}", e, e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "the --json output does not match docs/json-schema/{name}.json:\n{}\n{}",
+        errors.join("\n"),
+        serde_json::to_string_pretty(value).unwrap()
+    );
+    value.clone()
+}
+
+/// [`json_ok`], checked against `docs/json-schema/NAME.json`.
+pub fn json_as(name: &str, out: &std::process::Output) -> serde_json::Value {
+    assert_schema(name, &json_ok(out))
+}

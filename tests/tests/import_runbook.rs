@@ -176,6 +176,19 @@ fn a_runbook_backup_is_imported_and_restored() {
         std::fs::metadata(&secret).unwrap().permissions().mode() & 0o777,
         0o600
     );
+
+    // The same archive with --json: the backup report, per its schema.
+    let out = coffer(p)
+        .args(["--json", "import-runbook"])
+        .arg(&file)
+        .arg("--identity")
+        .arg(&key)
+        .args(["--sink", "bk2", "--recipient", &recipient])
+        .output()
+        .unwrap();
+    let v = coffer_e2e::json_as("backup", &out);
+    assert_eq!(v["sha256sums_checked"], 4, "{v}");
+    assert_eq!(v["created_at"], "2026-11-27T22:15:00Z", "{v}");
 }
 
 #[test]

@@ -20,7 +20,7 @@ pub const IDENTITY_FILE: &str = "coffer-media.json";
 pub const IDENTITY_FORMAT: &str = "coffer-media/1";
 
 /// What `coffer media init` writes on a medium.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub struct MediaIdentity {
     /// [`IDENTITY_FORMAT`].

@@ -5,10 +5,10 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
+use coffer_core::ops::BackupReport;
 use coffer_core::{
     BackupRequest, Compression, Encryption, RecipientKey, Result, SinkTarget, Source, config_error,
 };
-use serde_json::json;
 
 use crate::Failure;
 use crate::config::Config;
@@ -250,36 +250,16 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
     record_backup(ctx, config.as_ref(), &outcome, complete, secs).await;
 
     if ctx.json {
-        let mut v = json!({
-            "id": outcome.index.id.as_str(),
-            "job": outcome.index.job,
-            "created_at": outcome.index.created_at.to_string(),
-            "entries": outcome.entries,
-            "plain_bytes": outcome.plain_bytes,
-            "object": outcome.index.object,
-            "seconds": secs,
-            "sources": outcome.sources.iter().map(|s| json!({
-                "name": s.name, "kind": s.kind, "summary": s.report.summary, "details": s.report.details,
-            })).collect::<Vec<_>>(),
-            "sinks": outcome.sinks.iter().map(|s| json!({
-                "name": s.name, "location": s.location, "required": s.required,
-                "optional": !s.required,
-                "ok": s.result.is_ok(),
-                "error": s.result.as_ref().err().map(|e| e.to_string()),
-                "hint": s.result.as_ref().err().and_then(|e| e.hint()),
-            })).collect::<Vec<_>>(),
-            "stored_on": stored,
-            "quorum": quorum,
-            "partial": !complete,
-        });
+        let mut report = BackupReport::new(&outcome, secs, quorum, complete);
         if let Ok(Some(after)) = &after {
-            after.add_json(&mut v);
+            report.pinned_on = Some(after.pinned.clone());
+            report.prune = Some(after.pruned.clone());
         }
         if let Some(h) = &hooks {
-            v["hooks"] = json!(hook_reports.iter().map(|r| r.to_json()).collect::<Vec<_>>());
-            v["health"] = json!(h.health.as_ref().map(|r| r.to_json()));
+            report.hooks = Some(hook_reports.iter().map(|r| r.typed()).collect());
+            report.health = h.health.as_ref().map(|r| r.typed());
         }
-        print_json(&v);
+        print_json(&report);
     } else {
         println!(
             "snapshot {} (job {}): {} files, {} → {} encrypted in {:.1}s",
@@ -354,14 +334,14 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
 fn report_hooks_on_error(ctx: &Ctx, hooks: &crate::hooks::HookRun) {
     for r in &hooks.reports {
         if ctx.json {
-            eprintln!("{}", r.to_json());
+            eprintln!("{}", serde_json::to_string(&r.typed()).expect("json"));
         } else {
             eprintln!("{}", r.line());
         }
     }
     if let Some(h) = &hooks.health {
         if ctx.json {
-            eprintln!("{}", h.to_json());
+            eprintln!("{}", serde_json::to_string(&h.typed()).expect("json"));
         } else {
             eprintln!("{}", h.line());
         }

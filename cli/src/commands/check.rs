@@ -3,7 +3,7 @@
 
 use clap::Args;
 use coffer_core::config_error;
-use serde_json::json;
+use coffer_core::ops::CheckReport;
 
 use crate::Failure;
 use crate::checks::{CheckEnv, failures, run_checks};
@@ -38,7 +38,11 @@ pub(crate) async fn exec(ctx: &Ctx, a: CheckArgs) -> CmdResult {
     let results = run_checks(&job.checks, &env).await;
     let failed = failures(&results);
     if ctx.json {
-        print_json(&json!({ "job": name, "passed": failed.is_none(), "checks": results }));
+        print_json(&CheckReport {
+            job: name.clone(),
+            passed: failed.is_none(),
+            checks: results.clone(),
+        });
     } else {
         for r in &results {
             println!("{}", r.line());

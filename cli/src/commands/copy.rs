@@ -1,8 +1,7 @@
 //! `coffer copy`: snapshots between sinks without a key, SHA-256 checked.
 
 use clap::Args;
-use coffer_core::{Catalog, Sink};
-use serde_json::json;
+use coffer_core::Catalog;
 
 use crate::ctx::{CmdResult, Ctx, TrustSel};
 use crate::output::print_json;
@@ -42,9 +41,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: CopyArgs) -> CmdResult {
     let entries = select(&cat, &a.snapshots, a.latest, a.all)?;
     let batch = run_batch(ctx, from.clone(), to.clone(), entries, trust, "copy", "copied").await?;
     if ctx.json {
-        print_json(&json!({
-            "from": from.info().to_string(), "to": to.info().to_string(), "snapshots": batch.json(),
-        }));
+        print_json(&batch.report(from.as_ref(), to.as_ref()));
     }
     batch.finish("copy")
 }

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use clap::Args;
 use coffer_core::{Error, RestoreOptions, SourceRecord, config_error};
-use serde_json::{Value, json};
+use serde_json::Value;
 
 use crate::Failure;
 use crate::checks::{
@@ -22,7 +22,7 @@ use crate::checks::{
 };
 use crate::config::Config;
 use crate::ctx::{CmdResult, Ctx, KeySel, Opened, SinkSel, TrustSel, open_snapshot};
-use crate::evidence::{DRILL_FORMAT, DrillReport, Scratch};
+use crate::evidence::{DRILL_FORMAT, DrillOutput, DrillReport, Scratch};
 use crate::output::print_json;
 use crate::restoring::restore_snapshot;
 
@@ -418,10 +418,10 @@ async fn delete_k8s(_: &[SourceRecord], _: &str, _: &[String]) -> Option<String>
 
 fn print(ctx: &Ctx, report: &DrillReport, store_error: Option<&Error>) {
     if ctx.json {
-        let mut v = serde_json::to_value(report).expect("json");
-        v["snapshot"] = json!(report.snapshot);
-        v["stored"] = json!(store_error.is_none());
-        print_json(&v);
+        print_json(&DrillOutput {
+            report: report.clone(),
+            stored: store_error.is_none(),
+        });
         return;
     }
     let verdict = if report.passed { "PASSED" } else { "FAILED" };

@@ -5,21 +5,23 @@ use clap::Args;
 use jiff::Timestamp;
 use serde::Serialize;
 
+use coffer_core::ops::Unreadable;
+
 use crate::ctx::{CmdResult, Ctx, SinkSel};
 use crate::evidence::history;
 use crate::output::print_json;
 
 /// `--json`: one per sink.
-#[derive(Debug, Serialize)]
-struct SinkDrills {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct SinkDrills {
     sink: String,
     drills: Vec<DrillLine>,
     last_passed: Option<LastPassed>,
     unreadable: Vec<Unreadable>,
 }
 
-#[derive(Debug, Serialize)]
-struct DrillLine {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct DrillLine {
     drill: String,
     started_at: Timestamp,
     snapshot: String,
@@ -31,17 +33,11 @@ struct DrillLine {
     failed_checks: Vec<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct LastPassed {
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub(crate) struct LastPassed {
     drill: String,
     started_at: Timestamp,
     age_days: i64,
-}
-
-#[derive(Debug, Serialize)]
-struct Unreadable {
-    key: String,
-    error: String,
 }
 
 #[derive(Debug, Args)]

@@ -6,7 +6,6 @@ use coffer_core::{Catalog, Sink, SinkExt};
 use coffer_sink_media::IDENTITY_FILE;
 use coffer_sink_media::kit;
 use coffer_sink_media::kit::CustodyRecord;
-use serde_json::json;
 
 use crate::ctx::{CmdResult, Ctx, TrustSel};
 use crate::output::print_json;
@@ -83,10 +82,9 @@ pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
         }
     }
     if ctx.json {
-        print_json(&json!({
-            "from": from.info().to_string(), "to": to.info().to_string(), "snapshots": batch.json(),
-            "kit": kit_error.is_none() && !ids.is_empty(),
-        }));
+        let mut report = batch.report(from.as_ref(), to.as_ref());
+        report.kit = Some(kit_error.is_none() && !ids.is_empty());
+        print_json(&report);
     } else if kit_error.is_none() && !ids.is_empty() {
         println!(
             "wrote {}, {}, {} and {} on the medium",

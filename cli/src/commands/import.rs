@@ -1,10 +1,10 @@
 //! `coffer import`: a medium's snapshots into a sink after checking each.
 
 use clap::Args;
+use coffer_core::ops::{ErrorInfo, TransferItem};
 use coffer_core::{Catalog, CopyStatus, Error, ErrorKind, Sink};
 use coffer_sink_media::kit;
 use coffer_sink_media::kit::CustodyRecord;
-use serde_json::json;
 
 use crate::Failure;
 use crate::ctx::{CmdResult, Ctx, TrustSel};
@@ -87,15 +87,17 @@ pub(crate) async fn exec(ctx: &Ctx, a: ImportArgs) -> CmdResult {
         eprintln!("warning: could not append to the medium's custody.log: {e}");
     }
     if ctx.json {
-        let mut items = batch.json();
+        let mut report = batch.report(from.as_ref(), to.as_ref());
         for (k, e) in &unreadable {
-            items.push(json!({"id": k, "ok": false, "status": "failed",
-                "error": {"kind": "integrity", "message": format!("unreadable index: {e}")}}));
+            let error = ErrorInfo {
+                kind: ErrorKind::Integrity.as_str().to_string(),
+                message: format!("unreadable index: {e}"),
+                hint: None,
+            };
+            report.snapshots.push(TransferItem::failed(k, error));
         }
-        print_json(&json!({
-            "from": from.info().to_string(), "to": to.info().to_string(), "snapshots": items,
-            "custody_logged": logged.is_ok(),
-        }));
+        report.custody_logged = Some(logged.is_ok());
+        print_json(&report);
     } else {
         let imported = batch
             .results

@@ -595,23 +595,10 @@ mod imp {
         };
         let (outcome, secs) = crate::ctx::run_locked_backup(ctx, req, "import-runbook").await?;
         if ctx.json {
-            print_json(&json!({
-                "id": outcome.index.id.as_str(),
-                "job": outcome.index.job,
-                "created_at": outcome.index.created_at.to_string(),
-                "imported_from": file.to_string_lossy(),
-                "sha256sums_checked": checked,
-                "entries": outcome.entries,
-                "plain_bytes": outcome.plain_bytes,
-                "seconds": secs,
-                "sources": outcome.sources.iter().map(|s| json!({
-                    "name": s.name, "kind": s.kind, "summary": s.report.summary, "details": s.report.details,
-                })).collect::<Vec<_>>(),
-                "sinks": outcome.sinks.iter().map(|s| json!({
-                    "name": s.name, "location": s.location, "ok": s.result.is_ok(),
-                    "error": s.result.as_ref().err().map(|e| e.to_string()),
-                })).collect::<Vec<_>>(),
-            }));
+            let mut report = coffer_core::ops::BackupReport::new(&outcome, secs, None, outcome.required_ok());
+            report.imported_from = Some(file.to_string_lossy().into_owned());
+            report.sha256sums_checked = Some(checked);
+            print_json(&report);
         } else {
             println!(
                 "snapshot {} (job {}, time {}): imported {} ({checked} SHA256SUMS lines ok), {} files, {} in {:.1}s",

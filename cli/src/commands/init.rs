@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use coffer_core::ops::InitOutcome;
 use coffer_core::{Error, config_error};
-use serde_json::json;
 
 use crate::config::EXAMPLE;
 use crate::ctx::{CmdResult, Ctx};
@@ -30,7 +30,9 @@ pub(crate) fn exec(ctx: &Ctx, a: InitArgs) -> CmdResult {
     std::fs::write(&a.output, EXAMPLE)
         .map_err(|e| Error::io(format!("writing {}", a.output.display()), e))?;
     if ctx.json {
-        print_json(&json!({ "written": a.output.display().to_string() }));
+        print_json(&InitOutcome {
+            written: a.output.display().to_string(),
+        });
     } else {
         println!(
             "wrote {}: edit its recipients, sources and sinks, then run `coffer backup`",

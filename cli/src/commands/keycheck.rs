@@ -7,9 +7,9 @@ use std::io::Read;
 use std::path::PathBuf;
 
 use clap::Args;
+use coffer_core::ops::{ErrorInfo, KeycheckReport, KeycheckRow};
 use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Identities, Result, Sink, SnapshotState};
 use futures::StreamExt;
-use serde_json::json;
 
 use crate::ctx::{CmdResult, Ctx, SinkSel};
 use crate::output::{print_json, printable};
@@ -117,14 +117,20 @@ async fn opens(prefix: Vec<u8>, ids: std::sync::Arc<Identities>) -> Result<()> {
 fn report(ctx: &Ctx, checks: &[Check]) -> CmdResult {
     let failed = checks.iter().filter(|c| c.result.is_err()).count();
     if ctx.json {
-        print_json(&json!({
-            "passed": failed == 0,
-            "checks": checks.iter().map(|c| json!({
-                "sink": c.sink, "job": c.job, "snapshot": c.snapshot, "identity": c.identity,
-                "ok": c.result.is_ok(),
-                "error": c.result.as_ref().err().map(|e| json!({"kind": e.kind().as_str(), "message": e.to_string()})),
-            })).collect::<Vec<_>>(),
-        }));
+        print_json(&KeycheckReport {
+            passed: failed == 0,
+            checks: checks
+                .iter()
+                .map(|c| KeycheckRow {
+                    sink: c.sink.clone(),
+                    job: c.job.clone(),
+                    snapshot: c.snapshot.clone(),
+                    identity: c.identity.clone(),
+                    ok: c.result.is_ok(),
+                    error: c.result.as_ref().err().map(ErrorInfo::from),
+                })
+                .collect(),
+        });
     } else {
         for c in checks {
             let verdict = match &c.result {

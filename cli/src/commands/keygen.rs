@@ -4,8 +4,8 @@ use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 
 use clap::Args;
+use coffer_core::ops::{KeygenOutcome, SignerKeygenOutcome};
 use coffer_core::{Error, GeneratedKey, RecipientKey, SigningKey, config_error};
-use serde_json::json;
 
 use crate::ctx::{CmdResult, Ctx, write_new_private};
 use crate::output::print_json;
@@ -36,7 +36,11 @@ pub(crate) fn exec(ctx: &Ctx, a: KeygenArgs) -> CmdResult {
             .map_err(|e| Error::io(format!("reading {}", pubfile.display()), e))?;
         let key = RecipientKey::parse(text.trim())?;
         if ctx.json {
-            print_json(&json!({ "recipient": key.as_str(), "fingerprint": key.fingerprint() }));
+            print_json(&KeygenOutcome {
+                recipient: key.as_str().to_string(),
+                fingerprint: key.fingerprint(),
+                identity_file: None,
+            });
         } else {
             println!("{}", key.as_str());
         }
@@ -65,11 +69,11 @@ pub(crate) fn exec(ctx: &Ctx, a: KeygenArgs) -> CmdResult {
     // hint name the recipient by.
     let fingerprint = RecipientKey::parse(&key.recipient())?.fingerprint();
     if ctx.json {
-        let mut v = json!({ "recipient": key.recipient(), "fingerprint": fingerprint });
-        if let Some(p) = &a.output {
-            v["identity_file"] = json!(p.display().to_string());
-        }
-        print_json(&v);
+        print_json(&KeygenOutcome {
+            recipient: key.recipient(),
+            fingerprint,
+            identity_file: a.output.as_ref().map(|p| p.display().to_string()),
+        });
     } else {
         println!("{}", key.recipient());
         if let Some(p) = &a.output {
@@ -96,12 +100,12 @@ pub(crate) fn keygen_signing(ctx: &Ctx, output: Option<&Path>) -> CmdResult {
     write_new_private(path, key.file_text().as_bytes())?;
     let public = key.public();
     if ctx.json {
-        print_json(&json!({
-            "signer": public.to_text(),
-            "ssh": public.to_ssh(),
-            "fingerprint": public.fingerprint(),
-            "signing_key_file": path.display().to_string(),
-        }));
+        print_json(&SignerKeygenOutcome {
+            signer: public.to_text(),
+            ssh: public.to_ssh(),
+            fingerprint: public.fingerprint(),
+            signing_key_file: path.display().to_string(),
+        });
     } else {
         println!("{public}");
         eprintln!(

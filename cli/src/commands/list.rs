@@ -1,10 +1,10 @@
 //! `coffer list`: the snapshots of each sink, with their signatures.
 
 use clap::Args;
-use coffer_core::{Catalog, Sink};
-use serde_json::json;
+use coffer_core::Sink;
+use coffer_core::ops::list_sink;
 
-use crate::ctx::{CmdResult, Ctx, SinkSel, TrustSel, signature_column, snapshot_json};
+use crate::ctx::{CmdResult, Ctx, SinkSel, TrustSel, signature_column};
 use crate::output::{print_json, size};
 
 #[derive(Debug, Args)]
@@ -22,24 +22,11 @@ pub(crate) async fn exec(ctx: &Ctx, a: ListArgs) -> CmdResult {
     let trust = crate::ctx::trusted_signers(&trust, config.as_ref())?;
     let mut out = Vec::new();
     for (name, sink) in &sinks {
-        let cat = Catalog::load(sink.as_ref())
+        let (cat, listing) = list_sink(name, sink.as_ref(), &trust)
             .await
             .map_err(|e| e.prefix(format!("sink `{name}`")))?;
         if ctx.json {
-            out.push(json!({
-                "sink": name,
-                "location": sink.info().to_string(),
-                "snapshots": cat.snapshots.iter().map(|e| {
-                    let mut v = snapshot_json(e);
-                    let t = trust.judge(&e.signature);
-                    v["signature"] = json!(t.as_str());
-                    v["signer"] = json!(t.fingerprint());
-                    v["trusted"] = json!(crate::ctx::enforce(&trust, e).is_ok());
-                    v
-                }).collect::<Vec<_>>(),
-                "incomplete": cat.incomplete,
-                "unreadable": cat.unreadable.iter().map(|(k, e)| json!({"key": k, "error": e})).collect::<Vec<_>>(),
-            }));
+            out.push(listing);
             continue;
         }
         if sinks.len() > 1 {
@@ -82,7 +69,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ListArgs) -> CmdResult {
         }
     }
     if ctx.json {
-        print_json(&json!(out));
+        print_json(&out);
     }
     Ok(())
 }

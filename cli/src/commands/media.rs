@@ -3,8 +3,11 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use coffer_core::SnapshotId;
 use coffer_core::{Catalog, Error, ErrorKind};
-use serde_json::json;
+use coffer_sink_media::MediaIdentity;
+use schemars::JsonSchema;
+use serde::Serialize;
 
 use crate::ctx::{CmdResult, Ctx};
 use crate::output::{print_json, size};
@@ -37,6 +40,47 @@ pub enum MediaCommand {
     },
 }
 
+/// The `--json` output of `coffer media init`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MediaInit {
+    /// Where the medium is mounted.
+    pub path: String,
+    /// What was written on it.
+    pub identity: MediaIdentity,
+}
+
+/// The `--json` output of `coffer media status`.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MediaStatus {
+    /// Where the medium is mounted.
+    pub path: String,
+    /// Its label, set and media id.
+    pub identity: MediaIdentity,
+    /// Free bytes.
+    pub free: u64,
+    /// Size in bytes.
+    pub total: u64,
+    /// The snapshots on it.
+    pub snapshots: Vec<MediaSnapshot>,
+    /// Objects without an index: interrupted exports.
+    pub incomplete: Vec<String>,
+}
+
+/// A snapshot on a medium.
+#[derive(Debug, Serialize, JsonSchema)]
+pub struct MediaSnapshot {
+    /// Snapshot id.
+    pub id: SnapshotId,
+    /// Snapshot time.
+    pub created_at: jiff::Timestamp,
+    /// Its job.
+    pub job: String,
+    /// Size of the encrypted object.
+    pub size: u64,
+    /// `complete`, `missing-object`, …
+    pub state: String,
+}
+
 /// `coffer media init|status`.
 pub(crate) async fn exec(ctx: &Ctx, a: MediaArgs) -> CmdResult {
     match a.command {
@@ -48,7 +92,10 @@ pub(crate) async fn exec(ctx: &Ctx, a: MediaArgs) -> CmdResult {
             .await
             .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
             if ctx.json {
-                print_json(&json!({ "path": path.display().to_string(), "identity": id }));
+                print_json(&MediaInit {
+                    path: path.display().to_string(),
+                    identity: id,
+                });
             } else {
                 println!(
                     "initialized the medium at {} as {} (media id {})",
@@ -69,17 +116,24 @@ pub(crate) async fn exec(ctx: &Ctx, a: MediaArgs) -> CmdResult {
             let cat = Catalog::load(&sink).await?;
             let id = &status.identity;
             if ctx.json {
-                print_json(&json!({
-                    "path": path.display().to_string(),
-                    "identity": id,
-                    "free": status.free,
-                    "total": status.total,
-                    "snapshots": cat.snapshots.iter().map(|e| json!({
-                        "id": e.index.id.as_str(), "created_at": e.index.created_at.to_string(),
-                        "job": e.index.job, "size": e.index.object.size, "state": e.state.as_str(),
-                    })).collect::<Vec<_>>(),
-                    "incomplete": cat.incomplete,
-                }));
+                print_json(&MediaStatus {
+                    path: path.display().to_string(),
+                    identity: id.clone(),
+                    free: status.free,
+                    total: status.total,
+                    snapshots: cat
+                        .snapshots
+                        .iter()
+                        .map(|e| MediaSnapshot {
+                            id: e.index.id.clone(),
+                            created_at: e.index.created_at,
+                            job: e.index.job.clone(),
+                            size: e.index.object.size,
+                            state: e.state.as_str().to_string(),
+                        })
+                        .collect(),
+                    incomplete: cat.incomplete,
+                });
                 return Ok(());
             }
             println!("medium     {}", path.display());

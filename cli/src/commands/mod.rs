@@ -25,6 +25,7 @@ mod media;
 mod pin;
 mod prune;
 mod restore;
+pub mod schema;
 mod show;
 mod sink;
 mod unlock;
@@ -128,6 +129,9 @@ pub enum Command {
     /// (`<BACKUP_DIR>.tar.gz.age`) into a coffer snapshot after checking
     /// its SHA256SUMS; nothing plaintext is written to disk.
     ImportRunbook(import_runbook::ImportRunbookArgs),
+    /// Print the JSON Schema of a command's --json output (`coffer
+    /// schema` lists them; docs/json-schema/ has the same files).
+    Schema(schema::SchemaArgs),
     /// Print a shell completion script: `coffer completions bash >
     /// /etc/bash_completion.d/coffer` (zsh, fish, powershell, elvish too).
     Completions(completions::CompletionsArgs),
@@ -198,6 +202,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Unpin(a) => pin::unpin(ctx, a).await,
         Command::Sink(a) => sink::exec(ctx, a).await,
         Command::Keycheck(a) => keycheck::exec(ctx, a).await,
+        Command::Schema(a) => schema::exec(a),
         Command::Completions(a) => completions::exec(a),
         Command::Man(a) => man::exec(a),
     }

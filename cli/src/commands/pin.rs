@@ -1,12 +1,10 @@
 //! `coffer pin` / `coffer unpin`: keep a snapshot whatever the policy says.
 
 use clap::Args;
-use coffer_core::{Error, Sink, SinkExt, pin_key};
-use serde_json::json;
+use coffer_core::ops;
 
 use crate::ctx::{CmdResult, Ctx, SinkSel, find_snapshot};
 use crate::output::print_json;
-use crate::retention::{sinks_holding, write_pin};
 
 #[derive(Debug, Args)]
 pub struct PinArgs {
@@ -32,19 +30,13 @@ pub(crate) async fn pin(ctx: &Ctx, a: PinArgs) -> CmdResult {
     let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
     let (_, _, entry) = find_snapshot(&sinks, &a.snapshot).await?;
     let id = entry.index.id;
-    let mut names = Vec::new();
-    for (name, sink) in sinks_holding(&sinks, &id).await? {
-        write_pin(sink.as_ref(), &id, a.reason.clone())
-            .await
-            .map_err(|e| e.prefix(format!("pinning {id} on sink `{name}`")))?;
-        names.push(name);
-    }
+    let outcome = ops::pin(&sinks, &id, a.reason).await?;
     if ctx.json {
-        print_json(&json!({ "id": id.as_str(), "pinned": true, "sinks": names, "reason": a.reason }));
+        print_json(&outcome);
     } else {
         println!(
             "pinned {id} on {}: no retention policy deletes it until `coffer unpin {id}`",
-            names.join(", ")
+            outcome.sinks.unwrap_or_default().join(", ")
         );
     }
     Ok(())
@@ -55,22 +47,10 @@ pub(crate) async fn unpin(ctx: &Ctx, a: UnpinArgs) -> CmdResult {
     let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
     let (_, _, entry) = find_snapshot(&sinks, &a.snapshot).await?;
     let id = entry.index.id;
-    let mut names = Vec::new();
-    for (name, sink) in sinks_holding(&sinks, &id).await? {
-        let key = pin_key(&id);
-        let had = sink
-            .head(&key)
-            .await
-            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        if had.is_some() {
-            sink.delete(&key)
-                .await
-                .map_err(|e: Error| e.prefix(format!("unpinning {id} on sink `{name}`")))?;
-            names.push(name);
-        }
-    }
+    let outcome = ops::unpin(&sinks, &id).await?;
+    let names = outcome.unpinned_on.clone().unwrap_or_default();
     if ctx.json {
-        print_json(&json!({ "id": id.as_str(), "pinned": false, "unpinned_on": names }));
+        print_json(&outcome);
     } else if names.is_empty() {
         println!("{id} was not pinned");
     } else {

@@ -4,13 +4,14 @@
 use std::sync::Arc;
 
 use clap::Args;
+use coffer_core::ops::{PruneRequest, prune_sink};
 use coffer_core::{Result, Sink};
 use serde_json::json;
 
 use crate::config::Config;
 use crate::ctx::{CmdResult, Ctx, PolicyFlags, SinkSel};
 use crate::output::print_json;
-use crate::retention::{Policies, SinkReport, prune_sink};
+use crate::retention::{Policies, print_prune};
 
 #[derive(Debug, Args)]
 pub struct PruneArgs {
@@ -45,29 +46,33 @@ pub(crate) async fn exec(ctx: &Ctx, a: PruneArgs) -> CmdResult {
     let config = ctx.config()?;
     let sinks = prune_sinks(ctx, &a, config.as_ref())?;
     let policies = Policies::new(config.as_ref(), &a.policy);
+    let req = PruneRequest {
+        job: a.job.clone(),
+        dry_run: a.dry_run,
+    };
     let mut reports = Vec::new();
     let mut pruned = Vec::new();
     for (name, sink) in &sinks {
-        let report = prune_sink(name, sink.clone(), a.job.as_deref(), &policies, a.dry_run)
+        let report = prune_sink(name, sink.clone(), &req, &policies)
             .await
             .map_err(|e| e.prefix(format!("sink `{name}`")))?;
         if !ctx.json {
-            report.print(sinks.len() > 1);
+            print_prune(&report, sinks.len() > 1);
         }
-        let (sink_name, deleted, left) = report.counts();
         if !a.dry_run {
-            ctx.record
-                .metric("coffer_snapshots", &[("sink", sink_name)], left as f64);
+            ctx.record.metric(
+                "coffer_snapshots",
+                &[("sink", name.as_str())],
+                report.left() as f64,
+            );
         }
-        pruned.push(json!({"sink": sink_name, "deleted": deleted, "left": left}));
+        pruned.push(json!({"sink": name, "deleted": report.deleted(), "left": report.left()}));
         reports.push(report);
     }
     ctx.record.note("dry_run", a.dry_run);
     ctx.record.note("sinks", pruned);
     if ctx.json {
-        print_json(&json!(
-            reports.iter().map(SinkReport::to_json).collect::<Vec<_>>()
-        ));
+        print_json(&reports);
     }
     Ok(())
 }

@@ -3,8 +3,8 @@
 use std::path::PathBuf;
 
 use clap::Args;
+use coffer_core::ops::RestoreReport;
 use coffer_core::{RestoreOptions, config_error};
-use serde_json::json;
 
 use crate::Failure;
 use crate::checks::{CheckEnv, failures, manifest_counts, run_checks};
@@ -164,16 +164,12 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     };
     let failed = failures(&checks);
     if ctx.json {
-        print_json(&json!({
-            "snapshot": index.id.as_str(),
-            "sink": sink_name,
-            "dry_run": a.dry_run,
-            "files_checked": outcome.summary.files_checked,
-            "sources": outcome.reports.iter().map(|(n, r)| json!({
-                "name": n, "summary": r.summary, "actions": r.actions,
-            })).collect::<Vec<_>>(),
-            "checks": checks,
-        }));
+        print_json(&RestoreReport::new(
+            &outcome,
+            &sink_name,
+            a.dry_run,
+            checks.clone(),
+        ));
     } else {
         let verb = if a.dry_run { "would restore" } else { "restored" };
         println!(

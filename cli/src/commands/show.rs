@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use clap::Args;
 use coffer_core::Sink;
-use serde_json::json;
+use coffer_core::ops::ShowOutcome;
 
 use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, deep_check, find_snapshot, identities};
 use crate::output::{print_json, size};
@@ -34,15 +34,15 @@ pub(crate) async fn exec(ctx: &Ctx, a: ShowArgs) -> CmdResult {
         Some(deep_check(ctx, "show", sink.as_ref(), &entry.index, Arc::new(ids)).await?)
     };
     if ctx.json {
-        let mut v = json!({
-            "sink": sink_name, "state": entry.state.as_str(), "index": entry.index,
-            "signature": signature.as_str(), "signer": signature.fingerprint(),
+        print_json(&ShowOutcome {
+            sink: sink_name,
+            state: entry.state.as_str().to_string(),
+            index: entry.index,
+            signature: signature.as_str().to_string(),
+            signer: signature.fingerprint().map(str::to_string),
+            manifest: manifest.as_ref().map(|s| s.manifest.clone()),
+            sources: manifest.map(|s| s.sources.sources),
         });
-        if let Some(s) = &manifest {
-            v["manifest"] = serde_json::to_value(&s.manifest).expect("json");
-            v["sources"] = serde_json::to_value(&s.sources.sources).expect("json");
-        }
-        print_json(&v);
         return Ok(());
     }
     let i = &entry.index;

@@ -2,7 +2,7 @@
 
 use clap::{Args, Subcommand};
 use coffer_core::Sink;
-use serde_json::json;
+use coffer_core::ops::SinkReady;
 
 use crate::ctx::{CmdResult, Ctx};
 use crate::output::print_json;
@@ -35,7 +35,11 @@ pub(crate) async fn exec(ctx: &Ctx, a: SinkCmdArgs) -> CmdResult {
                 .map_err(|e| e.prefix(format!("sink `{spec}`")))?;
             let location = sink.info().to_string();
             if ctx.json {
-                print_json(&json!({ "sink": spec, "location": location, "ready": true }));
+                print_json(&SinkReady {
+                    sink: spec,
+                    location,
+                    ready: true,
+                });
             } else {
                 println!("{location} is a coffer sink, ready for `coffer backup --sink {spec}`");
             }

@@ -2,7 +2,7 @@
 
 use clap::Args;
 use coffer_core::LockOptions;
-use serde_json::json;
+use coffer_core::ops::SinkUnlock;
 
 use crate::ctx::{CmdResult, Ctx, SinkSel};
 use crate::output::print_json;
@@ -52,15 +52,10 @@ pub(crate) async fn exec(ctx: &Ctx, a: UnlockArgs) -> CmdResult {
                 report.kept.len()
             );
         }
-        let item = |l: &coffer_core::LockStatus| json!({ "key": l.key, "stale": l.stale, "lock": l.info, "holder": l.describe() });
-        out.push(json!({
-            "sink": name,
-            "removed": report.removed.iter().map(item).collect::<Vec<_>>(),
-            "kept": report.kept.iter().map(item).collect::<Vec<_>>(),
-        }));
+        out.push(SinkUnlock::new(name, &report));
     }
     if ctx.json {
-        print_json(&json!(out));
+        print_json(&out);
     }
     Ok(())
 }

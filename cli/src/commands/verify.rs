@@ -4,8 +4,8 @@
 use std::sync::Arc;
 
 use clap::Args;
+use coffer_core::ops::{ErrorInfo, SampleProgress, VerifyResult};
 use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Progress, config_error};
-use serde_json::json;
 
 use crate::Failure;
 use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, deep_check, identities};
@@ -66,10 +66,19 @@ pub(crate) async fn exec(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
                 if !ctx.json {
                     println!("{name} {key}: FAILED: unreadable index: {err}");
                 }
-                results.push(json!({
-                    "sink": name, "id": key, "ok": false, "deep": a.deep, "files_checked": null,
-                    "error": {"kind": "integrity", "message": format!("unreadable index: {err}")},
-                }));
+                results.push(VerifyResult {
+                    sink: name.clone(),
+                    id: key.clone(),
+                    ok: false,
+                    deep: a.deep,
+                    files_checked: None,
+                    error: Some(ErrorInfo {
+                        kind: ErrorKind::Integrity.as_str().to_string(),
+                        message: format!("unreadable index: {err}"),
+                        hint: None,
+                    }),
+                    sample: None,
+                });
             }
         }
         let mut sampled = None;
@@ -132,15 +141,19 @@ pub(crate) async fn exec(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
                     Err(e) => println!("{} {}: FAILED: {e}", name, index.id),
                 }
             }
-            let mut v = json!({
-                "sink": name, "id": index.id.as_str(), "ok": r.is_ok(), "deep": a.deep,
-                "files_checked": r.as_ref().ok().copied().flatten(),
-                "error": r.as_ref().err().map(|e| json!({"kind": e.kind().as_str(), "message": e.to_string()})),
+            results.push(VerifyResult {
+                sink: name.clone(),
+                id: index.id.to_string(),
+                ok: r.is_ok(),
+                deep: a.deep,
+                files_checked: r.as_ref().ok().copied().flatten(),
+                error: r.as_ref().err().map(ErrorInfo::from),
+                sample: sampled.as_ref().map(|(state, total)| SampleProgress {
+                    cycle: state.cycle,
+                    covered: state.covered.len(),
+                    of: *total,
+                }),
             });
-            if let Some((state, total)) = &sampled {
-                v["sample"] = json!({ "cycle": state.cycle, "covered": state.covered.len(), "of": total });
-            }
-            results.push(v);
         }
         ctx.record.metric(
             "coffer_verify_last_timestamp_seconds",
@@ -171,7 +184,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
         }
     }
     if ctx.json {
-        print_json(&json!(results));
+        print_json(&results);
     }
     if let Some(e) = other_error {
         return Err(e.into());

@@ -7,25 +7,9 @@ use coffer_core::{
     BundleSummary, BundleVisitor, Catalog, CatalogEntry, Error, ErrorKind, Identities, Progress,
     ProgressRead, RestoreEntry, RestoreEntryKind, Result, Sink, SourcesFile,
 };
-use serde_json::json;
 
 use super::Ctx;
 use crate::output::Spinner;
-
-pub(crate) fn snapshot_json(e: &CatalogEntry) -> serde_json::Value {
-    json!({
-        "id": e.index.id.as_str(),
-        "created_at": e.index.created_at.to_string(),
-        "job": e.index.job,
-        "host": e.index.host,
-        "tags": e.index.tags,
-        "size": e.index.object.size,
-        "sha256": e.index.object.sha256,
-        "sources": e.index.sources,
-        "state": e.state.as_str(),
-        "pinned": e.pinned,
-    })
-}
 
 /// Finds `spec` on the first of `sinks` that has it.
 pub(crate) async fn find_snapshot(

@@ -1,0 +1,89 @@
+//! The operations layer: what each `coffer` command does, as functions
+//! over typed requests that return typed outcomes.
+//!
+//! The CLI parses flags and `coffer.toml`, resolves the sinks, keys and
+//! policies, calls an operation here and renders its outcome as text or,
+//! with `--json`, serializes it: the outcome types below *are* the JSON
+//! output, and `docs/json-schema/` holds the schema generated from them
+//! (the CLI's `schema` module lists which type each command prints). A
+//! program embedding coffer calls the same functions.
+//!
+//! | command | here |
+//! |---|---|
+//! | `backup` | [`crate::run_backup`] → [`BackupReport`] |
+//! | `restore` | [`crate::restore_bundle`] → [`RestoreReport`] |
+//! | `verify` | [`crate::verify_object`] / [`crate::read_bundle`] → [`VerifyResult`] |
+//! | `list` | [`list_sink`] → [`SinkListing`] |
+//! | `show` | [`ShowOutcome`] |
+//! | `prune` | [`prune_sink`] → [`PruneReport`] |
+//! | `pin`, `unpin` | [`pin()`], [`unpin`] → [`PinOutcome`] |
+//! | `copy`, `export`, `import` | [`crate::copy_snapshots`] → [`TransferReport`] |
+//! | `unlock` | [`crate::break_locks`] → [`SinkUnlock`] |
+
+mod list;
+mod pin;
+mod prune;
+mod report;
+
+pub use list::{SinkListing, SnapshotRow, list_sink};
+pub use pin::{PinOutcome, pin, sinks_holding, unpin, write_pin};
+pub use prune::{
+    Floor, JobPolicy, PolicySource, PruneReport, PruneRequest, PruneRow, delete_snapshot, prune_sink,
+};
+pub use report::*;
+
+use schemars::JsonSchema;
+use serde::Serialize;
+
+use crate::{Catalog, Error};
+
+/// An index that could not be read.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct Unreadable {
+    /// Its key on the sink.
+    pub key: String,
+    /// Why.
+    pub error: String,
+}
+
+impl Unreadable {
+    /// The unreadable indexes of a catalog.
+    pub fn list(cat: &Catalog) -> Vec<Unreadable> {
+        cat.unreadable
+            .iter()
+            .map(|(key, error)| Unreadable {
+                key: key.clone(),
+                error: error.clone(),
+            })
+            .collect()
+    }
+}
+
+/// An error as JSON output shows it.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ErrorInfo {
+    /// Its kind: `config`, `integrity`, `decryption`, `not-found`, …
+    pub kind: String,
+    /// What failed.
+    pub message: String,
+    /// What to do about it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hint: Option<String>,
+}
+
+impl From<&Error> for ErrorInfo {
+    fn from(e: &Error) -> ErrorInfo {
+        ErrorInfo {
+            kind: e.kind().as_str().to_string(),
+            message: e.to_string(),
+            hint: e.hint().map(str::to_string),
+        }
+    }
+}
+
+/// What every command prints on stderr with `--json` when it fails.
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct ErrorOutput {
+    /// The error.
+    pub error: ErrorInfo,
+}
