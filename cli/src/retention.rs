@@ -7,7 +7,7 @@ use coffer_core::ops::{PolicySource, PruneReport, PruneRequest, prune_sink, writ
 use coffer_core::{BackupOutcome, PolicyTimeZone, Result, RetentionPolicy, config_error};
 
 use crate::config::Config;
-use crate::ctx::{Ctx, PolicyFlags};
+use crate::ctx::Ctx;
 
 /// Where each group's policy comes from: flags, else the sink's override,
 /// else the job's `retention`.
@@ -18,10 +18,12 @@ pub(crate) struct Policies<'a> {
 }
 
 impl Policies<'_> {
-    pub(crate) fn new<'a>(config: Option<&'a Config>, flags: &PolicyFlags) -> Policies<'a> {
+    /// `flags` replace the configured policy when they give any rule; a
+    /// `--timezone` alone changes only the zone.
+    pub(crate) fn new<'a>(config: Option<&'a Config>, flags: &RetentionPolicy) -> Policies<'a> {
         Policies {
             config,
-            flags: flags.policy(),
+            flags: flags.has_rules().then(|| flags.clone()),
             timezone: flags.timezone.clone(),
         }
     }
@@ -132,7 +134,7 @@ fn print_job_header(r: &PruneReport, job: &str) {
 /// Fails before a `backup --prune` starts if no sink of the run has a
 /// policy for `job`: the prune would delete nothing.
 pub(crate) fn check_backup_prune(config: Option<&Config>, job: &str, sinks: &[String]) -> Result<()> {
-    let policies = Policies::new(config, &PolicyFlags::default());
+    let policies = Policies::new(config, &RetentionPolicy::default());
     if sinks.iter().all(|s| policies.get(s, job).0.is_empty()) {
         return Err(config_error(format!(
             "--prune: job `{job}` has no retention policy, so nothing would be pruned"
@@ -194,7 +196,7 @@ pub(crate) async fn after_backup(
             after.pinned.push(s.name.clone());
         }
         if prune {
-            let policies = Policies::new(config, &PolicyFlags::default());
+            let policies = Policies::new(config, &RetentionPolicy::default());
             let req = PruneRequest {
                 job: Some(outcome.index.job.clone()),
                 dry_run: false,
@@ -214,9 +216,9 @@ mod tests {
 
     #[test]
     fn flags_replace_the_configured_policy_and_keep_its_zone() {
-        let none = PolicyFlags::default();
-        assert!(none.policy().is_none());
-        let flags = PolicyFlags {
+        let none = RetentionPolicy::default();
+        assert!(!none.has_rules());
+        let flags = RetentionPolicy {
             keep_last: Some(3),
             ..Default::default()
         };

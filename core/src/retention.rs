@@ -68,41 +68,73 @@ impl PinMarker {
 }
 
 /// Which snapshots to keep. The same struct serves `coffer.toml`
-/// (`retention = { keep-daily = 30, keep-monthly = 12 }`) and the flags of
-/// `coffer prune`. A count of 0 is the same as leaving the rule out.
+/// (`retention = { keep-daily = 30, keep-monthly = 12 }`) and, with the
+/// `clap` feature, the flags of `coffer prune` (`--keep-daily 30`). A count
+/// of 0 is the same as leaving the rule out.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, schemars::JsonSchema, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::Args))]
 #[serde(rename_all = "kebab-case", deny_unknown_fields)]
 pub struct RetentionPolicy {
     /// Keep the N newest snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub keep_last: Option<u32>,
-    /// Keep the newest snapshot of each of the last N hours with snapshots.
+    /// Keep the newest snapshot of each of the last N hours that have
+    /// snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub keep_hourly: Option<u32>,
-    /// Keep the newest snapshot of each of the last N days with snapshots.
+    /// Keep the newest snapshot of each of the last N days that have
+    /// snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub keep_daily: Option<u32>,
-    /// Keep the newest snapshot of each of the last N ISO weeks with snapshots.
+    /// Keep the newest snapshot of each of the last N ISO weeks that have
+    /// snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub keep_weekly: Option<u32>,
-    /// Keep the newest snapshot of each of the last N months with snapshots.
+    /// Keep the newest snapshot of each of the last N months that have
+    /// snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub keep_monthly: Option<u32>,
-    /// Keep the newest snapshot of each of the last N years with snapshots.
+    /// Keep the newest snapshot of each of the last N years that have
+    /// snapshots.
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "N"))]
     pub keep_yearly: Option<u32>,
-    /// Keep every snapshot within this duration of the newest one.
+    /// Keep every snapshot within DURATION of the newest one (30d, 12h, 2w,
+    /// 1y2m).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "DURATION"))]
     pub keep_within: Option<KeepWithin>,
-    /// Keep snapshots with any of these tags (`a,b` = both a and b).
+    /// Keep snapshots with this tag (`a,b`: both a and b); repeatable.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[cfg_attr(feature = "clap", arg(long = "keep-tag", value_name = "TAG"))]
     pub keep_tag: Vec<String>,
-    /// Time zone of the bucket boundaries (IANA name); UTC by default.
+    /// Time zone of day/week/month boundaries (IANA name; default UTC, or
+    /// the configured policy's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[cfg_attr(feature = "clap", arg(long, value_name = "TZ"))]
     pub timezone: Option<PolicyTimeZone>,
 }
 
 impl RetentionPolicy {
+    /// Whether any rule is given, even as 0: flags that give one replace
+    /// the configured policy.
+    pub fn has_rules(&self) -> bool {
+        let counts = [
+            self.keep_last,
+            self.keep_hourly,
+            self.keep_daily,
+            self.keep_weekly,
+            self.keep_monthly,
+            self.keep_yearly,
+        ];
+        counts.iter().any(Option::is_some) || self.keep_within.is_some() || !self.keep_tag.is_empty()
+    }
+
     /// Whether no rule is set: such a policy deletes nothing.
     pub fn is_empty(&self) -> bool {
         let counts = [

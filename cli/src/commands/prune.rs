@@ -9,7 +9,7 @@ use coffer_core::{Result, Sink};
 use serde_json::json;
 
 use crate::config::Config;
-use crate::ctx::{CmdResult, Ctx, PolicyFlags, SinkSel};
+use crate::ctx::{CmdResult, Ctx, SinkSel};
 use crate::output::print_json;
 use crate::retention::{Policies, print_prune};
 
@@ -21,7 +21,7 @@ pub struct PruneArgs {
     #[arg(long)]
     pub job: Option<String>,
     #[command(flatten)]
-    pub policy: PolicyFlags,
+    pub policy: coffer_core::RetentionPolicy,
     /// Show what would be kept and deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,

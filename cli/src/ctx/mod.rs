@@ -5,7 +5,6 @@
 
 mod keys;
 mod locks;
-mod policy;
 mod snapshots;
 mod trust;
 
@@ -20,7 +19,6 @@ use crate::config::Config;
 
 pub(crate) use keys::*;
 pub(crate) use locks::*;
-pub(crate) use policy::*;
 pub(crate) use snapshots::*;
 pub(crate) use trust::*;
 
