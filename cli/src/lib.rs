@@ -37,7 +37,6 @@ use std::process::ExitCode;
 
 pub use commands::schema::all as json_schemas;
 
-use clap::Parser;
 use coffer_core::{Error, ErrorKind, Registry};
 
 /// Every plugin compiled into this crate (per its cargo features).
@@ -109,7 +108,10 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     // one before any TLS client is built, or building one panics.
     #[cfg(any(feature = "s3", feature = "opendal", feature = "k8s"))]
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = commands::Cli::parse();
+    let cli = match commands::parse(&registry) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
     // kube logs every failed request at ERROR; coffer reports it itself,
     // with a hint, so its own log line would only repeat it.
     let filter = match cli.verbose {

@@ -35,7 +35,7 @@ use crate::crypto::Encryption;
 use crate::error::{Error, ErrorKind, Result};
 use crate::signing::SigningKey;
 use crate::sink::{PutOptions, Sink, SinkExt};
-use crate::source::{Area, CaptureContext, Entry, EntryBody, EntrySender, Source, SourceReport};
+use crate::source::{CaptureContext, Entry, EntryBody, EntrySender, Source, SourceReport};
 use crate::stream::{ChunkWriter, Compressor, CountingWriter, ExactReader, HashReader};
 
 /// 1 MiB chunks queued between the compression and encryption stages, and
@@ -643,10 +643,10 @@ fn tar_stage(
             ));
         }
         // Secrets are private whatever their source said.
-        let mode = match (&entry.area, &entry.body) {
-            (Area::Secrets, EntryBody::Dir) => 0o700,
-            (Area::Secrets, _) => 0o600,
-            _ => entry.mode,
+        let mode = match (entry.area.is_secret(), &entry.body) {
+            (true, EntryBody::Dir) => 0o700,
+            (true, _) => 0o600,
+            (false, _) => entry.mode,
         };
         let (uid, gid) = entry.owner.unwrap_or((0, 0));
         match entry.body {

@@ -34,6 +34,13 @@ pub trait SourceFactory: Send + Sync {
     /// Rebuilds a source from the origin recorded in a bundle, for a
     /// restore without a config file.
     fn from_origin(&self, name: &str, origin: &serde_json::Value) -> Result<Arc<dyn Source>>;
+
+    /// The restore options this kind's restorer reads (typed, with help),
+    /// offered on the command line as `--opt KIND.NAME=VALUE`. None by
+    /// default.
+    fn restore_options(&self) -> Vec<crate::RestoreOptionSpec> {
+        Vec::new()
+    }
 }
 
 /// Builds sinks of one kind.
@@ -117,6 +124,34 @@ impl Registry {
     /// Known sink kinds.
     pub fn sink_kinds(&self) -> Vec<&'static str> {
         self.sinks.keys().copied().collect()
+    }
+
+    /// Every restore option the registered sources declare, as
+    /// `(kind, spec)`, by kind.
+    pub fn restore_options(&self) -> Vec<(&'static str, crate::RestoreOptionSpec)> {
+        self.sources
+            .iter()
+            .flat_map(|(kind, f)| f.restore_options().into_iter().map(move |o| (*kind, o)))
+            .collect()
+    }
+
+    /// Applies one `--opt KIND.NAME=VALUE` (or `KIND.NAME` for a flag) to
+    /// `opts`, checking that a registered source declares it and that the
+    /// value fits its type.
+    pub fn apply_restore_option(&self, opt: &str, opts: &mut crate::RestoreOptions) -> Result<()> {
+        let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
+        let known = self.restore_options();
+        let Some((_, spec)) = known.iter().find(|(kind, o)| format!("{kind}.{}", o.name) == key) else {
+            let names: Vec<String> = known.iter().map(|(k, o)| format!("{k}.{}", o.name)).collect();
+            return Err(config_error(format!("unknown restore option `{key}`")).with_hint(
+                if names.is_empty() {
+                    "no source kind of this binary declares restore options".to_string()
+                } else {
+                    format!("known: {} (`--opt help` describes them)", names.join(", "))
+                },
+            ));
+        };
+        opts.set(spec, value)
     }
 
     /// The factory of a source kind.

@@ -21,38 +21,127 @@ use tokio::sync::mpsc;
 
 use crate::error::{Error, ErrorKind, Result};
 
-/// Top-level folder of the bundle an entry belongs to.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, schemars::JsonSchema, Deserialize, PartialOrd, Ord,
-)]
-#[serde(rename_all = "kebab-case")]
-pub enum Area {
+/// Top-level folder of the bundle an entry belongs to, as its source
+/// declares it: a name and whether what it holds is secret.
+///
+/// coffer ships three (`files`, `secrets`, `mongo`); a plugin declares its
+/// own with [`Area::new`] (e.g. `Area::new("postgres", false)`) without
+/// touching core or the bundle format: entries go to
+/// `<area>/<source>/<path>` whatever the name. A secret area's files are
+/// stored with mode 0600 and its directories 0700 whatever the source said.
+/// Areas compare by name.
+#[derive(Debug, Clone)]
+pub struct Area {
+    name: std::borrow::Cow<'static, str>,
+    secret: bool,
+}
+
+// The built-in areas keep the names of the former enum variants, so plugin
+// code written against them (`Area::Files`, `entry.area == Area::Secrets`)
+// is unchanged.
+#[allow(non_upper_case_globals)]
+impl Area {
     /// `files/<source>/…`: config, seeds, directories.
-    Files,
+    pub const Files: Area = Area::builtin("files", false);
     /// `secrets/<source>/…`: always stored with mode 0600.
-    Secrets,
+    pub const Secrets: Area = Area::builtin("secrets", true);
     /// `mongo/<source>/…`: mongodump-compatible layout.
-    Mongo,
+    pub const Mongo: Area = Area::builtin("mongo", false);
 }
 
 impl Area {
-    /// The folder name inside the bundle.
-    pub fn dir(self) -> &'static str {
-        match self {
-            Area::Files => "files",
-            Area::Secrets => "secrets",
-            Area::Mongo => "mongo",
+    const fn builtin(name: &'static str, secret: bool) -> Area {
+        Area {
+            name: std::borrow::Cow::Borrowed(name),
+            secret,
         }
     }
 
-    /// Parses a folder name.
-    pub fn from_dir(dir: &str) -> Option<Area> {
-        match dir {
-            "files" => Some(Area::Files),
-            "secrets" => Some(Area::Secrets),
-            "mongo" => Some(Area::Mongo),
-            _ => None,
+    /// A plugin's own area: `name` is the bundle folder (`[a-z0-9][a-z0-9-]*`,
+    /// at most 32 bytes); `secret` makes its content private (0600 files,
+    /// 0700 directories) in the bundle and on restore. A built-in name
+    /// gives the built-in area, whose secrecy cannot be changed.
+    pub fn new(name: &str, secret: bool) -> Result<Area> {
+        if let Some(builtin) = [Area::Files, Area::Secrets, Area::Mongo]
+            .into_iter()
+            .find(|a| a.dir() == name)
+        {
+            return Ok(builtin);
         }
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-');
+        if !valid {
+            return Err(
+                Error::new(ErrorKind::ConfigInvalid, format!("`{name}` is not an area name")).with_hint(
+                    "an area is a bundle folder: lower-case letters, digits and `-`, at most 32 bytes",
+                ),
+            );
+        }
+        Ok(Area {
+            name: std::borrow::Cow::Owned(name.to_string()),
+            secret,
+        })
+    }
+
+    /// The folder name inside the bundle.
+    pub fn dir(&self) -> &str {
+        &self.name
+    }
+
+    /// Whether what it holds is secret (stored 0600/0700).
+    pub fn is_secret(&self) -> bool {
+        self.secret
+    }
+
+    /// The area of a bundle folder read back at restore: the built-in one
+    /// of that name, else a plugin's (its secrecy is a capture-time
+    /// property: the modes it forced are in the bundle); `None` when the
+    /// name cannot be an area.
+    pub fn from_dir(dir: &str) -> Option<Area> {
+        Area::new(dir, false).ok()
+    }
+}
+
+impl PartialEq for Area {
+    fn eq(&self, other: &Area) -> bool {
+        self.name == other.name
+    }
+}
+
+impl Eq for Area {}
+
+impl std::hash::Hash for Area {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.name.hash(state);
+    }
+}
+
+impl PartialOrd for Area {
+    fn partial_cmp(&self, other: &Area) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl Ord for Area {
+    fn cmp(&self, other: &Area) -> std::cmp::Ordering {
+        self.name.cmp(&other.name)
+    }
+}
+
+impl Serialize for Area {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_str(self.dir())
+    }
+}
+
+impl<'de> Deserialize<'de> for Area {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Area, D::Error> {
+        let name = String::deserialize(d)?;
+        Area::from_dir(&name).ok_or_else(|| serde::de::Error::custom(format!("`{name}` is not an area name")))
     }
 }
 
@@ -232,6 +321,113 @@ pub struct RestoreOptions {
     pub claims: PathClaims,
     /// Set when the user interrupts; long restores check it and stop.
     pub cancel: CancelFlag,
+}
+
+impl RestoreOptions {
+    /// Whether the flag option `param` is set (`true`).
+    pub fn flag(&self, param: &str) -> bool {
+        self.params.get(param).is_some_and(|v| v == "true")
+    }
+
+    /// The text option `param`, if given.
+    pub fn text(&self, param: &str) -> Option<&str> {
+        self.params.get(param).map(String::as_str)
+    }
+
+    /// The values of the list option `param`, in the order given.
+    pub fn list(&self, param: &str) -> Vec<&str> {
+        self.params
+            .get(param)
+            .map(|v| v.split('\n').filter(|s| !s.is_empty()).collect())
+            .unwrap_or_default()
+    }
+
+    /// Sets the option `spec` from a value given on the command line,
+    /// checking it against its type: a flag takes `true`, `false` or
+    /// nothing (true); a list option adds one value per call.
+    pub fn set(&mut self, spec: &RestoreOptionSpec, value: &str) -> Result<()> {
+        let bad = |why: &str| {
+            Error::new(
+                ErrorKind::ConfigInvalid,
+                format!("restore option `{}`: {why}", spec.name),
+            )
+            .with_hint(format!("{} ({})", spec.help, spec.kind.describe()))
+        };
+        match spec.kind {
+            OptionKind::Flag => {
+                let on = match value {
+                    "" | "true" => true,
+                    "false" => false,
+                    other => return Err(bad(&format!("`{other}` is not true or false"))),
+                };
+                if on {
+                    self.params.insert(spec.param.into(), "true".into());
+                } else {
+                    self.params.remove(spec.param);
+                }
+            }
+            OptionKind::Text if value.is_empty() => return Err(bad("needs a value")),
+            OptionKind::Text => {
+                self.params.insert(spec.param.into(), value.into());
+            }
+            OptionKind::List if value.is_empty() || value.contains('\n') => {
+                return Err(bad("needs one value without a line break"));
+            }
+            OptionKind::List => {
+                let v = self.params.entry(spec.param.into()).or_default();
+                if !v.is_empty() {
+                    v.push('\n');
+                }
+                v.push_str(value);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A restore option a source plugin declares
+/// ([`crate::SourceFactory::restore_options`]). The CLI offers each as
+/// `--opt KIND.NAME=VALUE` (e.g. `--opt mongo.uri=mongodb://…`), checks
+/// the value against its type, and hands it to the restorer in
+/// [`RestoreOptions::params`] under `param`, read back with
+/// [`RestoreOptions::flag`], [`text`](RestoreOptions::text) or
+/// [`list`](RestoreOptions::list).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+pub struct RestoreOptionSpec {
+    /// The name after `KIND.`, e.g. `uri`.
+    pub name: &'static str,
+    /// The key in [`RestoreOptions::params`], e.g. `mongo-uri`; sources of
+    /// several kinds may share one (mongo and mongodump do).
+    pub param: &'static str,
+    /// Its type.
+    pub kind: OptionKind,
+    /// One line of help.
+    pub help: &'static str,
+    /// The built-in flag that sets it too, if any (e.g. `--mongo-uri`).
+    pub alias: Option<&'static str>,
+}
+
+/// The type of a [`RestoreOptionSpec`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum OptionKind {
+    /// On or off: `--opt mongo.drop` or `--opt mongo.drop=false`.
+    Flag,
+    /// One value; the last one given wins.
+    Text,
+    /// Any number of values, one per `--opt`.
+    List,
+}
+
+impl OptionKind {
+    /// How a value is given, for help and errors.
+    pub fn describe(self) -> &'static str {
+        match self {
+            OptionKind::Flag => "a flag: NAME, NAME=true or NAME=false",
+            OptionKind::Text => "NAME=VALUE",
+            OptionKind::List => "NAME=VALUE, repeatable",
+        }
+    }
 }
 
 /// A flag raised on Ctrl-C, shared by everything a command runs. Blocking

@@ -939,16 +939,13 @@ pub async fn source_suite_with(source: &dyn Source, observer: &dyn RestoreObserv
                 format!("{:?} is not a safe relative path: {err}", e.path),
             );
         }
-        if !seen.insert((e.area, e.path.as_str())) {
+        if !seen.insert((e.area.clone(), e.path.as_str())) {
             fail(
                 "capture paths",
                 format!("{}/{} is captured twice", e.area.dir(), e.path),
             );
         }
-        if e.area == Area::Secrets
-            && matches!(e.kind, RestoreEntryKind::File { .. })
-            && e.mode & 0o777 != 0o600
-        {
+        if e.area.is_secret() && matches!(e.kind, RestoreEntryKind::File { .. }) && e.mode & 0o777 != 0o600 {
             fail(
                 "secrets mode",
                 format!("secret {:?} has mode {:o}, not 0600", e.path, e.mode),
@@ -1049,7 +1046,7 @@ pub async fn source_suite_with(source: &dyn Source, observer: &dyn RestoreObserv
 
 fn sorted(entries: &[CapturedEntry]) -> Vec<&CapturedEntry> {
     let mut v: Vec<&CapturedEntry> = entries.iter().collect();
-    v.sort_by(|a, b| (a.area, &a.path).cmp(&(b.area, &b.path)));
+    v.sort_by(|a, b| (&a.area, &a.path).cmp(&(&b.area, &b.path)));
     v
 }
 
@@ -1126,7 +1123,7 @@ async fn restore_all(
         for e in &entries {
             let mut reader = std::io::Cursor::new(&e.data[..]);
             let entry = RestoreEntry {
-                area: e.area,
+                area: e.area.clone(),
                 path: &e.path,
                 mode: e.mode,
                 mtime: e.mtime,

@@ -25,6 +25,17 @@ struct MemSource {
     fail_after: Option<usize>,
 }
 
+impl MemSource {
+    /// The area its files go to: `files`, or the plugin area named by a
+    /// `vault:` prefix of the source name (a secret one).
+    fn area(&self) -> Area {
+        match self.name.strip_prefix("vault") {
+            Some(_) => Area::new("vault", true).unwrap(),
+            None => Area::Files,
+        }
+    }
+}
+
 #[async_trait]
 impl Source for MemSource {
     fn info(&self) -> SourceInfo {
@@ -42,7 +53,7 @@ impl Source for MemSource {
                 ));
             }
             out.send(Entry {
-                area: Area::Files,
+                area: self.area(),
                 path: path.clone(),
                 mode: 0o644,
                 mtime: 1_700_000_000,
@@ -429,4 +440,71 @@ async fn truncated_ciphertext_fails_even_with_a_matching_index() {
     let mut all = Vec::new();
     r.read_to_end(&mut all).unwrap();
     read_bundle(&all[..], &out.index, &ids, &mut CheckOnly).unwrap();
+}
+
+/// Records what a bundle holds: (area, secret, path, mode, content).
+#[derive(Default)]
+struct Recorder(Vec<(Area, String, u32, Vec<u8>)>);
+
+impl coffer_core::BundleVisitor for Recorder {
+    fn sources(&mut self, _: &coffer_core::SourcesFile) -> Result<()> {
+        Ok(())
+    }
+    fn entry(&mut self, _: &str, e: coffer_core::RestoreEntry<'_>) -> Result<()> {
+        let mut data = Vec::new();
+        e.reader.read_to_end(&mut data).unwrap();
+        self.0.push((e.area.clone(), e.path.to_string(), e.mode, data));
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_plugin_declared_area_round_trips_and_a_secret_one_is_private() {
+    // A plugin declares its own bundle folder without any change to core.
+    let vault = Area::new("vault", true).unwrap();
+    assert_eq!(vault.dir(), "vault");
+    assert!(vault.is_secret());
+    assert_eq!(Area::new("secrets", false).unwrap(), Area::Secrets);
+    assert!(
+        Area::new("secrets", false).unwrap().is_secret(),
+        "a built-in keeps its secrecy"
+    );
+    for bad in ["", "Vault", "a/b", "..", "-x", "manifest.json", &"x".repeat(33)] {
+        let e = Area::new(bad, false).unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid, "{bad}");
+    }
+
+    let (k, ids, _d) = key();
+    let files = vec![("root-token".to_string(), b"hvs.s3cr3t".to_vec())];
+    let src = Arc::new(MemSource {
+        name: "vault-main".into(),
+        files: files.clone(),
+        fail_after: None,
+    });
+    let sink = Arc::new(MemorySink::new());
+    let out = run_backup(
+        request(&k, vec![src], vec![target("a", sink.clone(), true)]),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let obj = sink.get_bytes(&out.index.id.object_key()).await.unwrap();
+    let mut seen = Recorder::default();
+    let summary = read_bundle(&obj[..], &out.index, &ids, &mut seen).unwrap();
+    assert_eq!(summary.files_checked, 1);
+    assert!(
+        summary
+            .manifest
+            .entries
+            .iter()
+            .any(|e| e.path == "vault/vault-main/root-token")
+    );
+    // The source said 0644; a secret area stores 0600 whatever it says.
+    assert_eq!(seen.0.len(), 1);
+    let (area, path, mode, data) = &seen.0[0];
+    assert_eq!(area, &vault);
+    assert_eq!(
+        (path.as_str(), mode & 0o777, data.as_slice()),
+        ("root-token", 0o600, &b"hvs.s3cr3t"[..])
+    );
 }

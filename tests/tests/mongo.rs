@@ -340,3 +340,78 @@ fn unsafe_in_place_is_required_where_the_server_cannot_rename() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// The mongo plugin's declared restore options, given generically as
+/// `--opt mongo.NAME=VALUE`, do what the built-in flags do; a wrong name
+/// or value is a usage error that names the known ones, before anything
+/// is written.
+#[test]
+fn declared_restore_options_work_through_opt() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = Client::with_uri_str(a.uri("")).await.unwrap();
+        let users = c.database("app").collection::<Document>("users");
+        users
+            .insert_many((0..20).map(|i| doc! { "_id": i }))
+            .await
+            .unwrap();
+    });
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (key, recipient) = keygen(p, "key.txt");
+    run(coffer(p)
+        .args(["backup", "--source"])
+        .arg(format!("mongo:{}", a.uri("app")))
+        .args(["--sink", "bk", "--recipient", &recipient]));
+
+    let help = run(coffer(p).args(["restore", "--help"]));
+    assert!(
+        help.contains("mongo.uri (also --mongo-uri)") && help.contains("k8s.namespace"),
+        "{help}"
+    );
+    for (opt, said) in [
+        ("mongo.nope=1", "unknown restore option `mongo.nope`"),
+        ("mongo.drop=maybe", "`maybe` is not true or false"),
+        ("mongo.uri=", "needs a value"),
+    ] {
+        let out = coffer(p)
+            .args(["restore", "latest", "--sink", "bk", "-i"])
+            .arg(&key)
+            .args(["--opt", opt])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{opt}: {err}");
+        assert!(err.contains(said), "{opt}: {err}");
+    }
+    assert!(
+        String::from_utf8_lossy(
+            &coffer(p)
+                .args(["restore", "latest", "--sink", "bk", "-i"])
+                .arg(&key)
+                .args(["--opt", "mongo.nope"])
+                .output()
+                .unwrap()
+                .stderr
+        )
+        .contains("mongo.ns-include"),
+        "the hint names the known options"
+    );
+
+    let uri_opt = format!("mongo.uri={}", b.uri(""));
+    run(coffer(p)
+        .args(["restore", "latest", "--sink", "bk", "-i"])
+        .arg(&key)
+        .args(["--opt", &uri_opt, "--opt", "mongo.drop"])
+        .args(["--opt", "mongo.ns-from=app.*", "--opt", "mongo.ns-to=staging.*"]));
+    rt.block_on(async {
+        let c = Client::with_uri_str(b.uri("")).await.unwrap();
+        let staged = c.database("staging").collection::<Document>("users");
+        assert_eq!(staged.count_documents(doc! {}).await.unwrap(), 20);
+        let names = c.database("app").list_collection_names().await.unwrap();
+        assert!(names.is_empty(), "renamed, not restored as app: {names:?}");
+    });
+}

@@ -369,7 +369,7 @@ mod imp {
                 ));
             };
             out.send(Entry {
-                area: self.area,
+                area: self.area.clone(),
                 path: self.path.clone(),
                 mode: self.mode,
                 mtime: self.mtime,

@@ -140,6 +140,30 @@ pub enum Command {
     Man(man::ManArgs),
 }
 
+/// Parses the command line; `restore --help` lists the restore options
+/// the registered plugins declare.
+pub fn parse(registry: &Registry) -> Result<Cli, clap::Error> {
+    use clap::{CommandFactory, FromArgMatches};
+    let help = restore_options_help(registry);
+    let cmd = Cli::command().mut_subcommand("restore", |c| c.after_long_help(help));
+    Cli::from_arg_matches(&cmd.try_get_matches()?)
+}
+
+/// The `--opt` options of the registered source kinds, for `--help`.
+pub(crate) fn restore_options_help(registry: &Registry) -> String {
+    let mut text = String::from("Restore options of the source plugins (--opt KIND.NAME=VALUE):\n");
+    for (kind, o) in registry.restore_options() {
+        let alias = o.alias.map(|a| format!(" (also {a})")).unwrap_or_default();
+        text.push_str(&format!(
+            "  {kind}.{}{alias}\n      {}; {}\n",
+            o.name,
+            o.help,
+            o.kind.describe()
+        ));
+    }
+    text
+}
+
 /// The context of a run of `cli`.
 pub fn context(cli: &Cli, registry: Registry, cancel: CancelFlag) -> Ctx {
     Ctx {

@@ -73,6 +73,11 @@ pub struct RestoreArgs {
     /// instead of its own (a drill's scratch namespace, a staging copy).
     #[arg(long, value_name = "NAMESPACE")]
     pub k8s_namespace: Option<String>,
+    /// A restore option a source plugin declares, `KIND.NAME=VALUE` (or
+    /// `KIND.NAME` for a flag), e.g. `--opt mongo.uri=mongodb://…`;
+    /// repeatable. `--help` lists them; the flags above are aliases.
+    #[arg(long = "opt", value_name = "KIND.NAME=VALUE")]
+    pub opts: Vec<String>,
     /// Do not run the job's post-restore checks after the restore.
     #[arg(long)]
     pub no_checks: bool,
@@ -117,7 +122,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         return Err(config_error(format!("--target {} is not a directory", t.display())).into());
     }
 
-    let opts = restore_options(&a);
+    let opts = restore_options(ctx, &a)?;
     let outcome = restore_snapshot(
         ctx,
         config.as_ref(),
@@ -208,7 +213,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
 }
 
 /// The restore options the flags ask for.
-fn restore_options(a: &RestoreArgs) -> RestoreOptions {
+fn restore_options(ctx: &Ctx, a: &RestoreArgs) -> coffer_core::Result<RestoreOptions> {
     let mut opts = RestoreOptions::default();
     opts.target = a.target.clone();
     opts.dry_run = a.dry_run;
@@ -234,5 +239,8 @@ fn restore_options(a: &RestoreArgs) -> RestoreOptions {
             opts.params.insert(key.into(), list.join("\n"));
         }
     }
-    opts
+    for o in &a.opts {
+        ctx.registry.apply_restore_option(o, &mut opts)?;
+    }
+    Ok(opts)
 }

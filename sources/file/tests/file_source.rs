@@ -135,7 +135,7 @@ async fn restore(
         for e in &entries {
             let mut reader = Cursor::new(&e.data[..]);
             let res = r.entry(RestoreEntry {
-                area: e.area,
+                area: e.area.clone(),
                 path: &e.path,
                 mode: e.mode,
                 mtime: e.mtime,

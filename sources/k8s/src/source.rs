@@ -201,7 +201,7 @@ impl Source for K8sSource {
     }
 
     async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
-        let namespace = opts.params.get(NAMESPACE_PARAM).cloned();
+        let namespace = opts.text(NAMESPACE_PARAM).map(str::to_string);
         if let Some(ns) = &namespace
             && !valid_name(ns)
         {
@@ -217,6 +217,16 @@ impl Source for K8sSource {
 pub(crate) struct K8sSourceFactory;
 
 impl SourceFactory for K8sSourceFactory {
+    fn restore_options(&self) -> Vec<coffer_core::RestoreOptionSpec> {
+        vec![coffer_core::RestoreOptionSpec {
+            name: "namespace",
+            param: NAMESPACE_PARAM,
+            kind: coffer_core::OptionKind::Text,
+            help: "restore every Secret into this namespace instead of its own",
+            alias: Some("--k8s-namespace"),
+        }]
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }

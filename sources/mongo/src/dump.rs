@@ -255,7 +255,7 @@ impl Source for MongodumpSource {
         };
         let uri = crate::config::UriSource::Literal(uri.clone()).resolve()?;
         let client = crate::source::connect(&uri, Duration::from_secs(5)).await?;
-        let drop = opts.params.get("drop").is_some_and(|v| v == "true");
+        let drop = opts.flag("drop");
         let rules = crate::ns::NsRules::from_params(&opts.params)?;
         let restorer = crate::restore::MongoRestorer::new(client, uri, drop, rules, opts).await?;
         Ok(Box::new(restorer))
@@ -1061,6 +1061,10 @@ fn report(s: Summary) -> SourceReport {
 pub(crate) struct MongodumpSourceFactory;
 
 impl SourceFactory for MongodumpSourceFactory {
+    fn restore_options(&self) -> Vec<coffer_core::RestoreOptionSpec> {
+        crate::restore_options()
+    }
+
     fn kind(&self) -> &'static str {
         DUMP_KIND
     }

@@ -87,3 +87,67 @@ pub fn register(reg: &mut coffer_core::Registry) {
     reg.register_source(Arc::new(source::MongoEnvSourceFactory));
     reg.register_source(Arc::new(dump::MongodumpSourceFactory));
 }
+
+/// The restore options of the `mongo` and `mongodump` kinds (`--opt
+/// mongo.uri=…`); the built-in flags of `coffer restore` are their aliases.
+pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
+    use coffer_core::OptionKind::{Flag, List, Text};
+    let spec = |name, param, kind, help, alias| coffer_core::RestoreOptionSpec {
+        name,
+        param,
+        kind,
+        help,
+        alias: Some(alias),
+    };
+    vec![
+        spec(
+            "uri",
+            "mongo-uri",
+            Text,
+            "restore into this server instead of the one dumped from",
+            "--mongo-uri",
+        ),
+        spec(
+            "drop",
+            "drop",
+            Flag,
+            "replace each existing collection with the bundle's (swapped in whole)",
+            "--drop",
+        ),
+        spec(
+            "unsafe-in-place",
+            "unsafe-in-place",
+            Flag,
+            "with drop, where the server cannot rename: drop and insert in place (not atomic)",
+            "--unsafe-in-place",
+        ),
+        spec(
+            "ns-include",
+            "ns-include",
+            List,
+            "restore only the collections matching this `db.collection` glob",
+            "--ns-include",
+        ),
+        spec(
+            "ns-exclude",
+            "ns-exclude",
+            List,
+            "leave out the collections matching this glob",
+            "--ns-exclude",
+        ),
+        spec(
+            "ns-from",
+            "ns-from",
+            List,
+            "rename the namespaces matching this pattern (in pairs with ns-to)",
+            "--ns-from",
+        ),
+        spec(
+            "ns-to",
+            "ns-to",
+            List,
+            "the new name for the matching ns-from",
+            "--ns-to",
+        ),
+    ]
+}

@@ -177,7 +177,7 @@ impl MongoRestorer {
                     &redact(&uri),
                 )
             })?;
-        let flag = |k: &str| opts.params.get(k).is_some_and(|v| v == "true");
+        let flag = |k: &str| opts.flag(k);
         // Test-only (cargo feature `test-hooks`, never in a shipped build).
         let pretend_no_rename = flag("test-pretend-no-rename")
             || (cfg!(feature = "test-hooks") && std::env::var(PRETEND_NO_RENAME_ENV).is_ok_and(|v| v == "1"));

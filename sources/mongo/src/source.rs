@@ -462,7 +462,7 @@ impl Source for MongoSource {
             None => self.uri.resolve()?,
         };
         let client = self.connect(&uri).await?;
-        let drop = opts.params.get("drop").is_some_and(|v| v == "true");
+        let drop = opts.flag("drop");
         let rules = crate::ns::NsRules::from_params(&opts.params)?;
         let restorer = MongoRestorer::new(client, uri, drop, rules, opts).await?;
         Ok(Box::new(restorer))
@@ -862,6 +862,10 @@ pub(crate) struct MongoSourceFactory;
 pub(crate) struct MongoEnvSourceFactory;
 
 impl SourceFactory for MongoSourceFactory {
+    fn restore_options(&self) -> Vec<coffer_core::RestoreOptionSpec> {
+        crate::restore_options()
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }
