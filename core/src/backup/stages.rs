@@ -1,0 +1,297 @@
+//! The two threads of the pipeline: tar + per-entry SHA-256 + compression
+//! ([`tar_stage`]), and age encryption + ciphertext SHA-256 ([`age_stage`]).
+
+use std::io::{self, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::Progress;
+use crate::bundle::{
+    Compression, MANIFEST_ENTRY, Manifest, ManifestEntry, ManifestSource, SOURCES_ENTRY, SUMS_ENTRY,
+    SourcesFile,
+};
+use crate::crypto::Encryption;
+use crate::error::{Error, ErrorKind, Result};
+use crate::source::{Entry, EntryBody, SourceReport};
+use crate::stream::{ChunkWriter, Compressor, CountingWriter, ExactReader, HashReader};
+
+pub(super) enum TarMsg {
+    Entry(usize, Entry),
+    Finish(Vec<SourceReport>),
+}
+
+pub(super) enum CipherMsg {
+    Chunk(Vec<u8>),
+    Done,
+}
+
+/// Counts what is read through it as plaintext read from the sources.
+struct CountRead<R> {
+    inner: R,
+    progress: Arc<Progress>,
+}
+
+impl<R: io::Read> io::Read for CountRead<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.progress.plain_bytes.fetch_add(n as u64, Ordering::Relaxed);
+        self.progress.add(n as u64);
+        Ok(n)
+    }
+}
+
+/// Builds a tar header for an entry path.
+fn header(kind: tar::EntryType, mode: u32, mtime: i64, size: u64) -> tar::Header {
+    let mut h = tar::Header::new_gnu();
+    h.set_entry_type(kind);
+    h.set_mode(mode & 0o7777);
+    h.set_mtime(mtime.max(0) as u64);
+    h.set_size(size);
+    h.set_uid(0);
+    h.set_gid(0);
+    h
+}
+
+/// The tar stage: writes `sources.json`, every entry the sources send
+/// (hashing each file into `SHA256SUMS` and the manifest), then
+/// `SHA256SUMS` and `manifest.json`, compressed into 1 MiB chunks for the
+/// age stage.
+pub(super) fn tar_stage(
+    mut rx: mpsc::Receiver<TarMsg>,
+    cipher_tx: std::sync::mpsc::SyncSender<CipherMsg>,
+    sources_file: SourcesFile,
+    manifest: Manifest,
+    compression: Compression,
+    threads: u32,
+    progress: Arc<Progress>,
+) -> Result<Manifest> {
+    let mut w = TarWriter::new(cipher_tx.clone(), manifest, compression, threads, progress)?;
+    let sources_json = serde_json::to_vec_pretty(&sources_file).expect("serializes");
+    w.append_bytes(SOURCES_ENTRY, &sources_json)?;
+    let reports = loop {
+        match rx.blocking_recv() {
+            Some(TarMsg::Entry(src, entry)) => w.append_entry(&sources_file.sources[src].name, entry)?,
+            Some(TarMsg::Finish(reports)) => break reports,
+            None => {
+                return Err(Error::new(
+                    ErrorKind::Cancelled,
+                    "capture stopped before it finished",
+                ));
+            }
+        }
+    };
+    let manifest = w.finish(&sources_file, reports)?;
+    cipher_tx
+        .send(CipherMsg::Done)
+        .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped"))?;
+    Ok(manifest)
+}
+
+type ChunkSink = ChunkWriter<Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send>>;
+
+/// The tar stream being written, with the manifest and `SHA256SUMS` it
+/// accumulates.
+struct TarWriter {
+    builder: tar::Builder<Compressor<ChunkSink>>,
+    manifest: Manifest,
+    sums: String,
+    seen: std::collections::HashSet<String>,
+    progress: Arc<Progress>,
+}
+
+impl TarWriter {
+    fn new(
+        cipher_tx: std::sync::mpsc::SyncSender<CipherMsg>,
+        manifest: Manifest,
+        compression: Compression,
+        threads: u32,
+        progress: Arc<Progress>,
+    ) -> Result<TarWriter> {
+        let send: Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send> = Box::new(move |buf| {
+            cipher_tx
+                .send(CipherMsg::Chunk(buf))
+                .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped").into_io())
+        });
+        let compressor = Compressor::new(compression, ChunkWriter::new(send), threads)
+            .map_err(|e| Error::io("starting compression", e))?;
+        let mut builder = tar::Builder::new(compressor);
+        builder.mode(tar::HeaderMode::Complete);
+        Ok(TarWriter {
+            builder,
+            manifest,
+            sums: String::new(),
+            seen: std::collections::HashSet::new(),
+            progress,
+        })
+    }
+
+    /// A metadata entry of coffer's own (0600, the snapshot's time).
+    fn append_bytes(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
+        let now = self.manifest.created_at.as_second();
+        let mut h = header(tar::EntryType::Regular, 0o600, now, bytes.len() as u64);
+        self.builder
+            .append_data(&mut h, path, bytes)
+            .map_err(|e| Error::io(format!("writing {path}"), e))
+    }
+
+    /// One entry of source `name`, at `<area>/<name>/<path>`.
+    fn append_entry(&mut self, name: &str, entry: Entry) -> Result<()> {
+        crate::source::check_relative_path(&entry.path).map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("source `{name}` produced a bad path: {e}"),
+            )
+        })?;
+        let path = format!("{}/{}/{}", entry.area.dir(), name, entry.path);
+        if !self.seen.insert(path.clone()) {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("source `{name}` produced `{path}` twice"),
+            ));
+        }
+        // Secrets are private whatever their source said.
+        let mode = match (entry.area.is_secret(), &entry.body) {
+            (true, EntryBody::Dir) => 0o700,
+            (true, _) => 0o600,
+            (false, _) => entry.mode,
+        };
+        let (uid, gid) = entry.owner.unwrap_or((0, 0));
+        let with_owner = |kind, size| {
+            let mut h = header(kind, mode, entry.mtime, size);
+            h.set_uid(uid.into());
+            h.set_gid(gid.into());
+            h
+        };
+        let written = match entry.body {
+            EntryBody::File { size, reader } => {
+                let mut h = with_owner(tar::EntryType::Regular, size);
+                self.append_file(&mut h, path, reader, size)
+            }
+            EntryBody::Dir => {
+                let mut h = with_owner(tar::EntryType::Directory, 0);
+                self.builder
+                    .append_data(&mut h, format!("{path}/"), io::empty())
+                    .map_err(|e| Error::io(format!("writing {path}"), e))
+            }
+            EntryBody::Symlink { target } => {
+                let mut h = with_owner(tar::EntryType::Symlink, 0);
+                self.builder
+                    .append_link(&mut h, &path, &target)
+                    .map_err(|e| Error::io(format!("writing {path}"), e))
+            }
+        };
+        written?;
+        self.progress.entries.fetch_add(1, Ordering::Relaxed);
+        Ok(())
+    }
+
+    /// A file's content, hashed into `SHA256SUMS` and the manifest as it
+    /// streams through.
+    fn append_file(
+        &mut self,
+        h: &mut tar::Header,
+        path: String,
+        reader: Box<dyn io::Read + Send>,
+        size: u64,
+    ) -> Result<()> {
+        // The outer BufReader lets io::copy move 1 MiB blocks (hashing and
+        // compressing in large blocks is markedly cheaper).
+        let counted = CountRead {
+            inner: ExactReader::new(reader, size, path.clone()),
+            progress: self.progress.clone(),
+        };
+        let mut buffered = io::BufReader::with_capacity(1 << 20, HashReader::new(counted));
+        self.builder
+            .append_data(h, &path, &mut buffered)
+            .map_err(|e| Error::io(format!("reading {path}"), e))?;
+        let (sha, n) = buffered.into_inner().finish();
+        self.sums.push_str(&crate::bundle::sums_line(&sha, &path));
+        self.manifest.total_bytes += n;
+        self.manifest.entries.push(ManifestEntry {
+            path,
+            size: n,
+            sha256: sha,
+        });
+        Ok(())
+    }
+
+    /// Writes `SHA256SUMS` and `manifest.json` (with the sources' reports)
+    /// and flushes compression; returns the manifest.
+    fn finish(mut self, sources_file: &SourcesFile, reports: Vec<SourceReport>) -> Result<Manifest> {
+        self.manifest.sources = sources_file
+            .sources
+            .iter()
+            .zip(reports)
+            .map(|(s, report)| ManifestSource {
+                name: s.name.clone(),
+                kind: s.kind.clone(),
+                report,
+            })
+            .collect();
+        let sums = std::mem::take(&mut self.sums);
+        self.append_bytes(SUMS_ENTRY, sums.as_bytes())?;
+        let manifest_json = serde_json::to_vec_pretty(&self.manifest).expect("serializes");
+        self.append_bytes(MANIFEST_ENTRY, &manifest_json)?;
+        let compressor = self
+            .builder
+            .into_inner()
+            .map_err(|e| Error::io("finishing the tar stream", e))?;
+        let chunks = compressor
+            .finish()
+            .map_err(|e| Error::io("finishing compression", e))?;
+        chunks
+            .finish()
+            .map_err(|e| Error::io("finishing compression", e))?;
+        Ok(self.manifest)
+    }
+}
+
+pub(super) fn age_stage(
+    rx: std::sync::mpsc::Receiver<CipherMsg>,
+    out_tx: mpsc::Sender<Bytes>,
+    encryption: Encryption,
+    progress: Arc<Progress>,
+) -> Result<(String, u64)> {
+    let hasher = Arc::new(std::sync::Mutex::new(Sha256::new()));
+    let h2 = hasher.clone();
+    let chunks = ChunkWriter::new(move |buf: Vec<u8>| {
+        h2.lock().expect("hasher").update(&buf);
+        out_tx
+            .blocking_send(Bytes::from(buf))
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "the sinks stopped").into_io())
+    });
+    let counter = Arc::new(AtomicU64::new(0));
+    let counting = CountingWriter {
+        inner: chunks,
+        counter: counter.clone(),
+    };
+    let mut writer = encryption.encrypt(counting)?;
+    loop {
+        match rx.recv() {
+            Ok(CipherMsg::Chunk(buf)) => {
+                writer.write_all(&buf).map_err(|e| Error::io("encrypting", e))?;
+                progress
+                    .cipher_bytes
+                    .store(counter.load(Ordering::Relaxed), Ordering::Relaxed);
+            }
+            Ok(CipherMsg::Done) => break,
+            // The tar stage stopped without finishing: never finish the age
+            // stream, so no complete-looking ciphertext exists.
+            Err(_) => return Err(Error::new(ErrorKind::Cancelled, "the bundle writer stopped")),
+        }
+    }
+    let counting = writer
+        .finish()
+        .map_err(|e| Error::io("finishing encryption", e))?;
+    counting
+        .inner
+        .finish()
+        .map_err(|e| Error::io("sending the last chunk", e))?;
+    let size = counter.load(Ordering::Relaxed);
+    let sha = hex::encode(std::mem::take(&mut *hasher.lock().expect("hasher")).finalize());
+    Ok((sha, size))
+}
