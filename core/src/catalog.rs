@@ -79,6 +79,40 @@ fn companions_of(objects: &[ObjectMeta], id: &SnapshotId) -> Vec<String> {
     keys
 }
 
+/// Reads one index and the signature beside it (when listed), checked
+/// against the index's exact bytes later.
+async fn read_index(
+    sink: &dyn Sink,
+    key: &str,
+    listed: &HashMap<&str, &ObjectMeta>,
+) -> (String, Result<bytes::Bytes>, Result<Option<bytes::Bytes>>) {
+    let id = key.strip_suffix(INDEX_SUFFIX).unwrap_or(key);
+    let sig_key = format!("{id}{SIGNATURE_SUFFIX}");
+    let sig = if listed.contains_key(sig_key.as_str()) {
+        match sink.get_bytes(&sig_key).await {
+            Ok(b) => Ok(Some(b)),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    } else {
+        Ok(None)
+    };
+    (key.to_string(), sink.get_bytes(key).await, sig)
+}
+
+/// Parses an index and checks that it names its own snapshot's object.
+fn parse_index(bytes: &[u8], key: &str) -> Result<Index> {
+    let index = Index::from_json(bytes, key)?;
+    if index.object.key == index.id.object_key() {
+        Ok(index)
+    } else {
+        Err(
+            Error::new(ErrorKind::Integrity, "index names another snapshot's object")
+                .with_context("object", &index.object.key),
+        )
+    }
+}
+
 impl Catalog {
     /// Reads the catalog of `sink`.
     pub async fn load(sink: &dyn Sink) -> Result<Catalog> {
@@ -94,39 +128,14 @@ impl Catalog {
                     .is_some_and(|id| !id.contains('/') && id.parse::<SnapshotId>().is_ok())
             })
             .collect();
-        let listed = &by_key;
-        let reads = index_keys.iter().map(|o| async move {
-            // The signature beside the index, checked against its exact bytes.
-            let id = o.key.strip_suffix(INDEX_SUFFIX).unwrap_or(&o.key);
-            let sig_key = format!("{id}{SIGNATURE_SUFFIX}");
-            let sig = if listed.contains_key(sig_key.as_str()) {
-                match sink.get_bytes(&sig_key).await {
-                    Ok(b) => Ok(Some(b)),
-                    Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
-                    Err(e) => Err(e),
-                }
-            } else {
-                Ok(None)
-            };
-            (o.key.clone(), sink.get_bytes(&o.key).await, sig)
-        });
+        let reads = index_keys.iter().map(|o| read_index(sink, &o.key, &by_key));
         for (key, bytes, sig) in futures::future::join_all(reads).await {
             let signature = match (&bytes, sig) {
                 (Ok(b), Ok(sig)) => check_signature(b, sig.as_deref()),
                 (_, Err(e)) => SignatureState::Bad(format!("unreadable signature: {e}")),
                 (Err(_), _) => SignatureState::Unsigned,
             };
-            let parsed = bytes.and_then(|b| Index::from_json(&b, &key)).and_then(|index| {
-                if index.object.key == index.id.object_key() {
-                    Ok(index)
-                } else {
-                    Err(
-                        Error::new(ErrorKind::Integrity, "index names another snapshot's object")
-                            .with_context("object", &index.object.key),
-                    )
-                }
-            });
-            match parsed {
+            match bytes.and_then(|b| parse_index(&b, &key)) {
                 Ok(index) => {
                     indexed.insert(index.object.key.clone());
                     let state = match by_key.get(index.object.key.as_str()) {

@@ -263,21 +263,7 @@ pub async fn copy_snapshot(
     let signature = opts
         .trusted
         .enforce(id.as_str(), &check_signature(&index_bytes, sig_bytes.as_deref()))?;
-
-    let target_index = get_optional(to, &index_key).await?;
-    let index_present = match &target_index {
-        Some(b) if *b == index_bytes => true,
-        Some(_) => {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("the target holds a different index for snapshot {id}"),
-            )
-            .with_context("sink", to.info())
-            .with_hint("the two sinks disagree about this snapshot; compare them with `coffer show SNAPSHOT --sink …` and remove the wrong one"));
-        }
-        None => false,
-    };
-    let target_object = to.head(&index.object.key).await?;
+    let index_present = target_has_index(to, id, &index_bytes).await?;
     let mut outcome = CopyOutcome {
         id: id.clone(),
         status: CopyStatus::Copied,
@@ -287,67 +273,102 @@ pub async fn copy_snapshot(
         signature,
         index: index.clone(),
     };
-    match target_object {
+    match to.head(&index.object.key).await? {
         Some(o) if o.size == index.object.size && index_present => {
             outcome.status = CopyStatus::Skipped;
         }
         Some(o) => {
-            // Left by an interrupted copy (a put is all-or-nothing, so it
-            // is complete — but it may be another object): keep it only if
-            // it verifies.
-            let checked = if o.size == index.object.size {
-                crate::restore::verify_object(to, &index, None, None).await
-            } else {
-                Err(Error::new(
-                    ErrorKind::Integrity,
-                    format!("size {} instead of {}", o.size, index.object.size),
-                ))
-            };
-            match checked {
-                Ok(()) => outcome.reused_object = true,
-                Err(e) if e.kind() == ErrorKind::Integrity => {
-                    return Err(Error::new(
-                        ErrorKind::AlreadyExists,
-                        format!(
-                            "the target already holds an object {} that is not this snapshot's ({})",
-                            index.object.key,
-                            e.message()
-                        ),
-                    )
-                    .with_context("sink", to.info())
-                    .with_hint(if index_present {
-                        "the target's copy of this snapshot is damaged: delete its index and object there, then copy again"
-                    } else {
-                        "a stale object without an index (an interrupted run, shown by `coffer list` as incomplete); delete it from the target, then copy again"
-                    }));
-                }
-                Err(e) => return Err(e),
-            }
+            reuse_object(to, &index, o.size, index_present).await?;
+            outcome.reused_object = true;
         }
-        None => {
-            let mut body = verified_object_stream(from, &index).await?;
-            if let Some(progress) = opts.progress.clone() {
-                body = body
-                    .inspect(move |chunk| {
-                        if let Ok(c) = chunk {
-                            progress.add(c.len() as u64);
-                        }
-                    })
-                    .boxed();
-            }
-            let opts = PutOptions::create().with_size_hint(index.object.size);
-            outcome.bytes = to.put(&index.object.key, body, opts).await.map_err(|e| {
-                if e.kind() == ErrorKind::AlreadyExists {
-                    e.with_hint("another copy or backup wrote this object meanwhile; run the copy again")
-                } else {
-                    e
-                }
-            })?;
-        }
+        None => outcome.bytes = copy_object(from, to, &index, opts).await?,
     }
+    outcome.companions = copy_companions(from, to, entry, sig_bytes).await?;
+    if !index_present {
+        put_small(to, &index_key, index_bytes).await?;
+    }
+    Ok(outcome)
+}
 
-    // Companions before the index: a signed snapshot is never visible
-    // without its signature.
+/// Whether `to` already holds exactly this index; a different index for
+/// the same id is an error (the two sinks disagree).
+async fn target_has_index(to: &dyn Sink, id: &SnapshotId, index_bytes: &Bytes) -> Result<bool> {
+    match get_optional(to, &id.index_key()).await? {
+        Some(b) if b == *index_bytes => Ok(true),
+        Some(_) => Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("the target holds a different index for snapshot {id}"),
+        )
+        .with_context("sink", to.info())
+        .with_hint("the two sinks disagree about this snapshot; compare them with `coffer show SNAPSHOT --sink …` and remove the wrong one")),
+        None => Ok(false),
+    }
+}
+
+/// An object already on `to` without a matching index, left by an
+/// interrupted copy (a put is all-or-nothing, so it is complete — but it
+/// may be another object): kept only if it verifies.
+async fn reuse_object(to: &dyn Sink, index: &Index, size: u64, index_present: bool) -> Result<()> {
+    let checked = if size == index.object.size {
+        crate::restore::verify_object(to, index, None, None).await
+    } else {
+        Err(Error::new(
+            ErrorKind::Integrity,
+            format!("size {size} instead of {}", index.object.size),
+        ))
+    };
+    match checked {
+        Err(e) if e.kind() == ErrorKind::Integrity => Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!(
+                "the target already holds an object {} that is not this snapshot's ({})",
+                index.object.key,
+                e.message()
+            ),
+        )
+        .with_context("sink", to.info())
+        .with_hint(if index_present {
+            "the target's copy of this snapshot is damaged: delete its index and object there, then copy again"
+        } else {
+            "a stale object without an index (an interrupted run, shown by `coffer list` as incomplete); delete it from the target, then copy again"
+        })),
+        other => other,
+    }
+}
+
+/// Streams the object, verified on the way, create-only with a size hint;
+/// returns the bytes written.
+async fn copy_object(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyOptions) -> Result<u64> {
+    let mut body = verified_object_stream(from, index).await?;
+    if let Some(progress) = opts.progress.clone() {
+        body = body
+            .inspect(move |chunk| {
+                if let Ok(c) = chunk {
+                    progress.add(c.len() as u64);
+                }
+            })
+            .boxed();
+    }
+    let put = PutOptions::create().with_size_hint(index.object.size);
+    to.put(&index.object.key, body, put).await.map_err(|e| {
+        if e.kind() == ErrorKind::AlreadyExists {
+            e.with_hint("another copy or backup wrote this object meanwhile; run the copy again")
+        } else {
+            e
+        }
+    })
+}
+
+/// Copies the signature and other companions (a pin), before the index: a
+/// signed snapshot is never visible without its signature. Returns the
+/// keys written.
+async fn copy_companions(
+    from: &dyn Sink,
+    to: &dyn Sink,
+    entry: &CatalogEntry,
+    sig_bytes: Option<Bytes>,
+) -> Result<Vec<String>> {
+    let sig_key = entry.index.id.signature_key();
     let mut companions: Vec<(String, Option<Bytes>)> = Vec::new();
     if let Some(sig) = sig_bytes {
         companions.push((sig_key.clone(), Some(sig)));
@@ -357,6 +378,7 @@ pub async fn copy_snapshot(
             companions.push((key.clone(), None));
         }
     }
+    let mut written = Vec::new();
     for (key, bytes) in companions {
         let bytes = match bytes {
             Some(b) => b,
@@ -366,13 +388,10 @@ pub async fn copy_snapshot(
             },
         };
         if put_small(to, &key, bytes).await? {
-            outcome.companions.push(key);
+            written.push(key);
         }
     }
-    if !index_present {
-        put_small(to, &index_key, index_bytes).await?;
-    }
-    Ok(outcome)
+    Ok(written)
 }
 
 /// Copies `entries` from `from` to `to` one after the other under a shared

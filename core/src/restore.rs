@@ -299,36 +299,59 @@ impl Read for ChannelReader {
 
 fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisitor) -> Result<BundleSummary> {
     let mut archive = tar::Archive::new(decoded);
-    let mut sources: Option<SourcesFile> = None;
-    let mut names: HashMap<String, String> = HashMap::new();
-    let mut computed: BTreeMap<String, (u64, String)> = BTreeMap::new();
-    let mut sums: Option<String> = None;
-    let mut manifest: Option<Manifest> = None;
-
+    let mut walk = BundleWalk {
+        index,
+        sources: None,
+        names: HashMap::new(),
+        computed: BTreeMap::new(),
+        sums: None,
+        manifest: None,
+    };
     let entries = archive.entries().map_err(|e| read_error(e, index))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| read_error(e, index))?;
-        let path_bytes = entry.path_bytes().into_owned();
-        let path = String::from_utf8(path_bytes)
+        let path = String::from_utf8(entry.path_bytes().into_owned())
             .map_err(|_| integrity("a path in the bundle is not UTF-8", index))?;
-        if manifest.is_some() {
+        if walk.manifest.is_some() {
             return Err(integrity(format!("entry `{path}` after manifest.json"), index));
         }
-        let etype = entry.header().entry_type();
-        let size = entry.header().size().map_err(|e| read_error(e, index))?;
-        let mode = entry.header().mode().map_err(|e| read_error(e, index))?;
-        let mtime = entry.header().mtime().map_err(|e| read_error(e, index))? as i64;
-        let owner = match (entry.header().uid(), entry.header().gid()) {
-            (Ok(0), Ok(0)) => None,
-            (Ok(uid), Ok(gid)) => u32::try_from(uid).ok().zip(u32::try_from(gid).ok()),
-            _ => None,
-        };
+        if !walk.meta_entry(&path, &mut entry, visitor)? {
+            walk.data_entry(&path, &mut entry, visitor)?;
+        }
+    }
+    // Read to the end so the age stream's last chunk is authenticated.
+    let mut rest = archive.into_inner();
+    io::copy(&mut rest, &mut io::sink()).map_err(|e| read_error(e, index))?;
+    walk.finish()
+}
 
-        if sources.is_none() {
+/// What a walk through a bundle has seen so far.
+struct BundleWalk<'a> {
+    index: &'a Index,
+    sources: Option<SourcesFile>,
+    /// Source name → kind.
+    names: HashMap<String, String>,
+    /// Path → (size, SHA-256) of every file entry read.
+    computed: BTreeMap<String, (u64, String)>,
+    sums: Option<String>,
+    manifest: Option<Manifest>,
+}
+
+impl BundleWalk<'_> {
+    /// Reads coffer's own entries (`sources.json` first, `SHA256SUMS`,
+    /// `manifest.json` last); `false` for a source's entry.
+    fn meta_entry(
+        &mut self,
+        path: &str,
+        entry: &mut impl Read,
+        visitor: &mut dyn BundleVisitor,
+    ) -> Result<bool> {
+        let index = self.index;
+        if self.sources.is_none() {
             if path != SOURCES_ENTRY {
                 return Err(integrity("the bundle does not start with sources.json", index));
             }
-            let s: SourcesFile = serde_json::from_slice(&read_small(&mut entry, index)?)
+            let s: SourcesFile = serde_json::from_slice(&read_small(entry, index)?)
                 .map_err(|e| integrity(format!("sources.json is malformed: {e}"), index))?;
             if s.id != index.id {
                 return Err(integrity(
@@ -337,25 +360,42 @@ fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisito
                 ));
             }
             for r in &s.sources {
-                names.insert(r.name.clone(), r.kind.clone());
+                self.names.insert(r.name.clone(), r.kind.clone());
             }
             visitor.sources(&s)?;
-            sources = Some(s);
-            continue;
-        }
-        if path == SUMS_ENTRY {
-            let bytes = read_small(&mut entry, index)?;
-            sums = Some(String::from_utf8(bytes).map_err(|_| integrity("SHA256SUMS is not UTF-8", index))?);
-            continue;
-        }
-        if path == MANIFEST_ENTRY {
-            let m: Manifest = serde_json::from_slice(&read_small(&mut entry, index)?)
+            self.sources = Some(s);
+        } else if path == SUMS_ENTRY {
+            let bytes = read_small(entry, index)?;
+            self.sums =
+                Some(String::from_utf8(bytes).map_err(|_| integrity("SHA256SUMS is not UTF-8", index))?);
+        } else if path == MANIFEST_ENTRY {
+            let m: Manifest = serde_json::from_slice(&read_small(entry, index)?)
                 .map_err(|e| integrity(format!("manifest.json is malformed: {e}"), index))?;
-            manifest = Some(m);
-            continue;
+            self.manifest = Some(m);
+        } else {
+            return Ok(false);
         }
+        Ok(true)
+    }
 
-        // `<area>/<source>/<relative path>`
+    /// One entry of a source, `<area>/<source>/<relative path>`: checked,
+    /// handed to the visitor, read to its end and hashed.
+    fn data_entry<R: Read>(
+        &mut self,
+        path: &str,
+        entry: &mut tar::Entry<'_, R>,
+        visitor: &mut dyn BundleVisitor,
+    ) -> Result<()> {
+        let index = self.index;
+        let header = entry.header();
+        let size = header.size().map_err(|e| read_error(e, index))?;
+        let mode = header.mode().map_err(|e| read_error(e, index))?;
+        let mtime = header.mtime().map_err(|e| read_error(e, index))? as i64;
+        let owner = match (header.uid(), header.gid()) {
+            (Ok(0), Ok(0)) => None,
+            (Ok(uid), Ok(gid)) => u32::try_from(uid).ok().zip(u32::try_from(gid).ok()),
+            _ => None,
+        };
         let trimmed = path.trim_end_matches('/');
         let mut parts = trimmed.splitn(3, '/');
         let (Some(area), Some(source), Some(rel)) = (parts.next(), parts.next(), parts.next()) else {
@@ -364,32 +404,16 @@ fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisito
         let Some(area) = Area::from_dir(area) else {
             return Err(integrity(format!("unexpected entry `{path}`"), index));
         };
-        if !names.contains_key(source) {
+        if !self.names.contains_key(source) {
             return Err(integrity(
                 format!("entry `{path}` belongs to no source of the bundle"),
                 index,
             ));
         }
         check_relative_path(rel)?;
-        let kind = match etype {
-            tar::EntryType::Regular | tar::EntryType::Continuous => RestoreEntryKind::File { size },
-            tar::EntryType::Directory => RestoreEntryKind::Dir,
-            tar::EntryType::Symlink => {
-                let target = entry
-                    .link_name_bytes()
-                    .map(|b| String::from_utf8_lossy(&b).into_owned())
-                    .ok_or_else(|| integrity(format!("symlink `{path}` has no target"), index))?;
-                RestoreEntryKind::Symlink { target }
-            }
-            other => {
-                return Err(integrity(
-                    format!("entry `{path}` has unsupported type {other:?}"),
-                    index,
-                ));
-            }
-        };
+        let kind = entry_kind(entry, path, size, index)?;
         let is_file = matches!(kind, RestoreEntryKind::File { .. });
-        let mut hr = HashReader::new(&mut entry);
+        let mut hr = HashReader::new(entry);
         visitor.entry(
             source,
             RestoreEntry {
@@ -408,57 +432,88 @@ fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisito
             if n != size {
                 return Err(integrity(format!("entry `{path}` is truncated"), index));
             }
-            computed.insert(trimmed.to_string(), (n, sha));
+            self.computed.insert(trimmed.to_string(), (n, sha));
         }
+        Ok(())
     }
-    // Read to the end so the age stream's last chunk is authenticated.
-    let mut rest = archive.into_inner();
-    io::copy(&mut rest, &mut io::sink()).map_err(|e| read_error(e, index))?;
 
-    let sources = sources.ok_or_else(|| integrity("the bundle is empty", index))?;
-    let sums = sums.ok_or_else(|| integrity("the bundle has no SHA256SUMS", index))?;
-    let manifest =
-        manifest.ok_or_else(|| integrity("the bundle has no manifest.json (truncated?)", index))?;
-    if manifest.format != MANIFEST_FORMAT || manifest.id != index.id {
-        return Err(integrity("manifest.json belongs to another snapshot", index));
-    }
-    let mut listed = BTreeMap::new();
-    for line in sums.split('\n').filter(|l| !l.is_empty()) {
-        let Some((sha, path)) = crate::bundle::parse_sums_line(line) else {
-            return Err(integrity(format!("bad SHA256SUMS line {line:?}"), index));
-        };
-        listed.insert(path, sha);
-    }
-    for (path, (size, sha)) in &computed {
-        match listed.get(path) {
-            Some(s) if s == sha => {}
-            Some(_) => return Err(integrity(format!("`{path}` does not match SHA256SUMS"), index)),
-            None => return Err(integrity(format!("`{path}` is missing from SHA256SUMS"), index)),
+    /// Checks what was read against `SHA256SUMS` and `manifest.json`.
+    fn finish(self) -> Result<BundleSummary> {
+        let index = self.index;
+        let sources = self
+            .sources
+            .ok_or_else(|| integrity("the bundle is empty", index))?;
+        let sums = self
+            .sums
+            .ok_or_else(|| integrity("the bundle has no SHA256SUMS", index))?;
+        let manifest = self
+            .manifest
+            .ok_or_else(|| integrity("the bundle has no manifest.json (truncated?)", index))?;
+        if manifest.format != MANIFEST_FORMAT || manifest.id != index.id {
+            return Err(integrity("manifest.json belongs to another snapshot", index));
         }
-        let _ = size;
+        let mut listed = BTreeMap::new();
+        for line in sums.split('\n').filter(|l| !l.is_empty()) {
+            let Some((sha, path)) = crate::bundle::parse_sums_line(line) else {
+                return Err(integrity(format!("bad SHA256SUMS line {line:?}"), index));
+            };
+            listed.insert(path, sha);
+        }
+        for (path, (_, sha)) in &self.computed {
+            match listed.get(path) {
+                Some(s) if s == sha => {}
+                Some(_) => return Err(integrity(format!("`{path}` does not match SHA256SUMS"), index)),
+                None => return Err(integrity(format!("`{path}` is missing from SHA256SUMS"), index)),
+            }
+        }
+        if listed.len() != self.computed.len() {
+            return Err(integrity(
+                "SHA256SUMS lists files that are not in the bundle",
+                index,
+            ));
+        }
+        let manifest_map: BTreeMap<_, _> = manifest
+            .entries
+            .iter()
+            .map(|e| (e.path.clone(), (e.size, e.sha256.clone())))
+            .collect();
+        if manifest_map != self.computed {
+            return Err(integrity(
+                "manifest.json does not match the bundle's files",
+                index,
+            ));
+        }
+        Ok(BundleSummary {
+            sources,
+            manifest,
+            files_checked: self.computed.len(),
+        })
     }
-    if listed.len() != computed.len() {
-        return Err(integrity(
-            "SHA256SUMS lists files that are not in the bundle",
+}
+
+/// The kind of a source's entry: file, directory or symlink; any other tar
+/// type is refused.
+fn entry_kind<R: Read>(
+    entry: &tar::Entry<'_, R>,
+    path: &str,
+    size: u64,
+    index: &Index,
+) -> Result<RestoreEntryKind> {
+    match entry.header().entry_type() {
+        tar::EntryType::Regular | tar::EntryType::Continuous => Ok(RestoreEntryKind::File { size }),
+        tar::EntryType::Directory => Ok(RestoreEntryKind::Dir),
+        tar::EntryType::Symlink => {
+            let target = entry
+                .link_name_bytes()
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .ok_or_else(|| integrity(format!("symlink `{path}` has no target"), index))?;
+            Ok(RestoreEntryKind::Symlink { target })
+        }
+        other => Err(integrity(
+            format!("entry `{path}` has unsupported type {other:?}"),
             index,
-        ));
+        )),
     }
-    let manifest_map: BTreeMap<_, _> = manifest
-        .entries
-        .iter()
-        .map(|e| (e.path.clone(), (e.size, e.sha256.clone())))
-        .collect();
-    if manifest_map != computed {
-        return Err(integrity(
-            "manifest.json does not match the bundle's files",
-            index,
-        ));
-    }
-    Ok(BundleSummary {
-        sources,
-        manifest,
-        files_checked: computed.len(),
-    })
 }
 
 fn read_small(r: &mut impl Read, index: &Index) -> Result<Vec<u8>> {

@@ -574,82 +574,9 @@ struct Counter {
 }
 
 fn apply_group(group: &[&SnapshotMeta], policy: &RetentionPolicy, now: Timestamp, out: &mut Vec<Decision>) {
-    let empty = policy.is_empty();
-    let tz = policy.time_zone();
-    let present: Vec<usize> = (0..group.len()).filter(|&i| group[i].time <= now).collect();
-    let floor = present
-        .iter()
-        .copied()
-        .find(|&i| group[i].verified_good)
-        .or_else(|| present.first().copied());
-    let within_bound = policy
-        .keep_within
-        .as_ref()
-        .and_then(|w| present.first().map(|&i| (w, w.bound(group[i].time, &tz))));
-    let mut counters: Vec<Counter> = [
-        (Period::Last, policy.keep_last),
-        (Period::Hour, policy.keep_hourly),
-        (Period::Day, policy.keep_daily),
-        (Period::Week, policy.keep_weekly),
-        (Period::Month, policy.keep_monthly),
-        (Period::Year, policy.keep_yearly),
-    ]
-    .into_iter()
-    .filter_map(|(period, n)| {
-        n.filter(|n| *n > 0).map(|limit| Counter {
-            period,
-            limit,
-            used: 0,
-            last: None,
-        })
-    })
-    .collect();
-    let tag_rules: Vec<(&str, Vec<&str>)> = policy
-        .keep_tag
-        .iter()
-        .map(|t| t.trim())
-        .filter(|t| !t.is_empty())
-        .map(|t| (t, t.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()))
-        .collect();
-
+    let mut rules = GroupRules::new(group, policy, now);
     for (nr, s) in group.iter().enumerate() {
-        let mut reasons = Vec::new();
-        if empty {
-            reasons.push("no policy".to_string());
-        } else if s.time > now {
-            reasons.push("future".to_string());
-        } else {
-            let local = s.time.to_zoned(tz.clone());
-            for c in counters.iter_mut().filter(|c| c.used < c.limit) {
-                let (key, label) = c.period.bucket(nr, &local);
-                if c.last != Some(key) {
-                    c.last = Some(key);
-                    c.used += 1;
-                    reasons.push(format!("{} {}/{}{label}", c.period.name(), c.used, c.limit));
-                }
-            }
-            if let Some((w, bound)) = &within_bound
-                && bound.is_none_or(|b| s.time > b)
-            {
-                reasons.push(format!("within {w}"));
-            }
-            for (text, all) in &tag_rules {
-                if all.iter().all(|t| s.tags.iter().any(|have| have == t)) {
-                    reasons.push(format!("tag {text}"));
-                }
-            }
-        }
-        if s.pinned {
-            reasons.push("pinned".to_string());
-        }
-        if floor == Some(nr) && !empty {
-            // Said differently when newer snapshots failed their check.
-            if present.first() == Some(&nr) || !s.verified_good {
-                reasons.push("newest".to_string());
-            } else {
-                reasons.push("newest verified".to_string());
-            }
-        }
+        let reasons = rules.reasons(nr, s);
         out.push(Decision {
             id: s.id.clone(),
             time: s.time,
@@ -657,6 +584,120 @@ fn apply_group(group: &[&SnapshotMeta], policy: &RetentionPolicy, now: Timestamp
             keep: !reasons.is_empty(),
             reasons,
         });
+    }
+}
+
+/// The rules of a policy as they apply to one group, newest first, with
+/// the counters they advance.
+struct GroupRules<'a> {
+    empty: bool,
+    now: Timestamp,
+    tz: TimeZone,
+    /// Indexes of the snapshots not in the future.
+    present: Vec<usize>,
+    /// The snapshot kept as the safety floor: the newest verified one.
+    floor: Option<usize>,
+    within_bound: Option<(&'a KeepWithin, Option<Timestamp>)>,
+    counters: Vec<Counter>,
+    /// `a,b` as given, and its tags.
+    tag_rules: Vec<(&'a str, Vec<&'a str>)>,
+}
+
+impl<'a> GroupRules<'a> {
+    fn new(group: &[&SnapshotMeta], policy: &'a RetentionPolicy, now: Timestamp) -> GroupRules<'a> {
+        let tz = policy.time_zone();
+        let present: Vec<usize> = (0..group.len()).filter(|&i| group[i].time <= now).collect();
+        let floor = present
+            .iter()
+            .copied()
+            .find(|&i| group[i].verified_good)
+            .or_else(|| present.first().copied());
+        let within_bound = policy
+            .keep_within
+            .as_ref()
+            .and_then(|w| present.first().map(|&i| (w, w.bound(group[i].time, &tz))));
+        let counters = [
+            (Period::Last, policy.keep_last),
+            (Period::Hour, policy.keep_hourly),
+            (Period::Day, policy.keep_daily),
+            (Period::Week, policy.keep_weekly),
+            (Period::Month, policy.keep_monthly),
+            (Period::Year, policy.keep_yearly),
+        ]
+        .into_iter()
+        .filter_map(|(period, n)| {
+            n.filter(|n| *n > 0).map(|limit| Counter {
+                period,
+                limit,
+                used: 0,
+                last: None,
+            })
+        })
+        .collect();
+        let tag_rules = policy
+            .keep_tag
+            .iter()
+            .map(|t| t.trim())
+            .filter(|t| !t.is_empty())
+            .map(|t| (t, t.split(',').map(str::trim).filter(|x| !x.is_empty()).collect()))
+            .collect();
+        GroupRules {
+            empty: policy.is_empty(),
+            now,
+            tz,
+            present,
+            floor,
+            within_bound,
+            counters,
+            tag_rules,
+        }
+    }
+
+    /// Why snapshot `nr` of the group is kept (empty: deleted).
+    fn reasons(&mut self, nr: usize, s: &SnapshotMeta) -> Vec<String> {
+        let mut reasons = Vec::new();
+        if self.empty {
+            reasons.push("no policy".to_string());
+        } else if s.time > self.now {
+            reasons.push("future".to_string());
+        } else {
+            self.rule_reasons(nr, s, &mut reasons);
+        }
+        if s.pinned {
+            reasons.push("pinned".to_string());
+        }
+        if self.floor == Some(nr) && !self.empty {
+            // Said differently when newer snapshots failed their check.
+            if self.present.first() == Some(&nr) || !s.verified_good {
+                reasons.push("newest".to_string());
+            } else {
+                reasons.push("newest verified".to_string());
+            }
+        }
+        reasons
+    }
+
+    /// The count, `keep-within` and tag rules that keep snapshot `nr`.
+    fn rule_reasons(&mut self, nr: usize, s: &SnapshotMeta, reasons: &mut Vec<String>) {
+        let local = s.time.to_zoned(self.tz.clone());
+        for c in self.counters.iter_mut().filter(|c| c.used < c.limit) {
+            let (key, label) = c.period.bucket(nr, &local);
+            if c.last != Some(key) {
+                c.last = Some(key);
+                c.used += 1;
+                reasons.push(format!("{} {}/{}{label}", c.period.name(), c.used, c.limit));
+            }
+        }
+        if let Some((w, bound)) = &self.within_bound
+            && bound.is_none_or(|b| s.time > b)
+        {
+            reasons.push(format!("within {w}"));
+        }
+        for (text, all) in &self.tag_rules {
+            if all.iter().all(|t| s.tags.iter().any(|have| have == t)) {
+                reasons.push(format!("tag {text}"));
+            }
+        }
     }
 }
 

@@ -907,141 +907,178 @@ pub async fn source_suite(source: &dyn Source, target: &Path) -> Vec<CapturedEnt
 /// committed restore reports its actions and leaves the target holding
 /// exactly what was captured.
 pub async fn source_suite_with(source: &dyn Source, observer: &dyn RestoreObserver) -> Vec<CapturedEntry> {
-    let name = source.info().name;
-    let fail = |case: &str, msg: String| -> ! { panic!("source_suite({name}): case `{case}`: {msg}") };
-    let observe = || async {
-        match observer.observe().await {
-            Ok(v) => v,
-            Err(e) => fail("observe", e),
-        }
+    let suite = SourceSuite {
+        name: source.info().name,
+        source,
+        observer,
     };
-
-    if !observe().await.is_empty() {
-        fail(
+    if !suite.observe().await.is_empty() {
+        suite.fail(
             "empty target",
             "the restore target must be empty before the suite".into(),
         );
     }
-
     if let Err(e) = source.check().await {
-        fail("check", format!("check() failed: {e:?}"));
+        suite.fail("check", format!("check() failed: {e:?}"));
     }
-
     let entries = match capture_all(source).await {
         Ok(v) => v,
-        Err(msg) => fail("capture", msg),
+        Err(msg) => suite.fail("capture", msg),
     };
-    let mut seen = BTreeSet::new();
-    for e in &entries {
-        if let Err(err) = check_relative_path(&e.path) {
-            fail(
-                "capture paths",
-                format!("{:?} is not a safe relative path: {err}", e.path),
-            );
-        }
-        if !seen.insert((e.area.clone(), e.path.as_str())) {
-            fail(
-                "capture paths",
-                format!("{}/{} is captured twice", e.area.dir(), e.path),
-            );
-        }
-        if e.area.is_secret() && matches!(e.kind, RestoreEntryKind::File { .. }) && e.mode & 0o777 != 0o600 {
-            fail(
-                "secrets mode",
-                format!("secret {:?} has mode {:o}, not 0600", e.path, e.mode),
-            );
-        }
-    }
-
-    let again = match capture_all(source).await {
-        Ok(v) => v,
-        Err(msg) => fail("second capture", msg),
-    };
-    let comparable = |v: &[CapturedEntry]| -> Vec<CapturedEntry> {
-        sorted(v)
-            .into_iter()
-            .map(|e| CapturedEntry {
-                mtime: if observer.stable_mtimes() { e.mtime } else { 0 },
-                ..e.clone()
-            })
-            .collect()
-    };
-    if comparable(&entries) != comparable(&again) {
-        let paths = |v: &[CapturedEntry]| {
-            v.iter()
-                .map(|e| format!("{}/{}", e.area.dir(), e.path))
-                .collect::<Vec<_>>()
-        };
-        fail(
-            "stable capture",
-            format!(
-                "two captures differ (paths {:?} vs {:?}, or content/mode/mtime)",
-                paths(&entries),
-                paths(&again)
-            ),
-        );
-    }
-
-    // Dry run: plan only.
-    let report = match restore_all(source, &observer.options(true), &entries, false).await {
-        Ok(r) => r,
-        Err(msg) => fail("dry-run restore", msg),
-    };
-    let now = observe().await;
-    if !now.is_empty() {
-        fail(
-            "dry-run restore",
-            format!(
-                "a dry run changed the target: {:?}",
-                now.keys().collect::<Vec<_>>()
-            ),
-        );
-    }
-    if !entries.is_empty() && report.actions.is_empty() {
-        fail("dry-run restore", "a dry run reported no planned action".into());
-    }
-
-    // Aborted restore: staged data must vanish (directories a restorer
-    // made to stage into may stay).
-    if let Err(msg) = restore_all(source, &observer.options(false), &entries, false).await {
-        fail("aborted restore", msg);
-    }
-    let left: Vec<String> = observe()
-        .await
-        .into_iter()
-        .filter(|(_, v)| v != DIR_MARK)
-        .map(|(k, _)| k)
-        .collect();
-    if !left.is_empty() {
-        fail(
-            "aborted restore",
-            format!("finish(false) left data behind: {left:?}"),
-        );
-    }
-
-    // Committed restore: exactly what was captured.
-    let report = match restore_all(source, &observer.options(false), &entries, true).await {
-        Ok(r) => r,
-        Err(msg) => fail("committed restore", msg),
-    };
-    if !entries.is_empty() && report.actions.is_empty() {
-        fail("committed restore", "finish(true) reported no action".into());
-    }
-    let restored = observe().await;
-    let expected = observer.expected(&entries);
-    if restored != expected {
-        let differ: Vec<&String> = restored
-            .keys()
-            .chain(expected.keys())
-            .filter(|k| restored.get(*k) != expected.get(*k))
-            .collect();
-        fail(
-            "restored equals captured",
-            format!("the target differs from the capture at {differ:?}"),
-        );
-    }
-
+    suite.check_entries(&entries);
+    suite.stable_capture(&entries).await;
+    suite.dry_run(&entries).await;
+    suite.aborted_restore(&entries).await;
+    suite.committed_restore(&entries).await;
     entries
+}
+
+/// The source under test and where its restores land.
+struct SourceSuite<'a> {
+    name: String,
+    source: &'a dyn Source,
+    observer: &'a dyn RestoreObserver,
+}
+
+impl SourceSuite<'_> {
+    fn fail(&self, case: &str, msg: String) -> ! {
+        panic!("source_suite({}): case `{case}`: {msg}", self.name)
+    }
+
+    async fn observe(&self) -> BTreeMap<String, Vec<u8>> {
+        match self.observer.observe().await {
+            Ok(v) => v,
+            Err(e) => self.fail("observe", e),
+        }
+    }
+
+    /// Paths are safe and unique; secret files are 0600.
+    fn check_entries(&self, entries: &[CapturedEntry]) {
+        let mut seen = BTreeSet::new();
+        for e in entries {
+            if let Err(err) = check_relative_path(&e.path) {
+                self.fail(
+                    "capture paths",
+                    format!("{:?} is not a safe relative path: {err}", e.path),
+                );
+            }
+            if !seen.insert((e.area.clone(), e.path.as_str())) {
+                self.fail(
+                    "capture paths",
+                    format!("{}/{} is captured twice", e.area.dir(), e.path),
+                );
+            }
+            if e.area.is_secret()
+                && matches!(e.kind, RestoreEntryKind::File { .. })
+                && e.mode & 0o777 != 0o600
+            {
+                self.fail(
+                    "secrets mode",
+                    format!("secret {:?} has mode {:o}, not 0600", e.path, e.mode),
+                );
+            }
+        }
+    }
+
+    /// A second capture is identical (mtimes too, unless the observer says
+    /// the source stamps them with the capture time).
+    async fn stable_capture(&self, entries: &[CapturedEntry]) {
+        let again = match capture_all(self.source).await {
+            Ok(v) => v,
+            Err(msg) => self.fail("second capture", msg),
+        };
+        let comparable = |v: &[CapturedEntry]| -> Vec<CapturedEntry> {
+            sorted(v)
+                .into_iter()
+                .map(|e| CapturedEntry {
+                    mtime: if self.observer.stable_mtimes() { e.mtime } else { 0 },
+                    ..e.clone()
+                })
+                .collect()
+        };
+        if comparable(entries) != comparable(&again) {
+            let paths = |v: &[CapturedEntry]| {
+                v.iter()
+                    .map(|e| format!("{}/{}", e.area.dir(), e.path))
+                    .collect::<Vec<_>>()
+            };
+            self.fail(
+                "stable capture",
+                format!(
+                    "two captures differ (paths {:?} vs {:?}, or content/mode/mtime)",
+                    paths(entries),
+                    paths(&again)
+                ),
+            );
+        }
+    }
+
+    /// A dry run plans, reports and changes nothing.
+    async fn dry_run(&self, entries: &[CapturedEntry]) {
+        let report = match restore_all(self.source, &self.observer.options(true), entries, false).await {
+            Ok(r) => r,
+            Err(msg) => self.fail("dry-run restore", msg),
+        };
+        let now = self.observe().await;
+        if !now.is_empty() {
+            self.fail(
+                "dry-run restore",
+                format!(
+                    "a dry run changed the target: {:?}",
+                    now.keys().collect::<Vec<_>>()
+                ),
+            );
+        }
+        if !entries.is_empty() && report.actions.is_empty() {
+            self.fail("dry-run restore", "a dry run reported no planned action".into());
+        }
+    }
+
+    /// `finish(false)` removes what was staged (directories a restorer
+    /// made to stage into may stay).
+    async fn aborted_restore(&self, entries: &[CapturedEntry]) {
+        if let Err(msg) = restore_all(self.source, &self.observer.options(false), entries, false).await {
+            self.fail("aborted restore", msg);
+        }
+        let left: Vec<String> = self
+            .observe()
+            .await
+            .into_iter()
+            .filter(|(_, v)| v != DIR_MARK)
+            .map(|(k, _)| k)
+            .collect();
+        if !left.is_empty() {
+            self.fail(
+                "aborted restore",
+                format!("finish(false) left data behind: {left:?}"),
+            );
+        }
+    }
+
+    /// `finish(true)` reports its actions and leaves exactly what was
+    /// captured.
+    async fn committed_restore(&self, entries: &[CapturedEntry]) {
+        let report = match restore_all(self.source, &self.observer.options(false), entries, true).await {
+            Ok(r) => r,
+            Err(msg) => self.fail("committed restore", msg),
+        };
+        if !entries.is_empty() && report.actions.is_empty() {
+            self.fail("committed restore", "finish(true) reported no action".into());
+        }
+        let restored = self.observe().await;
+        let expected = self.observer.expected(entries);
+        if restored != expected {
+            let differ: Vec<&String> = restored
+                .keys()
+                .chain(expected.keys())
+                .filter(|k| restored.get(*k) != expected.get(*k))
+                .collect();
+            self.fail(
+                "restored equals captured",
+                format!("the target differs from the capture at {differ:?}"),
+            );
+        }
+    }
 }
 
 fn sorted(entries: &[CapturedEntry]) -> Vec<&CapturedEntry> {
