@@ -377,6 +377,18 @@ pub struct Manifest {
     pub total_bytes: u64,
 }
 
+/// `base`, or `base-2`, `base-3`, … : the first not in `taken` (names of
+/// one-off sources, of the sources of an imported backup).
+pub fn unique_source_name(base: &str, taken: &[String]) -> String {
+    if !taken.iter().any(|t| t == base) {
+        return base.to_string();
+    }
+    (2..)
+        .map(|i| format!("{base}-{i}"))
+        .find(|n| !taken.contains(n))
+        .expect("infinite")
+}
+
 /// Checks a source name: it becomes a folder of the bundle
 /// (`files/<name>/…`), so only `[A-Za-z0-9._-]`, not `.` or `..`.
 pub fn check_source_name(name: &str) -> Result<()> {

@@ -34,7 +34,7 @@ pub use backup::{BackupOutcome, BackupRequest, Progress, SinkOutcome, SinkTarget
 pub use bundle::{
     Compression, INDEX_FORMAT, INDEX_SUFFIX, Index, IndexEncryption, IndexObject, IndexSource,
     MANIFEST_ENTRY, Manifest, ManifestEntry, ManifestSource, OBJECT_SUFFIX, SOURCES_ENTRY, SUMS_ENTRY,
-    SnapshotId, SourceRecord, SourcesFile, check_source_name, hostname,
+    SnapshotId, SourceRecord, SourcesFile, check_source_name, hostname, unique_source_name,
 };
 pub use catalog::{Catalog, CatalogEntry, SnapshotState};
 pub use copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshot, copy_snapshots, verified_object_stream};

@@ -12,7 +12,7 @@ use coffer_core::{
 
 use crate::Failure;
 use crate::config::Config;
-use crate::ctx::{BackupSinks, CmdResult, Ctx, passphrase, run_locked_backup, unique_name};
+use crate::ctx::{BackupSinks, CmdResult, Ctx, passphrase, run_locked_backup};
 use crate::output::{print_json, size};
 
 #[derive(Debug, Args)]
@@ -74,7 +74,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         let mut sources: Vec<Arc<dyn Source>> = Vec::new();
         for spec in &a.sources {
             let (factory, rest) = ctx.registry.source_spec(spec)?;
-            let name = unique_name(&factory.spec_name(rest), &names);
+            let name = coffer_core::unique_source_name(&factory.spec_name(rest), &names);
             sources.push(
                 factory
                     .from_spec(&name, rest)

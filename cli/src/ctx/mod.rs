@@ -35,18 +35,6 @@ pub(crate) fn snapshot_time(time: Option<&str>) -> Result<Option<jiff::Timestamp
     .transpose()
 }
 
-/// `base`, or `base-2`, `base-3` … whichever is not `taken` (one-off
-/// source names).
-pub(crate) fn unique_name(base: &str, taken: &[String]) -> String {
-    if !taken.iter().any(|t| t == base) {
-        return base.to_string();
-    }
-    (2..)
-        .map(|i| format!("{base}-{i}"))
-        .find(|n| !taken.contains(n))
-        .expect("infinite")
-}
-
 /// What every command gets: global flags, the plugin registry, the
 /// interrupt flag. Commands added in their own modules use it too.
 pub(crate) struct Ctx {
