@@ -21,7 +21,7 @@ use crate::checks::{
     run_checks,
 };
 use crate::config::Config;
-use crate::ctx::{CmdResult, Ctx, KeySel, Opened, SinkSel, TrustSel, open_snapshot};
+use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_snapshot};
 use crate::evidence::{DRILL_FORMAT, DrillOutput, DrillReport, Scratch};
 use crate::output::print_json;
 use crate::restoring::restore_snapshot;
@@ -34,11 +34,7 @@ pub struct DrillArgs {
     /// Snapshot id, unique prefix, or `latest` (default: latest).
     pub snapshot: Option<String>,
     #[command(flatten)]
-    pub sink: SinkSel,
-    #[command(flatten)]
-    pub keys: KeySel,
-    #[command(flatten)]
-    pub trust: TrustSel,
+    pub read: ReadSel,
     /// The MongoDB server to restore the scratch databases into (default:
     /// the one the snapshot was taken from, if its URI held no password).
     #[arg(long, value_name = "URI", env = "COFFER_MONGO_URI", hide_env_values = true)]
@@ -85,9 +81,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         signature,
     } = open_snapshot(
         ctx,
-        &a.sink,
-        &a.keys,
-        &a.trust,
+        &a.read,
         &spec,
         "a drill needs a key (the one a real restore would use: the drill proves it works)",
     )

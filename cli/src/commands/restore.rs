@@ -8,7 +8,7 @@ use coffer_core::{RestoreOptions, config_error};
 
 use crate::Failure;
 use crate::checks::{CheckEnv, failures, manifest_counts, run_checks};
-use crate::ctx::{CmdResult, Ctx, KeySel, Opened, SinkSel, TrustSel, open_snapshot};
+use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_snapshot};
 use crate::output::{print_json, printable};
 use crate::restoring::restore_snapshot;
 
@@ -17,11 +17,7 @@ pub struct RestoreArgs {
     /// Snapshot id, unique prefix, or `latest`.
     pub snapshot: String,
     #[command(flatten)]
-    pub sink: SinkSel,
-    #[command(flatten)]
-    pub keys: KeySel,
-    #[command(flatten)]
-    pub trust: TrustSel,
+    pub read: ReadSel,
     /// Put file sources under DIR and env sources into DIR instead of their
     /// original paths.
     #[arg(long, value_name = "DIR")]
@@ -91,15 +87,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         entry,
         ids,
         ..
-    } = open_snapshot(
-        ctx,
-        &a.sink,
-        &a.keys,
-        &a.trust,
-        &a.snapshot,
-        "restore needs a key",
-    )
-    .await?;
+    } = open_snapshot(ctx, &a.read, &a.snapshot, "restore needs a key").await?;
     let index = entry.index.clone();
     for only in &a.only {
         if !index.sources.iter().any(|s| &s.name == only || &s.kind == only) {

@@ -6,7 +6,7 @@ use clap::Args;
 use coffer_core::Sink;
 use coffer_core::ops::ShowOutcome;
 
-use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, deep_check, find_snapshot, identities};
+use crate::ctx::{CmdResult, Ctx, ReadSel, Reading, deep_check, find_snapshot, identities};
 use crate::output::{print_json, size};
 
 #[derive(Debug, Args)]
@@ -14,20 +14,14 @@ pub struct ShowArgs {
     /// Snapshot id, unique prefix, or `latest`.
     pub snapshot: String,
     #[command(flatten)]
-    pub sink: SinkSel,
-    #[command(flatten)]
-    pub keys: KeySel,
-    #[command(flatten)]
-    pub trust: TrustSel,
+    pub read: ReadSel,
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: ShowArgs) -> CmdResult {
-    let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
-    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
+    let Reading { sinks, trust, .. } = ctx.reading(&a.read)?;
     let (sink_name, sink, entry) = find_snapshot(&sinks, &a.snapshot).await?;
     let signature = crate::ctx::enforce(&trust, &entry)?;
-    let ids = identities(&a.keys)?;
+    let ids = identities(&a.read.keys)?;
     let manifest = if ids.is_empty() {
         None
     } else {

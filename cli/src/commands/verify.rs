@@ -8,7 +8,7 @@ use coffer_core::ops::{ErrorInfo, SampleProgress, VerifyResult};
 use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Progress, config_error};
 
 use crate::Failure;
-use crate::ctx::{CmdResult, Ctx, KeySel, SinkSel, TrustSel, deep_check, identities};
+use crate::ctx::{CmdResult, Ctx, ReadSel, Reading, deep_check, identities};
 use crate::output::{Spinner, print_json};
 
 #[derive(Debug, Args)]
@@ -27,19 +27,13 @@ pub struct VerifyArgs {
     #[arg(long, value_name = "N%|N", conflicts_with_all = ["all", "snapshot"])]
     pub sample: Option<crate::sample::Sample>,
     #[command(flatten)]
-    pub sink: SinkSel,
-    #[command(flatten)]
-    pub keys: KeySel,
-    #[command(flatten)]
-    pub trust: TrustSel,
+    pub read: ReadSel,
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
-    let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
-    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
+    let Reading { sinks, trust, .. } = ctx.reading(&a.read)?;
     let ids = if a.deep {
-        Some(Arc::new(identities(&a.keys)?))
+        Some(Arc::new(identities(&a.read.keys)?))
     } else {
         None
     };

@@ -118,6 +118,37 @@ pub struct SinkSel {
     pub sinks: Vec<String>,
 }
 
+/// What a command that reads snapshots takes: where (`--sink`), with
+/// which keys (`--identity`, `--passphrase`) and whom to trust
+/// (`--trusted-signer`).
+#[derive(Debug, Args, Default)]
+pub struct ReadSel {
+    #[command(flatten)]
+    pub sink: SinkSel,
+    #[command(flatten)]
+    pub keys: KeySel,
+    #[command(flatten)]
+    pub trust: TrustSel,
+}
+
+/// [`ReadSel`] resolved: the config, the sinks to read, the trusted
+/// signers.
+pub(crate) struct Reading {
+    pub(crate) config: Option<crate::config::Config>,
+    pub(crate) sinks: Vec<(String, std::sync::Arc<dyn coffer_core::Sink>)>,
+    pub(crate) trust: coffer_core::TrustedSigners,
+}
+
+impl Ctx {
+    /// Loads the config and resolves `sel`'s sinks and trusted signers.
+    pub(crate) fn reading(&self, sel: &ReadSel) -> Result<Reading> {
+        let config = self.config()?;
+        let sinks = self.read_sinks(&sel.sink, config.as_ref())?;
+        let trust = trusted_signers(&sel.trust, config.as_ref())?;
+        Ok(Reading { config, sinks, trust })
+    }
+}
+
 #[derive(Debug, Args, Default)]
 pub struct BackupSinks {
     /// A sink to write: a name from the config, a directory, or a URL

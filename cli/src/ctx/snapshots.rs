@@ -53,20 +53,16 @@ pub(crate) struct Opened {
 
 pub(crate) async fn open_snapshot(
     ctx: &Ctx,
-    sel: &super::SinkSel,
-    keys: &super::KeySel,
-    trust: &super::TrustSel,
+    sel: &super::ReadSel,
     spec: &str,
     needs_key: &str,
 ) -> Result<Opened> {
-    let config = ctx.config()?;
-    let sinks = ctx.read_sinks(sel, config.as_ref())?;
-    let ids = super::identities(keys)?;
+    let super::Reading { config, sinks, trust } = ctx.reading(sel)?;
+    let ids = super::identities(&sel.keys)?;
     if ids.is_empty() {
         return Err(coffer_core::config_error(needs_key.to_string())
             .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)"));
     }
-    let trust = super::trusted_signers(trust, config.as_ref())?;
     let (sink_name, sink, entry) = find_snapshot(&sinks, spec).await?;
     // Before fetching or decrypting anything: a forged snapshot stops here.
     let signature = super::enforce(&trust, &entry)?;
