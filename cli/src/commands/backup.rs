@@ -2,17 +2,14 @@
 //! the sources into one bundle, fan it out to the sinks, then prune or pin.
 
 use std::path::PathBuf;
-use std::sync::Arc;
 
 use clap::Args;
 use coffer_core::ops::BackupReport;
-use coffer_core::{
-    BackupRequest, Compression, Encryption, RecipientKey, Result, SinkTarget, Source, config_error,
-};
+use coffer_core::{BackupRequest, Result, SinkTarget, config_error};
 
 use crate::Failure;
 use crate::config::Config;
-use crate::ctx::{BackupSinks, CmdResult, Ctx, passphrase, run_locked_backup};
+use crate::ctx::{BackupSinks, CmdResult, Ctx, JobFlags, JobPlan, ResolvedJob, run_locked_backup};
 use crate::output::{print_json, size};
 
 #[derive(Debug, Args)]
@@ -63,108 +60,66 @@ pub struct BackupArgs {
     pub signing_key: Option<PathBuf>,
 }
 
+/// The job to run: `[job.NAME]`, or one made of `--source` flags.
+fn plan(ctx: &Ctx, a: &BackupArgs, config: Option<&Config>) -> coffer_core::Result<JobPlan> {
+    if a.sources.is_empty() {
+        let Some(cfg) = config else {
+            return Err(config_error("nothing to back up: no --source given and no coffer.toml here")
+                .with_hint("pass --source KIND:SPEC --sink DIR --recipient KEY, or --config FILE (see `coffer init`)"));
+        };
+        return JobPlan::configured(cfg, a.job.as_deref());
+    }
+    if a.job.is_some() {
+        return Err(config_error("give either a JOB or --source flags, not both"));
+    }
+    if a.sink.sinks.is_empty() && a.sinks_optional.is_empty() {
+        return Err(config_error("no sink given").with_hint("add --sink DIR_OR_URL"));
+    }
+    let mut plan = JobPlan::ad_hoc(a.name.clone().unwrap_or_else(|| "one-off".into()), None);
+    let mut names = Vec::new();
+    for spec in &a.sources {
+        let (factory, rest) = ctx.registry.source_spec(spec)?;
+        let name = coffer_core::unique_source_name(&factory.spec_name(rest), &names);
+        plan.sources.push(
+            factory
+                .from_spec(&name, rest)
+                .map_err(|e| e.prefix(format!("--source {spec}")))?,
+        );
+        names.push(name);
+    }
+    Ok(plan)
+}
+
 pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
     let config = ctx.config()?;
-    let one_off = !a.sources.is_empty();
-    let (job, sources, sink_names, recipients, compression, mut tags, passfile, job_signing) = if one_off {
-        if a.job.is_some() {
-            return Err(config_error("give either a JOB or --source flags, not both").into());
-        }
-        let mut names = Vec::new();
-        let mut sources: Vec<Arc<dyn Source>> = Vec::new();
-        for spec in &a.sources {
-            let (factory, rest) = ctx.registry.source_spec(spec)?;
-            let name = coffer_core::unique_source_name(&factory.spec_name(rest), &names);
-            sources.push(
-                factory
-                    .from_spec(&name, rest)
-                    .map_err(|e| e.prefix(format!("--source {spec}")))?,
-            );
-            names.push(name);
-        }
-        if a.sink.sinks.is_empty() && a.sinks_optional.is_empty() {
-            return Err(config_error("no sink given")
-                .with_hint("add --sink DIR_OR_URL")
-                .into());
-        }
-        let job = a.name.clone().unwrap_or_else(|| "one-off".into());
-        (
-            job,
-            sources,
-            a.sink.sinks.clone(),
-            a.recipients.clone(),
-            a.compression.clone(),
-            vec![],
-            None,
-            None,
-        )
-    } else {
-        let Some(cfg) = &config else {
-            return Err(config_error("nothing to back up: no --source given and no coffer.toml here")
-                .with_hint("pass --source KIND:SPEC --sink DIR --recipient KEY, or --config FILE (see `coffer init`)")
-                .into());
-        };
-        let (name, job) = cfg.job(a.job.as_deref())?;
-        let sources = job.sources.iter().map(|s| cfg.sources[s].clone()).collect();
-        let sinks = if a.sink.sinks.is_empty() {
-            job.sinks.clone()
-        } else {
-            a.sink.sinks.clone()
-        };
-        let recipients = if !a.recipients.is_empty() {
-            a.recipients.clone()
-        } else {
-            job.recipients.clone().unwrap_or_else(|| cfg.recipients.clone())
-        };
-        let compression = a
-            .compression
-            .clone()
-            .or(job.compression.clone())
-            .or(cfg.compression.clone());
-        (
-            name,
-            sources,
-            sinks,
-            recipients,
-            compression,
-            job.tags.clone(),
-            job.passphrase_file.clone(),
-            job.signing_key.clone(),
-        )
+    let flags = JobFlags {
+        sinks: &a.sink.sinks,
+        recipients: &a.recipients,
+        compression: a.compression.as_deref(),
+        tags: &a.tags,
+        passphrase: a.passphrase,
+        passphrase_file: a.passphrase_file.as_deref(),
+        signing_key: a.signing_key.as_deref(),
     };
-    tags.extend(a.tags.iter().cloned());
-    let (targets, quorum) = fan_out(config.as_ref(), &job, one_off, sink_names, &a.sinks_optional)?;
+    let plan = plan(ctx, &a, config.as_ref())?.with_flags(&flags);
+    let one_off = !plan.configured;
+    let (targets, quorum) = fan_out(
+        config.as_ref(),
+        &plan.job,
+        one_off,
+        plan.sinks.clone(),
+        &a.sinks_optional,
+    )?;
     if a.prune {
         let names: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
-        crate::retention::check_backup_prune(config.as_ref(), &job, &names)?;
+        crate::retention::check_backup_prune(config.as_ref(), &plan.job, &names)?;
     }
-
-    let encryption = if a.passphrase || a.passphrase_file.is_some() || passfile.is_some() {
-        if !a.recipients.is_empty() {
-            return Err(
-                config_error("a passphrase must be the only recipient (an age rule)")
-                    .with_hint("drop --recipient, or drop --passphrase")
-                    .into(),
-            );
-        }
-        let file = a.passphrase_file.clone().or(passfile);
-        Encryption::Passphrase {
-            passphrase: passphrase(file.as_deref(), true)?,
-            log_n: coffer_core::DEFAULT_SCRYPT_LOG_N,
-        }
-    } else {
-        let keys = recipients
-            .iter()
-            .map(|r| RecipientKey::parse(r))
-            .collect::<Result<Vec<_>>>()?;
-        let enc = Encryption::Recipients(keys);
-        enc.validate()?;
-        enc
-    };
-    let compression = match compression {
-        Some(c) => Compression::parse(&c)?,
-        None => Compression::default(),
-    };
+    let ResolvedJob {
+        plan,
+        encryption,
+        compression,
+        signing_key,
+    } = plan.resolve(&flags, config.as_ref())?;
     let time = crate::ctx::snapshot_time(a.time.as_deref())?;
     let mut sinks = Vec::new();
     for (s, required) in &targets {
@@ -174,6 +129,9 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             required: *required,
         });
     }
+    let JobPlan {
+        job, sources, tags, ..
+    } = plan;
     // Until it succeeds, the run counts as failed.
     let now = jiff::Timestamp::now().as_second() as f64;
     ctx.record.note("job", job.as_str());
@@ -181,8 +139,6 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         .metric("coffer_backup_last_run_timestamp_seconds", &[("job", &job)], now);
     ctx.record
         .metric("coffer_backup_last_run_success", &[("job", &job)], 0.0);
-    let signing_key =
-        crate::ctx::signing_key(a.signing_key.as_deref(), job_signing.as_deref(), config.as_ref())?;
     // A configured source that cannot be read (a missing path) names its
     // place in the config file.
     if let Some(cfg) = config.as_ref().filter(|_| !one_off) {
@@ -193,9 +149,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
             }
         }
     }
-    let threads = std::thread::available_parallelism()
-        .map(|n| n.get() as u32)
-        .unwrap_or(2);
+    let threads = crate::ctx::threads();
     let req = BackupRequest {
         job,
         sources,

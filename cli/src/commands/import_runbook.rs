@@ -57,14 +57,11 @@ pub(crate) async fn exec(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
 
 #[cfg(feature = "mongo")]
 mod imp {
-    use coffer_core::{
-        BackupRequest, Compression, Encryption, Error, ErrorKind, RecipientKey, Result, SinkTarget,
-        config_error,
-    };
+    use coffer_core::{BackupRequest, Error, ErrorKind, SinkTarget, config_error};
 
     use super::ImportRunbookArgs;
     use crate::Failure;
-    use crate::ctx::{CmdResult, Ctx};
+    use crate::ctx::{CmdResult, Ctx, JobFlags, JobPlan, ResolvedJob};
     use crate::output::{print_json, size};
 
     pub(super) async fn run(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
@@ -74,48 +71,43 @@ mod imp {
         let backup_name = coffer_source_runbook::backup_name(&file);
 
         // Everything that can be refused is checked before any decryption.
-        if a.sink.sinks.is_empty() {
+        // The job's settings apply when coffer.toml has it (its sources do
+        // not: the archive brings its own).
+        let plan = match config.as_ref().filter(|c| c.jobs.contains_key(&a.job)) {
+            Some(cfg) => JobPlan::configured(cfg, Some(&a.job))?,
+            None => JobPlan::ad_hoc(a.job.clone(), config.as_ref()),
+        };
+        let tags: Vec<String> = std::iter::once("runbook-import".to_string())
+            .chain(a.tags.iter().cloned())
+            .collect();
+        let flags = JobFlags {
+            sinks: &a.sink.sinks,
+            recipients: &a.recipients,
+            compression: a.compression.as_deref(),
+            tags: &tags,
+            ..JobFlags::default()
+        };
+        let plan = plan.with_flags(&flags);
+        if plan.sinks.is_empty() {
             return Err(config_error("no sink given")
                 .with_hint("add --sink DIR_OR_URL (or a sink name from coffer.toml)")
                 .into());
         }
-        let recipients = if !a.recipients.is_empty() {
-            a.recipients.clone()
-        } else {
-            let job = config.as_ref().and_then(|c| c.jobs.get(&a.job));
-            job.and_then(|j| j.recipients.clone())
-                .or_else(|| config.as_ref().map(|c| c.recipients.clone()))
-                .unwrap_or_default()
-        };
-        if recipients.is_empty() {
-            return Err(config_error("no recipient to encrypt the snapshot to")
-                .with_hint("pass --recipient age1… (or set `recipients` in coffer.toml)")
-                .into());
-        }
-        let keys = recipients
-            .iter()
-            .map(|r| RecipientKey::parse(r))
-            .collect::<Result<Vec<_>>>()?;
-        let encryption = Encryption::Recipients(keys);
-        encryption.validate()?;
-        let compression = match a
-            .compression
-            .clone()
-            .or_else(|| config.as_ref().and_then(|c| c.compression.clone()))
-        {
-            Some(c) => Compression::parse(&c)?,
-            None => Compression::default(),
-        };
+        let ResolvedJob {
+            plan,
+            encryption,
+            compression,
+            signing_key,
+        } = plan.resolve(&flags, config.as_ref())?;
         let forced_time = crate::ctx::snapshot_time(a.time.as_deref())?;
         let mut sinks = Vec::new();
-        for s in &a.sink.sinks {
+        for s in &plan.sinks {
             sinks.push(SinkTarget {
                 name: s.clone(),
                 sink: ctx.target_sink(s, config.as_ref())?,
                 required: true,
             });
         }
-        let signing_key = crate::ctx::signing_key(None, None, config.as_ref())?;
         let ids = crate::ctx::identities(&a.keys)?;
         if ids.is_empty() {
             return Err(config_error("no identity to decrypt the runbook backup")
@@ -144,20 +136,15 @@ mod imp {
                     .into());
                 }
             };
-        let mut tags = vec!["runbook-import".to_string()];
-        tags.extend(a.tags.iter().cloned());
-        let threads = std::thread::available_parallelism()
-            .map(|n| n.get() as u32)
-            .unwrap_or(2);
         let req = BackupRequest {
-            job: a.job.clone(),
+            job: plan.job,
             sources,
             sinks,
             encryption,
             compression,
-            tags,
+            tags: plan.tags,
             time: Some(time),
-            threads,
+            threads: crate::ctx::threads(),
             signing_key,
         };
         let (outcome, secs) = crate::ctx::run_locked_backup(ctx, req, "import-runbook").await?;

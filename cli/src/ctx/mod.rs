@@ -3,6 +3,7 @@
 //! [`BackupSinks`]) and their resolvers (keys, trust, snapshots, locks).
 //! Depends on config, output and core only; never on a command.
 
+mod job;
 mod keys;
 mod locks;
 mod snapshots;
@@ -17,6 +18,7 @@ use coffer_core::{CancelFlag, Registry, Result, Sink, config_error};
 use crate::Failure;
 use crate::config::Config;
 
+pub(crate) use job::*;
 pub(crate) use keys::*;
 pub(crate) use locks::*;
 pub(crate) use snapshots::*;
