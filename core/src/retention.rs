@@ -124,28 +124,23 @@ impl RetentionPolicy {
     /// Whether any rule is given, even as 0: flags that give one replace
     /// the configured policy.
     pub fn has_rules(&self) -> bool {
-        let counts = [
+        self.counts().iter().any(Option::is_some) || self.keep_within.is_some() || !self.keep_tag.is_empty()
+    }
+
+    fn counts(&self) -> [Option<u32>; 6] {
+        [
             self.keep_last,
             self.keep_hourly,
             self.keep_daily,
             self.keep_weekly,
             self.keep_monthly,
             self.keep_yearly,
-        ];
-        counts.iter().any(Option::is_some) || self.keep_within.is_some() || !self.keep_tag.is_empty()
+        ]
     }
 
     /// Whether no rule is set: such a policy deletes nothing.
     pub fn is_empty(&self) -> bool {
-        let counts = [
-            self.keep_last,
-            self.keep_hourly,
-            self.keep_daily,
-            self.keep_weekly,
-            self.keep_monthly,
-            self.keep_yearly,
-        ];
-        counts.iter().all(|c| c.unwrap_or(0) == 0)
+        self.counts().iter().all(|c| c.unwrap_or(0) == 0)
             && self.keep_within.is_none()
             && self.keep_tag.iter().all(|t| t.trim().is_empty())
     }

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use coffer_core::ops::BackupReport;
-use coffer_core::{BackupRequest, Result, SinkTarget, config_error};
+use coffer_core::{BackupRequest, Result, config_error};
 
 use crate::Failure;
 use crate::config::Config;
@@ -121,14 +121,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         signing_key,
     } = plan.resolve(&flags, config.as_ref())?;
     let time = crate::ctx::snapshot_time(a.time.as_deref())?;
-    let mut sinks = Vec::new();
-    for (s, required) in &targets {
-        sinks.push(SinkTarget {
-            name: s.clone(),
-            sink: ctx.target_sink(s, config.as_ref())?,
-            required: *required,
-        });
-    }
+    let sinks = ctx.sink_targets(&targets, config.as_ref())?;
     let JobPlan {
         job, sources, tags, ..
     } = plan;

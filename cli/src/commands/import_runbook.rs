@@ -57,7 +57,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
 
 #[cfg(feature = "mongo")]
 mod imp {
-    use coffer_core::{BackupRequest, Error, ErrorKind, SinkTarget, config_error};
+    use coffer_core::{BackupRequest, Error, ErrorKind, config_error};
 
     use super::ImportRunbookArgs;
     use crate::Failure;
@@ -100,14 +100,8 @@ mod imp {
             signing_key,
         } = plan.resolve(&flags, config.as_ref())?;
         let forced_time = crate::ctx::snapshot_time(a.time.as_deref())?;
-        let mut sinks = Vec::new();
-        for s in &plan.sinks {
-            sinks.push(SinkTarget {
-                name: s.clone(),
-                sink: ctx.target_sink(s, config.as_ref())?,
-                required: true,
-            });
-        }
+        let targets: Vec<(String, bool)> = plan.sinks.iter().map(|s| (s.clone(), true)).collect();
+        let sinks = ctx.sink_targets(&targets, config.as_ref())?;
         let ids = crate::ctx::identities(&a.keys)?;
         if ids.is_empty() {
             return Err(config_error("no identity to decrypt the runbook backup")

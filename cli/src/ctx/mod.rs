@@ -109,6 +109,25 @@ impl Ctx {
             sink
         })
     }
+
+    /// The sinks a backup writes: `(name, required)` resolved as
+    /// [`Ctx::target_sink`].
+    pub(crate) fn sink_targets(
+        &self,
+        targets: &[(String, bool)],
+        config: Option<&Config>,
+    ) -> Result<Vec<coffer_core::SinkTarget>> {
+        targets
+            .iter()
+            .map(|(name, required)| {
+                Ok(coffer_core::SinkTarget {
+                    name: name.clone(),
+                    sink: self.target_sink(name, config)?,
+                    required: *required,
+                })
+            })
+            .collect()
+    }
 }
 
 #[derive(Debug, Args, Default)]
