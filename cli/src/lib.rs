@@ -28,7 +28,6 @@ mod output;
 mod record;
 mod restoring;
 mod retention;
-mod sample;
 #[cfg(test)]
 mod schema_tests;
 mod transfer;

@@ -110,6 +110,14 @@ impl Spinner {
         }
     }
 
+    /// Prints a line on stdout without tearing the display.
+    pub fn println(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.suspend(|| println!("{line}")),
+            None => println!("{line}"),
+        }
+    }
+
     /// Removes the display.
     pub fn finish(self) {
         if let Some(t) = self.task {

@@ -61,9 +61,9 @@ pub use signing::{
 };
 pub use sink::{ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key};
 pub use source::{
-    Area, CancelFlag, CaptureContext, Entry, EntryBody, EntrySender, OptionKind, PathClaims, RestoreAction,
-    RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions, RestoreReport, Restorer, Source,
-    SourceInfo, SourceReport, check_relative_path,
+    Area, CancelFlag, CaptureContext, Entry, EntryBody, EntryCheck, EntrySender, OptionKind, PathClaims,
+    RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions, RestoreReport,
+    Restorer, Source, SourceInfo, SourceReport, check_relative_path,
 };
 pub use units::{human_size, printable};
 

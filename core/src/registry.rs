@@ -41,6 +41,12 @@ pub trait SourceFactory: Send + Sync {
     fn restore_options(&self) -> Vec<crate::RestoreOptionSpec> {
         Vec::new()
     }
+
+    /// A deep check of this kind's entries for `verify --deep` (and
+    /// drills), if it has one beyond the hashes core checks.
+    fn entry_check(&self) -> Option<Box<dyn crate::EntryCheck>> {
+        None
+    }
 }
 
 /// Builds sinks of one kind.

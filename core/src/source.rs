@@ -385,6 +385,19 @@ impl RestoreOptions {
     }
 }
 
+/// A deep check of one source's entries for `verify --deep`, beyond their
+/// SHA-256 (which core always checks): e.g. that every BSON document of a
+/// dump parses and the counts match the manifest. A kind offers one with
+/// [`crate::SourceFactory::entry_check`]; a fresh check sees one
+/// source's entries, in bundle order.
+pub trait EntryCheck: Send {
+    /// Reads one entry (whatever is left unread is read and hashed after).
+    fn entry(&mut self, entry: RestoreEntry<'_>) -> Result<()>;
+    /// After the last entry: compares what was read with what the manifest
+    /// recorded for this source at backup time.
+    fn finish(self: Box<Self>, manifest: &crate::ManifestSource) -> Result<()>;
+}
+
 /// A restore option a source plugin declares
 /// ([`crate::SourceFactory::restore_options`]). The CLI offers each as
 /// `--opt KIND.NAME=VALUE` (e.g. `--opt mongo.uri=mongodb://…`), checks

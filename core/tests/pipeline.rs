@@ -508,3 +508,105 @@ async fn a_plugin_declared_area_round_trips_and_a_secret_one_is_private() {
         ("root-token", 0o600, &b"hvs.s3cr3t"[..])
     );
 }
+
+/// A kind whose deep check counts entries against the manifest's summary
+/// (`N files`), or refuses everything.
+struct MemKind {
+    refuse: bool,
+}
+
+struct CountCheck {
+    seen: u64,
+    refuse: bool,
+}
+
+impl coffer_core::EntryCheck for CountCheck {
+    fn entry(&mut self, _: coffer_core::RestoreEntry<'_>) -> Result<()> {
+        self.seen += 1;
+        Ok(())
+    }
+    fn finish(self: Box<Self>, manifest: &coffer_core::ManifestSource) -> Result<()> {
+        if self.refuse || manifest.report.summary != format!("{} files", self.seen) {
+            return Err(coffer_core::Error::new(
+                ErrorKind::Integrity,
+                "entry count differs",
+            ));
+        }
+        Ok(())
+    }
+}
+
+impl coffer_core::SourceFactory for MemKind {
+    fn kind(&self) -> &'static str {
+        "mem"
+    }
+    fn from_config(
+        &self,
+        _: &str,
+        _: coffer_core::toml::Table,
+        _: &std::path::Path,
+    ) -> Result<Arc<dyn Source>> {
+        unimplemented!("not used here")
+    }
+    fn from_spec(&self, _: &str, _: &str) -> Result<Arc<dyn Source>> {
+        unimplemented!("not used here")
+    }
+    fn from_origin(&self, _: &str, _: &serde_json::Value) -> Result<Arc<dyn Source>> {
+        unimplemented!("not used here")
+    }
+    fn entry_check(&self) -> Option<Box<dyn coffer_core::EntryCheck>> {
+        Some(Box::new(CountCheck {
+            seen: 0,
+            refuse: self.refuse,
+        }))
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn verify_deep_runs_the_entry_check_a_kind_declares() {
+    use coffer_core::ops::{Pick, VerifyRequest, verify_sink};
+    let (k, ids, _d) = key();
+    let src = Arc::new(MemSource {
+        name: "m".into(),
+        files: vec![("a".into(), b"1".to_vec()), ("b".into(), b"2".to_vec())],
+        fail_after: None,
+    });
+    let sink = Arc::new(MemorySink::new());
+    run_backup(
+        request(&k, vec![src], vec![target("a", sink.clone(), true)]),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let trusted = coffer_core::TrustedSigners::default();
+    let ids = Arc::new(ids);
+    for refuse in [false, true] {
+        let mut registry = coffer_core::Registry::new();
+        registry.register_source(Arc::new(MemKind { refuse }));
+        let req = VerifyRequest {
+            pick: Pick::One("latest".into()),
+            identities: Some(ids.clone()),
+            trusted: &trusted,
+            registry: &registry,
+            progress: Arc::new(Progress::default()),
+        };
+        let mut seen = Vec::new();
+        let done = verify_sink("a", sink.as_ref(), &req, &mut |r, e| {
+            seen.push((r.ok, e.map(|e| e.kind())))
+        })
+        .await
+        .unwrap();
+        assert_eq!(done.results.len(), 1);
+        if refuse {
+            assert_eq!(seen, [(false, Some(ErrorKind::Integrity))]);
+            let msg = &done.results[0].error.as_ref().unwrap().message;
+            assert!(
+                msg.contains("source `m`") && msg.contains("entry count differs"),
+                "{msg}"
+            );
+        } else {
+            assert_eq!(seen, [(true, None)]);
+            assert_eq!(done.results[0].files_checked, Some(2));
+        }
+    }
+}

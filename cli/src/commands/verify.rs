@@ -4,11 +4,12 @@
 use std::sync::Arc;
 
 use clap::Args;
-use coffer_core::ops::{ErrorInfo, SampleProgress, VerifyResult};
-use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Progress, config_error};
+use coffer_core::ops::sample::Sample;
+use coffer_core::ops::{Pick, SampleProgress, VerifyRequest, VerifyResult, verify_sink};
+use coffer_core::{Error, ErrorKind, Progress, config_error};
 
 use crate::Failure;
-use crate::ctx::{CmdResult, Ctx, ReadSel, Reading, deep_check, identities};
+use crate::ctx::{CmdResult, Ctx, ReadSel, Reading, identities};
 use crate::output::{Spinner, print_json};
 
 #[derive(Debug, Args)]
@@ -25,180 +26,131 @@ pub struct VerifyArgs {
     /// snapshots this cycle has not covered yet, oldest first; the cycle's
     /// coverage is kept in `coffer-verify-state.json` on each sink.
     #[arg(long, value_name = "N%|N", conflicts_with_all = ["all", "snapshot"])]
-    pub sample: Option<crate::sample::Sample>,
+    pub sample: Option<Sample>,
     #[command(flatten)]
     pub read: ReadSel,
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
     let Reading { sinks, trust, .. } = ctx.reading(&a.read)?;
-    let ids = if a.deep {
-        Some(Arc::new(identities(&a.read.keys)?))
+    let identities = if a.deep {
+        let ids = identities(&a.read.keys)?;
+        if ids.is_empty() {
+            return Err(config_error("--deep needs a key to decrypt")
+                .with_hint("add --identity FILE or --passphrase")
+                .into());
+        }
+        Some(Arc::new(ids))
     } else {
         None
     };
-    if let Some(ids) = &ids
-        && ids.is_empty()
-    {
-        return Err(config_error("--deep needs a key to decrypt")
-            .with_hint("add --identity FILE or --passphrase")
-            .into());
-    }
+    let pick = match (a.sample, a.all) {
+        (Some(size), _) => Pick::Sample(size),
+        (None, true) => Pick::All,
+        (None, false) => Pick::One(a.snapshot.clone().unwrap_or_else(|| "latest".into())),
+    };
+    let progress = Arc::new(Progress::default());
+    let shown = Spinner::start("verify", progress.clone(), ctx.quiet);
+    let req = VerifyRequest {
+        pick,
+        identities,
+        trusted: &trust,
+        registry: &ctx.registry,
+        progress,
+    };
+    let mut tally = Tally::default();
     let mut results = Vec::new();
-    let mut failed = 0;
-    // Integrity failures give exit 3; any other failure (unreachable sink,
-    // permission) is reported as that error instead.
-    let mut other_error: Option<Error> = None;
-    let mut no_key: Vec<String> = Vec::new();
     for (name, sink) in &sinks {
-        let cat = Catalog::load(sink.as_ref())
-            .await
-            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        if a.all {
-            for (key, err) in &cat.unreadable {
-                failed += 1;
-                if !ctx.json {
-                    println!("{name} {key}: FAILED: unreadable index: {err}");
-                }
-                results.push(VerifyResult {
-                    sink: name.clone(),
-                    id: key.clone(),
-                    ok: false,
-                    deep: a.deep,
-                    files_checked: None,
-                    error: Some(ErrorInfo {
-                        kind: ErrorKind::Integrity.as_str().to_string(),
-                        message: format!("unreadable index: {err}"),
-                        hint: None,
-                    }),
-                    sample: None,
-                });
-            }
-        }
-        let mut sampled = None;
-        let chosen: Vec<CatalogEntry> = if let Some(sample) = a.sample {
-            let state = crate::sample::load(sink.as_ref())
-                .await
-                .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-            let all: Vec<String> = cat.snapshots.iter().map(|e| e.index.id.to_string()).collect();
-            let (ids, next) = crate::sample::pick(&all, &state, sample);
-            sampled = Some((next, all.len()));
-            cat.snapshots
-                .iter()
-                .filter(|e| ids.contains(&e.index.id.to_string()))
-                .cloned()
-                .collect()
-        } else if a.all {
-            cat.snapshots.clone()
-        } else {
-            vec![cat.resolve(a.snapshot.as_deref().unwrap_or("latest"))?.clone()]
-        };
-        for entry in chosen {
-            let index = entry.index.clone();
-            let check = async {
-                // The signature first: nothing is fetched for a refused one.
-                crate::ctx::enforce(&trust, &entry)?;
-                match &ids {
-                    None => {
-                        let progress = Arc::new(Progress::default());
-                        let shown = Spinner::start("verify", progress.clone(), ctx.quiet);
-                        let r =
-                            coffer_core::verify_object(sink.as_ref(), &index, None, Some(&progress)).await;
-                        shown.finish();
-                        r.map(|_| None)
-                    }
-                    Some(ids) => deep_check(ctx, "verify", sink.as_ref(), &index, ids.clone())
-                        .await
-                        .map(|s| Some(s.files_checked)),
-                }
-            };
-            let r = check.await;
-            if let Err(e) = &r {
-                match e.kind() {
-                    ErrorKind::Integrity => failed += 1,
-                    // No key for this one: the others are still checked.
-                    ErrorKind::Decryption => no_key.push(index.id.to_string()),
-                    _ if other_error.is_none() => other_error = Some(Error::new(e.kind(), e.to_string())),
-                    _ => {}
-                }
-            }
-            if !ctx.json {
-                match &r {
-                    Ok(None) => println!("{} {}: ok (size and SHA-256 match the index)", name, index.id),
-                    Ok(Some(n)) => println!(
-                        "{} {}: ok (decrypted, {n} files match SHA256SUMS)",
-                        name, index.id
-                    ),
-                    Err(e) if e.kind() == ErrorKind::Decryption => {
-                        println!("{} {}: NO KEY: {e}", name, index.id)
-                    }
-                    Err(e) => println!("{} {}: FAILED: {e}", name, index.id),
-                }
-            }
-            results.push(VerifyResult {
-                sink: name.clone(),
-                id: index.id.to_string(),
-                ok: r.is_ok(),
-                deep: a.deep,
-                files_checked: r.as_ref().ok().copied().flatten(),
-                error: r.as_ref().err().map(ErrorInfo::from),
-                sample: sampled.as_ref().map(|(state, total)| SampleProgress {
-                    cycle: state.cycle,
-                    covered: state.covered.len(),
-                    of: *total,
-                }),
-            });
-        }
-        ctx.record.metric(
-            "coffer_verify_last_timestamp_seconds",
-            &[("sink", name.as_str())],
-            jiff::Timestamp::now().as_second() as f64,
-        );
-        if let Some((state, total)) = &sampled
-            && *total > 0
-        {
-            let ratio = state.covered.len() as f64 / *total as f64;
-            ctx.record
-                .metric("coffer_verify_coverage_ratio", &[("sink", name.as_str())], ratio);
-        }
-        if let Some((state, total)) = sampled {
-            crate::sample::save(sink.as_ref(), &state).await;
-            if !ctx.json {
-                println!(
-                    "{name}: sample cycle {}: {} of {total} snapshots checked so far{}",
-                    state.cycle,
-                    state.covered.len(),
-                    if state.covered.len() == total {
-                        " (complete)"
-                    } else {
-                        ""
-                    }
-                );
-            }
-        }
+        let mut each = |r: &VerifyResult, e: Option<&Error>| tally.add(ctx, &shown, r, e);
+        let done = verify_sink(name, sink.as_ref(), &req, &mut each).await;
+        let done = done.map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        record(ctx, &shown, name, done.sample.as_ref());
+        results.extend(done.results);
     }
+    shown.finish();
     if ctx.json {
         print_json(&results);
     }
-    if let Some(e) = other_error {
-        return Err(e.into());
+    tally.finish()
+}
+
+/// Failures by kind: integrity failures give exit 3; any other failure
+/// (unreachable sink, permission) is reported as that error instead; a
+/// snapshot no key opens does not stop the others.
+#[derive(Default)]
+struct Tally {
+    failed: usize,
+    other: Option<Error>,
+    no_key: Vec<String>,
+}
+
+impl Tally {
+    /// Counts one result and prints it (unless --json).
+    fn add(&mut self, ctx: &Ctx, shown: &Spinner, r: &VerifyResult, e: Option<&Error>) {
+        match e.map(Error::kind) {
+            Some(ErrorKind::Integrity) => self.failed += 1,
+            Some(ErrorKind::Decryption) => self.no_key.push(r.id.clone()),
+            Some(kind) if self.other.is_none() => {
+                self.other = e.map(|e| Error::new(kind, e.to_string()));
+            }
+            _ => {}
+        }
+        if ctx.json {
+            return;
+        }
+        let (sink, id) = (&r.sink, &r.id);
+        shown.println(&match (e, r.files_checked) {
+            (None, None) => format!("{sink} {id}: ok (size and SHA-256 match the index)"),
+            (None, Some(n)) => format!("{sink} {id}: ok (decrypted, {n} files match SHA256SUMS)"),
+            (Some(e), _) if e.kind() == ErrorKind::Decryption => format!("{sink} {id}: NO KEY: {e}"),
+            (Some(e), _) => format!("{sink} {id}: FAILED: {e}"),
+        });
     }
-    if failed > 0 {
-        return Err(Failure::Integrity(format!(
-            "{failed} snapshot(s) failed verification"
-        )));
-    }
-    if !no_key.is_empty() {
-        return Err(Error::new(
-            ErrorKind::Decryption,
-            format!(
+
+    fn finish(self) -> CmdResult {
+        if let Some(e) = self.other {
+            return Err(e.into());
+        }
+        if self.failed > 0 {
+            return Err(Failure::Integrity(format!(
+                "{} snapshot(s) failed verification",
+                self.failed
+            )));
+        }
+        if !self.no_key.is_empty() {
+            return Err(Error::new(
+                ErrorKind::Decryption,
+                format!(
                 "no key given decrypts {} snapshot(s): {}",
-                no_key.len(),
-                no_key.join(", ")
+                self.no_key.len(),
+                self.no_key.join(", ")
             ),
         )
         .with_hint("pass the identity (or passphrase) of those snapshots' recipients; `coffer show ID` lists their fingerprints")
         .into());
+        }
+        Ok(())
     }
-    Ok(())
+}
+
+/// The sink's metrics, and where a sample rotation stands.
+fn record(ctx: &Ctx, shown: &Spinner, name: &str, sample: Option<&SampleProgress>) {
+    ctx.record.metric(
+        "coffer_verify_last_timestamp_seconds",
+        &[("sink", name)],
+        jiff::Timestamp::now().as_second() as f64,
+    );
+    let Some(s) = sample else { return };
+    if s.of > 0 {
+        let ratio = s.covered as f64 / s.of as f64;
+        ctx.record
+            .metric("coffer_verify_coverage_ratio", &[("sink", name)], ratio);
+    }
+    if !ctx.json {
+        let complete = if s.covered == s.of { " (complete)" } else { "" };
+        shown.println(&format!(
+            "{name}: sample cycle {}: {} of {} snapshots checked so far{complete}",
+            s.cycle, s.covered, s.of
+        ));
+    }
 }

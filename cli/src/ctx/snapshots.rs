@@ -1,12 +1,9 @@
-//! Finding a snapshot on the selected sinks, describing it in JSON, and
-//! checking it deeply.
+//! Finding a snapshot on the selected sinks, opening it, and checking it
+//! deeply with a progress display.
 
 use std::sync::Arc;
 
-use coffer_core::{
-    BundleSummary, BundleVisitor, Catalog, CatalogEntry, Error, ErrorKind, Identities, Progress,
-    ProgressRead, RestoreEntry, RestoreEntryKind, Result, Sink, SourcesFile,
-};
+use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Identities, Progress, Result, Sink};
 
 use super::Ctx;
 use crate::output::Spinner;
@@ -76,9 +73,7 @@ pub(crate) async fn open_snapshot(
     })
 }
 
-/// Fetches a snapshot's object (its SHA-256 checked against the index),
-/// then decrypts it and checks every file against `SHA256SUMS` and the
-/// manifest, showing both phases.
+/// [`coffer_core::ops::deep_check`] with a progress display.
 pub(crate) async fn deep_check(
     ctx: &Ctx,
     what: &str,
@@ -88,72 +83,7 @@ pub(crate) async fn deep_check(
 ) -> Result<coffer_core::BundleSummary> {
     let progress = Arc::new(Progress::default());
     let shown = Spinner::start(what, progress.clone(), ctx.quiet);
-    let checked = async {
-        let file = coffer_core::fetch_verified(sink, index, None, Some(&progress)).await?;
-        let input = ProgressRead::new(file, progress.clone(), "decrypt", index.object.size, None);
-        let idx = index.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut deep = DeepCheck::default();
-            let summary = coffer_core::read_bundle(std::io::BufReader::new(input), &idx, &ids, &mut deep)?;
-            deep.finish(&summary)?;
-            Ok(summary)
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
-    }
-    .await;
+    let checked = coffer_core::ops::deep_check(sink, index, ids, &ctx.registry, progress).await;
     shown.finish();
     checked
-}
-
-/// What `verify --deep` checks beyond every file's hash: the documents and
-/// metadata of MongoDB sources, and their counts against the manifest
-/// (`coffer_source_mongo::DumpCheck`).
-#[derive(Default)]
-struct DeepCheck {
-    /// Source name → its kind.
-    kinds: std::collections::BTreeMap<String, String>,
-    #[cfg(feature = "mongo")]
-    dumps: std::collections::BTreeMap<String, coffer_source_mongo::DumpCheck>,
-}
-
-impl BundleVisitor for DeepCheck {
-    fn sources(&mut self, sources: &SourcesFile) -> Result<()> {
-        self.kinds = sources
-            .sources
-            .iter()
-            .map(|s| (s.name.clone(), s.kind.clone()))
-            .collect();
-        Ok(())
-    }
-
-    fn entry(&mut self, source: &str, entry: RestoreEntry<'_>) -> Result<()> {
-        #[cfg(feature = "mongo")]
-        if let (Some("mongo" | "mongo-env" | "mongodump"), RestoreEntryKind::File { size }) =
-            (self.kinds.get(source).map(String::as_str), &entry.kind)
-        {
-            self.dumps
-                .entry(source.to_string())
-                .or_default()
-                .entry(entry.path, entry.reader, *size)
-                .map_err(|e| e.prefix(format!("source `{source}`")))?;
-        }
-        let _ = (source, entry);
-        Ok(())
-    }
-}
-
-impl DeepCheck {
-    /// Compares what was read with the manifest.
-    fn finish(self, summary: &BundleSummary) -> Result<()> {
-        #[cfg(feature = "mongo")]
-        for (name, dump) in self.dumps {
-            let Some(manifest) = summary.manifest.sources.iter().find(|s| s.name == name) else {
-                continue;
-            };
-            dump.finish(manifest)?;
-        }
-        let _ = summary;
-        Ok(())
-    }
 }

@@ -12,9 +12,9 @@
 //! |---|---|
 //! | `backup` | [`crate::run_backup`] → [`BackupReport`] |
 //! | `restore` | [`crate::restore_bundle`] → [`RestoreReport`] |
-//! | `verify` | [`crate::verify_object`] / [`crate::read_bundle`] → [`VerifyResult`] |
+//! | `verify` | [`verify_sink`] ([`deep_check`] with a key) → [`VerifyResult`] |
 //! | `list` | [`list_sink`] → [`SinkListing`] |
-//! | `show` | [`ShowOutcome`] |
+//! | `show` | [`deep_check`] with a key → [`ShowOutcome`] |
 //! | `prune` | [`prune_sink`] → [`PruneReport`] |
 //! | `pin`, `unpin` | [`pin()`], [`unpin`] → [`PinOutcome`] |
 //! | `copy`, `export`, `import` | [`crate::copy_snapshots`] → [`TransferReport`] |
@@ -24,6 +24,8 @@ mod list;
 mod pin;
 mod prune;
 mod report;
+pub mod sample;
+mod verify;
 
 pub use list::{SinkListing, SnapshotRow, list_sink};
 pub use pin::{PinOutcome, pin, sinks_holding, unpin, write_pin};
@@ -31,6 +33,7 @@ pub use prune::{
     Floor, JobPolicy, PolicySource, PruneReport, PruneRequest, PruneRow, delete_snapshot, prune_sink,
 };
 pub use report::*;
+pub use verify::{Pick, SinkVerification, VerifyRequest, deep_check, verify_sink};
 
 use schemars::JsonSchema;
 use serde::Serialize;

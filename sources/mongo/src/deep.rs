@@ -17,6 +17,21 @@ use crate::oplog::OPLOG_FILE;
 /// for internal fields.
 const MAX_DOCUMENT: usize = 16 * 1024 * 1024 + 16 * 1024;
 
+impl coffer_core::EntryCheck for DumpCheck {
+    fn entry(&mut self, entry: coffer_core::RestoreEntry<'_>) -> Result<()> {
+        match entry.kind {
+            coffer_core::RestoreEntryKind::File { size } => {
+                DumpCheck::entry(self, entry.path, entry.reader, size)
+            }
+            _ => Ok(()),
+        }
+    }
+
+    fn finish(self: Box<Self>, manifest: &ManifestSource) -> Result<()> {
+        DumpCheck::finish(*self, manifest).map(|_| ())
+    }
+}
+
 /// Checks the entries of one MongoDB source (kinds `mongo`, `mongo-env`,
 /// `mongodump`) as they stream by.
 #[derive(Debug, Default)]

@@ -1065,6 +1065,10 @@ impl SourceFactory for MongodumpSourceFactory {
         crate::restore_options()
     }
 
+    fn entry_check(&self) -> Option<Box<dyn coffer_core::EntryCheck>> {
+        Some(Box::new(crate::DumpCheck::new()))
+    }
+
     fn kind(&self) -> &'static str {
         DUMP_KIND
     }

@@ -866,6 +866,10 @@ impl SourceFactory for MongoSourceFactory {
         crate::restore_options()
     }
 
+    fn entry_check(&self) -> Option<Box<dyn coffer_core::EntryCheck>> {
+        Some(Box::new(crate::DumpCheck::new()))
+    }
+
     fn kind(&self) -> &'static str {
         KIND
     }
@@ -891,6 +895,10 @@ impl SourceFactory for MongoSourceFactory {
 }
 
 impl SourceFactory for MongoEnvSourceFactory {
+    fn entry_check(&self) -> Option<Box<dyn coffer_core::EntryCheck>> {
+        Some(Box::new(crate::DumpCheck::new()))
+    }
+
     fn kind(&self) -> &'static str {
         ENV_KIND
     }

@@ -7,11 +7,11 @@
 use std::collections::BTreeSet;
 use std::str::FromStr;
 
-use coffer_core::{PutOptions, Result, Sink, SinkExt};
+use crate::{PutOptions, Result, Sink, SinkExt};
 use serde::{Deserialize, Serialize};
 
 /// The state object on the sink.
-pub(crate) const STATE_KEY: &str = "coffer-verify-state.json";
+pub const STATE_KEY: &str = "coffer-verify-state.json";
 
 /// How many snapshots a sampled run checks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -52,7 +52,7 @@ impl Sample {
 
 /// What the current cycle has covered.
 #[derive(Debug, Default, Clone, PartialEq, Serialize, Deserialize)]
-pub(crate) struct State {
+pub struct State {
     /// Cycles begun (a cycle ends when every snapshot was checked once).
     pub cycle: u64,
     /// Snapshot ids checked in this cycle.
@@ -62,7 +62,7 @@ pub(crate) struct State {
 /// The ids to check now, oldest first, and the state after checking them:
 /// the snapshots this cycle has not covered yet (a new cycle when none is
 /// left), at most `sample`'s quota. Snapshots pruned since drop out.
-pub(crate) fn pick(all: &[String], state: &State, sample: Sample) -> (Vec<String>, State) {
+pub fn pick(all: &[String], state: &State, sample: Sample) -> (Vec<String>, State) {
     let mut next = State {
         cycle: state.cycle.max(1),
         covered: state
@@ -87,19 +87,19 @@ pub(crate) fn pick(all: &[String], state: &State, sample: Sample) -> (Vec<String
 }
 
 /// The sink's state, or a fresh one.
-pub(crate) async fn load(sink: &dyn Sink) -> Result<State> {
+pub async fn load(sink: &dyn Sink) -> Result<State> {
     match sink.get_bytes(STATE_KEY).await {
         Ok(bytes) => serde_json::from_slice(&bytes).or_else(|e| {
             tracing::warn!("ignoring an unreadable {STATE_KEY}: {e}; starting a new cycle");
             Ok(State::default())
         }),
-        Err(e) if e.kind() == coffer_core::ErrorKind::NotFound => Ok(State::default()),
+        Err(e) if e.kind() == crate::ErrorKind::NotFound => Ok(State::default()),
         Err(e) => Err(e),
     }
 }
 
 /// Stores the state (a failure only warns: the checks themselves stand).
-pub(crate) async fn save(sink: &dyn Sink, state: &State) {
+pub async fn save(sink: &dyn Sink, state: &State) {
     let bytes = serde_json::to_vec_pretty(state).expect("state serializes");
     if let Err(e) = sink
         .put_bytes(STATE_KEY, bytes.into(), PutOptions::default())
