@@ -6,18 +6,17 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use coffer_core::{
-    Error, ErrorKind, Identities, Index, Progress, ProgressRead, RestoreOptions, RestoreOutcome, Result,
-    Sink, SourceRecord, SourceResolver,
-};
+use coffer_core::ops::RestoreRequest;
+use coffer_core::{Identities, Index, Progress, RestoreOptions, RestoreOutcome, Result, Sink};
 
 use crate::config::Config;
 use crate::ctx::Ctx;
 use crate::output::Spinner;
 
-/// Restores `index` from `sink` with `opts`: the sources named in `only`
-/// (all when empty), each rebuilt from the config when it declares a
-/// source of that name and kind, else from the bundle's origin.
+/// Restores `index` from `sink` with `opts` ([`coffer_core::ops::restore`]):
+/// the sources named in `only` (all when empty), each rebuilt from the
+/// config when it declares a source of that name and kind, else from the
+/// bundle's origin; with a progress display and Ctrl-C.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn restore_snapshot(
     ctx: &Ctx,
@@ -29,40 +28,19 @@ pub(crate) async fn restore_snapshot(
     cache_dir: Option<&Path>,
     mut opts: RestoreOptions,
 ) -> Result<RestoreOutcome> {
+    opts.cancel = ctx.cancel.clone();
+    let req = RestoreRequest {
+        index: index.clone(),
+        identities: ids,
+        only: only.to_vec(),
+        configured: config.map(|c| c.sources.clone()).unwrap_or_default(),
+        registry: ctx.registry.clone(),
+        cache_dir: cache_dir.map(Path::to_path_buf),
+        options: opts,
+    };
     let progress = Arc::new(Progress::default());
     let spinner = Spinner::start("restore", progress.clone(), ctx.quiet);
-    let file = coffer_core::fetch_verified(sink, index, cache_dir, Some(&progress)).await;
-    let file = match file {
-        Ok(f) => ProgressRead::new(f, progress.clone(), "decrypt", index.object.size, Some("commit")),
-        Err(e) => {
-            spinner.finish();
-            return Err(e);
-        }
-    };
-
-    let config_sources = config.map(|c| c.sources.clone()).unwrap_or_default();
-    let registry = ctx.registry.clone();
-    let only = only.to_vec();
-    let resolve: SourceResolver = Box::new(move |rec: &SourceRecord| {
-        if !only.is_empty() && !only.iter().any(|o| o == &rec.name || o == &rec.kind) {
-            return Ok(None);
-        }
-        if let Some(s) = config_sources.get(&rec.name)
-            && s.info().kind == rec.kind
-        {
-            return Ok(Some(s.clone()));
-        }
-        let factory = registry.source_factory(&rec.kind)?;
-        factory.from_origin(&rec.name, &rec.origin).map(Some)
-    });
-    opts.cancel = ctx.cancel.clone();
-    let handle = tokio::runtime::Handle::current();
-    let idx = index.clone();
-    let outcome = tokio::task::spawn_blocking(move || {
-        coffer_core::restore_bundle(file, &idx, &ids, resolve, opts, handle)
-    })
-    .await
-    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()));
+    let outcome = coffer_core::ops::restore(sink, req, progress).await;
     spinner.finish();
-    outcome?
+    outcome
 }

@@ -4,34 +4,15 @@
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use coffer_core::ops::{TransferItem, TransferReport};
+use coffer_core::ops::TransferReport;
 use coffer_core::{
-    Catalog, CatalogEntry, CopyOptions, CopyOutcome, CopyStatus, ErrorKind, Result, Sink, TrustedSigners,
+    CatalogEntry, CopyOptions, CopyOutcome, CopyStatus, ErrorKind, Result, Sink, TrustedSigners,
 };
 use coffer_sink_media::MediaIdentity;
 
 use crate::Failure;
 use crate::ctx::{CmdResult, Ctx};
 use crate::output::size;
-
-/// The snapshots named by a selection, oldest first.
-pub(crate) fn select(cat: &Catalog, specs: &[String], latest: bool, all: bool) -> Result<Vec<CatalogEntry>> {
-    if all {
-        return Ok(cat.snapshots.clone());
-    }
-    if latest || specs.is_empty() {
-        return Ok(vec![cat.resolve("latest")?.clone()]);
-    }
-    let mut out: Vec<CatalogEntry> = Vec::new();
-    for s in specs {
-        let e = cat.resolve(s)?;
-        if !out.iter().any(|o| o.index.id == e.index.id) {
-            out.push(e.clone());
-        }
-    }
-    out.sort_by(|a, b| a.index.id.cmp(&b.index.id));
-    Ok(out)
-}
 
 /// Result of a batch, for output and the exit code.
 pub(crate) struct Batch {
@@ -61,20 +42,7 @@ impl Batch {
 
     /// The `--json` report of the batch, `from` → `to`.
     pub(crate) fn report(&self, from: &dyn Sink, to: &dyn Sink) -> TransferReport {
-        TransferReport {
-            from: from.info().to_string(),
-            to: to.info().to_string(),
-            snapshots: self
-                .results
-                .iter()
-                .map(|(e, r)| match r {
-                    Ok(o) => TransferItem::done(o),
-                    Err(err) => TransferItem::failed(e.index.id.as_str(), err.into()),
-                })
-                .collect(),
-            kit: None,
-            custody_logged: None,
-        }
+        TransferReport::new(from, to, &self.results)
     }
 
     /// Exit code: 3 if any snapshot failed an integrity check, else the

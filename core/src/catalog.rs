@@ -175,6 +175,27 @@ impl Catalog {
         Ok(cat)
     }
 
+    /// The snapshots a selection names, oldest first, each once: every one
+    /// (`all`), the newest (`latest`, or no spec), else each of `specs`
+    /// (`latest`, an id or a unique prefix).
+    pub fn select(&self, specs: &[String], latest: bool, all: bool) -> Result<Vec<CatalogEntry>> {
+        if all {
+            return Ok(self.snapshots.clone());
+        }
+        if latest || specs.is_empty() {
+            return Ok(vec![self.resolve("latest")?.clone()]);
+        }
+        let mut out: Vec<CatalogEntry> = Vec::new();
+        for s in specs {
+            let e = self.resolve(s)?;
+            if !out.iter().any(|o| o.index.id == e.index.id) {
+                out.push(e.clone());
+            }
+        }
+        out.sort_by(|a, b| a.index.id.cmp(&b.index.id));
+        Ok(out)
+    }
+
     /// Finds a snapshot by `latest`, its full id, or a unique prefix of it.
     ///
     /// A snapshot whose index is unreadable is found too, as an integrity

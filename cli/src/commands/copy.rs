@@ -5,7 +5,7 @@ use coffer_core::Catalog;
 
 use crate::ctx::{CmdResult, Ctx, TrustSel};
 use crate::output::print_json;
-use crate::transfer::{run_batch, select};
+use crate::transfer::run_batch;
 
 /// `coffer copy`.
 #[derive(Debug, Args)]
@@ -38,7 +38,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: CopyArgs) -> CmdResult {
     let cat = Catalog::load(from.as_ref())
         .await
         .map_err(|e| e.prefix(format!("--from {}", a.from)))?;
-    let entries = select(&cat, &a.snapshots, a.latest, a.all)?;
+    let entries = cat.select(&a.snapshots, a.latest, a.all)?;
     let batch = run_batch(ctx, from.clone(), to.clone(), entries, trust, "copy", "copied").await?;
     if ctx.json {
         print_json(&batch.report(from.as_ref(), to.as_ref()));

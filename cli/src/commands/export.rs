@@ -9,7 +9,7 @@ use coffer_sink_media::kit::CustodyRecord;
 
 use crate::ctx::{CmdResult, Ctx, TrustSel};
 use crate::output::print_json;
-use crate::transfer::{medium_of, run_batch, select};
+use crate::transfer::{medium_of, run_batch};
 
 /// `coffer export`.
 #[derive(Debug, Args)]
@@ -49,7 +49,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     let cat = Catalog::load(from.as_ref())
         .await
         .map_err(|e| e.prefix(format!("--from {}", a.from)))?;
-    let entries = select(&cat, &a.snapshots, a.latest, a.all)?;
+    let entries = cat.select(&a.snapshots, a.latest, a.all)?;
     let batch = run_batch(
         ctx,
         from.clone(),

@@ -9,7 +9,7 @@ use coffer_sink_media::kit::CustodyRecord;
 use crate::Failure;
 use crate::ctx::{CmdResult, Ctx, TrustSel};
 use crate::output::print_json;
-use crate::transfer::{medium_of, run_batch, select};
+use crate::transfer::{medium_of, run_batch};
 
 /// `coffer import`.
 #[derive(Debug, Args)]
@@ -54,7 +54,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ImportArgs) -> CmdResult {
     let entries = if a.snapshots.is_empty() {
         cat.snapshots.clone()
     } else {
-        select(&cat, &a.snapshots, false, false)?
+        cat.select(&a.snapshots, false, false)?
     };
     let batch = run_batch(
         ctx,

@@ -10,8 +10,8 @@
 //!
 //! | command | here |
 //! |---|---|
-//! | `backup` | [`crate::run_backup`] → [`BackupReport`] |
-//! | `restore` | [`crate::restore_bundle`] → [`RestoreReport`] |
+//! | `backup` | [`backup()`] (the pipeline, [`crate::run_backup`], under shared locks) → [`BackupReport`] |
+//! | `restore` | [`restore()`] ([`RestoreRequest`]) → [`RestoreReport`] |
 //! | `verify` | [`verify_sink`] ([`deep_check`] with a key) → [`VerifyResult`] |
 //! | `list` | [`list_sink`] → [`SinkListing`] |
 //! | `show` | [`deep_check`] with a key → [`ShowOutcome`] |
@@ -24,6 +24,7 @@ mod list;
 mod pin;
 mod prune;
 mod report;
+mod run;
 pub mod sample;
 mod verify;
 
@@ -33,6 +34,7 @@ pub use prune::{
     Floor, JobPolicy, PolicySource, PruneReport, PruneRequest, PruneRow, delete_snapshot, prune_sink,
 };
 pub use report::*;
+pub use run::{RestoreRequest, backup, lock_shared, release_all, restore};
 pub use verify::{Pick, SinkVerification, VerifyRequest, deep_check, verify_sink};
 
 use schemars::JsonSchema;

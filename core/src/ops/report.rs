@@ -8,8 +8,8 @@ use serde::{Deserialize, Serialize};
 
 use super::{ErrorInfo, PruneReport};
 use crate::{
-    BackupOutcome, CopyOutcome, Index, IndexObject, LockInfo, LockStatus, Manifest, RestoreAction,
-    RestoreOutcome, SnapshotId, SourceRecord, UnlockReport,
+    BackupOutcome, CatalogEntry, CopyOutcome, Index, IndexObject, LockInfo, LockStatus, Manifest,
+    RestoreAction, RestoreOutcome, Result, Sink, SnapshotId, SourceRecord, UnlockReport,
 };
 
 /// Seconds rounded to milliseconds, as reports show durations.
@@ -377,6 +377,30 @@ pub struct TransferItem {
     /// Why it failed.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<ErrorInfo>,
+}
+
+impl TransferReport {
+    /// The report of a batch of copies from `from` to `to`: one item per
+    /// snapshot, in order.
+    pub fn new(
+        from: &dyn Sink,
+        to: &dyn Sink,
+        results: &[(CatalogEntry, Result<CopyOutcome>)],
+    ) -> TransferReport {
+        TransferReport {
+            from: from.info().to_string(),
+            to: to.info().to_string(),
+            snapshots: results
+                .iter()
+                .map(|(e, r)| match r {
+                    Ok(o) => TransferItem::done(o),
+                    Err(err) => TransferItem::failed(e.index.id.as_str(), err.into()),
+                })
+                .collect(),
+            kit: None,
+            custody_logged: None,
+        }
+    }
 }
 
 impl TransferItem {

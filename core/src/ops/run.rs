@@ -1,0 +1,113 @@
+//! `backup` and `restore` as operations: the pipeline under the sinks'
+//! locks, and a verified snapshot restored through its sources' plugins.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::{
+    BackupOutcome, BackupRequest, Error, ErrorKind, Identities, Index, LockGuard, LockOptions, Progress,
+    ProgressRead, Registry, RestoreOptions, RestoreOutcome, Result, Sink, Source, SourceRecord,
+    SourceResolver,
+};
+
+/// Shared locks on every sink of a run (`holder` names it in the locks).
+/// Refuses to start while a prune holds one of them; a sink where no lock
+/// can be written is left to fail in the run itself (a partial failure).
+pub async fn lock_shared(sinks: &[(String, Arc<dyn Sink>)], holder: &str) -> Result<Vec<LockGuard>> {
+    let opts = LockOptions::from_env()?;
+    let mut guards = Vec::new();
+    for (name, sink) in sinks {
+        match crate::acquire_shared_with(sink.clone(), holder, &opts).await {
+            Ok(g) => guards.push(g),
+            Err(e) if !crate::is_lock_conflict(&e) => {
+                tracing::warn!("sink `{name}`: cannot take a lock: {e}");
+            }
+            Err(e) => {
+                release_all(guards).await;
+                return Err(e.prefix(format!("sink `{name}`")));
+            }
+        }
+    }
+    Ok(guards)
+}
+
+/// Releases held locks.
+pub async fn release_all(guards: Vec<LockGuard>) {
+    for g in guards {
+        g.release().await;
+    }
+}
+
+/// Runs a backup holding a shared lock on every sink: a running prune
+/// makes it refuse at once, and a prune started later never deletes this
+/// snapshot's object, which has no index yet. Returns the outcome and the
+/// wall time in seconds.
+pub async fn backup(
+    req: BackupRequest,
+    holder: &str,
+    progress: Arc<Progress>,
+) -> Result<(BackupOutcome, f64)> {
+    let started = std::time::Instant::now();
+    let targets: Vec<(String, Arc<dyn Sink>)> = req
+        .sinks
+        .iter()
+        .map(|t| (t.name.clone(), t.sink.clone()))
+        .collect();
+    let locks = lock_shared(&targets, holder).await?;
+    let outcome = crate::run_backup(req, progress).await;
+    release_all(locks).await;
+    Ok((outcome?, started.elapsed().as_secs_f64()))
+}
+
+/// A restore of one snapshot.
+pub struct RestoreRequest {
+    /// The snapshot's index (its signature already judged).
+    pub index: Index,
+    /// Keys that open it.
+    pub identities: Identities,
+    /// Only the sources with these names or kinds (all when empty).
+    pub only: Vec<String>,
+    /// Sources as configured, by name: used where the bundle's source of
+    /// that name has the same kind; the others are rebuilt from the
+    /// origin the bundle recorded.
+    pub configured: BTreeMap<String, Arc<dyn Source>>,
+    /// The plugins, to rebuild sources from their origin.
+    pub registry: Registry,
+    /// Where the verified ciphertext is cached (default: a temp dir).
+    pub cache_dir: Option<PathBuf>,
+    /// Target, dry run, plugin options, cancel flag.
+    pub options: RestoreOptions,
+}
+
+/// Fetches the object from `sink` (its SHA-256 checked against the index
+/// before anything is decrypted), then decrypts it and hands each selected
+/// source's entries to its restorer; nothing is committed unless the
+/// whole bundle verified. Phases on `progress`: verify, decrypt, commit.
+pub async fn restore(
+    sink: &dyn Sink,
+    req: RestoreRequest,
+    progress: Arc<Progress>,
+) -> Result<RestoreOutcome> {
+    let index = req.index;
+    let file = crate::fetch_verified(sink, &index, req.cache_dir.as_deref(), Some(&progress)).await?;
+    let file = ProgressRead::new(file, progress, "decrypt", index.object.size, Some("commit"));
+    let (only, configured, registry) = (req.only, req.configured, req.registry);
+    let resolve: SourceResolver = Box::new(move |rec: &SourceRecord| {
+        if !only.is_empty() && !only.iter().any(|o| o == &rec.name || o == &rec.kind) {
+            return Ok(None);
+        }
+        if let Some(s) = configured.get(&rec.name)
+            && s.info().kind == rec.kind
+        {
+            return Ok(Some(s.clone()));
+        }
+        let factory = registry.source_factory(&rec.kind)?;
+        factory.from_origin(&rec.name, &rec.origin).map(Some)
+    });
+    let handle = tokio::runtime::Handle::current();
+    let (ids, opts) = (req.identities, req.options);
+    tokio::task::spawn_blocking(move || crate::restore_bundle(file, &index, &ids, resolve, opts, handle))
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
+}
