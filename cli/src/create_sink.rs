@@ -60,4 +60,8 @@ impl Sink for CreateOnFirstUse {
     async fn init(&self) -> Result<()> {
         self.ready().await
     }
+
+    async fn open_local(&self, key: &str) -> Result<Option<std::fs::File>> {
+        self.inner.open_local(key).await
+    }
 }

@@ -120,6 +120,20 @@ async fn hash_object(
             break;
         }
     }
+    check_digest(size, hasher, index)
+}
+
+/// Whether `size` bytes hashed into `hasher` are the object `index` names.
+fn check_digest(size: u64, hasher: Sha256, index: &Index) -> Result<()> {
+    if size > index.object.size {
+        return Err(integrity(
+            format!(
+                "object is larger than the index says ({} bytes)",
+                index.object.size
+            ),
+            index,
+        ));
+    }
     if size != index.object.size {
         return Err(integrity(
             format!("object is truncated: {size} of {} bytes", index.object.size),
@@ -135,6 +149,38 @@ async fn hash_object(
     Ok(())
 }
 
+/// Hashes an object opened in place ([`Sink::open_local`]) through its
+/// handle, then rewinds it: the bytes checked are the bytes decrypted,
+/// whatever happens to the path meanwhile.
+fn verify_local(file: &mut std::fs::File, index: &Index, progress: Option<&crate::Progress>) -> Result<()> {
+    use std::io::Read;
+    if let Some(p) = progress {
+        p.begin("verify", Some(index.object.size));
+    }
+    let mut hasher = Sha256::new();
+    let mut size = 0u64;
+    let mut buf = vec![0u8; 1 << 20];
+    loop {
+        let n = file
+            .read(&mut buf)
+            .map_err(|e| Error::io("reading the snapshot's object", e))?;
+        if n == 0 {
+            break;
+        }
+        size += n as u64;
+        if size > index.object.size {
+            break;
+        }
+        hasher.update(&buf[..n]);
+        if let Some(p) = progress {
+            p.add(n as u64);
+        }
+    }
+    check_digest(size, hasher, index)?;
+    file.rewind()
+        .map_err(|e| Error::io("reading the snapshot's object", e))
+}
+
 /// Downloads the object to a temporary file in `cache_dir` (or the system
 /// temp dir), verified against the index; the file is deleted on drop.
 /// Counts into `progress` as phase `verify`.
@@ -142,14 +188,24 @@ pub async fn fetch_verified(
     sink: &dyn Sink,
     index: &Index,
     cache_dir: Option<&Path>,
-    progress: Option<&crate::Progress>,
+    progress: Option<&std::sync::Arc<crate::Progress>>,
 ) -> Result<std::fs::File> {
+    // A sink of local files: checked and decrypted in place, no copy.
+    if let Some(mut file) = sink.open_local(&index.object.key).await? {
+        let idx = index.clone();
+        let progress = progress.cloned();
+        return tokio::task::spawn_blocking(move || {
+            verify_local(&mut file, &idx, progress.as_deref()).map(|_| file)
+        })
+        .await
+        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?;
+    }
     let dir = cache_dir
         .map(Path::to_path_buf)
         .unwrap_or_else(std::env::temp_dir);
     let mut file = tempfile::tempfile_in(&dir)
         .map_err(|e| Error::io(format!("creating a cache file in {}", dir.display()), e))?;
-    verify_object(sink, index, Some(&mut file), progress).await?;
+    verify_object(sink, index, Some(&mut file), progress.map(|p| &**p)).await?;
     file.flush()
         .map_err(|e| Error::io("writing the restore cache", e))?;
     file.rewind()

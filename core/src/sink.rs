@@ -177,6 +177,16 @@ pub trait Sink: Send + Sync + Debug + 'static {
     async fn init(&self) -> Result<()> {
         Ok(())
     }
+
+    /// Opens the object under `key` for reading in place, when this sink
+    /// keeps its objects as files on this host (a local directory, a
+    /// medium): a restore then checks and decrypts that file instead of
+    /// copying it to a cache first. `Ok(None)` (the default): use
+    /// [`Sink::get`]. A missing object is `Ok(None)` or `NotFound`.
+    async fn open_local(&self, key: &str) -> Result<Option<std::fs::File>> {
+        let _ = key;
+        Ok(None)
+    }
 }
 
 /// Conveniences over any [`Sink`]; implemented for every sink, so wrappers
@@ -222,6 +232,9 @@ impl<S: Sink + ?Sized> Sink for Arc<S> {
     }
     async fn init(&self) -> Result<()> {
         (**self).init().await
+    }
+    async fn open_local(&self, key: &str) -> Result<Option<std::fs::File>> {
+        (**self).open_local(key).await
     }
 }
 

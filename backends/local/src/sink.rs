@@ -285,6 +285,18 @@ impl Sink for LocalSink {
         }
     }
 
+    async fn open_local(&self, key: &str) -> Result<Option<File>> {
+        validate_key(key)?;
+        self.ready().await?;
+        let path = self.path_of(key);
+        blocking(move || match File::open(&path) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(Error::io(format!("opening {}", path.display()), e)),
+        })
+        .await
+    }
+
     async fn get(&self, key: &str) -> Result<ByteStream> {
         validate_key(key)?;
         self.ready().await?;

@@ -219,6 +219,12 @@ impl Sink for MediaSink {
         self.inner.get(key).await
     }
 
+    async fn open_local(&self, key: &str) -> Result<Option<std::fs::File>> {
+        validate_key(key)?;
+        self.check_medium().await?;
+        self.inner.open_local(key).await
+    }
+
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.check_medium().await?;
         self.inner.list(prefix).await

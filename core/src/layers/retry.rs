@@ -247,6 +247,10 @@ impl Sink for RetrySink {
     async fn init(&self) -> Result<()> {
         self.inner.init().await
     }
+
+    async fn open_local(&self, key: &str) -> Result<Option<std::fs::File>> {
+        self.inner.open_local(key).await
+    }
 }
 
 /// The body of a retried put, shared by its attempts.

@@ -169,6 +169,10 @@ impl Sink for TimeoutSink {
     async fn init(&self) -> Result<()> {
         self.inner.init().await
     }
+
+    async fn open_local(&self, key: &str) -> Result<Option<std::fs::File>> {
+        self.inner.open_local(key).await
+    }
 }
 
 /// A put body that records whose turn it is (see [`TimeoutSink::put`]).
