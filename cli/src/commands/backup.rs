@@ -193,87 +193,106 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         Some(h) => h.finish(!complete || after.is_err()).await,
         None => Ok(()),
     };
-    let hook_reports = hooks.as_ref().map(|h| h.reports.clone()).unwrap_or_default();
     record_backup(ctx, config.as_ref(), &outcome, complete, secs).await;
 
+    let mut report = BackupReport::new(&outcome, secs, quorum, complete);
+    if let Ok(Some(after)) = &after {
+        report.pinned_on = Some(after.pinned.clone());
+        report.prune = Some(after.pruned.clone());
+    }
+    if let Some(h) = &hooks {
+        report.hooks = Some(h.reports.iter().map(|r| r.typed()).collect());
+        report.health = h.health.as_ref().map(|r| r.typed());
+    }
     if ctx.json {
-        let mut report = BackupReport::new(&outcome, secs, quorum, complete);
-        if let Ok(Some(after)) = &after {
-            report.pinned_on = Some(after.pinned.clone());
-            report.prune = Some(after.pruned.clone());
-        }
-        if let Some(h) = &hooks {
-            report.hooks = Some(hook_reports.iter().map(|r| r.typed()).collect());
-            report.health = h.health.as_ref().map(|r| r.typed());
-        }
         print_json(&report);
     } else {
-        println!(
-            "snapshot {} (job {}): {} files, {} → {} encrypted in {:.1}s",
-            outcome.index.id,
-            outcome.index.job,
-            outcome.entries,
-            size(outcome.plain_bytes),
-            size(outcome.index.object.size),
-            secs
+        print_text(
+            &report,
+            after.as_ref().ok().and_then(Option::as_ref),
+            hooks.as_ref(),
         );
-        for s in &outcome.sources {
-            println!("  source {} ({}): {}", s.name, s.kind, s.report.summary);
-        }
-        for s in &outcome.sinks {
-            let optional = if s.required { "" } else { " (optional)" };
-            match &s.result {
-                Ok(()) => println!("  sink {} ({}){optional}: ok", s.name, s.location),
-                Err(e) => {
-                    println!("  sink {} ({}){optional}: FAILED: {e}", s.name, s.location);
-                    if let Some(h) = e.hint() {
-                        println!("    hint: {h}");
-                    }
-                }
-            }
-        }
-        if let Some(q) = quorum {
-            println!(
-                "  quorum: stored on {stored} of {} sinks, {q} required",
-                outcome.sinks.len()
-            );
-        } else if outcome.sinks.iter().any(|s| !s.required && s.result.is_err()) && complete {
-            println!("  optional sinks failed; every required sink holds the snapshot");
-        }
-        if let Ok(Some(after)) = &after {
-            after.print();
-        }
-        for r in &hook_reports {
-            println!("  {}", r.line());
-        }
-        if let Some(health) = hooks.as_ref().and_then(|h| h.health.as_ref()) {
-            println!("  {}", health.line());
-        }
     }
     if !complete {
-        let failed: Vec<_> = outcome
-            .sinks
-            .iter()
-            .filter(|s| (s.required || quorum.is_some()) && s.result.is_err())
-            .map(|s| s.name.as_str())
-            .collect();
-        return Err(Failure::Partial(match quorum {
-            Some(q) => format!(
-                "snapshot {} was stored on {stored} of {} sinks, short of the quorum of {q}; failed: {}",
-                outcome.index.id,
-                outcome.sinks.len(),
-                failed.join(", ")
-            ),
-            None => format!(
-                "snapshot {} was written, but required sink(s) failed: {}",
-                outcome.index.id,
-                failed.join(", ")
-            ),
-        }));
+        return Err(partial(&report));
     }
     after?;
     hooks_done?;
     Ok(())
+}
+
+/// The run's report for a person.
+fn print_text(
+    report: &BackupReport,
+    after: Option<&crate::retention::AfterBackup>,
+    hooks: Option<&crate::hooks::HookRun>,
+) {
+    println!(
+        "snapshot {} (job {}): {} files, {} → {} encrypted in {:.1}s",
+        report.id,
+        report.job,
+        report.entries,
+        size(report.plain_bytes),
+        size(report.object.size),
+        report.seconds
+    );
+    for s in &report.sources {
+        println!("  source {} ({}): {}", s.name, s.kind, s.summary);
+    }
+    for s in &report.sinks {
+        let optional = if s.required { "" } else { " (optional)" };
+        match &s.error {
+            None => println!("  sink {} ({}){optional}: ok", s.name, s.location),
+            Some(e) => {
+                println!("  sink {} ({}){optional}: FAILED: {e}", s.name, s.location);
+                if let Some(h) = &s.hint {
+                    println!("    hint: {h}");
+                }
+            }
+        }
+    }
+    if let Some(q) = report.quorum {
+        println!(
+            "  quorum: stored on {} of {} sinks, {q} required",
+            report.stored_on,
+            report.sinks.len()
+        );
+    } else if report.sinks.iter().any(|s| s.optional && !s.ok) && !report.partial {
+        println!("  optional sinks failed; every required sink holds the snapshot");
+    }
+    if let Some(after) = after {
+        after.print();
+    }
+    for r in hooks.iter().flat_map(|h| &h.reports) {
+        println!("  {}", r.line());
+    }
+    if let Some(health) = hooks.and_then(|h| h.health.as_ref()) {
+        println!("  {}", health.line());
+    }
+}
+
+/// Exit 4: the snapshot is short of its required sinks or its quorum.
+fn partial(report: &BackupReport) -> Failure {
+    let failed: Vec<_> = report
+        .sinks
+        .iter()
+        .filter(|s| (s.required || report.quorum.is_some()) && !s.ok)
+        .map(|s| s.name.as_str())
+        .collect();
+    Failure::Partial(match report.quorum {
+        Some(q) => format!(
+            "snapshot {} was stored on {} of {} sinks, short of the quorum of {q}; failed: {}",
+            report.id,
+            report.stored_on,
+            report.sinks.len(),
+            failed.join(", ")
+        ),
+        None => format!(
+            "snapshot {} was written, but required sink(s) failed: {}",
+            report.id,
+            failed.join(", ")
+        ),
+    })
 }
 
 /// The hooks of a run that failed before its report: on stderr (stdout

@@ -21,7 +21,7 @@ use crate::checks::{
     run_checks,
 };
 use crate::config::Config;
-use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_snapshot};
+use crate::ctx::{CmdResult, Ctx, ReadSel, open_snapshot};
 use crate::evidence::{DRILL_FORMAT, DrillOutput, DrillReport, Scratch};
 use crate::output::print_json;
 use crate::restoring::restore_snapshot;
@@ -69,165 +69,105 @@ struct Targets {
     suffix: String,
 }
 
+impl Targets {
+    /// The scratch targets of a drill of `index`: a temp dir, the database
+    /// suffix (never empty: a drill never writes a source database) and,
+    /// when the snapshot has Kubernetes Secrets, a scratch namespace.
+    fn new(a: &DrillArgs, index: &coffer_core::Index) -> coffer_core::Result<Targets> {
+        let short = index.id.as_str().rsplit('-').next().unwrap_or("x").to_string();
+        let suffix = a
+            .scratch_suffix
+            .clone()
+            .unwrap_or_else(|| format!("-drill-{short}"));
+        if suffix.is_empty() || suffix.contains(['.', '/', '\\', ' ', '"', '$', '\0']) {
+            return Err(config_error(format!(
+                "--scratch-suffix `{suffix}` cannot make a scratch database"
+            ))
+            .with_hint(
+                "a drill never writes into a source database: give a non-empty suffix without . / \\ space \" $",
+            ));
+        }
+        let dir = tempfile::Builder::new()
+            .prefix(&format!("coffer-drill-{short}-"))
+            .tempdir()
+            .map_err(|e| Error::io("cannot make the drill's scratch directory", e))?;
+        Ok(Targets {
+            dir,
+            databases: Vec::new(),
+            k8s_namespace: index
+                .sources
+                .iter()
+                .any(|s| s.kind == "k8s")
+                .then(|| format!("coffer-drill-{short}")),
+            k8s_secrets: Vec::new(),
+            suffix,
+        })
+    }
+}
+
+/// What the restore and the checks of a drill found.
+struct Findings {
+    checks: Vec<CheckResult>,
+    plain_bytes: u64,
+    files: usize,
+    sources: Vec<SourceRecord>,
+    mongo_uri: Option<String>,
+    restore_error: Option<Error>,
+}
+
 pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     let started_at = jiff::Timestamp::now();
     let spec = a.snapshot.clone().unwrap_or_else(|| "latest".into());
-    let Opened {
-        config,
-        sink_name,
-        sink,
-        entry,
-        ids,
-        signature,
-    } = open_snapshot(
+    let opened = open_snapshot(
         ctx,
         &a.read,
         &spec,
         "a drill needs a key (the one a real restore would use: the drill proves it works)",
     )
     .await?;
-    let index = entry.index.clone();
-    let short = index.id.as_str().rsplit('-').next().unwrap_or("x").to_string();
-    let suffix = a
-        .scratch_suffix
-        .clone()
-        .unwrap_or_else(|| format!("-drill-{short}"));
-    if suffix.is_empty() || suffix.contains(['.', '/', '\\', ' ', '"', '$', '\0']) {
-        return Err(config_error(format!(
-            "--scratch-suffix `{suffix}` cannot make a scratch database"
-        ))
-        .with_hint(
-            "a drill never writes into a source database: give a non-empty suffix without . / \\ space \" $",
-        )
-        .into());
-    }
-    let job_name = a.job.clone().unwrap_or_else(|| index.job.clone());
-    let job_checks: Vec<CheckSpec> = config
-        .as_ref()
-        .and_then(|c| c.jobs.get(&job_name))
-        .map(|j| j.checks.clone())
-        .unwrap_or_default();
-
-    let dir = tempfile::Builder::new()
-        .prefix(&format!("coffer-drill-{short}-"))
-        .tempdir()
-        .map_err(|e| Error::io("cannot make the drill's scratch directory", e))?;
-    let mut targets = Targets {
-        dir,
-        databases: Vec::new(),
-        k8s_namespace: index
-            .sources
-            .iter()
-            .any(|s| s.kind == "k8s")
-            .then(|| format!("coffer-drill-{short}")),
-        k8s_secrets: Vec::new(),
-        suffix,
-    };
-
+    let index = opened.entry.index.clone();
+    let mut targets = Targets::new(&a, &index)?;
     if !ctx.quiet {
         eprintln!(
-            "drill: restoring snapshot {} from {sink_name} into scratch targets",
-            index.id
+            "drill: restoring snapshot {} from {} into scratch targets",
+            index.id, opened.sink_name
         );
     }
     let restore_started = Instant::now();
     let restored = restore_snapshot(
         ctx,
-        config.as_ref(),
-        sink.as_ref(),
+        opened.config.as_ref(),
+        opened.sink.as_ref(),
         &index,
-        ids,
+        opened.ids,
         &[],
         a.cache_dir.as_deref(),
         options(&a, &targets),
     )
     .await;
     let restore_seconds = restore_started.elapsed().as_secs_f64();
-
     let checks_started = Instant::now();
-    let mut checks = Vec::new();
-    let mut plain_bytes = 0;
-    let mut files = 0;
-    let mut restore_error = None;
-    let mut mongo_uri = a.mongo_uri.clone();
-    let mut sources: Vec<SourceRecord> = Vec::new();
-    match restored {
+    let found = match restored {
         Ok(outcome) => {
-            plain_bytes = outcome.summary.manifest.total_bytes;
-            files = outcome.summary.files_checked;
-            sources = outcome.summary.sources.sources.clone();
-            let counts = manifest_counts(&outcome.summary.manifest);
-            for db in counts
-                .iter()
-                .flat_map(|c| c.keys())
-                .filter_map(|ns| ns.split_once('.').map(|(d, _)| d))
-            {
-                if !targets.databases.iter().any(|(from, _)| from == db) {
-                    targets
-                        .databases
-                        .push((db.to_string(), format!("{db}{}", targets.suffix)));
-                }
-            }
-            mongo_uri = mongo_uri.or_else(|| origin_uri(&sources));
-            if let Some(ns) = &targets.k8s_namespace {
-                let prefix = format!("Secret {ns}/");
-                targets.k8s_secrets = outcome
-                    .reports
-                    .iter()
-                    .flat_map(|(_, r)| &r.actions)
-                    .filter(|act| act.action == "create" || act.action == "replace")
-                    .filter_map(|act| act.target.strip_prefix(&prefix).map(str::to_owned))
-                    .collect();
-            }
-            let summary: Vec<String> = outcome
-                .reports
-                .iter()
-                .map(|(n, r)| format!("{n}: {}", r.summary))
-                .collect();
-            let mut restore = result(
-                "restore",
-                index.id.to_string(),
-                true,
-                format!(
-                    "{files} files verified against SHA256SUMS; {}",
-                    summary.join("; ")
-                ),
-                None,
-            );
-            restore.seconds = round(restore_seconds);
-            checks.push(restore);
-            let env = CheckEnv {
-                manifest_counts: counts.clone(),
-                db_map: targets.databases.iter().cloned().collect(),
-                mongo_uri: mongo_uri.clone(),
-                snapshot_time: Some(index.created_at),
-                base_dir: config_dir(config.as_ref()),
-            };
-            // The scratch databases hold exactly what the snapshot holds.
-            let mut specs = Vec::new();
-            if counts.as_ref().is_some_and(|c| !c.is_empty()) {
-                specs.push(CheckSpec::MongoCounts(MongoCountsCheck {
-                    target: MongoTarget {
-                        uri: mongo_uri.clone(),
-                        uri_env: None,
-                    },
-                    minimums: Default::default(),
-                }));
-            }
-            specs.extend(job_checks.iter().cloned());
-            checks.extend(run_checks(&specs, &env).await);
+            let config = opened.config.as_ref();
+            check_restored(&a, config, &index, outcome, &mut targets, restore_seconds).await
         }
         Err(e) => {
             let mut failed = result("restore", index.id.to_string(), false, e.to_string(), e.hint());
             failed.seconds = round(restore_seconds);
-            checks.push(failed);
-            restore_error = Some(e);
+            Findings {
+                checks: vec![failed],
+                plain_bytes: 0,
+                files: 0,
+                sources: Vec::new(),
+                mongo_uri: a.mongo_uri.clone(),
+                restore_error: Some(e),
+            }
         }
-    }
+    };
     let checks_seconds = checks_started.elapsed().as_secs_f64();
-
-    let scratch = cleanup(&a, targets, mongo_uri.as_deref(), &sources).await;
-    let passed = failures(&checks).is_none();
+    let scratch = cleanup(&a, targets, found.mongo_uri.as_deref(), &found.sources).await;
+    let passed = failures(&found.checks).is_none();
     let report = DrillReport {
         format: DRILL_FORMAT.into(),
         drill: format!(
@@ -241,22 +181,139 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         coffer_version: env!("CARGO_PKG_VERSION").into(),
         snapshot: index.id.to_string(),
         job: index.job.clone(),
-        sink: sink_name.clone(),
+        sink: opened.sink_name.clone(),
         snapshot_time: index.created_at,
-        signature: signature.as_str().into(),
-        signer: signature.fingerprint().map(str::to_owned),
+        signature: opened.signature.as_str().into(),
+        signer: opened.signature.fingerprint().map(str::to_owned),
         object_bytes: index.object.size,
-        plain_bytes,
-        files,
+        plain_bytes: found.plain_bytes,
+        files: found.files,
         passed,
         rto_seconds: round(restore_seconds + checks_seconds),
         restore_seconds: round(restore_seconds),
         checks_seconds: round(checks_seconds),
         rpo_seconds: round((started_at.as_millisecond() - index.created_at.as_millisecond()) as f64 / 1000.0),
-        audit_gap_seconds: audit_gap(&checks),
-        checks,
+        audit_gap_seconds: audit_gap(&found.checks),
+        checks: found.checks,
         scratch,
     };
+    record(ctx, &report);
+    // The evidence is kept even when the drill failed: that is what an
+    // auditor most needs to see.
+    let stored = report.append_to(&opened.sink).await;
+    if let Some(dir) = &a.report {
+        report.write_to(dir)?;
+    }
+    print(ctx, &report, stored.as_ref().err());
+    stored.map_err(|e| {
+        e.prefix(format!(
+            "the drill's report could not be stored on sink `{}`",
+            opened.sink_name
+        ))
+    })?;
+    if let Some(e) = found.restore_error {
+        return Err(e.into());
+    }
+    match failures(&report.checks) {
+        None => Ok(()),
+        Some(why) => Err(Failure::Checks(format!(
+            "drill of snapshot {} failed: {why}",
+            index.id
+        ))),
+    }
+}
+
+/// After a restore into the scratch targets: notes the scratch databases
+/// and Secrets it made, then checks that the databases hold exactly the
+/// manifest's counts and runs the job's checks against them.
+async fn check_restored(
+    a: &DrillArgs,
+    config: Option<&Config>,
+    index: &coffer_core::Index,
+    outcome: coffer_core::RestoreOutcome,
+    targets: &mut Targets,
+    restore_seconds: f64,
+) -> Findings {
+    let files = outcome.summary.files_checked;
+    let sources = outcome.summary.sources.sources.clone();
+    let counts = manifest_counts(&outcome.summary.manifest);
+    for db in counts
+        .iter()
+        .flat_map(|c| c.keys())
+        .filter_map(|ns| ns.split_once('.').map(|(d, _)| d))
+    {
+        if !targets.databases.iter().any(|(from, _)| from == db) {
+            targets
+                .databases
+                .push((db.to_string(), format!("{db}{}", targets.suffix)));
+        }
+    }
+    let mongo_uri = a.mongo_uri.clone().or_else(|| origin_uri(&sources));
+    if let Some(ns) = &targets.k8s_namespace {
+        let prefix = format!("Secret {ns}/");
+        targets.k8s_secrets = outcome
+            .reports
+            .iter()
+            .flat_map(|(_, r)| &r.actions)
+            .filter(|act| act.action == "create" || act.action == "replace")
+            .filter_map(|act| act.target.strip_prefix(&prefix).map(str::to_owned))
+            .collect();
+    }
+    let summary: Vec<String> = outcome
+        .reports
+        .iter()
+        .map(|(n, r)| format!("{n}: {}", r.summary))
+        .collect();
+    let mut restore = result(
+        "restore",
+        index.id.to_string(),
+        true,
+        format!(
+            "{files} files verified against SHA256SUMS; {}",
+            summary.join("; ")
+        ),
+        None,
+    );
+    restore.seconds = round(restore_seconds);
+    let env = CheckEnv {
+        manifest_counts: counts.clone(),
+        db_map: targets.databases.iter().cloned().collect(),
+        mongo_uri: mongo_uri.clone(),
+        snapshot_time: Some(index.created_at),
+        base_dir: config_dir(config),
+    };
+    // The scratch databases hold exactly what the snapshot holds.
+    let mut specs = Vec::new();
+    if counts.as_ref().is_some_and(|c| !c.is_empty()) {
+        specs.push(CheckSpec::MongoCounts(MongoCountsCheck {
+            target: MongoTarget {
+                uri: mongo_uri.clone(),
+                uri_env: None,
+            },
+            minimums: Default::default(),
+        }));
+    }
+    let job = a.job.clone().unwrap_or_else(|| index.job.clone());
+    specs.extend(
+        config
+            .and_then(|c| c.jobs.get(&job))
+            .map(|j| j.checks.clone())
+            .unwrap_or_default(),
+    );
+    let mut checks = vec![restore];
+    checks.extend(run_checks(&specs, &env).await);
+    Findings {
+        checks,
+        plain_bytes: outcome.summary.manifest.total_bytes,
+        files,
+        sources,
+        mongo_uri,
+        restore_error: None,
+    }
+}
+
+/// The drill in the audit log and the metrics.
+fn record(ctx: &Ctx, report: &DrillReport) {
     let r = &ctx.record;
     r.note("snapshot", report.snapshot.as_str());
     r.note("sink", report.sink.as_str());
@@ -274,28 +331,6 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     r.metric("coffer_drill_last_rto_seconds", &job, report.rto_seconds);
     if report.passed {
         r.metric("coffer_drill_last_success_timestamp_seconds", &job, now);
-    }
-    // The evidence is kept even when the drill failed: that is what an
-    // auditor most needs to see.
-    let stored = report.append_to(&sink).await;
-    if let Some(dir) = &a.report {
-        report.write_to(dir)?;
-    }
-    print(ctx, &report, stored.as_ref().err());
-    stored.map_err(|e| {
-        e.prefix(format!(
-            "the drill's report could not be stored on sink `{sink_name}`"
-        ))
-    })?;
-    if let Some(e) = restore_error {
-        return Err(e.into());
-    }
-    match failures(&report.checks) {
-        None => Ok(()),
-        Some(why) => Err(Failure::Checks(format!(
-            "drill of snapshot {} failed: {why}",
-            index.id
-        ))),
     }
 }
 
