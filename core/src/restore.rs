@@ -101,13 +101,7 @@ async fn hash_object(
         let chunk = chunk?;
         size += chunk.len() as u64;
         if size > index.object.size {
-            return Err(integrity(
-                format!(
-                    "object is larger than the index says ({} bytes)",
-                    index.object.size
-                ),
-                index,
-            ));
+            break; // too large: check_digest says so
         }
         hasher.update(&chunk);
         if let Some(p) = progress {

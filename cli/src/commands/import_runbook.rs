@@ -61,7 +61,7 @@ mod imp {
 
     use super::ImportRunbookArgs;
     use crate::Failure;
-    use crate::ctx::{CmdResult, Ctx, JobFlags, JobPlan, ResolvedJob};
+    use crate::ctx::{CmdResult, Ctx, JobFlags, JobPlan};
     use crate::output::{print_json, size};
 
     pub(super) async fn run(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
@@ -93,14 +93,9 @@ mod imp {
                 .with_hint("add --sink DIR_OR_URL (or a sink name from coffer.toml)")
                 .into());
         }
-        let ResolvedJob {
-            plan,
-            encryption,
-            compression,
-            signing_key,
-        } = plan.resolve(&flags, config.as_ref())?;
+        let job = plan.resolve(&flags, config.as_ref())?;
         let forced_time = crate::ctx::snapshot_time(a.time.as_deref())?;
-        let targets: Vec<(String, bool)> = plan.sinks.iter().map(|s| (s.clone(), true)).collect();
+        let targets: Vec<(String, bool)> = job.plan.sinks.iter().map(|s| (s.clone(), true)).collect();
         let sinks = ctx.sink_targets(&targets, config.as_ref())?;
         let ids = crate::ctx::identities(&a.keys)?;
         if ids.is_empty() {
@@ -131,15 +126,15 @@ mod imp {
                 }
             };
         let req = BackupRequest {
-            job: plan.job,
+            job: job.plan.job,
             sources,
             sinks,
-            encryption,
-            compression,
-            tags: plan.tags,
+            encryption: job.encryption,
+            compression: job.compression,
+            tags: job.plan.tags,
             time: Some(time),
             threads: crate::ctx::threads(),
-            signing_key,
+            signing_key: job.signing_key,
         };
         let (outcome, secs) = crate::ctx::run_locked_backup(ctx, req, "import-runbook").await?;
         if ctx.json {
