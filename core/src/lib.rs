@@ -65,7 +65,7 @@ pub use source::{
     RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions, RestoreReport,
     Restorer, Source, SourceInfo, SourceReport, check_relative_path,
 };
-pub use units::{human_size, printable};
+pub use units::{human_size, percent_decode, printable};
 
 pub use async_trait::async_trait;
 pub use bytes::Bytes;

@@ -37,6 +37,28 @@ pub fn printable(text: &str) -> std::borrow::Cow<'_, str> {
     std::borrow::Cow::Owned(out)
 }
 
+/// Decodes the `%XX` escapes of a URL component; a `%` not followed by two
+/// hex digits stays as it is. Plugins parse their sink URLs with it.
+pub fn percent_decode(s: &str) -> Vec<u8> {
+    let bytes = s.as_bytes();
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        if bytes[i] == b'%'
+            && i + 2 < bytes.len()
+            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
+        {
+            out.push(h << 4 | l);
+            i += 3;
+            continue;
+        }
+        out.push(bytes[i]);
+        i += 1;
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -44,5 +66,12 @@ mod tests {
         assert_eq!(super::human_size(512), "512 B");
         assert_eq!(super::human_size(1536), "1.5 KiB");
         assert_eq!(super::human_size(3 << 30), "3.0 GiB");
+    }
+
+    #[test]
+    fn percent_decoding() {
+        assert_eq!(super::percent_decode("/a%20b/%C3%BC"), "/a b/ü".as_bytes());
+        assert_eq!(super::percent_decode("/100%/x%2"), b"/100%/x%2");
+        assert_eq!(super::percent_decode("%41"), b"A");
     }
 }

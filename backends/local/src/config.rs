@@ -81,7 +81,7 @@ impl LocalSinkConfig {
                     if path.is_empty() {
                         return Err(invalid("no path after file://").into());
                     }
-                    PathBuf::from(OsString::from_vec(percent_decode(path)))
+                    PathBuf::from(OsString::from_vec(coffer_core::percent_decode(path)))
                 }
                 None => PathBuf::from(rest),
             },
@@ -111,41 +111,5 @@ impl LocalSinkConfig {
             };
         }
         self
-    }
-}
-
-/// Decodes `%XX` escapes; a `%` not followed by two hex digits stays as is.
-fn percent_decode(s: &str) -> Vec<u8> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let (Some(h), Some(l)) = (hex(bytes[i + 1]), hex(bytes[i + 2]))
-        {
-            out.push(h << 4 | l);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    out
-}
-
-fn hex(b: u8) -> Option<u8> {
-    (b as char).to_digit(16).map(|d| d as u8)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn percent_decoding() {
-        assert_eq!(percent_decode("/a%20b/%C3%BC"), "/a b/ü".as_bytes());
-        assert_eq!(percent_decode("/100%/x%2"), b"/100%/x%2");
-        assert_eq!(percent_decode("%41"), b"A");
     }
 }

@@ -117,7 +117,8 @@ impl OpendalSinkConfig {
             let (k, v) = pair
                 .split_once('=')
                 .ok_or_else(|| invalid(format!("in `{shown}`: option `{}` has no `=`", k_only(pair))))?;
-            let v = percent_decode(v).map_err(|_| invalid(format!("in `{shown}`: `{k}` is not UTF-8")))?;
+            let v = String::from_utf8(coffer_core::percent_decode(&v.replace('+', " ")))
+                .map_err(|_| invalid(format!("in `{shown}`: `{k}` is not UTF-8")))?;
             match k {
                 "part-size-mib" => {
                     config.part_size_mib = v
@@ -188,25 +189,6 @@ impl OpendalSinkConfig {
 
 fn k_only(pair: &str) -> &str {
     pair.split('=').next().unwrap_or(pair)
-}
-
-fn percent_decode(s: &str) -> std::result::Result<String, std::string::FromUtf8Error> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Ok(v) = u8::from_str_radix(std::str::from_utf8(&b[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(if b[i] == b'+' { b' ' } else { b[i] });
-        i += 1;
-    }
-    String::from_utf8(out)
 }
 
 #[cfg(test)]

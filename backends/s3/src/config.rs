@@ -367,24 +367,9 @@ impl S3SinkConfig {
     }
 }
 
-/// Decodes `%XX` escapes of a URL component.
+/// Decodes `%XX` escapes of a URL component, which must then be UTF-8.
 fn percent_decode(s: &str) -> Result<String> {
-    let bytes = s.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%'
-            && i + 2 < bytes.len()
-            && let Ok(b) = u8::from_str_radix(std::str::from_utf8(&bytes[i + 1..i + 3]).unwrap_or("zz"), 16)
-        {
-            out.push(b);
-            i += 3;
-            continue;
-        }
-        out.push(bytes[i]);
-        i += 1;
-    }
-    String::from_utf8(out)
+    String::from_utf8(coffer_core::percent_decode(s))
         .map_err(|_| coffer_core::config_error(format!("`{s}` is not UTF-8 once percent-decoded")))
 }
 
