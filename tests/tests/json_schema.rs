@@ -125,3 +125,39 @@ fn every_json_output_matches_its_schema() {
         "{err}"
     );
 }
+
+#[test]
+fn coffer_schema_prints_the_checked_in_schemas() {
+    let d = tempfile::tempdir().unwrap();
+    let out = coffer(d.path()).arg("schema").output().unwrap();
+    assert!(out.status.success());
+    let names: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next().map(str::to_string))
+        .collect();
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/json-schema");
+    let mut files: Vec<String> = fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| {
+            e.unwrap()
+                .file_name()
+                .to_string_lossy()
+                .trim_end_matches(".json")
+                .to_string()
+        })
+        .collect();
+    files.sort();
+    let mut listed = names.clone();
+    listed.sort();
+    assert_eq!(listed, files, "`coffer schema` lists one name per file");
+    for name in ["backup", "prune", "error"] {
+        let out = coffer(d.path()).args(["schema", name]).output().unwrap();
+        let printed: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let file: Value =
+            serde_json::from_str(&fs::read_to_string(dir.join(format!("{name}.json"))).unwrap()).unwrap();
+        assert_eq!(printed, file, "{name}");
+    }
+    let out = coffer(d.path()).args(["schema", "nope"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("`coffer schema` lists the names"));
+}
