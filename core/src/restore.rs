@@ -281,45 +281,56 @@ pub fn read_bundle<R: Read + Send>(
     // The header is read here, so a wrong key fails before anything starts.
     let plain = identities.decrypt(input)?;
     let compression = Compression::from_name(&index.compression)?;
-    // Decryption and decompression run on their own thread, the tar walk,
-    // hashing and the restorers' writes on this one.
+    // Decryption, decompression, and the tar walk with its hashing and the
+    // restorers' writes each run on a thread of their own, as `age -d |
+    // zstd -d | tar x` does, joined by bounded channels of 1 MiB chunks.
     std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
-        scope.spawn(move || {
-            let mut decoded = match decompressor(compression, BufReader::with_capacity(1 << 20, plain)) {
-                Ok(d) => d,
+        let decrypted = pump(scope, move || Ok(plain));
+        let decoded = pump(scope, move || {
+            decompressor(compression, BufReader::with_capacity(1 << 20, decrypted))
+        });
+        walk_bundle(decoded, index, visitor)
+    })
+}
+
+/// Reads what `open` returns on a scoped thread of its own, in 1 MiB
+/// chunks through a bounded channel; the returned reader yields them (and
+/// the first error) in order. The thread stops when the reader is dropped.
+fn pump<'scope, R: Read>(
+    scope: &'scope std::thread::Scope<'scope, '_>,
+    open: impl FnOnce() -> io::Result<R> + Send + 'scope,
+) -> ChannelReader {
+    let (tx, rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<u8>>>(4);
+    scope.spawn(move || {
+        let mut input = match open() {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = tx.send(Err(e));
+                return;
+            }
+        };
+        loop {
+            let mut buf = vec![0u8; crate::stream::CHUNK];
+            match crate::fsutil::read_up_to(&mut input, &mut buf) {
+                Ok(0) => return, // end: closing the channel is EOF
+                Ok(n) => {
+                    buf.truncate(n);
+                    if tx.send(Ok(buf)).is_err() {
+                        return; // the reader stopped
+                    }
+                }
                 Err(e) => {
                     let _ = tx.send(Err(e));
                     return;
                 }
-            };
-            loop {
-                let mut buf = vec![0u8; crate::stream::CHUNK];
-                match crate::fsutil::read_up_to(&mut decoded, &mut buf) {
-                    Ok(0) => return, // end: closing the channel is EOF
-                    Ok(n) => {
-                        buf.truncate(n);
-                        if tx.send(Ok(buf)).is_err() {
-                            return; // the walk stopped
-                        }
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(e));
-                        return;
-                    }
-                }
             }
-        });
-        walk_bundle(
-            ChannelReader {
-                rx,
-                buf: Vec::new(),
-                pos: 0,
-            },
-            index,
-            visitor,
-        )
-    })
+        }
+    });
+    ChannelReader {
+        rx,
+        buf: Vec::new(),
+        pos: 0,
+    }
 }
 
 /// Reads the chunks of a channel as one stream.
