@@ -3,11 +3,10 @@
 use std::sync::Arc;
 
 use clap::Args;
-use coffer_core::Sink;
-use coffer_core::ops::ShowOutcome;
+use coffer_core::Progress;
 
-use crate::ctx::{CmdResult, Ctx, ReadSel, Reading, deep_check, find_snapshot, identities};
-use crate::output::{print_json, size};
+use crate::ctx::{CmdResult, Ctx, ReadSel, Reading, identities};
+use crate::output::{Spinner, print_json, size};
 
 #[derive(Debug, Args)]
 pub struct ShowArgs {
@@ -19,33 +18,25 @@ pub struct ShowArgs {
 
 pub(crate) async fn exec(ctx: &Ctx, a: ShowArgs) -> CmdResult {
     let Reading { sinks, trust, .. } = ctx.reading(&a.read)?;
-    let (sink_name, sink, entry) = find_snapshot(&sinks, &a.snapshot).await?;
-    let signature = crate::ctx::enforce(&trust, &entry)?;
     let ids = identities(&a.read.keys)?;
-    let manifest = if ids.is_empty() {
-        None
-    } else {
-        Some(deep_check(ctx, "show", sink.as_ref(), &entry.index, Arc::new(ids)).await?)
-    };
+    let ids = (!ids.is_empty()).then(|| Arc::new(ids));
+    let progress = Arc::new(Progress::default());
+    let shown = Spinner::start("show", progress.clone(), ctx.quiet);
+    let done = coffer_core::ops::show(&sinks, &a.snapshot, &trust, ids, &ctx.registry, progress).await;
+    shown.finish();
+    let (outcome, sink, manifest) = done?;
     if ctx.json {
-        print_json(&ShowOutcome {
-            sink: sink_name,
-            state: entry.state.as_str().to_string(),
-            index: entry.index,
-            signature: signature.as_str().to_string(),
-            signer: signature.fingerprint().map(str::to_string),
-            manifest: manifest.as_ref().map(|s| s.manifest.clone()),
-            sources: manifest.map(|s| s.sources.sources),
-        });
+        print_json(&outcome);
         return Ok(());
     }
-    let i = &entry.index;
+    let (sink_name, entry_state) = (&outcome.sink, &outcome.state);
+    let i = &outcome.index;
     println!("snapshot   {}", i.id);
     println!("sink       {sink_name} ({})", sink.info());
-    println!("state      {}", entry.state.as_str());
-    match signature.fingerprint() {
-        Some(fp) => println!("signature  {} ({fp})", signature.as_str()),
-        None => println!("signature  {}", signature.as_str()),
+    println!("state      {entry_state}");
+    match &outcome.signer {
+        Some(fp) => println!("signature  {} ({fp})", outcome.signature),
+        None => println!("signature  {}", outcome.signature),
     }
     println!("job        {}", i.job);
     println!("created    {}", i.created_at);

@@ -1,39 +1,12 @@
-//! Finding a snapshot on the selected sinks, opening it, and checking it
-//! deeply with a progress display.
+//! Finding a snapshot on the selected sinks and opening it.
 
 use std::sync::Arc;
 
-use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Identities, Progress, Result, Sink};
+use coffer_core::{CatalogEntry, Identities, Result, Sink};
 
 use super::Ctx;
-use crate::output::Spinner;
 
-/// Finds `spec` on the first of `sinks` that has it.
-pub(crate) async fn find_snapshot(
-    sinks: &[(String, Arc<dyn Sink>)],
-    spec: &str,
-) -> Result<(String, Arc<dyn Sink>, CatalogEntry)> {
-    let mut last_err = None;
-    for (name, sink) in sinks {
-        let cat = Catalog::load(sink.as_ref())
-            .await
-            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        match cat.resolve(spec) {
-            Ok(e) => return Ok((name.clone(), sink.clone(), e.clone())),
-            // Another sink may hold a good copy; if none does, a corrupt
-            // index is what the user must hear about, not "not found".
-            Err(e) => {
-                let worse = last_err
-                    .as_ref()
-                    .is_none_or(|l: &Error| l.kind() != ErrorKind::Integrity);
-                if worse {
-                    last_err = Some(e);
-                }
-            }
-        }
-    }
-    Err(last_err.unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no sink")))
-}
+pub(crate) use coffer_core::ops::find_snapshot;
 
 /// A snapshot to decrypt, as `restore` and `drill` start: the snapshot
 /// `spec` on the selected sinks with its signature judged before anything
@@ -71,19 +44,4 @@ pub(crate) async fn open_snapshot(
         ids,
         signature,
     })
-}
-
-/// [`coffer_core::ops::deep_check`] with a progress display.
-pub(crate) async fn deep_check(
-    ctx: &Ctx,
-    what: &str,
-    sink: &dyn Sink,
-    index: &coffer_core::Index,
-    ids: Arc<Identities>,
-) -> Result<coffer_core::BundleSummary> {
-    let progress = Arc::new(Progress::default());
-    let shown = Spinner::start(what, progress.clone(), ctx.quiet);
-    let checked = coffer_core::ops::deep_check(sink, index, ids, &ctx.registry, progress).await;
-    shown.finish();
-    checked
 }

@@ -14,7 +14,7 @@
 //! | `restore` | [`restore()`] ([`RestoreRequest`]) → [`RestoreReport`] |
 //! | `verify` | [`verify_sink`] ([`deep_check`] with a key) → [`VerifyResult`] |
 //! | `list` | [`list_sink`] → [`SinkListing`] |
-//! | `show` | [`deep_check`] with a key → [`ShowOutcome`] |
+//! | `show` | [`show()`] ([`find_snapshot`], [`deep_check`] with a key) → [`ShowOutcome`] |
 //! | `prune` | [`prune_sink`] → [`PruneReport`] |
 //! | `pin`, `unpin` | [`pin()`], [`unpin`] → [`PinOutcome`] |
 //! | `copy`, `export`, `import` | [`crate::copy_snapshots`] → [`TransferReport`] |
@@ -26,6 +26,7 @@ mod prune;
 mod report;
 mod run;
 pub mod sample;
+mod show;
 mod verify;
 
 pub use list::{SinkListing, SnapshotRow, list_sink};
@@ -35,6 +36,7 @@ pub use prune::{
 };
 pub use report::*;
 pub use run::{RestoreRequest, backup, lock_shared, release_all, restore};
+pub use show::{find_snapshot, show};
 pub use verify::{Pick, SinkVerification, VerifyRequest, deep_check, verify_sink};
 
 use schemars::JsonSchema;
