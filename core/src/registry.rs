@@ -153,7 +153,10 @@ impl Registry {
                 if names.is_empty() {
                     "no source kind of this binary declares restore options".to_string()
                 } else {
-                    format!("known: {} (`--opt help` describes them)", names.join(", "))
+                    format!(
+                        "known: {} (`coffer restore --help` describes them)",
+                        names.join(", ")
+                    )
                 },
             ));
         };

@@ -184,16 +184,15 @@ impl MongoRestorer {
                     &redact(&uri),
                 )
             })?;
-        let flag = |k: &str| opts.flag(k);
         // Test-only (cargo feature `test-hooks`, never in a shipped build).
-        let pretend_no_rename = flag("test-pretend-no-rename")
+        let pretend_no_rename = opts.flag("test-pretend-no-rename")
             || (cfg!(feature = "test-hooks") && std::env::var(PRETEND_NO_RENAME_ENV).is_ok_and(|v| v == "1"));
         Ok(MongoRestorer {
             handle: Handle::current(),
             client,
             uri,
             drop,
-            unsafe_in_place: flag("unsafe-in-place"),
+            unsafe_in_place: opts.flag("unsafe-in-place"),
             pretend_no_rename,
             dry_run: opts.dry_run,
             cancel: opts.cancel.clone(),
