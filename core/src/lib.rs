@@ -46,7 +46,10 @@ pub use lock::{
     UnlockReport, acquire_exclusive, acquire_exclusive_with, acquire_shared, acquire_shared_with,
     break_locks, is_lock_conflict, list_locks,
 };
-pub use registry::{Registry, SinkFactory, SourceFactory, layered};
+pub use registry::{
+    Registry, SinkFactory, SinkSettings, SourceFactory, TableContext, layered, malformed_origin,
+    parse_origin, parse_table, settings_factory,
+};
 pub use restore::{
     BundleSummary, BundleVisitor, CheckOnly, ProgressRead, RestoreOutcome, SourceResolver, fetch_verified,
     read_bundle, restore_bundle, verify_object,
@@ -59,7 +62,9 @@ pub use signing::{
     PUBLIC_KEY_PREFIX, SIGNATURE_CONTEXT, SIGNATURE_FORMAT, SignatureFile, SignatureState, SignerKey,
     SigningKey, TrustState, TrustedSigners, check_signature,
 };
-pub use sink::{ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key};
+pub use sink::{
+    ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key, validate_prefix,
+};
 pub use source::{
     Area, CancelFlag, CaptureContext, Entry, EntryBody, EntryCheck, EntrySender, OptionKind, PathClaims,
     RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions, RestoreReport,

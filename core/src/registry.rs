@@ -80,6 +80,142 @@ pub trait SinkFactory: Send + Sync {
     }
 }
 
+/// Parses a plugin's settings table into `T` with serde (give `T`
+/// `#[serde(deny_unknown_fields)]` so a misspelt key is an error). `what`
+/// names the settings in the message (`` `file` source ``), `hint` lists
+/// the keys they take.
+pub fn parse_table<T: serde::de::DeserializeOwned>(table: toml::Table, what: &str, hint: &str) -> Result<T> {
+    toml::Value::Table(table)
+        .try_into()
+        .map_err(|e: toml::de::Error| {
+            config_error(format!("invalid {what} settings: {}", e.message())).with_hint(hint)
+        })
+}
+
+/// Reads the origin a source of `kind` recorded in a bundle (see
+/// [`SourceFactory::from_origin`]) into `T`. A malformed origin is an
+/// integrity failure of the bundle, named after the source.
+pub fn parse_origin<T: serde::de::DeserializeOwned>(
+    kind: &str,
+    name: &str,
+    origin: &serde_json::Value,
+) -> Result<T> {
+    serde_json::from_value(origin.clone()).map_err(|_| malformed_origin(kind, name))
+}
+
+/// The error of a source origin that does not hold what its kind records
+/// (see [`parse_origin`]).
+pub fn malformed_origin(kind: &str, name: &str) -> Error {
+    Error::new(
+        ErrorKind::Integrity,
+        format!("the bundle's record of where source `{name}` (kind `{kind}`) came from is malformed"),
+    )
+    .with_context("source", name)
+    .with_hint("restore with a config file declaring the source, or with --target")
+}
+
+/// Where a `[sink.NAME]` table stands: the sink's name (for errors), the
+/// config file's directory (relative paths resolve against it) and the
+/// sink's coffer retention policy (`retention = {…}`, already taken out of
+/// the table), for storage that enforces retention itself.
+#[derive(Debug, Clone, Copy)]
+pub struct TableContext<'a> {
+    /// The sink's name in `[sink.NAME]`.
+    pub name: &'a str,
+    /// The config file's directory.
+    pub base_dir: &'a Path,
+    /// The sink's `retention` table, if it has one.
+    pub retention: Option<&'a toml::Value>,
+}
+
+impl<'a> TableContext<'a> {
+    /// A table of sink `name` in a config file in `base_dir`, without a
+    /// retention policy.
+    pub fn new(name: &'a str, base_dir: &'a Path) -> Self {
+        TableContext {
+            name,
+            base_dir,
+            retention: None,
+        }
+    }
+}
+
+/// A sink kind told by its settings: how a URL or a `[sink.NAME]` table
+/// becomes settings, and how settings open a sink. This is all most sink
+/// plugins write; [`settings_factory`] makes the [`SinkFactory`] the
+/// registry keeps from it. (Implement [`SinkFactory`] by hand only for a
+/// kind whose sinks are not built from one settings value.)
+pub trait SinkSettings: Sized + Send + Sync + 'static {
+    /// The TOML `kind`, e.g. `s3`.
+    const KIND: &'static str;
+
+    /// The URL schemes it serves, e.g. `["s3"]` for `s3://bucket/prefix`;
+    /// none for a kind declared only in `coffer.toml`.
+    const SCHEMES: &'static [&'static str] = &[];
+
+    /// Settings from a URL of one of [`SinkSettings::SCHEMES`]. By default
+    /// a kind has no URL form and says so.
+    fn from_url(url: &str) -> Result<Self> {
+        Err(config_error(format!(
+            "a `{}` sink cannot be given as a URL (`{url}`)",
+            Self::KIND
+        ))
+        .with_hint(format!(
+            "declare it in coffer.toml: [sink.NAME] kind = \"{}\"",
+            Self::KIND
+        )))
+    }
+
+    /// Settings from a `[sink.NAME]` table (without `kind` and
+    /// `retention`). Unknown keys are an error.
+    fn from_table(table: toml::Table, at: &TableContext<'_>) -> Result<Self>;
+
+    /// Opens a sink with these settings (without touching the storage:
+    /// connections are made on first use).
+    fn open(self) -> Result<Arc<dyn Sink>>;
+}
+
+/// The [`SinkFactory`] of a [`SinkSettings`] kind.
+pub fn settings_factory<S: SinkSettings>() -> Arc<dyn SinkFactory> {
+    Arc::new(SettingsFactory::<S>(std::marker::PhantomData))
+}
+
+/// See [`settings_factory`].
+struct SettingsFactory<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S: SinkSettings> SinkFactory for SettingsFactory<S> {
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+
+    fn schemes(&self) -> &'static [&'static str] {
+        S::SCHEMES
+    }
+
+    fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
+        S::from_url(url)?.open()
+    }
+
+    fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Sink>> {
+        self.from_config_with_retention(name, table, base_dir, None)
+    }
+
+    fn from_config_with_retention(
+        &self,
+        name: &str,
+        table: toml::Table,
+        base_dir: &Path,
+        retention: Option<&toml::Value>,
+    ) -> Result<Arc<dyn Sink>> {
+        let at = TableContext {
+            name,
+            base_dir,
+            retention,
+        };
+        S::from_table(table, &at)?.open()
+    }
+}
+
 /// The set of known plugins.
 #[derive(Default, Clone)]
 pub struct Registry {
@@ -194,6 +330,20 @@ impl Registry {
             return Err(config_error(format!("source `{arg}` is empty after `{kind}:`")));
         }
         Ok((self.source_factory(kind)?, spec))
+    }
+
+    /// Builds a source of `kind` from its `[source.NAME]` table; an error
+    /// names the source.
+    pub fn source_from_config(
+        &self,
+        kind: &str,
+        name: &str,
+        table: toml::Table,
+        base_dir: &Path,
+    ) -> Result<Arc<dyn Source>> {
+        self.source_factory(kind)?
+            .from_config(name, table, base_dir)
+            .map_err(|e| e.with_context("source", name))
     }
 
     /// Builds a sink of `kind` from its `[sink.NAME]` table (and coffer's

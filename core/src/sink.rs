@@ -255,6 +255,16 @@ pub fn validate_key(key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Checks a [`Sink::list`] prefix: empty (everything), or a valid key
+/// with or without a trailing `/`, or one that stops mid-name.
+pub fn validate_prefix(prefix: &str) -> Result<()> {
+    let probe = prefix.strip_suffix('/').unwrap_or(prefix);
+    if prefix.is_empty() || (!probe.is_empty() && validate_key(probe).is_ok()) {
+        return Ok(());
+    }
+    Err(Error::new(ErrorKind::ConfigInvalid, "invalid list prefix").with_context("prefix", prefix))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -4,9 +4,12 @@ use std::ffi::OsString;
 use std::os::unix::ffi::OsStringExt;
 use std::path::{Component, Path, PathBuf};
 
-use coffer_core::Result;
+use std::sync::Arc;
+
+use coffer_core::{Result, Sink, SinkSettings, TableContext};
 use serde::{Deserialize, Serialize};
 
+use crate::LocalSink;
 use crate::error::LocalError;
 
 /// Settings of a local sink.
@@ -39,10 +42,33 @@ impl LocalSinkConfig {
         }
     }
 
-    /// Parses the `[sink.NAME]` table of sink `name` (without `kind`) and
-    /// resolves a relative `path` against `base_dir`, the config file's
-    /// directory.
-    pub fn from_table(name: &str, table: coffer_core::toml::Table, base_dir: &Path) -> Result<Self> {
+    /// This config with a relative path resolved against `base_dir`.
+    pub fn resolved(mut self, base_dir: &Path) -> Self {
+        if self.path.is_relative() {
+            // Drop `./` so locations read `/etc/coffer/backups`.
+            let rel: PathBuf = self
+                .path
+                .components()
+                .filter(|c| *c != Component::CurDir)
+                .collect();
+            self.path = if rel.as_os_str().is_empty() {
+                base_dir.to_path_buf()
+            } else {
+                base_dir.join(rel)
+            };
+        }
+        self
+    }
+}
+
+impl SinkSettings for LocalSinkConfig {
+    const KIND: &'static str = crate::KIND;
+    const SCHEMES: &'static [&'static str] = &[crate::SCHEME];
+
+    /// Parses the `[sink.NAME]` table (without `kind`) and resolves a
+    /// relative `path` against the config file's directory.
+    fn from_table(table: coffer_core::toml::Table, at: &TableContext<'_>) -> Result<Self> {
+        let name = at.name;
         let config: LocalSinkConfig = coffer_core::toml::Value::Table(table).try_into().map_err(
             |e: coffer_core::toml::de::Error| LocalError::InvalidConfig {
                 name: name.to_string(),
@@ -56,14 +82,14 @@ impl LocalSinkConfig {
             }
             .into());
         }
-        Ok(config.resolved(base_dir))
+        Ok(config.resolved(at.base_dir))
     }
 
     /// Parses `file:///abs/path`, `file://localhost/abs/path`,
     /// `file:path` (relative or absolute, taken literally) or a plain path.
     /// Only the `file://` form is percent-decoded. A relative path is made
     /// absolute against the current directory.
-    pub fn from_url(url: &str) -> Result<Self> {
+    fn from_url(url: &str) -> Result<Self> {
         let invalid = |reason| LocalError::InvalidUrl {
             url: url.to_string(),
             reason,
@@ -95,21 +121,10 @@ impl LocalSinkConfig {
         Ok(LocalSinkConfig::new(path))
     }
 
-    /// This config with a relative path resolved against `base_dir`.
-    pub fn resolved(mut self, base_dir: &Path) -> Self {
-        if self.path.is_relative() {
-            // Drop `./` so locations read `/etc/coffer/backups`.
-            let rel: PathBuf = self
-                .path
-                .components()
-                .filter(|c| *c != Component::CurDir)
-                .collect();
-            self.path = if rel.as_os_str().is_empty() {
-                base_dir.to_path_buf()
-            } else {
-                base_dir.join(rel)
-            };
-        }
-        self
+    /// A sink that refuses a root without its marker unless `create`
+    /// (see [`LocalSink::checked`]).
+    fn open(self) -> Result<Arc<dyn Sink>> {
+        let create = self.create;
+        Ok(Arc::new(LocalSink::from_config(&self).checked(create)))
     }
 }

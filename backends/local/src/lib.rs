@@ -51,8 +51,6 @@ mod config;
 mod error;
 mod sink;
 
-use std::sync::Arc;
-
 pub use config::LocalSinkConfig;
 pub use sink::LocalSink;
 
@@ -65,7 +63,7 @@ pub const KIND: &str = "local";
 /// Registers the `local` sink kind, the `file:` scheme, and makes plain
 /// paths given as sinks resolve to this sink.
 pub fn register(reg: &mut coffer_core::Registry) {
-    let factory = Arc::new(sink::LocalSinkFactory);
+    let factory = coffer_core::settings_factory::<LocalSinkConfig>();
     reg.register_sink(factory.clone());
     reg.set_path_sink(factory);
 }

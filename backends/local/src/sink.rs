@@ -17,8 +17,8 @@ use std::time::{Duration, SystemTime};
 use async_trait::async_trait;
 use bytes::Bytes;
 use coffer_core::{
-    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkFactory, SinkInfo,
-    validate_key,
+    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkInfo, SinkSettings,
+    validate_key, validate_prefix,
 };
 use futures::StreamExt;
 use tokio::sync::mpsc;
@@ -336,10 +336,7 @@ impl Sink for LocalSink {
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
         self.ready().await?;
-        if !prefix.is_empty() {
-            validate_key(prefix.strip_suffix('/').unwrap_or(prefix))
-                .map_err(|e| e.prefix("invalid list prefix").with_context("prefix", prefix))?;
-        }
+        validate_prefix(prefix)?;
         let root = self.root.clone();
         let prefix = prefix.to_string();
         blocking(move || list_blocking(&root, &prefix)).await
@@ -797,33 +794,6 @@ fn write_marker(root: &Path) -> Result<()> {
     temp.as_file().sync_all().map_err(io)?;
     temp.persist(root.join(MARKER)).map_err(|e| io(e.error))?;
     coffer_core::fsutil::sync_dir(root)
-}
-
-/// Builds local sinks from `file:` URLs, plain paths and `kind = "local"`.
-pub(crate) struct LocalSinkFactory;
-
-impl SinkFactory for LocalSinkFactory {
-    fn kind(&self) -> &'static str {
-        crate::KIND
-    }
-
-    fn schemes(&self) -> &'static [&'static str] {
-        &[crate::SCHEME]
-    }
-
-    fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(LocalSink::from_url(url)?.checked(false)))
-    }
-
-    fn from_config(
-        &self,
-        name: &str,
-        table: coffer_core::toml::Table,
-        base_dir: &Path,
-    ) -> Result<Arc<dyn Sink>> {
-        let config = LocalSinkConfig::from_table(name, table, base_dir)?;
-        Ok(Arc::new(LocalSink::from_config(&config).checked(config.create)))
-    }
 }
 
 #[cfg(test)]

@@ -1,10 +1,14 @@
 //! Configuration of the media sink: a `[sink.NAME]` table or a URL.
 
-use std::path::{Component, Path, PathBuf};
+use std::path::PathBuf;
 
-use coffer_core::Result;
+use std::sync::Arc;
+
+use coffer_core::{Result, Sink, SinkSettings, TableContext};
+use coffer_sink_local::LocalSinkConfig;
 use serde::{Deserialize, Serialize};
 
+use crate::MediaSink;
 use crate::error::MediaError;
 use crate::identity::{MediaIdentity, check_name};
 
@@ -58,9 +62,48 @@ impl MediaSinkConfig {
         self
     }
 
+    fn check(&self) -> Result<()> {
+        for l in &self.labels {
+            check_name("label", l)?;
+        }
+        if let Some(s) = &self.set {
+            check_name("set", s)?;
+        }
+        Ok(())
+    }
+
+    /// Whether the medium `id` is one this sink accepts.
+    pub fn accepts(&self, id: &MediaIdentity) -> bool {
+        let label_ok = self.labels.is_empty() || self.labels.contains(&id.label);
+        let set_ok = self.set.is_none() || self.set == id.set;
+        label_ok && set_ok
+    }
+
+    /// What is accepted, for messages: `labels OFFSITE-A, OFFSITE-B; set weekly`.
+    pub fn describe_accepted(&self) -> String {
+        let mut parts = Vec::new();
+        if !self.labels.is_empty() {
+            parts.push(format!("labels {}", self.labels.join(", ")));
+        }
+        if let Some(s) = &self.set {
+            parts.push(format!("set {s}"));
+        }
+        if parts.is_empty() {
+            "any coffer medium".into()
+        } else {
+            parts.join("; ")
+        }
+    }
+}
+
+impl SinkSettings for MediaSinkConfig {
+    const KIND: &'static str = crate::KIND;
+    const SCHEMES: &'static [&'static str] = &[crate::SCHEME];
+
     /// Parses the `[sink.NAME]` table (without `kind`); a relative path is
-    /// resolved against `base_dir`.
-    pub fn from_table(name: &str, table: coffer_core::toml::Table, base_dir: &Path) -> Result<Self> {
+    /// resolved against the config file's directory.
+    fn from_table(table: coffer_core::toml::Table, at: &TableContext<'_>) -> Result<Self> {
+        let name = at.name;
         let mut config: MediaSinkConfig = coffer_core::toml::Value::Table(table).try_into().map_err(
             |e: coffer_core::toml::de::Error| MediaError::InvalidConfig {
                 name: name.to_string(),
@@ -74,21 +117,14 @@ impl MediaSinkConfig {
             }
             .into());
         }
-        if config.path.is_relative() {
-            let rel: PathBuf = config
-                .path
-                .components()
-                .filter(|c| *c != Component::CurDir)
-                .collect();
-            config.path = base_dir.join(rel);
-        }
+        config.path = LocalSinkConfig::new(config.path).resolved(at.base_dir).path;
         config.check()?;
         Ok(config)
     }
 
     /// Parses `media:PATH[?labels=A,B][&set=S]` (also `media://PATH`). A
     /// relative path is made absolute against the current directory.
-    pub fn from_url(url: &str) -> Result<Self> {
+    fn from_url(url: &str) -> Result<Self> {
         let invalid = |reason: String| MediaError::InvalidUrl {
             url: url.to_string(),
             reason,
@@ -123,37 +159,8 @@ impl MediaSinkConfig {
         Ok(config)
     }
 
-    fn check(&self) -> Result<()> {
-        for l in &self.labels {
-            check_name("label", l)?;
-        }
-        if let Some(s) = &self.set {
-            check_name("set", s)?;
-        }
-        Ok(())
-    }
-
-    /// Whether the medium `id` is one this sink accepts.
-    pub fn accepts(&self, id: &MediaIdentity) -> bool {
-        let label_ok = self.labels.is_empty() || self.labels.contains(&id.label);
-        let set_ok = self.set.is_none() || self.set == id.set;
-        label_ok && set_ok
-    }
-
-    /// What is accepted, for messages: `labels OFFSITE-A, OFFSITE-B; set weekly`.
-    pub fn describe_accepted(&self) -> String {
-        let mut parts = Vec::new();
-        if !self.labels.is_empty() {
-            parts.push(format!("labels {}", self.labels.join(", ")));
-        }
-        if let Some(s) = &self.set {
-            parts.push(format!("set {s}"));
-        }
-        if parts.is_empty() {
-            "any coffer medium".into()
-        } else {
-            parts.join("; ")
-        }
+    fn open(self) -> Result<Arc<dyn Sink>> {
+        Ok(Arc::new(MediaSink::new(self)))
     }
 }
 

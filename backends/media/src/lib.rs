@@ -48,8 +48,6 @@ mod identity;
 pub mod kit;
 mod sink;
 
-use std::sync::Arc;
-
 pub use config::MediaSinkConfig;
 pub use identity::{
     IDENTITY_FILE, IDENTITY_FORMAT, MediaIdentity, MediaStatus, check_mounted, free_space, init_medium,
@@ -65,5 +63,5 @@ pub const KIND: &str = "media";
 
 /// Registers the `media` sink kind and the `media:` scheme.
 pub fn register(reg: &mut coffer_core::Registry) {
-    reg.register_sink(Arc::new(sink::MediaSinkFactory));
+    reg.register_sink(coffer_core::settings_factory::<MediaSinkConfig>());
 }

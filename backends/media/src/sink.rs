@@ -16,7 +16,7 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use coffer_core::{
-    ByteStream, Error, ErrorKind, LOCK_PREFIX, ObjectMeta, PutOptions, Result, Sink, SinkFactory, SinkInfo,
+    ByteStream, Error, ErrorKind, LOCK_PREFIX, ObjectMeta, PutOptions, Result, Sink, SinkInfo, SinkSettings,
     validate_key,
 };
 use coffer_sink_local::LocalSink;
@@ -234,33 +234,5 @@ impl Sink for MediaSink {
         validate_key(key)?;
         self.check_medium().await?;
         self.inner.delete(key).await
-    }
-}
-
-/// Builds media sinks from URLs and `[sink.NAME] kind = "media"` tables.
-pub(crate) struct MediaSinkFactory;
-
-impl SinkFactory for MediaSinkFactory {
-    fn kind(&self) -> &'static str {
-        crate::KIND
-    }
-
-    fn schemes(&self) -> &'static [&'static str] {
-        &[crate::SCHEME]
-    }
-
-    fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(MediaSink::from_url(url)?))
-    }
-
-    fn from_config(
-        &self,
-        name: &str,
-        table: coffer_core::toml::Table,
-        base_dir: &Path,
-    ) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(MediaSink::new(MediaSinkConfig::from_table(
-            name, table, base_dir,
-        )?)))
     }
 }

@@ -2,9 +2,12 @@
 //! `opendal:SCHEME?key=value…` URL.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use coffer_core::{Error, ErrorKind, Result};
+use coffer_core::{Error, ErrorKind, Result, Sink, SinkSettings, TableContext};
 use serde::Deserialize;
+
+use crate::OpendalSink;
 
 /// Settings of an OpenDAL sink: the service's scheme and its options.
 ///
@@ -87,58 +90,6 @@ impl OpendalSinkConfig {
         }
     }
 
-    /// Parses the `[sink.NAME]` table of sink `name` (without `kind`).
-    pub fn from_table(name: &str, table: coffer_core::toml::Table) -> Result<Self> {
-        let config: OpendalSinkConfig = coffer_core::toml::Value::Table(table).try_into().map_err(
-            |e: coffer_core::toml::de::Error| {
-                invalid(format!(
-                    "invalid opendal sink config for `{name}`: {}",
-                    e.message()
-                ))
-            },
-        )?;
-        config.validate()?;
-        Ok(config)
-    }
-
-    /// Parses `opendal:SCHEME?OPTION=VALUE&…` (values percent-decoded).
-    pub fn from_url(url: &str) -> Result<Self> {
-        let shown = match url.split_once('?') {
-            Some((u, _)) => format!("{u}?…"),
-            None => url.to_string(),
-        };
-        let rest = url
-            .strip_prefix("opendal:")
-            .map(|r| r.trim_start_matches("//"))
-            .ok_or_else(|| invalid(format!("`{shown}` does not start with opendal:")))?;
-        let (scheme, query) = rest.split_once('?').unwrap_or((rest, ""));
-        let mut config = OpendalSinkConfig::new(scheme, []);
-        for pair in query.split('&').filter(|p| !p.is_empty()) {
-            let (k, v) = pair
-                .split_once('=')
-                .ok_or_else(|| invalid(format!("in `{shown}`: option `{}` has no `=`", k_only(pair))))?;
-            let v = String::from_utf8(coffer_core::percent_decode(&v.replace('+', " ")))
-                .map_err(|_| invalid(format!("in `{shown}`: `{k}` is not UTF-8")))?;
-            match k {
-                "part-size-mib" => {
-                    config.part_size_mib = v
-                        .parse()
-                        .map_err(|_| invalid(format!("`part-size-mib` must be a whole number, not `{v}`")))?
-                }
-                "concurrency" => {
-                    config.concurrency = v
-                        .parse()
-                        .map_err(|_| invalid(format!("`concurrency` must be a whole number, not `{v}`")))?
-                }
-                _ => {
-                    config.options.insert(k.to_string(), v);
-                }
-            }
-        }
-        config.validate()?;
-        Ok(config)
-    }
-
     fn validate(&self) -> Result<()> {
         if self.scheme.is_empty() {
             return Err(invalid("`scheme` is empty".into()));
@@ -191,6 +142,76 @@ fn k_only(pair: &str) -> &str {
     pair.split('=').next().unwrap_or(pair)
 }
 
+impl SinkSettings for OpendalSinkConfig {
+    const KIND: &'static str = crate::KIND;
+    const SCHEMES: &'static [&'static str] = &[crate::KIND];
+
+    /// Parses `opendal:SCHEME?OPTION=VALUE&…` (values percent-decoded).
+    fn from_url(url: &str) -> Result<Self> {
+        let shown = match url.split_once('?') {
+            Some((u, _)) => format!("{u}?…"),
+            None => url.to_string(),
+        };
+        let rest = url
+            .strip_prefix("opendal:")
+            .map(|r| r.trim_start_matches("//"))
+            .ok_or_else(|| invalid(format!("`{shown}` does not start with opendal:")))?;
+        let (scheme, query) = rest.split_once('?').unwrap_or((rest, ""));
+        let mut config = OpendalSinkConfig::new(scheme, []);
+        for pair in query.split('&').filter(|p| !p.is_empty()) {
+            let (k, v) = pair
+                .split_once('=')
+                .ok_or_else(|| invalid(format!("in `{shown}`: option `{}` has no `=`", k_only(pair))))?;
+            let v = String::from_utf8(coffer_core::percent_decode(&v.replace('+', " ")))
+                .map_err(|_| invalid(format!("in `{shown}`: `{k}` is not UTF-8")))?;
+            match k {
+                "part-size-mib" => {
+                    config.part_size_mib = v
+                        .parse()
+                        .map_err(|_| invalid(format!("`part-size-mib` must be a whole number, not `{v}`")))?
+                }
+                "concurrency" => {
+                    config.concurrency = v
+                        .parse()
+                        .map_err(|_| invalid(format!("`concurrency` must be a whole number, not `{v}`")))?
+                }
+                _ => {
+                    config.options.insert(k.to_string(), v);
+                }
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Parses the `[sink.NAME]` table of sink `name` (without `kind`).
+    fn from_table(table: coffer_core::toml::Table, at: &TableContext<'_>) -> Result<Self> {
+        let name = at.name;
+        let mut config: OpendalSinkConfig = coffer_core::toml::Value::Table(table).try_into().map_err(
+            |e: coffer_core::toml::de::Error| {
+                invalid(format!(
+                    "invalid opendal sink config for `{name}`: {}",
+                    e.message()
+                ))
+            },
+        )?;
+        config.validate()?;
+        // A relative `fs` root is relative to the config file, as the
+        // local sink's path is.
+        if config.scheme == "fs"
+            && let Some(root) = config.options.get_mut("root")
+            && std::path::Path::new(root.as_str()).is_relative()
+        {
+            *root = at.base_dir.join(root.as_str()).display().to_string();
+        }
+        Ok(config)
+    }
+
+    fn open(self) -> Result<Arc<dyn Sink>> {
+        Ok(Arc::new(OpendalSink::new(&self)?))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,10 +228,12 @@ mod tests {
             "scheme = \"webdav\"\noptions = { endpoint = \"http://h\", password = \"hunter2\" }"
                 .parse()
                 .unwrap();
-        let c = OpendalSinkConfig::from_table("x", t).unwrap();
+        let c = OpendalSinkConfig::from_table(t, &TableContext::new("x", std::path::Path::new("."))).unwrap();
         assert!(!format!("{c:?}").contains("hunter2"));
         assert!(!c.location().contains("hunter2"));
         let t: coffer_core::toml::Table = "scheme = \"fs\"\nbogus = 1".parse().unwrap();
-        assert!(OpendalSinkConfig::from_table("x", t).is_err());
+        assert!(
+            OpendalSinkConfig::from_table(t, &TableContext::new("x", std::path::Path::new("."))).is_err()
+        );
     }
 }

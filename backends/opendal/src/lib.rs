@@ -38,8 +38,6 @@
 mod config;
 mod sink;
 
-use std::sync::Arc;
-
 pub use config::OpendalSinkConfig;
 pub use sink::OpendalSink;
 
@@ -48,5 +46,5 @@ pub const KIND: &str = "opendal";
 
 /// Registers the `opendal` sink kind and the `opendal:` scheme.
 pub fn register(reg: &mut coffer_core::Registry) {
-    reg.register_sink(Arc::new(sink::OpendalSinkFactory));
+    reg.register_sink(coffer_core::settings_factory::<OpendalSinkConfig>());
 }

@@ -1,11 +1,9 @@
 //! [`OpendalSink`]: a [`Sink`] over an OpenDAL [`Operator`].
 
-use std::sync::Arc;
-
 use async_trait::async_trait;
 use coffer_core::{
-    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkFactory, SinkInfo,
-    validate_key,
+    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkInfo, validate_key,
+    validate_prefix,
 };
 use futures::{StreamExt, TryStreamExt};
 use opendal::Operator;
@@ -260,13 +258,7 @@ impl Sink for OpendalSink {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        if !prefix.is_empty() {
-            let probe = prefix.trim_end_matches('/');
-            if probe.is_empty() || validate_key(probe).is_err() {
-                return Err(Error::new(ErrorKind::ConfigInvalid, "invalid list prefix")
-                    .with_context("prefix", prefix));
-            }
-        }
+        validate_prefix(prefix)?;
         let dir = match prefix.rfind('/') {
             Some(i) => &prefix[..=i],
             None => "",
@@ -358,39 +350,4 @@ fn build_operator(
     options: std::collections::BTreeMap<String, String>,
 ) -> opendal::Result<Operator> {
     Operator::via_iter(scheme, options)
-}
-
-/// Builds OpenDAL sinks from `opendal:` URLs and `kind = "opendal"` tables.
-pub(crate) struct OpendalSinkFactory;
-
-impl SinkFactory for OpendalSinkFactory {
-    fn kind(&self) -> &'static str {
-        crate::KIND
-    }
-
-    fn schemes(&self) -> &'static [&'static str] {
-        &[crate::KIND]
-    }
-
-    fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(OpendalSink::new(&OpendalSinkConfig::from_url(url)?)?))
-    }
-
-    fn from_config(
-        &self,
-        name: &str,
-        table: coffer_core::toml::Table,
-        base_dir: &std::path::Path,
-    ) -> Result<Arc<dyn Sink>> {
-        let mut config = OpendalSinkConfig::from_table(name, table)?;
-        // A relative `fs` root is relative to the config file, as the
-        // local sink's path is.
-        if config.scheme == "fs"
-            && let Some(root) = config.options.get_mut("root")
-            && std::path::Path::new(root.as_str()).is_relative()
-        {
-            *root = base_dir.join(root.as_str()).display().to_string();
-        }
-        Ok(Arc::new(OpendalSink::new(&config)?))
-    }
 }

@@ -3,9 +3,12 @@
 
 use std::time::Duration;
 
-use coffer_core::Result;
+use std::sync::Arc;
+
+use coffer_core::{Result, Sink, SinkSettings, TableContext};
 use serde::Deserialize;
 
+use crate::S3Sink;
 use crate::error::S3Error;
 use crate::lock::{LockMode, ObjectLockConfig};
 
@@ -240,8 +243,53 @@ impl S3SinkConfig {
         loc
     }
 
-    /// Parses the `[sink.NAME]` table of sink `name` (without `kind`).
-    pub fn from_table(name: &str, table: coffer_core::toml::Table) -> Result<Self> {
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.bucket.is_empty() {
+            return Err("`bucket` is empty".into());
+        }
+        if !(MIN_PART_SIZE_MIB..=MAX_PART_SIZE_MIB).contains(&self.part_size_mib) {
+            return Err(format!(
+                "`part-size-mib` must be between {MIN_PART_SIZE_MIB} and {MAX_PART_SIZE_MIB} (S3's limits), not {}",
+                self.part_size_mib
+            ));
+        }
+        if self.concurrency == 0 || self.concurrency > 64 {
+            return Err(format!("`concurrency` must be 1 to 64, not {}", self.concurrency));
+        }
+        if self.timeout_secs == 0 || self.connect_timeout_secs == 0 {
+            return Err("timeouts must be at least 1 second".into());
+        }
+        if let Some(sse) = &self.server_side_encryption
+            && !matches!(sse.as_str(), "AES256" | "aws:kms" | "aws:kms:dsse")
+        {
+            return Err(format!(
+                "`server-side-encryption` must be AES256, aws:kms or aws:kms:dsse, not `{sse}`"
+            ));
+        }
+        if let Some(lock) = &self.object_lock {
+            lock.validate()?;
+        }
+        Ok(())
+    }
+}
+
+impl SinkSettings for S3SinkConfig {
+    const KIND: &'static str = crate::KIND;
+    const SCHEMES: &'static [&'static str] = &[crate::SCHEME];
+
+    /// Parses the `[sink.NAME]` table (without `kind`). An `object-lock`
+    /// table with neither `days` nor its own `retention` derives its
+    /// retain-until dates from the sink's coffer retention policy (see
+    /// [`crate::ObjectLockConfig`]).
+    fn from_table(mut table: coffer_core::toml::Table, at: &TableContext<'_>) -> Result<Self> {
+        let name = at.name;
+        if let (Some(r), Some(coffer_core::toml::Value::Table(lock))) =
+            (at.retention, table.get_mut("object-lock"))
+            && !lock.contains_key("days")
+            && !lock.contains_key("retention")
+        {
+            lock.insert("retention".into(), r.clone());
+        }
         let config: S3SinkConfig = coffer_core::toml::Value::Table(table).try_into().map_err(
             |e: coffer_core::toml::de::Error| S3Error::InvalidConfig {
                 name: name.to_string(),
@@ -257,7 +305,7 @@ impl S3SinkConfig {
 
     /// Parses `s3://BUCKET[/PREFIX][?endpoint=…&region=…&path-style=true…]`.
     /// Query keys are the TOML keys; credentials are not accepted in a URL.
-    pub fn from_url(url: &str) -> Result<Self> {
+    fn from_url(url: &str) -> Result<Self> {
         let invalid = |reason: String| S3Error::InvalidUrl {
             url: redact_query(url),
             reason,
@@ -337,33 +385,8 @@ impl S3SinkConfig {
         Ok(config)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
-        if self.bucket.is_empty() {
-            return Err("`bucket` is empty".into());
-        }
-        if !(MIN_PART_SIZE_MIB..=MAX_PART_SIZE_MIB).contains(&self.part_size_mib) {
-            return Err(format!(
-                "`part-size-mib` must be between {MIN_PART_SIZE_MIB} and {MAX_PART_SIZE_MIB} (S3's limits), not {}",
-                self.part_size_mib
-            ));
-        }
-        if self.concurrency == 0 || self.concurrency > 64 {
-            return Err(format!("`concurrency` must be 1 to 64, not {}", self.concurrency));
-        }
-        if self.timeout_secs == 0 || self.connect_timeout_secs == 0 {
-            return Err("timeouts must be at least 1 second".into());
-        }
-        if let Some(sse) = &self.server_side_encryption
-            && !matches!(sse.as_str(), "AES256" | "aws:kms" | "aws:kms:dsse")
-        {
-            return Err(format!(
-                "`server-side-encryption` must be AES256, aws:kms or aws:kms:dsse, not `{sse}`"
-            ));
-        }
-        if let Some(lock) = &self.object_lock {
-            lock.validate()?;
-        }
-        Ok(())
+    fn open(self) -> Result<Arc<dyn Sink>> {
+        Ok(Arc::new(S3Sink::new(&self)?))
     }
 }
 
@@ -427,10 +450,11 @@ mod tests {
             "bucket = \"b\"\nprefix = \"p\"\npath-style = true\nstorage-class = \"STANDARD_IA\""
                 .parse()
                 .unwrap();
-        let c = S3SinkConfig::from_table("x", t).unwrap();
+        let c = S3SinkConfig::from_table(t, &TableContext::new("x", std::path::Path::new("."))).unwrap();
         assert_eq!(c.storage_class.as_deref(), Some("STANDARD_IA"));
         let t: coffer_core::toml::Table = "bucket = \"b\"\npath = \"p\"".parse().unwrap();
-        let err = S3SinkConfig::from_table("x", t).unwrap_err();
+        let err =
+            S3SinkConfig::from_table(t, &TableContext::new("x", std::path::Path::new("."))).unwrap_err();
         assert!(err.to_string().contains("`x`"), "{err}");
     }
 
@@ -453,7 +477,7 @@ mod tests {
              object-lock = { mode = \"governance\", retention = { keep-daily = 7, keep-monthly = 12 } }"
             .parse()
             .unwrap();
-        let c = S3SinkConfig::from_table("x", t).unwrap();
+        let c = S3SinkConfig::from_table(t, &TableContext::new("x", std::path::Path::new("."))).unwrap();
         let lock = c.object_lock.unwrap();
         assert_eq!(lock.mode, LockMode::Governance);
         let t0: jiff::Timestamp = "2026-01-01T00:00:00Z".parse().unwrap();
@@ -462,7 +486,8 @@ mod tests {
         let t: coffer_core::toml::Table = "bucket = \"b\"\nobject-lock = { mode = \"governance\" }"
             .parse()
             .unwrap();
-        let err = S3SinkConfig::from_table("x", t).unwrap_err();
+        let err =
+            S3SinkConfig::from_table(t, &TableContext::new("x", std::path::Path::new("."))).unwrap_err();
         assert!(err.to_string().contains("days"), "{err}");
     }
 }

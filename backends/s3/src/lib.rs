@@ -70,8 +70,6 @@ mod error;
 mod lock;
 mod sink;
 
-use std::sync::Arc;
-
 pub use config::{DEFAULT_CONCURRENCY, DEFAULT_PART_SIZE_MIB, S3SinkConfig};
 pub use lock::{LockMode, ObjectLockConfig};
 pub use object_store;
@@ -85,5 +83,5 @@ pub const KIND: &str = "s3";
 
 /// Registers the `s3` sink kind and the `s3://` scheme.
 pub fn register(reg: &mut coffer_core::Registry) {
-    reg.register_sink(Arc::new(sink::S3SinkFactory));
+    reg.register_sink(coffer_core::settings_factory::<S3SinkConfig>());
 }

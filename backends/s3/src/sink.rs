@@ -11,8 +11,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use coffer_core::{
-    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkFactory, SinkInfo,
-    validate_key,
+    ByteStream, Error, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkInfo, SinkSettings, validate_key,
+    validate_prefix,
 };
 use futures::{StreamExt, TryStreamExt};
 use jiff::{SignedDuration, Timestamp};
@@ -422,14 +422,7 @@ impl Sink for S3Sink {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        if !prefix.is_empty() {
-            // A prefix may end in `/` or stop mid-name; check the rest.
-            let probe = prefix.trim_end_matches('/');
-            if probe.is_empty() || validate_key(probe).is_err() {
-                return Err(Error::new(ErrorKind::ConfigInvalid, "invalid list prefix")
-                    .with_context("prefix", prefix));
-            }
-        }
+        validate_prefix(prefix)?;
         let full = format!("{}{prefix}", self.prefix);
         let dir = match full.rfind('/') {
             Some(i) => Some(StorePath::parse(&full[..i]).map_err(|e| self.err("list", prefix, e.into()))?),
@@ -535,52 +528,6 @@ fn build_s3(config: &S3SinkConfig, lock_headers: Option<HeaderMap>) -> Result<ob
         }
         .into()
     })
-}
-
-/// Builds S3 sinks from `s3://` URLs and `kind = "s3"` tables.
-pub(crate) struct S3SinkFactory;
-
-impl SinkFactory for S3SinkFactory {
-    fn kind(&self) -> &'static str {
-        crate::KIND
-    }
-
-    fn schemes(&self) -> &'static [&'static str] {
-        &[crate::SCHEME]
-    }
-
-    fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(S3Sink::new(&S3SinkConfig::from_url(url)?)?))
-    }
-
-    fn from_config(
-        &self,
-        name: &str,
-        table: coffer_core::toml::Table,
-        _base_dir: &std::path::Path,
-    ) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(S3Sink::new(&S3SinkConfig::from_table(name, table)?)?))
-    }
-
-    /// An `object-lock` table with neither `days` nor its own `retention`
-    /// derives its retain-until dates from the sink's coffer retention
-    /// policy (see [`crate::ObjectLockConfig`]).
-    fn from_config_with_retention(
-        &self,
-        name: &str,
-        mut table: coffer_core::toml::Table,
-        base_dir: &std::path::Path,
-        retention: Option<&coffer_core::toml::Value>,
-    ) -> Result<Arc<dyn Sink>> {
-        if let (Some(r), Some(coffer_core::toml::Value::Table(lock))) =
-            (retention, table.get_mut("object-lock"))
-            && !lock.contains_key("days")
-            && !lock.contains_key("retention")
-        {
-            lock.insert("retention".into(), r.clone());
-        }
-        self.from_config(name, table, base_dir)
-    }
 }
 
 /// How long one operation may take before the registry's timeout layer

@@ -2,11 +2,13 @@
 //! URL.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
-use coffer_core::Result;
+use coffer_core::{Result, Sink, SinkSettings, TableContext};
 use serde::Deserialize;
 
+use crate::SftpSink;
 use crate::error::SftpError;
 
 /// Settings of an SFTP sink.
@@ -130,35 +132,67 @@ impl SftpSinkConfig {
             .or_else(|| std::env::var_os("HOME").map(|h| Path::new(&h).join(".ssh/known_hosts")))
     }
 
-    /// Parses the `[sink.NAME]` table of sink `name` (without `kind`);
-    /// relative key and known_hosts paths are resolved against `base_dir`.
-    pub fn from_table(name: &str, table: coffer_core::toml::Table, base_dir: &Path) -> Result<Self> {
-        let mut c: SftpSinkConfig = coffer_core::toml::Value::Table(table).try_into().map_err(
-            |e: coffer_core::toml::de::Error| SftpError::InvalidConfig {
-                name: name.to_string(),
-                message: e.message().to_string(),
-            },
-        )?;
-        if !c.key.as_os_str().is_empty() {
-            c.key = resolve(&c.key, base_dir);
-        }
-        c.known_hosts = c.known_hosts.map(|p| resolve(&p, base_dir));
-        c.validate().map_err(|message| SftpError::InvalidConfig {
-            name: name.to_string(),
-            message,
-        })?;
-        Ok(c)
-    }
-
     /// Whether the keys of an ssh-agent authenticate (no key file given).
     pub fn uses_agent(&self) -> bool {
         self.key.as_os_str().is_empty()
     }
 
+    fn validate(&self) -> std::result::Result<(), String> {
+        if self.host.is_empty() || self.user.is_empty() {
+            return Err("`host` and `user` must not be empty".into());
+        }
+        if self.path.split('/').any(|s| s == "..") {
+            return Err("`path` must not contain `..`".into());
+        }
+        if self.connect_timeout_secs == 0 || self.timeout_secs == 0 {
+            return Err("timeouts must be at least 1 second".into());
+        }
+        Ok(())
+    }
+}
+
+fn resolve(p: &Path, base: &Path) -> PathBuf {
+    if let Ok(rest) = p.strip_prefix("~")
+        && let Some(home) = std::env::var_os("HOME")
+    {
+        return Path::new(&home).join(rest);
+    }
+    if p.is_relative() {
+        base.join(p)
+    } else {
+        p.to_path_buf()
+    }
+}
+
+fn decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%'
+            && i + 2 < b.len()
+            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
+                .ok()
+                .and_then(|h| u8::from_str_radix(h, 16).ok())
+        {
+            out.push(v);
+            i += 3;
+            continue;
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+impl SinkSettings for SftpSinkConfig {
+    const KIND: &'static str = crate::KIND;
+    const SCHEMES: &'static [&'static str] = &[crate::SCHEME];
+
     /// Parses `sftp://USER@HOST[:PORT]/PATH?key=FILE&known-hosts=FILE[&insecure-accept-host-key=true]`
     /// (no `key`: the ssh-agent at `$SSH_AUTH_SOCK` or `agent-socket=PATH`).
     /// `/PATH` is relative to the login directory; `//PATH` is absolute.
-    pub fn from_url(url: &str) -> Result<Self> {
+    fn from_url(url: &str) -> Result<Self> {
         let invalid = |reason: String| SftpError::InvalidUrl {
             url: url.split('?').next().unwrap_or("").to_string(),
             reason,
@@ -218,52 +252,30 @@ impl SftpSinkConfig {
         Ok(c)
     }
 
-    fn validate(&self) -> std::result::Result<(), String> {
-        if self.host.is_empty() || self.user.is_empty() {
-            return Err("`host` and `user` must not be empty".into());
+    /// Parses the `[sink.NAME]` table of sink `name` (without `kind`);
+    /// relative key and known_hosts paths are resolved against `base_dir`.
+    fn from_table(table: coffer_core::toml::Table, at: &TableContext<'_>) -> Result<Self> {
+        let (name, base_dir) = (at.name, at.base_dir);
+        let mut c: SftpSinkConfig = coffer_core::toml::Value::Table(table).try_into().map_err(
+            |e: coffer_core::toml::de::Error| SftpError::InvalidConfig {
+                name: name.to_string(),
+                message: e.message().to_string(),
+            },
+        )?;
+        if !c.key.as_os_str().is_empty() {
+            c.key = resolve(&c.key, base_dir);
         }
-        if self.path.split('/').any(|s| s == "..") {
-            return Err("`path` must not contain `..`".into());
-        }
-        if self.connect_timeout_secs == 0 || self.timeout_secs == 0 {
-            return Err("timeouts must be at least 1 second".into());
-        }
-        Ok(())
+        c.known_hosts = c.known_hosts.map(|p| resolve(&p, base_dir));
+        c.validate().map_err(|message| SftpError::InvalidConfig {
+            name: name.to_string(),
+            message,
+        })?;
+        Ok(c)
     }
-}
 
-fn resolve(p: &Path, base: &Path) -> PathBuf {
-    if let Ok(rest) = p.strip_prefix("~")
-        && let Some(home) = std::env::var_os("HOME")
-    {
-        return Path::new(&home).join(rest);
+    fn open(self) -> Result<Arc<dyn Sink>> {
+        Ok(Arc::new(SftpSink::new(self)))
     }
-    if p.is_relative() {
-        base.join(p)
-    } else {
-        p.to_path_buf()
-    }
-}
-
-fn decode(s: &str) -> String {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        if b[i] == b'%'
-            && i + 2 < b.len()
-            && let Some(v) = std::str::from_utf8(&b[i + 1..i + 3])
-                .ok()
-                .and_then(|h| u8::from_str_radix(h, 16).ok())
-        {
-            out.push(v);
-            i += 3;
-            continue;
-        }
-        out.push(b[i]);
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]

@@ -56,8 +56,6 @@ mod config;
 mod error;
 mod sink;
 
-use std::sync::Arc;
-
 pub use config::SftpSinkConfig;
 pub use sink::{SftpSink, TEMP_PREFIX};
 
@@ -69,5 +67,5 @@ pub const KIND: &str = "sftp";
 
 /// Registers the `sftp` sink kind and the `sftp://` scheme.
 pub fn register(reg: &mut coffer_core::Registry) {
-    reg.register_sink(Arc::new(sink::SftpSinkFactory));
+    reg.register_sink(coffer_core::settings_factory::<SftpSinkConfig>());
 }

@@ -14,8 +14,8 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::Bytes;
 use coffer_core::{
-    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkFactory, SinkInfo,
-    validate_key,
+    ByteStream, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkInfo, SinkSettings,
+    validate_key, validate_prefix,
 };
 use futures::StreamExt;
 use futures::stream::FuturesUnordered;
@@ -859,13 +859,7 @@ impl Sink for SftpSink {
     }
 
     async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
-        if !prefix.is_empty() {
-            let probe = prefix.trim_end_matches('/');
-            if probe.is_empty() || validate_key(probe).is_err() {
-                return Err(Error::new(ErrorKind::ConfigInvalid, "invalid list prefix")
-                    .with_context("prefix", prefix));
-            }
-        }
+        validate_prefix(prefix)?;
         let (dir, rel) = match prefix.rfind('/') {
             Some(i) => (self.remote(&prefix[..i]), prefix[..i].to_string()),
             None => (self.root(), String::new()),
@@ -909,34 +903,6 @@ impl Sink for SftpSink {
             }
         })
         .await
-    }
-}
-
-/// Builds SFTP sinks from `sftp://` URLs and `kind = "sftp"` tables.
-pub(crate) struct SftpSinkFactory;
-
-impl SinkFactory for SftpSinkFactory {
-    fn kind(&self) -> &'static str {
-        crate::KIND
-    }
-
-    fn schemes(&self) -> &'static [&'static str] {
-        &[crate::SCHEME]
-    }
-
-    fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(SftpSink::new(SftpSinkConfig::from_url(url)?)))
-    }
-
-    fn from_config(
-        &self,
-        name: &str,
-        table: coffer_core::toml::Table,
-        base_dir: &std::path::Path,
-    ) -> Result<Arc<dyn Sink>> {
-        Ok(Arc::new(SftpSink::new(SftpSinkConfig::from_table(
-            name, table, base_dir,
-        )?)))
     }
 }
 

@@ -32,8 +32,6 @@
 
 mod sink;
 
-use std::sync::Arc;
-
 pub use sink::{ExecSink, ExecSinkConfig};
 
 /// The TOML `kind` of this sink.
@@ -41,5 +39,5 @@ pub const KIND: &str = "exec";
 
 /// Registers the `exec` sink kind: the one line a plugin's `main` needs.
 pub fn register(reg: &mut coffer_core::Registry) {
-    reg.register_sink(Arc::new(sink::ExecSinkFactory));
+    reg.register_sink(coffer_core::settings_factory::<sink::ExecSettings>());
 }

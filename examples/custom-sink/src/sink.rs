@@ -1,14 +1,13 @@
 //! [`ExecSink`].
 
-use std::path::Path;
 use std::process::Stdio;
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use coffer_core::{
-    ByteStream, Bytes, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkFactory,
-    SinkInfo, config_error, toml, validate_key,
+    ByteStream, Bytes, Error, ErrorKind, ObjectMeta, PutMode, PutOptions, Result, Sink, SinkInfo,
+    SinkSettings, TableContext, config_error, toml, validate_key,
 };
 use futures::StreamExt;
 use serde::Deserialize;
@@ -283,38 +282,36 @@ impl Sink for ExecSink {
     }
 }
 
-/// Builds [`ExecSink`]s from `[sink.NAME] kind = "exec"` tables.
-pub(crate) struct ExecSinkFactory;
+/// What opens an [`ExecSink`]: its name (for messages) and its commands.
+/// The default [`SinkSettings::from_url`] refuses URLs: an exec sink is
+/// declared in `coffer.toml` only.
+pub(crate) struct ExecSettings {
+    name: String,
+    config: ExecSinkConfig,
+}
 
-impl SinkFactory for ExecSinkFactory {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
+impl SinkSettings for ExecSettings {
+    const KIND: &'static str = KIND;
 
-    fn schemes(&self) -> &'static [&'static str] {
-        &[]
-    }
-
-    fn from_url(&self, url: &str) -> Result<Arc<dyn Sink>> {
-        Err(
-            config_error(format!("an exec sink cannot be given as a URL (`{url}`)")).with_hint(
-                "declare it in coffer.toml: [sink.NAME] kind = \"exec\" with put/get/list/rename/delete",
-            ),
-        )
-    }
-
-    fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Sink>> {
+    fn from_table(table: toml::Table, at: &TableContext<'_>) -> Result<Self> {
         let mut config: ExecSinkConfig =
             toml::Value::Table(table)
                 .try_into()
                 .map_err(|e: toml::de::Error| {
                     config_error(format!("invalid `exec` sink settings: {}", e.message()))
-                    .with_context("sink", name)
+                    .with_context("sink", at.name)
                     .with_hint(
                         "an `exec` sink takes the commands put, get, list, rename, delete, and timeout, dir",
                     )
                 })?;
-        config.dir = Some(base_dir.join(config.dir.unwrap_or_default()));
-        Ok(Arc::new(ExecSink::new(name, config)))
+        config.dir = Some(at.base_dir.join(config.dir.unwrap_or_default()));
+        Ok(ExecSettings {
+            name: at.name.to_string(),
+            config,
+        })
+    }
+
+    fn open(self) -> Result<Arc<dyn Sink>> {
+        Ok(Arc::new(ExecSink::new(self.name, self.config)))
     }
 }
