@@ -189,11 +189,8 @@ impl Config {
             let mut t = table.into_inner();
             let kind =
                 take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
-            let factory = registry
-                .source_factory(&kind)
-                .map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
-            let src = factory
-                .from_config(&name, t, &base)
+            let src = registry
+                .source_from_config(&kind, &name, t, &base)
                 .map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
             sources.insert(name, src);
         }

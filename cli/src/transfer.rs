@@ -14,6 +14,34 @@ use crate::Failure;
 use crate::ctx::{CmdResult, Ctx};
 use crate::output::size;
 
+/// Which snapshots of which sink `copy` and `export` take.
+#[derive(Debug, clap::Args)]
+pub struct Pick {
+    /// Snapshot ids or unique prefixes (or `latest`).
+    #[arg(value_name = "SNAPSHOT")]
+    pub snapshots: Vec<String>,
+    /// The newest snapshot.
+    #[arg(long, conflicts_with_all = ["snapshots", "all"])]
+    pub latest: bool,
+    /// Every snapshot of the sink read.
+    #[arg(long, conflicts_with = "snapshots")]
+    pub all: bool,
+    /// The sink to read: a name from the config, a directory or a URL.
+    #[arg(long, value_name = "SINK")]
+    pub from: String,
+}
+
+impl Pick {
+    /// The picked snapshots of `from` (the sink `--from` names), oldest
+    /// first; none named means the newest.
+    pub(crate) async fn entries(&self, from: &dyn Sink) -> Result<Vec<CatalogEntry>> {
+        coffer_core::Catalog::load(from)
+            .await
+            .map_err(|e| e.prefix(format!("--from {}", self.from)))?
+            .select(&self.snapshots, self.latest, self.all)
+    }
+}
+
 /// Result of a batch, for output and the exit code.
 pub(crate) struct Batch {
     pub(crate) results: Vec<(CatalogEntry, Result<CopyOutcome>)>,

@@ -63,7 +63,10 @@ pub fn percent_decode(s: &str) -> Vec<u8> {
 mod tests {
     #[test]
     fn sizes() {
+        assert_eq!(super::human_size(0), "0 B");
         assert_eq!(super::human_size(512), "512 B");
+        assert_eq!(super::human_size(1023), "1023 B");
+        assert_eq!(super::human_size(4_404_019), "4.2 MiB");
         assert_eq!(super::human_size(1536), "1.5 KiB");
         assert_eq!(super::human_size(3 << 30), "3.0 GiB");
     }

@@ -2,30 +2,20 @@
 //! restore kit and the custody log.
 
 use clap::Args;
-use coffer_core::{Catalog, Sink, SinkExt};
+use coffer_core::{Sink, SinkExt};
 use coffer_sink_media::IDENTITY_FILE;
 use coffer_sink_media::kit;
 use coffer_sink_media::kit::CustodyRecord;
 
 use crate::ctx::{CmdResult, Ctx, TrustSel};
 use crate::output::print_json;
-use crate::transfer::{medium_of, run_batch};
+use crate::transfer::{Pick, medium_of, run_batch};
 
-/// `coffer export`.
+/// `coffer export` (none named: the newest snapshot).
 #[derive(Debug, Args)]
 pub struct ExportArgs {
-    /// Snapshot ids or unique prefixes (default: the latest).
-    #[arg(value_name = "SNAPSHOT")]
-    pub snapshots: Vec<String>,
-    /// Export the newest snapshot (the default).
-    #[arg(long, conflicts_with_all = ["snapshots", "all"])]
-    pub latest: bool,
-    /// Export every snapshot of the source.
-    #[arg(long, conflicts_with = "snapshots")]
-    pub all: bool,
-    /// The sink to read.
-    #[arg(long, value_name = "SINK")]
-    pub from: String,
+    #[command(flatten)]
+    pub pick: Pick,
     /// The medium: media:PATH[?labels=…|?set=…] or a media sink's name.
     #[arg(long, value_name = "MEDIA")]
     pub to: String,
@@ -37,7 +27,7 @@ pub struct ExportArgs {
 pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     let config = ctx.config()?;
     let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
-    let from = ctx.sink(&a.from, config.as_ref())?;
+    let from = ctx.sink(&a.pick.from, config.as_ref())?;
     // A medium is made with `coffer media init`, never by --create-sink.
     let to = ctx.sink(&a.to, config.as_ref())?;
     // Every media check (mounted, label, identity) runs on any operation:
@@ -46,10 +36,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
         .await
         .map_err(|e| e.prefix(format!("--to {}", a.to)))?;
     let medium = medium_of(to.as_ref());
-    let cat = Catalog::load(from.as_ref())
-        .await
-        .map_err(|e| e.prefix(format!("--from {}", a.from)))?;
-    let entries = cat.select(&a.snapshots, a.latest, a.all)?;
+    let entries = a.pick.entries(from.as_ref()).await?;
     let batch = run_batch(
         ctx,
         from.clone(),

@@ -110,8 +110,9 @@ pub enum Command {
     /// Copy snapshots between sinks without any key (ciphertext, signature,
     /// index last), verifying the SHA-256 on the way; skips identical ones.
     Copy(copy::CopyArgs),
-    /// Copy snapshots to a removable medium, read them back, and write the
-    /// restore kit (RESTORE.txt, SHA256SUMS, trusted signers, custody log).
+    /// Copy snapshots (none named: the newest) to a removable medium, read
+    /// them back, and write the restore kit (RESTORE.txt, SHA256SUMS,
+    /// trusted signers, custody log).
     Export(export::ExportArgs),
     /// Merge the snapshots of a medium into a sink after checking each one;
     /// tampered or truncated ones are refused (exit 3), the others imported.

@@ -102,13 +102,11 @@ impl std::fmt::Debug for CommandSourceConfig {
 impl CommandSourceConfig {
     /// Parses a `[source.NAME]` table (without `kind`).
     pub fn from_table(table: toml::Table) -> Result<Self> {
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                config_error(format!("invalid `command` source settings: {}", e.message())).with_hint(
-                    "a `command` source takes `command` (a list of arguments), and optionally `restore`, \
-                     `secret`, `file`, `timeout`, `env`, `pass-env`, `dir`, `shell`",
-                )
-            })
+        coffer_core::parse_table(
+            table,
+            "`command` source",
+            "a `command` source takes `command` (a list of arguments), and optionally `restore`, \
+             `secret`, `file`, `timeout`, `env`, `pass-env`, `dir`, `shell`",
+        )
     }
 }

@@ -263,7 +263,7 @@ impl SourceFactory for CommandSourceFactory {
     }
 
     fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>> {
-        let config = CommandSourceConfig::from_table(table).map_err(|e| e.with_context("source", name))?;
+        let config = CommandSourceConfig::from_table(table)?;
         Ok(Arc::new(CommandSource::with_config(name, &config, base_dir)?))
     }
 
@@ -273,34 +273,29 @@ impl SourceFactory for CommandSourceFactory {
     }
 
     fn from_origin(&self, name: &str, origin: &serde_json::Value) -> Result<Arc<dyn Source>> {
-        let bad = || {
-            Error::new(
-                ErrorKind::Integrity,
-                "the bundle's origin of a `command` source is malformed",
-            )
-            .with_context("source", name)
-            .with_hint("restore with a config file declaring the source, or with --target")
-        };
-        let strings = |v: &serde_json::Value| -> Result<Vec<String>> {
-            v.as_array()
-                .ok_or_else(bad)?
-                .iter()
-                .map(|s| s.as_str().map(str::to_owned).ok_or_else(bad))
-                .collect()
-        };
+        /// What [`CommandSource::info`] records.
+        #[derive(serde::Deserialize)]
+        #[serde(rename_all = "kebab-case")]
+        struct Origin {
+            command: Vec<String>,
+            secret: bool,
+            file: String,
+            timeout: Option<u64>,
+            pass_env: Vec<String>,
+            dir: Option<PathBuf>,
+            restore: Option<Vec<String>>,
+        }
+        let o: Origin = coffer_core::parse_origin(KIND, name, origin)?;
         let config = CommandSourceConfig {
-            command: CommandLine::Argv(strings(&origin["command"])?),
+            command: CommandLine::Argv(o.command),
             shell: false,
-            secret: origin["secret"].as_bool().ok_or_else(bad)?,
-            file: Some(origin["file"].as_str().ok_or_else(bad)?.to_string()),
-            timeout: origin["timeout"].as_u64(),
+            secret: o.secret,
+            file: Some(o.file),
+            timeout: o.timeout,
             env: Default::default(),
-            pass_env: strings(&origin["pass-env"])?,
-            dir: origin["dir"].as_str().map(PathBuf::from),
-            restore: match &origin["restore"] {
-                serde_json::Value::Null => None,
-                v => Some(CommandLine::Argv(strings(v)?)),
-            },
+            pass_env: o.pass_env,
+            dir: o.dir,
+            restore: o.restore.map(CommandLine::Argv),
         };
         Ok(Arc::new(CommandSource::with_config(
             name,

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use coffer_core::{Result, config_error, toml};
+use coffer_core::{Result, toml};
 use serde::{Deserialize, Serialize};
 
 /// Settings of an `env` source. Holds no secret: only the file's path and
@@ -28,12 +28,10 @@ pub struct EnvSourceConfig {
 impl EnvSourceConfig {
     /// Parses a `[source.NAME]` table (without `kind`).
     pub fn from_table(table: toml::Table) -> Result<Self> {
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                config_error(format!("invalid `env` source settings: {}", e.message())).with_hint(
-                "an `env` source takes `path` (the .env file) and `keys` (names or globs, e.g. [\"APP_*\"])",
-            )
-            })
+        coffer_core::parse_table(
+            table,
+            "`env` source",
+            "an `env` source takes `path` (the .env file) and `keys` (names or globs, e.g. [\"APP_*\"])",
+        )
     }
 }

@@ -234,7 +234,7 @@ impl SourceFactory for EnvSourceFactory {
     }
 
     fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>> {
-        let config = EnvSourceConfig::from_table(table).map_err(|e| e.with_context("source", name))?;
+        let config = EnvSourceConfig::from_table(table)?;
         Ok(Arc::new(EnvSource::with_config(name, &config, base_dir)?))
     }
 
@@ -248,24 +248,15 @@ impl SourceFactory for EnvSourceFactory {
     }
 
     fn from_origin(&self, name: &str, origin: &serde_json::Value) -> Result<Arc<dyn Source>> {
-        let bad = || {
-            Error::new(
-                ErrorKind::Integrity,
-                "the bundle's origin of an `env` source is malformed",
-            )
-            .with_context("source", name)
-            .with_hint("restore with a config file naming the source's path, or with --target")
-        };
-        let path = origin.get("path").and_then(|p| p.as_str()).ok_or_else(bad)?;
-        let keys = origin
-            .get("keys")
-            .and_then(|k| k.as_array())
-            .ok_or_else(bad)?
-            .iter()
-            .map(|k| k.as_str().map(str::to_owned).ok_or_else(bad))
-            .collect::<Result<Vec<_>>>()?;
-        if !Path::new(path).is_absolute() {
-            return Err(bad());
+        /// What [`EnvSource::info`] records.
+        #[derive(serde::Deserialize)]
+        struct Origin {
+            path: PathBuf,
+            keys: Vec<String>,
+        }
+        let Origin { path, keys } = coffer_core::parse_origin(KIND, name, origin)?;
+        if !path.is_absolute() {
+            return Err(coffer_core::malformed_origin(KIND, name));
         }
         Ok(Arc::new(EnvSource::new(name, path, keys)?))
     }

@@ -2,7 +2,7 @@
 
 use std::path::PathBuf;
 
-use coffer_core::{Result, config_error, toml};
+use coffer_core::{Result, toml};
 use serde::{Deserialize, Serialize};
 
 /// Settings of a `file` source.
@@ -30,12 +30,10 @@ pub struct FileSourceConfig {
 impl FileSourceConfig {
     /// Parses a `[source.NAME]` table (without `kind`).
     pub fn from_table(table: toml::Table) -> Result<Self> {
-        toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                config_error(format!("invalid `file` source settings: {}", e.message())).with_hint(
-                    "a `file` source takes `path` (a file or directory) and optional `exclude` globs",
-                )
-            })
+        coffer_core::parse_table(
+            table,
+            "`file` source",
+            "a `file` source takes `path` (a file or directory) and optional `exclude` globs",
+        )
     }
 }

@@ -173,7 +173,7 @@ impl SourceFactory for FileSourceFactory {
     }
 
     fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>> {
-        let config = FileSourceConfig::from_table(table).map_err(|e| e.with_context("source", name))?;
+        let config = FileSourceConfig::from_table(table)?;
         Ok(Arc::new(FileSource::with_config(name, &config, base_dir)?))
     }
 
@@ -186,19 +186,15 @@ impl SourceFactory for FileSourceFactory {
     }
 
     fn from_origin(&self, name: &str, origin: &serde_json::Value) -> Result<Arc<dyn Source>> {
-        let bad = || {
-            Error::new(
-                ErrorKind::Integrity,
-                "the bundle's origin of a `file` source is malformed",
-            )
-            .with_context("source", name)
-            .with_hint("restore with a config file naming the source's path, or with --target")
-        };
-        let path = origin.get("path").and_then(|p| p.as_str()).ok_or_else(bad)?;
-        let is_dir = origin.get("is_dir").and_then(|d| d.as_bool()).ok_or_else(bad)?;
-        let path = PathBuf::from(path);
+        /// What [`FileSource::info`] records.
+        #[derive(serde::Deserialize)]
+        struct Origin {
+            path: PathBuf,
+            is_dir: bool,
+        }
+        let Origin { path, is_dir } = coffer_core::parse_origin(KIND, name, origin)?;
         if !path.is_absolute() {
-            return Err(bad());
+            return Err(coffer_core::malformed_origin(KIND, name));
         }
         Ok(Arc::new(FileSource::build(
             name.to_string(),
@@ -492,7 +488,7 @@ impl Stats {
         if self.symlinks > 0 {
             parts.push(plural(self.symlinks, "symlink"));
         }
-        parts.push(human_bytes(self.bytes));
+        parts.push(coffer_core::human_size(self.bytes));
         SourceReport {
             summary: parts.join(", "),
             details: json!({
@@ -513,21 +509,6 @@ fn plural(n: u64, what: &str) -> String {
     }
 }
 
-/// `4.2 MiB`, `512 B`.
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 6] = ["KiB", "MiB", "GiB", "TiB", "PiB", "EiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -539,12 +520,5 @@ mod tests {
         assert_eq!(spec_name("/"), "files");
         assert_eq!(spec_name(".."), "files");
         assert_eq!(spec_name("conf/"), "conf");
-    }
-
-    #[test]
-    fn sizes() {
-        assert_eq!(human_bytes(0), "0 B");
-        assert_eq!(human_bytes(1023), "1023 B");
-        assert_eq!(human_bytes(4_404_019), "4.2 MiB");
     }
 }

@@ -37,11 +37,7 @@ pub struct K8sSourceConfig {
 impl K8sSourceConfig {
     /// Parses a `[source.NAME]` table (without `kind`).
     pub fn from_table(table: toml::Table) -> Result<Self> {
-        let config: Self = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                config_error(format!("invalid `k8s` source settings: {}", e.message())).with_hint(HINT)
-            })?;
+        let config: Self = coffer_core::parse_table(table, "`k8s` source", HINT)?;
         config.validate()?;
         Ok(config)
     }

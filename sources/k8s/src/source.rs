@@ -232,7 +232,7 @@ impl SourceFactory for K8sSourceFactory {
     }
 
     fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>> {
-        let config = K8sSourceConfig::from_table(table).map_err(|e| e.with_context("source", name))?;
+        let config = K8sSourceConfig::from_table(table)?;
         Ok(Arc::new(K8sSource::with_config(name, &config, base_dir)?))
     }
 
@@ -243,14 +243,7 @@ impl SourceFactory for K8sSourceFactory {
     }
 
     fn from_origin(&self, name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
-        let config: K8sSourceConfig = serde_json::from_value(origin.clone()).map_err(|_| {
-            Error::new(
-                ErrorKind::Integrity,
-                "the bundle's origin of a `k8s` source is malformed",
-            )
-            .with_context("source", name)
-            .with_hint("restore with a config file declaring the source")
-        })?;
+        let config: K8sSourceConfig = coffer_core::parse_origin(KIND, name, origin)?;
         Ok(Arc::new(K8sSource::with_config(name, &config, Path::new("/"))?))
     }
 }

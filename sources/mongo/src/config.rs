@@ -110,15 +110,12 @@ impl fmt::Debug for MongoSourceConfig {
 impl MongoSourceConfig {
     /// Parses a `[source.NAME]` table (without `kind`).
     pub fn from_table(table: toml::Table) -> Result<Self> {
-        let config: MongoSourceConfig =
-            toml::Value::Table(table)
-                .try_into()
-                .map_err(|e: toml::de::Error| {
-                    config_error(format!("invalid `mongo` source settings: {}", e.message())).with_hint(
-                "a `mongo` source takes one of `uri`, `uri-env`, `uri-file` + `uri-key`, and optional \
-                 `databases`, `include`, `exclude`, `parallel`, `server-selection-timeout`, `point-in-time`",
-            )
-                })?;
+        let config: MongoSourceConfig = coffer_core::parse_table(
+            table,
+            "`mongo` source",
+            "a `mongo` source takes one of `uri`, `uri-env`, `uri-file` + `uri-key`, and optional \
+             `databases`, `include`, `exclude`, `parallel`, `server-selection-timeout`, `point-in-time`",
+        )?;
         config.validate()?;
         Ok(config)
     }

@@ -33,7 +33,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use coffer_core::{
     Area, CaptureContext, Entry, EntryBody, EntrySender, Error, ErrorKind, RestoreOptions, Restorer, Result,
-    Source, SourceFactory, SourceInfo, SourceReport, config_error, toml,
+    Source, SourceInfo, SourceReport, config_error, toml,
 };
 use flate2::read::MultiGzDecoder;
 use mongodb::bson::{Bson, Document, RawBsonRef, RawDocument};
@@ -106,6 +106,39 @@ struct DumpConfig {
 }
 
 impl MongodumpSource {
+    /// A source from its `[source.NAME]` table: `path`, relative to the
+    /// config file's directory `base_dir`.
+    pub(crate) fn from_table(name: &str, table: toml::Table, base_dir: &Path) -> Result<Self> {
+        let config: DumpConfig = coffer_core::parse_table(
+            table,
+            "`mongodump` source",
+            "a `mongodump` source takes `path` (a dump directory or --archive file)",
+        )?;
+        Ok(MongodumpSource::new(name, base_dir.join(config.path)))
+    }
+
+    /// The name of a one-off `mongodump:PATH` source: the file or
+    /// directory name up to its first dot.
+    pub(crate) fn spec_name(spec: &str) -> String {
+        let stem = Path::new(spec)
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        let stem = stem
+            .split('.')
+            .next()
+            .filter(|s| !s.is_empty())
+            .unwrap_or(DUMP_KIND);
+        crate::source::clean_name(stem)
+    }
+
+    /// A source from the origin a bundle recorded (its path, which a
+    /// restore does not read).
+    pub(crate) fn from_origin(name: &str, origin: &Value) -> Self {
+        let path = origin.get("path").and_then(Value::as_str).unwrap_or_default();
+        MongodumpSource::new(name, path)
+    }
+
     /// A source reading the dump directory or archive file at `path`.
     pub fn new(name: impl Into<String>, path: impl Into<PathBuf>) -> Self {
         MongodumpSource {
@@ -1031,7 +1064,7 @@ fn report(s: Summary) -> SourceReport {
         if collections == 1 { "" } else { "s" },
         s.documents,
         if s.documents == 1 { "" } else { "s" },
-        crate::source::human_bytes(s.bytes)
+        coffer_core::human_size(s.bytes)
     );
     if s.views > 0 {
         summary.push_str(&format!(
@@ -1056,58 +1089,6 @@ fn report(s: Summary) -> SourceReport {
     }
 }
 
-/// Builds [`MongodumpSource`]s for `kind = "mongodump"` and
-/// `--source mongodump:PATH`.
-pub(crate) struct MongodumpSourceFactory;
-
-impl SourceFactory for MongodumpSourceFactory {
-    fn restore_options(&self) -> Vec<coffer_core::RestoreOptionSpec> {
-        crate::restore_options()
-    }
-
-    fn entry_check(&self) -> Option<Box<dyn coffer_core::EntryCheck>> {
-        Some(Box::new(crate::DumpCheck::new()))
-    }
-
-    fn kind(&self) -> &'static str {
-        DUMP_KIND
-    }
-
-    fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>> {
-        let config: DumpConfig = toml::Value::Table(table)
-            .try_into()
-            .map_err(|e: toml::de::Error| {
-                config_error(format!("invalid `mongodump` source settings: {}", e.message()))
-                    .with_context("source", name)
-                    .with_hint("a `mongodump` source takes `path` (a dump directory or --archive file)")
-            })?;
-        Ok(Arc::new(MongodumpSource::new(name, base_dir.join(config.path))))
-    }
-
-    fn spec_name(&self, spec: &str) -> String {
-        let p = Path::new(spec);
-        let stem = p
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        let stem = stem
-            .split('.')
-            .next()
-            .filter(|s| !s.is_empty())
-            .unwrap_or(DUMP_KIND);
-        crate::source::clean_name(stem)
-    }
-
-    fn from_spec(&self, name: &str, spec: &str) -> Result<Arc<dyn Source>> {
-        Ok(Arc::new(MongodumpSource::new(name, spec)))
-    }
-
-    fn from_origin(&self, name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
-        let path = origin.get("path").and_then(Value::as_str).unwrap_or_default();
-        Ok(Arc::new(MongodumpSource::new(name, path)))
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1122,7 +1103,8 @@ mod tests {
 
     #[test]
     fn spec_names() {
-        let f = MongodumpSourceFactory;
+        use coffer_core::SourceFactory;
+        let f = crate::kinds::MongoKind::Mongodump;
         assert_eq!(f.spec_name("/backups/2024-05-01.archive.gz"), "2024-05-01");
         assert_eq!(f.spec_name("dump/"), "dump");
     }

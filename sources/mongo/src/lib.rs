@@ -55,6 +55,7 @@ mod config;
 mod deep;
 mod dump;
 mod error;
+mod kinds;
 mod metadata;
 mod ns;
 mod oplog;
@@ -83,9 +84,10 @@ pub const DUMP_KIND: &str = "mongodump";
 
 /// Registers the `mongo`, `mongo-env` and `mongodump` source kinds.
 pub fn register(reg: &mut coffer_core::Registry) {
-    reg.register_source(Arc::new(source::MongoSourceFactory));
-    reg.register_source(Arc::new(source::MongoEnvSourceFactory));
-    reg.register_source(Arc::new(dump::MongodumpSourceFactory));
+    use kinds::MongoKind;
+    for kind in [MongoKind::Mongo, MongoKind::MongoEnv, MongoKind::Mongodump] {
+        reg.register_source(Arc::new(kind));
+    }
 }
 
 /// The restore options of the `mongo` and `mongodump` kinds (`--opt

@@ -20,7 +20,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use coffer_core::{
     Area, CaptureContext, Entry, EntryBody, EntrySender, Error, ErrorKind, RestoreOptions, Restorer, Result,
-    Source, SourceFactory, SourceInfo, SourceReport, config_error, toml,
+    Source, SourceInfo, SourceReport, config_error,
 };
 use futures::{StreamExt, TryStreamExt};
 use globset::{Glob, GlobSet, GlobSetBuilder};
@@ -30,12 +30,12 @@ use mongodb::{Client, Database};
 use serde_json::{Value, json};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
+use crate::KIND;
 use crate::config::{MongoSourceConfig, UriSource};
 use crate::error::driver;
 use crate::metadata::{self, CollectionType};
 use crate::restore::MongoRestorer;
 use crate::uri::redact;
-use crate::{ENV_KIND, KIND};
 use coffer_core::spill::SpillTask;
 
 /// Bytes of one collection kept in memory before spilling (encrypted) to
@@ -756,7 +756,7 @@ fn report(
         "{collections} collection{}, {documents} document{}, {}",
         if collections == 1 { "" } else { "s" },
         if documents == 1 { "" } else { "s" },
-        human_bytes(bytes)
+        coffer_core::human_size(bytes)
     );
     if views > 0 {
         summary.push_str(&format!(", {views} view{}", if views == 1 { "" } else { "s" }));
@@ -827,20 +827,6 @@ fn report(
     }
 }
 
-pub(crate) fn human_bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["KiB", "MiB", "GiB", "TiB", "PiB"];
-    if n < 1024 {
-        return format!("{n} B");
-    }
-    let mut v = n as f64 / 1024.0;
-    let mut unit = 0;
-    while v >= 1024.0 && unit < UNITS.len() - 1 {
-        v /= 1024.0;
-        unit += 1;
-    }
-    format!("{v:.1} {}", UNITS[unit])
-}
-
 fn globs(patterns: &[String], source: &str) -> Result<GlobSet> {
     let mut builder = GlobSetBuilder::new();
     for p in patterns {
@@ -855,78 +841,10 @@ fn globs(patterns: &[String], source: &str) -> Result<GlobSet> {
         .map_err(|e| config_error(format!("invalid collection patterns: {e}")).with_context("source", source))
 }
 
-/// Builds [`MongoSource`]s for `kind = "mongo"` and `--source mongo:URI`.
-pub(crate) struct MongoSourceFactory;
-
-/// Builds [`MongoSource`]s for `--source mongo-env:VAR`.
-pub(crate) struct MongoEnvSourceFactory;
-
-impl SourceFactory for MongoSourceFactory {
-    fn restore_options(&self) -> Vec<coffer_core::RestoreOptionSpec> {
-        crate::restore_options()
-    }
-
-    fn entry_check(&self) -> Option<Box<dyn coffer_core::EntryCheck>> {
-        Some(Box::new(crate::DumpCheck::new()))
-    }
-
-    fn kind(&self) -> &'static str {
-        KIND
-    }
-
-    fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>> {
-        let config = MongoSourceConfig::from_table(table).map_err(|e| e.with_context("source", name))?;
-        Ok(Arc::new(MongoSource::with_config(name, &config, base_dir)?))
-    }
-
-    fn spec_name(&self, spec: &str) -> String {
-        crate::uri::database(spec)
-            .map(|db| clean_name(&db))
-            .unwrap_or_else(|| KIND.to_string())
-    }
-
-    fn from_spec(&self, name: &str, spec: &str) -> Result<Arc<dyn Source>> {
-        Ok(Arc::new(MongoSource::from_uri(name, spec)?))
-    }
-
-    fn from_origin(&self, name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
-        source_from_origin(name, origin)
-    }
-}
-
-impl SourceFactory for MongoEnvSourceFactory {
-    fn entry_check(&self) -> Option<Box<dyn coffer_core::EntryCheck>> {
-        Some(Box::new(crate::DumpCheck::new()))
-    }
-
-    fn kind(&self) -> &'static str {
-        ENV_KIND
-    }
-
-    fn from_config(&self, name: &str, _table: toml::Table, _base_dir: &Path) -> Result<Arc<dyn Source>> {
-        Err(config_error(format!(
-            "source `{name}`: kind `{ENV_KIND}` is for one-off sources only"
-        ))
-        .with_hint("in a config file write kind = \"mongo\" with uri-env = \"VAR\""))
-    }
-
-    fn from_spec(&self, name: &str, spec: &str) -> Result<Arc<dyn Source>> {
-        let config = MongoSourceConfig {
-            uri_env: Some(spec.to_string()),
-            ..MongoSourceConfig::default()
-        };
-        Ok(Arc::new(MongoSource::with_config(name, &config, Path::new("."))?))
-    }
-
-    fn from_origin(&self, name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
-        source_from_origin(name, origin)
-    }
-}
-
 /// Rebuilds a source from a bundle's origin: the variable or `.env` key it
 /// read, or the recorded (redacted) URI, which a restore may replace with
 /// `--mongo-uri`.
-fn source_from_origin(name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
+pub(crate) fn source_from_origin(name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
     let s = |k: &str| origin.get(k).and_then(Value::as_str).map(str::to_string);
     let databases = origin
         .get("databases")
@@ -1006,7 +924,8 @@ mod tests {
 
     #[test]
     fn one_off_names_and_redaction() {
-        let f = MongoSourceFactory;
+        use coffer_core::SourceFactory;
+        let f = crate::kinds::MongoKind::Mongo;
         assert_eq!(
             f.spec_name("mongodb://u:p@h:1/issuer-directory?x=1"),
             "issuer-directory"
