@@ -100,6 +100,45 @@ impl JobConfig {
             health: self.health.clone(),
         }
     }
+
+    /// Checks the job against the file's sources and sinks; an error says
+    /// what is wrong after the caller's `[job.NAME]`.
+    fn check(&self, sources: &SourceMap, sinks: &BTreeMap<String, Arc<dyn Sink>>) -> Result<()> {
+        if let Some(s) = self.sources.iter().find(|s| !sources.contains_key(*s)) {
+            return Err(config_error(format!("names unknown source `{s}`"))
+                .with_hint(format!("define [source.{s}] or fix the name")));
+        }
+        if let Some(s) = self.sinks.iter().find(|s| !sinks.contains_key(*s)) {
+            return Err(config_error(format!("names unknown sink `{s}`"))
+                .with_hint(format!("define [sink.{s}] or fix the name")));
+        }
+        if let Some(c) = &self.compression {
+            coffer_core::Compression::parse(c).map_err(|e| e.prefix("compression"))?;
+        }
+        self.hooks().check().map_err(config_error)?;
+        for check in &self.checks {
+            check
+                .validate()
+                .map_err(|why| config_error(format!("checks: {why}")))?;
+        }
+        if self.passphrase_file.is_some() && self.recipients.is_some() {
+            return Err(config_error("sets both `recipients` and `passphrase-file`")
+                .with_hint("age allows a passphrase only as the sole recipient: keep one of them"));
+        }
+        if self.sources.is_empty() || self.sinks.is_empty() {
+            return Err(config_error("needs sources and sinks"));
+        }
+        if let Some(q) = self.quorum
+            && (q == 0 || q > self.sinks.len())
+        {
+            return Err(config_error(format!(
+                "quorum = {q}, but the job has {} sink(s)",
+                self.sinks.len()
+            ))
+            .with_hint("quorum is how many sinks must store each snapshot: 1 to the number of sinks"));
+        }
+        Ok(())
+    }
 }
 
 /// A parsed, resolved configuration.
@@ -142,18 +181,118 @@ fn line_of(text: &str, offset: usize) -> usize {
     text[..offset.min(text.len())].matches('\n').count() + 1
 }
 
+/// Where in the config file a table stands, for messages:
+/// `path:line: what`.
+struct Places<'a> {
+    path: &'a Path,
+    text: &'a str,
+}
+
+impl Places<'_> {
+    fn at(&self, span: std::ops::Range<usize>, what: &str) -> String {
+        format!(
+            "{}:{}: {what}",
+            self.path.display(),
+            line_of(self.text, span.start)
+        )
+    }
+}
+
+/// The sinks of a config file with what coffer itself reads from their
+/// tables (`retention`, `optional`) before the plugin sees the rest.
+#[derive(Default)]
+struct Sinks {
+    sinks: BTreeMap<String, Arc<dyn Sink>>,
+    retention: BTreeMap<String, RetentionPolicy>,
+    optional: std::collections::BTreeSet<String>,
+}
+
+/// The text of the config file at `path`.
+fn read(path: &Path) -> Result<String> {
+    std::fs::read_to_string(path).map_err(|e| {
+        let err = if e.kind() == std::io::ErrorKind::NotFound {
+            // A usage error (exit 2), like any other bad --config.
+            config_error(format!("config file {} does not exist", path.display()))
+        } else {
+            Error::io(format!("reading config {}", path.display()), e)
+        };
+        err.with_hint("pass --config FILE, or run `coffer init` to write an example")
+    })
+}
+
+type SourceMap = BTreeMap<String, Arc<dyn Source>>;
+
+/// The `[source.NAME]` tables built by their plugins, and where each
+/// stands in the file.
+fn load_sources(
+    tables: BTreeMap<String, Spanned<toml::Table>>,
+    registry: &Registry,
+    base: &Path,
+    places: &Places<'_>,
+) -> Result<(SourceMap, BTreeMap<String, String>)> {
+    let mut sources = BTreeMap::new();
+    let mut source_places = BTreeMap::new();
+    for (name, table) in tables {
+        let place = places.at(table.span(), &format!("[source.{name}]"));
+        source_places.insert(name.clone(), place.clone());
+        let mut t = table.into_inner();
+        let src = coffer_core::check_source_name(&name)
+            .and_then(|()| take_kind(&mut t))
+            .and_then(|kind| registry.source_from_config(&kind, &name, t, base))
+            .map_err(|e| e.prefix(&place))?;
+        sources.insert(name, src);
+    }
+    Ok((sources, source_places))
+}
+
+/// The `[sink.NAME]` tables: coffer's `retention` and `optional` taken
+/// out, the rest built by the sink's plugin (with the retry and timeout
+/// layers a remote sink asks for).
+fn load_sinks(
+    tables: BTreeMap<String, Spanned<toml::Table>>,
+    registry: &Registry,
+    base: &Path,
+    places: &Places<'_>,
+) -> Result<Sinks> {
+    let mut out = Sinks::default();
+    for (name, table) in tables {
+        let span = table.span();
+        let place = places.at(span.clone(), &format!("[sink.{name}]"));
+        let mut t = table.into_inner();
+        // `retention` is coffer's, not the plugin's (whose config denies
+        // unknown keys): take it out before the factory. The plugin sees
+        // it too (S3 Object Lock derives its retain-until dates from it),
+        // through the registry.
+        let retention = t.remove("retention");
+        if let Some(r) = retention.clone() {
+            let policy = RetentionPolicy::deserialize(r).map_err(|e| {
+                config_error(places.at(span.clone(), &format!("[sink.{name}] retention: {}", e.message())))
+                    .with_hint("e.g. retention = { keep-daily = 30, keep-monthly = 12 }")
+            })?;
+            out.retention.insert(name.clone(), policy);
+        }
+        // `optional` is coffer's too (fan-out), like `retention`.
+        match t.remove("optional") {
+            None | Some(toml::Value::Boolean(false)) => {}
+            Some(toml::Value::Boolean(true)) => {
+                out.optional.insert(name.clone());
+            }
+            Some(_) => {
+                return Err(config_error(format!("{place} optional must be true or false")));
+            }
+        }
+        let sink = take_kind(&mut t)
+            .and_then(|kind| registry.sink_from_config(&kind, &name, t, base, retention.as_ref()))
+            .map_err(|e| e.prefix(&place))?;
+        out.sinks.insert(name, sink);
+    }
+    Ok(out)
+}
+
 impl Config {
     /// Reads and resolves `path`.
     pub fn load(path: &Path, registry: &Registry) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            let err = if e.kind() == std::io::ErrorKind::NotFound {
-                // A usage error (exit 2), like any other bad --config.
-                config_error(format!("config file {} does not exist", path.display()))
-            } else {
-                Error::io(format!("reading config {}", path.display()), e)
-            };
-            err.with_hint("pass --config FILE, or run `coffer init` to write an example")
-        })?;
+        let text = read(path)?;
         let file: ConfigFile = toml::from_str(&text).map_err(|e| {
             let line = e.span().map(|s| line_of(&text, s.start));
             let msg = e.message().to_string();
@@ -163,149 +302,27 @@ impl Config {
             }
             .with_hint("fix the file; `coffer init` writes a commented example")
         })?;
-        let base = path.parent().map(Path::to_path_buf).unwrap_or_default();
-        let base = if base.as_os_str().is_empty() {
-            PathBuf::from(".")
-        } else {
-            base
+        let base = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
         };
-        let at = |span: std::ops::Range<usize>, what: &str| {
-            format!("{}:{}: {what}", path.display(), line_of(&text, span.start))
-        };
+        let places = Places { path, text: &text };
 
         // Checked here, so a bad value names its file and line.
         if let Some(c) = &file.compression {
             coffer_core::Compression::parse(c.get_ref())
-                .map_err(|e| located(e, at(c.span(), "compression")))?;
+                .map_err(|e| located(e, places.at(c.span(), "compression")))?;
         }
-
-        let mut sources = BTreeMap::new();
-        let mut source_places = BTreeMap::new();
-        for (name, table) in file.source {
-            let span = table.span();
-            source_places.insert(name.clone(), at(span.clone(), &format!("[source.{name}]")));
-            coffer_core::check_source_name(&name)
-                .map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
-            let mut t = table.into_inner();
-            let kind =
-                take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
-            let src = registry
-                .source_from_config(&kind, &name, t, &base)
-                .map_err(|e| e.prefix(at(span.clone(), &format!("[source.{name}]"))))?;
-            sources.insert(name, src);
-        }
-        let mut sinks = BTreeMap::new();
-        let mut sink_retention = BTreeMap::new();
-        let mut sink_optional = std::collections::BTreeSet::new();
-        for (name, table) in file.sink {
-            let span = table.span();
-            let mut t = table.into_inner();
-            // `retention` is coffer's, not the plugin's (whose config
-            // denies unknown keys): take it out before the factory.
-            // The plugin sees it too (S3 Object Lock derives its
-            // retain-until dates from it), through the registry.
-            let retention = t.remove("retention");
-            if let Some(r) = retention.clone() {
-                let policy = RetentionPolicy::deserialize(r).map_err(|e| {
-                    config_error(at(
-                        span.clone(),
-                        &format!("[sink.{name}] retention: {}", e.message()),
-                    ))
-                    .with_hint("e.g. retention = { keep-daily = 30, keep-monthly = 12 }")
-                })?;
-                sink_retention.insert(name.clone(), policy);
-            }
-            // `optional` is coffer's too (fan-out), like `retention`.
-            match t.remove("optional") {
-                None | Some(toml::Value::Boolean(false)) => {}
-                Some(toml::Value::Boolean(true)) => {
-                    sink_optional.insert(name.clone());
-                }
-                Some(_) => {
-                    return Err(config_error(at(
-                        span.clone(),
-                        &format!("[sink.{name}] optional must be true or false"),
-                    )));
-                }
-            }
-            let kind =
-                take_kind(&mut t).map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
-            // Remote sinks come with the retry and timeout layers they ask for.
-            let sink = registry
-                .sink_from_config(&kind, &name, t, &base, retention.as_ref())
-                .map_err(|e| e.prefix(at(span.clone(), &format!("[sink.{name}]"))))?;
-            sinks.insert(name, sink);
-        }
+        let (sources, source_places) = load_sources(file.source, registry, &base, &places)?;
+        let sinks = load_sinks(file.sink, registry, &base, &places)?;
         let mut jobs = BTreeMap::new();
         for (name, job) in file.job {
             let span = job.span();
-            let job = job.into_inner();
-            for s in &job.sources {
-                if !sources.contains_key(s) {
-                    return Err(config_error(at(
-                        span.clone(),
-                        &format!("[job.{name}] names unknown source `{s}`"),
-                    ))
-                    .with_hint(format!("define [source.{s}] or fix the name")));
-                }
-            }
-            for s in &job.sinks {
-                if !sinks.contains_key(s) {
-                    return Err(config_error(at(
-                        span.clone(),
-                        &format!("[job.{name}] names unknown sink `{s}`"),
-                    ))
-                    .with_hint(format!("define [sink.{s}] or fix the name")));
-                }
-            }
-            if let Some(c) = &job.compression {
-                coffer_core::Compression::parse(c)
-                    .map_err(|e| located(e, at(span.clone(), &format!("[job.{name}] compression"))))?;
-            }
-            job.hooks()
-                .check()
-                .map_err(|why| config_error(at(span.clone(), &format!("[job.{name}] {why}"))))?;
-            for check in &job.checks {
-                check
-                    .validate()
-                    .map_err(|why| config_error(at(span.clone(), &format!("[job.{name}] checks: {why}"))))?;
-            }
-            if job.passphrase_file.is_some() && job.recipients.is_some() {
-                return Err(config_error(at(
-                    span.clone(),
-                    &format!("[job.{name}] sets both `recipients` and `passphrase-file`"),
-                ))
-                .with_hint("age allows a passphrase only as the sole recipient: keep one of them"));
-            }
-            if job.sources.is_empty() || job.sinks.is_empty() {
-                return Err(config_error(at(
-                    span.clone(),
-                    &format!("[job.{name}] needs sources and sinks"),
-                )));
-            }
-            if let Some(q) = job.quorum
-                && (q == 0 || q > job.sinks.len())
-            {
-                return Err(config_error(at(
-                    span.clone(),
-                    &format!(
-                        "[job.{name}] quorum = {q}, but the job has {} sink(s)",
-                        job.sinks.len()
-                    ),
-                ))
-                .with_hint("quorum is how many sinks must store each snapshot: 1 to the number of sinks"));
-            }
-            let mut job = job;
-            if let Some(p) = &job.passphrase_file
-                && p.is_relative()
-            {
-                job.passphrase_file = Some(base.join(p));
-            }
-            if let Some(p) = &job.signing_key
-                && p.is_relative()
-            {
-                job.signing_key = Some(base.join(p));
-            }
+            let mut job = job.into_inner();
+            job.check(&sources, &sinks.sinks)
+                .map_err(|e| located(e, places.at(span, &format!("[job.{name}]"))))?;
+            job.passphrase_file = job.passphrase_file.map(|p| base.join(p));
+            job.signing_key = job.signing_key.map(|p| base.join(p));
             jobs.insert(name, job);
         }
         Ok(Config {
@@ -314,13 +331,12 @@ impl Config {
             compression: file.compression.map(Spanned::into_inner),
             jobs,
             sources,
-            sinks,
-            sink_retention,
-            sink_optional,
+            sinks: sinks.sinks,
+            sink_retention: sinks.retention,
+            sink_optional: sinks.optional,
             source_places,
-            signing_key: file
-                .signing_key
-                .map(|p| if p.is_relative() { base.join(p) } else { p }),
+            // `join` keeps an absolute path as it is.
+            signing_key: file.signing_key.map(|p| base.join(p)),
             trusted_signers: file.trusted_signers,
             metrics_file: file.metrics_file.map(|p| base.join(p)),
             audit_log: file.audit_log.map(|p| base.join(p)),

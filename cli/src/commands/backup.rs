@@ -222,7 +222,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
 }
 
 /// The run's report for a person.
-fn print_text(
+pub(crate) fn print_text(
     report: &BackupReport,
     after: Option<&crate::retention::AfterBackup>,
     hooks: Option<&crate::hooks::HookRun>,
@@ -272,7 +272,7 @@ fn print_text(
 }
 
 /// Exit 4: the snapshot is short of its required sinks or its quorum.
-fn partial(report: &BackupReport) -> Failure {
+pub(crate) fn partial(report: &BackupReport) -> Failure {
     let failed: Vec<_> = report
         .sinks
         .iter()

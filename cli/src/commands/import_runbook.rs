@@ -57,43 +57,21 @@ pub(crate) async fn exec(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
 
 #[cfg(feature = "mongo")]
 mod imp {
+    use coffer_core::ops::BackupReport;
     use coffer_core::{BackupRequest, Error, ErrorKind, config_error};
 
     use super::ImportRunbookArgs;
-    use crate::Failure;
-    use crate::ctx::{CmdResult, Ctx, JobFlags, JobPlan};
-    use crate::output::{print_json, size};
+    use crate::commands::backup;
+    use crate::config::Config;
+    use crate::ctx::{CmdResult, Ctx, JobFlags, JobPlan, ResolvedJob};
+    use crate::output::print_json;
 
     pub(super) async fn run(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
         let config = ctx.config()?;
         let file = std::path::absolute(&a.file)
             .map_err(|e| Error::io(format!("cannot resolve {}", a.file.display()), e))?;
-        let backup_name = coffer_source_runbook::backup_name(&file);
-
         // Everything that can be refused is checked before any decryption.
-        // The job's settings apply when coffer.toml has it (its sources do
-        // not: the archive brings its own).
-        let plan = match config.as_ref().filter(|c| c.jobs.contains_key(&a.job)) {
-            Some(cfg) => JobPlan::configured(cfg, Some(&a.job))?,
-            None => JobPlan::ad_hoc(a.job.clone(), config.as_ref()),
-        };
-        let tags: Vec<String> = std::iter::once("runbook-import".to_string())
-            .chain(a.tags.iter().cloned())
-            .collect();
-        let flags = JobFlags {
-            sinks: &a.sink.sinks,
-            recipients: &a.recipients,
-            compression: a.compression.as_deref(),
-            tags: &tags,
-            ..JobFlags::default()
-        };
-        let plan = plan.with_flags(&flags);
-        if plan.sinks.is_empty() {
-            return Err(config_error("no sink given")
-                .with_hint("add --sink DIR_OR_URL (or a sink name from coffer.toml)")
-                .into());
-        }
-        let job = plan.resolve(&flags, config.as_ref())?;
+        let job = resolve_job(&a, config.as_ref())?;
         let forced_time = crate::ctx::snapshot_time(a.time.as_deref())?;
         let targets: Vec<(String, bool)> = job.plan.sinks.iter().map(|s| (s.clone(), true)).collect();
         let sinks = ctx.sink_targets(&targets, config.as_ref())?;
@@ -111,23 +89,20 @@ mod imp {
         })
         .await
         .map_err(|e| Error::new(ErrorKind::Unexpected, format!("the import task failed: {e}")))??;
-        let (checked, archive_name) = (imported.checked, imported.archive_name);
-        let sources = imported.sources;
-        let time =
-            match forced_time.or_else(|| coffer_source_runbook::snapshot_time(&archive_name, &backup_name)) {
-                Some(t) => t,
-                None => {
-                    return Err(config_error(format!(
-                        "cannot tell the backup's time from `{archive_name}` or `{}`",
-                        file.display()
-                    ))
-                    .with_hint("pass --time 2026-11-27T22:15:00Z")
-                    .into());
-                }
-            };
+        let backup_name = coffer_source_runbook::backup_name(&file);
+        let time = forced_time
+            .or_else(|| coffer_source_runbook::snapshot_time(&imported.archive_name, &backup_name))
+            .ok_or_else(|| {
+                config_error(format!(
+                    "cannot tell the backup's time from `{}` or `{}`",
+                    imported.archive_name,
+                    file.display()
+                ))
+                .with_hint("pass --time 2026-11-27T22:15:00Z")
+            })?;
         let req = BackupRequest {
             job: job.plan.job,
-            sources,
+            sources: imported.sources,
             sinks,
             encryption: job.encryption,
             compression: job.compression,
@@ -137,45 +112,49 @@ mod imp {
             signing_key: job.signing_key,
         };
         let (outcome, secs) = crate::ctx::run_locked_backup(ctx, req, "import-runbook").await?;
+        let mut report = BackupReport::new(&outcome, secs, None, outcome.required_ok());
+        report.imported_from = Some(file.to_string_lossy().into_owned());
+        report.sha256sums_checked = Some(imported.checked);
         if ctx.json {
-            let mut report = coffer_core::ops::BackupReport::new(&outcome, secs, None, outcome.required_ok());
-            report.imported_from = Some(file.to_string_lossy().into_owned());
-            report.sha256sums_checked = Some(checked);
             print_json(&report);
         } else {
             println!(
-                "snapshot {} (job {}, time {}): imported {} ({checked} SHA256SUMS lines ok), {} files, {} in {:.1}s",
-                outcome.index.id,
-                outcome.index.job,
-                outcome.index.created_at,
+                "imported {} ({} SHA256SUMS lines ok) as of {}",
                 file.display(),
-                outcome.entries,
-                size(outcome.plain_bytes),
-                secs
+                imported.checked,
+                outcome.index.created_at
             );
-            for s in &outcome.sources {
-                println!("  source {} ({}): {}", s.name, s.kind, s.report.summary);
-            }
-            for s in &outcome.sinks {
-                match &s.result {
-                    Ok(()) => println!("  sink {} ({}): ok", s.name, s.location),
-                    Err(e) => println!("  sink {} ({}): FAILED: {e}", s.name, s.location),
-                }
-            }
+            backup::print_text(&report, None, None);
         }
-        if !outcome.required_ok() {
-            let failed: Vec<_> = outcome
-                .sinks
-                .iter()
-                .filter(|s| s.result.is_err())
-                .map(|s| s.name.as_str())
-                .collect();
-            return Err(Failure::Partial(format!(
-                "snapshot {} was written, but sink(s) failed: {}",
-                outcome.index.id,
-                failed.join(", ")
-            )));
+        if report.partial {
+            return Err(backup::partial(&report));
         }
         Ok(())
+    }
+
+    /// The job of the new snapshot: `[job.NAME]` when coffer.toml has it
+    /// (its settings apply; its sources do not, the archive brings its
+    /// own), else one made of the flags; tagged `runbook-import`.
+    fn resolve_job(a: &ImportRunbookArgs, config: Option<&Config>) -> coffer_core::Result<ResolvedJob> {
+        let plan = match config.filter(|c| c.jobs.contains_key(&a.job)) {
+            Some(cfg) => JobPlan::configured(cfg, Some(&a.job))?,
+            None => JobPlan::ad_hoc(a.job.clone(), config),
+        };
+        let tags: Vec<String> = std::iter::once("runbook-import".to_string())
+            .chain(a.tags.iter().cloned())
+            .collect();
+        let flags = JobFlags {
+            sinks: &a.sink.sinks,
+            recipients: &a.recipients,
+            compression: a.compression.as_deref(),
+            tags: &tags,
+            ..JobFlags::default()
+        };
+        let plan = plan.with_flags(&flags);
+        if plan.sinks.is_empty() {
+            return Err(config_error("no sink given")
+                .with_hint("add --sink DIR_OR_URL (or a sink name from coffer.toml)"));
+        }
+        plan.resolve(&flags, config)
     }
 }

@@ -3,11 +3,12 @@
 use std::path::PathBuf;
 
 use clap::Args;
-use coffer_core::ops::RestoreReport;
-use coffer_core::{RestoreOptions, config_error};
+use coffer_core::ops::{CheckResult, RestoreReport};
+use coffer_core::{Index as SnapshotIndex, RestoreOptions, RestoreOutcome, config_error};
 
 use crate::Failure;
 use crate::checks::{CheckEnv, failures, manifest_counts, run_checks};
+use crate::config::Config;
 use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_snapshot};
 use crate::output::{print_json, printable};
 use crate::restoring::restore_snapshot;
@@ -89,27 +90,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         ..
     } = open_snapshot(ctx, &a.read, &a.snapshot, "restore needs a key").await?;
     let index = entry.index.clone();
-    for only in &a.only {
-        if !index.sources.iter().any(|s| &s.name == only || &s.kind == only) {
-            let names: Vec<_> = index
-                .sources
-                .iter()
-                .map(|s| format!("{} ({})", s.name, s.kind))
-                .collect();
-            return Err(
-                config_error(format!("--only {only}: the snapshot has no such source"))
-                    .with_hint(format!("its sources: {}", names.join(", ")))
-                    .into(),
-            );
-        }
-    }
-    if let Some(t) = &a.target
-        && t.exists()
-        && !t.is_dir()
-    {
-        return Err(config_error(format!("--target {} is not a directory", t.display())).into());
-    }
-
+    check_args(&a, &index)?;
     let opts = restore_options(ctx, &a)?;
     let outcome = restore_snapshot(
         ctx,
@@ -134,27 +115,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         "sources",
         outcome.reports.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
     );
-    // The job's post-restore checks, after a real restore of the whole
-    // snapshot to its own places.
-    let checks = match (
-        &config,
-        a.dry_run || a.no_checks || a.target.is_some() || !a.only.is_empty(),
-    ) {
-        (Some(c), false) => match c.jobs.get(&index.job) {
-            Some(job) if !job.checks.is_empty() => {
-                let env = CheckEnv {
-                    manifest_counts: manifest_counts(&outcome.summary.manifest),
-                    mongo_uri: a.mongo_uri.clone(),
-                    snapshot_time: Some(index.created_at),
-                    base_dir: c.path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
-                    ..CheckEnv::default()
-                };
-                run_checks(&job.checks, &env).await
-            }
-            _ => Vec::new(),
-        },
-        _ => Vec::new(),
-    };
+    let checks = post_restore_checks(config.as_ref(), &a, &index, &outcome).await;
     let failed = failures(&checks);
     if ctx.json {
         print_json(&RestoreReport::new(
@@ -164,6 +125,80 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
             checks.clone(),
         ));
     } else {
+        print_text(ctx, &a, &sink_name, &index, &outcome, &checks);
+    }
+    if let Some(why) = failed {
+        return Err(Failure::Checks(format!(
+            "snapshot {} was restored, but {why}",
+            index.id
+        )));
+    }
+    Ok(())
+}
+
+/// Refuses an `--only` the snapshot has no source for, and a `--target`
+/// that is not a directory, before anything is read.
+fn check_args(a: &RestoreArgs, index: &SnapshotIndex) -> coffer_core::Result<()> {
+    for only in &a.only {
+        if !index.sources.iter().any(|s| &s.name == only || &s.kind == only) {
+            let names: Vec<_> = index
+                .sources
+                .iter()
+                .map(|s| format!("{} ({})", s.name, s.kind))
+                .collect();
+            return Err(
+                config_error(format!("--only {only}: the snapshot has no such source"))
+                    .with_hint(format!("its sources: {}", names.join(", "))),
+            );
+        }
+    }
+    match &a.target {
+        Some(t) if t.exists() && !t.is_dir() => Err(config_error(format!(
+            "--target {} is not a directory",
+            t.display()
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The job's post-restore checks, after a real restore of the whole
+/// snapshot to its own places (none for a dry run, `--no-checks`,
+/// `--target` or `--only`).
+async fn post_restore_checks(
+    config: Option<&Config>,
+    a: &RestoreArgs,
+    index: &SnapshotIndex,
+    outcome: &RestoreOutcome,
+) -> Vec<CheckResult> {
+    let partial = a.dry_run || a.no_checks || a.target.is_some() || !a.only.is_empty();
+    let Some(c) = config.filter(|_| !partial) else {
+        return Vec::new();
+    };
+    match c.jobs.get(&index.job) {
+        Some(job) if !job.checks.is_empty() => {
+            let env = CheckEnv {
+                manifest_counts: manifest_counts(&outcome.summary.manifest),
+                mongo_uri: a.mongo_uri.clone(),
+                snapshot_time: Some(index.created_at),
+                base_dir: c.path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
+                ..CheckEnv::default()
+            };
+            run_checks(&job.checks, &env).await
+        }
+        _ => Vec::new(),
+    }
+}
+
+/// The restore's text output: what changed per source, then the checks.
+fn print_text(
+    ctx: &Ctx,
+    a: &RestoreArgs,
+    sink_name: &str,
+    index: &SnapshotIndex,
+    outcome: &RestoreOutcome,
+    checks: &[CheckResult],
+) {
+    {
         let verb = if a.dry_run { "would restore" } else { "restored" };
         println!(
             "{verb} snapshot {} from {sink_name} ({} files verified against SHA256SUMS)",
@@ -186,18 +221,11 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         }
         if !checks.is_empty() {
             println!("post-restore checks of job `{}`:", index.job);
-            for r in &checks {
+            for r in checks {
                 println!("  {}", r.line());
             }
         }
     }
-    if let Some(why) = failed {
-        return Err(Failure::Checks(format!(
-            "snapshot {} was restored, but {why}",
-            index.id
-        )));
-    }
-    Ok(())
 }
 
 /// The restore options the flags ask for.
