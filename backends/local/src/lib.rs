@@ -50,6 +50,7 @@
 mod config;
 mod error;
 mod sink;
+mod write;
 
 pub use config::LocalSinkConfig;
 pub use sink::LocalSink;

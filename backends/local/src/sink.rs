@@ -8,7 +8,7 @@
 //! directory checks run in `spawn_blocking`.
 
 use std::fs::{self, File};
-use std::io::{self, BufWriter, Read, Write};
+use std::io::{self, Read, Write};
 use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -25,6 +25,7 @@ use tokio::sync::mpsc;
 
 use crate::config::LocalSinkConfig;
 use crate::error::LocalError;
+use crate::write::ObjectWriter;
 
 /// Name prefix of the files a put writes before renaming them into place.
 use coffer_core::fsutil::TEMP_PREFIX;
@@ -34,48 +35,6 @@ const READ_CHUNK: u64 = 256 * 1024;
 const READ_AHEAD: usize = 4;
 /// Chunks a put buffers between the body and the writing thread.
 const WRITE_QUEUE: usize = 2;
-/// Buffer of the writing thread, so tiny chunks do not become tiny writes.
-const WRITE_BUFFER: usize = 256 * 1024;
-/// A put asks the kernel to start writing back every this many bytes, so the
-/// final fsync has little left to wait for instead of the whole object.
-const WRITEBACK_STEP: u64 = 8 << 20;
-
-/// Starts asynchronous writeback of what a put has written so far, in
-/// [`WRITEBACK_STEP`] ranges (Linux `sync_file_range`; elsewhere nothing).
-///
-/// Without it the dirty pages of a large object wait in the page cache and
-/// the closing fsync writes all of them at once — measured here as 0.2 s of
-/// a 2 s backup. A hint only: the fsync before the rename is what makes the
-/// object durable, so a failure here is ignored.
-#[derive(Default)]
-struct Writeback {
-    started: u64,
-}
-
-impl Writeback {
-    fn advance(&mut self, file: &File, on_file: u64) {
-        if on_file < self.started + WRITEBACK_STEP {
-            return;
-        }
-        #[cfg(target_os = "linux")]
-        {
-            use std::os::fd::AsRawFd;
-            // SAFETY: a valid open descriptor and a range within the file.
-            unsafe {
-                libc::sync_file_range(
-                    file.as_raw_fd(),
-                    self.started as _,
-                    (on_file - self.started) as _,
-                    libc::SYNC_FILE_RANGE_WRITE,
-                );
-            }
-        }
-        #[cfg(not(target_os = "linux"))]
-        let _ = file;
-        self.started = on_file;
-    }
-}
-
 /// A sink storing each object as a file under a root directory.
 ///
 /// Cheap to clone; holds no open file. See the crate docs for the on-disk
@@ -405,15 +364,13 @@ impl WriteJob {
         let temp_path = temp.path().to_path_buf();
         let write_err =
             |e| Error::io(format!("writing {}", temp_path.display()), e).with_context("key", &self.key);
-        let mut out = BufWriter::with_capacity(WRITE_BUFFER, temp);
+        let mut out = ObjectWriter::new(temp, true);
         let mut written = 0u64;
-        let mut writeback = Writeback::default();
         loop {
             match rx.blocking_recv() {
                 Some(WriteMsg::Chunk(chunk)) => {
                     out.write_all(&chunk).map_err(write_err)?;
                     written += chunk.len() as u64;
-                    writeback.advance(out.get_ref().as_file(), written - out.buffer().len() as u64);
                 }
                 Some(WriteMsg::Commit) => break,
                 None => {
@@ -424,7 +381,7 @@ impl WriteJob {
                 }
             }
         }
-        let temp = out.into_inner().map_err(|e| write_err(e.into_error()))?;
+        let temp = out.finish().map_err(write_err)?;
         temp.as_file().sync_all().map_err(write_err)?;
         let temp = temp.into_temp_path();
 
