@@ -28,7 +28,7 @@ use crate::source::{
     Area, RestoreEntry, RestoreEntryKind, RestoreOptions, RestoreReport, Restorer, Source,
     check_relative_path,
 };
-use crate::stream::{HashReader, decompressor};
+use crate::stream::{FileHasher, HashOnThread, decompressor};
 
 fn integrity(msg: impl Into<String>, index: &Index) -> Error {
     Error::new(ErrorKind::Integrity, msg)
@@ -365,6 +365,8 @@ fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisito
         sources: None,
         names: HashMap::new(),
         computed: BTreeMap::new(),
+        hasher: FileHasher::start().map_err(|e| Error::io("starting the hashing thread", e))?,
+        files: Vec::new(),
         sums: None,
         manifest: None,
     };
@@ -392,8 +394,12 @@ struct BundleWalk<'a> {
     sources: Option<SourcesFile>,
     /// Source name → kind.
     names: HashMap<String, String>,
-    /// Path → (size, SHA-256) of every file entry read.
+    /// Path → (size, SHA-256) of every file entry read, filled in at the
+    /// end from `hasher`'s digests of `files`.
     computed: BTreeMap<String, (u64, String)>,
+    /// Hashes file contents on its own thread, in the order of `files`.
+    hasher: FileHasher,
+    files: Vec<String>,
     sums: Option<String>,
     manifest: Option<Manifest>,
 }
@@ -474,7 +480,7 @@ impl BundleWalk<'_> {
         check_relative_path(rel)?;
         let kind = entry_kind(entry, path, size, index)?;
         let is_file = matches!(kind, RestoreEntryKind::File { .. });
-        let mut hr = HashReader::new(entry);
+        let mut hr = HashOnThread::new(entry, &self.hasher);
         visitor.entry(
             source,
             RestoreEntry {
@@ -489,18 +495,24 @@ impl BundleWalk<'_> {
         )?;
         io::copy(&mut hr, &mut io::sink()).map_err(|e| read_error(e, index))?;
         if is_file {
-            let (sha, n) = hr.finish();
+            let n = hr.finish().map_err(|e| read_error(e, index))?;
             if n != size {
                 return Err(integrity(format!("entry `{path}` is truncated"), index));
             }
-            self.computed.insert(trimmed.to_string(), (n, sha));
+            self.files.push(trimmed.to_string());
+        } else {
+            hr.abandon().map_err(|e| read_error(e, index))?;
         }
         Ok(())
     }
 
     /// Checks what was read against `SHA256SUMS` and `manifest.json`.
-    fn finish(self) -> Result<BundleSummary> {
+    fn finish(mut self) -> Result<BundleSummary> {
         let index = self.index;
+        let digests = std::mem::replace(&mut self.hasher, FileHasher::idle()).finish()?;
+        for (path, (sha, n)) in std::mem::take(&mut self.files).into_iter().zip(digests) {
+            self.computed.insert(path, (n, sha));
+        }
         let sources = self
             .sources
             .ok_or_else(|| integrity("the bundle is empty", index))?;

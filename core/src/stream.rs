@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use sha2::{Digest, Sha256};
 
 use crate::bundle::Compression;
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, Result};
 
 /// Size of the chunks passed between pipeline stages.
 pub(crate) const CHUNK: usize = 1 << 20;
@@ -55,32 +55,166 @@ impl<R: Read> Read for ExactReader<R> {
     }
 }
 
-/// Hashes (SHA-256) and counts what passes through a reader.
-pub(crate) struct HashReader<R> {
-    pub(crate) inner: R,
-    pub(crate) hasher: Sha256,
-    pub(crate) count: u64,
+/// What a [`FileHasher`] is sent.
+pub(crate) enum HashMsg {
+    /// The next bytes of the current file.
+    Data(Vec<u8>),
+    /// The current file ended.
+    EndOfFile,
+    /// What was sent since the last file is not a file: forget it.
+    Reset,
 }
 
-impl<R: Read> HashReader<R> {
-    pub(crate) fn new(inner: R) -> Self {
-        HashReader {
+/// SHA-256 of each file's content on a thread of its own, in the order
+/// the files were sent: the tar thread of a backup only reads and feeds
+/// zstd, that of a restore only parses and writes, so hashing (a fifth of
+/// the CPU time) runs beside them instead of between their steps. The
+/// digests are only needed at the end (`SHA256SUMS` and the manifest come
+/// last in a bundle).
+pub(crate) struct FileHasher {
+    tx: Option<std::sync::mpsc::SyncSender<HashMsg>>,
+    /// Blocks the thread has hashed, back for reuse.
+    spent: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
+    thread: Option<std::thread::JoinHandle<Vec<(String, u64)>>>,
+}
+
+/// The blocks a file's content is read and hashed in.
+pub(crate) const BLOCK: usize = 1 << 20;
+
+impl FileHasher {
+    /// Starts the thread.
+    pub(crate) fn start() -> io::Result<FileHasher> {
+        // 8 blocks of up to 1 MiB in flight.
+        let (tx, rx) = std::sync::mpsc::sync_channel::<HashMsg>(8);
+        let (spent_tx, spent) = std::sync::mpsc::channel::<Vec<u8>>();
+        let thread = std::thread::Builder::new()
+            .name("coffer-sha".into())
+            .spawn(move || {
+                let mut done = Vec::new();
+                let (mut hasher, mut count) = (Sha256::new(), 0u64);
+                for msg in rx {
+                    match msg {
+                        HashMsg::Data(block) => {
+                            hasher.update(&block);
+                            count += block.len() as u64;
+                            let _ = spent_tx.send(block);
+                        }
+                        HashMsg::Reset => {
+                            (hasher, count) = (Sha256::new(), 0);
+                        }
+                        HashMsg::EndOfFile => {
+                            let sha = std::mem::take(&mut hasher).finalize();
+                            done.push((hex::encode(sha), std::mem::take(&mut count)));
+                        }
+                    }
+                }
+                done
+            })?;
+        Ok(FileHasher {
+            tx: Some(tx),
+            spent: Some(spent),
+            thread: Some(thread),
+        })
+    }
+
+    /// A hasher without a thread, standing in once the real one finished.
+    pub(crate) fn idle() -> FileHasher {
+        FileHasher {
+            tx: None,
+            spent: None,
+            thread: None,
+        }
+    }
+
+    /// An empty block of [`BLOCK`] capacity: a hashed one if any is back.
+    pub(crate) fn block(&self) -> Vec<u8> {
+        match self.spent.as_ref().and_then(|r| r.try_recv().ok()) {
+            Some(mut b) => {
+                b.clear();
+                b
+            }
+            None => Vec::with_capacity(BLOCK),
+        }
+    }
+
+    /// Sends the next block, or the end of the current file.
+    pub(crate) fn send(&self, msg: HashMsg) -> io::Result<()> {
+        self.tx
+            .as_ref()
+            .and_then(|tx| tx.send(msg).ok())
+            .ok_or_else(|| io::Error::other("the hashing thread stopped"))
+    }
+
+    /// Every file's `(sha256, size)`, in the order they were sent.
+    pub(crate) fn finish(mut self) -> Result<Vec<(String, u64)>> {
+        drop(self.tx.take());
+        self.thread
+            .take()
+            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "the hashing thread was already joined"))?
+            .join()
+            .map_err(|_| Error::new(ErrorKind::Unexpected, "the hashing thread panicked"))
+    }
+}
+
+impl Drop for FileHasher {
+    fn drop(&mut self) {
+        // An aborted backup: end the thread's loop, do not wait for it.
+        drop(self.tx.take());
+    }
+}
+
+/// Passes reads through and hands what was read to a [`FileHasher`] in
+/// blocks of up to [`BLOCK`] (a restorer may read in small pieces).
+pub(crate) struct HashOnThread<'a, R> {
+    inner: R,
+    hasher: &'a FileHasher,
+    block: Vec<u8>,
+    count: u64,
+}
+
+impl<'a, R: Read> HashOnThread<'a, R> {
+    pub(crate) fn new(inner: R, hasher: &'a FileHasher) -> Self {
+        HashOnThread {
             inner,
-            hasher: Sha256::new(),
+            block: hasher.block(),
+            hasher,
             count: 0,
         }
     }
 
-    pub(crate) fn finish(self) -> (String, u64) {
-        (hex::encode(self.hasher.finalize()), self.count)
+    /// Forgets what passed (an entry that is not a file): the next file
+    /// is hashed from its first byte.
+    pub(crate) fn abandon(self) -> io::Result<()> {
+        if self.count > 0 {
+            self.hasher.send(HashMsg::Reset)?;
+        }
+        Ok(())
+    }
+
+    /// Ends the file at the hasher; returns how many bytes passed.
+    pub(crate) fn finish(mut self) -> io::Result<u64> {
+        if !self.block.is_empty() {
+            self.hasher.send(HashMsg::Data(std::mem::take(&mut self.block)))?;
+        }
+        self.hasher.send(HashMsg::EndOfFile)?;
+        Ok(self.count)
     }
 }
 
-impl<R: Read> Read for HashReader<R> {
+impl<R: Read> Read for HashOnThread<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
         self.count += n as u64;
+        let mut rest = &buf[..n];
+        while !rest.is_empty() {
+            let take = rest.len().min(BLOCK - self.block.len());
+            self.block.extend_from_slice(&rest[..take]);
+            rest = &rest[take..];
+            if self.block.len() == BLOCK {
+                let full = std::mem::replace(&mut self.block, self.hasher.block());
+                self.hasher.send(HashMsg::Data(full))?;
+            }
+        }
         Ok(n)
     }
 }

@@ -17,7 +17,7 @@ use crate::bundle::{
 use crate::crypto::Encryption;
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::{Entry, EntryBody, SourceReport};
-use crate::stream::{ChunkWriter, Compressor, CountingWriter, ExactReader};
+use crate::stream::{BLOCK, ChunkWriter, Compressor, CountingWriter, ExactReader, FileHasher, HashMsg};
 
 pub(super) enum TarMsg {
     Entry(usize, Entry),
@@ -107,103 +107,6 @@ struct TarWriter {
     headers: tar::Builder<Vec<u8>>,
     seen: std::collections::HashSet<String>,
     progress: Arc<Progress>,
-}
-
-enum HashMsg {
-    Data(Vec<u8>),
-    EndOfFile,
-}
-
-/// SHA-256 of each file's content on a thread of its own, in the order
-/// the files were written: the tar thread only reads and feeds zstd, so
-/// hashing (a fifth of a backup's CPU time) runs beside compression
-/// instead of between its inputs. The digests are only needed at the end,
-/// for `SHA256SUMS` and the manifest.
-struct FileHasher {
-    tx: Option<std::sync::mpsc::SyncSender<HashMsg>>,
-    /// Blocks the thread has hashed, back for reuse.
-    spent: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
-    thread: Option<std::thread::JoinHandle<Vec<(String, u64)>>>,
-}
-
-/// The blocks a file's content is read in.
-const BLOCK: usize = 1 << 20;
-
-impl FileHasher {
-    fn start() -> io::Result<FileHasher> {
-        // 8 blocks of up to 1 MiB in flight.
-        let (tx, rx) = std::sync::mpsc::sync_channel::<HashMsg>(8);
-        let (spent_tx, spent) = std::sync::mpsc::channel::<Vec<u8>>();
-        let thread = std::thread::Builder::new()
-            .name("coffer-sha".into())
-            .spawn(move || {
-                let mut done = Vec::new();
-                let (mut hasher, mut count) = (Sha256::new(), 0u64);
-                for msg in rx {
-                    match msg {
-                        HashMsg::Data(block) => {
-                            hasher.update(&block);
-                            count += block.len() as u64;
-                            let _ = spent_tx.send(block);
-                        }
-                        HashMsg::EndOfFile => {
-                            let sha = std::mem::take(&mut hasher).finalize();
-                            done.push((hex::encode(sha), std::mem::take(&mut count)));
-                        }
-                    }
-                }
-                done
-            })?;
-        Ok(FileHasher {
-            tx: Some(tx),
-            spent: Some(spent),
-            thread: Some(thread),
-        })
-    }
-
-    /// A hasher without a thread, standing in once the real one finished.
-    fn idle() -> FileHasher {
-        FileHasher {
-            tx: None,
-            spent: None,
-            thread: None,
-        }
-    }
-
-    /// An empty block of [`BLOCK`] capacity: a hashed one if any is back.
-    fn block(&self) -> Vec<u8> {
-        match self.spent.as_ref().and_then(|r| r.try_recv().ok()) {
-            Some(mut b) => {
-                b.clear();
-                b
-            }
-            None => Vec::with_capacity(BLOCK),
-        }
-    }
-
-    fn send(&self, msg: HashMsg) -> io::Result<()> {
-        self.tx
-            .as_ref()
-            .and_then(|tx| tx.send(msg).ok())
-            .ok_or_else(|| io::Error::other("the hashing thread stopped"))
-    }
-
-    /// Every file's `(sha256, size)`, in the order they were sent.
-    fn finish(mut self) -> Result<Vec<(String, u64)>> {
-        drop(self.tx.take());
-        self.thread
-            .take()
-            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "the hashing thread was already joined"))?
-            .join()
-            .map_err(|_| Error::new(ErrorKind::Unexpected, "the hashing thread panicked"))
-    }
-}
-
-impl Drop for FileHasher {
-    fn drop(&mut self) {
-        // An aborted backup: end the thread's loop, do not wait for it.
-        drop(self.tx.take());
-    }
 }
 
 impl TarWriter {
