@@ -167,7 +167,9 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     });
     if let Some(command) = audited {
         let _guard = runtime.enter();
-        record::finish(&ctx, command, &result, started.elapsed().as_secs_f64());
+        let config = ctx.config().ok().flatten();
+        let seconds = started.elapsed().as_secs_f64();
+        record::finish(config.as_ref(), &ctx.record, command, &result, seconds);
     }
     // Dropping the runtime here lets cancelled work run its cleanup guards.
     drop(runtime);

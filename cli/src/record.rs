@@ -2,7 +2,7 @@
 //! Prometheus textfile metrics, when the config asks for them
 //! (`audit-log = "…"`, `metrics-file = "…"` at its top level).
 //!
-//! Commands note what they did on the [`Ctx`] ([`Record::note`],
+//! Commands note what they did on the context's `record` ([`Record::note`],
 //! [`Record::metric`]); the dispatcher writes both after the command ended,
 //! whatever its result. Neither ever holds a secret value: notes are ids,
 //! names, counts and sizes, and errors never carry secrets.
@@ -25,7 +25,7 @@ use std::sync::Mutex;
 use serde_json::{Map, Value, json};
 
 use crate::Failure;
-use crate::ctx::Ctx;
+use crate::config::Config;
 
 /// One metric sample a command measured.
 #[derive(Debug, Clone)]
@@ -133,16 +133,22 @@ pub(crate) const METRICS: &[(&str, &str, &str)] = &[
 /// Writes the audit line and the metrics of a finished command, if the
 /// config asks for them. Failing to write them is reported on stderr and
 /// never changes the command's result.
-pub(crate) fn finish(ctx: &Ctx, command: &str, result: &Result<(), Failure>, seconds: f64) {
-    let Ok(Some(config)) = ctx.config() else { return };
+pub(crate) fn finish(
+    config: Option<&Config>,
+    record: &Record,
+    command: &str,
+    result: &Result<(), Failure>,
+    seconds: f64,
+) {
+    let Some(config) = config else { return };
     if let Some(path) = &config.audit_log {
-        let line = audit_line(ctx, command, result, seconds);
+        let line = audit_line(record, command, result, seconds);
         if let Err(e) = append(path, &line) {
             eprintln!("warning: cannot append to the audit log {}: {e}", path.display());
         }
     }
     if let Some(path) = &config.metrics_file {
-        let samples = ctx.record.samples.lock().expect("samples").clone();
+        let samples = record.samples.lock().expect("samples").clone();
         if !samples.is_empty()
             && let Err(e) = write_metrics(path, &samples)
         {
@@ -168,7 +174,7 @@ fn user() -> (String, u32) {
     }
 }
 
-fn audit_line(ctx: &Ctx, command: &str, result: &Result<(), Failure>, seconds: f64) -> Value {
+fn audit_line(record: &Record, command: &str, result: &Result<(), Failure>, seconds: f64) -> Value {
     let (user, uid) = user();
     let (outcome, exit, error) = match result {
         Ok(()) => ("ok", 0, None),
@@ -190,7 +196,7 @@ fn audit_line(ctx: &Ctx, command: &str, result: &Result<(), Failure>, seconds: f
     if let Some(e) = error {
         line["error"] = json!(e);
     }
-    for (k, v) in ctx.record.notes.lock().expect("notes").iter() {
+    for (k, v) in record.notes.lock().expect("notes").iter() {
         line[k] = v.clone();
     }
     line
