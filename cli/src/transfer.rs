@@ -11,10 +11,11 @@ use coffer_core::{
 use coffer_sink_media::MediaIdentity;
 
 use crate::Failure;
-use crate::ctx::{CmdResult, Ctx};
+use crate::ctx::{CmdResult, Ctx, TrustSel};
 use crate::output::size;
 
-/// Which snapshots of which sink `copy` and `export` take.
+/// Which snapshots of which sink `copy` and `export` take, and whose
+/// signatures they must carry.
 #[derive(Debug, clap::Args)]
 pub struct Pick {
     /// Snapshot ids or unique prefixes (or `latest`).
@@ -29,6 +30,9 @@ pub struct Pick {
     /// The sink to read: a name from the config, a directory or a URL.
     #[arg(long, value_name = "SINK")]
     pub from: String,
+    /// Whose signatures the snapshots read must carry.
+    #[command(flatten)]
+    pub trust: TrustSel,
 }
 
 impl Pick {

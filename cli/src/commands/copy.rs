@@ -2,7 +2,7 @@
 
 use clap::Args;
 
-use crate::ctx::{CmdResult, Ctx, TrustSel};
+use crate::ctx::{CmdResult, Ctx};
 use crate::output::print_json;
 use crate::transfer::{Pick, run_batch};
 
@@ -15,14 +15,12 @@ pub struct CopyArgs {
     /// The sink to write.
     #[arg(long, value_name = "SINK")]
     pub to: String,
-    #[command(flatten)]
-    pub trust: TrustSel,
 }
 
 /// `coffer copy`.
 pub(crate) async fn exec(ctx: &Ctx, a: CopyArgs) -> CmdResult {
     let config = ctx.config()?;
-    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
+    let trust = crate::ctx::trusted_signers(&a.pick.trust, config.as_ref())?;
     let from = ctx.sink(&a.pick.from, config.as_ref())?;
     let to = ctx.target_sink(&a.to, config.as_ref())?;
     let entries = a.pick.entries(from.as_ref()).await?;

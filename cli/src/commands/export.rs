@@ -7,7 +7,7 @@ use coffer_sink_media::IDENTITY_FILE;
 use coffer_sink_media::kit;
 use coffer_sink_media::kit::CustodyRecord;
 
-use crate::ctx::{CmdResult, Ctx, TrustSel};
+use crate::ctx::{CmdResult, Ctx};
 use crate::output::print_json;
 use crate::transfer::{Pick, medium_of, run_batch};
 
@@ -19,14 +19,12 @@ pub struct ExportArgs {
     /// The medium: media:PATH[?labels=…|?set=…] or a media sink's name.
     #[arg(long, value_name = "MEDIA")]
     pub to: String,
-    #[command(flatten)]
-    pub trust: TrustSel,
 }
 
 /// `coffer export`.
 pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     let config = ctx.config()?;
-    let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
+    let trust = crate::ctx::trusted_signers(&a.pick.trust, config.as_ref())?;
     let from = ctx.sink(&a.pick.from, config.as_ref())?;
     // A medium is made with `coffer media init`, never by --create-sink.
     let to = ctx.sink(&a.to, config.as_ref())?;
