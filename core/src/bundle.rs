@@ -416,8 +416,9 @@ pub fn hostname() -> String {
         .unwrap_or_else(|| "unknown".into())
 }
 
-/// An index of snapshot `id` whose object holds `body`, for unit tests.
-#[cfg(test)]
+/// An index of snapshot `id` whose object holds `body`, for the unit
+/// tests that use the testkit.
+#[cfg(all(test, feature = "testkit"))]
 pub(crate) fn test_index(id: &SnapshotId, body: &[u8]) -> Index {
     use sha2::Digest;
     Index {
