@@ -1,8 +1,9 @@
 //! The backup pipeline:
 //!
 //! ```text
-//! sources (async) → tar + per-entry SHA-256 (thread) → compressor (zstd
-//! workers) → age + ciphertext SHA-256 (thread) → tee (async) → sink 1 … N
+//! sources (async) → tar (thread) → compressor (zstd workers)
+//!                       ↘ per-file SHA-256 (thread)
+//!   → age + ciphertext SHA-256 (thread) → tee (async) → sink 1 … N
 //! ```
 //!
 //! Stages are joined by bounded channels of 1 MiB chunks, so memory stays
@@ -37,8 +38,8 @@ use crate::sink::{PutOptions, Sink};
 use crate::source::{CaptureContext, EntrySender, Source};
 
 /// 1 MiB chunks queued between the compression and encryption stages, and
-/// between encryption and the sinks. On two cores the four busy threads
-/// (tar, two zstd workers, age) take turns; a queue of 8 rides out a stage
+/// between encryption and the sinks. On two cores the five busy threads
+/// (tar, hashing, two zstd workers, age) take turns; a queue of 8 rides out a stage
 /// that was descheduled for a time slice, where a queue of 2 stalled the
 /// stages before it (bench/run.sh: ~3% less wall time). Costs at most
 /// 16 MiB, and each chunk may be held by every hop.

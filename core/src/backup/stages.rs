@@ -1,5 +1,6 @@
-//! The two threads of the pipeline: tar + per-entry SHA-256 + compression
-//! ([`tar_stage`]), and age encryption + ciphertext SHA-256 ([`age_stage`]).
+//! The threads of the pipeline: tar + compression ([`tar_stage`], with
+//! the SHA-256 of each file on a [`FileHasher`] thread beside it), and age
+//! encryption + ciphertext SHA-256 ([`age_stage`]).
 
 use std::io::{self, Read, Write};
 use std::sync::Arc;
