@@ -11,6 +11,7 @@ use coffer_core::{
 use coffer_sink_media::MediaIdentity;
 
 use crate::Failure;
+use crate::config::Config;
 use crate::ctx::{CmdResult, Ctx, TrustSel};
 use crate::output::size;
 
@@ -35,7 +36,22 @@ pub struct Pick {
     pub trust: TrustSel,
 }
 
+/// The sink a [`Pick`] reads, with the config and the signers it trusts.
+pub(crate) struct Reading {
+    pub(crate) config: Option<Config>,
+    pub(crate) trust: TrustedSigners,
+    pub(crate) from: Arc<dyn Sink>,
+}
+
 impl Pick {
+    /// Loads the config, the trusted signers and the `--from` sink.
+    pub(crate) fn open(&self, ctx: &Ctx) -> Result<Reading> {
+        let config = ctx.config()?;
+        let trust = crate::ctx::trusted_signers(&self.trust, config.as_ref())?;
+        let from = ctx.sink(&self.from, config.as_ref())?;
+        Ok(Reading { config, trust, from })
+    }
+
     /// The picked snapshots of `from` (the sink `--from` names), oldest
     /// first; none named means the newest.
     pub(crate) async fn entries(&self, from: &dyn Sink) -> Result<Vec<CatalogEntry>> {

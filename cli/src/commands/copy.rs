@@ -4,7 +4,7 @@ use clap::Args;
 
 use crate::ctx::{CmdResult, Ctx};
 use crate::output::print_json;
-use crate::transfer::{Pick, run_batch};
+use crate::transfer::{Pick, Reading, run_batch};
 
 /// `coffer copy`.
 #[derive(Debug, Args)]
@@ -19,9 +19,7 @@ pub struct CopyArgs {
 
 /// `coffer copy`.
 pub(crate) async fn exec(ctx: &Ctx, a: CopyArgs) -> CmdResult {
-    let config = ctx.config()?;
-    let trust = crate::ctx::trusted_signers(&a.pick.trust, config.as_ref())?;
-    let from = ctx.sink(&a.pick.from, config.as_ref())?;
+    let Reading { config, trust, from } = a.pick.open(ctx)?;
     let to = ctx.target_sink(&a.to, config.as_ref())?;
     let entries = a.pick.entries(from.as_ref()).await?;
     let batch = run_batch(ctx, from.clone(), to.clone(), entries, trust, "copy", "copied").await?;

@@ -9,7 +9,7 @@ use coffer_sink_media::kit::CustodyRecord;
 
 use crate::ctx::{CmdResult, Ctx};
 use crate::output::print_json;
-use crate::transfer::{Pick, medium_of, run_batch};
+use crate::transfer::{Pick, Reading, medium_of, run_batch};
 
 /// `coffer export` (none named: the newest snapshot).
 #[derive(Debug, Args)]
@@ -23,9 +23,7 @@ pub struct ExportArgs {
 
 /// `coffer export`.
 pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
-    let config = ctx.config()?;
-    let trust = crate::ctx::trusted_signers(&a.pick.trust, config.as_ref())?;
-    let from = ctx.sink(&a.pick.from, config.as_ref())?;
+    let Reading { config, trust, from } = a.pick.open(ctx)?;
     // A medium is made with `coffer media init`, never by --create-sink.
     let to = ctx.sink(&a.to, config.as_ref())?;
     // Every media check (mounted, label, identity) runs on any operation:
