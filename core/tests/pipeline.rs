@@ -474,13 +474,37 @@ impl coffer_core::BundleVisitor for Recorder {
     }
 }
 
+/// Backs up one [`MemSource`] named `name` with `files` to memory and
+/// reads the bundle back through a [`Recorder`].
+async fn back_up_and_read(
+    name: &str,
+    files: Vec<(String, Vec<u8>)>,
+) -> (coffer_core::BundleSummary, Recorder) {
+    let (k, ids, _d) = key();
+    let src = Arc::new(MemSource {
+        name: name.into(),
+        files,
+        fail_after: None,
+    });
+    let sink = Arc::new(MemorySink::new());
+    let out = run_backup(
+        request(&k, vec![src], vec![target("a", sink.clone(), true)]),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let obj = sink.get_bytes(&out.index.id.object_key()).await.unwrap();
+    let mut seen = Recorder::default();
+    let summary = read_bundle(&obj[..], &out.index, &ids, &mut seen).unwrap();
+    (summary, seen)
+}
+
 /// Files are hashed on a thread of their own on both sides, in order;
 /// directories and links between them (before, between and after files,
 /// and a file over one hashing block) must not shift which digest belongs
 /// to which file.
 #[tokio::test(flavor = "multi_thread")]
 async fn files_between_directories_and_links_verify_and_read_back() {
-    let (k, ids, _d) = key();
     let big: Vec<u8> = (0..2_500_000u32).map(|i| (i % 251) as u8).collect();
     let entries: Vec<(String, Vec<u8>)> = [
         ("d/", &b""[..]),
@@ -495,21 +519,7 @@ async fn files_between_directories_and_links_verify_and_read_back() {
     .iter()
     .map(|(p, d)| (p.to_string(), d.to_vec()))
     .collect();
-    let src = Arc::new(MemSource {
-        name: "mixed".into(),
-        files: entries,
-        fail_after: None,
-    });
-    let sink = Arc::new(MemorySink::new());
-    let out = run_backup(
-        request(&k, vec![src], vec![target("a", sink.clone(), true)]),
-        Arc::new(Progress::default()),
-    )
-    .await
-    .unwrap();
-    let obj = sink.get_bytes(&out.index.id.object_key()).await.unwrap();
-    let mut seen = Recorder::default();
-    let summary = read_bundle(&obj[..], &out.index, &ids, &mut seen).unwrap();
+    let (summary, seen) = back_up_and_read("mixed", entries).await;
     assert_eq!(summary.files_checked, 3);
     let sums: Vec<(&str, u64)> = summary
         .manifest
@@ -547,23 +557,8 @@ async fn a_plugin_declared_area_round_trips_and_a_secret_one_is_private() {
         assert_eq!(e.kind(), ErrorKind::ConfigInvalid, "{bad}");
     }
 
-    let (k, ids, _d) = key();
     let files = vec![("root-token".to_string(), b"hvs.s3cr3t".to_vec())];
-    let src = Arc::new(MemSource {
-        name: "vault-main".into(),
-        files: files.clone(),
-        fail_after: None,
-    });
-    let sink = Arc::new(MemorySink::new());
-    let out = run_backup(
-        request(&k, vec![src], vec![target("a", sink.clone(), true)]),
-        Arc::new(Progress::default()),
-    )
-    .await
-    .unwrap();
-    let obj = sink.get_bytes(&out.index.id.object_key()).await.unwrap();
-    let mut seen = Recorder::default();
-    let summary = read_bundle(&obj[..], &out.index, &ids, &mut seen).unwrap();
+    let (summary, seen) = back_up_and_read("vault-main", files).await;
     assert_eq!(summary.files_checked, 1);
     assert!(
         summary
