@@ -364,9 +364,7 @@ fn walk_bundle(decoded: impl Read, index: &Index, visitor: &mut dyn BundleVisito
         index,
         sources: None,
         names: HashMap::new(),
-        computed: BTreeMap::new(),
         hasher: FileHasher::start().map_err(|e| Error::io("starting the hashing thread", e))?,
-        files: Vec::new(),
         sums: None,
         manifest: None,
     };
@@ -394,12 +392,8 @@ struct BundleWalk<'a> {
     sources: Option<SourcesFile>,
     /// Source name → kind.
     names: HashMap<String, String>,
-    /// Path → (size, SHA-256) of every file entry read, filled in at the
-    /// end from `hasher`'s digests of `files`.
-    computed: BTreeMap<String, (u64, String)>,
-    /// Hashes file contents on its own thread, in the order of `files`.
+    /// Hashes every file entry's content on its own thread.
     hasher: FileHasher,
-    files: Vec<String>,
     sums: Option<String>,
     manifest: Option<Manifest>,
 }
@@ -495,11 +489,10 @@ impl BundleWalk<'_> {
         )?;
         io::copy(&mut hr, &mut io::sink()).map_err(|e| read_error(e, index))?;
         if is_file {
-            let n = hr.finish().map_err(|e| read_error(e, index))?;
+            let n = hr.finish(trimmed.to_string()).map_err(|e| read_error(e, index))?;
             if n != size {
                 return Err(integrity(format!("entry `{path}` is truncated"), index));
             }
-            self.files.push(trimmed.to_string());
         } else {
             hr.abandon().map_err(|e| read_error(e, index))?;
         }
@@ -507,12 +500,15 @@ impl BundleWalk<'_> {
     }
 
     /// Checks what was read against `SHA256SUMS` and `manifest.json`.
-    fn finish(mut self) -> Result<BundleSummary> {
+    fn finish(self) -> Result<BundleSummary> {
         let index = self.index;
-        let digests = std::mem::replace(&mut self.hasher, FileHasher::idle()).finish()?;
-        for (path, (sha, n)) in std::mem::take(&mut self.files).into_iter().zip(digests) {
-            self.computed.insert(path, (n, sha));
-        }
+        // Path → (size, SHA-256) of every file entry read.
+        let computed: BTreeMap<String, (u64, String)> = self
+            .hasher
+            .finish()?
+            .into_iter()
+            .map(|d| (d.path, (d.size, d.sha256)))
+            .collect();
         let sources = self
             .sources
             .ok_or_else(|| integrity("the bundle is empty", index))?;
@@ -532,14 +528,14 @@ impl BundleWalk<'_> {
             };
             listed.insert(path, sha);
         }
-        for (path, (_, sha)) in &self.computed {
+        for (path, (_, sha)) in &computed {
             match listed.get(path) {
                 Some(s) if s == sha => {}
                 Some(_) => return Err(integrity(format!("`{path}` does not match SHA256SUMS"), index)),
                 None => return Err(integrity(format!("`{path}` is missing from SHA256SUMS"), index)),
             }
         }
-        if listed.len() != self.computed.len() {
+        if listed.len() != computed.len() {
             return Err(integrity(
                 "SHA256SUMS lists files that are not in the bundle",
                 index,
@@ -550,7 +546,7 @@ impl BundleWalk<'_> {
             .iter()
             .map(|e| (e.path.clone(), (e.size, e.sha256.clone())))
             .collect();
-        if manifest_map != self.computed {
+        if manifest_map != computed {
             return Err(integrity(
                 "manifest.json does not match the bundle's files",
                 index,
@@ -559,7 +555,7 @@ impl BundleWalk<'_> {
         Ok(BundleSummary {
             sources,
             manifest,
-            files_checked: self.computed.len(),
+            files_checked: computed.len(),
         })
     }
 }

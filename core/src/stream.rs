@@ -59,10 +59,17 @@ impl<R: Read> Read for ExactReader<R> {
 pub(crate) enum HashMsg {
     /// The next bytes of the current file.
     Data(Vec<u8>),
-    /// The current file ended.
-    EndOfFile,
+    /// The current file, at this bundle path, ended.
+    EndOfFile(String),
     /// What was sent since the last file is not a file: forget it.
     Reset,
+}
+
+/// A file's digest, as a [`FileHasher`] returns it.
+pub(crate) struct FileDigest {
+    pub(crate) path: String,
+    pub(crate) size: u64,
+    pub(crate) sha256: String,
 }
 
 /// SHA-256 of each file's content on a thread of its own, in the order
@@ -70,12 +77,13 @@ pub(crate) enum HashMsg {
 /// zstd, that of a restore only parses and writes, so hashing (a fifth of
 /// the CPU time) runs beside them instead of between their steps. The
 /// digests are only needed at the end (`SHA256SUMS` and the manifest come
-/// last in a bundle).
+/// last in a bundle). Dropped without [`FileHasher::finish`] (an aborted
+/// run), the thread ends with its input and is not waited for.
 pub(crate) struct FileHasher {
-    tx: Option<std::sync::mpsc::SyncSender<HashMsg>>,
+    tx: std::sync::mpsc::SyncSender<HashMsg>,
     /// Blocks the thread has hashed, back for reuse.
-    spent: Option<std::sync::mpsc::Receiver<Vec<u8>>>,
-    thread: Option<std::thread::JoinHandle<Vec<(String, u64)>>>,
+    spent: std::sync::mpsc::Receiver<Vec<u8>>,
+    thread: std::thread::JoinHandle<Vec<FileDigest>>,
 }
 
 /// The blocks a file's content is read and hashed in.
@@ -91,75 +99,51 @@ impl FileHasher {
             .name("coffer-sha".into())
             .spawn(move || {
                 let mut done = Vec::new();
-                let (mut hasher, mut count) = (Sha256::new(), 0u64);
+                let (mut hasher, mut size) = (Sha256::new(), 0u64);
                 for msg in rx {
                     match msg {
                         HashMsg::Data(block) => {
                             hasher.update(&block);
-                            count += block.len() as u64;
+                            size += block.len() as u64;
                             let _ = spent_tx.send(block);
                         }
-                        HashMsg::Reset => {
-                            (hasher, count) = (Sha256::new(), 0);
-                        }
-                        HashMsg::EndOfFile => {
-                            let sha = std::mem::take(&mut hasher).finalize();
-                            done.push((hex::encode(sha), std::mem::take(&mut count)));
-                        }
+                        HashMsg::Reset => (hasher, size) = (Sha256::new(), 0),
+                        HashMsg::EndOfFile(path) => done.push(FileDigest {
+                            path,
+                            size: std::mem::take(&mut size),
+                            sha256: hex::encode(std::mem::take(&mut hasher).finalize()),
+                        }),
                     }
                 }
                 done
             })?;
-        Ok(FileHasher {
-            tx: Some(tx),
-            spent: Some(spent),
-            thread: Some(thread),
-        })
-    }
-
-    /// A hasher without a thread, standing in once the real one finished.
-    pub(crate) fn idle() -> FileHasher {
-        FileHasher {
-            tx: None,
-            spent: None,
-            thread: None,
-        }
+        Ok(FileHasher { tx, spent, thread })
     }
 
     /// An empty block of [`BLOCK`] capacity: a hashed one if any is back.
     pub(crate) fn block(&self) -> Vec<u8> {
-        match self.spent.as_ref().and_then(|r| r.try_recv().ok()) {
-            Some(mut b) => {
+        match self.spent.try_recv() {
+            Ok(mut b) => {
                 b.clear();
                 b
             }
-            None => Vec::with_capacity(BLOCK),
+            Err(_) => Vec::with_capacity(BLOCK),
         }
     }
 
     /// Sends the next block, or the end of the current file.
     pub(crate) fn send(&self, msg: HashMsg) -> io::Result<()> {
         self.tx
-            .as_ref()
-            .and_then(|tx| tx.send(msg).ok())
-            .ok_or_else(|| io::Error::other("the hashing thread stopped"))
+            .send(msg)
+            .map_err(|_| io::Error::other("the hashing thread stopped"))
     }
 
-    /// Every file's `(sha256, size)`, in the order they were sent.
-    pub(crate) fn finish(mut self) -> Result<Vec<(String, u64)>> {
-        drop(self.tx.take());
+    /// Every file's digest, in the order they were sent.
+    pub(crate) fn finish(self) -> Result<Vec<FileDigest>> {
+        drop(self.tx);
         self.thread
-            .take()
-            .ok_or_else(|| Error::new(ErrorKind::Unexpected, "the hashing thread was already joined"))?
             .join()
             .map_err(|_| Error::new(ErrorKind::Unexpected, "the hashing thread panicked"))
-    }
-}
-
-impl Drop for FileHasher {
-    fn drop(&mut self) {
-        // An aborted backup: end the thread's loop, do not wait for it.
-        drop(self.tx.take());
     }
 }
 
@@ -176,8 +160,9 @@ impl<'a, R: Read> HashOnThread<'a, R> {
     pub(crate) fn new(inner: R, hasher: &'a FileHasher) -> Self {
         HashOnThread {
             inner,
-            block: hasher.block(),
             hasher,
+            // Taken on the first byte: a directory or link needs none.
+            block: Vec::new(),
             count: 0,
         }
     }
@@ -191,12 +176,13 @@ impl<'a, R: Read> HashOnThread<'a, R> {
         Ok(())
     }
 
-    /// Ends the file at the hasher; returns how many bytes passed.
-    pub(crate) fn finish(mut self) -> io::Result<u64> {
+    /// Ends the file, at bundle path `path`, at the hasher; returns how
+    /// many bytes passed.
+    pub(crate) fn finish(mut self, path: String) -> io::Result<u64> {
         if !self.block.is_empty() {
             self.hasher.send(HashMsg::Data(std::mem::take(&mut self.block)))?;
         }
-        self.hasher.send(HashMsg::EndOfFile)?;
+        self.hasher.send(HashMsg::EndOfFile(path))?;
         Ok(self.count)
     }
 }
@@ -207,12 +193,14 @@ impl<R: Read> Read for HashOnThread<'_, R> {
         self.count += n as u64;
         let mut rest = &buf[..n];
         while !rest.is_empty() {
+            if self.block.capacity() == 0 {
+                self.block = self.hasher.block();
+            }
             let take = rest.len().min(BLOCK - self.block.len());
             self.block.extend_from_slice(&rest[..take]);
             rest = &rest[take..];
             if self.block.len() == BLOCK {
-                let full = std::mem::replace(&mut self.block, self.hasher.block());
-                self.hasher.send(HashMsg::Data(full))?;
+                self.hasher.send(HashMsg::Data(std::mem::take(&mut self.block)))?;
             }
         }
         Ok(n)

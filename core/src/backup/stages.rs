@@ -18,7 +18,9 @@ use crate::bundle::{
 use crate::crypto::Encryption;
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::{Entry, EntryBody, SourceReport};
-use crate::stream::{BLOCK, ChunkWriter, Compressor, CountingWriter, ExactReader, FileHasher, HashMsg};
+use crate::stream::{
+    BLOCK, ChunkWriter, Compressor, CountingWriter, ExactReader, FileDigest, FileHasher, HashMsg,
+};
 
 pub(super) enum TarMsg {
     Entry(usize, Entry),
@@ -92,6 +94,14 @@ pub(super) fn tar_stage(
     Ok(manifest)
 }
 
+/// A metadata entry of coffer's own: mode 0600, the snapshot's time `now`.
+fn append_meta<W: Write>(builder: &mut tar::Builder<W>, now: i64, path: &str, bytes: &[u8]) -> Result<()> {
+    let mut h = header(tar::EntryType::Regular, 0o600, now, bytes.len() as u64);
+    builder
+        .append_data(&mut h, path, bytes)
+        .map_err(|e| Error::io(format!("writing {path}"), e))
+}
+
 type ChunkSink = ChunkWriter<Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send>>;
 
 /// The tar stream being written, with the manifest it accumulates.
@@ -100,8 +110,6 @@ struct TarWriter {
     manifest: Manifest,
     /// Hashes file contents on its own thread.
     hasher: FileHasher,
-    /// The bundle paths of the files sent to `hasher`, in order.
-    files: Vec<String>,
     /// Writes the header blocks of a file entry (with GNU long-name
     /// entries where needed), which [`TarWriter::append_file`] then
     /// follows with the content.
@@ -131,20 +139,16 @@ impl TarWriter {
             builder,
             manifest,
             hasher: FileHasher::start().map_err(|e| Error::io("starting the hashing thread", e))?,
-            files: Vec::new(),
             headers: tar::Builder::new(Vec::new()),
             seen: std::collections::HashSet::new(),
             progress,
         })
     }
 
-    /// A metadata entry of coffer's own (0600, the snapshot's time).
+    /// A metadata entry of coffer's own (see [`append_meta`]).
     fn append_bytes(&mut self, path: &str, bytes: &[u8]) -> Result<()> {
         let now = self.manifest.created_at.as_second();
-        let mut h = header(tar::EntryType::Regular, 0o600, now, bytes.len() as u64);
-        self.builder
-            .append_data(&mut h, path, bytes)
-            .map_err(|e| Error::io(format!("writing {path}"), e))
+        append_meta(&mut self.builder, now, path, bytes)
     }
 
     /// One entry of source `name`, at `<area>/<name>/<path>`.
@@ -223,15 +227,20 @@ impl TarWriter {
             inner: ExactReader::new(reader, size, path.clone()),
             progress: self.progress.clone(),
         };
-        loop {
+        let mut left = size;
+        while left > 0 {
             let mut block = self.hasher.block();
             let n = (&mut reader)
-                .take(BLOCK as u64)
+                .take(left.min(BLOCK as u64))
                 .read_to_end(&mut block)
                 .map_err(|e| Error::io(format!("reading {path}"), e))?;
             if n == 0 {
-                break;
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!("{path} ended before its {size} bytes"),
+                ));
             }
+            left -= n as u64;
             out.write_all(&block)
                 .map_err(|e| Error::io(format!("writing {path}"), e))?;
             self.hasher
@@ -242,16 +251,20 @@ impl TarWriter {
         out.write_all(&[0; 512][..pad as usize])
             .map_err(|e| Error::io(format!("writing {path}"), e))?;
         self.hasher
-            .send(HashMsg::EndOfFile)
-            .map_err(|e| Error::io(format!("hashing {path}"), e))?;
-        self.files.push(path);
-        Ok(())
+            .send(HashMsg::EndOfFile(path))
+            .map_err(|e| Error::io("hashing the files", e))
     }
 
     /// Writes `SHA256SUMS` and `manifest.json` (with the sources' reports)
     /// and flushes compression; returns the manifest.
-    fn finish(mut self, sources_file: &SourcesFile, reports: Vec<SourceReport>) -> Result<Manifest> {
-        self.manifest.sources = sources_file
+    fn finish(self, sources_file: &SourcesFile, reports: Vec<SourceReport>) -> Result<Manifest> {
+        let TarWriter {
+            mut builder,
+            mut manifest,
+            hasher,
+            ..
+        } = self;
+        manifest.sources = sources_file
             .sources
             .iter()
             .zip(reports)
@@ -261,18 +274,17 @@ impl TarWriter {
                 report,
             })
             .collect();
-        let hashes = std::mem::replace(&mut self.hasher, FileHasher::idle()).finish()?;
         let mut sums = String::new();
-        for (path, (sha256, size)) in std::mem::take(&mut self.files).into_iter().zip(hashes) {
+        for FileDigest { path, size, sha256 } in hasher.finish()? {
             sums.push_str(&crate::bundle::sums_line(&sha256, &path));
-            self.manifest.total_bytes += size;
-            self.manifest.entries.push(ManifestEntry { path, size, sha256 });
+            manifest.total_bytes += size;
+            manifest.entries.push(ManifestEntry { path, size, sha256 });
         }
-        self.append_bytes(SUMS_ENTRY, sums.as_bytes())?;
-        let manifest_json = serde_json::to_vec_pretty(&self.manifest).expect("serializes");
-        self.append_bytes(MANIFEST_ENTRY, &manifest_json)?;
-        let compressor = self
-            .builder
+        let now = manifest.created_at.as_second();
+        append_meta(&mut builder, now, SUMS_ENTRY, sums.as_bytes())?;
+        let manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
+        append_meta(&mut builder, now, MANIFEST_ENTRY, &manifest_json)?;
+        let compressor = builder
             .into_inner()
             .map_err(|e| Error::io("finishing the tar stream", e))?;
         let chunks = compressor
@@ -281,7 +293,7 @@ impl TarWriter {
         chunks
             .finish()
             .map_err(|e| Error::io("finishing compression", e))?;
-        Ok(self.manifest)
+        Ok(manifest)
     }
 }
 
