@@ -16,6 +16,7 @@
 //! }
 //! ```
 
+mod argv;
 mod checks;
 mod commands;
 mod config;
@@ -58,6 +59,12 @@ pub fn builtin_registry() -> Registry {
     coffer_sink_media::register(&mut reg);
     reg
 }
+
+/// What an interrupted run says: a backup stopped leaves no snapshot and a
+/// restore stopped before its commit leaves nothing, but one stopped while
+/// committing may have applied part (its report says what).
+const STOPPED_HINT: &str = "a backup stopped leaves no snapshot, and a restore stopped before committing changes \
+     nothing; whatever was already applied or left is named above. Run the command again";
 
 /// Failures that decide the exit code.
 pub(crate) enum Failure {
@@ -107,9 +114,26 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     // one before any TLS client is built, or building one panics.
     #[cfg(any(feature = "s3", feature = "opendal", feature = "k8s"))]
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    let cli = match commands::parse(&registry) {
+    // No secret key material given on the command line reaches any output,
+    // clap's errors included.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(e) = argv::refuse_secrets(&args) {
+        output::print_error(&e, argv::wants_json(&args));
+        return ExitCode::from(exit_code(&e));
+    }
+    let cli = match commands::parse(&registry, &args) {
         Ok(cli) => cli,
-        Err(e) => e.exit(),
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let e = argv::redacted_clap_error(&e, &args);
+            output::print_error(&e, argv::wants_json(&args));
+            return ExitCode::from(2);
+        }
     };
     // kube logs every failed request at ERROR; coffer reports it itself,
     // with a hint, so its own log line would only repeat it.
@@ -139,14 +163,18 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     let audited = cli.command.audited();
     let started = std::time::Instant::now();
     let result = runtime.block_on(async {
-        // SIGTERM (a service manager stopping the run) is handled like
-        // Ctrl-C: dropped futures run their cleanup (locks, `after` hooks).
+        // SIGTERM (a service manager stopping the run) and SIGHUP (an SSH
+        // session dropping) are handled like Ctrl-C: dropped futures run
+        // their cleanup (locks, `after` hooks, a command source's child,
+        // a drill's scratch targets).
         let terminate = async {
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(mut s) => {
-                    s.recv().await;
-                }
-                Err(_) => std::future::pending::<()>().await,
+            use tokio::signal::unix::{SignalKind, signal};
+            match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+                (Ok(mut term), Ok(mut hup)) => tokio::select! {
+                    _ = term.recv() => "SIGTERM",
+                    _ = hup.recv() => "SIGHUP",
+                },
+                _ => std::future::pending::<&str>().await,
             }
         };
         tokio::select! {
@@ -156,12 +184,12 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
                 // flag and aborts before committing anything.
                 cancel.cancel();
                 Err(Failure::Error(Error::new(ErrorKind::Cancelled, "interrupted")
-                    .with_hint("nothing partial was kept; run the command again")))
+                    .with_hint(STOPPED_HINT)))
             }
-            _ = terminate => {
+            signal = terminate => {
                 cancel.cancel();
-                Err(Failure::Error(Error::new(ErrorKind::Cancelled, "terminated (SIGTERM)")
-                    .with_hint("nothing partial was kept; run the command again")))
+                Err(Failure::Error(Error::new(ErrorKind::Cancelled, format!("terminated ({signal})"))
+                    .with_hint(STOPPED_HINT)))
             }
         }
     });

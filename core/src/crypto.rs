@@ -112,8 +112,38 @@ pub fn public_half_hint(kind: &str) -> &'static str {
     }
 }
 
+/// Whether `s` looks like key material that must not be echoed: secret
+/// key text ([`secret_key_kind`]), or a bare run of 20 or more base64 or
+/// base64url characters mixing upper case, lower case and digits (a
+/// signing seed, a raw key; a public age recipient is lower case only and
+/// stays readable). Errors show such values by position or length only.
+pub fn looks_like_key(s: &str) -> bool {
+    let s = s.trim();
+    if secret_key_kind(s).is_some() {
+        return true;
+    }
+    s.len() >= 20
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/' | b'=' | b'_' | b'-'))
+        && s.bytes().any(|b| b.is_ascii_uppercase())
+        && s.bytes().any(|b| b.is_ascii_lowercase())
+        && s.bytes().any(|b| b.is_ascii_digit())
+}
+
+/// `s` for an error message: itself, or `<N characters, not shown>` when
+/// it [`looks_like_key`].
+pub fn shown(s: &str) -> String {
+    if looks_like_key(s) {
+        format!("<{} characters, not shown: it may be a key>", s.chars().count())
+    } else {
+        s.to_string()
+    }
+}
+
 fn short(s: &str) -> String {
-    if s.chars().count() > 24 {
+    if looks_like_key(s) {
+        shown(s)
+    } else if s.chars().count() > 24 {
         format!("{}…", s.chars().take(24).collect::<String>())
     } else {
         s.to_string()

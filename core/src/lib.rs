@@ -38,7 +38,10 @@ pub use bundle::{
 };
 pub use catalog::{Catalog, CatalogEntry, SnapshotState};
 pub use copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshot, copy_snapshots, verified_object_stream};
-pub use crypto::{DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey};
+pub use crypto::{
+    DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey, looks_like_key,
+    public_half_hint, secret_key_kind, shown,
+};
 pub use error::{Error, ErrorKind, Result, config_error};
 pub use layers::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
 pub use lock::{

@@ -347,7 +347,14 @@ impl TrustedSigners {
         }
         let path = base.join(spec);
         let text = std::fs::read_to_string(&path).map_err(|e| {
-            Error::io(format!("reading trusted signer file {}", path.display()), e).with_hint(
+            // A value that is no public key may be a pasted secret seed:
+            // never echo one.
+            let named = if crate::crypto::looks_like_key(spec) {
+                crate::crypto::shown(spec)
+            } else {
+                path.display().to_string()
+            };
+            Error::io(format!("reading trusted signer file {named}"), e).with_hint(
                 "a trusted signer is a public key (coffer-sign-ed25519:… or ssh-ed25519 …) or a file of them",
             )
         })?;

@@ -128,8 +128,9 @@ fn a_hanging_hook_is_killed_with_its_process_group() {
 }
 
 #[test]
-fn after_runs_on_sigint_and_sigterm() {
-    for signal in [libc::SIGINT, libc::SIGTERM] {
+fn after_runs_on_sigint_sigterm_and_sighup() {
+    // SIGHUP: an SSH session dropping must not leave the service stopped.
+    for signal in [libc::SIGINT, libc::SIGTERM, libc::SIGHUP] {
         let d = tempfile::tempdir().unwrap();
         let p = d.path();
         let (_, rec) = keygen(p, "key.txt");

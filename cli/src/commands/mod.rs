@@ -143,11 +143,11 @@ pub enum Command {
 
 /// Parses the command line; `restore --help` lists the restore options
 /// the registered plugins declare.
-pub fn parse(registry: &Registry) -> Result<Cli, clap::Error> {
+pub fn parse(registry: &Registry, args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
     let help = restore_options_help(registry);
     let cmd = Cli::command().mut_subcommand("restore", |c| c.after_long_help(help));
-    Cli::from_arg_matches(&cmd.try_get_matches()?)
+    Cli::from_arg_matches(&cmd.try_get_matches_from(args)?)
 }
 
 /// The `--opt` options of the registered source kinds, for `--help`.
