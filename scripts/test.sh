@@ -2,10 +2,11 @@
 # Installs what the tests need and runs every test.
 #
 # Needs root: it installs Debian packages with apt (age, zstd,
-# openssh-client, openssh-server, python3-venv, bc), creates /run/sshd for
-# the tests' private sshd, and the removable-media tests mount tmpfs file
-# systems. It runs `cargo install cargo-nextest` when nextest is missing,
-# and puts secantusdb, moto and wsgidav into venvs of the repo.
+# openssh-client, openssh-server, python3-venv, bc, kubernetes-client for
+# kubectl), creates /run/sshd for the tests' private sshd, and the
+# removable-media tests mount tmpfs file systems. It runs `cargo install
+# cargo-nextest` when nextest is missing, and puts secantusdb, moto and
+# wsgidav into venvs of the repo.
 # It exports CI=true: a test whose tool or server is missing fails, never
 # skips.
 set -euo pipefail

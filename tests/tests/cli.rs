@@ -89,21 +89,52 @@ fn init_writes_an_example_that_parses() {
         .assert()
         .failure()
         .stderr(predicate::str::contains("--force"));
-    // It parses: `list` reads the config and its sink, which is not made
-    // yet: exit 10, saying how to make it.
-    coffer(d.path())
-        .arg("list")
-        .assert()
-        .code(10)
-        .stderr(predicate::str::contains("coffer sink init"));
-    // And it refuses to back up with no recipient, saying what to do.
-    service(d.path());
-    coffer(d.path())
+    // It parses, and refuses to back up with no recipient, saying what to
+    // do. Without COFFER_CREATE_SINK (which `coffer()` sets): what the
+    // config says is what counts.
+    let p = d.path();
+    coffer(p)
+        .env_remove("COFFER_CREATE_SINK")
         .arg("backup")
         .assert()
         .code(2)
         .stderr(predicate::str::contains("no recipient"))
         .stderr(predicate::str::contains("hint"));
+    // Filled in (a recipient; the files its sources name), it backs up at
+    // once: its local sink has `create = true`, so the first run makes it,
+    // with no `coffer sink init` and no --create-sink before.
+    fs::create_dir_all(p.join("etc")).unwrap();
+    fs::write(p.join("etc/service.yaml"), "port: 8447\n").unwrap();
+    fs::create_dir_all(p.join("data")).unwrap();
+    fs::write(p.join("data/seed.json"), "[{\"id\": 1}]\n").unwrap();
+    fs::write(
+        p.join(".env"),
+        format!("PORT=8447\nSERVICE_MONGO_URI=mongodb://app:{SECRET}@db:27017/app\n"),
+    )
+    .unwrap();
+    let (_, rec) = keygen(p, "key.txt");
+    let config = fs::read_to_string(p.join("coffer.toml")).unwrap();
+    assert_eq!(config.matches("recipients = [\n").count(), 1, "{config}");
+    let config = config.replacen("recipients = [\n", &format!("recipients = [\n  \"{rec}\",\n"), 1);
+    fs::write(p.join("coffer.toml"), config).unwrap();
+    assert!(!p.join("backups").exists());
+    coffer(p)
+        .env_remove("COFFER_CREATE_SINK")
+        .arg("backup")
+        .assert()
+        .success();
+    assert!(p.join("backups/coffer-sink.json").is_file());
+    let out = coffer(p)
+        .env_remove("COFFER_CREATE_SINK")
+        .args(["--json", "list"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let list: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list[0]["sink"], "local");
+    assert_eq!(list[0]["snapshots"].as_array().unwrap().len(), 1, "{list}");
+    assert_eq!(list[0]["snapshots"][0]["state"], "complete");
+    assert_eq!(list[0]["snapshots"][0]["job"], "service");
 }
 
 #[test]
