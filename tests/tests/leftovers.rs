@@ -150,3 +150,55 @@ fn a_backup_removes_the_temp_object_of_a_killed_backup_at_once() {
         .success();
     assert_eq!(temps(&p.join("bk")), Vec::<String>::new());
 }
+
+/// The temp files a killed restore left below the target's root (the tar
+/// lists every directory, so each is known to the plan) are swept too.
+#[test]
+fn a_restore_sweeps_a_killed_restores_temps_in_every_directory_it_writes() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("big/a/b")).unwrap();
+    fs::write(p.join("big/a/b/blob.bin"), noise(160 << 20)).unwrap();
+    fs::write(p.join("big/a/small.txt"), "small").unwrap();
+    let (key, rec) = keygen(p, "key.txt");
+    let key = key.to_str().unwrap();
+    coffer(p)
+        .args([
+            "backup",
+            "--source",
+            "file:big",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
+        .args(["--compression", "none"])
+        .assert()
+        .success();
+    fs::create_dir(p.join("out")).unwrap();
+    let args = [
+        "restore",
+        "latest",
+        "--sink",
+        "bk",
+        "--identity",
+        key,
+        "--target",
+        "out",
+    ];
+    let mut child = spawn(p, &args);
+    let deep = p.join("out/a/b");
+    let left = kill_when_temps(&mut child, &deep, 1);
+    assert!(!left.is_empty());
+    let out = coffer(p).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("remove-leftover"), "{said}");
+    assert_eq!(
+        temps(&deep),
+        Vec::<String>::new(),
+        "plaintext left below the root"
+    );
+    assert_eq!(temps(&p.join("out/a")), Vec::<String>::new());
+    assert_eq!(fs::read(deep.join("blob.bin")).unwrap().len(), 160 << 20);
+}

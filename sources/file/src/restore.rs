@@ -100,6 +100,8 @@ pub(crate) struct FileRestorer {
     chmods: Vec<(PathBuf, u32)>,
     /// Directories created while staging, in creation order.
     created: Vec<PathBuf>,
+    /// Directories already swept of a killed restore's temp files.
+    swept: BTreeSet<PathBuf>,
 }
 
 impl FileRestorer {
@@ -144,6 +146,7 @@ impl FileRestorer {
             links: Vec::new(),
             chmods: Vec::new(),
             created: Vec::new(),
+            swept: BTreeSet::new(),
         })
     }
 
@@ -251,6 +254,9 @@ impl FileRestorer {
     /// Removes the staged files a killed restore left in `dir` (a
     /// `.env` merge among them may hold secrets); a dry run lists them.
     fn sweep(&mut self, dir: &Path) -> Result<()> {
+        if !self.swept.insert(dir.to_path_buf()) {
+            return Ok(());
+        }
         for path in coffer_core::fsutil::sweep_leftover_temps(dir, self.dry_run)? {
             self.action("remove-leftover", &path);
         }
@@ -324,6 +330,10 @@ impl FileRestorer {
             },
         )?;
         if existed {
+            // The tar lists every directory before its files, so this is
+            // where a directory the restore writes into is first seen: the
+            // temp files a killed restore left in it go now.
+            self.sweep(&abs)?;
             let current = fs::symlink_metadata(&abs)
                 .map_err(|e| Error::io(format!("cannot stat {}", abs.display()), e))?;
             let action = if current.mode() & 0o7777 == mode {
@@ -609,11 +619,18 @@ impl FileRestorer {
         RestoreReport {
             summary,
             actions: self.actions.clone(),
+            ..Default::default()
         }
     }
 }
 
 impl Restorer for FileRestorer {
+    /// The commit renames files staged (and fsynced) beside their
+    /// destinations: it goes after the sources whose commit may fail.
+    fn commit_only_renames(&self) -> bool {
+        true
+    }
+
     fn entry(&mut self, entry: RestoreEntry<'_>) -> Result<()> {
         check_relative_path(entry.path)?;
         if entry.area != Area::Files {
