@@ -67,10 +67,19 @@ impl Program {
             secrets.push(value.clone());
             vars.insert(name.clone(), value.into());
         }
+        // Stderr is masked line by line, so a multi-line value (a PEM key,
+        // a JSON credential) is masked by each of its lines too.
+        let lines: Vec<String> = secrets
+            .iter()
+            .filter(|s| s.contains('\n'))
+            .flat_map(|s| s.lines().map(|l| l.trim().to_string()).collect::<Vec<_>>())
+            .collect();
+        secrets.extend(lines);
         // Mask longer values first, so one that contains another is masked
-        // whole; values too short to be secrets ("1", "on") stay.
+        // whole; values too short to be secrets ("1", "on", "}") stay.
         secrets.retain(|s| s.len() >= 4);
-        secrets.sort_by_key(|s| std::cmp::Reverse(s.len()));
+        secrets.sort_by(|a, b| b.len().cmp(&a.len()).then_with(|| a.cmp(b)));
+        secrets.dedup();
         Program {
             argv,
             env: vars,
@@ -214,6 +223,27 @@ mod tests {
         let mut tail = StderrTail::default();
         tail.line(&p, "src", b"token=s3cr3t-value\x1b[31m\n");
         assert_eq!(tail.text(), "token=***\\u{1b}[31m");
+    }
+
+    #[test]
+    fn each_line_of_a_multi_line_secret_is_masked() {
+        let pem = "-----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0B\nAQEFAASCBKcwggSjAgEAAoIB\n}\n-----END PRIVATE KEY-----\n";
+        let env = BTreeMap::from([("KEY".to_string(), pem.to_string())]);
+        let p = Program::new(vec!["x".into()], &env, &[], None, Duration::from_secs(1));
+        let mut tail = StderrTail::default();
+        for line in pem.lines() {
+            tail.line(&p, "src", format!("bad key line: {line}\n").as_bytes());
+        }
+        let shown = tail.text();
+        for secret in [
+            "MIIEvQIBADANBgkqhkiG9w0B",
+            "AQEFAASCBKcwggSjAgEAAoIB",
+            "BEGIN PRIVATE",
+        ] {
+            assert!(!shown.contains(secret), "{shown}");
+        }
+        // A line too short to be a secret stays readable.
+        assert!(shown.contains("bad key line: }"), "{shown}");
     }
 
     #[test]
