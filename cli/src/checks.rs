@@ -61,6 +61,10 @@ pub struct PrometheusCheck {
     /// Accept a certificate that does not verify.
     #[serde(default)]
     pub insecure: bool,
+    /// Bytes of a scrape read at most (default 1 MiB); a larger one fails
+    /// the scrape instead of filling memory.
+    #[serde(default = "crate::health::default_max_body")]
+    pub max_body: u64,
 }
 
 /// Where a MongoDB check connects: `uri`, or the variable `uri-env` names
@@ -219,6 +223,7 @@ async fn scrape(
     client: &reqwest::Client,
     url: &str,
     series: &[String],
+    max_body: u64,
 ) -> std::result::Result<Vec<Option<f64>>, String> {
     let resp = client
         .get(url)
@@ -228,7 +233,16 @@ async fn scrape(
     if !resp.status().is_success() {
         return Err(format!("HTTP {}", resp.status().as_u16()));
     }
-    let text = resp.text().await.map_err(|e| crate::health::short_error(&e))?;
+    let (body, cut) = crate::health::read_body(resp, max_body)
+        .await
+        .map_err(|e| crate::health::short_error(&e))?;
+    if cut {
+        return Err(format!(
+            "the metrics page is larger than {} (`max-body`)",
+            coffer_core::human_size(max_body)
+        ));
+    }
+    let text = String::from_utf8_lossy(&body);
     let scraped = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
         .map_err(|e| format!("not the Prometheus text format: {e}"))?;
     Ok(series
@@ -276,7 +290,7 @@ async fn prometheus(p: &PrometheusCheck) -> CheckResult {
     let mut first: Option<Vec<Option<f64>>> = None;
     let mut last: String;
     loop {
-        match scrape(&client, &p.url, &p.series).await {
+        match scrape(&client, &p.url, &p.series, p.max_body).await {
             Err(e) => last = e,
             Ok(values) => {
                 let missing: Vec<&str> = p
@@ -603,7 +617,22 @@ pub(crate) mod mongo {
 
 /// `db.collection` → documents of every collection the snapshot's
 /// MongoDB sources hold (views have no count), from its manifest.
-pub(crate) fn manifest_counts(manifest: &coffer_core::Manifest) -> Option<BTreeMap<String, u64>> {
+/// The document counts a restore of `outcome` must show: the manifest's
+/// (each collection as dumped), plus what the replay of the writes made
+/// during a point-in-time dump added or removed, so the counts are those
+/// at the snapshot's consistency point.
+pub(crate) fn expected_counts(outcome: &coffer_core::RestoreOutcome) -> Option<BTreeMap<String, u64>> {
+    let mut counts = manifest_counts(&outcome.summary.manifest)?;
+    for (_, report) in &outcome.reports {
+        for (ns, change) in &report.count_changes {
+            let n = counts.entry(ns.clone()).or_default();
+            *n = n.saturating_add_signed(*change);
+        }
+    }
+    Some(counts)
+}
+
+fn manifest_counts(manifest: &coffer_core::Manifest) -> Option<BTreeMap<String, u64>> {
     let mut counts = BTreeMap::new();
     let mut any = false;
     for source in &manifest.sources {

@@ -32,10 +32,39 @@ pub struct Health {
     /// localhost).
     #[serde(default)]
     pub insecure: bool,
+    /// Bytes of the body read at most for `contains` (default 1 MiB): a
+    /// huge or endless body is never read whole into memory.
+    #[serde(default = "default_max_body")]
+    pub max_body: u64,
 }
 
 fn default_status() -> u16 {
     200
+}
+
+/// Bytes of a response body read at most, unless configured.
+pub(crate) const DEFAULT_MAX_BODY: u64 = 1 << 20;
+
+pub(crate) fn default_max_body() -> u64 {
+    DEFAULT_MAX_BODY
+}
+
+/// Up to `limit` bytes of `resp`'s body, streamed (never more in memory),
+/// and whether the body went on past them.
+pub(crate) async fn read_body(
+    mut resp: reqwest::Response,
+    limit: u64,
+) -> std::result::Result<(Vec<u8>, bool), reqwest::Error> {
+    let mut body = Vec::new();
+    while let Some(chunk) = resp.chunk().await? {
+        let room = limit.saturating_sub(body.len() as u64) as usize;
+        if chunk.len() > room {
+            body.extend_from_slice(&chunk[..room]);
+            return Ok((body, true));
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok((body, false))
 }
 
 impl Health {
@@ -145,15 +174,22 @@ pub(crate) async fn wait(h: &Health) -> HealthReport {
         match client.get(&h.url).send().await {
             Ok(resp) => {
                 let status = resp.status().as_u16();
-                let body_ok = match &h.contains {
-                    None => true,
-                    Some(text) => resp.text().await.is_ok_and(|b| b.contains(text.as_str())),
+                let (body_ok, cut) = match &h.contains {
+                    None => (true, false),
+                    Some(text) => match read_body(resp, h.max_body).await {
+                        Ok((body, cut)) => (contains(&body, text.as_bytes()), cut),
+                        Err(_) => (false, false),
+                    },
                 };
                 report.last = match (status == h.status, body_ok) {
                     (true, true) => {
                         report.ok = true;
                         format!("{status}")
                     }
+                    (true, false) if cut => format!(
+                        "{status} without the expected text in the first {} of the body (`max-body`)",
+                        coffer_core::human_size(h.max_body)
+                    ),
                     (true, false) => format!("{status} without the expected text"),
                     (false, _) => format!("{status}, not {}", h.status),
                 };
@@ -166,6 +202,10 @@ pub(crate) async fn wait(h: &Health) -> HealthReport {
         }
         tokio::time::sleep(interval).await;
     }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The innermost cause of a request error, in one line.

@@ -202,6 +202,17 @@ impl Catalog {
     /// failure: a corrupt index never reads as "no such snapshot", and
     /// `latest` never falls back past one.
     pub fn resolve(&self, spec: &str) -> Result<&CatalogEntry> {
+        self.resolve_in(spec, None)
+    }
+
+    /// [`Catalog::resolve`] where `latest` means the newest snapshot of
+    /// `job` when one is given (an id or prefix names one snapshot, of
+    /// whatever job).
+    pub fn resolve_in(&self, spec: &str, job: Option<&str>) -> Result<&CatalogEntry> {
+        self.resolve_any(spec, job)
+    }
+
+    fn resolve_any(&self, spec: &str, job: Option<&str>) -> Result<&CatalogEntry> {
         let corrupt = |what: &str, key: &str, err: &str| {
             Error::new(ErrorKind::Integrity, format!("{what} {key} is corrupt: {err}"))
                 .with_context("key", key)
@@ -212,7 +223,11 @@ impl Catalog {
                 .and_then(|id| id.parse::<SnapshotId>().ok())
         };
         if spec == "latest" {
-            let latest = self.snapshots.last();
+            let latest = self
+                .snapshots
+                .iter()
+                .rev()
+                .find(|s| job.is_none_or(|j| s.index.job == j));
             // An unreadable index newer than the latest readable one may be
             // the real latest: never fall back to an older one silently.
             let newer_unreadable = self
@@ -222,9 +237,14 @@ impl Catalog {
             if let Some((key, err)) = newer_unreadable {
                 return Err(corrupt("the newest snapshot's index", key, err));
             }
-            return latest.ok_or_else(|| {
-                Error::new(ErrorKind::NotFound, "the sink holds no snapshot")
-                    .with_hint("run `coffer backup` first, or check the --sink location")
+            return latest.ok_or_else(|| match job {
+                Some(j) if !self.snapshots.is_empty() => Error::new(
+                    ErrorKind::NotFound,
+                    format!("the sink holds no snapshot of job `{j}`"),
+                )
+                .with_hint("`coffer list` shows the jobs of the snapshots it holds"),
+                _ => Error::new(ErrorKind::NotFound, "the sink holds no snapshot")
+                    .with_hint("run `coffer backup` first, or check the --sink location"),
             });
         }
         let matches: Vec<_> = self

@@ -147,6 +147,12 @@ impl Error {
         self
     }
 
+    /// Appends `more` to the message (`message; more`).
+    pub fn suffix(mut self, more: impl fmt::Display) -> Self {
+        self.message = format!("{}; {more}", self.message);
+        self
+    }
+
     /// Converts an I/O error, choosing the kind from the OS error.
     pub fn io(what: impl fmt::Display, err: std::io::Error) -> Self {
         let kind = match err.kind() {

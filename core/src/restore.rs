@@ -697,18 +697,41 @@ pub fn restore_bundle(
         identities,
         &mut visitor,
     );
-    let restorers = std::mem::take(&mut visitor.restorers);
+    let mut restorers = std::mem::take(&mut visitor.restorers);
+    // Commits that may fail (a restore command, a database swap) go first,
+    // the renames of staged files (which cannot fail once staged) last: a
+    // failing commit then leaves the least applied. Stable: bundle order
+    // otherwise.
+    restorers.sort_by_key(|(_, r)| r.commit_only_renames());
     match read {
         Ok(summary) => {
             let mut reports = Vec::new();
             // The last moment to honour an interrupt: nothing is committed yet.
             let mut failure = cancel.check().err();
+            let mut applied: Vec<String> = Vec::new();
             for (name, r) in restorers {
                 // After a failed commit, abort the rest rather than half-apply more.
                 let ok = commit && failure.is_none();
                 match r.finish(ok) {
-                    Ok(rep) => reports.push((name, rep)),
-                    Err(e) => failure = failure.or(Some(e.prefix(format!("source `{name}`")))),
+                    Ok(rep) => {
+                        if ok {
+                            applied.push(format!("`{name}` ({})", rep.summary));
+                        }
+                        reports.push((name, rep));
+                    }
+                    Err(e) => {
+                        let e = e.prefix(format!("source `{name}`"));
+                        // Say exactly what the failure leaves applied.
+                        let e = match (ok, applied.is_empty()) {
+                            (true, false) => e.suffix(format!(
+                                "already applied before it failed: {}; the other sources were not changed",
+                                applied.join(", ")
+                            )),
+                            (true, true) if commit => e.suffix("no other source was changed"),
+                            _ => e,
+                        };
+                        failure = failure.or(Some(e));
+                    }
                 }
             }
             match failure {

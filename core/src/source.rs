@@ -625,6 +625,13 @@ pub struct RestoreReport {
     pub summary: String,
     /// Every change, in order.
     pub actions: Vec<RestoreAction>,
+    /// Documents each of the bundle's collections (`db.collection` as in
+    /// the bundle) gained (+) or lost (−) after its data was loaded, by
+    /// the replay of the writes made during a point-in-time dump: a check
+    /// of the restored counts adds these to the manifest's, so it expects
+    /// the counts at the snapshot's consistency point.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub count_changes: std::collections::BTreeMap<String, i64>,
 }
 
 /// Applies the entries of one source. Runs on a blocking thread.
@@ -642,6 +649,15 @@ pub trait Restorer: Send {
     /// failed), removes everything staged and returns what would have been
     /// done. In a dry run `commit` is always false.
     fn finish(self: Box<Self>, commit: bool) -> Result<RestoreReport>;
+
+    /// Whether `finish(true)` only renames what [`Restorer::entry`] staged
+    /// (files on this host), so once staging succeeded it cannot fail for
+    /// a reason outside this host. Such restorers commit after the others
+    /// (a restore command, a database swap, an API call), so a commit that
+    /// fails leaves the least applied. Default: `false`.
+    fn commit_only_renames(&self) -> bool {
+        false
+    }
 }
 
 /// A part of a service's state that coffer backs up and restores.

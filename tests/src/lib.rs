@@ -264,7 +264,7 @@ pub fn noise(len: usize) -> Vec<u8> {
 /// answers 503 to its first `fails` requests, then 200 "live ok"; `/down`
 /// always 500; `/slow` 200 after 3 s; `/metrics` exposes
 /// `issuer_directory_changes_total` growing by one per scrape, `/metrics-flat`
-/// the same series never growing.
+/// the same series never growing; `/huge` and `/metrics-huge` stream 2 GiB.
 pub struct HttpService {
     child: std::process::Child,
     /// Its port on 127.0.0.1.
@@ -297,6 +297,19 @@ class H(http.server.BaseHTTPRequestHandler):
             code = 500
         elif self.path == "/slow":
             time.sleep(3)
+        elif self.path in ("/huge", "/metrics-huge"):
+            # 2 GiB that never hold the expected text, streamed: a client
+            # that reads it whole needs gigabytes of memory.
+            self.send_response(200)
+            self.send_header("Content-Length", str(2 << 30))
+            self.end_headers()
+            block = b"x" * (1 << 20)
+            try:
+                for _ in range(2048):
+                    self.wfile.write(block)
+            except (BrokenPipeError, ConnectionResetError):
+                pass
+            return
         self.send_response(code)
         self.send_header("Content-Length", str(len(body)))
         self.end_headers()
@@ -355,4 +368,83 @@ pub fn assert_schema(name: &str, value: &serde_json::Value) -> serde_json::Value
 /// [`json_ok`], checked against `docs/json-schema/NAME.json`.
 pub fn json_as(name: &str, out: &std::process::Output) -> serde_json::Value {
     assert_schema(name, &json_ok(out))
+}
+
+/// Re-packs snapshot `id` of the local sink `sink` as someone with write
+/// access to the sink (and the public recipient `rec`, never the signing
+/// key) can: decrypts it with `key`, lets the Python code `edit` change
+/// `data` (entry name → bytes; renaming or adding entries is allowed, new
+/// ones get the first entry's header as a template), then recomputes every
+/// hash (SHA256SUMS, the manifest's entries, the index's object) and
+/// removes a signature so the forgery is consistent but unsigned.
+pub fn forge_bundle(sink: &Path, id: &str, key: &Path, rec: &str, edit: &str) {
+    let script = format!(
+        r#"
+import copy, hashlib, io, json, os, subprocess, sys, tarfile
+sink, ident, key, rec = sys.argv[1:5]
+obj = f"{{sink}}/{{ident}}.coffer"
+plain = subprocess.run(f"age -d -i {{key}} {{obj}} | zstd -d", shell=True, check=True, capture_output=True).stdout
+src = tarfile.open(fileobj=io.BytesIO(plain))
+members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers()]
+data = dict((m.name, d) for m, d in members if m.isfile())
+template = next(m for m, d in members if m.isfile())
+{edit}
+def sha(b):
+    return hashlib.sha256(b).hexdigest()
+before = set(n for n, d in ((m.name, d) for m, d in members) if d is not None)
+listed = [l.split("  ", 1)[1] for l in data["SHA256SUMS"].decode().splitlines() if l]
+sums = [n for n in listed if n in data] + [n for n in data if n not in before]
+data["SHA256SUMS"] = "".join(f"{{sha(data[n])}}  {{n}}\n" for n in sums).encode()
+manifest = json.loads(data["manifest.json"])
+old_total = sum(e["size"] for e in manifest["entries"])
+entries = [e for e in manifest["entries"] if e["path"] in data]
+entries += [dict(entries[0], path=n) for n in data if n not in before]
+for e in entries:
+    e["size"], e["sha256"] = len(data[e["path"]]), sha(data[e["path"]])
+manifest["entries"] = entries
+manifest["total_bytes"] += sum(e["size"] for e in entries) - old_total
+data["manifest.json"] = json.dumps(manifest).encode()
+out = io.BytesIO()
+dst = tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT)
+for m, _ in members:
+    if m.name == "manifest.json":
+        # New entries go before the manifest, which stays the last one.
+        for n in data:
+            if n not in before:
+                t = copy.copy(template)
+                t.name, t.size = n, len(data[n])
+                dst.addfile(t, io.BytesIO(data[n]))
+    if m.isfile():
+        if m.name not in data:
+            continue
+        m.size = len(data[m.name])
+        dst.addfile(m, io.BytesIO(data[m.name]))
+    else:
+        dst.addfile(m)
+dst.close()
+enc = subprocess.run(f"zstd -q -c | age -r {{rec}}", shell=True, check=True, input=out.getvalue(), capture_output=True).stdout
+open(obj, "wb").write(enc)
+index = json.load(open(f"{{sink}}/{{ident}}.json"))
+index["object"]["sha256"], index["object"]["size"] = sha(enc), len(enc)
+index.pop("signature", None)
+json.dump(index, open(f"{{sink}}/{{ident}}.json", "w"))
+for f in os.listdir(sink):
+    if f.startswith(ident) and f.endswith(".sig"):
+        os.remove(os.path.join(sink, f))
+"#
+    );
+    let out = Command::new("python3")
+        .arg("-c")
+        .arg(script)
+        .arg(sink)
+        .arg(id)
+        .arg(key)
+        .arg(rec)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "forging failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

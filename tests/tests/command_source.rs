@@ -279,3 +279,58 @@ fn one_gib_of_output_streams_in_bounded_memory_both_ways() {
     let rss = children_max_rss_kib();
     assert!(rss < 200 * 1024, "peak RSS {rss} KiB for 1 GiB of output");
 }
+
+/// A job of files and a command source whose restore command fails: the
+/// command runs before the files are renamed into place (renames cannot
+/// fail once staged), so the files are left as they were, and the error
+/// says exactly what was and was not applied, in text and in `--json`.
+#[test]
+fn a_failing_restore_command_leaves_the_files_unreplaced_and_says_so() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (key, rec) = keygen(p, "key.txt");
+    fs::create_dir_all(p.join("svc")).unwrap();
+    fs::write(p.join("svc/app.yaml"), "version: 1\n").unwrap();
+    fs::write(
+        p.join("coffer.toml"),
+        format!(
+            "recipients = [\"{rec}\"]\n[source.conf]\nkind = \"file\"\npath = \"svc\"\n\
+             [source.cmd]\nkind = \"command\"\ncommand = [\"echo\", \"data\"]\n\
+             restore = [\"sh\", \"-c\", \"cat >/dev/null; echo import refused >&2; exit 7\"]\n\
+             [sink.bk]\nkind = \"local\"\npath = \"bk\"\ncreate = true\n\
+             [job.main]\nsources = [\"conf\", \"cmd\"]\nsinks = [\"bk\"]\n"
+        ),
+    )
+    .unwrap();
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    fs::write(p.join("svc/app.yaml"), "version: 2\n").unwrap();
+    for json in [false, true] {
+        let mut c = coffer(p);
+        if json {
+            c.arg("--json");
+        }
+        let out = c
+            .args(["restore", "latest", "--identity"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr).to_string();
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert_eq!(
+            fs::read_to_string(p.join("svc/app.yaml")).unwrap(),
+            "version: 2\n",
+            "the files were replaced although the restore failed"
+        );
+        let message = if json {
+            let v: Value = serde_json::from_str(err.trim()).unwrap_or_else(|e| panic!("{e}: {err}"));
+            v["error"]["message"].as_str().unwrap().to_string()
+        } else {
+            err.clone()
+        };
+        assert!(
+            message.contains("exited with status 7") && message.contains("no other source was changed"),
+            "{message}"
+        );
+        assert!(!err.contains("nothing partial was kept"), "{err}");
+    }
+}

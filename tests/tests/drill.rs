@@ -360,8 +360,9 @@ fn a_mongo_drill_restores_into_scratch_databases_never_the_source() {
         );
     });
 
-    // Without --keep the scratch databases are dropped again (the kept
-    // copy of the same snapshot, with the same name, is replaced first).
+    // Without --keep the scratch databases are dropped again. A second
+    // drill of the same snapshot gets a scratch name of its own and never
+    // touches the copy the first one kept.
     let v = json_ok(
         &coffer(p)
             .args(["--json", "drill", "-i"])
@@ -371,9 +372,58 @@ fn a_mongo_drill_restores_into_scratch_databases_never_the_source() {
     );
     assert_eq!(v["scratch"]["cleanup_error"], Value::Null, "{v}");
     assert_eq!(v["passed"], true, "{v}");
+    let second_db = v["scratch"]["databases"][0][1].as_str().unwrap().to_string();
+    assert_ne!(
+        second_db, scratch_db,
+        "two drills of one snapshot share a scratch name"
+    );
     let names = rt.block_on(async { client.list_database_names().await.unwrap() });
-    assert!(!names.iter().any(|n| n.starts_with("issuer-drill-")), "{names:?}");
+    assert!(!names.contains(&second_db), "{names:?}");
+    assert!(
+        names.contains(&scratch_db),
+        "the kept copy was dropped by another drill: {names:?}"
+    );
     assert!(names.iter().any(|n| n == "issuer"), "{names:?}");
+
+    // Another team's database whose name is the job's plus a suffix is
+    // never taken for a scratch copy: the drill refuses before writing,
+    // and it is neither replaced nor dropped.
+    rt.block_on(async {
+        client.database(&scratch_db).drop().await.unwrap();
+        client
+            .database("issuer-staging")
+            .collection::<Document>("entries")
+            .insert_many((0..7).map(|i| doc! { "_id": i, "team": "other" }))
+            .await
+            .unwrap();
+    });
+    for json in [false, true] {
+        let mut c = coffer(p);
+        if json {
+            c.arg("--json");
+        }
+        let out = c
+            .args(["drill", "--scratch-suffix=-staging", "-i"])
+            .arg(&key)
+            .output()
+            .unwrap();
+        assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+        assert!(
+            text(&out).contains("issuer-staging` exists already"),
+            "{}",
+            text(&out)
+        );
+        let left = rt.block_on(async {
+            let coll = client
+                .database("issuer-staging")
+                .collection::<Document>("entries");
+            (
+                coll.count_documents(doc! {}).await.unwrap(),
+                coll.count_documents(doc! { "team": "other" }).await.unwrap(),
+            )
+        });
+        assert_eq!(left, (7, 7), "another team's database was touched");
+    }
     let live = rt.block_on(async {
         db.collection::<Document>("entries")
             .count_documents(doc! {})
@@ -545,5 +595,76 @@ fn runs_leave_an_audit_log_and_textfile_metrics() {
     assert!(
         metrics.contains("coffer_backup_last_success_timestamp_seconds{job=\"main\",sink=\"bk\"} "),
         "{metrics}"
+    );
+}
+
+/// `drill latest --job J` drills J's newest snapshot, not the sink's newest
+/// of any job.
+#[test]
+fn drill_latest_with_a_job_takes_that_jobs_newest_snapshot() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = setup(p, "[job.other]\nsources = [\"conf\"]\nsinks = [\"bk\"]\n");
+    let main = json_ok(&coffer(p).args(["--json", "backup", "main"]).output().unwrap());
+    // Ids sort by their second first: the other job's is the sink's newest.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
+    let other = json_ok(&coffer(p).args(["--json", "backup", "other"]).output().unwrap());
+    let main_id = main["id"].as_str().unwrap().to_string();
+    assert_ne!(main_id, other["id"].as_str().unwrap());
+    let v = json_ok(
+        &coffer(p)
+            .args(["--json", "drill", "latest", "--job", "main", "-i"])
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(v["snapshot"].as_str(), Some(main_id.as_str()), "{v}");
+    let out = coffer(p)
+        .args(["drill", "latest", "--job", "nosuchjob", "-i"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(
+        text(&out).contains("no snapshot of job `nosuchjob`"),
+        "{}",
+        text(&out)
+    );
+}
+
+/// A health or metrics endpoint that answers a huge body is read up to
+/// `max-body` (1 MiB by default), never whole into memory, and the result
+/// says so.
+#[test]
+fn huge_response_bodies_are_read_up_to_a_bound() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let service = HttpService::start(p, 0);
+    let port = service.port;
+    setup(
+        p,
+        &format!(
+            "[[job.main.checks]]\nkind = \"http\"\nurl = \"http://127.0.0.1:{port}/huge\"\ncontains = \"never\"\ntimeout = 2\ninterval = 1\n\
+             [[job.main.checks]]\nkind = \"prometheus\"\nurl = \"http://127.0.0.1:{port}/metrics-huge\"\n\
+             series = [\"issuer_directory_changes_total\"]\nwindow = 2\ninterval = 1\n"
+        ),
+    );
+    let out = coffer(p).arg("check").output().unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(6), "{t}");
+    assert!(
+        t.contains("without the expected text in the first 1.0 MiB"),
+        "{t}"
+    );
+    assert!(t.contains("larger than 1.0 MiB"), "{t}");
+    // SAFETY: getrusage fills the struct it is given.
+    let peak_kib = unsafe {
+        let mut u: libc::rusage = std::mem::zeroed();
+        libc::getrusage(libc::RUSAGE_CHILDREN, &mut u);
+        u.ru_maxrss
+    };
+    assert!(
+        peak_kib < 256 * 1024,
+        "a child of this test peaked at {peak_kib} KiB"
     );
 }

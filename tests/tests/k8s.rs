@@ -11,7 +11,7 @@ use std::process::Command;
 
 use base64::Engine as _;
 use coffer_e2e::k8s::{ADMIN_TOKEN, K8sServer, READER_TOKEN};
-use coffer_e2e::{coffer, json_ok, keygen, require_tool};
+use coffer_e2e::{coffer, forge_bundle, json_ok, keygen, require_tool};
 use serde_json::{Value, json};
 
 const NS: &str = "issuer";
@@ -510,6 +510,60 @@ fn a_drill_restores_secrets_into_a_scratch_namespace_and_removes_them() {
             .unwrap(),
     );
     assert_eq!(v["scratch"]["cleanup_error"], Value::Null, "{v}");
-    assert!(server.names(&scratch).is_empty(), "scratch Secrets removed");
+    // Its own scratch namespace, removed; the one the --keep drill left is
+    // not its to touch.
+    let second = v["scratch"]["k8s_namespace"].as_str().unwrap().to_string();
+    assert_ne!(
+        second, scratch,
+        "two drills of one snapshot share a scratch namespace"
+    );
+    assert!(server.names(&second).is_empty(), "scratch Secrets removed");
+    assert_eq!(
+        server.names(&scratch),
+        [DB, TLS],
+        "the kept drill's Secrets were touched"
+    );
     assert_eq!(server.names(NS), ["billing", DB, TLS]);
+}
+
+/// A bundle re-packed by someone with write access to the sink (hashes and
+/// index made consistent, unsigned) that adds a Secret under another
+/// namespace never chooses where it goes: the config says `issuer`, so
+/// the restore is refused before anything is written.
+#[test]
+fn a_forged_secret_in_another_namespace_is_refused() {
+    if !(require_tool("age") && require_tool("zstd") && require_tool("python3")) {
+        return;
+    }
+    let server = server();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = config(p, &server, ADMIN_TOKEN, &format!("names = [\"{DB}\"]"));
+    let v = json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    let id = v["id"].as_str().unwrap();
+    let rec = fs::read_to_string(p.join("coffer.toml")).unwrap();
+    let rec = rec.split('"').nth(1).unwrap().to_string();
+    let edit = format!(
+        r#"
+src = next(n for n in data if n.endswith("/{NS}/{DB}.json"))
+doc = json.loads(data[src])
+doc["metadata"]["name"], doc["metadata"]["namespace"] = "injected", "kube-system"
+data[src.replace("/{NS}/{DB}.json", "/kube-system/injected.json")] = json.dumps(doc).encode()
+"#
+    );
+    forge_bundle(&p.join("bk"), id, &key, &rec, &edit);
+    server.delete(NS, DB);
+    let out = coffer(p)
+        .args(["restore", "latest", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let t = output_text(&out);
+    assert_eq!(out.status.code(), Some(3), "{t}");
+    assert!(t.contains("namespace `kube-system`"), "{t}");
+    assert!(
+        server.names("kube-system").is_empty(),
+        "a Secret was created in kube-system"
+    );
+    assert!(server.get(NS, DB).is_none(), "nothing was written: {t}");
 }

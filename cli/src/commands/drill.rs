@@ -17,7 +17,7 @@ use serde_json::Value;
 
 use crate::Failure;
 use crate::checks::{
-    CheckEnv, CheckResult, CheckSpec, MongoCountsCheck, MongoTarget, failures, manifest_counts, result,
+    CheckEnv, CheckResult, CheckSpec, MongoCountsCheck, MongoTarget, expected_counts, failures, result,
     run_checks,
 };
 use crate::config::Config;
@@ -40,8 +40,9 @@ pub struct DrillArgs {
     #[arg(long, value_name = "URI", env = "COFFER_MONGO_URI", hide_env_values = true)]
     pub mongo_uri: Option<String>,
     /// Appended to each database name to make its scratch copy (default
-    /// `-drill-` and the snapshot's random part). Never empty: a drill
-    /// never writes into a source database.
+    /// `-drill-`, the snapshot's random part and this run's). Never empty,
+    /// and a scratch database that exists already is refused: a drill only
+    /// writes, and drops, databases it created.
     #[arg(long, value_name = "SUFFIX")]
     pub scratch_suffix: Option<String>,
     /// The job whose checks run (default: the snapshot's job).
@@ -75,10 +76,12 @@ impl Targets {
     /// when the snapshot has Kubernetes Secrets, a scratch namespace.
     fn new(a: &DrillArgs, index: &coffer_core::Index) -> coffer_core::Result<Targets> {
         let short = index.id.as_str().rsplit('-').next().unwrap_or("x").to_string();
+        // Two drills of one snapshot at once get different scratch names.
+        let run = format!("{short}-{:04x}", rand::random::<u16>());
         let suffix = a
             .scratch_suffix
             .clone()
-            .unwrap_or_else(|| format!("-drill-{short}"));
+            .unwrap_or_else(|| format!("-drill-{run}"));
         if suffix.is_empty() || suffix.contains(['.', '/', '\\', ' ', '"', '$', '\0']) {
             return Err(config_error(format!(
                 "--scratch-suffix `{suffix}` cannot make a scratch database"
@@ -98,7 +101,7 @@ impl Targets {
                 .sources
                 .iter()
                 .any(|s| s.kind == "k8s")
-                .then(|| format!("coffer-drill-{short}")),
+                .then(|| format!("coffer-drill-{run}")),
             k8s_secrets: Vec::new(),
             suffix,
         })
@@ -122,6 +125,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         ctx,
         &a.read,
         &spec,
+        a.job.as_deref(),
         "a drill needs a key (the one a real restore would use: the drill proves it works)",
     )
     .await?;
@@ -236,7 +240,7 @@ async fn check_restored(
 ) -> Findings {
     let files = outcome.summary.files_checked;
     let sources = outcome.summary.sources.sources.clone();
-    let counts = manifest_counts(&outcome.summary.manifest);
+    let counts = expected_counts(&outcome);
     for db in counts
         .iter()
         .flat_map(|c| c.keys())
@@ -353,11 +357,13 @@ fn options(a: &DrillArgs, t: &Targets) -> RestoreOptions {
         opts.params.insert("mongo-uri".into(), uri.clone());
     }
     // Every database `db` to `db<suffix>` (database names hold no `.`, and
-    // `*` captures leftmost-shortest); a scratch copy left by an earlier
-    // `--keep` drill is replaced.
+    // `*` captures leftmost-shortest). Only into databases that do not
+    // exist yet: a drill drops what it restored, so it must never write
+    // into (or replace) a database it did not create, such as another
+    // team's `app-staging` for `--scratch-suffix=-staging`.
     opts.params.insert("ns-from".into(), "*.*".into());
     opts.params.insert("ns-to".into(), format!("*{}.*", t.suffix));
-    opts.params.insert("drop".into(), "true".into());
+    opts.params.insert("new-databases-only".into(), "true".into());
     if let Some(ns) = &t.k8s_namespace {
         opts.params.insert("k8s-namespace".into(), ns.clone());
     }

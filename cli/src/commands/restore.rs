@@ -7,7 +7,7 @@ use coffer_core::ops::{CheckResult, RestoreReport};
 use coffer_core::{Index as SnapshotIndex, RestoreOptions, RestoreOutcome, config_error};
 
 use crate::Failure;
-use crate::checks::{CheckEnv, failures, manifest_counts, run_checks};
+use crate::checks::{CheckEnv, expected_counts, failures, run_checks};
 use crate::config::Config;
 use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_snapshot};
 use crate::output::{print_json, printable};
@@ -88,7 +88,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         entry,
         ids,
         ..
-    } = open_snapshot(ctx, &a.read, &a.snapshot, "restore needs a key").await?;
+    } = open_snapshot(ctx, &a.read, &a.snapshot, None, "restore needs a key").await?;
     let index = entry.index.clone();
     check_args(&a, &index)?;
     let opts = restore_options(ctx, &a)?;
@@ -177,7 +177,7 @@ async fn post_restore_checks(
     match c.jobs.get(&index.job) {
         Some(job) if !job.checks.is_empty() => {
             let env = CheckEnv {
-                manifest_counts: manifest_counts(&outcome.summary.manifest),
+                manifest_counts: expected_counts(outcome),
                 mongo_uri: a.mongo_uri.clone(),
                 snapshot_time: Some(index.created_at),
                 base_dir: c.path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),

@@ -6,7 +6,7 @@ use coffer_core::{CatalogEntry, Identities, Result, Sink};
 
 use super::Ctx;
 
-pub(crate) use coffer_core::ops::find_snapshot;
+pub(crate) use coffer_core::ops::{find_job_snapshot, find_snapshot};
 
 /// A snapshot to decrypt, as `restore` and `drill` start: the snapshot
 /// `spec` on the selected sinks with its signature judged before anything
@@ -25,6 +25,7 @@ pub(crate) async fn open_snapshot(
     ctx: &Ctx,
     sel: &super::ReadSel,
     spec: &str,
+    job: Option<&str>,
     needs_key: &str,
 ) -> Result<Opened> {
     let super::Reading { config, sinks, trust } = ctx.reading(sel)?;
@@ -33,7 +34,7 @@ pub(crate) async fn open_snapshot(
         return Err(coffer_core::config_error(needs_key.to_string())
             .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)"));
     }
-    let (sink_name, sink, entry) = find_snapshot(&sinks, spec).await?;
+    let (sink_name, sink, entry) = find_job_snapshot(&sinks, spec, job).await?;
     // Before fetching or decrypting anything: a forged snapshot stops here.
     let signature = super::enforce(&trust, &entry)?;
     Ok(Opened {

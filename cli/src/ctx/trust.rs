@@ -9,7 +9,8 @@ use super::TrustSel;
 use crate::config::Config;
 
 /// The trusted signers: --trusted-signer flags plus the config's
-/// `trusted-signers` (files relative to the config's folder).
+/// `trusted-signers` (files relative to the config's folder) and the
+/// public halves of its own `signing-key`s.
 pub(crate) fn trusted_signers(sel: &TrustSel, config: Option<&Config>) -> Result<TrustedSigners> {
     let mut t = TrustedSigners::new();
     for s in &sel.trusted_signers {
@@ -25,6 +26,20 @@ pub(crate) fn trusted_signers(sel: &TrustSel, config: Option<&Config>) -> Result
         for s in &c.trusted_signers {
             t.add(s, base)
                 .map_err(|e| e.prefix(format!("{}: trusted-signers", c.path.display())))?;
+        }
+        // A config that signs trusts its own keys: there, a snapshot whose
+        // signature was stripped (or made by another key) is refused. A
+        // key file this host cannot read (a restore host without it) adds
+        // nothing.
+        let keys = c
+            .signing_key
+            .iter()
+            .chain(c.jobs.values().filter_map(|j| j.signing_key.as_ref()));
+        for path in keys {
+            match coffer_core::SigningKey::from_file(path) {
+                Ok(key) => t.push(key.public()),
+                Err(e) => tracing::debug!("not trusting the config's signing key {}: {e}", path.display()),
+            }
         }
     }
     Ok(t)

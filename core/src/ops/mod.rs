@@ -36,7 +36,7 @@ pub use prune::{
 };
 pub use report::*;
 pub use run::{RestoreRequest, backup, lock_shared, release_all, restore};
-pub use show::{find_snapshot, show};
+pub use show::{find_job_snapshot, find_snapshot, show};
 pub use verify::{Pick, SinkVerification, VerifyRequest, deep_check, verify_sink};
 
 use schemars::JsonSchema;

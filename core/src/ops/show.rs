@@ -16,12 +16,22 @@ pub async fn find_snapshot(
     sinks: &[(String, Arc<dyn Sink>)],
     spec: &str,
 ) -> Result<(String, Arc<dyn Sink>, CatalogEntry)> {
+    find_job_snapshot(sinks, spec, None).await
+}
+
+/// [`find_snapshot`] among the snapshots of `job` when given (see
+/// [`Catalog::resolve_in`]): `latest` is that job's newest.
+pub async fn find_job_snapshot(
+    sinks: &[(String, Arc<dyn Sink>)],
+    spec: &str,
+    job: Option<&str>,
+) -> Result<(String, Arc<dyn Sink>, CatalogEntry)> {
     let mut last_err = None;
     for (name, sink) in sinks {
         let cat = Catalog::load(sink.as_ref())
             .await
             .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        match cat.resolve(spec) {
+        match cat.resolve_in(spec, job) {
             Ok(e) => return Ok((name.clone(), sink.clone(), e.clone())),
             // Another sink may hold a good copy.
             Err(e) => {

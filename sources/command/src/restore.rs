@@ -223,6 +223,7 @@ impl Restorer for CommandRestorer {
             return Ok(RestoreReport {
                 summary: "nothing to restore".into(),
                 actions: Vec::new(),
+                ..Default::default()
             });
         };
         let (action, target) = match &self.dest {
@@ -251,6 +252,7 @@ impl Restorer for CommandRestorer {
         Ok(RestoreReport {
             summary: format!("{action} {target}"),
             actions: vec![RestoreAction { action, target }],
+            ..Default::default()
         })
     }
 }

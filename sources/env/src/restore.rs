@@ -134,11 +134,18 @@ impl EnvRestorer {
         RestoreReport {
             summary,
             actions: self.actions.clone(),
+            ..Default::default()
         }
     }
 }
 
 impl Restorer for EnvRestorer {
+    /// The commit renames files staged (and fsynced) beside their
+    /// destinations: it goes after the sources whose commit may fail.
+    fn commit_only_renames(&self) -> bool {
+        true
+    }
+
     fn entry(&mut self, entry: RestoreEntry<'_>) -> Result<()> {
         check_relative_path(entry.path)?;
         let size = match entry.kind {

@@ -59,6 +59,9 @@ enum Mode {
 /// Restores the Secrets of one `k8s` source.
 pub(crate) struct K8sRestorer {
     source: String,
+    /// The source's namespace (configured, or recorded at backup): the
+    /// only one its Secrets are restored into unless `--k8s-namespace`.
+    namespace: String,
     mode: Mode,
     handle: Handle,
     dry_run: bool,
@@ -71,6 +74,7 @@ impl K8sRestorer {
     /// before any entry is read.
     pub(crate) async fn new(
         source: String,
+        own_namespace: String,
         connection: Connection,
         namespace: Option<String>,
         opts: &RestoreOptions,
@@ -98,6 +102,7 @@ impl K8sRestorer {
         };
         Ok(K8sRestorer {
             source,
+            namespace: own_namespace,
             mode,
             handle: Handle::current(),
             dry_run: opts.dry_run,
@@ -254,6 +259,7 @@ impl K8sRestorer {
         RestoreReport {
             summary,
             actions: self.actions.clone(),
+            ..Default::default()
         }
     }
 }
@@ -283,6 +289,26 @@ impl Restorer for K8sRestorer {
             .and_then(|(ns, file)| Some((ns, file.strip_suffix(".json")?)))
             .filter(|(ns, name)| valid_name(ns) && valid_name(name))
             .ok_or_else(|| forged("a `k8s` entry is not NAMESPACE/NAME.json", entry.path))?;
+        // Only into the source's own namespace (or the one --k8s-namespace
+        // gives): a bundle whose paths name another namespace (re-packed by
+        // someone with write access to a sink) never chooses where a
+        // Secret goes.
+        let overridden = matches!(
+            &self.mode,
+            Mode::Cluster {
+                namespace: Some(_),
+                ..
+            }
+        );
+        if !overridden && namespace != self.namespace {
+            return Err(forged(
+                &format!(
+                    "a stored Secret names namespace `{namespace}`, not the source's `{}`",
+                    self.namespace
+                ),
+                entry.path,
+            ));
+        }
         if size > MAX_SIZE {
             return Err(forged("a stored Secret is implausibly large", entry.path));
         }

@@ -208,7 +208,14 @@ impl Source for K8sSource {
             return Err(config_error(format!("`{ns}` is not a Kubernetes namespace name"))
                 .with_hint("give --k8s-namespace a lower-case name such as issuer-directory-drill"));
         }
-        let restorer = K8sRestorer::new(self.name.clone(), self.connection(), namespace, opts).await?;
+        let restorer = K8sRestorer::new(
+            self.name.clone(),
+            self.config.namespace.clone(),
+            self.connection(),
+            namespace,
+            opts,
+        )
+        .await?;
         Ok(Box::new(restorer))
     }
 }

@@ -123,6 +123,15 @@ pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
             "with drop, where the server cannot rename: drop and insert in place (not atomic)",
             "--unsafe-in-place",
         ),
+        coffer_core::RestoreOptionSpec {
+            name: "always-stage",
+            param: "always-stage",
+            kind: Flag,
+            help: "stage new collections too, so their data appears only whole (slower: the swap copies it on \
+                   servers whose rename copies); by default a collection the target lacks is loaded in place, \
+                   marked unfinished until done",
+            alias: None,
+        },
         spec(
             "ns-include",
             "ns-include",

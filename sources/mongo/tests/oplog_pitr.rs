@@ -294,6 +294,20 @@ async fn concurrent_writes_are_replayed_to_the_point_in_time() {
     let cb = Client::with_uri_str(b.uri("")).await.unwrap();
     assert_eq!(contents(&cb, "app", "items").await, expected["items"]);
     assert_eq!(contents(&cb, "app", "other").await, expected["other"]);
+    // The counts a check must expect: each collection's as dumped plus
+    // what the replay added or removed, those at the consistency point.
+    for coll in ["items", "other"] {
+        let dumped = report.details["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["db"] == "app" && c["collection"] == coll)
+            .unwrap_or_else(|| panic!("{report:?}"))["documents"]
+            .as_i64()
+            .unwrap();
+        let change = r.count_changes.get(&format!("app.{coll}")).copied().unwrap_or(0);
+        assert_eq!(dumped + change, expected[coll].len() as i64, "{coll}: {r:?}");
+    }
     assert_ne!(
         expected["items"], start_state["items"],
         "writes during the dump changed the expected state"

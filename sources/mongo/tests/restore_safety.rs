@@ -524,11 +524,25 @@ async fn without_rename_drop_needs_unsafe_in_place() {
     // The validator came back: a document breaking it is refused.
     assert!(live.insert_one(doc! { "_id": "bad", "age": -1 }).await.is_err());
 
-    // A collection new to the server needs no flag: nothing to lose.
+    // A collection new to the server needs no flag and no rename: it is
+    // loaded in place (marked unfinished until the commit).
     cb.database("app").drop().await.unwrap();
     let r = restore(src.as_ref(), &entries, &b.uri(""), &[("drop", "true"), pretend])
         .await
         .expect("new collections");
+    let actions: Vec<&str> = r.actions.iter().map(|a| a.action.as_str()).collect();
+    assert_eq!(actions, ["create", "create"], "{r:?}");
+    assert_eq!(options(cb.clone()).await, options(ca.clone()).await);
+    // With `always-stage` the server's missing rename makes them in place.
+    cb.database("app").drop().await.unwrap();
+    let r = restore(
+        src.as_ref(),
+        &entries,
+        &b.uri(""),
+        &[("drop", "true"), ("always-stage", "true"), pretend],
+    )
+    .await
+    .expect("new collections, staged");
     let actions: Vec<&str> = r.actions.iter().map(|a| a.action.as_str()).collect();
     assert_eq!(actions, ["create-in-place", "create-in-place"], "{r:?}");
     assert_eq!(live.count_documents(doc! {}).await.unwrap(), 30);
@@ -579,4 +593,80 @@ async fn a_swap_the_server_cannot_do_refuses_before_any_collection_is_replaced()
         ["a_plain", "b_capped"],
         "no staging or probe collection left"
     );
+}
+
+/// A collection the target lacks is loaded in place (no staging copy, no
+/// rename), marked unfinished until the commit: an aborted restore leaves
+/// neither it nor its marker, and a marker a killed restore left makes the
+/// next restore drop the half-loaded collection before loading it again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_new_collection_is_loaded_in_place_and_an_unfinished_load_is_dropped() {
+    let Some((a, b, ca, cb)) = support::source_and_target().await else {
+        return;
+    };
+    support::seed(&ca.database("app"), "users", 10).await;
+    let src = source(&format!("mongo:{}", a.uri("app")));
+    let (entries, _) = capture(src.as_ref()).await.unwrap();
+
+    // While the load runs, the target itself holds the documents and a
+    // marker says it is unfinished; an abort drops both.
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen2, cb2) = (seen.clone(), cb.clone());
+    let handle = tokio::runtime::Handle::current();
+    let r = support::restore_hooked(src.as_ref(), &entries, &b.uri(""), &[], false, move || {
+        *seen2.lock().unwrap() = handle.block_on(names(&cb2, "app"));
+    })
+    .await
+    .expect("aborted restore");
+    let during = seen.lock().unwrap().clone();
+    assert_eq!(during.len(), 2, "{during:?}");
+    assert_eq!(during[0], "users");
+    assert!(during[1].starts_with("users.coffer-restoring-"), "{during:?}");
+    assert!(r.actions.iter().all(|a| a.action != "create"), "{r:?}");
+    assert_eq!(
+        names(&cb, "app").await,
+        Vec::<String>::new(),
+        "an abort leaves nothing"
+    );
+
+    // A killed load: half the documents and its marker.
+    leave_staging(&cb, "app", "users").await;
+    leave_staging(&cb, "app", "users.coffer-restoring-0badf00d").await;
+    let r = restore(src.as_ref(), &entries, &b.uri(""), &[])
+        .await
+        .expect("restore");
+    assert!(
+        r.actions
+            .iter()
+            .any(|a| a.action == "drop-stale-staging" && a.target.starts_with("app.users ")),
+        "{r:?}"
+    );
+    assert_eq!(names(&cb, "app").await, ["users"]);
+    assert_eq!(raw(&cb, "app", "users").await, raw(&ca, "app", "users").await);
+    assert!(r.actions.iter().any(|a| a.action == "create"), "{r:?}");
+
+    // Staging everything (param `always-stage`) keeps the data invisible
+    // until the swap.
+    cb.database("app").drop().await.unwrap();
+    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let (seen2, cb2) = (seen.clone(), cb.clone());
+    let handle = tokio::runtime::Handle::current();
+    support::restore_hooked(
+        src.as_ref(),
+        &entries,
+        &b.uri(""),
+        &[("always-stage", "true")],
+        true,
+        move || {
+            *seen2.lock().unwrap() = handle.block_on(names(&cb2, "app"));
+        },
+    )
+    .await
+    .expect("staged restore");
+    let during = seen.lock().unwrap().clone();
+    assert!(
+        during.len() == 1 && during[0].starts_with("users.coffer-staging-"),
+        "{during:?}"
+    );
+    assert_eq!(raw(&cb, "app", "users").await, raw(&ca, "app", "users").await);
 }

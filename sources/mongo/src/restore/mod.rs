@@ -62,6 +62,8 @@ const MAX_DOCUMENT: usize = 16 * 1024 * 1024 + 16 * 1024;
 const BATCH_DOCS: usize = 1000;
 /// Bytes per insert batch.
 const BATCH_BYTES: usize = 8 << 20;
+/// Longest database name MongoDB accepts, in bytes.
+const MAX_DB_NAME: usize = 63;
 /// Largest metadata file read.
 const MAX_METADATA: u64 = 16 << 20;
 /// Insert batches under way at once. One keeps the documents in the
@@ -97,6 +99,11 @@ enum Count {
 
 /// Marks staging collections: `<name>.coffer-staging-<8 hex>`.
 const STAGING_TAG: &str = "coffer-staging-";
+/// Marks a collection loaded in place and not finished yet:
+/// `<name>.coffer-restoring-<8 hex>` beside `<name>`.
+const MARKER_TAG: &str = "coffer-restoring-";
+/// Server error code of `create` for a namespace that exists.
+const NAMESPACE_EXISTS: i32 = 48;
 /// Server error codes meaning `renameCollection` is not available:
 /// IllegalOperation, CommandNotFound, CommandNotSupported.
 const RENAME_UNSUPPORTED: [i32; 3] = [20, 59, 115];
@@ -118,6 +125,9 @@ struct Staged {
     /// second restore of the same collection sweeping it as stale) and
     /// re-created by a later insert holds only part of the bundle.
     staging_uuid: Option<Bson>,
+    /// A direct load (the target did not exist, so `staging` is the target
+    /// itself): the marker collection that says it is unfinished.
+    marker: Option<String>,
     metadata: Metadata,
     documents: u64,
     indexes: usize,
@@ -135,6 +145,9 @@ pub(crate) struct MongoRestorer {
     unsafe_in_place: bool,
     /// Test-only: act as if `renameCollection` were unsupported.
     pretend_no_rename: bool,
+    /// Stage every collection, new ones too (param `always-stage`): the
+    /// data then becomes visible only whole, at the swap.
+    stage_always: bool,
     dry_run: bool,
     cancel: CancelFlag,
     suffix: String,
@@ -160,6 +173,12 @@ pub(crate) struct MongoRestorer {
     replayable: BTreeSet<String>,
     /// Staging collections of earlier, interrupted restores dropped.
     stale: Vec<String>,
+    /// Param `new-databases-only` (a drill's scratch copies): a target
+    /// database that exists already is refused before anything is written
+    /// into it, so a restore never replaces a database it did not create.
+    new_databases_only: bool,
+    /// Target databases checked for `new_databases_only`.
+    checked_dbs: BTreeSet<String>,
 }
 
 impl MongoRestorer {
@@ -194,6 +213,7 @@ impl MongoRestorer {
             drop,
             unsafe_in_place: opts.flag("unsafe-in-place"),
             pretend_no_rename,
+            stage_always: opts.flag("always-stage"),
             dry_run: opts.dry_run,
             cancel: opts.cancel.clone(),
             suffix: format!("{STAGING_TAG}{:08x}", rand::random::<u32>()),
@@ -207,6 +227,8 @@ impl MongoRestorer {
             oplog: None,
             replayable: BTreeSet::new(),
             stale: Vec::new(),
+            new_databases_only: opts.flag("new-databases-only"),
+            checked_dbs: BTreeSet::new(),
         })
     }
 
@@ -300,6 +322,8 @@ struct Tally {
     skipped: u64,
     /// Oplog writes replayed.
     replayed: Option<u64>,
+    /// Documents gained or lost by the replay, per bundle namespace.
+    count_changes: BTreeMap<String, i64>,
 }
 
 impl Tally {
@@ -344,6 +368,7 @@ impl Tally {
         RestoreReport {
             summary,
             actions: self.actions,
+            count_changes: self.count_changes,
         }
     }
 }

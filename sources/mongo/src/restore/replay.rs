@@ -80,12 +80,15 @@ impl MongoRestorer {
                     kept += 1;
                     continue;
                 }
-                self.apply(&tdb, &tcoll, w).map_err(|e| {
+                let change = self.apply(&tdb, &tcoll, w).map_err(|e| {
                     e.with_hint(
                         "the collections are restored as of the dump's start; the oplog replay stopped \
                          part-way: run the restore again with --drop",
                     )
                 })?;
+                if change != 0 {
+                    *tally.count_changes.entry(format!("{db}.{coll}")).or_default() += change;
+                }
                 applied += 1;
             }
             Ok(())
@@ -126,14 +129,16 @@ impl MongoRestorer {
         Ok(())
     }
 
-    /// One replayed write.
-    pub(super) fn apply(&self, db: &str, coll: &str, w: Write) -> Result<()> {
+    /// One replayed write; returns the documents it added (+) or removed
+    /// (−).
+    pub(super) fn apply(&self, db: &str, coll: &str, w: Write) -> Result<i64> {
         let ns = format!("{db}.{coll}");
         let c: Collection<RawDocumentBuf> = self.client.database(db).collection(coll);
         let fail = |e: mongodb::error::Error| self.err(format!("cannot replay the oplog on `{ns}`"), &e);
         match w {
             Write::Upsert { filter, doc } => {
-                self.run(c.replace_one(filter, doc).upsert(true)).map_err(fail)?;
+                let r = self.run(c.replace_one(filter, doc).upsert(true)).map_err(fail)?;
+                return Ok(i64::from(r.upserted_id.is_some()));
             }
             Write::Update { filter, updates } => {
                 for u in updates {
@@ -141,7 +146,8 @@ impl MongoRestorer {
                 }
             }
             Write::Delete { filter } => {
-                self.run(c.delete_one(filter)).map_err(fail)?;
+                let r = self.run(c.delete_one(filter)).map_err(fail)?;
+                return Ok(-(r.deleted_count as i64));
             }
             Write::Create { options } => {
                 if !self.exists(db, coll)? {
@@ -152,10 +158,12 @@ impl MongoRestorer {
                 }
             }
             Write::Drop => {
+                let had = self.run(c.count_documents(doc! {})).map_err(fail)?;
                 self.run(c.drop()).map_err(fail)?;
+                return Ok(-(had as i64));
             }
             Write::Skip(_) => {}
         }
-        Ok(())
+        Ok(0)
     }
 }

@@ -48,6 +48,7 @@ impl MongoRestorer {
                 name: tname,
                 staging: None,
                 staging_uuid: None,
+                marker: None,
                 metadata: meta,
                 documents: 0,
                 indexes: 0,
@@ -85,6 +86,7 @@ impl MongoRestorer {
                     name: tname,
                     staging: None,
                     staging_uuid: None,
+                    marker: None,
                     metadata: Metadata {
                         options: Document::new(),
                         indexes: Vec::new(),
@@ -117,6 +119,30 @@ impl MongoRestorer {
         };
         let source = format!("{db}.{name}");
         let target = format!("{tdb}.{tname}");
+        if tdb.len() > MAX_DB_NAME {
+            return Err(coffer_core::config_error(format!(
+                "`{db}` would be restored as database `{tdb}`, {} bytes long: MongoDB allows at most {MAX_DB_NAME}",
+                tdb.len()
+            ))
+            .with_context("path", path)
+            .with_hint("give a shorter --ns-to (or --scratch-suffix for a drill)"));
+        }
+        if self.new_databases_only && !self.dry_run && self.checked_dbs.insert(tdb.clone()) {
+            let existing = self
+                .run(self.client.list_database_names())
+                .map_err(|e| self.err("cannot list the server's databases", &e))?;
+            if existing.iter().any(|d| d == &tdb) {
+                return Err(coffer_core::config_error(format!(
+                    "database `{tdb}` exists already on the server; this restore only writes databases it creates, \
+                     so nothing was written into it"
+                ))
+                .with_hint(
+                    "a drill never drops or replaces a database it did not create: pick another --scratch-suffix, \
+                     or drop `{tdb}` by hand if it is a scratch copy a `drill --keep` left",
+                )
+                .with_context("database", tdb));
+            }
+        }
         if let Some(other) = self.targets.get(&target)
             && other != &source
         {
@@ -148,14 +174,23 @@ impl MongoRestorer {
             staged.documents = read_documents(reader, size, path, |_| Ok(()))?;
             return Ok(());
         }
-        let staging = staging_name(&staged.db, &staged.name, &self.suffix);
         let db = self.client.database(&staged.db);
-        let mut create = doc! { "create": &staging };
-        for (k, v) in &staged.metadata.options {
-            create.insert(k.clone(), v.clone());
-        }
-        self.run(db.run_command(create))
-            .map_err(|e| self.err(format!("cannot create a staging collection for `{ns}`"), &e))?;
+        let staging = match self.create_direct(staged, &ns)? {
+            Some(marker) => {
+                staged.marker = Some(marker);
+                staged.name.clone()
+            }
+            None => {
+                let staging = staging_name(&staged.db, &staged.name, &self.suffix);
+                let mut create = doc! { "create": &staging };
+                for (k, v) in &staged.metadata.options {
+                    create.insert(k.clone(), v.clone());
+                }
+                self.run(db.run_command(create))
+                    .map_err(|e| self.err(format!("cannot create a staging collection for `{ns}`"), &e))?;
+                staging
+            }
+        };
         staged.staging = Some(staging.clone());
         staged.staging_uuid = self.uuid_of(&staged.db, &staging)?;
         let coll: Collection<RawDocumentBuf> = db.collection(&staging);
@@ -217,6 +252,49 @@ impl MongoRestorer {
         Ok(())
     }
 
+    /// A collection that does not exist on the server yet is loaded in
+    /// place: staging and a rename would only copy the data again (on
+    /// secantusd-py a rename copies every document), and a fresh server is
+    /// the disaster-recovery case where time counts most. The target is
+    /// created under its own name; a marker collection
+    /// `<name>.coffer-restoring-<random>` then says the load is unfinished
+    /// until the commit drops it: an abort drops the target with it, and a
+    /// later restore that finds a marker drops both
+    /// ([`Self::drop_stale_staging`]), so a half-loaded collection is never
+    /// taken for restored data. Returns the marker, or `None` when the
+    /// collection exists (then it is staged and swapped as before).
+    fn create_direct(&self, staged: &Staged, ns: &str) -> Result<Option<String>> {
+        // `create` is idempotent on servers where creating an existing
+        // collection with the same options succeeds (mongod 7+,
+        // secantusd-py), so the name is checked first: only a collection
+        // that did not exist is ever loaded in place, marked, and dropped
+        // on an abort. (A client creating the same collection in the
+        // moment between the two calls is not told from this restore.)
+        if self.stage_always || self.exists(&staged.db, &staged.name)? {
+            return Ok(None);
+        }
+        let db = self.client.database(&staged.db);
+        let mut create = doc! { "create": &staged.name };
+        for (k, v) in &staged.metadata.options {
+            create.insert(k.clone(), v.clone());
+        }
+        match self.run(db.run_command(create)) {
+            Ok(_) => {}
+            Err(e) if code(&e) == Some(NAMESPACE_EXISTS) => return Ok(None),
+            Err(e) => return Err(self.err(format!("cannot create `{ns}`"), &e)),
+        }
+        let marker = staging_name(
+            &staged.db,
+            &staged.name,
+            &format!("{MARKER_TAG}{:08x}", rand::random::<u32>()),
+        );
+        if let Err(e) = self.run(db.run_command(doc! { "create": &marker })) {
+            let _ = self.run(db.collection::<Document>(&staged.name).drop());
+            return Err(self.err(format!("cannot create the restore marker of `{ns}`"), &e));
+        }
+        Ok(Some(marker))
+    }
+
     /// Builds the indexes of `indexes` (except `_id_`) on `coll`, keeping
     /// each spec verbatim but for the obsolete `ns` field; returns how many.
     pub(super) fn create_indexes(
@@ -251,7 +329,24 @@ impl MongoRestorer {
         let names = self
             .run(database.list_collection_names())
             .map_err(|e| self.err(format!("cannot list the collections of `{db}`"), &e))?;
-        for stale in names.iter().filter(|n| is_staging_of(n, name)) {
+        // A marker: `name` itself is what an unfinished direct load left.
+        if let Some(marker) = names.iter().find(|n| is_marker_of(n, name)) {
+            tracing::warn!(
+                "{db}.{name}: dropping it, the unfinished load of an interrupted restore ({marker})"
+            );
+            self.run(database.collection::<Document>(name).drop())
+                .map_err(|e| {
+                    self.err(
+                        format!("cannot drop `{db}.{name}`, left half-loaded by an interrupted restore"),
+                        &e,
+                    )
+                })?;
+            self.stale.push(format!("{db}.{name}"));
+        }
+        for stale in names
+            .iter()
+            .filter(|n| is_staging_of(n, name) || is_marker_of(n, name))
+        {
             tracing::warn!("{db}.{name}: dropping {db}.{stale}, left by an interrupted restore");
             self.run(database.collection::<Document>(stale).drop())
                 .map_err(|e| {
@@ -328,6 +423,11 @@ impl MongoRestorer {
 
     pub(super) fn drop_staging(&self, staged: impl Iterator<Item = Staged>) {
         for s in staged {
+            // A direct load: its staging collection is the target this
+            // restore created, dropped with its marker.
+            if let Some(marker) = &s.marker {
+                let _ = self.run(self.client.database(&s.db).collection::<Document>(marker).drop());
+            }
             if let Some(staging) = &s.staging {
                 let coll = self.client.database(&s.db).collection::<Document>(staging);
                 if let Err(e) = self.run(coll.drop()) {
@@ -424,19 +524,26 @@ impl Drop for Inserts {
 /// `<name>.coffer-staging-<8 hex>`, or for long names
 /// `coffer-staging-<8 hex>-<hash of name>` (see [`staging_name`]).
 pub(super) fn is_staging_of(candidate: &str, name: &str) -> bool {
+    is_tagged_of(candidate, name, STAGING_TAG)
+}
+
+/// Whether `candidate` is the marker of an unfinished direct load of
+/// `name` (see [`MARKER_TAG`]).
+pub(super) fn is_marker_of(candidate: &str, name: &str) -> bool {
+    is_tagged_of(candidate, name, MARKER_TAG)
+}
+
+fn is_tagged_of(candidate: &str, name: &str, tag: &str) -> bool {
     let hex8 = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit());
     if let Some(rest) = candidate
         .strip_prefix(name)
         .and_then(|r| r.strip_prefix('.'))
-        .and_then(|r| r.strip_prefix(STAGING_TAG))
+        .and_then(|r| r.strip_prefix(tag))
         && hex8(rest)
     {
         return true;
     }
-    let Some((random, hash)) = candidate
-        .strip_prefix(STAGING_TAG)
-        .and_then(|r| r.split_once('-'))
-    else {
+    let Some((random, hash)) = candidate.strip_prefix(tag).and_then(|r| r.split_once('-')) else {
         return false;
     };
     hex8(random) && hash == name_hash(name)
@@ -446,14 +553,16 @@ pub(super) fn is_staging_of(candidate: &str, name: &str) -> bool {
 /// [`staging_name`]): such collections are never dumped.
 pub(crate) fn is_staging(name: &str) -> bool {
     let hex = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_hexdigit());
-    if let Some((_, random)) = name.rsplit_once(&format!(".{STAGING_TAG}"))
-        && hex(random, 8)
-    {
-        return true;
-    }
-    name.strip_prefix(STAGING_TAG)
-        .and_then(|r| r.split_once('-'))
-        .is_some_and(|(random, hash)| hex(random, 8) && hex(hash, 16))
+    [STAGING_TAG, MARKER_TAG].iter().any(|tag| {
+        if let Some((_, random)) = name.rsplit_once(&format!(".{tag}"))
+            && hex(random, 8)
+        {
+            return true;
+        }
+        name.strip_prefix(tag)
+            .and_then(|r| r.split_once('-'))
+            .is_some_and(|(random, hash)| hex(random, 8) && hex(hash, 16))
+    })
 }
 
 pub(super) fn name_hash(name: &str) -> String {

@@ -266,7 +266,10 @@ impl MongoRestorer {
         // so a server that cannot do one refuses before anything is
         // replaced, not half-way through the commit.
         if self.drop && !self.unsafe_in_place {
-            for s in staged.iter().filter(|s| s.staging.is_some()) {
+            for s in staged
+                .iter()
+                .filter(|s| s.staging.is_some() && s.marker.is_none())
+            {
                 let blocked = self
                     .exists(&s.db, &s.name)
                     .and_then(|exists| if exists { self.swap_blocked(s) } else { Ok(None) });
@@ -380,6 +383,15 @@ impl MongoRestorer {
         };
         // Again just before its swap: the pre-flight check was a moment ago.
         self.check_staging(s)?;
+        if let Some(marker) = &s.marker {
+            // Loaded in place, complete: dropping the marker finishes it.
+            self.run(self.client.database(&s.db).collection::<Document>(marker).drop())
+                .map_err(|e| self.err(format!("cannot drop the restore marker of `{ns}`"), &e))?;
+            self.replayable.insert(ns.clone());
+            let line = self.line(s, s.documents, 0, s.indexes, s.documents, Count::Metadata)?;
+            report.add("create", line, s.documents, 0);
+            return Ok(());
+        }
         let exists = self.exists(&s.db, &s.name)?;
         if self.drop || !exists {
             match self.rename(&s.db, &s.name, &s.metadata.options, staging, &ns) {
