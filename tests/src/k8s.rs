@@ -42,6 +42,8 @@ struct State {
     bump_after_get: BTreeSet<Key>,
     /// `METHOD path` of every request, in order.
     requests: Vec<String>,
+    /// Every DELETE fails with 500 (a cluster refusing a cleanup).
+    fail_deletes: bool,
 }
 
 impl State {
@@ -212,6 +214,11 @@ impl K8sServer {
             .unwrap()
             .bump_after_get
             .insert((ns.into(), name.into()));
+    }
+
+    /// From now on every DELETE of a Secret fails with 500.
+    pub fn fail_deletes(&self) {
+        self.state.lock().unwrap().fail_deletes = true;
     }
 
     /// `METHOD /path` of every request so far.
@@ -546,6 +553,12 @@ fn secrets(
             merge(&mut merged, &patch);
             reply(200, &st.store(ns, merged, Some(&current)))
         }
+        ("DELETE", [_]) if st.fail_deletes => status(
+            500,
+            "InternalError",
+            "deletes are failing (test switch)".into(),
+            "",
+        ),
         ("DELETE", [name]) => match st.secrets.remove(&(ns.to_string(), name.to_string())) {
             Some(_) => reply(
                 200,

@@ -564,7 +564,6 @@ fn runs_leave_an_audit_log_and_textfile_metrics() {
         .mode()
         & 0o777;
     assert_eq!(mode, 0o600);
-
     let metrics = fs::read_to_string(p.join("metrics/coffer.prom")).unwrap();
     for expected in [
         "# TYPE coffer_backup_last_success_timestamp_seconds gauge",
@@ -595,6 +594,18 @@ fn runs_leave_an_audit_log_and_textfile_metrics() {
     assert!(
         metrics.contains("coffer_backup_last_success_timestamp_seconds{job=\"main\",sink=\"bk\"} "),
         "{metrics}"
+    );
+    // A symlink planted at the log's path is never written through.
+    fs::remove_file(p.join("log/audit.jsonl")).unwrap();
+    fs::write(p.join("elsewhere"), "untouched\n").unwrap();
+    std::os::unix::fs::symlink(p.join("elsewhere"), p.join("log/audit.jsonl")).unwrap();
+    let out = coffer(p).args(["--json", "prune"]).output().unwrap();
+    json_ok(&out);
+    assert_eq!(fs::read_to_string(p.join("elsewhere")).unwrap(), "untouched\n");
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        said.contains("cannot append to the audit log") && said.contains("symlink"),
+        "{said}"
     );
 }
 
@@ -667,4 +678,75 @@ fn huge_response_bodies_are_read_up_to_a_bound() {
         peak_kib < 256 * 1024,
         "a child of this test peaked at {peak_kib} KiB"
     );
+}
+
+/// SIGTERM (or SIGHUP) while a drill's checks run: the scratch databases
+/// are dropped all the same, and the drill says so.
+#[test]
+fn a_drill_ended_by_a_signal_removes_its_scratch_databases() {
+    let Some(server) = MongoServer::start() else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(async { mongodb::Client::with_uri_str(server.uri("")).await.unwrap() });
+    rt.block_on(async {
+        client
+            .database("issuer")
+            .collection::<Document>("entries")
+            .insert_many((0..20).map(|i| doc! { "_id": i }))
+            .await
+            .unwrap();
+    });
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let service = HttpService::start(p, 0);
+    let (key, rec) = keygen(p, "key.txt");
+    fs::write(
+        p.join("coffer.toml"),
+        format!(
+            "recipients = [\"{rec}\"]\n[source.db]\nkind = \"mongo\"\nuri = \"{}\"\n\
+             [sink.bk]\nkind = \"local\"\npath = \"bk\"\ncreate = true\n\
+             [job.main]\nsources = [\"db\"]\nsinks = [\"bk\"]\n{}",
+            server.uri("issuer"),
+            http_check(service.port, "/slow", 30)
+        ),
+    )
+    .unwrap();
+    json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    for signal in [libc::SIGTERM, libc::SIGHUP] {
+        let child = std::process::Command::new(coffer_e2e::coffer_bin())
+            .args(["drill", "-i"])
+            .arg(&key)
+            .current_dir(p)
+            .env_remove("COFFER_CONFIG")
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let scratch = |c: &mongodb::Client| {
+            rt.block_on(async { c.list_database_names().await.unwrap() })
+                .into_iter()
+                .filter(|n| n.starts_with("issuer-drill-"))
+                .collect::<Vec<_>>()
+        };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while scratch(&client).is_empty() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no scratch database appeared"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        // The restore is committed; the slow check runs for 3 s.
+        std::thread::sleep(std::time::Duration::from_millis(800));
+        // SAFETY: sends a signal to the child we started.
+        unsafe {
+            libc::kill(child.id() as i32, signal);
+        }
+        let out = child.wait_with_output().unwrap();
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(130), "{said}");
+        assert!(said.contains("scratch targets were removed"), "{said}");
+        assert_eq!(scratch(&client), Vec::<String>::new(), "signal {signal}: {said}");
+    }
 }

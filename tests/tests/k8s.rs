@@ -524,6 +524,24 @@ fn a_drill_restores_secrets_into_a_scratch_namespace_and_removes_them() {
         "the kept drill's Secrets were touched"
     );
     assert_eq!(server.names(NS), ["billing", DB, TLS]);
+
+    // A cleanup that fails fails the drill (non-zero), naming what is left.
+    server.fail_deletes();
+    let out = coffer(p)
+        .args(["--json", "drill", "-i"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", output_text(&out));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["passed"], false, "{v}");
+    assert!(v["scratch"]["cleanup_error"].is_string(), "{v}");
+    let cleanup = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "cleanup");
+    assert_eq!(cleanup.map(|c| c["passed"].clone()), Some(json!(false)), "{v}");
 }
 
 /// A bundle re-packed by someone with write access to the sink (hashes and

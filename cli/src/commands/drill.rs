@@ -62,7 +62,11 @@ pub struct DrillArgs {
 
 /// The scratch targets of one drill.
 struct Targets {
-    dir: tempfile::TempDir,
+    /// `None` in the copy a [`SignalCleanup`] holds (the temp dir removes
+    /// itself when dropped).
+    dir: Option<tempfile::TempDir>,
+    /// The snapshot's sources (their origins name the server and cluster).
+    sources: Vec<SourceRecord>,
     databases: Vec<(String, String)>,
     k8s_namespace: Option<String>,
     /// The Secrets the restore wrote into the scratch namespace.
@@ -95,7 +99,8 @@ impl Targets {
             .tempdir()
             .map_err(|e| Error::io("cannot make the drill's scratch directory", e))?;
         Ok(Targets {
-            dir,
+            dir: Some(dir),
+            sources: Vec::new(),
             databases: Vec::new(),
             k8s_namespace: index
                 .sources
@@ -105,6 +110,60 @@ impl Targets {
             k8s_secrets: Vec::new(),
             suffix,
         })
+    }
+}
+
+/// Removes a drill's scratch databases and Secrets when the drill is
+/// dropped part-way (a signal ends the run while the checks run), on a
+/// thread of its own, and says on stderr what it removed or could not.
+#[derive(Default)]
+struct SignalCleanup {
+    armed: Option<(Targets, Option<String>)>,
+}
+
+impl SignalCleanup {
+    fn arm(a: &DrillArgs, t: &Targets) -> SignalCleanup {
+        if a.keep {
+            return SignalCleanup::default();
+        }
+        let copy = Targets {
+            dir: None,
+            databases: t.databases.clone(),
+            k8s_namespace: t.k8s_namespace.clone(),
+            k8s_secrets: t.k8s_secrets.clone(),
+            suffix: t.suffix.clone(),
+            sources: t.sources.clone(),
+        };
+        let uri = a.mongo_uri.clone().or_else(|| origin_uri(&t.sources));
+        SignalCleanup {
+            armed: Some((copy, uri)),
+        }
+    }
+
+    fn disarm(&mut self) {
+        self.armed = None;
+    }
+}
+
+impl Drop for SignalCleanup {
+    fn drop(&mut self) {
+        let Some((t, uri)) = self.armed.take() else { return };
+        let sources = t.sources.clone();
+        let done = std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .ok()?;
+            Some(rt.block_on(cleanup(false, t, uri.as_deref(), &sources)))
+        })
+        .join();
+        match done {
+            Ok(Some(s)) => match s.cleanup_error {
+                None => eprintln!("drill interrupted: its scratch targets were removed"),
+                Some(e) => eprintln!("drill interrupted: removing its scratch targets failed: {e}"),
+            },
+            _ => eprintln!("drill interrupted: its scratch targets could not be removed; drop them by hand"),
+        }
     }
 }
 
@@ -151,10 +210,15 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     .await;
     let restore_seconds = restore_started.elapsed().as_secs_f64();
     let checks_started = Instant::now();
+    let mut guard = SignalCleanup::default();
     let found = match restored {
         Ok(outcome) => {
             let config = opened.config.as_ref();
-            check_restored(&a, config, &index, outcome, &mut targets, restore_seconds).await
+            note_scratch(&mut targets, &outcome);
+            // From here the scratch targets exist: a signal that drops this
+            // future (SIGTERM, SIGHUP, Ctrl-C) still removes them.
+            guard = SignalCleanup::arm(&a, &targets);
+            check_restored(&a, config, &index, outcome, &targets, restore_seconds).await
         }
         Err(e) => {
             let mut failed = result("restore", index.id.to_string(), false, e.to_string(), e.hint());
@@ -170,8 +234,21 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         }
     };
     let checks_seconds = checks_started.elapsed().as_secs_f64();
-    let scratch = cleanup(&a, targets, found.mongo_uri.as_deref(), &found.sources).await;
-    let passed = failures(&found.checks).is_none();
+    guard.disarm();
+    let scratch = cleanup(a.keep, targets, found.mongo_uri.as_deref(), &found.sources).await;
+    let mut checks = found.checks;
+    // A drill that leaves scratch targets behind did not pass: they may
+    // hold secrets, and the next drill's numbers would be skewed.
+    if let Some(e) = &scratch.cleanup_error {
+        checks.push(result(
+            "cleanup",
+            "scratch targets".into(),
+            false,
+            format!("removing them failed: {e}"),
+            Some("remove what is named here by hand (scratch databases, namespace, directory)"),
+        ));
+    }
+    let passed = failures(&checks).is_none();
     let report = DrillReport {
         format: DRILL_FORMAT.into(),
         drill: format!(
@@ -197,8 +274,8 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         restore_seconds: round(restore_seconds),
         checks_seconds: round(checks_seconds),
         rpo_seconds: round((started_at.as_millisecond() - index.created_at.as_millisecond()) as f64 / 1000.0),
-        audit_gap_seconds: audit_gap(&found.checks),
-        checks: found.checks,
+        audit_gap_seconds: audit_gap(&checks),
+        checks,
         scratch,
     };
     record(ctx, &report);
@@ -227,20 +304,11 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     }
 }
 
-/// After a restore into the scratch targets: notes the scratch databases
-/// and Secrets it made, then checks that the databases hold exactly the
-/// manifest's counts and runs the job's checks against them.
-async fn check_restored(
-    a: &DrillArgs,
-    config: Option<&Config>,
-    index: &coffer_core::Index,
-    outcome: coffer_core::RestoreOutcome,
-    targets: &mut Targets,
-    restore_seconds: f64,
-) -> Findings {
-    let files = outcome.summary.files_checked;
-    let sources = outcome.summary.sources.sources.clone();
-    let counts = expected_counts(&outcome);
+/// After a restore into the scratch targets: the scratch databases and
+/// Secrets it made, and the snapshot's sources.
+fn note_scratch(targets: &mut Targets, outcome: &coffer_core::RestoreOutcome) {
+    targets.sources = outcome.summary.sources.sources.clone();
+    let counts = expected_counts(outcome);
     for db in counts
         .iter()
         .flat_map(|c| c.keys())
@@ -252,7 +320,6 @@ async fn check_restored(
                 .push((db.to_string(), format!("{db}{}", targets.suffix)));
         }
     }
-    let mongo_uri = a.mongo_uri.clone().or_else(|| origin_uri(&sources));
     if let Some(ns) = &targets.k8s_namespace {
         let prefix = format!("Secret {ns}/");
         targets.k8s_secrets = outcome
@@ -263,6 +330,22 @@ async fn check_restored(
             .filter_map(|act| act.target.strip_prefix(&prefix).map(str::to_owned))
             .collect();
     }
+}
+
+/// Checks that the scratch databases hold exactly the counts at the
+/// snapshot's consistency point and runs the job's checks against them.
+async fn check_restored(
+    a: &DrillArgs,
+    config: Option<&Config>,
+    index: &coffer_core::Index,
+    outcome: coffer_core::RestoreOutcome,
+    targets: &Targets,
+    restore_seconds: f64,
+) -> Findings {
+    let files = outcome.summary.files_checked;
+    let sources = outcome.summary.sources.sources.clone();
+    let counts = expected_counts(&outcome);
+    let mongo_uri = a.mongo_uri.clone().or_else(|| origin_uri(&sources));
     let summary: Vec<String> = outcome
         .reports
         .iter()
@@ -351,7 +434,7 @@ fn config_dir(config: Option<&Config>) -> PathBuf {
 /// The restore into the scratch targets.
 fn options(a: &DrillArgs, t: &Targets) -> RestoreOptions {
     let mut opts = RestoreOptions::default();
-    opts.target = Some(t.dir.path().join("restore"));
+    opts.target = t.dir.as_ref().map(|d| d.path().join("restore"));
     opts.target_per_source = true;
     if let Some(uri) = &a.mongo_uri {
         opts.params.insert("mongo-uri".into(), uri.clone());
@@ -399,20 +482,24 @@ fn audit_gap(checks: &[CheckResult]) -> Option<f64> {
 }
 
 /// Removes the scratch targets unless `--keep`; says what is left.
-async fn cleanup(a: &DrillArgs, t: Targets, mongo_uri: Option<&str>, sources: &[SourceRecord]) -> Scratch {
+async fn cleanup(keep: bool, t: Targets, mongo_uri: Option<&str>, sources: &[SourceRecord]) -> Scratch {
     let mut scratch = Scratch {
-        dir: t.dir.path().display().to_string(),
+        dir: t
+            .dir
+            .as_ref()
+            .map(|d| d.path().display().to_string())
+            .unwrap_or_default(),
         databases: t.databases.clone(),
         k8s_namespace: t.k8s_namespace.clone(),
-        kept: a.keep,
+        kept: keep,
         cleanup_error: None,
     };
-    if a.keep {
-        let _ = t.dir.keep();
+    if keep {
+        let _ = t.dir.map(tempfile::TempDir::keep);
         return scratch;
     }
     let mut errors = Vec::new();
-    if let Err(e) = t.dir.close() {
+    if let Some(Err(e)) = t.dir.map(tempfile::TempDir::close) {
         errors.push(format!("removing {}: {e}", scratch.dir));
     }
     if !t.databases.is_empty() {
