@@ -396,3 +396,46 @@ fn bad_signing_keys_give_clear_errors_without_key_material() {
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("not a valid signer key"));
 }
+
+/// A config that signs (and names no trusted signers) trusts its own key:
+/// a snapshot whose signature was stripped from the sink is refused there,
+/// before anything is written, instead of restoring silently.
+#[test]
+fn a_config_that_signs_refuses_a_snapshot_whose_signature_was_stripped() {
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    data(dir);
+    let (identity, recipient) = keygen(dir, "id.txt");
+    signing_keygen(dir, "sign.key");
+    std::fs::write(
+        dir.join("coffer.toml"),
+        format!(
+            "recipients = [\"{recipient}\"]\nsigning-key = \"sign.key\"\n\
+             [job.app]\nsources = [\"data\"]\nsinks = [\"local\"]\n\
+             [source.data]\nkind = \"file\"\npath = \"data\"\n\
+             [sink.local]\nkind = \"local\"\npath = \"backups\"\ncreate = true\n"
+        ),
+    )
+    .unwrap();
+    let out = coffer(dir).args(["--json", "backup"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let id = serde_json::from_slice::<Value>(&out.stdout).unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let restore = |target: &str| {
+        coffer(dir)
+            .args(["restore", &id, "--target", target, "--identity"])
+            .arg(&identity)
+            .output()
+            .unwrap()
+    };
+    let out = restore("out");
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    std::fs::remove_file(dir.join("backups").join(format!("{id}.sig"))).unwrap();
+    let out = restore("out2");
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(3), "{err}");
+    assert!(err.contains("unsigned"), "{err}");
+    assert!(!dir.join("out2").exists(), "nothing written");
+}

@@ -9,8 +9,8 @@ use super::TrustSel;
 use crate::config::Config;
 
 /// The trusted signers: --trusted-signer flags plus the config's
-/// `trusted-signers` (files relative to the config's folder) and the
-/// public halves of its own `signing-key`s.
+/// `trusted-signers` (files relative to the config's folder); when neither
+/// names one, the public halves of the config's own `signing-key`s.
 pub(crate) fn trusted_signers(sel: &TrustSel, config: Option<&Config>) -> Result<TrustedSigners> {
     let mut t = TrustedSigners::new();
     for s in &sel.trusted_signers {
@@ -27,14 +27,17 @@ pub(crate) fn trusted_signers(sel: &TrustSel, config: Option<&Config>) -> Result
             t.add(s, base)
                 .map_err(|e| e.prefix(format!("{}: trusted-signers", c.path.display())))?;
         }
-        // A config that signs trusts its own keys: there, a snapshot whose
-        // signature was stripped (or made by another key) is refused. A
-        // key file this host cannot read (a restore host without it) adds
-        // nothing.
+        // A config that signs and names no trusted signers trusts its own
+        // keys: there, a snapshot whose signature was stripped (or made by
+        // another key) is refused. Signers named in the config or on the
+        // command line are the whole list. A key file this host cannot read
+        // (a restore host without it) adds nothing.
+        let explicit = !c.trusted_signers.is_empty() || !sel.trusted_signers.is_empty();
         let keys = c
             .signing_key
             .iter()
-            .chain(c.jobs.values().filter_map(|j| j.signing_key.as_ref()));
+            .chain(c.jobs.values().filter_map(|j| j.signing_key.as_ref()))
+            .filter(|_| !explicit);
         for path in keys {
             match coffer_core::SigningKey::from_file(path) {
                 Ok(key) => t.push(key.public()),
