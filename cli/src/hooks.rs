@@ -252,21 +252,48 @@ async fn run_async(phase: &'static str, argv: &[String], timeout: Duration) -> H
     let child = tokio::process::Command::from(command(argv))
         .kill_on_drop(true)
         .spawn();
-    let child = match child {
+    let mut child = match child {
         Ok(c) => c,
         Err(e) => return report(None, false, Some(format!("cannot start it: {e}"))),
     };
     let mut guard = GroupGuard::new(child.id());
-    match tokio::time::timeout(timeout, child.wait_with_output()).await {
-        Ok(Ok(out)) => {
+    let stdout = child.stdout.take().map(|s| tokio::spawn(read_all(s)));
+    let stderr = child.stderr.take().map(|s| tokio::spawn(read_all(s)));
+    // The hook's own exit decides, not the end of its output: a hook that
+    // starts something in the background (`sh -c 'x &'`) leaves a child
+    // holding the pipes open.
+    match tokio::time::timeout(timeout, child.wait()).await {
+        Ok(Ok(status)) => {
             guard.disarm();
-            log_output(phase, &name, &out.stdout, "stdout");
-            log_output(phase, &name, &out.stderr, "stderr");
-            report(out.status.code(), false, None)
+            log_output(phase, &name, &output_of(stdout).await, "stdout");
+            log_output(phase, &name, &output_of(stderr).await, "stderr");
+            report(status.code(), false, None)
         }
         Ok(Err(e)) => report(None, false, Some(format!("waiting for it: {e}"))),
         // The guard kills the group as it goes.
         Err(_) => report(None, true, None),
+    }
+}
+
+async fn read_all(mut stream: impl tokio::io::AsyncRead + Unpin) -> Vec<u8> {
+    use tokio::io::AsyncReadExt;
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out).await;
+    out
+}
+
+/// What a hook wrote, waiting a moment at most once it exited (a child it
+/// left in the background may keep the pipe open).
+async fn output_of(reader: Option<tokio::task::JoinHandle<Vec<u8>>>) -> Vec<u8> {
+    let Some(mut reader) = reader else {
+        return Vec::new();
+    };
+    match tokio::time::timeout(Duration::from_millis(500), &mut reader).await {
+        Ok(Ok(out)) => out,
+        _ => {
+            reader.abort();
+            Vec::new()
+        }
     }
 }
 

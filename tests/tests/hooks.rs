@@ -209,3 +209,30 @@ fn the_health_wait_says_whether_the_service_came_back() {
         assert_eq!(log(p), "start\nalert\n", "{path}");
     }
 }
+
+/// A hook that starts something in the background and exits 0 (`sh -c
+/// 'x &'`, a service started detached) is a success at once, not KILLED at
+/// its timeout because the background child keeps the output pipes open.
+#[test]
+fn a_hook_that_leaves_a_background_child_succeeds_when_it_exits() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (_, rec) = keygen(p, "key.txt");
+    let hooks = format!(
+        "after = [[\"sh\", \"-c\", \"echo started; sleep 20 &\"], {}]\nhook-timeout = 10",
+        say("start")
+    );
+    config(p, &rec, "bk", &hooks);
+    let started = Instant::now();
+    let out = coffer(p).args(["--json", "backup"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let hooks_json = v["hooks"].as_array().unwrap();
+    assert!(hooks_json.iter().all(|h| h["ok"] == true), "{v}");
+    assert_eq!(log(p), "start\n");
+}
