@@ -144,8 +144,15 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     };
     let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    // Colour only on a terminal, and never with NO_COLOR (https://no-color.org):
+    // logs written by cron or into files carry no escape codes.
+    let colour = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    };
     tracing_subscriber::fmt()
         .with_env_filter(env_filter)
+        .with_ansi(colour)
         .with_writer(std::io::stderr)
         .with_target(false)
         .init();

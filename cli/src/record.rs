@@ -206,11 +206,17 @@ fn append(path: &Path, line: &Value) -> std::io::Result<()> {
     if let Some(dir) = path.parent() {
         std::fs::create_dir_all(dir)?;
     }
+    // Never through a symlink planted at its path (O_NOFOLLOW: ELOOP).
     let mut f = std::fs::OpenOptions::new()
         .create(true)
         .append(true)
         .mode(0o600)
-        .open(path)?;
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => std::io::Error::other("it is a symlink; coffer never writes through one"),
+            _ => e,
+        })?;
     // One write per line: appends of concurrent runs never interleave.
     f.write_all(format!("{line}\n").as_bytes())?;
     f.sync_all()

@@ -413,7 +413,7 @@ fn locked_error(sink: &dyn Sink, holder: &LockStatus) -> Error {
     .with_context("sink", sink.info())
     .with_context("lock", &holder.key)
     .temporary()
-    .with_hint("wait for it to finish (or pass --wait); if that process is gone, `coffer unlock --sink S` removes a stale lock and `coffer unlock --force` a live one")
+    .with_hint("wait for it to finish and run the command again; if that process is gone, `coffer unlock --sink S` removes a stale lock and `coffer unlock --force` a live one")
 }
 
 /// Whether `err` says the sink is locked by another run (as opposed to a

@@ -334,3 +334,26 @@ fn a_failing_restore_command_leaves_the_files_unreplaced_and_says_so() {
         assert!(!err.contains("nothing partial was kept"), "{err}");
     }
 }
+
+/// A `file` with control characters (an ESC that would recolour the
+/// terminal) is refused, and shown escaped, never raw.
+#[test]
+fn a_file_name_with_control_characters_is_refused_and_never_printed_raw() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (_, rec) = keygen(p, "key.txt");
+    config(
+        p,
+        &rec,
+        "command = [\"echo\", \"data\"]\nfile = \"out\\u001b[31m.txt\"",
+    );
+    let out = coffer(p).args(["backup"]).output().unwrap();
+    let shown = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(out.status.code(), Some(2), "{shown}");
+    assert!(shown.contains("not a plain file name"), "{shown}");
+    assert!(!shown.contains('\u{1b}'), "a raw ESC was printed: {shown:?}");
+}

@@ -62,11 +62,11 @@ impl CommandSource {
             None => None,
         };
         let file = config.file.clone().unwrap_or_else(|| format!("{name}.out"));
-        if check_relative_path(&file).is_err() || file.contains('/') {
+        if check_relative_path(&file).is_err() || file.contains('/') || file.chars().any(char::is_control) {
             return Err(config_error(format!(
                 "`file` of command source `{name}` is not a plain file name"
             ))
-            .with_context("file", &file)
+            .with_context("file", coffer_core::printable(&file))
             .with_hint("give a name such as \"vault.json\", without directories"));
         }
         let timeout = config.timeout.unwrap_or(DEFAULT_TIMEOUT);
