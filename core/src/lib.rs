@@ -62,8 +62,8 @@ pub use retention::{
     pin_key,
 };
 pub use signing::{
-    PUBLIC_KEY_PREFIX, SIGNATURE_CONTEXT, SIGNATURE_FORMAT, SignatureFile, SignatureState, SignerKey,
-    SigningKey, TrustState, TrustedSigners, check_signature,
+    AdmittedIndex, PUBLIC_KEY_PREFIX, SIGNATURE_CONTEXT, SIGNATURE_FORMAT, SignatureFile, SignatureState,
+    SignerKey, SigningKey, TrustState, TrustedSigners, check_signature,
 };
 pub use sink::{
     ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key, validate_prefix,

@@ -47,6 +47,13 @@ pub trait SourceFactory: Send + Sync {
     fn entry_check(&self) -> Option<Box<dyn crate::EntryCheck>> {
         None
     }
+
+    /// Whether `opts` name where a restore of this kind writes (for files,
+    /// `--target`), so a source rebuilt from a bundle's origin does not go
+    /// where only the bundle says. Default: a target directory is given.
+    fn place_given(&self, opts: &crate::RestoreOptions) -> bool {
+        opts.target.is_some()
+    }
 }
 
 /// Builds sinks of one kind.

@@ -436,6 +436,41 @@ impl TrustedSigners {
     }
 }
 
+impl TrustedSigners {
+    /// Judges `entry`'s signature ([`TrustedSigners::enforce`]) and, when
+    /// it may be used, returns its index as an [`AdmittedIndex`]: the only
+    /// way to get one, and what [`crate::ops::restore`] takes, so a restore
+    /// through the library cannot be handed an index nobody judged.
+    pub fn admit(&self, entry: &crate::CatalogEntry) -> Result<AdmittedIndex> {
+        let trust = self.enforce(entry.index.id.as_str(), &entry.signature)?;
+        Ok(AdmittedIndex {
+            index: entry.index.clone(),
+            trust,
+        })
+    }
+}
+
+/// A snapshot's index whose signature [`TrustedSigners::admit`] judged and
+/// let through (unsigned only where no signer is trusted).
+#[derive(Debug, Clone)]
+pub struct AdmittedIndex {
+    index: crate::Index,
+    trust: TrustState,
+}
+
+impl AdmittedIndex {
+    /// The index.
+    pub fn index(&self) -> &crate::Index {
+        &self.index
+    }
+
+    /// What its signature says: [`TrustState::Trusted`] when a trusted
+    /// signer signed it.
+    pub fn trust(&self) -> &TrustState {
+        &self.trust
+    }
+}
+
 fn put_string(out: &mut Vec<u8>, s: &[u8]) {
     out.extend_from_slice(&(s.len() as u32).to_be_bytes());
     out.extend_from_slice(s);
@@ -699,6 +734,47 @@ BB57IXQPkrk1T6XpQuRcAAAACG9wc0B0ZXN0AQIDBAU=
             e.contains(&other.public().fingerprint()) && e.contains("not a trusted signer"),
             "{e}"
         );
+    }
+
+    /// A restore through the library takes an `AdmittedIndex`, which only
+    /// `admit` makes: an unsigned or wrongly signed index is refused there
+    /// (an integrity error) when signers are trusted.
+    #[cfg(feature = "testkit")]
+    #[test]
+    fn only_admitted_indexes_reach_a_restore() {
+        let id: crate::SnapshotId = "20261127T221500Z-3f9a1c2e".parse().unwrap();
+        let index = crate::bundle::test_index(&id, b"abc");
+        let bytes = index.to_json();
+        let good = SigningKey::generate();
+        let other = SigningKey::generate();
+        let entry = |signature| crate::CatalogEntry {
+            index: index.clone(),
+            state: crate::SnapshotState::Complete,
+            pinned: false,
+            companions: Vec::new(),
+            signature,
+        };
+        let mut trusted = TrustedSigners::new();
+        trusted.push(good.public());
+        for refused in [
+            SignatureState::Unsigned,
+            check_signature(&bytes, Some(&other.sign_index(&bytes).to_json())),
+        ] {
+            let e = trusted.admit(&entry(refused)).unwrap_err();
+            assert_eq!(e.kind(), ErrorKind::Integrity, "{e}");
+        }
+        let admitted = trusted
+            .admit(&entry(check_signature(
+                &bytes,
+                Some(&good.sign_index(&bytes).to_json()),
+            )))
+            .unwrap();
+        assert!(matches!(admitted.trust(), TrustState::Trusted(_)));
+        assert_eq!(admitted.index().id, id);
+        let unsigned = TrustedSigners::new()
+            .admit(&entry(SignatureState::Unsigned))
+            .unwrap();
+        assert_eq!(unsigned.trust(), &TrustState::Unsigned);
     }
 
     #[test]

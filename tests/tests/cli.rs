@@ -264,8 +264,22 @@ fn restore_to_original_paths_merges_env_and_replaces_files() {
         "# edited\nPORT=9000\nAPP_MONGO_URI=wrong\nNEW=1\n",
     )
     .unwrap();
+    // No config declares these one-off sources and the snapshot is
+    // unsigned: the places it recorded are refused, named, nothing written…
     coffer(p)
         .args(["restore", "latest", "--sink", "bk", "--identity"])
+        .arg(&key)
+        .assert()
+        .code(2)
+        .stderr(predicate::str::contains("svc/etc/app.yaml"))
+        .stderr(predicate::str::contains("--to-origin"));
+    assert_eq!(
+        fs::read_to_string(p.join("svc/etc/app.yaml")).unwrap(),
+        "broken\n"
+    );
+    // …until the user accepts them.
+    coffer(p)
+        .args(["restore", "latest", "--sink", "bk", "--to-origin", "--identity"])
         .arg(&key)
         .assert()
         .success();
@@ -344,7 +358,9 @@ fn wrong_key_fails_and_writes_nothing() {
         .arg(&other)
         .assert()
         .code(5)
-        .stderr(predicate::str::contains("none of the given identities"));
+        .stderr(predicate::str::contains("none of the given identities"))
+        // The key's fingerprint, to compare with `coffer show`'s recipients.
+        .stderr(predicate::str::contains("they are the keys of recipients age:"));
     assert!(files_under(&p.join("out")).is_empty());
 }
 

@@ -71,7 +71,10 @@ fn symlinks_pointing_outside_the_tree_back_up_verify_and_restore() {
     let out = restore_to(p, &id, key, "out");
     assert!(out.status.success(), "{}", text(&out));
     fs::remove_dir_all(p.join("app")).unwrap();
-    let out = run(p, &["restore", &id, "--sink", "bk", "--identity", key]);
+    let out = run(
+        p,
+        &["restore", &id, "--sink", "bk", "--to-origin", "--identity", key],
+    );
     assert!(out.status.success(), "{}", text(&out));
     for root in ["out", "app"] {
         let root = p.join(root);

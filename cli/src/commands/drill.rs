@@ -201,11 +201,15 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         ctx,
         opened.config.as_ref(),
         opened.sink.as_ref(),
-        &index,
+        &opened.admitted,
         opened.ids,
         &[],
         a.cache_dir.as_deref(),
         options(&a, &targets),
+        // Scratch places only: a temp directory, new scratch databases and
+        // a scratch namespace (a server or cluster the origin names gets
+        // only databases and Secrets the drill creates and removes).
+        true,
     )
     .await;
     let restore_seconds = restore_started.elapsed().as_secs_f64();
@@ -264,8 +268,8 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         job: index.job.clone(),
         sink: opened.sink_name.clone(),
         snapshot_time: index.created_at,
-        signature: opened.signature.as_str().into(),
-        signer: opened.signature.fingerprint().map(str::to_owned),
+        signature: opened.admitted.trust().as_str().into(),
+        signer: opened.admitted.trust().fingerprint().map(str::to_owned),
         object_bytes: index.object.size,
         plain_bytes: found.plain_bytes,
         files: found.files,

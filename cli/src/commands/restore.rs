@@ -78,6 +78,13 @@ pub struct RestoreArgs {
     /// Do not run the job's post-restore checks after the restore.
     #[arg(long)]
     pub no_checks: bool,
+    /// Restore sources the configuration does not declare to the places
+    /// the snapshot recorded (paths, server, namespace) although no trusted
+    /// signer signed it. Without it such a restore is refused and the
+    /// places are named, since whoever can write to a sink could have
+    /// chosen them.
+    #[arg(long)]
+    pub to_origin: bool,
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
@@ -87,6 +94,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         sink,
         entry,
         ids,
+        admitted,
         ..
     } = open_snapshot(ctx, &a.read, &a.snapshot, None, "restore needs a key").await?;
     let index = entry.index.clone();
@@ -96,11 +104,12 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         ctx,
         config.as_ref(),
         sink.as_ref(),
-        &index,
+        &admitted,
         ids,
         &a.only,
         a.cache_dir.as_deref(),
         opts,
+        a.to_origin,
     )
     .await?;
 

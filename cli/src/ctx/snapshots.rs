@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use coffer_core::{CatalogEntry, Identities, Result, Sink};
+use coffer_core::{AdmittedIndex, CatalogEntry, Identities, Result, Sink};
 
 use super::Ctx;
 
@@ -18,7 +18,8 @@ pub(crate) struct Opened {
     pub(crate) sink: Arc<dyn Sink>,
     pub(crate) entry: CatalogEntry,
     pub(crate) ids: Identities,
-    pub(crate) signature: coffer_core::TrustState,
+    /// The index, its signature judged: what a restore takes.
+    pub(crate) admitted: AdmittedIndex,
 }
 
 pub(crate) async fn open_snapshot(
@@ -36,13 +37,13 @@ pub(crate) async fn open_snapshot(
     }
     let (sink_name, sink, entry) = find_job_snapshot(&sinks, spec, job).await?;
     // Before fetching or decrypting anything: a forged snapshot stops here.
-    let signature = super::enforce(&trust, &entry)?;
+    let admitted = trust.admit(&entry)?;
     Ok(Opened {
         config,
         sink_name,
         sink,
         entry,
         ids,
-        signature,
+        admitted,
     })
 }

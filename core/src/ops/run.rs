@@ -6,9 +6,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::{
-    BackupOutcome, BackupRequest, Error, ErrorKind, Identities, Index, LockGuard, LockOptions, Progress,
-    ProgressRead, Registry, RestoreOptions, RestoreOutcome, Result, Sink, Source, SourceRecord,
-    SourceResolver,
+    AdmittedIndex, BackupOutcome, BackupRequest, Error, ErrorKind, Identities, LockGuard, LockOptions,
+    Progress, ProgressRead, Registry, RestoreOptions, RestoreOutcome, Result, Sink, Source, SourceRecord,
+    SourceResolver, TrustState,
 };
 
 /// Shared locks on every sink of a run (`holder` names it in the locks).
@@ -20,8 +20,10 @@ pub async fn lock_shared(sinks: &[(String, Arc<dyn Sink>)], holder: &str) -> Res
     for (name, sink) in sinks {
         match crate::acquire_shared_with(sink.clone(), holder, &opts).await {
             Ok(g) => guards.push(g),
+            // The run fails on that sink with the same cause and reports
+            // it: a warning here would only print the error twice.
             Err(e) if !crate::is_lock_conflict(&e) => {
-                tracing::warn!("sink `{name}`: cannot take a lock: {e}");
+                tracing::info!("sink `{name}`: cannot take a lock: {e}");
             }
             Err(e) => {
                 release_all(guards).await;
@@ -62,8 +64,9 @@ pub async fn backup(
 
 /// A restore of one snapshot.
 pub struct RestoreRequest {
-    /// The snapshot's index (its signature already judged).
-    pub index: Index,
+    /// The snapshot's index, its signature judged by the trusted signers
+    /// ([`crate::TrustedSigners::admit`]: nothing else makes one).
+    pub index: AdmittedIndex,
     /// Keys that open it.
     pub identities: Identities,
     /// Only the sources with these names or kinds (all when empty).
@@ -78,6 +81,13 @@ pub struct RestoreRequest {
     pub cache_dir: Option<PathBuf>,
     /// Target, dry run, plugin options, cancel flag.
     pub options: RestoreOptions,
+    /// The user accepts the places the bundle's origins name (a path, a
+    /// server, a namespace) for sources the configuration does not declare
+    /// (`--to-origin`). Without it, and unless a trusted signer signed the
+    /// snapshot, such a source needs an explicit place in `options`, else
+    /// it is refused, naming the place: whoever can write to a sink could
+    /// have chosen it.
+    pub origin_places: bool,
 }
 
 /// Fetches the object from `sink` (its SHA-256 checked against the index
@@ -89,10 +99,12 @@ pub async fn restore(
     req: RestoreRequest,
     progress: Arc<Progress>,
 ) -> Result<RestoreOutcome> {
-    let index = req.index;
+    let origin_places = req.origin_places || matches!(req.index.trust(), TrustState::Trusted(_));
+    let index = req.index.index().clone();
     let file = crate::fetch_verified(sink, &index, req.cache_dir.as_deref(), Some(&progress)).await?;
     let file = ProgressRead::new(file, progress, "decrypt", index.object.size, Some("commit"));
     let (only, configured, registry) = (req.only, req.configured, req.registry);
+    let place_opts = req.options.clone();
     let resolve: SourceResolver = Box::new(move |rec: &SourceRecord| {
         if !only.is_empty() && !only.iter().any(|o| o == &rec.name || o == &rec.kind) {
             return Ok(None);
@@ -103,11 +115,29 @@ pub async fn restore(
             return Ok(Some(s.clone()));
         }
         let factory = registry.source_factory(&rec.kind)?;
-        factory.from_origin(&rec.name, &rec.origin).map(Some)
+        let source = factory.from_origin(&rec.name, &rec.origin)?;
+        if !origin_places && !place_opts.dry_run && !factory.place_given(&place_opts) {
+            return Err(origin_refused(&rec.name, &source.info().description));
+        }
+        Ok(Some(source))
     });
     let handle = tokio::runtime::Handle::current();
     let (ids, opts) = (req.identities, req.options);
     tokio::task::spawn_blocking(move || crate::restore_bundle(file, &index, &ids, resolve, opts, handle))
         .await
         .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
+}
+
+/// The error for a source that would be restored only where the bundle
+/// says.
+fn origin_refused(name: &str, place: &str) -> Error {
+    crate::config_error(format!(
+        "source `{name}` is not in the configuration, so it would be restored where the snapshot recorded it: {} \
+         — a place chosen by whoever wrote the snapshot, which no trusted signer signed; nothing was written",
+        crate::printable(place)
+    ))
+    .with_hint(
+        "name the place (--target DIR; --mongo-uri; --k8s-namespace), declare the source in the configuration, \
+         or check the place above and pass --to-origin to restore there",
+    )
 }

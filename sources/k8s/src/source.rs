@@ -167,7 +167,14 @@ impl Source for K8sSource {
             }));
             let mut body = serde_json::to_vec_pretty(&clean).expect("json");
             body.push(b'\n');
-            entries.push((format!("{}/{name}.json", self.config.namespace), body));
+            entries.push((
+                format!(
+                    "{}/{}.json",
+                    self.config.namespace,
+                    crate::config::file_stem(&name)
+                ),
+                body,
+            ));
         }
         ctx.report_size(entries.iter().map(|(_, b)| b.len() as u64).sum());
         let key_count: usize = details
@@ -224,6 +231,12 @@ impl Source for K8sSource {
 pub(crate) struct K8sSourceFactory;
 
 impl SourceFactory for K8sSourceFactory {
+    /// `--k8s-namespace` names the namespace; `--target` alone writes
+    /// manifests into a directory instead of a cluster.
+    fn place_given(&self, opts: &RestoreOptions) -> bool {
+        opts.target.is_some() || opts.text(NAMESPACE_PARAM).is_some()
+    }
+
     fn restore_options(&self) -> Vec<coffer_core::RestoreOptionSpec> {
         vec![coffer_core::RestoreOptionSpec {
             name: "namespace",

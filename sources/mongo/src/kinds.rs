@@ -92,4 +92,10 @@ impl SourceFactory for MongoKind {
     fn entry_check(&self) -> Option<Box<dyn EntryCheck>> {
         Some(Box::new(crate::DumpCheck::new()))
     }
+
+    /// The server is named by `--mongo-uri` (a target directory means
+    /// nothing to a database restore).
+    fn place_given(&self, opts: &coffer_core::RestoreOptions) -> bool {
+        opts.text("mongo-uri").is_some()
+    }
 }
