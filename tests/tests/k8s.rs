@@ -585,3 +585,64 @@ data[src.replace("/{NS}/{DB}.json", "/kube-system/injected.json")] = json.dumps(
     );
     assert!(server.get(NS, DB).is_none(), "nothing was written: {t}");
 }
+
+/// A Secret with a 253-character name (the longest valid one) is stored
+/// under a file name that fits 255 bytes, the real name inside: plain
+/// `tar x` of the bundle works, and it restores to the cluster and under
+/// `--target` under its real name.
+#[test]
+fn a_secret_with_the_longest_valid_name_round_trips() {
+    if !(require_tool("age") && require_tool("zstd") && require_tool("tar")) {
+        return;
+    }
+    let server = server();
+    let long = format!("{}-end", "s".repeat(249));
+    assert_eq!(long.len(), 253);
+    server.put(json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": long, "namespace": NS, "labels": {"app": "issuer-directory"}},
+        "data": {"k": b64("long-name-value")}
+    }));
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = config(p, &server, ADMIN_TOKEN, "selector = \"app=issuer-directory\"");
+    let v = json_ok(&coffer(p).args(["--json", "backup"]).output().unwrap());
+    let id = v["id"].as_str().unwrap();
+    let before = data(&server, NS, &long);
+
+    // Standard tools: every path component fits.
+    fs::create_dir(p.join("x")).unwrap();
+    let st = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "age -d -i {} bk/{id}.coffer | zstd -d | tar x -C x",
+            key.display()
+        ))
+        .current_dir(p)
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar x failed");
+
+    server.delete(NS, &long);
+    let out = coffer(p)
+        .args(["restore", "latest", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_eq!(data(&server, NS, &long), before);
+    let out = coffer(p)
+        .args(["restore", "latest", "--target", "out", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    let stored: Vec<String> = fs::read_dir(p.join("out").join(NS))
+        .unwrap()
+        .map(|e| fs::read_to_string(e.unwrap().path()).unwrap())
+        .collect();
+    assert!(
+        stored.iter().any(|t| t.contains(&long)),
+        "the real name is inside"
+    );
+}

@@ -85,8 +85,31 @@ pub(crate) fn valid_name(name: &str) -> bool {
         && !name.contains("..")
 }
 
+/// The file stem a Secret named `name` is stored under (`<stem>.json`):
+/// the name itself, or for names too long for a 255-byte file name with
+/// `.json` (Secret names go up to 253), their first 200 characters, `~` and
+/// 16 hex digits of the name's SHA-256 (`~` is never in a Secret name, so
+/// the two forms cannot meet). The real name is in the stored manifest.
+pub(crate) fn file_stem(name: &str) -> String {
+    if name.len() + ".json".len() <= 255 {
+        return name.to_string();
+    }
+    use sha2::Digest;
+    let hash = sha2::Sha256::digest(name.as_bytes());
+    format!("{}~{}", &name[..200], hex::encode(&hash[..8]))
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn long_names_get_a_stem_that_fits_a_file_name() {
+        let long = "a".repeat(253);
+        let stem = super::file_stem(&long);
+        assert!(stem.len() + 5 <= 255 && stem.contains('~'), "{stem}");
+        assert_ne!(stem, super::file_stem(&format!("{}b", "a".repeat(252))));
+        assert_eq!(super::file_stem("db-secrets"), "db-secrets");
+    }
+
     use super::*;
 
     #[test]

@@ -26,7 +26,7 @@ use serde_json::Value;
 use tokio::runtime::Handle;
 
 use crate::client::{Connection, api_error};
-use crate::config::valid_name;
+use crate::config::{file_stem, valid_name};
 use crate::sanitize::sanitize;
 
 /// Kubernetes caps a Secret at 1 MiB; a stored one far larger is forged.
@@ -283,11 +283,11 @@ impl Restorer for K8sRestorer {
             RestoreEntryKind::File { size } if entry.area == Area::Secrets => size,
             _ => return Err(forged("a `k8s` source holds Secret files only", entry.path)),
         };
-        let (namespace, name) = entry
+        let (namespace, stem) = entry
             .path
             .split_once('/')
             .and_then(|(ns, file)| Some((ns, file.strip_suffix(".json")?)))
-            .filter(|(ns, name)| valid_name(ns) && valid_name(name))
+            .filter(|(ns, stem)| valid_name(ns) && !stem.is_empty() && !stem.contains('/'))
             .ok_or_else(|| forged("a `k8s` entry is not NAMESPACE/NAME.json", entry.path))?;
         // Only into the source's own namespace (or the one --k8s-namespace
         // gives): a bundle whose paths name another namespace (re-packed by
@@ -329,10 +329,12 @@ impl Restorer for K8sRestorer {
         }
         let value: Value =
             serde_json::from_slice(&body).map_err(|_| forged("a stored Secret is not JSON", entry.path))?;
-        if value["kind"] != "Secret" || value["metadata"]["name"].as_str() != Some(name) {
-            return Err(forged("a stored Secret does not match its name", entry.path));
-        }
-        let (namespace, name) = (namespace.to_string(), name.to_string());
+        // The real name is inside; the file name is it, or its short form.
+        let name = value["metadata"]["name"]
+            .as_str()
+            .filter(|n| value["kind"] == "Secret" && valid_name(n) && file_stem(n) == stem)
+            .ok_or_else(|| forged("a stored Secret does not match its name", entry.path))?;
+        let (namespace, name, stem) = (namespace.to_string(), name.to_string(), stem.to_string());
         let dry_run = self.dry_run;
         match &mut self.mode {
             Mode::Dir {
@@ -340,7 +342,7 @@ impl Restorer for K8sRestorer {
                 staged,
                 created,
             } => {
-                let dest = root.join(&namespace).join(format!("{name}.json"));
+                let dest = root.join(&namespace).join(format!("{stem}.json"));
                 let target = dest.display().to_string();
                 if dry_run {
                     let verb = if dest.is_file() { "replace" } else { "create" };
