@@ -100,11 +100,11 @@ echo "data: $DOCS documents, $((BYTES / 1048576)) MiB of BSON; $(nproc) cores"
 : > "$WORK/results.txt"
 measure() {
   local name=$1; shift
-  /usr/bin/time -f "%e %M" -o "$WORK/time.out" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || {
+  /usr/bin/time -f "%e %M %U %S" -o "$WORK/time.out" "$@" > "$WORK/out.txt" 2> "$WORK/err.txt" || {
     echo "$name failed:"; cat "$WORK/err.txt" "$WORK/out.txt"; exit 1; }
-  read -r wall rss < "$WORK/time.out"
-  printf '%-22s %7.2f s  %8.0f docs/s  %7.1f MiB peak RSS\n' "$name" "$wall" \
-    "$(echo "$DOCS/$wall" | bc -l)" "$(echo "$rss/1024" | bc -l)"
+  read -r wall rss user sys < "$WORK/time.out"
+  printf '%-26s %7.2f s  %8.0f docs/s  %7.1f MiB peak RSS  %5.2f s CPU (coffer side)\n' "$name" "$wall" \
+    "$(echo "$DOCS/$wall" | bc -l)" "$(echo "$rss/1024" | bc -l)" "$(echo "$user+$sys" | bc -l)"
   echo "$name $wall $rss" >> "$WORK/results.txt"
 }
 IN_FLIGHT=${BENCH_IN_FLIGHT:-1}
@@ -124,6 +124,7 @@ parallel = 1
 [sink.nopit]
 kind = "local"
 path = "$WORK/sink-nopit"
+create = true
 
 [job.nopit]
 sources = ["db"]
@@ -153,6 +154,19 @@ for i in $(seq "$ROUNDS"); do
 import sys; from pymongo import MongoClient
 c = MongoClient('$URI2'); n = sum(c.bench[k].count_documents({}) for k in c.bench.list_collection_names())
 assert n == $DOCS, n"
+  # A/B: every collection through a staging copy and renameCollection (the
+  # behaviour before new collections were loaded in place).
+  stop_server "$P2"
+  P3=$(start_server); URI3="mongodb://127.0.0.1:$P3/?directConnection=true"
+  measure "coffer restore always-stage" "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" \
+    --only mongo --mongo-uri "$URI3" --drop --opt mongo.always-stage=true
+  stop_server "$P3"
+  # Over collections that exist: staged and swapped in (the never
+  # half-restored promise), into the server the first restore filled.
+  P2=$(start_server); URI2="mongodb://127.0.0.1:$P2/?directConnection=true"
+  "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" --only mongo --mongo-uri "$URI2" --drop
+  measure "coffer restore over existing" "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" \
+    --only mongo --mongo-uri "$URI2" --drop
 done
 # What the server itself spends on the steps coffer adds to the bare loops
 # (the point-in-time oplog queries, the count checks, the atomic swap).
@@ -195,6 +209,8 @@ print(f"dump:    coffer throughput = {d:.0%} of the bare read loop (target >= 90
 print(f"dump':   coffer point-in-time = false: {dn:.0%} of the bare read loop, peak RSS {rss('coffer backup no-pit'):.1f} MiB")
 print(f"dump':   the same with parallel = 1: {dn1:.0%} of the bare read loop, peak RSS {rss('coffer backup no-pit p1'):.1f} MiB")
 print(f"restore: coffer throughput = {r:.0%} of the bare insert loop (target >= 90%), peak RSS {rss('coffer restore'):.1f} MiB (target <= 96)")
+print(f"restore: new collections loaded in place {avg('coffer restore'):.2f} s, every one staged and renamed {avg('coffer restore always-stage'):.2f} s ({avg('coffer restore') / avg('coffer restore always-stage'):.2f}x)")
+print(f"restore: over existing collections (staged, swapped) {avg('coffer restore over existing'):.2f} s = {avg('bare insert loop') / avg('coffer restore over existing'):.0%} of the bare insert loop")
 # What is left once the server's own cost of the steps the design requires
 # is added to the bare loops: two oplog queries for the point-in-time dump
 # (O(log n) on mongod, a full oplog scan here), and per restored document a
@@ -209,5 +225,5 @@ for line in open(sys.argv[2]):
 dump_floor = avg("bare read loop") + 2 * srv["oplog_query"]
 restore_floor = avg("bare insert loop") + docs * (srv["rename2_per_doc"] / 2 + srv["count_per_doc"])
 print(f"dump:    coffer = {dump_floor / avg('coffer backup'):.0%} of (bare loop + 2 oplog queries = {dump_floor:.1f} s)")
-print(f"restore: coffer = {restore_floor / avg('coffer restore'):.0%} of (bare loop + rename + count of {docs} docs = {restore_floor:.1f} s)")
+print(f"restore over existing: coffer = {restore_floor / avg('coffer restore over existing'):.0%} of (bare loop + rename + count of {docs} docs = {restore_floor:.1f} s)")
 PY

@@ -55,7 +55,7 @@ fn a_mongodump_archive_is_repacked_and_restored_renamed() {
     );
     assert!(
         stdout.contains(
-            "test.bar -> restored.bar: 1 documents restored, 0 conflicts, 0 indexes built, count 1 ok"
+            "test.bar -> restored.bar: 1 documents restored, 0 conflicts, 0 indexes built, all 1 acknowledged into a new collection"
         ),
         "{stdout}"
     );

@@ -69,7 +69,7 @@ async fn include_exclude_and_rename_into_another_database() {
     assert_eq!(
         line.target,
         "issuer-directory.issuers -> issuer-directory-staging.issuers: 12 documents restored, 0 conflicts, \
-         1 indexes built, count 12 ok"
+         1 indexes built, all 12 acknowledged into a new collection"
     );
     let skipped: Vec<&str> = r
         .actions
