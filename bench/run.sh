@@ -31,9 +31,10 @@ measure() {
   local name=$1; shift
   sync; echo 3 > /proc/sys/vm/drop_caches 2>/dev/null || true
   cat "$WORK"/tree/*/*/* "$WORK"/tree/blobs/* > /dev/null 2>&1 || true  # warm: both sides read from page cache
-  /usr/bin/time -f "%e %M" -o "$WORK/time.out" "$@" > /dev/null
-  read -r wall rss < "$WORK/time.out"
-  printf '%-28s %7.2f s  %7.1f MiB peak RSS\n' "$name" "$wall" "$(echo "$rss/1024" | bc -l)"
+  /usr/bin/time -f "%e %M %U %S" -o "$WORK/time.out" "$@" > /dev/null
+  read -r wall rss user sys < "$WORK/time.out"
+  printf '%-28s %7.2f s  %7.1f MiB peak RSS  %6.2f s CPU\n' "$name" "$wall" "$(echo "$rss/1024" | bc -l)" \
+    "$(echo "$user+$sys" | bc -l)"
   echo "$name $wall $rss" >> "$WORK/results.txt"
 }
 : > "$WORK/results.txt"

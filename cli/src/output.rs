@@ -35,6 +35,16 @@ pub fn size(bytes: u64) -> String {
     coffer_core::human_size(bytes)
 }
 
+/// The rate of a phase, once it ran long enough to mean something (the
+/// first blocks of a phase would show TiB/s).
+fn rate(state: &indicatif::ProgressState, w: &mut dyn std::fmt::Write) {
+    if state.elapsed() < Duration::from_millis(500) {
+        let _ = w.write_str("…/s");
+    } else {
+        let _ = write!(w, "{}/s", indicatif::BinaryBytes(state.per_sec() as u64));
+    }
+}
+
 /// A progress display fed by [`Progress`]: per phase, a bar with bytes
 /// done of the total, rate and ETA where the total is known, else bytes
 /// and rate; updated several times a second, within a file. Only on a
@@ -61,14 +71,15 @@ impl Spinner {
         let what = what.to_string();
         let task = tokio::spawn(async move {
             let bar_style = ProgressStyle::with_template(
-                "{prefix:>14} [{bar:30}] {bytes}/{total_bytes} {binary_bytes_per_sec} ETA {eta} {msg}",
+                "{prefix:>14} [{bar:30}] {bytes}/{total_bytes} {rate} ETA {eta} {msg}",
             )
             .expect("template")
+            .with_key("rate", rate)
             .progress_chars("=> ");
-            let spin_style = ProgressStyle::with_template(
-                "{spinner} {prefix:>12} {bytes} {binary_bytes_per_sec} {msg} [{elapsed}]",
-            )
-            .expect("template");
+            let spin_style =
+                ProgressStyle::with_template("{spinner} {prefix:>12} {bytes} {rate} {msg} [{elapsed}]")
+                    .expect("template")
+                    .with_key("rate", rate);
             let mut shown: Option<(&'static str, bool)> = None;
             loop {
                 let (phase, done, total) = progress.now();

@@ -264,10 +264,8 @@ impl Catalog {
                 Err(Error::new(ErrorKind::NotFound, "the sink holds no snapshot")
                     .with_hint("run `coffer backup` first, or check the --sink location"))
             }
-            ([], []) => Err(
-                Error::new(ErrorKind::NotFound, format!("no snapshot `{spec}` on this sink"))
-                    .with_hint("`coffer list --sink S` shows the snapshots"),
-            ),
+            ([], []) => Err(Error::new(ErrorKind::NotFound, format!("no snapshot `{spec}`"))
+                .with_hint("`coffer list --sink S` shows the snapshots")),
             (many, bad) => Err(Error::new(
                 ErrorKind::ConfigInvalid,
                 format!(

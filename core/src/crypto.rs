@@ -245,6 +245,9 @@ impl Encryption {
 pub struct Identities {
     keys: Vec<Box<dyn age::Identity + Send + Sync>>,
     files: Vec<PathBuf>,
+    /// Fingerprints of the recipients of the age identities (as `coffer
+    /// show` lists an index's recipients), for a wrong-key error.
+    fingerprints: Vec<String>,
     passphrase: Option<Passphrase>,
 }
 
@@ -320,6 +323,12 @@ impl Identities {
         if ids.is_empty() {
             return Err(config_error(format!("{} holds no identity", path.display())));
         }
+        self.fingerprints.extend(
+            text.lines()
+                .filter_map(|l| age::x25519::Identity::from_str(l.trim()).ok())
+                .filter_map(|id| RecipientKey::parse(&id.to_public().to_string()).ok())
+                .map(|r| r.fingerprint()),
+        );
         self.keys.extend(ids);
         self.files.push(path.to_path_buf());
         Ok(())
@@ -368,7 +377,14 @@ fn map_decrypt_error(e: age::DecryptError, ids: &Identities) -> Error {
     match e {
         age::DecryptError::NoMatchingKeys => {
             let files: Vec<String> = ids.files.iter().map(|p| p.display().to_string()).collect();
-            Error::new(ErrorKind::Decryption, "none of the given identities can decrypt this bundle")
+            let mut message = "none of the given identities can decrypt this bundle".to_string();
+            if !ids.fingerprints.is_empty() {
+                message.push_str(&format!(
+                    " (they are the keys of recipients {}; `coffer show` lists the snapshot's)",
+                    ids.fingerprints.join(", ")
+                ));
+            }
+            Error::new(ErrorKind::Decryption, message)
                 .with_context("identities", files.join(", "))
                 .with_hint("use the identity whose public key the job encrypts to (`coffer show` lists recipient fingerprints)")
         }

@@ -4,10 +4,9 @@
 //! forged bundle whose hashes were all recomputed.
 
 use std::path::Path;
-use std::process::Command;
 
 use coffer_e2e::mongo_server::MongoServer;
-use coffer_e2e::{coffer, json_ok, keygen, require_tool};
+use coffer_e2e::{coffer, forge_bundle, json_ok, keygen, require_tool};
 use mongodb::bson::{Document, doc};
 
 fn backup_app(server: &MongoServer, p: &Path, rec: &str) -> String {
@@ -70,14 +69,7 @@ fn deep_verify_reads_every_document_of_real_dumps() {
 /// short, every hash (SHA256SUMS, manifest entries, the index) recomputed:
 /// only the manifest's document count still tells.
 fn forge_short_collection(p: &Path, id: &str, key: &Path, rec: &str) {
-    let script = r#"
-import hashlib, io, json, subprocess, sys, tarfile
-sink, ident, key, rec = sys.argv[1:5]
-obj = f"{sink}/{ident}.coffer"
-plain = subprocess.run(f"age -d -i {key} {obj} | zstd -d", shell=True, check=True, capture_output=True).stdout
-src = tarfile.open(fileobj=io.BytesIO(plain))
-members = [(m, src.extractfile(m).read() if m.isfile() else None) for m in src.getmembers()]
-data = dict((m.name, d) for m, d in members)
+    let edit = r#"
 target = next(n for n in data if n.endswith("/app/users.bson"))
 body = data[target]
 pos, last = 0, 0
@@ -85,47 +77,8 @@ while pos < len(body):
     last = pos
     pos += int.from_bytes(body[pos:pos + 4], "little")
 data[target] = body[:last]
-digest = hashlib.sha256(data[target]).hexdigest()
-sums = [l for l in data["SHA256SUMS"].decode().splitlines()]
-sums = [f"{digest}  {target}" if l.endswith("  " + target) else l for l in sums]
-data["SHA256SUMS"] = ("\n".join(sums) + "\n").encode()
-manifest = json.loads(data["manifest.json"])
-for e in manifest["entries"]:
-    if e["path"] == target:
-        manifest["total_bytes"] -= e["size"] - len(data[target])
-        e["size"], e["sha256"] = len(data[target]), digest
-    if e["path"] == "SHA256SUMS":
-        e["size"], e["sha256"] = len(data["SHA256SUMS"]), hashlib.sha256(data["SHA256SUMS"]).hexdigest()
-data["manifest.json"] = json.dumps(manifest).encode()
-out = io.BytesIO()
-dst = tarfile.open(fileobj=out, mode="w", format=tarfile.PAX_FORMAT)
-for m, _ in members:
-    if m.isfile():
-        m.size = len(data[m.name])
-        dst.addfile(m, io.BytesIO(data[m.name]))
-    else:
-        dst.addfile(m)
-dst.close()
-enc = subprocess.run(f"zstd -q -c | age -r {rec}", shell=True, check=True, input=out.getvalue(), capture_output=True).stdout
-open(obj, "wb").write(enc)
-index = json.load(open(f"{sink}/{ident}.json"))
-index["object"]["sha256"], index["object"]["size"] = hashlib.sha256(enc).hexdigest(), len(enc)
-json.dump(index, open(f"{sink}/{ident}.json", "w"))
 "#;
-    let out = Command::new("python3")
-        .arg("-c")
-        .arg(script)
-        .arg(p.join("bk"))
-        .arg(id)
-        .arg(key)
-        .arg(rec)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "forging failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    forge_bundle(&p.join("bk"), id, key, rec, edit);
 }
 
 #[test]

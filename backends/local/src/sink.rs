@@ -687,8 +687,19 @@ fn prepare(root: &Path, create: bool) -> Result<()> {
                 _ => PathBuf::from("."),
             };
             if !parent.is_dir() {
-                return Err(missing(format!(
-                    "its parent {} does not exist (only the last component is created)",
+                return Err(Error::new(
+                    ErrorKind::SinkMissing,
+                    format!(
+                        "no coffer sink at {}: its parent {} does not exist (only the last component is created)",
+                        root.display(),
+                        parent.display()
+                    ),
+                )
+                .with_context("path", root.display())
+                .with_hint(format!(
+                    "not mounted? mount the disk that holds {} and run again; a new location's parent is made \
+                     by hand first (mkdir -p {}), so a run against an unmounted disk never writes elsewhere",
+                    parent.display(),
                     parent.display()
                 )));
             }

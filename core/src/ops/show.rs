@@ -44,7 +44,16 @@ pub async fn find_job_snapshot(
             }
         }
     }
-    Err(last_err.unwrap_or_else(|| Error::new(ErrorKind::NotFound, "no sink")))
+    let searched: Vec<String> = sinks.iter().map(|(n, _)| format!("`{n}`")).collect();
+    Err(match last_err {
+        Some(e) if e.kind() == ErrorKind::NotFound => e.suffix(format!(
+            "searched sink{} {}",
+            if searched.len() == 1 { "" } else { "s" },
+            searched.join(", ")
+        )),
+        Some(e) => e,
+        None => Error::new(ErrorKind::NotFound, "no sink"),
+    })
 }
 
 /// Shows snapshot `spec` from the first of `sinks` holding it: its
