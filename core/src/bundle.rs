@@ -235,6 +235,14 @@ pub struct IndexObject {
     pub size: u64,
     /// SHA-256 of its bytes, lower-case hex.
     pub sha256: String,
+    /// Bytes of the uncompressed tar stream inside (absent in indexes of
+    /// older versions). A restore may then hash the object while it
+    /// decrypts it into staging instead of reading it twice: what it stages
+    /// is bounded by this signed size, so a forged object cannot fill a disk
+    /// beyond what the genuine one would, and nothing leaves staging before
+    /// the hash matched.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub plain_size: Option<u64>,
 }
 
 /// How the bundle is encrypted, publicly.
@@ -434,6 +442,7 @@ pub(crate) fn test_index(id: &SnapshotId, body: &[u8]) -> Index {
             key: id.object_key(),
             size: body.len() as u64,
             sha256: hex::encode(sha2::Sha256::digest(body)),
+            plain_size: None,
         },
         compression: "none".into(),
         encryption: IndexEncryption {

@@ -54,8 +54,8 @@ pub use registry::{
     parse_origin, parse_table, settings_factory,
 };
 pub use restore::{
-    BundleSummary, BundleVisitor, CheckOnly, ProgressRead, RestoreOutcome, SourceResolver, fetch_verified,
-    read_bundle, restore_bundle, verify_object,
+    BundleSummary, BundleVisitor, CheckOnly, ProgressRead, RestoreInput, RestoreOutcome, SourceResolver,
+    fetch_verified, read_bundle, restore_bundle, verify_object,
 };
 pub use retention::{
     Decision, KeepWithin, PIN_SUFFIX, PinMarker, PolicyTimeZone, RetentionPolicy, SnapshotMeta, apply,

@@ -4,10 +4,14 @@
 //!
 //! Order of checks, so that nothing is written from a bad bundle: the
 //! ciphertext is copied to a local cache file (ciphertext is safe on disk)
-//! while its SHA-256 and size are compared with the index; only then is it
-//! decrypted. Entries are staged by the restorers as they stream by, and
-//! made visible (`finish(commit = true)`) only after the whole tar was read
-//! and `SHA256SUMS` and `manifest.json` matched every entry.
+//! while its SHA-256 and size are compared with the index, and only then
+//! decrypted — or, from a sink of local files and for an index that
+//! declares the plaintext size, hashed while it is decrypted
+//! ([`RestoreInput`]), the plaintext held to that signed size. Entries are
+//! staged by the restorers as they stream by, and made visible
+//! (`finish(commit = true)`) only after the whole tar was read,
+//! `SHA256SUMS` and `manifest.json` matched every entry and the object's
+//! hash matched the index; otherwise everything staged is removed.
 
 use std::collections::{BTreeMap, HashMap};
 use std::io::{self, BufReader, Read, Seek, Write};
@@ -289,8 +293,109 @@ pub fn read_bundle<R: Read + Send>(
         let decoded = pump(scope, move || {
             decompressor(compression, BufReader::with_capacity(1 << 20, decrypted))
         });
+        let decoded = Bounded {
+            inner: decoded,
+            read: 0,
+            size: index.object.plain_size,
+        };
         walk_bundle(decoded, index, visitor)
     })
+}
+
+/// The decompressed stream, held to the index's signed `plain_size` when
+/// it has one: a forged object (anyone with the public recipient key can
+/// encrypt one) cannot stream, and so stage, more than the genuine one
+/// would before its hash is found to differ.
+struct Bounded<R> {
+    inner: R,
+    read: u64,
+    size: Option<u64>,
+}
+
+impl<R: Read> Read for Bounded<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        self.read += n as u64;
+        match self.size {
+            Some(size) if self.read > size => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("the bundle is larger than its index says ({size} bytes)"),
+            )),
+            Some(size) if n == 0 && !buf.is_empty() && self.read != size => Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!(
+                    "the bundle is shorter than its index says ({} of {size} bytes)",
+                    self.read
+                ),
+            )),
+            _ => Ok(n),
+        }
+    }
+}
+
+/// The object a restore reads: either checked whole against the index
+/// before it is decrypted, or — from a sink that keeps its objects as
+/// files on this host, for an index that declares the plaintext size —
+/// hashed as it is decrypted ([`RestoreInput::finish`] then compares, and
+/// the restore commits nothing until it matched). That reads the object
+/// once instead of twice.
+pub struct RestoreInput {
+    inner: Box<dyn Read + Send>,
+    /// While decrypting: the hash so far, the bytes read.
+    hashing: Option<(Sha256, u64)>,
+}
+
+impl RestoreInput {
+    /// Opens the object of `index` on `sink` for a restore: in place and
+    /// hashed while decrypting where it can be, else fetched and verified
+    /// first ([`fetch_verified`]). Counts into `progress` (phases `verify`
+    /// when checked first, `decrypt`, then `commit`).
+    pub async fn open(
+        sink: &dyn Sink,
+        index: &Index,
+        cache_dir: Option<&Path>,
+        progress: Arc<crate::Progress>,
+    ) -> Result<RestoreInput> {
+        let size = index.object.size;
+        if index.object.plain_size.is_some()
+            && let Some(file) = sink.open_local(&index.object.key).await?
+        {
+            let file = ProgressRead::new(file, progress, "decrypt", size, Some("commit"));
+            return Ok(RestoreInput {
+                inner: Box::new(file),
+                hashing: Some((Sha256::new(), 0)),
+            });
+        }
+        let file = fetch_verified(sink, index, cache_dir, Some(&progress)).await?;
+        let file = ProgressRead::new(file, progress, "decrypt", size, Some("commit"));
+        Ok(RestoreInput {
+            inner: Box::new(file),
+            hashing: None,
+        })
+    }
+
+    /// After the bundle was read: hashes the rest of the object (bytes the
+    /// decryptor did not need) and compares size and SHA-256 with the
+    /// index; an object checked before decrypting passes at once.
+    pub fn finish(&mut self, index: &Index) -> Result<()> {
+        if self.hashing.is_none() {
+            return Ok(());
+        }
+        io::copy(self, &mut io::sink()).map_err(|e| read_error(e, index))?;
+        let (hasher, size) = self.hashing.take().expect("hashing");
+        check_digest(size, hasher, index)
+    }
+}
+
+impl Read for RestoreInput {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let n = self.inner.read(buf)?;
+        if let Some((hasher, size)) = &mut self.hashing {
+            hasher.update(&buf[..n]);
+            *size += n as u64;
+        }
+        Ok(n)
+    }
 }
 
 /// Reads what `open` returns on a scoped thread of its own, in 1 MiB
@@ -675,7 +780,7 @@ impl BundleVisitor for RestoreVisitor {
 /// Blocking: call from `spawn_blocking`; `handle` runs the sources' async
 /// setup.
 pub fn restore_bundle(
-    input: impl Read + Send,
+    mut input: RestoreInput,
     index: &Index,
     identities: &Identities,
     resolve: SourceResolver,
@@ -691,12 +796,20 @@ pub fn restore_bundle(
         restorers: Vec::new(),
         slot: HashMap::new(),
     };
-    let read = read_bundle(
-        BufReader::with_capacity(1 << 20, input),
+    let read = match read_bundle(
+        BufReader::with_capacity(1 << 20, &mut input),
         index,
         identities,
         &mut visitor,
-    );
+    ) {
+        // Nothing leaves staging until the object's hash matched the index.
+        Ok(summary) => input.finish(index).map(|()| summary),
+        Err(e) if e.kind() == ErrorKind::Cancelled => Err(e),
+        // A bundle that cannot be read is best explained by an object that
+        // does not match its index, when that is why (a flipped byte fails
+        // decryption before the hash is complete).
+        Err(e) => Err(input.finish(index).err().unwrap_or(e)),
+    };
     let mut restorers = std::mem::take(&mut visitor.restorers);
     // Commits that may fail (a restore command, a database swap) go first,
     // the renames of staged files (which cannot fail once staged) last: a

@@ -380,6 +380,7 @@ fn forge(
             key: id.object_key(),
             size: out.len() as u64,
             sha256: hex::encode(Sha256::digest(&out)),
+            plain_size: None,
         },
         compression: "none".into(),
         encryption: IndexEncryption {

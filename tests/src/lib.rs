@@ -426,6 +426,8 @@ enc = subprocess.run(f"zstd -q -c | age -r {{rec}}", shell=True, check=True, inp
 open(obj, "wb").write(enc)
 index = json.load(open(f"{{sink}}/{{ident}}.json"))
 index["object"]["sha256"], index["object"]["size"] = sha(enc), len(enc)
+if "plain_size" in index["object"]:
+    index["object"]["plain_size"] = len(out.getvalue())
 index.pop("signature", None)
 json.dump(index, open(f"{{sink}}/{{ident}}.json", "w"))
 for f in os.listdir(sink):

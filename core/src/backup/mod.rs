@@ -247,9 +247,9 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     if put_results.iter().all(|r| r.is_err()) {
         return Err(all_puts_failed(&req.sinks, &put_results, result));
     }
-    let (manifest, sha256, size) = result?;
+    let (manifest, plain_size, sha256, size) = result?;
 
-    let index = snapshot.index(&req, size, sha256);
+    let index = snapshot.index(&req, size, sha256, plain_size);
     let sinks = write_indexes(&req, &index, put_results).await;
     let outcome = BackupOutcome {
         index,
@@ -295,7 +295,7 @@ async fn preflight(req: &BackupRequest) -> Result<()> {
 
 /// The tar + compression thread and the encryption thread.
 struct Stages {
-    tar: std::thread::JoinHandle<Result<Manifest>>,
+    tar: std::thread::JoinHandle<Result<(Manifest, u64)>>,
     age: std::thread::JoinHandle<Result<(String, u64)>>,
 }
 
@@ -397,7 +397,11 @@ async fn tee(mut out_rx: mpsc::Receiver<Bytes>, mut sink_txs: Vec<SinkTx>) -> Ve
 /// turns into "nothing visible"). The stage that failed first explains
 /// best: tar, then age, then the producer (which only sees "writer
 /// stopped").
-async fn settle(stages: Stages, prod: Result<()>, sink_txs: Vec<SinkTx>) -> Result<(Manifest, String, u64)> {
+async fn settle(
+    stages: Stages,
+    prod: Result<()>,
+    sink_txs: Vec<SinkTx>,
+) -> Result<(Manifest, u64, String, u64)> {
     // Both threads end once their inputs end; join them off the reactor.
     let joined = tokio::task::spawn_blocking(move || {
         let tar = stages.tar.join().unwrap_or_else(|_| Err(panic_error("tar")));
@@ -410,7 +414,7 @@ async fn settle(stages: Stages, prod: Result<()>, sink_txs: Vec<SinkTx>) -> Resu
     .await
     .map_err(|e| Error::new(ErrorKind::Unexpected, format!("pipeline join failed: {e}")));
     let result = match joined.map(|(tar, age)| (tar, age, prod)) {
-        Ok((Ok(manifest), Ok((sha, size)), Ok(()))) => Ok((manifest, sha, size)),
+        Ok((Ok((manifest, plain)), Ok((sha, size)), Ok(()))) => Ok((manifest, plain, sha, size)),
         Ok((tar, age, prod)) => {
             let mut errors: Vec<Error> = [tar.err(), age.err(), prod.err()].into_iter().flatten().collect();
             // A stage that stopped only because another did says

@@ -66,7 +66,7 @@ impl Snapshot {
     }
 
     /// The public index of the finished object.
-    pub(super) fn index(&self, req: &BackupRequest, size: u64, sha256: String) -> Index {
+    pub(super) fn index(&self, req: &BackupRequest, size: u64, sha256: String, plain_size: u64) -> Index {
         let (mode, recipients) = req.encryption.describe();
         Index {
             format: INDEX_FORMAT.into(),
@@ -88,6 +88,7 @@ impl Snapshot {
                 key: self.id.object_key(),
                 size,
                 sha256,
+                plain_size: Some(plain_size),
             },
             compression: req.compression.name().into(),
             encryption: IndexEncryption {

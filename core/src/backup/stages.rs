@@ -71,7 +71,7 @@ pub(super) fn tar_stage(
     compression: Compression,
     threads: u32,
     progress: Arc<Progress>,
-) -> Result<Manifest> {
+) -> Result<(Manifest, u64)> {
     let mut w = TarWriter::new(cipher_tx.clone(), manifest, compression, threads, progress)?;
     let sources_json = serde_json::to_vec_pretty(&sources_file).expect("serializes");
     w.append_bytes(SOURCES_ENTRY, &sources_json)?;
@@ -87,11 +87,30 @@ pub(super) fn tar_stage(
             }
         }
     };
-    let manifest = w.finish(&sources_file, reports)?;
+    let finished = w.finish(&sources_file, reports)?;
     cipher_tx
         .send(CipherMsg::Done)
         .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped"))?;
-    Ok(manifest)
+    Ok(finished)
+}
+
+/// Counts the bytes written through it (the tar stream, for the index's
+/// `plain_size`).
+struct Counted<W> {
+    inner: W,
+    bytes: u64,
+}
+
+impl<W: Write> Write for Counted<W> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.inner.write(buf)?;
+        self.bytes += n as u64;
+        Ok(n)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.inner.flush()
+    }
 }
 
 /// A metadata entry of coffer's own: mode 0600, the snapshot's time `now`.
@@ -106,7 +125,7 @@ type ChunkSink = ChunkWriter<Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send>>;
 
 /// The tar stream being written, with the manifest it accumulates.
 struct TarWriter {
-    builder: tar::Builder<Compressor<ChunkSink>>,
+    builder: tar::Builder<Counted<Compressor<ChunkSink>>>,
     manifest: Manifest,
     /// Hashes file contents on its own thread.
     hasher: FileHasher,
@@ -133,7 +152,10 @@ impl TarWriter {
         });
         let compressor = Compressor::new(compression, ChunkWriter::new(send), threads)
             .map_err(|e| Error::io("starting compression", e))?;
-        let mut builder = tar::Builder::new(compressor);
+        let mut builder = tar::Builder::new(Counted {
+            inner: compressor,
+            bytes: 0,
+        });
         builder.mode(tar::HeaderMode::Complete);
         Ok(TarWriter {
             builder,
@@ -256,8 +278,9 @@ impl TarWriter {
     }
 
     /// Writes `SHA256SUMS` and `manifest.json` (with the sources' reports)
-    /// and flushes compression; returns the manifest.
-    fn finish(self, sources_file: &SourcesFile, reports: Vec<SourceReport>) -> Result<Manifest> {
+    /// and flushes compression; returns the manifest and the bytes of the
+    /// tar stream.
+    fn finish(self, sources_file: &SourcesFile, reports: Vec<SourceReport>) -> Result<(Manifest, u64)> {
         let TarWriter {
             mut builder,
             mut manifest,
@@ -284,7 +307,10 @@ impl TarWriter {
         append_meta(&mut builder, now, SUMS_ENTRY, sums.as_bytes())?;
         let manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
         append_meta(&mut builder, now, MANIFEST_ENTRY, &manifest_json)?;
-        let compressor = builder
+        let Counted {
+            inner: compressor,
+            bytes,
+        } = builder
             .into_inner()
             .map_err(|e| Error::io("finishing the tar stream", e))?;
         let chunks = compressor
@@ -293,7 +319,7 @@ impl TarWriter {
         chunks
             .finish()
             .map_err(|e| Error::io("finishing compression", e))?;
-        Ok(manifest)
+        Ok((manifest, bytes))
     }
 }
 

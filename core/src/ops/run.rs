@@ -7,8 +7,8 @@ use std::sync::Arc;
 
 use crate::{
     AdmittedIndex, BackupOutcome, BackupRequest, Error, ErrorKind, Identities, LockGuard, LockOptions,
-    Progress, ProgressRead, Registry, RestoreOptions, RestoreOutcome, Result, Sink, Source, SourceRecord,
-    SourceResolver, TrustState,
+    Progress, Registry, RestoreOptions, RestoreOutcome, Result, Sink, Source, SourceRecord, SourceResolver,
+    TrustState,
 };
 
 /// Shared locks on every sink of a run (`holder` names it in the locks).
@@ -101,8 +101,7 @@ pub async fn restore(
 ) -> Result<RestoreOutcome> {
     let origin_places = req.origin_places || matches!(req.index.trust(), TrustState::Trusted(_));
     let index = req.index.index().clone();
-    let file = crate::fetch_verified(sink, &index, req.cache_dir.as_deref(), Some(&progress)).await?;
-    let file = ProgressRead::new(file, progress, "decrypt", index.object.size, Some("commit"));
+    let file = crate::RestoreInput::open(sink, &index, req.cache_dir.as_deref(), progress).await?;
     let (only, configured, registry) = (req.only, req.configured, req.registry);
     let place_opts = req.options.clone();
     let resolve: SourceResolver = Box::new(move |rec: &SourceRecord| {
