@@ -47,12 +47,17 @@ pub fn pid_is_gone(pid: u32) -> bool {
     r != 0 && io::Error::last_os_error().raw_os_error() == Some(libc::ESRCH)
 }
 
-/// Eight hex digits naming this host, boot and PID namespace in temp names.
+/// Eight hex digits naming this host, boot and PID namespace in temp names
+/// (worked out once: a restore asks for every file it stages).
 fn owner_tag() -> Option<String> {
-    use sha2::Digest;
-    let scope = process_scope()?;
-    let digest = sha2::Sha256::digest(format!("{}\n{scope}", crate::bundle::hostname()));
-    Some(hex::encode(&digest[..4]))
+    static TAG: std::sync::OnceLock<Option<String>> = std::sync::OnceLock::new();
+    TAG.get_or_init(|| {
+        use sha2::Digest;
+        let scope = process_scope()?;
+        let digest = sha2::Sha256::digest(format!("{}\n{scope}", crate::bundle::hostname()));
+        Some(hex::encode(&digest[..4]))
+    })
+    .clone()
 }
 
 /// The prefix of this process's temp files: `.coffer-tmp-<tag>-<pid>-`, so

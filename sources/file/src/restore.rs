@@ -102,6 +102,8 @@ pub(crate) struct FileRestorer {
     created: Vec<PathBuf>,
     /// Directories already swept of a killed restore's temp files.
     swept: BTreeSet<PathBuf>,
+    /// Parents (relative) [`FileRestorer::make_parents`] made sure of.
+    parents_ready: std::collections::HashSet<String>,
 }
 
 impl FileRestorer {
@@ -147,6 +149,7 @@ impl FileRestorer {
             chmods: Vec::new(),
             created: Vec::new(),
             swept: BTreeSet::new(),
+            parents_ready: std::collections::HashSet::new(),
         })
     }
 
@@ -266,6 +269,12 @@ impl FileRestorer {
     /// Creates (while staging) the directories needed to hold a temp file
     /// for `rel`, remembering them for abort.
     fn make_parents(&mut self, rel: &str) -> Result<()> {
+        // The directory a file goes into was seen to exist (or made) for
+        // an earlier file: no stat per file.
+        let parent = rel.rsplit_once('/').map_or("", |(p, _)| p);
+        if self.parents_ready.contains(parent) {
+            return Ok(());
+        }
         if !self.root.exists() {
             let mut missing = Vec::new();
             let mut dir = self.root.as_path();
@@ -287,6 +296,7 @@ impl FileRestorer {
                 self.created.push(abs);
             }
         }
+        self.parents_ready.insert(parent.to_string());
         Ok(())
     }
 
@@ -806,8 +816,9 @@ fn set_link_mtime(path: &Path, mtime: i64) {
 /// The owner a bundle recorded, when this restore runs as root (only
 /// root can give files away); `None` otherwise.
 fn recorded_owner(owner: Option<(u32, u32)>) -> Option<(u32, u32)> {
+    static ROOT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
     // SAFETY: geteuid has no preconditions.
-    let root = unsafe { libc::geteuid() } == 0;
+    let root = *ROOT.get_or_init(|| unsafe { libc::geteuid() } == 0);
     owner.filter(|_| root)
 }
 
