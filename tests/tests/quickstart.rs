@@ -281,7 +281,16 @@ fn the_readme_quick_start_runs_as_written_twice() {
             assert_eq!(foo.count_documents(doc! {}).await.unwrap(), 1);
             let indexes = foo.list_index_names().await.unwrap();
             assert!(indexes.contains(&"f_1".to_string()), "{indexes:?}");
+            // The drills passed and removed their scratch databases.
+            let names = c.list_database_names().await.unwrap();
+            assert!(!names.iter().any(|n| n.contains("-drill-")), "{names:?}");
         });
+        assert!(
+            said.contains("PASSED"),
+            "the quick start's drill did not pass:\n{said}"
+        );
+        let drills = fs::read_dir(qs.join("backups/drills")).unwrap().count();
+        assert_eq!(drills, 4, "two drills, a .json and a .md each");
     }
 
     // A third run whose backup fails (a source is gone) stops there: no

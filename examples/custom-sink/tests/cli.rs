@@ -38,7 +38,7 @@ kind = "exec"
 dir = "store"
 put = 'mkdir -p "$(dirname "./$COFFER_KEY")" && cat > "./$COFFER_KEY"'
 get = 'cat "./$COFFER_KEY"'
-list = "find . -type f -printf '%s;%P\n'"
+list = "find . -ignore_readdir_race -type f -printf '%s;%P\n'"
 rename = 'mv -f "./$COFFER_FROM" "./$COFFER_TO"'
 delete = 'rm -f "./$COFFER_KEY"'
 [job.main]

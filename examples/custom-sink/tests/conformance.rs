@@ -8,7 +8,7 @@ pub fn directory_commands(dir: &std::path::Path) -> ExecSinkConfig {
     ExecSinkConfig {
         put: r#"mkdir -p "$(dirname "./$COFFER_KEY")" && cat > "./$COFFER_KEY""#.into(),
         get: r#"cat "./$COFFER_KEY""#.into(),
-        list: r#"find . -type f -printf '%s;%P\n'"#.into(),
+        list: r#"find . -ignore_readdir_race -type f -printf '%s;%P\n'"#.into(),
         rename: r#"mv -f "./$COFFER_FROM" "./$COFFER_TO""#.into(),
         delete: r#"rm -f "./$COFFER_KEY""#.into(),
         timeout: Some(60),
