@@ -37,6 +37,22 @@ pub enum ErrorKind {
 }
 
 impl ErrorKind {
+    /// Every kind, in declaration order.
+    pub const ALL: [ErrorKind; 12] = [
+        ErrorKind::NotFound,
+        ErrorKind::AlreadyExists,
+        ErrorKind::PermissionDenied,
+        ErrorKind::ConfigInvalid,
+        ErrorKind::Unsupported,
+        ErrorKind::Integrity,
+        ErrorKind::Decryption,
+        ErrorKind::Unreachable,
+        ErrorKind::Cancelled,
+        ErrorKind::StorageFull,
+        ErrorKind::SinkMissing,
+        ErrorKind::Unexpected,
+    ];
+
     /// A stable, lower-case name for JSON output.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -69,7 +69,12 @@ impl Unreadable {
 /// An error as JSON output shows it.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct ErrorInfo {
-    /// Its kind: `config`, `integrity`, `decryption`, `not-found`, …
+    /// Its kind (`ErrorKind::as_str`), one of those listed; the exit code
+    /// follows from it.
+    #[schemars(extend("enum" = [
+        "not_found", "already_exists", "permission_denied", "config_invalid", "unsupported", "integrity",
+        "decryption", "unreachable", "cancelled", "storage_full", "sink_missing", "unexpected"
+    ]))]
     pub kind: String,
     /// What failed.
     pub message: String,
@@ -93,4 +98,16 @@ impl From<&Error> for ErrorInfo {
 pub struct ErrorOutput {
     /// The error.
     pub error: ErrorInfo,
+}
+
+#[cfg(test)]
+mod error_schema_tests {
+    /// The JSON Schema of an error lists exactly the kinds the code emits.
+    #[test]
+    fn the_error_schema_lists_every_kind_the_code_emits() {
+        let schema = serde_json::to_value(schemars::schema_for!(super::ErrorOutput)).unwrap();
+        let listed = schema["$defs"]["ErrorInfo"]["properties"]["kind"]["enum"].clone();
+        let emitted: Vec<&str> = crate::ErrorKind::ALL.iter().map(|k| k.as_str()).collect();
+        assert_eq!(listed, serde_json::json!(emitted), "{schema}");
+    }
 }
