@@ -191,15 +191,27 @@ impl Drop for HookRun {
             return;
         }
         self.after_done = true;
-        // Interrupted (Ctrl-C, SIGTERM) or an early error: bring the service
-        // back before the process ends.
-        for argv in &self.hooks.after {
-            let report = run_blocking("after", argv, self.hooks.timeout());
-            eprintln!("{}", report.line());
-        }
-        for argv in &self.hooks.on_failure {
-            let report = run_blocking("on-failure", argv, self.hooks.timeout());
-            eprintln!("{}", report.line());
+        // Interrupted (Ctrl-C, SIGTERM, SIGHUP) or an early error: bring the
+        // service back before the process ends. On a worker of the
+        // multi-threaded runtime, `block_in_place` hands the worker's other
+        // tasks (lock releases, other cleanups) to another thread while the
+        // hooks run, up to their timeout.
+        let hooks = &self.hooks;
+        let run = || {
+            for argv in &hooks.after {
+                let report = run_blocking("after", argv, hooks.timeout());
+                eprintln!("{}", report.line());
+            }
+            for argv in &hooks.on_failure {
+                let report = run_blocking("on-failure", argv, hooks.timeout());
+                eprintln!("{}", report.line());
+            }
+        };
+        match tokio::runtime::Handle::try_current() {
+            Ok(h) if h.runtime_flavor() == tokio::runtime::RuntimeFlavor::MultiThread => {
+                tokio::task::block_in_place(run)
+            }
+            _ => run(),
         }
     }
 }
