@@ -679,3 +679,98 @@ async fn verify_deep_runs_the_entry_check_a_kind_declares() {
         }
     }
 }
+
+/// A sink that takes 1 MiB a second (a slow link), else a memory sink.
+#[derive(Debug)]
+struct SlowSink(MemorySink);
+
+#[async_trait]
+impl Sink for SlowSink {
+    fn info(&self) -> SinkInfo {
+        SinkInfo::new("slow", "a slow link")
+    }
+    async fn put(&self, key: &str, body: ByteStream, opts: PutOptions) -> Result<u64> {
+        let slow = body
+            .then(|chunk| async move {
+                if let Ok(c) = &chunk {
+                    tokio::time::sleep(std::time::Duration::from_secs_f64(
+                        c.len() as f64 / (1 << 20) as f64,
+                    ))
+                    .await;
+                }
+                chunk
+            })
+            .boxed();
+        self.0.put(key, slow, opts).await
+    }
+    async fn get(&self, key: &str) -> Result<ByteStream> {
+        self.0.get(key).await
+    }
+    async fn list(&self, prefix: &str) -> Result<Vec<ObjectMeta>> {
+        self.0.list(prefix).await
+    }
+    async fn delete(&self, key: &str) -> Result<()> {
+        self.0.delete(key).await
+    }
+}
+
+/// An optional sink that writes at 1 MiB/s never paces the others: once it
+/// is a bounded buffer behind it is dropped from the run (its put fails,
+/// nothing is stored there), and the run takes about as long as without
+/// it (a 48 MiB object would take 48 s through it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_optional_sink_is_dropped_instead_of_pacing_the_run() {
+    let (k, ids, _d) = key();
+    let files = vec![("big.bin".to_string(), noise(48 << 20, 11))];
+    let src = || {
+        Arc::new(MemSource {
+            name: "mem".into(),
+            files: files.clone(),
+            fail_after: None,
+        }) as Arc<dyn Source>
+    };
+    let started = std::time::Instant::now();
+    let alone = Arc::new(MemorySink::new());
+    run_backup(
+        request(&k, vec![src()], vec![target("local", alone.clone(), true)]),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let local_only = started.elapsed();
+
+    let local = Arc::new(MemorySink::new());
+    let slow = Arc::new(SlowSink(MemorySink::new()));
+    let started = std::time::Instant::now();
+    let out = run_backup(
+        request(
+            &k,
+            vec![src()],
+            vec![
+                target("local", local.clone(), true),
+                target("slow", slow.clone(), false),
+            ],
+        ),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let with_slow = started.elapsed();
+    assert!(out.required_ok());
+    let failed = out.sinks.iter().find(|s| s.name == "slow").unwrap();
+    let err = failed.result.as_ref().unwrap_err().to_string();
+    assert!(err.contains("fell more than"), "{err}");
+    assert!(
+        slow.0.keys().is_empty(),
+        "a partial object on the slow sink: {:?}",
+        slow.0.keys()
+    );
+    // Within 1.2x of the local-only run (plus 0.2 s for a debug build's
+    // noise on a shared machine): it did not wait for 48 s of slow writes.
+    assert!(
+        with_slow.as_secs_f64() <= local_only.as_secs_f64() * 1.2 + 0.2,
+        "local only {local_only:?}, beside a slow optional sink {with_slow:?}"
+    );
+    let obj = local.get_bytes(&out.index.id.object_key()).await.unwrap();
+    read_bundle(&obj[..], &out.index, &ids, &mut CheckOnly).unwrap();
+}

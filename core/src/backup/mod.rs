@@ -18,7 +18,7 @@
 //! stored.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use futures::StreamExt;
@@ -230,11 +230,27 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     let mut sink_txs = Vec::new();
     let mut puts = Vec::new();
     for target in &req.sinks {
-        let (tx, rx) = mpsc::channel::<Result<Bytes>>(2);
-        sink_txs.push(Some(tx));
+        // A required sink paces the run; an optional one gets a buffer and
+        // is dropped from the run when it falls further behind (`tee`).
+        let (tx, rx) = mpsc::channel::<Result<Bytes>>(if target.required { 2 } else { OPTIONAL_LAG });
+        let lagged = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(tokio::sync::Notify::new());
+        sink_txs.push(Some(SinkFeed {
+            tx,
+            required: target.required,
+            lagged: lagged.clone(),
+            dropped: dropped.clone(),
+        }));
         let sink = target.sink.clone();
         let key = object_key.clone();
-        puts.push(async move { sink.put(&key, tokio_stream_from(rx), PutOptions::create()).await });
+        puts.push(async move {
+            // A sink dropped from the run is not waited for: its put is
+            // dropped too, which the Sink contract makes store nothing.
+            tokio::select! {
+                r = sink.put(&key, tokio_stream_from(rx, lagged), PutOptions::create()) => r,
+                _ = dropped.notified() => Err(lag_error()),
+            }
+        });
     }
 
     progress.expect_sources(req.sources.len());
@@ -372,17 +388,46 @@ async fn produce(
         .map_err(|_| Error::new(ErrorKind::Cancelled, "the bundle writer stopped"))
 }
 
-type SinkTx = Option<mpsc::Sender<Result<Bytes>>>;
+/// Chunks (1 MiB each) an optional sink may fall behind the run before it
+/// is dropped from it: a slow optional sink never paces the others.
+const OPTIONAL_LAG: usize = 16;
+
+/// The feed of one sink's `put`.
+struct SinkFeed {
+    tx: mpsc::Sender<Result<Bytes>>,
+    required: bool,
+    /// Set when an optional sink fell [`OPTIONAL_LAG`] chunks behind: its
+    /// stream then ends with an error, so its put stores nothing.
+    lagged: Arc<AtomicBool>,
+    /// Told then, so the run drops that put instead of waiting for it.
+    dropped: Arc<tokio::sync::Notify>,
+}
+
+type SinkTx = Option<SinkFeed>;
 
 /// Every ciphertext chunk to every live sink. Ends cleanly only when the
-/// age thread finished; returns the senders still open.
+/// age thread finished; returns the senders still open. A required sink
+/// is waited for; an optional one whose buffer is full is dropped from
+/// the run (its put fails, nothing is stored there, the others go on).
 async fn tee(mut out_rx: mpsc::Receiver<Bytes>, mut sink_txs: Vec<SinkTx>) -> Vec<SinkTx> {
     while let Some(chunk) = out_rx.recv().await {
         for slot in sink_txs.iter_mut() {
-            if let Some(tx) = slot
-                && tx.send(Ok(chunk.clone())).await.is_err()
-            {
-                *slot = None; // that sink failed; its put reports why
+            let Some(feed) = slot else { continue };
+            let sent = if feed.required {
+                feed.tx.send(Ok(chunk.clone())).await.is_ok()
+            } else {
+                match feed.tx.try_send(Ok(chunk.clone())) {
+                    Ok(()) => true,
+                    Err(mpsc::error::TrySendError::Full(_)) => {
+                        feed.lagged.store(true, Ordering::SeqCst);
+                        feed.dropped.notify_one();
+                        false
+                    }
+                    Err(mpsc::error::TrySendError::Closed(_)) => false,
+                }
+            };
+            if !sent {
+                *slot = None; // that sink failed or fell behind; its put reports why
             }
         }
         if sink_txs.iter().all(Option::is_none) {
@@ -429,13 +474,14 @@ async fn settle(
     };
     let txs: Vec<_> = sink_txs.into_iter().flatten().collect();
     if let Err(e) = &result {
-        for tx in &txs {
-            let _ = tx
-                .send(Err(Error::new(
-                    e.kind(),
-                    format!("backup aborted: {}", e.message()),
-                )))
-                .await;
+        for feed in &txs {
+            let aborted = Err(Error::new(e.kind(), format!("backup aborted: {}", e.message())));
+            if feed.required {
+                let _ = feed.tx.send(aborted).await;
+            } else if feed.tx.try_send(aborted).is_err() {
+                // Its buffer is full: its stream ends with an error anyway.
+                feed.lagged.store(true, Ordering::SeqCst);
+            }
         }
     }
     result
@@ -464,6 +510,33 @@ fn panic_error(stage: &str) -> Error {
     Error::new(ErrorKind::Unexpected, format!("the {stage} stage panicked"))
 }
 
-fn tokio_stream_from(mut rx: mpsc::Receiver<Result<Bytes>>) -> crate::sink::ByteStream {
-    futures::stream::poll_fn(move |cx| rx.poll_recv(cx)).boxed()
+/// The stream a sink's `put` reads; once `lagged` is set (the sink was
+/// dropped from the run) it ends at once with an error, never cleanly, so
+/// nothing is stored there and the run does not wait for the buffer.
+fn tokio_stream_from(
+    mut rx: mpsc::Receiver<Result<Bytes>>,
+    lagged: Arc<AtomicBool>,
+) -> crate::sink::ByteStream {
+    let mut ended = false;
+    futures::stream::poll_fn(move |cx| match rx.poll_recv(cx) {
+        _ if ended => std::task::Poll::Ready(None),
+        _ if lagged.load(Ordering::SeqCst) => {
+            ended = true;
+            std::task::Poll::Ready(Some(Err(lag_error())))
+        }
+        other => other,
+    })
+    .boxed()
+}
+
+/// Why an optional sink's put failed when it fell behind.
+fn lag_error() -> Error {
+    Error::new(
+        ErrorKind::Unreachable,
+        format!("an optional sink fell more than {OPTIONAL_LAG} MiB behind the others and was dropped from this run"),
+    )
+    .with_hint(
+        "nothing was stored there; the other sinks went on at full speed. Copy the snapshot to it later \
+         (`coffer copy`), or make it required to have the run wait for it",
+    )
 }
