@@ -104,11 +104,16 @@ fn exit_code_of(kind: ErrorKind) -> u8 {
 }
 
 /// Runs the `coffer` command line with the built-in plugins plus those
-/// `register` adds (a kind or scheme registered again replaces the
-/// built-in one), and returns the exit code.
+/// `register` adds, and returns the exit code. A kind or scheme registered
+/// again is an error (exit 2) unless the plugin asks to replace it
+/// (`Registry::replace_source`, `Registry::replace_sink`).
 pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     let mut registry = builtin_registry();
     register(&mut registry);
+    if let Err(e) = registry.check() {
+        output::print_error(&e, false);
+        return ExitCode::from(exit_code(&e));
+    }
     // The dependency graph enables both of rustls' providers (ring for
     // mongodb, aws-lc-rs for object_store), so none is the default: pick
     // one before any TLS client is built, or building one panics.

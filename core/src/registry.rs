@@ -230,6 +230,8 @@ pub struct Registry {
     sinks: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
     schemes: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
     path_sink: Option<Arc<dyn SinkFactory>>,
+    /// Kinds and schemes registered twice without `replace_*`.
+    conflicts: Vec<String>,
 }
 
 impl std::fmt::Debug for Registry {
@@ -247,17 +249,59 @@ impl Registry {
         Self::default()
     }
 
-    /// Adds a source kind; a later registration of the same kind wins.
+    /// Adds a source kind. Registering a kind that exists already is a
+    /// conflict ([`Registry::check`] reports it) unless it is asked for
+    /// with [`Registry::replace_source`]: a plugin never replaces a
+    /// built-in kind by accident.
     pub fn register_source(&mut self, factory: Arc<dyn SourceFactory>) {
+        if self.sources.contains_key(factory.kind()) {
+            self.conflicts.push(format!("source kind `{}`", factory.kind()));
+        }
         self.sources.insert(factory.kind(), factory);
     }
 
-    /// Adds a sink kind and its URL schemes.
+    /// Adds a source kind, replacing one registered before under that kind.
+    pub fn replace_source(&mut self, factory: Arc<dyn SourceFactory>) {
+        self.sources.insert(factory.kind(), factory);
+    }
+
+    /// Adds a sink kind and its URL schemes; a kind or scheme that exists
+    /// already is a conflict unless [`Registry::replace_sink`] is used.
     pub fn register_sink(&mut self, factory: Arc<dyn SinkFactory>) {
+        if self.sinks.contains_key(factory.kind()) {
+            self.conflicts.push(format!("sink kind `{}`", factory.kind()));
+        }
+        for scheme in factory.schemes() {
+            if self.schemes.contains_key(scheme) {
+                self.conflicts.push(format!("URL scheme `{scheme}:`"));
+            }
+        }
+        self.insert_sink(factory);
+    }
+
+    /// Adds a sink kind and its schemes, replacing those registered before.
+    pub fn replace_sink(&mut self, factory: Arc<dyn SinkFactory>) {
+        self.insert_sink(factory);
+    }
+
+    fn insert_sink(&mut self, factory: Arc<dyn SinkFactory>) {
         for scheme in factory.schemes() {
             self.schemes.insert(scheme, factory.clone());
         }
         self.sinks.insert(factory.kind(), factory);
+    }
+
+    /// Fails when a kind or scheme was registered twice without
+    /// `replace_*`, naming each.
+    pub fn check(&self) -> Result<()> {
+        if self.conflicts.is_empty() {
+            return Ok(());
+        }
+        Err(Error::new(
+            ErrorKind::ConfigInvalid,
+            format!("plugins registered twice: {}", self.conflicts.join(", ")),
+        )
+        .with_hint("a plugin that means to replace a built-in kind registers it with Registry::replace_source or replace_sink"))
     }
 
     /// Makes `factory` the one that handles plain paths given as sinks.
@@ -511,5 +555,42 @@ mod tests {
             .from_config("x", remote, Path::new("."))
             .unwrap();
         assert!(bare.list("").await.is_err());
+    }
+}
+
+#[cfg(test)]
+mod conflict_tests {
+    use super::*;
+
+    struct Kind(&'static str);
+
+    #[allow(clippy::wrong_self_convention)]
+    impl SourceFactory for Kind {
+        fn kind(&self) -> &'static str {
+            self.0
+        }
+        fn from_config(&self, _: &str, _: toml::Table, _: &Path) -> Result<Arc<dyn Source>> {
+            Err(config_error("unused"))
+        }
+        fn from_spec(&self, _: &str, _: &str) -> Result<Arc<dyn Source>> {
+            Err(config_error("unused"))
+        }
+        fn from_origin(&self, _: &str, _: &serde_json::Value) -> Result<Arc<dyn Source>> {
+            Err(config_error("unused"))
+        }
+    }
+
+    /// Registering a kind twice is an error naming it, unless replacing
+    /// is asked for.
+    #[test]
+    fn a_kind_registered_twice_is_a_conflict_unless_replaced() {
+        let mut reg = Registry::new();
+        reg.register_source(Arc::new(Kind("file")));
+        reg.replace_source(Arc::new(Kind("file")));
+        assert!(reg.check().is_ok());
+        reg.register_source(Arc::new(Kind("file")));
+        let e = reg.check().unwrap_err();
+        assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
+        assert!(e.to_string().contains("source kind `file`"), "{e}");
     }
 }
