@@ -198,6 +198,7 @@ pub(crate) async fn after_backup(
         if prune {
             let policies = Policies::new(config, &RetentionPolicy::default());
             let req = PruneRequest {
+                now: jiff::Timestamp::now(),
                 job: Some(outcome.index.job.clone()),
                 dry_run: false,
             };

@@ -305,6 +305,11 @@ fn a_mongo_drill_restores_into_scratch_databases_never_the_source() {
         "{}",
         text(&out)
     );
+    // A scratch name over MongoDB's 63 bytes names the limit.
+    let long = format!("--scratch-suffix=-{}", "x".repeat(60));
+    let out = coffer(p).args(["drill", &long, "-i"]).arg(&key).output().unwrap();
+    assert_ne!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("MongoDB allows at most 63"), "{}", text(&out));
 
     let out = coffer(p)
         .args(["--json", "drill", "--keep", "-i"])

@@ -47,6 +47,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: PruneArgs) -> CmdResult {
     let sinks = prune_sinks(ctx, &a, config.as_ref())?;
     let policies = Policies::new(config.as_ref(), &a.policy);
     let req = PruneRequest {
+        now: jiff::Timestamp::now(),
         job: a.job.clone(),
         dry_run: a.dry_run,
     };

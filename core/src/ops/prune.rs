@@ -42,6 +42,9 @@ pub struct PruneRequest {
     pub job: Option<String>,
     /// Decide and report; delete nothing (and take no lock).
     pub dry_run: bool,
+    /// The time retention counts back from (the caller's clock, so a test
+    /// or a replay can set it).
+    pub now: Timestamp,
 }
 
 /// What prune did (or would do) on one sink: the `--json` output of
@@ -162,7 +165,7 @@ async fn prune_locked(
     guard: Option<&LockGuard>,
 ) -> Result<PruneReport> {
     let cat = Catalog::load(sink).await?;
-    let now = Timestamp::now();
+    let now = req.now;
     let mut by_job: BTreeMap<&str, Vec<&CatalogEntry>> = BTreeMap::new();
     for e in &cat.snapshots {
         if req.job.as_deref().is_none_or(|j| j == e.index.job) {

@@ -155,7 +155,10 @@ impl NsRules {
                     "--ns-from `{}` --ns-to `{}` turns `{ns}` into `{out}`, not a valid `db.collection`",
                     from.text, to.text
                 ))
-                .with_hint("the target needs a database name (no `/\\. \"$`), a dot and a collection name")),
+                .with_hint(
+                    "the target needs a database name (no `/\\. \"$`; MongoDB allows at most 63 bytes), a dot and \
+                     a collection name (for a drill: a shorter --scratch-suffix)",
+                )),
             };
         }
         Ok(Some((db.to_string(), coll.to_string())))
