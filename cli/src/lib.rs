@@ -61,10 +61,10 @@ pub fn builtin_registry() -> Registry {
 }
 
 /// What an interrupted run says: a backup stopped leaves no snapshot and a
-/// restore stopped before its commit leaves nothing, but one stopped while
-/// committing may have applied part (its report says what).
-const STOPPED_HINT: &str = "a backup stopped leaves no snapshot, and a restore stopped before committing changes \
-     nothing; whatever was already applied or left is named above. Run the command again";
+/// restore stopped before its commit leaves nothing (one stopped while
+/// committing may have applied part: running it again finishes it).
+const STOPPED_HINT: &str = "a backup stopped leaves no snapshot, and a restore stopped before its commit changes \
+     nothing; run the command again (a restore applies everything again and sweeps what a stopped one staged)";
 
 /// Failures that decide the exit code.
 pub(crate) enum Failure {
