@@ -97,7 +97,8 @@ pub fn is_leftover_temp(
 }
 
 /// Removes the leftover temp files ([`is_leftover_temp`]) directly in
-/// `dir` (not below it), returning their paths; with `dry_run`, only lists
+/// `dir` (not below it; a leftover temp *directory*, a restore's staged
+/// root, goes whole), returning their paths; with `dry_run`, only lists
 /// them. Symlinks are removed as links, never followed.
 pub fn sweep_leftover_temps(dir: &Path, dry_run: bool) -> Result<Vec<std::path::PathBuf>> {
     use std::os::unix::fs::MetadataExt;
@@ -116,16 +117,20 @@ pub fn sweep_leftover_temps(dir: &Path, dry_run: bool) -> Result<Vec<std::path::
         let Ok(meta) = fs::symlink_metadata(entry.path()) else {
             continue;
         };
-        if meta.is_dir() {
-            continue;
-        }
         let changed =
             std::time::UNIX_EPOCH.checked_add(std::time::Duration::from_secs(meta.ctime().max(0) as u64));
         if !is_leftover_temp(name, changed, STALE_TEMP_AGE) {
             continue;
         }
         if !dry_run {
-            match fs::remove_file(entry.path()) {
+            // A directory: a restore's staged root (or a sink being made),
+            // removed whole.
+            let gone = if meta.is_dir() {
+                fs::remove_dir_all(entry.path())
+            } else {
+                fs::remove_file(entry.path())
+            };
+            match gone {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::NotFound => continue,
                 Err(e) => return Err(Error::io(format!("removing {}", entry.path().display()), e)),

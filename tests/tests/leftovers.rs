@@ -202,3 +202,64 @@ fn a_restore_sweeps_a_killed_restores_temps_in_every_directory_it_writes() {
     assert_eq!(temps(&p.join("out/a")), Vec::<String>::new());
     assert_eq!(fs::read(deep.join("blob.bin")).unwrap().len(), 160 << 20);
 }
+
+/// A restore into a directory that does not exist yet stages it whole in a
+/// hidden `.coffer-tmp-*` directory beside it, renamed into place at
+/// commit. Killed, it leaves that directory (plaintext): the next restore
+/// there removes it, and leaves only the restored directory.
+#[test]
+fn a_killed_restore_into_a_new_directory_leaves_a_staged_root_the_next_one_removes() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("big/sub")).unwrap();
+    for i in 0..4 {
+        fs::write(p.join(format!("big/sub/blob{i}.bin")), noise(40 << 20)).unwrap();
+    }
+    let (key, rec) = keygen(p, "key.txt");
+    let key = key.to_str().unwrap();
+    coffer(p)
+        .args([
+            "backup",
+            "--source",
+            "file:big",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
+        .args(["--compression", "none"])
+        .assert()
+        .success();
+    fs::create_dir(p.join("fresh")).unwrap();
+    let args = [
+        "restore",
+        "latest",
+        "--sink",
+        "bk",
+        "--identity",
+        key,
+        "--target",
+        "fresh/out",
+    ];
+    let mut child = spawn(p, &args);
+    let left = kill_when_temps(&mut child, &p.join("fresh"), 1);
+    assert!(
+        !p.join("fresh/out").exists(),
+        "nothing is visible before the commit"
+    );
+    assert!(p.join("fresh").join(&left[0]).is_dir(), "{left:?}");
+
+    let out = coffer(p).args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(said.contains("remove-leftover"), "{said}");
+    let names: Vec<String> = fs::read_dir(p.join("fresh"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(names, ["out"], "the staged root of the killed restore is gone");
+    assert_eq!(
+        fs::read(p.join("fresh/out/sub/blob3.bin")).unwrap().len(),
+        40 << 20
+    );
+}

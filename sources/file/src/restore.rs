@@ -6,7 +6,13 @@
 //! their final mode and mtime) and renamed into place by `finish(true)`;
 //! directories that must exist to hold a temp file are created while
 //! staging and removed again on abort; other directories and symlinks are
-//! created at commit; directory modes and mtimes are set last.
+//! created at commit; directory modes and mtimes are set last. A root that
+//! does not exist yet (a fresh `--target`, a drill) is staged whole
+//! instead: a hidden `.coffer-tmp-*` directory beside it holds every file
+//! under its own name, and one rename makes it the root at commit (merged
+//! into the root where another source of the same restore made it first);
+//! an abort removes it, and a later restore beside it sweeps one a killed
+//! restore left.
 //!
 //! Nothing is ever written outside the destination root: entry paths are
 //! checked, and nothing is written *through* a symlink: not through a link
@@ -104,6 +110,11 @@ pub(crate) struct FileRestorer {
     swept: BTreeSet<PathBuf>,
     /// Parents (relative) [`FileRestorer::make_parents`] made sure of.
     parents_ready: std::collections::HashSet<String>,
+    /// A root that did not exist is staged whole: files are written under
+    /// their own names into this hidden `.coffer-tmp-*` directory beside
+    /// it, which one rename makes the root at commit (instead of a temp
+    /// file and a rename per file).
+    stage_root: Option<PathBuf>,
 }
 
 impl FileRestorer {
@@ -150,6 +161,7 @@ impl FileRestorer {
             created: Vec::new(),
             swept: BTreeSet::new(),
             parents_ready: std::collections::HashSet::new(),
+            stage_root: None,
         })
     }
 
@@ -275,6 +287,20 @@ impl FileRestorer {
         if self.parents_ready.contains(parent) {
             return Ok(());
         }
+        self.start_stage_root()?;
+        if let Some(stage) = self.stage_root.clone() {
+            // Everything below a staged root is this restore's own: no
+            // `created` to remove one by one (an abort removes the root).
+            let mut dir = stage;
+            for part in parent.split('/').filter(|p| !p.is_empty()) {
+                dir.push(part);
+                if !existing_dir(&dir)? {
+                    mkdir(&dir)?;
+                }
+            }
+            self.parents_ready.insert(parent.to_string());
+            return Ok(());
+        }
         if !self.root.exists() {
             let mut missing = Vec::new();
             let mut dir = self.root.as_path();
@@ -298,6 +324,35 @@ impl FileRestorer {
         }
         self.parents_ready.insert(parent.to_string());
         Ok(())
+    }
+
+    /// Makes the staged root when the root did not exist and its parent
+    /// does (else files are staged one by one, as beside an existing root).
+    /// Leftover staged roots of killed restores beside it are swept first.
+    fn start_stage_root(&mut self) -> Result<()> {
+        if self.stage_root.is_some() || self.root_existed || self.dry_run || self.layout != Layout::Dir {
+            return Ok(());
+        }
+        let Some(parent) = self.root.parent().filter(|p| p.is_dir()).map(Path::to_path_buf) else {
+            return Ok(());
+        };
+        self.sweep(&parent)?;
+        let dir = tempfile::Builder::new()
+            .prefix(&owned_temp_prefix())
+            .rand_bytes(12)
+            .permissions(fs::Permissions::from_mode(0o700))
+            .tempdir_in(&parent)
+            .map_err(|e| Error::io(format!("cannot stage {}", self.root.display()), e))?;
+        self.stage_root = Some(dir.keep());
+        Ok(())
+    }
+
+    /// Where `abs` (under the root) is written while staging.
+    fn staging_path(&self, abs: &Path) -> PathBuf {
+        match (&self.stage_root, abs.strip_prefix(&self.root)) {
+            (Some(stage), Ok(rel)) => stage.join(rel),
+            _ => abs.to_path_buf(),
+        }
     }
 
     fn claim(&mut self, rel: &str, what: Planned) -> Result<()> {
@@ -395,10 +450,28 @@ impl FileRestorer {
                 );
             }
         }
+        if !self.dry_run {
+            self.make_parents(rel)?;
+        }
+        if self.stage_root.is_some() {
+            // Under a staged root: written under its own name, made visible
+            // by the root's rename at commit.
+            let path = self.staging_path(&dest);
+            let mut file = fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(&path)
+                .map_err(|e| Error::io(format!("cannot stage {}", dest.display()), e))?;
+            copy_compare(entry.reader, size, None, Some(&mut file), &dest)?;
+            self.action("create", &dest);
+            let owner = recorded_owner(entry.owner);
+            return finish_staged(&file, entry.mode, entry.mtime, owner, &dest);
+        }
         let mut temp = if self.dry_run {
             None
         } else {
-            self.make_parents(rel)?;
             let dir = dest.parent().unwrap_or(&self.root);
             let file = tempfile::Builder::new()
                 .prefix(&owned_temp_prefix())
@@ -426,16 +499,8 @@ impl FileRestorer {
         }
         self.action(if existing.is_some() { "replace" } else { "create" }, &dest);
         if let Some(temp) = temp {
-            let file = temp.as_file();
-            // The recorded owner (restoring as root), else the replaced
-            // file's.
-            if let Some((uid, gid)) = recorded_owner(entry.owner).or(existing_owner) {
-                keep_owner(file, uid, gid, &dest);
-            }
-            let io = |e| Error::io(format!("cannot stage {}", dest.display()), e);
-            file.set_permissions(fs::Permissions::from_mode(entry.mode))
-                .map_err(io)?;
-            file.set_modified(system_time(entry.mtime)).map_err(io)?;
+            let owner = recorded_owner(entry.owner).or(existing_owner);
+            finish_staged(temp.as_file(), entry.mode, entry.mtime, owner, &dest)?;
             // Made durable all at once at commit (one syncfs), not here.
             self.staged.push(StagedFile {
                 temp: temp.into_temp_path(),
@@ -496,6 +561,23 @@ impl FileRestorer {
     /// Makes everything staged visible.
     fn commit(&mut self) -> Result<()> {
         let mut synced_dirs = BTreeSet::new();
+        if let Some(stage) = self.stage_root.take() {
+            // Its files durable, then one rename makes it the root; where
+            // the root appeared meanwhile (another source of this restore
+            // shares it), its entries are moved in, a directory merged
+            // into one of the same name ([`PathClaims`] kept the sources
+            // from claiming the same paths).
+            coffer_core::fsutil::sync_filesystems([stage.as_path()])?;
+            let moved = if lstat(&self.root)?.is_none() {
+                fs::rename(&stage, &self.root)
+                    .map_err(|e| Error::io(format!("cannot rename into place {}", self.root.display()), e))
+            } else {
+                merge_into(&stage, &self.root, &mut synced_dirs)
+            };
+            let _ = fs::remove_dir_all(&stage);
+            moved.map_err(|e| e.prefix("restore partly applied"))?;
+            synced_dirs.insert(parent_of(&self.root));
+        }
         if !self.root.exists() && !self.plan.is_empty() {
             fs::create_dir_all(&self.root)
                 .map_err(|e| Error::io(format!("cannot create {}", self.root.display()), e))?;
@@ -602,6 +684,9 @@ impl FileRestorer {
 
     /// Removes everything staged.
     fn abort(&mut self) {
+        if let Some(stage) = self.stage_root.take() {
+            let _ = fs::remove_dir_all(&stage);
+        }
         self.staged.clear();
         self.links.clear();
         for dir in std::mem::take(&mut self.created).into_iter().rev() {
@@ -674,6 +759,55 @@ impl Drop for FileRestorer {
     fn drop(&mut self) {
         self.abort();
     }
+}
+
+/// Moves what `stage` holds into the existing directory `dest`: an entry
+/// `dest` lacks by one rename, a directory `dest` has too by merging into
+/// it (never through a symlink), recording the directories changed.
+fn merge_into(stage: &Path, dest: &Path, changed: &mut BTreeSet<PathBuf>) -> Result<()> {
+    if !existing_dir(dest)? {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            "a file is in the way of a restored directory",
+        )
+        .with_context("path", dest.display()));
+    }
+    let entries =
+        fs::read_dir(stage).map_err(|e| Error::io(format!("cannot list {}", stage.display()), e))?;
+    for entry in entries {
+        let entry = entry.map_err(|e| Error::io(format!("cannot list {}", stage.display()), e))?;
+        let to = dest.join(entry.file_name());
+        let is_dir = entry.file_type().is_ok_and(|t| t.is_dir());
+        match lstat(&to)? {
+            None => {
+                fs::rename(entry.path(), &to)
+                    .map_err(|e| Error::io(format!("cannot rename into place {}", to.display()), e))?;
+                changed.insert(dest.to_path_buf());
+            }
+            Some(m) if is_dir && m.is_dir() => merge_into(&entry.path(), &to, changed)?,
+            Some(_) => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    "a restored path appeared while the restore ran",
+                )
+                .with_context("path", to.display())
+                .with_hint("run the restore again"));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Gives a staged file its owner (the recorded one when restoring as root,
+/// else the replaced file's, as the caller chose), mode and mtime.
+fn finish_staged(file: &File, mode: u32, mtime: i64, owner: Option<(u32, u32)>, dest: &Path) -> Result<()> {
+    if let Some((uid, gid)) = owner {
+        keep_owner(file, uid, gid, dest);
+    }
+    let io = |e| Error::io(format!("cannot stage {}", dest.display()), e);
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io)?;
+    file.set_modified(system_time(mtime)).map_err(io)
 }
 
 /// Copies exactly `size` bytes from `reader` into `out` while comparing
