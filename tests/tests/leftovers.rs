@@ -23,6 +23,26 @@ fn temps(dir: &Path) -> Vec<String> {
     v
 }
 
+/// A key `key.txt` and an uncompressed backup of `big` to sink `bk`;
+/// returns the key file's path.
+fn back_up_big(p: &Path) -> String {
+    let (key, rec) = keygen(p, "key.txt");
+    coffer(p)
+        .args([
+            "backup",
+            "--source",
+            "file:big",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
+        .args(["--compression", "none"])
+        .assert()
+        .success();
+    key.to_str().unwrap().to_string()
+}
+
 fn spawn(dir: &Path, args: &[&str]) -> Child {
     Command::new(coffer_bin())
         .env("COFFER_CREATE_SINK", "true")
@@ -160,21 +180,8 @@ fn a_restore_sweeps_a_killed_restores_temps_in_every_directory_it_writes() {
     fs::create_dir_all(p.join("big/a/b")).unwrap();
     fs::write(p.join("big/a/b/blob.bin"), noise(160 << 20)).unwrap();
     fs::write(p.join("big/a/small.txt"), "small").unwrap();
-    let (key, rec) = keygen(p, "key.txt");
-    let key = key.to_str().unwrap();
-    coffer(p)
-        .args([
-            "backup",
-            "--source",
-            "file:big",
-            "--sink",
-            "bk",
-            "--recipient",
-            &rec,
-        ])
-        .args(["--compression", "none"])
-        .assert()
-        .success();
+    let key = back_up_big(p);
+    let key = key.as_str();
     fs::create_dir(p.join("out")).unwrap();
     let args = [
         "restore",
@@ -215,21 +222,8 @@ fn a_killed_restore_into_a_new_directory_leaves_a_staged_root_the_next_one_remov
     for i in 0..4 {
         fs::write(p.join(format!("big/sub/blob{i}.bin")), noise(40 << 20)).unwrap();
     }
-    let (key, rec) = keygen(p, "key.txt");
-    let key = key.to_str().unwrap();
-    coffer(p)
-        .args([
-            "backup",
-            "--source",
-            "file:big",
-            "--sink",
-            "bk",
-            "--recipient",
-            &rec,
-        ])
-        .args(["--compression", "none"])
-        .assert()
-        .success();
+    let key = back_up_big(p);
+    let key = key.as_str();
     fs::create_dir(p.join("fresh")).unwrap();
     let args = [
         "restore",
