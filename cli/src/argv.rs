@@ -20,8 +20,8 @@ pub(crate) fn refuse_secrets(args: &[OsString]) -> Option<Error> {
                 "argument {i} of the command line is {kind}; coffer never takes secret key material as an argument (it is not shown)"
             ))
             .with_hint(format!(
-                "pass the key's file instead (--identity FILE, --signing-key FILE), or its public half: {}. \
-                 The key may be in your shell history now",
+                "pass the key's file instead (--identity FILE, --signing-key FILE), or {}. The key may be in \
+                 your shell history now",
                 coffer_core::public_half_hint(kind)
             )),
         )
