@@ -163,6 +163,11 @@ pub struct Config {
     pub sink_retention: BTreeMap<String, RetentionPolicy>,
     /// `[sink.NAME] optional = true`: its failure never makes a run partial.
     pub sink_optional: std::collections::BTreeSet<String>,
+    /// `[sink.NAME] format = "chunked" | "bundle"` (default bundle).
+    pub sink_format: BTreeMap<String, coffer_core::chunked::SnapshotFormat>,
+    /// `[sink.NAME] dedup-key = PATH`: this host's dedup key for that sink
+    /// (relative to the config file's folder).
+    pub sink_dedup_key: BTreeMap<String, PathBuf>,
     /// Where each `[source.NAME]` is: `file:line: [source.NAME]`.
     pub source_places: BTreeMap<String, String>,
 }
@@ -205,6 +210,8 @@ struct Sinks {
     sinks: BTreeMap<String, Arc<dyn Sink>>,
     retention: BTreeMap<String, RetentionPolicy>,
     optional: std::collections::BTreeSet<String>,
+    format: BTreeMap<String, coffer_core::chunked::SnapshotFormat>,
+    dedup_key: BTreeMap<String, PathBuf>,
 }
 
 /// The text of the config file at `path`.
@@ -281,6 +288,27 @@ fn load_sinks(
                 return Err(config_error(format!("{place} optional must be true or false")));
             }
         }
+        // `format` and `dedup-key` are coffer's too.
+        match t.remove("format") {
+            None => {}
+            Some(toml::Value::String(f)) => {
+                let f =
+                    coffer_core::chunked::SnapshotFormat::parse(&f).map_err(|e| located(e, place.clone()))?;
+                out.format.insert(name.clone(), f);
+            }
+            Some(_) => {
+                return Err(config_error(format!(
+                    "{place} format must be \"chunked\" or \"bundle\""
+                )));
+            }
+        }
+        match t.remove("dedup-key") {
+            None => {}
+            Some(toml::Value::String(p)) => {
+                out.dedup_key.insert(name.clone(), base.join(p));
+            }
+            Some(_) => return Err(config_error(format!("{place} dedup-key must be a file path"))),
+        }
         let sink = take_kind(&mut t)
             .and_then(|kind| registry.sink_from_config(&kind, &name, t, base, retention.as_ref()))
             .map_err(|e| e.prefix(&place))?;
@@ -334,6 +362,8 @@ impl Config {
             sinks: sinks.sinks,
             sink_retention: sinks.retention,
             sink_optional: sinks.optional,
+            sink_format: sinks.format,
+            sink_dedup_key: sinks.dedup_key,
             source_places,
             // `join` keeps an absolute path as it is.
             signing_key: file.signing_key.map(|p| base.join(p)),

@@ -101,6 +101,11 @@ impl SnapshotId {
         format!("{}{INDEX_SUFFIX}", self.0)
     }
 
+    /// Key of the chunk list of a chunked snapshot.
+    pub fn chunks_key(&self) -> String {
+        crate::chunked::chunks_key(self)
+    }
+
     /// Key of the index's signature (signed snapshots only).
     pub fn signature_key(&self) -> String {
         format!("{}{SIGNATURE_SUFFIX}", self.0)
@@ -284,6 +289,10 @@ pub struct Index {
     pub compression: String,
     /// Encryption.
     pub encryption: IndexEncryption,
+    /// A chunked snapshot: its object is the chunk list `<id>.chunks`
+    /// (absent for a bundle).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<crate::chunked::IndexChunks>,
 }
 
 impl Index {
@@ -450,6 +459,7 @@ pub(crate) fn test_index(id: &SnapshotId, body: &[u8]) -> Index {
             mode: "recipients".into(),
             recipients: vec![],
         },
+        chunks: None,
     }
 }
 

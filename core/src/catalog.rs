@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use crate::bundle::{INDEX_SUFFIX, Index, OBJECT_SUFFIX, SIGNATURE_SUFFIX, SnapshotId};
+use crate::chunked::CHUNKS_SUFFIX;
 use crate::error::{Error, ErrorKind, Result};
 use crate::retention::pin_key;
 use crate::signing::{SignatureState, check_signature};
@@ -63,7 +64,7 @@ pub struct Catalog {
 /// Keys `<id>.<anything>` other than the index and the object: companions
 /// such as the pin marker `<id>.pin`, never snapshots or indexes themselves.
 fn companions_of(objects: &[ObjectMeta], id: &SnapshotId) -> Vec<String> {
-    let (index, object) = (id.index_key(), id.object_key());
+    let (index, object, chunks) = (id.index_key(), id.object_key(), id.chunks_key());
     let mut keys: Vec<String> = objects
         .iter()
         .map(|o| o.key.as_str())
@@ -72,6 +73,7 @@ fn companions_of(objects: &[ObjectMeta], id: &SnapshotId) -> Vec<String> {
                 .is_some_and(|rest| rest.starts_with('.') && !rest.contains('/'))
                 && *k != index
                 && *k != object
+                && *k != chunks
         })
         .map(str::to_string)
         .collect();
@@ -103,7 +105,11 @@ async fn read_index(
 /// Parses an index and checks that it names its own snapshot's object.
 fn parse_index(bytes: &[u8], key: &str) -> Result<Index> {
     let index = Index::from_json(bytes, key)?;
-    if index.object.key == index.id.object_key() {
+    let own = match index.chunks {
+        None => index.id.object_key(),
+        Some(_) => index.id.chunks_key(),
+    };
+    if index.object.key == own {
         Ok(index)
     } else {
         Err(
@@ -160,13 +166,15 @@ impl Catalog {
                     // not to an interrupted backup.
                     if let Some(id) = key.strip_suffix(INDEX_SUFFIX) {
                         indexed.insert(format!("{id}{OBJECT_SUFFIX}"));
+                        indexed.insert(format!("{id}{CHUNKS_SUFFIX}"));
                     }
                     cat.unreadable.push((key, e.to_string()))
                 }
             }
         }
         for o in &objects {
-            if o.key.ends_with(OBJECT_SUFFIX) && !o.key.contains('/') && !indexed.contains(&o.key) {
+            let object = o.key.ends_with(OBJECT_SUFFIX) || o.key.ends_with(CHUNKS_SUFFIX);
+            if object && !o.key.contains('/') && !indexed.contains(&o.key) {
                 cat.incomplete.push(o.key.clone());
             }
         }

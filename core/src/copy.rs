@@ -273,6 +273,9 @@ pub async fn copy_snapshot(
         signature,
         index: index.clone(),
     };
+    if index.chunks.is_some() {
+        outcome.bytes += copy_packs(from, to, &index, opts).await?;
+    }
     match to.head(&index.object.key).await? {
         Some(o) if o.size == index.object.size && index_present => {
             outcome.status = CopyStatus::Skipped;
@@ -288,6 +291,69 @@ pub async fn copy_snapshot(
         put_small(to, &index_key, index_bytes).await?;
     }
     Ok(outcome)
+}
+
+/// A chunked snapshot's packs that `to` lacks, each checked (every chunk
+/// the snapshot uses in it against its SHA-256) before a create-only put,
+/// and the dedup key it was made with (encrypted) when `to` lacks it.
+/// Packs are never rewritten, so a pack of the same name on `to` is the
+/// same pack: a resumed copy skips the ones it already stored. Returns
+/// the bytes copied.
+async fn copy_packs(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyOptions) -> Result<u64> {
+    use crate::chunked::{pack_key, read_list};
+    let list = read_list(from, index).await?;
+    let present = crate::chunked::store::list_packs(to).await?;
+    let mut by_pack: std::collections::BTreeMap<&str, Vec<&crate::chunked::ChunkRef>> = Default::default();
+    for c in &list.0 {
+        by_pack.entry(c.pack.as_str()).or_default().push(c);
+    }
+    let mut copied = 0;
+    for (pack, chunks) in by_pack {
+        if present.contains_key(pack) {
+            continue;
+        }
+        let key = pack_key(pack);
+        let bytes = from.get_bytes(&key).await.map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                integrity(format!("pack {pack} is missing on the source"), &index.id)
+            } else {
+                e
+            }
+        })?;
+        for c in chunks {
+            let range = usize::try_from(c.offset)
+                .ok()
+                .zip(usize::try_from(c.offset + c.length).ok())
+                .and_then(|(a, b)| bytes.get(a..b));
+            if range.is_none_or(|r| <[u8; 32]>::from(Sha256::digest(r)) != c.sha256) {
+                return Err(integrity(
+                    format!("pack {pack} is damaged on the source"),
+                    &index.id,
+                ));
+            }
+        }
+        let len = bytes.len() as u64;
+        match to
+            .put_bytes(&key, bytes, PutOptions::create().with_size_hint(len))
+            .await
+        {
+            Ok(_) => copied += len,
+            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+            Err(e) => return Err(e.prefix(format!("storing pack {pack}"))),
+        }
+        if let Some(p) = &opts.progress {
+            p.add(len);
+        }
+    }
+    if let Some(info) = &index.chunks {
+        let key = format!("{}dedup-{}.age", crate::chunked::KEYS_PREFIX, info.dedup_key);
+        if to.head(&key).await?.is_none()
+            && let Some(sealed) = get_optional(from, &key).await?
+        {
+            put_small(to, &key, sealed).await?;
+        }
+    }
+    Ok(copied)
 }
 
 /// Whether `to` already holds exactly this index; a different index for

@@ -10,6 +10,7 @@
 mod backup;
 mod bundle;
 mod catalog;
+pub mod chunked;
 mod copy;
 mod crypto;
 mod error;
@@ -55,7 +56,7 @@ pub use registry::{
 };
 pub use restore::{
     BundleSummary, BundleVisitor, CheckOnly, ProgressRead, RestoreInput, RestoreOutcome, SourceResolver,
-    fetch_verified, read_bundle, restore_bundle, verify_object,
+    fetch_verified, read_bundle, read_chunked, restore_bundle, verify_object, verify_stored,
 };
 pub use retention::{
     Decision, KeepWithin, PIN_SUFFIX, PinMarker, PolicyTimeZone, RetentionPolicy, SnapshotMeta, apply,

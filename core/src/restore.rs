@@ -40,6 +40,16 @@ fn integrity(msg: impl Into<String>, index: &Index) -> Error {
         .with_hint("the snapshot is corrupt or was tampered with; restore another snapshot or copy it again from another sink")
 }
 
+/// Checks without a key that what `index` names is stored as it says: a
+/// bundle's object ([`verify_object`]), or every chunk of a chunked
+/// snapshot ([`crate::chunked::verify_chunks`]).
+pub async fn verify_stored(sink: &dyn Sink, index: &Index, progress: Option<&crate::Progress>) -> Result<()> {
+    match index.chunks {
+        Some(_) => crate::chunked::verify_chunks(sink, index, progress).await,
+        None => verify_object(sink, index, None, progress).await,
+    }
+}
+
 /// Streams the object of `index` from `sink` and checks its size and
 /// SHA-256 against the index, writing the bytes to `out` if given; counts
 /// into `progress` as phase `verify`.
@@ -302,6 +312,28 @@ pub fn read_bundle<R: Read + Send>(
     })
 }
 
+/// Walks a chunked snapshot's tar stream like [`read_bundle`]: the chunks
+/// are checked, decrypted and decompressed on a thread of their own.
+/// Blocking.
+pub fn read_chunked(
+    stream: crate::chunked::ChunkStream,
+    index: &Index,
+    identities: &Identities,
+    visitor: &mut dyn BundleVisitor,
+) -> Result<BundleSummary> {
+    std::thread::scope(|scope| {
+        let decoded = pump(scope, move || {
+            Ok(crate::chunked::ChunkReader::new(stream, index, identities))
+        });
+        let decoded = Bounded {
+            inner: decoded,
+            read: 0,
+            size: index.object.plain_size,
+        };
+        walk_bundle(decoded, index, visitor)
+    })
+}
+
 /// The decompressed stream, held to the index's signed `plain_size` when
 /// it has one: a forged object (anyone with the public recipient key can
 /// encrypt one) cannot stream, and so stage, more than the genuine one
@@ -343,6 +375,8 @@ pub struct RestoreInput {
     inner: Box<dyn Read + Send>,
     /// While decrypting: the hash so far, the bytes read.
     hashing: Option<(Sha256, u64)>,
+    /// A chunked snapshot's chunks (each checked before it is decrypted).
+    chunks: Option<crate::chunked::ChunkStream>,
 }
 
 impl RestoreInput {
@@ -364,6 +398,7 @@ impl RestoreInput {
             return Ok(RestoreInput {
                 inner: Box::new(file),
                 hashing: Some((Sha256::new(), 0)),
+                chunks: None,
             });
         }
         let file = fetch_verified(sink, index, cache_dir, Some(&progress)).await?;
@@ -371,7 +406,18 @@ impl RestoreInput {
         Ok(RestoreInput {
             inner: Box::new(file),
             hashing: None,
+            chunks: None,
         })
+    }
+
+    /// The input of a chunked snapshot (see
+    /// [`crate::chunked::with_chunk_stream`]).
+    pub fn chunked(stream: crate::chunked::ChunkStream) -> RestoreInput {
+        RestoreInput {
+            inner: Box::new(io::empty()),
+            hashing: None,
+            chunks: Some(stream),
+        }
     }
 
     /// After the bundle was read: hashes the rest of the object (bytes the
@@ -796,12 +842,16 @@ pub fn restore_bundle(
         restorers: Vec::new(),
         slot: HashMap::new(),
     };
-    let read = match read_bundle(
-        BufReader::with_capacity(1 << 20, &mut input),
-        index,
-        identities,
-        &mut visitor,
-    ) {
+    let read = match input.chunks.take() {
+        Some(stream) => read_chunked(stream, index, identities, &mut visitor),
+        None => read_bundle(
+            BufReader::with_capacity(1 << 20, &mut input),
+            index,
+            identities,
+            &mut visitor,
+        ),
+    };
+    let read = match read {
         // Nothing leaves staging until the object's hash matched the index.
         Ok(summary) => input.finish(index).map(|()| summary),
         Err(e) if e.kind() == ErrorKind::Cancelled => Err(e),

@@ -159,6 +159,7 @@ fn request(k: &GeneratedKey, sources: Vec<Arc<dyn Source>>, sinks: Vec<SinkTarge
         time: None,
         threads: 2,
         signing_key: None,
+        dedup_key: None,
     }
 }
 
@@ -167,6 +168,7 @@ fn target(name: &str, sink: Arc<dyn Sink>, required: bool) -> SinkTarget {
         name: name.into(),
         sink,
         required,
+        format: Default::default(),
     }
 }
 
@@ -388,6 +390,7 @@ fn forge(
             mode: "recipients".into(),
             recipients: vec![],
         },
+        chunks: None,
     };
     (out, index)
 }

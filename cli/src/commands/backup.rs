@@ -58,6 +58,16 @@ pub struct BackupArgs {
     /// OpenSSH ed25519 private key); overrides `signing-key`.
     #[arg(long, value_name = "FILE", env = "COFFER_SIGNING_KEY", hide_env_values = true)]
     pub signing_key: Option<PathBuf>,
+    /// Store this snapshot as `chunked` (deduplicated chunks) or `bundle`
+    /// (one object) on every sink of the run, whatever the sinks'
+    /// `format` says.
+    #[arg(long, value_name = "FORMAT", value_parser = ["chunked", "bundle"])]
+    pub format: Option<String>,
+    /// This host's dedup key for chunked sinks (made there on first use,
+    /// mode 0600; it keys chunk addresses and cannot decrypt). Default:
+    /// the sinks' `dedup-key`, else ~/.config/coffer/dedup.key.
+    #[arg(long, value_name = "FILE", env = "COFFER_DEDUP_KEY", hide_env_values = true)]
+    pub dedup_key: Option<PathBuf>,
 }
 
 /// The job to run: `[job.NAME]`, or one made of `--source` flags.
@@ -121,7 +131,15 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         signing_key,
     } = plan.resolve(&flags, config.as_ref())?;
     let time = crate::ctx::snapshot_time(a.time.as_deref())?;
-    let sinks = ctx.sink_targets(&targets, config.as_ref())?;
+    let format = a
+        .format
+        .as_deref()
+        .map(coffer_core::chunked::SnapshotFormat::parse)
+        .transpose()?;
+    let sinks = ctx.sink_targets(&targets, config.as_ref(), format)?;
+    let dedup_key = ctx
+        .dedup_key(&sinks, config.as_ref(), a.dedup_key.as_deref(), &encryption)
+        .await?;
     let JobPlan {
         job, sources, tags, ..
     } = plan;
@@ -153,6 +171,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         time,
         threads,
         signing_key,
+        dedup_key,
     };
 
     // A job's hooks (cold backups): `before`, then the backup, then
@@ -227,15 +246,29 @@ pub(crate) fn print_text(
     after: Option<&crate::retention::AfterBackup>,
     hooks: Option<&crate::hooks::HookRun>,
 ) {
-    println!(
-        "snapshot {} (job {}): {} files, {} → {} encrypted in {:.1}s",
-        report.id,
-        report.job,
-        report.entries,
-        size(report.plain_bytes),
-        size(report.object.size),
-        report.seconds
-    );
+    match &report.chunks {
+        None => println!(
+            "snapshot {} (job {}): {} files, {} → {} encrypted in {:.1}s",
+            report.id,
+            report.job,
+            report.entries,
+            size(report.plain_bytes),
+            size(report.object.size),
+            report.seconds
+        ),
+        Some(c) => println!(
+            "snapshot {} (job {}): {} files, {} → {} in {} chunks, {} new ({} chunks) in {:.1}s",
+            report.id,
+            report.job,
+            report.entries,
+            size(report.plain_bytes),
+            size(c.stored_bytes),
+            c.chunks,
+            size(c.new_bytes),
+            c.new_chunks,
+            report.seconds
+        ),
+    }
     for s in &report.sources {
         println!("  source {} ({}): {}", s.name, s.kind, s.summary);
     }

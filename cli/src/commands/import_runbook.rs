@@ -74,7 +74,11 @@ mod imp {
         let job = resolve_job(&a, config.as_ref())?;
         let forced_time = crate::ctx::snapshot_time(a.time.as_deref())?;
         let targets: Vec<(String, bool)> = job.plan.sinks.iter().map(|s| (s.clone(), true)).collect();
-        let sinks = ctx.sink_targets(&targets, config.as_ref())?;
+        let sinks = ctx.sink_targets(
+            &targets,
+            config.as_ref(),
+            Some(coffer_core::chunked::SnapshotFormat::Bundle),
+        )?;
         let ids = crate::ctx::identities(&a.keys)?;
         if ids.is_empty() {
             return Err(config_error("no identity to decrypt the runbook backup")
@@ -110,6 +114,7 @@ mod imp {
             time: Some(time),
             threads: crate::ctx::threads(),
             signing_key: job.signing_key,
+            dedup_key: None,
         };
         let (outcome, secs) = crate::ctx::run_locked_backup(ctx, req, "import-runbook").await?;
         let mut report = BackupReport::new(&outcome, secs, None, outcome.required_ok());

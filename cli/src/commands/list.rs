@@ -46,7 +46,14 @@ pub(crate) async fn exec(ctx: &Ctx, a: ListArgs) -> CmdResult {
                     s.index.id.as_str(),
                     s.index.created_at.strftime("%Y-%m-%d %H:%M:%S").to_string(),
                     s.index.job,
-                    size(s.index.object.size),
+                    // A chunked snapshot: what it references (shared
+                    // chunks included).
+                    size(
+                        s.index
+                            .chunks
+                            .as_ref()
+                            .map_or(s.index.object.size, |c| c.stored_bytes)
+                    ),
                     if s.pinned {
                         format!("{},pinned", s.state.as_str())
                     } else {

@@ -11,6 +11,7 @@ mod backup;
 mod check;
 mod completions;
 mod copy;
+mod dedup_key;
 mod drill;
 mod drills;
 mod export;
@@ -121,6 +122,10 @@ pub enum Command {
     /// snapshot of each job (header and first chunk), without restoring;
     /// exit 5 when one does not.
     Keycheck(keycheck::KeycheckArgs),
+    /// Fetch the dedup key of a sink's chunked snapshots with an identity
+    /// (-o FILE, mode 0600), so another backup host can use the sink and
+    /// deduplicate against it.
+    DedupKey(dedup_key::DedupKeyArgs),
     /// Sinks: `sink init PATH|NAME` makes a new sink (a local directory
     /// gets its marker; a sink path without one is refused, exit 10).
     Sink(sink::SinkCmdArgs),
@@ -227,6 +232,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Unpin(a) => pin::unpin(ctx, a).await,
         Command::Sink(a) => sink::exec(ctx, a).await,
         Command::Keycheck(a) => keycheck::exec(ctx, a).await,
+        Command::DedupKey(a) => dedup_key::exec(ctx, a).await,
         Command::Schema(a) => schema::exec(a),
         Command::Completions(a) => completions::exec(a),
         Command::Man(a) => man::exec(a),

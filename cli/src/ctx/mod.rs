@@ -9,6 +9,7 @@ mod locks;
 mod snapshots;
 mod trust;
 
+use coffer_core::chunked::SnapshotFormat;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -112,21 +113,65 @@ impl Ctx {
 
     /// The sinks a backup writes: `(name, required)` resolved as
     /// [`Ctx::target_sink`].
+    /// Each stores snapshots as `format` when given, else as its
+    /// `[sink.NAME] format` says (bundle by default).
     pub(crate) fn sink_targets(
         &self,
         targets: &[(String, bool)],
         config: Option<&Config>,
+        format: Option<SnapshotFormat>,
     ) -> Result<Vec<coffer_core::SinkTarget>> {
         targets
             .iter()
             .map(|(name, required)| {
+                let configured = config.and_then(|c| c.sink_format.get(name)).copied();
                 Ok(coffer_core::SinkTarget {
                     name: name.clone(),
                     sink: self.target_sink(name, config)?,
                     required: *required,
+                    format: format.or(configured).unwrap_or_default(),
                 })
             })
             .collect()
+    }
+
+    /// The dedup key of a backup's chunked sinks (`None` without one):
+    /// `--dedup-key`, else their `dedup-key` (one file for all), else
+    /// [`coffer_core::chunked::default_dedup_key_path`]; see
+    /// [`coffer_core::chunked::dedup_key_for`].
+    pub(crate) async fn dedup_key(
+        &self,
+        sinks: &[coffer_core::SinkTarget],
+        config: Option<&Config>,
+        flag: Option<&std::path::Path>,
+        encryption: &coffer_core::Encryption,
+    ) -> Result<Option<Arc<coffer_core::chunked::DedupKey>>> {
+        let chunked: Vec<(String, Arc<dyn Sink>)> = sinks
+            .iter()
+            .filter(|t| t.format == SnapshotFormat::Chunked)
+            .map(|t| (t.name.clone(), t.sink.clone()))
+            .collect();
+        if chunked.is_empty() {
+            return Ok(None);
+        }
+        let configured: std::collections::BTreeSet<&std::path::PathBuf> = chunked
+            .iter()
+            .filter_map(|(n, _)| config.and_then(|c| c.sink_dedup_key.get(n)))
+            .collect();
+        let path = match (flag, configured.len()) {
+            (Some(p), _) => p.to_path_buf(),
+            (None, 0) => coffer_core::chunked::default_dedup_key_path(),
+            (None, 1) => configured.into_iter().next().expect("one").clone(),
+            (None, _) => {
+                return Err(config_error(
+                    "the chunked sinks of this run name different dedup-key files; one run chunks with one key",
+                )
+                .with_hint("give them the same dedup-key, or pass --dedup-key FILE"));
+            }
+        };
+        coffer_core::chunked::dedup_key_for(&chunked, &path, encryption)
+            .await
+            .map(|k| Some(Arc::new(k)))
     }
 }
 

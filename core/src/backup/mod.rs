@@ -31,6 +31,8 @@ mod stages;
 use self::publish::{Snapshot, every_sink_failed, write_indexes};
 use self::stages::{CipherMsg, TarMsg, age_stage, tar_stage};
 use crate::bundle::{Compression, Index, Manifest, ManifestSource};
+use crate::chunked::writer::{ChunkFeed, ChunkedRun};
+use crate::chunked::{DedupKey, SnapshotFormat};
 use crate::crypto::Encryption;
 use crate::error::{Error, ErrorKind, Result};
 use crate::signing::SigningKey;
@@ -54,6 +56,8 @@ pub struct SinkTarget {
     pub sink: Arc<dyn Sink>,
     /// Whether the run fails when this sink fails.
     pub required: bool,
+    /// How the snapshot is stored there.
+    pub format: SnapshotFormat,
 }
 
 /// Everything a backup run needs, resolved.
@@ -77,6 +81,9 @@ pub struct BackupRequest {
     pub threads: u32,
     /// Signs the index (`<id>.sig`, written before the index) when set.
     pub signing_key: Option<Arc<SigningKey>>,
+    /// Keys the chunker and chunk addresses of the chunked sinks (one key
+    /// per run); required when a sink is chunked.
+    pub dedup_key: Option<Arc<DedupKey>>,
 }
 
 /// Live counters for progress display, shared by the work and whatever
@@ -219,17 +226,25 @@ impl BackupOutcome {
 pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<BackupOutcome> {
     preflight(&req).await?;
     let snapshot = Snapshot::new(&req);
+    let (bundled, chunked): (Vec<usize>, Vec<usize>) =
+        (0..req.sinks.len()).partition(|&i| req.sinks[i].format == SnapshotFormat::Bundle);
+    let chunk_side = start_chunked(&req, &chunked, &progress).await?;
+    let (feed, chunk_run) = match chunk_side {
+        Some((key, feed, run)) => (Some((key, feed)), Some(run)),
+        None => (None, None),
+    };
 
     let (tar_tx, tar_rx) = mpsc::channel::<TarMsg>(16);
     let (cipher_tx, cipher_rx) = std::sync::mpsc::sync_channel::<CipherMsg>(STAGE_QUEUE);
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(STAGE_QUEUE);
-    let stages = Stages::start(&req, &snapshot, &progress, tar_rx, cipher_tx, cipher_rx, out_tx)?;
+    let bundle = (!bundled.is_empty()).then_some((cipher_tx, cipher_rx, out_tx));
+    let stages = Stages::start(&req, &snapshot, &progress, tar_rx, bundle, feed)?;
 
-    // Sinks: one bounded channel each, fed by the tee.
+    // Bundle sinks: one bounded channel each, fed by the tee.
     let object_key = snapshot.id.object_key();
     let mut sink_txs = Vec::new();
     let mut puts = Vec::new();
-    for target in &req.sinks {
+    for target in bundled.iter().map(|&i| &req.sinks[i]) {
         // A required sink paces the run; an optional one gets a buffer and
         // is dropped from the run when it falls further behind (`tee`).
         let (tx, rx) = mpsc::channel::<Result<Bytes>>(if target.required { 2 } else { OPTIONAL_LAG });
@@ -260,13 +275,43 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         settle(stages, prod, sink_txs).await
     };
     let (result, put_results) = tokio::join!(pipeline, futures::future::join_all(puts));
-    if put_results.iter().all(|r| r.is_err()) {
-        return Err(all_puts_failed(&req.sinks, &put_results, result));
+    let chunk_results = match chunk_run {
+        Some(run) => run.finish().await,
+        None => Vec::new(),
+    };
+    if put_results.iter().all(Result::is_err) && chunk_results.iter().all(Result::is_err) {
+        let all: Vec<Result<u64>> = bundled
+            .iter()
+            .zip(put_results)
+            .map(|(&i, r)| (i, r))
+            .chain(chunked.iter().zip(chunk_results).map(|(&i, r)| (i, r.map(|_| 0))))
+            .collect::<std::collections::BTreeMap<usize, _>>()
+            .into_values()
+            .collect();
+        return Err(all_puts_failed(&req.sinks, &all, result));
     }
-    let (manifest, plain_size, sha256, size) = result?;
+    let (manifest, plain_size, bundle_object) = result?;
 
-    let index = snapshot.index(&req, size, sha256, plain_size);
-    let sinks = write_indexes(&req, &index, put_results).await;
+    let mut outcomes: Vec<(usize, SinkOutcome)> = Vec::new();
+    let mut index = None;
+    if let Some((sha256, size)) = bundle_object {
+        let idx = snapshot.index(&req, size, sha256, plain_size);
+        let targets: Vec<&SinkTarget> = bundled.iter().map(|&i| &req.sinks[i]).collect();
+        let written = write_indexes(&req, &targets, &idx, put_results).await;
+        outcomes.extend(bundled.iter().copied().zip(written));
+        index = Some(idx);
+    }
+    if !chunked.is_empty() {
+        let key_id = req.dedup_key.as_ref().map(|k| k.id()).unwrap_or_default();
+        let targets: Vec<&SinkTarget> = chunked.iter().map(|&i| &req.sinks[i]).collect();
+        let (written, first) =
+            publish::write_chunked(&req, &snapshot, &targets, chunk_results, &key_id, plain_size).await;
+        outcomes.extend(chunked.iter().copied().zip(written));
+        index = index.or(first);
+    }
+    outcomes.sort_by_key(|(i, _)| *i);
+    let sinks: Vec<SinkOutcome> = outcomes.into_iter().map(|(_, o)| o).collect();
+    let index = index.unwrap_or_else(|| snapshot.index(&req, 0, String::new(), plain_size));
     let outcome = BackupOutcome {
         index,
         sources: manifest.sources,
@@ -278,6 +323,48 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         return Err(every_sink_failed(&outcome));
     }
     Ok(outcome)
+}
+
+/// Starts the chunked side of a run when some sinks are chunked: loads
+/// which chunks each already stores (an unreadable sink: none, so it gets
+/// every chunk, and its own error later), then the seal workers and
+/// packers.
+async fn start_chunked(
+    req: &BackupRequest,
+    chunked: &[usize],
+    progress: &Arc<Progress>,
+) -> Result<Option<(Arc<DedupKey>, ChunkFeed, ChunkedRun)>> {
+    if chunked.is_empty() {
+        return Ok(None);
+    }
+    let key = req.dedup_key.clone().ok_or_else(|| {
+        crate::config_error("a chunked sink needs a dedup key")
+            .with_hint("set `dedup-key = PATH` on the sink, or pass --dedup-key PATH")
+    })?;
+    let mut sinks = Vec::new();
+    for &i in chunked {
+        let t = &req.sinks[i];
+        let known = match crate::Catalog::load(t.sink.as_ref()).await {
+            Ok(cat) => crate::chunked::load_known(t.sink.as_ref(), &cat, &key.id()).await,
+            Err(e) => Err(e),
+        };
+        let known = known.unwrap_or_else(|e| {
+            tracing::info!(
+                "sink `{}`: cannot read its chunks ({e}); storing every chunk",
+                t.name
+            );
+            Default::default()
+        });
+        sinks.push((t.sink.clone(), Arc::new(known)));
+    }
+    let level = match req.compression {
+        Compression::Zstd(level) => level,
+        _ => 3,
+    };
+    let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let (feed, run) =
+        crate::chunked::writer::start(&key, &req.encryption, level, workers, sinks, progress.clone())?;
+    Ok(Some((key, feed, run)))
 }
 
 /// Checks the request before anything runs: encryption, at least one
@@ -312,20 +399,30 @@ async fn preflight(req: &BackupRequest) -> Result<()> {
 /// The tar + compression thread and the encryption thread.
 struct Stages {
     tar: std::thread::JoinHandle<Result<(Manifest, u64)>>,
-    age: std::thread::JoinHandle<Result<(String, u64)>>,
+    /// Only when some sink takes a bundle.
+    age: Option<std::thread::JoinHandle<Result<(String, u64)>>>,
 }
 
+/// The channels of the bundle's compression and encryption stages.
+type BundleStages = (
+    std::sync::mpsc::SyncSender<CipherMsg>,
+    std::sync::mpsc::Receiver<CipherMsg>,
+    mpsc::Sender<Bytes>,
+);
+
 impl Stages {
-    #[allow(clippy::too_many_arguments)]
     fn start(
         req: &BackupRequest,
         snapshot: &Snapshot,
         progress: &Arc<Progress>,
         tar_rx: mpsc::Receiver<TarMsg>,
-        cipher_tx: std::sync::mpsc::SyncSender<CipherMsg>,
-        cipher_rx: std::sync::mpsc::Receiver<CipherMsg>,
-        out_tx: mpsc::Sender<Bytes>,
+        bundle: Option<BundleStages>,
+        chunks: Option<(Arc<DedupKey>, ChunkFeed)>,
     ) -> Result<Stages> {
+        let (cipher_tx, age_side) = match bundle {
+            Some((cipher_tx, cipher_rx, out_tx)) => (Some(cipher_tx), Some((cipher_rx, out_tx))),
+            None => (None, None),
+        };
         let tar_progress = progress.clone();
         let (compression, threads) = (req.compression, req.threads);
         let sources_file = snapshot.sources_file();
@@ -336,6 +433,7 @@ impl Stages {
                 tar_stage(
                     tar_rx,
                     cipher_tx,
+                    chunks,
                     sources_file,
                     manifest,
                     compression,
@@ -344,12 +442,19 @@ impl Stages {
                 )
             })
             .map_err(|e| Error::io("starting the tar thread", e))?;
-        let encryption = req.encryption.clone();
-        let cipher_progress = progress.clone();
-        let age = std::thread::Builder::new()
-            .name("coffer-age".into())
-            .spawn(move || age_stage(cipher_rx, out_tx, encryption, cipher_progress))
-            .map_err(|e| Error::io("starting the encryption thread", e))?;
+        let age = match age_side {
+            Some((cipher_rx, out_tx)) => {
+                let encryption = req.encryption.clone();
+                let cipher_progress = progress.clone();
+                Some(
+                    std::thread::Builder::new()
+                        .name("coffer-age".into())
+                        .spawn(move || age_stage(cipher_rx, out_tx, encryption, cipher_progress))
+                        .map_err(|e| Error::io("starting the encryption thread", e))?,
+                )
+            }
+            None => None,
+        };
         Ok(Stages { tar, age })
     }
 }
@@ -446,20 +551,19 @@ async fn settle(
     stages: Stages,
     prod: Result<()>,
     sink_txs: Vec<SinkTx>,
-) -> Result<(Manifest, u64, String, u64)> {
+) -> Result<(Manifest, u64, Option<(String, u64)>)> {
     // Both threads end once their inputs end; join them off the reactor.
     let joined = tokio::task::spawn_blocking(move || {
         let tar = stages.tar.join().unwrap_or_else(|_| Err(panic_error("tar")));
         let age = stages
             .age
-            .join()
-            .unwrap_or_else(|_| Err(panic_error("encryption")));
-        (tar, age)
+            .map(|age| age.join().unwrap_or_else(|_| Err(panic_error("encryption"))));
+        (tar, age.transpose())
     })
     .await
     .map_err(|e| Error::new(ErrorKind::Unexpected, format!("pipeline join failed: {e}")));
     let result = match joined.map(|(tar, age)| (tar, age, prod)) {
-        Ok((Ok((manifest, plain)), Ok((sha, size)), Ok(()))) => Ok((manifest, plain, sha, size)),
+        Ok((Ok((manifest, plain)), Ok(object), Ok(()))) => Ok((manifest, plain, object)),
         Ok((tar, age, prod)) => {
             let mut errors: Vec<Error> = [tar.err(), age.err(), prod.err()].into_iter().flatten().collect();
             // A stage that stopped only because another did says

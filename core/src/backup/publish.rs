@@ -5,11 +5,15 @@
 use bytes::Bytes;
 use jiff::Timestamp;
 
-use super::{BackupOutcome, BackupRequest, SinkOutcome};
+use sha2::{Digest, Sha256};
+
+use super::{BackupOutcome, BackupRequest, SinkOutcome, SinkTarget};
 use crate::bundle::{
     INDEX_FORMAT, Index, IndexEncryption, IndexObject, IndexSource, MANIFEST_FORMAT, Manifest, SnapshotId,
     SourceRecord, SourcesFile, hostname,
 };
+use crate::chunked::IndexChunks;
+use crate::chunked::writer::SinkChunks;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::{PutOptions, SinkExt};
 use crate::source::SourceInfo;
@@ -96,6 +100,7 @@ impl Snapshot {
                 mode,
                 recipients,
             },
+            chunks: None,
         }
     }
 }
@@ -105,6 +110,7 @@ impl Snapshot {
 /// snapshot. One outcome per sink, in order.
 pub(super) async fn write_indexes(
     req: &BackupRequest,
+    targets: &[&SinkTarget],
     index: &Index,
     puts: Vec<Result<u64>>,
 ) -> Vec<SinkOutcome> {
@@ -115,7 +121,7 @@ pub(super) async fn write_indexes(
         .as_ref()
         .map(|k| Bytes::from(k.sign_index(&index_bytes).to_json()));
     let size = index.object.size;
-    let writes = req.sinks.iter().zip(puts).map(|(t, put)| {
+    let writes = targets.iter().zip(puts).map(|(t, put)| {
         let index_bytes = index_bytes.clone();
         let sig_bytes = sig_bytes.clone();
         async move {
@@ -127,16 +133,7 @@ pub(super) async fn write_indexes(
                         format!("sink stored {n} bytes, expected {size}"),
                     ));
                 }
-                if let Some(sig) = sig_bytes {
-                    t.sink
-                        .put_bytes(&index.id.signature_key(), sig, PutOptions::create())
-                        .await
-                        .map_err(|e| e.prefix("writing the signature"))?;
-                }
-                t.sink
-                    .put_bytes(&index.id.index_key(), index_bytes, PutOptions::create())
-                    .await
-                    .map(|_| ())
+                publish_index(t, index, index_bytes, sig_bytes).await
             }
             .await;
             SinkOutcome {
@@ -148,6 +145,84 @@ pub(super) async fn write_indexes(
         }
     });
     futures::future::join_all(writes).await
+}
+
+/// The signature (when signing), then the index: the last writes of a
+/// snapshot on a sink.
+async fn publish_index(
+    t: &SinkTarget,
+    index: &Index,
+    index_bytes: Bytes,
+    sig_bytes: Option<Bytes>,
+) -> Result<()> {
+    if let Some(sig) = sig_bytes {
+        t.sink
+            .put_bytes(&index.id.signature_key(), sig, PutOptions::create())
+            .await
+            .map_err(|e| e.prefix("writing the signature"))?;
+    }
+    t.sink
+        .put_bytes(&index.id.index_key(), index_bytes, PutOptions::create())
+        .await
+        .map(|_| ())
+}
+
+/// On each chunked sink whose packs are all stored: its chunk list, the
+/// signature, then the index, whose object is that list. The lists (and
+/// so the indexes) differ between sinks where their packs do. Returns one
+/// outcome per sink and the first index written (or made).
+pub(super) async fn write_chunked(
+    req: &BackupRequest,
+    snapshot: &Snapshot,
+    targets: &[&SinkTarget],
+    results: Vec<Result<SinkChunks>>,
+    key_id: &str,
+    plain_size: u64,
+) -> (Vec<SinkOutcome>, Option<Index>) {
+    let writes = targets.iter().zip(results).map(|(t, r)| async move {
+        let result = async {
+            let chunks = r?;
+            let text = Bytes::from(chunks.list.to_text());
+            let mut index = snapshot.index(
+                req,
+                text.len() as u64,
+                hex::encode(Sha256::digest(&text)),
+                plain_size,
+            );
+            index.object.key = snapshot.id.chunks_key();
+            index.compression = "zstd".into();
+            index.chunks = Some(IndexChunks {
+                dedup_key: key_id.to_string(),
+                chunks: chunks.list.0.len() as u64,
+                stored_bytes: chunks.list.stored_bytes(),
+                new_chunks: chunks.new_chunks,
+                new_bytes: chunks.new_bytes,
+            });
+            t.sink
+                .put_bytes(&index.object.key, text, PutOptions::create())
+                .await
+                .map_err(|e| e.prefix("writing the chunk list"))?;
+            let index_bytes = Bytes::from(index.to_json());
+            let sig_bytes = req
+                .signing_key
+                .as_ref()
+                .map(|k| Bytes::from(k.sign_index(&index_bytes).to_json()));
+            publish_index(t, &index, index_bytes, sig_bytes).await?;
+            Ok(index)
+        }
+        .await;
+        let index = result.as_ref().ok().cloned();
+        let outcome = SinkOutcome {
+            name: t.name.clone(),
+            location: t.sink.info().to_string(),
+            required: t.required,
+            result: result.map(|_| ()),
+        };
+        (outcome, index)
+    });
+    let done = futures::future::join_all(writes).await;
+    let first = done.iter().find_map(|(_, i)| i.clone());
+    (done.into_iter().map(|(o, _)| o).collect(), first)
 }
 
 /// The error of a run that stored its object nowhere in the end: the first

@@ -15,6 +15,9 @@ use crate::bundle::{
     Compression, MANIFEST_ENTRY, Manifest, ManifestEntry, ManifestSource, SOURCES_ENTRY, SUMS_ENTRY,
     SourcesFile,
 };
+use crate::chunked::chunker::Chunker;
+use crate::chunked::writer::ChunkFeed;
+use crate::chunked::{DedupKey, OWN_CHUNKS_FROM};
 use crate::crypto::Encryption;
 use crate::error::{Error, ErrorKind, Result};
 use crate::source::{Entry, EntryBody, SourceReport};
@@ -63,16 +66,25 @@ fn header(kind: tar::EntryType, mode: u32, mtime: i64, size: u64) -> tar::Header
 /// (hashing each file into `SHA256SUMS` and the manifest), then
 /// `SHA256SUMS` and `manifest.json`, compressed into 1 MiB chunks for the
 /// age stage.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn tar_stage(
     mut rx: mpsc::Receiver<TarMsg>,
-    cipher_tx: std::sync::mpsc::SyncSender<CipherMsg>,
+    cipher_tx: Option<std::sync::mpsc::SyncSender<CipherMsg>>,
+    chunks: Option<(Arc<DedupKey>, ChunkFeed)>,
     sources_file: SourcesFile,
     manifest: Manifest,
     compression: Compression,
     threads: u32,
     progress: Arc<Progress>,
 ) -> Result<(Manifest, u64)> {
-    let mut w = TarWriter::new(cipher_tx.clone(), manifest, compression, threads, progress)?;
+    let mut w = TarWriter::new(
+        cipher_tx.clone(),
+        chunks,
+        manifest,
+        compression,
+        threads,
+        progress,
+    )?;
     let sources_json = serde_json::to_vec_pretty(&sources_file).expect("serializes");
     w.append_bytes(SOURCES_ENTRY, &sources_json)?;
     let reports = loop {
@@ -88,9 +100,10 @@ pub(super) fn tar_stage(
         }
     };
     let finished = w.finish(&sources_file, reports)?;
-    cipher_tx
-        .send(CipherMsg::Done)
-        .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped"))?;
+    if let Some(tx) = cipher_tx {
+        tx.send(CipherMsg::Done)
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped"))?;
+    }
     Ok(finished)
 }
 
@@ -113,19 +126,67 @@ impl<W: Write> Write for Counted<W> {
     }
 }
 
-/// A metadata entry of coffer's own: mode 0600, the snapshot's time `now`.
-fn append_meta<W: Write>(builder: &mut tar::Builder<W>, now: i64, path: &str, bytes: &[u8]) -> Result<()> {
+/// A metadata entry of coffer's own: mode 0600, the snapshot's time
+/// `now`. Never deduplicated (it names the snapshot, and `SHA256SUMS`
+/// holds the hashes of secrets): chunks of its own.
+fn append_meta(
+    builder: &mut tar::Builder<Counted<TarOut>>,
+    now: i64,
+    path: &str,
+    bytes: &[u8],
+) -> Result<()> {
+    let cut = |b: &mut tar::Builder<Counted<TarOut>>, secret| {
+        b.get_mut()
+            .inner
+            .cut(secret)
+            .map_err(|e| Error::io(format!("writing {path}"), e))
+    };
+    cut(builder, true)?;
     let mut h = header(tar::EntryType::Regular, 0o600, now, bytes.len() as u64);
     builder
         .append_data(&mut h, path, bytes)
-        .map_err(|e| Error::io(format!("writing {path}"), e))
+        .map_err(|e| Error::io(format!("writing {path}"), e))?;
+    cut(builder, false)
 }
 
 type ChunkSink = ChunkWriter<Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send>>;
 
+/// Where the tar stream goes: compressed for the bundle sinks, cut into
+/// chunks for the chunked ones, or both (the same stream).
+struct TarOut {
+    bundle: Option<Compressor<ChunkSink>>,
+    chunker: Option<Chunker<ChunkFeed>>,
+}
+
+impl TarOut {
+    /// Ends the current chunk (see [`Chunker::cut`]); nothing for a bundle.
+    fn cut(&mut self, secret: bool) -> io::Result<()> {
+        match &mut self.chunker {
+            Some(c) => c.cut(secret),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Write for TarOut {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        if let Some(b) = &mut self.bundle {
+            b.write_all(buf)?;
+        }
+        if let Some(c) = &mut self.chunker {
+            c.write_all(buf)?;
+        }
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
 /// The tar stream being written, with the manifest it accumulates.
 struct TarWriter {
-    builder: tar::Builder<Counted<Compressor<ChunkSink>>>,
+    builder: tar::Builder<Counted<TarOut>>,
     manifest: Manifest,
     /// Hashes file contents on its own thread.
     hasher: FileHasher,
@@ -139,21 +200,30 @@ struct TarWriter {
 
 impl TarWriter {
     fn new(
-        cipher_tx: std::sync::mpsc::SyncSender<CipherMsg>,
+        cipher_tx: Option<std::sync::mpsc::SyncSender<CipherMsg>>,
+        chunks: Option<(Arc<DedupKey>, ChunkFeed)>,
         manifest: Manifest,
         compression: Compression,
         threads: u32,
         progress: Arc<Progress>,
     ) -> Result<TarWriter> {
-        let send: Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send> = Box::new(move |buf| {
-            cipher_tx
-                .send(CipherMsg::Chunk(buf))
-                .map_err(|_| Error::new(ErrorKind::Cancelled, "the encryption stage stopped").into_io())
-        });
-        let compressor = Compressor::new(compression, ChunkWriter::new(send), threads)
-            .map_err(|e| Error::io("starting compression", e))?;
+        let bundle = match cipher_tx {
+            Some(cipher_tx) => {
+                let send: Box<dyn FnMut(Vec<u8>) -> io::Result<()> + Send> = Box::new(move |buf| {
+                    cipher_tx.send(CipherMsg::Chunk(buf)).map_err(|_| {
+                        Error::new(ErrorKind::Cancelled, "the encryption stage stopped").into_io()
+                    })
+                });
+                Some(
+                    Compressor::new(compression, ChunkWriter::new(send), threads)
+                        .map_err(|e| Error::io("starting compression", e))?,
+                )
+            }
+            None => None,
+        };
+        let chunker = chunks.map(|(key, feed)| Chunker::new(&key, feed));
         let mut builder = tar::Builder::new(Counted {
-            inner: compressor,
+            inner: TarOut { bundle, chunker },
             bytes: 0,
         });
         builder.mode(tar::HeaderMode::Complete);
@@ -194,6 +264,20 @@ impl TarWriter {
             (true, _) => 0o600,
             (false, _) => entry.mode,
         };
+        // A secret, or a file large enough to dedup on its own, starts
+        // and ends chunks of its own.
+        let secret = entry.area.is_secret();
+        let own = secret || matches!(entry.body, EntryBody::File { size, .. } if size >= OWN_CHUNKS_FROM);
+        let cut = |w: &mut Self, secret| {
+            w.builder
+                .get_mut()
+                .inner
+                .cut(secret)
+                .map_err(|e| Error::io(format!("writing {path}"), e))
+        };
+        if own {
+            cut(self, secret)?;
+        }
         let (uid, gid) = entry.owner.unwrap_or((0, 0));
         let with_owner = |kind, size| {
             let mut h = header(kind, mode, entry.mtime, size);
@@ -204,7 +288,7 @@ impl TarWriter {
         let written = match entry.body {
             EntryBody::File { size, reader } => {
                 let mut h = with_owner(tar::EntryType::Regular, size);
-                self.append_file(&mut h, path, reader, size)
+                self.append_file(&mut h, path.clone(), reader, size, own.then_some(secret))
             }
             EntryBody::Dir => {
                 let mut h = with_owner(tar::EntryType::Directory, 0);
@@ -220,18 +304,24 @@ impl TarWriter {
             }
         };
         written?;
+        if own {
+            cut(self, false)?;
+        }
         self.progress.entries.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
 
     /// A file's content, hashed into `SHA256SUMS` and the manifest as it
-    /// streams through.
+    /// streams through. With `header_apart` (a file with chunks of its
+    /// own), its header blocks are a chunk of their own, so a change of
+    /// mtime or size leaves the data's chunks as they were.
     fn append_file(
         &mut self,
         h: &mut tar::Header,
         path: String,
         reader: Box<dyn io::Read + Send>,
         size: u64,
+        header_apart: Option<bool>,
     ) -> Result<()> {
         // The header through a scratch builder (it writes GNU long-name
         // entries where a path needs them), then the content in 1 MiB
@@ -245,6 +335,11 @@ impl TarWriter {
         let out = self.builder.get_mut();
         out.write_all(self.headers.get_ref())
             .map_err(|e| Error::io(format!("writing {path}"), e))?;
+        if let Some(secret) = header_apart {
+            out.inner
+                .cut(secret)
+                .map_err(|e| Error::io(format!("writing {path}"), e))?;
+        }
         let mut reader = CountRead {
             inner: ExactReader::new(reader, size, path.clone()),
             progress: self.progress.clone(),
@@ -308,17 +403,25 @@ impl TarWriter {
         let manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
         append_meta(&mut builder, now, MANIFEST_ENTRY, &manifest_json)?;
         let Counted {
-            inner: compressor,
+            inner: TarOut { bundle, chunker },
             bytes,
         } = builder
             .into_inner()
             .map_err(|e| Error::io("finishing the tar stream", e))?;
-        let chunks = compressor
-            .finish()
-            .map_err(|e| Error::io("finishing compression", e))?;
-        chunks
-            .finish()
-            .map_err(|e| Error::io("finishing compression", e))?;
+        if let Some(compressor) = bundle {
+            let chunks = compressor
+                .finish()
+                .map_err(|e| Error::io("finishing compression", e))?;
+            chunks
+                .finish()
+                .map_err(|e| Error::io("finishing compression", e))?;
+        }
+        if let Some(chunker) = chunker {
+            chunker
+                .finish()
+                .and_then(ChunkFeed::done)
+                .map_err(|e| Error::io("finishing the chunks", e))?;
+        }
         Ok((manifest, bytes))
     }
 }

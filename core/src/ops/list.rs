@@ -52,6 +52,11 @@ pub struct SnapshotRow {
     pub signer: Option<String>,
     /// `restore` accepts it under the trusted signers given.
     pub trusted: bool,
+    /// `bundle` or `chunked`.
+    pub format: crate::chunked::SnapshotFormat,
+    /// A chunked snapshot: its chunks and what its backup added.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<crate::chunked::IndexChunks>,
 }
 
 impl SnapshotRow {
@@ -72,6 +77,11 @@ impl SnapshotRow {
             signature: t.as_str().to_string(),
             signer: t.fingerprint().map(str::to_string),
             trusted: trust.enforce(e.index.id.as_str(), &e.signature).is_ok(),
+            format: match e.index.chunks {
+                Some(_) => crate::chunked::SnapshotFormat::Chunked,
+                None => crate::chunked::SnapshotFormat::Bundle,
+            },
+            chunks: e.index.chunks.clone(),
         }
     }
 }

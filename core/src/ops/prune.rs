@@ -65,6 +65,9 @@ pub struct PruneReport {
     pub floors: Vec<Floor>,
     /// Indexes that could not be read (left alone).
     pub unreadable: Vec<Unreadable>,
+    /// Packs and chunk lists no kept snapshot references: removed (or,
+    /// in a dry run, what would be). `null` on a sink without chunks.
+    pub chunks: Option<crate::chunked::SweepOutcome>,
 }
 
 /// A job's policy and where it comes from.
@@ -180,6 +183,7 @@ async fn prune_locked(
         snapshots: Vec::new(),
         floors: Vec::new(),
         unreadable: Unreadable::list(&cat),
+        chunks: None,
     };
     for (job, entries) in by_job {
         let (policy, from) = policies.policy(name, job);
@@ -200,7 +204,58 @@ async fn prune_locked(
     if !req.dry_run {
         delete_unkept(sink, &cat, &mut report, guard).await?;
     }
+    sweep_chunks(sink, &cat, &mut report, req.dry_run, guard).await?;
     Ok(report)
+}
+
+/// Removes the packs no snapshot left on the sink references, still under
+/// the exclusive lock, so no backup is storing packs meanwhile (they are
+/// unreferenced until its index exists). In a dry run, counts what would
+/// go once the planned deletes are done. Nothing to do on a sink that
+/// never held chunks.
+async fn sweep_chunks(
+    sink: &dyn Sink,
+    cat: &Catalog,
+    report: &mut PruneReport,
+    dry_run: bool,
+    guard: Option<&LockGuard>,
+) -> Result<()> {
+    let chunked = cat.snapshots.iter().any(|e| e.index.chunks.is_some())
+        || cat
+            .incomplete
+            .iter()
+            .any(|k| k.ends_with(crate::chunked::CHUNKS_SUFFIX))
+        || !sink.list(crate::chunked::DATA_PREFIX).await?.is_empty();
+    if !chunked {
+        return Ok(());
+    }
+    if let Some(g) = guard {
+        g.ensure_held()?;
+    }
+    let gone: std::collections::HashSet<&SnapshotId> = report
+        .snapshots
+        .iter()
+        .filter(|r| r.deleted || (dry_run && !r.keep))
+        .map(|r| &r.id)
+        .collect();
+    let left = Catalog {
+        snapshots: cat
+            .snapshots
+            .iter()
+            .filter(|e| !gone.contains(&e.index.id))
+            .cloned()
+            .collect(),
+        incomplete: cat.incomplete.clone(),
+        unreadable: cat.unreadable.clone(),
+    };
+    if !left.unreadable.is_empty() {
+        // An unreadable index may be a chunked snapshot's: its packs
+        // would look unused.
+        tracing::warn!("not removing unused packs: some indexes cannot be read");
+        return Ok(());
+    }
+    report.chunks = Some(crate::chunked::sweep(sink, &left, dry_run).await?);
+    Ok(())
 }
 
 /// Adds the verdicts on one job's snapshots to `report`.
@@ -272,17 +327,16 @@ async fn delete_unkept(
             row.skipped = Some("pinned while pruning".into());
             continue;
         }
-        let companions = cat
-            .snapshots
-            .iter()
-            .find(|e| &e.index.id == id)
-            .map(|e| e.companions.clone())
-            .unwrap_or_default();
-        delete_snapshot(sink, id, &companions).await.map_err(|e| {
-            e.prefix(format!("deleting snapshot {id}")).with_hint(
-                "run `coffer prune` again; its index went first, so no index points at a missing object",
-            )
-        })?;
+        let entry = cat.snapshots.iter().find(|e| &e.index.id == id);
+        let companions = entry.map(|e| e.companions.clone()).unwrap_or_default();
+        let object = entry.map_or_else(|| id.object_key(), |e| e.index.object.key.clone());
+        delete_snapshot(sink, id, &object, &companions)
+            .await
+            .map_err(|e| {
+                e.prefix(format!("deleting snapshot {id}")).with_hint(
+                    "run `coffer prune` again; its index went first, so no index points at a missing object",
+                )
+            })?;
         row.deleted = true;
     }
     Ok(())
@@ -302,7 +356,7 @@ async fn check_floor(sink: &dyn Sink, job: &str, entries: &[&CatalogEntry], now:
         .rev()
         .filter(|e| e.index.created_at <= now && e.state == SnapshotState::Complete);
     for e in candidates {
-        match crate::verify_object(sink, &e.index, None, None).await {
+        match crate::verify_stored(sink, &e.index, None).await {
             Ok(()) => {
                 floor.verified = Some(e.index.id.clone());
                 break;
@@ -319,12 +373,18 @@ async fn check_floor(sink: &dyn Sink, job: &str, entries: &[&CatalogEntry], now:
     Ok(floor)
 }
 
-/// Deletes the index first (the snapshot stops existing), then the
-/// ciphertext, then companions such as a signature, so an interrupted
-/// prune never leaves an index pointing at nothing.
-pub async fn delete_snapshot(sink: &dyn Sink, id: &SnapshotId, companions: &[String]) -> Result<()> {
+/// Deletes the index first (the snapshot stops existing), then its
+/// object (the ciphertext, or a chunked snapshot's chunk list: its packs
+/// go in [`crate::chunked::sweep`]), then companions such as a signature,
+/// so an interrupted prune never leaves an index pointing at nothing.
+pub async fn delete_snapshot(
+    sink: &dyn Sink,
+    id: &SnapshotId,
+    object: &str,
+    companions: &[String],
+) -> Result<()> {
     sink.delete(&id.index_key()).await?;
-    sink.delete(&id.object_key()).await?;
+    sink.delete(object).await?;
     for key in companions {
         sink.delete(key).await?;
     }
@@ -372,7 +432,9 @@ mod tests {
     async fn deletes_the_index_first_then_the_object_then_companions() {
         let id: SnapshotId = "20261127T221500Z-3f9a1c2e".parse().unwrap();
         let sink = RecordingSink::default();
-        delete_snapshot(&sink, &id, &[format!("{id}.sig")]).await.unwrap();
+        delete_snapshot(&sink, &id, &id.object_key(), &[format!("{id}.sig")])
+            .await
+            .unwrap();
         assert_eq!(
             *sink.deleted.lock().unwrap(),
             [format!("{id}.json"), format!("{id}.coffer"), format!("{id}.sig")]
@@ -383,7 +445,7 @@ mod tests {
             fail_on: Some(id.object_key()),
             ..Default::default()
         };
-        assert!(delete_snapshot(&sink, &id, &[]).await.is_err());
+        assert!(delete_snapshot(&sink, &id, &id.object_key(), &[]).await.is_err());
         assert_eq!(*sink.deleted.lock().unwrap(), [id.index_key()]);
     }
 }

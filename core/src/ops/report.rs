@@ -36,8 +36,12 @@ pub struct BackupReport {
     pub entries: u64,
     /// Plaintext bytes of file entries.
     pub plain_bytes: u64,
-    /// The encrypted object.
+    /// The encrypted object (a chunked snapshot's: its chunk list).
     pub object: IndexObject,
+    /// A chunked snapshot: its chunks, and what this run added (on the
+    /// first sink that stored it; each sink adds what it lacked).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub chunks: Option<crate::chunked::IndexChunks>,
     /// Wall time of the run.
     pub seconds: f64,
     /// What each source captured.
@@ -78,6 +82,7 @@ impl BackupReport {
             entries: outcome.entries,
             plain_bytes: outcome.plain_bytes,
             object: outcome.index.object.clone(),
+            chunks: outcome.index.chunks.clone(),
             seconds,
             sources: outcome
                 .sources

@@ -101,7 +101,13 @@ pub async fn restore(
 ) -> Result<RestoreOutcome> {
     let origin_places = req.origin_places || matches!(req.index.trust(), TrustState::Trusted(_));
     let index = req.index.index().clone();
-    let file = crate::RestoreInput::open(sink, &index, req.cache_dir.as_deref(), progress).await?;
+    let chunked = index.chunks.is_some();
+    let file = match chunked {
+        false => {
+            Some(crate::RestoreInput::open(sink, &index, req.cache_dir.as_deref(), progress.clone()).await?)
+        }
+        true => None,
+    };
     let (only, configured, registry) = (req.only, req.configured, req.registry);
     let place_opts = req.options.clone();
     let resolve: SourceResolver = Box::new(move |rec: &SourceRecord| {
@@ -122,9 +128,21 @@ pub async fn restore(
     });
     let handle = tokio::runtime::Handle::current();
     let (ids, opts) = (req.identities, req.options);
-    tokio::task::spawn_blocking(move || crate::restore_bundle(file, &index, &ids, resolve, opts, handle))
+    match file {
+        Some(file) => tokio::task::spawn_blocking(move || {
+            crate::restore_bundle(file, &index, &ids, resolve, opts, handle)
+        })
         .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
+        .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?,
+        None => {
+            let idx = index.clone();
+            crate::chunked::with_chunk_stream(sink, &idx, Some(progress), move |stream| {
+                let input = crate::RestoreInput::chunked(stream);
+                crate::restore_bundle(input, &index, &ids, resolve, opts, handle)
+            })
+            .await
+        }
+    }
 }
 
 /// The error for a source that would be restored only where the bundle

@@ -125,7 +125,7 @@ async fn pick(
 async fn verify_one(sink: &dyn Sink, entry: &CatalogEntry, req: &VerifyRequest<'_>) -> Result<Option<usize>> {
     req.trusted.enforce(entry.index.id.as_str(), &entry.signature)?;
     match &req.identities {
-        None => crate::verify_object(sink, &entry.index, None, Some(&req.progress))
+        None => crate::verify_stored(sink, &entry.index, Some(&req.progress))
             .await
             .map(|_| None),
         Some(ids) => deep_check(
@@ -168,26 +168,42 @@ pub async fn deep_check(
     registry: &Registry,
     progress: Arc<Progress>,
 ) -> Result<BundleSummary> {
-    let file = crate::fetch_verified(sink, index, None, Some(&progress)).await?;
-    let input = ProgressRead::new(file, progress.clone(), "decrypt", index.object.size, None);
     let idx = index.clone();
     let mut deep = DeepCheck {
         registry: registry.clone(),
         checks: BTreeMap::new(),
     };
+    if index.chunks.is_some() {
+        return crate::chunked::with_chunk_stream(sink, index, Some(progress), move |stream| {
+            let summary = crate::read_chunked(stream, &idx, &ids, &mut deep)?;
+            deep.finish(&summary)?;
+            Ok(summary)
+        })
+        .await;
+    }
+    let file = crate::fetch_verified(sink, index, None, Some(&progress)).await?;
+    let input = ProgressRead::new(file, progress.clone(), "decrypt", index.object.size, None);
     tokio::task::spawn_blocking(move || {
         let summary = crate::read_bundle(std::io::BufReader::new(input), &idx, &ids, &mut deep)?;
-        for (name, check) in deep.checks {
+        deep.finish(&summary)?;
+        Ok(summary)
+    })
+    .await
+    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
+}
+
+impl DeepCheck {
+    /// The sources' checks that need the whole bundle.
+    fn finish(self, summary: &BundleSummary) -> Result<()> {
+        for (name, check) in self.checks {
             if let Some(manifest) = summary.manifest.sources.iter().find(|s| s.name == name) {
                 check
                     .finish(manifest)
                     .map_err(|e| e.prefix(format!("source `{name}`")))?;
             }
         }
-        Ok(summary)
-    })
-    .await
-    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
+        Ok(())
+    }
 }
 
 /// Runs the sources' own checks on their entries as the bundle streams by.

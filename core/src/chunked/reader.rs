@@ -1,0 +1,277 @@
+//! Reading chunked snapshots: the ciphertext of each chunk fetched in
+//! stream order ([`fetch_chunks`]), checked against the SHA-256 its list
+//! gives before it is decrypted and decompressed ([`ChunkReader`]), and
+//! the check without a key ([`verify_chunks`]).
+
+use std::collections::BTreeMap;
+use std::io::{self, Read};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::{ChunkList, ChunkRef, MAX_CHUNK, pack_key};
+use crate::bundle::Index;
+use crate::crypto::Identities;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sink::{Sink, SinkExt};
+
+/// Packs of a remote sink kept in memory while a restore reads: chunks of
+/// one backup lie in stream order, shared ones in a few older packs.
+const PACK_CACHE: usize = 3;
+
+fn damaged(index: &Index, c: &ChunkRef, what: &str) -> Error {
+    Error::new(
+        ErrorKind::Integrity,
+        format!(
+            "pack {} is damaged: {what} (chunk at offset {})",
+            c.pack, c.offset
+        ),
+    )
+    .with_context("snapshot", &index.id)
+    .with_hint(
+        "every snapshot using that pack is affected (`coffer verify --all` names them); restore another \
+         snapshot, or copy the pack again from another sink",
+    )
+}
+
+/// Checks one chunk's ciphertext against its list entry.
+fn check(index: &Index, c: &ChunkRef, bytes: &[u8]) -> Result<()> {
+    if bytes.len() as u64 != c.length {
+        return Err(damaged(index, c, "it is shorter than the chunk list says"));
+    }
+    if <[u8; 32]>::from(Sha256::digest(bytes)) != c.sha256 {
+        return Err(damaged(
+            index,
+            c,
+            "a chunk's SHA-256 does not match the chunk list",
+        ));
+    }
+    Ok(())
+}
+
+/// Where the fetcher reads packs from.
+struct Packs<'a> {
+    sink: &'a dyn Sink,
+    local: BTreeMap<String, std::fs::File>,
+    cached: Vec<(String, Bytes)>,
+}
+
+impl Packs<'_> {
+    async fn read(&mut self, index: &Index, c: &ChunkRef) -> Result<Bytes> {
+        if let Some(f) = self.local.get(&c.pack) {
+            return read_at(f, index, c);
+        }
+        if let Some((_, b)) = self.cached.iter().find(|(n, _)| *n == c.pack) {
+            return slice(b, index, c);
+        }
+        let key = pack_key(&c.pack);
+        let missing = |e: Error| {
+            if e.kind() == ErrorKind::NotFound {
+                damaged(index, c, "the pack is missing")
+            } else {
+                e
+            }
+        };
+        if let Some(f) = self.sink.open_local(&key).await.map_err(missing)? {
+            let bytes = read_at(&f, index, c);
+            if self.local.len() >= 64 {
+                self.local.pop_first();
+            }
+            self.local.insert(c.pack.clone(), f);
+            return bytes;
+        }
+        let b = self.sink.get_bytes(&key).await.map_err(missing)?;
+        let bytes = slice(&b, index, c);
+        if self.cached.len() >= PACK_CACHE {
+            self.cached.remove(0);
+        }
+        self.cached.push((c.pack.clone(), b));
+        bytes
+    }
+}
+
+fn read_at(f: &std::fs::File, index: &Index, c: &ChunkRef) -> Result<Bytes> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0u8; c.length as usize];
+    match f.read_exact_at(&mut buf, c.offset) {
+        Ok(()) => Ok(buf.into()),
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(damaged(index, c, "the pack is truncated")),
+        Err(e) => Err(Error::io(format!("reading pack {}", c.pack), e)),
+    }
+}
+
+fn slice(b: &Bytes, index: &Index, c: &ChunkRef) -> Result<Bytes> {
+    let end = c.offset.checked_add(c.length).filter(|&e| e <= b.len() as u64);
+    match end {
+        Some(end) => Ok(b.slice(c.offset as usize..end as usize)),
+        None => Err(damaged(index, c, "the pack is truncated")),
+    }
+}
+
+/// Sends the ciphertext of every chunk of `list`, in order, into `tx`
+/// (an error item ends it); stops when the receiver is dropped.
+async fn fetch_chunks(sink: &dyn Sink, index: &Index, list: &ChunkList, tx: mpsc::Sender<Result<Bytes>>) {
+    let mut packs = Packs {
+        sink,
+        local: BTreeMap::new(),
+        cached: Vec::new(),
+    };
+    for c in &list.0 {
+        let item = packs.read(index, c).await;
+        let failed = item.is_err();
+        if tx.send(item).await.is_err() || failed {
+            return;
+        }
+    }
+}
+
+/// A chunked snapshot's chunks as they are fetched: what a blocking
+/// reader ([`ChunkReader`]) takes.
+pub struct ChunkStream {
+    pub(crate) list: Arc<ChunkList>,
+    pub(crate) rx: mpsc::Receiver<Result<Bytes>>,
+    pub(crate) progress: Option<Arc<crate::Progress>>,
+}
+
+/// Reads the chunk list of `index` (checked against it), then runs `f`
+/// on a blocking thread with the stream of its chunks, fetched from
+/// `sink` meanwhile. Counts into `progress` (phase `decrypt`, then
+/// `commit`).
+pub async fn with_chunk_stream<T: Send + 'static>(
+    sink: &dyn Sink,
+    index: &Index,
+    progress: Option<Arc<crate::Progress>>,
+    f: impl FnOnce(ChunkStream) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let list = Arc::new(super::store::read_list(sink, index).await?);
+    if let Some(p) = &progress {
+        p.begin("decrypt", Some(list.stored_bytes()));
+    }
+    let (tx, rx) = mpsc::channel(4);
+    let stream = ChunkStream {
+        list: list.clone(),
+        rx,
+        progress,
+    };
+    let work = tokio::task::spawn_blocking(move || f(stream));
+    let (r, ()) = tokio::join!(work, fetch_chunks(sink, index, &list, tx));
+    r.map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
+}
+
+/// The plaintext tar stream of a chunked snapshot: each chunk's
+/// ciphertext (as [`fetch_chunks`] sends it) checked against its SHA-256
+/// in the chunk list before it is decrypted and decompressed. Blocking.
+pub struct ChunkReader<'a> {
+    list: Arc<ChunkList>,
+    index: Index,
+    rx: mpsc::Receiver<Result<Bytes>>,
+    identities: &'a Identities,
+    next: usize,
+    buf: Vec<u8>,
+    pos: usize,
+    progress: Option<Arc<crate::Progress>>,
+}
+
+impl<'a> ChunkReader<'a> {
+    /// Reads the chunks of `stream`, decrypting with `identities`.
+    pub fn new(stream: ChunkStream, index: &Index, identities: &'a Identities) -> Self {
+        ChunkReader {
+            list: stream.list,
+            index: index.clone(),
+            rx: stream.rx,
+            identities,
+            next: 0,
+            buf: Vec::new(),
+            pos: 0,
+            progress: stream.progress,
+        }
+    }
+
+    fn open_next(&mut self) -> Result<bool> {
+        let Some(c) = self.list.0.get(self.next) else {
+            if let Some(p) = self.progress.take() {
+                p.begin("commit", None);
+            }
+            return Ok(false);
+        };
+        let cipher = match self.rx.blocking_recv() {
+            Some(item) => item?,
+            None => return Err(Error::new(ErrorKind::Cancelled, "reading the chunks stopped")),
+        };
+        check(&self.index, c, &cipher)?;
+        let mut compressed = Vec::new();
+        self.identities
+            .decrypt(&cipher[..])?
+            .read_to_end(&mut compressed)
+            .map_err(|e| Error::io("decrypting a chunk", e))?;
+        self.buf = zstd::bulk::decompress(&compressed, 2 * MAX_CHUNK)
+            .map_err(|e| Error::new(ErrorKind::Integrity, format!("decompressing a chunk: {e}")))?;
+        self.pos = 0;
+        self.next += 1;
+        if let Some(p) = &self.progress {
+            p.add(c.length);
+        }
+        Ok(true)
+    }
+}
+
+impl Read for ChunkReader<'_> {
+    fn read(&mut self, out: &mut [u8]) -> io::Result<usize> {
+        while self.pos == self.buf.len() {
+            if !self.open_next().map_err(Error::into_io)? {
+                return Ok(0);
+            }
+        }
+        let n = out.len().min(self.buf.len() - self.pos);
+        out[..n].copy_from_slice(&self.buf[self.pos..self.pos + n]);
+        self.pos += n;
+        Ok(n)
+    }
+}
+
+/// Checks without a key that every chunk a snapshot references is
+/// stored with the ciphertext its list names: the list against the index,
+/// then each pack read once. Counts into `progress` as phase `verify`.
+pub async fn verify_chunks(sink: &dyn Sink, index: &Index, progress: Option<&crate::Progress>) -> Result<()> {
+    let list = super::store::read_list(sink, index).await?;
+    if let Some(p) = progress {
+        p.begin("verify", Some(list.stored_bytes()));
+    }
+    let mut by_pack: BTreeMap<&str, Vec<&ChunkRef>> = BTreeMap::new();
+    for c in &list.0 {
+        by_pack.entry(&c.pack).or_default().push(c);
+    }
+    let mut packs = Packs {
+        sink,
+        local: BTreeMap::new(),
+        cached: Vec::new(),
+    };
+    let mut damage: Vec<Error> = Vec::new();
+    for chunks in by_pack.values() {
+        for c in chunks {
+            match packs.read(index, c).await.and_then(|b| check(index, c, &b)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Integrity => {
+                    damage.push(e);
+                    break; // one error per pack
+                }
+                Err(e) => return Err(e),
+            }
+            if let Some(p) = progress {
+                p.add(c.length);
+            }
+        }
+        packs.local.clear();
+        packs.cached.clear();
+    }
+    match damage.len() {
+        0 => Ok(()),
+        1 => Err(damage.remove(0)),
+        n => {
+            let first = damage.remove(0);
+            Err(first.suffix(format!("and {} more damaged pack(s)", n - 1)))
+        }
+    }
+}

@@ -1,0 +1,215 @@
+//! What a sink holds of chunked snapshots: the chunks it stores
+//! ([`KnownChunks`], loaded from the chunk lists of its snapshots), and
+//! the removal of packs no snapshot references ([`sweep`]).
+
+use std::collections::{HashMap, HashSet};
+
+use futures::StreamExt;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+
+use super::{ChunkList, ChunkRef, DATA_PREFIX, pack_name};
+use crate::bundle::Index;
+use crate::catalog::{Catalog, SnapshotState};
+use crate::error::{Error, ErrorKind, Result};
+use crate::sink::{Sink, SinkExt};
+
+#[derive(Debug, Clone, Copy)]
+struct Loc {
+    pack: u32,
+    offset: u64,
+    length: u32,
+    sha256: [u8; 32],
+}
+
+/// The chunks a sink stores, by address: where each lies. About 90 bytes
+/// per chunk (≈ 90 MiB per million chunks, ~1 TB of unique data at the
+/// 1 MiB average chunk).
+#[derive(Debug, Default)]
+pub struct KnownChunks {
+    map: HashMap<[u8; 32], Loc>,
+    packs: Vec<String>,
+    pack_ids: HashMap<String, u32>,
+}
+
+impl KnownChunks {
+    /// Where the chunk of `address` lies, if stored.
+    pub fn get(&self, address: &[u8; 32]) -> Option<ChunkRef> {
+        self.map.get(address).map(|l| ChunkRef {
+            address: *address,
+            pack: self.packs[l.pack as usize].clone(),
+            offset: l.offset,
+            length: l.length.into(),
+            sha256: l.sha256,
+        })
+    }
+
+    /// Whether the chunk of `address` is stored.
+    pub fn contains(&self, address: &[u8; 32]) -> bool {
+        self.map.contains_key(address)
+    }
+
+    /// Records a stored chunk.
+    pub fn insert(&mut self, c: &ChunkRef) {
+        let next = self.packs.len() as u32;
+        let pack = *self.pack_ids.entry(c.pack.clone()).or_insert(next);
+        if pack == next {
+            self.packs.push(c.pack.clone());
+        }
+        self.map.entry(c.address).or_insert(Loc {
+            pack,
+            offset: c.offset,
+            length: c.length as u32,
+            sha256: c.sha256,
+        });
+    }
+
+    /// Number of chunks.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    /// Whether none is known.
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+}
+
+/// The packs on a sink, by name, with their sizes.
+pub async fn list_packs(sink: &dyn Sink) -> Result<HashMap<String, u64>> {
+    Ok(sink
+        .list(DATA_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|o| pack_name(&o.key).map(|n| (n.to_string(), o.size)))
+        .collect())
+}
+
+/// Reads a snapshot's chunk list, checked against its index.
+pub async fn read_list(sink: &dyn Sink, index: &Index) -> Result<ChunkList> {
+    let bytes = sink.get_bytes(&index.object.key).await?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    if bytes.len() as u64 != index.object.size || sha != index.object.sha256 {
+        return Err(Error::new(
+            ErrorKind::Integrity,
+            format!("the chunk list of {} does not match its index", index.id),
+        )
+        .with_hint("the sink was changed behind coffer's back; `coffer verify` names what is affected"));
+    }
+    ChunkList::parse(&bytes, &format!("chunk list of {}", index.id))
+}
+
+/// The chunked snapshots of a catalog, complete ones only.
+fn chunked(cat: &Catalog) -> impl Iterator<Item = &Index> {
+    cat.snapshots
+        .iter()
+        .filter(|e| e.state == SnapshotState::Complete)
+        .filter_map(|e| e.index.chunks.as_ref().map(|_| &e.index))
+}
+
+/// The chunks stored on `sink` that snapshots made with dedup key
+/// `key_id` reference, where their pack is present and long enough. A
+/// chunk whose pack was lost is not known, so it is stored again. A list
+/// that cannot be read is skipped (its chunks are stored again).
+pub async fn load_known(sink: &dyn Sink, cat: &Catalog, key_id: &str) -> Result<KnownChunks> {
+    let packs = list_packs(sink).await?;
+    let indexes: Vec<&Index> = chunked(cat)
+        .filter(|i| i.chunks.as_ref().is_some_and(|c| c.dedup_key == key_id))
+        .collect();
+    let mut lists = futures::stream::iter(
+        indexes
+            .into_iter()
+            .map(|i| async move { (i, read_list(sink, i).await) }),
+    )
+    .buffer_unordered(8);
+    let mut known = KnownChunks::default();
+    while let Some((index, list)) = lists.next().await {
+        match list {
+            Ok(list) => {
+                for c in &list.0 {
+                    if packs
+                        .get(&c.pack)
+                        .is_some_and(|&size| c.offset + c.length <= size)
+                    {
+                        known.insert(c);
+                    }
+                }
+            }
+            Err(e) => tracing::warn!("snapshot {}: {e}; its chunks will be stored again", index.id),
+        }
+    }
+    Ok(known)
+}
+
+/// What [`sweep`] removed (or would).
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
+pub struct SweepOutcome {
+    /// Packs no snapshot references, removed.
+    pub removed_packs: u64,
+    /// Their bytes.
+    pub removed_bytes: u64,
+    /// Chunk lists without an index (interrupted backups), removed.
+    pub removed_lists: u64,
+    /// Packs kept.
+    pub kept_packs: u64,
+    /// Their bytes.
+    pub kept_bytes: u64,
+    /// Bytes of kept packs no snapshot references any more (a pack is
+    /// removed only once none of it is used).
+    pub unused_bytes: u64,
+}
+
+/// Removes the packs and chunk lists no snapshot of `cat` references.
+/// Run it only under the sink's exclusive lock (no backup running): a
+/// backup's packs are unreferenced until its index is written. Refuses
+/// when a snapshot's chunk list cannot be read (its packs would look
+/// unused).
+pub async fn sweep(sink: &dyn Sink, cat: &Catalog, dry_run: bool) -> Result<SweepOutcome> {
+    let mut used: HashMap<String, u64> = HashMap::new();
+    let mut lists = HashSet::new();
+    for e in &cat.snapshots {
+        if e.index.chunks.is_none() {
+            continue;
+        }
+        lists.insert(e.index.object.key.clone());
+        if e.state == SnapshotState::ObjectMissing {
+            continue; // its list is gone: it references nothing readable
+        }
+        let list = read_list(sink, &e.index).await.map_err(|err| {
+            err.prefix(format!(
+                "not removing unused packs: the chunk list of {} cannot be read",
+                e.index.id
+            ))
+        })?;
+        for (pack, bytes) in list.packs() {
+            *used.entry(pack.to_string()).or_default() += bytes;
+        }
+    }
+    let mut out = SweepOutcome::default();
+    let packs = list_packs(sink).await?;
+    for (name, size) in &packs {
+        match used.get(name) {
+            Some(&live) => {
+                out.kept_packs += 1;
+                out.kept_bytes += size;
+                out.unused_bytes += size.saturating_sub(live);
+            }
+            None => {
+                if !dry_run {
+                    sink.delete(&super::pack_key(name)).await?;
+                }
+                out.removed_packs += 1;
+                out.removed_bytes += size;
+            }
+        }
+    }
+    for o in sink.list("").await? {
+        if o.key.ends_with(super::CHUNKS_SUFFIX) && !o.key.contains('/') && !lists.contains(&o.key) {
+            if !dry_run {
+                sink.delete(&o.key).await?;
+            }
+            out.removed_lists += 1;
+        }
+    }
+    Ok(out)
+}

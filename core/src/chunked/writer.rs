@@ -1,0 +1,364 @@
+//! The chunked side of a backup run:
+//!
+//! ```text
+//! tar stage → Chunker → seal workers (address, zstd, age) → in order → packer per sink → packs
+//! ```
+//!
+//! A chunk every sink already stores is neither compressed nor encrypted;
+//! a sink gets only the chunks it lacks, packed into objects of
+//! [`PACK_TARGET`] bytes written create-only. A sink's chunk list is
+//! returned once every one of its packs is stored: the run then writes
+//! the list, the signature and the index, in that order.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::io::{self, Write};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
+
+use bytes::Bytes;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::mpsc;
+
+use super::chunker::PlainChunk;
+use super::{ChunkList, ChunkRef, DedupKey, KnownChunks, PACK_TARGET, new_pack_name, pack_key};
+use crate::backup::Progress;
+use crate::crypto::Encryption;
+use crate::error::{Error, ErrorKind, Result};
+use crate::sink::{PutOptions, Sink};
+
+/// Packs of one sink being uploaded at once, besides the one being
+/// filled.
+const PUTS_IN_FLIGHT: usize = 2;
+
+/// Work for the seal workers: a chunk in stream order, or the end of a
+/// stream that finished cleanly.
+enum Job {
+    Chunk(u64, PlainChunk),
+    Done(u64),
+}
+
+/// A sealed chunk, in stream order.
+struct Sealed {
+    address: [u8; 32],
+    /// Compressed and encrypted, when some sink may lack it.
+    cipher: Option<(Bytes, [u8; 32])>,
+}
+
+enum SealedMsg {
+    Chunk(u64, Arc<Sealed>),
+    Done(u64),
+}
+
+/// What one chunked sink received.
+#[derive(Debug)]
+pub(crate) struct SinkChunks {
+    pub(crate) list: ChunkList,
+    pub(crate) new_chunks: u64,
+    pub(crate) new_bytes: u64,
+}
+
+/// The running chunked side of a backup.
+pub(crate) struct ChunkedRun {
+    workers: Vec<std::thread::JoinHandle<()>>,
+    distribute: tokio::task::JoinHandle<Result<()>>,
+    packers: Vec<tokio::task::JoinHandle<Result<SinkChunks>>>,
+}
+
+/// Hands the chunker's chunks to the seal workers, numbered.
+pub(crate) struct ChunkFeed {
+    tx: std::sync::mpsc::SyncSender<Job>,
+    seq: u64,
+}
+
+impl super::chunker::ChunkOut for ChunkFeed {
+    fn send(&mut self, chunk: PlainChunk) -> io::Result<()> {
+        self.seq += 1;
+        self.tx
+            .send(Job::Chunk(self.seq - 1, chunk))
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "the chunk stage stopped").into_io())
+    }
+}
+
+impl ChunkFeed {
+    /// The stream ended cleanly: the sinks may store their last packs.
+    pub(crate) fn done(self) -> io::Result<()> {
+        self.tx
+            .send(Job::Done(self.seq))
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "the chunk stage stopped").into_io())
+    }
+}
+
+/// Starts `workers` seal threads and one packer per sink.
+pub(crate) fn start(
+    key: &DedupKey,
+    encryption: &Encryption,
+    level: i32,
+    workers: usize,
+    sinks: Vec<(Arc<dyn Sink>, Arc<KnownChunks>)>,
+    progress: Arc<Progress>,
+) -> Result<(ChunkFeed, ChunkedRun)> {
+    if matches!(encryption, Encryption::Passphrase { .. }) {
+        return Err(crate::config_error(
+            "chunked snapshots need recipients: with a passphrase every chunk would cost a second of scrypt",
+        )
+        .with_hint("use --recipient, or `format = \"bundle\"` (--format bundle) for passphrase backups"));
+    }
+    encryption.validate()?;
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(2);
+    let job_rx = Arc::new(Mutex::new(job_rx));
+    let (sealed_tx, sealed_rx) = mpsc::channel::<Result<SealedMsg>>(4);
+    let seal = Arc::new(Seal {
+        address_key: key.address_key(),
+        secret_key: rand::random(),
+        encryption: encryption.clone(),
+        level,
+        known: sinks.iter().map(|(_, k)| k.clone()).collect(),
+        sealed: Mutex::new(HashSet::new()),
+    });
+    let mut handles = Vec::new();
+    for i in 0..workers.max(1) {
+        let (rx, tx, seal) = (job_rx.clone(), sealed_tx.clone(), seal.clone());
+        handles.push(
+            std::thread::Builder::new()
+                .name(format!("coffer-seal-{i}"))
+                .spawn(move || seal_worker(&seal, &rx, &tx))
+                .map_err(|e| Error::io("starting a seal thread", e))?,
+        );
+    }
+    drop(sealed_tx);
+    let mut sink_txs = Vec::new();
+    let mut packers = Vec::new();
+    for (sink, known) in sinks {
+        let (tx, rx) = mpsc::channel::<SealedMsg>(4);
+        sink_txs.push(tx);
+        packers.push(tokio::spawn(packer(sink, known, rx, progress.clone())));
+    }
+    let distribute = tokio::spawn(distribute(sealed_rx, sink_txs));
+    let feed = ChunkFeed { tx: job_tx, seq: 0 };
+    Ok((
+        feed,
+        ChunkedRun {
+            workers: handles,
+            distribute,
+            packers,
+        },
+    ))
+}
+
+impl ChunkedRun {
+    /// Waits for every sink's packs; one result per sink, in order. An
+    /// error of the sealing itself fails every sink.
+    pub(crate) async fn finish(self) -> Vec<Result<SinkChunks>> {
+        let workers = self.workers;
+        let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
+        let dist = self
+            .distribute
+            .await
+            .unwrap_or_else(|e| Err(Error::new(ErrorKind::Unexpected, e.to_string())));
+        let mut out = Vec::new();
+        for p in self.packers {
+            let r = p
+                .await
+                .unwrap_or_else(|e| Err(Error::new(ErrorKind::Unexpected, e.to_string())));
+            out.push(match (&dist, r) {
+                (Err(e), _) => Err(Error::new(e.kind(), e.message().to_string())),
+                (Ok(()), r) => r,
+            });
+        }
+        out
+    }
+}
+
+struct Seal {
+    address_key: [u8; 32],
+    /// Addresses of secret chunks: this snapshot's own, never kept.
+    secret_key: [u8; 32],
+    encryption: Encryption,
+    level: i32,
+    known: Vec<Arc<KnownChunks>>,
+    /// Chunks sealed by this run: a repeat is not sealed again.
+    sealed: Mutex<HashSet<[u8; 32]>>,
+}
+
+impl Seal {
+    fn seal(&self, chunk: &PlainChunk) -> Result<Sealed> {
+        let key = if chunk.secret {
+            &self.secret_key
+        } else {
+            &self.address_key
+        };
+        let address: [u8; 32] = blake3::keyed_hash(key, &chunk.data).into();
+        let stored_everywhere = !chunk.secret && self.known.iter().all(|k| k.contains(&address));
+        // The first of repeats in this run is sealed; the packers see it
+        // first (stream order), so the repeats need no ciphertext.
+        let first = !stored_everywhere && self.sealed.lock().expect("sealed").insert(address);
+        if !first {
+            return Ok(Sealed {
+                address,
+                cipher: None,
+            });
+        }
+        let compressed =
+            zstd::bulk::compress(&chunk.data, self.level).map_err(|e| Error::io("compressing a chunk", e))?;
+        let mut w = self
+            .encryption
+            .encrypt(Vec::with_capacity(compressed.len() + 512))?;
+        w.write_all(&compressed)
+            .map_err(|e| Error::io("encrypting a chunk", e))?;
+        let cipher = w.finish().map_err(|e| Error::io("encrypting a chunk", e))?;
+        let sha: [u8; 32] = Sha256::digest(&cipher).into();
+        Ok(Sealed {
+            address,
+            cipher: Some((Bytes::from(cipher), sha)),
+        })
+    }
+}
+
+fn seal_worker(
+    seal: &Seal,
+    rx: &Mutex<std::sync::mpsc::Receiver<Job>>,
+    tx: &mpsc::Sender<Result<SealedMsg>>,
+) {
+    loop {
+        let job = match rx.lock().expect("jobs").recv() {
+            Ok(job) => job,
+            Err(_) => return, // the stream stopped (cleanly or not)
+        };
+        let msg = match job {
+            Job::Chunk(seq, chunk) => seal.seal(&chunk).map(|s| SealedMsg::Chunk(seq, Arc::new(s))),
+            Job::Done(seq) => Ok(SealedMsg::Done(seq)),
+        };
+        if tx.blocking_send(msg).is_err() {
+            return;
+        }
+    }
+}
+
+/// Puts sealed chunks back in stream order and hands each to every
+/// sink's packer. Ends with the end marker when the stream ended
+/// cleanly; without it, the packers store nothing more.
+async fn distribute(
+    mut rx: mpsc::Receiver<Result<SealedMsg>>,
+    sinks: Vec<mpsc::Sender<SealedMsg>>,
+) -> Result<()> {
+    let mut next = 0u64;
+    let mut waiting: BTreeMap<u64, SealedMsg> = BTreeMap::new();
+    while let Some(msg) = rx.recv().await {
+        let msg = msg?;
+        let seq = match &msg {
+            SealedMsg::Chunk(seq, _) | SealedMsg::Done(seq) => *seq,
+        };
+        waiting.insert(seq, msg);
+        while let Some(msg) = waiting.remove(&next) {
+            next += 1;
+            let done = matches!(msg, SealedMsg::Done(_));
+            for tx in &sinks {
+                let copy = match &msg {
+                    SealedMsg::Chunk(seq, s) => SealedMsg::Chunk(*seq, s.clone()),
+                    SealedMsg::Done(seq) => SealedMsg::Done(*seq),
+                };
+                let _ = tx.send(copy).await; // a failed packer reports its own error
+            }
+            if done {
+                return Ok(());
+            }
+        }
+    }
+    Ok(())
+}
+
+/// One sink's packer: records where each chunk lies, appending the ones
+/// the sink lacks to the pack being filled and storing full packs.
+async fn packer(
+    sink: Arc<dyn Sink>,
+    known: Arc<KnownChunks>,
+    mut rx: mpsc::Receiver<SealedMsg>,
+    progress: Arc<Progress>,
+) -> Result<SinkChunks> {
+    let mut added: HashMap<[u8; 32], ChunkRef> = HashMap::new();
+    let mut out = SinkChunks {
+        list: ChunkList::default(),
+        new_chunks: 0,
+        new_bytes: 0,
+    };
+    let mut pack = Vec::with_capacity(PACK_TARGET + (1 << 20));
+    let mut name = new_pack_name();
+    let mut puts = futures::stream::FuturesUnordered::new();
+    while let Some(msg) = rx.recv().await {
+        let sealed = match msg {
+            SealedMsg::Chunk(_, s) => s,
+            SealedMsg::Done(_) => {
+                if !pack.is_empty() {
+                    puts.push(put_pack(sink.clone(), name.clone(), std::mem::take(&mut pack)));
+                }
+                while let Some(r) = puts.next().await {
+                    r?;
+                }
+                return Ok(out);
+            }
+        };
+        if let Some(r) = known
+            .get(&sealed.address)
+            .or_else(|| added.get(&sealed.address).cloned())
+        {
+            out.list.0.push(r);
+            continue;
+        }
+        let Some((cipher, sha256)) = &sealed.cipher else {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                "a chunk this sink lacks was not sealed",
+            ));
+        };
+        let r = ChunkRef {
+            address: sealed.address,
+            pack: name.clone(),
+            offset: pack.len() as u64,
+            length: cipher.len() as u64,
+            sha256: *sha256,
+        };
+        pack.extend_from_slice(cipher);
+        out.new_chunks += 1;
+        out.new_bytes += cipher.len() as u64;
+        progress
+            .cipher_bytes
+            .fetch_add(cipher.len() as u64, Ordering::Relaxed);
+        added.insert(r.address, r.clone());
+        out.list.0.push(r);
+        if pack.len() >= PACK_TARGET {
+            let full = std::mem::replace(&mut pack, Vec::with_capacity(PACK_TARGET + (1 << 20)));
+            puts.push(put_pack(
+                sink.clone(),
+                std::mem::replace(&mut name, new_pack_name()),
+                full,
+            ));
+            if puts.len() >= PUTS_IN_FLIGHT
+                && let Some(r) = puts.next().await
+            {
+                r?;
+            }
+        }
+    }
+    Err(Error::new(
+        ErrorKind::Cancelled,
+        "the backup stopped before its stream ended",
+    ))
+}
+
+/// Stores one pack, create-only.
+async fn put_pack(sink: Arc<dyn Sink>, name: String, bytes: Vec<u8>) -> Result<()> {
+    let len = bytes.len() as u64;
+    let body = futures::stream::once(async move { Ok(Bytes::from(bytes)) }).boxed();
+    let n = sink
+        .put(&pack_key(&name), body, PutOptions::create().with_size_hint(len))
+        .await
+        .map_err(|e| e.prefix(format!("storing pack {name}")))?;
+    if n != len {
+        return Err(Error::new(
+            ErrorKind::Integrity,
+            format!("sink stored {n} bytes of pack {name}, expected {len}"),
+        ));
+    }
+    Ok(())
+}

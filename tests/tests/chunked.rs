@@ -1,0 +1,572 @@
+//! Chunked snapshots end to end: deduplication across runs and hosts,
+//! restore with coffer and with the README's standard-tools block, keyless
+//! verify and prune, copies, secrets never deduplicated, and killed runs.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use coffer_e2e::{coffer, files_under, json_ok, keygen, noise, require_tool};
+use serde_json::Value;
+
+/// A service tree: two large files (own chunks), small ones, a .env.
+fn tree(p: &Path) {
+    fs::create_dir_all(p.join("svc/conf/sub")).unwrap();
+    fs::write(p.join("svc/blob.bin"), noise(3 << 20)).unwrap();
+    let text: String = (0..60_000)
+        .map(|i| format!("{{\"id\": {i}, \"v\": \"entry {i}\"}}\n"))
+        .collect();
+    fs::write(p.join("svc/data.jsonl"), text).unwrap();
+    fs::write(p.join("svc/conf/a.yaml"), "a: 1\n").unwrap();
+    fs::write(p.join("svc/conf/sub/b.json"), "{\"b\": 2}\n").unwrap();
+    fs::create_dir_all(p.join("secrets")).unwrap();
+    fs::write(p.join("secrets/.env"), "KEEP=1\nAPP_SECRET=hunter2-chunked\n").unwrap();
+}
+
+/// `backup --json --format chunked` of `svc` (files and the .env secret).
+fn backup(dir: &Path, sink: &str, rec: &str, extra: &[&str]) -> Value {
+    let out = coffer(dir)
+        .args(["--json", "backup", "--format", "chunked"])
+        .args(["--source", "file:svc", "--source", "env:secrets/.env#APP_*"])
+        .args(["--sink", sink, "--recipient", rec])
+        .args(extra)
+        .output()
+        .unwrap();
+    json_ok(&out)
+}
+
+fn chunks(report: &Value) -> (u64, u64, u64) {
+    let c = &report["chunks"];
+    (
+        c["chunks"].as_u64().unwrap(),
+        c["new_chunks"].as_u64().unwrap(),
+        c["new_bytes"].as_u64().unwrap(),
+    )
+}
+
+fn restore(dir: &Path, sink: &str, key: &Path, id: &str, target: &str) {
+    let out = coffer(dir)
+        .args(["restore", id, "--sink", sink, "--identity"])
+        .arg(key)
+        .args(["--target", target])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "restore: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+fn same_file(a: &Path, b: &Path) {
+    assert_eq!(
+        fs::read(a).unwrap(),
+        fs::read(b).unwrap(),
+        "{} differs",
+        b.display()
+    );
+}
+
+fn pack_files(sink: &Path) -> Vec<PathBuf> {
+    files_under(&sink.join("data"))
+        .into_iter()
+        .map(|f| sink.join("data").join(f))
+        .collect()
+}
+
+fn addresses(list: &Path) -> HashSet<String> {
+    fs::read_to_string(list)
+        .unwrap()
+        .lines()
+        .map(|l| l.split(' ').next().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn an_unchanged_rerun_stores_almost_nothing_and_both_snapshots_restore() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    let first = backup(p, "bk", &rec, &[]);
+    let (n, new, new_bytes) = chunks(&first);
+    assert_eq!(n, new, "a first backup stores every chunk: {first}");
+    assert!(new_bytes > 3 << 20, "{first}");
+    // The dedup key was made for this host, private.
+    let dedup = p.join(".config/coffer/dedup.key");
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(fs::metadata(&dedup).unwrap().permissions().mode() & 0o777, 0o600);
+
+    let second = backup(p, "bk", &rec, &[]);
+    let (n2, new2, new_bytes2) = chunks(&second);
+    assert_eq!(n2, n, "{second}");
+    // Only coffer's own entries (sources.json, SHA256SUMS,
+    // manifest.json) and the secret are new: a few KiB.
+    assert!(new2 <= 5 && new_bytes2 < 64 << 10, "{second}");
+
+    // A changed big file: only its own chunks change.
+    let mut blob = fs::read(p.join("svc/blob.bin")).unwrap();
+    blob.extend_from_slice(&noise(100_000));
+    fs::write(p.join("svc/blob.bin"), &blob).unwrap();
+    let third = backup(p, "bk", &rec, &[]);
+    let (_, _, new_bytes3) = chunks(&third);
+    assert!(
+        new_bytes3 < (3 << 20) + (200 << 10),
+        "appending 100 KB to one 3 MiB file: {third}"
+    );
+    assert!(new_bytes3 > 100_000, "{third}");
+
+    let listed = json_ok(
+        &coffer(p)
+            .args(["--json", "list", "--sink", "bk"])
+            .output()
+            .unwrap(),
+    );
+    let rows = listed[0]["snapshots"].as_array().unwrap();
+    assert_eq!(rows.len(), 3);
+    assert!(
+        rows.iter()
+            .all(|r| r["format"] == "chunked" && r["state"] == "complete"),
+        "{listed}"
+    );
+
+    for (report, target) in [(&first, "out1"), (&third, "out3")] {
+        restore(p, "bk", &key, report["id"].as_str().unwrap(), target);
+    }
+    same_file(&p.join("svc/blob.bin"), &p.join("out3/blob.bin"));
+    same_file(&p.join("svc/data.jsonl"), &p.join("out1/data.jsonl"));
+    same_file(&p.join("svc/conf/sub/b.json"), &p.join("out1/conf/sub/b.json"));
+    assert_eq!(fs::read(p.join("out1/blob.bin")).unwrap().len(), 3 << 20);
+    let env = fs::read_to_string(p.join("out1/.env")).unwrap();
+    assert!(env.contains("APP_SECRET=hunter2-chunked"), "{env}");
+
+    let out = coffer(p)
+        .args(["verify", "--all", "--sink", "bk"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = coffer(p)
+        .args(["verify", "latest", "--deep", "--sink", "bk", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("files match SHA256SUMS"));
+}
+
+#[test]
+fn secrets_are_never_deduplicated_and_never_stored_in_plaintext() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (_key, rec) = keygen(p, "key.txt");
+    let a = backup(p, "bk", &rec, &[]);
+    let b = backup(p, "bk", &rec, &[]);
+    let list = |r: &Value| p.join("bk").join(format!("{}.chunks", r["id"].as_str().unwrap()));
+    let (la, lb) = (addresses(&list(&a)), addresses(&list(&b)));
+    // The secret's chunk (and coffer's own entries) differ between the
+    // runs; the files' chunks are shared.
+    let shared = la.intersection(&lb).count();
+    assert!(shared >= 3, "file chunks are shared: {shared}");
+    assert!(
+        la.len() - shared >= 4,
+        "secret and metadata chunks are per snapshot: {} of {}",
+        la.len() - shared,
+        la.len()
+    );
+    // Same again with the secret alone: nothing in common.
+    let out = |_: ()| {
+        coffer(p)
+            .args([
+                "--json",
+                "backup",
+                "--format",
+                "chunked",
+                "--source",
+                "env:secrets/.env#*",
+            ])
+            .args(["--sink", "sec", "--recipient", &rec])
+            .output()
+            .unwrap()
+    };
+    let (s1, s2) = (json_ok(&out(())), json_ok(&out(())));
+    let sl = |r: &Value| {
+        addresses(
+            &p.join("sec")
+                .join(format!("{}.chunks", r["id"].as_str().unwrap())),
+        )
+    };
+    // Only the tar's end-of-archive blocks (zeros) are shared.
+    let common = sl(&s1).intersection(&sl(&s2)).count();
+    assert!(
+        common <= 1,
+        "a secret's chunks are never shared: {common} in common"
+    );
+    for f in files_under(&p.join("bk"))
+        .iter()
+        .chain(files_under(&p.join("sec")).iter())
+    {
+        let full = if p.join("bk").join(f).exists() {
+            p.join("bk").join(f)
+        } else {
+            p.join("sec").join(f)
+        };
+        let bytes = fs::read(&full).unwrap();
+        assert!(!bytes.windows(7).any(|w| w == b"hunter2"), "{f} holds the secret");
+    }
+}
+
+/// The README's block, run by `sh` in `dir` with KEY, SINK and SNAPSHOT.
+fn readme_block(dir: &Path, key: &Path, sink: &Path, id: &str) -> std::process::Output {
+    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let begin = "<!-- restore-chunked-without-coffer:begin -->";
+    let end = "<!-- restore-chunked-without-coffer:end -->";
+    let block = &readme[readme.find(begin).unwrap() + begin.len()..readme.find(end).unwrap()];
+    let script = block
+        .trim()
+        .strip_prefix("```sh")
+        .and_then(|b| b.strip_suffix("```"))
+        .expect("one sh block");
+    Command::new("sh")
+        .arg("-c")
+        .arg(script)
+        .current_dir(dir)
+        .env("KEY", key)
+        .env("SINK", sink)
+        .env("SNAPSHOT", id)
+        .output()
+        .unwrap()
+}
+
+#[test]
+fn the_readme_block_restores_a_chunked_snapshot_with_standard_tools() {
+    for tool in ["age", "zstd", "tar", "sha256sum"] {
+        if !require_tool(tool) {
+            return;
+        }
+    }
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    backup(p, "bk", &rec, &[]);
+    fs::write(p.join("svc/conf/a.yaml"), "a: 2\n").unwrap();
+    let second = backup(p, "bk", &rec, &[]);
+    let id = second["id"].as_str().unwrap();
+    fs::create_dir(p.join("x")).unwrap();
+    let out = readme_block(&p.join("x"), &key, &p.join("bk"), id);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("all files match SHA256SUMS"));
+    same_file(&p.join("svc/blob.bin"), &p.join("x/files/svc/blob.bin"));
+    same_file(&p.join("svc/conf/a.yaml"), &p.join("x/files/svc/conf/a.yaml"));
+    let env = fs::read_to_string(p.join("x/secrets/env/.env")).unwrap();
+    assert!(env.contains("APP_SECRET=hunter2-chunked"));
+
+    // A flipped byte in a pack stops the block before anything is trusted.
+    let pack = pack_files(&p.join("bk"))
+        .into_iter()
+        .max_by_key(|f| fs::metadata(f).unwrap().len())
+        .unwrap();
+    flip(&pack, 5000);
+    fs::create_dir(p.join("y")).unwrap();
+    let out = readme_block(&p.join("y"), &key, &p.join("bk"), id);
+    assert!(!out.status.success(), "a damaged pack must fail the block");
+}
+
+fn flip(file: &Path, at: usize) {
+    let mut b = fs::read(file).unwrap();
+    b[at] ^= 0x40;
+    use std::os::unix::fs::PermissionsExt;
+    fs::set_permissions(file, fs::Permissions::from_mode(0o600)).unwrap();
+    fs::write(file, b).unwrap();
+}
+
+#[test]
+fn a_damaged_pack_fails_verify_and_restore_of_the_snapshots_using_it_only() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    let a = backup(p, "bk", &rec, &[]);
+    let before: HashSet<PathBuf> = pack_files(&p.join("bk")).into_iter().collect();
+    // New content in a pack of its own.
+    fs::write(p.join("svc/other.bin"), noise(2 << 20)).unwrap();
+    fs::write(p.join("svc/blob.bin"), noise(1 << 20)).unwrap();
+    let b = backup(p, "bk", &rec, &[]);
+    let fresh: Vec<PathBuf> = pack_files(&p.join("bk"))
+        .into_iter()
+        .filter(|f| !before.contains(f))
+        .collect();
+    assert_eq!(fresh.len(), 1, "{fresh:?}");
+    flip(&fresh[0], 1000);
+    let pack_name = fresh[0].file_name().unwrap().to_string_lossy().into_owned();
+
+    let out = coffer(p)
+        .args(["--json", "verify", "--all", "--sink", "bk"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let results = v[0]["results"]
+        .as_array()
+        .unwrap_or_else(|| v.as_array().unwrap());
+    let failed: Vec<&Value> = results.iter().filter(|r| r["ok"] == false).collect();
+    assert_eq!(failed.len(), 1, "{v}");
+    assert_eq!(failed[0]["id"], b["id"]);
+    assert!(failed[0].to_string().contains(&pack_name), "names the pack: {v}");
+
+    // The unaffected snapshot restores; the damaged one writes nothing.
+    restore(p, "bk", &key, a["id"].as_str().unwrap(), "ok");
+    let out = coffer(p)
+        .args(["restore", b["id"].as_str().unwrap(), "--sink", "bk", "--identity"])
+        .arg(&key)
+        .args(["--target", "bad"])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(!p.join("bad").exists() || files_under(&p.join("bad")).is_empty());
+}
+
+#[test]
+fn a_write_only_host_backs_up_and_prunes_and_a_host_with_the_identity_joins() {
+    let d = tempfile::tempdir().unwrap();
+    let (vault, host_a, host_b) = (d.path().join("vault"), d.path().join("a"), d.path().join("b"));
+    for h in [&vault, &host_a, &host_b] {
+        fs::create_dir_all(h).unwrap();
+    }
+    // The identity lives in the vault only; host A holds the recipient.
+    let (key, rec) = keygen(&vault, "key.txt");
+    tree(&host_a);
+    let sink = d.path().join("sink");
+    let sink_s = sink.to_str().unwrap();
+    let first = backup(&host_a, sink_s, &rec, &["--time", "2026-12-01T00:00:00Z"]);
+    // A file that lives one day: its chunks go into a pack of that day's.
+    fs::write(host_a.join("svc/tmp.bin"), noise(2 << 20)).unwrap();
+    let second = backup(&host_a, sink_s, &rec, &["--time", "2026-12-02T00:00:00Z"]);
+    fs::remove_file(host_a.join("svc/tmp.bin")).unwrap();
+    // (noise() is deterministic: other bytes than tmp.bin's.)
+    let mut blob = noise(2 << 20);
+    blob.reverse();
+    fs::write(host_a.join("svc/blob.bin"), blob).unwrap();
+    backup(&host_a, sink_s, &rec, &["--time", "2026-12-03T00:00:00Z"]);
+    assert!(files_under(&host_a).iter().all(|f| !f.contains("key.txt")));
+    let packs_before = pack_files(&sink).len();
+
+    // Prune on host A, no key anywhere: the first is pinned and the last
+    // kept; the second snapshot and its pack go.
+    coffer(&host_a)
+        .args(["pin", first["id"].as_str().unwrap(), "--sink", sink_s])
+        .assert()
+        .success();
+    let out = coffer(&host_a)
+        .args(["--json", "prune", "--keep-last", "1", "--sink", sink_s])
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    let swept = &v[0]["chunks"];
+    assert_eq!(swept["removed_packs"], 1, "{v}");
+    assert_eq!(pack_files(&sink).len(), packs_before - 1);
+    assert!(
+        !sink
+            .join(format!("{}.chunks", second["id"].as_str().unwrap()))
+            .exists()
+    );
+    let out = coffer(&host_a)
+        .args(["verify", "--all", "--sink", sink_s])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+
+    // Host B has no dedup key: refused, with the way to get it.
+    tree(&host_b);
+    fs::copy(host_a.join("svc/blob.bin"), host_b.join("svc/blob.bin")).unwrap();
+    let out = coffer(&host_b)
+        .args([
+            "backup",
+            "--format",
+            "chunked",
+            "--source",
+            "file:svc",
+            "--sink",
+            sink_s,
+            "--recipient",
+            &rec,
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("coffer dedup-key"), "{err}");
+    // From the vault, with the identity: the key, then host B dedups
+    // against host A's chunks.
+    let out = coffer(&vault)
+        .args(["dedup-key", "--sink", sink_s, "--identity"])
+        .arg(&key)
+        .args(["-o", "dedup.key"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let b = backup(
+        &host_b,
+        sink_s,
+        &rec,
+        &["--dedup-key", vault.join("dedup.key").to_str().unwrap()],
+    );
+    let (_, _, new_bytes) = chunks(&b);
+    assert!(new_bytes < 200 << 10, "host B stores only what A did not: {b}");
+    restore(&vault, sink_s, &key, b["id"].as_str().unwrap(), "restored");
+    same_file(&host_b.join("svc/blob.bin"), &vault.join("restored/blob.bin"));
+}
+
+#[test]
+fn bundles_and_chunked_snapshots_share_a_sink_and_copy_keeps_both() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    let out = coffer(p)
+        .args([
+            "--json",
+            "backup",
+            "--source",
+            "file:svc",
+            "--sink",
+            "bk",
+            "--recipient",
+            &rec,
+        ])
+        .output()
+        .unwrap();
+    let bundle = json_ok(&out);
+    assert!(bundle.get("chunks").is_none());
+    let chunked = backup(p, "bk", &rec, &[]);
+    let out = coffer(p)
+        .args(["--json", "copy", "--all", "--from", "bk", "--to", "copy"])
+        .output()
+        .unwrap();
+    json_ok(&out);
+    let out = coffer(p)
+        .args(["verify", "--all", "--sink", "copy"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    // The dedup key travelled too.
+    assert_eq!(files_under(&p.join("copy/keys")).len(), 1);
+    for (r, target) in [(&bundle, "from-bundle"), (&chunked, "from-chunked")] {
+        restore(p, "copy", &key, r["id"].as_str().unwrap(), target);
+        same_file(&p.join("svc/data.jsonl"), &p.join(target).join("data.jsonl"));
+    }
+    // Copying again sends nothing.
+    let out = coffer(p)
+        .args(["--json", "copy", "--all", "--from", "bk", "--to", "copy"])
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    assert!(!v.to_string().contains("\"copied\""), "{v}");
+}
+
+/// A chunked backup of a large tree killed with `kill -9` at several
+/// moments: never a snapshot that references a missing chunk; `verify
+/// --all` passes, the next backup works and prune sweeps the orphans.
+#[test]
+fn killed_chunked_backups_leave_nothing_that_looks_complete() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("svc")).unwrap();
+    for i in 0..12 {
+        fs::write(p.join(format!("svc/f{i}.bin")), noise(4 << 20)).unwrap();
+    }
+    let (key, rec) = keygen(p, "key.txt");
+    // The sink exists before the killed runs.
+    coffer(p).args(["sink", "init", "bk"]).assert().success();
+    for delay in [150u64, 400, 900, 1500] {
+        let mut child = Command::new(coffer_e2e::coffer_bin())
+            .current_dir(p)
+            .env("XDG_CONFIG_HOME", p.join(".config"))
+            .args([
+                "-q",
+                "backup",
+                "--format",
+                "chunked",
+                "--source",
+                "file:svc",
+                "--sink",
+                "bk",
+                "--recipient",
+                &rec,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(delay));
+        let _ = child.kill();
+        let _ = child.wait();
+        let out = coffer(p)
+            .args(["verify", "--all", "--sink", "bk"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "after a kill at {delay} ms: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let started = Instant::now();
+    let done = backup_files(p, &rec);
+    assert!(started.elapsed() < Duration::from_secs(120));
+    let out = coffer(p).args(["unlock", "--sink", "bk"]).output().unwrap();
+    assert!(out.status.success());
+    let out = coffer(p)
+        .args(["--json", "prune", "--keep-last", "1", "--sink", "bk"])
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    assert_eq!(v[0]["chunks"]["unused_bytes"], 0, "only live packs left: {v}");
+    // The killed runs' packs are gone: every pack left is the kept
+    // snapshot's.
+    let list = fs::read_to_string(
+        p.join("bk")
+            .join(format!("{}.chunks", done["id"].as_str().unwrap())),
+    )
+    .unwrap();
+    let used: HashSet<&str> = list.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
+    let left: HashSet<String> = pack_files(&p.join("bk"))
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    assert_eq!(left.len(), used.len(), "{left:?}");
+    let out = coffer(p)
+        .args(["verify", "--all", "--sink", "bk"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    restore(p, "bk", &key, done["id"].as_str().unwrap(), "out");
+    same_file(&p.join("svc/f7.bin"), &p.join("out/f7.bin"));
+}
+
+fn backup_files(p: &Path, rec: &str) -> Value {
+    let out = coffer(p)
+        .args([
+            "--json",
+            "backup",
+            "--format",
+            "chunked",
+            "--source",
+            "file:svc",
+            "--sink",
+            "bk",
+            "--recipient",
+            rec,
+        ])
+        .output()
+        .unwrap();
+    json_ok(&out)
+}
