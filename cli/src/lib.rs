@@ -162,6 +162,7 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
         .with_target(false)
         .init();
 
+    coffer_core::process::single_malloc_arena();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(r) => r,
         Err(e) => {

@@ -70,9 +70,9 @@ pub use sink::{
     ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key, validate_prefix,
 };
 pub use source::{
-    Area, CancelFlag, CaptureContext, Entry, EntryBody, EntryCheck, EntrySender, OptionKind, PathClaims,
-    RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions, RestoreReport,
-    Restorer, Source, SourceInfo, SourceReport, check_relative_path,
+    Area, CancelFlag, CaptureContext, Entry, EntryBody, EntryCheck, EntrySender, FileStat, OptionKind,
+    PathClaims, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions,
+    RestoreReport, Restorer, Source, SourceInfo, SourceReport, check_relative_path,
 };
 pub use units::{human_size, percent_decode, printable};
 

@@ -190,8 +190,42 @@ pub struct Entry {
     /// Owner `(uid, gid)` to give it back on a restore run as root (stored
     /// in the tar header); `None` (or `(0, 0)`): not recorded, root's.
     pub owner: Option<(u32, u32)>,
+    /// For a file read from a file system: what identifies its version
+    /// there. A chunked backup then reuses the chunks of a file unchanged
+    /// since the last run (same device, inode, size, mtime and ctime)
+    /// without reading it. `None`: always read.
+    pub stat: Option<FileStat>,
     /// Content.
     pub body: EntryBody,
+}
+
+/// What identifies a version of a file on disk, for [`Entry::stat`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct FileStat {
+    /// Device.
+    pub dev: u64,
+    /// Inode.
+    pub ino: u64,
+    /// Size in bytes.
+    pub size: u64,
+    /// Modification time, nanoseconds since the epoch.
+    pub mtime_ns: i64,
+    /// Status change time, nanoseconds since the epoch.
+    pub ctime_ns: i64,
+}
+
+impl FileStat {
+    /// The stat of `meta` (from `std::fs::metadata`).
+    pub fn of(meta: &std::fs::Metadata) -> FileStat {
+        use std::os::unix::fs::MetadataExt;
+        FileStat {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            size: meta.len(),
+            mtime_ns: meta.mtime() * 1_000_000_000 + meta.mtime_nsec(),
+            ctime_ns: meta.ctime() * 1_000_000_000 + meta.ctime_nsec(),
+        }
+    }
 }
 
 /// Where captured entries go; a bounded channel to the bundle writer.

@@ -63,6 +63,8 @@ pub(crate) enum HashMsg {
     EndOfFile(String),
     /// What was sent since the last file is not a file: forget it.
     Reset,
+    /// A file not read again, whose digest is known (the file cache).
+    Known(FileDigest),
 }
 
 /// A file's digest, as a [`FileHasher`] returns it.
@@ -119,6 +121,7 @@ impl FileHasher {
                             let _ = spent_tx.send(block);
                         }
                         HashMsg::Reset => (hasher, size) = (Sha256::new(), 0),
+                        HashMsg::Known(digest) => done.push(digest),
                         HashMsg::EndOfFile(path) => done.push(FileDigest {
                             path,
                             size: std::mem::take(&mut size),

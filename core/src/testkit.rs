@@ -1393,6 +1393,7 @@ mod tests {
                     mode,
                     mtime: 1_700_000_000,
                     owner: None,
+                    stat: None,
                     body,
                 })
                 .await?;

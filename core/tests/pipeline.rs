@@ -77,6 +77,7 @@ impl Source for MemSource {
                 mode: 0o644,
                 mtime: 1_700_000_000,
                 owner: None,
+                stat: None,
                 body,
             })
             .await?;

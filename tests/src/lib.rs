@@ -63,6 +63,7 @@ pub fn coffer(dir: &Path) -> assert_cmd::Command {
         // A chunked backup's dedup key is made in this host's config
         // folder: here, the test's own.
         .env("XDG_CONFIG_HOME", dir.join(".config"))
+        .env("XDG_CACHE_HOME", dir.join(".cache"))
         .env("COFFER_CREATE_SINK", "true");
     c
 }

@@ -76,9 +76,29 @@ fn pack_files(sink: &Path) -> Vec<PathBuf> {
         .collect()
 }
 
+/// The text of a stored chunk list (one zstd frame).
+fn list_text(list: &Path) -> String {
+    String::from_utf8(zstd_decode(&fs::read(list).unwrap())).unwrap()
+}
+
+fn zstd_decode(b: &[u8]) -> Vec<u8> {
+    let out = Command::new("zstd")
+        .args(["-d", "-q", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
 fn addresses(list: &Path) -> HashSet<String> {
-    fs::read_to_string(list)
-        .unwrap()
+    list_text(list)
         .lines()
         .map(|l| l.split(' ').next().unwrap().to_string())
         .collect()
@@ -532,11 +552,10 @@ fn killed_chunked_backups_leave_nothing_that_looks_complete() {
     assert_eq!(v[0]["chunks"]["unused_bytes"], 0, "only live packs left: {v}");
     // The killed runs' packs are gone: every pack left is the kept
     // snapshot's.
-    let list = fs::read_to_string(
-        p.join("bk")
+    let list = list_text(
+        &p.join("bk")
             .join(format!("{}.chunks", done["id"].as_str().unwrap())),
-    )
-    .unwrap();
+    );
     let used: HashSet<&str> = list.lines().map(|l| l.split(' ').nth(1).unwrap()).collect();
     let left: HashSet<String> = pack_files(&p.join("bk"))
         .iter()
@@ -569,4 +588,93 @@ fn backup_files(p: &Path, rec: &str) -> Value {
         .output()
         .unwrap();
     json_ok(&out)
+}
+
+/// Sets a file's mtime to `secs` ago (its ctime stays now).
+fn age_file(path: &Path, secs: u64) {
+    let t = std::time::SystemTime::now() - Duration::from_secs(secs);
+    fs::File::options()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_modified(t)
+        .unwrap();
+}
+
+fn reused(report: &Value) -> u64 {
+    report["reused_bytes"].as_u64().unwrap()
+}
+
+#[test]
+fn unchanged_files_are_not_read_again_and_a_lost_or_wrong_cache_only_costs_reading() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    for f in ["svc/blob.bin", "svc/data.jsonl"] {
+        age_file(&p.join(f), 60);
+    }
+    // The change times of the files are "now": wait for them to leave the
+    // racy second before the first run.
+    std::thread::sleep(Duration::from_millis(1100));
+    let first = backup(p, "bk", &rec, &[]);
+    assert_eq!(reused(&first), 0);
+    let big = fs::metadata(p.join("svc/blob.bin")).unwrap().len()
+        + fs::metadata(p.join("svc/data.jsonl")).unwrap().len();
+    let second = backup(p, "bk", &rec, &[]);
+    assert_eq!(
+        reused(&second),
+        big,
+        "both large files come from the cache: {second}"
+    );
+    assert_eq!(chunks(&second).0, chunks(&first).0);
+
+    // A file written just before a run is read again by the next one (it
+    // could change again within the same second).
+    fs::write(
+        p.join("svc/data.jsonl"),
+        fs::read(p.join("svc/data.jsonl")).unwrap(),
+    )
+    .unwrap();
+    backup(p, "bk", &rec, &[]);
+    let fourth = backup(p, "bk", &rec, &[]);
+    let blob = fs::metadata(p.join("svc/blob.bin")).unwrap().len();
+    assert_eq!(reused(&fourth), blob, "the racy file was read: {fourth}");
+
+    // A corrupt cache: everything is read, the snapshot is whole.
+    let cache = files_under(&p.join(".cache/coffer"));
+    assert_eq!(cache.len(), 1, "{cache:?}");
+    fs::write(p.join(".cache/coffer").join(&cache[0]), b"{not json").unwrap();
+    let fifth = backup(p, "bk", &rec, &[]);
+    assert_eq!(reused(&fifth), 0);
+    // A cache that believes chunks are stored which the sink lost: they
+    // are read and stored again.
+    let sixth = backup(p, "bk", &rec, &[]);
+    assert!(reused(&sixth) > 0);
+    for pack in pack_files(&p.join("bk")) {
+        fs::remove_file(pack).unwrap();
+    }
+    let seventh = backup(p, "bk", &rec, &[]);
+    assert_eq!(reused(&seventh), 0, "{seventh}");
+    assert_eq!(
+        chunks(&seventh).1,
+        chunks(&seventh).0,
+        "every chunk stored again: {seventh}"
+    );
+    let out = coffer(p)
+        .args(["verify", seventh["id"].as_str().unwrap(), "--sink", "bk"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    restore(p, "bk", &key, seventh["id"].as_str().unwrap(), "out");
+    same_file(&p.join("svc/blob.bin"), &p.join("out/blob.bin"));
+    same_file(&p.join("svc/data.jsonl"), &p.join("out/data.jsonl"));
+    // And a snapshot made from the cache restores byte for byte.
+    restore(p, "bk", &key, "latest", "out-latest");
+    let out = coffer(p)
+        .args(["verify", "latest", "--deep", "--sink", "bk", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }

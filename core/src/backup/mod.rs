@@ -29,8 +29,9 @@ mod publish;
 mod stages;
 
 use self::publish::{Snapshot, every_sink_failed, write_indexes};
-use self::stages::{CipherMsg, TarMsg, age_stage, tar_stage};
+use self::stages::{CacheUse, CipherMsg, TarMsg, age_stage, tar_stage};
 use crate::bundle::{Compression, Index, Manifest, ManifestSource};
+use crate::chunked::cache::Seen;
 use crate::chunked::writer::{ChunkFeed, ChunkedRun};
 use crate::chunked::{DedupKey, SnapshotFormat};
 use crate::crypto::Encryption;
@@ -101,6 +102,9 @@ pub struct Progress {
     pub cipher_bytes: AtomicU64,
     /// Entries written.
     pub entries: AtomicU64,
+    /// Bytes of unchanged files a chunked backup did not read again (the
+    /// file cache).
+    pub reused_bytes: AtomicU64,
     phase: std::sync::Mutex<&'static str>,
     done: AtomicU64,
     total: AtomicU64,
@@ -197,6 +201,8 @@ pub struct BackupOutcome {
     pub plain_bytes: u64,
     /// Per-sink results, in the order given.
     pub sinks: Vec<SinkOutcome>,
+    /// Bytes of unchanged files not read again (chunked sinks only).
+    pub reused_bytes: u64,
 }
 
 impl BackupOutcome {
@@ -228,17 +234,30 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     let snapshot = Snapshot::new(&req);
     let (bundled, chunked): (Vec<usize>, Vec<usize>) =
         (0..req.sinks.len()).partition(|&i| req.sinks[i].format == SnapshotFormat::Bundle);
+    let started = Timestamp::now();
     let chunk_side = start_chunked(&req, &chunked, &progress).await?;
-    let (feed, chunk_run) = match chunk_side {
-        Some((key, feed, run)) => (Some((key, feed)), Some(run)),
-        None => (None, None),
+    let (feed, chunk_run, cache_use) = match chunk_side {
+        Some(side) => {
+            let cache = CacheUse {
+                cache: side.cache,
+                // With a bundle written too, every file is read anyway.
+                known: bundled.is_empty().then_some(side.known),
+            };
+            (Some((side.key, side.feed)), Some(side.run), Some(cache))
+        }
+        None => (None, None, None),
     };
+    let cache_path = cache_use.as_ref().and_then(|_| {
+        req.dedup_key
+            .as_ref()
+            .and_then(|k| crate::chunked::FileCache::location(&req.job, &k.id()))
+    });
 
     let (tar_tx, tar_rx) = mpsc::channel::<TarMsg>(16);
     let (cipher_tx, cipher_rx) = std::sync::mpsc::sync_channel::<CipherMsg>(STAGE_QUEUE);
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(STAGE_QUEUE);
     let bundle = (!bundled.is_empty()).then_some((cipher_tx, cipher_rx, out_tx));
-    let stages = Stages::start(&req, &snapshot, &progress, tar_rx, bundle, feed)?;
+    let stages = Stages::start(&req, &snapshot, &progress, tar_rx, bundle, feed, cache_use)?;
 
     // Bundle sinks: one bounded channel each, fed by the tee.
     let object_key = snapshot.id.object_key();
@@ -275,9 +294,9 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         settle(stages, prod, sink_txs).await
     };
     let (result, put_results) = tokio::join!(pipeline, futures::future::join_all(puts));
-    let chunk_results = match chunk_run {
+    let (chunk_results, addresses) = match chunk_run {
         Some(run) => run.finish().await,
-        None => Vec::new(),
+        None => (Vec::new(), Vec::new()),
     };
     if put_results.iter().all(Result::is_err) && chunk_results.iter().all(Result::is_err) {
         let all: Vec<Result<u64>> = bundled
@@ -290,7 +309,20 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
             .collect();
         return Err(all_puts_failed(&req.sinks, &all, result));
     }
-    let (manifest, plain_size, bundle_object) = result?;
+    let (manifest, plain_size, bundle_object, seen) = result?;
+    if let Some(path) = cache_path {
+        // The next run's file cache: what this run read or reused (files
+        // changed since a second before it started are left out).
+        let sums: std::collections::HashMap<&str, &str> = manifest
+            .entries
+            .iter()
+            .map(|e| (e.path.as_str(), e.sha256.as_str()))
+            .collect();
+        let racy_after = started.as_nanosecond() as i64 - 1_000_000_000;
+        crate::chunked::FileCache::load(None)
+            .with_path(path)
+            .save(&seen, &sums, &addresses, racy_after);
+    }
 
     let mut outcomes: Vec<(usize, SinkOutcome)> = Vec::new();
     let mut index = None;
@@ -318,6 +350,7 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         entries: manifest.entries.len() as u64,
         plain_bytes: manifest.total_bytes,
         sinks,
+        reused_bytes: progress.reused_bytes.load(Ordering::Relaxed),
     };
     if !outcome.any_ok() {
         return Err(every_sink_failed(&outcome));
@@ -333,7 +366,7 @@ async fn start_chunked(
     req: &BackupRequest,
     chunked: &[usize],
     progress: &Arc<Progress>,
-) -> Result<Option<(Arc<DedupKey>, ChunkFeed, ChunkedRun)>> {
+) -> Result<Option<ChunkSide>> {
     if chunked.is_empty() {
         return Ok(None);
     }
@@ -341,7 +374,7 @@ async fn start_chunked(
         crate::config_error("a chunked sink needs a dedup key")
             .with_hint("set `dedup-key = PATH` on the sink, or pass --dedup-key PATH")
     })?;
-    let mut sinks = Vec::new();
+    let mut sinks: Vec<(Arc<dyn crate::Sink>, Arc<crate::chunked::KnownChunks>)> = Vec::new();
     for &i in chunked {
         let t = &req.sinks[i];
         let known = match crate::Catalog::load(t.sink.as_ref()).await {
@@ -362,9 +395,32 @@ async fn start_chunked(
         _ => 3,
     };
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let (feed, run) =
-        crate::chunked::writer::start(&key, &req.encryption, level, workers, sinks, progress.clone())?;
-    Ok(Some((key, feed, run)))
+    let (feed, run) = crate::chunked::writer::start(
+        &key,
+        &req.encryption,
+        level,
+        workers,
+        sinks.clone(),
+        progress.clone(),
+    )?;
+    let cache = crate::chunked::FileCache::load(crate::chunked::FileCache::location(&req.job, &key.id()));
+    let known = sinks.iter().map(|(_, k)| k.clone()).collect();
+    Ok(Some(ChunkSide {
+        key,
+        feed,
+        run,
+        known,
+        cache,
+    }))
+}
+
+/// The chunked side of a run, started.
+struct ChunkSide {
+    key: Arc<DedupKey>,
+    feed: ChunkFeed,
+    run: ChunkedRun,
+    known: Vec<Arc<crate::chunked::KnownChunks>>,
+    cache: crate::chunked::FileCache,
 }
 
 /// Checks the request before anything runs: encryption, at least one
@@ -398,7 +454,7 @@ async fn preflight(req: &BackupRequest) -> Result<()> {
 
 /// The tar + compression thread and the encryption thread.
 struct Stages {
-    tar: std::thread::JoinHandle<Result<(Manifest, u64)>>,
+    tar: std::thread::JoinHandle<Result<(Manifest, u64, Vec<Seen>)>>,
     /// Only when some sink takes a bundle.
     age: Option<std::thread::JoinHandle<Result<(String, u64)>>>,
 }
@@ -418,6 +474,7 @@ impl Stages {
         tar_rx: mpsc::Receiver<TarMsg>,
         bundle: Option<BundleStages>,
         chunks: Option<(Arc<DedupKey>, ChunkFeed)>,
+        cache: Option<CacheUse>,
     ) -> Result<Stages> {
         let (cipher_tx, age_side) = match bundle {
             Some((cipher_tx, cipher_rx, out_tx)) => (Some(cipher_tx), Some((cipher_rx, out_tx))),
@@ -434,6 +491,7 @@ impl Stages {
                     tar_rx,
                     cipher_tx,
                     chunks,
+                    cache,
                     sources_file,
                     manifest,
                     compression,
@@ -551,7 +609,7 @@ async fn settle(
     stages: Stages,
     prod: Result<()>,
     sink_txs: Vec<SinkTx>,
-) -> Result<(Manifest, u64, Option<(String, u64)>)> {
+) -> Result<(Manifest, u64, Option<(String, u64)>, Vec<Seen>)> {
     // Both threads end once their inputs end; join them off the reactor.
     let joined = tokio::task::spawn_blocking(move || {
         let tar = stages.tar.join().unwrap_or_else(|_| Err(panic_error("tar")));
@@ -563,7 +621,7 @@ async fn settle(
     .await
     .map_err(|e| Error::new(ErrorKind::Unexpected, format!("pipeline join failed: {e}")));
     let result = match joined.map(|(tar, age)| (tar, age, prod)) {
-        Ok((Ok((manifest, plain)), Ok(object), Ok(()))) => Ok((manifest, plain, object)),
+        Ok((Ok((manifest, plain, seen)), Ok(object), Ok(()))) => Ok((manifest, plain, object, seen)),
         Ok((tar, age, prod)) => {
             let mut errors: Vec<Error> = [tar.err(), age.err(), prod.err()].into_iter().flatten().collect();
             // A stage that stopped only because another did says

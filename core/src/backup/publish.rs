@@ -182,7 +182,7 @@ pub(super) async fn write_chunked(
     let writes = targets.iter().zip(results).map(|(t, r)| async move {
         let result = async {
             let chunks = r?;
-            let text = Bytes::from(chunks.list.to_text());
+            let text = Bytes::from(chunks.list.to_object());
             let mut index = snapshot.index(
                 req,
                 text.len() as u64,

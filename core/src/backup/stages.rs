@@ -15,11 +15,13 @@ use crate::bundle::{
     Compression, MANIFEST_ENTRY, Manifest, ManifestEntry, ManifestSource, SOURCES_ENTRY, SUMS_ENTRY,
     SourcesFile,
 };
+use crate::chunked::cache::Seen;
 use crate::chunked::chunker::Chunker;
 use crate::chunked::writer::ChunkFeed;
-use crate::chunked::{DedupKey, OWN_CHUNKS_FROM};
+use crate::chunked::{DedupKey, FileCache, KnownChunks, OWN_CHUNKS_FROM};
 use crate::crypto::Encryption;
 use crate::error::{Error, ErrorKind, Result};
+use crate::source::FileStat;
 use crate::source::{Entry, EntryBody, SourceReport};
 use crate::stream::{
     BLOCK, ChunkWriter, Compressor, CountingWriter, ExactReader, FileDigest, FileHasher, HashMsg,
@@ -71,15 +73,17 @@ pub(super) fn tar_stage(
     mut rx: mpsc::Receiver<TarMsg>,
     cipher_tx: Option<std::sync::mpsc::SyncSender<CipherMsg>>,
     chunks: Option<(Arc<DedupKey>, ChunkFeed)>,
+    cache: Option<CacheUse>,
     sources_file: SourcesFile,
     manifest: Manifest,
     compression: Compression,
     threads: u32,
     progress: Arc<Progress>,
-) -> Result<(Manifest, u64)> {
+) -> Result<(Manifest, u64, Vec<Seen>)> {
     let mut w = TarWriter::new(
         cipher_tx.clone(),
         chunks,
+        cache,
         manifest,
         compression,
         threads,
@@ -166,6 +170,30 @@ impl TarOut {
             None => Ok(()),
         }
     }
+
+    /// Chunks sent so far, when chunking.
+    fn seq(&mut self) -> Option<u64> {
+        self.chunker.as_mut().map(|c| c.out().seq())
+    }
+}
+
+/// The file cache as the tar stage uses it.
+pub(super) struct CacheUse {
+    pub(super) cache: FileCache,
+    /// The chunks each chunked sink stores; `None` when a bundle is
+    /// written too (every file is read then).
+    pub(super) known: Option<Vec<Arc<KnownChunks>>>,
+}
+
+impl CacheUse {
+    /// The digest and data chunks of an unchanged file whose chunks every
+    /// sink stores.
+    fn reusable(&self, path: &str, stat: &FileStat) -> Option<(String, Vec<[u8; 32]>)> {
+        let known = self.known.as_ref()?;
+        let (sha, chunks) = self.cache.lookup(path, stat)?;
+        let stored = chunks.iter().all(|a| known.iter().all(|k| k.contains(a)));
+        (stored && !chunks.is_empty()).then(|| (sha.to_string(), chunks))
+    }
 }
 
 impl Write for TarOut {
@@ -196,12 +224,17 @@ struct TarWriter {
     headers: tar::Builder<Vec<u8>>,
     seen: std::collections::HashSet<String>,
     progress: Arc<Progress>,
+    /// The file cache of a chunked run, and the files it will hold.
+    cache: Option<CacheUse>,
+    cached: Vec<Seen>,
 }
 
 impl TarWriter {
+    #[allow(clippy::too_many_arguments)]
     fn new(
         cipher_tx: Option<std::sync::mpsc::SyncSender<CipherMsg>>,
         chunks: Option<(Arc<DedupKey>, ChunkFeed)>,
+        cache: Option<CacheUse>,
         manifest: Manifest,
         compression: Compression,
         threads: u32,
@@ -234,6 +267,8 @@ impl TarWriter {
             headers: tar::Builder::new(Vec::new()),
             seen: std::collections::HashSet::new(),
             progress,
+            cache,
+            cached: Vec::new(),
         })
     }
 
@@ -278,6 +313,8 @@ impl TarWriter {
         if own {
             cut(self, secret)?;
         }
+        // A file with chunks of its own may come from the file cache.
+        let stat = entry.stat.filter(|_| own && !secret);
         let (uid, gid) = entry.owner.unwrap_or((0, 0));
         let with_owner = |kind, size| {
             let mut h = header(kind, mode, entry.mtime, size);
@@ -285,10 +322,19 @@ impl TarWriter {
             h.set_gid(gid.into());
             h
         };
+        let mut data_from = None;
         let written = match entry.body {
             EntryBody::File { size, reader } => {
                 let mut h = with_owner(tar::EntryType::Regular, size);
-                self.append_file(&mut h, path.clone(), reader, size, own.then_some(secret))
+                self.append_file(
+                    &mut h,
+                    path.clone(),
+                    reader,
+                    size,
+                    own.then_some(secret),
+                    stat.as_ref(),
+                )
+                .map(|from| data_from = from)
             }
             EntryBody::Dir => {
                 let mut h = with_owner(tar::EntryType::Directory, 0);
@@ -307,6 +353,13 @@ impl TarWriter {
         if own {
             cut(self, false)?;
         }
+        if let (Some(stat), Some(from), Some(to)) = (stat, data_from, self.builder.get_mut().inner.seq()) {
+            self.cached.push(Seen {
+                path,
+                stat,
+                seqs: from..to,
+            });
+        }
         self.progress.entries.fetch_add(1, Ordering::Relaxed);
         Ok(())
     }
@@ -315,6 +368,10 @@ impl TarWriter {
     /// streams through. With `header_apart` (a file with chunks of its
     /// own), its header blocks are a chunk of their own, so a change of
     /// mtime or size leaves the data's chunks as they were.
+    ///
+    /// With `stat` (a file the file cache may hold), returns the number of
+    /// the first chunk of its data; a cached file whose chunks every sink
+    /// stores is then not read: its chunks are referenced.
     fn append_file(
         &mut self,
         h: &mut tar::Header,
@@ -322,7 +379,8 @@ impl TarWriter {
         reader: Box<dyn io::Read + Send>,
         size: u64,
         header_apart: Option<bool>,
-    ) -> Result<()> {
+        stat: Option<&FileStat>,
+    ) -> Result<Option<u64>> {
         // The header through a scratch builder (it writes GNU long-name
         // entries where a path needs them), then the content in 1 MiB
         // blocks straight into compression, each block moved on to the
@@ -339,6 +397,28 @@ impl TarWriter {
             out.inner
                 .cut(secret)
                 .map_err(|e| Error::io(format!("writing {path}"), e))?;
+        }
+        let data_from = stat.and_then(|_| out.inner.seq());
+        let reuse = stat.and_then(|st| self.cache.as_ref()?.reusable(&path, st));
+        if let Some((sha256, chunks)) = reuse {
+            let feed = out
+                .inner
+                .chunker
+                .as_mut()
+                .expect("a cache only when chunking")
+                .out();
+            for a in chunks {
+                feed.send_known(a)
+                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
+            }
+            // The bytes the stream holds there: the content and its padding.
+            out.bytes += size + (512 - size % 512) % 512;
+            self.progress.add(size);
+            self.progress.reused_bytes.fetch_add(size, Ordering::Relaxed);
+            self.hasher
+                .send(HashMsg::Known(FileDigest { path, size, sha256 }))
+                .map_err(|e| Error::io("hashing the files", e))?;
+            return Ok(data_from);
         }
         let mut reader = CountRead {
             inner: ExactReader::new(reader, size, path.clone()),
@@ -369,17 +449,23 @@ impl TarWriter {
             .map_err(|e| Error::io(format!("writing {path}"), e))?;
         self.hasher
             .send(HashMsg::EndOfFile(path))
-            .map_err(|e| Error::io("hashing the files", e))
+            .map_err(|e| Error::io("hashing the files", e))?;
+        Ok(data_from)
     }
 
     /// Writes `SHA256SUMS` and `manifest.json` (with the sources' reports)
     /// and flushes compression; returns the manifest and the bytes of the
     /// tar stream.
-    fn finish(self, sources_file: &SourcesFile, reports: Vec<SourceReport>) -> Result<(Manifest, u64)> {
+    fn finish(
+        self,
+        sources_file: &SourcesFile,
+        reports: Vec<SourceReport>,
+    ) -> Result<(Manifest, u64, Vec<Seen>)> {
         let TarWriter {
             mut builder,
             mut manifest,
             hasher,
+            cached,
             ..
         } = self;
         manifest.sources = sources_file
@@ -422,7 +508,7 @@ impl TarWriter {
                 .and_then(ChunkFeed::done)
                 .map_err(|e| Error::io("finishing the chunks", e))?;
         }
-        Ok((manifest, bytes))
+        Ok((manifest, bytes, cached))
     }
 }
 

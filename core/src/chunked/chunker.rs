@@ -90,6 +90,12 @@ impl<F: ChunkOut> Chunker<F> {
         })
     }
 
+    /// The sender (all data written so far is cut and sent after
+    /// [`Chunker::cut`]).
+    pub(crate) fn out(&mut self) -> &mut F {
+        &mut self.send
+    }
+
     /// Emits what is left and hands back the sender.
     pub(crate) fn finish(mut self) -> io::Result<F> {
         self.cut(false)?;

@@ -18,8 +18,8 @@
 //! addressed with a key drawn for that snapshot alone, so they are never
 //! deduplicated and no dedup key can confirm a guessed value.
 //!
-//! The chunk list has one line per chunk in stream order:
-//! `<address> <pack> <offset> <length> <ciphertext sha256>`. Decrypting
+//! The chunk list (one zstd frame) has one line per chunk in stream
+//! order: `<address> <pack> <offset> <length> <ciphertext sha256>`. Decrypting
 //! each range and concatenating the zstd frames gives the tar stream back
 //! (`zstd -d` reads concatenated frames), which is what the README's
 //! standard-tools block does.
@@ -34,11 +34,13 @@ use serde::{Deserialize, Serialize};
 use crate::crypto::{Encryption, Identities};
 use crate::error::{Error, ErrorKind, Result};
 
+pub(crate) mod cache;
 pub(crate) mod chunker;
 pub(crate) mod reader;
 pub mod store;
 pub(crate) mod writer;
 
+pub use cache::FileCache;
 pub use reader::{ChunkReader, ChunkStream, verify_chunks, with_chunk_stream};
 pub use store::{KnownChunks, SweepOutcome, load_known, read_list, sweep};
 
@@ -422,6 +424,28 @@ impl ChunkList {
             out.push(parsed.ok_or_else(|| bad(i + 1))?);
         }
         Ok(ChunkList(out))
+    }
+
+    /// The list as stored: its text in one zstd frame (addresses and
+    /// hashes are hex: about half the size).
+    pub fn to_object(&self) -> Vec<u8> {
+        zstd::bulk::compress(self.to_text().as_bytes(), 19).expect("compressing memory")
+    }
+
+    /// Reads a stored list (see [`ChunkList::to_object`]).
+    pub fn from_object(bytes: &[u8], what: &str) -> Result<ChunkList> {
+        // A line is at most ~190 bytes for a chunk of at least 1 byte:
+        // bounded by what the frame may decompress to.
+        let mut text = Vec::new();
+        let decoder = zstd::stream::read::Decoder::new(bytes)
+            .map_err(|e| Error::new(ErrorKind::Integrity, format!("{what}: {e}")))?;
+        std::io::Read::read_to_end(&mut std::io::Read::take(decoder, 1 << 30), &mut text).map_err(|e| {
+            Error::new(
+                ErrorKind::Integrity,
+                format!("{what}: not a compressed chunk list: {e}"),
+            )
+        })?;
+        ChunkList::parse(&text, what)
     }
 
     /// Ciphertext bytes referenced.

@@ -96,7 +96,7 @@ pub async fn read_list(sink: &dyn Sink, index: &Index) -> Result<ChunkList> {
         )
         .with_hint("the sink was changed behind coffer's back; `coffer verify` names what is affected"));
     }
-    ChunkList::parse(&bytes, &format!("chunk list of {}", index.id))
+    ChunkList::from_object(&bytes, &format!("chunk list of {}", index.id))
 }
 
 /// The chunked snapshots of a catalog, complete ones only.

@@ -29,12 +29,14 @@ use crate::sink::{PutOptions, Sink};
 
 /// Packs of one sink being uploaded at once, besides the one being
 /// filled.
-const PUTS_IN_FLIGHT: usize = 2;
+const PUTS_IN_FLIGHT: usize = 1;
 
 /// Work for the seal workers: a chunk in stream order, or the end of a
 /// stream that finished cleanly.
 enum Job {
     Chunk(u64, PlainChunk),
+    /// A chunk every sink stores, not read again (the file cache).
+    Known(u64, [u8; 32]),
     Done(u64),
 }
 
@@ -61,7 +63,7 @@ pub(crate) struct SinkChunks {
 /// The running chunked side of a backup.
 pub(crate) struct ChunkedRun {
     workers: Vec<std::thread::JoinHandle<()>>,
-    distribute: tokio::task::JoinHandle<Result<()>>,
+    distribute: tokio::task::JoinHandle<Result<Vec<[u8; 32]>>>,
     packers: Vec<tokio::task::JoinHandle<Result<SinkChunks>>>,
 }
 
@@ -81,6 +83,20 @@ impl super::chunker::ChunkOut for ChunkFeed {
 }
 
 impl ChunkFeed {
+    /// The number of chunks sent so far (the next one's sequence number).
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// A chunk every sink of the run stores, by its address (see
+    /// [`KnownChunks`]): referenced, not read.
+    pub(crate) fn send_known(&mut self, address: [u8; 32]) -> io::Result<()> {
+        self.seq += 1;
+        self.tx
+            .send(Job::Known(self.seq - 1, address))
+            .map_err(|_| Error::new(ErrorKind::Cancelled, "the chunk stage stopped").into_io())
+    }
+
     /// The stream ended cleanly: the sinks may store their last packs.
     pub(crate) fn done(self) -> io::Result<()> {
         self.tx
@@ -105,9 +121,9 @@ pub(crate) fn start(
         .with_hint("use --recipient, or `format = \"bundle\"` (--format bundle) for passphrase backups"));
     }
     encryption.validate()?;
-    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(2);
+    let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(1);
     let job_rx = Arc::new(Mutex::new(job_rx));
-    let (sealed_tx, sealed_rx) = mpsc::channel::<Result<SealedMsg>>(4);
+    let (sealed_tx, sealed_rx) = mpsc::channel::<Result<SealedMsg>>(2);
     let seal = Arc::new(Seal {
         address_key: key.address_key(),
         secret_key: rand::random(),
@@ -130,7 +146,7 @@ pub(crate) fn start(
     let mut sink_txs = Vec::new();
     let mut packers = Vec::new();
     for (sink, known) in sinks {
-        let (tx, rx) = mpsc::channel::<SealedMsg>(4);
+        let (tx, rx) = mpsc::channel::<SealedMsg>(2);
         sink_txs.push(tx);
         packers.push(tokio::spawn(packer(sink, known, rx, progress.clone())));
     }
@@ -147,9 +163,10 @@ pub(crate) fn start(
 }
 
 impl ChunkedRun {
-    /// Waits for every sink's packs; one result per sink, in order. An
-    /// error of the sealing itself fails every sink.
-    pub(crate) async fn finish(self) -> Vec<Result<SinkChunks>> {
+    /// Waits for every sink's packs; one result per sink, in order, and
+    /// the address of every chunk of the stream in order. An error of the
+    /// sealing itself fails every sink.
+    pub(crate) async fn finish(self) -> (Vec<Result<SinkChunks>>, Vec<[u8; 32]>) {
         let workers = self.workers;
         let _ = tokio::task::spawn_blocking(move || workers.into_iter().for_each(|w| drop(w.join()))).await;
         let dist = self
@@ -163,10 +180,10 @@ impl ChunkedRun {
                 .unwrap_or_else(|e| Err(Error::new(ErrorKind::Unexpected, e.to_string())));
             out.push(match (&dist, r) {
                 (Err(e), _) => Err(Error::new(e.kind(), e.message().to_string())),
-                (Ok(()), r) => r,
+                (Ok(_), r) => r,
             });
         }
-        out
+        (out, dist.unwrap_or_default())
     }
 }
 
@@ -227,6 +244,13 @@ fn seal_worker(
         };
         let msg = match job {
             Job::Chunk(seq, chunk) => seal.seal(&chunk).map(|s| SealedMsg::Chunk(seq, Arc::new(s))),
+            Job::Known(seq, address) => Ok(SealedMsg::Chunk(
+                seq,
+                Arc::new(Sealed {
+                    address,
+                    cipher: None,
+                }),
+            )),
             Job::Done(seq) => Ok(SealedMsg::Done(seq)),
         };
         if tx.blocking_send(msg).is_err() {
@@ -237,11 +261,13 @@ fn seal_worker(
 
 /// Puts sealed chunks back in stream order and hands each to every
 /// sink's packer. Ends with the end marker when the stream ended
-/// cleanly; without it, the packers store nothing more.
+/// cleanly; without it, the packers store nothing more. Returns the
+/// addresses in stream order.
 async fn distribute(
     mut rx: mpsc::Receiver<Result<SealedMsg>>,
     sinks: Vec<mpsc::Sender<SealedMsg>>,
-) -> Result<()> {
+) -> Result<Vec<[u8; 32]>> {
+    let mut addresses = Vec::new();
     let mut next = 0u64;
     let mut waiting: BTreeMap<u64, SealedMsg> = BTreeMap::new();
     while let Some(msg) = rx.recv().await {
@@ -253,6 +279,9 @@ async fn distribute(
         while let Some(msg) = waiting.remove(&next) {
             next += 1;
             let done = matches!(msg, SealedMsg::Done(_));
+            if let SealedMsg::Chunk(_, s) = &msg {
+                addresses.push(s.address);
+            }
             for tx in &sinks {
                 let copy = match &msg {
                     SealedMsg::Chunk(seq, s) => SealedMsg::Chunk(*seq, s.clone()),
@@ -261,11 +290,11 @@ async fn distribute(
                 let _ = tx.send(copy).await; // a failed packer reports its own error
             }
             if done {
-                return Ok(());
+                return Ok(addresses);
             }
         }
     }
-    Ok(())
+    Ok(addresses)
 }
 
 /// One sink's packer: records where each chunk lies, appending the ones

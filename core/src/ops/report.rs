@@ -42,6 +42,9 @@ pub struct BackupReport {
     /// first sink that stored it; each sink adds what it lacked).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub chunks: Option<crate::chunked::IndexChunks>,
+    /// Bytes of unchanged files a chunked backup did not read again (its
+    /// file cache); 0 for bundles.
+    pub reused_bytes: u64,
     /// Wall time of the run.
     pub seconds: f64,
     /// What each source captured.
@@ -83,6 +86,7 @@ impl BackupReport {
             plain_bytes: outcome.plain_bytes,
             object: outcome.index.object.clone(),
             chunks: outcome.index.chunks.clone(),
+            reused_bytes: outcome.reused_bytes,
             seconds,
             sources: outcome
                 .sources

@@ -223,6 +223,7 @@ impl Source for CommandSource {
             mode: if self.secret { 0o600 } else { 0o644 },
             mtime: now_secs(),
             owner: None,
+            stat: None,
             body: EntryBody::File {
                 size,
                 reader: body.reader,

@@ -199,6 +199,7 @@ impl Source for EnvSource {
             mode: 0o600,
             mtime,
             owner: None,
+            stat: None,
             body: EntryBody::File {
                 size: content.len() as u64,
                 reader: Box::new(Cursor::new(content)),

@@ -236,6 +236,8 @@ struct Scanned {
     mtime: i64,
     /// `(uid, gid)`, given back by a restore run as root.
     owner: (u32, u32),
+    /// A regular file's identity on disk.
+    stat: Option<coffer_core::FileStat>,
     kind: ScannedKind,
 }
 
@@ -273,6 +275,7 @@ impl Scanned {
             mode: self.mode,
             mtime: self.mtime,
             owner: Some(self.owner),
+            stat: self.stat,
             body,
         }
     }
@@ -291,6 +294,7 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
             mode: meta.mode() & 0o7777,
             mtime: meta.mtime(),
             owner: (meta.uid(), meta.gid()),
+            stat: Some(coffer_core::FileStat::of(&meta)),
             kind: ScannedKind::File {
                 size: meta.len(),
                 follow: true,
@@ -355,6 +359,7 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
             mode: meta.mode() & 0o7777,
             mtime: meta.mtime(),
             owner: (meta.uid(), meta.gid()),
+            stat: matches!(kind, ScannedKind::File { .. }).then(|| coffer_core::FileStat::of(&meta)),
             kind,
         });
     }

@@ -188,6 +188,7 @@ impl Source for K8sSource {
                 mode: 0o600,
                 mtime: now,
                 owner: None,
+                stat: None,
                 body: EntryBody::File {
                     size: body.len() as u64,
                     reader: Box::new(Cursor::new(body)),

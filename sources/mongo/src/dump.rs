@@ -249,6 +249,7 @@ impl Source for MongodumpSource {
                     mode: 0o644,
                     mtime,
                     owner: None,
+                    stat: None,
                     body: EntryBody::File {
                         size: body.size,
                         reader: body.reader,

@@ -530,6 +530,7 @@ impl MongoSource {
             mode: 0o644,
             mtime,
             owner: None,
+            stat: None,
             body: EntryBody::File {
                 size: body.size,
                 reader: body.reader,
@@ -668,6 +669,7 @@ async fn dump_one(
         mode: 0o644,
         mtime,
         owner: None,
+        stat: None,
         body: EntryBody::File {
             size: body.size,
             reader: Box::new(PermitReader {
@@ -713,6 +715,7 @@ fn file_entry(path: String, data: Vec<u8>, mtime: i64) -> Entry {
         mode: 0o644,
         mtime,
         owner: None,
+        stat: None,
         body: EntryBody::File {
             size: data.len() as u64,
             reader: Box::new(Cursor::new(data)),

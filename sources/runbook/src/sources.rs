@@ -89,6 +89,7 @@ impl Source for Imported {
             mode: self.mode,
             mtime: self.mtime,
             owner: None,
+            stat: None,
             body: EntryBody::File { size, reader },
         })
         .await?;
