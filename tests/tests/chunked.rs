@@ -678,3 +678,101 @@ fn unchanged_files_are_not_read_again_and_a_lost_or_wrong_cache_only_costs_readi
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// `coffer` with the AWS environment moto accepts.
+fn coffer_aws(dir: &Path) -> assert_cmd::Command {
+    let mut c = coffer(dir);
+    c.env("AWS_ACCESS_KEY_ID", "test")
+        .env("AWS_SECRET_ACCESS_KEY", "test-secret")
+        .env_remove("AWS_ENDPOINT_URL")
+        .env_remove("AWS_PROFILE");
+    c
+}
+
+#[test]
+fn chunked_snapshots_round_trip_through_s3_and_sftp_and_a_copy_of_the_prefix_restores_without_coffer() {
+    use coffer_e2e::moto_server::MotoServer;
+    use coffer_e2e::ssh_server::SshServer;
+    for tool in ["age", "zstd", "tar", "sha256sum"] {
+        if !require_tool(tool) {
+            return;
+        }
+    }
+    let Some(moto) = MotoServer::start() else { return };
+    let Some(ssh) = SshServer::start() else { return };
+    moto.create_bucket("chunks");
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    let s3 = format!("s3://chunks/svc?endpoint={}&region=us-east-1", moto.endpoint());
+    let sftp = ssh.url("chunked");
+    let run = |extra: &str| {
+        let out = coffer_aws(p)
+            .args(["--json", "backup", "--format", "chunked", "--source", "file:svc"])
+            .args([
+                "--source",
+                "env:secrets/.env#APP_*",
+                "--sink",
+                &s3,
+                "--sink",
+                &sftp,
+                "--recipient",
+                &rec,
+            ])
+            .output()
+            .unwrap();
+        let v = json_ok(&out);
+        assert!(
+            v["sinks"].as_array().unwrap().iter().all(|s| s["ok"] == true),
+            "{extra}: {v}"
+        );
+        v
+    };
+    run("first");
+    fs::write(p.join("svc/conf/a.yaml"), "a: 3\n").unwrap();
+    let second = run("second");
+    let id = second["id"].as_str().unwrap();
+    // Each remote sink restores by itself and verifies without a key.
+    for (name, sink) in [("s3", &s3), ("sftp", &sftp)] {
+        let target = format!("out-{name}");
+        let out = coffer_aws(p)
+            .args(["restore", id, "--sink", sink, "--identity"])
+            .arg(&key)
+            .args(["--target", &target])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        same_file(&p.join("svc/blob.bin"), &p.join(&target).join("blob.bin"));
+        same_file(&p.join("svc/conf/a.yaml"), &p.join(&target).join("conf/a.yaml"));
+        let out = coffer_aws(p)
+            .args(["verify", "--all", "--sink", sink])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{name}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    // Packs of several MiB, not an object per chunk.
+    let keys = moto.keys("chunks");
+    assert!(keys.iter().any(|k| k.starts_with("svc/data/")), "{keys:?}");
+    // A copy of the S3 prefix (as `aws s3 cp --recursive` makes) restores
+    // with the README's block alone.
+    let copy = p.join("s3-copy");
+    for k in &keys {
+        let rel = k.strip_prefix("svc/").unwrap();
+        let dest = copy.join(rel);
+        fs::create_dir_all(dest.parent().unwrap()).unwrap();
+        fs::write(dest, moto.get_object("chunks", k)).unwrap();
+    }
+    fs::create_dir(p.join("x")).unwrap();
+    let out = readme_block(&p.join("x"), &key, &copy, id);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    same_file(&p.join("svc/blob.bin"), &p.join("x/files/svc/blob.bin"));
+}

@@ -562,3 +562,69 @@ fn a_killed_export_leaves_no_complete_looking_snapshot() {
         .output()
         .unwrap());
 }
+
+/// Chunked snapshots cross the gap too: the medium carries every pack
+/// they need, and RESTORE.txt's chunked section, run by `sh` as written
+/// there, restores the newest one with standard tools alone.
+#[test]
+fn chunked_snapshots_cross_the_gap_and_the_kit_restores_them_without_coffer() {
+    for tool in ["age", "zstd", "tar", "sha256sum"] {
+        if !require_tool(tool) {
+            return;
+        }
+    }
+    let Some(m) = Tmpfs::new("32m") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    service(p);
+    random_file(&p.join("svc/blob.bin"), 2);
+    let (key, rec) = keygen(p, "key.txt");
+    backup(p, &["--recipient", &rec, "--format", "chunked"]);
+    fs::write(p.join("svc/app.yaml"), "port: 9100\n").unwrap();
+    let second = backup(p, &["--recipient", &rec, "--format", "chunked"]);
+    media_init(p, &m, "OFFSITE-C");
+    ok(&coffer(p)
+        .args(["export", "--all", "--from", "bk", "--to", &m.url("")])
+        .output()
+        .unwrap());
+    let files = medium_files(&m);
+    assert!(files.iter().any(|f| f.starts_with("data/")), "{files:?}");
+    assert!(files.iter().any(|f| f.starts_with("keys/dedup-")), "{files:?}");
+    // The kit's chunked section, as a person would paste it.
+    let kit = fs::read_to_string(m.path().join("RESTORE.txt")).unwrap();
+    let start = kit.find("     KEY=key.txt").expect("a chunked section");
+    let script: String = kit[start..]
+        .lines()
+        .take_while(|l| l.starts_with("     ") || l.is_empty())
+        .map(|l| format!("{}\n", l.trim_start()))
+        .collect();
+    assert!(script.contains(&second), "names the newest snapshot:\n{script}");
+    fs::copy(&key, p.join("out-key.txt")).unwrap();
+    fs::create_dir(p.join("out")).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            script
+                .replace("KEY=key.txt", &format!("KEY={}", key.display()))
+                .replace("SINK=/mnt/usb", &format!("SINK={}", m.path().display())),
+        )
+        .current_dir(p.join("out"))
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        fs::read(p.join("svc/blob.bin")).unwrap(),
+        fs::read(p.join("out/files/svc/blob.bin")).unwrap()
+    );
+    assert_eq!(
+        fs::read_to_string(p.join("out/files/svc/app.yaml")).unwrap(),
+        "port: 9100\n"
+    );
+    // And with coffer, from the medium.
+    ok(&coffer(p)
+        .args(["restore", &second, "--sink", &m.url(""), "--identity"])
+        .arg(&key)
+        .args(["--target", "via-coffer"])
+        .output()
+        .unwrap());
+}

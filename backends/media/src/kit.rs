@@ -379,5 +379,23 @@ Files:
 3. Record who received the medium: `coffer import` appends to custody.log.
 "#
     ));
+    if let Some(c) = cat.snapshots.iter().rev().find(|e| e.index.chunks.is_some()) {
+        let script: String = coffer_core::chunked::RESTORE_SCRIPT
+            .lines()
+            .map(|l| format!("     {l}\n"))
+            .collect();
+        t.push_str(&format!(
+            r#"
+Chunked snapshots (ID.chunks instead of ID.coffer; their chunks are in the
+packs under data/, keys/ holds the dedup key, encrypted): without coffer,
+in an empty directory, with sh, age, zstd, tar and sha256sum:
+
+     KEY=key.txt SINK=/mnt/usb SNAPSHOT={id}; export KEY SINK SNAPSHOT
+{script}
+   The result is the same tree as a bundle's (step 2 from sha256sum -c on).
+"#,
+            id = c.index.id
+        ));
+    }
     t
 }

@@ -44,6 +44,26 @@ pub use cache::FileCache;
 pub use reader::{ChunkReader, ChunkStream, verify_chunks, with_chunk_stream};
 pub use store::{KnownChunks, SweepOutcome, load_known, read_list, sweep};
 
+/// The POSIX `sh` script that restores a chunked snapshot with age, zstd,
+/// tar and sha256sum alone, given `KEY` (an identity file), `SINK` (a
+/// sink directory or a copy of one) and `SNAPSHOT` (an id): the README's
+/// block (a test holds them equal) and the restore kit's on media.
+pub const RESTORE_SCRIPT: &str = r#"set -e
+list="$SINK/$SNAPSHOT.chunks"
+# The chunk list must be the one the index names (object.sha256).
+want=$(sed -n 's/^ *"sha256": "\([0-9a-f]*\)".*/\1/p' "$SINK/$SNAPSHOT.json" | head -n 1)
+echo "$want  $list" | sha256sum -c --quiet -
+tmp="${TMPDIR:-/tmp}/coffer-chunk.$$"
+zstd -d -q -c "$list" | while read -r address pack offset length sum; do
+  dir=$(printf %s "$pack" | cut -c1-2)
+  tail -c +"$((offset + 1))" "$SINK/data/$dir/$pack" | head -c "$length" > "$tmp"
+  echo "$sum  $tmp" | sha256sum -c --quiet - >&2
+  age -d -i "$KEY" "$tmp"
+done | zstd -d -q | tar -xf -
+rm -f "$tmp"
+sha256sum -c --quiet SHA256SUMS && echo "all files match SHA256SUMS"
+"#;
+
 /// Suffix of a snapshot's chunk list.
 pub const CHUNKS_SUFFIX: &str = ".chunks";
 /// Folder of the packs.
@@ -503,6 +523,17 @@ mod tests {
         assert_eq!(back.id(), key.id());
         assert!(key.save(&path).is_err(), "never replaces a key");
         assert!(!key.file_text().contains(&key.id()));
+    }
+
+    #[test]
+    fn the_readme_block_is_the_restore_script() {
+        let readme = include_str!("../../../README.md");
+        let (begin, end) = (
+            "<!-- restore-chunked-without-coffer:begin -->\n```sh\n",
+            "```\n<!-- restore-chunked-without-coffer:end -->",
+        );
+        let block = &readme[readme.find(begin).unwrap() + begin.len()..readme.find(end).unwrap()];
+        assert_eq!(block, RESTORE_SCRIPT);
     }
 
     #[test]
