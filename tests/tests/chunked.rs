@@ -776,3 +776,141 @@ fn chunked_snapshots_round_trip_through_s3_and_sftp_and_a_copy_of_the_prefix_res
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     same_file(&p.join("svc/blob.bin"), &p.join("x/files/svc/blob.bin"));
 }
+
+/// A chunked backup and a prune race on one sink, as two hosts would:
+/// whichever takes its lock first, the other refuses, and the sink never
+/// holds a snapshot whose chunks the sweep removed.
+#[test]
+fn a_backup_racing_a_prune_never_references_a_swept_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("svc")).unwrap();
+    let (key, rec) = keygen(p, "key.txt");
+    coffer(p).args(["sink", "init", "bk"]).assert().success();
+    for round in 0..4u64 {
+        // New content each round, so the prune has packs to sweep.
+        for i in 0..3u8 {
+            let salt = round as u8 * 3 + i + 1;
+            let data: Vec<u8> = noise(3 << 20).into_iter().map(|b| b ^ salt).collect();
+            fs::write(p.join(format!("svc/r{i}.bin")), data).unwrap();
+        }
+        let backup = Command::new(coffer_e2e::coffer_bin())
+            .current_dir(p)
+            .env("XDG_CONFIG_HOME", p.join(".config"))
+            .env("XDG_CACHE_HOME", p.join(".cache"))
+            .args([
+                "-q",
+                "backup",
+                "--format",
+                "chunked",
+                "--source",
+                "file:svc",
+                "--sink",
+                "bk",
+                "--recipient",
+                &rec,
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(round * 60));
+        let prune = coffer(p)
+            .args(["prune", "--keep-last", "1", "--sink", "bk"])
+            .output()
+            .unwrap();
+        let backed = backup.wait_with_output().unwrap();
+        // At most one of them may have been refused, for the lock.
+        for (what, out) in [("backup", &backed), ("prune", &prune)] {
+            if !out.status.success() {
+                let err = String::from_utf8_lossy(&out.stderr);
+                assert!(
+                    err.contains("lock") || err.contains("prune") || err.contains("running"),
+                    "{what}: {err}"
+                );
+            }
+        }
+        assert!(
+            backed.status.success() || prune.status.success(),
+            "round {round}: neither ran"
+        );
+        let out = coffer(p)
+            .args(["verify", "--all", "--sink", "bk"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "round {round}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    restore(p, "bk", &key, "latest", "out");
+}
+
+/// One run writes a bundle to one sink and chunks to another (the sinks'
+/// `format`), from the same tar stream; both restore the same files.
+#[test]
+fn one_run_fans_out_a_bundle_and_chunks() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    fs::write(
+        p.join("coffer.toml"),
+        format!(
+            "recipients = [\"{rec}\"]\n\n[source.svc]\nkind = \"file\"\npath = \"svc\"\n\n\
+             [sink.plain]\nkind = \"local\"\npath = \"plain\"\ncreate = true\n\n\
+             [sink.dedup]\nkind = \"local\"\npath = \"dedup\"\ncreate = true\nformat = \"chunked\"\ndedup-key = \"keys/dedup.key\"\n\n\
+             [job.svc]\nsources = [\"svc\"]\nsinks = [\"plain\", \"dedup\"]\n"
+        ),
+    )
+    .unwrap();
+    for _ in 0..2 {
+        let out = coffer(p)
+            .args(["--json", "-c", "coffer.toml", "backup", "svc"])
+            .output()
+            .unwrap();
+        let v = json_ok(&out);
+        assert_eq!(
+            v["reused_bytes"], 0,
+            "a run that writes a bundle reads every file"
+        );
+    }
+    assert!(p.join("keys/dedup.key").exists(), "the sink's dedup-key file");
+    assert_eq!(
+        coffer_e2e::files_under(&p.join("plain"))
+            .iter()
+            .filter(|f| f.ends_with(".coffer"))
+            .count(),
+        2
+    );
+    assert_eq!(
+        coffer_e2e::files_under(&p.join("dedup"))
+            .iter()
+            .filter(|f| f.ends_with(".chunks"))
+            .count(),
+        2
+    );
+    for sink in ["plain", "dedup"] {
+        let out = coffer(p)
+            .args([
+                "-c",
+                "coffer.toml",
+                "restore",
+                "latest",
+                "--sink",
+                sink,
+                "--identity",
+            ])
+            .arg(&key)
+            .args(["--target", &format!("out-{sink}")])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{sink}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        same_file(&p.join("svc/blob.bin"), &p.join(format!("out-{sink}/blob.bin")));
+    }
+}

@@ -50,12 +50,16 @@ pub use store::{KnownChunks, SweepOutcome, load_known, read_list, sweep};
 /// block (a test holds them equal) and the restore kit's on media.
 pub const RESTORE_SCRIPT: &str = r#"set -e
 list="$SINK/$SNAPSHOT.chunks"
-# The chunk list must be the one the index names (object.sha256).
-want=$(sed -n 's/^ *"sha256": "\([0-9a-f]*\)".*/\1/p' "$SINK/$SNAPSHOT.json" | head -n 1)
+# The chunk list must be the one the index names (its object's sha256,
+# the first "sha256" of the index).
+want=
+while read -r name value rest; do
+  case $name in '"sha256":') want=${value#\"}; want=${want%%\"*}; break ;; esac
+done < "$SINK/$SNAPSHOT.json"
 echo "$want  $list" | sha256sum -c --quiet -
 tmp="${TMPDIR:-/tmp}/coffer-chunk.$$"
 zstd -d -q -c "$list" | while read -r address pack offset length sum; do
-  dir=$(printf %s "$pack" | cut -c1-2)
+  dir=${pack%"${pack#??}"}
   tail -c +"$((offset + 1))" "$SINK/data/$dir/$pack" | head -c "$length" > "$tmp"
   echo "$sum  $tmp" | sha256sum -c --quiet - >&2
   age -d -i "$KEY" "$tmp"
