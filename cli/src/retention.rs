@@ -201,6 +201,7 @@ pub(crate) async fn after_backup(
                 now: jiff::Timestamp::now(),
                 job: Some(outcome.index.job.clone()),
                 dry_run: false,
+                trusted: Default::default(),
             };
             let report = prune_sink(&s.name, sink, &req, &policies)
                 .await

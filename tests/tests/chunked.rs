@@ -914,3 +914,70 @@ fn one_run_fans_out_a_bundle_and_chunks() {
         same_file(&p.join("svc/blob.bin"), &p.join(format!("out-{sink}/blob.bin")));
     }
 }
+
+/// With --trusted-signer, only trusted snapshots count toward retention:
+/// junk snapshots from a compromised host (unsigned, or signed by its own
+/// key) cannot push the good ones out of keep-last, and are not deleted.
+#[test]
+fn junk_snapshots_cannot_push_trusted_ones_out_of_retention() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (_key, rec) = keygen(p, "key.txt");
+    let signer = |name: &str| {
+        let out = coffer(p)
+            .args(["--json", "keygen", "--signing", "-o", name])
+            .output()
+            .unwrap();
+        json_ok(&out)["signer"].as_str().unwrap().to_string()
+    };
+    let good = signer("good.key");
+    signer("rogue.key");
+    let day = |d: u32| format!("2026-11-{d:02}T00:00:00Z");
+    let mut trusted = Vec::new();
+    for d in 1..=2 {
+        let r = backup(p, "bk", &rec, &["--signing-key", "good.key", "--time", &day(d)]);
+        trusted.push(r["id"].as_str().unwrap().to_string());
+    }
+    backup(p, "bk", &rec, &["--time", &day(3)]);
+    backup(p, "bk", &rec, &["--signing-key", "rogue.key", "--time", &day(4)]);
+    let out = coffer(p)
+        .args([
+            "--json",
+            "prune",
+            "--keep-last",
+            "2",
+            "--sink",
+            "bk",
+            "--trusted-signer",
+            &good,
+        ])
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    let rows = v[0]["snapshots"].as_array().unwrap();
+    assert!(rows.iter().all(|r| r["deleted"] == false), "{v}");
+    let not_counted = rows
+        .iter()
+        .filter(|r| r["reasons"].to_string().contains("not counted"))
+        .count();
+    assert_eq!(not_counted, 2, "{v}");
+    for id in &trusted {
+        assert!(p.join("bk").join(format!("{id}.json")).exists());
+    }
+    // Without it, keep-last 2 keeps the junk and deletes the good ones.
+    let out = coffer(p)
+        .args(["--json", "prune", "--keep-last", "2", "--sink", "bk", "--dry-run"])
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    let doomed: Vec<String> = v[0]["snapshots"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["keep"] == false)
+        .map(|r| r["id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(doomed.len(), 2);
+    assert!(doomed.iter().all(|id| trusted.contains(id)), "{v}");
+}

@@ -80,3 +80,40 @@ fn each_identity_is_proved_against_each_jobs_newest_snapshot() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// A chunked snapshot is checked on its first chunk (an age file of its
+/// own): the right key opens it, another does not.
+#[test]
+fn chunked_snapshots_are_checked_on_their_first_chunk() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("svc")).unwrap();
+    fs::write(p.join("svc/a.yaml"), "a: 1\n".repeat(50_000)).unwrap();
+    let (a, rec_a) = keygen(p, "a.txt");
+    let (b, _) = keygen(p, "b.txt");
+    let (a, b) = (a.to_str().unwrap(), b.to_str().unwrap());
+    json_ok(
+        &coffer(p)
+            .args([
+                "--json", "backup", "--format", "chunked", "--source", "file:svc", "--sink", "bk",
+            ])
+            .args(["--recipient", &rec_a])
+            .output()
+            .unwrap(),
+    );
+    let out = coffer(p)
+        .args(["keycheck", "--sink", "bk", "-i", a])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = coffer(p)
+        .args(["keycheck", "--sink", "bk", "-i", b])
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(5),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

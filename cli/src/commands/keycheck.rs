@@ -87,8 +87,14 @@ fn newest_per_job(cat: &Catalog) -> Vec<&CatalogEntry> {
     newest.into_values().collect()
 }
 
-/// The first [`PREFIX`] bytes of the snapshot's object.
+/// The first [`PREFIX`] bytes of the snapshot's object (a chunked
+/// snapshot's: its first chunk, an age file of its own).
 async fn read_prefix(sink: &dyn Sink, entry: &CatalogEntry) -> Result<Vec<u8>> {
+    if entry.index.chunks.is_some() {
+        return Ok(coffer_core::chunked::first_chunk(sink, &entry.index)
+            .await?
+            .to_vec());
+    }
     let mut stream = sink.get(&entry.index.object.key).await?;
     let mut out = Vec::with_capacity(PREFIX);
     while out.len() < PREFIX {

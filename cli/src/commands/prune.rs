@@ -25,6 +25,12 @@ pub struct PruneArgs {
     /// Show what would be kept and deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Only snapshots signed by this key count toward retention (KEY as
+    /// for `restore`; repeatable); the others are kept and reported as not
+    /// counted, so junk snapshots from a compromised host cannot push good
+    /// ones out of keep-last.
+    #[arg(long = "trusted-signer", value_name = "KEY")]
+    pub trusted_signers: Vec<String>,
 }
 
 /// The sinks `prune` works on: --sink, else the job's, else the config's.
@@ -46,10 +52,14 @@ pub(crate) async fn exec(ctx: &Ctx, a: PruneArgs) -> CmdResult {
     let config = ctx.config()?;
     let sinks = prune_sinks(ctx, &a, config.as_ref())?;
     let policies = Policies::new(config.as_ref(), &a.policy);
+    let trust = crate::ctx::TrustSel {
+        trusted_signers: a.trusted_signers.clone(),
+    };
     let req = PruneRequest {
         now: jiff::Timestamp::now(),
         job: a.job.clone(),
         dry_run: a.dry_run,
+        trusted: crate::ctx::trusted_signers(&trust, None)?,
     };
     let mut reports = Vec::new();
     let mut pruned = Vec::new();

@@ -231,6 +231,26 @@ impl Read for ChunkReader<'_> {
     }
 }
 
+/// The ciphertext of a chunked snapshot's first chunk (an age file of
+/// its own), checked against its list: what a key check decrypts.
+pub async fn first_chunk(sink: &dyn Sink, index: &Index) -> Result<Bytes> {
+    let list = super::store::read_list(sink, index).await?;
+    let c = list.0.first().ok_or_else(|| {
+        Error::new(
+            ErrorKind::Integrity,
+            format!("the chunk list of {} is empty", index.id),
+        )
+    })?;
+    let mut packs = Packs {
+        sink,
+        local: BTreeMap::new(),
+        cached: Vec::new(),
+    };
+    let bytes = packs.read(index, c).await?;
+    check(index, c, &bytes)?;
+    Ok(bytes)
+}
+
 /// Checks without a key that every chunk a snapshot references is
 /// stored with the ciphertext its list names: the list against the index,
 /// then each pack read once. Counts into `progress` as phase `verify`.

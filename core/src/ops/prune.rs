@@ -45,6 +45,11 @@ pub struct PruneRequest {
     /// The time retention counts back from (the caller's clock, so a test
     /// or a replay can set it).
     pub now: Timestamp,
+    /// When not empty, only snapshots these signers signed count toward
+    /// retention: the others are neither counted nor deleted (reported as
+    /// kept, "not counted"), so a compromised backup host cannot push
+    /// good snapshots out of `keep-last` with junk ones of its own.
+    pub trusted: crate::TrustedSigners,
 }
 
 /// What prune did (or would do) on one sink: the `--json` output of
@@ -170,8 +175,13 @@ async fn prune_locked(
     let cat = Catalog::load(sink).await?;
     let now = req.now;
     let mut by_job: BTreeMap<&str, Vec<&CatalogEntry>> = BTreeMap::new();
+    let mut not_counted = Vec::new();
     for e in &cat.snapshots {
         if req.job.as_deref().is_none_or(|j| j == e.index.job) {
+            if !req.trusted.is_empty() && req.trusted.enforce(e.index.id.as_str(), &e.signature).is_err() {
+                not_counted.push(e);
+                continue;
+            }
             by_job.entry(e.index.job.as_str()).or_default().push(e);
         }
     }
@@ -200,6 +210,22 @@ async fn prune_locked(
             from,
         });
         report.floors.extend(floor);
+    }
+    for e in not_counted {
+        report.snapshots.push(PruneRow {
+            id: e.index.id.clone(),
+            time: e.index.created_at,
+            job: e.index.job.clone(),
+            keep: true,
+            reasons: vec![format!(
+                "not counted: {} (no trusted signer signed it)",
+                req.trusted.judge(&e.signature).as_str()
+            )],
+            state: e.state.as_str().to_string(),
+            deleted: false,
+            skipped: None,
+            corrupt: None,
+        });
     }
     if !req.dry_run {
         delete_unkept(sink, &cat, &mut report, guard).await?;
