@@ -123,8 +123,9 @@ fn an_unchanged_rerun_stores_almost_nothing_and_both_snapshots_restore() {
     let (n2, new2, new_bytes2) = chunks(&second);
     assert_eq!(n2, n, "{second}");
     // Only coffer's own entries (sources.json, SHA256SUMS,
-    // manifest.json) and the secret are new: a few KiB.
-    assert!(new2 <= 5 && new_bytes2 < 64 << 10, "{second}");
+    // manifest.json, the tar's end blocks) and the secret are new: a few
+    // KiB.
+    assert!(new2 <= 6 && new_bytes2 < 64 << 10, "{second}");
 
     // A changed big file: only its own chunks change.
     let mut blob = fs::read(p.join("svc/blob.bin")).unwrap();
@@ -311,17 +312,23 @@ fn a_damaged_pack_fails_verify_and_restore_of_the_snapshots_using_it_only() {
     let (key, rec) = keygen(p, "key.txt");
     let a = backup(p, "bk", &rec, &[]);
     let before: HashSet<PathBuf> = pack_files(&p.join("bk")).into_iter().collect();
-    // New content in a pack of its own.
-    fs::write(p.join("svc/other.bin"), noise(2 << 20)).unwrap();
-    fs::write(p.join("svc/blob.bin"), noise(1 << 20)).unwrap();
+    // New content (noise() is deterministic: salted), in packs of its own:
+    // one of file data, one of small chunks.
+    let salted = |n: usize, salt: u8| -> Vec<u8> { noise(n).into_iter().map(|b| b ^ salt).collect() };
+    fs::write(p.join("svc/other.bin"), salted(2 << 20, 1)).unwrap();
+    fs::write(p.join("svc/blob.bin"), salted(1 << 20, 2)).unwrap();
     let b = backup(p, "bk", &rec, &[]);
     let fresh: Vec<PathBuf> = pack_files(&p.join("bk"))
         .into_iter()
         .filter(|f| !before.contains(f))
         .collect();
-    assert_eq!(fresh.len(), 1, "{fresh:?}");
-    flip(&fresh[0], 1000);
-    let pack_name = fresh[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(fresh.len(), 2, "{fresh:?}");
+    let data_pack = fresh
+        .iter()
+        .max_by_key(|f| fs::metadata(f).unwrap().len())
+        .unwrap();
+    flip(data_pack, 1000);
+    let pack_name = data_pack.file_name().unwrap().to_string_lossy().into_owned();
 
     let out = coffer(p)
         .args(["--json", "verify", "--all", "--sink", "bk"])
@@ -368,7 +375,8 @@ fn a_write_only_host_backs_up_and_prunes_and_a_host_with_the_identity_joins() {
     let sink_s = sink.to_str().unwrap();
     let first = backup(&host_a, sink_s, &rec, &["--time", "2026-12-01T00:00:00Z"]);
     // A file that lives one day: its chunks go into a pack of that day's.
-    fs::write(host_a.join("svc/tmp.bin"), noise(2 << 20)).unwrap();
+    let tmp: Vec<u8> = noise(2 << 20).into_iter().map(|b| b ^ 0x5a).collect();
+    fs::write(host_a.join("svc/tmp.bin"), tmp).unwrap();
     let second = backup(&host_a, sink_s, &rec, &["--time", "2026-12-02T00:00:00Z"]);
     fs::remove_file(host_a.join("svc/tmp.bin")).unwrap();
     // (noise() is deterministic: other bytes than tmp.bin's.)
@@ -391,8 +399,12 @@ fn a_write_only_host_backs_up_and_prunes_and_a_host_with_the_identity_joins() {
         .unwrap();
     let v = json_ok(&out);
     let swept = &v[0]["chunks"];
-    assert_eq!(swept["removed_packs"], 1, "{v}");
-    assert_eq!(pack_files(&sink).len(), packs_before - 1);
+    let removed = swept["removed_packs"].as_u64().unwrap() as usize;
+    assert!(
+        removed >= 1 && swept["removed_bytes"].as_u64().unwrap() > 2 << 20,
+        "{v}"
+    );
+    assert_eq!(pack_files(&sink).len(), packs_before - removed);
     assert!(
         !sink
             .join(format!("{}.chunks", second["id"].as_str().unwrap()))
@@ -549,7 +561,12 @@ fn killed_chunked_backups_leave_nothing_that_looks_complete() {
         .output()
         .unwrap();
     let v = json_ok(&out);
-    assert_eq!(v[0]["chunks"]["unused_bytes"], 0, "only live packs left: {v}");
+    // What the runs share (the svc/ directory entry, written in the same
+    // second) keeps only a small pack alive.
+    assert!(
+        v[0]["chunks"]["unused_bytes"].as_u64().unwrap() < 64 << 10,
+        "only live packs left: {v}"
+    );
     // The killed runs' packs are gone: every pack left is the kept
     // snapshot's.
     let list = list_text(
@@ -561,7 +578,7 @@ fn killed_chunked_backups_leave_nothing_that_looks_complete() {
         .iter()
         .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
         .collect();
-    assert_eq!(left.len(), used.len(), "{left:?}");
+    assert!(left.len() <= used.len() + 1, "{left:?}");
     let out = coffer(p)
         .args(["verify", "--all", "--sink", "bk"])
         .output()
@@ -980,4 +997,88 @@ fn junk_snapshots_cannot_push_trusted_ones_out_of_retention() {
         .collect();
     assert_eq!(doomed.len(), 2);
     assert!(doomed.iter().all(|id| trusted.contains(id)), "{v}");
+}
+
+/// Runs `coffer ARGS` in `p` and kills it with SIGKILL after `ms`.
+fn kill_after(p: &Path, args: &[&str], ms: u64) {
+    let mut child = Command::new(coffer_e2e::coffer_bin())
+        .current_dir(p)
+        .env("XDG_CONFIG_HOME", p.join(".config"))
+        .env("XDG_CACHE_HOME", p.join(".cache"))
+        .env("COFFER_CREATE_SINK", "true")
+        .args(args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(ms));
+    let _ = child.kill();
+    let _ = child.wait();
+}
+
+/// kill -9 during a chunked copy and during a prune's sweep, at several
+/// moments: the target never shows a snapshot with a missing chunk, a
+/// later copy completes what was left, and a later prune finishes.
+#[test]
+fn killed_copies_and_prunes_of_chunked_snapshots_leave_every_snapshot_whole() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("svc")).unwrap();
+    let (key, rec) = keygen(p, "key.txt");
+    // Five snapshots of different content: several packs each.
+    for s in 0..5u8 {
+        for i in 0..3u8 {
+            let data: Vec<u8> = noise(4 << 20).into_iter().map(|b| b ^ (s * 3 + i + 1)).collect();
+            fs::write(p.join(format!("svc/f{i}.bin")), data).unwrap();
+        }
+        backup_files(p, &rec);
+    }
+    for ms in [30u64, 90, 200, 400] {
+        kill_after(p, &["-q", "copy", "--all", "--from", "bk", "--to", "copy"], ms);
+        if p.join("copy").exists() {
+            let out = coffer(p)
+                .args(["verify", "--all", "--sink", "copy"])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "copy killed at {ms} ms: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+        }
+    }
+    let out = coffer(p)
+        .args(["copy", "--all", "--from", "bk", "--to", "copy"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = coffer(p)
+        .args(["--json", "list", "--sink", "copy"])
+        .output()
+        .unwrap();
+    assert_eq!(json_ok(&out)[0]["snapshots"].as_array().unwrap().len(), 5);
+
+    for ms in [20u64, 60, 150, 300] {
+        kill_after(p, &["-q", "prune", "--keep-last", "1", "--sink", "copy"], ms);
+        coffer(p).args(["unlock", "--sink", "copy"]).assert().success();
+        let out = coffer(p)
+            .args(["verify", "--all", "--sink", "copy"])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "prune killed at {ms} ms: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    let out = coffer(p)
+        .args(["--json", "prune", "--keep-last", "1", "--sink", "copy"])
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    // Chunks the snapshots share (here the tar headers of files rewritten
+    // within one second, identical) keep only small packs alive.
+    assert!(v[0]["chunks"]["unused_bytes"].as_u64().unwrap() < 64 << 10, "{v}");
+    restore(p, "copy", &key, "latest", "out");
+    same_file(&p.join("svc/f2.bin"), &p.join("out/f2.bin"));
 }

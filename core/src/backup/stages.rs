@@ -488,6 +488,14 @@ impl TarWriter {
         append_meta(&mut builder, now, SUMS_ENTRY, sums.as_bytes())?;
         let manifest_json = serde_json::to_vec_pretty(&manifest).expect("serializes");
         append_meta(&mut builder, now, MANIFEST_ENTRY, &manifest_json)?;
+        // The tar's end blocks in a chunk of this snapshot's own: shared,
+        // the same 1 KiB of zeros would keep the first snapshot's last
+        // pack alive as long as any snapshot exists.
+        builder
+            .get_mut()
+            .inner
+            .cut(true)
+            .map_err(|e| Error::io("finishing the tar stream", e))?;
         let Counted {
             inner: TarOut { bundle, chunker },
             bytes,

@@ -144,6 +144,9 @@ pub async fn load_known(sink: &dyn Sink, cat: &Catalog, key_id: &str) -> Result<
 /// What [`sweep`] removed (or would).
 #[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct SweepOutcome {
+    /// Why nothing was removed, when nothing could be (a backup or copy
+    /// holds the sink: its packs are not referenced yet).
+    pub skipped: Option<String>,
     /// Packs no snapshot references, removed.
     pub removed_packs: u64,
     /// Their bytes.
@@ -159,19 +162,42 @@ pub struct SweepOutcome {
     pub unused_bytes: u64,
 }
 
-/// Removes the packs and chunk lists no snapshot of `cat` references.
-/// Run it only under the sink's exclusive lock (no backup running): a
-/// backup's packs are unreferenced until its index is written. Refuses
-/// when a snapshot's chunk list cannot be read (its packs would look
-/// unused).
-pub async fn sweep(sink: &dyn Sink, cat: &Catalog, dry_run: bool) -> Result<SweepOutcome> {
+/// Removes the packs and chunk lists no snapshot references, safely beside
+/// backups and copies on other hosts:
+///
+/// 1. list the packs and objects,
+/// 2. then read the catalog (a backup that finished before is in it),
+/// 3. then look for live shared locks: a backup or copy holding one may
+///    store packs its index does not reference yet, or reference chunks of
+///    snapshots a prune just removed (it read the catalog before): then
+///    nothing is removed (`skipped`; a later prune does it),
+/// 4. remove what the listing of step 1 holds and no snapshot of step 2
+///    references. A backup that takes its lock after step 3 writes nothing
+///    listed in step 1, and reads a catalog without the removed snapshots.
+///
+/// `gone` are snapshots to count as removed (a dry run's planned deletes).
+/// Refuses when a snapshot's chunk list cannot be read (its packs would
+/// look unused).
+pub async fn sweep(
+    sink: &dyn Sink,
+    gone: &HashSet<crate::SnapshotId>,
+    dry_run: bool,
+) -> Result<SweepOutcome> {
+    let packs = list_packs(sink).await?;
+    let objects = sink.list("").await?;
+    let cat = Catalog::load(sink).await?;
+    let mut out = SweepOutcome::default();
+    if let Some((key, _)) = cat.unreadable.first() {
+        out.skipped = Some(format!(
+            "the index {key} cannot be read: its packs could look unused"
+        ));
+        return Ok(out);
+    }
     let mut used: HashMap<String, u64> = HashMap::new();
-    let mut lists = HashSet::new();
-    for e in &cat.snapshots {
+    for e in cat.snapshots.iter().filter(|e| !gone.contains(&e.index.id)) {
         if e.index.chunks.is_none() {
             continue;
         }
-        lists.insert(e.index.object.key.clone());
         if e.state == SnapshotState::ObjectMissing {
             continue; // its list is gone: it references nothing readable
         }
@@ -185,8 +211,19 @@ pub async fn sweep(sink: &dyn Sink, cat: &Catalog, dry_run: bool) -> Result<Swee
             *used.entry(pack.to_string()).or_default() += bytes;
         }
     }
-    let mut out = SweepOutcome::default();
-    let packs = list_packs(sink).await?;
+    let opts = crate::LockOptions::from_env()?;
+    let running: Vec<String> = crate::list_locks(sink, &opts)
+        .await?
+        .into_iter()
+        .filter(|l| !l.stale && l.key.contains("/shared-"))
+        .map(|l| l.describe())
+        .collect();
+    if let Some(holder) = running.first() {
+        out.skipped = Some(format!(
+            "{holder} is using the sink: unused packs are removed by a prune when no backup or copy runs"
+        ));
+        return Ok(out);
+    }
     for (name, size) in &packs {
         match used.get(name) {
             Some(&live) => {
@@ -203,8 +240,11 @@ pub async fn sweep(sink: &dyn Sink, cat: &Catalog, dry_run: bool) -> Result<Swee
             }
         }
     }
-    for o in sink.list("").await? {
-        if o.key.ends_with(super::CHUNKS_SUFFIX) && !o.key.contains('/') && !lists.contains(&o.key) {
+    for o in objects {
+        let is_list = o.key.ends_with(super::CHUNKS_SUFFIX) && !o.key.contains('/');
+        let id = o.key.strip_suffix(super::CHUNKS_SUFFIX).unwrap_or_default();
+        let indexed = cat.snapshots.iter().any(|e| e.index.id.as_str() == id);
+        if is_list && !indexed {
             if !dry_run {
                 sink.delete(&o.key).await?;
             }

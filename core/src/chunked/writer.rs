@@ -311,15 +311,23 @@ async fn packer(
         new_chunks: 0,
         new_bytes: 0,
     };
-    let mut pack = Vec::with_capacity(PACK_TARGET + (1 << 20));
-    let mut name = new_pack_name();
+    // Small chunks (tar headers, small files, coffer's own entries) go to
+    // packs of their own: one a later snapshot still shares then keeps a
+    // small pack alive, not 8 MiB of file data (packs are removed whole).
+    let mut packs = [OpenPack::new(), OpenPack::new()];
     let mut puts = futures::stream::FuturesUnordered::new();
     while let Some(msg) = rx.recv().await {
         let sealed = match msg {
             SealedMsg::Chunk(_, s) => s,
             SealedMsg::Done(_) => {
-                if !pack.is_empty() {
-                    puts.push(put_pack(sink.clone(), name.clone(), std::mem::take(&mut pack)));
+                for p in &mut packs {
+                    if !p.bytes.is_empty() {
+                        puts.push(put_pack(
+                            sink.clone(),
+                            p.name.clone(),
+                            std::mem::take(&mut p.bytes),
+                        ));
+                    }
                 }
                 while let Some(r) = puts.next().await {
                     r?;
@@ -340,14 +348,15 @@ async fn packer(
                 "a chunk this sink lacks was not sealed",
             ));
         };
+        let pack = &mut packs[usize::from(cipher.len() >= SMALL_CHUNK)];
         let r = ChunkRef {
             address: sealed.address,
-            pack: name.clone(),
-            offset: pack.len() as u64,
+            pack: pack.name.clone(),
+            offset: pack.bytes.len() as u64,
             length: cipher.len() as u64,
             sha256: *sha256,
         };
-        pack.extend_from_slice(cipher);
+        pack.bytes.extend_from_slice(cipher);
         out.new_chunks += 1;
         out.new_bytes += cipher.len() as u64;
         progress
@@ -355,13 +364,9 @@ async fn packer(
             .fetch_add(cipher.len() as u64, Ordering::Relaxed);
         added.insert(r.address, r.clone());
         out.list.0.push(r);
-        if pack.len() >= PACK_TARGET {
-            let full = std::mem::replace(&mut pack, Vec::with_capacity(PACK_TARGET + (1 << 20)));
-            puts.push(put_pack(
-                sink.clone(),
-                std::mem::replace(&mut name, new_pack_name()),
-                full,
-            ));
+        if pack.bytes.len() >= PACK_TARGET {
+            let full = std::mem::replace(pack, OpenPack::new());
+            puts.push(put_pack(sink.clone(), full.name, full.bytes));
             if puts.len() >= PUTS_IN_FLIGHT
                 && let Some(r) = puts.next().await
             {
@@ -373,6 +378,24 @@ async fn packer(
         ErrorKind::Cancelled,
         "the backup stopped before its stream ended",
     ))
+}
+
+/// Chunks whose ciphertext is smaller than this go to the small packs.
+const SMALL_CHUNK: usize = 64 << 10;
+
+/// A pack being filled.
+struct OpenPack {
+    name: String,
+    bytes: Vec<u8>,
+}
+
+impl OpenPack {
+    fn new() -> OpenPack {
+        OpenPack {
+            name: new_pack_name(),
+            bytes: Vec::new(),
+        }
+    }
 }
 
 /// Stores one pack, create-only.

@@ -234,11 +234,11 @@ async fn prune_locked(
     Ok(report)
 }
 
-/// Removes the packs no snapshot left on the sink references, still under
-/// the exclusive lock, so no backup is storing packs meanwhile (they are
-/// unreferenced until its index exists). In a dry run, counts what would
-/// go once the planned deletes are done. Nothing to do on a sink that
-/// never held chunks.
+/// Removes the packs no snapshot left on the sink references
+/// ([`crate::chunked::sweep`]: safe beside backups on other hosts, which
+/// hold shared locks; it skips while one runs). In a dry run, counts what
+/// would go once the planned deletes are done. Nothing to do on a sink
+/// that never held chunks.
 async fn sweep_chunks(
     sink: &dyn Sink,
     cat: &Catalog,
@@ -258,29 +258,17 @@ async fn sweep_chunks(
     if let Some(g) = guard {
         g.ensure_held()?;
     }
-    let gone: std::collections::HashSet<&SnapshotId> = report
+    let gone: std::collections::HashSet<SnapshotId> = report
         .snapshots
         .iter()
-        .filter(|r| r.deleted || (dry_run && !r.keep))
-        .map(|r| &r.id)
+        .filter(|r| dry_run && !r.keep)
+        .map(|r| r.id.clone())
         .collect();
-    let left = Catalog {
-        snapshots: cat
-            .snapshots
-            .iter()
-            .filter(|e| !gone.contains(&e.index.id))
-            .cloned()
-            .collect(),
-        incomplete: cat.incomplete.clone(),
-        unreadable: cat.unreadable.clone(),
-    };
-    if !left.unreadable.is_empty() {
-        // An unreadable index may be a chunked snapshot's: its packs
-        // would look unused.
-        tracing::warn!("not removing unused packs: some indexes cannot be read");
-        return Ok(());
+    let swept = crate::chunked::sweep(sink, &gone, dry_run).await?;
+    if let Some(why) = &swept.skipped {
+        tracing::info!("not removing unused packs: {why}");
     }
-    report.chunks = Some(crate::chunked::sweep(sink, &left, dry_run).await?);
+    report.chunks = Some(swept);
     Ok(())
 }
 
