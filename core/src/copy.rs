@@ -284,7 +284,7 @@ pub async fn copy_snapshot(
             reuse_object(to, &index, o.size, index_present).await?;
             outcome.reused_object = true;
         }
-        None => outcome.bytes = copy_object(from, to, &index, opts).await?,
+        None => outcome.bytes += copy_object(from, to, &index, opts).await?,
     }
     outcome.companions = copy_companions(from, to, entry, sig_bytes).await?;
     if !index_present {
@@ -303,14 +303,26 @@ async fn copy_packs(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyOp
     use crate::chunked::{pack_key, read_list};
     let list = read_list(from, index).await?;
     let present = crate::chunked::store::list_packs(to).await?;
+    let source = crate::chunked::store::list_packs(from).await?;
     let mut by_pack: std::collections::BTreeMap<&str, Vec<&crate::chunked::ChunkRef>> = Default::default();
     for c in &list.0 {
         by_pack.entry(c.pack.as_str()).or_default().push(c);
     }
     let mut copied = 0;
     for (pack, chunks) in by_pack {
-        if present.contains_key(pack) {
-            continue;
+        // The same pack (names are random, packs never rewritten), if it
+        // has the same size; another size is a damaged copy: refused.
+        match (present.get(pack), source.get(pack)) {
+            (Some(a), Some(b)) if a == b => continue,
+            (Some(_), _) => {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("the target holds pack {pack} with another size than the source's"),
+                )
+                .with_context("sink", to.info())
+                .with_hint("a damaged or partial copy: verify the target (`coffer verify --all`), delete that pack there, then copy again"));
+            }
+            _ => {}
         }
         let key = pack_key(pack);
         let bytes = from.get_bytes(&key).await.map_err(|e| {
@@ -323,7 +335,11 @@ async fn copy_packs(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyOp
         for c in chunks {
             let range = usize::try_from(c.offset)
                 .ok()
-                .zip(usize::try_from(c.offset + c.length).ok())
+                .zip(
+                    c.offset
+                        .checked_add(c.length)
+                        .and_then(|e| usize::try_from(e).ok()),
+                )
                 .and_then(|(a, b)| bytes.get(a..b));
             if range.is_none_or(|r| <[u8; 32]>::from(Sha256::digest(r)) != c.sha256) {
                 return Err(integrity(

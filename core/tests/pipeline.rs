@@ -161,6 +161,7 @@ fn request(k: &GeneratedKey, sources: Vec<Arc<dyn Source>>, sinks: Vec<SinkTarge
         threads: 2,
         signing_key: None,
         dedup_key: None,
+        trusted: Default::default(),
     }
 }
 

@@ -1082,3 +1082,79 @@ fn killed_copies_and_prunes_of_chunked_snapshots_leave_every_snapshot_whole() {
     restore(p, "copy", &key, "latest", "out");
     same_file(&p.join("svc/f2.bin"), &p.join("out/f2.bin"));
 }
+
+/// A host that signs reuses only chunks of snapshots its trusted signers
+/// signed: an unsigned snapshot another holder of the dedup key uploaded
+/// (its list could map common addresses to other ciphertext) is never a
+/// source of chunks.
+#[test]
+fn chunks_are_reused_only_from_trusted_snapshots() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (_key, rec) = keygen(p, "key.txt");
+    let out = coffer(p)
+        .args(["keygen", "--signing", "-o", "sign.key"])
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    // The rogue run: the same dedup key, no signature.
+    let rogue = backup(p, "bk", &rec, &["--dedup-key", "shared.key"]);
+    assert!(chunks(&rogue).2 > 3 << 20);
+    fs::write(
+        p.join("coffer.toml"),
+        format!(
+            "recipients = [\"{rec}\"]\nsigning-key = \"sign.key\"\n\n[source.svc]\nkind = \"file\"\npath = \"svc\"\n\n\
+             [sink.bk]\nkind = \"local\"\npath = \"bk\"\nformat = \"chunked\"\ndedup-key = \"shared.key\"\n\n\
+             [job.svc]\nsources = [\"svc\"]\nsinks = [\"bk\"]\n"
+        ),
+    )
+    .unwrap();
+    let run = || {
+        json_ok(
+            &coffer(p)
+                .args(["--json", "-c", "coffer.toml", "backup", "svc"])
+                .output()
+                .unwrap(),
+        )
+    };
+    let first = run();
+    assert!(
+        chunks(&first).2 > 3 << 20,
+        "nothing reused from the unsigned snapshot: {first}"
+    );
+    let second = run();
+    assert!(
+        chunks(&second).2 < 64 << 10,
+        "its own signed snapshot is reused: {second}"
+    );
+}
+
+/// A file of zeros cuts into identical maximum-size chunks, sealed by two
+/// workers at once: the first in the stream is always the one stored.
+#[test]
+fn repeated_identical_chunks_are_stored_once_and_restore() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    fs::create_dir_all(p.join("svc")).unwrap();
+    fs::write(p.join("svc/zeros.img"), vec![0u8; 40 << 20]).unwrap();
+    fs::write(p.join("svc/twin-a.bin"), noise(200_000)).unwrap();
+    fs::write(p.join("svc/twin-b.bin"), noise(200_000)).unwrap();
+    let (key, rec) = keygen(p, "key.txt");
+    for round in 0..3 {
+        let out = coffer(p)
+            .args(["--json", "backup", "--format", "chunked", "--source", "file:svc"])
+            .args(["--sink", &format!("bk{round}"), "--recipient", &rec])
+            .output()
+            .unwrap();
+        let v = json_ok(&out);
+        let (n, new, _) = chunks(&v);
+        assert!(new < n, "repeats stored once: {v}");
+        restore(p, &format!("bk{round}"), &key, "latest", &format!("out{round}"));
+        same_file(&p.join("svc/zeros.img"), &p.join(format!("out{round}/zeros.img")));
+        same_file(
+            &p.join("svc/twin-b.bin"),
+            &p.join(format!("out{round}/twin-b.bin")),
+        );
+    }
+}

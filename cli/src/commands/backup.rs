@@ -172,6 +172,9 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         threads,
         signing_key,
         dedup_key,
+        // The config's trusted signers (or its own signing keys): chunks
+        // are reused only from snapshots they signed.
+        trusted: crate::ctx::trusted_signers(&Default::default(), config.as_ref())?,
     };
 
     // A job's hooks (cold backups): `before`, then the backup, then

@@ -115,6 +115,7 @@ mod imp {
             threads: crate::ctx::threads(),
             signing_key: job.signing_key,
             dedup_key: None,
+            trusted: Default::default(),
         };
         let (outcome, secs) = crate::ctx::run_locked_backup(ctx, req, "import-runbook").await?;
         let mut report = BackupReport::new(&outcome, secs, None, outcome.required_ok());

@@ -85,6 +85,9 @@ pub struct BackupRequest {
     /// Keys the chunker and chunk addresses of the chunked sinks (one key
     /// per run); required when a sink is chunked.
     pub dedup_key: Option<Arc<DedupKey>>,
+    /// When not empty, a chunked sink's new snapshot reuses only chunks of
+    /// snapshots these signers signed (see [`crate::chunked::load_known`]).
+    pub trusted: crate::TrustedSigners,
 }
 
 /// Live counters for progress display, shared by the work and whatever
@@ -378,7 +381,7 @@ async fn start_chunked(
     for &i in chunked {
         let t = &req.sinks[i];
         let known = match crate::Catalog::load(t.sink.as_ref()).await {
-            Ok(cat) => crate::chunked::load_known(t.sink.as_ref(), &cat, &key.id()).await,
+            Ok(cat) => crate::chunked::load_known(t.sink.as_ref(), &cat, &key.id(), &req.trusted).await,
             Err(e) => Err(e),
         };
         let known = known.unwrap_or_else(|e| {

@@ -70,6 +70,15 @@ impl<F: ChunkOut> Chunker<F> {
     /// Emits the next content-defined chunk of the buffer (all of it when
     /// it is shorter than the smallest chunk).
     fn emit_one(&mut self) -> io::Result<()> {
+        // Secrets are cut at fixed sizes: their chunk lengths (public, in
+        // the chunk list) then say nothing the dedup key could relate to
+        // their content.
+        if self.secret {
+            let cut = (self.buf.len() - self.start).min(AVG_CHUNK);
+            let data = self.buf[self.start..self.start + cut].to_vec();
+            self.start += cut;
+            return self.send.send(PlainChunk { data, secret: true });
+        }
         let (_, cut) = cut_gear(
             &self.buf[self.start..],
             MIN_CHUNK,

@@ -229,16 +229,27 @@ impl DedupKey {
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
             std::fs::create_dir_all(dir).map_err(|e| Error::io(format!("creating {}", dir.display()), e))?;
         }
+        // Whole or not at all: a temp file beside it, linked to its name
+        // only if none exists (an empty key file left by a kill would stop
+        // every later run).
         use std::os::unix::fs::OpenOptionsExt;
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(path)
-            .map_err(|e| Error::io(format!("creating dedup key file {}", path.display()), e))?;
-        f.write_all(self.file_text().as_bytes())
-            .and_then(|()| f.sync_all())
-            .map_err(|e| Error::io(format!("writing dedup key file {}", path.display()), e))
+        let dir = path
+            .parent()
+            .filter(|d| !d.as_os_str().is_empty())
+            .unwrap_or(Path::new("."));
+        let tmp = dir.join(format!(".dedup-key.tmp-{:08x}", rand::random::<u32>()));
+        let written = (|| {
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .open(&tmp)?;
+            f.write_all(self.file_text().as_bytes())?;
+            f.sync_all()?;
+            std::fs::hard_link(&tmp, path)
+        })();
+        let _ = std::fs::remove_file(&tmp);
+        written.map_err(|e| Error::io(format!("creating dedup key file {}", path.display()), e))
     }
 
     /// The key encrypted to `encryption`'s recipients, as stored in a sink.
@@ -436,7 +447,11 @@ impl ChunkList {
             let parsed = (|| {
                 Some(ChunkRef {
                     address: hex32(address)?,
-                    pack: pack_name(&pack_key(pack))?.to_string(),
+                    pack: (pack.len() == 32
+                        && pack
+                            .bytes()
+                            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+                    .then(|| pack.to_string())?,
                     offset: offset.parse().ok()?,
                     length: length
                         .parse()

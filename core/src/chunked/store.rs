@@ -99,21 +99,28 @@ pub async fn read_list(sink: &dyn Sink, index: &Index) -> Result<ChunkList> {
     ChunkList::from_object(&bytes, &format!("chunk list of {}", index.id))
 }
 
-/// The chunked snapshots of a catalog, complete ones only.
-fn chunked(cat: &Catalog) -> impl Iterator<Item = &Index> {
-    cat.snapshots
-        .iter()
-        .filter(|e| e.state == SnapshotState::Complete)
-        .filter_map(|e| e.index.chunks.as_ref().map(|_| &e.index))
-}
-
 /// The chunks stored on `sink` that snapshots made with dedup key
 /// `key_id` reference, where their pack is present and long enough. A
 /// chunk whose pack was lost is not known, so it is stored again. A list
 /// that cannot be read is skipped (its chunks are stored again).
-pub async fn load_known(sink: &dyn Sink, cat: &Catalog, key_id: &str) -> Result<KnownChunks> {
+///
+/// With `trusted` signers, only the lists of snapshots they signed are
+/// used: a host that can write to the sink (and holds the dedup key)
+/// could otherwise upload a list that maps common addresses to other
+/// ciphertext, which later snapshots would reference.
+pub async fn load_known(
+    sink: &dyn Sink,
+    cat: &Catalog,
+    key_id: &str,
+    trusted: &crate::TrustedSigners,
+) -> Result<KnownChunks> {
     let packs = list_packs(sink).await?;
-    let indexes: Vec<&Index> = chunked(cat)
+    let indexes: Vec<&Index> = cat
+        .snapshots
+        .iter()
+        .filter(|e| e.state == SnapshotState::Complete && e.index.chunks.is_some())
+        .filter(|e| trusted.is_empty() || trusted.enforce(e.index.id.as_str(), &e.signature).is_ok())
+        .map(|e| &e.index)
         .filter(|i| i.chunks.as_ref().is_some_and(|c| c.dedup_key == key_id))
         .collect();
     let mut lists = futures::stream::iter(
@@ -141,6 +148,20 @@ pub async fn load_known(sink: &dyn Sink, cat: &Catalog, key_id: &str) -> Result<
     Ok(known)
 }
 
+/// Who holds a live shared lock on `sink` (a backup or copy), if any.
+async fn running(sink: &dyn Sink) -> Result<Option<String>> {
+    let opts = crate::LockOptions::from_env()?;
+    Ok(crate::list_locks(sink, &opts)
+        .await?
+        .into_iter()
+        .find(|l| !l.stale && l.key.contains("/shared-"))
+        .map(|l| l.describe()))
+}
+
+fn busy(holder: &str) -> String {
+    format!("{holder} is using the sink: unused packs are removed by a prune when no backup or copy runs")
+}
+
 /// What [`sweep`] removed (or would).
 #[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct SweepOutcome {
@@ -165,6 +186,8 @@ pub struct SweepOutcome {
 /// Removes the packs and chunk lists no snapshot references, safely beside
 /// backups and copies on other hosts:
 ///
+/// 0. look for live shared locks (then again in step 3): under the prune's
+///    exclusive lock, a backup that locks after this check refuses,
 /// 1. list the packs and objects,
 /// 2. then read the catalog (a backup that finished before is in it),
 /// 3. then look for live shared locks: a backup or copy holding one may
@@ -183,10 +206,16 @@ pub async fn sweep(
     gone: &HashSet<crate::SnapshotId>,
     dry_run: bool,
 ) -> Result<SweepOutcome> {
+    let mut out = SweepOutcome::default();
+    // Under the prune's exclusive lock, a backup that locks after this
+    // check refuses; one that locked before is seen here.
+    if let Some(holder) = running(sink).await? {
+        out.skipped = Some(busy(&holder));
+        return Ok(out);
+    }
     let packs = list_packs(sink).await?;
     let objects = sink.list("").await?;
     let cat = Catalog::load(sink).await?;
-    let mut out = SweepOutcome::default();
     if let Some((key, _)) = cat.unreadable.first() {
         out.skipped = Some(format!(
             "the index {key} cannot be read: its packs could look unused"
@@ -211,17 +240,8 @@ pub async fn sweep(
             *used.entry(pack.to_string()).or_default() += bytes;
         }
     }
-    let opts = crate::LockOptions::from_env()?;
-    let running: Vec<String> = crate::list_locks(sink, &opts)
-        .await?
-        .into_iter()
-        .filter(|l| !l.stale && l.key.contains("/shared-"))
-        .map(|l| l.describe())
-        .collect();
-    if let Some(holder) = running.first() {
-        out.skipped = Some(format!(
-            "{holder} is using the sink: unused packs are removed by a prune when no backup or copy runs"
-        ));
+    if let Some(holder) = running(sink).await? {
+        out.skipped = Some(busy(&holder));
         return Ok(out);
     }
     for (name, size) in &packs {

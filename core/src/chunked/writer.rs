@@ -10,7 +10,7 @@
 //! returned once every one of its packs is stored: the run then writes
 //! the list, the signature and the index, in that order.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::io::{self, Write};
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -27,8 +27,7 @@ use crate::crypto::Encryption;
 use crate::error::{Error, ErrorKind, Result};
 use crate::sink::{PutOptions, Sink};
 
-/// Packs of one sink being uploaded at once, besides the one being
-/// filled.
+/// Packs of one sink being uploaded while the next one is filled.
 const PUTS_IN_FLIGHT: usize = 1;
 
 /// Work for the seal workers: a chunk in stream order, or the end of a
@@ -130,7 +129,7 @@ pub(crate) fn start(
         encryption: encryption.clone(),
         level,
         known: sinks.iter().map(|(_, k)| k.clone()).collect(),
-        sealed: Mutex::new(HashSet::new()),
+        sealed: Mutex::new(HashMap::new()),
     });
     let mut handles = Vec::new();
     for i in 0..workers.max(1) {
@@ -194,12 +193,13 @@ struct Seal {
     encryption: Encryption,
     level: i32,
     known: Vec<Arc<KnownChunks>>,
-    /// Chunks sealed by this run: a repeat is not sealed again.
-    sealed: Mutex<HashSet<[u8; 32]>>,
+    /// Chunks sealed by this run, with the lowest sequence number sealed:
+    /// a later repeat is not sealed again.
+    sealed: Mutex<HashMap<[u8; 32], u64>>,
 }
 
 impl Seal {
-    fn seal(&self, chunk: &PlainChunk) -> Result<Sealed> {
+    fn seal(&self, seq: u64, chunk: &PlainChunk) -> Result<Sealed> {
         let key = if chunk.secret {
             &self.secret_key
         } else {
@@ -207,9 +207,19 @@ impl Seal {
         };
         let address: [u8; 32] = blake3::keyed_hash(key, &chunk.data).into();
         let stored_everywhere = !chunk.secret && self.known.iter().all(|k| k.contains(&address));
-        // The first of repeats in this run is sealed; the packers see it
-        // first (stream order), so the repeats need no ciphertext.
-        let first = !stored_everywhere && self.sealed.lock().expect("sealed").insert(address);
+        // Of repeats in this run, the one first in the stream is sealed
+        // (whichever worker gets to it first): the packers see it first,
+        // so the later ones need no ciphertext. A repeat that is earlier
+        // than the one recorded is sealed too.
+        let first = !stored_everywhere && {
+            let mut sealed = self.sealed.lock().expect("sealed");
+            let lowest = sealed.entry(address).or_insert(u64::MAX);
+            let earlier = seq < *lowest;
+            if earlier {
+                *lowest = seq;
+            }
+            earlier
+        };
         if !first {
             return Ok(Sealed {
                 address,
@@ -243,7 +253,14 @@ fn seal_worker(
             Err(_) => return, // the stream stopped (cleanly or not)
         };
         let msg = match job {
-            Job::Chunk(seq, chunk) => seal.seal(&chunk).map(|s| SealedMsg::Chunk(seq, Arc::new(s))),
+            Job::Chunk(seq, chunk) => {
+                // A panic would leave a hole in the sequence the distributor
+                // waits on: an error instead.
+                let sealed =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| seal.seal(seq, &chunk)))
+                        .unwrap_or_else(|_| Err(Error::new(ErrorKind::Unexpected, "a seal thread panicked")));
+                sealed.map(|s| SealedMsg::Chunk(seq, Arc::new(s)))
+            }
             Job::Known(seq, address) => Ok(SealedMsg::Chunk(
                 seq,
                 Arc::new(Sealed {
@@ -367,7 +384,7 @@ async fn packer(
         if pack.bytes.len() >= PACK_TARGET {
             let full = std::mem::replace(pack, OpenPack::new());
             puts.push(put_pack(sink.clone(), full.name, full.bytes));
-            if puts.len() >= PUTS_IN_FLIGHT
+            if puts.len() > PUTS_IN_FLIGHT
                 && let Some(r) = puts.next().await
             {
                 r?;
