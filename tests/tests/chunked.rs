@@ -1158,3 +1158,25 @@ fn repeated_identical_chunks_are_stored_once_and_restore() {
         );
     }
 }
+
+/// A drill rehearses the restore of a chunked snapshot like a bundle's.
+#[test]
+fn a_drill_of_a_chunked_snapshot_passes_and_leaves_its_evidence() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    backup(p, "bk", &rec, &[]);
+    let out = coffer(p)
+        .args(["--json", "drill", "latest", "--sink", "bk", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    assert!(v.to_string().contains("\"passed\":true"), "{v}");
+    assert!(
+        files_under(&p.join("bk/drills"))
+            .iter()
+            .any(|f| f.ends_with(".json"))
+    );
+}

@@ -357,3 +357,34 @@ fn a_file_name_with_control_characters_is_refused_and_never_printed_raw() {
     assert!(shown.contains("not a plain file name"), "{shown}");
     assert!(!shown.contains('\u{1b}'), "a raw ESC was printed: {shown:?}");
 }
+
+/// A command source round-trips through a chunked snapshot too.
+#[test]
+fn output_round_trips_through_a_chunked_snapshot() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (key, rec) = keygen(p, "key.txt");
+    let data = "{\"db_password\": \"hunter22\"}\n".repeat(5000);
+    fs::write(p.join("store.json"), &data).unwrap();
+    config(
+        p,
+        &rec,
+        "command = [\"cat\", \"store.json\"]\nrestore = [\"sh\", \"-c\", \"cat > restored.json\"]\nsecret = true",
+    );
+    let backup = json_ok(
+        &coffer(p)
+            .args(["--json", "backup", "--format", "chunked"])
+            .output()
+            .unwrap(),
+    );
+    assert!(backup["chunks"].is_object(), "{backup}");
+    let id = backup["id"].as_str().unwrap().to_string();
+    json_ok(
+        &coffer(p)
+            .args(["--json", "restore", &id, "--identity"])
+            .arg(&key)
+            .output()
+            .unwrap(),
+    );
+    assert_eq!(fs::read_to_string(p.join("restored.json")).unwrap(), data);
+}

@@ -646,3 +646,33 @@ fn a_secret_with_the_longest_valid_name_round_trips() {
         "the real name is inside"
     );
 }
+
+/// Kubernetes Secrets round-trip through a chunked snapshot too.
+#[test]
+fn secrets_round_trip_through_a_chunked_snapshot() {
+    let server = server();
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = config(p, &server, ADMIN_TOKEN, &format!("names = [\"{DB}\", \"{TLS}\"]"));
+    let v = json_ok(
+        &coffer(p)
+            .args(["--json", "backup", "--format", "chunked"])
+            .output()
+            .unwrap(),
+    );
+    assert!(v["chunks"].is_object(), "{v}");
+    let backed_up = data(&server, NS, DB);
+    server.delete(NS, TLS);
+    let mut live = server.get(NS, DB).unwrap();
+    live["data"]["ISSUER_DIRECTORY_MONGO_PASSWORD"] = json!(b64("rotated-by-mistake"));
+    server.put(live);
+    let out = coffer(p)
+        .args(["restore", "latest", "--identity"])
+        .arg(&key)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", output_text(&out));
+    assert_no_values(&output_text(&out));
+    assert_eq!(data(&server, NS, DB), backed_up);
+    assert!(server.get(NS, TLS).is_some());
+}

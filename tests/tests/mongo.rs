@@ -415,3 +415,40 @@ fn declared_restore_options_work_through_opt() {
         assert!(names.is_empty(), "renamed, not restored as app: {names:?}");
     });
 }
+
+/// A MongoDB source round-trips through a chunked snapshot too.
+#[test]
+fn a_chunked_snapshot_restores_into_another_server() {
+    let (Some(a), Some(b)) = (MongoServer::start(), MongoServer::start()) else {
+        return;
+    };
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let c = Client::with_uri_str(a.uri("")).await.unwrap();
+        c.database("app")
+            .collection::<Document>("users")
+            .insert_many(
+                (0..2000).map(|i| doc! { "_id": i, "name": format!("user {i}"), "pad": "x".repeat(100) }),
+            )
+            .await
+            .unwrap();
+    });
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (key, recipient) = keygen(p, "key.txt");
+    for _ in 0..2 {
+        run(coffer(p)
+            .args(["--json", "backup", "--format", "chunked", "--source"])
+            .arg(format!("mongo:{}", a.uri("app")))
+            .args(["--sink", "bk", "--recipient", &recipient]));
+    }
+    run(coffer(p)
+        .args(["restore", "latest", "--sink", "bk", "--identity"])
+        .arg(&key)
+        .args(["--only", "mongo", "--mongo-uri", &b.uri(""), "--drop"]));
+    rt.block_on(async {
+        let c = Client::with_uri_str(b.uri("")).await.unwrap();
+        let users = c.database("app").collection::<Document>("users");
+        assert_eq!(users.count_documents(doc! {}).await.unwrap(), 2000);
+    });
+}
