@@ -14,18 +14,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ROUNDS=${1:-3}
-WORK=${BENCH_DIR:-/tmp/coffer-bench}
-MIB=${BENCH_MIB:-768}
-cargo build --release -p coffer -q
-BIN=$PWD/target/release/coffer
-mkdir -p "$WORK"
-if [ ! -f "$WORK/tree.done" ] || [ "$(cat "$WORK/tree.done")" != "$MIB" ]; then
-  rm -rf "$WORK/tree"
-  python3 bench/gen_tree.py "$WORK/tree" "$MIB"
-  echo "$MIB" > "$WORK/tree.done"
-fi
-[ -f "$WORK/key.txt" ] || "$BIN" keygen -o "$WORK/key.txt" >/dev/null 2>&1
-KEY=$(grep -o 'age1[a-z0-9]*' "$WORK/key.txt")
+. bench/tree.sh   # BIN, WORK, MIB, KEY
 export RESTIC_PASSWORD=bench-only XDG_CONFIG_HOME="$WORK/config" XDG_CACHE_HOME="$WORK/cache"
 echo "tree: $(du -sm "$WORK/tree" | cut -f1) MiB in $(find "$WORK/tree" -type f | wc -l) files; $(nproc) cores; $(restic version | cut -d' ' -f1-2)"
 

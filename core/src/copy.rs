@@ -333,20 +333,9 @@ async fn copy_packs(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyOp
             }
         })?;
         for c in chunks {
-            let range = usize::try_from(c.offset)
-                .ok()
-                .zip(
-                    c.offset
-                        .checked_add(c.length)
-                        .and_then(|e| usize::try_from(e).ok()),
-                )
-                .and_then(|(a, b)| bytes.get(a..b));
-            if range.is_none_or(|r| <[u8; 32]>::from(Sha256::digest(r)) != c.sha256) {
-                return Err(integrity(
-                    format!("pack {pack} is damaged on the source"),
-                    &index.id,
-                ));
-            }
+            crate::chunked::reader::slice(&bytes, index, c)
+                .and_then(|b| crate::chunked::reader::check(index, c, &b))
+                .map_err(|e| e.prefix("on the source"))?;
         }
         let len = bytes.len() as u64;
         match to

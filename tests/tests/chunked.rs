@@ -519,28 +519,7 @@ fn killed_chunked_backups_leave_nothing_that_looks_complete() {
     // The sink exists before the killed runs.
     coffer(p).args(["sink", "init", "bk"]).assert().success();
     for delay in [150u64, 400, 900, 1500] {
-        let mut child = Command::new(coffer_e2e::coffer_bin())
-            .current_dir(p)
-            .env("XDG_CONFIG_HOME", p.join(".config"))
-            .args([
-                "-q",
-                "backup",
-                "--format",
-                "chunked",
-                "--source",
-                "file:svc",
-                "--sink",
-                "bk",
-                "--recipient",
-                &rec,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        std::thread::sleep(Duration::from_millis(delay));
-        let _ = child.kill();
-        let _ = child.wait();
+        kill_after(p, &chunked_backup_args(&rec), delay);
         let out = coffer(p)
             .args(["verify", "--all", "--sink", "bk"])
             .output()
@@ -811,26 +790,7 @@ fn a_backup_racing_a_prune_never_references_a_swept_chunk() {
             let data: Vec<u8> = noise(3 << 20).into_iter().map(|b| b ^ salt).collect();
             fs::write(p.join(format!("svc/r{i}.bin")), data).unwrap();
         }
-        let backup = Command::new(coffer_e2e::coffer_bin())
-            .current_dir(p)
-            .env("XDG_CONFIG_HOME", p.join(".config"))
-            .env("XDG_CACHE_HOME", p.join(".cache"))
-            .args([
-                "-q",
-                "backup",
-                "--format",
-                "chunked",
-                "--source",
-                "file:svc",
-                "--sink",
-                "bk",
-                "--recipient",
-                &rec,
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+        let backup = spawn_coffer(p, &chunked_backup_args(&rec), Stdio::piped());
         std::thread::sleep(Duration::from_millis(round * 60));
         let prune = coffer(p)
             .args(["prune", "--keep-last", "1", "--sink", "bk"])
@@ -999,18 +959,40 @@ fn junk_snapshots_cannot_push_trusted_ones_out_of_retention() {
     assert!(doomed.iter().all(|id| trusted.contains(id)), "{v}");
 }
 
-/// Runs `coffer ARGS` in `p` and kills it with SIGKILL after `ms`.
-fn kill_after(p: &Path, args: &[&str], ms: u64) {
-    let mut child = Command::new(coffer_e2e::coffer_bin())
+/// `coffer ARGS` started in `p` with the environment of
+/// [`coffer_e2e::coffer`] (this test's own config and cache folders).
+fn spawn_coffer(p: &Path, args: &[&str], stderr: Stdio) -> std::process::Child {
+    Command::new(coffer_e2e::coffer_bin())
         .current_dir(p)
         .env("XDG_CONFIG_HOME", p.join(".config"))
         .env("XDG_CACHE_HOME", p.join(".cache"))
         .env("COFFER_CREATE_SINK", "true")
         .args(args)
         .stdout(Stdio::null())
-        .stderr(Stdio::null())
+        .stderr(stderr)
         .spawn()
-        .unwrap();
+        .unwrap()
+}
+
+/// The argv of a quiet chunked backup of `svc` to `bk`.
+fn chunked_backup_args(rec: &str) -> [&str; 10] {
+    [
+        "-q",
+        "backup",
+        "--format",
+        "chunked",
+        "--source",
+        "file:svc",
+        "--sink",
+        "bk",
+        "--recipient",
+        rec,
+    ]
+}
+
+/// Runs `coffer ARGS` in `p` and kills it with SIGKILL after `ms`.
+fn kill_after(p: &Path, args: &[&str], ms: u64) {
+    let mut child = spawn_coffer(p, args, Stdio::null());
     std::thread::sleep(Duration::from_millis(ms));
     let _ = child.kill();
     let _ = child.wait();

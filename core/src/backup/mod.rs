@@ -239,22 +239,23 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         (0..req.sinks.len()).partition(|&i| req.sinks[i].format == SnapshotFormat::Bundle);
     let started = Timestamp::now();
     let chunk_side = start_chunked(&req, &chunked, &progress).await?;
-    let (feed, chunk_run, cache_use) = match chunk_side {
+    let (feed, chunk_run, cache_use, cache_path) = match chunk_side {
         Some(side) => {
+            let cache_path = side.cache.path().map(std::path::Path::to_path_buf);
             let cache = CacheUse {
                 cache: side.cache,
                 // With a bundle written too, every file is read anyway.
                 known: bundled.is_empty().then_some(side.known),
             };
-            (Some((side.key, side.feed)), Some(side.run), Some(cache))
+            (
+                Some((side.key, side.feed)),
+                Some(side.run),
+                Some(cache),
+                cache_path,
+            )
         }
-        None => (None, None, None),
+        None => (None, None, None, None),
     };
-    let cache_path = cache_use.as_ref().and_then(|_| {
-        req.dedup_key
-            .as_ref()
-            .and_then(|k| crate::chunked::FileCache::location(&req.job, &k.id()))
-    });
 
     let (tar_tx, tar_rx) = mpsc::channel::<TarMsg>(16);
     let (cipher_tx, cipher_rx) = std::sync::mpsc::sync_channel::<CipherMsg>(STAGE_QUEUE);
@@ -322,9 +323,7 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
             .map(|e| (e.path.as_str(), e.sha256.as_str()))
             .collect();
         let racy_after = started.as_nanosecond() as i64 - 1_000_000_000;
-        crate::chunked::FileCache::load(None)
-            .with_path(path)
-            .save(&seen, &sums, &addresses, racy_after);
+        crate::chunked::FileCache::save(&path, &seen, &sums, &addresses, racy_after);
     }
 
     let mut outcomes: Vec<(usize, SinkOutcome)> = Vec::new();

@@ -10,7 +10,6 @@
 //! its mtime) is never cached, nor are secrets.
 
 use std::collections::HashMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
@@ -95,10 +94,9 @@ impl FileCache {
         FileCache { path, files }
     }
 
-    /// The same cache, written to `path` by [`FileCache::save`].
-    pub(crate) fn with_path(mut self, path: PathBuf) -> FileCache {
-        self.path = Some(path);
-        self
+    /// Where it is kept, if anywhere.
+    pub fn path(&self) -> Option<&Path> {
+        self.path.as_deref()
     }
 
     /// The data chunks of the file at bundle path `path`, when the cache
@@ -113,19 +111,18 @@ impl FileCache {
         Some((c.sha256.as_str(), chunks?))
     }
 
-    /// Writes the cache of this run: the files it `saw`, with their hashes
+    /// Writes the cache of this run to `path`: the files it `saw`, with their hashes
     /// (`sums`: bundle path → SHA-256) and chunk addresses (`addresses`,
     /// by sequence number); files changed within `racy_after` (ns since
     /// the epoch) of the run's start are left out. Failing to write only
     /// warns.
     pub(crate) fn save(
-        &self,
+        path: &Path,
         saw: &[Seen],
         sums: &HashMap<&str, &str>,
         addresses: &[[u8; 32]],
         racy_after: i64,
     ) {
-        let Some(path) = &self.path else { return };
         let mut files = HashMap::new();
         for s in saw {
             if s.stat.mtime_ns >= racy_after || s.stat.ctime_ns >= racy_after {
@@ -157,27 +154,10 @@ impl FileCache {
     }
 }
 
-/// Writes `path` whole or not at all, mode 0600.
-fn write_private(path: &Path, body: &[u8]) -> std::io::Result<()> {
-    use std::os::unix::fs::OpenOptionsExt;
+/// Writes `path` whole or not at all, mode 0600 (staged beside it, then
+/// renamed).
+fn write_private(path: &Path, body: &[u8]) -> crate::Result<()> {
     let dir = path.parent().unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(
-        ".{}.tmp-{:08x}",
-        path.file_name().unwrap_or_default().to_string_lossy(),
-        rand::random::<u32>()
-    ));
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(0o600)
-        .open(&tmp)?;
-    let written = f.write_all(body).and_then(|()| f.sync_all());
-    match written.and_then(|()| std::fs::rename(&tmp, path)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = std::fs::remove_file(&tmp);
-            Err(e)
-        }
-    }
+    std::fs::create_dir_all(dir).map_err(|e| crate::Error::io(format!("creating {}", dir.display()), e))?;
+    crate::fsutil::stage_file(path, &mut &body[..], body.len() as u64, 0o600, &mut Vec::new())?.commit()
 }

@@ -37,7 +37,7 @@ fn damaged(index: &Index, c: &ChunkRef, what: &str) -> Error {
 }
 
 /// Checks one chunk's ciphertext against its list entry.
-fn check(index: &Index, c: &ChunkRef, bytes: &[u8]) -> Result<()> {
+pub(crate) fn check(index: &Index, c: &ChunkRef, bytes: &[u8]) -> Result<()> {
     if bytes.len() as u64 != c.length {
         return Err(damaged(index, c, "it is shorter than the chunk list says"));
     }
@@ -58,7 +58,15 @@ struct Packs<'a> {
     cached: Vec<(String, Bytes)>,
 }
 
-impl Packs<'_> {
+impl<'a> Packs<'a> {
+    fn new(sink: &'a dyn Sink) -> Self {
+        Packs {
+            sink,
+            local: BTreeMap::new(),
+            cached: Vec::new(),
+        }
+    }
+
     async fn read(&mut self, index: &Index, c: &ChunkRef) -> Result<Bytes> {
         if let Some(f) = self.local.get(&c.pack) {
             return read_at(f, index, c);
@@ -102,7 +110,7 @@ fn read_at(f: &std::fs::File, index: &Index, c: &ChunkRef) -> Result<Bytes> {
     }
 }
 
-fn slice(b: &Bytes, index: &Index, c: &ChunkRef) -> Result<Bytes> {
+pub(crate) fn slice(b: &Bytes, index: &Index, c: &ChunkRef) -> Result<Bytes> {
     let end = c.offset.checked_add(c.length).filter(|&e| e <= b.len() as u64);
     match end {
         Some(end) => Ok(b.slice(c.offset as usize..end as usize)),
@@ -113,11 +121,7 @@ fn slice(b: &Bytes, index: &Index, c: &ChunkRef) -> Result<Bytes> {
 /// Sends the ciphertext of every chunk of `list`, in order, into `tx`
 /// (an error item ends it); stops when the receiver is dropped.
 async fn fetch_chunks(sink: &dyn Sink, index: &Index, list: &ChunkList, tx: mpsc::Sender<Result<Bytes>>) {
-    let mut packs = Packs {
-        sink,
-        local: BTreeMap::new(),
-        cached: Vec::new(),
-    };
+    let mut packs = Packs::new(sink);
     for c in &list.0 {
         let item = packs.read(index, c).await;
         let failed = item.is_err();
@@ -241,11 +245,7 @@ pub async fn first_chunk(sink: &dyn Sink, index: &Index) -> Result<Bytes> {
             format!("the chunk list of {} is empty", index.id),
         )
     })?;
-    let mut packs = Packs {
-        sink,
-        local: BTreeMap::new(),
-        cached: Vec::new(),
-    };
+    let mut packs = Packs::new(sink);
     let bytes = packs.read(index, c).await?;
     check(index, c, &bytes)?;
     Ok(bytes)
@@ -263,11 +263,7 @@ pub async fn verify_chunks(sink: &dyn Sink, index: &Index, progress: Option<&cra
     for c in &list.0 {
         by_pack.entry(&c.pack).or_default().push(c);
     }
-    let mut packs = Packs {
-        sink,
-        local: BTreeMap::new(),
-        cached: Vec::new(),
-    };
+    let mut packs = Packs::new(sink);
     let mut damage: Vec<Error> = Vec::new();
     for chunks in by_pack.values() {
         for c in chunks {

@@ -74,10 +74,8 @@ pub(crate) struct ChunkFeed {
 
 impl super::chunker::ChunkOut for ChunkFeed {
     fn send(&mut self, chunk: PlainChunk) -> io::Result<()> {
-        self.seq += 1;
-        self.tx
-            .send(Job::Chunk(self.seq - 1, chunk))
-            .map_err(|_| Error::new(ErrorKind::Cancelled, "the chunk stage stopped").into_io())
+        let seq = self.next();
+        self.push(Job::Chunk(seq, chunk))
     }
 }
 
@@ -90,17 +88,25 @@ impl ChunkFeed {
     /// A chunk every sink of the run stores, by its address (see
     /// [`KnownChunks`]): referenced, not read.
     pub(crate) fn send_known(&mut self, address: [u8; 32]) -> io::Result<()> {
+        let seq = self.next();
+        self.push(Job::Known(seq, address))
+    }
+
+    /// The next chunk's sequence number, taken.
+    fn next(&mut self) -> u64 {
         self.seq += 1;
+        self.seq - 1
+    }
+
+    fn push(&self, job: Job) -> io::Result<()> {
         self.tx
-            .send(Job::Known(self.seq - 1, address))
+            .send(job)
             .map_err(|_| Error::new(ErrorKind::Cancelled, "the chunk stage stopped").into_io())
     }
 
     /// The stream ended cleanly: the sinks may store their last packs.
     pub(crate) fn done(self) -> io::Result<()> {
-        self.tx
-            .send(Job::Done(self.seq))
-            .map_err(|_| Error::new(ErrorKind::Cancelled, "the chunk stage stopped").into_io())
+        self.push(Job::Done(self.seq))
     }
 }
 
