@@ -63,8 +63,9 @@ pub fn builtin_registry() -> Registry {
 /// What an interrupted run says: a backup stopped leaves no snapshot and a
 /// restore stopped before its commit leaves nothing (one stopped while
 /// committing may have applied part: running it again finishes it).
-const STOPPED_HINT: &str = "a backup stopped leaves no snapshot, and a restore stopped before its commit changes \
-     nothing; run the command again (a restore applies everything again and sweeps what a stopped one staged)";
+const STOPPED_HINT: &str = "a backup stopped leaves no snapshot (the packs a chunked one stored stay until the next \
+     prune removes them), and a restore stopped before its commit changes nothing; run the command again (a restore \
+     applies everything again and sweeps what a stopped one staged)";
 
 /// Failures that decide the exit code.
 pub(crate) enum Failure {

@@ -1162,3 +1162,30 @@ fn a_drill_of_a_chunked_snapshot_passes_and_leaves_its_evidence() {
             .any(|f| f.ends_with(".json"))
     );
 }
+
+/// A passphrase cannot encrypt chunked snapshots (a second of scrypt per
+/// chunk): refused before a dedup key is made or stored anywhere.
+#[test]
+fn a_passphrase_run_to_a_chunked_sink_is_refused_before_anything_is_written() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let out = coffer(p)
+        .env("COFFER_PASSPHRASE", "correct horse")
+        .args([
+            "backup",
+            "--format",
+            "chunked",
+            "--source",
+            "file:svc",
+            "--sink",
+            "bk",
+            "--passphrase",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("need recipients"));
+    assert!(!p.join(".config/coffer/dedup.key").exists());
+    assert!(!p.join("bk/keys").exists());
+}

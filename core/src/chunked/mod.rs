@@ -210,7 +210,10 @@ impl DedupKey {
                 ErrorKind::ConfigInvalid,
                 format!("{what} is not a coffer dedup key"),
             )
-            .with_hint("a dedup key file holds 64 hex digits (`coffer dedup-key recover` writes one)")
+            .with_hint(
+                "a dedup key file holds 64 hex digits; `coffer dedup-key --sink SINK --identity KEY -o FILE` fetches \
+                 a sink's, or point --dedup-key at a file that does not exist yet to make a new one",
+            )
         })?;
         Ok(DedupKey(bytes.try_into().expect("32 bytes")))
     }
@@ -275,6 +278,18 @@ impl DedupKey {
     }
 }
 
+/// Chunked snapshots are encrypted to recipients: with a passphrase every
+/// chunk would cost a second of scrypt.
+pub(crate) fn check_encryption(encryption: &Encryption) -> Result<()> {
+    if matches!(encryption, Encryption::Passphrase { .. }) {
+        return Err(crate::config_error(
+            "chunked snapshots need recipients: with a passphrase every chunk would cost a second of scrypt",
+        )
+        .with_hint("use --recipient, or `format = \"bundle\"` (--format bundle) for passphrase backups"));
+    }
+    encryption.validate()
+}
+
 /// The dedup key of a backup to `sinks`, kept at `path` on this host.
 ///
 /// - A key at `path`: used, and stored (encrypted to `encryption`'s
@@ -290,6 +305,8 @@ pub async fn dedup_key_for(
     encryption: &Encryption,
 ) -> Result<DedupKey> {
     use crate::sink::{PutOptions, SinkExt};
+    // Before a key is made or stored: a passphrase run is refused.
+    check_encryption(encryption)?;
     let key = match DedupKey::load(path)? {
         Some(k) => k,
         None => {
@@ -343,7 +360,7 @@ pub async fn recover_dedup_keys(sink: &dyn crate::Sink, identities: &Identities)
         if !o.key.starts_with("keys/dedup-") {
             continue;
         }
-        match DedupKey::unseal(&sink.get_bytes(&o.key).await?, identities) {
+        match DedupKey::unseal(&sink.get_bytes(&o.key).await?, identities).map_err(|e| e.prefix(&o.key)) {
             Ok(k) => out.push(k),
             Err(e) => last_err = Some(e),
         }

@@ -119,13 +119,7 @@ pub(crate) fn start(
     sinks: Vec<(Arc<dyn Sink>, Arc<KnownChunks>)>,
     progress: Arc<Progress>,
 ) -> Result<(ChunkFeed, ChunkedRun)> {
-    if matches!(encryption, Encryption::Passphrase { .. }) {
-        return Err(crate::config_error(
-            "chunked snapshots need recipients: with a passphrase every chunk would cost a second of scrypt",
-        )
-        .with_hint("use --recipient, or `format = \"bundle\"` (--format bundle) for passphrase backups"));
-    }
-    encryption.validate()?;
+    super::check_encryption(encryption)?;
     let (job_tx, job_rx) = std::sync::mpsc::sync_channel::<Job>(1);
     let job_rx = Arc::new(Mutex::new(job_rx));
     let (sealed_tx, sealed_rx) = mpsc::channel::<Result<SealedMsg>>(2);
