@@ -303,6 +303,10 @@ impl TarWriter {
         // and ends chunks of its own.
         let secret = entry.area.is_secret();
         let own = secret || matches!(entry.body, EntryBody::File { size, .. } if size >= OWN_CHUNKS_FROM);
+        // Every file starts and ends chunks (a small one, header and data
+        // together, is one chunk): a changed small file costs itself, not
+        // the content-defined chunk of its neighbours around it.
+        let around = own || matches!(entry.body, EntryBody::File { .. });
         let cut = |w: &mut Self, secret| {
             w.builder
                 .get_mut()
@@ -310,7 +314,7 @@ impl TarWriter {
                 .cut(secret)
                 .map_err(|e| Error::io(format!("writing {path}"), e))
         };
-        if own {
+        if around {
             cut(self, secret)?;
         }
         // A file with chunks of its own may come from the file cache.
@@ -350,7 +354,7 @@ impl TarWriter {
             }
         };
         written?;
-        if own {
+        if around {
             cut(self, false)?;
         }
         if let (Some(stat), Some(from), Some(to)) = (stat, data_from, self.builder.get_mut().inner.seq()) {
