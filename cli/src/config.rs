@@ -87,6 +87,53 @@ pub struct JobConfig {
     /// by `drill` and by `coffer check`.
     #[serde(default)]
     pub checks: Vec<crate::checks::CheckSpec>,
+    /// Continuous oplog archiving (`[job.NAME.oplog]`), read by `coffer
+    /// oplog follow`.
+    #[serde(default)]
+    pub oplog: Option<OplogConfig>,
+}
+
+/// `[job.NAME.oplog]`: how `coffer oplog follow` archives the oplog of
+/// the job's MongoDB source.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+pub struct OplogConfig {
+    /// Seconds between slices (default 60).
+    #[serde(default = "default_slice_interval")]
+    pub slice_interval: u64,
+    /// Bytes of entries that cut a slice early (default 32 MiB).
+    #[serde(default = "default_slice_size")]
+    pub slice_size: u64,
+    /// When the chain breaks: `backup` (start a new chain and take a base
+    /// snapshot, the default) or `stop`.
+    #[serde(default = "default_on_gap")]
+    pub on_gap: coffer_core::slices::follow::OnGap,
+    /// The source followed, when the job has several with an oplog.
+    #[serde(default)]
+    pub source: Option<String>,
+}
+
+fn default_slice_interval() -> u64 {
+    60
+}
+
+fn default_slice_size() -> u64 {
+    32 << 20
+}
+
+fn default_on_gap() -> coffer_core::slices::follow::OnGap {
+    coffer_core::slices::follow::OnGap::Backup
+}
+
+impl Default for OplogConfig {
+    fn default() -> Self {
+        OplogConfig {
+            slice_interval: default_slice_interval(),
+            slice_size: default_slice_size(),
+            on_gap: default_on_gap(),
+            source: None,
+        }
+    }
 }
 
 impl JobConfig {
@@ -127,6 +174,21 @@ impl JobConfig {
         }
         if self.sources.is_empty() || self.sinks.is_empty() {
             return Err(config_error("needs sources and sinks"));
+        }
+        if let Some(o) = &self.oplog {
+            if o.slice_interval == 0 || o.slice_size < 4096 {
+                return Err(config_error(
+                    "oplog: slice-interval must be at least 1 (seconds) and slice-size at least 4096 (bytes)",
+                ));
+            }
+            if let Some(s) = &o.source
+                && !self.sources.contains(s)
+            {
+                return Err(
+                    config_error(format!("oplog: source `{s}` is not one of the job's sources"))
+                        .with_hint(format!("the job's sources: {}", self.sources.join(", "))),
+                );
+            }
         }
         if let Some(q) = self.quorum
             && (q == 0 || q > self.sinks.len())

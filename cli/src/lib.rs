@@ -191,21 +191,26 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
                 _ => std::future::pending::<&str>().await,
             }
         };
-        tokio::select! {
-            r = commands::run(&ctx, cli.command) => r,
-            _ = tokio::signal::ctrl_c() => {
-                // Blocking work (a restore) cannot be dropped: it sees the
-                // flag and aborts before committing anything.
-                cancel.cancel();
-                Err(Failure::Error(Error::new(ErrorKind::Cancelled, "interrupted")
-                    .with_hint(STOPPED_HINT)))
-            }
-            signal = terminate => {
-                cancel.cancel();
-                Err(Failure::Error(Error::new(ErrorKind::Cancelled, format!("terminated ({signal})"))
-                    .with_hint(STOPPED_HINT)))
-            }
+        // A long-running command (the oplog follower) stops on its own
+        // when the flag is raised: it writes what it holds first, and a
+        // stop is its normal end.
+        let graceful = cli.command.graceful();
+        let run = commands::run(&ctx, cli.command);
+        tokio::pin!(run);
+        let stopped = tokio::select! {
+            r = &mut run => return r,
+            _ = tokio::signal::ctrl_c() => "interrupted".to_string(),
+            signal = terminate => format!("terminated ({signal})"),
+        };
+        // Blocking work (a restore) cannot be dropped: it sees the flag
+        // and aborts before committing anything.
+        cancel.cancel();
+        if graceful {
+            return run.await;
         }
+        Err(Failure::Error(
+            Error::new(ErrorKind::Cancelled, stopped).with_hint(STOPPED_HINT),
+        ))
     });
     if let Some(command) = audited {
         let _guard = runtime.enter();

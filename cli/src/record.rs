@@ -64,6 +64,51 @@ impl Record {
 /// The metrics coffer writes: name, type, help.
 pub(crate) const METRICS: &[(&str, &str, &str)] = &[
     (
+        "coffer_oplog_last_archived_timestamp_seconds",
+        "gauge",
+        "Time of the newest oplog entry the follower archived (its slice stored on every required sink).",
+    ),
+    (
+        "coffer_oplog_lag_seconds",
+        "gauge",
+        "Newest majority-committed oplog write minus the newest archived entry.",
+    ),
+    (
+        "coffer_oplog_window_seconds",
+        "gauge",
+        "Time between the oldest and the newest entry of the server's oplog.",
+    ),
+    (
+        "coffer_oplog_headroom_ratio",
+        "gauge",
+        "Lag divided by the oplog window: at 1 the oplog rolls over before it is archived (a gap).",
+    ),
+    (
+        "coffer_oplog_gaps_total",
+        "counter",
+        "Breaks of the oplog chain the follower recorded since it started (rollover or rollback).",
+    ),
+    (
+        "coffer_oplog_slices_written_total",
+        "counter",
+        "Oplog slices the follower stored since it started.",
+    ),
+    (
+        "coffer_oplog_slices_failed_total",
+        "counter",
+        "Oplog slice writes that failed on a sink since the follower started (retried on required sinks).",
+    ),
+    (
+        "coffer_oplog_restorable_from_timestamp_seconds",
+        "gauge",
+        "Start of the newest restorable point-in-time range on the sink.",
+    ),
+    (
+        "coffer_oplog_restorable_to_timestamp_seconds",
+        "gauge",
+        "End of the newest restorable point-in-time range on the sink.",
+    ),
+    (
         "coffer_backup_last_run_timestamp_seconds",
         "gauge",
         "When the job's last backup ended (success or not).",
@@ -237,6 +282,16 @@ fn series_key(name: &str, labels: &BTreeMap<String, String>) -> String {
         })
         .collect();
     format!("{name}{{{}}}", inner.join(","))
+}
+
+/// Writes `samples` to the config's metrics file now (a long-running
+/// command: the follower), keeping the other samples.
+pub(crate) fn write_samples(config: &Config, samples: &[Sample]) {
+    if let Some(path) = &config.metrics_file
+        && let Err(e) = write_metrics(path, samples)
+    {
+        tracing::warn!("cannot write the metrics file {}: {e}", path.display());
+    }
 }
 
 fn write_metrics(path: &Path, samples: &[Sample]) -> std::io::Result<()> {

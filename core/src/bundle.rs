@@ -229,6 +229,10 @@ pub struct IndexSource {
     pub name: String,
     /// Plugin kind.
     pub kind: String,
+    /// Where it is consistent in its change log (the oplog `ts` of a
+    /// MongoDB point in time): the base of a point-in-time restore.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<crate::slices::LogPos>,
 }
 
 /// The ciphertext object an index describes.

@@ -24,6 +24,7 @@ mod restore;
 mod retention;
 mod signing;
 mod sink;
+pub mod slices;
 mod source;
 pub mod spill;
 mod stream;

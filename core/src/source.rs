@@ -336,6 +336,12 @@ pub struct SourceReport {
     /// secrets.
     #[serde(default, skip_serializing_if = "serde_json::Value::is_null")]
     pub details: serde_json::Value,
+    /// Where the snapshot is consistent in the source's change log, when it
+    /// keeps one (MongoDB: the oplog `ts` of its point in time). Public: it
+    /// goes into the index, so a point-in-time restore picks its base
+    /// without a key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub position: Option<crate::slices::LogPos>,
 }
 
 /// Options of a restore.
@@ -355,6 +361,9 @@ pub struct RestoreOptions {
     pub claims: PathClaims,
     /// Set when the user interrupts; long restores check it and stop.
     pub cancel: CancelFlag,
+    /// Change-log entries to replay after the snapshot's own, per source
+    /// (a point-in-time restore: `restore --to-time`), already checked.
+    pub log_replays: Vec<crate::slices::pitr::LogReplay>,
 }
 
 impl RestoreOptions {
@@ -725,6 +734,15 @@ pub trait Source: Send + Sync + Debug + 'static {
     /// - The returned restorer makes nothing visible until
     ///   `finish(commit = true)`.
     async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>>;
+
+    /// The source's change log, when it keeps one a follower can archive
+    /// for point-in-time recovery (MongoDB's oplog). Default: none.
+    ///
+    /// # Behavior
+    /// - Cheap: no I/O until the log is read.
+    fn change_log(&self) -> Option<Box<dyn crate::slices::follow::ChangeLog>> {
+        None
+    }
 }
 
 /// Checks that a relative path from a bundle stays inside its root: not

@@ -83,6 +83,7 @@ impl Source for MemSource {
             .await?;
         }
         Ok(SourceReport {
+            position: None,
             summary: format!("{} files", self.files.len()),
             details: serde_json::json!({}),
         })
@@ -379,6 +380,7 @@ fn forge(
         sources: vec![IndexSource {
             name: "cfg".into(),
             kind: "file".into(),
+            position: None,
         }],
         object: IndexObject {
             key: id.object_key(),

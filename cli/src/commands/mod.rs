@@ -23,6 +23,7 @@ mod keygen;
 mod list;
 mod man;
 mod media;
+mod oplog;
 mod pin;
 mod prune;
 mod restore;
@@ -131,6 +132,7 @@ pub enum Command {
     Sink(sink::SinkCmdArgs),
     /// Removable media: `media init PATH --label L [--set S]`, `media status PATH`.
     Media(media::MediaArgs),
+    Oplog(oplog::OplogArgs),
     /// Turn a backup made by the manual Issuer Directory runbook
     /// (`<BACKUP_DIR>.tar.gz.age`) into a coffer snapshot after checking
     /// its SHA256SUMS; nothing plaintext is written to disk.
@@ -185,6 +187,12 @@ pub fn context(cli: &Cli, registry: Registry, cancel: CancelFlag) -> Ctx {
 }
 
 impl Command {
+    /// Whether the command stops on its own when interrupted (finishing
+    /// what it holds) instead of being dropped.
+    pub fn graceful(&self) -> bool {
+        matches!(self, Command::Oplog(a) if a.audited() == "oplog-follow")
+    }
+
     /// The name a run of this command has in the audit log, for the
     /// commands that read or change snapshots; `None` for the others.
     pub fn audited(&self) -> Option<&'static str> {
@@ -203,6 +211,7 @@ impl Command {
             Command::Drill(_) => "drill",
             Command::Check(_) => "check",
             Command::Keycheck(_) => "keycheck",
+            Command::Oplog(a) => a.audited(),
             _ => return None,
         })
     }
@@ -226,6 +235,7 @@ pub async fn run(ctx: &Ctx, command: Command) -> CmdResult {
         Command::Export(a) => export::exec(ctx, a).await,
         Command::Import(a) => import::exec(ctx, a).await,
         Command::Media(a) => media::exec(ctx, a).await,
+        Command::Oplog(a) => oplog::exec(ctx, a).await,
         Command::ImportRunbook(a) => import_runbook::exec(ctx, a).await,
         Command::Prune(a) => prune::exec(ctx, a).await,
         Command::Pin(a) => pin::pin(ctx, a).await,

@@ -9,14 +9,30 @@ use coffer_core::{Index as SnapshotIndex, RestoreOptions, RestoreOutcome, config
 use crate::Failure;
 use crate::checks::{CheckEnv, expected_counts, failures, run_checks};
 use crate::config::Config;
-use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_snapshot};
+use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_point_in_time, open_snapshot, pitr_target};
 use crate::output::{print_json, printable};
 use crate::restoring::restore_snapshot;
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
-    /// Snapshot id, unique prefix, or `latest`.
-    pub snapshot: String,
+    /// Snapshot id, unique prefix, or `latest` (not with --to-time/--to-ts,
+    /// which choose the base themselves).
+    #[arg(required_unless_present_any = ["to_time", "to_ts"], conflicts_with_all = ["to_time", "to_ts"])]
+    pub snapshot: Option<String>,
+    /// Point in time: restore the job's MongoDB sources as of this time
+    /// (RFC 3339; every write of that whole second included), from the
+    /// newest snapshot at or before it plus the oplog slices archived by
+    /// `coffer oplog follow`. Every slice is checked before anything is
+    /// changed.
+    #[arg(long, value_name = "TIME", conflicts_with = "to_ts")]
+    pub to_time: Option<String>,
+    /// Point in time to an exact oplog entry `SECONDS:ORDINAL` (its
+    /// Timestamp(t, i); that entry included).
+    #[arg(long, value_name = "S:I")]
+    pub to_ts: Option<String>,
+    /// With --to-time/--to-ts: the job (default: the config's only job).
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<String>,
     #[command(flatten)]
     pub read: ReadSel,
     /// Put file sources under DIR and env sources into DIR instead of their
@@ -88,6 +104,19 @@ pub struct RestoreArgs {
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
+    let (opened, replays) = match &a.snapshot {
+        Some(spec) => (
+            open_snapshot(ctx, &a.read, spec, None, "restore needs a key").await?,
+            Vec::new(),
+        ),
+        None => {
+            let target = pitr_target(a.to_time.as_deref(), a.to_ts.as_deref())?;
+            let at =
+                open_point_in_time(ctx, &a.read, a.job.as_deref(), target, "restore needs a key").await?;
+            ctx.record.note("to_ts", at.target.to_string());
+            (at.opened, at.replays)
+        }
+    };
     let Opened {
         config,
         sink_name,
@@ -96,10 +125,11 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         ids,
         admitted,
         ..
-    } = open_snapshot(ctx, &a.read, &a.snapshot, None, "restore needs a key").await?;
+    } = opened;
     let index = entry.index.clone();
     check_args(&a, &index)?;
-    let opts = restore_options(ctx, &a)?;
+    let mut opts = restore_options(ctx, &a)?;
+    opts.log_replays = replays;
     let outcome = restore_snapshot(
         ctx,
         config.as_ref(),

@@ -234,7 +234,7 @@ impl BackupOutcome {
 /// [`BackupOutcome::sinks`].
 pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<BackupOutcome> {
     preflight(&req).await?;
-    let snapshot = Snapshot::new(&req);
+    let mut snapshot = Snapshot::new(&req);
     let (bundled, chunked): (Vec<usize>, Vec<usize>) =
         (0..req.sinks.len()).partition(|&i| req.sinks[i].format == SnapshotFormat::Bundle);
     let started = Timestamp::now();
@@ -314,6 +314,7 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         return Err(all_puts_failed(&req.sinks, &all, result));
     }
     let (manifest, plain_size, bundle_object, seen) = result?;
+    snapshot.set_positions(&manifest);
     if let Some(path) = cache_path {
         // The next run's file cache: what this run read or reused (files
         // changed since a second before it started are left out).

@@ -24,6 +24,8 @@ pub(super) struct Snapshot {
     created_at: Timestamp,
     host: String,
     infos: Vec<SourceInfo>,
+    /// Each source's position in its change log, once captured.
+    positions: std::collections::BTreeMap<String, crate::slices::LogPos>,
 }
 
 impl Snapshot {
@@ -34,7 +36,17 @@ impl Snapshot {
             created_at,
             host: hostname(),
             infos: req.sources.iter().map(|s| s.info()).collect(),
+            positions: Default::default(),
         }
+    }
+
+    /// Takes the sources' change-log positions from the finished manifest.
+    pub(super) fn set_positions(&mut self, manifest: &Manifest) {
+        self.positions = manifest
+            .sources
+            .iter()
+            .filter_map(|s| Some((s.name.clone(), s.report.position?)))
+            .collect();
     }
 
     /// `sources.json`, the first entry of the bundle.
@@ -86,6 +98,7 @@ impl Snapshot {
                 .map(|i| IndexSource {
                     name: i.name.clone(),
                     kind: i.kind.into(),
+                    position: self.positions.get(&i.name).copied(),
                 })
                 .collect(),
             object: IndexObject {

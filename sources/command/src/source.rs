@@ -231,6 +231,7 @@ impl Source for CommandSource {
         })
         .await?;
         Ok(SourceReport {
+            position: None,
             summary: format!(
                 "`{}` wrote {} in {:.1} s",
                 self.capture.name(),

@@ -207,6 +207,7 @@ impl Source for EnvSource {
         })
         .await?;
         Ok(SourceReport {
+            position: None,
             summary: format!(
                 "{} key{} from {}",
                 keys.len(),

@@ -495,6 +495,7 @@ impl Stats {
         }
         parts.push(coffer_core::human_size(self.bytes));
         SourceReport {
+            position: None,
             summary: parts.join(", "),
             details: json!({
                 "files": self.files,

@@ -198,6 +198,7 @@ impl Source for K8sSource {
         }
         let n = details.len();
         Ok(SourceReport {
+            position: None,
             summary: format!(
                 "{n} Secret{} ({key_count} key{}) from namespace {}",
                 if n == 1 { "" } else { "s" },

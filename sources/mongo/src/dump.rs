@@ -1078,6 +1078,7 @@ fn report(s: Summary) -> SourceReport {
         summary.push_str(&format!(", {} left out", s.skipped.len()));
     }
     SourceReport {
+        position: None,
         summary,
         details: json!({
             "format": s.format,

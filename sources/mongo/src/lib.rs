@@ -55,6 +55,7 @@ mod config;
 mod deep;
 mod dump;
 mod error;
+mod follow;
 mod kinds;
 mod metadata;
 mod ns;

@@ -48,6 +48,7 @@ const BATCH_SIZE: u32 = 1000;
 const SYSTEM_DATABASES: [&str; 3] = ["admin", "local", "config"];
 
 /// MongoDB databases captured as raw BSON in mongodump's layout.
+#[derive(Clone)]
 pub struct MongoSource {
     name: String,
     uri: UriSource,
@@ -144,6 +145,30 @@ impl MongoSource {
         names.retain(|n| !SYSTEM_DATABASES.contains(&n.as_str()));
         names.sort();
         Ok(names)
+    }
+
+    /// The connection string (from the config or its variable).
+    pub(crate) fn uri_string(&self) -> Result<String> {
+        self.uri.resolve()
+    }
+
+    /// Which oplog entries a follower keeps: those of the databases this
+    /// source dumps (the named ones, the connection string's, else every
+    /// non-system one) and its selected collections, not a restore's
+    /// staging collections. `coll` is empty for a whole-database command.
+    pub(crate) fn follow_filter(&self) -> crate::follow::Keep {
+        let this = self.clone();
+        let uri_db = self.uri.resolve().ok().and_then(|u| crate::uri::database(&u));
+        Box::new(move |db: &str, coll: &str| {
+            let db_ok = if !this.databases.is_empty() {
+                this.databases.iter().any(|d| d == db)
+            } else if let Some(only) = &uri_db {
+                only == db
+            } else {
+                !SYSTEM_DATABASES.contains(&db)
+            };
+            db_ok && (coll.is_empty() || (this.selected(db, coll) && !crate::restore::is_staging(coll)))
+        })
     }
 
     fn selected(&self, db: &str, coll: &str) -> bool {
@@ -464,8 +489,13 @@ impl Source for MongoSource {
         let client = self.connect(&uri).await?;
         let drop = opts.flag("drop");
         let rules = crate::ns::NsRules::from_params(&opts.params)?;
-        let restorer = MongoRestorer::new(client, uri, drop, rules, opts).await?;
+        let mut restorer = MongoRestorer::new(client, uri, drop, rules, opts).await?;
+        restorer.tail = opts.log_replays.iter().find(|r| r.source == self.name).cloned();
         Ok(Box::new(restorer))
+    }
+
+    fn change_log(&self) -> Option<Box<dyn coffer_core::slices::follow::ChangeLog>> {
+        Some(Box::new(crate::follow::MongoLog { source: self.clone() }))
     }
 }
 
@@ -806,6 +836,10 @@ fn report(
         })
         .collect();
     SourceReport {
+        position: oplog.map(|o| coffer_core::slices::LogPos {
+            t: o.end.0,
+            i: o.end.1,
+        }),
         summary,
         details: json!({
             "server_version": version,

@@ -167,6 +167,7 @@ pub(crate) fn sources(
             mode: m.mode,
             mtime: m.mtime,
             report: SourceReport {
+                position: None,
                 summary: format!("1 file, {} (from {backup_name})", human_size(m.body.size)),
                 details: json!({ "files": 1, "dirs": 0, "symlinks": 0, "bytes": m.body.size, "skipped": 0,
                                  "imported_from": m.name, "sha256": hex::encode(m.body.sha256) }),
@@ -197,6 +198,7 @@ pub(crate) fn sources(
             mode: 0o600,
             mtime: m.mtime,
             report: SourceReport {
+                position: None,
                 summary: format!(
                     "{} key{} from {} (from {backup_name})",
                     keys.len(),

@@ -174,6 +174,8 @@ pub(crate) struct MongoRestorer {
     /// The bundle's `oplog.bson` (point-in-time dumps), replayed after
     /// the collections are in place.
     oplog: Option<SpillBody>,
+    /// Archived oplog slices replayed after it (`restore --to-time`).
+    pub(crate) tail: Option<coffer_core::slices::pitr::LogReplay>,
     /// Target namespaces this restore created or replaced whole: the
     /// oplog is replayed on them (merged ones keep their documents).
     replayable: BTreeSet<String>,
@@ -231,6 +233,7 @@ impl MongoRestorer {
             targets: BTreeMap::new(),
             mismatches: Vec::new(),
             oplog: None,
+            tail: None,
             replayable: BTreeSet::new(),
             stale: Vec::new(),
             new_databases_only: opts.flag("new-databases-only"),
@@ -281,8 +284,9 @@ impl Restorer for MongoRestorer {
         let mut tally = Tally::default();
         if commit && !self.dry_run {
             self.commit(&mut tally)?;
-            if let Some(body) = self.oplog.take() {
-                self.replay(body, &mut tally)?;
+            let (body, tail) = (self.oplog.take(), self.tail.take());
+            if body.is_some() || tail.is_some() {
+                self.replay(body, tail, &mut tally)?;
             }
             if let Some(e) = self.mismatch_error() {
                 return Err(e);
@@ -293,6 +297,18 @@ impl Restorer for MongoRestorer {
                 tally.actions.push(RestoreAction {
                     action: "replay-oplog".into(),
                     target: format!("{n} oplog entries written during the dump (would be replayed)"),
+                });
+            }
+            if let Some(t) = self.tail.take() {
+                tally.actions.push(RestoreAction {
+                    action: "replay-oplog".into(),
+                    target: format!(
+                        "archived oplog entries from {} slice{} up to {} ({}) (would be replayed)",
+                        t.slices,
+                        if t.slices == 1 { "" } else { "s" },
+                        t.until,
+                        t.until.time()
+                    ),
                 });
             }
             let planned = self.plan(&mut tally);

@@ -2,6 +2,9 @@
 //! are in place, then replayed on the ones this restore created or
 //! replaced whole.
 
+use coffer_core::slices::pitr::LogReplay;
+use mongodb::bson::RawDocument;
+
 use super::*;
 
 impl MongoRestorer {
@@ -30,102 +33,54 @@ impl MongoRestorer {
         Ok(())
     }
 
-    /// Replays the oplog entries as ordinary writes, after the collections
-    /// are in place, honouring the namespace rules.
-    pub(super) fn replay(&self, body: SpillBody, tally: &mut Tally) -> Result<()> {
-        let SpillBody { size, mut reader, .. } = body;
-        let (mut applied, mut left_out, mut kept) = (0u64, 0u64, 0u64);
-        let mut notes: BTreeMap<String, u64> = BTreeMap::new();
-        let mut state: BTreeMap<String, bool> = BTreeMap::new();
-        let mut last = None;
-        read_documents(&mut *reader, size, OPLOG_FILE, |entry| {
-            self.cancel.check()?;
-            if let Ok(ts) = entry.get_timestamp("ts") {
-                last = Some(ts);
-            }
-            for (db, coll, w) in oplog::writes(&entry)? {
-                if let Write::Skip(why) = w {
-                    *notes.entry(why).or_default() += 1;
-                    continue;
-                }
-                let Some((tdb, tcoll)) = self.rules.map(&db, &coll)? else {
-                    left_out += 1;
-                    continue;
+    /// Replays the bundle's oplog entries, then those of the archived
+    /// slices (a point-in-time restore: only those after the base's
+    /// position, up to and including the target), as ordinary writes
+    /// after the collections are in place, honouring the namespace rules.
+    pub(super) fn replay(
+        &self,
+        body: Option<SpillBody>,
+        tail: Option<LogReplay>,
+        tally: &mut Tally,
+    ) -> Result<()> {
+        let mut run = Replay::default();
+        if let Some(SpillBody { size, mut reader, .. }) = body {
+            read_documents(&mut *reader, size, OPLOG_FILE, |entry| {
+                run.entry(self, &entry, tally)
+            })?;
+        }
+        if let Some(tail) = &tail {
+            let Some(SpillBody { size, mut reader, .. }) = tail.take() else {
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    "the archived oplog was already replayed",
+                ));
+            };
+            read_documents(&mut *reader, size, "oplog slices", |entry| {
+                let Some(m) = crate::follow::mark(&entry) else {
+                    return Err(malformed("an oplog entry without `ts`", "oplog slices"));
                 };
-                let ns = format!("{tdb}.{tcoll}");
-                if is_staging(&tcoll) {
-                    // A restore that ran on the source during the dump.
-                    *notes
-                        .entry("writes of a restore's staging collection are not replayed".into())
-                        .or_default() += 1;
-                    continue;
+                if m.ts <= tail.after {
+                    run.before += 1;
+                    return Ok(());
                 }
-                let ok = match state.get(&ns) {
-                    Some(ok) => *ok,
-                    None => {
-                        // Created or replaced by this restore, or new to
-                        // the server; never an existing collection this
-                        // restore did not replace: one merged into
-                        // (insert-only keeps its documents), or, with
-                        // --drop, one the snapshot holds no data of (made
-                        // during the dump, or metadata only), which was
-                        // not swapped and so has no staging copy behind it.
-                        let ok = self.replayable.contains(&ns)
-                            || (!self.targets.contains_key(&ns) && !self.exists(&tdb, &tcoll)?);
-                        state.insert(ns.clone(), ok);
-                        ok
-                    }
-                };
-                if !ok {
-                    kept += 1;
-                    continue;
+                if m.ts > tail.until {
+                    run.after += 1;
+                    return Ok(());
                 }
-                let change = self.apply(&tdb, &tcoll, w).map_err(|e| {
-                    e.with_hint(
-                        "the collections are restored as of the dump's start; the oplog replay stopped \
-                         part-way: run the restore again with --drop",
-                    )
-                })?;
-                if change != 0 {
-                    *tally.count_changes.entry(format!("{db}.{coll}")).or_default() += change;
-                }
-                applied += 1;
-            }
-            Ok(())
-        })?;
-        if last.is_none() {
+                run.archived += 1;
+                run.entry(self, &entry, tally)
+            })?;
+        }
+        if run.last.is_none() && tail.is_none() {
             // No write during the dump: the collections are the point in time.
             return Ok(());
         }
-        let mut target = format!("{applied} oplog writes replayed");
-        if let Some(ts) = last {
-            target.push_str(&format!(
-                " (point in time {{t: {}, i: {}}})",
-                ts.time, ts.increment
-            ));
-        }
-        if left_out > 0 {
-            target.push_str(&format!(", {left_out} left out by --ns-include/--ns-exclude"));
-        }
-        if kept > 0 && self.drop {
-            target.push_str(&format!(
-                ", {kept} not replayed on existing collections the snapshot holds no data of (their documents \
-                 kept; drop them first to restore them as of the point in time)"
-            ));
-        } else if kept > 0 {
-            target.push_str(&format!(
-                ", {kept} not replayed on collections merged into (existing documents kept; --drop restores \
-                 the point in time)"
-            ));
-        }
-        for (why, n) in notes {
-            target.push_str(&format!(", {n}× {why}"));
-        }
         tally.actions.push(RestoreAction {
             action: "replay-oplog".into(),
-            target,
+            target: run.describe(self.drop, tail.as_ref()),
         });
-        tally.replayed = Some(applied);
+        tally.replayed = Some(run.applied);
         Ok(())
     }
 
@@ -165,5 +120,123 @@ impl MongoRestorer {
             Write::Skip(_) => {}
         }
         Ok(0)
+    }
+}
+
+/// One replay's state, shared by the bundle's oplog and the slices.
+#[derive(Default)]
+struct Replay {
+    applied: u64,
+    left_out: u64,
+    kept: u64,
+    /// Slice entries before the base's position, after the target, in it.
+    before: u64,
+    after: u64,
+    archived: u64,
+    notes: BTreeMap<String, u64>,
+    /// Target namespace → whether the oplog is replayed on it.
+    state: BTreeMap<String, bool>,
+    last: Option<mongodb::bson::Timestamp>,
+}
+
+impl Replay {
+    fn entry(&mut self, r: &MongoRestorer, entry: &RawDocument, tally: &mut Tally) -> Result<()> {
+        r.cancel.check()?;
+        if let Ok(ts) = entry.get_timestamp("ts") {
+            self.last = Some(ts);
+        }
+        for (db, coll, w) in oplog::writes(entry)? {
+            if let Write::Skip(why) = w {
+                *self.notes.entry(why).or_default() += 1;
+                continue;
+            }
+            let Some((tdb, tcoll)) = r.rules.map(&db, &coll)? else {
+                self.left_out += 1;
+                continue;
+            };
+            let ns = format!("{tdb}.{tcoll}");
+            if is_staging(&tcoll) {
+                // A restore that ran on the source during the dump.
+                *self
+                    .notes
+                    .entry("writes of a restore's staging collection are not replayed".into())
+                    .or_default() += 1;
+                continue;
+            }
+            let ok = match self.state.get(&ns) {
+                Some(ok) => *ok,
+                None => {
+                    // Created or replaced by this restore, or new to the
+                    // server; never an existing collection this restore
+                    // did not replace: one merged into (insert-only keeps
+                    // its documents), or, with --drop, one the snapshot
+                    // holds no data of (made during the dump, or metadata
+                    // only), which was not swapped and so has no staging
+                    // copy behind it.
+                    let ok = r.replayable.contains(&ns)
+                        || (!r.targets.contains_key(&ns) && !r.exists(&tdb, &tcoll)?);
+                    self.state.insert(ns.clone(), ok);
+                    ok
+                }
+            };
+            if !ok {
+                self.kept += 1;
+                continue;
+            }
+            let change = r.apply(&tdb, &tcoll, w).map_err(|e| {
+                e.with_hint(
+                    "the collections are restored as of the dump's start; the oplog replay stopped part-way: run \
+                     the restore again with --drop",
+                )
+            })?;
+            if change != 0 {
+                *tally.count_changes.entry(format!("{db}.{coll}")).or_default() += change;
+            }
+            self.applied += 1;
+        }
+        Ok(())
+    }
+
+    fn describe(&self, drop: bool, tail: Option<&LogReplay>) -> String {
+        let mut target = format!("{} oplog writes replayed", self.applied);
+        if let Some(ts) = self.last {
+            target.push_str(&format!(
+                " (point in time {{t: {}, i: {}}})",
+                ts.time, ts.increment
+            ));
+        }
+        if let Some(t) = tail {
+            target.push_str(&format!(
+                ", {} archived entries from {} slice{} up to {} ({})",
+                self.archived,
+                t.slices,
+                if t.slices == 1 { "" } else { "s" },
+                t.until,
+                t.until.time()
+            ));
+        }
+        if self.left_out > 0 {
+            target.push_str(&format!(
+                ", {} left out by --ns-include/--ns-exclude",
+                self.left_out
+            ));
+        }
+        if self.kept > 0 && drop {
+            target.push_str(&format!(
+                ", {} not replayed on existing collections the snapshot holds no data of (their documents kept; \
+                 drop them first to restore them as of the point in time)",
+                self.kept
+            ));
+        } else if self.kept > 0 {
+            target.push_str(&format!(
+                ", {} not replayed on collections merged into (existing documents kept; --drop restores the point \
+                 in time)",
+                self.kept
+            ));
+        }
+        for (why, n) in &self.notes {
+            target.push_str(&format!(", {n}× {why}"));
+        }
+        target
     }
 }

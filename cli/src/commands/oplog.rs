@@ -1,0 +1,633 @@
+//! `coffer oplog`: continuous archiving of a job's MongoDB oplog for
+//! point-in-time recovery (`follow`), what is restorable (`status`), and a
+//! directory the real `mongorestore --oplogReplay` reads (`export`).
+
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use clap::{Args, Subcommand};
+use coffer_core::slices::follow::{
+    FollowEvent, FollowObserver, FollowRequest, FollowSink, LogWindow, follow,
+};
+use coffer_core::slices::pitr::{self, Range};
+use coffer_core::slices::{Break, LogPos, SliceIndex, segments};
+use coffer_core::{Catalog, Result, Source, config_error};
+use serde::Serialize;
+
+use crate::config::{Config, OplogConfig};
+use crate::ctx::{
+    CmdResult, Ctx, JobFlags, JobPlan, ReadSel, SinkSel, open_point_in_time, pitr_job, pitr_target,
+};
+use crate::output::print_json;
+use crate::record::Sample;
+
+#[derive(Debug, Args)]
+pub struct OplogArgs {
+    #[command(subcommand)]
+    pub command: OplogCommand,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OplogCommand {
+    /// Follow the job's MongoDB oplog and write it to every sink of the
+    /// job as encrypted slices, until stopped (SIGTERM writes the open
+    /// slice first). Run it under a supervisor that restarts it.
+    Follow(FollowArgs),
+    /// The archived oplog per sink: restorable ranges, gaps, the newest
+    /// slice and its age.
+    Status(StatusArgs),
+    /// Write the base dump and `oplog.bson` up to a time into a directory
+    /// the real `mongorestore --oplogReplay` restores, and print the
+    /// command.
+    Export(ExportArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct FollowArgs {
+    /// Job from the config (default: its only job).
+    pub job: Option<String>,
+}
+
+#[derive(Debug, Args)]
+pub struct StatusArgs {
+    /// Job (default: the config's only job).
+    pub job: Option<String>,
+    #[command(flatten)]
+    pub sink: SinkSel,
+}
+
+#[derive(Debug, Args)]
+pub struct ExportArgs {
+    /// Up to this time (RFC 3339, the whole second included).
+    #[arg(
+        long,
+        value_name = "TIME",
+        required_unless_present = "to_ts",
+        conflicts_with = "to_ts"
+    )]
+    pub to_time: Option<String>,
+    /// Up to this oplog entry `SECONDS:ORDINAL` (included).
+    #[arg(long, value_name = "S:I")]
+    pub to_ts: Option<String>,
+    /// The job (default: the config's only job).
+    #[arg(long, value_name = "JOB")]
+    pub job: Option<String>,
+    /// The directory to write (must not exist or be empty).
+    #[arg(long, value_name = "DIR")]
+    pub dir: PathBuf,
+    #[command(flatten)]
+    pub read: ReadSel,
+}
+
+impl OplogArgs {
+    /// The audit log's command name.
+    pub(crate) fn audited(&self) -> &'static str {
+        match self.command {
+            OplogCommand::Follow(_) => "oplog-follow",
+            OplogCommand::Status(_) => "oplog-status",
+            OplogCommand::Export(_) => "oplog-export",
+        }
+    }
+}
+
+pub(crate) async fn exec(ctx: &Ctx, a: OplogArgs) -> CmdResult {
+    match a.command {
+        OplogCommand::Follow(f) => exec_follow(ctx, f).await,
+        OplogCommand::Status(s) => exec_status(ctx, s).await,
+        OplogCommand::Export(e) => exec_export(ctx, e).await,
+    }
+}
+
+/// The job's source with an oplog: `[job.NAME.oplog] source`, else its
+/// only source that keeps a change log.
+fn followed_source(cfg: &Config, job: &str, oplog: &OplogConfig) -> Result<(String, Arc<dyn Source>)> {
+    let (_, j) = cfg.job(Some(job))?;
+    let with_log: Vec<&String> = j
+        .sources
+        .iter()
+        .filter(|s| cfg.sources[*s].change_log().is_some())
+        .collect();
+    let name = match (&oplog.source, with_log.as_slice()) {
+        (Some(s), _) => s.clone(),
+        (None, [one]) => (*one).clone(),
+        (None, []) => {
+            return Err(
+                config_error(format!("job `{job}` has no MongoDB source: no oplog to follow"))
+                    .with_hint("point-in-time recovery follows the oplog of a `mongo` source of the job"),
+            );
+        }
+        (None, _) => {
+            return Err(
+                config_error(format!("job `{job}` has several MongoDB sources")).with_hint(
+                    "name the one to follow: `source = \"…\"` in [job.NAME.oplog] (one follower per source)",
+                ),
+            );
+        }
+    };
+    let source = cfg.sources[&name].clone();
+    if source.change_log().is_none() {
+        return Err(config_error(format!("source `{name}` keeps no oplog to follow")));
+    }
+    Ok((name, source))
+}
+
+async fn exec_follow(ctx: &Ctx, a: FollowArgs) -> CmdResult {
+    let Some(cfg) = ctx.config()? else {
+        return Err(config_error("`oplog follow` needs a coffer.toml with the job")
+            .with_hint("pass --config FILE")
+            .into());
+    };
+    let (job, jc) = cfg.job(a.job.as_deref())?;
+    let oplog = jc.oplog.clone().unwrap_or_default();
+    let (source, src) = followed_source(&cfg, &job, &oplog)?;
+    let resolved = JobPlan::configured(&cfg, Some(&job))?.resolve(&JobFlags::default(), Some(&cfg))?;
+    let sinks = jc
+        .sinks
+        .iter()
+        .map(|n| {
+            Ok(FollowSink {
+                name: n.clone(),
+                sink: ctx.target_sink(n, Some(&cfg))?,
+                required: !cfg.sink_optional.contains(n),
+            })
+        })
+        .collect::<Result<Vec<_>>>()?;
+    let interval = Duration::from_secs(oplog.slice_interval);
+    let stale = coffer_core::LockOptions::from_env()
+        .map(|o| o.stale)
+        .unwrap_or(coffer_core::DEFAULT_STALE)
+        .max(interval * 5);
+    let req = FollowRequest {
+        job: job.clone(),
+        source: source.clone(),
+        log: src.change_log().expect("checked"),
+        sinks,
+        encryption: resolved.encryption,
+        signing_key: resolved.signing_key,
+        interval,
+        size: oplog.slice_size as usize,
+        on_gap: oplog.on_gap,
+        lease_stale: stale,
+        cancel: ctx.cancel.clone(),
+    };
+    ctx.record.note("job", job.as_str());
+    ctx.record.note("source", source.as_str());
+    let observer = Observer {
+        job,
+        source,
+        config: cfg,
+        on_gap: oplog.on_gap,
+        quiet: ctx.quiet,
+        json: ctx.json,
+        state: Mutex::default(),
+    };
+    let result = follow(req, &observer).await;
+    observer.stop_backup();
+    if let Err(e) = result {
+        if e.kind() == coffer_core::ErrorKind::Cancelled {
+            return Ok(());
+        }
+        return Err(e.into());
+    }
+    Ok(())
+}
+
+#[derive(Default)]
+struct ObserverState {
+    written: u64,
+    failed: u64,
+    gaps: u64,
+    last_archived: Option<LogPos>,
+    backup: Option<std::process::Child>,
+}
+
+/// Prints the follower's events, keeps its metrics, and takes a base
+/// backup when a chain starts (`on-gap = "backup"`).
+struct Observer {
+    job: String,
+    source: String,
+    config: Config,
+    on_gap: coffer_core::slices::follow::OnGap,
+    quiet: bool,
+    json: bool,
+    state: Mutex<ObserverState>,
+}
+
+impl Observer {
+    fn say(&self, line: String, json: serde_json::Value) {
+        if self.json {
+            println!("{json}");
+        } else if !self.quiet {
+            println!("{line}");
+        }
+    }
+
+    fn labels(&self) -> Vec<(&'static str, String)> {
+        vec![("job", self.job.clone()), ("source", self.source.clone())]
+    }
+
+    fn metrics(&self, window: Option<&LogWindow>) {
+        let st = self.state.lock().expect("state");
+        let mut samples = vec![
+            self.sample("coffer_oplog_slices_written_total", st.written as f64),
+            self.sample("coffer_oplog_slices_failed_total", st.failed as f64),
+            self.sample("coffer_oplog_gaps_total", st.gaps as f64),
+        ];
+        if let Some(p) = st.last_archived {
+            samples.push(self.sample("coffer_oplog_last_archived_timestamp_seconds", f64::from(p.t)));
+        }
+        if let Some(w) = window {
+            let newest = w.majority.or(w.newest.map(|m| m.ts));
+            if let (Some(n), Some(a)) = (newest, st.last_archived) {
+                let lag = f64::from(n.t.saturating_sub(a.t));
+                samples.push(self.sample("coffer_oplog_lag_seconds", lag));
+                if let (Some(o), Some(nw)) = (w.oldest, w.newest) {
+                    let window = f64::from(nw.ts.t.saturating_sub(o.t)).max(1.0);
+                    samples.push(self.sample("coffer_oplog_window_seconds", window));
+                    samples.push(self.sample("coffer_oplog_headroom_ratio", lag / window));
+                }
+            }
+        }
+        drop(st);
+        crate::record::write_samples(&self.config, &samples);
+    }
+
+    fn sample(&self, name: &'static str, value: f64) -> Sample {
+        Sample {
+            name,
+            labels: self.labels(),
+            value,
+        }
+    }
+
+    /// Starts `coffer backup JOB` (the same config) for a new chain's base.
+    fn base_backup(&self) {
+        let mut st = self.state.lock().expect("state");
+        if let Some(child) = st.backup.as_mut()
+            && matches!(child.try_wait(), Ok(None))
+        {
+            return;
+        }
+        let exe = std::env::current_exe().unwrap_or_else(|_| "coffer".into());
+        let spawned = std::process::Command::new(exe)
+            .arg("--config")
+            .arg(&self.config.path)
+            .arg("--quiet")
+            .arg("backup")
+            .arg(&self.job)
+            .stdin(std::process::Stdio::null())
+            .spawn();
+        match spawned {
+            Ok(child) => {
+                self.say(
+                    format!(
+                        "new oplog chain: taking a base backup of job `{}` (pid {})",
+                        self.job,
+                        child.id()
+                    ),
+                    serde_json::json!({"event": "base-backup", "job": self.job, "pid": child.id()}),
+                );
+                st.backup = Some(child);
+            }
+            Err(e) => tracing::error!("cannot start the base backup of job `{}`: {e}", self.job),
+        }
+    }
+
+    /// Waits for a base backup still running.
+    fn stop_backup(&self) {
+        if let Some(mut child) = self.state.lock().expect("state").backup.take() {
+            let _ = child.wait();
+        }
+    }
+}
+
+impl FollowObserver for Observer {
+    fn event(&self, event: &FollowEvent) {
+        match event {
+            FollowEvent::Started { after, chain_start } => {
+                match chain_start {
+                    None => self.say(
+                        format!(
+                            "following the oplog of `{}` after the archived entry {after}",
+                            self.source
+                        ),
+                        serde_json::json!({"event": "resumed", "after": after}),
+                    ),
+                    Some(start) => {
+                        self.say(
+                            format!(
+                                "following the oplog of `{}` from {after}: a new chain ({})",
+                                self.source, start.reason
+                            ),
+                            serde_json::json!({"event": "chain-start", "after": after, "reason": start.reason}),
+                        );
+                        if self.on_gap == coffer_core::slices::follow::OnGap::Backup {
+                            self.base_backup();
+                        }
+                    }
+                }
+                self.state.lock().expect("state").last_archived = Some(after.ts);
+                self.metrics(None);
+            }
+            FollowEvent::Gap {
+                after,
+                reason,
+                restart,
+            } => {
+                self.state.lock().expect("state").gaps += 1;
+                tracing::error!(
+                    "GAP in the oplog archive of job `{}` after {after}: {reason}. Times between {} and {} cannot be \
+                     restored; a new chain starts at {restart}{}",
+                    self.job,
+                    after.ts.time(),
+                    restart.ts.time(),
+                    if self.on_gap == coffer_core::slices::follow::OnGap::Backup {
+                        " and a base backup is taken. Make the oplog larger or keep the follower running"
+                    } else {
+                        ""
+                    }
+                );
+                self.say(
+                    format!("gap after {after}: {reason}"),
+                    serde_json::json!({"event": "gap", "after": after, "reason": reason, "restart": restart}),
+                );
+                self.metrics(None);
+            }
+            FollowEvent::Slice { index, failed } => {
+                {
+                    let mut st = self.state.lock().expect("state");
+                    st.written += 1;
+                    st.failed += failed.len() as u64;
+                    st.last_archived = Some(index.last.ts);
+                }
+                for (sink, e) in failed {
+                    tracing::warn!(
+                        "oplog slice {} not stored on sink `{sink}`: {e}",
+                        index.index_key()
+                    );
+                }
+                self.say(
+                    format!(
+                        "slice {} … {}: {} entries ({} read), {}",
+                        index.first,
+                        index.last.ts,
+                        index.entries,
+                        index.read,
+                        crate::output::size(index.object.size)
+                    ),
+                    serde_json::json!({"event": "slice", "first": index.first, "last": index.last,
+                        "entries": index.entries, "read": index.read, "bytes": index.object.size,
+                        "failed": failed.iter().map(|(s, _)| s).collect::<Vec<_>>()}),
+                );
+            }
+            FollowEvent::Retrying { error } => {
+                self.state.lock().expect("state").failed += 1;
+                tracing::warn!("oplog slice not stored on a required sink, kept and retried: {error}");
+            }
+            FollowEvent::Window(w) => self.metrics(Some(w)),
+            FollowEvent::Repaired { copied } => self.say(
+                format!("{copied} slice copies made where a sink lacked them"),
+                serde_json::json!({"event": "repaired", "copied": copied}),
+            ),
+        }
+    }
+}
+
+/// One sink's archive of one source, for `oplog status`.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SinkStatus {
+    /// The sink.
+    pub sink: String,
+    /// The followed source.
+    pub source: String,
+    /// Slices stored.
+    pub slices: usize,
+    /// Their ciphertext bytes.
+    pub bytes: u64,
+    /// The newest archived entry.
+    pub newest: Option<LogPos>,
+    /// Its time (RFC 3339).
+    pub newest_time: Option<String>,
+    /// Seconds since the newest archived entry.
+    pub age_seconds: Option<i64>,
+    /// Where a point-in-time restore can go.
+    pub ranges: Vec<Range>,
+    /// Breaks of the chain, oldest first.
+    pub breaks: Vec<Break>,
+    /// Slice indexes that cannot be read.
+    pub unreadable: Vec<String>,
+}
+
+async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
+    let config = ctx.config()?;
+    let job = pitr_job(config.as_ref(), a.job.as_deref())?;
+    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let mut out = Vec::new();
+    for (name, sink) in &sinks {
+        let catalog = Catalog::load(sink.as_ref())
+            .await
+            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
+        let chains = pitr::chains(sink.as_ref(), &catalog, &job).await?;
+        for (source, slices, bad) in chains {
+            let idx: Vec<SliceIndex> = slices.iter().map(|s| s.index.clone()).collect();
+            let segs = segments(&idx);
+            let bases: Vec<LogPos> = pitr::bases(&catalog, &job, &source)
+                .into_iter()
+                .map(|(_, p)| p)
+                .collect();
+            let ranges = pitr::ranges(&segs, &bases);
+            let newest = idx.last().map(|s| s.last.ts);
+            if let Some(r) = ranges.last() {
+                let labels = [
+                    ("job", job.as_str()),
+                    ("source", source.as_str()),
+                    ("sink", name.as_str()),
+                ];
+                ctx.record.metric(
+                    "coffer_oplog_restorable_from_timestamp_seconds",
+                    &labels,
+                    f64::from(r.from.t),
+                );
+                ctx.record.metric(
+                    "coffer_oplog_restorable_to_timestamp_seconds",
+                    &labels,
+                    f64::from(r.to.t),
+                );
+            }
+            out.push(SinkStatus {
+                sink: name.clone(),
+                source,
+                slices: idx.len(),
+                bytes: idx.iter().map(|s| s.object.size).sum(),
+                newest,
+                newest_time: newest.map(|p| p.time().to_string()),
+                age_seconds: newest.map(|p| jiff::Timestamp::now().as_second() - i64::from(p.t)),
+                ranges,
+                breaks: segs.iter().filter_map(|s| s.after_break.clone()).collect(),
+                unreadable: bad.iter().map(|(k, e)| format!("{k}: {e}")).collect(),
+            });
+        }
+    }
+    ctx.record.note("job", job.as_str());
+    if ctx.json {
+        print_json(&out);
+        return Ok(());
+    }
+    if out.is_empty() {
+        println!(
+            "job `{job}`: no snapshot with a point in time on these sinks, so no oplog archive to restore from"
+        );
+    }
+    for s in &out {
+        println!("job `{job}` source `{}` on sink `{}`:", s.source, s.sink);
+        match (&s.newest, &s.newest_time) {
+            (Some(p), Some(t)) => println!(
+                "  {} slices ({}), newest entry {t} ({p}), {} s ago",
+                s.slices,
+                crate::output::size(s.bytes),
+                s.age_seconds.unwrap_or(0)
+            ),
+            _ => println!("  no oplog slices (is `coffer oplog follow` running?)"),
+        }
+        if s.ranges.is_empty() {
+            println!("  restorable: nothing yet (no base snapshot inside an archived chain)");
+        }
+        for r in &s.ranges {
+            println!("  restorable: {r}");
+        }
+        for b in &s.breaks {
+            match b {
+                Break::Gap { after, reason } => println!(
+                    "  GAP after {}: {reason}",
+                    after.map_or("the start".to_string(), |a| format!("{} ({a})", a.ts.time()))
+                ),
+                Break::Missing { after, next_follows } => println!(
+                    "  MISSING slices between {} ({after}) and {} ({next_follows})",
+                    after.ts.time(),
+                    next_follows.ts.time()
+                ),
+            }
+        }
+        for u in &s.unreadable {
+            println!("  unreadable slice index {u}");
+        }
+    }
+    Ok(())
+}
+
+async fn exec_export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
+    use coffer_core::slices::export::{DirSource, OPLOG_FILE, append_replay};
+    if a.dir.exists()
+        && std::fs::read_dir(&a.dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(
+            config_error(format!("--dir {} exists and is not empty", a.dir.display()))
+                .with_hint("give a new directory: the export writes the whole dump there")
+                .into(),
+        );
+    }
+    let target = pitr_target(a.to_time.as_deref(), a.to_ts.as_deref())?;
+    let at = open_point_in_time(ctx, &a.read, a.job.as_deref(), target, "export needs a key").await?;
+    let index = at.opened.admitted.index().clone();
+    let [replay] = at.replays.as_slice() else {
+        return Err(
+            config_error("the snapshot has several sources with an oplog; export handles one")
+                .with_hint("restore with `coffer restore --to-time` instead")
+                .into(),
+        );
+    };
+    let rec = index
+        .sources
+        .iter()
+        .find(|s| s.name == replay.source)
+        .expect("the plan's source is in the index");
+    let parent = a
+        .dir
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(std::path::Path::new("."));
+    std::fs::create_dir_all(parent)
+        .map_err(|e| coffer_core::Error::io(format!("creating {}", parent.display()), e))?;
+    let staging = tempfile::Builder::new()
+        .prefix(".coffer-tmp-export-")
+        .tempdir_in(parent)
+        .map_err(|e| {
+            coffer_core::Error::io(format!("creating a temp directory in {}", parent.display()), e)
+        })?;
+    let kind: &'static str = Box::leak(rec.kind.clone().into_boxed_str());
+    let dir_source: Arc<dyn Source> = Arc::new(DirSource::new(kind, &rec.name, staging.path()));
+    let mut opts = coffer_core::RestoreOptions::default();
+    opts.cancel = ctx.cancel.clone();
+    let req = coffer_core::ops::RestoreRequest {
+        index: at.opened.admitted.clone(),
+        identities: at.opened.ids,
+        only: vec![rec.name.clone()],
+        configured: [(rec.name.clone(), dir_source)].into_iter().collect(),
+        registry: ctx.registry.clone(),
+        cache_dir: None,
+        options: opts,
+        origin_places: true,
+    };
+    coffer_core::ops::restore(
+        at.opened.sink.as_ref(),
+        req,
+        Arc::new(coffer_core::Progress::default()),
+    )
+    .await?;
+    let oplog = staging.path().join(OPLOG_FILE);
+    let base_entries = std::fs::metadata(&oplog).map(|m| m.len() > 0).unwrap_or(false);
+    let archived = append_replay(replay, &oplog)?;
+    if std::fs::remove_dir(&a.dir).is_err() && a.dir.exists() {
+        return Err(config_error(format!("--dir {} appeared while exporting", a.dir.display())).into());
+    }
+    let staged = staging.keep();
+    std::fs::rename(&staged, &a.dir)
+        .map_err(|e| coffer_core::Error::io(format!("renaming into {}", a.dir.display()), e))?;
+    let limit = if target.i == u32::MAX {
+        LogPos {
+            t: target.t + 1,
+            i: 0,
+        }
+    } else {
+        LogPos {
+            t: target.t,
+            i: target.i + 1,
+        }
+    };
+    let command = format!(
+        "mongorestore --drop --oplogReplay --oplogLimit {}:{} --dir {}",
+        limit.t,
+        limit.i,
+        a.dir.display()
+    );
+    ctx.record.note("snapshot", index.id.as_str());
+    ctx.record.note("to_ts", target.to_string());
+    if ctx.json {
+        print_json(&serde_json::json!({
+            "dir": a.dir,
+            "snapshot": index.id,
+            "source": rec.name,
+            "base_position": replay.after,
+            "target": target,
+            "archived_entries": archived,
+            "slices": replay.slices,
+            "snapshot_oplog": base_entries,
+            "command": command,
+        }));
+    } else {
+        println!(
+            "exported snapshot {} (source `{}`, consistent at {}) and {archived} archived oplog entries from {} slice(s) up to {} ({target}) into {}",
+            index.id,
+            rec.name,
+            replay.after,
+            replay.slices,
+            target.time(),
+            a.dir.display()
+        );
+        println!("restore it with the standard tools:\n  {command}");
+    }
+    Ok(())
+}

@@ -1,0 +1,514 @@
+//! The follower: reads a source's change log and writes it to every sink
+//! of the job as slices, resuming from the sinks (never from local state).
+//!
+//! A source that keeps a change log (MongoDB's oplog) offers it through
+//! [`ChangeLog`]; [`follow`] runs until cancelled:
+//!
+//! 1. takes the lease on every sink (one writer per chain), removes slice
+//!    objects a killed follower left without an index, and copies slices
+//!    that some sinks hold and others lack (a kill between two sinks);
+//! 2. resumes after the newest slice: the log's first entry must be that
+//!    slice's last one (same position and term). If the log no longer
+//!    holds it (rolled over) or holds another (rolled back after a
+//!    failover), the break is recorded as a gap on the first slice of a new
+//!    chain, which starts at the log's newest entry;
+//! 3. cuts a slice every `interval` or `size` bytes, whichever comes
+//!    first, and writes it to every sink (object, signature, index last).
+//!    A slice a required sink did not store is kept and written again: the
+//!    follower never moves past entries that are not archived. On cancel
+//!    it writes the open slice, then gives the lease up.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_trait::async_trait;
+use bytes::Bytes;
+
+use super::lease::{self, Lease};
+use super::{ChainStart, LogMark, LogPos, SliceIndex, list_slices, new_index, put_slice, seal};
+use crate::crypto::Encryption;
+use crate::error::{Error, ErrorKind, Result};
+use crate::signing::SigningKey;
+use crate::sink::{Sink, SinkExt};
+use crate::source::CancelFlag;
+
+/// One entry read from a change log.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    /// Its position and term.
+    pub mark: LogMark,
+    /// Whether it concerns the source (kept in the slice); others (other
+    /// databases, no-ops) only advance the archived position.
+    pub wanted: bool,
+    /// The entry as stored (MongoDB: one BSON document).
+    pub bytes: Vec<u8>,
+}
+
+/// Where a change log stands.
+#[derive(Debug, Clone, Default)]
+pub struct LogWindow {
+    /// Its oldest entry.
+    pub oldest: Option<LogPos>,
+    /// Its newest entry.
+    pub newest: Option<LogMark>,
+    /// The newest entry a majority of the replica set holds, where the
+    /// server reports it.
+    pub majority: Option<LogPos>,
+}
+
+/// What opening a log after an entry found.
+pub enum Resume {
+    /// The entry is there: entries after it follow.
+    Tail(Box<dyn LogTail>),
+    /// The entry is not there (rolled over, or another entry holds its
+    /// position after a rollback), with why.
+    Lost(String),
+}
+
+/// A source's change log, as a follower reads it.
+#[async_trait]
+pub trait ChangeLog: Send + Sync {
+    /// Where the log stands now.
+    async fn window(&self) -> Result<LogWindow>;
+
+    /// Opens the log after `after`, checking `after` itself is its first
+    /// entry.
+    async fn open(&self, after: LogMark) -> Result<Resume>;
+}
+
+/// Entries after a position, as they are written.
+#[async_trait]
+pub trait LogTail: Send {
+    /// The next entries, in log order; waits up to `wait` for one and
+    /// returns none if nothing came.
+    async fn next(&mut self, wait: Duration) -> Result<Vec<LogEntry>>;
+}
+
+/// What to do when the chain breaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum OnGap {
+    /// Start a new chain and ask for a base snapshot.
+    Backup,
+    /// Stop with an error.
+    Stop,
+}
+
+/// A sink a follower writes to.
+#[derive(Clone)]
+pub struct FollowSink {
+    /// Its name.
+    pub name: String,
+    /// The sink.
+    pub sink: Arc<dyn Sink>,
+    /// Whether a slice must be stored there before the follower moves on.
+    pub required: bool,
+}
+
+/// What a follower is asked to do.
+pub struct FollowRequest {
+    /// Job.
+    pub job: String,
+    /// The followed source's name.
+    pub source: String,
+    /// Its change log.
+    pub log: Box<dyn ChangeLog>,
+    /// Where slices go.
+    pub sinks: Vec<FollowSink>,
+    /// Recipients.
+    pub encryption: Encryption,
+    /// Signs each slice's index when set.
+    pub signing_key: Option<Arc<SigningKey>>,
+    /// A slice at least this often (while entries come).
+    pub interval: Duration,
+    /// A slice at least every this many bytes of entries.
+    pub size: usize,
+    /// On a break of the chain.
+    pub on_gap: OnGap,
+    /// A lease older than this belongs to a dead follower.
+    pub lease_stale: Duration,
+    /// Stops the follower (the open slice is written first).
+    pub cancel: CancelFlag,
+}
+
+/// What a follower reports as it goes.
+#[derive(Debug)]
+pub enum FollowEvent {
+    /// It resumed after an archived entry, or started a chain.
+    Started {
+        /// The entry it follows.
+        after: LogMark,
+        /// Set when a new chain starts.
+        chain_start: Option<ChainStart>,
+    },
+    /// The chain broke: a new one starts (a base snapshot is needed for
+    /// times after it, unless `on-gap = "stop"`).
+    Gap {
+        /// Last entry archived before.
+        after: LogMark,
+        /// Why.
+        reason: String,
+        /// Where the new chain starts.
+        restart: LogMark,
+    },
+    /// A slice was written; `failed` names the sinks that did not store
+    /// it (optional ones, or required ones it is retried on).
+    Slice {
+        /// Its index.
+        index: Box<SliceIndex>,
+        /// Sinks that failed, with the error.
+        failed: Vec<(String, String)>,
+    },
+    /// A slice could not be stored on a required sink; retried.
+    Retrying {
+        /// The error.
+        error: Error,
+    },
+    /// The log's state, after each slice.
+    Window(LogWindow),
+    /// Sinks repaired at start: slices copied from another sink.
+    Repaired {
+        /// How many slice copies were made.
+        copied: usize,
+    },
+}
+
+/// Receives the follower's events (metrics, logs, a base backup on a
+/// new chain).
+pub trait FollowObserver: Send + Sync {
+    /// One event.
+    fn event(&self, event: &FollowEvent);
+}
+
+/// Runs a follower until `req.cancel` is raised (or a fatal error).
+pub async fn follow(req: FollowRequest, observer: &dyn FollowObserver) -> Result<()> {
+    if req.sinks.is_empty() {
+        return Err(crate::config_error(
+            "the job has no sinks to write oplog slices to",
+        ));
+    }
+    let mut leases = Vec::new();
+    for s in &req.sinks {
+        match lease::acquire(s.sink.as_ref(), &req.job, &req.source, req.lease_stale).await {
+            Ok(l) => leases.push((s.sink.clone(), l)),
+            Err(e) => {
+                for (sink, l) in leases {
+                    l.release(sink.as_ref()).await;
+                }
+                return Err(e.with_context("sink", &s.name));
+            }
+        }
+    }
+    let result = run(&req, observer, &mut leases).await;
+    for (sink, l) in leases {
+        l.release(sink.as_ref()).await;
+    }
+    result
+}
+
+async fn run(
+    req: &FollowRequest,
+    observer: &dyn FollowObserver,
+    leases: &mut [(Arc<dyn Sink>, Lease)],
+) -> Result<()> {
+    let newest = repair(req, observer).await?;
+    let (mut tail, mut prev, mut chain_start) = start(req, observer, newest).await?;
+    let mut open = OpenSlice::default();
+    let mut last_cut = Instant::now();
+    let mut stopping = false;
+    loop {
+        if req.cancel.is_cancelled() {
+            stopping = true;
+        }
+        if !stopping {
+            for e in tail.next(Duration::from_millis(250)).await? {
+                open.push(e);
+            }
+        }
+        let due = last_cut.elapsed() >= req.interval || open.bytes.len() >= req.size || stopping;
+        if due && open.read > 0 {
+            let window = req.log.window().await.ok();
+            let limit = window.as_ref().and_then(|w| w.majority);
+            if let Some(slice) = open.take(limit) {
+                match write(req, observer, prev, chain_start.clone(), slice).await {
+                    Ok(last) => {
+                        prev = last;
+                        chain_start = None;
+                    }
+                    Err((slice, e)) if !stopping => {
+                        observer.event(&FollowEvent::Retrying { error: e });
+                        open.put_back(slice);
+                    }
+                    Err((_, e)) => return Err(e),
+                }
+            }
+            if let Some(w) = window {
+                observer.event(&FollowEvent::Window(w));
+            }
+            for (sink, l) in leases.iter_mut() {
+                l.refresh(sink.as_ref()).await?;
+            }
+            last_cut = Instant::now();
+        } else if due {
+            if let Ok(w) = req.log.window().await {
+                observer.event(&FollowEvent::Window(w));
+            }
+            last_cut = Instant::now();
+        }
+        if stopping && open.read == 0 {
+            return Ok(());
+        }
+        if stopping {
+            // Entries above the majority point stay unarchived: they may
+            // still be rolled back.
+            return Ok(());
+        }
+    }
+}
+
+/// Entries read since the last slice.
+#[derive(Default)]
+struct OpenSlice {
+    entries: Vec<LogEntry>,
+    bytes: Vec<u8>,
+    read: u64,
+}
+
+/// A slice cut from the open one.
+struct Cut {
+    entries: Vec<LogEntry>,
+}
+
+impl OpenSlice {
+    fn push(&mut self, e: LogEntry) {
+        if e.wanted {
+            self.bytes.extend_from_slice(&e.bytes);
+        }
+        self.read += 1;
+        self.entries.push(e);
+    }
+
+    /// The entries up to `limit` (all without one), if any.
+    fn take(&mut self, limit: Option<LogPos>) -> Option<Cut> {
+        let n = match limit {
+            Some(l) => self.entries.iter().take_while(|e| e.mark.ts <= l).count(),
+            None => self.entries.len(),
+        };
+        if n == 0 {
+            return None;
+        }
+        let rest = self.entries.split_off(n);
+        let cut = std::mem::replace(&mut self.entries, rest);
+        self.bytes = self
+            .entries
+            .iter()
+            .filter(|e| e.wanted)
+            .flat_map(|e| e.bytes.iter().copied())
+            .collect();
+        self.read = self.entries.len() as u64;
+        Some(Cut { entries: cut })
+    }
+
+    fn put_back(&mut self, cut: Cut) {
+        let mut all = cut.entries;
+        all.append(&mut self.entries);
+        *self = OpenSlice::default();
+        for e in all {
+            self.bytes
+                .extend(e.wanted.then_some(&e.bytes).into_iter().flatten());
+            self.read += 1;
+            self.entries.push(e);
+        }
+    }
+}
+
+/// Seals a cut and writes it to every sink; returns its last entry, or
+/// gives the cut back when a required sink did not store it.
+async fn write(
+    req: &FollowRequest,
+    observer: &dyn FollowObserver,
+    prev: LogMark,
+    chain_start: Option<ChainStart>,
+    cut: Cut,
+) -> std::result::Result<LogMark, (Cut, Error)> {
+    let plain: Vec<u8> = cut
+        .entries
+        .iter()
+        .filter(|e| e.wanted)
+        .flat_map(|e| e.bytes.iter().copied())
+        .collect();
+    let object = match seal(&plain, &req.encryption) {
+        Ok(o) => o,
+        Err(e) => return Err((cut, e)),
+    };
+    let first = cut.entries[0].mark.ts;
+    let last = cut.entries[cut.entries.len() - 1].mark;
+    let stored = cut.entries.iter().filter(|e| e.wanted).count() as u64;
+    let index = new_index(
+        &req.job,
+        &req.source,
+        prev,
+        chain_start,
+        first,
+        last,
+        stored,
+        cut.entries.len() as u64,
+        plain.len() as u64,
+        &object,
+        &req.encryption,
+    );
+    let object = Bytes::from(object);
+    let puts = req.sinks.iter().map(|s| {
+        let (index, object) = (&index, object.clone());
+        async move { put_slice(s.sink.as_ref(), index, object, req.signing_key.as_deref()).await }
+    });
+    let results = futures::future::join_all(puts).await;
+    let mut failed = Vec::new();
+    let mut required_failed = None;
+    for (s, r) in req.sinks.iter().zip(results) {
+        if let Err(e) = r {
+            failed.push((s.name.clone(), e.to_string()));
+            if s.required && required_failed.is_none() {
+                required_failed = Some(e.with_context("sink", &s.name));
+            }
+        }
+    }
+    if let Some(e) = required_failed {
+        return Err((cut, e));
+    }
+    observer.event(&FollowEvent::Slice {
+        index: Box::new(index),
+        failed,
+    });
+    Ok(last)
+}
+
+/// Cleans every sink: slice objects without an index (a killed follower's)
+/// are removed; slices some sinks hold and others lack are copied. Returns
+/// the newest slice's index over all sinks.
+async fn repair(req: &FollowRequest, observer: &dyn FollowObserver) -> Result<Option<SliceIndex>> {
+    let prefix = super::slice_prefix(&req.job, &req.source);
+    let mut per_sink = Vec::new();
+    for s in &req.sinks {
+        let (slices, bad) = list_slices(s.sink.as_ref(), &req.job, &req.source).await?;
+        if let Some((key, e)) = bad.into_iter().next() {
+            return Err(e
+                .with_context("sink", &s.name)
+                .with_hint(format!("an oplog slice index is damaged: move `{key}` and its .slice/.sig aside, then start the follower again")));
+        }
+        let indexed: std::collections::HashSet<String> =
+            slices.iter().map(|x| x.index.object.key.clone()).collect();
+        for o in s.sink.list(&prefix).await? {
+            let stem = o
+                .key
+                .strip_suffix(".slice")
+                .or_else(|| o.key.strip_suffix(".sig"));
+            if let Some(stem) = stem
+                && !indexed.contains(&format!("{stem}.slice"))
+            {
+                s.sink.delete(&o.key).await?;
+            }
+        }
+        per_sink.push(slices);
+    }
+    let mut all: std::collections::BTreeMap<LogPos, (usize, SliceIndex)> = Default::default();
+    for (n, slices) in per_sink.iter().enumerate() {
+        for s in slices {
+            all.entry(s.index.last.ts).or_insert((n, s.index.clone()));
+        }
+    }
+    let mut copied = 0;
+    for (n, s) in req.sinks.iter().enumerate() {
+        let have: std::collections::HashSet<LogPos> = per_sink[n].iter().map(|x| x.index.last.ts).collect();
+        for (pos, (from, index)) in &all {
+            if have.contains(pos) {
+                continue;
+            }
+            let src = req.sinks[*from].sink.as_ref();
+            let object = src.get_bytes(&index.object.key).await?;
+            let sig = match src.get_bytes(&index.signature_key()).await {
+                Ok(b) => Some(b),
+                Err(e) if e.kind() == ErrorKind::NotFound => None,
+                Err(e) => return Err(e),
+            };
+            let json = src.get_bytes(&index.index_key()).await?;
+            let opts = crate::sink::PutOptions::default();
+            s.sink.put_bytes(&index.object.key, object, opts.clone()).await?;
+            if let Some(sig) = sig {
+                s.sink
+                    .put_bytes(&index.signature_key(), sig, opts.clone())
+                    .await?;
+            }
+            s.sink.put_bytes(&index.index_key(), json, opts).await?;
+            copied += 1;
+        }
+    }
+    if copied > 0 {
+        observer.event(&FollowEvent::Repaired { copied });
+    }
+    Ok(all.into_values().next_back().map(|(_, i)| i))
+}
+
+/// Opens the log after the newest slice, or starts a chain.
+async fn start(
+    req: &FollowRequest,
+    observer: &dyn FollowObserver,
+    newest: Option<SliceIndex>,
+) -> Result<(Box<dyn LogTail>, LogMark, Option<ChainStart>)> {
+    let gap = match newest {
+        Some(index) => match req.log.open(index.last).await? {
+            Resume::Tail(tail) => {
+                observer.event(&FollowEvent::Started {
+                    after: index.last,
+                    chain_start: None,
+                });
+                return Ok((tail, index.last, None));
+            }
+            Resume::Lost(reason) => Some((index.last, reason)),
+        },
+        None => None,
+    };
+    let window = req.log.window().await?;
+    let newest = window.newest.ok_or_else(|| {
+        Error::new(ErrorKind::NotFound, "the change log is empty: nothing to follow from")
+            .with_hint("write to the database once (or enable the server's no-op heartbeat), then start the follower again")
+    })?;
+    let chain_start = match gap {
+        Some((after, reason)) => {
+            observer.event(&FollowEvent::Gap {
+                after,
+                reason: reason.clone(),
+                restart: newest,
+            });
+            if req.on_gap == OnGap::Stop {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!("the oplog chain broke after {after}: {reason}"),
+                )
+                .with_hint("point-in-time recovery after this break needs a new base: take a backup, then start the follower (or set `on-gap = \"backup\"`)"));
+            }
+            ChainStart {
+                gap_after: Some(after),
+                reason,
+            }
+        }
+        None => ChainStart {
+            gap_after: None,
+            reason: "the follower started with nothing archived".into(),
+        },
+    };
+    match req.log.open(newest).await? {
+        Resume::Tail(tail) => {
+            observer.event(&FollowEvent::Started {
+                after: newest,
+                chain_start: Some(chain_start.clone()),
+            });
+            Ok((tail, newest, Some(chain_start)))
+        }
+        Resume::Lost(reason) => Err(Error::new(
+            ErrorKind::Unexpected,
+            format!("the change log's newest entry {newest} vanished before it could be read: {reason}"),
+        )
+        .with_hint("start the follower again")),
+    }
+}
