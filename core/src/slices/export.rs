@@ -224,7 +224,7 @@ mod tests {
         d.push(0x03);
         d.extend_from_slice(b"o\0");
         let sub = [
-            &13u32.to_le_bytes()[..],
+            &14u32.to_le_bytes()[..],
             &[0x10],
             b"_id\0",
             &1u32.to_le_bytes(),
