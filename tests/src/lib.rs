@@ -68,6 +68,29 @@ pub fn coffer(dir: &Path) -> assert_cmd::Command {
     c
 }
 
+/// A `coffer` child running in `dir` in the background, with the
+/// environment of [`coffer`]; stdout to `stdout`, stderr to `stderr`.
+pub fn spawn_coffer(
+    dir: &Path,
+    args: &[&str],
+    stdout: std::process::Stdio,
+    stderr: std::process::Stdio,
+) -> std::process::Child {
+    Command::new(coffer_bin())
+        .current_dir(dir)
+        .env_remove("COFFER_CONFIG")
+        .env_remove("COFFER_IDENTITY")
+        .env_remove("RUST_LOG")
+        .env("XDG_CONFIG_HOME", dir.join(".config"))
+        .env("XDG_CACHE_HOME", dir.join(".cache"))
+        .env("COFFER_CREATE_SINK", "true")
+        .args(args)
+        .stdout(stdout)
+        .stderr(stderr)
+        .spawn()
+        .expect("spawn coffer")
+}
+
 /// Generates an identity in `dir/name`, returning (path, recipient).
 pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(name);

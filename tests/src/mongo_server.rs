@@ -45,6 +45,20 @@ impl MongoServer {
         ])
     }
 
+    /// [`MongoServer::start_with_oplog`] whose oplog also gets a no-op
+    /// entry every `heartbeat` seconds (mongod's periodic no-op: how an
+    /// idle database's archived time moves on).
+    pub fn start_with_heartbeat(max_entries: u32, heartbeat: u32) -> Option<MongoServer> {
+        Self::spawn(&[
+            "--storage-path",
+            ":memory:",
+            "--oplog-max-entries",
+            &max_entries.to_string(),
+            "--noop-heartbeat-seconds",
+            &heartbeat.to_string(),
+        ])
+    }
+
     /// A server that says it is a standalone (no replica set in `hello`),
     /// as a replica set member restarted for maintenance does.
     pub fn start_standalone() -> Option<MongoServer> {

@@ -962,16 +962,7 @@ fn junk_snapshots_cannot_push_trusted_ones_out_of_retention() {
 /// `coffer ARGS` started in `p` with the environment of
 /// [`coffer_e2e::coffer`] (this test's own config and cache folders).
 fn spawn_coffer(p: &Path, args: &[&str], stderr: Stdio) -> std::process::Child {
-    Command::new(coffer_e2e::coffer_bin())
-        .current_dir(p)
-        .env("XDG_CONFIG_HOME", p.join(".config"))
-        .env("XDG_CACHE_HOME", p.join(".cache"))
-        .env("COFFER_CREATE_SINK", "true")
-        .args(args)
-        .stdout(Stdio::null())
-        .stderr(stderr)
-        .spawn()
-        .unwrap()
+    coffer_e2e::spawn_coffer(p, args, Stdio::null(), stderr)
 }
 
 /// The argv of a quiet chunked backup of `svc` to `bk`.

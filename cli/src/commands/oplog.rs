@@ -386,6 +386,11 @@ impl FollowObserver for Observer {
                 tracing::warn!("oplog slice not stored on a required sink, kept and retried: {error}");
             }
             FollowEvent::Window(w) => self.metrics(Some(w)),
+            FollowEvent::Reread { missed } => {
+                tracing::warn!(
+                    "the oplog cursor missed {missed} entr(ies) of a slice's range; the range was read again"
+                )
+            }
             FollowEvent::Repaired { copied } => self.say(
                 format!("{copied} slice copies made where a sink lacked them"),
                 serde_json::json!({"event": "repaired", "copied": copied}),

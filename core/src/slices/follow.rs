@@ -74,6 +74,14 @@ pub trait ChangeLog: Send + Sync {
     /// Opens the log after `after`, checking `after` itself is its first
     /// entry.
     async fn open(&self, after: LogMark) -> Result<Resume>;
+
+    /// How many entries the log holds after `after` up to and including
+    /// `upto` (all of them, whatever they concern).
+    async fn count(&self, after: LogPos, upto: LogPos) -> Result<u64>;
+
+    /// The entries after `after` up to and including `upto`, read again
+    /// (when a tail is found to have missed some).
+    async fn range(&self, after: LogPos, upto: LogPos) -> Result<Vec<LogEntry>>;
 }
 
 /// Entries after a position, as they are written.
@@ -166,6 +174,12 @@ pub enum FollowEvent {
     },
     /// The log's state, after each slice.
     Window(LogWindow),
+    /// The tail missed entries of a slice's range: the range was read
+    /// again.
+    Reread {
+        /// How many were missing.
+        missed: u64,
+    },
     /// Sinks repaired at start: slices copied from another sink.
     Repaired {
         /// How many slice copies were made.
@@ -230,6 +244,7 @@ async fn run(
             let window = req.log.window().await.ok();
             let limit = window.as_ref().and_then(|w| w.majority);
             if let Some(slice) = open.take(limit) {
+                let slice = complete(req, observer, prev, slice).await?;
                 match write(req, observer, prev, chain_start.clone(), slice).await {
                     Ok(last) => {
                         prev = last;
@@ -320,6 +335,38 @@ impl OpenSlice {
             self.entries.push(e);
         }
     }
+}
+
+/// Checks a cut holds every entry the log has in its range (a tail can
+/// miss one written while its cursor opened, on some servers); when it
+/// does not, reads the range again.
+async fn complete(
+    req: &FollowRequest,
+    observer: &dyn FollowObserver,
+    prev: LogMark,
+    cut: Cut,
+) -> Result<Cut> {
+    let last = cut.entries[cut.entries.len() - 1].mark.ts;
+    let have = cut.entries.len() as u64;
+    let count = req.log.count(prev.ts, last).await?;
+    if count == have {
+        return Ok(cut);
+    }
+    let entries = req.log.range(prev.ts, last).await?;
+    observer.event(&FollowEvent::Reread {
+        missed: count.saturating_sub(have),
+    });
+    if entries.len() as u64 != count || entries.last().map(|e| e.mark.ts) != Some(last) {
+        return Err(Error::new(
+            ErrorKind::Unexpected,
+            format!(
+                "the oplog changed while its range after {} was read again",
+                prev.ts
+            ),
+        )
+        .with_hint("start the follower again"));
+    }
+    Ok(Cut { entries })
 }
 
 /// Seals a cut and writes it to every sink; returns its last entry, or

@@ -33,6 +33,16 @@ const AWAIT: Duration = Duration::from_secs(1);
 /// A MongoDB source's oplog.
 pub(crate) struct MongoLog {
     pub(crate) source: MongoSource,
+    client: tokio::sync::OnceCell<(Client, String)>,
+}
+
+impl MongoLog {
+    pub(crate) fn new(source: MongoSource) -> MongoLog {
+        MongoLog {
+            source,
+            client: tokio::sync::OnceCell::new(),
+        }
+    }
 }
 
 fn oplog(client: &Client) -> Collection<RawDocumentBuf> {
@@ -65,9 +75,15 @@ pub(crate) fn mark(entry: &RawDocument) -> Option<LogMark> {
 
 impl MongoLog {
     async fn client(&self) -> Result<(Client, String)> {
-        let uri = self.source.uri_string()?;
-        let client = self.source.connect(&uri).await?;
-        Ok((client, uri))
+        let (client, uri) = self
+            .client
+            .get_or_try_init(|| async {
+                let uri = self.source.uri_string()?;
+                let client = self.source.connect(&uri).await?;
+                Ok::<_, coffer_core::Error>((client, uri))
+            })
+            .await?;
+        Ok((client.clone(), uri.clone()))
     }
 
     async fn edge(&self, client: &Client, uri: &str, dir: i32) -> Result<Option<RawDocumentBuf>> {
@@ -159,6 +175,52 @@ impl ChangeLog for MongoLog {
         let keep = self.source.follow_filter();
         Ok(Resume::Tail(Box::new(MongoTail { rx, reader, keep })))
     }
+
+    async fn count(&self, after: LogPos, upto: LogPos) -> Result<u64> {
+        let (client, uri) = self.client().await?;
+        oplog(&client)
+            .count_documents(range_filter(after, upto))
+            .await
+            .map_err(|e| driver("cannot read the oplog (local.oplog.rs)", &e, &uri, &redact(&uri)))
+    }
+
+    async fn range(&self, after: LogPos, upto: LogPos) -> Result<Vec<LogEntry>> {
+        let (client, uri) = self.client().await?;
+        let fail = |e: mongodb::error::Error| {
+            driver("cannot read the oplog (local.oplog.rs)", &e, &uri, &redact(&uri))
+        };
+        let mut cursor = oplog(&client)
+            .find(range_filter(after, upto))
+            .sort(doc! { "$natural": 1 })
+            .batch_size(1000)
+            .await
+            .map_err(fail)?;
+        let keep = self.source.follow_filter();
+        let mut out = Vec::new();
+        while cursor.advance().await.map_err(fail)? {
+            out.push(entry(cursor.current().to_raw_document_buf(), &*keep)?);
+        }
+        Ok(out)
+    }
+}
+
+fn range_filter(after: LogPos, upto: LogPos) -> mongodb::bson::Document {
+    let ts = |p: LogPos| Timestamp {
+        time: p.t,
+        increment: p.i,
+    };
+    doc! { "ts": { "$gt": ts(after), "$lte": ts(upto) } }
+}
+
+fn entry(doc: RawDocumentBuf, keep: &dyn Fn(&str, &str) -> bool) -> Result<LogEntry> {
+    let mark = mark(&doc).ok_or_else(|| {
+        coffer_core::Error::new(coffer_core::ErrorKind::Integrity, "an oplog entry without `ts`")
+    })?;
+    Ok(LogEntry {
+        mark,
+        wanted: wanted(&doc, keep),
+        bytes: doc.into_bytes(),
+    })
 }
 
 /// Reads the cursor into the queue until the follower goes away.
@@ -219,14 +281,7 @@ impl Drop for MongoTail {
 
 impl MongoTail {
     fn entry(&self, doc: RawDocumentBuf) -> Result<LogEntry> {
-        let mark = mark(&doc).ok_or_else(|| {
-            coffer_core::Error::new(coffer_core::ErrorKind::Integrity, "an oplog entry without `ts`")
-        })?;
-        Ok(LogEntry {
-            mark,
-            wanted: wanted(&doc, &*self.keep),
-            bytes: doc.into_bytes(),
-        })
+        entry(doc, &*self.keep)
     }
 }
 

@@ -495,7 +495,7 @@ impl Source for MongoSource {
     }
 
     fn change_log(&self) -> Option<Box<dyn coffer_core::slices::follow::ChangeLog>> {
-        Some(Box::new(crate::follow::MongoLog { source: self.clone() }))
+        Some(Box::new(crate::follow::MongoLog::new(self.clone())))
     }
 }
 

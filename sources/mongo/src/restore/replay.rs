@@ -69,6 +69,7 @@ impl MongoRestorer {
                     return Ok(());
                 }
                 run.archived += 1;
+                run.in_archive = true;
                 run.entry(self, &entry, tally)
             })?;
         }
@@ -134,6 +135,12 @@ struct Replay {
     after: u64,
     archived: u64,
     notes: BTreeMap<String, u64>,
+    /// Replaying the archived slices (after the base's position).
+    in_archive: bool,
+    /// Existing collections the snapshot holds no data of, dropped (with
+    /// `--drop`) because the archived oplog writes them: their state at
+    /// the target time is what the log makes of them.
+    dropped: Vec<String>,
     /// Target namespace → whether the oplog is replayed on it.
     state: BTreeMap<String, bool>,
     last: Option<mongodb::bson::Timestamp>,
@@ -179,6 +186,7 @@ impl Replay {
                     ok
                 }
             };
+            let ok = ok || (self.in_archive && r.drop && self.drop_for_archive(r, &tdb, &tcoll)?);
             if !ok {
                 self.kept += 1;
                 continue;
@@ -195,6 +203,22 @@ impl Replay {
             self.applied += 1;
         }
         Ok(())
+    }
+
+    /// Drops an existing collection the archived oplog writes to (with
+    /// `--drop`: it is rebuilt from the log as of the target time).
+    fn drop_for_archive(&mut self, r: &MongoRestorer, db: &str, coll: &str) -> Result<bool> {
+        let ns = format!("{db}.{coll}");
+        let c: Collection<RawDocumentBuf> = r.client.database(db).collection(coll);
+        r.run(c.drop()).map_err(|e| {
+            r.err(
+                format!("cannot drop `{ns}` before replaying its archived oplog"),
+                &e,
+            )
+        })?;
+        self.state.insert(ns.clone(), true);
+        self.dropped.push(ns);
+        Ok(true)
     }
 
     fn describe(&self, drop: bool, tail: Option<&LogReplay>) -> String {

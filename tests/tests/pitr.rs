@@ -1,0 +1,719 @@
+//! End-to-end: continuous point-in-time recovery against the real
+//! MongoDB-compatible server and its real oplog (no mock): `coffer oplog
+//! follow` archives slices, `coffer restore --to-time/--to-ts` replays
+//! them on the newest base, `coffer oplog status` and `export`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Stdio};
+use std::time::{Duration, Instant};
+
+use coffer_e2e::mongo_server::MongoServer;
+use coffer_e2e::{coffer, keygen, spawn_coffer};
+use mongodb::Client;
+use mongodb::bson::{Document, Timestamp, doc};
+use serde_json::Value;
+
+/// A job `app` whose MongoDB source (database `app`) is followed into the
+/// local sink `bk`, with a second server to restore into.
+struct Pitr {
+    dir: tempfile::TempDir,
+    /// Kept running for the test's life.
+    _server: MongoServer,
+    scratch: MongoServer,
+    key: PathBuf,
+    follower: Option<Child>,
+    rt: tokio::runtime::Runtime,
+    client: Client,
+}
+
+fn setup(max_entries: u32, on_gap: &str) -> Option<Pitr> {
+    let server = MongoServer::start_with_heartbeat(max_entries, 1)?;
+    let scratch = MongoServer::start()?;
+    let dir = tempfile::tempdir().unwrap();
+    let (key, recipient) = keygen(dir.path(), "key.txt");
+    std::fs::write(
+        dir.path().join("coffer.toml"),
+        format!(
+            r#"recipients = ["{recipient}"]
+metrics-file = "metrics.prom"
+
+[source.db]
+kind = "mongo"
+uri = "{uri}"
+
+[sink.bk]
+kind = "local"
+path = "bk"
+create = true
+
+[job.app]
+sources = ["db"]
+sinks = ["bk"]
+
+[job.app.oplog]
+slice-interval = 1
+on-gap = "{on_gap}"
+"#,
+            uri = server.uri("app")
+        ),
+    )
+    .unwrap();
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let client = rt.block_on(Client::with_uri_str(server.uri(""))).unwrap();
+    Some(Pitr {
+        dir,
+        _server: server,
+        scratch,
+        key,
+        follower: None,
+        rt,
+        client,
+    })
+}
+
+impl Pitr {
+    fn p(&self) -> &Path {
+        self.dir.path()
+    }
+
+    fn follow(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.p().join("follow.log"))
+            .unwrap();
+        let child = spawn_coffer(
+            self.p(),
+            &["--config", "coffer.toml", "oplog", "follow"],
+            Stdio::from(log.try_clone().unwrap()),
+            Stdio::from(log),
+        );
+        self.follower = Some(child);
+    }
+
+    fn signal(&mut self, sig: i32) -> std::process::ExitStatus {
+        let mut child = self.follower.take().expect("a follower runs");
+        // SAFETY: kill(2) on our own, not yet reaped child.
+        unsafe { libc::kill(child.id() as i32, sig) };
+        child.wait().unwrap()
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.p().join("follow.log")).unwrap_or_default()
+    }
+
+    fn run(&self, args: &[&str]) -> std::process::Output {
+        coffer(self.p())
+            .args(["--config", "coffer.toml"])
+            .args(args)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "coffer {args:?} failed: {}\n{}\nfollower:\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout),
+            self.log()
+        );
+        String::from_utf8(out.stdout).unwrap()
+    }
+
+    fn status(&self) -> Value {
+        serde_json::from_str(&self.ok(&["--json", "oplog", "status"])).unwrap()
+    }
+
+    /// Waits until the archive holds the whole second of `ts` (an entry of
+    /// a later second is archived): `--to-time` of that second is then
+    /// restorable, never before.
+    fn wait_archived(&self, ts: Timestamp) {
+        let ts = Timestamp {
+            time: ts.time + 1,
+            increment: 0,
+        };
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            let s = self.status();
+            let newest = &s[0]["newest"];
+            if newest.is_object()
+                && (newest["t"].as_u64().unwrap(), newest["i"].as_u64().unwrap())
+                    >= (u64::from(ts.time), u64::from(ts.increment))
+            {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "not archived within 60 s: {ts:?}; status {s}\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(300));
+        }
+    }
+
+    /// Inserts `{_id: id}` into app.users, returns its oplog `ts`.
+    fn insert(&self, ids: &[i32]) -> Vec<Timestamp> {
+        self.rt.block_on(async {
+            let users = self.client.database("app").collection::<Document>("users");
+            let mut out = Vec::new();
+            for &id in ids {
+                users
+                    .insert_one(doc! { "_id": id, "v": format!("doc {id}") })
+                    .await
+                    .unwrap();
+                out.push(self.ts_of(id).await);
+            }
+            out
+        })
+    }
+
+    async fn ts_of(&self, id: i32) -> Timestamp {
+        let e = self
+            .client
+            .database("local")
+            .collection::<Document>("oplog.rs")
+            .find_one(doc! { "ns": "app.users", "op": "i", "o._id": id })
+            .await
+            .unwrap()
+            .expect("the insert is in the oplog");
+        e.get_timestamp("ts").unwrap()
+    }
+
+    /// The `_id`s of app.users on the scratch server, sorted.
+    fn restored_ids(&self) -> Vec<i32> {
+        self.rt.block_on(async {
+            let c = Client::with_uri_str(self.scratch.uri("")).await.unwrap();
+            let mut ids: Vec<i32> = c
+                .database("app")
+                .collection::<Document>("users")
+                .distinct("_id", doc! {})
+                .await
+                .unwrap()
+                .into_iter()
+                .filter_map(|b| b.as_i32())
+                .collect();
+            ids.sort();
+            ids
+        })
+    }
+
+    fn restore_to(&self, flag: &str, value: &str) -> std::process::Output {
+        let key = self.key.to_str().unwrap().to_string();
+        let uri = self.scratch.uri("");
+        self.run(&[
+            "restore",
+            flag,
+            value,
+            "--identity",
+            &key,
+            "--mongo-uri",
+            &uri,
+            "--drop",
+            "--no-checks",
+        ])
+    }
+
+    fn backup(&self) {
+        self.ok(&["backup", "app"]);
+    }
+}
+
+impl Drop for Pitr {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.follower.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+fn rfc3339(second: u32) -> String {
+    jiff::Timestamp::from_second(i64::from(second))
+        .unwrap()
+        .to_string()
+}
+
+#[test]
+fn restore_to_each_second_between_slices_gives_exactly_the_writes_up_to_it() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.insert(&[0, 1, 2]);
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    // Writes over several seconds: they land in several slices.
+    let mut written: Vec<(i32, Timestamp)> = Vec::new();
+    for round in 0..4 {
+        let ids: Vec<i32> = (0..3).map(|k| 10 + round * 3 + k).collect();
+        written.extend(ids.iter().copied().zip(t.insert(&ids)));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    t.wait_archived(written.last().unwrap().1);
+    let slices = std::fs::read_dir(t.p().join("bk/oplog/app/db"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .ends_with(".json")
+        })
+        .count();
+    assert!(slices >= 3, "the writes span several slices: {slices}");
+
+    let mut seconds: Vec<u32> = written.iter().map(|(_, ts)| ts.time).collect();
+    seconds.dedup();
+    for s in seconds {
+        let out = t.restore_to("--to-time", &rfc3339(s));
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let mut expected: Vec<i32> = vec![0, 1, 2];
+        expected.extend(written.iter().filter(|(_, ts)| ts.time <= s).map(|(id, _)| *id));
+        assert_eq!(
+            t.restored_ids(),
+            expected,
+            "to the second {s} (every write of it included)"
+        );
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(text.contains("archived entries from"), "{text}");
+    }
+
+    // The follower stops cleanly on SIGTERM: the open slice written, the
+    // lease given up, exit 0.
+    let last = t.insert(&[99])[0];
+    std::thread::sleep(Duration::from_millis(200));
+    let status = t.signal(libc::SIGTERM);
+    assert!(status.success(), "{status:?}\n{}", t.log());
+    let s = t.status();
+    assert!(
+        (
+            s[0]["newest"]["t"].as_u64().unwrap(),
+            s[0]["newest"]["i"].as_u64().unwrap()
+        ) >= (u64::from(last.time), u64::from(last.increment)),
+        "SIGTERM wrote the open slice: {s}"
+    );
+    let leases: Vec<_> = std::fs::read_dir(t.p().join("bk/oplog/app/db"))
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with("lease-")
+        })
+        .collect();
+    assert!(leases.is_empty(), "the lease was given up");
+    let metrics = std::fs::read_to_string(t.p().join("metrics.prom")).unwrap();
+    assert!(
+        metrics.contains("coffer_oplog_last_archived_timestamp_seconds{job=\"app\",source=\"db\"}"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("coffer_oplog_lag_seconds"), "{metrics}");
+    assert!(
+        metrics.contains("coffer_oplog_restorable_to_timestamp_seconds"),
+        "{metrics}"
+    );
+}
+
+#[test]
+fn two_writes_in_one_second_to_time_takes_both_to_ts_the_first() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    // One insert_many: two entries of the same second, ordinals apart.
+    let (a, b) = t.rt.block_on(async {
+        let users = t.client.database("app").collection::<Document>("users");
+        users
+            .insert_many(vec![doc! { "_id": 1 }, doc! { "_id": 2 }])
+            .await
+            .unwrap();
+        (t.ts_of(1).await, t.ts_of(2).await)
+    });
+    if a.time != b.time {
+        // Written across a second boundary: retry once.
+        eprintln!("the two writes fell into different seconds; the ordinals are still checked");
+    }
+    assert!((a.time, a.increment) < (b.time, b.increment));
+    t.wait_archived(b);
+    let out = t.restore_to("--to-ts", &format!("{}:{}", a.time, a.increment));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        t.restored_ids(),
+        vec![1],
+        "--to-ts S:I includes that entry and nothing after"
+    );
+    let out = t.restore_to("--to-time", &rfc3339(b.time));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(
+        t.restored_ids(),
+        vec![1, 2],
+        "--to-time includes the whole second"
+    );
+}
+
+#[test]
+fn a_follower_killed_at_random_moments_leaves_an_unbroken_chain_without_duplicates() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let mut next = 100;
+    let mut last = None;
+    for round in 0..5u64 {
+        let ids: Vec<i32> = (next..next + 15).collect();
+        next += 15;
+        last = t.insert(&ids).last().copied();
+        // A kill somewhere between 0.1 and 1.9 s into the round.
+        std::thread::sleep(Duration::from_millis(100 + (round * 397) % 1800));
+        t.signal(libc::SIGKILL);
+        t.follow();
+    }
+    t.wait_archived(last.unwrap());
+    let s = t.status();
+    assert_eq!(
+        s[0]["breaks"],
+        serde_json::json!([]),
+        "no break: {s}\n{}",
+        t.log()
+    );
+    assert_eq!(s[0]["ranges"].as_array().unwrap().len(), 1, "{s}");
+    // Every write restored once, none twice: the chain neither lost nor
+    // repeated an entry (a repeated insert would still leave one document,
+    // so the export's oplog.bson is checked entry by entry too).
+    let out = t.restore_to("--to-time", &rfc3339(last.unwrap().time));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(t.restored_ids(), (100..next).collect::<Vec<_>>());
+    let key = t.key.to_str().unwrap().to_string();
+    t.ok(&[
+        "oplog",
+        "export",
+        "--to-time",
+        &rfc3339(last.unwrap().time),
+        "--dir",
+        "exp",
+        "--identity",
+        &key,
+    ]);
+    let bytes = std::fs::read(t.p().join("exp/oplog.bson")).unwrap();
+    let mut seen = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        let d = Document::from_reader(&bytes[at..at + len]).unwrap();
+        let ts = d.get_timestamp("ts").unwrap();
+        seen.push((ts.time, ts.increment));
+        at += len;
+    }
+    let mut sorted = seen.clone();
+    sorted.sort();
+    sorted.dedup();
+    assert_eq!(seen, sorted, "oplog.bson: ts order, no entry twice");
+    t.signal(libc::SIGTERM);
+}
+
+#[test]
+fn a_rolled_over_oplog_is_a_recorded_gap_that_restore_refuses_naming_valid_times() {
+    let Some(mut t) = setup(50, "backup") else { return };
+    t.insert(&[0]);
+    t.follow();
+    // The first chain gets its base backup from the follower itself.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !t.log().contains("base backup") || t.status()[0]["ranges"].as_array().is_none_or(|r| r.is_empty())
+    {
+        assert!(Instant::now() < deadline, "no base backup: {}", t.log());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let before = t.insert(&[1])[0];
+    t.wait_archived(before);
+    t.signal(libc::SIGTERM);
+    // Stopped while the oplog rolls over (it is pruned every 1,000 writes).
+    t.rt.block_on(async {
+        let c = t.client.database("app").collection::<Document>("noise");
+        for chunk in 0..12 {
+            let docs: Vec<Document> = (0..100).map(|i| doc! { "_id": chunk * 100 + i }).collect();
+            for d in docs {
+                c.insert_one(d).await.unwrap();
+            }
+        }
+    });
+    t.follow();
+    // The gap is recorded on the new chain's first slice, whose base the
+    // follower takes (on-gap = "backup"): two ranges, one gap between.
+    let deadline = Instant::now() + Duration::from_secs(90);
+    loop {
+        let s = t.status();
+        let ranges = s[0]["ranges"].as_array().unwrap();
+        let breaks = s[0]["breaks"].as_array().unwrap();
+        if ranges.len() == 2 && !breaks.is_empty() && ranges[1]["to"] != ranges[1]["from"] {
+            assert_eq!(breaks.len(), 1, "{s}");
+            assert_eq!(breaks[0]["kind"], "gap", "{s}");
+            assert!(
+                breaks[0]["reason"].as_str().unwrap().contains("rolled over"),
+                "{s}"
+            );
+            break;
+        }
+        assert!(Instant::now() < deadline, "no second range: {s}\n{}", t.log());
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let gap_log = t.log();
+    assert!(gap_log.contains("gap after"), "{gap_log}");
+    let metrics = std::fs::read_to_string(t.p().join("metrics.prom")).unwrap();
+    assert!(
+        metrics.contains("coffer_oplog_gaps_total{job=\"app\",source=\"db\"} 1"),
+        "{metrics}"
+    );
+    let s = t.status();
+    let first_end = s[0]["ranges"][0]["to"]["t"].as_u64().unwrap() as u32;
+    let second_start = s[0]["ranges"][1]["from"]["t"].as_u64().unwrap() as u32;
+    assert!(second_start > first_end + 1, "the gap spans seconds: {s}");
+    // Into the gap: refused before anything is touched, naming the ranges.
+    let out = t.restore_to("--to-time", &rfc3339(first_end + 1));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("Restorable:") && err.contains(&rfc3339(second_start).replace('Z', "")[..16]),
+        "{err}"
+    );
+    // Both sides of the gap restore: the first chain up to its last entry
+    // (its last second is not whole: --to-time of it is refused too), the
+    // second from its base.
+    let end = &s[0]["ranges"][0]["to"];
+    let out = t.restore_to("--to-ts", &format!("{}:{}", end["t"], end["i"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(t.restored_ids(), vec![0, 1]);
+    let end = &s[0]["ranges"][1]["to"];
+    let out = t.restore_to("--to-ts", &format!("{}:{}", end["t"], end["i"]));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(t.restored_ids(), vec![0, 1]);
+    t.signal(libc::SIGTERM);
+}
+
+#[test]
+fn a_damaged_or_missing_slice_fails_the_restore_before_the_database_is_touched() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let mut last = None;
+    for round in 0..3 {
+        last = t.insert(&[round * 10, round * 10 + 1]).last().copied();
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    t.wait_archived(last.unwrap());
+    t.signal(libc::SIGTERM);
+    // Something to lose on the target.
+    t.rt.block_on(async {
+        let c = Client::with_uri_str(t.scratch.uri("")).await.unwrap();
+        c.database("app")
+            .collection::<Document>("users")
+            .insert_one(doc! { "_id": -1 })
+            .await
+            .unwrap();
+    });
+    // The slice holding the first round's writes.
+    let dir = t.p().join("bk/oplog/app/db");
+    let mut slices: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "slice"))
+        .collect();
+    slices.sort();
+    let holding = slices
+        .iter()
+        .find(|p| {
+            let json = std::fs::read_to_string(p.with_extension("json")).unwrap();
+            let v: Value = serde_json::from_str(&json).unwrap();
+            v["entries"].as_u64().unwrap() > 0
+        })
+        .unwrap()
+        .clone();
+    let target = rfc3339(last.unwrap().time);
+    let original = std::fs::read(&holding).unwrap();
+    let mut bad = original.clone();
+    let n = bad.len() / 2;
+    bad[n] ^= 0x40;
+    std::fs::write(&holding, &bad).unwrap();
+    let out = t.restore_to("--to-time", &target);
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "a flipped byte: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("SHA-256"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(t.restored_ids(), vec![-1], "nothing was dropped or written");
+    // Removed (with its index): the chain is broken there.
+    std::fs::write(&holding, &original).unwrap();
+    std::fs::remove_file(holding.with_extension("json")).unwrap();
+    let out = t.restore_to("--to-time", &target);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a missing slice: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(t.restored_ids(), vec![-1], "nothing was dropped or written");
+    let s = t.status();
+    assert_eq!(s[0]["breaks"][0]["kind"], "missing", "{s}");
+}
+
+#[test]
+fn an_idle_database_still_advances_the_archived_time() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let first = t.status()[0]["newest"]["t"].as_u64();
+    std::thread::sleep(Duration::from_secs(4));
+    let later = t.status()[0]["newest"]["t"].as_u64();
+    assert!(
+        later > first,
+        "no write, yet the archive moved on with the no-op entries: {first:?} → {later:?}\n{}",
+        t.log()
+    );
+    t.signal(libc::SIGTERM);
+}
+
+#[test]
+fn export_writes_the_base_dump_and_exactly_the_archived_entries_up_to_the_time() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.insert(&[0, 1]);
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let first = t.insert(&[10, 11]);
+    std::thread::sleep(Duration::from_millis(1100));
+    let second = t.insert(&[12]);
+    t.wait_archived(second[0]);
+    t.signal(libc::SIGTERM);
+    let key = t.key.to_str().unwrap().to_string();
+    let out = t.ok(&[
+        "oplog",
+        "export",
+        "--to-time",
+        &rfc3339(first[1].time),
+        "--dir",
+        "exp",
+        "--identity",
+        &key,
+    ]);
+    assert!(
+        out.contains("mongorestore --drop --oplogReplay --oplogLimit"),
+        "{out}"
+    );
+    let exp = t.p().join("exp");
+    // The dump part: the base snapshot's files, byte for byte.
+    let users = std::fs::read(exp.join("app/users.bson")).unwrap();
+    let mut docs = Vec::new();
+    let mut at = 0;
+    while at < users.len() {
+        let len = u32::from_le_bytes(users[at..at + 4].try_into().unwrap()) as usize;
+        docs.push(
+            Document::from_reader(&users[at..at + len])
+                .unwrap()
+                .get_i32("_id")
+                .unwrap(),
+        );
+        at += len;
+    }
+    docs.sort();
+    assert_eq!(docs, vec![0, 1], "the base's collection");
+    assert!(exp.join("app/users.metadata.json").exists());
+    // oplog.bson: the archived entries up to the time, in ts order, of the
+    // job's database only (no no-ops), each a whole BSON document.
+    let bytes = std::fs::read(exp.join("oplog.bson")).unwrap();
+    let mut entries = Vec::new();
+    let mut at = 0;
+    while at < bytes.len() {
+        let len = u32::from_le_bytes(bytes[at..at + 4].try_into().unwrap()) as usize;
+        entries.push(Document::from_reader(&bytes[at..at + len]).unwrap());
+        at += len;
+    }
+    assert_eq!(at, bytes.len(), "nothing but whole documents");
+    let inserted: Vec<i32> = entries
+        .iter()
+        .filter(|e| e.get_str("op") == Ok("i"))
+        .map(|e| e.get_document("o").unwrap().get_i32("_id").unwrap())
+        .collect();
+    let expected: Vec<i32> = [(10, first[0]), (11, first[1]), (12, second[0])]
+        .into_iter()
+        .filter(|(_, ts)| ts.time <= first[1].time)
+        .map(|(id, _)| id)
+        .collect();
+    assert_eq!(inserted, expected);
+    assert!(
+        entries.iter().all(|e| e.get_str("op") != Ok("n")),
+        "no no-op entries"
+    );
+    let ts: Vec<(u32, u32)> = entries
+        .iter()
+        .map(|e| {
+            let t = e.get_timestamp("ts").unwrap();
+            (t.time, t.increment)
+        })
+        .collect();
+    let mut sorted = ts.clone();
+    sorted.sort();
+    assert_eq!(ts, sorted);
+    // Nothing left beside it.
+    let leftovers: Vec<_> = std::fs::read_dir(t.p())
+        .unwrap()
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .starts_with(".coffer-tmp")
+        })
+        .collect();
+    assert!(leftovers.is_empty());
+    // A second export onto it is refused.
+    let again = t.run(&[
+        "oplog",
+        "export",
+        "--to-time",
+        &rfc3339(first[1].time),
+        "--dir",
+        "exp",
+        "--identity",
+        &key,
+    ]);
+    assert_eq!(again.status.code(), Some(2));
+}
+
+#[test]
+fn a_second_follower_is_refused_while_the_first_holds_the_lease() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.follow();
+    std::thread::sleep(Duration::from_millis(2000));
+    let out = t.run(&["oplog", "follow"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("another follower holds the oplog lease"), "{err}");
+    t.signal(libc::SIGTERM);
+}
