@@ -104,6 +104,29 @@ pub(crate) fn print_prune(r: &PruneReport, several: bool) {
     for u in &r.unreadable {
         println!("  unreadable index {} (left alone): {}", u.key, u.error);
     }
+    for sl in &r.slices {
+        let verb = if r.dry_run { "would remove" } else { "removed" };
+        match (sl.removed_range, sl.kept_from) {
+            (Some((from, to)), _) => println!(
+                "  oplog {}/{}: {verb} {} slice(s), {} ({} … {}: before the oldest kept snapshot), {} left",
+                sl.job,
+                sl.source,
+                sl.removed,
+                crate::output::size(sl.removed_bytes),
+                from.time(),
+                to.time(),
+                sl.left
+            ),
+            (None, None) => println!(
+                "  oplog {}/{}: {} slice(s) kept (no kept snapshot has a point in time)",
+                sl.job, sl.source, sl.left
+            ),
+            (None, Some(_)) => println!(
+                "  oplog {}/{}: {} slice(s), none before the oldest kept snapshot",
+                sl.job, sl.source, sl.left
+            ),
+        }
+    }
     let kept = r.snapshots.iter().filter(|row| row.keep).count();
     if r.dry_run {
         let to_delete = r.snapshots.len() - kept;

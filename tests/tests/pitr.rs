@@ -123,7 +123,8 @@ impl Pitr {
     }
 
     fn status(&self) -> Value {
-        serde_json::from_str(&self.ok(&["--json", "oplog", "status"])).unwrap()
+        let v = serde_json::from_str(&self.ok(&["--json", "oplog", "status"])).unwrap();
+        coffer_e2e::assert_schema("oplog-status", &v)
     }
 
     /// Waits until the archive holds the whole second of `ts` (an entry of
@@ -716,4 +717,52 @@ fn a_second_follower_is_refused_while_the_first_holds_the_lease() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("another follower holds the oplog lease"), "{err}");
     t.signal(libc::SIGTERM);
+}
+
+#[test]
+fn prune_keeps_every_kept_snapshots_chain_and_removes_the_slices_before_them() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let early = t.insert(&[1])[0];
+    std::thread::sleep(Duration::from_millis(1100));
+    t.backup();
+    std::thread::sleep(Duration::from_millis(1100));
+    let late = t.insert(&[2])[0];
+    t.wait_archived(late);
+    t.signal(libc::SIGTERM);
+    let before = t.status();
+    let slices_before = before[0]["slices"].as_u64().unwrap();
+
+    let dry: Value =
+        serde_json::from_str(&t.ok(&["--json", "prune", "--keep-last", "1", "--dry-run"])).unwrap();
+    let would = dry[0]["slices"][0]["removed"].as_u64().unwrap();
+    assert!(would > 0, "slices before the kept snapshot would go: {dry}");
+    assert_eq!(
+        t.status()[0]["slices"].as_u64().unwrap(),
+        slices_before,
+        "a dry run removes nothing"
+    );
+
+    let done: Value = serde_json::from_str(&t.ok(&["--json", "prune", "--keep-last", "1"])).unwrap();
+    coffer_e2e::assert_schema("prune", &done);
+    assert_eq!(done[0]["slices"][0]["removed"].as_u64().unwrap(), would, "{done}");
+    let after = t.status();
+    assert_eq!(after[0]["slices"].as_u64().unwrap(), slices_before - would);
+    assert_eq!(after[0]["breaks"], serde_json::json!([]), "{after}");
+    // The kept snapshot still restores to every time after it …
+    let out = t.restore_to("--to-time", &rfc3339(late.time));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(t.restored_ids(), vec![1, 2]);
+    // … and a time only the pruned snapshot reached is refused.
+    let out = t.restore_to("--to-ts", &format!("{}:{}", early.time, early.increment));
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -521,6 +521,30 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
     Ok(())
 }
 
+/// What `oplog export` wrote.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct ExportOutcome {
+    /// The directory written.
+    pub dir: PathBuf,
+    /// The base snapshot.
+    pub snapshot: String,
+    /// Its source exported.
+    pub source: String,
+    /// Where the snapshot is consistent.
+    pub base_position: LogPos,
+    /// The target position (included).
+    pub target: LogPos,
+    /// Archived entries appended to `oplog.bson`.
+    pub archived_entries: u64,
+    /// Slices they came from.
+    pub slices: usize,
+    /// Whether `oplog.bson` starts with the snapshot's own entries
+    /// (written during its dump).
+    pub snapshot_oplog: bool,
+    /// The `mongorestore` command that restores the directory.
+    pub command: String,
+}
+
 async fn exec_export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     use coffer_core::slices::export::{DirSource, OPLOG_FILE, append_replay};
     if a.dir.exists()
@@ -611,17 +635,17 @@ async fn exec_export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     ctx.record.note("snapshot", index.id.as_str());
     ctx.record.note("to_ts", target.to_string());
     if ctx.json {
-        print_json(&serde_json::json!({
-            "dir": a.dir,
-            "snapshot": index.id,
-            "source": rec.name,
-            "base_position": replay.after,
-            "target": target,
-            "archived_entries": archived,
-            "slices": replay.slices,
-            "snapshot_oplog": base_entries,
-            "command": command,
-        }));
+        print_json(&ExportOutcome {
+            dir: a.dir.clone(),
+            snapshot: index.id.to_string(),
+            source: rec.name.clone(),
+            base_position: replay.after,
+            target,
+            archived_entries: archived,
+            slices: replay.slices,
+            snapshot_oplog: base_entries,
+            command,
+        });
     } else {
         println!(
             "exported snapshot {} (source `{}`, consistent at {}) and {archived} archived oplog entries from {} slice(s) up to {} ({target}) into {}",

@@ -52,6 +52,11 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         schema::<super::media::MediaInit>("media-init", "`coffer media init --json`"),
         schema::<super::media::MediaStatus>("media-status", "`coffer media status --json`"),
         schema::<CheckReport>("check", "`coffer check --json`"),
+        schema::<Vec<super::oplog::SinkStatus>>(
+            "oplog-status",
+            "`coffer oplog status --json`: one entry per sink and followed source",
+        ),
+        schema::<super::oplog::ExportOutcome>("oplog-export", "`coffer oplog export --json`"),
         schema::<crate::evidence::DrillOutput>("drill", "`coffer drill --json`"),
         schema::<Vec<super::drills::SinkDrills>>("drills", "`coffer drills --json`: one entry per sink"),
         schema::<ErrorOutput>(

@@ -73,6 +73,34 @@ pub struct PruneReport {
     /// Packs and chunk lists no kept snapshot references: removed (or,
     /// in a dry run, what would be). `null` on a sink without chunks.
     pub chunks: Option<crate::chunked::SweepOutcome>,
+    /// Oplog slices older than every kept snapshot of their job: removed
+    /// (or, in a dry run, what would be), per job and source.
+    #[serde(default)]
+    pub slices: Vec<SlicePrune>,
+}
+
+/// The oplog slices prune removed (or would) for one job's source: those
+/// whose entries all precede the oldest kept snapshot's position, so
+/// every kept snapshot keeps its chain onward. The newest slice always
+/// stays (the follower resumes after it).
+#[derive(Debug, Clone, Serialize, JsonSchema)]
+pub struct SlicePrune {
+    /// Job.
+    pub job: String,
+    /// Source followed.
+    pub source: String,
+    /// The oldest kept snapshot's position; `null`: no kept snapshot has
+    /// one, so no slice is removed.
+    pub kept_from: Option<crate::slices::LogPos>,
+    /// Slices removed (or that would be).
+    pub removed: usize,
+    /// Their bytes.
+    pub removed_bytes: u64,
+    /// The range they covered: from the first one's `prev` to the last
+    /// one's `last`.
+    pub removed_range: Option<(crate::slices::LogPos, crate::slices::LogPos)>,
+    /// Slices left.
+    pub left: usize,
 }
 
 /// A job's policy and where it comes from.
@@ -194,6 +222,7 @@ async fn prune_locked(
         floors: Vec::new(),
         unreadable: Unreadable::list(&cat),
         chunks: None,
+        slices: Vec::new(),
     };
     for (job, entries) in by_job {
         let (policy, from) = policies.policy(name, job);
@@ -231,7 +260,72 @@ async fn prune_locked(
         delete_unkept(sink, &cat, &mut report, guard).await?;
     }
     sweep_chunks(sink, &cat, &mut report, req.dry_run, guard).await?;
+    prune_slices(sink, &cat, &mut report, req.dry_run, guard).await?;
     Ok(report)
+}
+
+/// Removes the oplog slices of each pruned job that only hold entries
+/// before its oldest kept snapshot's position.
+async fn prune_slices(
+    sink: &dyn Sink,
+    cat: &Catalog,
+    report: &mut PruneReport,
+    dry_run: bool,
+    guard: Option<&LockGuard>,
+) -> Result<()> {
+    let jobs: Vec<String> = report.policies.iter().map(|p| p.job.clone()).collect();
+    for job in jobs {
+        let prefix = format!("{}{job}/", crate::slices::SLICES_PREFIX);
+        let mut sources: Vec<String> = sink
+            .list(&prefix)
+            .await?
+            .iter()
+            .filter_map(|o| o.key[prefix.len()..].split_once('/').map(|(s, _)| s.to_string()))
+            .collect();
+        sources.dedup();
+        for source in sources {
+            let gone = |id: &SnapshotId| report.snapshots.iter().any(|r| &r.id == id && !r.keep);
+            let kept_from = cat
+                .snapshots
+                .iter()
+                .filter(|e| e.index.job == job && !gone(&e.index.id))
+                .filter_map(|e| e.index.sources.iter().find(|s| s.name == source)?.position)
+                .min();
+            let (slices, _) = crate::slices::list_slices(sink, &job, &source).await?;
+            let mut row = SlicePrune {
+                job: job.clone(),
+                source: source.clone(),
+                kept_from,
+                removed: 0,
+                removed_bytes: 0,
+                removed_range: None,
+                left: slices.len(),
+            };
+            if let Some(from) = kept_from {
+                let newest = slices.len().saturating_sub(1);
+                for (n, s) in slices.iter().enumerate() {
+                    if n == newest || s.index.last.ts > from {
+                        break;
+                    }
+                    if !dry_run {
+                        if let Some(g) = guard {
+                            g.ensure_held()?;
+                        }
+                        crate::slices::delete_slice(sink, &s.index).await?;
+                    }
+                    row.removed += 1;
+                    row.left -= 1;
+                    row.removed_bytes += s.index.object.size;
+                    let start = row.removed_range.map_or(s.index.prev.ts, |(a, _)| a);
+                    row.removed_range = Some((start, s.index.last.ts));
+                }
+            }
+            if row.left + row.removed > 0 {
+                report.slices.push(row);
+            }
+        }
+    }
+    Ok(())
 }
 
 /// Removes the packs no snapshot left on the sink references
