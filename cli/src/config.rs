@@ -494,11 +494,20 @@ mod tests {
             "examples/init/coffer.toml",
             "examples/scheduling/coffer.toml",
             "examples/scheduling/kubernetes/coffer.toml",
+            "examples/scheduling/pitr.toml",
         ] {
             let cfg = Config::load(&root().join(example), &reg).unwrap_or_else(|e| panic!("{example}: {e}"));
             let (_, job) = cfg.job(None).unwrap();
             assert!(!job.sources.is_empty() && !job.sinks.is_empty(), "{example}");
         }
+        // The follower's example reads its oplog table.
+        let cfg = Config::load(&root().join("examples/scheduling/pitr.toml"), &reg).unwrap();
+        let oplog = cfg.jobs["issuer-directory-db"]
+            .oplog
+            .clone()
+            .expect("[job.….oplog]");
+        assert_eq!((oplog.slice_interval, oplog.slice_size), (60, 32 << 20));
+        assert_eq!(oplog.on_gap, coffer_core::slices::follow::OnGap::Backup);
         // The text `coffer init` writes is the init example.
         assert_eq!(
             EXAMPLE,

@@ -180,3 +180,104 @@ fn the_compose_service_mounts_what_the_job_reads_and_writes() {
     // The hooks stop and start the service through the Docker socket.
     assert!(config.contains("\"docker\", \"compose\"") && volumes.iter().any(|v| v.contains("docker.sock")));
 }
+
+#[test]
+fn the_oplog_follower_runs_always_one_at_a_time_and_stops_gracefully() {
+    let config = fs::read_to_string(examples().join("pitr.toml")).unwrap();
+    assert!(config.contains("[job.issuer-directory-db.oplog]"));
+    // systemd: a long-running service restarted when it stops, stopped
+    // with SIGTERM and time to write its open slice; a daily base.
+    let dir = examples().join("systemd");
+    let service = fs::read_to_string(dir.join("coffer-oplog.service")).unwrap();
+    for line in [
+        "Type=simple",
+        "ExecStart=/usr/bin/env coffer oplog follow issuer-directory-db",
+        "Environment=COFFER_CONFIG=/etc/coffer/pitr.toml",
+        "Restart=always",
+        "KillSignal=SIGTERM",
+    ] {
+        assert!(service.lines().any(|l| l == line), "{line}");
+    }
+    let base = fs::read_to_string(dir.join("coffer-pitr-base.service")).unwrap();
+    assert!(base.contains("backup issuer-directory-db --prune"));
+    assert!(
+        fs::read_to_string(dir.join("coffer-pitr-base.timer"))
+            .unwrap()
+            .contains("OnCalendar=")
+    );
+    let found = Command::new("sh")
+        .args(["-c", "command -v systemd-analyze"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    if found {
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .args(
+                [
+                    "coffer-oplog.service",
+                    "coffer-pitr-base.service",
+                    "coffer-pitr-base.timer",
+                    "coffer-backup-failed.service",
+                ]
+                .iter()
+                .map(|u| dir.join(u)),
+            )
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    // Kubernetes: one replica, never two during a rollout, time to stop.
+    let d = yaml(&examples().join("kubernetes/oplog-deployment.yaml"));
+    assert_eq!(d["kind"], "Deployment");
+    assert_eq!(d["spec"]["replicas"], 1);
+    assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
+    let pod = &d["spec"]["template"]["spec"];
+    assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 60);
+    let args: Vec<&str> = pod["containers"][0]["args"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        args,
+        [
+            "--config",
+            "/etc/coffer/pitr.toml",
+            "oplog",
+            "follow",
+            "issuer-directory-db"
+        ]
+    );
+    let env = &pod["containers"][0]["env"][0];
+    assert!(
+        config.contains(env["name"].as_str().unwrap()),
+        "the connection string variable the config reads"
+    );
+    // Compose: always up, restarted, a grace period to stop.
+    let compose = yaml(&examples().join("compose/docker-compose.yaml"));
+    let f = &compose["services"]["coffer-oplog"];
+    assert_eq!(f["restart"], "always");
+    assert!(f["stop_grace_period"].is_string());
+    let command: Vec<&str> = f["command"]
+        .as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect();
+    assert_eq!(
+        command,
+        [
+            "--config",
+            "/etc/coffer/pitr.toml",
+            "oplog",
+            "follow",
+            "issuer-directory-db"
+        ]
+    );
+}

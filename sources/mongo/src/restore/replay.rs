@@ -48,6 +48,7 @@ impl MongoRestorer {
             read_documents(&mut *reader, size, OPLOG_FILE, |entry| {
                 run.entry(self, &entry, tally)
             })?;
+            run.flush(self, tally)?;
         }
         if let Some(tail) = &tail {
             let Some(SpillBody { size, mut reader, .. }) = tail.take() else {
@@ -72,6 +73,7 @@ impl MongoRestorer {
                 run.in_archive = true;
                 run.entry(self, &entry, tally)
             })?;
+            run.flush(self, tally)?;
         }
         if run.last.is_none() && tail.is_none() {
             // No write during the dump: the collections are the point in time.
@@ -124,6 +126,135 @@ impl MongoRestorer {
     }
 }
 
+fn replay_hint(e: Error) -> Error {
+    e.with_hint(
+        "the collections are restored as of the dump's start; the oplog replay stopped part-way: run the restore \
+         again with --drop",
+    )
+}
+
+/// The statements of an `insert`, `update` or `delete` command a write
+/// becomes (`insert`: an `i` entry after the base's point in time, a new
+/// document there); `None` for the writes that are not batched.
+fn statements(w: &Write, insert: bool) -> Result<Option<(Kind, Vec<RawDocumentBuf>)>> {
+    let raw = |d: &Document| {
+        RawDocumentBuf::from_document(d).map_err(|e| malformed(&format!("bad oplog entry: {e}"), "oplog"))
+    };
+    let update = |filter: &Document, u: mongodb::bson::RawBson, upsert: bool| -> Result<RawDocumentBuf> {
+        let mut st = RawDocumentBuf::new();
+        st.append("q", raw(filter)?);
+        st.append("u", u);
+        st.append("upsert", upsert);
+        Ok(st)
+    };
+    Ok(Some(match w {
+        Write::Upsert { doc, .. } if insert => (Kind::Insert, vec![doc.clone()]),
+        Write::Upsert { filter, doc } => (
+            Kind::Update,
+            vec![update(
+                filter,
+                mongodb::bson::RawBson::Document(doc.clone()),
+                true,
+            )?],
+        ),
+        Write::Update { filter, updates } => (
+            Kind::Update,
+            updates
+                .iter()
+                .map(|u| update(filter, mongodb::bson::RawBson::Document(raw(u)?), false))
+                .collect::<Result<_>>()?,
+        ),
+        Write::Delete { filter } => {
+            let mut st = RawDocumentBuf::new();
+            st.append("q", raw(filter)?);
+            st.append("limit", 1i32);
+            (Kind::Delete, vec![st])
+        }
+        _ => return Ok(None),
+    }))
+}
+
+impl MongoRestorer {
+    /// Sends a batch as ordered commands; returns the documents it added
+    /// (+) or removed (−). An insert the server refuses as a duplicate
+    /// (the document is there already) becomes a replacement, and the rest
+    /// of the batch goes on.
+    fn apply_batch(&self, b: &Batch) -> Result<i64> {
+        let ns = format!("{}.{}", b.db, b.coll);
+        let mut change = 0;
+        let mut from = 0;
+        while from < b.statements.len() {
+            let mut array = mongodb::bson::RawArrayBuf::new();
+            for st in &b.statements[from..] {
+                array.push(st.clone());
+            }
+            let (name, field) = match b.kind {
+                Kind::Insert => ("insert", "documents"),
+                Kind::Update => ("update", "updates"),
+                Kind::Delete => ("delete", "deletes"),
+            };
+            let mut cmd = RawDocumentBuf::new();
+            cmd.append(name, b.coll.clone());
+            cmd.append(field, array);
+            cmd.append("ordered", true);
+            let reply = self
+                .run(self.client.database(&b.db).run_raw_command(cmd))
+                .map_err(|e| self.err(format!("cannot replay the oplog on `{ns}`"), &e))?;
+            let n = match reply.get("n") {
+                Some(Bson::Int32(n)) => i64::from(*n),
+                Some(Bson::Int64(n)) => *n,
+                _ => 0,
+            };
+            change += match b.kind {
+                Kind::Insert => n,
+                Kind::Update => reply.get_array("upserted").map_or(0, |u| u.len() as i64),
+                Kind::Delete => -n,
+            };
+            let Some(error) = reply
+                .get_array("writeErrors")
+                .ok()
+                .and_then(|e| e.first())
+                .and_then(|e| e.as_document())
+            else {
+                break;
+            };
+            let index = match error.get("index") {
+                Some(Bson::Int32(i)) => *i as usize,
+                Some(Bson::Int64(i)) => *i as usize,
+                _ => 0,
+            };
+            let code = match error.get("code") {
+                Some(Bson::Int32(c)) => *c,
+                _ => 0,
+            };
+            if b.kind != Kind::Insert || code != crate::error::DUPLICATE_KEY {
+                let msg = error.get_str("errmsg").unwrap_or("a write failed");
+                return Err(Error::new(
+                    ErrorKind::Unexpected,
+                    format!("cannot replay the oplog on `{ns}`: {msg}"),
+                ));
+            }
+            let doc = b.statements[from + index].clone();
+            let id = doc
+                .get("_id")
+                .ok()
+                .flatten()
+                .and_then(|v| Bson::try_from(v.to_raw_bson()).ok())
+                .ok_or_else(|| malformed("an oplog insert without _id", "oplog"))?;
+            change += self.apply(
+                &b.db,
+                &b.coll,
+                Write::Upsert {
+                    filter: doc! { "_id": id },
+                    doc,
+                },
+            )?;
+            from += index + 1;
+        }
+        Ok(change)
+    }
+}
+
 /// One replay's state, shared by the bundle's oplog and the slices.
 #[derive(Default)]
 struct Replay {
@@ -144,7 +275,35 @@ struct Replay {
     /// Target namespace → whether the oplog is replayed on it.
     state: BTreeMap<String, bool>,
     last: Option<mongodb::bson::Timestamp>,
+    /// Writes of one namespace and command not sent yet.
+    batch: Option<Batch>,
 }
+
+/// Consecutive writes to one collection sent as one `update` or `delete`
+/// command (ordered: they apply in oplog order, and stop at the first
+/// error), instead of one round trip per entry.
+struct Batch {
+    db: String,
+    coll: String,
+    /// The namespace in the bundle, for the count changes.
+    bundle_ns: String,
+    kind: Kind,
+    statements: Vec<RawDocumentBuf>,
+    bytes: usize,
+}
+
+/// The command a batch is sent as.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Insert,
+    Update,
+    Delete,
+}
+
+/// Statements and bytes a batch holds at most (the server's limits are
+/// 100,000 and 16 MiB; mongorestore sends 1,000).
+const BATCH_STATEMENTS: usize = 1000;
+const BATCH_BYTES: usize = 8 << 20;
 
 impl Replay {
     fn entry(&mut self, r: &MongoRestorer, entry: &RawDocument, tally: &mut Tally) -> Result<()> {
@@ -191,16 +350,52 @@ impl Replay {
                 self.kept += 1;
                 continue;
             }
-            let change = r.apply(&tdb, &tcoll, w).map_err(|e| {
-                e.with_hint(
-                    "the collections are restored as of the dump's start; the oplog replay stopped part-way: run \
-                     the restore again with --drop",
-                )
-            })?;
-            if change != 0 {
-                *tally.count_changes.entry(format!("{db}.{coll}")).or_default() += change;
-            }
             self.applied += 1;
+            let bundle_ns = format!("{db}.{coll}");
+            // After the base's point in time an insert is of a new document.
+            let insert = self.in_archive && entry.get_str("op") == Ok("i");
+            if let Some((kind, statements)) = statements(&w, insert)? {
+                let same = self
+                    .batch
+                    .as_ref()
+                    .is_some_and(|b| b.db == tdb && b.coll == tcoll && b.kind == kind);
+                if !same {
+                    self.flush(r, tally)?;
+                }
+                let b = self.batch.get_or_insert_with(|| Batch {
+                    db: tdb.clone(),
+                    coll: tcoll.clone(),
+                    bundle_ns,
+                    kind,
+                    statements: Vec::new(),
+                    bytes: 0,
+                });
+                for st in statements {
+                    b.bytes += st.as_bytes().len();
+                    b.statements.push(st);
+                }
+                if b.statements.len() >= BATCH_STATEMENTS || b.bytes >= BATCH_BYTES {
+                    self.flush(r, tally)?;
+                }
+                continue;
+            }
+            self.flush(r, tally)?;
+            let change = r.apply(&tdb, &tcoll, w).map_err(replay_hint)?;
+            if change != 0 {
+                *tally.count_changes.entry(bundle_ns).or_default() += change;
+            }
+        }
+        Ok(())
+    }
+
+    /// Sends the pending batch.
+    fn flush(&mut self, r: &MongoRestorer, tally: &mut Tally) -> Result<()> {
+        let Some(b) = self.batch.take() else {
+            return Ok(());
+        };
+        let change = r.apply_batch(&b).map_err(replay_hint)?;
+        if change != 0 {
+            *tally.count_changes.entry(b.bundle_ns).or_default() += change;
         }
         Ok(())
     }
