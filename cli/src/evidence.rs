@@ -77,8 +77,16 @@ pub(crate) struct DrillReport {
     pub(crate) rto_seconds: f64,
     pub(crate) restore_seconds: f64,
     pub(crate) checks_seconds: f64,
-    /// The snapshot's age when the drill started.
+    /// The snapshot's age when the drill started (a point-in-time drill:
+    /// the target time's).
     pub(crate) rpo_seconds: f64,
+    /// A point-in-time drill (`--to-time`, `--to-ts`): the oplog position
+    /// restored to, from the snapshot plus its archived oplog slices.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) to_ts: Option<coffer_core::slices::LogPos>,
+    /// The archived oplog slices replayed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) slices: Option<usize>,
     /// From an `audit` check: the window to reconcile by hand.
     #[serde(default)]
     pub(crate) audit_gap_seconds: Option<f64>,
@@ -115,6 +123,17 @@ impl DrillReport {
                 ),
             ),
             ("Sink", format!("`{}`", self.sink)),
+            (
+                "Point in time",
+                match self.to_ts {
+                    Some(p) => format!(
+                        "{} (oplog `{p}`): the snapshot plus {} archived oplog slice(s)",
+                        p.time(),
+                        self.slices.unwrap_or(0)
+                    ),
+                    None => "the snapshot's own".to_string(),
+                },
+            ),
             (
                 "Signature",
                 match &self.signer {

@@ -766,3 +766,87 @@ fn prune_keeps_every_kept_snapshots_chain_and_removes_the_slices_before_them() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+#[test]
+fn a_drill_rehearses_a_point_in_time_restore_and_records_it() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.insert(&[0, 1]);
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let ts = t.insert(&[2, 3, 4]);
+    t.rt.block_on(async {
+        let users = t.client.database("app").collection::<Document>("users");
+        users.delete_one(doc! { "_id": 0 }).await.unwrap();
+    });
+    t.wait_archived(*ts.last().unwrap());
+    std::thread::sleep(Duration::from_millis(1200));
+    t.signal(libc::SIGTERM);
+    let key = t.key.to_str().unwrap().to_string();
+    let uri = t.scratch.uri("");
+    let target = rfc3339(ts[2].time);
+    let out = t.run(&[
+        "--json",
+        "drill",
+        "--to-time",
+        &target,
+        "--identity",
+        &key,
+        "--mongo-uri",
+        &uri,
+    ]);
+    let v = coffer_e2e::json_as("drill", &out);
+    assert!(
+        out.status.success(),
+        "{v}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["to_ts"]["t"].as_u64(), Some(u64::from(ts[2].time)), "{v}");
+    assert!(v["slices"].as_u64().unwrap() >= 1, "{v}");
+    // The scratch copy held the counts as of the target: the base's two
+    // documents plus the three archived inserts (the delete, if in that
+    // second, too), or the drill would have failed its count check.
+    let counts = v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "mongo-counts");
+    assert!(counts.is_some_and(|c| c["passed"] == true), "{v}");
+    let restore = &v["checks"][0];
+    assert!(
+        restore["figure"]
+            .as_str()
+            .unwrap()
+            .contains("oplog writes replayed"),
+        "{v}"
+    );
+    // Its scratch databases are gone.
+    let names = t.rt.block_on(async {
+        Client::with_uri_str(&uri)
+            .await
+            .unwrap()
+            .list_database_names()
+            .await
+            .unwrap()
+    });
+    assert!(!names.iter().any(|n| n.contains("-drill-")), "{names:?}");
+    // Before the first base: refused like a restore.
+    let out = t.run(&[
+        "drill",
+        "--to-time",
+        "2020-01-01T00:00:00Z",
+        "--identity",
+        &key,
+        "--mongo-uri",
+        &uri,
+    ]);
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}

@@ -21,7 +21,7 @@ use crate::checks::{
     run_checks,
 };
 use crate::config::Config;
-use crate::ctx::{CmdResult, Ctx, ReadSel, open_snapshot};
+use crate::ctx::{CmdResult, Ctx, ReadSel, open_point_in_time, open_snapshot, pitr_target};
 use crate::evidence::{DRILL_FORMAT, DrillOutput, DrillReport, Scratch};
 use crate::output::print_json;
 use crate::restoring::restore_snapshot;
@@ -32,7 +32,16 @@ const MONGO_KINDS: [&str; 3] = ["mongo", "mongo-env", "mongodump"];
 #[derive(Debug, Args)]
 pub struct DrillArgs {
     /// Snapshot id, unique prefix, or `latest` (default: latest).
+    #[arg(conflicts_with_all = ["to_time", "to_ts"])]
     pub snapshot: Option<String>,
+    /// Rehearse a point-in-time restore: the job's newest snapshot at or
+    /// before TIME (RFC 3339, the whole second included) plus its archived
+    /// oplog slices, as `restore --to-time` does.
+    #[arg(long, value_name = "TIME", conflicts_with = "to_ts")]
+    pub to_time: Option<String>,
+    /// As --to-time, to an exact oplog entry `SECONDS:ORDINAL`.
+    #[arg(long, value_name = "S:I")]
+    pub to_ts: Option<String>,
     #[command(flatten)]
     pub read: ReadSel,
     /// The MongoDB server to restore the scratch databases into (default:
@@ -180,14 +189,19 @@ struct Findings {
 pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     let started_at = jiff::Timestamp::now();
     let spec = a.snapshot.clone().unwrap_or_else(|| "latest".into());
-    let opened = open_snapshot(
-        ctx,
-        &a.read,
-        &spec,
-        a.job.as_deref(),
-        "a drill needs a key (the one a real restore would use: the drill proves it works)",
-    )
-    .await?;
+    let needs_key = "a drill needs a key (the one a real restore would use: the drill proves it works)";
+    let (opened, replays, to_ts) = if a.to_time.is_some() || a.to_ts.is_some() {
+        let target = pitr_target(a.to_time.as_deref(), a.to_ts.as_deref())?;
+        let at = open_point_in_time(ctx, &a.read, a.job.as_deref(), target, needs_key).await?;
+        (at.opened, at.replays, Some(target))
+    } else {
+        (
+            open_snapshot(ctx, &a.read, &spec, a.job.as_deref(), needs_key).await?,
+            Vec::new(),
+            None,
+        )
+    };
+    let slices = to_ts.map(|_| replays.iter().map(|r| r.slices).sum::<usize>());
     let index = opened.entry.index.clone();
     let mut targets = Targets::new(&a, &index)?;
     if !ctx.quiet {
@@ -205,7 +219,11 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         opened.ids,
         &[],
         a.cache_dir.as_deref(),
-        options(&a, &targets),
+        {
+            let mut opts = options(&a, &targets);
+            opts.log_replays = replays;
+            opts
+        },
         // Scratch places only: a temp directory, new scratch databases and
         // a scratch namespace (a server or cluster the origin names gets
         // only databases and Secrets the drill creates and removes).
@@ -277,7 +295,13 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         rto_seconds: round(restore_seconds + checks_seconds),
         restore_seconds: round(restore_seconds),
         checks_seconds: round(checks_seconds),
-        rpo_seconds: round((started_at.as_millisecond() - index.created_at.as_millisecond()) as f64 / 1000.0),
+        rpo_seconds: round(
+            (started_at.as_millisecond() - to_ts.map_or(index.created_at, |p| p.time()).as_millisecond())
+                as f64
+                / 1000.0,
+        ),
+        to_ts,
+        slices,
         audit_gap_seconds: audit_gap(&checks),
         checks,
         scratch,
