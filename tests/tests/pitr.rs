@@ -850,3 +850,141 @@ fn a_drill_rehearses_a_point_in_time_restore_and_records_it() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+impl Pitr {
+    fn edit_config(&self, edit: impl Fn(String) -> String) {
+        let path = self.p().join("coffer.toml");
+        let text = std::fs::read_to_string(&path).unwrap();
+        std::fs::write(&path, edit(text)).unwrap();
+    }
+}
+
+#[test]
+fn signed_slices_are_judged_and_an_unsigned_one_is_refused() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    let sign = t.p().join("sign.key");
+    t.ok(&["keygen", "--signing", "-o", sign.to_str().unwrap()]);
+    // The config signs, so it trusts its own key: unsigned is refused.
+    t.edit_config(|s| format!("signing-key = \"sign.key\"\n{s}"));
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let ts = t.insert(&[1, 2]);
+    t.wait_archived(ts[1]);
+    t.signal(libc::SIGTERM);
+    let dir = t.p().join("bk/oplog/app/db");
+    let sigs: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "sig"))
+        .collect();
+    assert!(!sigs.is_empty(), "slices are signed");
+    let out = t.restore_to("--to-time", &rfc3339(ts[1].time));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(t.restored_ids(), vec![1, 2]);
+    // A slice whose signature was stripped (anyone with write access to
+    // the sink could have made it): refused before anything is touched.
+    let holding = sigs
+        .iter()
+        .find(|p| {
+            let v: Value =
+                serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap()).unwrap();
+            v["entries"].as_u64().unwrap() > 0
+        })
+        .unwrap();
+    std::fs::remove_file(holding).unwrap();
+    t.rt.block_on(async {
+        let c = Client::with_uri_str(t.scratch.uri("")).await.unwrap();
+        c.database("app")
+            .collection::<Document>("users")
+            .insert_one(doc! { "_id": -1 })
+            .await
+            .unwrap();
+    });
+    let out = t.restore_to("--to-time", &rfc3339(ts[1].time));
+    assert_eq!(
+        out.status.code(),
+        Some(3),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("unsigned"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(t.restored_ids(), vec![-1, 1, 2], "nothing was dropped");
+}
+
+#[test]
+fn a_slice_one_sink_lacks_is_copied_from_another_when_the_follower_starts() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.edit_config(|s| {
+        s.replace("sinks = [\"bk\"]", "sinks = [\"bk\", \"bk2\"]")
+            .replace(
+                "[job.app]",
+                "[sink.bk2]\nkind = \"local\"\npath = \"bk2\"\ncreate = true\n\n[job.app]",
+            )
+    });
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let mut ts = Vec::new();
+    for id in 1..=3 {
+        ts.extend(t.insert(&[id]));
+        std::thread::sleep(Duration::from_millis(1100));
+    }
+    t.wait_archived(ts[2]);
+    t.signal(libc::SIGKILL);
+    // A kill between two sinks: bk2 misses a slice bk holds.
+    let dir2 = t.p().join("bk2/oplog/app/db");
+    let mut jsons: Vec<PathBuf> = std::fs::read_dir(&dir2)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.file_name().unwrap().to_string_lossy().starts_with("lease")
+        })
+        .collect();
+    jsons.sort();
+    assert!(jsons.len() >= 3, "{jsons:?}");
+    let victim = jsons[1].clone();
+    std::fs::remove_file(&victim).unwrap();
+    std::fs::remove_file(victim.with_extension("slice")).unwrap();
+    let gap = t.run(&["--json", "oplog", "status", "--sink", "bk2"]);
+    let v: Value = serde_json::from_slice(&gap.stdout).unwrap();
+    assert_eq!(v[0]["breaks"][0]["kind"], "missing", "{v}");
+    t.follow();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !t.log().contains("slice copies made") {
+        assert!(Instant::now() < deadline, "{}", t.log());
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    assert!(victim.exists(), "copied back");
+    let out = t.run(&["--json", "oplog", "status", "--sink", "bk2"]);
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v[0]["breaks"], serde_json::json!([]), "{v}");
+    t.signal(libc::SIGTERM);
+    // bk2 alone restores every write.
+    let key = t.key.to_str().unwrap().to_string();
+    let uri = t.scratch.uri("");
+    let out = t.run(&[
+        "restore",
+        "--to-time",
+        &rfc3339(ts[2].time),
+        "--sink",
+        "bk2",
+        "--identity",
+        &key,
+        "--mongo-uri",
+        &uri,
+        "--drop",
+        "--no-checks",
+    ]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(t.restored_ids(), vec![1, 2, 3]);
+}
