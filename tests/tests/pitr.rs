@@ -988,3 +988,89 @@ fn a_slice_one_sink_lacks_is_copied_from_another_when_the_follower_starts() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(t.restored_ids(), vec![1, 2, 3]);
 }
+
+#[test]
+fn a_transaction_is_never_split_between_slices_and_restores_whole() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    // Transactions over a few seconds, slices cut every second: some
+    // commit right at a cut.
+    let mut commits = Vec::new();
+    t.rt.block_on(async {
+        let users = t.client.database("app").collection::<Document>("users");
+        let audit = t.client.database("app").collection::<Document>("audit");
+        for n in 0..25 {
+            let mut session = t.client.start_session().await.unwrap();
+            session.start_transaction().await.unwrap();
+            users
+                .insert_one(doc! { "_id": n })
+                .session(&mut session)
+                .await
+                .unwrap();
+            audit
+                .insert_one(doc! { "_id": n, "user": n })
+                .session(&mut session)
+                .await
+                .unwrap();
+            session.commit_transaction().await.unwrap();
+            commits.push(t.ts_of(n).await);
+            tokio::time::sleep(Duration::from_millis(120)).await;
+        }
+    });
+    t.wait_archived(*commits.last().unwrap());
+    t.signal(libc::SIGTERM);
+    let s = t.status();
+    assert_eq!(
+        s[0]["unreadable"],
+        serde_json::json!([]),
+        "no slice overlaps another: {s}"
+    );
+    assert_eq!(s[0]["breaks"], serde_json::json!([]), "{s}");
+    // Each slice starts after the previous one's last position: no
+    // position is in two slices.
+    let dir = t.p().join("bk/oplog/app/db");
+    let mut idx: Vec<Value> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.file_name().unwrap().to_string_lossy().starts_with("lease")
+        })
+        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
+        .collect();
+    idx.sort_by_key(|v| (v["last"]["ts"]["t"].as_u64(), v["last"]["ts"]["i"].as_u64()));
+    assert!(idx.len() >= 3, "several slices");
+    for w in idx.windows(2) {
+        let pos = |v: &Value| (v["t"].as_u64().unwrap(), v["i"].as_u64().unwrap());
+        assert!(
+            pos(&w[1]["first"]) > pos(&w[0]["last"]["ts"]),
+            "{} then {}",
+            w[0],
+            w[1]
+        );
+        assert_eq!(w[1]["prev"], w[0]["last"]);
+    }
+    // To a transaction's position: both of its documents; to just before
+    // it: neither.
+    let pick = commits[commits.len() / 2];
+    let out = t.restore_to("--to-ts", &format!("{}:{}", pick.time, pick.increment));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let n = commits.len() / 2;
+    assert_eq!(t.restored_ids(), (0..=n as i32).collect::<Vec<_>>());
+    let audit = t.rt.block_on(async {
+        let c = Client::with_uri_str(t.scratch.uri("")).await.unwrap();
+        c.database("app")
+            .collection::<Document>("audit")
+            .count_documents(doc! {})
+            .await
+            .unwrap()
+    });
+    assert_eq!(audit, n as u64 + 1, "the transaction's other document too");
+    let out = t.restore_to("--to-ts", &format!("{}:{}", pick.time, pick.increment - 1));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(t.restored_ids(), (0..n as i32).collect::<Vec<_>>());
+}

@@ -42,6 +42,10 @@ pub struct LogEntry {
     pub wanted: bool,
     /// The entry as stored (MongoDB: one BSON document).
     pub bytes: Vec<u8>,
+    /// Other entries may share its position (the entries of one
+    /// transaction): a slice never ends after it until a later position
+    /// was read.
+    pub grouped: bool,
 }
 
 /// Where a change log stands.
@@ -305,10 +309,24 @@ impl OpenSlice {
 
     /// The entries up to `limit` (all without one), if any.
     fn take(&mut self, limit: Option<LogPos>) -> Option<Cut> {
-        let n = match limit {
+        let mut n = match limit {
             Some(l) => self.entries.iter().take_while(|e| e.mark.ts <= l).count(),
             None => self.entries.len(),
         };
+        // Entries sharing a position (a transaction's) never straddle two
+        // slices: a slice ends after a whole group, and a group that may
+        // still grow (its last entry read so far is the newest) waits.
+        if n > 0 {
+            let last = &self.entries[n - 1];
+            let split = n < self.entries.len() && self.entries[n].mark.ts == last.mark.ts;
+            let open = n == self.entries.len() && last.grouped;
+            if split || open {
+                let ts = last.mark.ts;
+                while n > 0 && self.entries[n - 1].mark.ts == ts {
+                    n -= 1;
+                }
+            }
+        }
         if n == 0 {
             return None;
         }
@@ -557,5 +575,53 @@ async fn start(
             format!("the change log's newest entry {newest} vanished before it could be read: {reason}"),
         )
         .with_hint("start the follower again")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn e(t: u32, i: u32, grouped: bool) -> LogEntry {
+        LogEntry {
+            mark: LogMark {
+                ts: LogPos { t, i },
+                term: None,
+            },
+            wanted: true,
+            bytes: vec![t as u8],
+            grouped,
+        }
+    }
+
+    fn open_with(entries: Vec<LogEntry>) -> OpenSlice {
+        let mut o = OpenSlice::default();
+        for x in entries {
+            o.push(x);
+        }
+        o
+    }
+
+    fn positions(c: &Cut) -> Vec<(u32, u32)> {
+        c.entries.iter().map(|e| (e.mark.ts.t, e.mark.ts.i)).collect()
+    }
+
+    #[test]
+    fn a_transaction_group_is_never_cut() {
+        // The newest group may still grow: it waits.
+        let mut o = open_with(vec![e(1, 1, false), e(2, 1, true), e(2, 1, true)]);
+        let c = o.take(None).unwrap();
+        assert_eq!(positions(&c), [(1, 1)]);
+        assert_eq!(o.read, 2);
+        // Once a later position was read, the group goes whole.
+        o.push(e(3, 1, false));
+        assert_eq!(positions(&o.take(None).unwrap()), [(2, 1), (2, 1), (3, 1)]);
+        // A majority point inside a group keeps the whole group back.
+        let mut o = open_with(vec![e(1, 1, false), e(2, 1, true), e(2, 1, true), e(3, 1, false)]);
+        let limit = Some(LogPos { t: 2, i: 1 });
+        assert_eq!(positions(&o.take(limit).unwrap()), [(1, 1), (2, 1), (2, 1)]);
+        let mut o = open_with(vec![e(2, 1, true), e(2, 1, true)]);
+        assert!(o.take(None).is_none(), "nothing whole to cut yet");
+        assert_eq!(o.read, 2);
     }
 }

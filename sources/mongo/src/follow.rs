@@ -173,7 +173,14 @@ impl ChangeLog for MongoLog {
             return Ok(Resume::Lost(why));
         }
         let keep = self.source.follow_filter();
-        Ok(Resume::Tail(Box::new(MongoTail { rx, reader, keep })))
+        Ok(Resume::Tail(Box::new(MongoTail {
+            rx,
+            reader,
+            keep,
+            // The other entries of `after`'s position (a transaction's)
+            // were archived with it.
+            skip: Some(after.ts),
+        })))
     }
 
     async fn count(&self, after: LogPos, upto: LogPos) -> Result<u64> {
@@ -216,10 +223,14 @@ fn entry(doc: RawDocumentBuf, keep: &dyn Fn(&str, &str) -> bool) -> Result<LogEn
     let mark = mark(&doc).ok_or_else(|| {
         coffer_core::Error::new(coffer_core::ErrorKind::Integrity, "an oplog entry without `ts`")
     })?;
+    // A transaction logged as separate entries sharing one `ts` (each
+    // with its session's `txnNumber`; mongod logs one `applyOps` entry).
+    let grouped = doc.get("txnNumber").ok().flatten().is_some() && doc.get_str("op") != Ok("c");
     Ok(LogEntry {
         mark,
         wanted: wanted(&doc, keep),
         bytes: doc.into_bytes(),
+        grouped,
     })
 }
 
@@ -271,6 +282,8 @@ struct MongoTail {
     rx: mpsc::Receiver<Result<RawDocumentBuf>>,
     reader: tokio::task::JoinHandle<()>,
     keep: Keep,
+    /// Entries at this position are skipped (until a later one comes).
+    skip: Option<LogPos>,
 }
 
 impl Drop for MongoTail {
@@ -280,8 +293,16 @@ impl Drop for MongoTail {
 }
 
 impl MongoTail {
-    fn entry(&self, doc: RawDocumentBuf) -> Result<LogEntry> {
-        entry(doc, &*self.keep)
+    /// The entry, unless it is one of the resumed-after position's.
+    fn entry(&mut self, doc: RawDocumentBuf) -> Result<Option<LogEntry>> {
+        let e = entry(doc, &*self.keep)?;
+        match self.skip {
+            Some(ts) if e.mark.ts == ts => Ok(None),
+            _ => {
+                self.skip = None;
+                Ok(Some(e))
+            }
+        }
     }
 }
 
@@ -298,10 +319,10 @@ impl LogTail for MongoTail {
             }
             Err(_) => return Ok(Vec::new()),
         };
-        let mut out = vec![self.entry(first)?];
+        let mut out: Vec<LogEntry> = self.entry(first)?.into_iter().collect();
         while out.len() < 10_000 {
             match self.rx.try_recv() {
-                Ok(r) => out.push(self.entry(r?)?),
+                Ok(r) => out.extend(self.entry(r?)?),
                 Err(_) => break,
             }
         }

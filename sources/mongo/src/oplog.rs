@@ -458,6 +458,39 @@ mod tests {
     }
 
     #[test]
+    fn a_mongod_transaction_is_one_applyops_entry_of_writes() {
+        // mongod logs a committed multi-document transaction as one `c`
+        // entry on `admin.$cmd` with its session, one `ts` for all.
+        let raw = |d: Document| RawDocumentBuf::from_document(&d).unwrap();
+        let txn = raw(doc! {
+            "lsid": { "id": mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Uuid, bytes: vec![7; 16] } },
+            "txnNumber": 3i64, "op": "c", "ns": "admin.$cmd",
+            "o": { "applyOps": [
+                { "op": "i", "ns": "app.users", "ui": mongodb::bson::Binary { subtype: mongodb::bson::spec::BinarySubtype::Uuid, bytes: vec![1; 16] }, "o": { "_id": 1, "a": 1 } },
+                { "op": "u", "ns": "app.audit", "o2": { "_id": 9 }, "o": { "$v": 2, "diff": { "u": { "n": 2 } } } },
+                { "op": "d", "ns": "other.x", "o": { "_id": 5 } },
+            ] },
+            "ts": Timestamp { time: 100, increment: 2 }, "t": 1i64, "v": 2i64, "wall": mongodb::bson::DateTime::from_millis(0),
+            "prevOpTime": { "ts": Timestamp { time: 0, increment: 0 }, "t": -1i64 },
+        });
+        let w = writes(&txn).unwrap();
+        assert_eq!(w.len(), 3);
+        assert_eq!((w[0].0.as_str(), w[0].1.as_str()), ("app", "users"));
+        assert!(matches!(&w[0].2, Write::Upsert { filter, .. } if *filter == doc! { "_id": 1 }));
+        assert_eq!(
+            w[1].2,
+            Write::Update {
+                filter: doc! { "_id": 9 },
+                updates: vec![doc! { "$set": { "n": 2 } }]
+            }
+        );
+        assert!(matches!(&w[2].2, Write::Delete { .. }));
+        // Kept when any of its writes concerns the dump.
+        assert!(wanted(&txn, &|db: &str, _: &str| db == "app"));
+        assert!(!wanted(&txn, &|db: &str, _: &str| db == "nope"));
+    }
+
+    #[test]
     fn entries_become_writes() {
         let raw = |d: Document| RawDocumentBuf::from_document(&d).unwrap();
         let i = raw(doc! { "op": "i", "ns": "app.t", "o": { "_id": 1, "a": 1 } });
