@@ -1074,3 +1074,151 @@ fn a_transaction_is_never_split_between_slices_and_restores_whole() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(t.restored_ids(), (0..n as i32).collect::<Vec<_>>());
 }
+
+#[test]
+fn index_builds_and_renames_after_the_base_are_replayed() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.insert(&[1]);
+    t.rt.block_on(async {
+        let db = t.client.database("app");
+        db.collection::<Document>("audit")
+            .insert_one(doc! { "_id": 1 })
+            .await
+            .unwrap();
+    });
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let last = t.rt.block_on(async {
+        let db = t.client.database("app");
+        db.run_command(doc! { "createIndexes": "users", "indexes": [{ "key": { "email": 1 }, "name": "email_1", "unique": true }] })
+            .await
+            .unwrap();
+        db.run_command(doc! { "createIndexes": "users", "indexes": [{ "key": { "gone": 1 }, "name": "gone_1" }] })
+            .await
+            .unwrap();
+        db.run_command(doc! { "dropIndexes": "users", "index": "gone_1" }).await.unwrap();
+        t.client
+            .database("admin")
+            .run_command(doc! { "renameCollection": "app.audit", "to": "app.audit2" })
+            .await
+            .unwrap();
+        db.collection::<Document>("users").insert_one(doc! { "_id": 2, "email": "b@x" }).await.unwrap();
+        t.ts_of(2).await
+    });
+    t.wait_archived(last);
+    t.signal(libc::SIGTERM);
+    let out = t.restore_to("--to-time", &rfc3339(last.time));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("indexes built after the replay"), "{text}");
+    let (indexes, colls) = t.rt.block_on(async {
+        let c = Client::with_uri_str(t.scratch.uri("")).await.unwrap();
+        let db = c.database("app");
+        let indexes: Vec<String> = db
+            .collection::<Document>("users")
+            .list_index_names()
+            .await
+            .unwrap();
+        let mut colls = db.list_collection_names().await.unwrap();
+        colls.sort();
+        (indexes, colls)
+    });
+    assert!(indexes.contains(&"email_1".to_string()), "{indexes:?}");
+    assert!(
+        !indexes.contains(&"gone_1".to_string()),
+        "built then dropped: {indexes:?}"
+    );
+    assert_eq!(colls, ["audit2", "users"]);
+    assert_eq!(t.restored_ids(), vec![1, 2]);
+}
+
+#[test]
+fn an_archived_command_the_replay_does_not_know_is_refused_before_anything_is_touched() {
+    if !coffer_e2e::require_tool("age") || !coffer_e2e::require_tool("zstd") {
+        return;
+    }
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup();
+    let ts = t.insert(&[1]);
+    t.wait_archived(ts[0]);
+    t.signal(libc::SIGTERM);
+    // Someone with the key and write access to the sink (or a newer
+    // server) put a command into a slice that this replay does not know.
+    let dir = t.p().join("bk/oplog/app/db");
+    let json = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| {
+            p.extension().is_some_and(|e| e == "json")
+                && !p.file_name().unwrap().to_string_lossy().starts_with("lease")
+        })
+        .find(|p| {
+            let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
+            v["entries"].as_u64().unwrap() > 0
+        })
+        .unwrap();
+    let mut index: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let slice = json.with_extension("slice");
+    let sh = |script: &str| {
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(script)
+            .current_dir(t.p())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{script}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    };
+    let mut plain = sh(&format!("age -d -i key.txt {} | zstd -d", slice.display()));
+    let last = Timestamp {
+        time: index["last"]["ts"]["t"].as_u64().unwrap() as u32,
+        increment: index["last"]["ts"]["i"].as_u64().unwrap() as u32,
+    };
+    let forged = doc! { "ts": last, "t": 1i64, "op": "c", "ns": "app.$cmd", "o": { "emptycapped": "users" } };
+    forged.to_writer(&mut plain).unwrap();
+    std::fs::write(t.p().join("plain.bin"), &plain).unwrap();
+    let recipient = std::fs::read_to_string(&t.key).unwrap();
+    let recipient = recipient
+        .lines()
+        .find_map(|l| l.strip_prefix("# public key: "))
+        .unwrap()
+        .to_string();
+    sh(&format!(
+        "zstd -q -c plain.bin | age -r {recipient} > {}",
+        slice.display()
+    ));
+    let object = std::fs::read(&slice).unwrap();
+    use sha2::Digest;
+    index["object"]["size"] = object.len().into();
+    index["object"]["sha256"] = hex::encode(sha2::Sha256::digest(&object)).into();
+    index["object"]["plain_size"] = plain.len().into();
+    std::fs::write(&json, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+    std::fs::remove_file(t.p().join("plain.bin")).unwrap();
+    t.rt.block_on(async {
+        let c = Client::with_uri_str(t.scratch.uri("")).await.unwrap();
+        c.database("app")
+            .collection::<Document>("users")
+            .insert_one(doc! { "_id": -1 })
+            .await
+            .unwrap();
+    });
+    let out = t.restore_to("--to-time", &rfc3339(ts[0].time));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("cannot replay") && err.contains("emptycapped") && err.contains("nothing was changed"),
+        "{err}"
+    );
+    assert_eq!(t.restored_ids(), vec![-1], "nothing was dropped or written");
+}

@@ -98,6 +98,11 @@ impl LogReplay {
     pub fn take(&self) -> Option<SpillBody> {
         self.body.lock().expect("replay lock").take()
     }
+
+    /// Puts entries back (after a check read them).
+    pub fn put(&self, body: SpillBody) {
+        *self.body.lock().expect("replay lock") = Some(body);
+    }
 }
 
 /// A point-in-time restore, planned and checked.

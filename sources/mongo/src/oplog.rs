@@ -134,6 +134,11 @@ pub(crate) fn wanted(entry: &RawDocument, keep: &dyn Fn(&str, &str) -> bool) -> 
             let Some((db, _)) = ns.split_once('.') else {
                 return false;
             };
+            if let Ok(from) = o.get_str("renameCollection") {
+                let to = o.get_str("to").unwrap_or("");
+                let keep_ns = |ns: &str| ns.split_once('.').is_some_and(|(d, c)| keep(d, c));
+                return keep_ns(from) || keep_ns(to);
+            }
             match o.into_iter().next() {
                 Some(Ok((_, v))) => keep(db, v.as_str().unwrap_or("")),
                 _ => false,
@@ -159,8 +164,29 @@ pub(crate) enum Write {
     Create { options: Document },
     /// Drop the collection.
     Drop,
+    /// Build these indexes (deferred to the end of the replay, as
+    /// mongorestore does).
+    CreateIndexes(Vec<Document>),
+    /// Drop the index with this name (or key pattern).
+    DropIndex(Bson),
+    /// Rename the collection to `db.coll` of the bundle.
+    Rename {
+        /// Target database.
+        db: String,
+        /// Target collection.
+        coll: String,
+        /// Replace an existing target.
+        drop_target: bool,
+    },
+    /// Drop the whole database.
+    DropDatabase,
+    /// Change the collection's options (`collMod` without its name).
+    CollMod(Document),
     /// Not replayed, with why.
     Skip(String),
+    /// A command or op this replay does not know: reported in a snapshot's
+    /// own oplog, refused in archived slices (before the restore starts).
+    Unknown(String),
 }
 
 fn bad(what: impl Into<String>) -> Error {
@@ -272,22 +298,63 @@ pub(crate) fn writes(entry: &RawDocument) -> Result<Vec<(String, String, Write)>
                 return Ok(Vec::new());
             };
             let coll = target.as_str().unwrap_or("").to_string();
+            let mut rest = cmd.clone();
+            rest.remove(name.as_str());
+            let specs = |rest: &Document| -> Vec<Document> {
+                let list: Vec<Document> = match rest.get_array("indexes") {
+                    Ok(a) => a.iter().filter_map(|v| v.as_document().cloned()).collect(),
+                    Err(_) => vec![rest.clone()],
+                };
+                list.into_iter()
+                    .map(|mut d| {
+                        // The test server's own bookkeeping, not an option.
+                        d.remove("entryFormat");
+                        d
+                    })
+                    .collect()
+            };
             let w = match name.as_str() {
                 "create" => {
-                    let mut options = cmd.clone();
-                    options.remove("create");
+                    let mut options = rest;
                     options.remove("idIndex");
                     Write::Create { options }
                 }
                 "drop" => Write::Drop,
-                other => Write::Skip(format!("command `{other}` is not replayed")),
+                "createIndexes" | "commitIndexBuild" => Write::CreateIndexes(specs(&rest)),
+                "startIndexBuild" | "abortIndexBuild" => {
+                    Write::Skip("index build markers (the index is built at its commit)".into())
+                }
+                "dropIndexes" | "deleteIndexes" => match rest.get("index") {
+                    Some(i) => Write::DropIndex(i.clone()),
+                    None => Write::Skip(format!("command `{name}` without an index")),
+                },
+                "renameCollection" => {
+                    let from = target.as_str().unwrap_or("");
+                    let to = rest.get_str("to").unwrap_or("");
+                    let (Some((fdb, fcoll)), Some((tdb, tcoll))) = (from.split_once('.'), to.split_once('.'))
+                    else {
+                        return Err(bad(format!("a renameCollection from `{from}` to `{to}`")));
+                    };
+                    return Ok(vec![(
+                        fdb.to_string(),
+                        fcoll.to_string(),
+                        Write::Rename {
+                            db: tdb.to_string(),
+                            coll: tcoll.to_string(),
+                            drop_target: rest.get_bool("dropTarget").unwrap_or(false),
+                        },
+                    )]);
+                }
+                "dropDatabase" => return Ok(vec![(db, String::new(), Write::DropDatabase)]),
+                "collMod" => Write::CollMod(rest),
+                other => Write::Unknown(format!("command `{other}` is not replayed")),
             };
             Ok(vec![(db, coll, w)])
         }
         other => Ok(vec![(
             split(ns).map(|(d, _)| d).unwrap_or_default(),
             String::new(),
-            Write::Skip(format!("oplog op `{other}` is not replayed")),
+            Write::Unknown(format!("oplog op `{other}` is not replayed")),
         )]),
     }
 }

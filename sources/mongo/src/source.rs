@@ -491,6 +491,12 @@ impl Source for MongoSource {
         let rules = crate::ns::NsRules::from_params(&opts.params)?;
         let mut restorer = MongoRestorer::new(client, uri, drop, rules, opts).await?;
         restorer.tail = opts.log_replays.iter().find(|r| r.source == self.name).cloned();
+        if let Some(tail) = &restorer.tail {
+            let tail = tail.clone();
+            tokio::task::spawn_blocking(move || crate::restore::check_archive(&tail))
+                .await
+                .map_err(|e| coffer_core::Error::new(ErrorKind::Unexpected, e.to_string()))??;
+        }
         Ok(Box::new(restorer))
     }
 

@@ -53,6 +53,7 @@ mod replay;
 mod staging;
 mod swap;
 
+pub(crate) use self::replay::check_archive;
 pub(crate) use self::staging::is_staging;
 use self::staging::{duplicate_positions, staging_name};
 

@@ -75,6 +75,7 @@ impl MongoRestorer {
             })?;
             run.flush(self, tally)?;
         }
+        run.build_indexes(self)?;
         if run.last.is_none() && tail.is_none() {
             // No write during the dump: the collections are the point in time.
             return Ok(());
@@ -120,10 +121,93 @@ impl MongoRestorer {
                 self.run(c.drop()).map_err(fail)?;
                 return Ok(-(had as i64));
             }
-            Write::Skip(_) => {}
+            Write::DropIndex(index) => {
+                let r = self.run(
+                    self.client
+                        .database(db)
+                        .run_command(doc! { "dropIndexes": coll, "index": index }),
+                );
+                // Idempotent: an index (or collection) already gone is fine.
+                if let Err(e) = r
+                    && !matches!(crate::error::code(&e), Some(26 | 27))
+                {
+                    return Err(fail(e));
+                }
+            }
+            Write::Rename {
+                db: to_db,
+                coll: to_coll,
+                drop_target,
+            } => {
+                if self.exists(db, coll)? {
+                    self.run(self.client.database("admin").run_command(doc! {
+                        "renameCollection": format!("{db}.{coll}"),
+                        "to": format!("{to_db}.{to_coll}"),
+                        "dropTarget": drop_target,
+                    }))
+                    .map_err(fail)?;
+                }
+            }
+            Write::CollMod(options) => {
+                let mut cmd = doc! { "collMod": coll };
+                cmd.extend(options);
+                let r = self.run(self.client.database(db).run_command(cmd));
+                if let Err(e) = r
+                    && crate::error::code(&e) != Some(26)
+                {
+                    return Err(fail(e));
+                }
+            }
+            Write::CreateIndexes(_) | Write::DropDatabase | Write::Skip(_) | Write::Unknown(_) => {}
         }
         Ok(0)
     }
+}
+
+/// Checks the archived entries a point-in-time restore will replay before
+/// anything is restored: an entry this replay cannot apply (a command it
+/// does not know) refuses the restore now, naming it, instead of after the
+/// collections were swapped in. The entries go back into an encrypted
+/// spill for the replay.
+pub(crate) fn check_archive(tail: &LogReplay) -> Result<()> {
+    let Some(SpillBody { size, mut reader, .. }) = tail.take() else {
+        return Ok(());
+    };
+    let mut spill = Spill::new(8 << 20);
+    let mut refused = None;
+    read_documents(&mut *reader, size, "oplog slices", |entry| {
+        spill
+            .write(entry.as_bytes())
+            .map_err(|e| Error::io("cannot buffer the archived oplog", e))?;
+        let Some(m) = crate::follow::mark(&entry) else {
+            return Err(malformed("an oplog entry without `ts`", "oplog slices"));
+        };
+        if refused.is_none() && m.ts > tail.after && m.ts <= tail.until {
+            for (db, _, w) in oplog::writes(&entry)? {
+                if let Write::Unknown(why) = w {
+                    refused = Some((m.ts, db, why));
+                }
+            }
+        }
+        Ok(())
+    })?;
+    if let Some((ts, db, why)) = refused {
+        return Err(Error::new(
+            ErrorKind::Unsupported,
+            format!("the archived oplog holds an entry this restore cannot replay at {ts} ({}) on `{db}`: {why}; nothing was changed", ts.time()),
+        )
+        .with_hint(format!(
+            "restore to a time before it (--to-ts {}:{}), or export the directory (`coffer oplog export`) and replay it with mongorestore --oplogReplay",
+            ts.t,
+            ts.i.saturating_sub(1)
+        )));
+    }
+    tail.put(
+        spill
+            .finish()
+            .map_err(|e| Error::io("cannot buffer the archived oplog", e))?,
+    );
+    Ok(())
 }
 
 fn replay_hint(e: Error) -> Error {
@@ -277,6 +361,8 @@ struct Replay {
     last: Option<mongodb::bson::Timestamp>,
     /// Writes of one namespace and command not sent yet.
     batch: Option<Batch>,
+    /// Indexes the oplog builds, built at the end: (db, collection, spec).
+    indexes: Vec<(String, String, Document)>,
 }
 
 /// Consecutive writes to one collection sent as one `update` or `delete`
@@ -312,8 +398,14 @@ impl Replay {
             self.last = Some(ts);
         }
         for (db, coll, w) in oplog::writes(entry)? {
-            if let Write::Skip(why) = w {
+            if let Write::Skip(why) | Write::Unknown(why) = w {
                 *self.notes.entry(why).or_default() += 1;
+                continue;
+            }
+            if matches!(w, Write::DropDatabase) {
+                self.flush(r, tally)?;
+                self.drop_database(r, &db)?;
+                self.applied += 1;
                 continue;
             }
             let Some((tdb, tcoll)) = r.rules.map(&db, &coll)? else {
@@ -380,11 +472,103 @@ impl Replay {
                 continue;
             }
             self.flush(r, tally)?;
+            let w = match w {
+                Write::CreateIndexes(specs) => {
+                    // Built at the end, as mongorestore does.
+                    self.indexes
+                        .extend(specs.into_iter().map(|s| (tdb.clone(), tcoll.clone(), s)));
+                    continue;
+                }
+                Write::DropIndex(index) => {
+                    let before = self.indexes.len();
+                    self.indexes.retain(|(d, c, s)| {
+                        !(d == &tdb
+                            && c == &tcoll
+                            && (s.get("name") == Some(&index) || s.get("key") == Some(&index)))
+                    });
+                    if self.indexes.len() < before {
+                        continue;
+                    }
+                    Write::DropIndex(index)
+                }
+                Write::Rename {
+                    db: to_db,
+                    coll: to_coll,
+                    drop_target,
+                } => {
+                    let Some((ndb, ncoll)) = r.rules.map(&to_db, &to_coll)? else {
+                        return Err(Error::new(
+                            ErrorKind::ConfigInvalid,
+                            format!("the oplog renames `{db}.{coll}` to `{to_db}.{to_coll}`, which --ns-include/--ns-exclude leave out"),
+                        )
+                        .with_hint("restore to a time before the rename, or include both namespaces"));
+                    };
+                    for (d, c, _) in self
+                        .indexes
+                        .iter_mut()
+                        .filter(|(d, c, _)| d == &tdb && c == &tcoll)
+                    {
+                        (*d, *c) = (ndb.clone(), ncoll.clone());
+                    }
+                    self.state.insert(format!("{ndb}.{ncoll}"), true);
+                    Write::Rename {
+                        db: ndb,
+                        coll: ncoll,
+                        drop_target,
+                    }
+                }
+                Write::Drop => {
+                    self.indexes.retain(|(d, c, _)| !(d == &tdb && c == &tcoll));
+                    Write::Drop
+                }
+                other => other,
+            };
             let change = r.apply(&tdb, &tcoll, w).map_err(replay_hint)?;
             if change != 0 {
                 *tally.count_changes.entry(bundle_ns).or_default() += change;
             }
         }
+        Ok(())
+    }
+
+    /// Builds the indexes the oplog created, per collection.
+    fn build_indexes(&mut self, r: &MongoRestorer) -> Result<()> {
+        let mut by_coll: BTreeMap<(String, String), Vec<Document>> = BTreeMap::new();
+        for (d, c, s) in std::mem::take(&mut self.indexes) {
+            by_coll.entry((d, c)).or_default().push(s);
+        }
+        for ((d, c), specs) in by_coll {
+            let n = specs.len();
+            r.run(
+                r.client
+                    .database(&d)
+                    .run_command(doc! { "createIndexes": &c, "indexes": specs }),
+            )
+            .map_err(|e| {
+                r.err(
+                    format!("cannot build the indexes the oplog created on `{d}.{c}`"),
+                    &e,
+                )
+            })?;
+            *self
+                .notes
+                .entry("indexes built after the replay".to_string())
+                .or_default() += n as u64;
+        }
+        Ok(())
+    }
+
+    /// The oplog dropped database `db` (of the bundle).
+    fn drop_database(&mut self, r: &MongoRestorer, db: &str) -> Result<()> {
+        // Map a collection of it to find where the database went.
+        let Some((tdb, _)) = r.rules.map(db, "coffer-probe")? else {
+            self.left_out += 1;
+            return Ok(());
+        };
+        self.indexes.retain(|(d, _, _)| d != &tdb);
+        r.run(r.client.database(&tdb).drop())
+            .map_err(|e| r.err(format!("cannot replay the oplog's dropDatabase of `{tdb}`"), &e))?;
+        self.state.retain(|ns, _| !ns.starts_with(&format!("{tdb}.")));
         Ok(())
     }
 
