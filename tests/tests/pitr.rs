@@ -444,6 +444,8 @@ fn a_rolled_over_oplog_is_a_recorded_gap_that_restore_refuses_naming_valid_times
             }
         }
     });
+    // The follower stays down a while longer: the gap spans seconds.
+    std::thread::sleep(Duration::from_millis(2500));
     t.follow();
     // The gap is recorded on the new chain's first slice, whose base the
     // follower takes (on-gap = "backup"): two ranges, one gap between.

@@ -72,8 +72,12 @@ pub enum Resume {
 /// A source's change log, as a follower reads it.
 #[async_trait]
 pub trait ChangeLog: Send + Sync {
-    /// Where the log stands now.
+    /// Where the log stands now (cheap: asked at every slice; the oldest
+    /// entry may be a minute old).
     async fn window(&self) -> Result<LogWindow>;
+
+    /// The log's newest entry now, exactly (where a new chain starts).
+    async fn newest(&self) -> Result<Option<LogMark>>;
 
     /// Opens the log after `after`, checking `after` itself is its first
     /// entry.
@@ -234,25 +238,37 @@ async fn run(
     let mut open = OpenSlice::default();
     let mut last_cut = Instant::now();
     let mut stopping = false;
+    // A tail can miss an entry written while its cursor opened (see
+    // `complete`): the first slices after it opened are checked.
+    let mut unchecked_cuts: u32 = 2;
     loop {
         if req.cancel.is_cancelled() {
             stopping = true;
         }
-        if !stopping {
+        // While slices cannot be stored, reading stops at a bound (the
+        // cursor waits; a long outage becomes a recorded gap, never
+        // unbounded memory).
+        if !stopping && open.bytes.len() < req.size.saturating_mul(4).max(64 << 20) {
             for e in tail.next(Duration::from_millis(250)).await? {
                 open.push(e);
             }
+        } else if !stopping {
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
         let due = last_cut.elapsed() >= req.interval || open.bytes.len() >= req.size || stopping;
         if due && open.read > 0 {
             let window = req.log.window().await.ok();
             let limit = window.as_ref().and_then(|w| w.majority);
             if let Some(slice) = open.take(limit) {
-                let slice = complete(req, observer, prev, slice).await?;
+                let slice = match unchecked_cuts {
+                    0 => slice,
+                    _ => complete(req, observer, prev, slice).await?,
+                };
                 match write(req, observer, prev, chain_start.clone(), slice).await {
                     Ok(last) => {
                         prev = last;
                         chain_start = None;
+                        unchecked_cuts = unchecked_cuts.saturating_sub(1);
                     }
                     Err((slice, e)) if !stopping => {
                         observer.event(&FollowEvent::Retrying { error: e });
@@ -533,8 +549,7 @@ async fn start(
         },
         None => None,
     };
-    let window = req.log.window().await?;
-    let newest = window.newest.ok_or_else(|| {
+    let newest = req.log.newest().await?.ok_or_else(|| {
         Error::new(ErrorKind::NotFound, "the change log is empty: nothing to follow from")
             .with_hint("write to the database once (or enable the server's no-op heartbeat), then start the follower again")
     })?;

@@ -34,13 +34,20 @@ const AWAIT: Duration = Duration::from_secs(1);
 pub(crate) struct MongoLog {
     pub(crate) source: MongoSource,
     client: tokio::sync::OnceCell<(Client, String)>,
+    /// The oldest entry and when it was read: finding it scans the whole
+    /// oplog on some servers, so it is asked once a minute.
+    oldest: std::sync::Mutex<Option<(std::time::Instant, Option<LogPos>)>>,
 }
+
+/// How long the oldest entry read stays good for the window.
+const OLDEST_TTL: Duration = Duration::from_secs(60);
 
 impl MongoLog {
     pub(crate) fn new(source: MongoSource) -> MongoLog {
         MongoLog {
             source,
             client: tokio::sync::OnceCell::new(),
+            oldest: std::sync::Mutex::new(None),
         }
     }
 }
@@ -118,13 +125,40 @@ impl ChangeLog for MongoLog {
             .and_then(|w| w.get_document("majorityOpTime").ok())
             .and_then(|o| o.get_timestamp("ts").ok())
             .map(pos);
-        let newest = self.edge(&client, &uri, -1).await?;
-        let oldest = self.edge(&client, &uri, 1).await?;
+        let newest = hello
+            .get_document("lastWrite")
+            .ok()
+            .and_then(|w| w.get_document("opTime").ok())
+            .and_then(|o| {
+                Some(LogMark {
+                    ts: pos(o.get_timestamp("ts").ok()?),
+                    term: o.get_i64("t").ok().or_else(|| o.get_i32("t").ok().map(i64::from)),
+                })
+            });
+        let cached = *self.oldest.lock().expect("oldest");
+        let oldest = match cached {
+            Some((at, oldest)) if at.elapsed() < OLDEST_TTL => oldest,
+            _ => {
+                let oldest = self
+                    .edge(&client, &uri, 1)
+                    .await?
+                    .as_deref()
+                    .and_then(mark)
+                    .map(|m| m.ts);
+                *self.oldest.lock().expect("oldest") = Some((std::time::Instant::now(), oldest));
+                oldest
+            }
+        };
         Ok(LogWindow {
-            oldest: oldest.as_deref().and_then(mark).map(|m| m.ts),
-            newest: newest.as_deref().and_then(mark),
+            oldest,
+            newest,
             majority,
         })
+    }
+
+    async fn newest(&self) -> Result<Option<LogMark>> {
+        let (client, uri) = self.client().await?;
+        Ok(self.edge(&client, &uri, -1).await?.as_deref().and_then(mark))
     }
 
     async fn open(&self, after: LogMark) -> Result<Resume> {
