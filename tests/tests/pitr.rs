@@ -123,7 +123,7 @@ impl Pitr {
     }
 
     fn status(&self) -> Value {
-        let v = serde_json::from_str(&self.ok(&["--json", "oplog", "status"])).unwrap();
+        let v = serde_json::from_str(&self.ok(&["--json", "oplog", "status", "--sink", "bk"])).unwrap();
         coffer_e2e::assert_schema("oplog-status", &v)
     }
 
@@ -1223,4 +1223,56 @@ fn an_archived_command_the_replay_does_not_know_is_refused_before_anything_is_to
         "{err}"
     );
     assert_eq!(t.restored_ids(), vec![-1], "nothing was dropped or written");
+}
+
+#[test]
+fn an_unreachable_optional_sink_is_left_out_and_a_quorum_short_of_sinks_stops() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.edit_config(|s| {
+        s.replace("sinks = [\"bk\"]", "sinks = [\"bk\", \"gone\"]")
+            .replace(
+                "[job.app]",
+                "[sink.gone]\nkind = \"local\"\npath = \"unplugged/disk\"\noptional = true\n\n[job.app]",
+            )
+    });
+    t.follow();
+    std::thread::sleep(Duration::from_millis(1500));
+    t.backup_to("bk");
+    let ts = t.insert(&[1]);
+    t.wait_archived(ts[0]);
+    assert!(t.log().contains("sink `gone` left out"), "{}", t.log());
+    t.signal(libc::SIGTERM);
+    // `oplog status` of both sinks lists bk's archive and fails on gone.
+    let out = t.run(&["--json", "oplog", "status"]);
+    assert_eq!(
+        out.status.code(),
+        Some(10),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(listed[0]["sink"], "bk", "{listed}");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("sink `gone`"));
+    let out = t.restore_to("--to-time", &rfc3339(ts[0].time));
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert_eq!(t.restored_ids(), vec![1]);
+    // A quorum of both: the follower cannot archive, and says so.
+    t.edit_config(|s| {
+        s.replace("optional = true", "").replace(
+            "sinks = [\"bk\", \"gone\"]",
+            "sinks = [\"bk\", \"gone\"]\nquorum = 2",
+        )
+    });
+    let out = t.run(&["oplog", "follow"]);
+    assert_ne!(out.status.code(), Some(0));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("too few sinks") && err.contains("gone"), "{err}");
+}
+
+impl Pitr {
+    fn backup_to(&self, sink: &str) {
+        self.ok(&["backup", "app", "--sink", sink]);
+    }
 }

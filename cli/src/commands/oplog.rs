@@ -163,6 +163,7 @@ async fn exec_follow(ctx: &Ctx, a: FollowArgs) -> CmdResult {
         source: source.clone(),
         log: src.change_log().expect("checked"),
         sinks,
+        quorum: jc.quorum,
         encryption: resolved.encryption,
         signing_key: resolved.signing_key,
         interval,
@@ -386,6 +387,15 @@ impl FollowObserver for Observer {
                 tracing::warn!("oplog slice not stored on a required sink, kept and retried: {error}");
             }
             FollowEvent::Window(w) => self.metrics(Some(w)),
+            FollowEvent::SinkSkipped { sink, error } => {
+                tracing::warn!(
+                    "sink `{sink}` is left out of this follower run (it cannot be reached): {error}"
+                );
+                self.say(
+                    format!("sink `{sink}` left out: {error}"),
+                    serde_json::json!({"event": "sink-skipped", "sink": sink, "error": error}),
+                );
+            }
             FollowEvent::Reread { missed } => {
                 tracing::warn!(
                     "the oplog cursor missed {missed} entr(ies) of a slice's range; the range was read again"
@@ -429,11 +439,22 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
     let job = pitr_job(config.as_ref(), a.job.as_deref())?;
     let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
     let mut out = Vec::new();
+    let mut failed = Vec::new();
     for (name, sink) in &sinks {
-        let catalog = Catalog::load(sink.as_ref())
-            .await
-            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        let chains = pitr::chains(sink.as_ref(), &catalog, &job).await?;
+        // One unreachable sink does not hide the others' archives.
+        let loaded = async {
+            let catalog = Catalog::load(sink.as_ref()).await?;
+            let chains = pitr::chains(sink.as_ref(), &catalog, &job).await?;
+            Ok::<_, coffer_core::Error>((catalog, chains))
+        }
+        .await;
+        let (catalog, chains) = match loaded {
+            Ok(x) => x,
+            Err(e) => {
+                failed.push(e.prefix(format!("sink `{name}`")));
+                continue;
+            }
+        };
         for (source, slices, bad) in chains {
             let idx: Vec<SliceIndex> = slices.iter().map(|s| s.index.clone()).collect();
             let segs = segments(&idx);
@@ -475,9 +496,16 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
         }
     }
     ctx.record.note("job", job.as_str());
+    let outcome = match failed.into_iter().next() {
+        Some(e) if sinks.len() > 1 => {
+            Err(e.with_hint("the other sinks' archives are listed; check this sink (mounted? reachable?)"))
+        }
+        Some(e) => Err(e),
+        None => Ok(()),
+    };
     if ctx.json {
         print_json(&out);
-        return Ok(());
+        return outcome.map_err(Into::into);
     }
     if out.is_empty() {
         println!(
@@ -518,7 +546,7 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
             println!("  unreadable slice index {u}");
         }
     }
-    Ok(())
+    outcome.map_err(Into::into)
 }
 
 /// What `oplog export` wrote.

@@ -131,6 +131,9 @@ pub struct FollowRequest {
     pub log: Box<dyn ChangeLog>,
     /// Where slices go.
     pub sinks: Vec<FollowSink>,
+    /// The job's quorum: a slice is archived once this many sinks stored
+    /// it (whichever); without it, once every required sink did.
+    pub quorum: Option<usize>,
     /// Recipients.
     pub encryption: Encryption,
     /// Signs each slice's index when set.
@@ -188,6 +191,14 @@ pub enum FollowEvent {
         /// How many were missing.
         missed: u64,
     },
+    /// A sink that could not be reached at start is left out of this run
+    /// (optional, or beyond the quorum).
+    SinkSkipped {
+        /// The sink.
+        sink: String,
+        /// Why.
+        error: String,
+    },
     /// Sinks repaired at start: slices copied from another sink.
     Repaired {
         /// How many slice copies were made.
@@ -203,25 +214,52 @@ pub trait FollowObserver: Send + Sync {
 }
 
 /// Runs a follower until `req.cancel` is raised (or a fatal error).
-pub async fn follow(req: FollowRequest, observer: &dyn FollowObserver) -> Result<()> {
+pub async fn follow(mut req: FollowRequest, observer: &dyn FollowObserver) -> Result<()> {
     if req.sinks.is_empty() {
         return Err(crate::config_error(
             "the job has no sinks to write oplog slices to",
         ));
     }
     let mut leases = Vec::new();
+    let mut skipped = Vec::new();
+    let mut failure = None;
     for s in &req.sinks {
         match lease::acquire(s.sink.as_ref(), &req.job, &req.source, req.lease_stale).await {
             Ok(l) => leases.push((s.sink.clone(), l)),
+            // An optional sink (or, with a quorum, any) that cannot be
+            // reached is left out of this run; another follower's lease
+            // never is.
+            Err(e) if e.kind() != ErrorKind::AlreadyExists && (req.quorum.is_some() || !s.required) => {
+                observer.event(&FollowEvent::SinkSkipped {
+                    sink: s.name.clone(),
+                    error: e.to_string(),
+                });
+                skipped.push(s.name.clone());
+            }
             Err(e) => {
-                for (sink, l) in leases {
-                    l.release(sink.as_ref()).await;
-                }
-                return Err(e.with_context("sink", &s.name));
+                failure = Some(e.with_context("sink", &s.name));
+                break;
             }
         }
     }
-    let result = run(&req, observer, &mut leases).await;
+    req.sinks.retain(|s| !skipped.contains(&s.name));
+    if failure.is_none() && (req.sinks.is_empty() || req.quorum.is_some_and(|q| req.sinks.len() < q)) {
+        failure = Some(
+            Error::new(
+                ErrorKind::Unreachable,
+                format!(
+                    "too few sinks of job `{}` can be reached to archive its oplog (left out: {})",
+                    req.job,
+                    skipped.join(", ")
+                ),
+            )
+            .with_hint("check the sinks named above, then start the follower again"),
+        );
+    }
+    let result = match failure {
+        Some(e) => Err(e),
+        None => run(&req, observer, &mut leases).await,
+    };
     for (sink, l) in leases {
         l.release(sink.as_ref()).await;
     }
@@ -446,15 +484,31 @@ async fn write(
     let results = futures::future::join_all(puts).await;
     let mut failed = Vec::new();
     let mut required_failed = None;
+    let mut first_error = None;
+    let mut stored = 0;
     for (s, r) in req.sinks.iter().zip(results) {
-        if let Err(e) = r {
-            failed.push((s.name.clone(), e.to_string()));
-            if s.required && required_failed.is_none() {
-                required_failed = Some(e.with_context("sink", &s.name));
+        match r {
+            Ok(()) => stored += 1,
+            Err(e) => {
+                failed.push((s.name.clone(), e.to_string()));
+                let e = e.with_context("sink", &s.name);
+                if s.required && required_failed.is_none() {
+                    required_failed = Some(e);
+                } else if first_error.is_none() {
+                    first_error = Some(e);
+                }
             }
         }
     }
-    if let Some(e) = required_failed {
+    // As for a backup: with a quorum, enough sinks (whichever) suffice;
+    // else every required one. A sink that missed a slice gets it copied
+    // when the follower starts next.
+    let short = match req.quorum {
+        Some(q) if stored < q => required_failed.or(first_error),
+        Some(_) => None,
+        None => required_failed,
+    };
+    if let Some(e) = short {
         return Err((cut, e));
     }
     observer.event(&FollowEvent::Slice {
