@@ -58,6 +58,7 @@ while read -r name value rest; do
 done < "$SINK/$SNAPSHOT.json"
 echo "$want  $list" | sha256sum -c --quiet -
 tmp="${TMPDIR:-/tmp}/coffer-chunk.$$"
+trap 'rm -f "$tmp"' EXIT
 zstd -d -q -c "$list" | while read -r address pack offset length sum; do
   dir=${pack%"${pack#??}"}
   tail -c +"$((offset + 1))" "$SINK/data/$dir/$pack" | head -c "$length" > "$tmp"

@@ -318,25 +318,37 @@ async fn run(
             if let Some(w) = window {
                 observer.event(&FollowEvent::Window(w));
             }
-            for (sink, l) in leases.iter_mut() {
-                l.refresh(sink.as_ref()).await?;
-            }
+            refresh(leases).await?;
             last_cut = Instant::now();
         } else if due {
+            refresh(leases).await?;
             if let Ok(w) = req.log.window().await {
                 observer.event(&FollowEvent::Window(w));
             }
             last_cut = Instant::now();
         }
-        if stopping && open.read == 0 {
-            return Ok(());
-        }
         if stopping {
-            // Entries above the majority point stay unarchived: they may
-            // still be rolled back.
+            // What is left (entries above the majority point, which may
+            // still be rolled back, or a transaction still growing) is
+            // read again by the next follower.
             return Ok(());
         }
     }
+}
+
+/// Refreshes the leases: another follower that took one over stops this
+/// one; a sink that cannot be reached now is left to the slice writes
+/// (required, optional, quorum) and tried again at the next slice.
+async fn refresh(leases: &mut [(Arc<dyn Sink>, Lease)]) -> Result<()> {
+    for (sink, l) in leases.iter_mut() {
+        if let Err(e) = l.refresh(sink.as_ref()).await {
+            if e.kind() == ErrorKind::AlreadyExists {
+                return Err(e);
+            }
+            tracing::warn!("cannot refresh the follower's lease on a sink: {e}");
+        }
+    }
+    Ok(())
 }
 
 /// Entries read since the last slice.
