@@ -230,6 +230,11 @@ impl Drop for Pitr {
     }
 }
 
+/// A slice's public index.
+fn index_of(path: &Path) -> Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
 fn rfc3339(second: u32) -> String {
     jiff::Timestamp::from_second(i64::from(second))
         .unwrap()
@@ -242,9 +247,7 @@ fn restore_to_each_second_between_slices_gives_exactly_the_writes_up_to_it() {
         return;
     };
     t.insert(&[0, 1, 2]);
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     // Writes over several seconds: they land in several slices.
     let mut written: Vec<(i32, Timestamp)> = Vec::new();
     for round in 0..4 {
@@ -253,16 +256,7 @@ fn restore_to_each_second_between_slices_gives_exactly_the_writes_up_to_it() {
         std::thread::sleep(Duration::from_millis(1100));
     }
     t.wait_archived(written.last().unwrap().1);
-    let slices = std::fs::read_dir(t.p().join("bk/oplog/app/db"))
-        .unwrap()
-        .filter(|e| {
-            e.as_ref()
-                .unwrap()
-                .file_name()
-                .to_string_lossy()
-                .ends_with(".json")
-        })
-        .count();
+    let slices = t.slice_files("bk", "json").len();
     assert!(slices >= 3, "the writes span several slices: {slices}");
 
     let mut seconds: Vec<u32> = written.iter().map(|(_, ts)| ts.time).collect();
@@ -323,9 +317,7 @@ fn two_writes_in_one_second_to_time_takes_both_to_ts_the_first() {
     let Some(mut t) = setup(1_000_000, "stop") else {
         return;
     };
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     // One insert_many: two entries of the same second, ordinals apart.
     let (a, b) = t.rt.block_on(async {
         let users = t.client.database("app").collection::<Document>("users");
@@ -362,9 +354,7 @@ fn a_follower_killed_at_random_moments_leaves_an_unbroken_chain_without_duplicat
     let Some(mut t) = setup(1_000_000, "stop") else {
         return;
     };
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     let mut next = 100;
     let mut last = None;
     for round in 0..5u64 {
@@ -509,9 +499,7 @@ fn a_damaged_or_missing_slice_fails_the_restore_before_the_database_is_touched()
     let Some(mut t) = setup(1_000_000, "stop") else {
         return;
     };
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     let mut last = None;
     for round in 0..3 {
         last = t.insert(&[round * 10, round * 10 + 1]).last().copied();
@@ -520,31 +508,9 @@ fn a_damaged_or_missing_slice_fails_the_restore_before_the_database_is_touched()
     t.wait_archived(last.unwrap());
     t.signal(libc::SIGTERM);
     // Something to lose on the target.
-    t.rt.block_on(async {
-        let c = Client::with_uri_str(t.scratch.uri("")).await.unwrap();
-        c.database("app")
-            .collection::<Document>("users")
-            .insert_one(doc! { "_id": -1 })
-            .await
-            .unwrap();
-    });
+    t.seed_scratch();
     // The slice holding the first round's writes.
-    let dir = t.p().join("bk/oplog/app/db");
-    let mut slices: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "slice"))
-        .collect();
-    slices.sort();
-    let holding = slices
-        .iter()
-        .find(|p| {
-            let json = std::fs::read_to_string(p.with_extension("json")).unwrap();
-            let v: Value = serde_json::from_str(&json).unwrap();
-            v["entries"].as_u64().unwrap() > 0
-        })
-        .unwrap()
-        .clone();
+    let holding = t.holding_slice().with_extension("slice");
     let target = rfc3339(last.unwrap().time);
     let original = std::fs::read(&holding).unwrap();
     let mut bad = original.clone();
@@ -584,9 +550,7 @@ fn an_idle_database_still_advances_the_archived_time() {
     let Some(mut t) = setup(1_000_000, "stop") else {
         return;
     };
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     let first = t.status()[0]["newest"]["t"].as_u64();
     std::thread::sleep(Duration::from_secs(4));
     let later = t.status()[0]["newest"]["t"].as_u64();
@@ -604,9 +568,7 @@ fn export_writes_the_base_dump_and_exactly_the_archived_entries_up_to_the_time()
         return;
     };
     t.insert(&[0, 1]);
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     let first = t.insert(&[10, 11]);
     std::thread::sleep(Duration::from_millis(1100));
     let second = t.insert(&[12]);
@@ -726,9 +688,7 @@ fn prune_keeps_every_kept_snapshots_chain_and_removes_the_slices_before_them() {
     let Some(mut t) = setup(1_000_000, "stop") else {
         return;
     };
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     let early = t.insert(&[1])[0];
     std::thread::sleep(Duration::from_millis(1100));
     t.backup();
@@ -775,9 +735,7 @@ fn a_drill_rehearses_a_point_in_time_restore_and_records_it() {
         return;
     };
     t.insert(&[0, 1]);
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     let ts = t.insert(&[2, 3, 4]);
     t.rt.block_on(async {
         let users = t.client.database("app").collection::<Document>("users");
@@ -854,6 +812,55 @@ fn a_drill_rehearses_a_point_in_time_restore_and_records_it() {
 }
 
 impl Pitr {
+    /// Starts the follower, lets it start its chain, then takes the base.
+    fn follow_and_backup(&mut self) {
+        self.follow();
+        std::thread::sleep(Duration::from_millis(1500));
+        self.backup();
+    }
+
+    /// A document on the restore target that a refused restore keeps.
+    fn seed_scratch(&self) {
+        self.rt.block_on(async {
+            let c = Client::with_uri_str(self.scratch.uri("")).await.unwrap();
+            c.database("app")
+                .collection::<Document>("users")
+                .insert_one(doc! { "_id": -1 })
+                .await
+                .unwrap();
+        });
+    }
+
+    /// The slice files of `sink` with extension `ext`, in key order.
+    fn slice_files(&self, sink: &str, ext: &str) -> Vec<PathBuf> {
+        let mut out: Vec<PathBuf> = std::fs::read_dir(self.p().join(sink).join("oplog/app/db"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| {
+                p.extension().is_some_and(|e| e == ext)
+                    && !p.file_name().unwrap().to_string_lossy().starts_with("lease")
+            })
+            .collect();
+        out.sort();
+        out
+    }
+
+    /// The index of the first slice on `bk` that stores entries.
+    fn holding_slice(&self) -> PathBuf {
+        self.slice_files("bk", "json")
+            .into_iter()
+            .find(|p| index_of(p)["entries"].as_u64().unwrap() > 0)
+            .expect("a slice with entries")
+    }
+
+    /// Adds the sink `[sink.NAME]` (`table`: its lines) to the job.
+    fn add_sink(&self, name: &str, table: &str) {
+        self.edit_config(|s| {
+            s.replace("sinks = [\"bk\"]", &format!("sinks = [\"bk\", \"{name}\"]"))
+                .replace("[job.app]", &format!("[sink.{name}]\n{table}\n\n[job.app]"))
+        });
+    }
+
     fn edit_config(&self, edit: impl Fn(String) -> String) {
         let path = self.p().join("coffer.toml");
         let text = std::fs::read_to_string(&path).unwrap();
@@ -870,41 +877,19 @@ fn signed_slices_are_judged_and_an_unsigned_one_is_refused() {
     t.ok(&["keygen", "--signing", "-o", sign.to_str().unwrap()]);
     // The config signs, so it trusts its own key: unsigned is refused.
     t.edit_config(|s| format!("signing-key = \"sign.key\"\n{s}"));
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     let ts = t.insert(&[1, 2]);
     t.wait_archived(ts[1]);
     t.signal(libc::SIGTERM);
-    let dir = t.p().join("bk/oplog/app/db");
-    let sigs: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "sig"))
-        .collect();
+    let sigs = t.slice_files("bk", "sig");
     assert!(!sigs.is_empty(), "slices are signed");
     let out = t.restore_to("--to-time", &rfc3339(ts[1].time));
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert_eq!(t.restored_ids(), vec![1, 2]);
     // A slice whose signature was stripped (anyone with write access to
     // the sink could have made it): refused before anything is touched.
-    let holding = sigs
-        .iter()
-        .find(|p| {
-            let v: Value =
-                serde_json::from_str(&std::fs::read_to_string(p.with_extension("json")).unwrap()).unwrap();
-            v["entries"].as_u64().unwrap() > 0
-        })
-        .unwrap();
-    std::fs::remove_file(holding).unwrap();
-    t.rt.block_on(async {
-        let c = Client::with_uri_str(t.scratch.uri("")).await.unwrap();
-        c.database("app")
-            .collection::<Document>("users")
-            .insert_one(doc! { "_id": -1 })
-            .await
-            .unwrap();
-    });
+    std::fs::remove_file(t.holding_slice().with_extension("sig")).unwrap();
+    t.seed_scratch();
     let out = t.restore_to("--to-time", &rfc3339(ts[1].time));
     assert_eq!(
         out.status.code(),
@@ -925,16 +910,8 @@ fn a_slice_one_sink_lacks_is_copied_from_another_when_the_follower_starts() {
     let Some(mut t) = setup(1_000_000, "stop") else {
         return;
     };
-    t.edit_config(|s| {
-        s.replace("sinks = [\"bk\"]", "sinks = [\"bk\", \"bk2\"]")
-            .replace(
-                "[job.app]",
-                "[sink.bk2]\nkind = \"local\"\npath = \"bk2\"\ncreate = true\n\n[job.app]",
-            )
-    });
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.add_sink("bk2", "kind = \"local\"\npath = \"bk2\"\ncreate = true");
+    t.follow_and_backup();
     let mut ts = Vec::new();
     for id in 1..=3 {
         ts.extend(t.insert(&[id]));
@@ -943,16 +920,7 @@ fn a_slice_one_sink_lacks_is_copied_from_another_when_the_follower_starts() {
     t.wait_archived(ts[2]);
     t.signal(libc::SIGKILL);
     // A kill between two sinks: bk2 misses a slice bk holds.
-    let dir2 = t.p().join("bk2/oplog/app/db");
-    let mut jsons: Vec<PathBuf> = std::fs::read_dir(&dir2)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "json")
-                && !p.file_name().unwrap().to_string_lossy().starts_with("lease")
-        })
-        .collect();
-    jsons.sort();
+    let jsons = t.slice_files("bk2", "json");
     assert!(jsons.len() >= 3, "{jsons:?}");
     let victim = jsons[1].clone();
     std::fs::remove_file(&victim).unwrap();
@@ -996,9 +964,7 @@ fn a_transaction_is_never_split_between_slices_and_restores_whole() {
     let Some(mut t) = setup(1_000_000, "stop") else {
         return;
     };
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     // Transactions over a few seconds, slices cut every second: some
     // commit right at a cut.
     let mut commits = Vec::new();
@@ -1034,17 +1000,7 @@ fn a_transaction_is_never_split_between_slices_and_restores_whole() {
     assert_eq!(s[0]["breaks"], serde_json::json!([]), "{s}");
     // Each slice starts after the previous one's last position: no
     // position is in two slices.
-    let dir = t.p().join("bk/oplog/app/db");
-    let mut idx: Vec<Value> = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "json")
-                && !p.file_name().unwrap().to_string_lossy().starts_with("lease")
-        })
-        .map(|p| serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap())
-        .collect();
-    idx.sort_by_key(|v| (v["last"]["ts"]["t"].as_u64(), v["last"]["ts"]["i"].as_u64()));
+    let idx: Vec<Value> = t.slice_files("bk", "json").iter().map(|p| index_of(p)).collect();
     assert!(idx.len() >= 3, "several slices");
     for w in idx.windows(2) {
         let pos = |v: &Value| (v["t"].as_u64().unwrap(), v["i"].as_u64().unwrap());
@@ -1090,9 +1046,7 @@ fn index_builds_and_renames_after_the_base_are_replayed() {
             .await
             .unwrap();
     });
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     let last = t.rt.block_on(async {
         let db = t.client.database("app");
         db.run_command(doc! { "createIndexes": "users", "indexes": [{ "key": { "email": 1 }, "name": "email_1", "unique": true }] })
@@ -1145,28 +1099,14 @@ fn an_archived_command_the_replay_does_not_know_is_refused_before_anything_is_to
     let Some(mut t) = setup(1_000_000, "stop") else {
         return;
     };
-    t.follow();
-    std::thread::sleep(Duration::from_millis(1500));
-    t.backup();
+    t.follow_and_backup();
     let ts = t.insert(&[1]);
     t.wait_archived(ts[0]);
     t.signal(libc::SIGTERM);
     // Someone with the key and write access to the sink (or a newer
     // server) put a command into a slice that this replay does not know.
-    let dir = t.p().join("bk/oplog/app/db");
-    let json = std::fs::read_dir(&dir)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| {
-            p.extension().is_some_and(|e| e == "json")
-                && !p.file_name().unwrap().to_string_lossy().starts_with("lease")
-        })
-        .find(|p| {
-            let v: Value = serde_json::from_str(&std::fs::read_to_string(p).unwrap()).unwrap();
-            v["entries"].as_u64().unwrap() > 0
-        })
-        .unwrap();
-    let mut index: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    let json = t.holding_slice();
+    let mut index = index_of(&json);
     let slice = json.with_extension("slice");
     let sh = |script: &str| {
         let out = std::process::Command::new("sh")
@@ -1183,10 +1123,8 @@ fn an_archived_command_the_replay_does_not_know_is_refused_before_anything_is_to
         out.stdout
     };
     let mut plain = sh(&format!("age -d -i key.txt {} | zstd -d", slice.display()));
-    let last = Timestamp {
-        time: index["last"]["ts"]["t"].as_u64().unwrap() as u32,
-        increment: index["last"]["ts"]["i"].as_u64().unwrap() as u32,
-    };
+    // At the position of the archived insert: inside the restore's range.
+    let last = ts[0];
     let forged = doc! { "ts": last, "t": 1i64, "op": "c", "ns": "app.$cmd", "o": { "emptycapped": "users" } };
     forged.to_writer(&mut plain).unwrap();
     std::fs::write(t.p().join("plain.bin"), &plain).unwrap();
@@ -1207,14 +1145,7 @@ fn an_archived_command_the_replay_does_not_know_is_refused_before_anything_is_to
     index["object"]["plain_size"] = plain.len().into();
     std::fs::write(&json, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
     std::fs::remove_file(t.p().join("plain.bin")).unwrap();
-    t.rt.block_on(async {
-        let c = Client::with_uri_str(t.scratch.uri("")).await.unwrap();
-        c.database("app")
-            .collection::<Document>("users")
-            .insert_one(doc! { "_id": -1 })
-            .await
-            .unwrap();
-    });
+    t.seed_scratch();
     let out = t.restore_to("--to-time", &rfc3339(ts[0].time));
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{err}");
@@ -1230,13 +1161,10 @@ fn an_unreachable_optional_sink_is_left_out_and_a_quorum_short_of_sinks_stops() 
     let Some(mut t) = setup(1_000_000, "stop") else {
         return;
     };
-    t.edit_config(|s| {
-        s.replace("sinks = [\"bk\"]", "sinks = [\"bk\", \"gone\"]")
-            .replace(
-                "[job.app]",
-                "[sink.gone]\nkind = \"local\"\npath = \"unplugged/disk\"\noptional = true\n\n[job.app]",
-            )
-    });
+    t.add_sink(
+        "gone",
+        "kind = \"local\"\npath = \"unplugged/disk\"\noptional = true",
+    );
     t.follow();
     std::thread::sleep(Duration::from_millis(1500));
     t.backup_to("bk");

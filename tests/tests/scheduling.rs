@@ -26,6 +26,18 @@ fn systemd_units_verify_and_run_the_job_with_its_config() {
     assert!(service.contains("OnFailure=coffer-backup-failed.service"));
     let timer = fs::read_to_string(dir.join("coffer-backup.timer")).unwrap();
     assert!(timer.contains("OnCalendar=") && timer.contains("Persistent=true"));
+    verify_units(
+        &dir,
+        &[
+            "coffer-backup.service",
+            "coffer-backup.timer",
+            "coffer-backup-failed.service",
+        ],
+    );
+}
+
+/// `systemd-analyze verify` of `units` in `dir`, where it is installed.
+fn verify_units(dir: &Path, units: &[&str]) {
     let found = Command::new("sh")
         .args(["-c", "command -v systemd-analyze"])
         .output()
@@ -34,11 +46,6 @@ fn systemd_units_verify_and_run_the_job_with_its_config() {
         eprintln!("systemd-analyze is not installed: the units were only read");
         return;
     }
-    let units = [
-        "coffer-backup.service",
-        "coffer-backup.timer",
-        "coffer-backup-failed.service",
-    ];
     let out = Command::new("systemd-analyze")
         .arg("verify")
         .args(units.iter().map(|u| dir.join(u)))
@@ -205,32 +212,15 @@ fn the_oplog_follower_runs_always_one_at_a_time_and_stops_gracefully() {
             .unwrap()
             .contains("OnCalendar=")
     );
-    let found = Command::new("sh")
-        .args(["-c", "command -v systemd-analyze"])
-        .output()
-        .is_ok_and(|o| o.status.success());
-    if found {
-        let out = Command::new("systemd-analyze")
-            .arg("verify")
-            .args(
-                [
-                    "coffer-oplog.service",
-                    "coffer-pitr-base.service",
-                    "coffer-pitr-base.timer",
-                    "coffer-backup-failed.service",
-                ]
-                .iter()
-                .map(|u| dir.join(u)),
-            )
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
+    verify_units(
+        &dir,
+        &[
+            "coffer-oplog.service",
+            "coffer-pitr-base.service",
+            "coffer-pitr-base.timer",
+            "coffer-backup-failed.service",
+        ],
+    );
     // Kubernetes: one replica, never two during a rollout, time to stop.
     let d = yaml(&examples().join("kubernetes/oplog-deployment.yaml"));
     assert_eq!(d["kind"], "Deployment");
