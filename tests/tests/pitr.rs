@@ -300,6 +300,8 @@ fn restore_to_each_second_between_slices_gives_exactly_the_writes_up_to_it() {
         })
         .collect();
     assert!(leases.is_empty(), "the lease was given up");
+    // The status asks the server how far behind the archive is.
+    assert!(s[0]["lag_seconds"].is_i64(), "{s}");
     let metrics = std::fs::read_to_string(t.p().join("metrics.prom")).unwrap();
     assert!(
         metrics.contains("coffer_oplog_last_archived_timestamp_seconds{job=\"app\",source=\"db\"}"),

@@ -426,6 +426,9 @@ pub struct SinkStatus {
     pub newest_time: Option<String>,
     /// Seconds since the newest archived entry.
     pub age_seconds: Option<i64>,
+    /// The server's newest write minus the newest archived entry, when
+    /// the config's source answered (`null` otherwise).
+    pub lag_seconds: Option<i64>,
     /// Where a point-in-time restore can go.
     pub ranges: Vec<Range>,
     /// Breaks of the chain, oldest first.
@@ -438,6 +441,7 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
     let config = ctx.config()?;
     let job = pitr_job(config.as_ref(), a.job.as_deref())?;
     let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let server_newest = server_newest(config.as_ref(), &job).await;
     let mut out = Vec::new();
     let mut failed = Vec::new();
     for (name, sink) in &sinks {
@@ -481,6 +485,10 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
                     f64::from(r.to.t),
                 );
             }
+            let lag_seconds = match (&server_newest, newest) {
+                (Some((src, n)), Some(p)) if *src == source => Some((i64::from(n.t) - i64::from(p.t)).max(0)),
+                _ => None,
+            };
             out.push(SinkStatus {
                 sink: name.clone(),
                 source,
@@ -489,6 +497,7 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
                 newest,
                 newest_time: newest.map(|p| p.time().to_string()),
                 age_seconds: newest.map(|p| jiff::Timestamp::now().as_second() - i64::from(p.t)),
+                lag_seconds,
                 ranges,
                 breaks: segs.iter().filter_map(|s| s.after_break.clone()).collect(),
                 unreadable: bad.iter().map(|(k, e)| format!("{k}: {e}")).collect(),
@@ -516,10 +525,14 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
         println!("job `{job}` source `{}` on sink `{}`:", s.source, s.sink);
         match (&s.newest, &s.newest_time) {
             (Some(p), Some(t)) => println!(
-                "  {} slices ({}), newest entry {t} ({p}), {} s ago",
+                "  {} slices ({}), newest entry {t} ({p}), {} s ago{}",
                 s.slices,
                 crate::output::size(s.bytes),
-                s.age_seconds.unwrap_or(0)
+                s.age_seconds.unwrap_or(0),
+                match s.lag_seconds {
+                    Some(l) => format!(", {l} s behind the server"),
+                    None => String::new(),
+                }
             ),
             _ => println!("  no oplog slices (is `coffer oplog follow` running?)"),
         }
@@ -547,6 +560,21 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
         }
     }
     outcome.map_err(Into::into)
+}
+
+/// The newest write of the job's followed source, as the server reports
+/// it (`None` without a config, or when the server does not answer: the
+/// status of the archive needs no server).
+async fn server_newest(config: Option<&Config>, job: &str) -> Option<(String, LogPos)> {
+    let cfg = config?;
+    let oplog = cfg.jobs.get(job)?.oplog.clone().unwrap_or_default();
+    let (name, source) = followed_source(cfg, job, &oplog).ok()?;
+    let log = source.change_log()?;
+    let window = tokio::time::timeout(Duration::from_secs(10), log.window())
+        .await
+        .ok()?
+        .ok()?;
+    Some((name, window.majority.or(window.newest.map(|m| m.ts))?))
 }
 
 /// What `oplog export` wrote.
