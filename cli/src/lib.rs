@@ -104,6 +104,27 @@ fn exit_code_of(kind: ErrorKind) -> u8 {
     }
 }
 
+/// Whether a panic is `println!` failing on a closed stdout.
+fn is_broken_pipe(payload: &(dyn std::any::Any + Send)) -> bool {
+    let text = payload
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| payload.downcast_ref::<&str>().copied())
+        .unwrap_or("");
+    text.starts_with("failed printing to std") && text.contains("Broken pipe")
+}
+
+/// The default panic message, except for a closed stdout (see
+/// [`is_broken_pipe`]), which ends the run quietly.
+fn quiet_broken_pipe() {
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if !is_broken_pipe(info.payload()) {
+            default(info);
+        }
+    }));
+}
+
 /// Runs the `coffer` command line with the built-in plugins plus those
 /// `register` adds, and returns the exit code. A kind or scheme registered
 /// again is an error (exit 2) unless the plugin asks to replace it
@@ -176,42 +197,56 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     let ctx = commands::context(&cli, registry, cancel.clone());
     let audited = cli.command.audited();
     let started = std::time::Instant::now();
-    let result = runtime.block_on(async {
-        // SIGTERM (a service manager stopping the run) and SIGHUP (an SSH
-        // session dropping) are handled like Ctrl-C: dropped futures run
-        // their cleanup (locks, `after` hooks, a command source's child,
-        // a drill's scratch targets).
-        let terminate = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-                (Ok(mut term), Ok(mut hup)) => tokio::select! {
-                    _ = term.recv() => "SIGTERM",
-                    _ = hup.recv() => "SIGHUP",
-                },
-                _ => std::future::pending::<&str>().await,
+    quiet_broken_pipe();
+    let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        runtime.block_on(async {
+            // SIGTERM (a service manager stopping the run) and SIGHUP (an SSH
+            // session dropping) are handled like Ctrl-C: dropped futures run
+            // their cleanup (locks, `after` hooks, a command source's child,
+            // a drill's scratch targets).
+            let terminate = async {
+                use tokio::signal::unix::{SignalKind, signal};
+                match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+                    (Ok(mut term), Ok(mut hup)) => tokio::select! {
+                        _ = term.recv() => "SIGTERM",
+                        _ = hup.recv() => "SIGHUP",
+                    },
+                    _ => std::future::pending::<&str>().await,
+                }
+            };
+            // A long-running command (the oplog follower) stops on its own
+            // when the flag is raised: it writes what it holds first, and a
+            // stop is its normal end.
+            let graceful = cli.command.graceful();
+            let run = commands::run(&ctx, cli.command);
+            tokio::pin!(run);
+            let stopped = tokio::select! {
+                r = &mut run => return r,
+                _ = tokio::signal::ctrl_c() => "interrupted".to_string(),
+                signal = terminate => format!("terminated ({signal})"),
+            };
+            // Blocking work (a restore) cannot be dropped: it sees the flag
+            // and aborts before committing anything.
+            cancel.cancel();
+            if graceful {
+                return run.await;
             }
-        };
-        // A long-running command (the oplog follower) stops on its own
-        // when the flag is raised: it writes what it holds first, and a
-        // stop is its normal end.
-        let graceful = cli.command.graceful();
-        let run = commands::run(&ctx, cli.command);
-        tokio::pin!(run);
-        let stopped = tokio::select! {
-            r = &mut run => return r,
-            _ = tokio::signal::ctrl_c() => "interrupted".to_string(),
-            signal = terminate => format!("terminated ({signal})"),
-        };
-        // Blocking work (a restore) cannot be dropped: it sees the flag
-        // and aborts before committing anything.
-        cancel.cancel();
-        if graceful {
-            return run.await;
+            Err(Failure::Error(
+                Error::new(ErrorKind::Cancelled, stopped).with_hint(STOPPED_HINT),
+            ))
+        })
+    }));
+    let result = match run {
+        Ok(r) => r,
+        // stdout went away (`coffer list | head -1`): what was asked is
+        // done (the command's future was dropped, so its cleanup ran);
+        // end like a tool killed by SIGPIPE, without a panic message.
+        Err(panic) if is_broken_pipe(panic.as_ref()) => {
+            drop(runtime);
+            return ExitCode::from(141);
         }
-        Err(Failure::Error(
-            Error::new(ErrorKind::Cancelled, stopped).with_hint(STOPPED_HINT),
-        ))
-    });
+        Err(panic) => std::panic::resume_unwind(panic),
+    };
     if let Some(command) = audited {
         let _guard = runtime.enter();
         let config = ctx.config().ok().flatten();

@@ -964,3 +964,39 @@ fn config_rejects_bad_source_names_and_passphrase_with_recipients() {
             "both `recipients` and `passphrase-file`",
         ));
 }
+
+#[test]
+fn a_closed_stdout_ends_the_run_quietly_like_sigpipe() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let (_, rec) = keygen(p, "key.txt");
+    fs::write(p.join("f"), "x").unwrap();
+    for _ in 0..2 {
+        coffer(p)
+            .args([
+                "-q",
+                "backup",
+                "--source",
+                "file:f",
+                "--sink",
+                "bk",
+                "--recipient",
+                &rec,
+            ])
+            .assert()
+            .success();
+    }
+    // `coffer list | head -0`: nobody reads what it prints.
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let out = std::process::Command::new(coffer_e2e::coffer_bin())
+        .current_dir(p)
+        .args(["list", "--sink", "bk"])
+        .stdout(writer)
+        .stderr(std::process::Stdio::piped())
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(141), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}

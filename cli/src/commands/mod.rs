@@ -71,7 +71,7 @@ pub struct Cli {
 pub const EXIT_CODES: &str = "Exit codes: 0 ok, 1 error, 2 usage or config error, 3 integrity failure \
 (corrupt, truncated or forged snapshot), 4 partial failure (some required sinks failed), \
 5 no usable key (wrong identity or passphrase), 6 a post-restore check or drill failed, 10 no sink there (not mounted? see `coffer sink init`), \
-130 interrupted (Ctrl-C or SIGTERM; nothing partial kept).";
+130 interrupted (Ctrl-C or SIGTERM; nothing partial kept), 141 standard output closed early (as SIGPIPE).";
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
