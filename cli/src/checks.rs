@@ -69,6 +69,8 @@ pub struct PrometheusCheck {
 
 /// Where a MongoDB check connects: `uri`, or the variable `uri-env` names
 /// (keeps the password out of the config), else `--mongo-uri`.
+// Read by the MongoDB checks, which need the `mongo` feature.
+#[cfg_attr(not(feature = "mongo"), allow(dead_code))]
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub struct MongoTarget {
@@ -83,6 +85,8 @@ pub struct MongoTarget {
 /// `kind = "mongo-counts"`: with `minimums = { "db.coll" = N }` each named
 /// collection needs at least N documents (a live service); without, every
 /// collection of the snapshot must hold exactly the manifest's count.
+// Read by the MongoDB checks, which need the `mongo` feature.
+#[cfg_attr(not(feature = "mongo"), allow(dead_code))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct MongoCountsCheck {
@@ -97,6 +101,8 @@ pub struct MongoCountsCheck {
 /// `kind = "audit"`: `collection = "db.coll"`, `time-field`, and
 /// optionally `export` (a file for the JSON lines written after the
 /// snapshot, relative to the config file).
+// Read by the MongoDB checks, which need the `mongo` feature.
+#[cfg_attr(not(feature = "mongo"), allow(dead_code))]
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "kebab-case")]
 pub struct AuditCheck {
@@ -142,6 +148,8 @@ impl CheckSpec {
 }
 
 /// What the checks compare against.
+// Read by the MongoDB checks, which need the `mongo` feature.
+#[cfg_attr(not(feature = "mongo"), allow(dead_code))]
 #[derive(Debug, Clone, Default)]
 pub(crate) struct CheckEnv {
     /// `db.collection` → documents, from the snapshot's manifest.
@@ -350,6 +358,8 @@ async fn prometheus(p: &PrometheusCheck) -> CheckResult {
 }
 
 /// `path` against `base`, unless absolute.
+// Read by the MongoDB checks, which need the `mongo` feature.
+#[cfg_attr(not(feature = "mongo"), allow(dead_code))]
 fn resolve(base: &Path, path: &Path) -> PathBuf {
     if path.is_absolute() {
         path.to_path_buf()
