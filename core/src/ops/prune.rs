@@ -282,6 +282,7 @@ async fn prune_slices(
             .iter()
             .filter_map(|o| o.key[prefix.len()..].split_once('/').map(|(s, _)| s.to_string()))
             .collect();
+        sources.sort();
         sources.dedup();
         for source in sources {
             let gone = |id: &SnapshotId| report.snapshots.iter().any(|r| &r.id == id && !r.keep);
