@@ -576,6 +576,10 @@ fn export_writes_the_base_dump_and_exactly_the_archived_entries_up_to_the_time()
     let second = t.insert(&[12]);
     t.wait_archived(second[0]);
     t.signal(libc::SIGTERM);
+    // What an export killed with kill -9 left: removed by the next one.
+    let stale = t.p().join(".coffer-tmp-export-999999999-x");
+    std::fs::create_dir_all(&stale).unwrap();
+    std::fs::write(stale.join("users.bson"), b"plaintext").unwrap();
     let key = t.key.to_str().unwrap().to_string();
     let out = t.ok(&[
         "oplog",
@@ -656,7 +660,7 @@ fn export_writes_the_base_dump_and_exactly_the_archived_entries_up_to_the_time()
                 .starts_with(".coffer-tmp")
         })
         .collect();
-    assert!(leftovers.is_empty());
+    assert!(leftovers.is_empty(), "{leftovers:?}");
     // A second export onto it is refused.
     let again = t.run(&[
         "oplog",

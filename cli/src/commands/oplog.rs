@@ -601,6 +601,27 @@ pub struct ExportOutcome {
     pub command: String,
 }
 
+/// The temp directory an export writes before it is renamed into place:
+/// `.coffer-tmp-export-<pid>-…` beside the target.
+const EXPORT_TMP: &str = ".coffer-tmp-export-";
+
+/// Removes what exports killed with `kill -9` left in `parent` (plaintext
+/// dumps): temp directories whose process is gone.
+fn sweep_stale_exports(parent: &std::path::Path) {
+    let Ok(entries) = std::fs::read_dir(parent) else {
+        return;
+    };
+    for e in entries.flatten() {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let Some(pid) = name.strip_prefix(EXPORT_TMP).and_then(|r| r.split('-').next()) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !std::path::Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
 async fn exec_export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     use coffer_core::slices::export::{DirSource, OPLOG_FILE, append_replay};
     if a.dir.exists()
@@ -636,8 +657,9 @@ async fn exec_export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
         .unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(parent)
         .map_err(|e| coffer_core::Error::io(format!("creating {}", parent.display()), e))?;
+    sweep_stale_exports(parent);
     let staging = tempfile::Builder::new()
-        .prefix(".coffer-tmp-export-")
+        .prefix(&format!("{EXPORT_TMP}{}-", std::process::id()))
         .tempdir_in(parent)
         .map_err(|e| {
             coffer_core::Error::io(format!("creating a temp directory in {}", parent.display()), e)
