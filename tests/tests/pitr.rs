@@ -216,6 +216,13 @@ impl Pitr {
         ])
     }
 
+    /// [`Pitr::restore_to`] that must succeed.
+    fn restore_ok(&self, flag: &str, value: &str) -> std::process::Output {
+        let out = self.restore_to(flag, value);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        out
+    }
+
     fn backup(&self) {
         self.ok(&["backup", "app"]);
     }
@@ -262,8 +269,7 @@ fn restore_to_each_second_between_slices_gives_exactly_the_writes_up_to_it() {
     let mut seconds: Vec<u32> = written.iter().map(|(_, ts)| ts.time).collect();
     seconds.dedup();
     for s in seconds {
-        let out = t.restore_to("--to-time", &rfc3339(s));
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        let out = t.restore_ok("--to-time", &rfc3339(s));
         let mut expected: Vec<i32> = vec![0, 1, 2];
         expected.extend(written.iter().filter(|(_, ts)| ts.time <= s).map(|(id, _)| *id));
         assert_eq!(
@@ -330,20 +336,18 @@ fn two_writes_in_one_second_to_time_takes_both_to_ts_the_first() {
         (t.ts_of(1).await, t.ts_of(2).await)
     });
     if a.time != b.time {
-        // Written across a second boundary: retry once.
+        // Written across a second boundary: the ordinals are still checked.
         eprintln!("the two writes fell into different seconds; the ordinals are still checked");
     }
     assert!((a.time, a.increment) < (b.time, b.increment));
     t.wait_archived(b);
-    let out = t.restore_to("--to-ts", &format!("{}:{}", a.time, a.increment));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-ts", &format!("{}:{}", a.time, a.increment));
     assert_eq!(
         t.restored_ids(),
         vec![1],
         "--to-ts S:I includes that entry and nothing after"
     );
-    let out = t.restore_to("--to-time", &rfc3339(b.time));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-time", &rfc3339(b.time));
     assert_eq!(
         t.restored_ids(),
         vec![1, 2],
@@ -380,8 +384,7 @@ fn a_follower_killed_at_random_moments_leaves_an_unbroken_chain_without_duplicat
     // Every write restored once, none twice: the chain neither lost nor
     // repeated an entry (a repeated insert would still leave one document,
     // so the export's oplog.bson is checked entry by entry too).
-    let out = t.restore_to("--to-time", &rfc3339(last.unwrap().time));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-time", &rfc3339(last.unwrap().time));
     assert_eq!(t.restored_ids(), (100..next).collect::<Vec<_>>());
     let key = t.key.to_str().unwrap().to_string();
     t.ok(&[
@@ -486,12 +489,10 @@ fn a_rolled_over_oplog_is_a_recorded_gap_that_restore_refuses_naming_valid_times
     // (its last second is not whole: --to-time of it is refused too), the
     // second from its base.
     let end = &s[0]["ranges"][0]["to"];
-    let out = t.restore_to("--to-ts", &format!("{}:{}", end["t"], end["i"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-ts", &format!("{}:{}", end["t"], end["i"]));
     assert_eq!(t.restored_ids(), vec![0, 1]);
     let end = &s[0]["ranges"][1]["to"];
-    let out = t.restore_to("--to-ts", &format!("{}:{}", end["t"], end["i"]));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-ts", &format!("{}:{}", end["t"], end["i"]));
     assert_eq!(t.restored_ids(), vec![0, 1]);
     t.signal(libc::SIGTERM);
 }
@@ -722,8 +723,7 @@ fn prune_keeps_every_kept_snapshots_chain_and_removes_the_slices_before_them() {
     assert_eq!(after[0]["slices"].as_u64().unwrap(), slices_before - would);
     assert_eq!(after[0]["breaks"], serde_json::json!([]), "{after}");
     // The kept snapshot still restores to every time after it …
-    let out = t.restore_to("--to-time", &rfc3339(late.time));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-time", &rfc3339(late.time));
     assert_eq!(t.restored_ids(), vec![1, 2]);
     // … and a time only the pruned snapshot reached is refused.
     let out = t.restore_to("--to-ts", &format!("{}:{}", early.time, early.increment));
@@ -889,8 +889,7 @@ fn signed_slices_are_judged_and_an_unsigned_one_is_refused() {
     t.signal(libc::SIGTERM);
     let sigs = t.slice_files("bk", "sig");
     assert!(!sigs.is_empty(), "slices are signed");
-    let out = t.restore_to("--to-time", &rfc3339(ts[1].time));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-time", &rfc3339(ts[1].time));
     assert_eq!(t.restored_ids(), vec![1, 2]);
     // A slice whose signature was stripped (anyone with write access to
     // the sink could have made it): refused before anything is touched.
@@ -1021,8 +1020,7 @@ fn a_transaction_is_never_split_between_slices_and_restores_whole() {
     // To a transaction's position: both of its documents; to just before
     // it: neither.
     let pick = commits[commits.len() / 2];
-    let out = t.restore_to("--to-ts", &format!("{}:{}", pick.time, pick.increment));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-ts", &format!("{}:{}", pick.time, pick.increment));
     let n = commits.len() / 2;
     assert_eq!(t.restored_ids(), (0..=n as i32).collect::<Vec<_>>());
     let audit = t.rt.block_on(async {
@@ -1034,8 +1032,7 @@ fn a_transaction_is_never_split_between_slices_and_restores_whole() {
             .unwrap()
     });
     assert_eq!(audit, n as u64 + 1, "the transaction's other document too");
-    let out = t.restore_to("--to-ts", &format!("{}:{}", pick.time, pick.increment - 1));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-ts", &format!("{}:{}", pick.time, pick.increment - 1));
     assert_eq!(t.restored_ids(), (0..n as i32).collect::<Vec<_>>());
 }
 
@@ -1072,8 +1069,7 @@ fn index_builds_and_renames_after_the_base_are_replayed() {
     });
     t.wait_archived(last);
     t.signal(libc::SIGTERM);
-    let out = t.restore_to("--to-time", &rfc3339(last.time));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = t.restore_ok("--to-time", &rfc3339(last.time));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("indexes built after the replay"), "{text}");
     let (indexes, colls) = t.rt.block_on(async {
@@ -1189,8 +1185,7 @@ fn an_unreachable_optional_sink_is_left_out_and_a_quorum_short_of_sinks_stops() 
     let listed: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(listed[0]["sink"], "bk", "{listed}");
     assert!(String::from_utf8_lossy(&out.stderr).contains("sink `gone`"));
-    let out = t.restore_to("--to-time", &rfc3339(ts[0].time));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    t.restore_ok("--to-time", &rfc3339(ts[0].time));
     assert_eq!(t.restored_ids(), vec![1]);
     // A quorum of both: the follower cannot archive, and says so.
     t.edit_config(|s| {
