@@ -632,7 +632,9 @@ pub(crate) mod mongo {
 /// during a point-in-time dump added or removed, so the counts are those
 /// at the snapshot's consistency point.
 pub(crate) fn expected_counts(outcome: &coffer_core::RestoreOutcome) -> Option<BTreeMap<String, u64>> {
-    let mut counts = manifest_counts(&outcome.summary.manifest)?;
+    // The sources this restore wrote (`--only` leaves the others out).
+    let restored: Vec<&str> = outcome.reports.iter().map(|(name, _)| name.as_str()).collect();
+    let mut counts = manifest_counts(&outcome.summary.manifest, &restored)?;
     for (_, report) in &outcome.reports {
         for (ns, change) in &report.count_changes {
             let n = counts.entry(ns.clone()).or_default();
@@ -642,10 +644,14 @@ pub(crate) fn expected_counts(outcome: &coffer_core::RestoreOutcome) -> Option<B
     Some(counts)
 }
 
-fn manifest_counts(manifest: &coffer_core::Manifest) -> Option<BTreeMap<String, u64>> {
+fn manifest_counts(manifest: &coffer_core::Manifest, restored: &[&str]) -> Option<BTreeMap<String, u64>> {
     let mut counts = BTreeMap::new();
     let mut any = false;
-    for source in &manifest.sources {
+    for source in manifest
+        .sources
+        .iter()
+        .filter(|s| restored.contains(&s.name.as_str()))
+    {
         let Some(list) = source.report.details.get("collections").and_then(Value::as_array) else {
             continue;
         };

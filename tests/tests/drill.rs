@@ -648,6 +648,88 @@ fn drill_latest_with_a_job_takes_that_jobs_newest_snapshot() {
     );
 }
 
+/// `drill --only` rehearses part of a snapshot: the report names what it
+/// left out, and a partial pass is never the last passed drill; an
+/// `--only` the snapshot has no source for is a usage error.
+#[test]
+fn a_partial_drill_names_what_it_left_out_and_is_never_the_last_passed() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let key = setup(p, "");
+    let config = fs::read_to_string(p.join("coffer.toml")).unwrap();
+    fs::write(
+        p.join("coffer.toml"),
+        format!("metrics-file = \"metrics.prom\"\n{config}"),
+    )
+    .unwrap();
+    json_ok(&coffer(p).args(["--json", "backup", "main"]).output().unwrap());
+    let drill = |only: &[&str]| {
+        let mut cmd = coffer(p);
+        cmd.args(["--json", "drill", "latest", "-i"]).arg(&key);
+        for o in only {
+            cmd.args(["--only", o]);
+        }
+        cmd.output().unwrap()
+    };
+    let v = json_ok(&drill(&["file"]));
+    assert_eq!(v["passed"], true, "{v}");
+    assert_eq!(v["left_out"], serde_json::json!(["secrets"]), "{v}");
+    // Only the file source was restored: one restore report, the checks
+    // did not look at the secret.
+    assert!(
+        v["checks"][0]["figure"].as_str().unwrap().contains("conf:"),
+        "{v}"
+    );
+    assert!(
+        !v["checks"][0]["figure"].as_str().unwrap().contains("secrets:"),
+        "{v}"
+    );
+    let md: Vec<_> = fs::read_dir(p.join("bk/drills"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "md"))
+        .collect();
+    assert_eq!(md.len(), 1);
+    assert!(
+        fs::read_to_string(&md[0])
+            .unwrap()
+            .contains("PASSED (partial: secrets not drilled)"),
+        "{}",
+        fs::read_to_string(&md[0]).unwrap()
+    );
+    let history = json_ok(&coffer(p).args(["--json", "drills"]).output().unwrap());
+    assert!(history[0]["last_passed"].is_null(), "{history}");
+    let out = coffer(p).args(["drills"]).output().unwrap();
+    assert!(
+        text(&out).contains("passed (partial: secrets not drilled)")
+            && text(&out).contains("no drill of a whole snapshot has passed"),
+        "{}",
+        text(&out)
+    );
+    // Its metrics are not the job's last drill.
+    let metrics = fs::read_to_string(p.join("metrics.prom")).unwrap();
+    assert!(metrics.contains("coffer_backup_last_success"), "{metrics}");
+    assert!(!metrics.contains("coffer_drill_last_passed"), "{metrics}");
+    // Both sources (by name and by kind): a whole drill, and the last passed.
+    let v = json_ok(&drill(&["conf", "env"]));
+    assert!(v.get("left_out").is_none(), "{v}");
+    let history = json_ok(&coffer(p).args(["--json", "drills"]).output().unwrap());
+    assert_eq!(history[0]["last_passed"]["drill"], v["drill"], "{history}");
+    let metrics = fs::read_to_string(p.join("metrics.prom")).unwrap();
+    assert!(
+        metrics.contains("coffer_drill_last_passed{job=\"main\"} 1"),
+        "{metrics}"
+    );
+    // A source the snapshot lacks: exit 2, naming the ones it has.
+    let out = drill(&["mongo"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("--only mongo") && text(&out).contains("conf, secrets"),
+        "{}",
+        text(&out)
+    );
+}
+
 /// A health or metrics endpoint that answers a huge body is read up to
 /// `max-body` (1 MiB by default), never whole into memory, and the result
 /// says so.

@@ -286,11 +286,48 @@ fn the_readme_quick_start_runs_as_written_twice() {
             assert!(!names.iter().any(|n| n.contains("-drill-")), "{names:?}");
         });
         assert!(
-            said.contains("PASSED"),
-            "the quick start's drill did not pass:\n{said}"
+            said.lines().any(|l| l.ends_with(": PASSED")),
+            "the quick start's whole drill did not pass:\n{said}"
         );
-        let drills = fs::read_dir(qs.join("backups/drills")).unwrap().count();
-        assert_eq!(drills, 4, "two drills, a .json and a .md each");
+    }
+    // Each run drilled the files and the secret without a database (a
+    // partial drill), and with a server the whole snapshot too.
+    assert!(
+        said.contains(": PASSED (partial: mongodump not drilled)"),
+        "the quick start's partial drill did not pass:\n{said}"
+    );
+    let drills = fs::read_dir(qs.join("backups/drills")).unwrap().count();
+    let per_run = if server.is_some() { 2 } else { 1 };
+    assert_eq!(drills, 2 * 2 * per_run, "a .json and a .md per drill");
+    let history = Command::new(coffer_bin())
+        .args(["--json", "drills", "--sink", "./backups"])
+        .current_dir(&qs)
+        .env_remove("COFFER_CONFIG")
+        .output()
+        .unwrap();
+    let history = json_as("drills", &history);
+    let lines = history[0]["drills"].as_array().unwrap();
+    let partial: Vec<&Value> = lines
+        .iter()
+        .filter(|d| d["left_out"] != serde_json::json!([]))
+        .collect();
+    assert_eq!(partial.len(), 2, "{history}");
+    for d in &partial {
+        assert_eq!(d["left_out"], serde_json::json!(["mongodump"]), "{d}");
+        assert_eq!(d["passed"], true, "{d}");
+    }
+    // A partial drill is never the last passed one.
+    match &server {
+        Some(_) => {
+            let last = history[0]["last_passed"]["drill"].as_str().unwrap();
+            let whole = lines
+                .iter()
+                .rev()
+                .find(|d| d["left_out"] == serde_json::json!([]))
+                .unwrap();
+            assert_eq!(whole["drill"], last, "{history}");
+        }
+        None => assert!(history[0]["last_passed"].is_null(), "{history}"),
     }
 
     // A third run whose backup fails (a source is gone) stops there: no

@@ -57,6 +57,12 @@ pub struct DrillArgs {
     /// The job whose checks run (default: the snapshot's job).
     #[arg(long)]
     pub job: Option<String>,
+    /// Rehearse only this source of the snapshot (name or kind);
+    /// repeatable. The report names the sources left out, and a partial
+    /// drill never counts as the last passed drill (`coffer drills`, the
+    /// `coffer_drill_last_passed` metric).
+    #[arg(long = "only", value_name = "SOURCE")]
+    pub only: Vec<String>,
     /// Keep the scratch targets (directory, databases, namespace) for a
     /// look; they are listed in the report.
     #[arg(long)]
@@ -203,6 +209,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     };
     let slices = to_ts.map(|_| replays.iter().map(|r| r.slices).sum::<usize>());
     let index = opened.entry.index.clone();
+    let left_out = left_out(&a.only, &index)?;
     let mut targets = Targets::new(&a, &index)?;
     if !ctx.quiet {
         eprintln!(
@@ -217,7 +224,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         opened.sink.as_ref(),
         &opened.admitted,
         opened.ids,
-        &[],
+        &a.only,
         a.cache_dir.as_deref(),
         {
             let mut opts = options(&a, &targets);
@@ -272,6 +279,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     }
     let passed = failures(&checks).is_none();
     let report = DrillReport {
+        left_out,
         format: DRILL_FORMAT.into(),
         drill: format!(
             "{}-{:06x}",
@@ -330,6 +338,34 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
             index.id
         ))),
     }
+}
+
+/// The snapshot's sources a drill `--only SOURCE…` leaves out (none
+/// without `--only`); an `--only` naming no source of the snapshot is a
+/// usage error.
+fn left_out(only: &[String], index: &coffer_core::Index) -> coffer_core::Result<Vec<String>> {
+    let picked = |s: &coffer_core::IndexSource| only.iter().any(|o| *o == s.name || *o == s.kind);
+    if let Some(unknown) = only
+        .iter()
+        .find(|o| !index.sources.iter().any(|s| s.name == **o || s.kind == **o))
+    {
+        let names: Vec<&str> = index.sources.iter().map(|s| s.name.as_str()).collect();
+        return Err(config_error(format!(
+            "--only {unknown}: snapshot {} has no such source (it has {})",
+            index.id,
+            names.join(", ")
+        ))
+        .with_hint("name a source or a kind of the snapshot, as `coffer show` lists them"));
+    }
+    if only.is_empty() {
+        return Ok(Vec::new());
+    }
+    Ok(index
+        .sources
+        .iter()
+        .filter(|s| !picked(s))
+        .map(|s| s.name.clone())
+        .collect())
 }
 
 /// After a restore into the scratch targets: the scratch databases and
@@ -437,6 +473,12 @@ fn record(ctx: &Ctx, report: &DrillReport) {
     r.note("passed", report.passed);
     let job = [("job", report.job.as_str())];
     let now = report.finished_at.as_second() as f64;
+    // A partial drill (`--only`) proves part of a restore: it is not the
+    // job's last drill in the metrics, and its RTO is not the job's.
+    if !report.left_out.is_empty() {
+        r.note("left_out", report.left_out.join(","));
+        return;
+    }
     r.metric("coffer_drill_last_timestamp_seconds", &job, now);
     r.metric(
         "coffer_drill_last_passed",
@@ -574,8 +616,7 @@ fn print(ctx: &Ctx, report: &DrillReport, store_error: Option<&Error>) {
         });
         return;
     }
-    let verdict = if report.passed { "PASSED" } else { "FAILED" };
-    println!("drill {}: {verdict}", report.drill);
+    println!("drill {}: {}", report.drill, report.verdict());
     println!(
         "  snapshot {} (job {}, {}), RTO {:.1} s (restore {:.1} s), RPO {:.0} s",
         report.snapshot,

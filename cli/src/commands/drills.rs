@@ -27,6 +27,9 @@ pub(crate) struct DrillLine {
     snapshot: String,
     job: String,
     passed: bool,
+    /// A partial drill (`--only`): the sources it did not restore (empty
+    /// for a drill of the whole snapshot).
+    left_out: Vec<String>,
     rto_seconds: f64,
     rpo_seconds: f64,
     audit_gap_seconds: Option<f64>,
@@ -55,7 +58,8 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillsArgs) -> CmdResult {
         let (reports, unreadable) = history(sink.as_ref())
             .await
             .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        let last_ok = reports.iter().rev().find(|r| r.passed);
+        // A partial drill proves part of a restore only.
+        let last_ok = reports.iter().rev().find(|r| r.passed_whole());
         if ctx.json {
             out.push(SinkDrills {
                 sink: name.clone(),
@@ -67,6 +71,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillsArgs) -> CmdResult {
                         snapshot: r.snapshot.clone(),
                         job: r.job.clone(),
                         passed: r.passed,
+                        left_out: r.left_out.clone(),
                         rto_seconds: r.rto_seconds,
                         rpo_seconds: r.rpo_seconds,
                         audit_gap_seconds: r.audit_gap_seconds,
@@ -98,7 +103,11 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillsArgs) -> CmdResult {
             println!(
                 "  {}  {}  snapshot {}  RTO {:>7.1} s  RPO {:>9.0} s{}",
                 r.started_at.strftime("%Y-%m-%d %H:%M"),
-                if r.passed { "passed" } else { "FAILED" },
+                match (r.passed, r.left_out.is_empty()) {
+                    (false, _) => "FAILED".to_string(),
+                    (true, true) => "passed".to_string(),
+                    (true, false) => format!("passed (partial: {} not drilled)", r.left_out.join(", ")),
+                },
                 r.snapshot,
                 r.rto_seconds,
                 r.rpo_seconds,
@@ -121,7 +130,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillsArgs) -> CmdResult {
                 r.started_at.strftime("%Y-%m-%d %H:%M UTC"),
                 (now.as_second() - r.started_at.as_second()) / 86_400
             ),
-            None => println!("  no drill has passed on this sink: run `coffer drill`"),
+            None => println!("  no drill of a whole snapshot has passed on this sink: run `coffer drill`"),
         }
         for (key, e) in &unreadable {
             println!("  unreadable {key}: {e}");
