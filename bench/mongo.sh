@@ -11,7 +11,11 @@
 #      same bare loop;
 #  (b) coffer restore --only mongo --mongo-uri URI2 --drop  vs  a bare
 #      unordered insert_many loop (batch 1000), each into a fresh server;
-#  (c) coffer's peak RSS (target <= 96 MiB).
+#  (c) coffer's peak RSS (target <= 96 MiB);
+#  (d) where mongodump and mongorestore are on PATH (the real mongo-tools:
+#      scripts/build-mongo-tools.sh builds them offline), `mongodump
+#      --archive --gzip | age` and `age -d | mongorestore --drop --archive
+#      --gzip` into a fresh server and over the restored one.
 # usage: bench/mongo.sh [ROUNDS]   env: BENCH_DOCS, BENCH_DIR, BENCH_IN_FLIGHT
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -167,6 +171,26 @@ assert n == $DOCS, n"
   "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" --only mongo --mongo-uri "$URI2" --drop
   measure "coffer restore over existing" "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" \
     --only mongo --mongo-uri "$URI2" --drop
+  stop_server "$P2"
+  P3=$(start_server); URI3="mongodb://127.0.0.1:$P3/?directConnection=true"
+  measure "coffer restore in-place" "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" \
+    --only mongo --mongo-uri "$URI3" --drop --unsafe-in-place
+  stop_server "$P3"
+  # The real mongo-tools, where they are on PATH (scripts/build-mongo-tools.sh
+  # builds them offline): the pipelines coffer replaces, encrypted the same way.
+  if command -v mongodump >/dev/null && command -v mongorestore >/dev/null; then
+    measure "mongodump|age" bash -c "set -o pipefail; mongodump --quiet --uri '$URI1' --archive --gzip | age -r '$KEY' > '$WORK/dump.age'"
+    P3=$(start_server); URI3="mongodb://127.0.0.1:$P3/?directConnection=true"
+    measure "age -d|mongorestore" bash -c "set -o pipefail; age -d -i '$WORK/key.txt' '$WORK/dump.age' \
+      | mongorestore --quiet --uri '$URI3' --drop --archive --gzip"
+    "$VENV/bin/python" -c "
+import sys; from pymongo import MongoClient
+c = MongoClient('$URI3'); n = sum(c.bench[k].count_documents({}) for k in c.bench.list_collection_names())
+assert n == $DOCS, n"
+    measure "age -d|mongorestore existing" bash -c "set -o pipefail; age -d -i '$WORK/key.txt' '$WORK/dump.age' \
+      | mongorestore --quiet --uri '$URI3' --drop --archive --gzip"
+    stop_server "$P3"
+  fi
 done
 # What the server itself spends on the steps coffer adds to the bare loops
 # (the point-in-time oplog queries, the count checks, the atomic swap).
@@ -211,6 +235,13 @@ print(f"dump':   the same with parallel = 1: {dn1:.0%} of the bare read loop, pe
 print(f"restore: coffer throughput = {r:.0%} of the bare insert loop (target >= 90%), peak RSS {rss('coffer restore'):.1f} MiB (target <= 96)")
 print(f"restore: new collections loaded in place {avg('coffer restore'):.2f} s, every one staged and renamed {avg('coffer restore always-stage'):.2f} s ({avg('coffer restore') / avg('coffer restore always-stage'):.2f}x)")
 print(f"restore: over existing collections (staged, swapped) {avg('coffer restore over existing'):.2f} s = {avg('bare insert loop') / avg('coffer restore over existing'):.0%} of the bare insert loop")
+print(f"restore: --unsafe-in-place into a fresh server {avg('coffer restore in-place'):.2f} s")
+if t["age -d|mongorestore"]:
+    mr, md = avg("age -d|mongorestore"), avg("mongodump|age")
+    print(f"vs the real mongo-tools (with age): backup {avg('coffer backup'):.2f} s / mongodump {md:.2f} s = {avg('coffer backup') / md:.2f}x (target <= 1.0)")
+    print(f"  restore --drop, fresh server: {avg('coffer restore'):.2f} s / mongorestore {mr:.2f} s = {avg('coffer restore') / mr:.2f}x (target <= 1.0, moonshot 0.75)")
+    print(f"  restore --unsafe-in-place, fresh server: {avg('coffer restore in-place') / mr:.2f}x (target <= 0.75)")
+    print(f"  restore --drop over existing: {avg('coffer restore over existing'):.2f} s / mongorestore {avg('age -d|mongorestore existing'):.2f} s = {avg('coffer restore over existing') / avg('age -d|mongorestore existing'):.2f}x")
 # What is left once the server's own cost of the steps the design requires
 # is added to the bare loops: two oplog queries for the point-in-time dump
 # (O(log n) on mongod, a full oplog scan here), and per restored document a
