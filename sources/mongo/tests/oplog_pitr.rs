@@ -312,6 +312,42 @@ async fn concurrent_writes_are_replayed_to_the_point_in_time() {
         expected["items"], start_state["items"],
         "writes during the dump changed the expected state"
     );
+    // The interleaved inserts, updates and deletes went as bulkWrite
+    // commands (the server has it); on a server without it (the switch),
+    // as one command per kind, to the same state and counts.
+    assert!(
+        replay
+            .target
+            .contains("× runs of mixed writes sent as one bulkWrite"),
+        "{r:?}"
+    );
+    let r = restore(
+        src.as_ref(),
+        &entries,
+        &[
+            ("mongo-uri", &b.uri("")),
+            ("drop", "true"),
+            ("test-no-bulk-write", "true"),
+            ("ns-from", "app.*"),
+            ("ns-to", "old.*"),
+        ],
+    )
+    .await;
+    assert!(!r.summary.contains("bulkWrite"), "{r:?}");
+    assert_eq!(contents(&cb, "old", "items").await, expected["items"]);
+    assert_eq!(contents(&cb, "old", "other").await, expected["other"]);
+    for coll in ["items", "other"] {
+        let dumped = report.details["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["db"] == "app" && c["collection"] == coll)
+            .unwrap()["documents"]
+            .as_i64()
+            .unwrap();
+        let change = r.count_changes.get(&format!("app.{coll}")).copied().unwrap_or(0);
+        assert_eq!(dumped + change, expected[coll].len() as i64, "{coll}: {r:?}");
+    }
 
     // Renamed and selected: app.items -> pit.items, app.other left out.
     let r = restore(

@@ -117,6 +117,11 @@ const RENAME_UNSUPPORTED: [i32; 3] = [20, 59, 115];
 /// Test-only (cargo feature `test-hooks`): behave as if the server could
 /// not rename collections.
 pub(crate) const PRETEND_NO_RENAME_ENV: &str = "COFFER_TEST_MONGO_NO_RENAME";
+/// Test-only switch (cargo feature `test-hooks`): replay the oplog with
+/// one command kind per batch, as on a server older than 8.0.
+pub(crate) const NO_BULK_WRITE_ENV: &str = "COFFER_TEST_MONGO_NO_BULK_WRITE";
+/// The wire version of MongoDB 8.0, the first with the `bulkWrite` command.
+const BULK_WRITE_WIRE_VERSION: i64 = 25;
 
 /// One collection staged (or, in a dry run, counted).
 struct Staged {
@@ -152,6 +157,10 @@ pub(crate) struct MongoRestorer {
     unsafe_in_place: bool,
     /// Test-only: act as if `renameCollection` were unsupported.
     pretend_no_rename: bool,
+    /// The server has the `bulkWrite` command (MongoDB 8.0+): an oplog
+    /// replay sends a run of mixed inserts, updates and deletes to one
+    /// collection as one ordered command.
+    bulk_write: bool,
     /// Stage every collection, new ones too (param `always-stage`): the
     /// data then becomes visible only whole, at the swap.
     stage_always: bool,
@@ -213,8 +222,23 @@ impl MongoRestorer {
                 )
             })?;
         // Test-only (cargo feature `test-hooks`, never in a shipped build).
-        let pretend_no_rename = opts.flag("test-pretend-no-rename")
-            || (cfg!(feature = "test-hooks") && std::env::var(PRETEND_NO_RENAME_ENV).is_ok_and(|v| v == "1"));
+        let test_switch =
+            |var: &str| cfg!(feature = "test-hooks") && std::env::var(var).is_ok_and(|v| v == "1");
+        let pretend_no_rename = opts.flag("test-pretend-no-rename") || test_switch(PRETEND_NO_RENAME_ENV);
+        let wire = client
+            .database("admin")
+            .run_command(doc! { "hello": 1 })
+            .await
+            .ok()
+            .and_then(|h| match h.get("maxWireVersion") {
+                Some(Bson::Int32(v)) => Some(i64::from(*v)),
+                Some(Bson::Int64(v)) => Some(*v),
+                _ => None,
+            })
+            .unwrap_or(0);
+        let bulk_write = wire >= BULK_WRITE_WIRE_VERSION
+            && !opts.flag("test-no-bulk-write")
+            && !test_switch(NO_BULK_WRITE_ENV);
         Ok(MongoRestorer {
             handle: Handle::current(),
             client,
@@ -222,6 +246,7 @@ impl MongoRestorer {
             drop,
             unsafe_in_place: opts.flag("unsafe-in-place"),
             pretend_no_rename,
+            bulk_write,
             stage_always: opts.flag("always-stage"),
             dry_run: opts.dry_run,
             cancel: opts.cancel.clone(),

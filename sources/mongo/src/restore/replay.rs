@@ -260,65 +260,34 @@ fn statements(w: &Write, insert: bool) -> Result<Option<(Kind, Vec<RawDocumentBu
 
 impl MongoRestorer {
     /// Sends a batch as ordered commands; returns the documents it added
-    /// (+) or removed (−). An insert the server refuses as a duplicate
-    /// (the document is there already) becomes a replacement, and the rest
-    /// of the batch goes on.
+    /// (+) or removed (−). A batch of one kind goes as that kind's command
+    /// (`insert`, `update`, `delete`), a mixed one (made only where the
+    /// server has it) as one `bulkWrite`. An insert the server refuses as
+    /// a duplicate (the document is there already) becomes a replacement,
+    /// and the rest of the batch goes on.
     fn apply_batch(&self, b: &Batch) -> Result<i64> {
         let ns = format!("{}.{}", b.db, b.coll);
         let mut change = 0;
         let mut from = 0;
         while from < b.statements.len() {
-            let mut array = mongodb::bson::RawArrayBuf::new();
-            for st in &b.statements[from..] {
-                array.push(st.clone());
+            let rest = &b.statements[from..];
+            let sent = if rest.iter().all(|(k, _)| *k == rest[0].0) {
+                self.send_one_kind(b, rest)
+            } else {
+                self.send_bulk(&ns, rest)
             }
-            let (name, field) = match b.kind {
-                Kind::Insert => ("insert", "documents"),
-                Kind::Update => ("update", "updates"),
-                Kind::Delete => ("delete", "deletes"),
-            };
-            let mut cmd = RawDocumentBuf::new();
-            cmd.append(name, b.coll.clone());
-            cmd.append(field, array);
-            cmd.append("ordered", true);
-            let reply = self
-                .run(self.client.database(&b.db).run_raw_command(cmd))
-                .map_err(|e| self.err(format!("cannot replay the oplog on `{ns}`"), &e))?;
-            let n = match reply.get("n") {
-                Some(Bson::Int32(n)) => i64::from(*n),
-                Some(Bson::Int64(n)) => *n,
-                _ => 0,
-            };
-            change += match b.kind {
-                Kind::Insert => n,
-                Kind::Update => reply.get_array("upserted").map_or(0, |u| u.len() as i64),
-                Kind::Delete => -n,
-            };
-            let Some(error) = reply
-                .get_array("writeErrors")
-                .ok()
-                .and_then(|e| e.first())
-                .and_then(|e| e.as_document())
-            else {
+            .map_err(|e| self.err(format!("cannot replay the oplog on `{ns}`"), &e))?;
+            change += sent.change;
+            let Some(failed) = sent.failed else {
                 break;
             };
-            let index = match error.get("index") {
-                Some(Bson::Int32(i)) => *i as usize,
-                Some(Bson::Int64(i)) => *i as usize,
-                _ => 0,
-            };
-            let code = match error.get("code") {
-                Some(Bson::Int32(c)) => *c,
-                _ => 0,
-            };
-            if b.kind != Kind::Insert || code != crate::error::DUPLICATE_KEY {
-                let msg = error.get_str("errmsg").unwrap_or("a write failed");
+            let (kind, doc) = &rest[failed.index];
+            if *kind != Kind::Insert || failed.code != crate::error::DUPLICATE_KEY {
                 return Err(Error::new(
                     ErrorKind::Unexpected,
-                    format!("cannot replay the oplog on `{ns}`: {msg}"),
+                    format!("cannot replay the oplog on `{ns}`: {}", failed.message),
                 ));
             }
-            let doc = b.statements[from + index].clone();
             let id = doc
                 .get("_id")
                 .ok()
@@ -330,12 +299,154 @@ impl MongoRestorer {
                 &b.coll,
                 Write::Upsert {
                     filter: doc! { "_id": id },
-                    doc,
+                    doc: doc.clone(),
                 },
             )?;
-            from += index + 1;
+            from += failed.index + 1;
         }
         Ok(change)
+    }
+
+    /// Sends `statements`, all of one kind, as that kind's ordered command.
+    fn send_one_kind(
+        &self,
+        b: &Batch,
+        statements: &[(Kind, RawDocumentBuf)],
+    ) -> mongodb::error::Result<Sent> {
+        let mut array = mongodb::bson::RawArrayBuf::new();
+        for (_, st) in statements {
+            array.push(st.clone());
+        }
+        let kind = statements[0].0;
+        let (name, field) = match kind {
+            Kind::Insert => ("insert", "documents"),
+            Kind::Update => ("update", "updates"),
+            Kind::Delete => ("delete", "deletes"),
+        };
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append(name, b.coll.clone());
+        cmd.append(field, array);
+        cmd.append("ordered", true);
+        let reply = self.run(self.client.database(&b.db).run_raw_command(cmd))?;
+        let n = int(&reply, "n");
+        let change = match kind {
+            Kind::Insert => n,
+            Kind::Update => reply.get_array("upserted").map_or(0, |u| u.len() as i64),
+            Kind::Delete => -n,
+        };
+        let failed = reply
+            .get_array("writeErrors")
+            .ok()
+            .and_then(|e| e.first())
+            .and_then(|e| e.as_document())
+            .map(|e| Failed::of(e, "index"));
+        Ok(Sent { change, failed })
+    }
+
+    /// Sends mixed `statements` to one namespace as one ordered
+    /// `bulkWrite` (MongoDB 8.0+), which reports only its error.
+    fn send_bulk(&self, ns: &str, statements: &[(Kind, RawDocumentBuf)]) -> mongodb::error::Result<Sent> {
+        let mut ops = mongodb::bson::RawArrayBuf::new();
+        for (kind, st) in statements {
+            let mut op = RawDocumentBuf::new();
+            // Statements made by `statements` above: `q` and `u` are there.
+            let field = |name: &str| {
+                st.get(name).ok().flatten().map_or_else(
+                    || mongodb::bson::RawBson::Document(RawDocumentBuf::new()),
+                    |v| v.to_raw_bson(),
+                )
+            };
+            match kind {
+                Kind::Insert => {
+                    op.append("insert", 0i32);
+                    op.append("document", st.clone());
+                }
+                Kind::Update => {
+                    op.append("update", 0i32);
+                    op.append("filter", field("q"));
+                    op.append("updateMods", field("u"));
+                    op.append("upsert", st.get_bool("upsert").unwrap_or(false));
+                    op.append("multi", false);
+                }
+                Kind::Delete => {
+                    op.append("delete", 0i32);
+                    op.append("filter", field("q"));
+                    op.append("multi", false);
+                }
+            }
+            ops.push(op);
+        }
+        let mut info = RawDocumentBuf::new();
+        info.append("ns", ns);
+        let mut ns_info = mongodb::bson::RawArrayBuf::new();
+        ns_info.push(info);
+        let mut cmd = RawDocumentBuf::new();
+        cmd.append("bulkWrite", 1i32);
+        cmd.append("ops", ops);
+        cmd.append("nsInfo", ns_info);
+        cmd.append("ordered", true);
+        cmd.append("errorsOnly", true);
+        let reply = self.run(self.client.database("admin").run_raw_command(cmd))?;
+        let change = int(&reply, "nInserted") + int(&reply, "nUpserted") - int(&reply, "nDeleted");
+        let failed = (int(&reply, "nErrors") > 0)
+            .then(|| {
+                reply
+                    .get_document("cursor")
+                    .ok()?
+                    .get_array("firstBatch")
+                    .ok()?
+                    .iter()
+                    .filter_map(|r| r.as_document())
+                    .find(|r| int(r, "ok") == 0)
+                    .map(|e| Failed::of(e, "idx"))
+            })
+            .flatten()
+            .or_else(|| {
+                (int(&reply, "nErrors") > 0).then(|| Failed {
+                    index: 0,
+                    code: 0,
+                    message: "bulkWrite reported an error it did not describe".into(),
+                })
+            });
+        Ok(Sent { change, failed })
+    }
+}
+
+/// What one command of a batch did.
+struct Sent {
+    /// Documents added (+) or removed (−) by the statements that applied.
+    change: i64,
+    /// The statement it stopped at (ordered: none after it applied).
+    failed: Option<Failed>,
+}
+
+struct Failed {
+    /// Into the statements sent.
+    index: usize,
+    code: i32,
+    message: String,
+}
+
+impl Failed {
+    /// From a write error (`writeErrors[0]`, or a `bulkWrite` result),
+    /// whose statement index is under `index_field`.
+    fn of(e: &Document, index_field: &str) -> Failed {
+        Failed {
+            index: int(e, index_field).max(0) as usize,
+            code: int(e, "code") as i32,
+            message: e.get_str("errmsg").unwrap_or("a write failed").to_string(),
+        }
+    }
+}
+
+/// An integer field of a reply, whichever BSON number type the server
+/// chose; 0 when absent.
+fn int(d: &Document, key: &str) -> i64 {
+    match d.get(key) {
+        Some(Bson::Int32(n)) => i64::from(*n),
+        Some(Bson::Int64(n)) => *n,
+        Some(Bson::Double(n)) => *n as i64,
+        _ => 0,
     }
 }
 
@@ -373,8 +484,8 @@ struct Batch {
     coll: String,
     /// The namespace in the bundle, for the count changes.
     bundle_ns: String,
-    kind: Kind,
-    statements: Vec<RawDocumentBuf>,
+    /// In oplog order, each with the command kind it belongs to.
+    statements: Vec<(Kind, RawDocumentBuf)>,
     bytes: usize,
 }
 
@@ -447,10 +558,13 @@ impl Replay {
             // After the base's point in time an insert is of a new document.
             let insert = self.in_archive && entry.get_str("op") == Ok("i");
             if let Some((kind, statements)) = statements(&w, insert)? {
-                let same = self
-                    .batch
-                    .as_ref()
-                    .is_some_and(|b| b.db == tdb && b.coll == tcoll && b.kind == kind);
+                // One collection per batch; one command kind too unless the
+                // server takes mixed ones (`bulkWrite`).
+                let same = self.batch.as_ref().is_some_and(|b| {
+                    b.db == tdb
+                        && b.coll == tcoll
+                        && (r.bulk_write || b.statements.last().is_some_and(|(k, _)| *k == kind))
+                });
                 if !same {
                     self.flush(r, tally)?;
                 }
@@ -458,13 +572,12 @@ impl Replay {
                     db: tdb.clone(),
                     coll: tcoll.clone(),
                     bundle_ns,
-                    kind,
                     statements: Vec::new(),
                     bytes: 0,
                 });
                 for st in statements {
                     b.bytes += st.as_bytes().len();
-                    b.statements.push(st);
+                    b.statements.push((kind, st));
                 }
                 if b.statements.len() >= BATCH_STATEMENTS || b.bytes >= BATCH_BYTES {
                     self.flush(r, tally)?;
@@ -577,6 +690,12 @@ impl Replay {
         let Some(b) = self.batch.take() else {
             return Ok(());
         };
+        if b.statements.iter().any(|(k, _)| *k != b.statements[0].0) {
+            *self
+                .notes
+                .entry("runs of mixed writes sent as one bulkWrite".to_string())
+                .or_default() += 1;
+        }
         let change = r.apply_batch(&b).map_err(replay_hint)?;
         if change != 0 {
             *tally.count_changes.entry(b.bundle_ns).or_default() += change;
