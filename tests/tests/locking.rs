@@ -464,3 +464,52 @@ fn a_killed_prune_on_this_host_blocks_nothing_and_plain_unlock_removes_its_lock(
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(!lock.exists());
 }
+
+/// A sink where no lock can be written (here its `locks` folder is a
+/// file) is left out of the run and reported failed: nothing is written
+/// there unlocked, where a prune or a chunk sweep would not see the run.
+#[test]
+fn a_sink_that_cannot_be_locked_is_left_out_never_written_unlocked() {
+    let (t, _identity, recipient) = setup();
+    let p = t.path();
+    for sink in ["ok", "blocked"] {
+        let out = coffer(p).args(["sink", "init", sink]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    std::fs::write(p.join("blocked/locks"), b"not a folder").unwrap();
+    let run = |sinks: &[&str]| {
+        let mut cmd = coffer(p);
+        cmd.args(["backup", "--source", "file:data", "--recipient", &recipient]);
+        for s in sinks {
+            cmd.args(["--sink", s]);
+        }
+        let out = cmd.output().unwrap();
+        let said = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code(), said)
+    };
+    let written = |sink: &str| -> Vec<String> {
+        std::fs::read_dir(p.join(sink))
+            .unwrap()
+            .flatten()
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .filter(|n| n.ends_with(".coffer") || (n.ends_with(".json") && n != coffer_e2e::SINK_MARKER))
+            .collect()
+    };
+    let (code, said) = run(&["ok", "blocked"]);
+    assert_ne!(code, Some(0), "a required sink failed:\n{said}");
+    assert!(said.contains("cannot take its lock"), "{said}");
+    assert_eq!(indexes(&p.join("ok")).len(), 1, "{said}");
+    assert_eq!(written("blocked"), Vec::<String>::new(), "{said}");
+    // Every sink unlockable: the run fails and writes nothing.
+    let (code, said) = run(&["blocked"]);
+    assert_ne!(code, Some(0), "{said}");
+    assert!(
+        said.contains("every sink failed") && said.contains("cannot take its lock"),
+        "{said}"
+    );
+    assert_eq!(written("blocked"), Vec::<String>::new(), "{said}");
+}

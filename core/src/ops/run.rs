@@ -12,26 +12,28 @@ use crate::{
 };
 
 /// Shared locks on every sink of a run (`holder` names it in the locks).
-/// Refuses to start while a prune holds one of them; a sink where no lock
-/// can be written is left to fail in the run itself (a partial failure).
-pub async fn lock_shared(sinks: &[(String, Arc<dyn Sink>)], holder: &str) -> Result<Vec<LockGuard>> {
+/// Refuses to start while a prune holds one of them. A sink where no lock
+/// can be written (unreachable, refused) is returned with its error, by
+/// its position in `sinks`: the run must leave it out, never write there
+/// unlocked, where a prune or a chunk sweep would not see the run.
+pub async fn lock_shared(
+    sinks: &[(String, Arc<dyn Sink>)],
+    holder: &str,
+) -> Result<(Vec<LockGuard>, Vec<(usize, Error)>)> {
     let opts = LockOptions::from_env()?;
     let mut guards = Vec::new();
-    for (name, sink) in sinks {
+    let mut unlocked = Vec::new();
+    for (i, (name, sink)) in sinks.iter().enumerate() {
         match crate::acquire_shared_with(sink.clone(), holder, &opts).await {
             Ok(g) => guards.push(g),
-            // The run fails on that sink with the same cause and reports
-            // it: a warning here would only print the error twice.
-            Err(e) if !crate::is_lock_conflict(&e) => {
-                tracing::info!("sink `{name}`: cannot take a lock: {e}");
-            }
+            Err(e) if !crate::is_lock_conflict(&e) => unlocked.push((i, e)),
             Err(e) => {
                 release_all(guards).await;
                 return Err(e.prefix(format!("sink `{name}`")));
             }
         }
     }
-    Ok(guards)
+    Ok((guards, unlocked))
 }
 
 /// Releases held locks.
@@ -43,10 +45,12 @@ pub async fn release_all(guards: Vec<LockGuard>) {
 
 /// Runs a backup holding a shared lock on every sink: a running prune
 /// makes it refuse at once, and a prune started later never deletes this
-/// snapshot's object, which has no index yet. Returns the outcome and the
-/// wall time in seconds.
+/// snapshot's object, which has no index yet. A sink where no lock could
+/// be taken is left out of the run and reported failed with that cause
+/// (nothing is written there); when that is every sink, the run fails.
+/// Returns the outcome and the wall time in seconds.
 pub async fn backup(
-    req: BackupRequest,
+    mut req: BackupRequest,
     holder: &str,
     progress: Arc<Progress>,
 ) -> Result<(BackupOutcome, f64)> {
@@ -56,10 +60,42 @@ pub async fn backup(
         .iter()
         .map(|t| (t.name.clone(), t.sink.clone()))
         .collect();
-    let locks = lock_shared(&targets, holder).await?;
+    let (locks, unlocked) = lock_shared(&targets, holder).await?;
+    if !unlocked.is_empty() && unlocked.len() == req.sinks.len() {
+        let (i, e) = &unlocked[0];
+        let mut err = Error::new(
+            e.kind(),
+            format!(
+                "every sink failed; sink `{}`: cannot take its lock: {e}",
+                targets[*i].0
+            ),
+        );
+        if let Some(h) = e.hint() {
+            err = err.with_hint(h);
+        }
+        return Err(err);
+    }
+    let mut left_out = Vec::new();
+    for (i, e) in unlocked.into_iter().rev() {
+        let t = req.sinks.remove(i);
+        left_out.push((
+            i,
+            crate::SinkOutcome {
+                location: t.sink.info().to_string(),
+                result: Err(e.prefix("cannot take its lock, so nothing was written there")),
+                name: t.name,
+                required: t.required,
+            },
+        ));
+    }
     let outcome = crate::run_backup(req, progress).await;
     release_all(locks).await;
-    Ok((outcome?, started.elapsed().as_secs_f64()))
+    let mut outcome = outcome?;
+    // Back in the order the sinks were given.
+    for (i, o) in left_out.into_iter().rev() {
+        outcome.sinks.insert(i.min(outcome.sinks.len()), o);
+    }
+    Ok((outcome, started.elapsed().as_secs_f64()))
 }
 
 /// A restore of one snapshot.
