@@ -312,30 +312,65 @@ async fn concurrent_writes_are_replayed_to_the_point_in_time() {
         expected["items"], start_state["items"],
         "writes during the dump changed the expected state"
     );
-    // The interleaved inserts, updates and deletes went as bulkWrite
-    // commands (the server has it); on a server without it (the switch),
-    // as one command per kind, to the same state and counts.
+    // The interleaved inserts, updates and deletes to different documents
+    // were regrouped by kind (no unique index but _id); in oplog order
+    // (the switch, as with another unique index) they went as bulkWrite
+    // commands (the server has it), and on a server without it as one
+    // command per kind: each to the same state and counts.
     assert!(
         replay
             .target
-            .contains("× runs of mixed writes sent as one bulkWrite"),
+            .contains("× batches of mixed writes regrouped by kind"),
         "{r:?}"
     );
-    let r = restore(
-        src.as_ref(),
-        &entries,
-        &[
-            ("mongo-uri", &b.uri("")),
+    let dumped = |coll: &str| {
+        report.details["collections"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["db"] == "app" && c["collection"] == coll)
+            .unwrap()["documents"]
+            .as_i64()
+            .unwrap()
+    };
+    for (db, switches, says) in [
+        (
+            "ordered",
+            &[("test-no-regroup", "true")][..],
+            Some("× runs of mixed writes sent as one bulkWrite"),
+        ),
+        (
+            "old",
+            &[("test-no-regroup", "true"), ("test-no-bulk-write", "true")][..],
+            None,
+        ),
+    ] {
+        let uri = b.uri("");
+        let to = format!("{db}.*");
+        let mut params = vec![
+            ("mongo-uri", uri.as_str()),
             ("drop", "true"),
-            ("test-no-bulk-write", "true"),
             ("ns-from", "app.*"),
-            ("ns-to", "old.*"),
-        ],
-    )
-    .await;
-    assert!(!r.summary.contains("bulkWrite"), "{r:?}");
-    assert_eq!(contents(&cb, "old", "items").await, expected["items"]);
-    assert_eq!(contents(&cb, "old", "other").await, expected["other"]);
+            ("ns-to", to.as_str()),
+        ];
+        params.extend_from_slice(switches);
+        let r = restore(src.as_ref(), &entries, &params).await;
+        let replay = r.actions.iter().find(|a| a.action == "replay-oplog").unwrap();
+        assert!(!replay.target.contains("regrouped"), "{r:?}");
+        match says {
+            Some(says) => assert!(replay.target.contains(says), "{r:?}"),
+            None => assert!(!replay.target.contains("bulkWrite"), "{r:?}"),
+        }
+        for coll in ["items", "other"] {
+            assert_eq!(contents(&cb, db, coll).await, expected[coll], "{db}.{coll}");
+            let change = r.count_changes.get(&format!("app.{coll}")).copied().unwrap_or(0);
+            assert_eq!(
+                dumped(coll) + change,
+                expected[coll].len() as i64,
+                "{db}.{coll}: {r:?}"
+            );
+        }
+    }
     for coll in ["items", "other"] {
         let dumped = report.details["collections"]
             .as_array()

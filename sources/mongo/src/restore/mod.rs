@@ -111,6 +111,8 @@ const STAGING_TAG: &str = "coffer-staging-";
 const MARKER_TAG: &str = "coffer-restoring-";
 /// Server error code of `create` for a namespace that exists.
 const NAMESPACE_EXISTS: i32 = 48;
+/// The server's code for a collection or database that does not exist.
+const NAMESPACE_NOT_FOUND: i32 = 26;
 /// Server error codes meaning `renameCollection` is not available:
 /// IllegalOperation, CommandNotFound, CommandNotSupported.
 const RENAME_UNSUPPORTED: [i32; 3] = [20, 59, 115];
@@ -161,6 +163,8 @@ pub(crate) struct MongoRestorer {
     /// replay sends a run of mixed inserts, updates and deletes to one
     /// collection as one ordered command.
     bulk_write: bool,
+    /// Param `test-no-regroup` (tests): replay every batch in oplog order.
+    no_regroup: bool,
     /// Stage every collection, new ones too (param `always-stage`): the
     /// data then becomes visible only whole, at the swap.
     stage_always: bool,
@@ -247,6 +251,7 @@ impl MongoRestorer {
             unsafe_in_place: opts.flag("unsafe-in-place"),
             pretend_no_rename,
             bulk_write,
+            no_regroup: opts.flag("test-no-regroup"),
             stage_always: opts.flag("always-stage"),
             dry_run: opts.dry_run,
             cancel: opts.cancel.clone(),

@@ -2,6 +2,8 @@
 //! are in place, then replayed on the ones this restore created or
 //! replaced whole.
 
+use std::collections::HashMap;
+
 use coffer_core::slices::pitr::LogReplay;
 use mongodb::bson::RawDocument;
 
@@ -266,11 +268,25 @@ impl MongoRestorer {
     /// a duplicate (the document is there already) becomes a replacement,
     /// and the rest of the batch goes on.
     fn apply_batch(&self, b: &Batch) -> Result<i64> {
+        if !b.regroup {
+            return self.apply_run(b, &b.statements);
+        }
+        let regrouped = regrouped(&b.statements);
+        let mut change = 0;
+        for run in regrouped.chunk_by(|x, y| x.0 == y.0) {
+            change += self.apply_run(b, run)?;
+        }
+        Ok(change)
+    }
+
+    /// Sends `statements` of batch `b` in order: as one command of their
+    /// kind, or mixed as one `bulkWrite`.
+    fn apply_run(&self, b: &Batch, statements: &[(Kind, RawDocumentBuf)]) -> Result<i64> {
         let ns = format!("{}.{}", b.db, b.coll);
         let mut change = 0;
         let mut from = 0;
-        while from < b.statements.len() {
-            let rest = &b.statements[from..];
+        while from < statements.len() {
+            let rest = &statements[from..];
             let sent = if rest.iter().all(|(k, _)| *k == rest[0].0) {
                 self.send_one_kind(b, rest)
             } else {
@@ -450,6 +466,61 @@ fn int(d: &Document, key: &str) -> i64 {
     }
 }
 
+/// A batch's statements regrouped by kind where that changes nothing:
+/// writes to different documents commute (in a collection whose only
+/// unique index is `_id`'s), so each group of consecutive statements goes
+/// as its inserts, then its updates, then its deletes, in their order
+/// within each kind. A group ends where a document's next write would
+/// have to move before one of its earlier writes (an insert or update
+/// after its delete, an insert after its update), and at a statement
+/// whose `_id` is not known, which goes alone in its place.
+fn regrouped(statements: &[(Kind, RawDocumentBuf)]) -> Vec<(Kind, RawDocumentBuf)> {
+    fn close(
+        group: &mut [Vec<(Kind, RawDocumentBuf)>; 3],
+        touched: &mut HashMap<Vec<u8>, usize>,
+        out: &mut Vec<(Kind, RawDocumentBuf)>,
+    ) {
+        for g in group.iter_mut() {
+            out.append(g);
+        }
+        touched.clear();
+    }
+    let mut out = Vec::with_capacity(statements.len());
+    let mut group: [Vec<(Kind, RawDocumentBuf)>; 3] = Default::default();
+    let mut touched: HashMap<Vec<u8>, usize> = HashMap::new();
+    for (kind, st) in statements {
+        let phase = match kind {
+            Kind::Insert => 0,
+            Kind::Update => 1,
+            Kind::Delete => 2,
+        };
+        let Some(id) = id_key(*kind, st) else {
+            close(&mut group, &mut touched, &mut out);
+            out.push((*kind, st.clone()));
+            continue;
+        };
+        if touched.get(&id).is_some_and(|&earlier| earlier > phase) {
+            close(&mut group, &mut touched, &mut out);
+        }
+        touched.insert(id, phase);
+        group[phase].push((*kind, st.clone()));
+    }
+    close(&mut group, &mut touched, &mut out);
+    out
+}
+
+/// The `_id` a statement writes, as comparable bytes: an insert's
+/// document's, an update's or delete's filter's.
+fn id_key(kind: Kind, st: &RawDocumentBuf) -> Option<Vec<u8>> {
+    let id = match kind {
+        Kind::Insert => st.get("_id").ok()??,
+        Kind::Update | Kind::Delete => st.get_document("q").ok()?.get("_id").ok()??,
+    };
+    let mut key = RawDocumentBuf::new();
+    key.append("", id.to_raw_bson());
+    Some(key.into_bytes())
+}
+
 /// One replay's state, shared by the bundle's oplog and the slices.
 #[derive(Default)]
 struct Replay {
@@ -472,6 +543,8 @@ struct Replay {
     last: Option<mongodb::bson::Timestamp>,
     /// Writes of one namespace and command not sent yet.
     batch: Option<Batch>,
+    /// Target namespace → whether its writes may be regrouped by kind.
+    regroup: BTreeMap<String, bool>,
     /// Indexes the oplog builds, built at the end: (db, collection, spec).
     indexes: Vec<(String, String, Document)>,
 }
@@ -484,6 +557,9 @@ struct Batch {
     coll: String,
     /// The namespace in the bundle, for the count changes.
     bundle_ns: String,
+    /// The collection has no unique index but `_id`: writes to different
+    /// documents may be regrouped by kind ([`regrouped`]).
+    regroup: bool,
     /// In oplog order, each with the command kind it belongs to.
     statements: Vec<(Kind, RawDocumentBuf)>,
     bytes: usize,
@@ -563,18 +639,23 @@ impl Replay {
                 let same = self.batch.as_ref().is_some_and(|b| {
                     b.db == tdb
                         && b.coll == tcoll
-                        && (r.bulk_write || b.statements.last().is_some_and(|(k, _)| *k == kind))
+                        && (b.regroup || r.bulk_write || b.statements.last().is_some_and(|(k, _)| *k == kind))
                 });
                 if !same {
                     self.flush(r, tally)?;
                 }
-                let b = self.batch.get_or_insert_with(|| Batch {
-                    db: tdb.clone(),
-                    coll: tcoll.clone(),
-                    bundle_ns,
-                    statements: Vec::new(),
-                    bytes: 0,
-                });
+                if self.batch.is_none() {
+                    let regroup = self.may_regroup(r, &tdb, &tcoll)?;
+                    self.batch = Some(Batch {
+                        db: tdb.clone(),
+                        coll: tcoll.clone(),
+                        bundle_ns,
+                        regroup,
+                        statements: Vec::new(),
+                        bytes: 0,
+                    });
+                }
+                let b = self.batch.as_mut().expect("a batch was just made");
                 for st in statements {
                     b.bytes += st.as_bytes().len();
                     b.statements.push((kind, st));
@@ -685,16 +766,46 @@ impl Replay {
         Ok(())
     }
 
+    /// Whether writes to `db.coll` may be regrouped by kind: its only
+    /// unique index is `_id`'s (asked once per collection). With another
+    /// unique index, the order of writes to different documents matters
+    /// (a delete that frees a key before an insert that takes it).
+    fn may_regroup(&mut self, r: &MongoRestorer, db: &str, coll: &str) -> Result<bool> {
+        let ns = format!("{db}.{coll}");
+        if let Some(ok) = self.regroup.get(&ns) {
+            return Ok(*ok);
+        }
+        if r.no_regroup {
+            return Ok(false);
+        }
+        let listed = r.run(async {
+            let c: Collection<Document> = r.client.database(db).collection(coll);
+            c.list_indexes().await?.try_collect::<Vec<_>>().await
+        });
+        let ok = match listed {
+            Ok(indexes) => !indexes.iter().any(|i| {
+                i.options.as_ref().and_then(|o| o.unique) == Some(true) && i.keys != doc! { "_id": 1 }
+            }),
+            // Not there yet: the replay creates it, with no index but `_id`.
+            Err(e) if code(&e) == Some(NAMESPACE_NOT_FOUND) => true,
+            Err(e) => return Err(r.err(format!("cannot list the indexes of `{ns}`"), &e)),
+        };
+        self.regroup.insert(ns, ok);
+        Ok(ok)
+    }
+
     /// Sends the pending batch.
     fn flush(&mut self, r: &MongoRestorer, tally: &mut Tally) -> Result<()> {
         let Some(b) = self.batch.take() else {
             return Ok(());
         };
         if b.statements.iter().any(|(k, _)| *k != b.statements[0].0) {
-            *self
-                .notes
-                .entry("runs of mixed writes sent as one bulkWrite".to_string())
-                .or_default() += 1;
+            let how = if b.regroup {
+                "batches of mixed writes regrouped by kind"
+            } else {
+                "runs of mixed writes sent as one bulkWrite"
+            };
+            *self.notes.entry(how.to_string()).or_default() += 1;
         }
         let change = r.apply_batch(&b).map_err(replay_hint)?;
         if change != 0 {
@@ -760,5 +871,84 @@ impl Replay {
             target.push_str(&format!(", {n}× {why}"));
         }
         target
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn st(kind: Kind, id: Option<i32>) -> (Kind, RawDocumentBuf) {
+        let mut d = RawDocumentBuf::new();
+        match (kind, id) {
+            (Kind::Insert, Some(id)) => d.append("_id", id),
+            (_, Some(id)) => {
+                let mut q = RawDocumentBuf::new();
+                q.append("_id", id);
+                d.append("q", q);
+            }
+            (_, None) => d.append("q", RawDocumentBuf::new()),
+        }
+        (kind, d)
+    }
+
+    fn order(statements: &[(Kind, RawDocumentBuf)]) -> Vec<(Kind, Option<i32>)> {
+        regrouped(statements)
+            .iter()
+            .map(|(k, d)| {
+                let id = match k {
+                    Kind::Insert => d.get_i32("_id").ok(),
+                    _ => d.get_document("q").unwrap().get_i32("_id").ok(),
+                };
+                (*k, id)
+            })
+            .collect()
+    }
+
+    use Kind::{Delete as D, Insert as I, Update as U};
+
+    #[test]
+    fn writes_to_different_documents_go_by_kind_in_their_order() {
+        let got = order(&[
+            st(I, Some(1)),
+            st(U, Some(2)),
+            st(D, Some(3)),
+            st(I, Some(4)),
+            st(U, Some(1)),
+        ]);
+        assert_eq!(
+            got,
+            [
+                (I, Some(1)),
+                (I, Some(4)),
+                (U, Some(2)),
+                (U, Some(1)),
+                (D, Some(3))
+            ]
+        );
+    }
+
+    #[test]
+    fn a_documents_writes_never_move_before_its_earlier_ones() {
+        // Re-inserted after its delete: the insert stays after it.
+        assert_eq!(
+            order(&[st(D, Some(1)), st(I, Some(1))]),
+            [(D, Some(1)), (I, Some(1))]
+        );
+        // Updated after its delete (a no-op in order): still after it.
+        let got = order(&[st(U, Some(1)), st(I, Some(2)), st(D, Some(1)), st(U, Some(1))]);
+        assert_eq!(got, [(I, Some(2)), (U, Some(1)), (D, Some(1)), (U, Some(1))]);
+        // Inserted after an update of the same _id (an upsert's document
+        // replaced): the group ends.
+        assert_eq!(
+            order(&[st(U, Some(1)), st(I, Some(1))]),
+            [(U, Some(1)), (I, Some(1))]
+        );
+    }
+
+    #[test]
+    fn a_statement_without_a_known_id_stays_in_its_place() {
+        let got = order(&[st(U, Some(1)), st(I, Some(2)), st(D, None), st(I, Some(3))]);
+        assert_eq!(got, [(I, Some(2)), (U, Some(1)), (D, None), (I, Some(3))]);
     }
 }
