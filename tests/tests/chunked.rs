@@ -1180,3 +1180,94 @@ fn a_passphrase_run_to_a_chunked_sink_is_refused_before_anything_is_written() {
     assert!(!p.join(".config/coffer/dedup.key").exists());
     assert!(!p.join("bk/keys").exists());
 }
+
+/// `verify --sample` without a key rotates over the packs of chunked
+/// snapshots (each one is referenced by most snapshots, so a rotation over
+/// snapshots would read the same packs every run): each run checks every
+/// chunk list and that every pack is there, and the chunks of its share of
+/// the packs; the cycle covers every pack once, and the run that reads a
+/// damaged pack fails the snapshots using it.
+#[test]
+fn a_sampled_verify_rotates_over_the_packs_of_chunked_snapshots() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (_key, rec) = keygen(p, "key.txt");
+    let a = backup(p, "bk", &rec, &[]);
+    let before: HashSet<PathBuf> = pack_files(&p.join("bk")).into_iter().collect();
+    let salted = |n: usize, salt: u8| -> Vec<u8> { noise(n).into_iter().map(|b| b ^ salt).collect() };
+    fs::write(p.join("svc/other.bin"), salted(2 << 20, 1)).unwrap();
+    let b = backup(p, "bk", &rec, &[]);
+    let packs = pack_files(&p.join("bk"));
+    let fresh: Vec<&PathBuf> = packs.iter().filter(|f| !before.contains(*f)).collect();
+    assert!(!fresh.is_empty() && packs.len() >= 3, "{packs:?}");
+    let sample = |share: &str| {
+        let out = coffer(p)
+            .args(["--json", "verify", "--sink", "bk", "--sample", share])
+            .output()
+            .unwrap();
+        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
+        (out.status.code(), v)
+    };
+    // One pack per run: every run checks both snapshots; the cycle covers
+    // every pack once, then starts again.
+    let mut covered = Vec::new();
+    for _ in 0..packs.len() {
+        let (code, v) = sample("1");
+        assert_eq!(code, Some(0), "{v}");
+        let results = v.as_array().unwrap();
+        let ids: Vec<&str> = results.iter().map(|r| r["id"].as_str().unwrap()).collect();
+        assert_eq!(ids, [a["id"].as_str().unwrap(), b["id"].as_str().unwrap()], "{v}");
+        let s = &results[0]["sample"];
+        assert_eq!(
+            (s["unit"].as_str(), s["cycle"].as_u64()),
+            (Some("packs"), Some(1)),
+            "{v}"
+        );
+        assert_eq!(s["of"].as_u64(), Some(packs.len() as u64), "{v}");
+        covered.push(s["covered"].as_u64().unwrap());
+    }
+    assert_eq!(covered, (1..=packs.len() as u64).collect::<Vec<_>>());
+    let (_, v) = sample("1");
+    assert_eq!(v[0]["sample"]["cycle"].as_u64(), Some(2), "{v}");
+
+    // A damaged pack only b uses: the run that reads it fails b alone.
+    flip(fresh[0], 1000);
+    let mut failures = Vec::new();
+    for _ in 0..packs.len() {
+        let (code, v) = sample("1");
+        let failed: Vec<String> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["ok"] == false)
+            .map(|r| r["id"].as_str().unwrap().to_string())
+            .collect();
+        if !failed.is_empty() {
+            assert_eq!(code, Some(3), "{v}");
+            let name = fresh[0].file_name().unwrap().to_string_lossy().into_owned();
+            assert!(v.to_string().contains(&name), "names the pack: {v}");
+        }
+        failures.extend(failed);
+    }
+    assert_eq!(
+        failures,
+        [b["id"].as_str().unwrap()],
+        "one run read the damaged pack"
+    );
+
+    // A missing pack fails the snapshots using it in every sampled run,
+    // whichever packs that run reads.
+    fs::remove_file(fresh[0]).unwrap();
+    let (code, v) = sample("1");
+    assert_eq!(code, Some(3), "{v}");
+    let failed: Vec<&Value> = v
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|r| r["ok"] == false)
+        .collect();
+    assert_eq!(failed.len(), 1, "{v}");
+    assert_eq!(failed[0]["id"], b["id"]);
+    assert!(failed[0].to_string().contains("missing"), "{v}");
+}

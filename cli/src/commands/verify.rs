@@ -64,7 +64,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
         let mut each = |r: &VerifyResult, e: Option<&Error>| tally.add(ctx, &shown, r, e);
         let done = verify_sink(name, sink.as_ref(), &req, &mut each).await;
         let done = done.map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        record(ctx, &shown, name, done.sample.as_ref());
+        record(ctx, &shown, name, [done.sample.as_ref(), done.packs.as_ref()]);
         results.extend(done.results);
     }
     shown.finish();
@@ -133,24 +133,28 @@ impl Tally {
     }
 }
 
-/// The sink's metrics, and where a sample rotation stands.
-fn record(ctx: &Ctx, shown: &Spinner, name: &str, sample: Option<&SampleProgress>) {
+/// The sink's metrics, and where the sample rotations (of snapshots, of
+/// chunked snapshots' packs) stand; the coverage metric is the lower.
+fn record(ctx: &Ctx, shown: &Spinner, name: &str, rotations: [Option<&SampleProgress>; 2]) {
     ctx.record.metric(
         "coffer_verify_last_timestamp_seconds",
         &[("sink", name)],
         jiff::Timestamp::now().as_second() as f64,
     );
-    let Some(s) = sample else { return };
-    if s.of > 0 {
+    let mut coverage: Option<f64> = None;
+    for s in rotations.into_iter().flatten().filter(|s| s.of > 0) {
         let ratio = s.covered as f64 / s.of as f64;
+        coverage = Some(coverage.map_or(ratio, |c| c.min(ratio)));
+        if !ctx.json {
+            let complete = if s.covered == s.of { " (complete)" } else { "" };
+            shown.println(&format!(
+                "{name}: sample cycle {}: {} of {} {} checked so far{complete}",
+                s.cycle, s.covered, s.of, s.unit
+            ));
+        }
+    }
+    if let Some(ratio) = coverage {
         ctx.record
             .metric("coffer_verify_coverage_ratio", &[("sink", name)], ratio);
-    }
-    if !ctx.json {
-        let complete = if s.covered == s.of { " (complete)" } else { "" };
-        shown.println(&format!(
-            "{name}: sample cycle {}: {} of {} snapshots checked so far{complete}",
-            s.cycle, s.covered, s.of
-        ));
     }
 }

@@ -41,7 +41,9 @@ pub mod store;
 pub(crate) mod writer;
 
 pub use cache::FileCache;
-pub use reader::{ChunkReader, ChunkStream, first_chunk, verify_chunks, with_chunk_stream};
+pub use reader::{
+    ChunkReader, ChunkStream, SampledCheck, first_chunk, verify_chunks, verify_sampled, with_chunk_stream,
+};
 pub use store::{KnownChunks, SweepOutcome, load_known, read_list, sweep};
 
 /// The POSIX `sh` script that restores a chunked snapshot with age, zstd,

@@ -251,6 +251,124 @@ pub async fn first_chunk(sink: &dyn Sink, index: &Index) -> Result<Bytes> {
     Ok(bytes)
 }
 
+/// What [`verify_sampled`] found.
+pub struct SampledCheck {
+    /// Per snapshot, in the order given.
+    pub results: Vec<Result<()>>,
+    /// The packs the snapshots reference.
+    pub packs: usize,
+}
+
+/// A sampled check without a key (`verify --sample`) of chunked
+/// snapshots: each one's chunk list against its index, every pack a chunk
+/// lies in present and long enough (one listing of the sink's packs), and
+/// the ciphertext SHA-256 of every chunk in the packs `choose` picks from
+/// all those referenced (each read once). A damaged chunk fails every
+/// snapshot that references it. Counts into `progress` as phase `verify`.
+pub async fn verify_sampled(
+    sink: &dyn Sink,
+    indexes: &[&Index],
+    choose: impl FnOnce(&std::collections::BTreeSet<String>) -> std::collections::BTreeSet<String>,
+    progress: Option<&crate::Progress>,
+) -> Result<SampledCheck> {
+    let mut results: Vec<Result<()>> = Vec::with_capacity(indexes.len());
+    let mut lists: Vec<Option<ChunkList>> = Vec::with_capacity(indexes.len());
+    for index in indexes {
+        match super::store::read_list(sink, index).await {
+            Ok(l) => {
+                results.push(Ok(()));
+                lists.push(Some(l));
+            }
+            Err(e) => {
+                results.push(Err(e));
+                lists.push(None);
+            }
+        }
+    }
+    let stored: BTreeMap<String, u64> = sink
+        .list(super::DATA_PREFIX)
+        .await?
+        .into_iter()
+        .filter_map(|m| super::pack_name(&m.key).map(|n| (n.to_string(), m.size)))
+        .collect();
+    let referenced: std::collections::BTreeSet<String> = lists
+        .iter()
+        .flatten()
+        .flat_map(|l| l.0.iter().map(|c| c.pack.clone()))
+        .collect();
+    let chosen = choose(&referenced);
+    // Where each chosen pack's chunks are, and which snapshots use them.
+    let mut to_read: BTreeMap<&str, BTreeMap<(u64, u64), ChunkUsers>> = BTreeMap::new();
+    for (i, (index, list)) in indexes.iter().zip(&lists).enumerate() {
+        let Some(list) = list else { continue };
+        let mut r = Ok(());
+        for c in &list.0 {
+            match stored.get(&c.pack) {
+                None => r = Err(damaged(index, c, "the pack is missing")),
+                Some(&size) if c.offset.saturating_add(c.length) > size => {
+                    r = Err(damaged(index, c, "the pack is truncated"));
+                }
+                Some(_) if chosen.contains(&c.pack) => {
+                    let at = to_read.entry(&c.pack).or_default();
+                    at.entry((c.offset, c.length))
+                        .or_insert((c, Vec::new()))
+                        .1
+                        .push(i);
+                }
+                Some(_) => {}
+            }
+            if r.is_err() {
+                break;
+            }
+        }
+        results[i] = r;
+    }
+    if let Some(p) = progress {
+        let bytes = to_read.values().flat_map(|m| m.keys().map(|(_, len)| len)).sum();
+        p.begin("verify", Some(bytes));
+    }
+    let mut packs = Packs::new(sink);
+    for chunks in to_read.values() {
+        for (c, users) in chunks.values() {
+            let first = indexes[users[0]];
+            match packs.read(first, c).await.and_then(|b| check(first, c, &b)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::Integrity => {
+                    for &u in users {
+                        if results[u].is_ok() {
+                            results[u] = Err(check_error(indexes[u], c, &e));
+                        }
+                    }
+                }
+                Err(e) => return Err(e),
+            }
+            if let Some(p) = progress {
+                p.add(c.length);
+            }
+        }
+        packs.local.clear();
+        packs.cached.clear();
+    }
+    Ok(SampledCheck {
+        results,
+        packs: referenced.len(),
+    })
+}
+
+/// A chunk and the snapshots (by position) whose lists name it.
+type ChunkUsers<'a> = (&'a ChunkRef, Vec<usize>);
+
+/// `e` (found checking chunk `c` for another snapshot) as it concerns
+/// snapshot `index`.
+fn check_error(index: &Index, c: &ChunkRef, e: &Error) -> Error {
+    let what = e.to_string();
+    let what = what
+        .strip_prefix(&format!("pack {} is damaged: ", c.pack))
+        .and_then(|w| w.split(" (chunk at offset").next())
+        .unwrap_or("a chunk does not match the chunk list");
+    damaged(index, c, what)
+}
+
 /// Checks without a key that every chunk a snapshot references is
 /// stored with the ciphertext its list names: the list against the index,
 /// then each pack read once. Counts into `progress` as phase `verify`.

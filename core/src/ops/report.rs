@@ -312,11 +312,14 @@ pub struct VerifyResult {
 /// Where a `verify --sample` rotation stands.
 #[derive(Debug, Clone, Serialize, JsonSchema)]
 pub struct SampleProgress {
+    /// What rotates: `snapshots` (bundles, and every snapshot of a deep
+    /// check) or `packs` (the packs of chunked snapshots).
+    pub unit: String,
     /// Rotation number.
     pub cycle: u64,
-    /// Snapshots verified in this rotation.
+    /// Snapshots (or packs) verified in this rotation.
     pub covered: usize,
-    /// Snapshots on the sink.
+    /// Snapshots (or packs) on the sink.
     pub of: usize,
 }
 

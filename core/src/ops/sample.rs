@@ -55,8 +55,14 @@ impl Sample {
 pub struct State {
     /// Cycles begun (a cycle ends when every snapshot was checked once).
     pub cycle: u64,
-    /// Snapshot ids checked in this cycle.
+    /// Snapshot ids checked in this cycle (bundles; with chunked
+    /// snapshots, those of a deep check).
     pub covered: BTreeSet<String>,
+    /// The rotation over the packs of the chunked snapshots: a sampled
+    /// check without a key reads a share of the packs, since every
+    /// snapshot references most of them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub packs: Option<Box<State>>,
 }
 
 /// The ids to check now, oldest first, and the state after checking them:
@@ -64,6 +70,7 @@ pub struct State {
 /// left), at most `sample`'s quota. Snapshots pruned since drop out.
 pub fn pick(all: &[String], state: &State, sample: Sample) -> (Vec<String>, State) {
     let mut next = State {
+        packs: state.packs.clone(),
         cycle: state.cycle.max(1),
         covered: state
             .covered

@@ -47,6 +47,9 @@ pub struct SinkVerification {
     pub results: Vec<VerifyResult>,
     /// [`Pick::Sample`]: the rotation after this run.
     pub sample: Option<SampleProgress>,
+    /// [`Pick::Sample`] without keys on a sink with chunked snapshots:
+    /// the rotation over their packs after this run.
+    pub packs: Option<SampleProgress>,
 }
 
 /// Verifies the snapshots `req` picks on `sink` (named `name`), calling
@@ -63,8 +66,11 @@ pub async fn verify_sink(
     let mut out = SinkVerification {
         results: Vec::new(),
         sample: None,
+        packs: None,
     };
     let deep = req.identities.is_some();
+    // Without keys, chunked snapshots are sampled by their packs.
+    let by_packs = matches!(req.pick, Pick::Sample(_)) && !deep;
     if matches!(req.pick, Pick::All) {
         for (key, err) in &cat.unreadable {
             let r = Err(Error::new(
@@ -76,8 +82,9 @@ pub async fn verify_sink(
             out.results.push(shown);
         }
     }
-    let (chosen, next) = pick(sink, &cat, &req.pick).await?;
+    let (chosen, mut next) = pick(sink, &cat, &req.pick, by_packs).await?;
     let progress = next.as_ref().map(|(state, total)| SampleProgress {
+        unit: "snapshots".into(),
         cycle: state.cycle,
         covered: state.covered.len(),
         of: *total,
@@ -88,6 +95,9 @@ pub async fn verify_sink(
         each(&shown, r.as_ref().err());
         out.results.push(shown);
     }
+    if let (true, Pick::Sample(size), Some((state, _))) = (by_packs, &req.pick, next.as_mut()) {
+        out.packs = sample_packs(name, sink, &cat, req, *size, state, each, &mut out.results).await?;
+    }
     if let Some((state, _)) = next {
         sample::save(sink, &state).await;
     }
@@ -95,19 +105,99 @@ pub async fn verify_sink(
     Ok(out)
 }
 
+/// A sampled check without a key of the chunked snapshots: every chunk
+/// list against its index and every chunk's pack present and long enough,
+/// and the ciphertext of every chunk in the next share of the packs (the
+/// rotation in `state.packs`). A damaged pack fails every snapshot with a
+/// chunk in it. `None` when the sink has no chunked snapshot.
+#[allow(clippy::too_many_arguments)]
+async fn sample_packs(
+    name: &str,
+    sink: &dyn Sink,
+    cat: &Catalog,
+    req: &VerifyRequest<'_>,
+    size: Sample,
+    state: &mut sample::State,
+    each: &mut (dyn FnMut(&VerifyResult, Option<&Error>) + Send),
+    results: &mut Vec<VerifyResult>,
+) -> Result<Option<SampleProgress>> {
+    let chunked: Vec<&CatalogEntry> = cat
+        .snapshots
+        .iter()
+        .filter(|e| e.index.chunks.is_some())
+        .collect();
+    if chunked.is_empty() {
+        return Ok(None);
+    }
+    let mut found: BTreeMap<String, Result<()>> = BTreeMap::new();
+    let mut trusted: Vec<&crate::Index> = Vec::new();
+    for e in &chunked {
+        match req.trusted.enforce(e.index.id.as_str(), &e.signature) {
+            Ok(_) => trusted.push(&e.index),
+            Err(err) => {
+                found.insert(e.index.id.to_string(), Err(err));
+            }
+        }
+    }
+    let packs_before = state.packs.take().map(|b| *b).unwrap_or_default();
+    let mut packs_after = packs_before.clone();
+    let checked = crate::chunked::verify_sampled(
+        sink,
+        &trusted,
+        |all| {
+            let all: Vec<String> = all.iter().cloned().collect();
+            let (chosen, next) = sample::pick(&all, &packs_before, size);
+            packs_after = next;
+            chosen.into_iter().collect()
+        },
+        Some(&req.progress),
+    )
+    .await?;
+    let total = checked.packs;
+    for (index, r) in trusted.iter().zip(checked.results) {
+        found.insert(index.id.to_string(), r);
+    }
+    let progress = SampleProgress {
+        unit: "packs".into(),
+        cycle: packs_after.cycle,
+        covered: packs_after.covered.len(),
+        of: total,
+    };
+    state.packs = Some(Box::new(packs_after));
+    // In the catalog's order, oldest first, as the other results.
+    for entry in chunked {
+        let r = found
+            .remove(entry.index.id.as_str())
+            .expect("every chunked snapshot has a result")
+            .map(|()| None);
+        let shown = result(name, entry.index.id.as_str(), false, &r, Some(progress.clone()));
+        each(&shown, r.as_ref().err());
+        results.push(shown);
+    }
+    Ok(Some(progress))
+}
+
 /// The snapshots to check, oldest first, and for a sample the rotation
 /// state after checking them (with the number of snapshots).
+/// With `by_packs`, a sample rotates over the bundles only (the chunked
+/// snapshots are sampled by their packs).
 async fn pick(
     sink: &dyn Sink,
     cat: &Catalog,
     pick: &Pick,
+    by_packs: bool,
 ) -> Result<(Vec<CatalogEntry>, Option<(sample::State, usize)>)> {
     match pick {
         Pick::One(spec) => Ok((vec![cat.resolve(spec)?.clone()], None)),
         Pick::All => Ok((cat.snapshots.clone(), None)),
         Pick::Sample(size) => {
             let state = sample::load(sink).await?;
-            let all: Vec<String> = cat.snapshots.iter().map(|e| e.index.id.to_string()).collect();
+            let all: Vec<String> = cat
+                .snapshots
+                .iter()
+                .filter(|e| !by_packs || e.index.chunks.is_none())
+                .map(|e| e.index.id.to_string())
+                .collect();
             let (ids, next) = sample::pick(&all, &state, *size);
             let chosen = cat
                 .snapshots
