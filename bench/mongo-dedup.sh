@@ -3,7 +3,8 @@
 # 21): DOCS documents of ~1 KiB in one collection, a chunked backup, then
 # (a) 1% of the documents inserted (new _ids at the end), backed up again;
 # (b) 1% of the documents updated at random places, backed up again.
-# Prints what each re-run added against the collection's BSON size.
+# Prints what each re-run added against the collection's BSON size, and
+# the first backup's and a restore's wall and CPU time.
 # usage: bench/mongo-dedup.sh   env: BENCH_DOCS (default 100000), BENCH_VENV
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,12 +48,24 @@ elif what == "update":
 PY
 }
 backup() {
-  "$BIN" -q --json backup --source "mongo:$URI" --sink "$WORK/sink" --recipient "$KEY" --format chunked --create-sink \
-    | python3 -c 'import json,sys; r=json.load(sys.stdin); c=r["chunks"]; print(c["new_bytes"], c["stored_bytes"], c["chunks"], c["new_chunks"])'
+  /usr/bin/time -f "%e %U %S" -o "$WORK/time.out" \
+    "$BIN" -q --json backup --source "mongo:$URI" --sink "$WORK/sink" --recipient "$KEY" --format chunked --create-sink \
+    > "$WORK/out.json"
+  python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); c=r["chunks"]; print(c["new_bytes"], c["stored_bytes"], c["chunks"], c["new_chunks"])' "$WORK/out.json"
 }
 py load
 read -r new0 stored0 n0 _ < <(backup)
-echo "collection: $DOCS documents; first backup stored $((new0 / 1048576)) MiB in $n0 chunks"
+read -r wall user sys < "$WORK/time.out"
+BSON=$("$VENV/bin/python" -c "from pymongo import MongoClient; print(MongoClient('$URI').bench.command('collStats', 'items').get('size', 0))" 2>/dev/null || echo 0)
+echo "collection: $DOCS documents ($((BSON / 1048576)) MiB of BSON); first backup stored $((new0 / 1048576)) MiB in $n0 chunks, $wall s wall, $(echo "$user + $sys" | bc) s CPU"
+# The restore of the last snapshot into a fresh database of the same server.
+restore_time() {
+  /usr/bin/time -f "%e %U %S" -o "$WORK/time.out" "$BIN" -q restore latest --sink "$WORK/sink" --identity "$WORK/key.txt" \
+    --mongo-uri "mongodb://127.0.0.1:$PORT/?directConnection=true" --ns-from 'bench.*' --ns-to "restored$1.*" > /dev/null
+  read -r wall user sys < "$WORK/time.out"
+  echo "restore of the latest snapshot: $wall s wall, $(echo "$user + $sys" | bc) s CPU"
+}
+restore_time 0
 py insert
 read -r new1 _ n1 k1 < <(backup)
 echo "1% inserted: the re-run added $((new1 / 1024)) KiB, $k1 of $n1 chunks ($(echo "scale=1; 100 * $new1 / $stored0" | bc)% of the collection)"

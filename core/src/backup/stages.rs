@@ -330,6 +330,8 @@ impl TarWriter {
         let written = match entry.body {
             EntryBody::File { size, reader } => {
                 let mut h = with_owner(tar::EntryType::Regular, size);
+                // A collection's documents: small chunks at document ends.
+                let documents = entry.area == crate::Area::Mongo && path.ends_with(".bson");
                 self.append_file(
                     &mut h,
                     path.clone(),
@@ -337,6 +339,7 @@ impl TarWriter {
                     size,
                     own.then_some(secret),
                     stat.as_ref(),
+                    documents,
                 )
                 .map(|from| data_from = from)
             }
@@ -376,6 +379,10 @@ impl TarWriter {
     /// With `stat` (a file the file cache may hold), returns the number of
     /// the first chunk of its data; a cached file whose chunks every sink
     /// stores is then not read: its chunks are referenced.
+    ///
+    /// With `documents` (a collection's `.bson`) and chunks of its own,
+    /// the data is cut as a document sequence ([`Chunker::documents`]).
+    #[allow(clippy::too_many_arguments)]
     fn append_file(
         &mut self,
         h: &mut tar::Header,
@@ -384,6 +391,7 @@ impl TarWriter {
         size: u64,
         header_apart: Option<bool>,
         stat: Option<&FileStat>,
+        documents: bool,
     ) -> Result<Option<u64>> {
         // The header through a scratch builder (it writes GNU long-name
         // entries where a path needs them), then the content in 1 MiB
@@ -401,6 +409,9 @@ impl TarWriter {
             out.inner
                 .cut(secret)
                 .map_err(|e| Error::io(format!("writing {path}"), e))?;
+            if documents && let Some(c) = &mut out.inner.chunker {
+                c.documents();
+            }
         }
         let data_from = stat.and_then(|_| out.inner.seq());
         let reuse = stat.and_then(|st| self.cache.as_ref()?.reusable(&path, st));

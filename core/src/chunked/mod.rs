@@ -85,6 +85,16 @@ pub const MIN_CHUNK: usize = 512 << 10;
 pub const AVG_CHUNK: usize = 1 << 20;
 /// Largest chunk.
 pub const MAX_CHUNK: usize = 8 << 20;
+/// Chunks of a MongoDB collection's `.bson` (a sequence of documents):
+/// cut only where a document ends, near the content-defined point these
+/// sizes give, so a document updated in place changes the one chunk that
+/// holds it and its neighbours (a few documents), not the ~1,000 of a
+/// 1 MiB chunk. Documents larger than [`DOC_MAX_CHUNK`] are cut inside.
+pub const DOC_MIN_CHUNK: usize = 2 << 10;
+/// Average chunk size of a document sequence.
+pub const DOC_AVG_CHUNK: usize = 4 << 10;
+/// Largest chunk of a document sequence (unless one document is larger).
+pub const DOC_MAX_CHUNK: usize = 32 << 10;
 /// A file at least this large starts and ends chunks of its own (its
 /// header is a chunk of its own too), so it dedups whatever surrounds it;
 /// smaller entries flow through the content-defined chunker together.

@@ -176,6 +176,10 @@ pub struct ChunkReader<'a> {
     buf: Vec<u8>,
     pos: usize,
     progress: Option<Arc<crate::Progress>>,
+    /// One decompression context for every chunk: small chunks (a
+    /// collection's documents) would otherwise pay for a new one each.
+    zstd: Option<zstd::bulk::Decompressor<'static>>,
+    compressed: Vec<u8>,
 }
 
 impl<'a> ChunkReader<'a> {
@@ -190,6 +194,8 @@ impl<'a> ChunkReader<'a> {
             buf: Vec::new(),
             pos: 0,
             progress: stream.progress,
+            zstd: None,
+            compressed: Vec::new(),
         }
     }
 
@@ -205,13 +211,27 @@ impl<'a> ChunkReader<'a> {
             None => return Err(Error::new(ErrorKind::Cancelled, "reading the chunks stopped")),
         };
         check(&self.index, c, &cipher)?;
-        let mut compressed = Vec::new();
+        self.compressed.clear();
         self.identities
             .decrypt(&cipher[..])?
-            .read_to_end(&mut compressed)
+            .read_to_end(&mut self.compressed)
             .map_err(|e| Error::io("decrypting a chunk", e))?;
-        self.buf = zstd::bulk::decompress(&compressed, 2 * MAX_CHUNK)
-            .map_err(|e| Error::new(ErrorKind::Integrity, format!("decompressing a chunk: {e}")))?;
+        let bad = |e: io::Error| Error::new(ErrorKind::Integrity, format!("decompressing a chunk: {e}"));
+        let zstd = match &mut self.zstd {
+            Some(z) => z,
+            None => self.zstd.insert(zstd::bulk::Decompressor::new().map_err(bad)?),
+        };
+        // A chunk's frame names its size (bulk compression writes it);
+        // never more than the largest chunk.
+        let size = zstd::zstd_safe::get_frame_content_size(&self.compressed)
+            .ok()
+            .flatten()
+            .filter(|&n| n <= 2 * MAX_CHUNK as u64)
+            .map_or(2 * MAX_CHUNK, |n| n as usize);
+        self.buf.clear();
+        self.buf.reserve(size);
+        zstd.decompress_to_buffer(&self.compressed, &mut self.buf)
+            .map_err(bad)?;
         self.pos = 0;
         self.next += 1;
         if let Some(p) = &self.progress {

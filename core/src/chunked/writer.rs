@@ -226,8 +226,22 @@ impl Seal {
                 cipher: None,
             });
         }
-        let compressed =
-            zstd::bulk::compress(&chunk.data, self.level).map_err(|e| Error::io("compressing a chunk", e))?;
+        // One compression context per worker thread: small chunks (a
+        // collection's documents) would otherwise pay for a new one each.
+        thread_local! {
+            static ZSTD: std::cell::RefCell<Option<(i32, zstd::bulk::Compressor<'static>)>> =
+                const { std::cell::RefCell::new(None) };
+        }
+        let compressed = ZSTD
+            .with(|z| {
+                let mut z = z.borrow_mut();
+                if z.as_ref().is_none_or(|(level, _)| *level != self.level) {
+                    *z = Some((self.level, zstd::bulk::Compressor::new(self.level)?));
+                }
+                let (_, c) = z.as_mut().expect("set above");
+                c.compress(&chunk.data)
+            })
+            .map_err(|e| Error::io("compressing a chunk", e))?;
         let mut w = self
             .encryption
             .encrypt(Vec::with_capacity(compressed.len() + 512))?;
