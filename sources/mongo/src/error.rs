@@ -23,6 +23,12 @@ pub(crate) fn driver(what: impl std::fmt::Display, e: &DriverError, uri: &str, t
         | DriverKind::DnsResolve { message, .. }
         | DriverKind::InvalidTlsConfig { message, .. } => message.clone(),
         DriverKind::Command(c) => format!("{} ({} {})", c.message, c.code_name, c.code),
+        DriverKind::Write(mongodb::error::WriteFailure::WriteError(w)) => {
+            format!("{} (code {})", w.message, w.code)
+        }
+        DriverKind::Write(mongodb::error::WriteFailure::WriteConcernError(w)) => {
+            format!("{} ({} {})", w.message, w.code_name, w.code)
+        }
         DriverKind::Io(io) => io.to_string(),
         _ => e.to_string(),
     };
@@ -75,5 +81,29 @@ pub(crate) fn code(e: &DriverError) -> Option<i32> {
     match e.kind.as_ref() {
         DriverKind::Command(c) => Some(c.code),
         _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use mongodb::bson::{Document, doc};
+
+    /// A write the server refuses reads as the server's message and code,
+    /// not as the driver's dump of the raw reply.
+    #[tokio::test]
+    async fn a_write_error_is_the_servers_message_not_its_raw_reply() {
+        let Some(server) = coffer_e2e::mongo_server::MongoServer::start() else {
+            return;
+        };
+        let c = mongodb::Client::with_uri_str(server.uri("")).await.unwrap();
+        let coll = c.database("t").collection::<Document>("c");
+        coll.insert_one(doc! { "_id": 1 }).await.unwrap();
+        let e = coll.insert_one(doc! { "_id": 1 }).await.unwrap_err();
+        let text = super::driver("cannot insert", &e, &server.uri(""), "t").to_string();
+        assert!(text.contains("E11000") && text.contains("(code 11000)"), "{text}");
+        assert!(
+            !text.contains("RawDocumentBuf") && !text.contains("server response"),
+            "{text}"
+        );
     }
 }
