@@ -239,9 +239,10 @@ fn secrets_are_never_deduplicated_and_never_stored_in_plaintext() {
     }
 }
 
-/// The README's block, run by `sh` in `dir` with KEY, SINK and SNAPSHOT.
+/// The manual's block (docs/chunked.md), run by `sh` in `dir` with KEY, SINK and SNAPSHOT.
 fn readme_block(dir: &Path, key: &Path, sink: &Path, id: &str) -> std::process::Output {
-    let readme = fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../README.md")).unwrap();
+    let readme =
+        fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/chunked.md")).unwrap();
     let begin = "<!-- restore-chunked-without-coffer:begin -->";
     let end = "<!-- restore-chunked-without-coffer:end -->";
     let block = &readme[readme.find(begin).unwrap() + begin.len()..readme.find(end).unwrap()];

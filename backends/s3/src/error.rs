@@ -24,7 +24,7 @@ impl From<S3Error> for Error {
         match err {
             S3Error::InvalidUrl { url, .. } => Error::new(ErrorKind::ConfigInvalid, message)
                 .with_context("url", url)
-                .with_hint("write s3://BUCKET/PREFIX?endpoint=URL&region=REGION (see the README)"),
+                .with_hint("write s3://BUCKET/PREFIX?endpoint=URL&region=REGION (see docs/sinks.md)"),
             S3Error::InvalidConfig { .. } => Error::new(ErrorKind::ConfigInvalid, message).with_hint(
                 "an s3 sink takes bucket, prefix, endpoint, region, path-style, storage-class, \
                  server-side-encryption, part-size-mib, concurrency, timeout-secs, object-lock",

@@ -21,7 +21,7 @@
 //! The chunk list (one zstd frame) has one line per chunk in stream
 //! order: `<address> <pack> <offset> <length> <ciphertext sha256>`. Decrypting
 //! each range and concatenating the zstd frames gives the tar stream back
-//! (`zstd -d` reads concatenated frames), which is what the README's
+//! (`zstd -d` reads concatenated frames), which is what the manual's (docs/chunked.md)
 //! standard-tools block does.
 
 use std::collections::HashMap;
@@ -48,7 +48,7 @@ pub use store::{KnownChunks, SweepOutcome, load_known, read_list, sweep};
 
 /// The POSIX `sh` script that restores a chunked snapshot with age, zstd,
 /// tar and sha256sum alone, given `KEY` (an identity file), `SINK` (a
-/// sink directory or a copy of one) and `SNAPSHOT` (an id): the README's
+/// sink directory or a copy of one) and `SNAPSHOT` (an id): the manual's (docs/chunked.md)
 /// block (a test holds them equal) and the restore kit's on media.
 pub const RESTORE_SCRIPT: &str = r#"set -e
 list="$SINK/$SNAPSHOT.chunks"
@@ -576,7 +576,7 @@ mod tests {
 
     #[test]
     fn the_readme_block_is_the_restore_script() {
-        let readme = include_str!("../../../README.md");
+        let readme = include_str!("../../../docs/chunked.md");
         let (begin, end) = (
             "<!-- restore-chunked-without-coffer:begin -->\n```sh\n",
             "```\n<!-- restore-chunked-without-coffer:end -->",
