@@ -781,3 +781,67 @@ async fn a_slow_optional_sink_is_dropped_instead_of_pacing_the_run() {
     let obj = local.get_bytes(&out.index.id.object_key()).await.unwrap();
     read_bundle(&obj[..], &out.index, &ids, &mut CheckOnly).unwrap();
 }
+
+/// The same for a chunked optional sink: once its packer is a bounded
+/// number of chunks behind, it is dropped (no chunk list or index is
+/// stored there) and the chunked run beside it is not paced by it.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_optional_chunked_sink_is_dropped_instead_of_pacing_the_run() {
+    let (k, _ids, _d) = key();
+    let files = vec![("big.bin".to_string(), noise(48 << 20, 12))];
+    let src = || {
+        Arc::new(MemSource {
+            name: "mem".into(),
+            files: files.clone(),
+            fail_after: None,
+        }) as Arc<dyn Source>
+    };
+    let chunked = |name: &str, sink: Arc<dyn Sink>, required: bool| SinkTarget {
+        format: coffer_core::chunked::SnapshotFormat::Chunked,
+        ..target(name, sink, required)
+    };
+    let dedup = Arc::new(coffer_core::chunked::DedupKey::generate());
+    let started = std::time::Instant::now();
+    let alone = Arc::new(MemorySink::new());
+    let mut req = request(&k, vec![src()], vec![chunked("local", alone.clone(), true)]);
+    req.dedup_key = Some(dedup.clone());
+    run_backup(req, Arc::new(Progress::default())).await.unwrap();
+    let local_only = started.elapsed();
+
+    let local = Arc::new(MemorySink::new());
+    let slow = Arc::new(SlowSink(MemorySink::new()));
+    let started = std::time::Instant::now();
+    let mut req = request(
+        &k,
+        vec![src()],
+        vec![
+            chunked("local", local.clone(), true),
+            chunked("slow", slow.clone(), false),
+        ],
+    );
+    req.dedup_key = Some(dedup);
+    let out = run_backup(req, Arc::new(Progress::default())).await.unwrap();
+    let with_slow = started.elapsed();
+    assert!(out.required_ok());
+    let failed = out.sinks.iter().find(|s| s.name == "slow").unwrap();
+    let err = failed.result.as_ref().unwrap_err().to_string();
+    assert!(err.contains("chunks behind"), "{err}");
+    // No snapshot there: no index and no chunk list (packs it stored
+    // before it was dropped are the next prune's to remove).
+    assert!(
+        !slow
+            .0
+            .keys()
+            .iter()
+            .any(|k| k.ends_with(".json") || k.ends_with(coffer_core::chunked::CHUNKS_SUFFIX)),
+        "a snapshot on the slow sink: {:?}",
+        slow.0.keys()
+    );
+    assert!(
+        with_slow.as_secs_f64() <= local_only.as_secs_f64() * 1.2 + 0.3,
+        "local only {local_only:?}, beside a slow optional chunked sink {with_slow:?}"
+    );
+    coffer_core::chunked::verify_chunks(local.as_ref(), &out.index, None)
+        .await
+        .unwrap();
+}

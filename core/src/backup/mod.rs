@@ -398,12 +398,14 @@ async fn start_chunked(
         _ => 3,
     };
     let workers = std::thread::available_parallelism().map_or(2, |n| n.get());
+    let required: Vec<bool> = chunked.iter().map(|&i| req.sinks[i].required).collect();
     let (feed, run) = crate::chunked::writer::start(
         &key,
         &req.encryption,
         level,
         workers,
         sinks.clone(),
+        &required,
         progress.clone(),
     )?;
     let cache = crate::chunked::FileCache::load(crate::chunked::FileCache::location(&req.job, &key.id()));

@@ -64,6 +64,20 @@ pub(crate) struct ChunkedRun {
     workers: Vec<std::thread::JoinHandle<()>>,
     distribute: tokio::task::JoinHandle<Result<Vec<[u8; 32]>>>,
     packers: Vec<tokio::task::JoinHandle<Result<SinkChunks>>>,
+    /// Per sink: set when an optional sink fell behind and was dropped.
+    lagged: Vec<Arc<std::sync::atomic::AtomicBool>>,
+}
+
+/// Chunks an optional sink's packer may be behind the distributor before
+/// the sink is dropped from the run (the others never wait for it).
+pub(crate) const OPTIONAL_LAG_CHUNKS: usize = 16;
+
+/// One sink's place in the distribution.
+struct Outlet {
+    tx: Option<mpsc::Sender<SealedMsg>>,
+    /// `Some` for an optional sink: dropped (its packer aborted) when its
+    /// queue is full.
+    optional: Option<(Arc<std::sync::atomic::AtomicBool>, tokio::task::AbortHandle)>,
 }
 
 /// Hands the chunker's chunks to the seal workers, numbered.
@@ -110,13 +124,16 @@ impl ChunkFeed {
     }
 }
 
-/// Starts `workers` seal threads and one packer per sink.
+/// Starts `workers` seal threads and one packer per sink; `required[i]`
+/// says whether sink `i` may pace the run (an optional one is dropped
+/// when it falls [`OPTIONAL_LAG_CHUNKS`] behind).
 pub(crate) fn start(
     key: &DedupKey,
     encryption: &Encryption,
     level: i32,
     workers: usize,
     sinks: Vec<(Arc<dyn Sink>, Arc<KnownChunks>)>,
+    required: &[bool],
     progress: Arc<Progress>,
 ) -> Result<(ChunkFeed, ChunkedRun)> {
     super::check_encryption(encryption)?;
@@ -142,14 +159,22 @@ pub(crate) fn start(
         );
     }
     drop(sealed_tx);
-    let mut sink_txs = Vec::new();
+    let mut outlets = Vec::new();
     let mut packers = Vec::new();
-    for (sink, known) in sinks {
-        let (tx, rx) = mpsc::channel::<SealedMsg>(2);
-        sink_txs.push(tx);
-        packers.push(tokio::spawn(packer(sink, known, rx, progress.clone())));
+    let mut lagged = Vec::new();
+    for (i, (sink, known)) in sinks.into_iter().enumerate() {
+        let required = required.get(i).copied().unwrap_or(true);
+        let (tx, rx) = mpsc::channel::<SealedMsg>(if required { 2 } else { OPTIONAL_LAG_CHUNKS });
+        let packer = tokio::spawn(packer(sink, known, rx, progress.clone()));
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        outlets.push(Outlet {
+            tx: Some(tx),
+            optional: (!required).then(|| (flag.clone(), packer.abort_handle())),
+        });
+        packers.push(packer);
+        lagged.push(flag);
     }
-    let distribute = tokio::spawn(distribute(sealed_rx, sink_txs));
+    let distribute = tokio::spawn(distribute(sealed_rx, outlets));
     let feed = ChunkFeed { tx: job_tx, seq: 0 };
     Ok((
         feed,
@@ -157,6 +182,7 @@ pub(crate) fn start(
             workers: handles,
             distribute,
             packers,
+            lagged,
         },
     ))
 }
@@ -173,10 +199,18 @@ impl ChunkedRun {
             .await
             .unwrap_or_else(|e| Err(Error::new(ErrorKind::Unexpected, e.to_string())));
         let mut out = Vec::new();
-        for p in self.packers {
-            let r = p
-                .await
-                .unwrap_or_else(|e| Err(Error::new(ErrorKind::Unexpected, e.to_string())));
+        for (p, lagged) in self.packers.into_iter().zip(self.lagged) {
+            let r = p.await.unwrap_or_else(|e| {
+                Err(if lagged.load(Ordering::SeqCst) {
+                    lag_error()
+                } else {
+                    Error::new(ErrorKind::Unexpected, e.to_string())
+                })
+            });
+            let r = match r {
+                Err(_) if lagged.load(Ordering::SeqCst) => Err(lag_error()),
+                r => r,
+            };
             out.push(match (&dist, r) {
                 (Err(e), _) => Err(Error::new(e.kind(), e.message().to_string())),
                 (Ok(_), r) => r,
@@ -296,7 +330,7 @@ fn seal_worker(
 /// addresses in stream order.
 async fn distribute(
     mut rx: mpsc::Receiver<Result<SealedMsg>>,
-    sinks: Vec<mpsc::Sender<SealedMsg>>,
+    mut sinks: Vec<Outlet>,
 ) -> Result<Vec<[u8; 32]>> {
     let mut addresses = Vec::new();
     let mut next = 0u64;
@@ -313,12 +347,28 @@ async fn distribute(
             if let SealedMsg::Chunk(_, s) = &msg {
                 addresses.push(s.address);
             }
-            for tx in &sinks {
+            for outlet in &mut sinks {
+                let Some(tx) = &outlet.tx else { continue };
                 let copy = match &msg {
                     SealedMsg::Chunk(seq, s) => SealedMsg::Chunk(*seq, s.clone()),
                     SealedMsg::Done(seq) => SealedMsg::Done(*seq),
                 };
-                let _ = tx.send(copy).await; // a failed packer reports its own error
+                match &outlet.optional {
+                    // A required sink paces the run.
+                    None => {
+                        let _ = tx.send(copy).await; // a failed packer reports its own error
+                    }
+                    // An optional one is dropped once its queue is full:
+                    // its packer is stopped (a pack being put is not
+                    // stored), and no chunk list or index goes there.
+                    Some((lagged, abort)) => {
+                        if let Err(mpsc::error::TrySendError::Full(_)) = tx.try_send(copy) {
+                            lagged.store(true, Ordering::SeqCst);
+                            abort.abort();
+                            outlet.tx = None;
+                        }
+                    }
+                }
             }
             if done {
                 return Ok(addresses);
@@ -409,6 +459,23 @@ async fn packer(
         ErrorKind::Cancelled,
         "the backup stopped before its stream ended",
     ))
+}
+
+/// Why an optional chunked sink's part of the run failed when it fell
+/// behind.
+fn lag_error() -> Error {
+    Error::new(
+        ErrorKind::Unreachable,
+        format!(
+            "an optional chunked sink fell more than {OPTIONAL_LAG_CHUNKS} chunks behind the others and was \
+             dropped from this run"
+        ),
+    )
+    .with_hint(
+        "no snapshot was stored there (packs it had stored already are removed by the next prune); the other \
+         sinks went on at full speed. Copy the snapshot to it later (`coffer copy`), or make it required to \
+         have the run wait for it",
+    )
 }
 
 /// Chunks whose ciphertext is smaller than this go to the small packs.
