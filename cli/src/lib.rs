@@ -9,7 +9,7 @@
 //!
 //! ```no_run
 //! fn main() -> std::process::ExitCode {
-//!     coffer_cli::main_with(|registry| {
+//!     coffer::main_with(|registry| {
 //!         // my_sink::register(registry);
 //!         let _ = registry;
 //!     })

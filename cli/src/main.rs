@@ -1,6 +1,6 @@
-//! The `coffer` binary: the command line of [`coffer_cli`] with the
+//! The `coffer` binary: the command line of [`coffer`] with the
 //! plugins compiled into it.
 
 fn main() -> std::process::ExitCode {
-    coffer_cli::main_with(|_| {})
+    coffer::main_with(|_| {})
 }

@@ -1,5 +1,5 @@
 //! `coffer-exec`: the whole `coffer` command line, plus the `exec` sink.
 
 fn main() -> std::process::ExitCode {
-    coffer_cli::main_with(coffer_sink_exec::register)
+    coffer::main_with(coffer_sink_exec::register)
 }
