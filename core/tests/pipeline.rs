@@ -721,13 +721,21 @@ impl Sink for SlowSink {
     }
 }
 
-/// An optional sink that writes at 1 MiB/s never paces the others: once it
-/// is a bounded buffer behind it is dropped from the run (its put fails,
-/// nothing is stored there), and the run takes about as long as without
-/// it (a 48 MiB object would take 48 s through it).
-#[tokio::test(flavor = "multi_thread")]
-async fn a_slow_optional_sink_is_dropped_instead_of_pacing_the_run() {
-    let (k, ids, _d) = key();
+/// A backup of a 48 MiB file in `format` to a local sink alone, then to a
+/// local sink beside an optional one that writes at 1 MiB/s (48 s for the
+/// whole file): the second run's outcome and sinks, and both wall times.
+struct BesideSlow {
+    out: coffer_core::BackupOutcome,
+    local: Arc<MemorySink>,
+    slow: Arc<SlowSink>,
+    local_only: std::time::Duration,
+    with_slow: std::time::Duration,
+}
+
+async fn beside_a_slow_optional_sink(
+    k: &GeneratedKey,
+    format: coffer_core::chunked::SnapshotFormat,
+) -> BesideSlow {
     let files = vec![("big.bin".to_string(), noise(48 << 20, 11))];
     let src = || {
         Arc::new(MemSource {
@@ -736,33 +744,53 @@ async fn a_slow_optional_sink_is_dropped_instead_of_pacing_the_run() {
             fail_after: None,
         }) as Arc<dyn Source>
     };
+    let dedup = Arc::new(coffer_core::chunked::DedupKey::generate());
+    let run = |sinks: Vec<SinkTarget>| {
+        let mut req = request(k, vec![src()], sinks);
+        req.dedup_key = Some(dedup.clone());
+        run_backup(req, Arc::new(Progress::default()))
+    };
+    let with_format = |name: &str, sink: Arc<dyn Sink>, required: bool| SinkTarget {
+        format,
+        ..target(name, sink, required)
+    };
     let started = std::time::Instant::now();
-    let alone = Arc::new(MemorySink::new());
-    run_backup(
-        request(&k, vec![src()], vec![target("local", alone.clone(), true)]),
-        Arc::new(Progress::default()),
-    )
-    .await
-    .unwrap();
+    run(vec![with_format("local", Arc::new(MemorySink::new()), true)])
+        .await
+        .unwrap();
     let local_only = started.elapsed();
-
     let local = Arc::new(MemorySink::new());
     let slow = Arc::new(SlowSink(MemorySink::new()));
     let started = std::time::Instant::now();
-    let out = run_backup(
-        request(
-            &k,
-            vec![src()],
-            vec![
-                target("local", local.clone(), true),
-                target("slow", slow.clone(), false),
-            ],
-        ),
-        Arc::new(Progress::default()),
-    )
+    let out = run(vec![
+        with_format("local", local.clone(), true),
+        with_format("slow", slow.clone(), false),
+    ])
     .await
     .unwrap();
-    let with_slow = started.elapsed();
+    BesideSlow {
+        out,
+        local,
+        slow,
+        local_only,
+        with_slow: started.elapsed(),
+    }
+}
+
+/// An optional sink that writes at 1 MiB/s never paces the others: once it
+/// is a bounded buffer behind it is dropped from the run (its put fails,
+/// nothing is stored there), and the run takes about as long as without
+/// it (a 48 MiB object would take 48 s through it).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_slow_optional_sink_is_dropped_instead_of_pacing_the_run() {
+    let (k, ids, _d) = key();
+    let BesideSlow {
+        out,
+        local,
+        slow,
+        local_only,
+        with_slow,
+    } = beside_a_slow_optional_sink(&k, Default::default()).await;
     assert!(out.required_ok());
     let failed = out.sinks.iter().find(|s| s.name == "slow").unwrap();
     let err = failed.result.as_ref().unwrap_err().to_string();
@@ -788,40 +816,13 @@ async fn a_slow_optional_sink_is_dropped_instead_of_pacing_the_run() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_slow_optional_chunked_sink_is_dropped_instead_of_pacing_the_run() {
     let (k, _ids, _d) = key();
-    let files = vec![("big.bin".to_string(), noise(48 << 20, 12))];
-    let src = || {
-        Arc::new(MemSource {
-            name: "mem".into(),
-            files: files.clone(),
-            fail_after: None,
-        }) as Arc<dyn Source>
-    };
-    let chunked = |name: &str, sink: Arc<dyn Sink>, required: bool| SinkTarget {
-        format: coffer_core::chunked::SnapshotFormat::Chunked,
-        ..target(name, sink, required)
-    };
-    let dedup = Arc::new(coffer_core::chunked::DedupKey::generate());
-    let started = std::time::Instant::now();
-    let alone = Arc::new(MemorySink::new());
-    let mut req = request(&k, vec![src()], vec![chunked("local", alone.clone(), true)]);
-    req.dedup_key = Some(dedup.clone());
-    run_backup(req, Arc::new(Progress::default())).await.unwrap();
-    let local_only = started.elapsed();
-
-    let local = Arc::new(MemorySink::new());
-    let slow = Arc::new(SlowSink(MemorySink::new()));
-    let started = std::time::Instant::now();
-    let mut req = request(
-        &k,
-        vec![src()],
-        vec![
-            chunked("local", local.clone(), true),
-            chunked("slow", slow.clone(), false),
-        ],
-    );
-    req.dedup_key = Some(dedup);
-    let out = run_backup(req, Arc::new(Progress::default())).await.unwrap();
-    let with_slow = started.elapsed();
+    let BesideSlow {
+        out,
+        local,
+        slow,
+        local_only,
+        with_slow,
+    } = beside_a_slow_optional_sink(&k, coffer_core::chunked::SnapshotFormat::Chunked).await;
     assert!(out.required_ok());
     let failed = out.sinks.iter().find(|s| s.name == "slow").unwrap();
     let err = failed.result.as_ref().unwrap_err().to_string();

@@ -91,6 +91,22 @@ pub fn spawn_coffer(
         .expect("spawn coffer")
 }
 
+/// `coffer backup --source SOURCE --sink SINK --recipient RECIPIENT` in
+/// `dir`: a one-off backup, to run or to add flags to.
+pub fn backup_cmd(dir: &Path, source: &str, sink: &str, recipient: &str) -> assert_cmd::Command {
+    let mut cmd = coffer(dir);
+    cmd.args([
+        "backup",
+        "--source",
+        source,
+        "--sink",
+        sink,
+        "--recipient",
+        recipient,
+    ]);
+    cmd
+}
+
 /// Generates an identity in `dir/name`, returning (path, recipient).
 pub fn keygen(dir: &Path, name: &str) -> (PathBuf, String) {
     let path = dir.join(name);

@@ -5,7 +5,7 @@ use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 
-use coffer_e2e::{coffer, copy_dir, files_under, keygen, only_object};
+use coffer_e2e::{backup_cmd, coffer, copy_dir, files_under, keygen, only_object};
 use predicates::prelude::*;
 use serde_json::Value;
 
@@ -972,19 +972,7 @@ fn a_closed_stdout_ends_the_run_quietly_like_sigpipe() {
     let (_, rec) = keygen(p, "key.txt");
     fs::write(p.join("f"), "x").unwrap();
     for _ in 0..2 {
-        coffer(p)
-            .args([
-                "-q",
-                "backup",
-                "--source",
-                "file:f",
-                "--sink",
-                "bk",
-                "--recipient",
-                &rec,
-            ])
-            .assert()
-            .success();
+        backup_cmd(p, "file:f", "bk", &rec).arg("-q").assert().success();
     }
     // `coffer list | head -0`: nobody reads what it prints.
     let (reader, writer) = std::io::pipe().unwrap();

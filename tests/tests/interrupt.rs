@@ -5,7 +5,7 @@ use std::fs;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coffer_e2e::{coffer, coffer_bin, keygen};
+use coffer_e2e::{backup_cmd, coffer, coffer_bin, keygen};
 
 #[test]
 fn kill_9_mid_backup_leaves_nothing_complete() {
@@ -94,16 +94,5 @@ fn kill_9_mid_backup_leaves_nothing_complete() {
         "no run was interrupted mid-way; the test proved nothing"
     );
     // And an uninterrupted run still succeeds afterwards.
-    coffer(p)
-        .args([
-            "backup",
-            "--source",
-            "file:data",
-            "--sink",
-            "bk",
-            "--recipient",
-            &rec,
-        ])
-        .assert()
-        .success();
+    backup_cmd(p, "file:data", "bk", &rec).assert().success();
 }

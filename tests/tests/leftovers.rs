@@ -8,7 +8,7 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use coffer_e2e::{coffer, coffer_bin, keygen, noise};
+use coffer_e2e::{backup_cmd, coffer, coffer_bin, keygen, noise};
 
 fn temps(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = fs::read_dir(dir)
@@ -130,18 +130,7 @@ fn a_backup_removes_the_temp_object_of_a_killed_backup_at_once() {
     fs::write(p.join("small/a.txt"), "a").unwrap();
     let (_, rec) = keygen(p, "key.txt");
     // The sink exists before the killed run.
-    coffer(p)
-        .args([
-            "backup",
-            "--source",
-            "file:small",
-            "--sink",
-            "bk",
-            "--recipient",
-            &rec,
-        ])
-        .assert()
-        .success();
+    backup_cmd(p, "file:small", "bk", &rec).assert().success();
     let args = [
         "backup",
         "--source",
@@ -156,18 +145,7 @@ fn a_backup_removes_the_temp_object_of_a_killed_backup_at_once() {
     let mut child = spawn(p, &args);
     let left = kill_when_temps(&mut child, &p.join("bk"), 1);
     assert_eq!(temps(&p.join("bk")), left);
-    coffer(p)
-        .args([
-            "backup",
-            "--source",
-            "file:small",
-            "--sink",
-            "bk",
-            "--recipient",
-            &rec,
-        ])
-        .assert()
-        .success();
+    backup_cmd(p, "file:small", "bk", &rec).assert().success();
     assert_eq!(temps(&p.join("bk")), Vec::<String>::new());
 }
 

@@ -216,6 +216,14 @@ impl Pitr {
         ])
     }
 
+    /// [`Pitr::restore_to`] that must fail with exit `code`; its stderr.
+    fn restore_refused(&self, flag: &str, value: &str, code: i32) -> String {
+        let out = self.restore_to(flag, value);
+        let err = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert_eq!(out.status.code(), Some(code), "{flag} {value}: {err}");
+        err
+    }
+
     /// [`Pitr::restore_to`] that must succeed.
     fn restore_ok(&self, flag: &str, value: &str) -> std::process::Output {
         let out = self.restore_to(flag, value);
@@ -473,14 +481,7 @@ fn a_rolled_over_oplog_is_a_recorded_gap_that_restore_refuses_naming_valid_times
     let second_start = s[0]["ranges"][1]["from"]["t"].as_u64().unwrap() as u32;
     assert!(second_start > first_end + 1, "the gap spans seconds: {s}");
     // Into the gap: refused before anything is touched, naming the ranges.
-    let out = t.restore_to("--to-time", &rfc3339(first_end + 1));
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let err = String::from_utf8_lossy(&out.stderr);
+    let err = t.restore_refused("--to-time", &rfc3339(first_end + 1), 2);
     assert!(
         err.contains("Restorable:") && err.contains(&rfc3339(second_start).replace('Z', "")[..16]),
         "{err}"
@@ -520,29 +521,13 @@ fn a_damaged_or_missing_slice_fails_the_restore_before_the_database_is_touched()
     let n = bad.len() / 2;
     bad[n] ^= 0x40;
     std::fs::write(&holding, &bad).unwrap();
-    let out = t.restore_to("--to-time", &target);
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "a flipped byte: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("SHA-256"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = t.restore_refused("--to-time", &target, 3);
+    assert!(err.contains("SHA-256"), "a flipped byte: {err}");
     assert_eq!(t.restored_ids(), vec![-1], "nothing was dropped or written");
     // Removed (with its index): the chain is broken there.
     std::fs::write(&holding, &original).unwrap();
     std::fs::remove_file(holding.with_extension("json")).unwrap();
-    let out = t.restore_to("--to-time", &target);
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "a missing slice: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.restore_refused("--to-time", &target, 2);
     assert_eq!(t.restored_ids(), vec![-1], "nothing was dropped or written");
     let s = t.status();
     assert_eq!(s[0]["breaks"][0]["kind"], "missing", "{s}");
@@ -726,13 +711,7 @@ fn prune_keeps_every_kept_snapshots_chain_and_removes_the_slices_before_them() {
     t.restore_ok("--to-time", &rfc3339(late.time));
     assert_eq!(t.restored_ids(), vec![1, 2]);
     // … and a time only the pruned snapshot reached is refused.
-    let out = t.restore_to("--to-ts", &format!("{}:{}", early.time, early.increment));
-    assert_eq!(
-        out.status.code(),
-        Some(2),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    t.restore_refused("--to-ts", &format!("{}:{}", early.time, early.increment), 2);
 }
 
 #[test]
@@ -895,18 +874,8 @@ fn signed_slices_are_judged_and_an_unsigned_one_is_refused() {
     // the sink could have made it): refused before anything is touched.
     std::fs::remove_file(t.holding_slice().with_extension("sig")).unwrap();
     t.seed_scratch();
-    let out = t.restore_to("--to-time", &rfc3339(ts[1].time));
-    assert_eq!(
-        out.status.code(),
-        Some(3),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("unsigned"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let err = t.restore_refused("--to-time", &rfc3339(ts[1].time), 3);
+    assert!(err.contains("unsigned"), "{err}");
     assert_eq!(t.restored_ids(), vec![-1, 1, 2], "nothing was dropped");
 }
 
@@ -1148,9 +1117,7 @@ fn an_archived_command_the_replay_does_not_know_is_refused_before_anything_is_to
     std::fs::write(&json, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
     std::fs::remove_file(t.p().join("plain.bin")).unwrap();
     t.seed_scratch();
-    let out = t.restore_to("--to-time", &rfc3339(ts[0].time));
-    let err = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(1), "{err}");
+    let err = t.restore_refused("--to-time", &rfc3339(ts[0].time), 1);
     assert!(
         err.contains("cannot replay") && err.contains("emptycapped") && err.contains("nothing was changed"),
         "{err}"

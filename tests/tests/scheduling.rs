@@ -63,6 +63,15 @@ fn yaml(path: &Path) -> Value {
     serde_yaml::from_str(&fs::read_to_string(path).unwrap()).unwrap()
 }
 
+/// A YAML list of strings (a container's args, a service's volumes).
+fn strings(list: &Value) -> Vec<&str> {
+    list.as_sequence()
+        .unwrap()
+        .iter()
+        .map(|a| a.as_str().unwrap())
+        .collect()
+}
+
 #[test]
 fn the_cronjob_runs_one_backup_at_a_time_with_its_config_mounted() {
     let job = yaml(&examples().join("kubernetes/cronjob.yaml"));
@@ -74,12 +83,7 @@ fn the_cronjob_runs_one_backup_at_a_time_with_its_config_mounted() {
     assert_eq!(pod["restartPolicy"], "Never");
     assert!(pod["serviceAccountName"].is_string());
     let container = &pod["containers"][0];
-    let args: Vec<&str> = container["args"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args: Vec<&str> = strings(&container["args"]);
     assert_eq!(
         args,
         [
@@ -160,22 +164,12 @@ fn the_cronjob_service_account_may_get_exactly_the_secret_the_config_reads() {
 fn the_compose_service_mounts_what_the_job_reads_and_writes() {
     let compose = yaml(&examples().join("compose/docker-compose.yaml"));
     let coffer = &compose["services"]["coffer"];
-    let command: Vec<&str> = coffer["command"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let command: Vec<&str> = strings(&coffer["command"]);
     assert_eq!(
         command[..4],
         ["-q", "--json", "--config", "/etc/coffer/coffer.toml"]
     );
-    let volumes: Vec<&str> = coffer["volumes"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|v| v.as_str().unwrap())
-        .collect();
+    let volumes: Vec<&str> = strings(&coffer["volumes"]);
     let config = fs::read_to_string(examples().join("coffer.toml")).unwrap();
     for path in ["/srv/issuer-directory", "/var/backups/coffer"] {
         assert!(config.contains(path), "{path}");
@@ -228,12 +222,7 @@ fn the_oplog_follower_runs_always_one_at_a_time_and_stops_gracefully() {
     assert_eq!(d["spec"]["strategy"]["type"], "Recreate");
     let pod = &d["spec"]["template"]["spec"];
     assert!(pod["terminationGracePeriodSeconds"].as_u64().unwrap() >= 60);
-    let args: Vec<&str> = pod["containers"][0]["args"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let args: Vec<&str> = strings(&pod["containers"][0]["args"]);
     assert_eq!(
         args,
         [
@@ -254,12 +243,7 @@ fn the_oplog_follower_runs_always_one_at_a_time_and_stops_gracefully() {
     let f = &compose["services"]["coffer-oplog"];
     assert_eq!(f["restart"], "always");
     assert!(f["stop_grace_period"].is_string());
-    let command: Vec<&str> = f["command"]
-        .as_sequence()
-        .unwrap()
-        .iter()
-        .map(|a| a.as_str().unwrap())
-        .collect();
+    let command: Vec<&str> = strings(&f["command"]);
     assert_eq!(
         command,
         [

@@ -4,7 +4,7 @@
 
 use std::fs;
 
-use coffer_e2e::{coffer, keygen, require_tool};
+use coffer_e2e::{backup_cmd, coffer, keygen, require_tool};
 
 /// Every 6-character window of the secret lines of `key_file`.
 fn secret_windows(key_file: &str) -> Vec<String> {
@@ -33,18 +33,7 @@ fn setup(p: &std::path::Path) -> (String, String) {
         .output()
         .unwrap();
     assert!(out.status.success());
-    coffer(p)
-        .args([
-            "backup",
-            "--source",
-            "file:svc",
-            "--sink",
-            "bk",
-            "--recipient",
-            &rec,
-        ])
-        .assert()
-        .success();
+    backup_cmd(p, "file:svc", "bk", &rec).assert().success();
     (
         fs::read_to_string(&key).unwrap(),
         fs::read_to_string(p.join("sign.key")).unwrap(),

@@ -38,17 +38,19 @@ fn damaged(index: &Index, c: &ChunkRef, what: &str) -> Error {
 
 /// Checks one chunk's ciphertext against its list entry.
 pub(crate) fn check(index: &Index, c: &ChunkRef, bytes: &[u8]) -> Result<()> {
+    match mismatch(c, bytes) {
+        Some(what) => Err(damaged(index, c, what)),
+        None => Ok(()),
+    }
+}
+
+/// How a chunk's ciphertext differs from its list entry, if it does.
+fn mismatch(c: &ChunkRef, bytes: &[u8]) -> Option<&'static str> {
     if bytes.len() as u64 != c.length {
-        return Err(damaged(index, c, "it is shorter than the chunk list says"));
+        return Some("it is shorter than the chunk list says");
     }
-    if <[u8; 32]>::from(Sha256::digest(bytes)) != c.sha256 {
-        return Err(damaged(
-            index,
-            c,
-            "a chunk's SHA-256 does not match the chunk list",
-        ));
-    }
-    Ok(())
+    (<[u8; 32]>::from(Sha256::digest(bytes)) != c.sha256)
+        .then_some("a chunk's SHA-256 does not match the chunk list")
 }
 
 /// Where the fetcher reads packs from.
@@ -350,17 +352,18 @@ pub async fn verify_sampled(
     let mut packs = Packs::new(sink);
     for chunks in to_read.values() {
         for (c, users) in chunks.values() {
-            let first = indexes[users[0]];
-            match packs.read(first, c).await.and_then(|b| check(first, c, &b)) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::Integrity => {
-                    for &u in users {
-                        if results[u].is_ok() {
-                            results[u] = Err(check_error(indexes[u], c, &e));
-                        }
+            let what = match packs.read(indexes[users[0]], c).await {
+                Ok(bytes) => mismatch(c, &bytes),
+                // Listed whole a moment ago: changed meanwhile.
+                Err(e) if e.kind() == ErrorKind::Integrity => Some("the pack no longer holds it as listed"),
+                Err(e) => return Err(e),
+            };
+            if let Some(what) = what {
+                for &u in users {
+                    if results[u].is_ok() {
+                        results[u] = Err(damaged(indexes[u], c, what));
                     }
                 }
-                Err(e) => return Err(e),
             }
             if let Some(p) = progress {
                 p.add(c.length);
@@ -377,17 +380,6 @@ pub async fn verify_sampled(
 
 /// A chunk and the snapshots (by position) whose lists name it.
 type ChunkUsers<'a> = (&'a ChunkRef, Vec<usize>);
-
-/// `e` (found checking chunk `c` for another snapshot) as it concerns
-/// snapshot `index`.
-fn check_error(index: &Index, c: &ChunkRef, e: &Error) -> Error {
-    let what = e.to_string();
-    let what = what
-        .strip_prefix(&format!("pack {} is damaged: ", c.pack))
-        .and_then(|w| w.split(" (chunk at offset").next())
-        .unwrap_or("a chunk does not match the chunk list");
-    damaged(index, c, what)
-}
 
 /// Checks without a key that every chunk a snapshot references is
 /// stored with the ciphertext its list names: the list against the index,

@@ -200,16 +200,14 @@ impl ChunkedRun {
             .unwrap_or_else(|e| Err(Error::new(ErrorKind::Unexpected, e.to_string())));
         let mut out = Vec::new();
         for (p, lagged) in self.packers.into_iter().zip(self.lagged) {
-            let r = p.await.unwrap_or_else(|e| {
-                Err(if lagged.load(Ordering::SeqCst) {
-                    lag_error()
-                } else {
-                    Error::new(ErrorKind::Unexpected, e.to_string())
-                })
-            });
-            let r = match r {
-                Err(_) if lagged.load(Ordering::SeqCst) => Err(lag_error()),
-                r => r,
+            let r = p
+                .await
+                .unwrap_or_else(|e| Err(Error::new(ErrorKind::Unexpected, e.to_string())));
+            // A dropped sink's packer never saw the end of the stream.
+            let r = if lagged.load(Ordering::SeqCst) {
+                Err(lag_error())
+            } else {
+                r
             };
             out.push(match (&dist, r) {
                 (Err(e), _) => Err(Error::new(e.kind(), e.message().to_string())),
