@@ -1231,6 +1231,18 @@ fn a_sampled_verify_rotates_over_the_packs_of_chunked_snapshots() {
     assert_eq!(covered, (1..=packs.len() as u64).collect::<Vec<_>>());
     let (_, v) = sample("1");
     assert_eq!(v[0]["sample"]["cycle"].as_u64(), Some(2), "{v}");
+    // The text says what a sampled run checked of each snapshot.
+    let out = coffer(p)
+        .args(["verify", "--sink", "bk", "--sample", "1"])
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        said.contains("ok (chunk list matches the index, every pack is there")
+            && said.contains(&format!("of {} packs checked so far", packs.len()))
+            && !said.contains("size and SHA-256 match"),
+        "{said}"
+    );
 
     // A damaged pack only b uses: the run that reads it fails b alone.
     flip(fresh[0], 1000);

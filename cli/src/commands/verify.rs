@@ -99,7 +99,13 @@ impl Tally {
             return;
         }
         let (sink, id) = (&r.sink, &r.id);
+        let by_packs = r.sample.as_ref().is_some_and(|s| s.unit == "packs");
         shown.println(&match (e, r.files_checked) {
+            // A sampled chunked snapshot: what this run read of it.
+            (None, None) if by_packs => format!(
+                "{sink} {id}: ok (chunk list matches the index, every pack is there; its chunks in this run's \
+                 share of the packs match)"
+            ),
             (None, None) => format!("{sink} {id}: ok (size and SHA-256 match the index)"),
             (None, Some(n)) => format!("{sink} {id}: ok (decrypted, {n} files match SHA256SUMS)"),
             (Some(e), _) if e.kind() == ErrorKind::Decryption => format!("{sink} {id}: NO KEY: {e}"),
