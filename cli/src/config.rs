@@ -83,10 +83,14 @@ pub struct JobConfig {
     /// After `after`: wait until the service answers healthy.
     #[serde(default)]
     pub health: Option<crate::health::Health>,
-    /// Post-restore checks (`[[job.NAME.checks]]`), run after `restore`,
-    /// by `drill` and by `coffer check`.
-    #[serde(default)]
-    pub checks: Vec<crate::checks::CheckSpec>,
+    /// `[[job.NAME.checks]]` as written; built into [`JobConfig::checks`]
+    /// by their kinds' factories when the file loads.
+    #[serde(default, rename = "checks")]
+    check_tables: Vec<toml::Table>,
+    /// Post-restore checks, run after `restore`, by `drill` and by `coffer
+    /// check`.
+    #[serde(skip)]
+    pub checks: Vec<Arc<dyn coffer_core::checks::Check>>,
     /// Continuous oplog archiving (`[job.NAME.oplog]`), read by `coffer
     /// oplog follow`.
     #[serde(default)]
@@ -148,6 +152,19 @@ impl JobConfig {
         }
     }
 
+    /// Builds `[[job.NAME.checks]]` with the factories of their kinds.
+    fn build_checks(&mut self, registry: &Registry, base: &Path) -> Result<()> {
+        self.checks = std::mem::take(&mut self.check_tables)
+            .into_iter()
+            .map(|mut t| {
+                let kind = take_kind(&mut t)?;
+                registry.check_from_config(&kind, t, base)
+            })
+            .collect::<Result<_>>()
+            .map_err(|e| e.prefix("checks"))?;
+        Ok(())
+    }
+
     /// Checks the job against the file's sources and sinks; an error says
     /// what is wrong after the caller's `[job.NAME]`.
     fn check(&self, sources: &SourceMap, sinks: &BTreeMap<String, Arc<dyn Sink>>) -> Result<()> {
@@ -163,11 +180,6 @@ impl JobConfig {
             coffer_core::Compression::parse(c).map_err(|e| e.prefix("compression"))?;
         }
         self.hooks().check().map_err(config_error)?;
-        for check in &self.checks {
-            check
-                .validate()
-                .map_err(|why| config_error(format!("checks: {why}")))?;
-        }
         if self.passphrase_file.is_some() && self.recipients.is_some() {
             return Err(config_error("sets both `recipients` and `passphrase-file`")
                 .with_hint("age allows a passphrase only as the sole recipient: keep one of them"));
@@ -410,6 +422,7 @@ impl Config {
             let span = job.span();
             let mut job = job.into_inner();
             job.check(&sources, &sinks.sinks)
+                .and_then(|()| job.build_checks(registry, &base))
                 .map_err(|e| located(e, places.at(span, &format!("[job.{name}]"))))?;
             job.passphrase_file = job.passphrase_file.map(|p| base.join(p));
             job.signing_key = job.signing_key.map(|p| base.join(p));
@@ -531,6 +544,49 @@ mod tests {
         std::fs::write(&p, "[job.a]\nsources = []\nsinks = []\n").unwrap();
         let err = Config::load(&p, &crate::builtin_registry()).unwrap_err();
         assert!(err.to_string().contains("needs sources and sinks"), "{err}");
+    }
+
+    /// A check is built by the factory its kind names: a kind no plugin
+    /// registered, or a key its kind does not take, names the job's line
+    /// and the kinds there are; a plugin's kind (MongoDB's `audit`) loads
+    /// with a path resolved against the config's folder.
+    #[test]
+    fn checks_are_built_by_the_plugin_of_their_kind() {
+        let d = tempfile::tempdir().unwrap();
+        let p = d.path().join("c.toml");
+        let job = "[source.f]\nkind = \"file\"\npath = \".\"\n[sink.s]\nkind = \"local\"\npath = \"b\"\n\n\
+                   [job.a]\nsources = [\"f\"]\nsinks = [\"s\"]\n";
+        let load = |checks: &str| {
+            std::fs::write(&p, format!("{job}{checks}")).unwrap();
+            Config::load(&p, &crate::builtin_registry())
+        };
+        let err = load("[[job.a.checks]]\nkind = \"smtp\"\n").unwrap_err();
+        assert!(
+            err.to_string()
+                .contains("c.toml:8: [job.a]: checks: unknown check kind `smtp`"),
+            "{err}"
+        );
+        assert!(
+            err.hint()
+                .unwrap()
+                .contains("audit, http, mongo-counts, prometheus"),
+            "{err:?}"
+        );
+        let err = load("[[job.a.checks]]\nkind = \"http\"\nurl = \"http://x\"\nbogus = 1\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("`http` check") && err.contains("bogus"), "{err}");
+        let c = load("[[job.a.checks]]\nkind = \"audit\"\ncollection = \"app.audit\"\ntime-field = \"at\"\nexport = \"gap.jsonl\"\n")
+            .unwrap();
+        let check = format!("{:?}", c.jobs["a"].checks[0]);
+        assert!(
+            check.contains(&format!("{:?}", d.path().join("gap.jsonl"))),
+            "{check}"
+        );
+        let err = load("[[job.a.checks]]\nkind = \"audit\"\ncollection = \"audit\"\ntime-field = \"at\"\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("must be `database.collection`"), "{err}");
     }
 
     #[test]

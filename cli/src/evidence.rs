@@ -27,12 +27,15 @@ pub(crate) const DRILL_FORMAT: &str = "coffer-drill/1";
 pub(crate) struct Scratch {
     /// The temporary directory of files, `.env` secrets and command outputs.
     pub(crate) dir: String,
-    /// Scratch MongoDB databases (source → scratch).
-    #[serde(default)]
-    pub(crate) databases: Vec<(String, String)>,
-    /// The scratch Kubernetes namespace.
-    #[serde(default)]
-    pub(crate) k8s_namespace: Option<String>,
+    /// The scratch place of each source kind that has one of its own, as
+    /// its plugin describes it: `databases` (source → scratch, MongoDB),
+    /// `k8s_namespace` (Kubernetes) …
+    #[serde(flatten)]
+    pub(crate) places: serde_json::Map<String, serde_json::Value>,
+    /// Each of those places in words, a line each, e.g. ``database `app`
+    /// → `app-drill-x` `` (the Markdown report's lines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub(crate) described: Vec<String>,
     /// Whether they were kept (`--keep`) or removed.
     pub(crate) kept: bool,
     /// What removing them failed on, if anything.
@@ -214,11 +217,8 @@ impl DrillReport {
         let s = &self.scratch;
         let _ = writeln!(md, "\n## Scratch targets\n");
         let _ = writeln!(md, "- files: `{}`", s.dir);
-        for (from, to) in &s.databases {
-            let _ = writeln!(md, "- database `{from}` → `{to}`");
-        }
-        if let Some(ns) = &s.k8s_namespace {
-            let _ = writeln!(md, "- Kubernetes namespace `{ns}`");
+        for line in &s.described {
+            let _ = writeln!(md, "- {line}");
         }
         let fate = match (&s.cleanup_error, s.kept) {
             (Some(e), _) => format!("removing them failed: {e}"),

@@ -42,6 +42,7 @@ use coffer_core::{Error, ErrorKind, Registry};
 /// Every plugin compiled into this crate (per its cargo features).
 pub fn builtin_registry() -> Registry {
     let mut reg = Registry::new();
+    checks::register(&mut reg);
     coffer_source_file::register(&mut reg);
     coffer_source_env::register(&mut reg);
     coffer_source_command::register(&mut reg);

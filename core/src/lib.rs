@@ -10,6 +10,7 @@
 mod backup;
 mod bundle;
 mod catalog;
+pub mod checks;
 pub mod chunked;
 mod copy;
 mod crypto;

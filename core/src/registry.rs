@@ -54,6 +54,20 @@ pub trait SourceFactory: Send + Sync {
     fn place_given(&self, opts: &crate::RestoreOptions) -> bool {
         opts.target.is_some()
     }
+
+    /// Where a drill restores this kind's sources instead of their own
+    /// places, and how it removes them after (see
+    /// [`crate::checks::DrillScratch`]). `None` (the default): the drill's
+    /// temporary directory, given as the restore's target with a folder per
+    /// source, is scratch enough (files, `.env` secrets, command outputs).
+    /// An error stops the drill before it writes anything.
+    fn drill_scratch(
+        &self,
+        run: &crate::checks::ScratchRun<'_>,
+    ) -> Result<Option<Box<dyn crate::checks::DrillScratch>>> {
+        let _ = run;
+        Ok(None)
+    }
 }
 
 /// Builds sinks of one kind.
@@ -230,6 +244,7 @@ pub struct Registry {
     sinks: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
     schemes: BTreeMap<&'static str, Arc<dyn SinkFactory>>,
     path_sink: Option<Arc<dyn SinkFactory>>,
+    checks: BTreeMap<&'static str, Arc<dyn crate::checks::CheckFactory>>,
     /// Kinds and schemes registered twice without `replace_*`.
     conflicts: Vec<String>,
 }
@@ -239,6 +254,7 @@ impl std::fmt::Debug for Registry {
         f.debug_struct("Registry")
             .field("sources", &self.sources.keys().collect::<Vec<_>>())
             .field("sinks", &self.sinks.keys().collect::<Vec<_>>())
+            .field("checks", &self.checks.keys().collect::<Vec<_>>())
             .finish()
     }
 }
@@ -302,6 +318,36 @@ impl Registry {
             format!("plugins registered twice: {}", self.conflicts.join(", ")),
         )
         .with_hint("a plugin that means to replace a built-in kind registers it with Registry::replace_source or replace_sink"))
+    }
+
+    /// Adds a check kind (`[[job.NAME.checks]] kind = "…"`); one that
+    /// exists already is a conflict, as for sources and sinks.
+    pub fn register_check(&mut self, factory: Arc<dyn crate::checks::CheckFactory>) {
+        if self.checks.contains_key(factory.kind()) {
+            self.conflicts.push(format!("check kind `{}`", factory.kind()));
+        }
+        self.checks.insert(factory.kind(), factory);
+    }
+
+    /// Known check kinds.
+    pub fn check_kinds(&self) -> Vec<&'static str> {
+        self.checks.keys().copied().collect()
+    }
+
+    /// Builds a check from its `[[job.NAME.checks]]` table, by its `kind`.
+    pub fn check_from_config(
+        &self,
+        kind: &str,
+        table: toml::Table,
+        base_dir: &Path,
+    ) -> Result<Arc<dyn crate::checks::Check>> {
+        let factory = self.checks.get(kind).ok_or_else(|| {
+            config_error(format!("unknown check kind `{kind}`")).with_hint(format!(
+                "known kinds: {} (a kind may need a cargo feature of the coffer binary)",
+                self.check_kinds().join(", ")
+            ))
+        })?;
+        factory.from_config(table, base_dir)
     }
 
     /// Makes `factory` the one that handles plain paths given as sinks.
@@ -592,5 +638,37 @@ mod conflict_tests {
         let e = reg.check().unwrap_err();
         assert_eq!(e.kind(), ErrorKind::ConfigInvalid);
         assert!(e.to_string().contains("source kind `file`"), "{e}");
+    }
+
+    struct Check;
+
+    #[allow(clippy::wrong_self_convention)]
+    impl crate::checks::CheckFactory for Check {
+        fn kind(&self) -> &'static str {
+            "http"
+        }
+        fn from_config(&self, _: toml::Table, _: &Path) -> Result<Arc<dyn crate::checks::Check>> {
+            Err(config_error("unused"))
+        }
+    }
+
+    /// A check kind registered twice is a conflict too; an unknown one
+    /// names those there are.
+    #[test]
+    fn a_check_kind_registered_twice_is_a_conflict() {
+        let mut reg = Registry::new();
+        reg.register_check(Arc::new(Check));
+        assert!(reg.check().is_ok());
+        let e = reg
+            .check_from_config("smtp", toml::Table::new(), Path::new("."))
+            .unwrap_err();
+        assert!(e.to_string().contains("unknown check kind `smtp`"), "{e}");
+        assert_eq!(
+            e.hint(),
+            Some("known kinds: http (a kind may need a cargo feature of the coffer binary)")
+        );
+        reg.register_check(Arc::new(Check));
+        let e = reg.check().unwrap_err();
+        assert!(e.to_string().contains("check kind `http`"), "{e}");
     }
 }

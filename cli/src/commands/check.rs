@@ -6,7 +6,7 @@ use coffer_core::config_error;
 use coffer_core::ops::CheckReport;
 
 use crate::Failure;
-use crate::checks::{CheckEnv, failures, run_checks};
+use crate::checks::{failures, run_checks};
 use crate::ctx::{CmdResult, Ctx};
 use crate::output::print_json;
 
@@ -27,13 +27,25 @@ pub(crate) async fn exec(ctx: &Ctx, a: CheckArgs) -> CmdResult {
     let (name, job) = config.job(a.job.as_deref())?;
     if job.checks.is_empty() {
         return Err(config_error(format!("job `{name}` declares no checks"))
-            .with_hint(format!("add [[job.{name}.checks]] tables (kind = \"http\", \"prometheus\", \"mongo-counts\", \"audit\")"))
+            .with_hint(format!(
+                "add [[job.{name}.checks]] tables (kind = {})",
+                ctx.registry
+                    .check_kinds()
+                    .iter()
+                    .map(|k| format!("\"{k}\""))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
             .into());
     }
-    let env = CheckEnv {
-        mongo_uri: a.mongo_uri.clone(),
-        base_dir: config.path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
-        ..CheckEnv::default()
+    let params: std::collections::BTreeMap<String, String> = a
+        .mongo_uri
+        .iter()
+        .map(|u| ("mongo-uri".to_string(), u.clone()))
+        .collect();
+    let env = coffer_core::checks::CheckEnv {
+        params: Some(&params),
+        ..Default::default()
     };
     let results = run_checks(&job.checks, &env).await;
     let failed = failures(&results);

@@ -1,33 +1,31 @@
 //! `coffer drill [SNAPSHOT]`: rehearse a restore. The snapshot is verified
-//! and restored into scratch targets (a temporary directory, one folder
-//! per source, for files,
-//! `.env` secrets and command outputs; scratch MongoDB databases named
-//! `<db><suffix>` on the given or original server, never the source
-//! databases; a scratch Kubernetes namespace), the job's post-restore
+//! and restored into scratch targets: a temporary directory, one folder
+//! per source, for files, `.env` secrets and command outputs, and for a
+//! source kind that declares a scratch place of its own
+//! ([`coffer_core::SourceFactory::drill_scratch`]) that place (MongoDB:
+//! databases `<db><suffix>`, never the source databases; Kubernetes: a
+//! scratch namespace). The kinds' own checks and the job's post-restore
 //! checks run against them, RTO and RPO are measured, the scratch targets
 //! are removed (unless `--keep`), and the evidence (JSON and Markdown) is
 //! appended to the drill history on the sink (`coffer drills` lists it).
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use clap::Args;
-use coffer_core::{Error, RestoreOptions, SourceRecord, config_error};
+use coffer_core::checks::{Check, CheckEnv, ChecksAt, DrillScratch, ScratchRun, check_result as result};
+use coffer_core::{Error, Registry, RestoreOptions, config_error};
 use serde_json::Value;
 
 use crate::Failure;
-use crate::checks::{
-    CheckEnv, CheckResult, CheckSpec, MongoCountsCheck, MongoTarget, expected_counts, failures, result,
-    run_checks,
-};
+use crate::checks::{CheckResult, failures, run_checks};
 use crate::config::Config;
 use crate::ctx::{CmdResult, Ctx, ReadSel, open_point_in_time, open_snapshot, pitr_target};
 use crate::evidence::{DRILL_FORMAT, DrillOutput, DrillReport, Scratch};
 use crate::output::print_json;
 use crate::restoring::restore_snapshot;
-
-/// Kinds of the MongoDB sources.
-const MONGO_KINDS: [&str; 3] = ["mongo", "mongo-env", "mongodump"];
 
 #[derive(Debug, Args)]
 pub struct DrillArgs {
@@ -80,20 +78,21 @@ struct Targets {
     /// `None` in the copy a [`SignalCleanup`] holds (the temp dir removes
     /// itself when dropped).
     dir: Option<tempfile::TempDir>,
-    /// The snapshot's sources (their origins name the server and cluster).
-    sources: Vec<SourceRecord>,
-    databases: Vec<(String, String)>,
-    k8s_namespace: Option<String>,
-    /// The Secrets the restore wrote into the scratch namespace.
-    k8s_secrets: Vec<String>,
-    suffix: String,
+    /// The scratch places of the source kinds that have their own.
+    places: Vec<Arc<dyn DrillScratch>>,
 }
 
 impl Targets {
-    /// The scratch targets of a drill of `index`: a temp dir, the database
-    /// suffix (never empty: a drill never writes a source database) and,
-    /// when the snapshot has Kubernetes Secrets, a scratch namespace.
-    fn new(a: &DrillArgs, index: &coffer_core::Index) -> coffer_core::Result<Targets> {
+    /// The scratch targets of a drill of `index`'s sources picked by
+    /// `--only`: a temp dir, and each kind's own scratch place, given the
+    /// database suffix (never empty: a drill never writes a source
+    /// database) and the restore options the user gave.
+    fn new(
+        a: &DrillArgs,
+        index: &coffer_core::Index,
+        registry: &Registry,
+        options: &RestoreOptions,
+    ) -> coffer_core::Result<Targets> {
         let short = index.id.as_str().rsplit('-').next().unwrap_or("x").to_string();
         // Two drills of one snapshot at once get different scratch names.
         let run = format!("{short}-{:04x}", rand::random::<u16>());
@@ -109,31 +108,52 @@ impl Targets {
                 "a drill never writes into a source database: give a non-empty suffix without . / \\ space \" $",
             ));
         }
+        let mut by_kind: BTreeMap<&str, Vec<coffer_core::IndexSource>> = BTreeMap::new();
+        for s in index
+            .sources
+            .iter()
+            .filter(|s| a.only.is_empty() || a.only.iter().any(|o| *o == s.name || *o == s.kind))
+        {
+            by_kind.entry(s.kind.as_str()).or_default().push(s.clone());
+        }
+        let mut places = Vec::new();
+        for (kind, sources) in by_kind {
+            let run = ScratchRun {
+                run: &run,
+                suffix: &suffix,
+                sources: &sources,
+                options,
+            };
+            if let Some(place) = registry.source_factory(kind)?.drill_scratch(&run)? {
+                places.push(Arc::from(place));
+            }
+        }
         let dir = tempfile::Builder::new()
             .prefix(&format!("coffer-drill-{short}-"))
             .tempdir()
             .map_err(|e| Error::io("cannot make the drill's scratch directory", e))?;
         Ok(Targets {
             dir: Some(dir),
-            sources: Vec::new(),
-            databases: Vec::new(),
-            k8s_namespace: index
-                .sources
-                .iter()
-                .any(|s| s.kind == "k8s")
-                .then(|| format!("coffer-drill-{run}")),
-            k8s_secrets: Vec::new(),
-            suffix,
+            places,
         })
+    }
+
+    /// After the restore: each place notes what it made.
+    fn restored(&mut self, outcome: &coffer_core::RestoreOutcome) {
+        for place in &mut self.places {
+            Arc::get_mut(place)
+                .expect("the scratch places are shared only once restored")
+                .restored(outcome);
+        }
     }
 }
 
-/// Removes a drill's scratch databases and Secrets when the drill is
-/// dropped part-way (a signal ends the run while the checks run), on a
-/// thread of its own, and says on stderr what it removed or could not.
+/// Removes a drill's scratch places when the drill is dropped part-way (a
+/// signal ends the run while the checks run), on a thread of its own, and
+/// says on stderr what it removed or could not.
 #[derive(Default)]
 struct SignalCleanup {
-    armed: Option<(Targets, Option<String>)>,
+    armed: Option<Targets>,
 }
 
 impl SignalCleanup {
@@ -141,17 +161,11 @@ impl SignalCleanup {
         if a.keep {
             return SignalCleanup::default();
         }
-        let copy = Targets {
-            dir: None,
-            databases: t.databases.clone(),
-            k8s_namespace: t.k8s_namespace.clone(),
-            k8s_secrets: t.k8s_secrets.clone(),
-            suffix: t.suffix.clone(),
-            sources: t.sources.clone(),
-        };
-        let uri = a.mongo_uri.clone().or_else(|| origin_uri(&t.sources));
         SignalCleanup {
-            armed: Some((copy, uri)),
+            armed: Some(Targets {
+                dir: None,
+                places: t.places.clone(),
+            }),
         }
     }
 
@@ -162,14 +176,13 @@ impl SignalCleanup {
 
 impl Drop for SignalCleanup {
     fn drop(&mut self) {
-        let Some((t, uri)) = self.armed.take() else { return };
-        let sources = t.sources.clone();
+        let Some(t) = self.armed.take() else { return };
         let done = std::thread::spawn(move || {
             let rt = tokio::runtime::Builder::new_current_thread()
                 .enable_all()
                 .build()
                 .ok()?;
-            Some(rt.block_on(cleanup(false, t, uri.as_deref(), &sources)))
+            Some(rt.block_on(cleanup(false, t)))
         })
         .join();
         match done {
@@ -187,8 +200,6 @@ struct Findings {
     checks: Vec<CheckResult>,
     plain_bytes: u64,
     files: usize,
-    sources: Vec<SourceRecord>,
-    mongo_uri: Option<String>,
     restore_error: Option<Error>,
 }
 
@@ -210,7 +221,8 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     let slices = to_ts.map(|_| replays.iter().map(|r| r.slices).sum::<usize>());
     let index = opened.entry.index.clone();
     let left_out = left_out(&a.only, &index)?;
-    let mut targets = Targets::new(&a, &index)?;
+    let user_options = user_options(&a);
+    let mut targets = Targets::new(&a, &index, &ctx.registry, &user_options)?;
     if !ctx.quiet {
         eprintln!(
             "drill: restoring snapshot {} from {} into scratch targets",
@@ -227,7 +239,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         &a.only,
         a.cache_dir.as_deref(),
         {
-            let mut opts = options(&a, &targets);
+            let mut opts = options(&user_options, &targets);
             opts.log_replays = replays;
             opts
         },
@@ -243,11 +255,18 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
     let found = match restored {
         Ok(outcome) => {
             let config = opened.config.as_ref();
-            note_scratch(&mut targets, &outcome);
+            targets.restored(&outcome);
             // From here the scratch targets exist: a signal that drops this
             // future (SIGTERM, SIGHUP, Ctrl-C) still removes them.
             guard = SignalCleanup::arm(&a, &targets);
-            check_restored(&a, config, &index, outcome, &targets, restore_seconds).await
+            let at = Restored {
+                index: &index,
+                outcome,
+                targets: &targets,
+                params: &user_options.params,
+                restore_seconds,
+            };
+            check_restored(&a, config, at).await
         }
         Err(e) => {
             let mut failed = result("restore", index.id.to_string(), false, e.to_string(), e.hint());
@@ -256,15 +275,13 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
                 checks: vec![failed],
                 plain_bytes: 0,
                 files: 0,
-                sources: Vec::new(),
-                mongo_uri: a.mongo_uri.clone(),
                 restore_error: Some(e),
             }
         }
     };
     let checks_seconds = checks_started.elapsed().as_secs_f64();
     guard.disarm();
-    let scratch = cleanup(a.keep, targets, found.mongo_uri.as_deref(), &found.sources).await;
+    let scratch = cleanup(a.keep, targets).await;
     let mut checks = found.checks;
     // A drill that leaves scratch targets behind did not pass: they may
     // hold secrets, and the next drill's numbers would be skewed.
@@ -368,48 +385,21 @@ fn left_out(only: &[String], index: &coffer_core::Index) -> coffer_core::Result<
         .collect())
 }
 
-/// After a restore into the scratch targets: the scratch databases and
-/// Secrets it made, and the snapshot's sources.
-fn note_scratch(targets: &mut Targets, outcome: &coffer_core::RestoreOutcome) {
-    targets.sources = outcome.summary.sources.sources.clone();
-    let counts = expected_counts(outcome);
-    for db in counts
-        .iter()
-        .flat_map(|c| c.keys())
-        .filter_map(|ns| ns.split_once('.').map(|(d, _)| d))
-    {
-        if !targets.databases.iter().any(|(from, _)| from == db) {
-            targets
-                .databases
-                .push((db.to_string(), format!("{db}{}", targets.suffix)));
-        }
-    }
-    if let Some(ns) = &targets.k8s_namespace {
-        let prefix = format!("Secret {ns}/");
-        targets.k8s_secrets = outcome
-            .reports
-            .iter()
-            .flat_map(|(_, r)| &r.actions)
-            .filter(|act| act.action == "create" || act.action == "replace")
-            .filter_map(|act| act.target.strip_prefix(&prefix).map(str::to_owned))
-            .collect();
-    }
+/// A drill's restore into its scratch targets, for the checks.
+struct Restored<'a> {
+    index: &'a coffer_core::Index,
+    outcome: coffer_core::RestoreOutcome,
+    targets: &'a Targets,
+    /// The restore options the user gave (`--mongo-uri`).
+    params: &'a BTreeMap<String, String>,
+    restore_seconds: f64,
 }
 
-/// Checks that the scratch databases hold exactly the counts at the
-/// snapshot's consistency point and runs the job's checks against them.
-async fn check_restored(
-    a: &DrillArgs,
-    config: Option<&Config>,
-    index: &coffer_core::Index,
-    outcome: coffer_core::RestoreOutcome,
-    targets: &Targets,
-    restore_seconds: f64,
-) -> Findings {
+/// Runs the checks of the kinds' scratch places (the scratch copies hold
+/// what the snapshot holds), then the job's checks against them.
+async fn check_restored(a: &DrillArgs, config: Option<&Config>, r: Restored<'_>) -> Findings {
+    let outcome = &r.outcome;
     let files = outcome.summary.files_checked;
-    let sources = outcome.summary.sources.sources.clone();
-    let counts = expected_counts(&outcome);
-    let mongo_uri = a.mongo_uri.clone().or_else(|| origin_uri(&sources));
     let summary: Vec<String> = outcome
         .reports
         .iter()
@@ -417,7 +407,7 @@ async fn check_restored(
         .collect();
     let mut restore = result(
         "restore",
-        index.id.to_string(),
+        r.index.id.to_string(),
         true,
         format!(
             "{files} files verified against SHA256SUMS; {}",
@@ -425,26 +415,23 @@ async fn check_restored(
         ),
         None,
     );
-    restore.seconds = round(restore_seconds);
-    let env = CheckEnv {
-        manifest_counts: counts.clone(),
-        db_map: targets.databases.iter().cloned().collect(),
-        mongo_uri: mongo_uri.clone(),
-        snapshot_time: Some(index.created_at),
-        base_dir: config_dir(config),
+    restore.seconds = round(r.restore_seconds);
+    let mut at = ChecksAt {
+        params: r.params.clone(),
+        ..ChecksAt::default()
     };
-    // The scratch databases hold exactly what the snapshot holds.
-    let mut specs = Vec::new();
-    if counts.as_ref().is_some_and(|c| !c.is_empty()) {
-        specs.push(CheckSpec::MongoCounts(MongoCountsCheck {
-            target: MongoTarget {
-                uri: mongo_uri.clone(),
-                uri_env: None,
-            },
-            minimums: Default::default(),
-        }));
+    let mut specs: Vec<Arc<dyn Check>> = Vec::new();
+    for place in &r.targets.places {
+        place.checks_at(&mut at);
+        specs.extend(place.checks());
     }
-    let job = a.job.clone().unwrap_or_else(|| index.job.clone());
+    let env = CheckEnv {
+        restored: Some(outcome),
+        renamed: Some(&at.renamed),
+        params: Some(&at.params),
+        snapshot_time: Some(r.index.created_at),
+    };
+    let job = a.job.clone().unwrap_or_else(|| r.index.job.clone());
     specs.extend(
         config
             .and_then(|c| c.jobs.get(&job))
@@ -457,8 +444,6 @@ async fn check_restored(
         checks,
         plain_bytes: outcome.summary.manifest.total_bytes,
         files,
-        sources,
-        mongo_uri,
         restore_error: None,
     }
 }
@@ -495,51 +480,26 @@ fn round(s: f64) -> f64 {
     (s * 1000.0).round() / 1000.0
 }
 
-fn config_dir(config: Option<&Config>) -> PathBuf {
-    config
-        .and_then(|c| c.path.parent().map(|p| p.to_path_buf()))
-        .unwrap_or_else(|| PathBuf::from("."))
-}
-
-/// The restore into the scratch targets.
-fn options(a: &DrillArgs, t: &Targets) -> RestoreOptions {
+/// The restore options the user gave the drill.
+fn user_options(a: &DrillArgs) -> RestoreOptions {
     let mut opts = RestoreOptions::default();
-    opts.target = t.dir.as_ref().map(|d| d.path().join("restore"));
-    opts.target_per_source = true;
     if let Some(uri) = &a.mongo_uri {
         opts.params.insert("mongo-uri".into(), uri.clone());
-    }
-    // Every database `db` to `db<suffix>` (database names hold no `.`, and
-    // `*` captures leftmost-shortest). Only into databases that do not
-    // exist yet: a drill drops what it restored, so it must never write
-    // into (or replace) a database it did not create, such as another
-    // team's `app-staging` for `--scratch-suffix=-staging`.
-    opts.params.insert("ns-from".into(), "*.*".into());
-    opts.params.insert("ns-to".into(), format!("*{}.*", t.suffix));
-    opts.params.insert("new-databases-only".into(), "true".into());
-    if let Some(ns) = &t.k8s_namespace {
-        opts.params.insert("k8s-namespace".into(), ns.clone());
     }
     opts
 }
 
-/// The server of the snapshot's MongoDB source, when its origin names one
-/// usable without a password from the bundle.
-fn origin_uri(sources: &[SourceRecord]) -> Option<String> {
-    let origin = &sources
-        .iter()
-        .find(|s| MONGO_KINDS.contains(&s.kind.as_str()))?
-        .origin;
-    if let Some(var) = origin.get("uri-env").and_then(Value::as_str) {
-        return std::env::var(var).ok();
+/// The restore into the scratch targets: files under the temp dir, a
+/// folder per source; each kind with a scratch place of its own sends its
+/// restore there.
+fn options(user: &RestoreOptions, t: &Targets) -> RestoreOptions {
+    let mut opts = user.clone();
+    opts.target = t.dir.as_ref().map(|d| d.path().join("restore"));
+    opts.target_per_source = true;
+    for place in &t.places {
+        place.prepare(&mut opts);
     }
-    match (
-        origin.get("uri").and_then(Value::as_str),
-        origin.get("has-password"),
-    ) {
-        (Some(uri), Some(Value::Bool(false))) => Some(uri.to_string()),
-        _ => None,
-    }
+    opts
 }
 
 /// The largest gap an `audit` check measured.
@@ -552,18 +512,21 @@ fn audit_gap(checks: &[CheckResult]) -> Option<f64> {
 }
 
 /// Removes the scratch targets unless `--keep`; says what is left.
-async fn cleanup(keep: bool, t: Targets, mongo_uri: Option<&str>, sources: &[SourceRecord]) -> Scratch {
+async fn cleanup(keep: bool, t: Targets) -> Scratch {
     let mut scratch = Scratch {
         dir: t
             .dir
             .as_ref()
             .map(|d| d.path().display().to_string())
             .unwrap_or_default(),
-        databases: t.databases.clone(),
-        k8s_namespace: t.k8s_namespace.clone(),
         kept: keep,
-        cleanup_error: None,
+        ..Scratch::default()
     };
+    for place in &t.places {
+        let e = place.evidence();
+        scratch.places.extend(e.fields);
+        scratch.described.extend(e.lines);
+    }
     if keep {
         let _ = t.dir.map(tempfile::TempDir::keep);
         return scratch;
@@ -572,40 +535,15 @@ async fn cleanup(keep: bool, t: Targets, mongo_uri: Option<&str>, sources: &[Sou
     if let Some(Err(e)) = t.dir.map(tempfile::TempDir::close) {
         errors.push(format!("removing {}: {e}", scratch.dir));
     }
-    if !t.databases.is_empty() {
-        let names: Vec<String> = t.databases.iter().map(|(_, to)| to.clone()).collect();
-        match mongo_uri {
-            Some(uri) => {
-                if let Err(e) = crate::checks::mongo::drop_databases(uri, &names).await {
-                    errors.push(e);
-                }
-            }
-            None => errors.push(format!("no server known to drop {}", names.join(", "))),
+    for place in &t.places {
+        if let Err(e) = place.cleanup().await {
+            errors.push(e);
         }
-    }
-    if let Some(ns) = &t.k8s_namespace {
-        errors.extend(delete_k8s(sources, ns, &t.k8s_secrets).await);
     }
     if !errors.is_empty() {
         scratch.cleanup_error = Some(errors.join("; "));
     }
     scratch
-}
-
-/// Deletes the Secrets the drill wrote into its scratch namespace, through
-/// the cluster connection of the snapshot's k8s source.
-#[cfg(feature = "k8s")]
-async fn delete_k8s(sources: &[SourceRecord], namespace: &str, names: &[String]) -> Option<String> {
-    let source = sources.iter().find(|s| s.kind == "k8s")?;
-    coffer_source_k8s::delete_restored(&source.origin, namespace, names)
-        .await
-        .err()
-        .map(|e| e.to_string())
-}
-
-#[cfg(not(feature = "k8s"))]
-async fn delete_k8s(_: &[SourceRecord], _: &str, _: &[String]) -> Option<String> {
-    None
 }
 
 fn print(ctx: &Ctx, report: &DrillReport, store_error: Option<&Error>) {

@@ -7,7 +7,7 @@ use coffer_core::ops::{CheckResult, RestoreReport};
 use coffer_core::{Index as SnapshotIndex, RestoreOptions, RestoreOutcome, config_error};
 
 use crate::Failure;
-use crate::checks::{CheckEnv, expected_counts, failures, run_checks};
+use crate::checks::{failures, run_checks};
 use crate::config::Config;
 use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_point_in_time, open_snapshot, pitr_target};
 use crate::output::{print_json, printable};
@@ -130,6 +130,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
     check_args(&a, &index)?;
     let mut opts = restore_options(ctx, &a)?;
     opts.log_replays = replays;
+    let params = opts.params.clone();
     let outcome = restore_snapshot(
         ctx,
         config.as_ref(),
@@ -154,7 +155,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
         "sources",
         outcome.reports.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>(),
     );
-    let checks = post_restore_checks(config.as_ref(), &a, &index, &outcome).await;
+    let checks = post_restore_checks(config.as_ref(), &a, &index, &outcome, &params).await;
     let failed = failures(&checks);
     if ctx.json {
         print_json(&RestoreReport::new(
@@ -208,6 +209,7 @@ async fn post_restore_checks(
     a: &RestoreArgs,
     index: &SnapshotIndex,
     outcome: &RestoreOutcome,
+    params: &std::collections::BTreeMap<String, String>,
 ) -> Vec<CheckResult> {
     let partial = a.dry_run || a.no_checks || a.target.is_some() || !a.only.is_empty();
     let Some(c) = config.filter(|_| !partial) else {
@@ -215,12 +217,11 @@ async fn post_restore_checks(
     };
     match c.jobs.get(&index.job) {
         Some(job) if !job.checks.is_empty() => {
-            let env = CheckEnv {
-                manifest_counts: expected_counts(outcome),
-                mongo_uri: a.mongo_uri.clone(),
+            let env = coffer_core::checks::CheckEnv {
+                restored: Some(outcome),
+                params: Some(params),
                 snapshot_time: Some(index.created_at),
-                base_dir: c.path.parent().map(|p| p.to_path_buf()).unwrap_or_default(),
-                ..CheckEnv::default()
+                ..Default::default()
             };
             run_checks(&job.checks, &env).await
         }

@@ -41,6 +41,7 @@
 
 mod client;
 mod config;
+mod drill;
 mod restore;
 mod sanitize;
 mod source;
@@ -49,7 +50,7 @@ use std::sync::Arc;
 
 pub use config::K8sSourceConfig;
 pub use sanitize::sanitize;
-pub use source::{K8sSource, delete_restored};
+pub use source::K8sSource;
 
 /// The TOML `kind` and one-off prefix of this source: `k8s`.
 pub const KIND: &str = "k8s";

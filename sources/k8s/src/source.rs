@@ -264,6 +264,15 @@ impl SourceFactory for K8sSourceFactory {
         Ok(Arc::new(K8sSource::with_config(name, &config, &cwd)?))
     }
 
+    /// A scratch namespace, `coffer-drill-<run>`, whose Secrets are
+    /// deleted after.
+    fn drill_scratch(
+        &self,
+        run: &coffer_core::checks::ScratchRun<'_>,
+    ) -> Result<Option<Box<dyn coffer_core::checks::DrillScratch>>> {
+        Ok(Some(Box::new(crate::drill::K8sScratch::new(run))))
+    }
+
     fn from_origin(&self, name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
         let config: K8sSourceConfig = coffer_core::parse_origin(KIND, name, origin)?;
         Ok(Arc::new(K8sSource::with_config(name, &config, Path::new("/"))?))
@@ -306,7 +315,7 @@ fn parse_spec(spec: &str) -> Result<K8sSourceConfig> {
 /// Deletes the Secrets `names` of `namespace` on the cluster the source
 /// with `origin` (from a bundle) talks to: a drill's scratch copies.
 /// Missing ones are fine.
-pub async fn delete_restored(origin: &Value, namespace: &str, names: &[String]) -> Result<()> {
+pub(crate) async fn delete_restored(origin: &Value, namespace: &str, names: &[String]) -> Result<()> {
     let config: K8sSourceConfig = serde_json::from_value(origin.clone()).map_err(|_| {
         Error::new(
             ErrorKind::Integrity,

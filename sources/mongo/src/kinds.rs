@@ -73,6 +73,14 @@ impl SourceFactory for MongoKind {
         }
     }
 
+    /// Scratch copies of the databases, `<db><suffix>`, dropped after.
+    fn drill_scratch(
+        &self,
+        run: &coffer_core::checks::ScratchRun<'_>,
+    ) -> Result<Option<Box<dyn coffer_core::checks::DrillScratch>>> {
+        Ok(Some(Box::new(crate::drill::MongoScratch::new(run))))
+    }
+
     fn from_origin(&self, name: &str, origin: &Value) -> Result<Arc<dyn Source>> {
         match self {
             MongoKind::Mongo | MongoKind::MongoEnv => source_from_origin(name, origin),

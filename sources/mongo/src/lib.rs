@@ -51,8 +51,10 @@
 //! ```
 #![deny(missing_docs)]
 
+mod checks;
 mod config;
 mod deep;
+mod drill;
 mod dump;
 mod error;
 mod follow;
@@ -66,6 +68,7 @@ mod uri;
 
 use std::sync::Arc;
 
+pub use checks::{AuditCheck, MongoCountsCheck, MongoTarget, expected_counts};
 pub use coffer_core::spill::{Spill, SpillBody};
 pub use config::MongoSourceConfig;
 pub use deep::DumpCheck;
@@ -83,12 +86,14 @@ pub const ENV_KIND: &str = "mongo-env";
 /// directory or `--archive` file: `mongodump:PATH`.
 pub const DUMP_KIND: &str = "mongodump";
 
-/// Registers the `mongo`, `mongo-env` and `mongodump` source kinds.
+/// Registers the `mongo`, `mongo-env` and `mongodump` source kinds and the
+/// `mongo-counts` and `audit` check kinds.
 pub fn register(reg: &mut coffer_core::Registry) {
     use kinds::MongoKind;
     for kind in [MongoKind::Mongo, MongoKind::MongoEnv, MongoKind::Mongodump] {
         reg.register_source(Arc::new(kind));
     }
+    checks::register(reg);
 }
 
 /// The restore options of the `mongo` and `mongodump` kinds (`--opt
