@@ -17,21 +17,19 @@
 //! ```
 
 mod argv;
-mod checks;
 mod commands;
-mod config;
-mod create_sink;
+#[cfg(test)]
+mod config_tests;
 mod ctx;
-mod evidence;
-mod health;
-mod hooks;
 mod output;
-mod record;
 mod restoring;
 mod retention;
 #[cfg(test)]
 mod schema_tests;
 mod transfer;
+
+// The application layer, under the names the commands use.
+use coffer_app::{checks, config, evidence, hooks, record};
 
 use std::process::ExitCode;
 
@@ -84,6 +82,18 @@ impl From<Error> for Failure {
     fn from(e: Error) -> Self {
         Failure::Error(e)
     }
+}
+
+/// How a command ended, for the audit log.
+fn ending(result: &Result<(), Failure>) -> record::Ending {
+    let (result, exit, error) = match result {
+        Ok(()) => ("ok", 0, None),
+        Err(Failure::Error(e)) => ("failed", exit_code(e), Some(e.to_string())),
+        Err(Failure::Partial(m)) => ("partial", 4, Some(m.clone())),
+        Err(Failure::Integrity(m)) => ("failed", 3, Some(m.clone())),
+        Err(Failure::Checks(m)) => ("checks-failed", 6, Some(m.clone())),
+    };
+    record::Ending { result, exit, error }
 }
 
 /// The exit code of a failed command.
@@ -252,7 +262,7 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
         let _guard = runtime.enter();
         let config = ctx.config().ok().flatten();
         let seconds = started.elapsed().as_secs_f64();
-        record::finish(config.as_ref(), &ctx.record, command, &result, seconds);
+        record::finish(config.as_ref(), &ctx.audit, command, &ending(&result), seconds);
     }
     // Dropping the runtime here lets cancelled work run its cleanup guards.
     drop(runtime);

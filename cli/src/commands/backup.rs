@@ -129,7 +129,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         encryption,
         compression,
         signing_key,
-    } = plan.resolve(&flags, config.as_ref())?;
+    } = plan.resolve(&flags, config.as_ref(), &crate::ctx::new_passphrase)?;
     let time = crate::ctx::snapshot_time(a.time.as_deref())?;
     let format = a
         .format

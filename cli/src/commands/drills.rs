@@ -51,7 +51,7 @@ pub struct DrillsArgs {
 
 pub(crate) async fn exec(ctx: &Ctx, a: DrillsArgs) -> CmdResult {
     let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let sinks = ctx.sinks_of(&a.sink, config.as_ref())?;
     let now = jiff::Timestamp::now();
     let mut out = Vec::new();
     for (name, sink) in &sinks {

@@ -161,6 +161,6 @@ mod imp {
             return Err(config_error("no sink given")
                 .with_hint("add --sink DIR_OR_URL (or a sink name from coffer.toml)"));
         }
-        plan.resolve(&flags, config)
+        plan.resolve(&flags, config, &crate::ctx::new_passphrase)
     }
 }

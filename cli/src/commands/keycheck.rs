@@ -39,7 +39,7 @@ struct Check {
 
 pub(crate) async fn exec(ctx: &Ctx, a: KeycheckArgs) -> CmdResult {
     let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let sinks = ctx.sinks_of(&a.sink, config.as_ref())?;
     // Every file must load: a key that no longer parses is the first thing
     // an escrow drill must catch.
     let mut keys = Vec::new();

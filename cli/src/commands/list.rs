@@ -18,7 +18,7 @@ pub struct ListArgs {
 pub(crate) async fn exec(ctx: &Ctx, a: ListArgs) -> CmdResult {
     let (sel, trust) = (a.sink, a.trust);
     let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&sel, config.as_ref())?;
+    let sinks = ctx.sinks_of(&sel, config.as_ref())?;
     let trust = crate::ctx::trusted_signers(&trust, config.as_ref())?;
     let mut out = Vec::new();
     for (name, sink) in &sinks {

@@ -174,15 +174,19 @@ pub(crate) fn restore_options_help(registry: &Registry) -> String {
 
 /// The context of a run of `cli`.
 pub fn context(cli: &Cli, registry: Registry, cancel: CancelFlag) -> Ctx {
+    let audit = std::sync::Arc::new(coffer_app::record::Record::default());
     Ctx {
+        app: coffer_app::App {
+            config_path: cli.config.clone(),
+            registry,
+            cancel,
+            create_sinks: cli.create_sink,
+            record: coffer_app::record::Recorder::new(audit.clone()),
+        },
         json: cli.json,
         quiet: cli.quiet || cli.json,
-        config_path: cli.config.clone(),
-        registry,
-        cancel,
         verbose: cli.verbose > 0,
-        create_sinks: cli.create_sink,
-        record: Default::default(),
+        audit,
     }
 }
 

@@ -141,7 +141,11 @@ async fn exec_follow(ctx: &Ctx, a: FollowArgs) -> CmdResult {
     let (job, jc) = cfg.job(a.job.as_deref())?;
     let oplog = jc.oplog.clone().unwrap_or_default();
     let (source, src) = followed_source(&cfg, &job, &oplog)?;
-    let resolved = JobPlan::configured(&cfg, Some(&job))?.resolve(&JobFlags::default(), Some(&cfg))?;
+    let resolved = JobPlan::configured(&cfg, Some(&job))?.resolve(
+        &JobFlags::default(),
+        Some(&cfg),
+        &crate::ctx::new_passphrase,
+    )?;
     let sinks = jc
         .sinks
         .iter()
@@ -440,7 +444,7 @@ pub struct SinkStatus {
 async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
     let config = ctx.config()?;
     let job = pitr_job(config.as_ref(), a.job.as_deref())?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let sinks = ctx.sinks_of(&a.sink, config.as_ref())?;
     let server_newest = server_newest(config.as_ref(), &job).await;
     let mut out = Vec::new();
     let mut failed = Vec::new();

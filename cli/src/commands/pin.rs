@@ -27,7 +27,7 @@ pub struct UnpinArgs {
 
 pub(crate) async fn pin(ctx: &Ctx, a: PinArgs) -> CmdResult {
     let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let sinks = ctx.sinks_of(&a.sink, config.as_ref())?;
     let (_, _, entry) = find_snapshot(&sinks, &a.snapshot).await?;
     let id = entry.index.id;
     let outcome = ops::pin(&sinks, &id, a.reason).await?;
@@ -44,7 +44,7 @@ pub(crate) async fn pin(ctx: &Ctx, a: PinArgs) -> CmdResult {
 
 pub(crate) async fn unpin(ctx: &Ctx, a: UnpinArgs) -> CmdResult {
     let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let sinks = ctx.sinks_of(&a.sink, config.as_ref())?;
     let (_, _, entry) = find_snapshot(&sinks, &a.snapshot).await?;
     let id = entry.index.id;
     let outcome = ops::unpin(&sinks, &id).await?;

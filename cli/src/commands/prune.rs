@@ -45,7 +45,7 @@ fn prune_sinks(ctx: &Ctx, a: &PruneArgs, config: Option<&Config>) -> Result<Vec<
             .map(|s| Ok((s.clone(), ctx.sink(s, config)?)))
             .collect();
     }
-    ctx.read_sinks(&a.sink, config)
+    ctx.sinks_of(&a.sink, config)
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: PruneArgs) -> CmdResult {

@@ -21,7 +21,7 @@ pub struct UnlockArgs {
 /// `coffer unlock [--sink S] [--force]`.
 pub(crate) async fn exec(ctx: &Ctx, a: UnlockArgs) -> CmdResult {
     let config = ctx.config()?;
-    let sinks = ctx.read_sinks(&a.sink, config.as_ref())?;
+    let sinks = ctx.sinks_of(&a.sink, config.as_ref())?;
     let opts = LockOptions::from_env()?;
     let mut out = Vec::new();
     for (name, sink) in &sinks {

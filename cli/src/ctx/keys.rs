@@ -2,13 +2,11 @@
 //! and writing a new private key file.
 
 use std::io::IsTerminal;
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
+use std::path::Path;
 
-use coffer_core::{Error, ErrorKind, Identities, Passphrase, Result, SigningKey, config_error};
+use coffer_core::{Error, ErrorKind, Identities, Passphrase, Result, config_error};
 
 use super::KeySel;
-use crate::config::Config;
 
 /// Creates `path` with mode 0600, refusing to overwrite.
 pub(crate) fn write_new_private(path: &Path, data: &[u8]) -> Result<()> {
@@ -66,19 +64,8 @@ pub(crate) fn identities(keys: &KeySel) -> Result<Identities> {
     Ok(ids)
 }
 
-/// The signing key of a backup: --signing-key, else the job's, else the
-/// config's top-level one.
-pub(crate) fn signing_key(
-    flag: Option<&Path>,
-    job: Option<&Path>,
-    config: Option<&Config>,
-) -> Result<Option<Arc<SigningKey>>> {
-    let path: Option<PathBuf> = flag
-        .map(Path::to_path_buf)
-        .or_else(|| job.map(Path::to_path_buf))
-        .or_else(|| config.and_then(|c| c.signing_key.clone()));
-    match path {
-        Some(p) => Ok(Some(Arc::new(SigningKey::from_file(&p)?))),
-        None => Ok(None),
-    }
+/// A new passphrase for a backup: from `file`, else `COFFER_PASSPHRASE`,
+/// else asked twice on the terminal.
+pub(crate) fn new_passphrase(file: Option<&Path>) -> Result<Passphrase> {
+    passphrase(file, true)
 }

@@ -3,27 +3,34 @@
 //! [`BackupSinks`]) and their resolvers (keys, trust, snapshots, locks).
 //! Depends on config, output and core only; never on a command.
 
-mod job;
 mod keys;
 mod locks;
 mod snapshots;
-mod trust;
 
-use coffer_core::chunked::SnapshotFormat;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use clap::Args;
-use coffer_core::{CancelFlag, Registry, Result, Sink, config_error};
+use coffer_app::App;
+use coffer_core::{Result, Sink, config_error};
 
 use crate::Failure;
 use crate::config::Config;
 
-pub(crate) use job::*;
+pub(crate) use coffer_app::job::*;
+pub(crate) use coffer_app::trust::signature_column;
 pub(crate) use keys::*;
 pub(crate) use locks::*;
 pub(crate) use snapshots::*;
-pub(crate) use trust::*;
+
+/// The trusted signers: `--trusted-signer` flags plus the config's (see
+/// [`coffer_app::trust::trusted_signers`]).
+pub(crate) fn trusted_signers(
+    sel: &TrustSel,
+    config: Option<&Config>,
+) -> Result<coffer_core::TrustedSigners> {
+    coffer_app::trust::trusted_signers(&sel.trusted_signers, config)
+}
 
 pub(crate) type CmdResult = std::result::Result<(), Failure>;
 
@@ -38,140 +45,35 @@ pub(crate) fn snapshot_time(time: Option<&str>) -> Result<Option<jiff::Timestamp
     .transpose()
 }
 
-/// What every command gets: global flags, the plugin registry, the
-/// interrupt flag. Commands added in their own modules use it too.
+/// What every command gets: the application context ([`App`]: config,
+/// plugins, interrupt flag, observer) and the global flags of the command
+/// line. Commands added in their own modules use it too.
 pub(crate) struct Ctx {
+    pub(crate) app: App,
     pub(crate) json: bool,
     pub(crate) quiet: bool,
-    pub(crate) config_path: Option<PathBuf>,
-    pub(crate) registry: Registry,
-    pub(crate) cancel: CancelFlag,
     pub(crate) verbose: bool,
-    /// `--create-sink`: sinks written to are made where there is none.
-    pub(crate) create_sinks: bool,
-    /// What the command did, for the audit log and the metrics.
-    pub(crate) record: crate::record::Record,
+    /// The audit log and metrics the run's notes go to (the observer of
+    /// [`App::record`]), written when the command ended.
+    pub(crate) audit: Arc<coffer_app::record::Record>,
+}
+
+impl std::ops::Deref for Ctx {
+    type Target = App;
+
+    fn deref(&self) -> &App {
+        &self.app
+    }
 }
 
 impl Ctx {
-    /// The config: --config/COFFER_CONFIG (must exist), else ./coffer.toml if present.
-    pub(crate) fn config(&self) -> Result<Option<Config>> {
-        match &self.config_path {
-            Some(p) => Config::load(p, &self.registry).map(Some),
-            None => {
-                let p = Path::new("coffer.toml");
-                if p.exists() {
-                    Config::load(p, &self.registry).map(Some)
-                } else {
-                    Ok(None)
-                }
-            }
-        }
-    }
-
-    /// Sinks named or given by URL on the command line, else the config's.
-    pub(crate) fn read_sinks(
+    /// The sinks `--sink` names, else the config's.
+    pub(crate) fn sinks_of(
         &self,
         sel: &SinkSel,
         config: Option<&Config>,
     ) -> Result<Vec<(String, Arc<dyn Sink>)>> {
-        if !sel.sinks.is_empty() {
-            return sel
-                .sinks
-                .iter()
-                .map(|s| Ok((s.clone(), self.sink(s, config)?)))
-                .collect();
-        }
-        match config {
-            Some(c) if !c.sinks.is_empty() => {
-                Ok(c.sinks.iter().map(|(n, s)| (n.clone(), s.clone())).collect())
-            }
-            _ => Err(config_error("no sink given")
-                .with_hint("pass --sink DIR_OR_URL (or a sink name from coffer.toml)")),
-        }
-    }
-
-    pub(crate) fn sink(&self, s: &str, config: Option<&Config>) -> Result<Arc<dyn Sink>> {
-        if let Some(c) = config
-            && let Some(sink) = c.sinks.get(s)
-        {
-            return Ok(sink.clone());
-        }
-        self.registry.sink_from_url(s)
-    }
-
-    /// A sink the command writes to: as [`Ctx::sink`]; with
-    /// `--create-sink` made a sink on its first use.
-    pub(crate) fn target_sink(&self, s: &str, config: Option<&Config>) -> Result<Arc<dyn Sink>> {
-        let sink = self.sink(s, config)?;
-        Ok(if self.create_sinks {
-            crate::create_sink::CreateOnFirstUse::wrap(sink)
-        } else {
-            sink
-        })
-    }
-
-    /// The sinks a backup writes: `(name, required)` resolved as
-    /// [`Ctx::target_sink`].
-    /// Each stores snapshots as `format` when given, else as its
-    /// `[sink.NAME] format` says (bundle by default).
-    pub(crate) fn sink_targets(
-        &self,
-        targets: &[(String, bool)],
-        config: Option<&Config>,
-        format: Option<SnapshotFormat>,
-    ) -> Result<Vec<coffer_core::SinkTarget>> {
-        targets
-            .iter()
-            .map(|(name, required)| {
-                let configured = config.and_then(|c| c.sink_format.get(name)).copied();
-                Ok(coffer_core::SinkTarget {
-                    name: name.clone(),
-                    sink: self.target_sink(name, config)?,
-                    required: *required,
-                    format: format.or(configured).unwrap_or_default(),
-                })
-            })
-            .collect()
-    }
-
-    /// The dedup key of a backup's chunked sinks (`None` without one):
-    /// `--dedup-key`, else their `dedup-key` (one file for all), else
-    /// [`coffer_core::chunked::default_dedup_key_path`]; see
-    /// [`coffer_core::chunked::dedup_key_for`].
-    pub(crate) async fn dedup_key(
-        &self,
-        sinks: &[coffer_core::SinkTarget],
-        config: Option<&Config>,
-        flag: Option<&std::path::Path>,
-        encryption: &coffer_core::Encryption,
-    ) -> Result<Option<Arc<coffer_core::chunked::DedupKey>>> {
-        let chunked: Vec<(String, Arc<dyn Sink>)> = sinks
-            .iter()
-            .filter(|t| t.format == SnapshotFormat::Chunked)
-            .map(|t| (t.name.clone(), t.sink.clone()))
-            .collect();
-        if chunked.is_empty() {
-            return Ok(None);
-        }
-        let configured: std::collections::BTreeSet<&std::path::PathBuf> = chunked
-            .iter()
-            .filter_map(|(n, _)| config.and_then(|c| c.sink_dedup_key.get(n)))
-            .collect();
-        let path = match (flag, configured.len()) {
-            (Some(p), _) => p.to_path_buf(),
-            (None, 0) => coffer_core::chunked::default_dedup_key_path(),
-            (None, 1) => configured.into_iter().next().expect("one").clone(),
-            (None, _) => {
-                return Err(config_error(
-                    "the chunked sinks of this run name different dedup-key files; one run chunks with one key",
-                )
-                .with_hint("give them the same dedup-key, or pass --dedup-key FILE"));
-            }
-        };
-        coffer_core::chunked::dedup_key_for(&chunked, &path, encryption)
-            .await
-            .map(|k| Some(Arc::new(k)))
+        self.app.read_sinks(&sel.sinks, config)
     }
 }
 
@@ -209,7 +111,7 @@ impl Ctx {
     /// Loads the config and resolves `sel`'s sinks and trusted signers.
     pub(crate) fn reading(&self, sel: &ReadSel) -> Result<Reading> {
         let config = self.config()?;
-        let sinks = self.read_sinks(&sel.sink, config.as_ref())?;
+        let sinks = self.sinks_of(&sel.sink, config.as_ref())?;
         let trust = trusted_signers(&sel.trust, config.as_ref())?;
         Ok(Reading { config, sinks, trust })
     }

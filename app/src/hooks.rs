@@ -16,7 +16,7 @@ use coffer_core::process::{GroupGuard, kill_group};
 use coffer_core::{Error, ErrorKind, Result};
 
 /// Default `hook-timeout`, seconds.
-pub(crate) const DEFAULT_TIMEOUT: u64 = 300;
+pub const DEFAULT_TIMEOUT: u64 = 300;
 
 /// The hooks of a job: the keys of the same names in its config table
 /// (`crate::config::JobConfig`, where they are documented).
@@ -31,12 +31,12 @@ pub struct Hooks {
 
 impl Hooks {
     /// Whether any hook is configured.
-    pub(crate) fn is_empty(&self) -> bool {
+    pub fn is_empty(&self) -> bool {
         self.before.is_empty() && self.after.is_empty() && self.on_failure.is_empty() && self.health.is_none()
     }
 
     /// Checks the commands: each a non-empty argv.
-    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> std::result::Result<(), String> {
         for (phase, list) in [
             ("before", &self.before),
             ("after", &self.after),
@@ -64,7 +64,7 @@ impl Hooks {
 
 /// How one hook went.
 #[derive(Debug, Clone)]
-pub(crate) struct HookReport {
+pub struct HookReport {
     phase: &'static str,
     program: String,
     /// Exit code; `None` when killed or not started.
@@ -79,7 +79,7 @@ impl HookReport {
         self.status == Some(0)
     }
 
-    pub(crate) fn typed(&self) -> coffer_core::ops::HookRun {
+    pub fn typed(&self) -> coffer_core::ops::HookRun {
         coffer_core::ops::HookRun {
             phase: self.phase.to_string(),
             program: self.program.clone(),
@@ -91,7 +91,7 @@ impl HookReport {
         }
     }
 
-    pub(crate) fn line(&self) -> String {
+    pub fn line(&self) -> String {
         let how = match (&self.error, self.timed_out, self.status) {
             (Some(e), _, _) => format!("FAILED: {e}"),
             (None, true, _) => "KILLED after its timeout".to_string(),
@@ -108,16 +108,16 @@ impl HookReport {
 
 /// The hooks of one run. Dropped before `finish` (an error path, Ctrl-C,
 /// SIGTERM), it still runs the `after` hooks, synchronously.
-pub(crate) struct HookRun {
+pub struct HookRun {
     hooks: Hooks,
-    pub(crate) reports: Vec<HookReport>,
+    pub reports: Vec<HookReport>,
     /// The health wait after `after`, if configured and reached.
-    pub(crate) health: Option<crate::health::HealthReport>,
+    pub health: Option<crate::health::HealthReport>,
     after_done: bool,
 }
 
 impl HookRun {
-    pub(crate) fn new(hooks: Hooks) -> HookRun {
+    pub fn new(hooks: Hooks) -> HookRun {
         HookRun {
             hooks,
             reports: Vec::new(),
@@ -127,7 +127,7 @@ impl HookRun {
     }
 
     /// Runs the `before` hooks in order; fails at the first that fails.
-    pub(crate) async fn before(&mut self) -> Result<()> {
+    pub async fn before(&mut self) -> Result<()> {
         for argv in self.hooks.before.clone() {
             let report = run_async("before", &argv, self.hooks.timeout()).await;
             let ok = report.ok();
@@ -144,7 +144,7 @@ impl HookRun {
     /// Runs `after` (all of them), the health wait, then `on-failure` if
     /// the run, an `after` hook or the health wait failed; returns an error
     /// if an `after` hook or the health wait failed.
-    pub(crate) async fn finish(&mut self, failed: bool) -> Result<()> {
+    pub async fn finish(&mut self, failed: bool) -> Result<()> {
         self.after_done = true;
         let mut after_failed = None;
         for argv in self.hooks.after.clone() {

@@ -5,44 +5,46 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use coffer_core::{Compression, Encryption, RecipientKey, Result, SigningKey, Source, config_error};
+use coffer_core::{
+    Compression, Encryption, Passphrase, RecipientKey, Result, SigningKey, Source, config_error,
+};
 
 use crate::config::Config;
 
 /// A job resolved from `coffer.toml` and flags.
-pub(crate) struct JobPlan {
+pub struct JobPlan {
     /// Job name.
-    pub(crate) job: String,
+    pub job: String,
     /// Whether it comes from `[job.NAME]` (hooks, checks, source places).
-    pub(crate) configured: bool,
+    pub configured: bool,
     /// The configured sources (a one-off or imported run brings its own).
-    pub(crate) sources: Vec<Arc<dyn Source>>,
+    pub sources: Vec<Arc<dyn Source>>,
     /// Sinks by name, directory or URL.
-    pub(crate) sinks: Vec<String>,
-    pub(crate) recipients: Vec<String>,
-    pub(crate) compression: Option<String>,
-    pub(crate) tags: Vec<String>,
-    pub(crate) passphrase_file: Option<PathBuf>,
-    pub(crate) signing_key: Option<PathBuf>,
+    pub sinks: Vec<String>,
+    pub recipients: Vec<String>,
+    pub compression: Option<String>,
+    pub tags: Vec<String>,
+    pub passphrase_file: Option<PathBuf>,
+    pub signing_key: Option<PathBuf>,
 }
 
 /// The flags that override a job: a non-empty list replaces the job's,
 /// tags add to them.
 #[derive(Default)]
-pub(crate) struct JobFlags<'a> {
-    pub(crate) sinks: &'a [String],
-    pub(crate) recipients: &'a [String],
-    pub(crate) compression: Option<&'a str>,
-    pub(crate) tags: &'a [String],
-    pub(crate) passphrase: bool,
-    pub(crate) passphrase_file: Option<&'a Path>,
-    pub(crate) signing_key: Option<&'a Path>,
+pub struct JobFlags<'a> {
+    pub sinks: &'a [String],
+    pub recipients: &'a [String],
+    pub compression: Option<&'a str>,
+    pub tags: &'a [String],
+    pub passphrase: bool,
+    pub passphrase_file: Option<&'a Path>,
+    pub signing_key: Option<&'a Path>,
 }
 
 impl JobPlan {
     /// `[job.NAME]` of `cfg` (`name`, or its only job), with the
     /// top-level recipients and compression where the job sets none.
-    pub(crate) fn configured(cfg: &Config, name: Option<&str>) -> Result<JobPlan> {
+    pub fn configured(cfg: &Config, name: Option<&str>) -> Result<JobPlan> {
         let (name, job) = cfg.job(name)?;
         Ok(JobPlan {
             job: name,
@@ -59,7 +61,7 @@ impl JobPlan {
 
     /// A job that exists only for this run, named `name`: sources, sinks
     /// and keys all come from flags (and `defaults`' top-level settings).
-    pub(crate) fn ad_hoc(name: String, defaults: Option<&Config>) -> JobPlan {
+    pub fn ad_hoc(name: String, defaults: Option<&Config>) -> JobPlan {
         JobPlan {
             job: name,
             configured: false,
@@ -74,7 +76,7 @@ impl JobPlan {
     }
 
     /// Applies the sink, recipient, compression and tag flags.
-    pub(crate) fn with_flags(mut self, flags: &JobFlags<'_>) -> JobPlan {
+    pub fn with_flags(mut self, flags: &JobFlags<'_>) -> JobPlan {
         if !flags.sinks.is_empty() {
             self.sinks = flags.sinks.to_vec();
         }
@@ -88,15 +90,21 @@ impl JobPlan {
         self
     }
 
-    /// Resolves encryption (asking for a passphrase if needed),
-    /// compression and the signing key.
-    pub(crate) fn resolve(self, flags: &JobFlags<'_>, config: Option<&Config>) -> Result<ResolvedJob> {
-        let encryption = self.encryption(flags)?;
+    /// Resolves encryption (asking `ask` for a passphrase if one is
+    /// needed: it gets the passphrase file, if any), compression and the
+    /// signing key.
+    pub fn resolve(
+        self,
+        flags: &JobFlags<'_>,
+        config: Option<&Config>,
+        ask: &dyn Fn(Option<&Path>) -> Result<Passphrase>,
+    ) -> Result<ResolvedJob> {
+        let encryption = self.encryption(flags, ask)?;
         let compression = match &self.compression {
             Some(c) => Compression::parse(c)?,
             None => Compression::default(),
         };
-        let signing_key = super::signing_key(flags.signing_key, self.signing_key.as_deref(), config)?;
+        let signing_key = signing_key(flags.signing_key, self.signing_key.as_deref(), config)?;
         Ok(ResolvedJob {
             plan: self,
             encryption,
@@ -107,7 +115,11 @@ impl JobPlan {
 
     /// A passphrase (flag, flag file or the job's file) or the recipients;
     /// a passphrase must be the only recipient.
-    fn encryption(&self, flags: &JobFlags<'_>) -> Result<Encryption> {
+    fn encryption(
+        &self,
+        flags: &JobFlags<'_>,
+        ask: &dyn Fn(Option<&Path>) -> Result<Passphrase>,
+    ) -> Result<Encryption> {
         if flags.passphrase || flags.passphrase_file.is_some() || self.passphrase_file.is_some() {
             if !flags.recipients.is_empty() {
                 return Err(
@@ -117,7 +129,7 @@ impl JobPlan {
             }
             let file = flags.passphrase_file.or(self.passphrase_file.as_deref());
             return Ok(Encryption::Passphrase {
-                passphrase: super::passphrase(file, true)?,
+                passphrase: ask(file)?,
                 log_n: coffer_core::DEFAULT_SCRYPT_LOG_N,
             });
         }
@@ -133,16 +145,33 @@ impl JobPlan {
 }
 
 /// A [`JobPlan`] with its keys and codec resolved.
-pub(crate) struct ResolvedJob {
-    pub(crate) plan: JobPlan,
-    pub(crate) encryption: Encryption,
-    pub(crate) compression: Compression,
-    pub(crate) signing_key: Option<Arc<SigningKey>>,
+pub struct ResolvedJob {
+    pub plan: JobPlan,
+    pub encryption: Encryption,
+    pub compression: Compression,
+    pub signing_key: Option<Arc<SigningKey>>,
 }
 
 /// zstd worker threads: one per core.
-pub(crate) fn threads() -> u32 {
+pub fn threads() -> u32 {
     std::thread::available_parallelism()
         .map(|n| n.get() as u32)
         .unwrap_or(2)
+}
+
+/// The signing key of a backup: `flag` (--signing-key), else the job's,
+/// else the config's top-level one.
+pub fn signing_key(
+    flag: Option<&Path>,
+    job: Option<&Path>,
+    config: Option<&Config>,
+) -> Result<Option<Arc<SigningKey>>> {
+    let path: Option<PathBuf> = flag
+        .map(Path::to_path_buf)
+        .or_else(|| job.map(Path::to_path_buf))
+        .or_else(|| config.and_then(|c| c.signing_key.clone()));
+    match path {
+        Some(p) => Ok(Some(Arc::new(SigningKey::from_file(&p)?))),
+        None => Ok(None),
+    }
 }

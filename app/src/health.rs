@@ -43,15 +43,15 @@ fn default_status() -> u16 {
 }
 
 /// Bytes of a response body read at most, unless configured.
-pub(crate) const DEFAULT_MAX_BODY: u64 = 1 << 20;
+pub const DEFAULT_MAX_BODY: u64 = 1 << 20;
 
-pub(crate) fn default_max_body() -> u64 {
+pub fn default_max_body() -> u64 {
     DEFAULT_MAX_BODY
 }
 
 /// Up to `limit` bytes of `resp`'s body, streamed (never more in memory),
 /// and whether the body went on past them.
-pub(crate) async fn read_body(
+pub async fn read_body(
     mut resp: reqwest::Response,
     limit: u64,
 ) -> std::result::Result<(Vec<u8>, bool), reqwest::Error> {
@@ -69,7 +69,7 @@ pub(crate) async fn read_body(
 
 impl Health {
     /// Checks the settings.
-    pub(crate) fn check(&self) -> std::result::Result<(), String> {
+    pub fn check(&self) -> std::result::Result<(), String> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return Err(format!(
                 "health url `{}` must start with http:// or https://",
@@ -84,7 +84,7 @@ impl Health {
 }
 
 /// The URL without a password (`user:***@`).
-pub(crate) fn shown_url(url: &str) -> String {
+pub fn shown_url(url: &str) -> String {
     match (url.find("://"), url.find('@')) {
         (Some(scheme), Some(at)) if at > scheme && !url[scheme + 3..at].contains('/') => {
             let user = url[scheme + 3..at].split(':').next().unwrap_or("");
@@ -96,17 +96,17 @@ pub(crate) fn shown_url(url: &str) -> String {
 
 /// How the wait went.
 #[derive(Debug, Clone)]
-pub(crate) struct HealthReport {
-    pub(crate) url: String,
-    pub(crate) ok: bool,
-    pub(crate) attempts: u32,
-    pub(crate) seconds: f64,
+pub struct HealthReport {
+    pub url: String,
+    pub ok: bool,
+    pub attempts: u32,
+    pub seconds: f64,
     /// What the last attempt saw.
-    pub(crate) last: String,
+    pub last: String,
 }
 
 impl HealthReport {
-    pub(crate) fn typed(&self) -> HealthWait {
+    pub fn typed(&self) -> HealthWait {
         HealthWait {
             url: self.url.clone(),
             ok: self.ok,
@@ -116,7 +116,7 @@ impl HealthReport {
         }
     }
 
-    pub(crate) fn line(&self) -> String {
+    pub fn line(&self) -> String {
         if self.ok {
             format!(
                 "health {}: {} after {:.1}s ({} attempt{})",
@@ -135,7 +135,7 @@ impl HealthReport {
     }
 
     /// The run's error when the service did not come back.
-    pub(crate) fn error(&self) -> Option<Error> {
+    pub fn error(&self) -> Option<Error> {
         (!self.ok).then(|| {
             Error::new(
                 ErrorKind::Unreachable,
@@ -147,7 +147,7 @@ impl HealthReport {
 }
 
 /// Polls until healthy or the timeout.
-pub(crate) async fn wait(h: &Health) -> HealthReport {
+pub async fn wait(h: &Health) -> HealthReport {
     let started = Instant::now();
     let timeout = Duration::from_secs(h.timeout.unwrap_or(120));
     let interval = Duration::from_secs(h.interval.unwrap_or(2));
@@ -209,7 +209,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// The innermost cause of a request error, in one line.
-pub(crate) fn short_error(e: &reqwest::Error) -> String {
+pub fn short_error(e: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = e;
     while let Some(inner) = cause.source() {
         cause = inner;

@@ -18,29 +18,29 @@ use serde::{Deserialize, Serialize};
 use coffer_core::ops::CheckResult;
 
 /// The folder of the drill history on a sink.
-pub(crate) const DRILLS_PREFIX: &str = "drills/";
+pub const DRILLS_PREFIX: &str = "drills/";
 /// Format tag of a drill report.
-pub(crate) const DRILL_FORMAT: &str = "coffer-drill/1";
+pub const DRILL_FORMAT: &str = "coffer-drill/1";
 
 /// Where a drill restored to.
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
-pub(crate) struct Scratch {
+pub struct Scratch {
     /// The temporary directory of files, `.env` secrets and command outputs.
-    pub(crate) dir: String,
+    pub dir: String,
     /// The scratch place of each source kind that has one of its own, as
     /// its plugin describes it: `databases` (source → scratch, MongoDB),
     /// `k8s_namespace` (Kubernetes) …
     #[serde(flatten)]
-    pub(crate) places: serde_json::Map<String, serde_json::Value>,
+    pub places: serde_json::Map<String, serde_json::Value>,
     /// Each of those places in words, a line each, e.g. ``database `app`
     /// → `app-drill-x` `` (the Markdown report's lines).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) described: Vec<String>,
+    pub described: Vec<String>,
     /// Whether they were kept (`--keep`) or removed.
-    pub(crate) kept: bool,
+    pub kept: bool,
     /// What removing them failed on, if anything.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) cleanup_error: Option<String>,
+    pub cleanup_error: Option<String>,
 }
 
 /// The `--json` output of `coffer drill`: the drill's evidence and
@@ -49,56 +49,56 @@ pub(crate) struct Scratch {
 pub struct DrillOutput {
     /// The evidence, as stored in `drills/` on the sink.
     #[serde(flatten)]
-    pub(crate) report: DrillReport,
+    pub report: DrillReport,
     /// The evidence was written to the sink.
     pub stored: bool,
 }
 
 /// One drill.
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
-pub(crate) struct DrillReport {
+pub struct DrillReport {
     /// [`DRILL_FORMAT`].
-    pub(crate) format: String,
+    pub format: String,
     /// `<start time>-<snapshot id>`: the history object's name.
-    pub(crate) drill: String,
-    pub(crate) started_at: Timestamp,
-    pub(crate) finished_at: Timestamp,
-    pub(crate) host: String,
-    pub(crate) coffer_version: String,
-    pub(crate) snapshot: String,
-    pub(crate) job: String,
-    pub(crate) sink: String,
-    pub(crate) snapshot_time: Timestamp,
+    pub drill: String,
+    pub started_at: Timestamp,
+    pub finished_at: Timestamp,
+    pub host: String,
+    pub coffer_version: String,
+    pub snapshot: String,
+    pub job: String,
+    pub sink: String,
+    pub snapshot_time: Timestamp,
     /// `signed-trusted`, `signed-untrusted`, `unsigned`, …
-    pub(crate) signature: String,
-    pub(crate) signer: Option<String>,
-    pub(crate) object_bytes: u64,
-    pub(crate) plain_bytes: u64,
-    pub(crate) files: usize,
-    pub(crate) passed: bool,
+    pub signature: String,
+    pub signer: Option<String>,
+    pub object_bytes: u64,
+    pub plain_bytes: u64,
+    pub files: usize,
+    pub passed: bool,
     /// Restore plus checks, wall time.
-    pub(crate) rto_seconds: f64,
-    pub(crate) restore_seconds: f64,
-    pub(crate) checks_seconds: f64,
+    pub rto_seconds: f64,
+    pub restore_seconds: f64,
+    pub checks_seconds: f64,
     /// The snapshot's age when the drill started (a point-in-time drill:
     /// the target time's).
-    pub(crate) rpo_seconds: f64,
+    pub rpo_seconds: f64,
     /// A point-in-time drill (`--to-time`, `--to-ts`): the oplog position
     /// restored to, from the snapshot plus its archived oplog slices.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) to_ts: Option<coffer_core::slices::LogPos>,
+    pub to_ts: Option<coffer_core::slices::LogPos>,
     /// The archived oplog slices replayed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub(crate) slices: Option<usize>,
+    pub slices: Option<usize>,
     /// From an `audit` check: the window to reconcile by hand.
     #[serde(default)]
-    pub(crate) audit_gap_seconds: Option<f64>,
-    pub(crate) checks: Vec<CheckResult>,
-    pub(crate) scratch: Scratch,
+    pub audit_gap_seconds: Option<f64>,
+    pub checks: Vec<CheckResult>,
+    pub scratch: Scratch,
     /// A partial drill (`--only`): the snapshot's sources it did not
     /// restore. Such a drill never counts as the last passed one.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub(crate) left_out: Vec<String>,
+    pub left_out: Vec<String>,
 }
 
 fn secs(s: f64) -> String {
@@ -117,7 +117,7 @@ fn secs(s: f64) -> String {
 impl DrillReport {
     /// `PASSED`, `FAILED`, or for a partial drill `PASSED (partial: … not
     /// drilled)`.
-    pub(crate) fn verdict(&self) -> String {
+    pub fn verdict(&self) -> String {
         match (self.passed, self.left_out.is_empty()) {
             (false, _) => "FAILED".into(),
             (true, true) => "PASSED".into(),
@@ -126,12 +126,12 @@ impl DrillReport {
     }
 
     /// A passed drill of every source of its snapshot.
-    pub(crate) fn passed_whole(&self) -> bool {
+    pub fn passed_whole(&self) -> bool {
         self.passed && self.left_out.is_empty()
     }
 
     /// The report for an auditor.
-    pub(crate) fn markdown(&self) -> String {
+    pub fn markdown(&self) -> String {
         let mut md = String::new();
         let _ = writeln!(md, "# Restore drill {}: {}\n", self.drill, self.verdict());
         let _ = writeln!(md, "| | |\n|---|---|");
@@ -230,7 +230,7 @@ impl DrillReport {
     }
 
     /// Appends the report (JSON and Markdown) to `sink`'s drill history.
-    pub(crate) async fn append_to(&self, sink: &Arc<dyn Sink>) -> Result<()> {
+    pub async fn append_to(&self, sink: &Arc<dyn Sink>) -> Result<()> {
         let base = format!("{DRILLS_PREFIX}{}", self.drill);
         let json = serde_json::to_vec_pretty(self).expect("json");
         sink.put_bytes(&format!("{base}.json"), Bytes::from(json), PutOptions::create())
@@ -245,7 +245,7 @@ impl DrillReport {
     }
 
     /// Writes the report into `dir` (`<drill>.json`, `<drill>.md`).
-    pub(crate) fn write_to(&self, dir: &std::path::Path) -> Result<()> {
+    pub fn write_to(&self, dir: &std::path::Path) -> Result<()> {
         let io =
             |e| coffer_core::Error::io(format!("cannot write the drill report into {}", dir.display()), e);
         std::fs::create_dir_all(dir).map_err(io)?;
@@ -258,7 +258,7 @@ impl DrillReport {
 
 /// The drill history of `sink`, oldest first; unreadable reports are
 /// returned as `(key, error)`.
-pub(crate) async fn history(sink: &dyn Sink) -> Result<(Vec<DrillReport>, Vec<(String, String)>)> {
+pub async fn history(sink: &dyn Sink) -> Result<(Vec<DrillReport>, Vec<(String, String)>)> {
     let mut reports = Vec::new();
     let mut unreadable = Vec::new();
     for obj in sink.list(DRILLS_PREFIX).await? {

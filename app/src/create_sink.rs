@@ -11,13 +11,13 @@ use tokio::sync::OnceCell;
 
 /// Wraps a sink so that its first operation runs `init` first.
 #[derive(Debug)]
-pub(crate) struct CreateOnFirstUse {
+pub struct CreateOnFirstUse {
     inner: Arc<dyn Sink>,
     ready: OnceCell<()>,
 }
 
 impl CreateOnFirstUse {
-    pub(crate) fn wrap(inner: Arc<dyn Sink>) -> Arc<dyn Sink> {
+    pub fn wrap(inner: Arc<dyn Sink>) -> Arc<dyn Sink> {
         Arc::new(CreateOnFirstUse {
             inner,
             ready: OnceCell::new(),

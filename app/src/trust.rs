@@ -5,15 +5,14 @@ use std::path::Path;
 
 use coffer_core::{CatalogEntry, Result, TrustState, TrustedSigners};
 
-use super::TrustSel;
 use crate::config::Config;
 
-/// The trusted signers: --trusted-signer flags plus the config's
+/// The trusted signers: `flags` (the command line's --trusted-signer) plus the config's
 /// `trusted-signers` (files relative to the config's folder); when neither
 /// names one, the public halves of the config's own `signing-key`s.
-pub(crate) fn trusted_signers(sel: &TrustSel, config: Option<&Config>) -> Result<TrustedSigners> {
+pub fn trusted_signers(flags: &[String], config: Option<&Config>) -> Result<TrustedSigners> {
     let mut t = TrustedSigners::new();
-    for s in &sel.trusted_signers {
+    for s in flags {
         t.add(s, Path::new("."))
             .map_err(|e| e.prefix("--trusted-signer"))?;
     }
@@ -32,7 +31,7 @@ pub(crate) fn trusted_signers(sel: &TrustSel, config: Option<&Config>) -> Result
         // another key) is refused. Signers named in the config or on the
         // command line are the whole list. A key file this host cannot read
         // (a restore host without it) adds nothing.
-        let explicit = !c.trusted_signers.is_empty() || !sel.trusted_signers.is_empty();
+        let explicit = !c.trusted_signers.is_empty() || !flags.is_empty();
         let keys = c
             .signing_key
             .iter()
@@ -50,15 +49,15 @@ pub(crate) fn trusted_signers(sel: &TrustSel, config: Option<&Config>) -> Result
 
 /// Refuses a snapshot whose signature fails the trust policy; call it
 /// before fetching or decrypting anything.
-pub(crate) fn enforce(trust: &TrustedSigners, entry: &CatalogEntry) -> Result<TrustState> {
+pub fn enforce(trust: &TrustedSigners, entry: &CatalogEntry) -> Result<TrustState> {
     trust.enforce(entry.index.id.as_str(), &entry.signature)
 }
 
 /// `signed` (trusted, or any valid signature when no signer is trusted),
 /// `unsigned`, or `untrusted` (refused by restore: unsigned or untrusted
 /// while signers are configured, or a bad signature).
-pub(crate) fn signature_column(trust: &coffer_core::TrustedSigners, e: &CatalogEntry) -> &'static str {
-    match (crate::ctx::enforce(trust, e), trust.judge(&e.signature)) {
+pub fn signature_column(trust: &coffer_core::TrustedSigners, e: &CatalogEntry) -> &'static str {
+    match (enforce(trust, e), trust.judge(&e.signature)) {
         (Err(_), _) => "untrusted",
         (Ok(_), coffer_core::TrustState::Unsigned) => "unsigned",
         (Ok(_), _) => "signed",

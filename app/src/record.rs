@@ -2,9 +2,11 @@
 //! Prometheus textfile metrics, when the config asks for them
 //! (`audit-log = "…"`, `metrics-file = "…"` at its top level).
 //!
-//! Commands note what they did on the context's `record` ([`Record::note`],
-//! [`Record::metric`]); the dispatcher writes both after the command ended,
-//! whatever its result. Neither ever holds a secret value: notes are ids,
+//! Operations note what they did on the context's [`Recorder`]
+//! ([`Recorder::note`], [`Recorder::metric`]), which hands them to an
+//! [`Observer`]. The front end picks the observer: the CLI's is a
+//! [`Record`], written with [`finish`] after the command ended, whatever
+//! its result; a daemon may send them elsewhere. Neither ever holds a secret value: notes are ids,
 //! names, counts and sizes, and errors never carry secrets.
 //!
 //! - **Audit log**: one JSON object per line (`time`, `user`, `uid`,
@@ -20,40 +22,39 @@ use std::collections::BTreeMap;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 
 use serde_json::{Map, Value, json};
 
-use crate::Failure;
 use crate::config::Config;
 
-/// One metric sample a command measured.
-#[derive(Debug, Clone)]
-pub(crate) struct Sample {
-    pub(crate) name: &'static str,
-    pub(crate) labels: Vec<(&'static str, String)>,
-    pub(crate) value: f64,
+/// Gets what a run did: notes for the audit log, metric samples. Neither
+/// ever holds a secret value.
+pub trait Observer: Send + Sync {
+    /// `key = value` (an id, a name, a count, a size).
+    fn note(&self, key: &str, value: Value);
+    /// One metric sample.
+    fn metric(&self, sample: Sample);
 }
 
-/// What a command noted for the audit log and the metrics.
-#[derive(Debug, Default)]
-pub(crate) struct Record {
-    notes: Mutex<Map<String, Value>>,
-    samples: Mutex<Vec<Sample>>,
-}
+/// The observer of a run, as operations use it.
+#[derive(Clone)]
+pub struct Recorder(Arc<dyn Observer>);
 
-impl Record {
-    /// Notes `key = value` for the audit log (never a secret).
-    pub(crate) fn note(&self, key: &str, value: impl Into<Value>) {
-        self.notes
-            .lock()
-            .expect("notes")
-            .insert(key.to_string(), value.into());
+impl Recorder {
+    /// Reports to `observer`.
+    pub fn new(observer: Arc<dyn Observer>) -> Recorder {
+        Recorder(observer)
     }
 
-    /// Records a metric sample for the textfile.
-    pub(crate) fn metric(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
-        self.samples.lock().expect("samples").push(Sample {
+    /// Notes `key = value` for the audit log (never a secret).
+    pub fn note(&self, key: &str, value: impl Into<Value>) {
+        self.0.note(key, value.into());
+    }
+
+    /// Records a metric sample.
+    pub fn metric(&self, name: &'static str, labels: &[(&'static str, &str)], value: f64) {
+        self.0.metric(Sample {
             name,
             labels: labels.iter().map(|(k, v)| (*k, v.to_string())).collect(),
             value,
@@ -61,8 +62,44 @@ impl Record {
     }
 }
 
+/// How a command ended, for its audit line.
+#[derive(Debug, Clone)]
+pub struct Ending {
+    /// `ok`, `failed`, `partial` or `checks-failed`.
+    pub result: &'static str,
+    /// Its exit code.
+    pub exit: u8,
+    /// What failed, if anything.
+    pub error: Option<String>,
+}
+
+/// One metric sample a command measured.
+#[derive(Debug, Clone)]
+pub struct Sample {
+    pub name: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: f64,
+}
+
+/// What a command noted for the audit log and the metrics.
+#[derive(Debug, Default)]
+pub struct Record {
+    notes: Mutex<Map<String, Value>>,
+    samples: Mutex<Vec<Sample>>,
+}
+
+impl Observer for Record {
+    fn note(&self, key: &str, value: Value) {
+        self.notes.lock().expect("notes").insert(key.to_string(), value);
+    }
+
+    fn metric(&self, sample: Sample) {
+        self.samples.lock().expect("samples").push(sample);
+    }
+}
+
 /// The metrics coffer writes: name, type, help.
-pub(crate) const METRICS: &[(&str, &str, &str)] = &[
+pub const METRICS: &[(&str, &str, &str)] = &[
     (
         "coffer_oplog_last_archived_timestamp_seconds",
         "gauge",
@@ -178,16 +215,10 @@ pub(crate) const METRICS: &[(&str, &str, &str)] = &[
 /// Writes the audit line and the metrics of a finished command, if the
 /// config asks for them. Failing to write them is reported on stderr and
 /// never changes the command's result.
-pub(crate) fn finish(
-    config: Option<&Config>,
-    record: &Record,
-    command: &str,
-    result: &Result<(), Failure>,
-    seconds: f64,
-) {
+pub fn finish(config: Option<&Config>, record: &Record, command: &str, ending: &Ending, seconds: f64) {
     let Some(config) = config else { return };
     if let Some(path) = &config.audit_log {
-        let line = audit_line(record, command, result, seconds);
+        let line = audit_line(record, command, ending, seconds);
         if let Err(e) = append(path, &line) {
             eprintln!("warning: cannot append to the audit log {}: {e}", path.display());
         }
@@ -219,15 +250,9 @@ fn user() -> (String, u32) {
     }
 }
 
-fn audit_line(record: &Record, command: &str, result: &Result<(), Failure>, seconds: f64) -> Value {
+fn audit_line(record: &Record, command: &str, ending: &Ending, seconds: f64) -> Value {
     let (user, uid) = user();
-    let (outcome, exit, error) = match result {
-        Ok(()) => ("ok", 0, None),
-        Err(Failure::Error(e)) => ("failed", crate::exit_code(e), Some(e.to_string())),
-        Err(Failure::Partial(m)) => ("partial", 4, Some(m.clone())),
-        Err(Failure::Integrity(m)) => ("failed", 3, Some(m.clone())),
-        Err(Failure::Checks(m)) => ("checks-failed", 6, Some(m.clone())),
-    };
+    let (outcome, exit, error) = (ending.result, ending.exit, ending.error.clone());
     let mut line = json!({
         "time": jiff::Timestamp::now().to_string(),
         "user": user,
@@ -286,7 +311,7 @@ fn series_key(name: &str, labels: &BTreeMap<String, String>) -> String {
 
 /// Writes `samples` to the config's metrics file now (a long-running
 /// command: the follower), keeping the other samples.
-pub(crate) fn write_samples(config: &Config, samples: &[Sample]) {
+pub fn write_samples(config: &Config, samples: &[Sample]) {
     if let Some(path) = &config.metrics_file
         && let Err(e) = write_metrics(path, samples)
     {

@@ -22,12 +22,12 @@ use coffer_core::{Registry, Result, parse_table, toml};
 use serde::Deserialize;
 use serde_json::json;
 
-pub(crate) use coffer_core::ops::CheckResult;
+pub use coffer_core::ops::CheckResult;
 
 use crate::health::{Health, shown_url};
 
 /// Registers the generic check kinds, `http` and `prometheus`.
-pub(crate) fn register(reg: &mut Registry) {
+pub fn register(reg: &mut Registry) {
     reg.register_check(Arc::new(HttpKind));
     reg.register_check(Arc::new(PrometheusKind));
 }
@@ -133,7 +133,7 @@ pub struct PrometheusCheck {
 }
 
 /// Runs `checks` in order, each timed.
-pub(crate) async fn run_checks(checks: &[Arc<dyn Check>], env: &CheckEnv<'_>) -> Vec<CheckResult> {
+pub async fn run_checks(checks: &[Arc<dyn Check>], env: &CheckEnv<'_>) -> Vec<CheckResult> {
     let mut out = Vec::new();
     for check in checks {
         let started = Instant::now();
@@ -302,7 +302,7 @@ async fn prometheus(p: &PrometheusCheck) -> CheckResult {
 }
 
 /// `None` when every check passed, else what failed, in one line.
-pub(crate) fn failures(results: &[CheckResult]) -> Option<String> {
+pub fn failures(results: &[CheckResult]) -> Option<String> {
     let failed: Vec<String> = results
         .iter()
         .filter(|r| !r.passed)

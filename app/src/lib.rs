@@ -1,0 +1,37 @@
+//! coffer-app: what coffer does at the level of a job or a service, below
+//! any front end. The `coffer` command line is one front end; the oplog
+//! follower, a scheduler or an HTTP API would be others, reusing this
+//! crate instead of the CLI's code.
+//!
+//! - [`config`]: `coffer.toml` parsed strictly into plugin objects;
+//! - [`job`]: what a backup run captures, where it writes, how it
+//!   encrypts ([`job::JobPlan`]);
+//! - [`trust`]: whom a restore trusts;
+//! - [`hooks`] and [`health`]: cold-backup hooks and health waits;
+//! - [`checks`]: the generic check kinds (`http`, `prometheus`) and
+//!   running a job's checks (plugins register their own kinds);
+//! - [`evidence`]: a drill's report, stored in the sink's history;
+//! - [`record`]: the audit log and the metrics file, behind the
+//!   [`record::Observer`] a run reports to;
+//! - [`App`]: the context a front end gives each operation (config,
+//!   plugins, cancellation, observer).
+//!
+//! Storage-level operations (backup under locks, restore, verify, prune,
+//! copy …) are in `coffer_core::ops`; this layer composes them with the
+//! configuration. It sits between the plugin crates and the front ends, in
+//! a crate of its own rather than in core, because it needs HTTP (health
+//! waits, checks), processes (hooks) and files outside any sink (audit
+//! log, metrics), none of which a plugin should inherit from core.
+
+pub mod checks;
+pub mod config;
+mod context;
+pub mod create_sink;
+pub mod evidence;
+pub mod health;
+pub mod hooks;
+pub mod job;
+pub mod record;
+pub mod trust;
+
+pub use context::App;
