@@ -6,11 +6,16 @@
 //! - [`config`]: `coffer.toml` parsed strictly into plugin objects;
 //! - [`job`]: what a backup run captures, where it writes, how it
 //!   encrypts ([`job::JobPlan`]);
+//! - [`backup`]: a job's backup with its hooks, quorum, prune and pin
+//!   ([`retention`]: whose policy applies);
 //! - [`trust`]: whom a restore trusts;
+//! - [`restoring`]: opening a snapshot (its signature judged first) and
+//!   restoring it with the config's sources;
 //! - [`hooks`] and [`health`]: cold-backup hooks and health waits;
 //! - [`checks`]: the generic check kinds (`http`, `prometheus`) and
 //!   running a job's checks (plugins register their own kinds);
-//! - [`evidence`]: a drill's report, stored in the sink's history;
+//! - [`drill`]: a rehearsed restore into scratch places, checked and
+//!   removed, and [`evidence`]: its report, stored in the sink's history;
 //! - [`record`]: the audit log and the metrics file, behind the
 //!   [`record::Observer`] a run reports to;
 //! - [`App`]: the context a front end gives each operation (config,
@@ -23,15 +28,19 @@
 //! waits, checks), processes (hooks) and files outside any sink (audit
 //! log, metrics), none of which a plugin should inherit from core.
 
+pub mod backup;
 pub mod checks;
 pub mod config;
 mod context;
 pub mod create_sink;
+pub mod drill;
 pub mod evidence;
 pub mod health;
 pub mod hooks;
 pub mod job;
 pub mod record;
+pub mod restoring;
+pub mod retention;
 pub mod trust;
 
 pub use context::App;

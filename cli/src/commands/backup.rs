@@ -2,15 +2,17 @@
 //! the sources into one bundle, fan it out to the sinks, then prune or pin.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Args;
+use coffer_app::backup::{BackupFailed, JobBackup, fan_out};
 use coffer_core::ops::BackupReport;
-use coffer_core::{BackupRequest, Result, config_error};
+use coffer_core::{Progress, config_error};
 
 use crate::Failure;
 use crate::config::Config;
-use crate::ctx::{BackupSinks, CmdResult, Ctx, JobFlags, JobPlan, ResolvedJob, run_locked_backup};
-use crate::output::{print_json, size};
+use crate::ctx::{BackupSinks, CmdResult, Ctx, JobFlags, JobPlan};
+use crate::output::{Spinner, print_json, size};
 
 #[derive(Debug, Args)]
 pub struct BackupArgs {
@@ -112,141 +114,66 @@ pub(crate) async fn exec(ctx: &Ctx, a: BackupArgs) -> CmdResult {
         signing_key: a.signing_key.as_deref(),
     };
     let plan = plan(ctx, &a, config.as_ref())?.with_flags(&flags);
-    let one_off = !plan.configured;
-    let (targets, quorum) = fan_out(
+    let (sinks, quorum) = fan_out(
         config.as_ref(),
         &plan.job,
-        one_off,
+        !plan.configured,
         plan.sinks.clone(),
         &a.sinks_optional,
     )?;
     if a.prune {
-        let names: Vec<String> = targets.iter().map(|(n, _)| n.clone()).collect();
-        crate::retention::check_backup_prune(config.as_ref(), &plan.job, &names)?;
+        let names: Vec<String> = sinks.iter().map(|(n, _)| n.clone()).collect();
+        coffer_app::retention::check_backup_prune(config.as_ref(), &plan.job, &names)?;
     }
-    let ResolvedJob {
-        plan,
-        encryption,
-        compression,
-        signing_key,
-    } = plan.resolve(&flags, config.as_ref(), &crate::ctx::new_passphrase)?;
-    let time = crate::ctx::snapshot_time(a.time.as_deref())?;
-    let format = a
-        .format
-        .as_deref()
-        .map(coffer_core::chunked::SnapshotFormat::parse)
-        .transpose()?;
-    let sinks = ctx.sink_targets(&targets, config.as_ref(), format)?;
-    let dedup_key = ctx
-        .dedup_key(&sinks, config.as_ref(), a.dedup_key.as_deref(), &encryption)
-        .await?;
-    let JobPlan {
-        job, sources, tags, ..
-    } = plan;
-    // Until it succeeds, the run counts as failed.
-    let now = jiff::Timestamp::now().as_second() as f64;
-    ctx.record.note("job", job.as_str());
-    ctx.record
-        .metric("coffer_backup_last_run_timestamp_seconds", &[("job", &job)], now);
-    ctx.record
-        .metric("coffer_backup_last_run_success", &[("job", &job)], 0.0);
-    // A configured source that cannot be read (a missing path) names its
-    // place in the config file.
-    if let Some(cfg) = config.as_ref().filter(|_| !one_off) {
-        for s in &sources {
-            let name = s.info().name;
-            if let Some(place) = cfg.source_places.get(&name) {
-                s.check().await.map_err(|e| e.prefix(place))?;
-            }
-        }
-    }
-    let threads = crate::ctx::threads();
-    let req = BackupRequest {
-        job,
-        sources,
+    let req = JobBackup {
+        job: plan.resolve(&flags, config.as_ref(), &crate::ctx::new_passphrase)?,
         sinks,
-        encryption,
-        compression,
-        tags,
-        time,
-        threads,
-        signing_key,
-        dedup_key,
-        // The config's trusted signers (or its own signing keys): chunks
-        // are reused only from snapshots they signed.
-        trusted: crate::ctx::trusted_signers(&Default::default(), config.as_ref())?,
+        quorum,
+        format: a
+            .format
+            .as_deref()
+            .map(coffer_core::chunked::SnapshotFormat::parse)
+            .transpose()?,
+        dedup_key: a.dedup_key.clone(),
+        time: crate::ctx::snapshot_time(a.time.as_deref())?,
+        keep_forever: a.keep_forever,
+        prune: a.prune,
     };
-
-    // A job's hooks (cold backups): `before`, then the backup, then
-    // `after` whatever happened (see crate::hooks).
-    let mut hooks = match (&config, one_off) {
-        (Some(cfg), false) => cfg
-            .jobs
-            .get(&req.job)
-            .map(|j| j.hooks())
-            .filter(|h| !h.is_empty())
-            .map(crate::hooks::HookRun::new),
-        _ => None,
-    };
-    if let Some(h) = hooks.as_mut()
-        && let Err(e) = h.before().await
-    {
-        let _ = h.finish(true).await;
-        report_hooks_on_error(ctx, h);
-        return Err(e.into());
-    }
-    let (outcome, secs) = match run_locked_backup(ctx, req, "backup").await {
-        Ok(done) => done,
-        Err(e) => {
-            if let Some(h) = hooks.as_mut() {
-                let _ = h.finish(true).await;
+    let progress = Arc::new(Progress::default());
+    let spinner = Spinner::start("backup", progress.clone(), ctx.quiet);
+    let run = ctx.app.backup(config.as_ref(), req, progress).await;
+    spinner.finish();
+    let run = match run {
+        Ok(run) => run,
+        Err(BackupFailed { error, hooks }) => {
+            if let Some(h) = &hooks {
                 report_hooks_on_error(ctx, h);
             }
-            return Err(e.into());
+            return Err(error.into());
         }
     };
-    let after = crate::retention::after_backup(ctx, config.as_ref(), a.keep_forever, a.prune, &outcome).await;
-    let stored = outcome.sinks.iter().filter(|s| s.result.is_ok()).count();
-    let complete = match quorum {
-        Some(q) => stored >= q,
-        None => outcome.required_ok(),
-    };
-    let hooks_done = match hooks.as_mut() {
-        Some(h) => h.finish(!complete || after.is_err()).await,
-        None => Ok(()),
-    };
-    record_backup(ctx, config.as_ref(), &outcome, complete, secs).await;
-
-    let mut report = BackupReport::new(&outcome, secs, quorum, complete);
-    if let Ok(Some(after)) = &after {
-        report.pinned_on = Some(after.pinned.clone());
-        report.prune = Some(after.pruned.clone());
-    }
-    if let Some(h) = &hooks {
-        report.hooks = Some(h.reports.iter().map(|r| r.typed()).collect());
-        report.health = h.health.as_ref().map(|r| r.typed());
-    }
+    let report = run.report();
     if ctx.json {
         print_json(&report);
     } else {
         print_text(
             &report,
-            after.as_ref().ok().and_then(Option::as_ref),
-            hooks.as_ref(),
+            run.after.as_ref().ok().and_then(Option::as_ref),
+            run.hooks.as_ref(),
         );
     }
-    if !complete {
+    if !run.complete {
         return Err(partial(&report));
     }
-    after?;
-    hooks_done?;
+    run.after?;
+    run.hooks_done?;
     Ok(())
 }
 
 /// The run's report for a person.
 pub(crate) fn print_text(
     report: &BackupReport,
-    after: Option<&crate::retention::AfterBackup>,
+    after: Option<&coffer_app::retention::AfterBackup>,
     hooks: Option<&crate::hooks::HookRun>,
 ) {
     match &report.chunks {
@@ -297,7 +224,7 @@ pub(crate) fn print_text(
         println!("  optional sinks failed; every required sink holds the snapshot");
     }
     if let Some(after) = after {
-        after.print();
+        crate::retention::print_after(after);
     }
     for r in hooks.iter().flat_map(|h| &h.reports) {
         println!("  {}", r.line());
@@ -346,107 +273,6 @@ fn report_hooks_on_error(ctx: &Ctx, hooks: &crate::hooks::HookRun) {
             eprintln!("{}", serde_json::to_string(&h.typed()).expect("json"));
         } else {
             eprintln!("{}", h.line());
-        }
-    }
-}
-
-/// A sink of a backup run: its name and whether it is required.
-type SinkChoice = (String, bool);
-
-/// The sinks of a backup run with whether each is required, and the
-/// job's quorum: the run's sinks (`--sink`, else the job's) marked optional
-/// by `[sink.X] optional = true` or `--sink-optional X`, then every
-/// `--sink-optional` sink not among them.
-fn fan_out(
-    config: Option<&Config>,
-    job: &str,
-    one_off: bool,
-    names: Vec<String>,
-    optional: &[String],
-) -> Result<(Vec<SinkChoice>, Option<usize>)> {
-    let configured_optional = |n: &str| config.is_some_and(|c| c.sink_optional.contains(n));
-    let mut targets: Vec<SinkChoice> = Vec::new();
-    for n in names.into_iter().chain(optional.iter().cloned()) {
-        if targets.iter().any(|(t, _)| *t == n) {
-            continue;
-        }
-        let required = !configured_optional(&n) && !optional.contains(&n);
-        targets.push((n, required));
-    }
-    let quorum = if one_off {
-        None
-    } else {
-        config.and_then(|c| c.jobs.get(job)).and_then(|j| j.quorum)
-    };
-    if let Some(q) = quorum
-        && q > targets.len()
-    {
-        return Err(config_error(format!(
-            "job `{job}` has quorum = {q}, but this run writes to {} sink(s)",
-            targets.len()
-        ))
-        .with_hint("name more sinks with --sink, or lower the job's quorum"));
-    }
-    if targets.iter().all(|(_, required)| !required) && quorum.is_none() {
-        tracing::info!("every sink is optional: the run succeeds when any one stores the snapshot");
-    }
-    Ok((targets, quorum))
-}
-
-/// The backup's audit notes and metrics (per job and per sink).
-async fn record_backup(
-    ctx: &Ctx,
-    config: Option<&crate::config::Config>,
-    outcome: &coffer_core::BackupOutcome,
-    complete: bool,
-    secs: f64,
-) {
-    let job = outcome.index.job.as_str();
-    let r = &ctx.record;
-    r.note("snapshot", outcome.index.id.as_str());
-    r.note("bytes_in", outcome.plain_bytes);
-    r.note("bytes_out", outcome.index.object.size);
-    r.note(
-        "sinks",
-        serde_json::json!(
-            outcome
-                .sinks
-                .iter()
-                .map(|s| serde_json::json!({"sink": s.name, "ok": s.result.is_ok()}))
-                .collect::<Vec<_>>()
-        ),
-    );
-    let now = jiff::Timestamp::now().as_second() as f64;
-    r.metric("coffer_backup_last_run_timestamp_seconds", &[("job", job)], now);
-    r.metric(
-        "coffer_backup_last_run_success",
-        &[("job", job)],
-        if complete { 1.0 } else { 0.0 },
-    );
-    r.metric("coffer_backup_last_duration_seconds", &[("job", job)], secs);
-    r.metric(
-        "coffer_backup_last_bytes_in",
-        &[("job", job)],
-        outcome.plain_bytes as f64,
-    );
-    let wants_metrics = config.is_some_and(|c| c.metrics_file.is_some());
-    for s in outcome.sinks.iter().filter(|s| s.result.is_ok()) {
-        let labels = [("job", job), ("sink", s.name.as_str())];
-        r.metric("coffer_backup_last_success_timestamp_seconds", &labels, now);
-        r.metric(
-            "coffer_backup_last_bytes_out",
-            &labels,
-            outcome.index.object.size as f64,
-        );
-        if wants_metrics
-            && let Ok(sink) = ctx.sink(&s.name, config)
-            && let Ok(cat) = coffer_core::Catalog::load(sink.as_ref()).await
-        {
-            r.metric(
-                "coffer_snapshots",
-                &[("sink", s.name.as_str())],
-                cat.snapshots.len() as f64,
-            );
         }
     }
 }

@@ -12,6 +12,7 @@ use crate::config::Config;
 use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_point_in_time, open_snapshot, pitr_target};
 use crate::output::{print_json, printable};
 use crate::restoring::restore_snapshot;
+use coffer_app::restoring::RestoreOf;
 
 #[derive(Debug, Args)]
 pub struct RestoreArgs {
@@ -117,32 +118,22 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
             (at.opened, at.replays)
         }
     };
-    let Opened {
-        config,
-        sink_name,
-        sink,
-        entry,
-        ids,
-        admitted,
-        ..
-    } = opened;
-    let index = entry.index.clone();
+    let mut opened = opened;
+    let index = opened.entry.index.clone();
     check_args(&a, &index)?;
     let mut opts = restore_options(ctx, &a)?;
     opts.log_replays = replays;
     let params = opts.params.clone();
-    let outcome = restore_snapshot(
-        ctx,
-        config.as_ref(),
-        sink.as_ref(),
-        &admitted,
-        ids,
-        &a.only,
-        a.cache_dir.as_deref(),
-        opts,
-        a.to_origin,
-    )
-    .await?;
+    let what = RestoreOf {
+        only: &a.only,
+        cache_dir: a.cache_dir.as_deref(),
+        options: opts,
+        origin_places: a.to_origin,
+    };
+    let outcome = restore_snapshot(ctx, &mut opened, what).await?;
+    let Opened {
+        config, sink_name, ..
+    } = opened;
 
     ctx.record.note("snapshot", index.id.as_str());
     ctx.record.note("sink", sink_name.as_str());

@@ -17,7 +17,7 @@ pub struct ShowArgs {
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: ShowArgs) -> CmdResult {
-    let Reading { sinks, trust, .. } = ctx.reading(&a.read)?;
+    let Reading { sinks, trust, .. } = ctx.read(&a.read)?;
     let ids = identities(&a.read.keys)?;
     let ids = (!ids.is_empty()).then(|| Arc::new(ids));
     let progress = Arc::new(Progress::default());

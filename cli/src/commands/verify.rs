@@ -32,7 +32,7 @@ pub struct VerifyArgs {
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: VerifyArgs) -> CmdResult {
-    let Reading { sinks, trust, .. } = ctx.reading(&a.read)?;
+    let Reading { sinks, trust, .. } = ctx.read(&a.read)?;
     let identities = if a.deep {
         let ids = identities(&a.read.keys)?;
         if ids.is_empty() {

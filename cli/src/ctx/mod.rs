@@ -99,21 +99,12 @@ pub struct ReadSel {
     pub trust: TrustSel,
 }
 
-/// [`ReadSel`] resolved: the config, the sinks to read, the trusted
-/// signers.
-pub(crate) struct Reading {
-    pub(crate) config: Option<crate::config::Config>,
-    pub(crate) sinks: Vec<(String, std::sync::Arc<dyn coffer_core::Sink>)>,
-    pub(crate) trust: coffer_core::TrustedSigners,
-}
+pub(crate) use coffer_app::restoring::Reading;
 
 impl Ctx {
     /// Loads the config and resolves `sel`'s sinks and trusted signers.
-    pub(crate) fn reading(&self, sel: &ReadSel) -> Result<Reading> {
-        let config = self.config()?;
-        let sinks = self.sinks_of(&sel.sink, config.as_ref())?;
-        let trust = trusted_signers(&sel.trust, config.as_ref())?;
-        Ok(Reading { config, sinks, trust })
+    pub(crate) fn read(&self, sel: &ReadSel) -> Result<Reading> {
+        self.app.reading(&sel.sink.sinks, &sel.trust.trusted_signers)
     }
 }
 

@@ -1,27 +1,24 @@
 //! Finding a snapshot on the selected sinks and opening it.
 
-use std::sync::Arc;
-
-use coffer_core::{AdmittedIndex, CatalogEntry, Identities, Result, Sink};
+use coffer_core::{Identities, Result};
 
 use super::Ctx;
 
-pub(crate) use coffer_core::ops::{find_job_snapshot, find_snapshot};
+pub(crate) use coffer_app::restoring::{Opened, OpenedAt, find_snapshot};
 
-/// A snapshot to decrypt, as `restore` and `drill` start: the snapshot
-/// `spec` on the selected sinks with its signature judged before anything
-/// is fetched, and the keys to open it (`needs_key` is the error when none
-/// was given, e.g. "restore needs a key").
-pub(crate) struct Opened {
-    pub(crate) config: Option<crate::config::Config>,
-    pub(crate) sink_name: String,
-    pub(crate) sink: Arc<dyn Sink>,
-    pub(crate) entry: CatalogEntry,
-    pub(crate) ids: Identities,
-    /// The index, its signature judged: what a restore takes.
-    pub(crate) admitted: AdmittedIndex,
+/// The keys `sel` gives, which must open something (`needs_key` is the
+/// error when none was given, e.g. "restore needs a key").
+fn keys(sel: &super::ReadSel, needs_key: &str) -> Result<Identities> {
+    let ids = super::identities(&sel.keys)?;
+    if ids.is_empty() {
+        return Err(coffer_core::config_error(needs_key.to_string())
+            .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)"));
+    }
+    Ok(ids)
 }
 
+/// The snapshot `spec` on the selected sinks, as `restore` and `drill`
+/// start ([`coffer_app::App::open_snapshot`]).
 pub(crate) async fn open_snapshot(
     ctx: &Ctx,
     sel: &super::ReadSel,
@@ -29,33 +26,9 @@ pub(crate) async fn open_snapshot(
     job: Option<&str>,
     needs_key: &str,
 ) -> Result<Opened> {
-    let super::Reading { config, sinks, trust } = ctx.reading(sel)?;
-    let ids = super::identities(&sel.keys)?;
-    if ids.is_empty() {
-        return Err(coffer_core::config_error(needs_key.to_string())
-            .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)"));
-    }
-    let (sink_name, sink, entry) = find_job_snapshot(&sinks, spec, job).await?;
-    // Before fetching or decrypting anything: a forged snapshot stops here.
-    let admitted = trust.admit(&entry)?;
-    Ok(Opened {
-        config,
-        sink_name,
-        sink,
-        entry,
-        ids,
-        admitted,
-    })
-}
-
-/// A point-in-time restore, as `restore --to-time` and `drill --to-time`
-/// start: the base snapshot chosen and opened as [`open_snapshot`] does,
-/// and every archived oplog slice up to the target fetched, its signature
-/// judged, its SHA-256 checked and decrypted, before anything is restored.
-pub(crate) struct OpenedAt {
-    pub(crate) opened: Opened,
-    pub(crate) replays: Vec<coffer_core::slices::pitr::LogReplay>,
-    pub(crate) target: coffer_core::slices::LogPos,
+    let reading = ctx.read(sel)?;
+    let ids = keys(sel, needs_key)?;
+    ctx.app.open_snapshot(reading, ids, spec, job).await
 }
 
 /// The job a point-in-time command works on: `--job`, else the config's
@@ -88,6 +61,8 @@ pub(crate) fn pitr_target(to_time: Option<&str>, to_ts: Option<&str>) -> Result<
     }
 }
 
+/// A point-in-time restore's base and slices, as `restore --to-time` and
+/// `drill --to-time` start ([`coffer_app::App::open_point_in_time`]).
 pub(crate) async fn open_point_in_time(
     ctx: &Ctx,
     sel: &super::ReadSel,
@@ -95,44 +70,8 @@ pub(crate) async fn open_point_in_time(
     target: coffer_core::slices::LogPos,
     needs_key: &str,
 ) -> Result<OpenedAt> {
-    use coffer_core::slices::pitr;
-    let super::Reading { config, sinks, trust } = ctx.reading(sel)?;
-    let ids = super::identities(&sel.keys)?;
-    if ids.is_empty() {
-        return Err(coffer_core::config_error(needs_key.to_string())
-            .with_hint("pass --identity FILE (or --passphrase for passphrase bundles)"));
-    }
-    let job = pitr_job(config.as_ref(), job)?;
-    let mut first_err = None;
-    for (sink_name, sink) in sinks {
-        let catalog = coffer_core::Catalog::load(sink.as_ref()).await?;
-        let plan = match pitr::plan(sink.as_ref(), &catalog, &trust, &job, target).await {
-            Ok(p) => p,
-            Err(e) => {
-                first_err.get_or_insert(e.with_context("sink", &sink_name));
-                continue;
-            }
-        };
-        // Every slice checked before anything is restored.
-        let replays = pitr::fetch(sink.as_ref(), &plan, &ids).await?;
-        let entry = catalog
-            .snapshots
-            .iter()
-            .find(|e| e.index.id == plan.base.index().id)
-            .cloned()
-            .expect("the plan's base is in the catalog");
-        return Ok(OpenedAt {
-            opened: Opened {
-                config,
-                sink_name,
-                sink,
-                entry,
-                ids,
-                admitted: plan.base,
-            },
-            replays,
-            target,
-        });
-    }
-    Err(first_err.unwrap_or_else(|| coffer_core::config_error("no sink given")))
+    let reading = ctx.read(sel)?;
+    let ids = keys(sel, needs_key)?;
+    let job = pitr_job(reading.config.as_ref(), job)?;
+    ctx.app.open_point_in_time(reading, ids, &job, target).await
 }
