@@ -72,6 +72,10 @@ fi
 # The end-to-end tests drive the real binary (with the plugins' test-only
 # hooks, which no shipped build has).
 cargo build -p coffer --features test-hooks
+# The slim builds a plugin author makes (the CLI library without the
+# bundled plugins, the application layer without HTTP) still compile.
+cargo check -q -p coffer --no-default-features
+cargo check -q -p coffer-app --no-default-features
 cargo nextest run --workspace --all-features --no-fail-fast
 # Doc tests (nextest does not run them).
 cargo test --workspace --doc -q

@@ -4,6 +4,7 @@
 //! whether the service came back. Written to serve the post-restore checks
 //! of drills too.
 
+#[cfg(feature = "http")]
 use std::time::{Duration, Instant};
 
 use coffer_core::ops::{HealthWait, millis};
@@ -49,8 +50,12 @@ pub fn default_max_body() -> u64 {
     DEFAULT_MAX_BODY
 }
 
+/// Why a health wait or an HTTP check cannot run in a build without HTTP.
+pub const WITHOUT_HTTP: &str = "this coffer was built without HTTP (cargo feature `http`): no health wait, no `http` or `prometheus` check";
+
 /// Up to `limit` bytes of `resp`'s body, streamed (never more in memory),
 /// and whether the body went on past them.
+#[cfg(feature = "http")]
 pub async fn read_body(
     mut resp: reqwest::Response,
     limit: u64,
@@ -78,6 +83,9 @@ impl Health {
         }
         if self.timeout == Some(0) || self.interval == Some(0) {
             return Err("health `timeout` and `interval` must be at least 1 second".into());
+        }
+        if cfg!(not(feature = "http")) {
+            return Err(WITHOUT_HTTP.into());
         }
         Ok(())
     }
@@ -146,7 +154,21 @@ impl HealthReport {
     }
 }
 
+/// Polls until healthy or the timeout (in a build without HTTP, which
+/// refuses such a config, fails at once).
+#[cfg(not(feature = "http"))]
+pub async fn wait(h: &Health) -> HealthReport {
+    HealthReport {
+        url: shown_url(&h.url),
+        ok: false,
+        attempts: 0,
+        seconds: 0.0,
+        last: WITHOUT_HTTP.into(),
+    }
+}
+
 /// Polls until healthy or the timeout.
+#[cfg(feature = "http")]
 pub async fn wait(h: &Health) -> HealthReport {
     let started = Instant::now();
     let timeout = Duration::from_secs(h.timeout.unwrap_or(120));
@@ -204,11 +226,13 @@ pub async fn wait(h: &Health) -> HealthReport {
     }
 }
 
+#[cfg(feature = "http")]
 fn contains(haystack: &[u8], needle: &[u8]) -> bool {
     needle.is_empty() || haystack.windows(needle.len()).any(|w| w == needle)
 }
 
 /// The innermost cause of a request error, in one line.
+#[cfg(feature = "http")]
 pub fn short_error(e: &reqwest::Error) -> String {
     let mut cause: &dyn std::error::Error = e;
     while let Some(inner) = cause.source() {

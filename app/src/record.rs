@@ -319,30 +319,28 @@ pub fn write_samples(config: &Config, samples: &[Sample]) {
     }
 }
 
+/// The samples of a metrics file as this module writes it, as `(metric,
+/// series key, value)`: `name{labels} value` lines (the key is the text
+/// before the value, which [`series_key`] makes the same way), comments
+/// and lines it did not write skipped.
+fn read_series(text: &str) -> impl Iterator<Item = (&str, &str, f64)> {
+    text.lines().filter(|l| !l.starts_with('#')).filter_map(|l| {
+        let (key, value) = l.rsplit_once(' ')?;
+        let metric = key.split('{').next()?;
+        Some((metric, key, value.parse().ok()?))
+    })
+}
+
 fn write_metrics(path: &Path, samples: &[Sample]) -> std::io::Result<()> {
     // name → series → value: the earlier runs' samples, then this run's.
     let mut all: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
-    if let Ok(text) = std::fs::read_to_string(path)
-        && let Ok(scrape) = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string())))
-    {
-        for s in scrape.samples {
-            let value = match s.value {
-                prometheus_parse::Value::Gauge(v)
-                | prometheus_parse::Value::Counter(v)
-                | prometheus_parse::Value::Untyped(v) => v,
-                _ => continue,
-            };
-            if !METRICS.iter().any(|(n, _, _)| *n == s.metric) {
-                continue;
+    if let Ok(text) = std::fs::read_to_string(path) {
+        for (metric, key, value) in read_series(&text) {
+            if METRICS.iter().any(|(n, _, _)| *n == metric) {
+                all.entry(metric.to_string())
+                    .or_default()
+                    .insert(key.to_string(), value);
             }
-            let labels: BTreeMap<String, String> = s
-                .labels
-                .iter()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect();
-            all.entry(s.metric.clone())
-                .or_default()
-                .insert(series_key(&s.metric, &labels), value);
         }
     }
     for s in samples {
@@ -417,6 +415,7 @@ mod tests {
         // Valid exposition format, as the collector reads it.
         let parsed = prometheus_parse::Scrape::parse(text.lines().map(|l| Ok(l.to_string()))).unwrap();
         assert_eq!(parsed.samples.len(), 3);
+        assert_eq!(read_series(&text).count(), 3);
         assert_eq!(
             std::fs::read_dir(d.path()).unwrap().count(),
             1,

@@ -117,7 +117,11 @@ mod imp {
             dedup_key: None,
             trusted: Default::default(),
         };
-        let (outcome, secs) = crate::ctx::run_locked_backup(ctx, req, "import-runbook").await?;
+        let progress = std::sync::Arc::new(coffer_core::Progress::default());
+        let spinner = crate::output::Spinner::start("import-runbook", progress.clone(), ctx.quiet);
+        let done = coffer_core::ops::backup(req, "import-runbook", progress).await;
+        spinner.finish();
+        let (outcome, secs) = done?;
         let mut report = BackupReport::new(&outcome, secs, None, outcome.required_ok());
         report.imported_from = Some(file.to_string_lossy().into_owned());
         report.sha256sums_checked = Some(imported.checked);

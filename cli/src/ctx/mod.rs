@@ -4,7 +4,6 @@
 //! Depends on config, output and core only; never on a command.
 
 mod keys;
-mod locks;
 mod snapshots;
 
 use std::path::PathBuf;
@@ -20,7 +19,6 @@ use crate::config::Config;
 pub(crate) use coffer_app::job::*;
 pub(crate) use coffer_app::trust::signature_column;
 pub(crate) use keys::*;
-pub(crate) use locks::*;
 pub(crate) use snapshots::*;
 
 /// The trusted signers: `--trusted-signer` flags plus the config's (see
