@@ -329,6 +329,28 @@ mod http {
     }
 }
 
+/// The checks of `job` after a restore of its snapshot taken at
+/// `snapshot_time` to its own places (`outcome`, with the restore options
+/// `params`); none when the job declares none.
+pub async fn after_restore(
+    config: &crate::config::Config,
+    job: &str,
+    snapshot_time: jiff::Timestamp,
+    outcome: &coffer_core::RestoreOutcome,
+    params: &std::collections::BTreeMap<String, String>,
+) -> Vec<CheckResult> {
+    let Some(job) = config.jobs.get(job).filter(|j| !j.checks.is_empty()) else {
+        return Vec::new();
+    };
+    let env = CheckEnv {
+        restored: Some(outcome),
+        params: Some(params),
+        snapshot_time: Some(snapshot_time),
+        ..Default::default()
+    };
+    run_checks(&job.checks, &env).await
+}
+
 /// Runs `checks` in order, each timed.
 pub async fn run_checks(checks: &[Arc<dyn Check>], env: &CheckEnv<'_>) -> Vec<CheckResult> {
     let mut out = Vec::new();

@@ -8,6 +8,7 @@
 //!   encrypts ([`job::JobPlan`]);
 //! - [`backup`]: a job's backup with its hooks, quorum, prune and pin
 //!   ([`retention`]: whose policy applies);
+//! - [`oplog`]: a job's oplog follower (its request and its metrics);
 //! - [`trust`]: whom a restore trusts;
 //! - [`restoring`]: opening a snapshot (its signature judged first) and
 //!   restoring it with the config's sources;
@@ -38,6 +39,7 @@ pub mod evidence;
 pub mod health;
 pub mod hooks;
 pub mod job;
+pub mod oplog;
 pub mod record;
 pub mod restoring;
 pub mod retention;

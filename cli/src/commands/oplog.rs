@@ -7,20 +7,16 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use clap::{Args, Subcommand};
-use coffer_core::slices::follow::{
-    FollowEvent, FollowObserver, FollowRequest, FollowSink, LogWindow, follow,
-};
+use coffer_app::oplog::FollowMetrics;
+use coffer_core::slices::follow::{FollowEvent, FollowObserver, follow};
 use coffer_core::slices::pitr::{self, Range};
 use coffer_core::slices::{Break, LogPos, SliceIndex, segments};
-use coffer_core::{Catalog, Result, Source, config_error};
+use coffer_core::{Catalog, Source, config_error};
 use serde::Serialize;
 
-use crate::config::{Config, OplogConfig};
-use crate::ctx::{
-    CmdResult, Ctx, JobFlags, JobPlan, ReadSel, SinkSel, open_point_in_time, pitr_job, pitr_target,
-};
+use crate::config::Config;
+use crate::ctx::{CmdResult, Ctx, ReadSel, SinkSel, open_point_in_time, pitr_job, pitr_target};
 use crate::output::print_json;
-use crate::record::Sample;
 
 #[derive(Debug, Args)]
 pub struct OplogArgs {
@@ -99,95 +95,26 @@ pub(crate) async fn exec(ctx: &Ctx, a: OplogArgs) -> CmdResult {
     }
 }
 
-/// The job's source with an oplog: `[job.NAME.oplog] source`, else its
-/// only source that keeps a change log.
-fn followed_source(cfg: &Config, job: &str, oplog: &OplogConfig) -> Result<(String, Arc<dyn Source>)> {
-    let (_, j) = cfg.job(Some(job))?;
-    let with_log: Vec<&String> = j
-        .sources
-        .iter()
-        .filter(|s| cfg.sources[*s].change_log().is_some())
-        .collect();
-    let name = match (&oplog.source, with_log.as_slice()) {
-        (Some(s), _) => s.clone(),
-        (None, [one]) => (*one).clone(),
-        (None, []) => {
-            return Err(
-                config_error(format!("job `{job}` has no MongoDB source: no oplog to follow"))
-                    .with_hint("point-in-time recovery follows the oplog of a `mongo` source of the job"),
-            );
-        }
-        (None, _) => {
-            return Err(
-                config_error(format!("job `{job}` has several MongoDB sources")).with_hint(
-                    "name the one to follow: `source = \"…\"` in [job.NAME.oplog] (one follower per source)",
-                ),
-            );
-        }
-    };
-    let source = cfg.sources[&name].clone();
-    if source.change_log().is_none() {
-        return Err(config_error(format!("source `{name}` keeps no oplog to follow")));
-    }
-    Ok((name, source))
-}
-
 async fn exec_follow(ctx: &Ctx, a: FollowArgs) -> CmdResult {
     let Some(cfg) = ctx.config()? else {
         return Err(config_error("`oplog follow` needs a coffer.toml with the job")
             .with_hint("pass --config FILE")
             .into());
     };
-    let (job, jc) = cfg.job(a.job.as_deref())?;
-    let oplog = jc.oplog.clone().unwrap_or_default();
-    let (source, src) = followed_source(&cfg, &job, &oplog)?;
-    let resolved = JobPlan::configured(&cfg, Some(&job))?.resolve(
-        &JobFlags::default(),
-        Some(&cfg),
-        &crate::ctx::new_passphrase,
-    )?;
-    let sinks = jc
-        .sinks
-        .iter()
-        .map(|n| {
-            Ok(FollowSink {
-                name: n.clone(),
-                sink: ctx.target_sink(n, Some(&cfg))?,
-                required: !cfg.sink_optional.contains(n),
-            })
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let interval = Duration::from_secs(oplog.slice_interval);
-    let stale = coffer_core::LockOptions::from_env()
-        .map(|o| o.stale)
-        .unwrap_or(coffer_core::DEFAULT_STALE)
-        .max(interval * 5);
-    let req = FollowRequest {
-        job: job.clone(),
-        source: source.clone(),
-        log: src.change_log().expect("checked"),
-        sinks,
-        quorum: jc.quorum,
-        encryption: resolved.encryption,
-        signing_key: resolved.signing_key,
-        interval,
-        size: oplog.slice_size as usize,
-        on_gap: oplog.on_gap,
-        lease_stale: stale,
-        cancel: ctx.cancel.clone(),
-    };
-    ctx.record.note("job", job.as_str());
-    ctx.record.note("source", source.as_str());
+    let follower = ctx
+        .app
+        .follower(&cfg, a.job.as_deref(), &crate::ctx::new_passphrase)?;
     let observer = Observer {
-        job,
-        source,
+        metrics: FollowMetrics::new(&follower.job, &follower.source),
+        job: follower.job,
+        source: follower.source,
         config: cfg,
-        on_gap: oplog.on_gap,
+        on_gap: follower.on_gap,
         quiet: ctx.quiet,
         json: ctx.json,
-        state: Mutex::default(),
+        backup: Mutex::default(),
     };
-    let result = follow(req, &observer).await;
+    let result = follow(follower.request, &observer).await;
     observer.stop_backup();
     if let Err(e) = result {
         if e.kind() == coffer_core::ErrorKind::Cancelled {
@@ -198,17 +125,10 @@ async fn exec_follow(ctx: &Ctx, a: FollowArgs) -> CmdResult {
     Ok(())
 }
 
-#[derive(Default)]
-struct ObserverState {
-    written: u64,
-    failed: u64,
-    gaps: u64,
-    last_archived: Option<LogPos>,
-    backup: Option<std::process::Child>,
-}
-
-/// Prints the follower's events, keeps its metrics, and takes a base
-/// backup when a chain starts (`on-gap = "backup"`).
+/// Prints the follower's events, writes its metrics
+/// ([`FollowMetrics`]), and takes a base backup when a chain starts
+/// (`on-gap = "backup"`): `coffer backup JOB` with the same config, as a
+/// process of its own.
 struct Observer {
     job: String,
     source: String,
@@ -216,7 +136,8 @@ struct Observer {
     on_gap: coffer_core::slices::follow::OnGap,
     quiet: bool,
     json: bool,
-    state: Mutex<ObserverState>,
+    metrics: FollowMetrics,
+    backup: Mutex<Option<std::process::Child>>,
 }
 
 impl Observer {
@@ -228,48 +149,10 @@ impl Observer {
         }
     }
 
-    fn labels(&self) -> Vec<(&'static str, String)> {
-        vec![("job", self.job.clone()), ("source", self.source.clone())]
-    }
-
-    fn metrics(&self, window: Option<&LogWindow>) {
-        let st = self.state.lock().expect("state");
-        let mut samples = vec![
-            self.sample("coffer_oplog_slices_written_total", st.written as f64),
-            self.sample("coffer_oplog_slices_failed_total", st.failed as f64),
-            self.sample("coffer_oplog_gaps_total", st.gaps as f64),
-        ];
-        if let Some(p) = st.last_archived {
-            samples.push(self.sample("coffer_oplog_last_archived_timestamp_seconds", f64::from(p.t)));
-        }
-        if let Some(w) = window {
-            let newest = w.majority.or(w.newest.map(|m| m.ts));
-            if let (Some(n), Some(a)) = (newest, st.last_archived) {
-                let lag = f64::from(n.t.saturating_sub(a.t));
-                samples.push(self.sample("coffer_oplog_lag_seconds", lag));
-                if let (Some(o), Some(nw)) = (w.oldest, w.newest) {
-                    let window = f64::from(nw.ts.t.saturating_sub(o.t)).max(1.0);
-                    samples.push(self.sample("coffer_oplog_window_seconds", window));
-                    samples.push(self.sample("coffer_oplog_headroom_ratio", lag / window));
-                }
-            }
-        }
-        drop(st);
-        crate::record::write_samples(&self.config, &samples);
-    }
-
-    fn sample(&self, name: &'static str, value: f64) -> Sample {
-        Sample {
-            name,
-            labels: self.labels(),
-            value,
-        }
-    }
-
     /// Starts `coffer backup JOB` (the same config) for a new chain's base.
     fn base_backup(&self) {
-        let mut st = self.state.lock().expect("state");
-        if let Some(child) = st.backup.as_mut()
+        let mut running = self.backup.lock().expect("backup");
+        if let Some(child) = running.as_mut()
             && matches!(child.try_wait(), Ok(None))
         {
             return;
@@ -293,7 +176,7 @@ impl Observer {
                     ),
                     serde_json::json!({"event": "base-backup", "job": self.job, "pid": child.id()}),
                 );
-                st.backup = Some(child);
+                *running = Some(child);
             }
             Err(e) => tracing::error!("cannot start the base backup of job `{}`: {e}", self.job),
         }
@@ -301,7 +184,7 @@ impl Observer {
 
     /// Waits for a base backup still running.
     fn stop_backup(&self) {
-        if let Some(mut child) = self.state.lock().expect("state").backup.take() {
+        if let Some(mut child) = self.backup.lock().expect("backup").take() {
             let _ = child.wait();
         }
     }
@@ -309,38 +192,36 @@ impl Observer {
 
 impl FollowObserver for Observer {
     fn event(&self, event: &FollowEvent) {
+        if let Some(samples) = self.metrics.event(event) {
+            crate::record::write_samples(&self.config, &samples);
+        }
         match event {
-            FollowEvent::Started { after, chain_start } => {
-                match chain_start {
-                    None => self.say(
-                        format!(
-                            "following the oplog of `{}` after the archived entry {after}",
-                            self.source
-                        ),
-                        serde_json::json!({"event": "resumed", "after": after}),
+            FollowEvent::Started { after, chain_start } => match chain_start {
+                None => self.say(
+                    format!(
+                        "following the oplog of `{}` after the archived entry {after}",
+                        self.source
                     ),
-                    Some(start) => {
-                        self.say(
-                            format!(
-                                "following the oplog of `{}` from {after}: a new chain ({})",
-                                self.source, start.reason
-                            ),
-                            serde_json::json!({"event": "chain-start", "after": after, "reason": start.reason}),
-                        );
-                        if self.on_gap == coffer_core::slices::follow::OnGap::Backup {
-                            self.base_backup();
-                        }
+                    serde_json::json!({"event": "resumed", "after": after}),
+                ),
+                Some(start) => {
+                    self.say(
+                        format!(
+                            "following the oplog of `{}` from {after}: a new chain ({})",
+                            self.source, start.reason
+                        ),
+                        serde_json::json!({"event": "chain-start", "after": after, "reason": start.reason}),
+                    );
+                    if self.on_gap == coffer_core::slices::follow::OnGap::Backup {
+                        self.base_backup();
                     }
                 }
-                self.state.lock().expect("state").last_archived = Some(after.ts);
-                self.metrics(None);
-            }
+            },
             FollowEvent::Gap {
                 after,
                 reason,
                 restart,
             } => {
-                self.state.lock().expect("state").gaps += 1;
                 tracing::error!(
                     "GAP in the oplog archive of job `{}` after {after}: {reason}. Times between {} and {} cannot be \
                      restored; a new chain starts at {restart}{}",
@@ -357,15 +238,8 @@ impl FollowObserver for Observer {
                     format!("gap after {after}: {reason}"),
                     serde_json::json!({"event": "gap", "after": after, "reason": reason, "restart": restart}),
                 );
-                self.metrics(None);
             }
             FollowEvent::Slice { index, failed } => {
-                {
-                    let mut st = self.state.lock().expect("state");
-                    st.written += 1;
-                    st.failed += failed.len() as u64;
-                    st.last_archived = Some(index.last.ts);
-                }
                 for (sink, e) in failed {
                     tracing::warn!(
                         "oplog slice {} not stored on sink `{sink}`: {e}",
@@ -387,10 +261,9 @@ impl FollowObserver for Observer {
                 );
             }
             FollowEvent::Retrying { error } => {
-                self.state.lock().expect("state").failed += 1;
                 tracing::warn!("oplog slice not stored on a required sink, kept and retried: {error}");
             }
-            FollowEvent::Window(w) => self.metrics(Some(w)),
+            FollowEvent::Window(_) => {}
             FollowEvent::SinkSkipped { sink, error } => {
                 tracing::warn!(
                     "sink `{sink}` is left out of this follower run (it cannot be reached): {error}"
@@ -572,7 +445,7 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
 async fn server_newest(config: Option<&Config>, job: &str) -> Option<(String, LogPos)> {
     let cfg = config?;
     let oplog = cfg.jobs.get(job)?.oplog.clone().unwrap_or_default();
-    let (name, source) = followed_source(cfg, job, &oplog).ok()?;
+    let (name, source) = coffer_app::oplog::followed_source(cfg, job, &oplog).ok()?;
     let log = source.change_log()?;
     let window = tokio::time::timeout(Duration::from_secs(10), log.window())
         .await

@@ -7,7 +7,7 @@ use coffer_core::ops::{CheckResult, RestoreReport};
 use coffer_core::{Index as SnapshotIndex, RestoreOptions, RestoreOutcome, config_error};
 
 use crate::Failure;
-use crate::checks::{failures, run_checks};
+use crate::checks::failures;
 use crate::config::Config;
 use crate::ctx::{CmdResult, Ctx, Opened, ReadSel, open_point_in_time, open_snapshot, pitr_target};
 use crate::output::{print_json, printable};
@@ -203,20 +203,9 @@ async fn post_restore_checks(
     params: &std::collections::BTreeMap<String, String>,
 ) -> Vec<CheckResult> {
     let partial = a.dry_run || a.no_checks || a.target.is_some() || !a.only.is_empty();
-    let Some(c) = config.filter(|_| !partial) else {
-        return Vec::new();
-    };
-    match c.jobs.get(&index.job) {
-        Some(job) if !job.checks.is_empty() => {
-            let env = coffer_core::checks::CheckEnv {
-                restored: Some(outcome),
-                params: Some(params),
-                snapshot_time: Some(index.created_at),
-                ..Default::default()
-            };
-            run_checks(&job.checks, &env).await
-        }
-        _ => Vec::new(),
+    match config.filter(|_| !partial) {
+        Some(c) => coffer_app::checks::after_restore(c, &index.job, index.created_at, outcome, params).await,
+        None => Vec::new(),
     }
 }
 
