@@ -54,6 +54,16 @@ fn drill(p: &Path, more: &[&str]) -> (Output, Value) {
     (out, v)
 }
 
+/// The `kv-keys` check of a drill's report.
+fn kv_check(v: &Value) -> &Value {
+    v["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["kind"] == "kv-keys")
+        .unwrap_or_else(|| panic!("no kv-keys check: {v}"))
+}
+
 #[test]
 fn a_plugin_source_is_drilled_in_its_own_scratch_place_and_checked_there() {
     let d = tempfile::tempdir().unwrap();
@@ -66,12 +76,7 @@ fn a_plugin_source_is_drilled_in_its_own_scratch_place_and_checked_there() {
     assert!(out.status.success(), "{v}");
     let kv_dir = v["scratch"]["kv_dir"].as_str().unwrap().to_string();
     assert!(kv_dir.contains("coffer-kv-drill-"), "{v}");
-    let check = v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "kv-keys")
-        .unwrap();
+    let check = kv_check(&v);
     assert_eq!(check["passed"], true, "{check}");
     assert_eq!(check["figure"], "3 keys, at least 3 wanted", "{check}");
     assert!(check["target"].as_str().unwrap().starts_with(&kv_dir), "{check}");
@@ -94,12 +99,7 @@ fn a_plugin_source_is_drilled_in_its_own_scratch_place_and_checked_there() {
     fs::write(p.join("coffer.toml"), text.replace("min = 3", "min = 4")).unwrap();
     let (out, v) = drill(p, &[]);
     assert_eq!(out.status.code(), Some(6), "{v}");
-    let check = v["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["kind"] == "kv-keys")
-        .unwrap();
+    let check = kv_check(&v);
     assert_eq!(check["passed"], false, "{check}");
     // `coffer check` runs it against the live store, which lost a key.
     let out = coffer_kv(p, &["check"]);
