@@ -75,6 +75,14 @@ impl JobBackupRun {
     }
 }
 
+/// Where and how a backup stores its snapshot.
+struct Target {
+    sinks: Vec<SinkChoice>,
+    format: Option<SnapshotFormat>,
+    dedup_key: Option<PathBuf>,
+    time: Option<jiff::Timestamp>,
+}
+
 /// A backup that stored no snapshot: why, and the hooks that ran (their
 /// `after` and `on-failure` commands ran too).
 pub struct BackupFailed {
@@ -142,13 +150,7 @@ impl App {
         progress: Arc<Progress>,
     ) -> std::result::Result<JobBackupRun, BackupFailed> {
         let JobBackup {
-            job:
-                ResolvedJob {
-                    plan,
-                    encryption,
-                    compression,
-                    signing_key,
-                },
+            job,
             sinks,
             quorum,
             format,
@@ -157,47 +159,14 @@ impl App {
             keep_forever,
             prune,
         } = req;
-        let one_off = !plan.configured;
-        let sinks = self.sink_targets(&sinks, config, format)?;
-        let dedup_key = self
-            .dedup_key(&sinks, config, dedup_key.as_deref(), &encryption)
-            .await?;
-        let JobPlan {
-            job, sources, tags, ..
-        } = plan;
-        // Until it succeeds, the run counts as failed.
-        let now = jiff::Timestamp::now().as_second() as f64;
-        self.record.note("job", job.as_str());
-        self.record
-            .metric("coffer_backup_last_run_timestamp_seconds", &[("job", &job)], now);
-        self.record
-            .metric("coffer_backup_last_run_success", &[("job", &job)], 0.0);
-        // A configured source that cannot be read (a missing path) names
-        // its place in the config file.
-        if let Some(cfg) = config.filter(|_| !one_off) {
-            for s in &sources {
-                let name = s.info().name;
-                if let Some(place) = cfg.source_places.get(&name) {
-                    s.check().await.map_err(|e| e.prefix(place))?;
-                }
-            }
-        }
-        let req = BackupRequest {
-            job,
-            sources,
+        let one_off = !job.plan.configured;
+        let target = Target {
             sinks,
-            encryption,
-            compression,
-            tags,
-            time,
-            threads: crate::job::threads(),
-            signing_key,
+            format,
             dedup_key,
-            // The config's trusted signers (or its own signing keys):
-            // chunks are reused only from snapshots they signed.
-            trusted: crate::trust::trusted_signers(&[], config)?,
+            time,
         };
-
+        let req = self.backup_request(config, job, target).await?;
         // A job's hooks (cold backups): `before`, then the backup, then
         // `after` whatever happened (see crate::hooks).
         let mut hooks = match (config, one_off) {
@@ -243,6 +212,61 @@ impl App {
             after,
             hooks,
             hooks_done,
+        })
+    }
+
+    /// The pipeline's request for `job`: its sinks resolved, the dedup key
+    /// of chunked ones, its configured sources checked (a missing path
+    /// names its place in the config file). Notes the job and counts the
+    /// run as failed until it succeeds.
+    async fn backup_request(
+        &self,
+        config: Option<&Config>,
+        job: ResolvedJob,
+        t: Target,
+    ) -> Result<BackupRequest> {
+        let ResolvedJob {
+            plan,
+            encryption,
+            compression,
+            signing_key,
+        } = job;
+        let one_off = !plan.configured;
+        let sinks = self.sink_targets(&t.sinks, config, t.format)?;
+        let dedup_key = self
+            .dedup_key(&sinks, config, t.dedup_key.as_deref(), &encryption)
+            .await?;
+        let JobPlan {
+            job, sources, tags, ..
+        } = plan;
+        let now = jiff::Timestamp::now().as_second() as f64;
+        self.record.note("job", job.as_str());
+        self.record
+            .metric("coffer_backup_last_run_timestamp_seconds", &[("job", &job)], now);
+        self.record
+            .metric("coffer_backup_last_run_success", &[("job", &job)], 0.0);
+        if let Some(cfg) = config.filter(|_| !one_off) {
+            for s in &sources {
+                let name = s.info().name;
+                if let Some(place) = cfg.source_places.get(&name) {
+                    s.check().await.map_err(|e| e.prefix(place))?;
+                }
+            }
+        }
+        Ok(BackupRequest {
+            job,
+            sources,
+            sinks,
+            encryption,
+            compression,
+            tags,
+            time: t.time,
+            threads: crate::job::threads(),
+            signing_key,
+            dedup_key,
+            // The config's trusted signers (or its own signing keys):
+            // chunks are reused only from snapshots they signed.
+            trusted: crate::trust::trusted_signers(&[], config)?,
         })
     }
 

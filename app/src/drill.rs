@@ -88,20 +88,43 @@ impl App {
         let slices = a.to_ts.map(|_| a.replays.iter().map(|r| r.slices).sum::<usize>());
         let index = a.opened.entry.index.clone();
         let left_out = left_out(&a.only, &index)?;
-        let user_options = a.options.clone();
-        let mut targets = Targets::new(&a, &index, &self.registry, &user_options)?;
+        let mut targets = Targets::new(&a, &index, &self.registry, &a.options)?;
+        let ran = self.rehearse(&mut a, &index, &mut targets, progress).await;
+        let scratch = cleanup(a.keep, targets).await;
+        let (report, restore_error) = report(&a, &index, ran, scratch, left_out, slices);
+        self.record_drill(&report);
+        // The evidence is kept even when the drill failed: that is what an
+        // auditor most needs to see.
+        let stored = report.append_to(&a.opened.sink).await;
+        Ok(DrillOutcome {
+            report,
+            stored,
+            restore_error,
+        })
+    }
+
+    /// The restore into the scratch targets and the checks of what it
+    /// restored, timed; a signal that ends the drill meanwhile still
+    /// removes the scratch targets.
+    async fn rehearse(
+        &self,
+        a: &mut DrillRequest,
+        index: &coffer_core::Index,
+        targets: &mut Targets,
+        progress: Arc<Progress>,
+    ) -> Ran {
         let restore_started = Instant::now();
         let what = RestoreOf {
             only: &a.only,
             cache_dir: a.cache_dir.as_deref(),
             options: {
-                let mut opts = options(&user_options, &targets);
+                let mut opts = options(&a.options, targets);
                 opts.log_replays = std::mem::take(&mut a.replays);
                 opts
             },
-            // Scratch places only: a temp directory, new scratch databases and
-            // a scratch namespace (a server or cluster the origin names gets
-            // only databases and Secrets the drill creates and removes).
+            // Scratch places only: a temp directory, new scratch databases
+            // and a scratch namespace (a server or cluster the origin names
+            // gets only databases and Secrets the drill creates and removes).
             origin_places: true,
         };
         let restored = self.restore(&mut a.opened, what, progress).await;
@@ -110,19 +133,18 @@ impl App {
         let mut guard = SignalCleanup::default();
         let found = match restored {
             Ok(outcome) => {
-                let config = a.opened.config.as_ref();
                 targets.restored(&outcome);
-                // From here the scratch targets exist: a signal that drops this
-                // future (SIGTERM, SIGHUP, Ctrl-C) still removes them.
-                guard = SignalCleanup::arm(&a, &targets);
+                // From here the scratch targets exist: a signal that drops
+                // this future (SIGTERM, SIGHUP, Ctrl-C) still removes them.
+                guard = SignalCleanup::arm(a, targets);
                 let at = Restored {
-                    index: &index,
+                    index,
                     outcome,
-                    targets: &targets,
-                    params: &user_options.params,
+                    targets,
+                    params: &a.options.params,
                     restore_seconds,
                 };
-                check_restored(&a, config, at).await
+                check_restored(a, a.opened.config.as_ref(), at).await
             }
             Err(e) => {
                 let mut failed = result("restore", index.id.to_string(), false, e.to_string(), e.hint());
@@ -135,68 +157,87 @@ impl App {
                 }
             }
         };
-        let checks_seconds = checks_started.elapsed().as_secs_f64();
         guard.disarm();
-        let scratch = cleanup(a.keep, targets).await;
-        let mut checks = found.checks;
-        // A drill that leaves scratch targets behind did not pass: they may
-        // hold secrets, and the next drill's numbers would be skewed.
-        if let Some(e) = &scratch.cleanup_error {
-            checks.push(result(
-                "cleanup",
-                "scratch targets".into(),
-                false,
-                format!("removing them failed: {e}"),
-                Some("remove what is named here by hand (scratch databases, namespace, directory)"),
-            ));
+        Ran {
+            found,
+            restore_seconds,
+            checks_seconds: checks_started.elapsed().as_secs_f64(),
         }
-        let passed = failures(&checks).is_none();
-        let report = DrillReport {
-            left_out,
-            format: DRILL_FORMAT.into(),
-            drill: format!(
-                "{}-{:06x}",
-                a.started_at.strftime("%Y%m%dT%H%M%SZ"),
-                rand::random::<u32>() >> 8
-            ),
-            started_at: a.started_at,
-            finished_at: jiff::Timestamp::now(),
-            host: coffer_core::hostname(),
-            coffer_version: env!("CARGO_PKG_VERSION").into(),
-            snapshot: index.id.to_string(),
-            job: index.job.clone(),
-            sink: a.opened.sink_name.clone(),
-            snapshot_time: index.created_at,
-            signature: a.opened.admitted.trust().as_str().into(),
-            signer: a.opened.admitted.trust().fingerprint().map(str::to_owned),
-            object_bytes: index.object.size,
-            plain_bytes: found.plain_bytes,
-            files: found.files,
-            passed,
-            rto_seconds: round(restore_seconds + checks_seconds),
-            restore_seconds: round(restore_seconds),
-            checks_seconds: round(checks_seconds),
-            rpo_seconds: round(
-                (a.started_at.as_millisecond()
-                    - a.to_ts.map_or(index.created_at, |p| p.time()).as_millisecond()) as f64
-                    / 1000.0,
-            ),
-            to_ts: a.to_ts,
-            slices,
-            audit_gap_seconds: audit_gap(&checks),
-            checks,
-            scratch,
-        };
-        self.record_drill(&report);
-        // The evidence is kept even when the drill failed: that is what an
-        // auditor most needs to see.
-        let stored = report.append_to(&a.opened.sink).await;
-        Ok(DrillOutcome {
-            report,
-            stored,
-            restore_error: found.restore_error,
-        })
     }
+}
+
+/// What [`App::rehearse`] found, and how long the restore and the checks
+/// took.
+struct Ran {
+    found: Findings,
+    restore_seconds: f64,
+    checks_seconds: f64,
+}
+
+/// The drill's evidence (a failed cleanup is a failed check: scratch
+/// targets left behind may hold secrets and skew the next drill), and the
+/// restore's error if it failed.
+fn report(
+    a: &DrillRequest,
+    index: &coffer_core::Index,
+    ran: Ran,
+    scratch: Scratch,
+    left_out: Vec<String>,
+    slices: Option<usize>,
+) -> (DrillReport, Option<Error>) {
+    let Ran {
+        found,
+        restore_seconds,
+        checks_seconds,
+    } = ran;
+    let mut checks = found.checks;
+    if let Some(e) = &scratch.cleanup_error {
+        checks.push(result(
+            "cleanup",
+            "scratch targets".into(),
+            false,
+            format!("removing them failed: {e}"),
+            Some("remove what is named here by hand (scratch databases, namespace, directory)"),
+        ));
+    }
+    let trust = a.opened.admitted.trust();
+    let report = DrillReport {
+        left_out,
+        format: DRILL_FORMAT.into(),
+        drill: format!(
+            "{}-{:06x}",
+            a.started_at.strftime("%Y%m%dT%H%M%SZ"),
+            rand::random::<u32>() >> 8
+        ),
+        started_at: a.started_at,
+        finished_at: jiff::Timestamp::now(),
+        host: coffer_core::hostname(),
+        coffer_version: env!("CARGO_PKG_VERSION").into(),
+        snapshot: index.id.to_string(),
+        job: index.job.clone(),
+        sink: a.opened.sink_name.clone(),
+        snapshot_time: index.created_at,
+        signature: trust.as_str().into(),
+        signer: trust.fingerprint().map(str::to_owned),
+        object_bytes: index.object.size,
+        plain_bytes: found.plain_bytes,
+        files: found.files,
+        passed: failures(&checks).is_none(),
+        rto_seconds: round(restore_seconds + checks_seconds),
+        restore_seconds: round(restore_seconds),
+        checks_seconds: round(checks_seconds),
+        rpo_seconds: round(
+            (a.started_at.as_millisecond() - a.to_ts.map_or(index.created_at, |p| p.time()).as_millisecond())
+                as f64
+                / 1000.0,
+        ),
+        to_ts: a.to_ts,
+        slices,
+        audit_gap_seconds: audit_gap(&checks),
+        checks,
+        scratch,
+    };
+    (report, found.restore_error)
 }
 
 /// The scratch targets of one drill.

@@ -173,27 +173,7 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // kube logs every failed request at ERROR; coffer reports it itself,
-    // with a hint, so its own log line would only repeat it.
-    let filter = match cli.verbose {
-        0 => "warn,kube_client=off",
-        1 => "info,coffer=info,kube_client=off",
-        _ => "debug",
-    };
-    let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
-    // Colour only on a terminal, and never with NO_COLOR (https://no-color.org):
-    // logs written by cron or into files carry no escape codes.
-    let colour = {
-        use std::io::IsTerminal;
-        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(env_filter)
-        .with_ansi(colour)
-        .with_writer(std::io::stderr)
-        .with_target(false)
-        .init();
+    init_logging(cli.verbose);
 
     coffer_core::process::single_malloc_arena();
     let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
@@ -266,6 +246,38 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     }
     // Dropping the runtime here lets cancelled work run its cleanup guards.
     drop(runtime);
+    exit(result, json)
+}
+
+/// Logging on stderr: `-v` info, `-vv` debug (or `RUST_LOG`), colour only
+/// on a terminal without `NO_COLOR`.
+fn init_logging(verbose: u8) {
+    // kube logs every failed request at ERROR; coffer reports it itself,
+    // with a hint, so its own log line would only repeat it.
+    let filter = match verbose {
+        0 => "warn,kube_client=off",
+        1 => "info,coffer=info,kube_client=off",
+        _ => "debug",
+    };
+    let env_filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    // Colour only on a terminal, and never with NO_COLOR (https://no-color.org):
+    // logs written by cron or into files carry no escape codes.
+    let colour = {
+        use std::io::IsTerminal;
+        std::io::stderr().is_terminal() && std::env::var_os("NO_COLOR").is_none_or(|v| v.is_empty())
+    };
+    tracing_subscriber::fmt()
+        .with_env_filter(env_filter)
+        .with_ansi(colour)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+}
+
+/// The exit code of a command's result, its error printed (as JSON with
+/// `--json`).
+fn exit(result: Result<(), Failure>, json: bool) -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(Failure::Error(e)) => {
