@@ -459,8 +459,12 @@ pub struct RestoreOptionSpec {
     pub kind: OptionKind,
     /// One line of help.
     pub help: &'static str,
-    /// The built-in flag that sets it too, if any (e.g. `--mongo-uri`).
+    /// A flag of `coffer restore` that sets it too, if any (e.g.
+    /// `--mongo-uri`): the CLI makes the flag from this declaration.
     pub alias: Option<&'static str>,
+    /// An environment variable the flag reads when it is not given (its
+    /// value is never shown in `--help`), e.g. `COFFER_MONGO_URI`.
+    pub env: Option<&'static str>,
 }
 
 /// The type of a [`RestoreOptionSpec`].

@@ -153,8 +153,93 @@ pub enum Command {
 pub fn parse(registry: &Registry, args: &[std::ffi::OsString]) -> Result<Cli, clap::Error> {
     use clap::{CommandFactory, FromArgMatches};
     let help = restore_options_help(registry);
-    let cmd = Cli::command().mut_subcommand("restore", |c| c.after_long_help(help));
-    Cli::from_arg_matches(&cmd.try_get_matches_from(args)?)
+    let aliases = restore_aliases(registry);
+    let cmd = Cli::command().mut_subcommand("restore", |mut c| {
+        for alias in &aliases {
+            c = c.arg(alias.arg());
+        }
+        c.after_long_help(help)
+    });
+    let matches = cmd.try_get_matches_from(args)?;
+    let mut cli = Cli::from_arg_matches(&matches)?;
+    if let (Command::Restore(r), Some(("restore", m))) = (&mut cli.command, matches.subcommand()) {
+        // Before the `--opt`s: an explicit `--opt` has the last word.
+        let given: Vec<String> = aliases.iter().flat_map(|a| a.given(m)).collect();
+        r.opts.splice(0..0, given);
+    }
+    Ok(cli)
+}
+
+/// A flag of `coffer restore` made from a restore option a plugin
+/// declares with an alias (`--mongo-uri` for `mongo.uri`, `--k8s-namespace`
+/// for `k8s.namespace`): it stands for `--opt KIND.NAME[=VALUE]`.
+struct RestoreAlias {
+    /// `KIND.NAME` (the first kind declaring the alias: kinds that share
+    /// an option share its `param`).
+    opt: String,
+    spec: coffer_core::RestoreOptionSpec,
+    long: &'static str,
+}
+
+/// The aliases the registered plugins declare, one per flag.
+fn restore_aliases(registry: &Registry) -> Vec<RestoreAlias> {
+    let mut out: Vec<RestoreAlias> = Vec::new();
+    for (kind, spec) in registry.restore_options() {
+        let Some(long) = spec.alias.and_then(|a| a.strip_prefix("--")) else {
+            continue;
+        };
+        if !out.iter().any(|a| a.long == long) {
+            out.push(RestoreAlias {
+                opt: format!("{kind}.{}", spec.name),
+                spec,
+                long,
+            });
+        }
+    }
+    out
+}
+
+impl RestoreAlias {
+    fn arg(&self) -> clap::Arg {
+        use clap::ArgAction;
+        use coffer_core::OptionKind;
+        let mut help = self.spec.help.chars();
+        let first = help
+            .next()
+            .map(|c| c.to_uppercase().to_string())
+            .unwrap_or_default();
+        let arg = clap::Arg::new(self.long).long(self.long).help(format!(
+            "{first}{} (`--opt {}`)",
+            help.as_str(),
+            self.opt
+        ));
+        // Once per run, for --help: clap keeps value names as &'static str.
+        let value_name: &'static str = Box::leak(self.spec.name.to_uppercase().into_boxed_str());
+        let arg = match self.spec.kind {
+            OptionKind::Flag => arg.action(ArgAction::SetTrue),
+            OptionKind::Text => arg.action(ArgAction::Set).value_name(value_name),
+            OptionKind::List => arg.action(ArgAction::Append).value_name(value_name),
+        };
+        match self.spec.env {
+            Some(var) => arg.env(var).hide_env_values(true),
+            None => arg,
+        }
+    }
+
+    /// The `--opt` values the flag was given as, in order.
+    fn given(&self, m: &clap::ArgMatches) -> Vec<String> {
+        use coffer_core::OptionKind;
+        match self.spec.kind {
+            OptionKind::Flag if m.get_flag(self.long) => vec![self.opt.clone()],
+            OptionKind::Flag => Vec::new(),
+            _ => m
+                .get_many::<String>(self.long)
+                .into_iter()
+                .flatten()
+                .map(|v| format!("{}={v}", self.opt))
+                .collect(),
+        }
+    }
 }
 
 /// The `--opt` options of the registered source kinds, for `--help`.

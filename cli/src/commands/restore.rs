@@ -49,47 +49,11 @@ pub struct RestoreArgs {
     /// Directory for the verified ciphertext cache (default: temp dir).
     #[arg(long, value_name = "DIR")]
     pub cache_dir: Option<PathBuf>,
-    /// Restore mongo sources into this server instead of the one they were
-    /// dumped from (prefer the variable: a password on the command line
-    /// is visible to other users).
-    #[arg(long, value_name = "URI", env = "COFFER_MONGO_URI", hide_env_values = true)]
-    pub mongo_uri: Option<String>,
-    /// Mongo sources: replace each existing collection with the bundle's
-    /// (swapped in whole, after it was staged and counted). Without it
-    /// documents are only inserted, and existing `_id`s are kept and
-    /// counted as conflicts.
-    #[arg(long)]
-    pub drop: bool,
-    /// Mongo sources, with --drop: where the server cannot rename
-    /// collections, drop each existing one and insert the bundle's
-    /// documents into it instead of swapping it in. Not atomic: a failure
-    /// or kill half-way leaves that collection partial until run again.
-    #[arg(long, requires = "drop")]
-    pub unsafe_in_place: bool,
-    /// Mongo sources: restore only the collections matching this glob on
-    /// `db.collection` of the snapshot (`*` matches anything); repeatable.
-    #[arg(long = "ns-include", value_name = "GLOB")]
-    pub ns_include: Vec<String>,
-    /// Mongo sources: leave out the collections matching this glob;
-    /// repeatable.
-    #[arg(long = "ns-exclude", value_name = "GLOB")]
-    pub ns_exclude: Vec<String>,
-    /// Mongo sources: rename the namespaces matching PATTERN (each `*`
-    /// captures), e.g. `--ns-from 'app.*' --ns-to 'app-staging.*'`;
-    /// repeatable, in pairs with --ns-to.
-    #[arg(long = "ns-from", value_name = "PATTERN", requires = "ns_to")]
-    pub ns_from: Vec<String>,
-    /// The new name for the matching --ns-from; its `*`s take the
-    /// captures in order.
-    #[arg(long = "ns-to", value_name = "PATTERN", requires = "ns_from")]
-    pub ns_to: Vec<String>,
-    /// Kubernetes sources: restore every Secret into this namespace
-    /// instead of its own (a drill's scratch namespace, a staging copy).
-    #[arg(long, value_name = "NAMESPACE")]
-    pub k8s_namespace: Option<String>,
     /// A restore option a source plugin declares, `KIND.NAME=VALUE` (or
     /// `KIND.NAME` for a flag), e.g. `--opt mongo.uri=mongodb://…`;
-    /// repeatable. `--help` lists them; the flags above are aliases.
+    /// repeatable. `--help` lists them; the plugins' flags (`--mongo-uri`,
+    /// `--drop`, `--ns-from` …, `--k8s-namespace`) are aliases made from
+    /// their declarations.
     #[arg(long = "opt", value_name = "KIND.NAME=VALUE")]
     pub opts: Vec<String>,
     /// Do not run the job's post-restore checks after the restore.
@@ -253,28 +217,6 @@ fn restore_options(ctx: &Ctx, a: &RestoreArgs) -> coffer_core::Result<RestoreOpt
     let mut opts = RestoreOptions::default();
     opts.target = a.target.clone();
     opts.dry_run = a.dry_run;
-    if let Some(uri) = &a.mongo_uri {
-        opts.params.insert("mongo-uri".into(), uri.clone());
-    }
-    if a.drop {
-        opts.params.insert("drop".into(), "true".into());
-    }
-    if a.unsafe_in_place {
-        opts.params.insert("unsafe-in-place".into(), "true".into());
-    }
-    if let Some(ns) = &a.k8s_namespace {
-        opts.params.insert("k8s-namespace".into(), ns.clone());
-    }
-    for (key, list) in [
-        ("ns-include", &a.ns_include),
-        ("ns-exclude", &a.ns_exclude),
-        ("ns-from", &a.ns_from),
-        ("ns-to", &a.ns_to),
-    ] {
-        if !list.is_empty() {
-            opts.params.insert(key.into(), list.join("\n"));
-        }
-    }
     for o in &a.opts {
         ctx.registry.apply_restore_option(o, &mut opts)?;
     }

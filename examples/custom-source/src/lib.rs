@@ -41,8 +41,8 @@ use serde::Deserialize;
 /// The TOML `kind` of the source.
 pub const KIND: &str = "kv";
 
-/// The restore option a drill sets: restore `kv` stores under this
-/// directory, a folder per source.
+/// The restore option a drill sets (and `--kv-into DIR` on the command
+/// line): restore `kv` stores under this directory, a folder per source.
 const INTO_PARAM: &str = "kv-into";
 
 /// Registers the `kv` source kind and the `kv-keys` check kind.
@@ -128,6 +128,19 @@ impl SourceFactory for KvFactory {
     fn from_origin(&self, name: &str, origin: &serde_json::Value) -> Result<Arc<dyn Source>> {
         let c: KvConfig = parse_origin(KIND, name, origin)?;
         Ok(Arc::new(KvSource::new(name, c.path)?))
+    }
+
+    /// `--opt kv.into=DIR`, also `--kv-into DIR` (the CLI makes the flag
+    /// from this declaration).
+    fn restore_options(&self) -> Vec<coffer_core::RestoreOptionSpec> {
+        vec![coffer_core::RestoreOptionSpec {
+            name: "into",
+            param: INTO_PARAM,
+            kind: coffer_core::OptionKind::Text,
+            help: "restore kv stores under this directory, a folder per source",
+            alias: Some("--kv-into"),
+            env: None,
+        }]
     }
 
     fn place_given(&self, opts: &RestoreOptions) -> bool {

@@ -111,3 +111,22 @@ fn a_plugin_source_is_drilled_in_its_own_scratch_place_and_checked_there() {
     );
     assert!(String::from_utf8_lossy(&out.stdout).contains("2 keys, at least 4 wanted"));
 }
+
+/// The plugin's restore option is a flag of `coffer restore`, made from
+/// its declaration: `--kv-into DIR` restores the store there.
+#[test]
+fn a_plugin_restore_option_is_a_restore_flag() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    setup(p, 3);
+    let help = ok(&coffer_kv(p, &["restore", "--help"]));
+    assert!(
+        help.contains("--kv-into <INTO>") && help.contains("`--opt kv.into`"),
+        "{help}"
+    );
+    ok(&coffer_kv(
+        p,
+        &["restore", "latest", "-i", "key.txt", "--kv-into", "out"],
+    ));
+    assert_eq!(fs::read_to_string(p.join("out/tokens/api/c")).unwrap(), "3");
+}

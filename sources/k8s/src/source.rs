@@ -246,6 +246,7 @@ impl SourceFactory for K8sSourceFactory {
             kind: coffer_core::OptionKind::Text,
             help: "restore every Secret into this namespace instead of its own",
             alias: Some("--k8s-namespace"),
+            env: None,
         }]
     }
 

@@ -106,27 +106,32 @@ pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
         kind,
         help,
         alias: Some(alias),
+        env: None,
     };
     vec![
-        spec(
-            "uri",
-            "mongo-uri",
-            Text,
-            "restore into this server instead of the one dumped from",
-            "--mongo-uri",
-        ),
+        coffer_core::RestoreOptionSpec {
+            name: "uri",
+            param: "mongo-uri",
+            kind: Text,
+            help: "restore into this server instead of the one dumped from (prefer the variable: a password on \
+                   the command line is visible to other users)",
+            alias: Some("--mongo-uri"),
+            env: Some("COFFER_MONGO_URI"),
+        },
         spec(
             "drop",
             "drop",
             Flag,
-            "replace each existing collection with the bundle's (swapped in whole)",
+            "replace each existing collection with the bundle's (swapped in whole, after it was staged and \
+             counted); without it documents are only inserted, and existing `_id`s are kept and counted as conflicts",
             "--drop",
         ),
         spec(
             "unsafe-in-place",
             "unsafe-in-place",
             Flag,
-            "with drop, where the server cannot rename: drop and insert in place (not atomic)",
+            "with --drop, where the server cannot rename: drop and insert in place (not atomic: a failure half-way \
+             leaves that collection partial until run again)",
             "--unsafe-in-place",
         ),
         coffer_core::RestoreOptionSpec {
@@ -137,6 +142,7 @@ pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
                    servers whose rename copies); by default a collection the target lacks is loaded in place, \
                    marked unfinished until done",
             alias: None,
+            env: None,
         },
         spec(
             "ns-include",

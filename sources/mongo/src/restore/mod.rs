@@ -213,6 +213,12 @@ impl MongoRestorer {
         rules: NsRules,
         opts: &RestoreOptions,
     ) -> Result<Self> {
+        if opts.flag("unsafe-in-place") && !drop {
+            return Err(coffer_core::config_error(
+                "--unsafe-in-place (mongo.unsafe-in-place) only changes how --drop replaces a collection",
+            )
+            .with_hint("add --drop, or leave --unsafe-in-place out"));
+        }
         client
             .database("admin")
             .run_command(doc! { "ping": 1 })
