@@ -19,6 +19,7 @@ pub mod fsutil;
 mod layers;
 mod lock;
 pub mod ops;
+pub mod plugin;
 pub mod process;
 mod registry;
 mod restore;
@@ -53,8 +54,8 @@ pub use lock::{
     break_locks, is_lock_conflict, list_locks,
 };
 pub use registry::{
-    Registry, SinkFactory, SinkSettings, SourceFactory, TableContext, layered, malformed_origin,
-    parse_origin, parse_table, settings_factory,
+    Registry, SinkFactory, SinkSettings, SourceFactory, SourceSettings, TableContext, layered,
+    malformed_origin, parse_origin, parse_table, settings_factory, source_settings_factory,
 };
 pub use restore::{
     BundleSummary, BundleVisitor, CheckOnly, ProgressRead, RestoreInput, RestoreOutcome, SourceResolver,

@@ -135,7 +135,7 @@ pub fn malformed_origin(kind: &str, name: &str) -> Error {
     .with_hint("restore with a config file declaring the source, or with --target")
 }
 
-/// Where a `[sink.NAME]` table stands: the sink's name (for errors), the
+/// Where a `[sink.NAME]` (or `[source.NAME]`) table stands: its name (for errors), the
 /// config file's directory (relative paths resolve against it) and the
 /// sink's coffer retention policy (`retention = {…}`, already taken out of
 /// the table), for storage that enforces retention itself.
@@ -234,6 +234,114 @@ impl<S: SinkSettings> SinkFactory for SettingsFactory<S> {
             retention,
         };
         S::from_table(table, &at)?.open()
+    }
+}
+
+/// A source kind told by its settings, as [`SinkSettings`] is for sinks:
+/// how a `[source.NAME]` table, a one-off `KIND:SPEC` and the origin a
+/// bundle recorded become settings, and how settings open a source.
+/// [`source_settings_factory`] makes the [`SourceFactory`] the registry
+/// keeps from it; the factory's other answers (restore options, a drill's
+/// scratch place, …) are associated functions with the defaults of
+/// [`SourceFactory`].
+pub trait SourceSettings: Sized + Send + Sync + 'static {
+    /// The TOML `kind` and one-off prefix, e.g. `kv`.
+    const KIND: &'static str;
+
+    /// Settings from a `[source.NAME]` table (without `kind`); relative
+    /// paths resolve against `at.base_dir`. Unknown keys are an error.
+    fn from_table(table: toml::Table, at: &TableContext<'_>) -> Result<Self>;
+
+    /// Settings from a one-off spec (the text after `KIND:`). By default a
+    /// kind has no one-off form and says so.
+    fn from_spec(spec: &str) -> Result<Self> {
+        Err(config_error(format!(
+            "a `{}` source cannot be given on the command line (`{}:{spec}`)",
+            Self::KIND,
+            Self::KIND
+        ))
+        .with_hint(format!(
+            "declare it in coffer.toml: [source.NAME] kind = \"{}\"",
+            Self::KIND
+        )))
+    }
+
+    /// The name a one-off source gets from its spec (default: the kind).
+    fn spec_name(spec: &str) -> String {
+        let _ = spec;
+        Self::KIND.to_string()
+    }
+
+    /// Settings from the origin the source recorded in a bundle (its
+    /// `SourceInfo::origin`), for a restore without a config file; read it
+    /// with [`parse_origin`].
+    fn from_origin(name: &str, origin: &serde_json::Value) -> Result<Self>;
+
+    /// Opens the source `name` with these settings (without touching the
+    /// data: [`Source::check`] does).
+    fn open(self, name: &str) -> Result<Arc<dyn Source>>;
+
+    /// See [`SourceFactory::restore_options`].
+    fn restore_options() -> Vec<crate::RestoreOptionSpec> {
+        Vec::new()
+    }
+
+    /// See [`SourceFactory::place_given`].
+    fn place_given(opts: &crate::RestoreOptions) -> bool {
+        opts.target.is_some()
+    }
+
+    /// See [`SourceFactory::drill_scratch`].
+    fn drill_scratch(
+        run: &crate::checks::ScratchRun<'_>,
+    ) -> Result<Option<Box<dyn crate::checks::DrillScratch>>> {
+        let _ = run;
+        Ok(None)
+    }
+}
+
+/// The [`SourceFactory`] of a [`SourceSettings`] kind.
+pub fn source_settings_factory<S: SourceSettings>() -> Arc<dyn SourceFactory> {
+    Arc::new(SourceSettingsFactory::<S>(std::marker::PhantomData))
+}
+
+/// See [`source_settings_factory`].
+struct SourceSettingsFactory<S>(std::marker::PhantomData<fn() -> S>);
+
+impl<S: SourceSettings> SourceFactory for SourceSettingsFactory<S> {
+    fn kind(&self) -> &'static str {
+        S::KIND
+    }
+
+    fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>> {
+        S::from_table(table, &TableContext::new(name, base_dir))?.open(name)
+    }
+
+    fn spec_name(&self, spec: &str) -> String {
+        S::spec_name(spec)
+    }
+
+    fn from_spec(&self, name: &str, spec: &str) -> Result<Arc<dyn Source>> {
+        S::from_spec(spec)?.open(name)
+    }
+
+    fn from_origin(&self, name: &str, origin: &serde_json::Value) -> Result<Arc<dyn Source>> {
+        S::from_origin(name, origin)?.open(name)
+    }
+
+    fn restore_options(&self) -> Vec<crate::RestoreOptionSpec> {
+        S::restore_options()
+    }
+
+    fn place_given(&self, opts: &crate::RestoreOptions) -> bool {
+        S::place_given(opts)
+    }
+
+    fn drill_scratch(
+        &self,
+        run: &crate::checks::ScratchRun<'_>,
+    ) -> Result<Option<Box<dyn crate::checks::DrillScratch>>> {
+        S::drill_scratch(run)
     }
 }
 

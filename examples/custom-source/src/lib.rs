@@ -27,14 +27,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use coffer_core::checks::{
-    Check, CheckEnv, CheckFactory, CheckResult, ChecksAt, DrillScratch, ScratchEvidence, ScratchRun,
-    check_result,
-};
-use coffer_core::{
-    CaptureContext, EntrySender, Registry, RestoreOptions, RestoreOutcome, Restorer, Result, Source,
-    SourceFactory, SourceInfo, SourceReport, parse_origin, parse_table, toml,
-};
+use coffer_core::plugin::*;
 use coffer_source_file::FileSource;
 use serde::Deserialize;
 
@@ -47,11 +40,12 @@ const INTO_PARAM: &str = "kv-into";
 
 /// Registers the `kv` source kind and the `kv-keys` check kind.
 pub fn register(reg: &mut Registry) {
-    reg.register_source(Arc::new(KvFactory));
+    reg.register_source(coffer_core::source_settings_factory::<KvConfig>());
     reg.register_check(Arc::new(KeysKind));
 }
 
-/// `[source.NAME] kind = "kv"`: `path`, the store's directory.
+/// `[source.NAME] kind = "kv"`: `path`, the store's directory (also the
+/// origin a bundle records).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct KvConfig {
@@ -77,7 +71,7 @@ impl KvSource {
     }
 }
 
-#[async_trait::async_trait]
+#[async_trait]
 impl Source for KvSource {
     fn info(&self) -> SourceInfo {
         SourceInfo::new(
@@ -108,31 +102,32 @@ impl Source for KvSource {
     }
 }
 
-struct KvFactory;
+impl SourceSettings for KvConfig {
+    const KIND: &'static str = KIND;
 
-#[allow(clippy::wrong_self_convention)] // factories build from their argument
-impl SourceFactory for KvFactory {
-    fn kind(&self) -> &'static str {
-        KIND
-    }
-
-    fn from_config(&self, name: &str, table: toml::Table, base_dir: &Path) -> Result<Arc<dyn Source>> {
+    fn from_table(table: toml::Table, at: &TableContext<'_>) -> Result<Self> {
         let c: KvConfig = parse_table(table, "`kv` source", "keys: path")?;
-        Ok(Arc::new(KvSource::new(name, base_dir.join(c.path))?))
+        Ok(KvConfig {
+            path: at.base_dir.join(c.path),
+        })
     }
 
-    fn from_spec(&self, name: &str, spec: &str) -> Result<Arc<dyn Source>> {
-        Ok(Arc::new(KvSource::new(name, PathBuf::from(spec))?))
+    /// `--source kv:PATH`.
+    fn from_spec(spec: &str) -> Result<Self> {
+        Ok(KvConfig { path: spec.into() })
     }
 
-    fn from_origin(&self, name: &str, origin: &serde_json::Value) -> Result<Arc<dyn Source>> {
-        let c: KvConfig = parse_origin(KIND, name, origin)?;
-        Ok(Arc::new(KvSource::new(name, c.path)?))
+    fn from_origin(name: &str, origin: &serde_json::Value) -> Result<Self> {
+        parse_origin(KIND, name, origin)
+    }
+
+    fn open(self, name: &str) -> Result<Arc<dyn Source>> {
+        Ok(Arc::new(KvSource::new(name, self.path)?))
     }
 
     /// `--opt kv.into=DIR`, also `--kv-into DIR` (the CLI makes the flag
     /// from this declaration).
-    fn restore_options(&self) -> Vec<coffer_core::RestoreOptionSpec> {
+    fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
         vec![coffer_core::RestoreOptionSpec {
             name: "into",
             param: INTO_PARAM,
@@ -143,11 +138,11 @@ impl SourceFactory for KvFactory {
         }]
     }
 
-    fn place_given(&self, opts: &RestoreOptions) -> bool {
+    fn place_given(opts: &RestoreOptions) -> bool {
         opts.target.is_some() || opts.text(INTO_PARAM).is_some()
     }
 
-    fn drill_scratch(&self, run: &ScratchRun<'_>) -> Result<Option<Box<dyn DrillScratch>>> {
+    fn drill_scratch(run: &ScratchRun<'_>) -> Result<Option<Box<dyn DrillScratch>>> {
         Ok(Some(Box::new(KvScratch {
             dir: std::env::temp_dir().join(format!("coffer-kv-drill-{}", run.run)),
             sources: run.sources.iter().map(|s| s.name.clone()).collect(),
@@ -161,7 +156,7 @@ struct KvScratch {
     sources: Vec<String>,
 }
 
-#[async_trait::async_trait]
+#[async_trait]
 impl DrillScratch for KvScratch {
     fn prepare(&self, opts: &mut RestoreOptions) {
         opts.params
@@ -220,7 +215,7 @@ impl CheckFactory for KeysKind {
     }
 }
 
-#[async_trait::async_trait]
+#[async_trait]
 impl Check for KeysCheck {
     fn kind(&self) -> &str {
         "kv-keys"
