@@ -9,6 +9,8 @@
 //! - [`backup`]: a job's backup with its hooks, quorum, prune and pin
 //!   ([`retention`]: whose policy applies);
 //! - [`oplog`]: a job's oplog follower (its request and its metrics);
+//! - `runbook` (feature `runbook`): importing a backup of the manual
+//!   runbook as a snapshot;
 //! - [`trust`]: whom a restore trusts;
 //! - [`restoring`]: opening a snapshot (its signature judged first) and
 //!   restoring it with the config's sources;
@@ -43,6 +45,8 @@ pub mod oplog;
 pub mod record;
 pub mod restoring;
 pub mod retention;
+#[cfg(feature = "runbook")]
+pub mod runbook;
 pub mod trust;
 
 pub use context::App;

@@ -1,8 +1,7 @@
 //! `coffer import-runbook`: turns a backup made by the manual Issuer
 //! Directory runbook (`<BACKUP_DIR>.tar.gz.age`) into a normal coffer
-//! snapshot. Reading and checking the backup, and its sources, are the
-//! `coffer-source-runbook` crate; this command resolves keys, sinks and
-//! the job, runs the backup and reports it.
+//! snapshot ([`coffer_app::App::import_runbook`]); this command resolves
+//! the keys and the job from its flags and reports the backup.
 
 use std::path::PathBuf;
 
@@ -58,7 +57,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ImportRunbookArgs) -> CmdResult {
 #[cfg(feature = "mongo")]
 mod imp {
     use coffer_core::ops::BackupReport;
-    use coffer_core::{BackupRequest, Error, ErrorKind, config_error};
+    use coffer_core::{Error, config_error};
 
     use super::ImportRunbookArgs;
     use crate::commands::backup;
@@ -73,12 +72,6 @@ mod imp {
         // Everything that can be refused is checked before any decryption.
         let job = resolve_job(&a, config.as_ref())?;
         let forced_time = crate::ctx::snapshot_time(a.time.as_deref())?;
-        let targets: Vec<(String, bool)> = job.plan.sinks.iter().map(|s| (s.clone(), true)).collect();
-        let sinks = ctx.sink_targets(
-            &targets,
-            config.as_ref(),
-            Some(coffer_core::chunked::SnapshotFormat::Bundle),
-        )?;
         let ids = crate::ctx::identities(&a.keys)?;
         if ids.is_empty() {
             return Err(config_error("no identity to decrypt the runbook backup")
@@ -86,42 +79,15 @@ mod imp {
                 .into());
         }
 
-        let path = file.clone();
-        let file_factory = ctx.registry.source_factory("file")?.clone();
-        let imported = tokio::task::spawn_blocking(move || {
-            coffer_source_runbook::read(&path, &ids, file_factory.as_ref())
-        })
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("the import task failed: {e}")))??;
-        let backup_name = coffer_source_runbook::backup_name(&file);
-        let time = forced_time
-            .or_else(|| coffer_source_runbook::snapshot_time(&imported.archive_name, &backup_name))
-            .ok_or_else(|| {
-                config_error(format!(
-                    "cannot tell the backup's time from `{}` or `{}`",
-                    imported.archive_name,
-                    file.display()
-                ))
-                .with_hint("pass --time 2026-11-27T22:15:00Z")
-            })?;
-        let req = BackupRequest {
-            job: job.plan.job,
-            sources: imported.sources,
-            sinks,
-            encryption: job.encryption,
-            compression: job.compression,
-            tags: job.plan.tags,
-            time: Some(time),
-            threads: crate::ctx::threads(),
-            signing_key: job.signing_key,
-            dedup_key: None,
-            trusted: Default::default(),
-        };
         let progress = std::sync::Arc::new(coffer_core::Progress::default());
         let spinner = crate::output::Spinner::start("import-runbook", progress.clone(), ctx.quiet);
-        let done = coffer_core::ops::backup(req, "import-runbook", progress).await;
+        let done = ctx
+            .app
+            .import_runbook(config.as_ref(), &file, ids, job, forced_time, progress)
+            .await;
         spinner.finish();
-        let (outcome, secs) = done?;
+        let imported = done?;
+        let (outcome, secs) = (imported.outcome, imported.seconds);
         let mut report = BackupReport::new(&outcome, secs, None, outcome.required_ok());
         report.imported_from = Some(file.to_string_lossy().into_owned());
         report.sha256sums_checked = Some(imported.checked);
