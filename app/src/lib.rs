@@ -11,6 +11,7 @@
 //! - [`oplog`]: a job's oplog follower (its request and its metrics);
 //! - `runbook` (feature `runbook`): importing a backup of the manual
 //!   runbook as a snapshot;
+//! - [`keycheck`]: the key-escrow drill;
 //! - [`trust`]: whom a restore trusts;
 //! - [`restoring`]: opening a snapshot (its signature judged first) and
 //!   restoring it with the config's sources;
@@ -41,6 +42,7 @@ pub mod evidence;
 pub mod health;
 pub mod hooks;
 pub mod job;
+pub mod keycheck;
 pub mod oplog;
 pub mod record;
 pub mod restoring;

@@ -1,22 +1,16 @@
-//! `coffer keycheck`: the key-escrow drill. Proves that each identity file
-//! still opens the newest snapshot of each job, without restoring: the age
-//! header and the first payload chunk (its authentication tag checked) of
-//! the object, read from the sink's first bytes.
+//! `coffer keycheck`: the key-escrow drill ([`coffer_app::keycheck`]):
+//! proves that each identity file still opens the newest snapshot of each
+//! job, without restoring.
 
-use std::io::Read;
 use std::path::PathBuf;
 
 use clap::Args;
+use coffer_app::keycheck::{KeyCheck, keycheck};
 use coffer_core::ops::{ErrorInfo, KeycheckReport, KeycheckRow};
-use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Identities, Result, Sink, SnapshotState};
-use futures::StreamExt;
+use coffer_core::{Error, ErrorKind};
 
 use crate::ctx::{CmdResult, Ctx, SinkSel};
 use crate::output::{print_json, printable};
-
-/// The first bytes of an object read: the age header and a whole first
-/// payload chunk (64 KiB and its 16-byte tag).
-const PREFIX: usize = 128 << 10;
 
 #[derive(Debug, Args)]
 pub struct KeycheckArgs {
@@ -28,99 +22,14 @@ pub struct KeycheckArgs {
     pub identities: Vec<PathBuf>,
 }
 
-/// One identity against one job's newest snapshot.
-struct Check {
-    sink: String,
-    job: String,
-    snapshot: String,
-    identity: String,
-    result: Result<()>,
-}
-
 pub(crate) async fn exec(ctx: &Ctx, a: KeycheckArgs) -> CmdResult {
     let config = ctx.config()?;
     let sinks = ctx.sinks_of(&a.sink, config.as_ref())?;
-    // Every file must load: a key that no longer parses is the first thing
-    // an escrow drill must catch.
-    let mut keys = Vec::new();
-    for f in &a.identities {
-        let mut ids = Identities::new();
-        ids.add_file(f)?;
-        keys.push((f.display().to_string(), std::sync::Arc::new(ids)));
-    }
-    let mut checks = Vec::new();
-    for (name, sink) in &sinks {
-        let cat = Catalog::load(sink.as_ref())
-            .await
-            .map_err(|e| e.prefix(format!("sink `{name}`")))?;
-        for entry in newest_per_job(&cat) {
-            let prefix = read_prefix(sink.as_ref(), entry).await;
-            for (identity, ids) in &keys {
-                let result = match &prefix {
-                    Ok(bytes) => opens(bytes.clone(), ids.clone()).await,
-                    Err(e) => Err(Error::new(e.kind(), e.to_string())),
-                };
-                checks.push(Check {
-                    sink: name.clone(),
-                    job: entry.index.job.clone(),
-                    snapshot: entry.index.id.to_string(),
-                    identity: identity.clone(),
-                    result,
-                });
-            }
-        }
-    }
+    let checks = keycheck(&sinks, &a.identities).await?;
     report(ctx, &checks)
 }
 
-/// The newest complete snapshot of each job.
-fn newest_per_job(cat: &Catalog) -> Vec<&CatalogEntry> {
-    let mut newest: std::collections::BTreeMap<&str, &CatalogEntry> = Default::default();
-    // Oldest first: the last one seen of a job is its newest.
-    for e in cat
-        .snapshots
-        .iter()
-        .filter(|e| e.state == SnapshotState::Complete)
-    {
-        newest.insert(e.index.job.as_str(), e);
-    }
-    newest.into_values().collect()
-}
-
-/// The first [`PREFIX`] bytes of the snapshot's object (a chunked
-/// snapshot's: its first chunk, an age file of its own).
-async fn read_prefix(sink: &dyn Sink, entry: &CatalogEntry) -> Result<Vec<u8>> {
-    if entry.index.chunks.is_some() {
-        return Ok(coffer_core::chunked::first_chunk(sink, &entry.index)
-            .await?
-            .to_vec());
-    }
-    let mut stream = sink.get(&entry.index.object.key).await?;
-    let mut out = Vec::with_capacity(PREFIX);
-    while out.len() < PREFIX {
-        match stream.next().await {
-            Some(chunk) => out.extend_from_slice(&chunk?),
-            None => break,
-        }
-    }
-    Ok(out)
-}
-
-/// Whether `ids` decrypts the header and the first payload chunk.
-async fn opens(prefix: Vec<u8>, ids: std::sync::Arc<Identities>) -> Result<()> {
-    tokio::task::spawn_blocking(move || {
-        let mut plain = ids.decrypt(&prefix[..])?;
-        let mut first = [0u8; 1];
-        plain
-            .read(&mut first)
-            .map(|_| ())
-            .map_err(|e| Error::io("decrypting the first chunk", e))
-    })
-    .await
-    .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))?
-}
-
-fn report(ctx: &Ctx, checks: &[Check]) -> CmdResult {
+fn report(ctx: &Ctx, checks: &[KeyCheck]) -> CmdResult {
     let failed = checks.iter().filter(|c| c.result.is_err()).count();
     if ctx.json {
         print_json(&KeycheckReport {
