@@ -12,6 +12,7 @@
 //! - `runbook` (feature `runbook`): importing a backup of the manual
 //!   runbook as a snapshot;
 //! - [`keycheck`]: the key-escrow drill;
+//! - [`media`]: removable media, their restore kit and custody log;
 //! - [`trust`]: whom a restore trusts;
 //! - [`restoring`]: opening a snapshot (its signature judged first) and
 //!   restoring it with the config's sources;
@@ -43,6 +44,7 @@ pub mod health;
 pub mod hooks;
 pub mod job;
 pub mod keycheck;
+pub mod media;
 pub mod oplog;
 pub mod record;
 pub mod restoring;

@@ -1,14 +1,12 @@
 //! Moving snapshots between sinks for copy, export and import: selecting
 //! them, running a batch, printing each result.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
 use coffer_core::ops::TransferReport;
 use coffer_core::{
     CatalogEntry, CopyOptions, CopyOutcome, CopyStatus, ErrorKind, Result, Sink, TrustedSigners,
 };
-use coffer_sink_media::MediaIdentity;
 
 use crate::Failure;
 use crate::config::Config;
@@ -175,15 +173,5 @@ pub(crate) async fn run_batch(
     let results = results?;
     Ok(Batch {
         results: entries.into_iter().zip(results).collect(),
-    })
-}
-
-/// The medium's mount point and identity, when `sink` is a media sink.
-pub(crate) fn medium_of(sink: &dyn Sink) -> Option<(PathBuf, Option<MediaIdentity>)> {
-    let info = sink.info();
-    (info.scheme == coffer_sink_media::SCHEME).then(|| {
-        let root = PathBuf::from(info.location);
-        let id = coffer_sink_media::read_identity(&root).ok();
-        (root, id)
     })
 }

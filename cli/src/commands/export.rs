@@ -2,14 +2,11 @@
 //! restore kit and the custody log.
 
 use clap::Args;
-use coffer_core::{Sink, SinkExt};
-use coffer_sink_media::IDENTITY_FILE;
-use coffer_sink_media::kit;
-use coffer_sink_media::kit::CustodyRecord;
+use coffer_app::media::{self, CUSTODY_FILE, RESTORE_FILE, SIGNERS_FILE, SUMS_FILE, medium_of};
 
 use crate::ctx::{CmdResult, Ctx};
 use crate::output::print_json;
-use crate::transfer::{Pick, Reading, medium_of, run_batch};
+use crate::transfer::{Pick, Reading, run_batch};
 
 /// `coffer export` (none named: the newest snapshot).
 #[derive(Debug, Args)]
@@ -28,7 +25,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     let to = ctx.sink(&a.to, config.as_ref())?;
     // Every media check (mounted, label, identity) runs on any operation:
     // fail here, before locking or reading the source.
-    to.head(IDENTITY_FILE)
+    media::check_medium(to.as_ref())
         .await
         .map_err(|e| e.prefix(format!("--to {}", a.to)))?;
     let medium = medium_of(to.as_ref());
@@ -45,24 +42,10 @@ pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     .await?;
     let ids = batch.ok_ids();
     let mut kit_error = None;
-    if !ids.is_empty() {
-        let identity = medium.as_ref().and_then(|(_, id)| id.clone());
-        let record = CustodyRecord::new(
-            "export",
-            ids.clone(),
-            from.info().to_string(),
-            to.info().to_string(),
-            identity.as_ref(),
-        );
-        let r = async {
-            kit::write_restore_kit(to.as_ref(), identity.as_ref(), &trust).await?;
-            kit::append_custody(to.as_ref(), &record).await?;
-            kit::write_sums(to.as_ref()).await
-        }
-        .await;
-        if let Err(e) = r {
-            kit_error = Some(e.prefix("writing the restore kit on the medium"));
-        }
+    if !ids.is_empty()
+        && let Err(e) = media::write_export_kit(from.as_ref(), to.as_ref(), ids.clone(), &trust).await
+    {
+        kit_error = Some(e.prefix("writing the restore kit on the medium"));
     }
     if ctx.json {
         let mut report = batch.report(from.as_ref(), to.as_ref());
@@ -71,10 +54,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     } else if kit_error.is_none() && !ids.is_empty() {
         println!(
             "wrote {}, {}, {} and {} on the medium",
-            kit::RESTORE_FILE,
-            kit::SUMS_FILE,
-            kit::SIGNERS_FILE,
-            kit::CUSTODY_FILE
+            RESTORE_FILE, SUMS_FILE, SIGNERS_FILE, CUSTODY_FILE
         );
         match &medium {
             Some((root, _)) => println!(

@@ -2,14 +2,12 @@
 
 use clap::Args;
 use coffer_core::ops::{ErrorInfo, TransferItem};
-use coffer_core::{Catalog, CopyStatus, Error, ErrorKind, Sink};
-use coffer_sink_media::kit;
-use coffer_sink_media::kit::CustodyRecord;
+use coffer_core::{CopyStatus, ErrorKind};
 
 use crate::Failure;
 use crate::ctx::{CmdResult, Ctx, TrustSel};
 use crate::output::print_json;
-use crate::transfer::{medium_of, run_batch};
+use crate::transfer::run_batch;
 
 /// `coffer import`.
 #[derive(Debug, Args)]
@@ -33,29 +31,14 @@ pub(crate) async fn exec(ctx: &Ctx, a: ImportArgs) -> CmdResult {
     let trust = crate::ctx::trusted_signers(&a.trust, config.as_ref())?;
     let from = ctx.sink(&a.from, config.as_ref())?;
     let to = ctx.target_sink(&a.to, config.as_ref())?;
-    let medium = medium_of(from.as_ref());
-    let cat = Catalog::load(from.as_ref())
+    let (entries, unreadable) = coffer_app::media::importable(from.as_ref(), &a.snapshots)
         .await
         .map_err(|e| e.prefix(format!("--from {}", a.from)))?;
-    let mut unreadable: Vec<(String, String)> = Vec::new();
-    for (key, err) in &cat.unreadable {
-        if !ctx.json {
+    if !ctx.json {
+        for (key, err) in &unreadable {
             println!("{key} REFUSED: unreadable index: {err}");
         }
-        unreadable.push((key.clone(), err.clone()));
     }
-    if cat.snapshots.is_empty() && unreadable.is_empty() {
-        return Err(
-            Error::new(ErrorKind::NotFound, format!("{} holds no snapshot", a.from))
-                .with_hint("check that the right medium is mounted (`coffer media status PATH`)")
-                .into(),
-        );
-    }
-    let entries = if a.snapshots.is_empty() {
-        cat.snapshots.clone()
-    } else {
-        cat.select(&a.snapshots, false, false)?
-    };
     let batch = run_batch(
         ctx,
         from.clone(),
@@ -70,19 +53,8 @@ pub(crate) async fn exec(ctx: &Ctx, a: ImportArgs) -> CmdResult {
     // Record the receipt on the medium; a write-protected medium only warns.
     let mut refused: Vec<String> = batch.refused().into_iter().map(|(id, _)| id).collect();
     refused.extend(unreadable.iter().map(|(k, _)| k.clone()));
-    let mut record = CustodyRecord::new(
-        "import",
-        batch.ok_ids(),
-        from.info().to_string(),
-        to.info().to_string(),
-        medium.as_ref().and_then(|(_, id)| id.as_ref()),
-    );
-    record.refused = refused.clone();
-    let logged = async {
-        kit::append_custody(from.as_ref(), &record).await?;
-        kit::update_sums(from.as_ref(), &[kit::CUSTODY_FILE]).await
-    }
-    .await;
+    let logged =
+        coffer_app::media::log_import(from.as_ref(), to.as_ref(), batch.ok_ids(), refused.clone()).await;
     if let Err(e) = &logged {
         eprintln!("warning: could not append to the medium's custody.log: {e}");
     }

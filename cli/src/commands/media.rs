@@ -3,9 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
+use coffer_app::media::MediaIdentity;
 use coffer_core::SnapshotId;
-use coffer_core::{Catalog, Error, ErrorKind};
-use coffer_sink_media::MediaIdentity;
 use schemars::JsonSchema;
 use serde::Serialize;
 
@@ -85,12 +84,7 @@ pub struct MediaSnapshot {
 pub(crate) async fn exec(ctx: &Ctx, a: MediaArgs) -> CmdResult {
     match a.command {
         MediaCommand::Init { path, label, set } => {
-            let p = path.clone();
-            let id = tokio::task::spawn_blocking(move || {
-                coffer_sink_media::init_medium(&p, &label, set.as_deref())
-            })
-            .await
-            .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
+            let id = coffer_app::media::init_medium(&path, &label, set.as_deref()).await?;
             if ctx.json {
                 print_json(&MediaInit {
                     path: path.display().to_string(),
@@ -107,13 +101,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: MediaArgs) -> CmdResult {
             Ok(())
         }
         MediaCommand::Status { path } => {
-            let p = path.clone();
-            let status = tokio::task::spawn_blocking(move || coffer_sink_media::media_status(&p))
-                .await
-                .map_err(|e| Error::new(ErrorKind::Unexpected, e.to_string()))??;
-            let sink =
-                coffer_sink_media::MediaSink::new(coffer_sink_media::MediaSinkConfig::new(path.clone()));
-            let cat = Catalog::load(&sink).await?;
+            let (status, cat) = coffer_app::media::media_status(&path).await?;
             let id = &status.identity;
             if ctx.json {
                 print_json(&MediaStatus {
