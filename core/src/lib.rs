@@ -15,10 +15,12 @@ pub mod chunked;
 mod copy;
 mod crypto;
 mod error;
+pub mod format;
 pub mod fsutil;
 mod layers;
 mod lock;
 pub mod ops;
+pub mod pipeline;
 pub mod plugin;
 pub mod process;
 mod registry;
@@ -34,41 +36,42 @@ mod stream;
 pub mod testkit;
 mod units;
 
-pub use backup::{BackupOutcome, BackupRequest, Progress, SinkOutcome, SinkTarget, run_backup};
+pub(crate) use backup::run_backup;
+pub use backup::{BackupOutcome, BackupRequest, Progress, SinkOutcome, SinkTarget};
 pub use bundle::{
-    Compression, INDEX_FORMAT, INDEX_SUFFIX, Index, IndexEncryption, IndexObject, IndexSource,
-    MANIFEST_ENTRY, Manifest, ManifestEntry, ManifestSource, OBJECT_SUFFIX, SOURCES_ENTRY, SUMS_ENTRY,
-    SnapshotId, SourceRecord, SourcesFile, check_source_name, hostname, unique_source_name,
+    Compression, INDEX_FORMAT, INDEX_SUFFIX, Index, IndexEncryption, IndexObject, IndexSource, Manifest,
+    ManifestSource, OBJECT_SUFFIX, SnapshotId, SourceRecord, SourcesFile, check_source_name, hostname,
+    unique_source_name,
 };
+
 pub use catalog::{Catalog, CatalogEntry, SnapshotState};
-pub use copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshot, copy_snapshots, verified_object_stream};
+pub use copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshots};
+
 pub use crypto::{
     DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey, looks_like_key,
     public_half_hint, secret_key_kind, shown,
 };
 pub use error::{Error, ErrorKind, Result, config_error};
-pub use layers::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
-pub use lock::{
-    DEFAULT_REFRESH, DEFAULT_STALE, LOCK_PREFIX, LockGuard, LockInfo, LockKind, LockOptions, LockStatus,
-    UnlockReport, acquire_exclusive, acquire_exclusive_with, acquire_shared, acquire_shared_with,
-    break_locks, is_lock_conflict, list_locks,
+pub(crate) use layers::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
+pub use lock::{DEFAULT_STALE, LOCK_PREFIX, LockOptions, break_locks};
+pub(crate) use lock::{
+    LockGuard, LockInfo, LockStatus, UnlockReport, acquire_exclusive, acquire_shared_with, is_lock_conflict,
+    list_locks,
 };
 pub use registry::{
-    Registry, SinkFactory, SinkSettings, SourceFactory, SourceSettings, TableContext, layered,
-    malformed_origin, parse_origin, parse_table, settings_factory, source_settings_factory,
+    Registry, SinkFactory, SinkSettings, SourceFactory, SourceSettings, TableContext, malformed_origin,
+    parse_origin, parse_table, settings_factory, source_settings_factory,
 };
-pub use restore::{
-    BundleSummary, BundleVisitor, CheckOnly, ProgressRead, RestoreInput, RestoreOutcome, SourceResolver,
-    fetch_verified, read_bundle, read_chunked, restore_bundle, verify_object, verify_stored,
+
+pub use restore::{BundleSummary, RestoreOutcome};
+pub(crate) use restore::{
+    BundleVisitor, ProgressRead, RestoreInput, SourceResolver, fetch_verified, read_bundle, read_chunked,
+    restore_bundle, verify_stored,
 };
-pub use retention::{
-    Decision, KeepWithin, PIN_SUFFIX, PinMarker, PolicyTimeZone, RetentionPolicy, SnapshotMeta, apply,
-    pin_key,
-};
-pub use signing::{
-    AdmittedIndex, PUBLIC_KEY_PREFIX, SIGNATURE_CONTEXT, SIGNATURE_FORMAT, SignatureFile, SignatureState,
-    SignerKey, SigningKey, TrustState, TrustedSigners, check_signature,
-};
+pub(crate) use retention::{Decision, PinMarker, SnapshotMeta, pin_key};
+pub use retention::{PolicyTimeZone, RetentionPolicy, apply};
+pub use signing::{AdmittedIndex, SignatureState, SignerKey, SigningKey, TrustState, TrustedSigners};
+
 pub use sink::{
     ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key, validate_prefix,
 };

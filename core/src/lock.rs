@@ -3,8 +3,8 @@
 //! For the prune/copy authors — the API, in short:
 //!
 //! ```text
-//! let guard = coffer_core::acquire_exclusive(sink.clone(), "prune").await?;   // prune
-//! let guard = coffer_core::acquire_shared(sink.clone(), "backup").await?;     // backup, copy
+//! let guard = coffer_core::pipeline::acquire_exclusive(sink.clone(), "prune").await?;   // prune
+//! let guard = coffer_core::pipeline::acquire_shared(sink.clone(), "backup").await?;     // backup, copy
 //! guard.ensure_held()?;          // before every delete: fails if the lock was lost/broken
 //! guard.live_shared().await?;    // running backups/copies: never delete index-less objects then
 //! guard.release().await;         // or just drop it (best-effort delete)

@@ -7,12 +7,13 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use coffer_core::pipeline::{CheckOnly, read_bundle, run_backup};
 use coffer_core::testkit::MemorySink;
 use coffer_core::{
-    Area, BackupRequest, ByteStream, CaptureContext, CheckOnly, Compression, Encryption, Entry, EntryBody,
-    EntrySender, ErrorKind, GeneratedKey, Identities, Index, IndexEncryption, IndexObject, IndexSource,
-    ObjectMeta, Progress, PutOptions, RecipientKey, RestoreOptions, Restorer, Result, Sink, SinkExt,
-    SinkInfo, SinkTarget, SnapshotId, Source, SourceInfo, SourceReport, read_bundle, run_backup,
+    Area, BackupRequest, ByteStream, CaptureContext, Compression, Encryption, Entry, EntryBody, EntrySender,
+    ErrorKind, GeneratedKey, Identities, Index, IndexEncryption, IndexObject, IndexSource, ObjectMeta,
+    Progress, PutOptions, RecipientKey, RestoreOptions, Restorer, Result, Sink, SinkExt, SinkInfo,
+    SinkTarget, SnapshotId, Source, SourceInfo, SourceReport,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -470,7 +471,7 @@ async fn truncated_ciphertext_fails_even_with_a_matching_index() {
 #[derive(Default)]
 struct Recorder(Vec<(Area, String, u32, Vec<u8>)>);
 
-impl coffer_core::BundleVisitor for Recorder {
+impl coffer_core::pipeline::BundleVisitor for Recorder {
     fn sources(&mut self, _: &coffer_core::SourcesFile) -> Result<()> {
         Ok(())
     }

@@ -8,7 +8,7 @@
 //! ```
 //! # #[cfg(feature = "testkit")] {
 //! use std::sync::Arc;
-//! use coffer_core::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
+//! use coffer_core::pipeline::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
 //!
 //! let sink = Arc::new(coffer_core::testkit::MemorySink::new());
 //! let wrapped = RetrySink::new(

@@ -14,7 +14,7 @@
 //! that an unlinked temp file encrypted with an ephemeral key) while its
 //! SHA-256 is computed. Only when every `SHA256SUMS` line matched (and
 //! every member is listed) are the members handed to
-//! [`coffer_core::run_backup`] as sources — the archive through the
+//! [`coffer_core::pipeline::run_backup`] as sources — the archive through the
 //! `mongodump` source ((`MongodumpSource::from_archive_reader`)), the
 //! other files as `file` sources and the secret as an `env` source
 //! (secrets area, mode 0600). Those in-memory sources record the same
