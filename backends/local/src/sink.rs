@@ -230,9 +230,9 @@ impl Sink for LocalSink {
             let _ = tx.send(WriteMsg::Commit).await;
         }
         drop(tx);
-        let written = writer
-            .await
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("the writing task failed: {e}")))?;
+        let written = writer.await.map_err(|e| {
+            Error::new(ErrorKind::Unexpected, format!("the writing task failed: {e}")).set_source(e)
+        })?;
         match body_error {
             // The writer has removed its temp file by now.
             Some(e) => Err(e.with_context("key", key)),
@@ -649,9 +649,9 @@ fn walk_error(root: &Path, e: walkdir::Error) -> Error {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("a blocking task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Error::new(ErrorKind::Unexpected, format!("a blocking task failed: {e}")).set_source(e)
+    })?
 }
 
 /// Checks that `root` is a sink, or makes it one with `create`: see

@@ -35,9 +35,9 @@ pub struct MediaSink {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("a blocking task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Error::new(ErrorKind::Unexpected, format!("a blocking task failed: {e}")).set_source(e)
+    })?
 }
 
 impl MediaSink {

@@ -253,6 +253,7 @@ impl Sink for OpendalSink {
                 Error::new(kind, format!("OpenDAL read failed: {e}"))
                     .with_context("sink", location.clone())
                     .with_context("key", key.clone())
+                    .set_source(e)
             })
             .boxed())
     }
@@ -330,7 +331,8 @@ fn map_error(location: &str, op: &str, key: &str, e: opendal::Error) -> Error {
     let temporary = e.is_temporary();
     let mut out = Error::new(kind, format!("OpenDAL {op} failed: {e}"))
         .with_context("sink", location)
-        .with_context("key", key);
+        .with_context("key", key)
+        .set_source(e);
     if let Some(h) = hint {
         out = out.with_hint(h);
     }

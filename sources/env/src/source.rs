@@ -59,12 +59,15 @@ impl EnvSource {
                 config_error(format!("invalid key pattern `{pattern}`: {e}"))
                     .with_context("source", &name)
                     .with_hint("patterns are key names or globs such as `APP_*`")
+                    .set_source(e)
             })?;
             builder.add(glob);
         }
-        let globs = builder
-            .build()
-            .map_err(|e| config_error(format!("invalid key patterns: {e}")).with_context("source", &name))?;
+        let globs = builder.build().map_err(|e| {
+            config_error(format!("invalid key patterns: {e}"))
+                .with_context("source", &name)
+                .set_source(e)
+        })?;
         Ok(EnvSource {
             name,
             path,
@@ -298,9 +301,9 @@ fn read_error(path: &Path, err: io::Error) -> Error {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("env source task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Error::new(ErrorKind::Unexpected, format!("env source task failed: {e}")).set_source(e)
+    })?
 }
 
 #[cfg(test)]

@@ -79,11 +79,14 @@ impl FileSource {
                 config_error(format!("invalid exclude pattern `{pattern}`: {e}"))
                     .with_context("source", &name)
                     .with_hint("patterns use glob syntax, e.g. `*.log` or `tmp/**`")
+                    .set_source(e)
             })?;
             builder.add(glob);
         }
         let exclude_set = builder.build().map_err(|e| {
-            config_error(format!("invalid exclude patterns: {e}")).with_context("source", &name)
+            config_error(format!("invalid exclude patterns: {e}"))
+                .with_context("source", &name)
+                .set_source(e)
         })?;
         Ok(FileSource {
             name,
@@ -412,9 +415,9 @@ fn absolute(path: &Path) -> Result<PathBuf> {
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| Error::new(ErrorKind::Unexpected, format!("file source task failed: {e}")))?
+    tokio::task::spawn_blocking(f).await.map_err(|e| {
+        Error::new(ErrorKind::Unexpected, format!("file source task failed: {e}")).set_source(e)
+    })?
 }
 
 /// A file body that opens its file on the first read and reads exactly

@@ -318,10 +318,11 @@ bogus = 1"#,
 exclude = ["a[b"]"#,
     )
     .unwrap();
-    assert_eq!(
-        f.from_config("x", table, Path::new("/srv")).unwrap_err().kind(),
-        ErrorKind::ConfigInvalid
-    );
+    let err = f.from_config("x", table, Path::new("/srv")).unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::ConfigInvalid);
+    // The glob library's error is kept as the source, not only as text.
+    let source = std::error::Error::source(&err).expect("the glob error is the source");
+    assert!(err.to_string().contains(&source.to_string()), "{err} / {source}");
 
     assert_eq!(f.spec_name("/etc/my app.yaml"), "my_app.yaml");
     assert_eq!(f.spec_name("/"), "files");

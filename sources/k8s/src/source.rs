@@ -97,6 +97,7 @@ impl K8sSource {
                 serde_json::to_value(s).map_err(|e| {
                     Error::new(ErrorKind::Unexpected, format!("cannot encode a Secret: {e}"))
                         .with_context("source", &self.name)
+                        .set_source(e)
                 })
             })
             .collect::<Result<Vec<_>>>()?;
