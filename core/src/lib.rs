@@ -78,7 +78,7 @@ pub use sink::{
 pub use source::{
     Area, CancelFlag, CaptureContext, Entry, EntryBody, EntryCheck, EntrySender, FileStat, OptionKind,
     PathClaims, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions,
-    RestoreReport, Restorer, Source, SourceInfo, SourceReport, check_relative_path,
+    RestoreReport, Restorer, Source, SourceInfo, SourceReport, check_relative_path, forged_entry,
 };
 pub use units::{human_size, percent_decode, printable};
 

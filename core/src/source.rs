@@ -758,14 +758,22 @@ pub fn check_relative_path(path: &str) -> Result<()> {
         || path.contains('\0')
         || path.split('/').any(|s| s == ".." || s.is_empty() || s == ".");
     if bad {
-        return Err(Error::new(
-            ErrorKind::Integrity,
+        return Err(forged_entry(
             "unsafe path in bundle (absolute or with '..')",
-        )
-        .with_context("path", path)
-        .with_hint("the bundle is malformed or forged; do not restore it"));
+            path,
+        ));
     }
     Ok(())
+}
+
+/// The error of a bundle entry at `path` that breaks a restorer's rules
+/// (`what`: an unexpected entry, a size that lies): an integrity failure
+/// whose hint says not to restore it. Every plugin reports such entries
+/// with it, so users see one message for one problem.
+pub fn forged_entry(what: impl Into<String>, path: &str) -> Error {
+    Error::new(ErrorKind::Integrity, what.into())
+        .with_context("path", crate::printable(path))
+        .with_hint("the bundle is malformed or forged; do not restore it")
 }
 
 #[cfg(test)]

@@ -36,6 +36,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod error;
 mod sink;
 
 pub use config::OpendalSinkConfig;

@@ -52,6 +52,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod error;
 mod restore;
 mod run;
 mod source;

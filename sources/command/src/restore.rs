@@ -22,6 +22,7 @@ use coffer_core::{
     RestoreOptions, RestoreReport, Restorer, Result, check_relative_path, human_size,
 };
 
+use crate::error::short;
 use crate::run::{End, Program, StderrTail};
 
 const SPILL_LIMIT: usize = 8 << 20;
@@ -201,10 +202,18 @@ impl Restorer for CommandRestorer {
         check_relative_path(entry.path)?;
         let size = match entry.kind {
             RestoreEntryKind::File { size } if !entry.path.contains('/') && entry.area != Area::Mongo => size,
-            _ => return Err(forged("a `command` source holds one file", entry.path)),
+            _ => {
+                return Err(coffer_core::forged_entry(
+                    "a `command` source holds one file",
+                    entry.path,
+                ));
+            }
         };
         if self.size.is_some() {
-            return Err(forged("a `command` source holds exactly one entry", entry.path));
+            return Err(coffer_core::forged_entry(
+                "a `command` source holds exactly one entry",
+                entry.path,
+            ));
         }
         self.file = entry.path.to_string();
         match &self.dest {
@@ -255,14 +264,4 @@ impl Restorer for CommandRestorer {
             ..Default::default()
         })
     }
-}
-
-fn short(file: &str) -> Error {
-    forged("the entry is shorter than its header says", file)
-}
-
-fn forged(what: &str, path: &str) -> Error {
-    Error::new(ErrorKind::Integrity, what.to_string())
-        .with_context("path", coffer_core::printable(path))
-        .with_hint("the bundle is malformed or forged; do not restore it")
 }

@@ -36,6 +36,7 @@
 
 mod config;
 mod dotenv;
+mod error;
 mod restore;
 mod source;
 

@@ -152,14 +152,25 @@ impl Restorer for EnvRestorer {
             RestoreEntryKind::File { size } if entry.area == Area::Secrets && !entry.path.contains('/') => {
                 size
             }
-            _ => return Err(forged("an `env` source holds one secrets/ file", entry.path)),
+            _ => {
+                return Err(coffer_core::forged_entry(
+                    "an `env` source holds one secrets/ file",
+                    entry.path,
+                ));
+            }
         };
         if self.seen {
-            return Err(forged("an `env` source holds exactly one entry", entry.path));
+            return Err(coffer_core::forged_entry(
+                "an `env` source holds exactly one entry",
+                entry.path,
+            ));
         }
         self.seen = true;
         if size > MAX_SIZE {
-            return Err(forged("the .env entry is implausibly large", entry.path));
+            return Err(coffer_core::forged_entry(
+                "the .env entry is implausibly large",
+                entry.path,
+            ));
         }
         let mut bundle = Vec::with_capacity(size as usize);
         entry
@@ -168,7 +179,7 @@ impl Restorer for EnvRestorer {
             .read_to_end(&mut bundle)
             .map_err(|e| Error::io("cannot read the bundle", e))?;
         if bundle.len() as u64 != size {
-            return Err(forged(
+            return Err(coffer_core::forged_entry(
                 "the .env entry is shorter than its header says",
                 entry.path,
             ));
@@ -358,12 +369,6 @@ fn keep_owner(file: &File, uid: u32, gid: u32, dest: &Path) {
     if let Err(e) = std::os::unix::fs::fchown(file, Some(uid), Some(gid)) {
         tracing::warn!(path = %dest.display(), error = %e, "cannot keep the owner of the replaced .env file");
     }
-}
-
-fn forged(what: &str, path: &str) -> Error {
-    Error::new(ErrorKind::Integrity, what.to_string())
-        .with_context("path", path)
-        .with_hint("the bundle is malformed or forged; do not restore it")
 }
 
 #[cfg(test)]

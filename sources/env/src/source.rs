@@ -21,6 +21,7 @@ use serde_json::json;
 use crate::KIND;
 use crate::config::EnvSourceConfig;
 use crate::dotenv::{self, EnvLine};
+use crate::error::read_error;
 use crate::restore::EnvRestorer;
 
 /// Selected keys of a `.env` file, captured as one secret
@@ -285,19 +286,6 @@ fn parse_spec(spec: &str) -> Result<(&str, Vec<String>)> {
         );
     }
     Ok((path, keys))
-}
-
-fn read_error(path: &Path, err: io::Error) -> Error {
-    let hint = match err.kind() {
-        io::ErrorKind::NotFound => Some("check the source's `path`"),
-        io::ErrorKind::PermissionDenied => Some("run coffer as a user that can read the .env file"),
-        _ => None,
-    };
-    let e = Error::io(format!("cannot read {}", path.display()), err).with_context("path", path.display());
-    match hint {
-        Some(h) => e.with_hint(h),
-        None => e,
-    }
 }
 
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T> + Send + 'static) -> Result<T> {

@@ -37,6 +37,7 @@
 #![deny(missing_docs)]
 
 mod config;
+mod error;
 mod restore;
 mod source;
 

@@ -203,7 +203,7 @@ impl FileRestorer {
                     || entry.path.contains('/')
                     || !matches!(entry.kind, RestoreEntryKind::File { .. })
                 {
-                    return Err(forged(
+                    return Err(coffer_core::forged_entry(
                         "a single-file source holds exactly one file entry",
                         entry.path,
                     ));
@@ -245,7 +245,7 @@ impl FileRestorer {
                     continue;
                 }
                 Some(_) => {
-                    return Err(forged(
+                    return Err(coffer_core::forged_entry(
                         "a bundle path runs through a file or symlink of the same bundle",
                         rel,
                     ));
@@ -369,7 +369,10 @@ impl FileRestorer {
                 }
                 Ok(())
             }
-            Some(_) => Err(forged("the bundle holds the same path twice", rel)),
+            Some(_) => Err(coffer_core::forged_entry(
+                "the bundle holds the same path twice",
+                rel,
+            )),
         }
     }
 
@@ -729,7 +732,10 @@ impl Restorer for FileRestorer {
     fn entry(&mut self, entry: RestoreEntry<'_>) -> Result<()> {
         check_relative_path(entry.path)?;
         if entry.area != Area::Files {
-            return Err(forged("a `file` source holds only files/ entries", entry.path));
+            return Err(coffer_core::forged_entry(
+                "a `file` source holds only files/ entries",
+                entry.path,
+            ));
         }
         self.entries += 1;
         self.resolve_layout(&entry)?;
@@ -975,10 +981,4 @@ fn system_time(mtime: i64) -> SystemTime {
     } else {
         UNIX_EPOCH - Duration::from_secs(mtime.unsigned_abs())
     }
-}
-
-fn forged(what: &str, path: &str) -> Error {
-    Error::new(ErrorKind::Integrity, what.to_string())
-        .with_context("path", path)
-        .with_hint("the bundle is malformed or forged; do not restore it")
 }

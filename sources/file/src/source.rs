@@ -23,6 +23,7 @@ use walkdir::WalkDir;
 
 use crate::KIND;
 use crate::config::FileSourceConfig;
+use crate::error::{not_file_or_dir, read_error};
 use crate::restore::FileRestorer;
 
 /// A file or a directory tree captured into `files/<source>/…`.
@@ -387,27 +388,6 @@ fn open_for_read(path: &Path, follow: bool) -> io::Result<File> {
         opts.custom_flags(libc::O_NOFOLLOW);
     }
     opts.open(path)
-}
-
-fn read_error(path: &Path, err: io::Error) -> Error {
-    let denied = err.kind() == io::ErrorKind::PermissionDenied;
-    let not_found = err.kind() == io::ErrorKind::NotFound;
-    let e = Error::io(format!("cannot read {}", path.display()), err).with_context("path", path.display());
-    if denied {
-        e.with_hint(
-            "run coffer as a user that can read every file of the source, or add the path to its `exclude` patterns",
-        )
-    } else if not_found {
-        e.with_hint("check the source's `path`")
-    } else {
-        e
-    }
-}
-
-fn not_file_or_dir(path: &Path) -> Error {
-    Error::new(ErrorKind::Unsupported, "not a regular file or a directory")
-        .with_context("path", path.display())
-        .with_hint("a `file` source backs up a regular file or a directory tree")
 }
 
 fn absolute(path: &Path) -> Result<PathBuf> {

@@ -42,6 +42,7 @@
 mod client;
 mod config;
 mod drill;
+mod error;
 mod restore;
 mod sanitize;
 mod source;

@@ -16,8 +16,8 @@ use std::path::PathBuf;
 
 use coffer_core::fsutil::{StagedFile, remove_created, stage_file};
 use coffer_core::{
-    Area, Error, ErrorKind, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptions, RestoreReport,
-    Restorer, Result, check_relative_path,
+    Area, Error, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptions, RestoreReport, Restorer,
+    Result, check_relative_path,
 };
 use k8s_openapi::api::core::v1::Secret;
 use kube::api::{DeleteParams, PostParams};
@@ -25,8 +25,9 @@ use kube::{Api, Client};
 use serde_json::Value;
 use tokio::runtime::Handle;
 
-use crate::client::{Connection, api_error};
+use crate::client::Connection;
 use crate::config::{file_stem, valid_name};
+use crate::error::api_error;
 use crate::sanitize::sanitize;
 
 /// Kubernetes caps a Secret at 1 MiB; a stored one far larger is forged.
@@ -124,8 +125,8 @@ impl K8sRestorer {
             unreachable!("planned in cluster mode only")
         };
         value["metadata"]["namespace"] = Value::from(namespace.as_str());
-        let secret: Secret =
-            serde_json::from_value(value).map_err(|_| forged("a stored Secret is malformed", &name))?;
+        let secret: Secret = serde_json::from_value(value)
+            .map_err(|_| coffer_core::forged_entry("a stored Secret is malformed", &name))?;
         let api: Api<Secret> = Api::namespaced(client.clone(), &namespace);
         let existing = self
             .handle
@@ -228,7 +229,7 @@ impl K8sRestorer {
                     "{}/{}: {}",
                     plan.namespace,
                     plan.name,
-                    crate::client::chain(&e)
+                    crate::error::chain(&e)
                 ));
             }
         }
@@ -281,14 +282,21 @@ impl Restorer for K8sRestorer {
         check_relative_path(entry.path)?;
         let size = match entry.kind {
             RestoreEntryKind::File { size } if entry.area == Area::Secrets => size,
-            _ => return Err(forged("a `k8s` source holds Secret files only", entry.path)),
+            _ => {
+                return Err(coffer_core::forged_entry(
+                    "a `k8s` source holds Secret files only",
+                    entry.path,
+                ));
+            }
         };
         let (namespace, stem) = entry
             .path
             .split_once('/')
             .and_then(|(ns, file)| Some((ns, file.strip_suffix(".json")?)))
             .filter(|(ns, stem)| valid_name(ns) && !stem.is_empty() && !stem.contains('/'))
-            .ok_or_else(|| forged("a `k8s` entry is not NAMESPACE/NAME.json", entry.path))?;
+            .ok_or_else(|| {
+                coffer_core::forged_entry("a `k8s` entry is not NAMESPACE/NAME.json", entry.path)
+            })?;
         // Only into the source's own namespace (or the one --k8s-namespace
         // gives): a bundle whose paths name another namespace (re-packed by
         // someone with write access to a sink) never chooses where a
@@ -301,8 +309,8 @@ impl Restorer for K8sRestorer {
             }
         );
         if !overridden && namespace != self.namespace {
-            return Err(forged(
-                &format!(
+            return Err(coffer_core::forged_entry(
+                format!(
                     "a stored Secret names namespace `{namespace}`, not the source's `{}`",
                     self.namespace
                 ),
@@ -310,10 +318,13 @@ impl Restorer for K8sRestorer {
             ));
         }
         if size > MAX_SIZE {
-            return Err(forged("a stored Secret is implausibly large", entry.path));
+            return Err(coffer_core::forged_entry(
+                "a stored Secret is implausibly large",
+                entry.path,
+            ));
         }
         if !self.seen.insert(entry.path.to_string()) {
-            return Err(forged("a Secret is stored twice", entry.path));
+            return Err(coffer_core::forged_entry("a Secret is stored twice", entry.path));
         }
         let mut body = Vec::with_capacity(size as usize);
         entry
@@ -322,18 +333,20 @@ impl Restorer for K8sRestorer {
             .read_to_end(&mut body)
             .map_err(|e| Error::io("cannot read the bundle", e))?;
         if body.len() as u64 != size {
-            return Err(forged(
+            return Err(coffer_core::forged_entry(
                 "a stored Secret is shorter than its header says",
                 entry.path,
             ));
         }
-        let value: Value =
-            serde_json::from_slice(&body).map_err(|_| forged("a stored Secret is not JSON", entry.path))?;
+        let value: Value = serde_json::from_slice(&body)
+            .map_err(|_| coffer_core::forged_entry("a stored Secret is not JSON", entry.path))?;
         // The real name is inside; the file name is it, or its short form.
         let name = value["metadata"]["name"]
             .as_str()
             .filter(|n| value["kind"] == "Secret" && valid_name(n) && file_stem(n) == stem)
-            .ok_or_else(|| forged("a stored Secret does not match its name", entry.path))?;
+            .ok_or_else(|| {
+                coffer_core::forged_entry("a stored Secret does not match its name", entry.path)
+            })?;
         let (namespace, name, stem) = (namespace.to_string(), name.to_string(), stem.to_string());
         let dry_run = self.dry_run;
         match &mut self.mode {
@@ -398,10 +411,4 @@ impl Restorer for K8sRestorer {
         }
         Ok(report)
     }
-}
-
-fn forged(what: &str, path: &str) -> Error {
-    Error::new(ErrorKind::Integrity, what.to_string())
-        .with_context("path", coffer_core::printable(path))
-        .with_hint("the bundle is malformed or forged; do not restore it")
 }

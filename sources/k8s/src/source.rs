@@ -14,8 +14,9 @@ use kube::Api;
 use kube::api::ListParams;
 use serde_json::{Value, json};
 
-use crate::client::{Connection, api_error};
+use crate::client::Connection;
 use crate::config::{K8sSourceConfig, valid_name};
+use crate::error::api_error;
 use crate::restore::K8sRestorer;
 use crate::sanitize::sanitize;
 use crate::{KIND, NAMESPACE_PARAM};

@@ -3,11 +3,12 @@
 
 use std::collections::BTreeMap;
 use std::fs::File;
-use std::io::{self, BufReader, Read};
+use std::io::{BufReader, Read};
 use std::path::Path;
 
+use crate::error::{damaged, stream_error};
 use coffer_core::spill::{Spill, SpillBody};
-use coffer_core::{Error, ErrorKind, Identities, Result};
+use coffer_core::{Error, Identities, Result};
 
 /// Bytes of one member kept in memory before spilling (encrypted).
 const MEMORY_LIMIT: usize = 8 << 20;
@@ -28,24 +29,6 @@ pub(crate) struct Extracted {
     pub(crate) members: Vec<Member>,
     /// Lines of SHA256SUMS checked.
     pub(crate) checked: usize,
-}
-
-fn damaged(what: impl Into<String>, file: &Path) -> Error {
-    Error::new(ErrorKind::Integrity, what.into())
-        .with_context("file", file.display().to_string())
-        .with_hint("the runbook backup is damaged or was altered; use another copy (nothing was imported)")
-}
-
-/// Maps an error while reading the decrypted stream: age reports a
-/// failed authentication as an I/O error.
-fn stream_error(e: io::Error, file: &Path) -> Error {
-    match e.kind() {
-        io::ErrorKind::UnexpectedEof => damaged("the encrypted file is truncated", file),
-        io::ErrorKind::InvalidData | io::ErrorKind::InvalidInput | io::ErrorKind::Other => {
-            damaged(format!("cannot read the encrypted tar.gz: {e}"), file)
-        }
-        _ => Error::io(format!("cannot read {}", file.display()), e),
-    }
 }
 
 /// Decrypts, gunzips and untars `file` into spills, then checks every

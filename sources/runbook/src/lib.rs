@@ -24,6 +24,7 @@
 //! (`<dir of FILE>/<BACKUP_DIR name>/…`), so restore them with `--target`.
 //! On a checksum failure nothing is written anywhere.
 
+mod error;
 mod extract;
 mod sources;
 

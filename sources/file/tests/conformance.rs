@@ -1,4 +1,5 @@
-//! Capture and restore of `file` sources against real temp directories.
+//! The `file` source: the conformance kit, then capture and restore against
+//! real temp directories.
 
 use std::collections::BTreeMap;
 use std::fs::{self, File};

@@ -1,4 +1,5 @@
-//! Capture and merge-restore of `env` sources against real temp files.
+//! The `env` source: the conformance kit, then capture and merge-restore
+//! against real temp files.
 
 use std::fs;
 use std::io::{Cursor, Read};
