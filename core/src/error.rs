@@ -280,6 +280,23 @@ pub fn config_error(message: impl Into<String>) -> Error {
     Error::new(ErrorKind::ConfigInvalid, message)
 }
 
+/// `err` and its sources, joined by `: ` (a source whose text the chain
+/// already holds is left out): a client library's own message is often
+/// terse ("client error (Connect)") and the cause is further down.
+pub fn error_chain(err: &dyn std::error::Error) -> String {
+    let mut text = err.to_string();
+    let mut source = err.source();
+    while let Some(s) = source {
+        let more = s.to_string();
+        if !text.contains(&more) {
+            text.push_str(": ");
+            text.push_str(&more);
+        }
+        source = s.source();
+    }
+    text
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

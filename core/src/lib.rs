@@ -51,7 +51,7 @@ pub use crypto::{
     DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey, looks_like_key,
     public_half_hint, secret_key_kind, shown,
 };
-pub use error::{Error, ErrorKind, Result, config_error};
+pub use error::{Error, ErrorKind, Result, config_error, error_chain};
 pub(crate) use layers::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
 pub use lock::{DEFAULT_STALE, LOCK_PREFIX, LockOptions, break_locks};
 pub(crate) use lock::{

@@ -48,7 +48,7 @@ impl From<S3Error> for Error {
 /// secret is never sent), so they are kept.
 pub(crate) fn store_error(op: &str, key: &str, location: &str, err: object_store::Error) -> Error {
     use object_store::Error as E;
-    let chain = error_chain(&err);
+    let chain = coffer_core::error_chain(&err);
     let (kind, hint, temporary): (ErrorKind, Option<&str>, bool) = if chain.contains("NoSuchBucket") {
         (
             ErrorKind::NotFound,
@@ -121,21 +121,6 @@ fn is_unreachable(chain: &str) -> bool {
         || c.contains("connection reset")
         || c.contains("connection closed")
         || c.contains("broken pipe")
-}
-
-/// The error and all its sources, joined by `: `.
-fn error_chain(err: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = err.to_string();
-    let mut cur = err.source();
-    while let Some(e) = cur {
-        let s = e.to_string();
-        if !out.contains(&s) {
-            out.push_str(": ");
-            out.push_str(&s);
-        }
-        cur = e.source();
-    }
-    out
 }
 
 /// The first line of the chain, with the S3 error body (`<Code>`,

@@ -47,18 +47,4 @@ pub(crate) fn api_error(err: kube::Error, what: &str, server: &str) -> Error {
     e.with_context("server", server)
 }
 
-/// `err` and its sources, joined: kube's own messages are terse
-/// ("client error (Connect)"), the cause is further down.
-pub(crate) fn chain(err: &dyn std::error::Error) -> String {
-    let mut text = err.to_string();
-    let mut source = err.source();
-    while let Some(s) = source {
-        let more = s.to_string();
-        if !text.contains(&more) {
-            text.push_str(": ");
-            text.push_str(&more);
-        }
-        source = s.source();
-    }
-    text
-}
+pub(crate) use coffer_core::error_chain as chain;
