@@ -463,7 +463,9 @@ pub struct RestoreOptionSpec {
     /// `--mongo-uri`): the CLI makes the flag from this declaration.
     pub alias: Option<&'static str>,
     /// An environment variable the flag reads when it is not given (its
-    /// value is never shown in `--help`), e.g. `COFFER_MONGO_URI`.
+    /// value is never shown in `--help`), e.g. `COFFER_MONGO_URI`. Such an
+    /// option names what to connect to, so `coffer drill` and `coffer
+    /// check` offer its flag too.
     pub env: Option<&'static str>,
 }
 

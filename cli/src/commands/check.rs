@@ -14,10 +14,11 @@ use crate::output::print_json;
 pub struct CheckArgs {
     /// Job from the config (default: its only job).
     pub job: Option<String>,
-    /// The MongoDB server of checks that name none (prefer the variable:
-    /// a password on the command line is visible to other users).
-    #[arg(long, value_name = "URI", env = "COFFER_MONGO_URI", hide_env_values = true)]
-    pub mongo_uri: Option<String>,
+    /// The plugins' connection options (`--mongo-uri`: the server of
+    /// checks that name none), made from their declarations as
+    /// `KIND.NAME=VALUE`.
+    #[arg(skip)]
+    pub opts: Vec<String>,
 }
 
 pub(crate) async fn exec(ctx: &Ctx, a: CheckArgs) -> CmdResult {
@@ -38,13 +39,12 @@ pub(crate) async fn exec(ctx: &Ctx, a: CheckArgs) -> CmdResult {
             ))
             .into());
     }
-    let params: std::collections::BTreeMap<String, String> = a
-        .mongo_uri
-        .iter()
-        .map(|u| ("mongo-uri".to_string(), u.clone()))
-        .collect();
+    let mut options = coffer_core::RestoreOptions::default();
+    for o in &a.opts {
+        ctx.registry.apply_restore_option(o, &mut options)?;
+    }
     let env = coffer_core::checks::CheckEnv {
-        params: Some(&params),
+        params: Some(&options.params),
         ..Default::default()
     };
     let results = run_checks(&job.checks, &env).await;

@@ -29,10 +29,12 @@ pub struct DrillArgs {
     pub to_ts: Option<String>,
     #[command(flatten)]
     pub read: ReadSel,
-    /// The MongoDB server to restore the scratch databases into (default:
-    /// the one the snapshot was taken from, if its URI held no password).
-    #[arg(long, value_name = "URI", env = "COFFER_MONGO_URI", hide_env_values = true)]
-    pub mongo_uri: Option<String>,
+    /// The plugins' connection options (`--mongo-uri`: the server the
+    /// scratch databases go to; default: the one the snapshot was taken
+    /// from, if its URI held no password), made from their declarations
+    /// as `KIND.NAME=VALUE`.
+    #[arg(skip)]
+    pub opts: Vec<String>,
     /// Appended to each database name to make its scratch copy (default
     /// `-drill-`, the snapshot's random part and this run's). Never empty,
     /// and a scratch database that exists already is refused: a drill only
@@ -81,8 +83,8 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillArgs) -> CmdResult {
         );
     }
     let mut options = RestoreOptions::default();
-    if let Some(uri) = &a.mongo_uri {
-        options.params.insert("mongo-uri".into(), uri.clone());
+    for o in &a.opts {
+        ctx.registry.apply_restore_option(o, &mut options)?;
     }
     let sink_name = opened.sink_name.clone();
     let req = DrillRequest {

@@ -154,18 +154,38 @@ pub fn parse(registry: &Registry, args: &[std::ffi::OsString]) -> Result<Cli, cl
     use clap::{CommandFactory, FromArgMatches};
     let help = restore_options_help(registry);
     let aliases = restore_aliases(registry);
-    let cmd = Cli::command().mut_subcommand("restore", |mut c| {
+    // `drill` and `check` connect where a restore would: they take the
+    // declared options that read an environment variable (the server's
+    // connection string, `--mongo-uri`).
+    let connection = |a: &&RestoreAlias| a.spec.env.is_some();
+    let mut cmd = Cli::command().mut_subcommand("restore", |mut c| {
         for alias in &aliases {
             c = c.arg(alias.arg());
         }
         c.after_long_help(help)
     });
+    for sub in ["drill", "check"] {
+        cmd = cmd.mut_subcommand(sub, |mut c| {
+            for alias in aliases.iter().filter(connection) {
+                c = c.arg(alias.arg());
+            }
+            c
+        });
+    }
     let matches = cmd.try_get_matches_from(args)?;
     let mut cli = Cli::from_arg_matches(&matches)?;
-    if let (Command::Restore(r), Some(("restore", m))) = (&mut cli.command, matches.subcommand()) {
+    let given = |m: &clap::ArgMatches, all: bool| -> Vec<String> {
+        let chosen = aliases.iter().filter(|a| all || connection(a));
+        chosen.flat_map(|a| a.given(m)).collect()
+    };
+    match (&mut cli.command, matches.subcommand()) {
         // Before the `--opt`s: an explicit `--opt` has the last word.
-        let given: Vec<String> = aliases.iter().flat_map(|a| a.given(m)).collect();
-        r.opts.splice(0..0, given);
+        (Command::Restore(r), Some((_, m))) => {
+            r.opts.splice(0..0, given(m, true));
+        }
+        (Command::Drill(d), Some((_, m))) => d.opts = given(m, false),
+        (Command::Check(c), Some((_, m))) => c.opts = given(m, false),
+        _ => {}
     }
     Ok(cli)
 }

@@ -113,7 +113,8 @@ pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
             name: "uri",
             param: "mongo-uri",
             kind: Text,
-            help: "restore into this server instead of the one dumped from (prefer the variable: a password on \
+            help: "the MongoDB server: a restore (or a drill's scratch databases) goes there instead of the one \
+                   dumped from, and checks that name no server count there (prefer the variable: a password on \
                    the command line is visible to other users)",
             alias: Some("--mongo-uri"),
             env: Some("COFFER_MONGO_URI"),
