@@ -264,6 +264,14 @@ fn a_prune_beside_a_running_backup_never_deletes_its_snapshot() {
     let lock: Value = serde_json::from_slice(&std::fs::read(&shared).unwrap()).unwrap();
     assert_eq!(lock["holder"], "backup");
     assert_eq!(lock["pid"], backup.id());
+    // The lock file is written before the backup checks that no prune
+    // holds the sink (it yields to one that does): wait until it holds the
+    // lock, which its upload in progress (a `.coffer-tmp-*` file outside
+    // `locks/`) shows, so the prunes below run beside a backup that holds it.
+    while !has_upload_in_progress(&sink) {
+        assert!(Instant::now() < deadline, "the backup never started its upload");
+        std::thread::sleep(Duration::from_millis(20));
+    }
 
     // Prune runs meanwhile (shared locks do not block it), keeping only
     // the newest *indexed* snapshot; the object being written has none.
@@ -294,6 +302,23 @@ fn a_prune_beside_a_running_backup_never_deletes_its_snapshot() {
         String::from_utf8_lossy(&out.stdout)
     );
     let _ = identity;
+}
+
+/// Whether a put into the local sink at `root` is in progress: a
+/// `.coffer-tmp-*` file anywhere outside `locks/`.
+fn has_upload_in_progress(root: &Path) -> bool {
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if e.path().is_dir() && name != "locks" {
+                dirs.push(e.path());
+            } else if name.starts_with(".coffer-tmp-") {
+                return true;
+            }
+        }
+    }
+    false
 }
 
 #[test]
