@@ -778,6 +778,14 @@ async fn beside_a_slow_optional_sink(
     }
 }
 
+/// The error of the run's slow optional sink, which failed, while every
+/// required sink stored the snapshot.
+fn slow_sink_error(out: &coffer_core::BackupOutcome) -> String {
+    assert!(out.required_ok());
+    let failed = out.sinks.iter().find(|s| s.name == "slow").unwrap();
+    failed.result.as_ref().unwrap_err().to_string()
+}
+
 /// An optional sink that writes at 1 MiB/s never paces the others: once it
 /// is a bounded buffer behind it is dropped from the run (its put fails,
 /// nothing is stored there), and the run takes about as long as without
@@ -792,9 +800,7 @@ async fn a_slow_optional_sink_is_dropped_instead_of_pacing_the_run() {
         local_only,
         with_slow,
     } = beside_a_slow_optional_sink(&k, Default::default()).await;
-    assert!(out.required_ok());
-    let failed = out.sinks.iter().find(|s| s.name == "slow").unwrap();
-    let err = failed.result.as_ref().unwrap_err().to_string();
+    let err = slow_sink_error(&out);
     assert!(err.contains("fell more than"), "{err}");
     assert!(
         slow.0.keys().is_empty(),
@@ -824,9 +830,7 @@ async fn a_slow_optional_chunked_sink_is_dropped_instead_of_pacing_the_run() {
         local_only,
         with_slow,
     } = beside_a_slow_optional_sink(&k, coffer_core::chunked::SnapshotFormat::Chunked).await;
-    assert!(out.required_ok());
-    let failed = out.sinks.iter().find(|s| s.name == "slow").unwrap();
-    let err = failed.result.as_ref().unwrap_err().to_string();
+    let err = slow_sink_error(&out);
     assert!(err.contains("chunks behind"), "{err}");
     // No snapshot there: no index and no chunk list (packs it stored
     // before it was dropped are the next prune's to remove).
