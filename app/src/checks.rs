@@ -337,7 +337,7 @@ pub async fn after_restore(
     job: &str,
     snapshot_time: jiff::Timestamp,
     outcome: &coffer_core::RestoreOutcome,
-    params: &std::collections::BTreeMap<String, String>,
+    params: &coffer_core::KindOptions,
 ) -> Vec<CheckResult> {
     let Some(job) = config.jobs.get(job).filter(|j| !j.checks.is_empty()) else {
         return Vec::new();

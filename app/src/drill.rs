@@ -288,6 +288,7 @@ impl Targets {
             let run = ScratchRun {
                 run: &run,
                 suffix: &suffix,
+                kind,
                 sources: &sources,
                 options,
             };
@@ -404,7 +405,7 @@ struct Restored<'a> {
     outcome: coffer_core::RestoreOutcome,
     targets: &'a Targets,
     /// The restore options the user gave (`--mongo-uri`).
-    params: &'a BTreeMap<String, String>,
+    params: &'a coffer_core::KindOptions,
     restore_seconds: f64,
 }
 

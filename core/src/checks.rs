@@ -12,7 +12,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 pub use crate::ops::CheckResult;
-use crate::{IndexSource, RestoreOptions, RestoreOutcome, Result};
+use crate::{IndexSource, KindOptions, RestoreOptions, RestoreOutcome, Result};
 
 /// What a check is run against.
 #[derive(Debug, Default, Clone, Copy)]
@@ -27,15 +27,16 @@ pub struct CheckEnv<'a> {
     /// The restore options the run was given (`--mongo-uri`, `--opt
     /// KIND.NAME=VALUE`): a check that needs a server and names none uses
     /// the restore's.
-    pub params: Option<&'a BTreeMap<String, String>>,
+    pub params: Option<&'a KindOptions>,
     /// When the snapshot was taken.
     pub snapshot_time: Option<jiff::Timestamp>,
 }
 
 impl CheckEnv<'_> {
-    /// The restore option `param`, if the run was given it.
-    pub fn param(&self, param: &str) -> Option<&str> {
-        self.params?.get(param).map(String::as_str)
+    /// The restore option `name` of source kind `kind`, if the run was
+    /// given it.
+    pub fn param(&self, kind: &str, name: &str) -> Option<&str> {
+        self.params?.get(kind, name)
     }
 
     /// The scratch name of `place` in a drill (itself otherwise).
@@ -100,6 +101,9 @@ pub struct ScratchRun<'a> {
     /// Appended to a name to make its scratch copy: the user's
     /// `--scratch-suffix`, else `-drill-<run>`. Never empty.
     pub suffix: &'a str,
+    /// The source kind whose scratch place this is (its options are the
+    /// ones [`DrillScratch::prepare`] sets).
+    pub kind: &'a str,
     /// The snapshot's sources of this kind that the drill restores (their
     /// origins, in the encrypted bundle, reach [`DrillScratch::restored`]).
     pub sources: &'a [IndexSource],
@@ -113,7 +117,7 @@ pub struct ChecksAt {
     /// Original place → scratch place ([`CheckEnv::renamed`]).
     pub renamed: BTreeMap<String, String>,
     /// Restore options for the checks ([`CheckEnv::params`]).
-    pub params: BTreeMap<String, String>,
+    pub params: KindOptions,
 }
 
 /// What a drill's scratch place of one kind is, for its evidence.

@@ -76,8 +76,8 @@ pub use sink::{
     ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key, validate_prefix,
 };
 pub use source::{
-    Area, CancelFlag, CaptureContext, Entry, EntryBody, EntryCheck, EntrySender, FileStat, OptionKind,
-    PathClaims, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions,
+    Area, CancelFlag, CaptureContext, Entry, EntryBody, EntryCheck, EntrySender, FileStat, KindOptions,
+    OptionKind, PathClaims, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions,
     RestoreReport, Restorer, Source, SourceInfo, SourceReport, check_relative_path, forged_entry,
 };
 pub use units::{human_size, percent_decode, printable};

@@ -17,9 +17,10 @@ pub use crate::checks::{
 };
 pub use crate::{
     Area, ByteStream, Bytes, CancelFlag, CaptureContext, Entry, EntryBody, EntryCheck, EntrySender, Error,
-    ErrorKind, FileStat, ObjectMeta, OptionKind, PutMode, PutOptions, Registry, RestoreAction, RestoreEntry,
-    RestoreEntryKind, RestoreOptionSpec, RestoreOptions, RestoreOutcome, RestoreReport, Restorer, Result,
-    Sink, SinkExt, SinkFactory, SinkInfo, SinkSettings, Source, SourceFactory, SourceInfo, SourceReport,
-    SourceSettings, TableContext, async_trait, check_relative_path, config_error, error_chain, forged_entry,
-    malformed_origin, parse_origin, parse_table, settings_factory, source_settings_factory, toml,
+    ErrorKind, FileStat, KindOptions, ObjectMeta, OptionKind, PutMode, PutOptions, Registry, RestoreAction,
+    RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions, RestoreOutcome, RestoreReport,
+    Restorer, Result, Sink, SinkExt, SinkFactory, SinkInfo, SinkSettings, Source, SourceFactory, SourceInfo,
+    SourceReport, SourceSettings, TableContext, async_trait, check_relative_path, config_error, error_chain,
+    forged_entry, malformed_origin, parse_origin, parse_table, settings_factory, source_settings_factory,
+    toml,
 };

@@ -488,7 +488,7 @@ impl Registry {
     pub fn apply_restore_option(&self, opt: &str, opts: &mut crate::RestoreOptions) -> Result<()> {
         let (key, value) = opt.split_once('=').unwrap_or((opt, ""));
         let known = self.restore_options();
-        let Some((_, spec)) = known.iter().find(|(kind, o)| format!("{kind}.{}", o.name) == key) else {
+        let Some((kind, spec)) = known.iter().find(|(kind, o)| format!("{kind}.{}", o.name) == key) else {
             let names: Vec<String> = known.iter().map(|(k, o)| format!("{k}.{}", o.name)).collect();
             return Err(config_error(format!("unknown restore option `{key}`")).with_hint(
                 if names.is_empty() {
@@ -501,7 +501,7 @@ impl Registry {
                 },
             ));
         };
-        opts.set(spec, value)
+        opts.set(kind, spec, value)
     }
 
     /// The factory of a source kind.

@@ -792,7 +792,7 @@ impl BundleVisitor for RestoreVisitor {
     fn sources(&mut self, sources: &SourcesFile) -> Result<()> {
         for record in &sources.sources {
             if let Some(source) = (self.resolve)(record)? {
-                let mut opts = self.opts.clone();
+                let mut opts = self.opts.for_kind(&record.kind);
                 if let (true, Some(target)) = (opts.target_per_source, &opts.target) {
                     opts.target = Some(target.join(&record.name));
                 }

@@ -355,8 +355,11 @@ pub struct RestoreOptions {
     pub target_per_source: bool,
     /// Compute the plan only; change nothing.
     pub dry_run: bool,
-    /// Plugin-specific options from flags, e.g. `mongo-uri`, `drop`.
-    pub params: BTreeMap<String, String>,
+    /// The plugins' options, keyed by source kind (`--opt KIND.NAME=VALUE`
+    /// and the flags made from them, e.g. `mongo` → `uri`, `drop`). A
+    /// restorer reads only its own kind's, with [`RestoreOptions::flag`],
+    /// [`text`](RestoreOptions::text) and [`list`](RestoreOptions::list).
+    pub params: KindOptions,
     /// Destinations already taken by other sources of the same restore.
     pub claims: PathClaims,
     /// Set when the user interrupts; long restores check it and stop.
@@ -364,31 +367,98 @@ pub struct RestoreOptions {
     /// Change-log entries to replay after the snapshot's own, per source
     /// (a point-in-time restore: `restore --to-time`), already checked.
     pub log_replays: Vec<crate::slices::pitr::LogReplay>,
+    /// The kind whose options [`RestoreOptions::flag`] and the other
+    /// readers read (see [`RestoreOptions::for_kind`]).
+    pub(crate) reading: Option<String>,
+}
+
+/// Restore options by source kind: kind → option name → value (a list
+/// option's values joined by line breaks). A kind's restorer sees only
+/// its own: the `ns-*` options a drill gives MongoDB never reach another
+/// plugin.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KindOptions(BTreeMap<String, BTreeMap<String, String>>);
+
+impl KindOptions {
+    /// The value of option `name` of `kind`, if given.
+    pub fn get(&self, kind: &str, name: &str) -> Option<&str> {
+        self.0.get(kind)?.get(name).map(String::as_str)
+    }
+
+    /// Every option of `kind` (empty when none was given).
+    pub fn of(&self, kind: &str) -> &BTreeMap<String, String> {
+        static NONE: BTreeMap<String, String> = BTreeMap::new();
+        self.0.get(kind).unwrap_or(&NONE)
+    }
+
+    /// Sets option `name` of `kind` (unchecked: a plugin setting its own
+    /// kind's options, e.g. a drill's scratch places).
+    pub fn insert(&mut self, kind: &str, name: &str, value: impl Into<String>) {
+        self.0
+            .entry(kind.to_string())
+            .or_default()
+            .insert(name.to_string(), value.into());
+    }
+
+    /// Sets option `name` of `kind` unless it is given already.
+    pub fn insert_default(&mut self, kind: &str, name: &str, value: impl Into<String>) {
+        self.0
+            .entry(kind.to_string())
+            .or_default()
+            .entry(name.to_string())
+            .or_insert_with(|| value.into());
+    }
+
+    /// Whether no option is given.
+    pub fn is_empty(&self) -> bool {
+        self.0.values().all(BTreeMap::is_empty)
+    }
 }
 
 impl RestoreOptions {
-    /// Whether the flag option `param` is set (`true`).
-    pub fn flag(&self, param: &str) -> bool {
-        self.params.get(param).is_some_and(|v| v == "true")
+    /// These options as the restorer of `kind` reads them: its flag,
+    /// text and list options are that kind's. Core narrows them so before
+    /// it hands them to a source's [`crate::Source::restore`] (and
+    /// [`crate::SourceFactory::place_given`]).
+    pub fn for_kind(&self, kind: &str) -> RestoreOptions {
+        RestoreOptions {
+            reading: Some(kind.to_string()),
+            ..self.clone()
+        }
     }
 
-    /// The text option `param`, if given.
-    pub fn text(&self, param: &str) -> Option<&str> {
-        self.params.get(param).map(String::as_str)
+    /// The kind these options were narrowed to, if any.
+    pub fn kind(&self) -> Option<&str> {
+        self.reading.as_deref()
     }
 
-    /// The values of the list option `param`, in the order given.
-    pub fn list(&self, param: &str) -> Vec<&str> {
-        self.params
-            .get(param)
+    /// Every option of the kind these options were narrowed to.
+    pub fn own(&self) -> &BTreeMap<String, String> {
+        self.params.of(self.reading.as_deref().unwrap_or(""))
+    }
+
+    /// Whether the flag option `name` of the kind read is set (`true`).
+    pub fn flag(&self, name: &str) -> bool {
+        self.text(name) == Some("true")
+    }
+
+    /// The text option `name` of the kind read, if given.
+    pub fn text(&self, name: &str) -> Option<&str> {
+        self.own().get(name).map(String::as_str)
+    }
+
+    /// The values of the list option `name` of the kind read, in the
+    /// order given.
+    pub fn list(&self, name: &str) -> Vec<&str> {
+        self.text(name)
             .map(|v| v.split('\n').filter(|s| !s.is_empty()).collect())
             .unwrap_or_default()
     }
 
-    /// Sets the option `spec` from a value given on the command line,
-    /// checking it against its type: a flag takes `true`, `false` or
+    /// Sets the option `spec` of `kind` from a value given on the command
+    /// line, checking it against its type: a flag takes `true`, `false` or
     /// nothing (true); a list option adds one value per call.
-    pub fn set(&mut self, spec: &RestoreOptionSpec, value: &str) -> Result<()> {
+    pub fn set(&mut self, kind: &str, spec: &RestoreOptionSpec, value: &str) -> Result<()> {
         let bad = |why: &str| {
             Error::new(
                 ErrorKind::ConfigInvalid,
@@ -396,6 +466,7 @@ impl RestoreOptions {
             )
             .with_hint(format!("{} ({})", spec.help, spec.kind.describe()))
         };
+        let own = self.params.0.entry(kind.to_string()).or_default();
         match spec.kind {
             OptionKind::Flag => {
                 let on = match value {
@@ -404,20 +475,20 @@ impl RestoreOptions {
                     other => return Err(bad(&format!("`{other}` is not true or false"))),
                 };
                 if on {
-                    self.params.insert(spec.param.into(), "true".into());
+                    own.insert(spec.name.into(), "true".into());
                 } else {
-                    self.params.remove(spec.param);
+                    own.remove(spec.name);
                 }
             }
             OptionKind::Text if value.is_empty() => return Err(bad("needs a value")),
             OptionKind::Text => {
-                self.params.insert(spec.param.into(), value.into());
+                own.insert(spec.name.into(), value.into());
             }
             OptionKind::List if value.is_empty() || value.contains('\n') => {
                 return Err(bad("needs one value without a line break"));
             }
             OptionKind::List => {
-                let v = self.params.entry(spec.param.into()).or_default();
+                let v = own.entry(spec.name.into()).or_default();
                 if !v.is_empty() {
                     v.push('\n');
                 }
@@ -444,23 +515,22 @@ pub trait EntryCheck: Send {
 /// A restore option a source plugin declares
 /// ([`crate::SourceFactory::restore_options`]). The CLI offers each as
 /// `--opt KIND.NAME=VALUE` (e.g. `--opt mongo.uri=mongodb://…`), checks
-/// the value against its type, and hands it to the restorer in
-/// [`RestoreOptions::params`] under `param`, read back with
+/// the value against its type, and hands it to the restorers of that kind
+/// only, under `NAME` in [`RestoreOptions::params`], read back with
 /// [`RestoreOptions::flag`], [`text`](RestoreOptions::text) or
 /// [`list`](RestoreOptions::list).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct RestoreOptionSpec {
-    /// The name after `KIND.`, e.g. `uri`.
+    /// The name after `KIND.`, e.g. `uri`: the key the restorer reads.
     pub name: &'static str,
-    /// The key in [`RestoreOptions::params`], e.g. `mongo-uri`; sources of
-    /// several kinds may share one (mongo and mongodump do).
-    pub param: &'static str,
     /// Its type.
     pub kind: OptionKind,
     /// One line of help.
     pub help: &'static str,
     /// A flag of `coffer restore` that sets it too, if any (e.g.
-    /// `--mongo-uri`): the CLI makes the flag from this declaration.
+    /// `--mongo-uri`): the CLI makes the flag from this declaration. Kinds
+    /// that declare the same alias (mongo and mongodump) share the flag: it
+    /// sets the option of each.
     pub alias: Option<&'static str>,
     /// An environment variable the flag reads when it is not given (its
     /// value is never shown in `--help`), e.g. `COFFER_MONGO_URI`. Such an

@@ -1150,8 +1150,9 @@ async fn restore_all(
     entries: &[CapturedEntry],
     commit: bool,
 ) -> std::result::Result<RestoreReport, String> {
+    // As core hands them over: narrowed to the source's kind.
     let restorer: Box<dyn Restorer> = source
-        .restore(opts)
+        .restore(&opts.for_kind(source.info().kind))
         .await
         .map_err(|e| format!("restore() failed: {e:?}"))?;
     let entries = entries.to_vec();

@@ -851,3 +851,124 @@ async fn a_slow_optional_chunked_sink_is_dropped_instead_of_pacing_the_run() {
         .await
         .unwrap();
 }
+
+/// What the restorers of [`KindSource`]s were given: (kind, its options).
+type SeenOptions = Arc<std::sync::Mutex<Vec<(String, std::collections::BTreeMap<String, String>)>>>;
+
+/// A source of one file, of its own kind; its restorer notes the options
+/// it reads.
+#[derive(Debug)]
+struct KindSource {
+    kind: &'static str,
+    seen: SeenOptions,
+}
+
+struct Discard;
+
+impl Restorer for Discard {
+    fn entry(&mut self, _: coffer_core::RestoreEntry<'_>) -> Result<()> {
+        Ok(())
+    }
+    fn finish(self: Box<Self>, _: bool) -> Result<coffer_core::RestoreReport> {
+        Ok(Default::default())
+    }
+}
+
+#[async_trait]
+impl Source for KindSource {
+    fn info(&self) -> SourceInfo {
+        SourceInfo::new(self.kind, self.kind, "memory", serde_json::json!({}))
+    }
+    async fn check(&self) -> Result<()> {
+        Ok(())
+    }
+    async fn capture(&self, _: &CaptureContext, out: EntrySender) -> Result<SourceReport> {
+        out.send(Entry {
+            area: Area::Files,
+            path: "f".into(),
+            mode: 0o644,
+            mtime: 1_700_000_000,
+            owner: None,
+            stat: None,
+            body: EntryBody::File {
+                size: 1,
+                reader: Box::new(Cursor::new(b"x".to_vec())),
+            },
+        })
+        .await?;
+        Ok(SourceReport::default())
+    }
+    async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
+        let own = opts.own().clone();
+        self.seen.lock().unwrap().push((self.kind.to_string(), own));
+        Ok(Box::new(Discard))
+    }
+}
+
+/// Restore options are keyed by kind: each restorer reads its own kind's
+/// and never another's (a drill's `ns-*` options for MongoDB never reach a
+/// file restorer), even where two kinds name an option alike.
+#[tokio::test(flavor = "multi_thread")]
+async fn each_restorer_reads_only_its_own_kinds_options() {
+    let (k, ids, _d) = key();
+    let seen = SeenOptions::default();
+    let sources: Vec<Arc<dyn Source>> = ["alpha", "beta", "gamma"]
+        .into_iter()
+        .map(|kind| {
+            Arc::new(KindSource {
+                kind,
+                seen: seen.clone(),
+            }) as Arc<dyn Source>
+        })
+        .collect();
+    let by_name: std::collections::HashMap<String, Arc<dyn Source>> = sources
+        .iter()
+        .map(|s| (s.info().name.clone(), s.clone()))
+        .collect();
+    let sink = Arc::new(MemorySink::new());
+    let out = run_backup(
+        request(&k, sources, vec![target("a", sink.clone(), true)]),
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+
+    let mut opts = RestoreOptions::default();
+    opts.params.insert("alpha", "drop", "true");
+    opts.params.insert("alpha", "ns-from", "*.*");
+    opts.params.insert("beta", "drop", "false");
+    let input = coffer_core::pipeline::RestoreInput::open(
+        sink.as_ref(),
+        &out.index,
+        None,
+        Arc::new(Progress::default()),
+    )
+    .await
+    .unwrap();
+    let resolve: coffer_core::pipeline::SourceResolver =
+        Box::new(move |rec: &coffer_core::SourceRecord| Ok(by_name.get(&rec.name).cloned()));
+    let (index, handle) = (out.index.clone(), tokio::runtime::Handle::current());
+    tokio::task::spawn_blocking(move || {
+        coffer_core::pipeline::restore_bundle(input, &index, &ids, resolve, opts, handle)
+    })
+    .await
+    .unwrap()
+    .unwrap();
+
+    let mut seen = seen.lock().unwrap().clone();
+    seen.sort();
+    let text = |pairs: &[(&str, &str)]| -> std::collections::BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    };
+    assert_eq!(
+        seen,
+        vec![
+            ("alpha".into(), text(&[("drop", "true"), ("ns-from", "*.*")])),
+            ("beta".into(), text(&[("drop", "false")])),
+            ("gamma".into(), text(&[])),
+        ]
+    );
+}

@@ -194,9 +194,9 @@ pub fn parse(registry: &Registry, args: &[std::ffi::OsString]) -> Result<Cli, cl
 /// declares with an alias (`--mongo-uri` for `mongo.uri`, `--k8s-namespace`
 /// for `k8s.namespace`): it stands for `--opt KIND.NAME[=VALUE]`.
 struct RestoreAlias {
-    /// `KIND.NAME` (the first kind declaring the alias: kinds that share
-    /// an option share its `param`).
-    opt: String,
+    /// `KIND.NAME` of every kind declaring the alias (mongo and mongodump
+    /// share `--mongo-uri`): the flag sets the option of each.
+    opts: Vec<String>,
     spec: coffer_core::RestoreOptionSpec,
     long: &'static str,
 }
@@ -208,12 +208,14 @@ fn restore_aliases(registry: &Registry) -> Vec<RestoreAlias> {
         let Some(long) = spec.alias.and_then(|a| a.strip_prefix("--")) else {
             continue;
         };
-        if !out.iter().any(|a| a.long == long) {
-            out.push(RestoreAlias {
-                opt: format!("{kind}.{}", spec.name),
+        let opt = format!("{kind}.{}", spec.name);
+        match out.iter_mut().find(|a| a.long == long) {
+            Some(shared) => shared.opts.push(opt),
+            None => out.push(RestoreAlias {
+                opts: vec![opt],
                 spec,
                 long,
-            });
+            }),
         }
     }
     out
@@ -231,7 +233,7 @@ impl RestoreAlias {
         let arg = clap::Arg::new(self.long).long(self.long).help(format!(
             "{first}{} (`--opt {}`)",
             help.as_str(),
-            self.opt
+            self.opts.join("`, `--opt ")
         ));
         // Once per run, for --help: clap keeps value names as &'static str.
         let value_name: &'static str = Box::leak(self.spec.name.to_uppercase().into_boxed_str());
@@ -250,13 +252,13 @@ impl RestoreAlias {
     fn given(&self, m: &clap::ArgMatches) -> Vec<String> {
         use coffer_core::OptionKind;
         match self.spec.kind {
-            OptionKind::Flag if m.get_flag(self.long) => vec![self.opt.clone()],
+            OptionKind::Flag if m.get_flag(self.long) => self.opts.clone(),
             OptionKind::Flag => Vec::new(),
             _ => m
                 .get_many::<String>(self.long)
                 .into_iter()
                 .flatten()
-                .map(|v| format!("{}={v}", self.opt))
+                .flat_map(|v| self.opts.iter().map(move |o| format!("{o}={v}")))
                 .collect(),
         }
     }

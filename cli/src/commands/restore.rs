@@ -164,7 +164,7 @@ async fn post_restore_checks(
     a: &RestoreArgs,
     index: &SnapshotIndex,
     outcome: &RestoreOutcome,
-    params: &std::collections::BTreeMap<String, String>,
+    params: &coffer_core::KindOptions,
 ) -> Vec<CheckResult> {
     let partial = a.dry_run || a.no_checks || a.target.is_some() || !a.only.is_empty();
     match config.filter(|_| !partial) {

@@ -157,7 +157,7 @@ pub async fn restore(
         }
         let factory = registry.source_factory(&rec.kind)?;
         let source = factory.from_origin(&rec.name, &rec.origin)?;
-        if !origin_places && !place_opts.dry_run && !factory.place_given(&place_opts) {
+        if !origin_places && !place_opts.dry_run && !factory.place_given(&place_opts.for_kind(&rec.kind)) {
             return Err(origin_refused(&rec.name, &source.info().description));
         }
         Ok(Some(source))

@@ -36,7 +36,7 @@ pub const KIND: &str = "kv";
 
 /// The restore option a drill sets (and `--kv-into DIR` on the command
 /// line): restore `kv` stores under this directory, a folder per source.
-const INTO_PARAM: &str = "kv-into";
+const INTO_OPTION: &str = "into";
 
 /// Registers the `kv` source kind and the `kv-keys` check kind.
 pub fn register(reg: &mut Registry) {
@@ -94,7 +94,7 @@ impl Source for KvSource {
     /// directory.
     async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
         let mut opts = opts.clone();
-        if let Some(into) = opts.text(INTO_PARAM) {
+        if let Some(into) = opts.text(INTO_OPTION) {
             opts.target = Some(Path::new(into).join(&self.name));
             opts.target_per_source = false;
         }
@@ -129,8 +129,7 @@ impl SourceSettings for KvConfig {
     /// from this declaration).
     fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
         vec![coffer_core::RestoreOptionSpec {
-            name: "into",
-            param: INTO_PARAM,
+            name: INTO_OPTION,
             kind: coffer_core::OptionKind::Text,
             help: "restore kv stores under this directory, a folder per source",
             alias: Some("--kv-into"),
@@ -139,7 +138,7 @@ impl SourceSettings for KvConfig {
     }
 
     fn place_given(opts: &RestoreOptions) -> bool {
-        opts.target.is_some() || opts.text(INTO_PARAM).is_some()
+        opts.target.is_some() || opts.text(INTO_OPTION).is_some()
     }
 
     fn drill_scratch(run: &ScratchRun<'_>) -> Result<Option<Box<dyn DrillScratch>>> {
@@ -160,7 +159,7 @@ struct KvScratch {
 impl DrillScratch for KvScratch {
     fn prepare(&self, opts: &mut RestoreOptions) {
         opts.params
-            .insert(INTO_PARAM.into(), self.dir.display().to_string());
+            .insert(KIND, INTO_OPTION, self.dir.display().to_string());
     }
 
     fn restored(&mut self, _: &RestoreOutcome) {}

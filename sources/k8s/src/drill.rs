@@ -6,7 +6,7 @@ use coffer_core::checks::{DrillScratch, ScratchEvidence, ScratchRun};
 use coffer_core::{RestoreOptions, RestoreOutcome};
 use serde_json::{Value, json};
 
-use crate::NAMESPACE_PARAM;
+use crate::NAMESPACE_OPTION;
 
 /// The scratch namespace of one drill.
 pub(crate) struct K8sScratch {
@@ -33,7 +33,8 @@ impl K8sScratch {
 #[async_trait::async_trait]
 impl DrillScratch for K8sScratch {
     fn prepare(&self, opts: &mut RestoreOptions) {
-        opts.params.insert(NAMESPACE_PARAM.into(), self.namespace.clone());
+        opts.params
+            .insert(crate::KIND, NAMESPACE_OPTION, self.namespace.clone());
     }
 
     fn restored(&mut self, outcome: &RestoreOutcome) {

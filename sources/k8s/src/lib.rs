@@ -56,9 +56,9 @@ pub use source::K8sSource;
 /// The TOML `kind` and one-off prefix of this source: `k8s`.
 pub const KIND: &str = "k8s";
 
-/// The restore parameter (`--k8s-namespace`) naming the namespace to
-/// restore into.
-pub const NAMESPACE_PARAM: &str = "k8s-namespace";
+/// The restore option (`--opt k8s.namespace`, `--k8s-namespace`) naming
+/// the namespace to restore into.
+pub const NAMESPACE_OPTION: &str = "namespace";
 
 /// Registers the `k8s` source kind.
 pub fn register(reg: &mut coffer_core::Registry) {

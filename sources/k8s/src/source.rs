@@ -19,7 +19,7 @@ use crate::config::{K8sSourceConfig, valid_name};
 use crate::error::api_error;
 use crate::restore::K8sRestorer;
 use crate::sanitize::sanitize;
-use crate::{KIND, NAMESPACE_PARAM};
+use crate::{KIND, NAMESPACE_OPTION};
 
 /// Secrets of one namespace, by name or label selector. Holds no secret:
 /// credentials stay in the kubeconfig.
@@ -212,7 +212,7 @@ impl Source for K8sSource {
     }
 
     async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
-        let namespace = opts.text(NAMESPACE_PARAM).map(str::to_string);
+        let namespace = opts.text(NAMESPACE_OPTION).map(str::to_string);
         if let Some(ns) = &namespace
             && !valid_name(ns)
         {
@@ -238,13 +238,12 @@ impl SourceFactory for K8sSourceFactory {
     /// `--k8s-namespace` names the namespace; `--target` alone writes
     /// manifests into a directory instead of a cluster.
     fn place_given(&self, opts: &RestoreOptions) -> bool {
-        opts.target.is_some() || opts.text(NAMESPACE_PARAM).is_some()
+        opts.target.is_some() || opts.text(NAMESPACE_OPTION).is_some()
     }
 
     fn restore_options(&self) -> Vec<coffer_core::RestoreOptionSpec> {
         vec![coffer_core::RestoreOptionSpec {
-            name: "namespace",
-            param: NAMESPACE_PARAM,
+            name: NAMESPACE_OPTION,
             kind: coffer_core::OptionKind::Text,
             help: "restore every Secret into this namespace instead of its own",
             alias: Some("--k8s-namespace"),

@@ -29,8 +29,11 @@ impl RestoreObserver for NamespaceObserver<'_> {
     fn options(&self, dry_run: bool) -> RestoreOptions {
         let mut opts = RestoreOptions::default();
         opts.dry_run = dry_run;
-        opts.params
-            .insert(coffer_source_k8s::NAMESPACE_PARAM.into(), self.into.into());
+        opts.params.insert(
+            coffer_source_k8s::KIND,
+            coffer_source_k8s::NAMESPACE_OPTION,
+            self.into,
+        );
         opts
     }
 

@@ -22,9 +22,6 @@ use mongodb::bson::{Document, doc};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
-/// The restore option naming the server (`--mongo-uri`).
-const URI_PARAM: &str = "mongo-uri";
-
 /// Where a MongoDB check connects: `uri`, or the variable `uri-env` names
 /// (keeps the password out of the config), else the restore's
 /// `--mongo-uri`.
@@ -133,8 +130,9 @@ async fn client(
     let uri = match (&target.uri, &target.uri_env) {
         (Some(u), _) => u.clone(),
         (None, Some(var)) => std::env::var(var).map_err(|_| format!("the variable {var} is not set"))?,
-        (None, None) => env
-            .param(URI_PARAM)
+        (None, None) => crate::SERVER_KINDS
+            .iter()
+            .find_map(|kind| env.param(kind, crate::URI_OPTION))
             .map(str::to_owned)
             .ok_or("no server: give the check `uri-env` (or `uri`), or pass --mongo-uri")?,
     };

@@ -11,10 +11,13 @@ use coffer_core::checks::{Check, ChecksAt, DrillScratch, ScratchEvidence, Scratc
 use coffer_core::{RestoreOptions, RestoreOutcome, SourceRecord};
 use serde_json::{Value, json};
 
+use crate::URI_OPTION;
 use crate::checks::{MongoCountsCheck, MongoTarget, counts_of};
 
 /// The scratch databases of one drill, for the sources of one kind.
 pub(crate) struct MongoScratch {
+    /// The source kind (`mongo`, `mongodump`) whose options it sets.
+    kind: String,
     suffix: String,
     /// The drill's sources of this kind, by name.
     sources: Vec<String>,
@@ -30,16 +33,15 @@ pub(crate) struct MongoScratch {
 impl MongoScratch {
     pub(crate) fn new(run: &ScratchRun<'_>) -> MongoScratch {
         MongoScratch {
+            kind: run.kind.to_string(),
             suffix: run.suffix.to_string(),
             sources: run.sources.iter().map(|s| s.name.clone()).collect(),
-            uri: run.options.text(URI_PARAM).map(str::to_owned),
+            uri: run.options.params.get(run.kind, URI_OPTION).map(str::to_owned),
             databases: Vec::new(),
             counts: BTreeMap::new(),
         }
     }
 }
-
-const URI_PARAM: &str = "mongo-uri";
 
 /// The server of a snapshot's MongoDB source, when its origin names one
 /// usable without a password from the bundle.
@@ -66,9 +68,10 @@ impl DrillScratch for MongoScratch {
         // not exist yet: a drill drops what it restored, so it must never
         // write into (or replace) a database it did not create, such as
         // another team's `app-staging` for `--scratch-suffix=-staging`.
-        opts.params.insert("ns-from".into(), "*.*".into());
-        opts.params.insert("ns-to".into(), format!("*{}.*", self.suffix));
-        opts.params.insert("new-databases-only".into(), "true".into());
+        let kind = &self.kind;
+        opts.params.insert(kind, "ns-from", "*.*");
+        opts.params.insert(kind, "ns-to", format!("*{}.*", self.suffix));
+        opts.params.insert(kind, "new-databases-only", "true");
     }
 
     fn restored(&mut self, outcome: &RestoreOutcome) {
@@ -115,7 +118,7 @@ impl DrillScratch for MongoScratch {
     fn checks_at(&self, at: &mut ChecksAt) {
         at.renamed.extend(self.databases.iter().cloned());
         if let Some(uri) = &self.uri {
-            at.params.entry(URI_PARAM.into()).or_insert_with(|| uri.clone());
+            at.params.insert_default(&self.kind, URI_OPTION, uri.clone());
         }
     }
 

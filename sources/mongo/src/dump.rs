@@ -281,16 +281,16 @@ impl Source for MongodumpSource {
     }
 
     async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
-        let Some(uri) = opts.params.get("mongo-uri") else {
+        let Some(uri) = opts.text(crate::URI_OPTION) else {
             return Err(
                 config_error("a `mongodump` source does not know which server to restore into")
                     .with_hint("pass --mongo-uri mongodb://host:27017/ (or set COFFER_MONGO_URI)"),
             );
         };
-        let uri = crate::config::UriSource::Literal(uri.clone()).resolve()?;
+        let uri = crate::config::UriSource::Literal(uri.to_owned()).resolve()?;
         let client = crate::source::connect(&uri, Duration::from_secs(5)).await?;
         let drop = opts.flag("drop");
-        let rules = crate::ns::NsRules::from_params(&opts.params)?;
+        let rules = crate::ns::NsRules::from_params(opts.own())?;
         let restorer = crate::restore::MongoRestorer::new(client, uri, drop, rules, opts).await?;
         Ok(Box::new(restorer))
     }

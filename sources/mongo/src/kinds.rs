@@ -104,6 +104,6 @@ impl SourceFactory for MongoKind {
     /// The server is named by `--mongo-uri` (a target directory means
     /// nothing to a database restore).
     fn place_given(&self, opts: &coffer_core::RestoreOptions) -> bool {
-        opts.text("mongo-uri").is_some()
+        opts.text(crate::URI_OPTION).is_some()
     }
 }

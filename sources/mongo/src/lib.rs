@@ -96,13 +96,19 @@ pub fn register(reg: &mut coffer_core::Registry) {
     checks::register(reg);
 }
 
+/// The restore option naming the server (`--opt mongo.uri`, `--mongo-uri`).
+pub(crate) const URI_OPTION: &str = "uri";
+
+/// The kinds whose restorers write to a server (they share the restore
+/// options and their flags).
+pub(crate) const SERVER_KINDS: [&str; 2] = [KIND, DUMP_KIND];
+
 /// The restore options of the `mongo` and `mongodump` kinds (`--opt
 /// mongo.uri=…`); the built-in flags of `coffer restore` are their aliases.
 pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
     use coffer_core::OptionKind::{Flag, List, Text};
-    let spec = |name, param, kind, help, alias| coffer_core::RestoreOptionSpec {
+    let spec = |name, kind, help, alias| coffer_core::RestoreOptionSpec {
         name,
-        param,
         kind,
         help,
         alias: Some(alias),
@@ -110,8 +116,7 @@ pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
     };
     vec![
         coffer_core::RestoreOptionSpec {
-            name: "uri",
-            param: "mongo-uri",
+            name: URI_OPTION,
             kind: Text,
             help: "the MongoDB server: a restore (or a drill's scratch databases) goes there instead of the one \
                    dumped from, and checks that name no server count there (prefer the variable: a password on \
@@ -121,14 +126,12 @@ pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
         },
         spec(
             "drop",
-            "drop",
             Flag,
             "replace each existing collection with the bundle's (swapped in whole, after it was staged and \
              counted); without it documents are only inserted, and existing `_id`s are kept and counted as conflicts",
             "--drop",
         ),
         spec(
-            "unsafe-in-place",
             "unsafe-in-place",
             Flag,
             "with --drop, where the server cannot rename: drop and insert in place (not atomic: a failure half-way \
@@ -137,7 +140,6 @@ pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
         ),
         coffer_core::RestoreOptionSpec {
             name: "always-stage",
-            param: "always-stage",
             kind: Flag,
             help: "stage new collections too, so their data appears only whole (slower: the swap copies it on \
                    servers whose rename copies); by default a collection the target lacks is loaded in place, \
@@ -147,13 +149,11 @@ pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
         },
         spec(
             "ns-include",
-            "ns-include",
             List,
             "restore only the collections matching this `db.collection` glob",
             "--ns-include",
         ),
         spec(
-            "ns-exclude",
             "ns-exclude",
             List,
             "leave out the collections matching this glob",
@@ -161,17 +161,10 @@ pub fn restore_options() -> Vec<coffer_core::RestoreOptionSpec> {
         ),
         spec(
             "ns-from",
-            "ns-from",
             List,
             "rename the namespaces matching this pattern (in pairs with ns-to)",
             "--ns-from",
         ),
-        spec(
-            "ns-to",
-            "ns-to",
-            List,
-            "the new name for the matching ns-from",
-            "--ns-to",
-        ),
+        spec("ns-to", List, "the new name for the matching ns-from", "--ns-to"),
     ]
 }

@@ -9,9 +9,9 @@
 //! `--ns-from` that matches wins; a namespace no pattern matches keeps its
 //! name.
 //!
-//! The flags reach the restorer as [`RestoreOptions::params`]
-//! (`ns-include`, `ns-exclude`, `ns-from`, `ns-to`), each a list of
-//! patterns separated by newlines.
+//! The flags reach the restorer as its kind's options in
+//! [`RestoreOptions::params`] (`ns-include`, `ns-exclude`, `ns-from`,
+//! `ns-to`), each a list of patterns separated by newlines.
 //!
 //! [`RestoreOptions::params`]: coffer_core::RestoreOptions
 

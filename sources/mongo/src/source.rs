@@ -482,13 +482,13 @@ impl Source for MongoSource {
     }
 
     async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
-        let uri = match opts.params.get("mongo-uri") {
-            Some(u) => UriSource::Literal(u.clone()).resolve()?,
+        let uri = match opts.text(crate::URI_OPTION) {
+            Some(u) => UriSource::Literal(u.to_owned()).resolve()?,
             None => self.uri.resolve()?,
         };
         let client = self.connect(&uri).await?;
         let drop = opts.flag("drop");
-        let rules = crate::ns::NsRules::from_params(&opts.params)?;
+        let rules = crate::ns::NsRules::from_params(opts.own())?;
         let mut restorer = MongoRestorer::new(client, uri, drop, rules, opts).await?;
         restorer.tail = opts.log_replays.iter().find(|r| r.source == self.name).cloned();
         if let Some(tail) = &restorer.tail {

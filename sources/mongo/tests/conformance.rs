@@ -36,10 +36,13 @@ impl RestoreObserver for MongoObserver {
     fn options(&self, dry_run: bool) -> RestoreOptions {
         let mut opts = RestoreOptions::default();
         opts.dry_run = dry_run;
-        opts.params.insert("mongo-uri".into(), self.uri.clone());
-        opts.params.insert("ns-from".into(), format!("{}.*", self.from));
-        opts.params.insert("ns-to".into(), format!("{}.*", self.into));
-        opts.params.insert("drop".into(), "true".into());
+        // Both kinds: the suite runs a `mongo` and a `mongodump` source.
+        for kind in [coffer_source_mongo::KIND, coffer_source_mongo::DUMP_KIND] {
+            opts.params.insert(kind, "uri", self.uri.clone());
+            opts.params.insert(kind, "ns-from", format!("{}.*", self.from));
+            opts.params.insert(kind, "ns-to", format!("{}.*", self.into));
+            opts.params.insert(kind, "drop", "true");
+        }
         opts
     }
 

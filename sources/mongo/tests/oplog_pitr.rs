@@ -69,10 +69,11 @@ async fn capture(src: &dyn Source) -> (Vec<Captured>, SourceReport) {
 /// Feeds the entries in bundle order (as sent) to a restorer and commits.
 async fn restore(src: &dyn Source, entries: &[Captured], params: &[(&str, &str)]) -> RestoreReport {
     let mut opts = RestoreOptions::default();
+    let kind = src.info().kind;
     for (k, v) in params {
-        opts.params.insert(k.to_string(), v.to_string());
+        opts.params.insert(kind, k, *v);
     }
-    let restorer = src.restore(&opts).await.expect("restorer");
+    let restorer = src.restore(&opts.for_kind(kind)).await.expect("restorer");
     let entries: Vec<(String, Vec<u8>)> = entries.iter().map(|e| (e.path.clone(), e.data.clone())).collect();
     tokio::task::spawn_blocking(move || {
         let mut restorer = restorer;
@@ -274,12 +275,7 @@ async fn concurrent_writes_are_replayed_to_the_point_in_time() {
     );
 
     // Restore with --drop: collections, then the oplog.
-    let r = restore(
-        src.as_ref(),
-        &entries,
-        &[("mongo-uri", &b.uri("")), ("drop", "true")],
-    )
-    .await;
+    let r = restore(src.as_ref(), &entries, &[("uri", &b.uri("")), ("drop", "true")]).await;
     let replay = r
         .actions
         .iter()
@@ -348,7 +344,7 @@ async fn concurrent_writes_are_replayed_to_the_point_in_time() {
         let uri = b.uri("");
         let to = format!("{db}.*");
         let mut params = vec![
-            ("mongo-uri", uri.as_str()),
+            ("uri", uri.as_str()),
             ("drop", "true"),
             ("ns-from", "app.*"),
             ("ns-to", to.as_str()),
@@ -377,7 +373,7 @@ async fn concurrent_writes_are_replayed_to_the_point_in_time() {
         src.as_ref(),
         &entries,
         &[
-            ("mongo-uri", &b.uri("")),
+            ("uri", &b.uri("")),
             ("ns-exclude", "app.other"),
             ("ns-from", "app.*"),
             ("ns-to", "pit.*"),

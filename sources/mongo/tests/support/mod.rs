@@ -92,11 +92,12 @@ pub async fn restore_hooked(
     before_finish: impl FnOnce() + Send + 'static,
 ) -> coffer_core::Result<RestoreReport> {
     let mut opts = RestoreOptions::default();
-    opts.params.insert("mongo-uri".into(), uri.into());
+    let kind = src.info().kind;
+    opts.params.insert(kind, "uri", uri);
     for (k, v) in params {
-        opts.params.insert(k.to_string(), v.to_string());
+        opts.params.insert(kind, k, *v);
     }
-    let restorer = src.restore(&opts).await?;
+    let restorer = src.restore(&opts.for_kind(kind)).await?;
     let mut entries = entries.to_vec();
     entries.sort_by_key(|e| !e.path.ends_with(".metadata.json"));
     tokio::task::spawn_blocking(move || {
