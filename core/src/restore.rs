@@ -868,39 +868,7 @@ pub fn restore_bundle(
     restorers.sort_by_key(|(_, r)| r.commit_only_renames());
     match read {
         Ok(summary) => {
-            let mut reports = Vec::new();
-            // The last moment to honour an interrupt: nothing is committed yet.
-            let mut failure = cancel.check().err();
-            let mut applied: Vec<String> = Vec::new();
-            for (name, r) in restorers {
-                // After a failed commit, abort the rest rather than half-apply more.
-                let ok = commit && failure.is_none();
-                match r.finish(ok) {
-                    Ok(rep) => {
-                        if ok {
-                            applied.push(format!("`{name}` ({})", rep.summary));
-                        }
-                        reports.push((name, rep));
-                    }
-                    Err(e) => {
-                        let e = e.prefix(format!("source `{name}`"));
-                        // Say exactly what the failure leaves applied.
-                        let e = match (ok, applied.is_empty()) {
-                            (true, false) => e.suffix(format!(
-                                "already applied before it failed: {}; the other sources were not changed",
-                                applied.join(", ")
-                            )),
-                            (true, true) if commit => e.suffix("no other source was changed"),
-                            _ => e,
-                        };
-                        failure = failure.or(Some(e));
-                    }
-                }
-            }
-            match failure {
-                Some(e) => Err(e),
-                None => Ok(RestoreOutcome { summary, reports }),
-            }
+            commit_all(restorers, commit, &cancel).map(|reports| RestoreOutcome { summary, reports })
         }
         Err(e) => {
             for (name, r) in restorers {
@@ -910,5 +878,48 @@ pub fn restore_bundle(
             }
             Err(e)
         }
+    }
+}
+
+/// Finishes every restorer of a bundle that verified: commits each (or,
+/// with `commit` false, a dry run, aborts), and after a failed commit
+/// aborts the rest; the error says what was already applied.
+fn commit_all(
+    restorers: Vec<(String, Box<dyn Restorer>)>,
+    commit: bool,
+    cancel: &crate::CancelFlag,
+) -> Result<Vec<(String, RestoreReport)>> {
+    let mut reports = Vec::new();
+    // The last moment to honour an interrupt: nothing is committed yet.
+    let mut failure = cancel.check().err();
+    let mut applied: Vec<String> = Vec::new();
+    for (name, r) in restorers {
+        // After a failed commit, abort the rest rather than half-apply more.
+        let ok = commit && failure.is_none();
+        match r.finish(ok) {
+            Ok(rep) => {
+                if ok {
+                    applied.push(format!("`{name}` ({})", rep.summary));
+                }
+                reports.push((name, rep));
+            }
+            Err(e) => {
+                let e = e.prefix(format!("source `{name}`"));
+                // Say exactly what the failure leaves applied.
+                let e = match (ok, applied.is_empty()) {
+                    (true, false) => e.suffix(format!(
+                        "already applied before it failed: {}; the other sources were not changed",
+                        applied.join(", ")
+                    )),
+                    (true, true) if commit => e.suffix("no other source was changed"),
+                    _ => e,
+                };
+                failure = failure.or(Some(e));
+            }
+        }
+    }
+    match failure {
+        Some(e) => Err(e),
+        None => Ok(reports),
     }
 }

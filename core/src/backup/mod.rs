@@ -238,58 +238,25 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     let (bundled, chunked): (Vec<usize>, Vec<usize>) =
         (0..req.sinks.len()).partition(|&i| req.sinks[i].format == SnapshotFormat::Bundle);
     let started = Timestamp::now();
-    let chunk_side = start_chunked(&req, &chunked, &progress).await?;
-    let (feed, chunk_run, cache_use, cache_path) = match chunk_side {
-        Some(side) => {
-            let cache_path = side.cache.path().map(std::path::Path::to_path_buf);
-            let cache = CacheUse {
-                cache: side.cache,
-                // With a bundle written too, every file is read anyway.
-                known: bundled.is_empty().then_some(side.known),
-            };
-            (
-                Some((side.key, side.feed)),
-                Some(side.run),
-                Some(cache),
-                cache_path,
-            )
-        }
-        None => (None, None, None, None),
-    };
+    let side = ChunkParts::split(
+        start_chunked(&req, &chunked, &progress).await?,
+        bundled.is_empty(),
+    );
 
     let (tar_tx, tar_rx) = mpsc::channel::<TarMsg>(16);
     let (cipher_tx, cipher_rx) = std::sync::mpsc::sync_channel::<CipherMsg>(STAGE_QUEUE);
     let (out_tx, out_rx) = mpsc::channel::<Bytes>(STAGE_QUEUE);
     let bundle = (!bundled.is_empty()).then_some((cipher_tx, cipher_rx, out_tx));
-    let stages = Stages::start(&req, &snapshot, &progress, tar_rx, bundle, feed, cache_use)?;
-
-    // Bundle sinks: one bounded channel each, fed by the tee.
-    let object_key = snapshot.id.object_key();
-    let mut sink_txs = Vec::new();
-    let mut puts = Vec::new();
-    for target in bundled.iter().map(|&i| &req.sinks[i]) {
-        // A required sink paces the run; an optional one gets a buffer and
-        // is dropped from the run when it falls further behind (`tee`).
-        let (tx, rx) = mpsc::channel::<Result<Bytes>>(if target.required { 2 } else { OPTIONAL_LAG });
-        let lagged = Arc::new(AtomicBool::new(false));
-        let dropped = Arc::new(tokio::sync::Notify::new());
-        sink_txs.push(Some(SinkFeed {
-            tx,
-            required: target.required,
-            lagged: lagged.clone(),
-            dropped: dropped.clone(),
-        }));
-        let sink = target.sink.clone();
-        let key = object_key.clone();
-        puts.push(async move {
-            // A sink dropped from the run is not waited for: its put is
-            // dropped too, which the Sink contract makes store nothing.
-            tokio::select! {
-                r = sink.put(&key, tokio_stream_from(rx, lagged), PutOptions::create()) => r,
-                _ = dropped.notified() => Err(lag_error()),
-            }
-        });
-    }
+    let stages = Stages::start(
+        &req,
+        &snapshot,
+        &progress,
+        tar_rx,
+        bundle,
+        side.feed,
+        side.cache_use,
+    )?;
+    let (sink_txs, puts) = bundle_puts(&req, &bundled, &snapshot.id.object_key());
 
     progress.expect_sources(req.sources.len());
     let ctx = CaptureContext::new(req.job.clone()).with_progress(progress.clone());
@@ -298,7 +265,7 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         settle(stages, prod, sink_txs).await
     };
     let (result, put_results) = tokio::join!(pipeline, futures::future::join_all(puts));
-    let (chunk_results, addresses) = match chunk_run {
+    let (chunk_results, addresses) = match side.run {
         Some(run) => run.finish().await,
         None => (Vec::new(), Vec::new()),
     };
@@ -315,16 +282,8 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     }
     let (manifest, plain_size, bundle_object, seen) = result?;
     snapshot.set_positions(&manifest);
-    if let Some(path) = cache_path {
-        // The next run's file cache: what this run read or reused (files
-        // changed since a second before it started are left out).
-        let sums: std::collections::HashMap<&str, &str> = manifest
-            .entries
-            .iter()
-            .map(|e| (e.path.as_str(), e.sha256.as_str()))
-            .collect();
-        let racy_after = started.as_nanosecond() as i64 - 1_000_000_000;
-        crate::chunked::FileCache::save(&path, &seen, &sums, &addresses, racy_after);
+    if let Some(path) = side.cache_path {
+        save_file_cache(&path, &manifest, &seen, &addresses, started);
     }
 
     let mut outcomes: Vec<(usize, SinkOutcome)> = Vec::new();
@@ -359,6 +318,95 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         return Err(every_sink_failed(&outcome));
     }
     Ok(outcome)
+}
+
+/// The chunked side of a run, taken apart for the stages that use it.
+#[derive(Default)]
+struct ChunkParts {
+    /// The dedup key and the chunk feed, for the tar stage.
+    feed: Option<(Arc<DedupKey>, ChunkFeed)>,
+    /// The seal workers and packers, finished after the stages.
+    run: Option<ChunkedRun>,
+    /// The file cache and what the sinks store, for the tar stage.
+    cache_use: Option<CacheUse>,
+    /// Where the next run's file cache goes.
+    cache_path: Option<std::path::PathBuf>,
+}
+
+impl ChunkParts {
+    /// Takes `side` apart; `only_chunked` says no bundle is written, so
+    /// the file cache may spare reading unchanged files.
+    fn split(side: Option<ChunkSide>, only_chunked: bool) -> ChunkParts {
+        let Some(side) = side else {
+            return ChunkParts::default();
+        };
+        ChunkParts {
+            cache_path: side.cache.path().map(std::path::Path::to_path_buf),
+            cache_use: Some(CacheUse {
+                cache: side.cache,
+                // With a bundle written too, every file is read anyway.
+                known: only_chunked.then_some(side.known),
+            }),
+            feed: Some((side.key, side.feed)),
+            run: Some(side.run),
+        }
+    }
+}
+
+/// Starts one `put` of the bundle object per bundle sink: the channels the
+/// tee feeds, and the puts to run beside it.
+fn bundle_puts(
+    req: &BackupRequest,
+    bundled: &[usize],
+    object_key: &str,
+) -> (
+    Vec<SinkTx>,
+    Vec<impl std::future::Future<Output = Result<u64>> + use<>>,
+) {
+    let mut sink_txs = Vec::new();
+    let mut puts = Vec::new();
+    for target in bundled.iter().map(|&i| &req.sinks[i]) {
+        // A required sink paces the run; an optional one gets a buffer and
+        // is dropped from the run when it falls further behind (`tee`).
+        let (tx, rx) = mpsc::channel::<Result<Bytes>>(if target.required { 2 } else { OPTIONAL_LAG });
+        let lagged = Arc::new(AtomicBool::new(false));
+        let dropped = Arc::new(tokio::sync::Notify::new());
+        sink_txs.push(Some(SinkFeed {
+            tx,
+            required: target.required,
+            lagged: lagged.clone(),
+            dropped: dropped.clone(),
+        }));
+        let sink = target.sink.clone();
+        let key = object_key.to_string();
+        puts.push(async move {
+            // A sink dropped from the run is not waited for: its put is
+            // dropped too, which the Sink contract makes store nothing.
+            tokio::select! {
+                r = sink.put(&key, tokio_stream_from(rx, lagged), PutOptions::create()) => r,
+                _ = dropped.notified() => Err(lag_error()),
+            }
+        });
+    }
+    (sink_txs, puts)
+}
+
+/// Saves the next run's file cache: what this run read or reused (files
+/// changed since a second before it started are left out).
+fn save_file_cache(
+    path: &std::path::Path,
+    manifest: &Manifest,
+    seen: &[Seen],
+    addresses: &[[u8; 32]],
+    started: Timestamp,
+) {
+    let sums: std::collections::HashMap<&str, &str> = manifest
+        .entries
+        .iter()
+        .map(|e| (e.path.as_str(), e.sha256.as_str()))
+        .collect();
+    let racy_after = started.as_nanosecond() as i64 - 1_000_000_000;
+    crate::chunked::FileCache::save(path, seen, &sums, addresses, racy_after);
 }
 
 /// Starts the chunked side of a run when some sinks are chunked: loads

@@ -280,19 +280,7 @@ impl TarWriter {
 
     /// One entry of source `name`, at `<area>/<name>/<path>`.
     fn append_entry(&mut self, name: &str, entry: Entry) -> Result<()> {
-        crate::source::check_relative_path(&entry.path).map_err(|e| {
-            Error::new(
-                ErrorKind::Unexpected,
-                format!("source `{name}` produced a bad path: {e}"),
-            )
-        })?;
-        let path = format!("{}/{}/{}", entry.area.dir(), name, entry.path);
-        if !self.seen.insert(path.clone()) {
-            return Err(Error::new(
-                ErrorKind::Unexpected,
-                format!("source `{name}` produced `{path}` twice"),
-            ));
-        }
+        let path = self.new_path(name, &entry)?;
         // Secrets are private whatever their source said.
         let mode = match (entry.area.is_secret(), &entry.body) {
             (true, EntryBody::Dir) => 0o700,
@@ -326,8 +314,7 @@ impl TarWriter {
             h.set_gid(gid.into());
             h
         };
-        let mut data_from = None;
-        let written = match entry.body {
+        let data_from = match entry.body {
             EntryBody::File { size, reader } => {
                 let mut h = with_owner(tar::EntryType::Regular, size);
                 // A collection's documents: small chunks at document ends.
@@ -340,23 +327,23 @@ impl TarWriter {
                     own.then_some(secret),
                     stat.as_ref(),
                     documents,
-                )
-                .map(|from| data_from = from)
+                )?
             }
             EntryBody::Dir => {
                 let mut h = with_owner(tar::EntryType::Directory, 0);
                 self.builder
                     .append_data(&mut h, format!("{path}/"), io::empty())
-                    .map_err(|e| Error::io(format!("writing {path}"), e))
+                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
+                None
             }
             EntryBody::Symlink { target } => {
                 let mut h = with_owner(tar::EntryType::Symlink, 0);
                 self.builder
                     .append_link(&mut h, &path, &target)
-                    .map_err(|e| Error::io(format!("writing {path}"), e))
+                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
+                None
             }
         };
-        written?;
         if around {
             cut(self, false)?;
         }
@@ -369,6 +356,25 @@ impl TarWriter {
         }
         self.progress.entries.fetch_add(1, Ordering::Relaxed);
         Ok(())
+    }
+
+    /// The bundle path of `entry` of source `name`, checked: relative,
+    /// and not produced before.
+    fn new_path(&mut self, name: &str, entry: &Entry) -> Result<String> {
+        crate::source::check_relative_path(&entry.path).map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("source `{name}` produced a bad path: {e}"),
+            )
+        })?;
+        let path = format!("{}/{}/{}", entry.area.dir(), name, entry.path);
+        if !self.seen.insert(path.clone()) {
+            return Err(Error::new(
+                ErrorKind::Unexpected,
+                format!("source `{name}` produced `{path}` twice"),
+            ));
+        }
+        Ok(path)
     }
 
     /// A file's content, hashed into `SHA256SUMS` and the manifest as it
@@ -416,25 +422,40 @@ impl TarWriter {
         let data_from = stat.and_then(|_| out.inner.seq());
         let reuse = stat.and_then(|st| self.cache.as_ref()?.reusable(&path, st));
         if let Some((sha256, chunks)) = reuse {
-            let feed = out
-                .inner
-                .chunker
-                .as_mut()
-                .expect("a cache only when chunking")
-                .out();
-            for a in chunks {
-                feed.send_known(a)
-                    .map_err(|e| Error::io(format!("writing {path}"), e))?;
-            }
-            // The bytes the stream holds there: the content and its padding.
-            out.bytes += size + (512 - size % 512) % 512;
-            self.progress.add(size);
-            self.progress.reused_bytes.fetch_add(size, Ordering::Relaxed);
-            self.hasher
-                .send(HashMsg::Known(FileDigest { path, size, sha256 }))
-                .map_err(|e| Error::io("hashing the files", e))?;
-            return Ok(data_from);
+            self.reuse_chunks(path, size, sha256, chunks)?;
+        } else {
+            self.stream_content(path, reader, size)?;
         }
+        Ok(data_from)
+    }
+
+    /// A cached file whose chunks every sink stores: its chunks are
+    /// referenced and its digest taken from the cache, without reading it.
+    fn reuse_chunks(&mut self, path: String, size: u64, sha256: String, chunks: Vec<[u8; 32]>) -> Result<()> {
+        let out = self.builder.get_mut();
+        let feed = out
+            .inner
+            .chunker
+            .as_mut()
+            .expect("a cache only when chunking")
+            .out();
+        for a in chunks {
+            feed.send_known(a)
+                .map_err(|e| Error::io(format!("writing {path}"), e))?;
+        }
+        // The bytes the stream holds there: the content and its padding.
+        out.bytes += size + (512 - size % 512) % 512;
+        self.progress.add(size);
+        self.progress.reused_bytes.fetch_add(size, Ordering::Relaxed);
+        self.hasher
+            .send(HashMsg::Known(FileDigest { path, size, sha256 }))
+            .map_err(|e| Error::io("hashing the files", e))
+    }
+
+    /// A file's content read and written in blocks, each block moved on to
+    /// the hasher, then the tar padding.
+    fn stream_content(&mut self, path: String, reader: Box<dyn io::Read + Send>, size: u64) -> Result<()> {
+        let out = self.builder.get_mut();
         let mut reader = CountRead {
             inner: ExactReader::new(reader, size, path.clone()),
             progress: self.progress.clone(),
@@ -464,8 +485,7 @@ impl TarWriter {
             .map_err(|e| Error::io(format!("writing {path}"), e))?;
         self.hasher
             .send(HashMsg::EndOfFile(path))
-            .map_err(|e| Error::io("hashing the files", e))?;
-        Ok(data_from)
+            .map_err(|e| Error::io("hashing the files", e))
     }
 
     /// Writes `SHA256SUMS` and `manifest.json` (with the sources' reports)

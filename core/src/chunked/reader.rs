@@ -296,16 +296,12 @@ pub async fn verify_sampled(
     let mut results: Vec<Result<()>> = Vec::with_capacity(indexes.len());
     let mut lists: Vec<Option<ChunkList>> = Vec::with_capacity(indexes.len());
     for index in indexes {
-        match super::store::read_list(sink, index).await {
-            Ok(l) => {
-                results.push(Ok(()));
-                lists.push(Some(l));
-            }
-            Err(e) => {
-                results.push(Err(e));
-                lists.push(None);
-            }
-        }
+        let (list, result) = match super::store::read_list(sink, index).await {
+            Ok(l) => (Some(l), Ok(())),
+            Err(e) => (None, Err(e)),
+        };
+        lists.push(list);
+        results.push(result);
     }
     let stored: BTreeMap<String, u64> = sink
         .list(super::DATA_PREFIX)
@@ -349,6 +345,25 @@ pub async fn verify_sampled(
         let bytes = to_read.values().flat_map(|m| m.keys().map(|(_, len)| len)).sum();
         p.begin("verify", Some(bytes));
     }
+    read_chosen(sink, indexes, &to_read, &mut results, progress).await?;
+    Ok(SampledCheck {
+        results,
+        packs: referenced.len(),
+    })
+}
+
+/// A chunk and the snapshots (by position) whose lists name it.
+type ChunkUsers<'a> = (&'a ChunkRef, Vec<usize>);
+
+/// Reads the chunks of the chosen packs (`to_read`, by pack and place) and
+/// fails in `results` every snapshot that uses a damaged one.
+async fn read_chosen(
+    sink: &dyn Sink,
+    indexes: &[&Index],
+    to_read: &BTreeMap<&str, BTreeMap<(u64, u64), ChunkUsers<'_>>>,
+    results: &mut [Result<()>],
+    progress: Option<&crate::Progress>,
+) -> Result<()> {
     let mut packs = Packs::new(sink);
     for chunks in to_read.values() {
         for (c, users) in chunks.values() {
@@ -372,14 +387,8 @@ pub async fn verify_sampled(
         packs.local.clear();
         packs.cached.clear();
     }
-    Ok(SampledCheck {
-        results,
-        packs: referenced.len(),
-    })
+    Ok(())
 }
-
-/// A chunk and the snapshots (by position) whose lists name it.
-type ChunkUsers<'a> = (&'a ChunkRef, Vec<usize>);
 
 /// Checks without a key that every chunk a snapshot references is
 /// stored with the ciphertext its list names: the list against the index,

@@ -200,42 +200,10 @@ pub async fn plan(
         })
         .collect();
     let mut best: Option<(LogPos, &CatalogEntry, Vec<SourcePlan>)> = None;
-    'base: for entry in candidates {
-        let mut plans = Vec::new();
-        let mut newest = None;
-        for (name, slices, segs) in &segs {
-            let Some(pos) = entry
-                .index
-                .sources
-                .iter()
-                .find(|s| &s.name == name)
-                .and_then(|s| s.position)
-            else {
-                continue 'base;
-            };
-            if pos > target {
-                continue 'base;
-            }
-            newest = newest.max(Some(pos));
-            let chosen: Vec<StoredSlice> = if pos == target {
-                Vec::new()
-            } else {
-                let Some(seg) = segs.iter().find(|s| s.covers(pos, target)) else {
-                    continue 'base;
-                };
-                let idx: Vec<SliceIndex> = slices.iter().map(|s| s.index.clone()).collect();
-                needed(&idx, seg, pos, target)
-                    .into_iter()
-                    .map(|n| slices[n].clone())
-                    .collect()
-            };
-            plans.push(SourcePlan {
-                source: name.clone(),
-                after: pos,
-                slices: chosen,
-            });
-        }
-        let Some(newest) = newest else { continue };
+    for entry in candidates {
+        let Some((newest, plans)) = plan_from(entry, &segs, target) else {
+            continue;
+        };
         if best.as_ref().is_none_or(|(p, _, _)| newest > *p) {
             best = Some((newest, entry, plans));
         }
@@ -262,6 +230,48 @@ pub async fn plan(
     })
 }
 
+/// The slices each chained source needs from base `entry` to `target`,
+/// and the base's newest position; `None` when `entry` cannot be the base
+/// (a source without a position, one past `target`, or no unbroken chain
+/// from it to `target`).
+fn plan_from(
+    entry: &CatalogEntry,
+    segs: &[(String, Vec<StoredSlice>, Vec<Segment>)],
+    target: LogPos,
+) -> Option<(LogPos, Vec<SourcePlan>)> {
+    let mut plans = Vec::new();
+    let mut newest = None;
+    for (name, slices, segs) in segs {
+        let pos = entry
+            .index
+            .sources
+            .iter()
+            .find(|s| &s.name == name)
+            .and_then(|s| s.position)?;
+        if pos > target {
+            return None;
+        }
+        newest = newest.max(Some(pos));
+        let chosen: Vec<StoredSlice> = if pos == target {
+            Vec::new()
+        } else {
+            let seg = segs.iter().find(|s| s.covers(pos, target))?;
+            let idx: Vec<SliceIndex> = slices.iter().map(|s| s.index.clone()).collect();
+            needed(&idx, seg, pos, target)
+                .into_iter()
+                .map(|n| slices[n].clone())
+                .collect()
+        };
+        plans.push(SourcePlan {
+            source: name.clone(),
+            after: pos,
+            slices: chosen,
+        });
+    }
+    Some((newest?, plans))
+}
+
+/// The refusal of a target no base reaches, naming the restorable ranges.
 fn refusal(
     catalog: &Catalog,
     job: &str,
