@@ -59,6 +59,7 @@ impl coffer_core::checks::CheckFactory for WithoutHttp {
 #[cfg(feature = "http")]
 mod http {
     use std::collections::BTreeMap;
+    use std::ops::ControlFlow;
     use std::path::Path;
     use std::sync::Arc;
     use std::time::{Duration, Instant};
@@ -271,49 +272,10 @@ mod http {
         loop {
             match scrape(&client, &p.url, &p.series, p.max_body).await {
                 Err(e) => last = e,
-                Ok(values) => {
-                    let missing: Vec<&str> = p
-                        .series
-                        .iter()
-                        .zip(&values)
-                        .filter(|(_, v)| v.is_none())
-                        .map(|(n, _)| n.as_str())
-                        .collect();
-                    if missing.is_empty() {
-                        let totals: Vec<f64> = values.iter().map(|v| v.unwrap_or(0.0)).collect();
-                        let shown = p
-                            .series
-                            .iter()
-                            .zip(&totals)
-                            .map(|(n, v)| format!("{n} = {v}"))
-                            .collect::<Vec<_>>()
-                            .join(", ");
-                        if !p.increasing {
-                            let mut r = result("prometheus", url, true, shown, None);
-                            r.details =
-                                json!({ "values": p.series.iter().zip(&totals).collect::<BTreeMap<_, _>>() });
-                            return r;
-                        }
-                        match &first {
-                            None => first = Some(values),
-                            Some(before) => {
-                                let grew = before.iter().zip(&totals).all(|(b, now)| *now > b.unwrap_or(0.0));
-                                if grew {
-                                    let figure = format!("increasing: {shown}");
-                                    let mut r = result("prometheus", url, true, figure, None);
-                                    r.details = json!({
-                                        "before": before, "after": totals,
-                                        "seconds": started.elapsed().as_secs_f64()
-                                    });
-                                    return r;
-                                }
-                            }
-                        }
-                        last = format!("not increasing yet: {shown}");
-                    } else {
-                        last = format!("missing {}", missing.join(", "));
-                    }
-                }
+                Ok(values) => match judge(p, &url, values, &mut first, started) {
+                    ControlFlow::Break(r) => return r,
+                    ControlFlow::Continue(seen) => last = seen,
+                },
             }
             if started.elapsed() + interval > window {
                 return result(
@@ -326,6 +288,55 @@ mod http {
             }
             tokio::time::sleep(interval).await;
         }
+    }
+
+    /// Judges one scrape: the passed check's result, else what it showed (`first` keeps the first full one).
+    fn judge(
+        p: &PrometheusCheck,
+        url: &str,
+        values: Vec<Option<f64>>,
+        first: &mut Option<Vec<Option<f64>>>,
+        started: Instant,
+    ) -> ControlFlow<CheckResult, String> {
+        let missing: Vec<&str> = p
+            .series
+            .iter()
+            .zip(&values)
+            .filter(|(_, v)| v.is_none())
+            .map(|(n, _)| n.as_str())
+            .collect();
+        if !missing.is_empty() {
+            return ControlFlow::Continue(format!("missing {}", missing.join(", ")));
+        }
+        let totals: Vec<f64> = values.iter().map(|v| v.unwrap_or(0.0)).collect();
+        let shown = p
+            .series
+            .iter()
+            .zip(&totals)
+            .map(|(n, v)| format!("{n} = {v}"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !p.increasing {
+            let mut r = result("prometheus", url.to_string(), true, shown, None);
+            r.details = json!({ "values": p.series.iter().zip(&totals).collect::<BTreeMap<_, _>>() });
+            return ControlFlow::Break(r);
+        }
+        match first.as_ref() {
+            None => *first = Some(values),
+            Some(before) => {
+                let grew = before.iter().zip(&totals).all(|(b, now)| *now > b.unwrap_or(0.0));
+                if grew {
+                    let figure = format!("increasing: {shown}");
+                    let mut r = result("prometheus", url.to_string(), true, figure, None);
+                    r.details = json!({
+                        "before": before, "after": totals,
+                        "seconds": started.elapsed().as_secs_f64()
+                    });
+                    return ControlFlow::Break(r);
+                }
+            }
+        }
+        ControlFlow::Continue(format!("not increasing yet: {shown}"))
     }
 }
 

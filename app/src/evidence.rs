@@ -135,7 +135,17 @@ impl DrillReport {
         let mut md = String::new();
         let _ = writeln!(md, "# Restore drill {}: {}\n", self.drill, self.verdict());
         let _ = writeln!(md, "| | |\n|---|---|");
-        for (k, v) in [
+        for (k, v) in self.summary_rows() {
+            let _ = writeln!(md, "| {k} | {v} |");
+        }
+        self.write_checks(&mut md);
+        self.write_scratch(&mut md);
+        md
+    }
+
+    /// The rows of the report's summary table: label and value.
+    fn summary_rows(&self) -> [(&'static str, String); 8] {
+        [
             (
                 "Snapshot",
                 format!(
@@ -144,17 +154,7 @@ impl DrillReport {
                 ),
             ),
             ("Sink", format!("`{}`", self.sink)),
-            (
-                "Point in time",
-                match self.to_ts {
-                    Some(p) => format!(
-                        "{} (oplog `{p}`): the snapshot plus {} archived oplog slice(s)",
-                        p.time(),
-                        self.slices.unwrap_or(0)
-                    ),
-                    None => "the snapshot's own".to_string(),
-                },
-            ),
+            ("Point in time", self.point_in_time()),
             (
                 "Signature",
                 match &self.signer {
@@ -192,9 +192,23 @@ impl DrillReport {
                     None => format!("snapshot age {}", secs(self.rpo_seconds)),
                 },
             ),
-        ] {
-            let _ = writeln!(md, "| {k} | {v} |");
+        ]
+    }
+
+    /// The summary's point in time: the target of a point-in-time drill, else the snapshot's own.
+    fn point_in_time(&self) -> String {
+        match self.to_ts {
+            Some(p) => format!(
+                "{} (oplog `{p}`): the snapshot plus {} archived oplog slice(s)",
+                p.time(),
+                self.slices.unwrap_or(0)
+            ),
+            None => "the snapshot's own".to_string(),
         }
+    }
+
+    /// Appends the report's table of checks to `md`.
+    fn write_checks(&self, md: &mut String) {
         let _ = writeln!(
             md,
             "\n## Checks\n\n| result | check | target | figure | time |\n|---|---|---|---|---|"
@@ -214,6 +228,10 @@ impl DrillReport {
                 secs(c.seconds)
             );
         }
+    }
+
+    /// Appends the report's scratch targets, and what became of them, to `md`.
+    fn write_scratch(&self, md: &mut String) {
         let s = &self.scratch;
         let _ = writeln!(md, "\n## Scratch targets\n");
         let _ = writeln!(md, "- files: `{}`", s.dir);
@@ -226,7 +244,6 @@ impl DrillReport {
             (None, false) => "removed after the drill".to_string(),
         };
         let _ = writeln!(md, "- {fate}");
-        md
     }
 
     /// Appends the report (JSON and Markdown) to `sink`'s drill history.

@@ -141,37 +141,18 @@ fn quiet_broken_pipe() {
 /// again is an error (exit 2) unless the plugin asks to replace it
 /// (`Registry::replace_source`, `Registry::replace_sink`).
 pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
-    let mut registry = builtin_registry();
-    register(&mut registry);
-    if let Err(e) = registry.check() {
-        output::print_error(&e, false);
-        return ExitCode::from(exit_code(&e));
-    }
+    let registry = match plugins(register) {
+        Ok(registry) => registry,
+        Err(code) => return code,
+    };
     // The dependency graph enables both of rustls' providers (ring for
     // mongodb, aws-lc-rs for object_store), so none is the default: pick
     // one before any TLS client is built, or building one panics.
     #[cfg(any(feature = "s3", feature = "opendal", feature = "k8s"))]
     let _ = rustls::crypto::aws_lc_rs::default_provider().install_default();
-    // No secret key material given on the command line reaches any output,
-    // clap's errors included.
-    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
-    if let Some(e) = argv::refuse_secrets(&args) {
-        output::print_error(&e, argv::wants_json(&args));
-        return ExitCode::from(exit_code(&e));
-    }
-    let cli = match commands::parse(&registry, &args) {
+    let cli = match parse_args(&registry) {
         Ok(cli) => cli,
-        Err(e)
-            if !e.use_stderr()
-                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
-        {
-            e.exit()
-        }
-        Err(e) => {
-            let e = argv::redacted_clap_error(&e, &args);
-            output::print_error(&e, argv::wants_json(&args));
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     init_logging(cli.verbose);
 
@@ -190,42 +171,7 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     let started = std::time::Instant::now();
     quiet_broken_pipe();
     let run = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        runtime.block_on(async {
-            // SIGTERM (a service manager stopping the run) and SIGHUP (an SSH
-            // session dropping) are handled like Ctrl-C: dropped futures run
-            // their cleanup (locks, `after` hooks, a command source's child,
-            // a drill's scratch targets).
-            let terminate = async {
-                use tokio::signal::unix::{SignalKind, signal};
-                match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
-                    (Ok(mut term), Ok(mut hup)) => tokio::select! {
-                        _ = term.recv() => "SIGTERM",
-                        _ = hup.recv() => "SIGHUP",
-                    },
-                    _ => std::future::pending::<&str>().await,
-                }
-            };
-            // A long-running command (the oplog follower) stops on its own
-            // when the flag is raised: it writes what it holds first, and a
-            // stop is its normal end.
-            let graceful = cli.command.graceful();
-            let run = commands::run(&ctx, cli.command);
-            tokio::pin!(run);
-            let stopped = tokio::select! {
-                r = &mut run => return r,
-                _ = tokio::signal::ctrl_c() => "interrupted".to_string(),
-                signal = terminate => format!("terminated ({signal})"),
-            };
-            // Blocking work (a restore) cannot be dropped: it sees the flag
-            // and aborts before committing anything.
-            cancel.cancel();
-            if graceful {
-                return run.await;
-            }
-            Err(Failure::Error(
-                Error::new(ErrorKind::Cancelled, stopped).with_hint(STOPPED_HINT),
-            ))
-        })
+        runtime.block_on(run_until_stopped(&ctx, cli.command, &cancel))
     }));
     let result = match run {
         Ok(r) => r,
@@ -247,6 +193,86 @@ pub fn main_with(register: impl FnOnce(&mut Registry)) -> ExitCode {
     // Dropping the runtime here lets cancelled work run its cleanup guards.
     drop(runtime);
     exit(result, json)
+}
+
+/// The built-in plugins plus those `register` adds, or the exit code when they clash.
+fn plugins(register: impl FnOnce(&mut Registry)) -> Result<Registry, ExitCode> {
+    let mut registry = builtin_registry();
+    register(&mut registry);
+    if let Err(e) = registry.check() {
+        output::print_error(&e, false);
+        return Err(ExitCode::from(exit_code(&e)));
+    }
+    Ok(registry)
+}
+
+/// The parsed command line, or the exit code when it is refused (help and version exit here).
+fn parse_args(registry: &Registry) -> Result<commands::Cli, ExitCode> {
+    // No secret key material given on the command line reaches any output,
+    // clap's errors included.
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    if let Some(e) = argv::refuse_secrets(&args) {
+        output::print_error(&e, argv::wants_json(&args));
+        return Err(ExitCode::from(exit_code(&e)));
+    }
+    match commands::parse(registry, &args) {
+        Ok(cli) => Ok(cli),
+        Err(e)
+            if !e.use_stderr()
+                || e.kind() == clap::error::ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand =>
+        {
+            e.exit()
+        }
+        Err(e) => {
+            let e = argv::redacted_clap_error(&e, &args);
+            output::print_error(&e, argv::wants_json(&args));
+            Err(ExitCode::from(2))
+        }
+    }
+}
+
+/// Runs `command` until it ends or a signal stops it (a graceful command is let finish).
+async fn run_until_stopped(
+    ctx: &ctx::Ctx,
+    command: commands::Command,
+    cancel: &coffer_core::CancelFlag,
+) -> Result<(), Failure> {
+    // A long-running command (the oplog follower) stops on its own
+    // when the flag is raised: it writes what it holds first, and a
+    // stop is its normal end.
+    let graceful = command.graceful();
+    let run = commands::run(ctx, command);
+    tokio::pin!(run);
+    let stopped = tokio::select! {
+        r = &mut run => return r,
+        _ = tokio::signal::ctrl_c() => "interrupted".to_string(),
+        signal = termination_signal() => format!("terminated ({signal})"),
+    };
+    // Blocking work (a restore) cannot be dropped: it sees the flag
+    // and aborts before committing anything.
+    cancel.cancel();
+    if graceful {
+        return run.await;
+    }
+    Err(Failure::Error(
+        Error::new(ErrorKind::Cancelled, stopped).with_hint(STOPPED_HINT),
+    ))
+}
+
+/// The first of SIGTERM and SIGHUP received, by name (pending forever when they cannot be watched).
+async fn termination_signal() -> &'static str {
+    // SIGTERM (a service manager stopping the run) and SIGHUP (an SSH
+    // session dropping) are handled like Ctrl-C: dropped futures run
+    // their cleanup (locks, `after` hooks, a command source's child,
+    // a drill's scratch targets).
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::hangup())) {
+        (Ok(mut term), Ok(mut hup)) => tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = hup.recv() => "SIGHUP",
+        },
+        _ => std::future::pending::<&str>().await,
+    }
 }
 
 /// Logging on stderr: `-v` info, `-vv` debug (or `RUST_LOG`), colour only

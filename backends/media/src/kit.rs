@@ -280,6 +280,16 @@ pub async fn write_restore_kit(
 /// The text of `RESTORE.txt`.
 pub fn restore_text(identity: Option<&MediaIdentity>, cat: &Catalog) -> String {
     let mut t = String::new();
+    push_restore_header(&mut t, identity);
+    push_snapshot_list(&mut t, cat);
+    push_files_list(&mut t);
+    push_restore_steps(&mut t, cat);
+    push_chunked_steps(&mut t, cat);
+    t
+}
+
+/// Appends the title, the medium and who wrote the kit when.
+fn push_restore_header(t: &mut String, identity: Option<&MediaIdentity>) {
     t.push_str("coffer backup medium — how to restore\n=====================================\n\n");
     if let Some(id) = identity {
         t.push_str(&format!(
@@ -294,6 +304,10 @@ pub fn restore_text(identity: Option<&MediaIdentity>, cat: &Catalog) -> String {
         env!("CARGO_PKG_VERSION"),
         Timestamp::now()
     ));
+}
+
+/// Appends the list of snapshots on the medium, one line each.
+fn push_snapshot_list(t: &mut String, cat: &Catalog) {
     t.push_str("Snapshots on this medium (newest last):\n\n");
     for e in &cat.snapshots {
         let srcs: Vec<String> = e
@@ -313,6 +327,27 @@ pub fn restore_text(identity: Option<&MediaIdentity>, cat: &Catalog) -> String {
             srcs.join(", ")
         ));
     }
+}
+
+/// Appends what each kind of file on the medium is.
+fn push_files_list(t: &mut String) {
+    t.push_str(&format!(
+        r#"
+Files:
+  ID.coffer            the encrypted bundle: age( zstd|gzip|none( tar ) )
+  ID.json              its public index: size, SHA-256, sources, encryption
+  ID.sig               the index's Ed25519 signature (signed snapshots)
+  SHA256SUMS           checksums of every file on this medium
+  trusted-signers.txt  public keys whose signatures to trust
+  custody.log          who exported and imported what, when, from where
+  {IDENTITY_FILE}    this medium's label and rotation set
+"#
+    ));
+}
+
+/// Appends the numbered steps: check the medium, restore with coffer,
+/// restore without it, record custody.
+fn push_restore_steps(t: &mut String, cat: &Catalog) {
     let example = cat
         .snapshots
         .last()
@@ -328,15 +363,6 @@ pub fn restore_text(identity: Option<&MediaIdentity>, cat: &Catalog) -> String {
     let mongo_src = mongo.first().copied().unwrap_or("SOURCE");
     t.push_str(&format!(
         r#"
-Files:
-  ID.coffer            the encrypted bundle: age( zstd|gzip|none( tar ) )
-  ID.json              its public index: size, SHA-256, sources, encryption
-  ID.sig               the index's Ed25519 signature (signed snapshots)
-  SHA256SUMS           checksums of every file on this medium
-  trusted-signers.txt  public keys whose signatures to trust
-  custody.log          who exported and imported what, when, from where
-  {IDENTITY_FILE}    this medium's label and rotation set
-
 0. First, check the medium (no coffer needed):
 
      cd /mnt/usb            # where the medium is mounted
@@ -379,6 +405,11 @@ Files:
 3. Record who received the medium: `coffer import` appends to custody.log.
 "#
     ));
+}
+
+/// Appends how to restore a chunked snapshot without coffer, when the
+/// medium holds one (the newest is the example).
+fn push_chunked_steps(t: &mut String, cat: &Catalog) {
     if let Some(c) = cat.snapshots.iter().rev().find(|e| e.index.chunks.is_some()) {
         let script: String = coffer_core::chunked::RESTORE_SCRIPT
             .lines()
@@ -397,5 +428,4 @@ in an empty directory, with sh, age, zstd, tar and sha256sum:
             id = c.index.id
         ));
     }
-    t
 }

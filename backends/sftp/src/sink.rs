@@ -314,14 +314,33 @@ impl SftpSink {
         }
     }
 
-    async fn put_inner(
-        &self,
-        conn: Arc<Conn>,
-        key: &str,
-        mut body: ByteStream,
-        mode: PutMode,
-    ) -> Result<u64> {
+    async fn put_inner(&self, conn: Arc<Conn>, key: &str, body: ByteStream, mode: PutMode) -> Result<u64> {
         let dest = self.remote(key);
+        let (tmp, handle) = self.create_temp(&conn, key, &dest).await?;
+        let mut guard = TempGuard {
+            conn: Some(conn.clone()),
+            tmp: tmp.clone(),
+            handle: Some(handle.clone()),
+        };
+        let offset = self.write_body(&conn, &handle, key, body).await?;
+        if let Err(e) = conn.sftp.fsync(handle.as_str()).await
+            && status_code(&e) != Some(StatusCode::OpUnsupported)
+        {
+            return Err(self.op_err(&conn, "fsync", key, e));
+        }
+        guard.handle = None;
+        conn.sftp
+            .close(handle.as_str())
+            .await
+            .map_err(|e| self.op_err(&conn, "closing", key, e))?;
+        self.place(&conn, &tmp, &dest, key, mode).await?;
+        guard.conn = None;
+        Ok(offset)
+    }
+
+    /// Creates (mode 0600, never an existing file) the temp file a put of
+    /// `key` writes beside `dest`; its path and open handle.
+    async fn create_temp(&self, conn: &Conn, key: &str, dest: &str) -> Result<(String, String)> {
         let dir = match dest.rsplit_once('/') {
             Some((d, _)) => d.to_string(),
             None => ".".into(),
@@ -345,13 +364,20 @@ impl SftpSink {
                 attrs,
             )
             .await
-            .map_err(|e| self.op_err(&conn, "creating a temp file", key, e))?
+            .map_err(|e| self.op_err(conn, "creating a temp file", key, e))?
             .handle;
-        let mut guard = TempGuard {
-            conn: Some(conn.clone()),
-            tmp: tmp.clone(),
-            handle: Some(handle.clone()),
-        };
+        Ok((tmp, handle))
+    }
+
+    /// Writes `body` to the open file `handle` in `IO_CHUNK` requests, up
+    /// to `IN_FLIGHT` at once; the number of bytes written.
+    async fn write_body(
+        &self,
+        conn: &Arc<Conn>,
+        handle: &str,
+        key: &str,
+        mut body: ByteStream,
+    ) -> Result<u64> {
         let mut offset = 0u64;
         let mut pending = FuturesUnordered::new();
         let mut buf: Vec<u8> = Vec::with_capacity(IO_CHUNK);
@@ -368,9 +394,9 @@ impl SftpSink {
                 while pending.len() >= IN_FLIGHT {
                     wait_write(&mut pending)
                         .await
-                        .map_err(|e| self.op_err(&conn, "writing", key, e))?;
+                        .map_err(|e| self.op_err(conn, "writing", key, e))?;
                 }
-                let (c, h, at) = (conn.clone(), handle.clone(), offset);
+                let (c, h, at) = (conn.clone(), handle.to_string(), offset);
                 pending.push(async move { c.sftp.write(h.as_str(), at, data).await.map(|_| ()) });
                 offset += n as u64;
             }
@@ -378,22 +404,38 @@ impl SftpSink {
         while !pending.is_empty() {
             wait_write(&mut pending)
                 .await
-                .map_err(|e| self.op_err(&conn, "writing", key, e))?;
+                .map_err(|e| self.op_err(conn, "writing", key, e))?;
         }
         drop(pending);
-        if let Err(e) = conn.sftp.fsync(handle.as_str()).await
-            && status_code(&e) != Some(StatusCode::OpUnsupported)
-        {
-            return Err(self.op_err(&conn, "fsync", key, e));
-        }
-        guard.handle = None;
-        conn.sftp
-            .close(handle.as_str())
-            .await
-            .map_err(|e| self.op_err(&conn, "closing", key, e))?;
-        self.place(&conn, &tmp, &dest, key, mode).await?;
-        guard.conn = None;
         Ok(offset)
+    }
+
+    /// Stats and opens `key` for reading, reconnecting once if the
+    /// connection dropped; the connection, the handle and the size.
+    async fn open_for_read(&self, key: &str) -> Result<(Arc<Conn>, String, u64)> {
+        let path = self.remote(key);
+        self.retrying(|c| {
+            let path = path.clone();
+            async move {
+                let attrs = c
+                    .sftp
+                    .stat(path.as_str())
+                    .await
+                    .map_err(|e| self.op_err(&c, "get", key, e))?
+                    .attrs;
+                if !attrs.is_regular() {
+                    return Err(Error::new(ErrorKind::NotFound, "no such object").with_context("key", key));
+                }
+                let h = c
+                    .sftp
+                    .open(path.as_str(), OpenFlags::READ, FileAttributes::empty())
+                    .await
+                    .map_err(|e| self.op_err(&c, "get", key, e))?
+                    .handle;
+                Ok((c, h, attrs.size.unwrap_or(0)))
+            }
+        })
+        .await
     }
 
     /// Renames the complete temp file into place.
@@ -448,6 +490,68 @@ where
         Some(r) => r,
         None => Ok(()),
     }
+}
+
+/// Reads the open file `handle` of `size` bytes in `IO_CHUNK` requests, up
+/// to `IN_FLIGHT` at once, into `tx`, then closes it; a short read is an
+/// integrity error.
+async fn read_object(
+    conn: Arc<Conn>,
+    handle: String,
+    size: u64,
+    location: String,
+    key: String,
+    tx: mpsc::Sender<Result<Bytes>>,
+) {
+    let mut offset = 0u64;
+    let mut next = 0u64;
+    let mut reads = futures::stream::FuturesOrdered::new();
+    loop {
+        while reads.len() < IN_FLIGHT && next < size {
+            let (c, h, at) = (conn.clone(), handle.clone(), next);
+            reads.push_back(async move { c.sftp.read(h.as_str(), at, IO_CHUNK as u32).await });
+            next += IO_CHUNK as u64;
+        }
+        let Some(r) = reads.next().await else { break };
+        match r {
+            Ok(data) => {
+                let n = data.data.len() as u64;
+                if n == 0 || (n < IO_CHUNK as u64 && offset + n < size) {
+                    // Short read mid-file: the file changed under us.
+                    let _ = tx
+                        .send(Err(Error::new(
+                            ErrorKind::Integrity,
+                            "the object changed while being read",
+                        )
+                        .with_context("key", &key)))
+                        .await;
+                    break;
+                }
+                offset += n;
+                if tx.send(Ok(Bytes::from(data.data))).await.is_err() {
+                    break;
+                }
+            }
+            Err(e) if status_code(&e) == Some(StatusCode::Eof) => {
+                if offset != size {
+                    let _ = tx
+                        .send(Err(Error::new(
+                            ErrorKind::Integrity,
+                            format!("the object ended after {offset} of {size} bytes"),
+                        )
+                        .with_context("key", &key)))
+                        .await;
+                }
+                break;
+            }
+            Err(e) => {
+                let _ = tx.send(Err(op_error(&conn, &location, "reading", &key, e))).await;
+                break;
+            }
+        }
+    }
+    drop(reads);
+    let _ = conn.sftp.close(handle.as_str()).await;
 }
 
 /// Closes and removes the temp file of a put that failed or was dropped.
@@ -632,7 +736,20 @@ async fn connect_inner(config: &SftpSinkConfig) -> Result<Conn> {
     let location = config.location();
     // Load the key (or reach the agent) before connecting: a bad key is a
     // config error, not a network one.
-    let auth_source = if config.uses_agent() {
+    let auth_source = load_auth_source(config).await?;
+    let mut ssh = handshake(config, &location).await?;
+    authenticate(&mut ssh, config, auth_source, &location).await?;
+    let sftp = start_sftp(&ssh, config, &location).await?;
+    Ok(Conn {
+        sftp,
+        ssh,
+        broken: AtomicBool::new(false),
+    })
+}
+
+/// Reaches the ssh-agent, or reads the key file, as configured.
+async fn load_auth_source(config: &SftpSinkConfig) -> Result<AuthSource> {
+    Ok(if config.uses_agent() {
         AuthSource::Agent(connect_agent(config).await?)
     } else {
         AuthSource::Key(Box::new(
@@ -641,11 +758,16 @@ async fn connect_inner(config: &SftpSinkConfig) -> Result<Conn> {
                 message: e.to_string(),
             })?,
         ))
-    };
+    })
+}
+
+/// Opens the TCP connection and runs the SSH handshake, checking the
+/// server's host key.
+async fn handshake(config: &SftpSinkConfig, location: &str) -> Result<russh::client::Handle<HostKeyCheck>> {
     let tcp = tokio::net::TcpStream::connect((config.host.as_str(), config.port))
         .await
         .map_err(|e| SftpError::Connect {
-            location: location.clone(),
+            location: location.to_string(),
             refused: e.kind() == std::io::ErrorKind::ConnectionRefused,
             message: e.to_string(),
         })?;
@@ -663,26 +785,41 @@ async fn connect_inner(config: &SftpSinkConfig) -> Result<Conn> {
         insecure: config.insecure_accept_host_key,
         problem: problem.clone(),
     };
-    let mut ssh = match russh::client::connect_stream(ssh_config, tcp, handler).await {
-        Ok(h) => h,
+    match russh::client::connect_stream(ssh_config, tcp, handler).await {
+        Ok(h) => Ok(h),
         Err(e) => {
             if let Some(p) = problem.lock().expect("not poisoned").take() {
                 return Err(p.into());
             }
-            return Err(SftpError::Connect {
-                location,
+            Err(SftpError::Connect {
+                location: location.to_string(),
                 message: format!("SSH handshake failed: {e}"),
                 refused: false,
             }
-            .into());
+            .into())
         }
-    };
-    let hash = ssh.best_supported_rsa_hash().await.ok().flatten().flatten();
-    let auth_failed = |e: &dyn std::fmt::Display| SftpError::Connect {
-        location: location.clone(),
+    }
+}
+
+/// The error of an authentication request that failed (not one the server
+/// answered with a refusal).
+fn auth_failed(location: &str, e: &dyn std::fmt::Display) -> SftpError {
+    SftpError::Connect {
+        location: location.to_string(),
         message: format!("authentication failed: {e}"),
         refused: false,
-    };
+    }
+}
+
+/// Authenticates with the key file or the ssh-agent's keys; an error unless
+/// the server accepted one.
+async fn authenticate(
+    ssh: &mut russh::client::Handle<HostKeyCheck>,
+    config: &SftpSinkConfig,
+    auth_source: AuthSource,
+    location: &str,
+) -> Result<()> {
+    let hash = ssh.best_supported_rsa_hash().await.ok().flatten().flatten();
     let auth = match auth_source {
         AuthSource::Key(key) => ssh
             .authenticate_publickey(
@@ -690,31 +827,15 @@ async fn connect_inner(config: &SftpSinkConfig) -> Result<Conn> {
                 PrivateKeyWithHashAlg::new(Arc::new(*key), hash),
             )
             .await
-            .map_err(|e| auth_failed(&e))?,
-        AuthSource::Agent((mut agent, keys)) => {
+            .map_err(|e| auth_failed(location, &e))?,
+        AuthSource::Agent((agent, keys)) => {
             // Offer the agent's keys one by one, as ssh does.
-            let mut result = None;
-            for key in keys {
-                let r = ssh
-                    .authenticate_publickey_with(config.user.clone(), key, hash, &mut agent)
-                    .await
-                    .map_err(|e| auth_failed(&e))?;
-                let ok = r.success();
-                result = Some(r);
-                if ok {
-                    break;
-                }
-            }
-            result.ok_or_else(|| SftpError::Connect {
-                location: location.clone(),
-                message: "the ssh-agent holds no key".into(),
-                refused: false,
-            })?
+            authenticate_with_agent(ssh, config, agent, keys, hash, location).await?
         }
     };
     if !auth.success() {
         return Err(SftpError::AuthRejected {
-            location,
+            location: location.to_string(),
             user: config.user.clone(),
             key: if config.uses_agent() {
                 "(the ssh-agent's keys)".into()
@@ -724,8 +845,49 @@ async fn connect_inner(config: &SftpSinkConfig) -> Result<Conn> {
         }
         .into());
     }
+    Ok(())
+}
+
+/// Tries the ssh-agent's keys in turn until the server accepts one; its
+/// last answer.
+async fn authenticate_with_agent(
+    ssh: &mut russh::client::Handle<HostKeyCheck>,
+    config: &SftpSinkConfig,
+    mut agent: russh::keys::agent::client::AgentClient<tokio::net::UnixStream>,
+    keys: Vec<PublicKey>,
+    hash: Option<HashAlg>,
+    location: &str,
+) -> Result<russh::client::AuthResult> {
+    let mut result = None;
+    for key in keys {
+        let r = ssh
+            .authenticate_publickey_with(config.user.clone(), key, hash, &mut agent)
+            .await
+            .map_err(|e| auth_failed(location, &e))?;
+        let ok = r.success();
+        result = Some(r);
+        if ok {
+            break;
+        }
+    }
+    result.ok_or_else(|| {
+        SftpError::Connect {
+            location: location.to_string(),
+            message: "the ssh-agent holds no key".into(),
+            refused: false,
+        }
+        .into()
+    })
+}
+
+/// Opens a session channel and starts the SFTP subsystem on it.
+async fn start_sftp(
+    ssh: &russh::client::Handle<HostKeyCheck>,
+    config: &SftpSinkConfig,
+    location: &str,
+) -> Result<RawSftpSession> {
     let no_sftp = |e: &dyn std::fmt::Display| SftpError::NoSftp {
-        location: location.clone(),
+        location: location.to_string(),
         message: e.to_string(),
     };
     let channel = ssh.channel_open_session().await.map_err(|e| no_sftp(&e))?;
@@ -739,11 +901,7 @@ async fn connect_inner(config: &SftpSinkConfig) -> Result<Conn> {
     };
     let sftp = RawSftpSession::new_with_config(channel.into_stream(), sftp_config);
     sftp.init().await.map_err(|e| no_sftp(&e))?;
-    Ok(Conn {
-        sftp,
-        ssh,
-        broken: AtomicBool::new(false),
-    })
+    Ok(sftp)
 }
 
 #[async_trait]
@@ -776,85 +934,10 @@ impl Sink for SftpSink {
 
     async fn get(&self, key: &str) -> Result<ByteStream> {
         validate_key(key)?;
-        let path = self.remote(key);
-        let (conn, handle, size) = self
-            .retrying(|c| {
-                let path = path.clone();
-                async move {
-                    let attrs = c
-                        .sftp
-                        .stat(path.as_str())
-                        .await
-                        .map_err(|e| self.op_err(&c, "get", key, e))?
-                        .attrs;
-                    if !attrs.is_regular() {
-                        return Err(
-                            Error::new(ErrorKind::NotFound, "no such object").with_context("key", key)
-                        );
-                    }
-                    let h = c
-                        .sftp
-                        .open(path.as_str(), OpenFlags::READ, FileAttributes::empty())
-                        .await
-                        .map_err(|e| self.op_err(&c, "get", key, e))?
-                        .handle;
-                    Ok((c, h, attrs.size.unwrap_or(0)))
-                }
-            })
-            .await?;
+        let (conn, handle, size) = self.open_for_read(key).await?;
         let (tx, rx) = mpsc::channel::<Result<Bytes>>(4);
         let (location, key) = (self.config.location(), key.to_string());
-        tokio::spawn(async move {
-            let mut offset = 0u64;
-            let mut next = 0u64;
-            let mut reads = futures::stream::FuturesOrdered::new();
-            loop {
-                while reads.len() < IN_FLIGHT && next < size {
-                    let (c, h, at) = (conn.clone(), handle.clone(), next);
-                    reads.push_back(async move { c.sftp.read(h.as_str(), at, IO_CHUNK as u32).await });
-                    next += IO_CHUNK as u64;
-                }
-                let Some(r) = reads.next().await else { break };
-                match r {
-                    Ok(data) => {
-                        let n = data.data.len() as u64;
-                        if n == 0 || (n < IO_CHUNK as u64 && offset + n < size) {
-                            // Short read mid-file: the file changed under us.
-                            let _ = tx
-                                .send(Err(Error::new(
-                                    ErrorKind::Integrity,
-                                    "the object changed while being read",
-                                )
-                                .with_context("key", &key)))
-                                .await;
-                            break;
-                        }
-                        offset += n;
-                        if tx.send(Ok(Bytes::from(data.data))).await.is_err() {
-                            break;
-                        }
-                    }
-                    Err(e) if status_code(&e) == Some(StatusCode::Eof) => {
-                        if offset != size {
-                            let _ = tx
-                                .send(Err(Error::new(
-                                    ErrorKind::Integrity,
-                                    format!("the object ended after {offset} of {size} bytes"),
-                                )
-                                .with_context("key", &key)))
-                                .await;
-                        }
-                        break;
-                    }
-                    Err(e) => {
-                        let _ = tx.send(Err(op_error(&conn, &location, "reading", &key, e))).await;
-                        break;
-                    }
-                }
-            }
-            drop(reads);
-            let _ = conn.sftp.close(handle.as_str()).await;
-        });
+        tokio::spawn(read_object(conn, handle, size, location, key, tx));
         Ok(futures::stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|x| (x, rx)) }).boxed())
     }
 

@@ -8,7 +8,7 @@ use serde::Serialize;
 use coffer_core::ops::Unreadable;
 
 use crate::ctx::{CmdResult, Ctx, SinkSel};
-use crate::evidence::history;
+use crate::evidence::{DrillReport, history};
 use crate::output::print_json;
 
 /// `--json`: one per sink.
@@ -63,31 +63,8 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillsArgs) -> CmdResult {
         if ctx.json {
             out.push(SinkDrills {
                 sink: name.clone(),
-                drills: reports
-                    .iter()
-                    .map(|r| DrillLine {
-                        drill: r.drill.clone(),
-                        started_at: r.started_at,
-                        snapshot: r.snapshot.clone(),
-                        job: r.job.clone(),
-                        passed: r.passed,
-                        left_out: r.left_out.clone(),
-                        rto_seconds: r.rto_seconds,
-                        rpo_seconds: r.rpo_seconds,
-                        audit_gap_seconds: r.audit_gap_seconds,
-                        failed_checks: r
-                            .checks
-                            .iter()
-                            .filter(|c| !c.passed)
-                            .map(|c| c.kind.clone())
-                            .collect(),
-                    })
-                    .collect(),
-                last_passed: last_ok.map(|r| LastPassed {
-                    drill: r.drill.clone(),
-                    started_at: r.started_at,
-                    age_days: (now.as_second() - r.started_at.as_second()) / 86_400,
-                }),
+                drills: reports.iter().map(drill_line).collect(),
+                last_passed: last_ok.map(|r| last_passed(r, now)),
                 unreadable: unreadable
                     .iter()
                     .map(|(key, error)| Unreadable {
@@ -98,46 +75,92 @@ pub(crate) async fn exec(ctx: &Ctx, a: DrillsArgs) -> CmdResult {
             });
             continue;
         }
-        println!("sink {name}: {} drill(s)", reports.len());
-        for r in &reports {
-            println!(
-                "  {}  {}  snapshot {}  RTO {:>7.1} s  RPO {:>9.0} s{}",
-                r.started_at.strftime("%Y-%m-%d %H:%M"),
-                match (r.passed, r.left_out.is_empty()) {
-                    (false, _) => "FAILED".to_string(),
-                    (true, true) => "passed".to_string(),
-                    (true, false) => format!("passed (partial: {} not drilled)", r.left_out.join(", ")),
-                },
-                r.snapshot,
-                r.rto_seconds,
-                r.rpo_seconds,
-                if r.passed {
-                    String::new()
-                } else {
-                    let failed: Vec<&str> = r
-                        .checks
-                        .iter()
-                        .filter(|c| !c.passed)
-                        .map(|c| c.kind.as_str())
-                        .collect();
-                    format!("  ({})", failed.join(", "))
-                }
-            );
-        }
-        match last_ok {
-            Some(r) => println!(
-                "  last passed: {} ({} days ago)",
-                r.started_at.strftime("%Y-%m-%d %H:%M UTC"),
-                (now.as_second() - r.started_at.as_second()) / 86_400
-            ),
-            None => println!("  no drill of a whole snapshot has passed on this sink: run `coffer drill`"),
-        }
-        for (key, e) in &unreadable {
-            println!("  unreadable {key}: {e}");
-        }
+        print_sink(name, &reports, last_ok, &unreadable, now);
     }
     if ctx.json {
         print_json(&serde_json::to_value(&out).expect("json"));
     }
     Ok(())
+}
+
+/// One drill of the `--json` output.
+fn drill_line(r: &DrillReport) -> DrillLine {
+    DrillLine {
+        drill: r.drill.clone(),
+        started_at: r.started_at,
+        snapshot: r.snapshot.clone(),
+        job: r.job.clone(),
+        passed: r.passed,
+        left_out: r.left_out.clone(),
+        rto_seconds: r.rto_seconds,
+        rpo_seconds: r.rpo_seconds,
+        audit_gap_seconds: r.audit_gap_seconds,
+        failed_checks: r
+            .checks
+            .iter()
+            .filter(|c| !c.passed)
+            .map(|c| c.kind.clone())
+            .collect(),
+    }
+}
+
+/// The last passed drill `r` of the `--json` output, with its age at `now`.
+fn last_passed(r: &DrillReport, now: Timestamp) -> LastPassed {
+    LastPassed {
+        drill: r.drill.clone(),
+        started_at: r.started_at,
+        age_days: (now.as_second() - r.started_at.as_second()) / 86_400,
+    }
+}
+
+/// Prints the drill history of sink `name` for people: each drill, the last passed one, unreadable reports.
+fn print_sink(
+    name: &str,
+    reports: &[DrillReport],
+    last_ok: Option<&DrillReport>,
+    unreadable: &[(String, String)],
+    now: Timestamp,
+) {
+    println!("sink {name}: {} drill(s)", reports.len());
+    for r in reports {
+        print_drill(r);
+    }
+    match last_ok {
+        Some(r) => println!(
+            "  last passed: {} ({} days ago)",
+            r.started_at.strftime("%Y-%m-%d %H:%M UTC"),
+            (now.as_second() - r.started_at.as_second()) / 86_400
+        ),
+        None => println!("  no drill of a whole snapshot has passed on this sink: run `coffer drill`"),
+    }
+    for (key, e) in unreadable {
+        println!("  unreadable {key}: {e}");
+    }
+}
+
+/// Prints one drill's line: when, its verdict, the snapshot, RTO, RPO and the checks that failed.
+fn print_drill(r: &DrillReport) {
+    println!(
+        "  {}  {}  snapshot {}  RTO {:>7.1} s  RPO {:>9.0} s{}",
+        r.started_at.strftime("%Y-%m-%d %H:%M"),
+        match (r.passed, r.left_out.is_empty()) {
+            (false, _) => "FAILED".to_string(),
+            (true, true) => "passed".to_string(),
+            (true, false) => format!("passed (partial: {} not drilled)", r.left_out.join(", ")),
+        },
+        r.snapshot,
+        r.rto_seconds,
+        r.rpo_seconds,
+        if r.passed {
+            String::new()
+        } else {
+            let failed: Vec<&str> = r
+                .checks
+                .iter()
+                .filter(|c| !c.passed)
+                .map(|c| c.kind.as_str())
+                .collect();
+            format!("  ({})", failed.join(", "))
+        }
+    );
 }

@@ -8,9 +8,10 @@ use std::time::Duration;
 
 use clap::{Args, Subcommand};
 use coffer_app::oplog::FollowMetrics;
+use coffer_app::restoring::Opened;
 use coffer_core::slices::follow::{FollowEvent, FollowObserver, follow};
 use coffer_core::slices::pitr::{self, Range};
-use coffer_core::slices::{Break, LogPos, SliceIndex, segments};
+use coffer_core::slices::{Break, ChainStart, LogMark, LogPos, SliceIndex, StoredSlice, segments};
 use coffer_core::{Catalog, Source, config_error};
 use serde::Serialize;
 
@@ -188,6 +189,83 @@ impl Observer {
             let _ = child.wait();
         }
     }
+
+    /// Says where following starts: after an archived entry, or a new chain (and its base backup).
+    fn report_started(&self, after: &LogMark, chain_start: Option<&ChainStart>) {
+        match chain_start {
+            None => self.say(
+                format!(
+                    "following the oplog of `{}` after the archived entry {after}",
+                    self.source
+                ),
+                serde_json::json!({"event": "resumed", "after": after}),
+            ),
+            Some(start) => {
+                self.say(
+                    format!(
+                        "following the oplog of `{}` from {after}: a new chain ({})",
+                        self.source, start.reason
+                    ),
+                    serde_json::json!({"event": "chain-start", "after": after, "reason": start.reason}),
+                );
+                if self.on_gap == coffer_core::slices::follow::OnGap::Backup {
+                    self.base_backup();
+                }
+            }
+        }
+    }
+
+    /// Logs a gap in the archive (what cannot be restored) and says where it is.
+    fn report_gap(&self, after: &LogMark, reason: &str, restart: &LogMark) {
+        tracing::error!(
+            "GAP in the oplog archive of job `{}` after {after}: {reason}. Times between {} and {} cannot be \
+             restored; a new chain starts at {restart}{}",
+            self.job,
+            after.ts.time(),
+            restart.ts.time(),
+            if self.on_gap == coffer_core::slices::follow::OnGap::Backup {
+                " and a base backup is taken. Make the oplog larger or keep the follower running"
+            } else {
+                ""
+            }
+        );
+        self.say(
+            format!("gap after {after}: {reason}"),
+            serde_json::json!({"event": "gap", "after": after, "reason": reason, "restart": restart}),
+        );
+    }
+
+    /// Says a slice was written, and warns of each sink that did not store it.
+    fn report_slice(&self, index: &SliceIndex, failed: &[(String, String)]) {
+        for (sink, e) in failed {
+            tracing::warn!(
+                "oplog slice {} not stored on sink `{sink}`: {e}",
+                index.index_key()
+            );
+        }
+        self.say(
+            format!(
+                "slice {} … {}: {} entries ({} read), {}",
+                index.first,
+                index.last.ts,
+                index.entries,
+                index.read,
+                crate::output::size(index.object.size)
+            ),
+            serde_json::json!({"event": "slice", "first": index.first, "last": index.last,
+                "entries": index.entries, "read": index.read, "bytes": index.object.size,
+                "failed": failed.iter().map(|(s, _)| s).collect::<Vec<_>>()}),
+        );
+    }
+
+    /// Warns of a sink left out of this run and says so.
+    fn report_sink_skipped(&self, sink: &str, error: &str) {
+        tracing::warn!("sink `{sink}` is left out of this follower run (it cannot be reached): {error}");
+        self.say(
+            format!("sink `{sink}` left out: {error}"),
+            serde_json::json!({"event": "sink-skipped", "sink": sink, "error": error}),
+        );
+    }
 }
 
 impl FollowObserver for Observer {
@@ -196,83 +274,18 @@ impl FollowObserver for Observer {
             crate::record::write_samples(&self.config, &samples);
         }
         match event {
-            FollowEvent::Started { after, chain_start } => match chain_start {
-                None => self.say(
-                    format!(
-                        "following the oplog of `{}` after the archived entry {after}",
-                        self.source
-                    ),
-                    serde_json::json!({"event": "resumed", "after": after}),
-                ),
-                Some(start) => {
-                    self.say(
-                        format!(
-                            "following the oplog of `{}` from {after}: a new chain ({})",
-                            self.source, start.reason
-                        ),
-                        serde_json::json!({"event": "chain-start", "after": after, "reason": start.reason}),
-                    );
-                    if self.on_gap == coffer_core::slices::follow::OnGap::Backup {
-                        self.base_backup();
-                    }
-                }
-            },
+            FollowEvent::Started { after, chain_start } => self.report_started(after, chain_start.as_ref()),
             FollowEvent::Gap {
                 after,
                 reason,
                 restart,
-            } => {
-                tracing::error!(
-                    "GAP in the oplog archive of job `{}` after {after}: {reason}. Times between {} and {} cannot be \
-                     restored; a new chain starts at {restart}{}",
-                    self.job,
-                    after.ts.time(),
-                    restart.ts.time(),
-                    if self.on_gap == coffer_core::slices::follow::OnGap::Backup {
-                        " and a base backup is taken. Make the oplog larger or keep the follower running"
-                    } else {
-                        ""
-                    }
-                );
-                self.say(
-                    format!("gap after {after}: {reason}"),
-                    serde_json::json!({"event": "gap", "after": after, "reason": reason, "restart": restart}),
-                );
-            }
-            FollowEvent::Slice { index, failed } => {
-                for (sink, e) in failed {
-                    tracing::warn!(
-                        "oplog slice {} not stored on sink `{sink}`: {e}",
-                        index.index_key()
-                    );
-                }
-                self.say(
-                    format!(
-                        "slice {} … {}: {} entries ({} read), {}",
-                        index.first,
-                        index.last.ts,
-                        index.entries,
-                        index.read,
-                        crate::output::size(index.object.size)
-                    ),
-                    serde_json::json!({"event": "slice", "first": index.first, "last": index.last,
-                        "entries": index.entries, "read": index.read, "bytes": index.object.size,
-                        "failed": failed.iter().map(|(s, _)| s).collect::<Vec<_>>()}),
-                );
-            }
+            } => self.report_gap(after, reason, restart),
+            FollowEvent::Slice { index, failed } => self.report_slice(index, failed),
             FollowEvent::Retrying { error } => {
                 tracing::warn!("oplog slice not stored on a required sink, kept and retried: {error}");
             }
             FollowEvent::Window(_) => {}
-            FollowEvent::SinkSkipped { sink, error } => {
-                tracing::warn!(
-                    "sink `{sink}` is left out of this follower run (it cannot be reached): {error}"
-                );
-                self.say(
-                    format!("sink `{sink}` left out: {error}"),
-                    serde_json::json!({"event": "sink-skipped", "sink": sink, "error": error}),
-                );
-            }
+            FollowEvent::SinkSkipped { sink, error } => self.report_sink_skipped(sink, error),
             FollowEvent::Reread { missed } => {
                 tracing::warn!(
                     "the oplog cursor missed {missed} entr(ies) of a slice's range; the range was read again"
@@ -336,49 +349,10 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
                 continue;
             }
         };
-        for (source, slices, bad) in chains {
-            let idx: Vec<SliceIndex> = slices.iter().map(|s| s.index.clone()).collect();
-            let segs = segments(&idx);
-            let bases: Vec<LogPos> = pitr::bases(&catalog, &job, &source)
-                .into_iter()
-                .map(|(_, p)| p)
-                .collect();
-            let ranges = pitr::ranges(&segs, &bases);
-            let newest = idx.last().map(|s| s.last.ts);
-            if let Some(r) = ranges.last() {
-                let labels = [
-                    ("job", job.as_str()),
-                    ("source", source.as_str()),
-                    ("sink", name.as_str()),
-                ];
-                ctx.record.metric(
-                    "coffer_oplog_restorable_from_timestamp_seconds",
-                    &labels,
-                    f64::from(r.from.t),
-                );
-                ctx.record.metric(
-                    "coffer_oplog_restorable_to_timestamp_seconds",
-                    &labels,
-                    f64::from(r.to.t),
-                );
-            }
-            let lag_seconds = match (&server_newest, newest) {
-                (Some((src, n)), Some(p)) if *src == source => Some((i64::from(n.t) - i64::from(p.t)).max(0)),
-                _ => None,
-            };
-            out.push(SinkStatus {
-                sink: name.clone(),
-                source,
-                slices: idx.len(),
-                bytes: idx.iter().map(|s| s.object.size).sum(),
-                newest,
-                newest_time: newest.map(|p| p.time().to_string()),
-                age_seconds: newest.map(|p| jiff::Timestamp::now().as_second() - i64::from(p.t)),
-                lag_seconds,
-                ranges,
-                breaks: segs.iter().filter_map(|s| s.after_break.clone()).collect(),
-                unreadable: bad.iter().map(|(k, e)| format!("{k}: {e}")).collect(),
-            });
+        for chain in chains {
+            let status = sink_status(name, &catalog, &job, chain, server_newest.as_ref());
+            record_restorable(ctx, &job, &status);
+            out.push(status);
         }
     }
     ctx.record.note("job", job.as_str());
@@ -393,50 +367,116 @@ async fn exec_status(ctx: &Ctx, a: StatusArgs) -> CmdResult {
         print_json(&out);
         return outcome.map_err(Into::into);
     }
+    print_status(&job, &out);
+    outcome.map_err(Into::into)
+}
+
+/// The status of one source's chain on sink `name`, an item of [`pitr::chains`].
+fn sink_status(
+    name: &str,
+    catalog: &Catalog,
+    job: &str,
+    (source, slices, bad): (String, Vec<StoredSlice>, Vec<(String, coffer_core::Error)>),
+    server_newest: Option<&(String, LogPos)>,
+) -> SinkStatus {
+    let idx: Vec<SliceIndex> = slices.iter().map(|s| s.index.clone()).collect();
+    let segs = segments(&idx);
+    let bases: Vec<LogPos> = pitr::bases(catalog, job, &source)
+        .into_iter()
+        .map(|(_, p)| p)
+        .collect();
+    let ranges = pitr::ranges(&segs, &bases);
+    let newest = idx.last().map(|s| s.last.ts);
+    let lag_seconds = match (server_newest, newest) {
+        (Some((src, n)), Some(p)) if *src == source => Some((i64::from(n.t) - i64::from(p.t)).max(0)),
+        _ => None,
+    };
+    SinkStatus {
+        sink: name.to_string(),
+        source,
+        slices: idx.len(),
+        bytes: idx.iter().map(|s| s.object.size).sum(),
+        newest,
+        newest_time: newest.map(|p| p.time().to_string()),
+        age_seconds: newest.map(|p| jiff::Timestamp::now().as_second() - i64::from(p.t)),
+        lag_seconds,
+        ranges,
+        breaks: segs.iter().filter_map(|s| s.after_break.clone()).collect(),
+        unreadable: bad.iter().map(|(k, e)| format!("{k}: {e}")).collect(),
+    }
+}
+
+/// Records where the newest restorable range of `s` starts and ends, as metrics.
+fn record_restorable(ctx: &Ctx, job: &str, s: &SinkStatus) {
+    if let Some(r) = s.ranges.last() {
+        let labels = [
+            ("job", job),
+            ("source", s.source.as_str()),
+            ("sink", s.sink.as_str()),
+        ];
+        ctx.record.metric(
+            "coffer_oplog_restorable_from_timestamp_seconds",
+            &labels,
+            f64::from(r.from.t),
+        );
+        ctx.record.metric(
+            "coffer_oplog_restorable_to_timestamp_seconds",
+            &labels,
+            f64::from(r.to.t),
+        );
+    }
+}
+
+/// Prints `oplog status` for people: every archive of `job` found, or that there is none.
+fn print_status(job: &str, out: &[SinkStatus]) {
     if out.is_empty() {
         println!(
             "job `{job}`: no snapshot with a point in time on these sinks, so no oplog archive to restore from"
         );
     }
-    for s in &out {
-        println!("job `{job}` source `{}` on sink `{}`:", s.source, s.sink);
-        match (&s.newest, &s.newest_time) {
-            (Some(p), Some(t)) => println!(
-                "  {} slices ({}), newest entry {t} ({p}), {} s ago{}",
-                s.slices,
-                crate::output::size(s.bytes),
-                s.age_seconds.unwrap_or(0),
-                match s.lag_seconds {
-                    Some(l) => format!(", {l} s behind the server"),
-                    None => String::new(),
-                }
-            ),
-            _ => println!("  no oplog slices (is `coffer oplog follow` running?)"),
-        }
-        if s.ranges.is_empty() {
-            println!("  restorable: nothing yet (no base snapshot inside an archived chain)");
-        }
-        for r in &s.ranges {
-            println!("  restorable: {r}");
-        }
-        for b in &s.breaks {
-            match b {
-                Break::Gap { after, reason } => println!(
-                    "  GAP after {}: {reason}",
-                    after.map_or("the start".to_string(), |a| format!("{} ({a})", a.ts.time()))
-                ),
-                Break::Missing { after, next_follows } => println!(
-                    "  MISSING slices between {} ({after}) and {} ({next_follows})",
-                    after.ts.time(),
-                    next_follows.ts.time()
-                ),
+    for s in out {
+        print_sink_status(job, s);
+    }
+}
+
+/// Prints one archive: its slices, what is restorable, its breaks and unreadable slice indexes.
+fn print_sink_status(job: &str, s: &SinkStatus) {
+    println!("job `{job}` source `{}` on sink `{}`:", s.source, s.sink);
+    match (&s.newest, &s.newest_time) {
+        (Some(p), Some(t)) => println!(
+            "  {} slices ({}), newest entry {t} ({p}), {} s ago{}",
+            s.slices,
+            crate::output::size(s.bytes),
+            s.age_seconds.unwrap_or(0),
+            match s.lag_seconds {
+                Some(l) => format!(", {l} s behind the server"),
+                None => String::new(),
             }
-        }
-        for u in &s.unreadable {
-            println!("  unreadable slice index {u}");
+        ),
+        _ => println!("  no oplog slices (is `coffer oplog follow` running?)"),
+    }
+    if s.ranges.is_empty() {
+        println!("  restorable: nothing yet (no base snapshot inside an archived chain)");
+    }
+    for r in &s.ranges {
+        println!("  restorable: {r}");
+    }
+    for b in &s.breaks {
+        match b {
+            Break::Gap { after, reason } => println!(
+                "  GAP after {}: {reason}",
+                after.map_or("the start".to_string(), |a| format!("{} ({a})", a.ts.time()))
+            ),
+            Break::Missing { after, next_follows } => println!(
+                "  MISSING slices between {} ({after}) and {} ({next_follows})",
+                after.ts.time(),
+                next_follows.ts.time()
+            ),
         }
     }
-    outcome.map_err(Into::into)
+    for u in &s.unreadable {
+        println!("  unreadable slice index {u}");
+    }
 }
 
 /// The newest write of the job's followed source, as the server reports
@@ -500,18 +540,8 @@ fn sweep_stale_exports(parent: &std::path::Path) {
 }
 
 async fn exec_export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
-    use coffer_core::slices::export::{DirSource, OPLOG_FILE, append_replay};
-    if a.dir.exists()
-        && std::fs::read_dir(&a.dir)
-            .map(|mut d| d.next().is_some())
-            .unwrap_or(true)
-    {
-        return Err(
-            config_error(format!("--dir {} exists and is not empty", a.dir.display()))
-                .with_hint("give a new directory: the export writes the whole dump there")
-                .into(),
-        );
-    }
+    use coffer_core::slices::export::{OPLOG_FILE, append_replay};
+    check_export_dir(&a.dir)?;
     let target = pitr_target(a.to_time.as_deref(), a.to_ts.as_deref())?;
     let at = open_point_in_time(ctx, &a.read, a.job.as_deref(), target, "export needs a key").await?;
     let index = at.opened.admitted.index().clone();
@@ -527,49 +557,111 @@ async fn exec_export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
         .iter()
         .find(|s| s.name == replay.source)
         .expect("the plan's source is in the index");
-    let parent = a
-        .dir
+    let staging = export_staging(&a.dir)?;
+    restore_base(ctx, at.opened, &rec.kind, &rec.name, staging.path()).await?;
+    let oplog = staging.path().join(OPLOG_FILE);
+    let base_entries = std::fs::metadata(&oplog).map(|m| m.len() > 0).unwrap_or(false);
+    let archived = append_replay(replay, &oplog)?;
+    move_into_place(staging, &a.dir)?;
+    let command = restore_command(target, &a.dir);
+    ctx.record.note("snapshot", index.id.as_str());
+    ctx.record.note("to_ts", target.to_string());
+    let outcome = ExportOutcome {
+        dir: a.dir,
+        snapshot: index.id.to_string(),
+        source: rec.name.clone(),
+        base_position: replay.after,
+        target,
+        archived_entries: archived,
+        slices: replay.slices,
+        snapshot_oplog: base_entries,
+        command,
+    };
+    if ctx.json {
+        print_json(&outcome);
+    } else {
+        outcome.print();
+    }
+    Ok(())
+}
+
+/// Refuses `dir` as the export's directory when it exists and is not empty.
+fn check_export_dir(dir: &std::path::Path) -> coffer_core::Result<()> {
+    if dir.exists()
+        && std::fs::read_dir(dir)
+            .map(|mut d| d.next().is_some())
+            .unwrap_or(true)
+    {
+        return Err(
+            config_error(format!("--dir {} exists and is not empty", dir.display()))
+                .with_hint("give a new directory: the export writes the whole dump there"),
+        );
+    }
+    Ok(())
+}
+
+/// Makes the temp directory an export of `dir` writes first, beside it, after sweeping stale ones.
+fn export_staging(dir: &std::path::Path) -> coffer_core::Result<tempfile::TempDir> {
+    let parent = dir
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
         .unwrap_or(std::path::Path::new("."));
     std::fs::create_dir_all(parent)
         .map_err(|e| coffer_core::Error::io(format!("creating {}", parent.display()), e))?;
     sweep_stale_exports(parent);
-    let staging = tempfile::Builder::new()
+    tempfile::Builder::new()
         .prefix(&format!("{EXPORT_TMP}{}-", std::process::id()))
         .tempdir_in(parent)
-        .map_err(|e| {
-            coffer_core::Error::io(format!("creating a temp directory in {}", parent.display()), e)
-        })?;
-    let kind: &'static str = Box::leak(rec.kind.clone().into_boxed_str());
-    let dir_source: Arc<dyn Source> = Arc::new(DirSource::new(kind, &rec.name, staging.path()));
+        .map_err(|e| coffer_core::Error::io(format!("creating a temp directory in {}", parent.display()), e))
+}
+
+/// Restores source `name` (of kind `kind`) of the opened snapshot into `dir`, as a dump.
+async fn restore_base(
+    ctx: &Ctx,
+    opened: Opened,
+    kind: &str,
+    name: &str,
+    dir: &std::path::Path,
+) -> coffer_core::Result<()> {
+    use coffer_core::slices::export::DirSource;
+    let kind: &'static str = Box::leak(kind.to_string().into_boxed_str());
+    let dir_source: Arc<dyn Source> = Arc::new(DirSource::new(kind, name, dir));
     let mut opts = coffer_core::RestoreOptions::default();
     opts.cancel = ctx.cancel.clone();
     let req = coffer_core::ops::RestoreRequest {
-        index: at.opened.admitted.clone(),
-        identities: at.opened.ids,
-        only: vec![rec.name.clone()],
-        configured: [(rec.name.clone(), dir_source)].into_iter().collect(),
+        index: opened.admitted.clone(),
+        identities: opened.ids,
+        only: vec![name.to_string()],
+        configured: [(name.to_string(), dir_source)].into_iter().collect(),
         registry: ctx.registry.clone(),
         cache_dir: None,
         options: opts,
         origin_places: true,
     };
     coffer_core::ops::restore(
-        at.opened.sink.as_ref(),
+        opened.sink.as_ref(),
         req,
         Arc::new(coffer_core::Progress::default()),
     )
     .await?;
-    let oplog = staging.path().join(OPLOG_FILE);
-    let base_entries = std::fs::metadata(&oplog).map(|m| m.len() > 0).unwrap_or(false);
-    let archived = append_replay(replay, &oplog)?;
-    if std::fs::remove_dir(&a.dir).is_err() && a.dir.exists() {
-        return Err(config_error(format!("--dir {} appeared while exporting", a.dir.display())).into());
+    Ok(())
+}
+
+/// Renames the written `staging` directory to `dir`, unless `dir` appeared meanwhile.
+fn move_into_place(staging: tempfile::TempDir, dir: &std::path::Path) -> coffer_core::Result<()> {
+    if std::fs::remove_dir(dir).is_err() && dir.exists() {
+        return Err(config_error(format!(
+            "--dir {} appeared while exporting",
+            dir.display()
+        )));
     }
     let staged = staging.keep();
-    std::fs::rename(&staged, &a.dir)
-        .map_err(|e| coffer_core::Error::io(format!("renaming into {}", a.dir.display()), e))?;
+    std::fs::rename(&staged, dir)
+        .map_err(|e| coffer_core::Error::io(format!("renaming into {}", dir.display()), e))
+}
+
+/// The `mongorestore` command that restores the export in `dir` up to `target` (included).
+fn restore_command(target: LogPos, dir: &std::path::Path) -> String {
     let limit = if target.i == u32::MAX {
         LogPos {
             t: target.t + 1,
@@ -581,37 +673,28 @@ async fn exec_export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
             i: target.i + 1,
         }
     };
-    let command = format!(
+    format!(
         "mongorestore --drop --oplogReplay --oplogLimit {}:{} --dir {}",
         limit.t,
         limit.i,
-        a.dir.display()
-    );
-    ctx.record.note("snapshot", index.id.as_str());
-    ctx.record.note("to_ts", target.to_string());
-    if ctx.json {
-        print_json(&ExportOutcome {
-            dir: a.dir.clone(),
-            snapshot: index.id.to_string(),
-            source: rec.name.clone(),
-            base_position: replay.after,
-            target,
-            archived_entries: archived,
-            slices: replay.slices,
-            snapshot_oplog: base_entries,
-            command,
-        });
-    } else {
+        dir.display()
+    )
+}
+
+impl ExportOutcome {
+    /// Prints what was exported and the command that restores it, for people.
+    fn print(&self) {
         println!(
-            "exported snapshot {} (source `{}`, consistent at {}) and {archived} archived oplog entries from {} slice(s) up to {} ({target}) into {}",
-            index.id,
-            rec.name,
-            replay.after,
-            replay.slices,
-            target.time(),
-            a.dir.display()
+            "exported snapshot {} (source `{}`, consistent at {}) and {} archived oplog entries from {} slice(s) up to {} ({}) into {}",
+            self.snapshot,
+            self.source,
+            self.base_position,
+            self.archived_entries,
+            self.slices,
+            self.target.time(),
+            self.target,
+            self.dir.display()
         );
-        println!("restore it with the standard tools:\n  {command}");
+        println!("restore it with the standard tools:\n  {}", self.command);
     }
-    Ok(())
 }

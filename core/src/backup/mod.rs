@@ -270,14 +270,7 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
         None => (Vec::new(), Vec::new()),
     };
     if put_results.iter().all(Result::is_err) && chunk_results.iter().all(Result::is_err) {
-        let all: Vec<Result<u64>> = bundled
-            .iter()
-            .zip(put_results)
-            .map(|(&i, r)| (i, r))
-            .chain(chunked.iter().zip(chunk_results).map(|(&i, r)| (i, r.map(|_| 0))))
-            .collect::<std::collections::BTreeMap<usize, _>>()
-            .into_values()
-            .collect();
+        let all = in_sink_order((&bundled, put_results), (&chunked, chunk_results));
         return Err(all_puts_failed(&req.sinks, &all, result));
     }
     let (manifest, plain_size, bundle_object, seen) = result?;
@@ -700,6 +693,22 @@ async fn settle(
         }
     }
     result
+}
+
+/// The results of the bundle and the chunked sinks, in the order of the
+/// request's sinks (`bundled` and `chunked` are their positions).
+fn in_sink_order<C>(
+    (bundled, puts): (&[usize], Vec<Result<u64>>),
+    (chunked, chunks): (&[usize], Vec<Result<C>>),
+) -> Vec<Result<u64>> {
+    bundled
+        .iter()
+        .zip(puts)
+        .map(|(&i, r)| (i, r))
+        .chain(chunked.iter().zip(chunks).map(|(&i, r)| (i, r.map(|_| 0))))
+        .collect::<std::collections::BTreeMap<usize, _>>()
+        .into_values()
+        .collect()
 }
 
 /// The error of a run in which no sink stored the object: the source or

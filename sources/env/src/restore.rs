@@ -105,6 +105,24 @@ impl EnvRestorer {
         Ok(())
     }
 
+    /// Where the `.env` entry at `entry_path` goes, claimed, with the
+    /// leftovers of a killed restore beside it removed.
+    fn claim_dest(&mut self, entry_path: &str) -> Result<PathBuf> {
+        let dest = match &self.target {
+            Some(t) => t.join(entry_path),
+            None => self.source_path.clone(),
+        };
+        if let Some(dir) = dest.parent() {
+            self.claims.claim_dir(dir, &self.name)?;
+            // A killed restore's staged merge holds secret values.
+            for path in coffer_core::fsutil::sweep_leftover_temps(dir, self.dry_run)? {
+                self.action("remove-leftover", path.display().to_string());
+            }
+        }
+        self.claims.claim(&dest, &self.name)?;
+        Ok(dest)
+    }
+
     fn action(&mut self, action: &str, target: impl Into<String>) {
         self.actions.push(RestoreAction {
             action: action.to_string(),
@@ -166,68 +184,10 @@ impl Restorer for EnvRestorer {
             ));
         }
         self.seen = true;
-        if size > MAX_SIZE {
-            return Err(coffer_core::forged_entry(
-                "the .env entry is implausibly large",
-                entry.path,
-            ));
-        }
-        let mut bundle = Vec::with_capacity(size as usize);
-        entry
-            .reader
-            .take(size)
-            .read_to_end(&mut bundle)
-            .map_err(|e| Error::io("cannot read the bundle", e))?;
-        if bundle.len() as u64 != size {
-            return Err(coffer_core::forged_entry(
-                "the .env entry is shorter than its header says",
-                entry.path,
-            ));
-        }
+        let bundle = read_bundle(entry.reader, size, entry.path)?;
 
-        let dest = match &self.target {
-            Some(t) => t.join(entry.path),
-            None => self.source_path.clone(),
-        };
-        if let Some(dir) = dest.parent() {
-            self.claims.claim_dir(dir, &self.name)?;
-            // A killed restore's staged merge holds secret values.
-            for path in coffer_core::fsutil::sweep_leftover_temps(dir, self.dry_run)? {
-                self.action("remove-leftover", path.display().to_string());
-            }
-        }
-        self.claims.claim(&dest, &self.name)?;
-        let (existing, mode, owner) = match lstat(&dest)? {
-            None => (None, 0o600, None),
-            Some(m) if m.file_type().is_symlink() => {
-                return Err(Error::new(
-                    ErrorKind::PermissionDenied,
-                    "refusing to write a .env file through a symlink",
-                )
-                .with_context("path", dest.display())
-                .with_hint(
-                    "restore with --target into a directory, then move the file where the link points",
-                ));
-            }
-            Some(m) if !m.is_file() => {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    "the .env destination is not a regular file",
-                )
-                .with_context("path", dest.display())
-                .with_hint("move it away, or restore with --target"));
-            }
-            Some(m) => {
-                let mut text = Vec::new();
-                fs::OpenOptions::new()
-                    .read(true)
-                    .custom_flags(libc::O_NOFOLLOW)
-                    .open(&dest)
-                    .and_then(|mut f| f.read_to_end(&mut text))
-                    .map_err(|e| Error::io(format!("cannot read {}", dest.display()), e))?;
-                (Some(text), m.mode() & 0o7777, Some((m.uid(), m.gid())))
-            }
-        };
+        let dest = self.claim_dest(entry.path)?;
+        let (existing, mode, owner) = read_existing(&dest)?;
         let merged = merge(existing.as_deref().unwrap_or_default(), &bundle);
         let file_action = match (&existing, merged.changed) {
             (None, _) => "create",
@@ -267,6 +227,67 @@ impl Drop for EnvRestorer {
     fn drop(&mut self) {
         self.abort();
     }
+}
+
+/// Reads the `.env` entry at `path`, exactly `size` bytes: an error if it
+/// is implausibly large or shorter.
+fn read_bundle(reader: &mut dyn Read, size: u64, path: &str) -> Result<Vec<u8>> {
+    if size > MAX_SIZE {
+        return Err(coffer_core::forged_entry(
+            "the .env entry is implausibly large",
+            path,
+        ));
+    }
+    let mut bundle = Vec::with_capacity(size as usize);
+    reader
+        .take(size)
+        .read_to_end(&mut bundle)
+        .map_err(|e| Error::io("cannot read the bundle", e))?;
+    if bundle.len() as u64 != size {
+        return Err(coffer_core::forged_entry(
+            "the .env entry is shorter than its header says",
+            path,
+        ));
+    }
+    Ok(bundle)
+}
+
+/// An existing `.env` file's content (`None`: there is none), mode and
+/// owner.
+type Existing = (Option<Vec<u8>>, u32, Option<(u32, u32)>);
+
+/// The `.env` file at `dest`, if any: its content, mode and owner (0600
+/// and none for a new file); an error for a symlink or a non-file.
+fn read_existing(dest: &Path) -> Result<Existing> {
+    Ok(match lstat(dest)? {
+        None => (None, 0o600, None),
+        Some(m) if m.file_type().is_symlink() => {
+            return Err(Error::new(
+                ErrorKind::PermissionDenied,
+                "refusing to write a .env file through a symlink",
+            )
+            .with_context("path", dest.display())
+            .with_hint("restore with --target into a directory, then move the file where the link points"));
+        }
+        Some(m) if !m.is_file() => {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                "the .env destination is not a regular file",
+            )
+            .with_context("path", dest.display())
+            .with_hint("move it away, or restore with --target"));
+        }
+        Some(m) => {
+            let mut text = Vec::new();
+            fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NOFOLLOW)
+                .open(dest)
+                .and_then(|mut f| f.read_to_end(&mut text))
+                .map_err(|e| Error::io(format!("cannot read {}", dest.display()), e))?;
+            (Some(text), m.mode() & 0o7777, Some((m.uid(), m.gid())))
+        }
+    })
 }
 
 /// The result of merging captured lines into an existing file.

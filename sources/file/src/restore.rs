@@ -437,51 +437,19 @@ impl FileRestorer {
         let mut compare = None;
         let mut existing_owner = None;
         if let Some(meta) = &existing {
-            if meta.is_dir() {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    "a directory is in the way of a file from the bundle",
-                )
-                .with_context("path", dest.display())
-                .with_hint("move the directory away, or restore with --target into an empty directory"));
-            }
+            compare = file_to_compare(meta, &dest, size)?;
             existing_owner = Some((meta.uid(), meta.gid()));
-            if meta.is_file() && meta.len() == size {
-                compare = Some(
-                    open_nofollow(&dest)
-                        .map_err(|e| Error::io(format!("cannot read {}", dest.display()), e))?,
-                );
-            }
         }
         if !self.dry_run {
             self.make_parents(rel)?;
         }
         if self.stage_root.is_some() {
-            // Under a staged root: written under its own name, made visible
-            // by the root's rename at commit.
-            let path = self.staging_path(&dest);
-            let mut file = fs::OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW)
-                .open(&path)
-                .map_err(|e| Error::io(format!("cannot stage {}", dest.display()), e))?;
-            copy_compare(entry.reader, size, None, Some(&mut file), &dest)?;
-            self.action("create", &dest);
-            let owner = recorded_owner(entry.owner);
-            return finish_staged(&file, entry.mode, entry.mtime, owner, &dest);
+            return self.stage_under_root(&dest, entry, size);
         }
         let mut temp = if self.dry_run {
             None
         } else {
-            let dir = dest.parent().unwrap_or(&self.root);
-            let file = tempfile::Builder::new()
-                .prefix(&owned_temp_prefix())
-                .rand_bytes(12)
-                .tempfile_in(dir)
-                .map_err(|e| Error::io(format!("cannot create a temp file in {}", dir.display()), e))?;
-            Some(file)
+            Some(self.temp_file_beside(&dest)?)
         };
         let same = copy_compare(
             entry.reader,
@@ -511,6 +479,35 @@ impl FileRestorer {
             });
         }
         Ok(())
+    }
+
+    /// Writes a file entry into the staged root under its own name.
+    fn stage_under_root(&mut self, dest: &Path, entry: RestoreEntry<'_>, size: u64) -> Result<()> {
+        // Under a staged root: written under its own name, made visible
+        // by the root's rename at commit.
+        let path = self.staging_path(dest);
+        let mut file = fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(&path)
+            .map_err(|e| Error::io(format!("cannot stage {}", dest.display()), e))?;
+        copy_compare(entry.reader, size, None, Some(&mut file), dest)?;
+        self.action("create", dest);
+        let owner = recorded_owner(entry.owner);
+        finish_staged(&file, entry.mode, entry.mtime, owner, dest)
+    }
+
+    /// Creates the temp file a file entry for `dest` is staged in, beside
+    /// it.
+    fn temp_file_beside(&self, dest: &Path) -> Result<tempfile::NamedTempFile> {
+        let dir = dest.parent().unwrap_or(&self.root);
+        tempfile::Builder::new()
+            .prefix(&owned_temp_prefix())
+            .rand_bytes(12)
+            .tempfile_in(dir)
+            .map_err(|e| Error::io(format!("cannot create a temp file in {}", dir.display()), e))
     }
 
     fn restore_symlink(
@@ -564,23 +561,7 @@ impl FileRestorer {
     /// Makes everything staged visible.
     fn commit(&mut self) -> Result<()> {
         let mut synced_dirs = BTreeSet::new();
-        if let Some(stage) = self.stage_root.take() {
-            // Its files durable, then one rename makes it the root; where
-            // the root appeared meanwhile (another source of this restore
-            // shares it), its entries are moved in, a directory merged
-            // into one of the same name ([`PathClaims`] kept the sources
-            // from claiming the same paths).
-            coffer_core::fsutil::sync_filesystems([stage.as_path()])?;
-            let moved = if lstat(&self.root)?.is_none() {
-                fs::rename(&stage, &self.root)
-                    .map_err(|e| Error::io(format!("cannot rename into place {}", self.root.display()), e))
-            } else {
-                merge_into(&stage, &self.root, &mut synced_dirs)
-            };
-            let _ = fs::remove_dir_all(&stage);
-            moved.map_err(|e| e.prefix("restore partly applied"))?;
-            synced_dirs.insert(parent_of(&self.root));
-        }
+        self.commit_stage_root(&mut synced_dirs)?;
         if !self.root.exists() && !self.plan.is_empty() {
             fs::create_dir_all(&self.root)
                 .map_err(|e| Error::io(format!("cannot create {}", self.root.display()), e))?;
@@ -588,15 +569,7 @@ impl FileRestorer {
                 synced_dirs.insert(p.to_path_buf());
             }
         }
-        // `BTreeMap` order puts every directory before its contents.
-        let dirs: Vec<(String, Option<DirMeta>)> = self
-            .plan
-            .iter()
-            .filter_map(|(rel, p)| match p {
-                Planned::Dir { meta, .. } if !rel.is_empty() => Some((rel.clone(), *meta)),
-                _ => None,
-            })
-            .collect();
+        let dirs = self.planned_dirs();
         let mut verified = BTreeSet::new();
         for (rel, _) in &dirs {
             let abs = self.root.join(rel);
@@ -606,12 +579,73 @@ impl FileRestorer {
                 synced_dirs.insert(parent_of(&abs));
             }
         }
+        self.persist_staged(&mut verified, &mut synced_dirs)?;
+        for link in std::mem::take(&mut self.links) {
+            self.verify_parents(&link.dest, &mut verified)?;
+            place_symlink(&link)?;
+            synced_dirs.insert(parent_of(&link.dest));
+        }
+        self.apply_chmods(&mut verified)?;
+        self.set_dir_metas(&dirs)?;
+        // The renames, new directories and modes durable: one syncfs per
+        // filesystem instead of an fsync per directory.
+        if self.root.is_dir() {
+            synced_dirs.insert(self.root.clone());
+        }
+        coffer_core::fsutil::sync_filesystems(synced_dirs.iter().map(PathBuf::as_path))?;
+        self.created.clear();
+        Ok(())
+    }
+
+    /// Makes the staged root (if any) the root, or merges it into a root
+    /// that appeared meanwhile.
+    fn commit_stage_root(&mut self, synced_dirs: &mut BTreeSet<PathBuf>) -> Result<()> {
+        let Some(stage) = self.stage_root.take() else {
+            return Ok(());
+        };
+        // Its files durable, then one rename makes it the root; where
+        // the root appeared meanwhile (another source of this restore
+        // shares it), its entries are moved in, a directory merged
+        // into one of the same name ([`PathClaims`] kept the sources
+        // from claiming the same paths).
+        coffer_core::fsutil::sync_filesystems([stage.as_path()])?;
+        let moved = if lstat(&self.root)?.is_none() {
+            fs::rename(&stage, &self.root)
+                .map_err(|e| Error::io(format!("cannot rename into place {}", self.root.display()), e))
+        } else {
+            merge_into(&stage, &self.root, synced_dirs)
+        };
+        let _ = fs::remove_dir_all(&stage);
+        moved.map_err(|e| e.prefix("restore partly applied"))?;
+        synced_dirs.insert(parent_of(&self.root));
+        Ok(())
+    }
+
+    /// The directories of the plan (but the root) with their recorded
+    /// metadata, parents first.
+    fn planned_dirs(&self) -> Vec<(String, Option<DirMeta>)> {
+        // `BTreeMap` order puts every directory before its contents.
+        self.plan
+            .iter()
+            .filter_map(|(rel, p)| match p {
+                Planned::Dir { meta, .. } if !rel.is_empty() => Some((rel.clone(), *meta)),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Renames every staged file into place, once all of them are durable.
+    fn persist_staged(
+        &mut self,
+        verified: &mut BTreeSet<PathBuf>,
+        synced_dirs: &mut BTreeSet<PathBuf>,
+    ) -> Result<()> {
         // Every staged file durable before any rename makes one visible: a
         // crash never leaves a renamed file without its data.
         let staged_dirs: BTreeSet<PathBuf> = self.staged.iter().map(|s| parent_of(&s.dest)).collect();
         coffer_core::fsutil::sync_filesystems(staged_dirs.iter().map(PathBuf::as_path))?;
         for staged in std::mem::take(&mut self.staged) {
-            self.verify_parents(&staged.dest, &mut verified)?;
+            self.verify_parents(&staged.dest, verified)?;
             staged.temp.persist(&staged.dest).map_err(|e| {
                 Error::io(
                     format!(
@@ -623,18 +657,23 @@ impl FileRestorer {
             })?;
             synced_dirs.insert(parent_of(&staged.dest));
         }
-        for link in std::mem::take(&mut self.links) {
-            self.verify_parents(&link.dest, &mut verified)?;
-            place_symlink(&link)?;
-            synced_dirs.insert(parent_of(&link.dest));
-        }
+        Ok(())
+    }
+
+    /// Gives the files whose content was already right their new mode.
+    fn apply_chmods(&mut self, verified: &mut BTreeSet<PathBuf>) -> Result<()> {
         for (path, mode) in std::mem::take(&mut self.chmods) {
-            self.verify_parents(&path, &mut verified)?;
+            self.verify_parents(&path, verified)?;
             let file =
                 open_nofollow(&path).map_err(|e| Error::io(format!("cannot open {}", path.display()), e))?;
             file.set_permissions(fs::Permissions::from_mode(mode))
                 .map_err(|e| Error::io(format!("cannot set the mode of {}", path.display()), e))?;
         }
+        Ok(())
+    }
+
+    /// Sets the recorded owner, mode and mtime of the planned directories.
+    fn set_dir_metas(&self, dirs: &[(String, Option<DirMeta>)]) -> Result<()> {
         // Last and deepest first: a restrictive mode must not lock us out of
         // a subdirectory, and writing into a directory changes its mtime.
         for (rel, meta) in dirs.iter().rev() {
@@ -651,13 +690,6 @@ impl FileRestorer {
                 dir.set_modified(system_time(*mtime)).map_err(io)?;
             }
         }
-        // The renames, new directories and modes durable: one syncfs per
-        // filesystem instead of an fsync per directory.
-        if self.root.is_dir() {
-            synced_dirs.insert(self.root.clone());
-        }
-        coffer_core::fsutil::sync_filesystems(synced_dirs.iter().map(PathBuf::as_path))?;
-        self.created.clear();
         Ok(())
     }
 
@@ -858,6 +890,25 @@ fn copy_compare(
         }
     }
     Ok(same)
+}
+
+/// The existing file at `dest` to compare the entry's content with: an
+/// error if a directory is there, `None` unless a file of `size` bytes is.
+fn file_to_compare(meta: &fs::Metadata, dest: &Path, size: u64) -> Result<Option<File>> {
+    if meta.is_dir() {
+        return Err(Error::new(
+            ErrorKind::AlreadyExists,
+            "a directory is in the way of a file from the bundle",
+        )
+        .with_context("path", dest.display())
+        .with_hint("move the directory away, or restore with --target into an empty directory"));
+    }
+    if meta.is_file() && meta.len() == size {
+        let file =
+            open_nofollow(dest).map_err(|e| Error::io(format!("cannot read {}", dest.display()), e))?;
+        return Ok(Some(file));
+    }
+    Ok(None)
 }
 
 /// `symlink_metadata`, with `None` for a missing path.

@@ -289,21 +289,7 @@ impl Scanned {
 fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
     let meta = fs::metadata(root).map_err(|e| read_error(root, e))?;
     if meta.is_file() {
-        let name = root.file_name().unwrap_or_default();
-        open_for_read(root, true).map_err(|e| read_error(root, e))?;
-        let rel = utf8_name(root, name.as_ref())?;
-        return Ok(vec![Scanned {
-            rel,
-            abs: root.to_path_buf(),
-            mode: meta.mode() & 0o7777,
-            mtime: meta.mtime(),
-            owner: (meta.uid(), meta.gid()),
-            stat: Some(coffer_core::FileStat::of(&meta)),
-            kind: ScannedKind::File {
-                size: meta.len(),
-                follow: true,
-            },
-        }]);
+        return Ok(vec![scan_file(root, &meta)?]);
     }
     if !meta.is_dir() {
         return Err(not_file_or_dir(root));
@@ -317,14 +303,7 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
             e.depth() == 0 || !exclude.is_match(rel)
         });
     for dent in walker {
-        let dent = dent.map_err(|e| {
-            let path = e.path().unwrap_or(root).to_path_buf();
-            match e.into_io_error() {
-                Some(io) => read_error(&path, io),
-                None => Error::new(ErrorKind::Unexpected, "directory walk failed")
-                    .with_context("path", path.display()),
-            }
-        })?;
+        let dent = dent.map_err(|e| walk_error(root, e))?;
         if dent.depth() == 0 {
             continue;
         }
@@ -336,25 +315,7 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
                 .unwrap_or_else(|| io::Error::other("metadata unavailable"));
             read_error(abs, io)
         })?;
-        let ft = meta.file_type();
-        let kind = if ft.is_dir() {
-            ScannedKind::Dir
-        } else if ft.is_file() {
-            open_for_read(abs, false).map_err(|e| read_error(abs, e))?;
-            ScannedKind::File {
-                size: meta.len(),
-                follow: false,
-            }
-        } else if ft.is_symlink() {
-            let target = fs::read_link(abs).map_err(|e| read_error(abs, e))?;
-            let target = target.to_str().map(str::to_owned).ok_or_else(|| {
-                Error::new(ErrorKind::Unsupported, "symlink target is not valid UTF-8")
-                    .with_context("path", abs.display())
-                    .with_hint("add the link to the source's `exclude` patterns")
-            })?;
-            ScannedKind::Symlink { target }
-        } else {
-            tracing::warn!(path = %abs.display(), "skipping a socket, FIFO or device file: only files, directories and symlinks are backed up");
+        let Some(kind) = scanned_kind(abs, &meta)? else {
             continue;
         };
         items.push(Scanned {
@@ -369,6 +330,64 @@ fn scan(root: &Path, exclude: &GlobSet) -> Result<Vec<Scanned>> {
     }
     items.sort_by(|a, b| a.rel.cmp(&b.rel));
     Ok(items)
+}
+
+/// The one item of a source whose path is a file (followed if a symlink),
+/// checked to be readable.
+fn scan_file(root: &Path, meta: &Metadata) -> Result<Scanned> {
+    let name = root.file_name().unwrap_or_default();
+    open_for_read(root, true).map_err(|e| read_error(root, e))?;
+    let rel = utf8_name(root, name.as_ref())?;
+    Ok(Scanned {
+        rel,
+        abs: root.to_path_buf(),
+        mode: meta.mode() & 0o7777,
+        mtime: meta.mtime(),
+        owner: (meta.uid(), meta.gid()),
+        stat: Some(coffer_core::FileStat::of(meta)),
+        kind: ScannedKind::File {
+            size: meta.len(),
+            follow: true,
+        },
+    })
+}
+
+/// The error of a failed step of the walk under `root`.
+fn walk_error(root: &Path, e: walkdir::Error) -> Error {
+    let path = e.path().unwrap_or(root).to_path_buf();
+    match e.into_io_error() {
+        Some(io) => read_error(&path, io),
+        None => {
+            Error::new(ErrorKind::Unexpected, "directory walk failed").with_context("path", path.display())
+        }
+    }
+}
+
+/// What the walk found at `abs` (a file is checked to be readable); `None`
+/// for a socket, FIFO or device file, which is skipped with a warning.
+fn scanned_kind(abs: &Path, meta: &Metadata) -> Result<Option<ScannedKind>> {
+    let ft = meta.file_type();
+    let kind = if ft.is_dir() {
+        ScannedKind::Dir
+    } else if ft.is_file() {
+        open_for_read(abs, false).map_err(|e| read_error(abs, e))?;
+        ScannedKind::File {
+            size: meta.len(),
+            follow: false,
+        }
+    } else if ft.is_symlink() {
+        let target = fs::read_link(abs).map_err(|e| read_error(abs, e))?;
+        let target = target.to_str().map(str::to_owned).ok_or_else(|| {
+            Error::new(ErrorKind::Unsupported, "symlink target is not valid UTF-8")
+                .with_context("path", abs.display())
+                .with_hint("add the link to the source's `exclude` patterns")
+        })?;
+        ScannedKind::Symlink { target }
+    } else {
+        tracing::warn!(path = %abs.display(), "skipping a socket, FIFO or device file: only files, directories and symlinks are backed up");
+        return Ok(None);
+    };
+    Ok(Some(kind))
 }
 
 /// `rel` as a `/`-separated UTF-8 string.

@@ -119,6 +119,58 @@ impl K8sRestorer {
         });
     }
 
+    /// Refuses an entry whose path names another namespace than the
+    /// source's, unless `--k8s-namespace` chooses one.
+    fn check_namespace(&self, namespace: &str, path: &str) -> Result<()> {
+        // Only into the source's own namespace (or the one --k8s-namespace
+        // gives): a bundle whose paths name another namespace (re-packed by
+        // someone with write access to a sink) never chooses where a
+        // Secret goes.
+        let overridden = matches!(
+            &self.mode,
+            Mode::Cluster {
+                namespace: Some(_),
+                ..
+            }
+        );
+        if !overridden && namespace != self.namespace {
+            return Err(coffer_core::forged_entry(
+                format!(
+                    "a stored Secret names namespace `{namespace}`, not the source's `{}`",
+                    self.namespace
+                ),
+                path,
+            ));
+        }
+        Ok(())
+    }
+
+    /// Stages the manifest `NAMESPACE/STEM.json` under the `--target`
+    /// directory (a dry run only records what it would do).
+    fn stage_manifest(&mut self, namespace: &str, stem: &str, body: Vec<u8>, size: u64) -> Result<()> {
+        let dry_run = self.dry_run;
+        let Mode::Dir {
+            root,
+            staged,
+            created,
+        } = &mut self.mode
+        else {
+            unreachable!("staged in directory mode only")
+        };
+        let dest = root.join(namespace).join(format!("{stem}.json"));
+        let target = dest.display().to_string();
+        if dry_run {
+            let verb = if dest.is_file() { "replace" } else { "create" };
+            self.action(verb, target);
+        } else {
+            let file = stage_file(&dest, &mut Cursor::new(body), size, 0o600, created)?;
+            let verb = if file.replaces() { "replace" } else { "create" };
+            staged.push(file);
+            self.action(verb, target);
+        }
+        Ok(())
+    }
+
     /// Reads the live Secret and records what restoring `secret` changes.
     fn plan(&mut self, namespace: String, name: String, mut value: Value) -> Result<()> {
         let Mode::Cluster { client, server, .. } = &self.mode else {
@@ -277,6 +329,39 @@ fn values(secret: &Secret) -> BTreeMap<String, Vec<u8>> {
     out
 }
 
+/// The namespace and file stem of an entry path `NAMESPACE/NAME.json`.
+fn split_entry_path(path: &str) -> Result<(&str, &str)> {
+    path.split_once('/')
+        .and_then(|(ns, file)| Some((ns, file.strip_suffix(".json")?)))
+        .filter(|(ns, stem)| valid_name(ns) && !stem.is_empty() && !stem.contains('/'))
+        .ok_or_else(|| coffer_core::forged_entry("a `k8s` entry is not NAMESPACE/NAME.json", path))
+}
+
+/// Reads the stored Secret at `path`, exactly `size` bytes.
+fn read_body(reader: &mut dyn Read, size: u64, path: &str) -> Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(size as usize);
+    reader
+        .take(size)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::io("cannot read the bundle", e))?;
+    if body.len() as u64 != size {
+        return Err(coffer_core::forged_entry(
+            "a stored Secret is shorter than its header says",
+            path,
+        ));
+    }
+    Ok(body)
+}
+
+/// The name inside a stored Secret, checked against the file `stem`.
+fn secret_name<'v>(value: &'v Value, stem: &str, path: &str) -> Result<&'v str> {
+    // The real name is inside; the file name is it, or its short form.
+    value["metadata"]["name"]
+        .as_str()
+        .filter(|n| value["kind"] == "Secret" && valid_name(n) && file_stem(n) == stem)
+        .ok_or_else(|| coffer_core::forged_entry("a stored Secret does not match its name", path))
+}
+
 impl Restorer for K8sRestorer {
     fn entry(&mut self, entry: RestoreEntry<'_>) -> Result<()> {
         check_relative_path(entry.path)?;
@@ -289,34 +374,8 @@ impl Restorer for K8sRestorer {
                 ));
             }
         };
-        let (namespace, stem) = entry
-            .path
-            .split_once('/')
-            .and_then(|(ns, file)| Some((ns, file.strip_suffix(".json")?)))
-            .filter(|(ns, stem)| valid_name(ns) && !stem.is_empty() && !stem.contains('/'))
-            .ok_or_else(|| {
-                coffer_core::forged_entry("a `k8s` entry is not NAMESPACE/NAME.json", entry.path)
-            })?;
-        // Only into the source's own namespace (or the one --k8s-namespace
-        // gives): a bundle whose paths name another namespace (re-packed by
-        // someone with write access to a sink) never chooses where a
-        // Secret goes.
-        let overridden = matches!(
-            &self.mode,
-            Mode::Cluster {
-                namespace: Some(_),
-                ..
-            }
-        );
-        if !overridden && namespace != self.namespace {
-            return Err(coffer_core::forged_entry(
-                format!(
-                    "a stored Secret names namespace `{namespace}`, not the source's `{}`",
-                    self.namespace
-                ),
-                entry.path,
-            ));
-        }
+        let (namespace, stem) = split_entry_path(entry.path)?;
+        self.check_namespace(namespace, entry.path)?;
         if size > MAX_SIZE {
             return Err(coffer_core::forged_entry(
                 "a stored Secret is implausibly large",
@@ -326,48 +385,13 @@ impl Restorer for K8sRestorer {
         if !self.seen.insert(entry.path.to_string()) {
             return Err(coffer_core::forged_entry("a Secret is stored twice", entry.path));
         }
-        let mut body = Vec::with_capacity(size as usize);
-        entry
-            .reader
-            .take(size)
-            .read_to_end(&mut body)
-            .map_err(|e| Error::io("cannot read the bundle", e))?;
-        if body.len() as u64 != size {
-            return Err(coffer_core::forged_entry(
-                "a stored Secret is shorter than its header says",
-                entry.path,
-            ));
-        }
+        let body = read_body(entry.reader, size, entry.path)?;
         let value: Value = serde_json::from_slice(&body)
             .map_err(|_| coffer_core::forged_entry("a stored Secret is not JSON", entry.path))?;
-        // The real name is inside; the file name is it, or its short form.
-        let name = value["metadata"]["name"]
-            .as_str()
-            .filter(|n| value["kind"] == "Secret" && valid_name(n) && file_stem(n) == stem)
-            .ok_or_else(|| {
-                coffer_core::forged_entry("a stored Secret does not match its name", entry.path)
-            })?;
+        let name = secret_name(&value, stem, entry.path)?;
         let (namespace, name, stem) = (namespace.to_string(), name.to_string(), stem.to_string());
-        let dry_run = self.dry_run;
-        match &mut self.mode {
-            Mode::Dir {
-                root,
-                staged,
-                created,
-            } => {
-                let dest = root.join(&namespace).join(format!("{stem}.json"));
-                let target = dest.display().to_string();
-                if dry_run {
-                    let verb = if dest.is_file() { "replace" } else { "create" };
-                    self.action(verb, target);
-                } else {
-                    let file = stage_file(&dest, &mut Cursor::new(body), size, 0o600, created)?;
-                    let verb = if file.replaces() { "replace" } else { "create" };
-                    staged.push(file);
-                    self.action(verb, target);
-                }
-                Ok(())
-            }
+        match &self.mode {
+            Mode::Dir { .. } => self.stage_manifest(&namespace, &stem, body, size),
             Mode::Cluster { namespace: into, .. } => {
                 let into = into.clone().unwrap_or(namespace);
                 self.plan(into, name, sanitize(&value))

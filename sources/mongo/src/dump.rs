@@ -556,6 +556,23 @@ struct Namespace {
     bytes: u64,
 }
 
+impl Namespace {
+    /// A namespace no block has opened yet.
+    fn new(db: String, coll: String, metadata: String, kind: CollectionType) -> Namespace {
+        Namespace {
+            db,
+            coll,
+            metadata,
+            kind,
+            state: State::Unopened,
+            spill: None,
+            crc: Crc64::new(),
+            documents: 0,
+            bytes: 0,
+        }
+    }
+}
+
 #[derive(PartialEq, Eq)]
 enum State {
     Unopened,
@@ -578,68 +595,7 @@ fn read_archive_stream(
     summary.format = if gzip { "archive (gzip)" } else { "archive" }.to_string();
     read_magic(&mut r, path)?;
     // The prelude: a header, then one metadata document per collection.
-    let Next::Doc(buf) = next(&mut r, path, "")? else {
-        return Err(damaged("the archive has no header document", path));
-    };
-    let head = header(&buf, &HEADER_KEYS, "archive header", path)?;
-    summary.server_version = head.get_str("server_version").ok().map(str::to_string);
-    summary.tool_version = head.get_str("tool_version").ok().map(str::to_string);
-    let mut spaces: BTreeMap<String, Namespace> = BTreeMap::new();
-    loop {
-        match next(&mut r, path, " in the prelude")? {
-            Next::Terminator => break,
-            Next::End => return Err(damaged("the archive ends inside its prelude", path)),
-            Next::Doc(buf) => {
-                let m = header(&buf, &METADATA_KEYS, "collection metadata of the prelude", path)?;
-                let what = "collection metadata of the prelude";
-                let db = text(&m, "db", what, path)?;
-                let coll = text(&m, "collection", what, path)?;
-                check_db_name(&db, &coll, path)?;
-                let json = match m.get("metadata") {
-                    None => String::new(),
-                    Some(Bson::String(s)) => s.clone(),
-                    Some(_) => return Err(damaged("`metadata` of the prelude is not a string", path)),
-                };
-                let ns = format!("{db}.{coll}");
-                let kind = match m.get_str("type").unwrap_or("collection") {
-                    "" | "collection" => CollectionType::Collection,
-                    "view" => CollectionType::View,
-                    other => {
-                        return Err(Error::new(
-                            ErrorKind::Unsupported,
-                            format!(
-                                "`{ns}` is a collection of type `{other}`, which coffer cannot restore yet"
-                            ),
-                        )
-                        .with_context("dump", path.display().to_string())
-                        .with_hint("restore this archive with mongorestore instead"));
-                    }
-                };
-                let kind = if json.is_empty() {
-                    kind
-                } else {
-                    metadata::parse(json.as_bytes(), &ns)?.kind
-                };
-                if spaces.contains_key(&ns) {
-                    return Err(damaged(format!("the prelude lists `{ns}` twice"), path));
-                }
-                spaces.insert(
-                    ns,
-                    Namespace {
-                        db,
-                        coll,
-                        metadata: json,
-                        kind,
-                        state: State::Unopened,
-                        spill: None,
-                        crc: Crc64::new(),
-                        documents: 0,
-                        bytes: 0,
-                    },
-                );
-            }
-        }
-    }
+    let mut spaces = read_archive_prelude(&mut r, path, summary)?;
     // The blocks: namespace header, documents, terminator.
     let mut open = 0usize;
     loop {
@@ -653,94 +609,202 @@ fn read_archive_stream(
             }
             Next::Doc(buf) => buf,
         };
-        let h = header(&buf, &NAMESPACE_KEYS, "namespace header", path)?;
-        let what = "namespace header";
-        let db = text(&h, "db", what, path)?;
-        let coll = text(&h, "collection", what, path)?;
-        check_db_name(&db, &coll, path)?;
-        let eof = match h.get("EOF") {
-            None => false,
-            Some(Bson::Boolean(b)) => *b,
-            Some(_) => return Err(damaged("`EOF` of a namespace header is not a boolean", path)),
-        };
-        let crc = match h.get("CRC") {
-            None => 0,
-            Some(Bson::Int64(c)) => *c,
-            Some(Bson::Int32(c)) => i64::from(*c),
-            Some(_) => return Err(damaged("`CRC` of a namespace header is not an integer", path)),
-        };
-        let ns = format!("{db}.{coll}");
-        let space = spaces.entry(ns.clone()).or_insert_with(|| Namespace {
-            db: db.clone(),
-            coll: coll.clone(),
-            metadata: String::new(),
-            kind: CollectionType::Collection,
-            state: State::Unopened,
-            spill: None,
-            crc: Crc64::new(),
-            documents: 0,
-            bytes: 0,
-        });
-        if space.state == State::Closed {
-            return Err(damaged(format!("`{ns}` has data after its EOF block"), path));
-        }
-        if space.state == State::Unopened {
-            if open >= MAX_OPEN {
-                return Err(damaged(
-                    format!("more than {MAX_OPEN} namespaces are open at once (mongodump interleaves a few)"),
-                    path,
-                ));
-            }
-            space.state = State::Open;
-            open += 1;
-            if left_out(&db, &coll).is_none() {
-                // Memory for the first few open at once, the rest on disk
-                // (encrypted) from their first byte.
-                let limit = if open <= IN_MEMORY_OPEN { MEMORY_LIMIT } else { 0 };
-                space.spill = Some(Spill::new(limit));
-            }
-        }
+        let h = namespace_header(&buf, path)?;
+        let ns = format!("{}.{}", h.db, h.coll);
+        let space = open_namespace(&mut spaces, &mut open, &h, &ns, path)?;
         let in_ns = format!(" in namespace `{ns}`");
-        if eof {
-            match next(&mut r, path, &in_ns)? {
-                Next::Terminator => {}
-                Next::Doc(_) => return Err(damaged(format!("documents after the EOF header{in_ns}"), path)),
-                Next::End => return Err(damaged(format!("the archive is truncated{in_ns}"), path)),
-            }
-            let sum = space.crc.sum() as i64;
-            if sum != crc {
-                return Err(damaged(
-                    format!("CRC mismatch{in_ns}: the archive says {crc}, its documents give {sum}"),
-                    path,
-                ));
-            }
+        if h.eof {
+            check_eof(&mut r, space, h.crc, &in_ns, path)?;
             space.state = State::Closed;
             open -= 1;
             finish_namespace(space, emit, summary)?;
             continue;
         }
-        loop {
-            match next(&mut r, path, &in_ns)? {
-                Next::Terminator => break,
-                Next::End => {
-                    return Err(damaged(
-                        format!("the archive ends inside a block{in_ns} (truncated)"),
-                        path,
-                    ));
+        read_block_documents(&mut r, space, &in_ns, path)?;
+    }
+    finish_archive(&mut spaces, path, emit, summary)
+}
+
+/// Reads an archive's prelude (header, collection metadata); returns its namespaces by `db.collection`.
+fn read_archive_prelude(
+    r: &mut dyn Read,
+    path: &Path,
+    summary: &mut Summary,
+) -> Result<BTreeMap<String, Namespace>> {
+    let Next::Doc(buf) = next(r, path, "")? else {
+        return Err(damaged("the archive has no header document", path));
+    };
+    let head = header(&buf, &HEADER_KEYS, "archive header", path)?;
+    summary.server_version = head.get_str("server_version").ok().map(str::to_string);
+    summary.tool_version = head.get_str("tool_version").ok().map(str::to_string);
+    let mut spaces: BTreeMap<String, Namespace> = BTreeMap::new();
+    loop {
+        match next(r, path, " in the prelude")? {
+            Next::Terminator => break,
+            Next::End => return Err(damaged("the archive ends inside its prelude", path)),
+            Next::Doc(buf) => {
+                let (ns, space) = prelude_namespace(&buf, path)?;
+                if spaces.contains_key(&ns) {
+                    return Err(damaged(format!("the prelude lists `{ns}` twice"), path));
                 }
-                Next::Doc(doc) => {
-                    space.crc.update(&doc);
-                    space.documents += 1;
-                    space.bytes += doc.len() as u64;
-                    if let Some(spill) = &mut space.spill {
-                        spill.write(&doc).map_err(|e| {
-                            Error::io("cannot buffer a collection in an encrypted temp file", e)
-                        })?;
-                    }
+                spaces.insert(ns, space);
+            }
+        }
+    }
+    Ok(spaces)
+}
+
+/// Decodes a collection-metadata document of the prelude into its `db.collection` and namespace.
+fn prelude_namespace(buf: &[u8], path: &Path) -> Result<(String, Namespace)> {
+    let m = header(buf, &METADATA_KEYS, "collection metadata of the prelude", path)?;
+    let what = "collection metadata of the prelude";
+    let db = text(&m, "db", what, path)?;
+    let coll = text(&m, "collection", what, path)?;
+    check_db_name(&db, &coll, path)?;
+    let json = match m.get("metadata") {
+        None => String::new(),
+        Some(Bson::String(s)) => s.clone(),
+        Some(_) => return Err(damaged("`metadata` of the prelude is not a string", path)),
+    };
+    let ns = format!("{db}.{coll}");
+    let kind = match m.get_str("type").unwrap_or("collection") {
+        "" | "collection" => CollectionType::Collection,
+        "view" => CollectionType::View,
+        other => {
+            return Err(Error::new(
+                ErrorKind::Unsupported,
+                format!("`{ns}` is a collection of type `{other}`, which coffer cannot restore yet"),
+            )
+            .with_context("dump", path.display().to_string())
+            .with_hint("restore this archive with mongorestore instead"));
+        }
+    };
+    let kind = if json.is_empty() {
+        kind
+    } else {
+        metadata::parse(json.as_bytes(), &ns)?.kind
+    };
+    Ok((ns, Namespace::new(db, coll, json, kind)))
+}
+
+/// The fields of a namespace header of an archive block.
+struct BlockHeader {
+    db: String,
+    coll: String,
+    /// The namespace's last block (no documents, its CRC).
+    eof: bool,
+    crc: i64,
+}
+
+/// Decodes the namespace header that starts a block.
+fn namespace_header(buf: &[u8], path: &Path) -> Result<BlockHeader> {
+    let h = header(buf, &NAMESPACE_KEYS, "namespace header", path)?;
+    let what = "namespace header";
+    let db = text(&h, "db", what, path)?;
+    let coll = text(&h, "collection", what, path)?;
+    check_db_name(&db, &coll, path)?;
+    let eof = match h.get("EOF") {
+        None => false,
+        Some(Bson::Boolean(b)) => *b,
+        Some(_) => return Err(damaged("`EOF` of a namespace header is not a boolean", path)),
+    };
+    let crc = match h.get("CRC") {
+        None => 0,
+        Some(Bson::Int64(c)) => *c,
+        Some(Bson::Int32(c)) => i64::from(*c),
+        Some(_) => return Err(damaged("`CRC` of a namespace header is not an integer", path)),
+    };
+    Ok(BlockHeader { db, coll, eof, crc })
+}
+
+/// The namespace `ns` of a block, opened (counted in `open`, its spill made) on its first block.
+fn open_namespace<'a>(
+    spaces: &'a mut BTreeMap<String, Namespace>,
+    open: &mut usize,
+    h: &BlockHeader,
+    ns: &str,
+    path: &Path,
+) -> Result<&'a mut Namespace> {
+    let space = spaces.entry(ns.to_string()).or_insert_with(|| {
+        Namespace::new(
+            h.db.clone(),
+            h.coll.clone(),
+            String::new(),
+            CollectionType::Collection,
+        )
+    });
+    if space.state == State::Closed {
+        return Err(damaged(format!("`{ns}` has data after its EOF block"), path));
+    }
+    if space.state == State::Unopened {
+        if *open >= MAX_OPEN {
+            return Err(damaged(
+                format!("more than {MAX_OPEN} namespaces are open at once (mongodump interleaves a few)"),
+                path,
+            ));
+        }
+        space.state = State::Open;
+        *open += 1;
+        if left_out(&h.db, &h.coll).is_none() {
+            // Memory for the first few open at once, the rest on disk
+            // (encrypted) from their first byte.
+            let limit = if *open <= IN_MEMORY_OPEN { MEMORY_LIMIT } else { 0 };
+            space.spill = Some(Spill::new(limit));
+        }
+    }
+    Ok(space)
+}
+
+/// Checks that an EOF block ends at once and that the namespace's documents give its `crc`.
+fn check_eof(r: &mut dyn Read, space: &Namespace, crc: i64, in_ns: &str, path: &Path) -> Result<()> {
+    match next(r, path, in_ns)? {
+        Next::Terminator => {}
+        Next::Doc(_) => return Err(damaged(format!("documents after the EOF header{in_ns}"), path)),
+        Next::End => return Err(damaged(format!("the archive is truncated{in_ns}"), path)),
+    }
+    let sum = space.crc.sum() as i64;
+    if sum != crc {
+        return Err(damaged(
+            format!("CRC mismatch{in_ns}: the archive says {crc}, its documents give {sum}"),
+            path,
+        ));
+    }
+    Ok(())
+}
+
+/// Reads a block's documents up to its terminator into its namespace (CRC, counts, spill).
+fn read_block_documents(r: &mut dyn Read, space: &mut Namespace, in_ns: &str, path: &Path) -> Result<()> {
+    loop {
+        match next(r, path, in_ns)? {
+            Next::Terminator => break,
+            Next::End => {
+                return Err(damaged(
+                    format!("the archive ends inside a block{in_ns} (truncated)"),
+                    path,
+                ));
+            }
+            Next::Doc(doc) => {
+                space.crc.update(&doc);
+                space.documents += 1;
+                space.bytes += doc.len() as u64;
+                if let Some(spill) = &mut space.spill {
+                    spill
+                        .write(&doc)
+                        .map_err(|e| Error::io("cannot buffer a collection in an encrypted temp file", e))?;
                 }
             }
         }
     }
+    Ok(())
+}
+
+/// Emits the views no block opened, and fails when a namespace did not reach its EOF block.
+fn finish_archive(
+    spaces: &mut BTreeMap<String, Namespace>,
+    path: &Path,
+    emit: &mut Emit<'_>,
+    summary: &mut Summary,
+) -> Result<()> {
     let mut missing = Vec::new();
     for (ns, space) in spaces.iter_mut() {
         match space.state {
@@ -914,7 +978,20 @@ fn sorted_dir(dir: &Path) -> Result<Vec<(String, PathBuf, bool)>> {
 fn read_directory(dir: &Path, emit: &mut Emit<'_>, summary: &mut Summary) -> Result<()> {
     let mut gzip = false;
     let top = sorted_dir(dir)?;
-    for (name, path, is_dir) in &top {
+    read_top_files(dir, &top, summary)?;
+    for (db, path, is_dir) in top {
+        if !is_dir {
+            continue;
+        }
+        gzip |= read_database(&db, &path, emit, summary)?;
+    }
+    summary.format = if gzip { "directory (gzip)" } else { "directory" }.to_string();
+    Ok(())
+}
+
+/// Reads the files at the top of a dump directory (a prelude; others left out or refused).
+fn read_top_files(dir: &Path, top: &[(String, PathBuf, bool)], summary: &mut Summary) -> Result<()> {
+    for (name, path, is_dir) in top {
         if *is_dir {
             continue;
         }
@@ -938,62 +1015,74 @@ fn read_directory(dir: &Path, emit: &mut Emit<'_>, summary: &mut Summary) -> Res
             }
         }
     }
-    for (db, path, is_dir) in top {
-        if !is_dir {
+    Ok(())
+}
+
+/// Reads database `db`'s folder `path` and emits its collections; returns whether a file was gzipped.
+fn read_database(db: &str, path: &Path, emit: &mut Emit<'_>, summary: &mut Summary) -> Result<bool> {
+    check_db_name(db, "", path)?;
+    let mut gzip = false;
+    let mut files: BTreeMap<String, Files> = BTreeMap::new();
+    for (name, file, is_dir) in sorted_dir(path)? {
+        if is_dir {
+            // mongodump writes none: most likely the dump's parent
+            // directory was given, and every collection would be missed.
+            return Err(config_error(format!(
+                "{} holds a folder ({name}) inside a database folder: not a mongodump layout",
+                path.display()
+            ))
+            .with_hint("give the dump's top directory (the one holding a folder per database)"));
+        }
+        let (plain, gz) = match name.strip_suffix(".gz") {
+            Some(p) => (p, true),
+            None => (name.as_str(), false),
+        };
+        gzip |= gz;
+        // mongodump 100.x also writes one into each database folder.
+        if plain == "prelude.json" {
+            read_prelude(&file, summary)?;
             continue;
         }
-        check_db_name(&db, "", &path)?;
-        let mut files: BTreeMap<String, Files> = BTreeMap::new();
-        for (name, file, is_dir) in sorted_dir(&path)? {
-            if is_dir {
-                // mongodump writes none: most likely the dump's parent
-                // directory was given, and every collection would be missed.
-                return Err(config_error(format!(
-                    "{} holds a folder ({name}) inside a database folder: not a mongodump layout",
-                    path.display()
-                ))
-                .with_hint("give the dump's top directory (the one holding a folder per database)"));
-            }
-            let (plain, gz) = match name.strip_suffix(".gz") {
-                Some(p) => (p, true),
-                None => (name.as_str(), false),
-            };
-            gzip |= gz;
-            // mongodump 100.x also writes one into each database folder.
-            if plain == "prelude.json" {
-                read_prelude(&file, summary)?;
-                continue;
-            }
-            let slot = match (plain.strip_suffix(".metadata.json"), plain.strip_suffix(".bson")) {
-                (Some(stem), _) => Some(&mut files.entry(stem.to_string()).or_default().metadata),
-                (None, Some(stem)) => Some(&mut files.entry(stem.to_string()).or_default().bson),
-                (None, None) => None,
-            };
-            if let Some(slot) = slot {
-                if let Some(first) = slot.replace(file.clone()) {
-                    return Err(damaged(
-                        format!(
-                            "two files for one collection: {} and {}",
-                            first.display(),
-                            file.display()
-                        ),
-                        &path,
-                    )
-                    .with_hint("keep one of them (a dump is either plain or --gzip) and back up again"));
-                }
-            } else {
-                tracing::warn!(file = %file.display(), "ignoring a file that is not part of a mongodump");
-                summary
-                    .skipped
-                    .push(format!("{db}/{name}: not a file mongodump writes"));
-            }
-        }
-        for (stem, f) in files {
-            read_collection(&db, &stem, f, emit, summary)?;
+        if !add_collection_file(&mut files, plain, &file, path)? {
+            tracing::warn!(file = %file.display(), "ignoring a file that is not part of a mongodump");
+            summary
+                .skipped
+                .push(format!("{db}/{name}: not a file mongodump writes"));
         }
     }
-    summary.format = if gzip { "directory (gzip)" } else { "directory" }.to_string();
-    Ok(())
+    for (stem, f) in files {
+        read_collection(db, &stem, f, emit, summary)?;
+    }
+    Ok(gzip)
+}
+
+/// Records `file` (`plain` without `.gz`) as its collection's metadata or BSON file; `false`: neither.
+fn add_collection_file(
+    files: &mut BTreeMap<String, Files>,
+    plain: &str,
+    file: &Path,
+    path: &Path,
+) -> Result<bool> {
+    let slot = match (plain.strip_suffix(".metadata.json"), plain.strip_suffix(".bson")) {
+        (Some(stem), _) => Some(&mut files.entry(stem.to_string()).or_default().metadata),
+        (None, Some(stem)) => Some(&mut files.entry(stem.to_string()).or_default().bson),
+        (None, None) => None,
+    };
+    let Some(slot) = slot else {
+        return Ok(false);
+    };
+    if let Some(first) = slot.replace(file.to_path_buf()) {
+        return Err(damaged(
+            format!(
+                "two files for one collection: {} and {}",
+                first.display(),
+                file.display()
+            ),
+            path,
+        )
+        .with_hint("keep one of them (a dump is either plain or --gzip) and back up again"));
+    }
+    Ok(true)
 }
 
 fn read_collection(db: &str, stem: &str, f: Files, emit: &mut Emit<'_>, summary: &mut Summary) -> Result<()> {

@@ -201,37 +201,11 @@ pub(crate) fn writes(entry: &RawDocument) -> Result<Vec<(String, String, Write)>
         .get_str("op")
         .map_err(|_| bad("an oplog entry without `op`"))?;
     let ns = entry.get_str("ns").unwrap_or("");
-    let split = |ns: &str| -> Result<(String, String)> {
-        ns.split_once('.')
-            .map(|(d, c)| (d.to_string(), c.to_string()))
-            .ok_or_else(|| bad(format!("an oplog entry on `{ns}`, not `db.collection`")))
-    };
-    let o = || {
-        entry
-            .get_document("o")
-            .map_err(|_| bad(format!("an oplog `{op}` entry without `o`")))
-    };
-    let id_filter = |d: &RawDocument| -> Result<Document> {
-        let id = d
-            .get("_id")
-            .ok()
-            .flatten()
-            .ok_or_else(|| bad("an oplog entry's document has no _id"))?;
-        let id: Bson = id
-            .to_raw_bson()
-            .try_into()
-            .map_err(|e| bad(format!("bad _id in the oplog: {e}")))?;
-        Ok(doc! { "_id": id })
-    };
-    let to_doc = |d: &RawDocument| -> Result<Document> {
-        d.try_into()
-            .map_err(|e| bad(format!("bad document in the oplog: {e}")))
-    };
     match op {
         "n" => Ok(Vec::new()),
         "i" => {
-            let (db, c) = split(ns)?;
-            let o = o()?;
+            let (db, c) = split_ns(ns)?;
+            let o = entry_object(entry, op)?;
             Ok(vec![(
                 db,
                 c,
@@ -242,121 +216,165 @@ pub(crate) fn writes(entry: &RawDocument) -> Result<Vec<(String, String, Write)>
             )])
         }
         "d" => {
-            let (db, c) = split(ns)?;
+            let (db, c) = split_ns(ns)?;
             Ok(vec![(
                 db,
                 c,
                 Write::Delete {
-                    filter: id_filter(o()?)?,
+                    filter: id_filter(entry_object(entry, op)?)?,
                 },
             )])
         }
-        "u" => {
-            let (db, c) = split(ns)?;
-            let o = o()?;
-            let filter = match entry.get_document("o2") {
-                Ok(o2) => to_doc(o2)?,
-                Err(_) => return Err(bad("an oplog update without `o2`")),
-            };
-            let update = to_doc(o)?;
-            let is_operator = update.keys().any(|k| k.starts_with('$'));
-            if !is_operator {
-                return Ok(vec![(
-                    db,
-                    c,
-                    Write::Upsert {
-                        filter,
-                        doc: o.to_raw_document_buf(),
-                    },
-                )]);
-            }
-            let updates = if let Ok(diff) = update.get_document("diff") {
-                diff_updates(diff)?
-            } else {
-                let mut u = update.clone();
-                u.remove("$v");
-                vec![u]
-            };
-            Ok(vec![(db, c, Write::Update { filter, updates })])
-        }
-        "c" => {
-            let o = o()?;
-            if let Ok(inner) = o.get_array("applyOps") {
-                let mut out = Vec::new();
-                for v in inner {
-                    let v = v.map_err(|e| bad(format!("bad applyOps entry: {e}")))?;
-                    let d = v
-                        .as_document()
-                        .ok_or_else(|| bad("an applyOps entry is not a document"))?;
-                    out.extend(writes(d)?);
-                }
-                return Ok(out);
-            }
-            let (db, _) = split(ns)?;
-            let cmd = to_doc(o)?;
-            let Some((name, target)) = cmd.iter().next() else {
-                return Ok(Vec::new());
-            };
-            let coll = target.as_str().unwrap_or("").to_string();
-            let mut rest = cmd.clone();
-            rest.remove(name.as_str());
-            let specs = |rest: &Document| -> Vec<Document> {
-                let list: Vec<Document> = match rest.get_array("indexes") {
-                    Ok(a) => a.iter().filter_map(|v| v.as_document().cloned()).collect(),
-                    Err(_) => vec![rest.clone()],
-                };
-                list.into_iter()
-                    .map(|mut d| {
-                        // The test server's own bookkeeping, not an option.
-                        d.remove("entryFormat");
-                        d
-                    })
-                    .collect()
-            };
-            let w = match name.as_str() {
-                "create" => {
-                    let mut options = rest;
-                    options.remove("idIndex");
-                    Write::Create { options }
-                }
-                "drop" => Write::Drop,
-                "createIndexes" | "commitIndexBuild" => Write::CreateIndexes(specs(&rest)),
-                "startIndexBuild" | "abortIndexBuild" => {
-                    Write::Skip("index build markers (the index is built at its commit)".into())
-                }
-                "dropIndexes" | "deleteIndexes" => match rest.get("index") {
-                    Some(i) => Write::DropIndex(i.clone()),
-                    None => Write::Skip(format!("command `{name}` without an index")),
-                },
-                "renameCollection" => {
-                    let from = target.as_str().unwrap_or("");
-                    let to = rest.get_str("to").unwrap_or("");
-                    let (Some((fdb, fcoll)), Some((tdb, tcoll))) = (from.split_once('.'), to.split_once('.'))
-                    else {
-                        return Err(bad(format!("a renameCollection from `{from}` to `{to}`")));
-                    };
-                    return Ok(vec![(
-                        fdb.to_string(),
-                        fcoll.to_string(),
-                        Write::Rename {
-                            db: tdb.to_string(),
-                            coll: tcoll.to_string(),
-                            drop_target: rest.get_bool("dropTarget").unwrap_or(false),
-                        },
-                    )]);
-                }
-                "dropDatabase" => return Ok(vec![(db, String::new(), Write::DropDatabase)]),
-                "collMod" => Write::CollMod(rest),
-                other => Write::Unknown(format!("command `{other}` is not replayed")),
-            };
-            Ok(vec![(db, coll, w)])
-        }
+        "u" => update_writes(entry, ns, op),
+        "c" => command_writes(entry, ns, op),
         other => Ok(vec![(
-            split(ns).map(|(d, _)| d).unwrap_or_default(),
+            split_ns(ns).map(|(d, _)| d).unwrap_or_default(),
             String::new(),
             Write::Unknown(format!("oplog op `{other}` is not replayed")),
         )]),
     }
+}
+
+/// Splits an entry's `ns` into its database and collection.
+fn split_ns(ns: &str) -> Result<(String, String)> {
+    ns.split_once('.')
+        .map(|(d, c)| (d.to_string(), c.to_string()))
+        .ok_or_else(|| bad(format!("an oplog entry on `{ns}`, not `db.collection`")))
+}
+
+/// The `o` document of an entry of op `op`.
+fn entry_object<'a>(entry: &'a RawDocument, op: &str) -> Result<&'a RawDocument> {
+    entry
+        .get_document("o")
+        .map_err(|_| bad(format!("an oplog `{op}` entry without `o`")))
+}
+
+/// A filter on the `_id` of an entry's document.
+fn id_filter(d: &RawDocument) -> Result<Document> {
+    let id = d
+        .get("_id")
+        .ok()
+        .flatten()
+        .ok_or_else(|| bad("an oplog entry's document has no _id"))?;
+    let id: Bson = id
+        .to_raw_bson()
+        .try_into()
+        .map_err(|e| bad(format!("bad _id in the oplog: {e}")))?;
+    Ok(doc! { "_id": id })
+}
+
+/// An entry's raw document decoded.
+fn to_doc(d: &RawDocument) -> Result<Document> {
+    d.try_into()
+        .map_err(|e| bad(format!("bad document in the oplog: {e}")))
+}
+
+/// The write of a `u` entry: a replacement upsert, or an update.
+fn update_writes(entry: &RawDocument, ns: &str, op: &str) -> Result<Vec<(String, String, Write)>> {
+    let (db, c) = split_ns(ns)?;
+    let o = entry_object(entry, op)?;
+    let filter = match entry.get_document("o2") {
+        Ok(o2) => to_doc(o2)?,
+        Err(_) => return Err(bad("an oplog update without `o2`")),
+    };
+    let update = to_doc(o)?;
+    let is_operator = update.keys().any(|k| k.starts_with('$'));
+    if !is_operator {
+        return Ok(vec![(
+            db,
+            c,
+            Write::Upsert {
+                filter,
+                doc: o.to_raw_document_buf(),
+            },
+        )]);
+    }
+    let updates = if let Ok(diff) = update.get_document("diff") {
+        diff_updates(diff)?
+    } else {
+        let mut u = update.clone();
+        u.remove("$v");
+        vec![u]
+    };
+    Ok(vec![(db, c, Write::Update { filter, updates })])
+}
+
+/// The writes of a `c` entry: those of its `applyOps`, or of its command.
+fn command_writes(entry: &RawDocument, ns: &str, op: &str) -> Result<Vec<(String, String, Write)>> {
+    let o = entry_object(entry, op)?;
+    if let Ok(inner) = o.get_array("applyOps") {
+        let mut out = Vec::new();
+        for v in inner {
+            let v = v.map_err(|e| bad(format!("bad applyOps entry: {e}")))?;
+            let d = v
+                .as_document()
+                .ok_or_else(|| bad("an applyOps entry is not a document"))?;
+            out.extend(writes(d)?);
+        }
+        return Ok(out);
+    }
+    let (db, _) = split_ns(ns)?;
+    let cmd = to_doc(o)?;
+    let Some((name, target)) = cmd.iter().next() else {
+        return Ok(Vec::new());
+    };
+    let coll = target.as_str().unwrap_or("").to_string();
+    let mut rest = cmd.clone();
+    rest.remove(name.as_str());
+    let w = match name.as_str() {
+        "create" => {
+            let mut options = rest;
+            options.remove("idIndex");
+            Write::Create { options }
+        }
+        "drop" => Write::Drop,
+        "createIndexes" | "commitIndexBuild" => Write::CreateIndexes(index_specs(&rest)),
+        "startIndexBuild" | "abortIndexBuild" => {
+            Write::Skip("index build markers (the index is built at its commit)".into())
+        }
+        "dropIndexes" | "deleteIndexes" => match rest.get("index") {
+            Some(i) => Write::DropIndex(i.clone()),
+            None => Write::Skip(format!("command `{name}` without an index")),
+        },
+        "renameCollection" => return Ok(vec![rename_write(target, &rest)?]),
+        "dropDatabase" => return Ok(vec![(db, String::new(), Write::DropDatabase)]),
+        "collMod" => Write::CollMod(rest),
+        other => Write::Unknown(format!("command `{other}` is not replayed")),
+    };
+    Ok(vec![(db, coll, w)])
+}
+
+/// The index specs of a `createIndexes` or `commitIndexBuild` command (without its name).
+fn index_specs(rest: &Document) -> Vec<Document> {
+    let list: Vec<Document> = match rest.get_array("indexes") {
+        Ok(a) => a.iter().filter_map(|v| v.as_document().cloned()).collect(),
+        Err(_) => vec![rest.clone()],
+    };
+    list.into_iter()
+        .map(|mut d| {
+            // The test server's own bookkeeping, not an option.
+            d.remove("entryFormat");
+            d
+        })
+        .collect()
+}
+
+/// The write of a `renameCollection` command from `target`, on the source namespace.
+fn rename_write(target: &Bson, rest: &Document) -> Result<(String, String, Write)> {
+    let from = target.as_str().unwrap_or("");
+    let to = rest.get_str("to").unwrap_or("");
+    let (Some((fdb, fcoll)), Some((tdb, tcoll))) = (from.split_once('.'), to.split_once('.')) else {
+        return Err(bad(format!("a renameCollection from `{from}` to `{to}`")));
+    };
+    Ok((
+        fdb.to_string(),
+        fcoll.to_string(),
+        Write::Rename {
+            db: tdb.to_string(),
+            coll: tcoll.to_string(),
+            drop_target: rest.get_bool("dropTarget").unwrap_or(false),
+        },
+    ))
 }
 
 /// The update documents of a `$v: 2` diff, in the order to apply them

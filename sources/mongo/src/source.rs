@@ -36,7 +36,7 @@ use crate::error::driver;
 use crate::metadata::{self, CollectionType};
 use crate::restore::MongoRestorer;
 use crate::uri::redact;
-use coffer_core::spill::SpillTask;
+use coffer_core::spill::{SpillBody, SpillTask};
 
 /// Bytes of one collection kept in memory before spilling (encrypted) to
 /// disk.
@@ -184,82 +184,16 @@ impl MongoSource {
         let target = redact(uri);
         let mut plans = Vec::new();
         for db_name in self.database_names(client, uri).await? {
-            let db = client.database(&db_name);
-            let specs: Vec<Document> = db
-                .run_cursor_command(doc! { "listCollections": 1 })
-                .await
-                .map_err(|e| {
-                    driver(
-                        format!("cannot list the collections of `{db_name}`"),
-                        &e,
-                        uri,
-                        &target,
-                    )
-                })?
-                .try_collect()
-                .await
-                .map_err(|e| {
-                    driver(
-                        format!("cannot list the collections of `{db_name}`"),
-                        &e,
-                        uri,
-                        &target,
-                    )
-                })?;
+            let specs = list_collections(client, &db_name, uri, &target).await?;
             for spec in specs {
-                let Ok(name) = spec.get_str("name") else { continue };
-                if !self.selected(&db_name, name) {
-                    continue;
+                if let Some(plan) = self.planned(&db_name, spec) {
+                    plans.push(plan);
                 }
-                if crate::restore::is_staging(name) {
-                    // A restore's work in progress (or a killed one's
-                    // leftover): restored as a real collection it would be
-                    // swept as stale by the next restore.
-                    tracing::warn!(
-                        ns = %format!("{db_name}.{name}"),
-                        "skipping a coffer restore's staging collection"
-                    );
-                    continue;
-                }
-                let kind = match spec.get_str("type").unwrap_or("collection") {
-                    "collection" => CollectionType::Collection,
-                    "view" => CollectionType::View,
-                    other => {
-                        tracing::warn!(
-                            ns = %format!("{db_name}.{name}"),
-                            "skipping a collection of type `{other}`: not supported yet"
-                        );
-                        continue;
-                    }
-                };
-                plans.push(Planned {
-                    db: db_name.clone(),
-                    name: name.to_string(),
-                    kind,
-                    spec,
-                    size: Size::Unknown,
-                });
             }
         }
         if self.parallel > 1 && plans.len() > 1 {
             // Order only matters when collections are dumped side by side.
-            // Owned futures: borrowed ones trip the `Send` check of the
-            // async-trait future.
-            let counts: Vec<_> = plans
-                .iter()
-                .map(|p| order_size(client.clone(), p.db.clone(), p.name.clone(), p.kind))
-                .collect();
-            let counts = futures::stream::iter(counts)
-                .buffered(ORDER_COUNTS_AT_ONCE)
-                .collect::<Vec<Size>>();
-            match tokio::time::timeout(ORDER_TOTAL_BUDGET, counts).await {
-                Ok(sizes) => {
-                    for (plan, size) in plans.iter_mut().zip(sizes) {
-                        plan.size = size;
-                    }
-                }
-                Err(_) => tracing::debug!("no dump order: counting took over {ORDER_TOTAL_BUDGET:?}"),
-            }
+            order_by_size(client, &mut plans).await;
         }
         plans.sort_by(|a, b| {
             b.size
@@ -267,6 +201,92 @@ impl MongoSource {
                 .then_with(|| (&a.db, &a.name).cmp(&(&b.db, &b.name)))
         });
         Ok(plans)
+    }
+
+    /// The plan for one `listCollections` entry of `db_name`, unless it is left out.
+    fn planned(&self, db_name: &str, spec: Document) -> Option<Planned> {
+        let Ok(name) = spec.get_str("name") else {
+            return None;
+        };
+        if !self.selected(db_name, name) {
+            return None;
+        }
+        if crate::restore::is_staging(name) {
+            // A restore's work in progress (or a killed one's
+            // leftover): restored as a real collection it would be
+            // swept as stale by the next restore.
+            tracing::warn!(
+                ns = %format!("{db_name}.{name}"),
+                "skipping a coffer restore's staging collection"
+            );
+            return None;
+        }
+        let kind = match spec.get_str("type").unwrap_or("collection") {
+            "collection" => CollectionType::Collection,
+            "view" => CollectionType::View,
+            other => {
+                tracing::warn!(
+                    ns = %format!("{db_name}.{name}"),
+                    "skipping a collection of type `{other}`: not supported yet"
+                );
+                return None;
+            }
+        };
+        Some(Planned {
+            db: db_name.to_string(),
+            name: name.to_string(),
+            kind,
+            spec,
+            size: Size::Unknown,
+        })
+    }
+}
+
+/// The `listCollections` entries of database `db_name`.
+async fn list_collections(client: &Client, db_name: &str, uri: &str, target: &str) -> Result<Vec<Document>> {
+    let db = client.database(db_name);
+    let specs: Vec<Document> = db
+        .run_cursor_command(doc! { "listCollections": 1 })
+        .await
+        .map_err(|e| {
+            driver(
+                format!("cannot list the collections of `{db_name}`"),
+                &e,
+                uri,
+                target,
+            )
+        })?
+        .try_collect()
+        .await
+        .map_err(|e| {
+            driver(
+                format!("cannot list the collections of `{db_name}`"),
+                &e,
+                uri,
+                target,
+            )
+        })?;
+    Ok(specs)
+}
+
+/// Sets the planned collections' sizes, to dump the largest first, unless counting takes too long.
+async fn order_by_size(client: &Client, plans: &mut [Planned]) {
+    // Owned futures: borrowed ones trip the `Send` check of the
+    // async-trait future.
+    let counts: Vec<_> = plans
+        .iter()
+        .map(|p| order_size(client.clone(), p.db.clone(), p.name.clone(), p.kind))
+        .collect();
+    let counts = futures::stream::iter(counts)
+        .buffered(ORDER_COUNTS_AT_ONCE)
+        .collect::<Vec<Size>>();
+    match tokio::time::timeout(ORDER_TOTAL_BUDGET, counts).await {
+        Ok(sizes) => {
+            for (plan, size) in plans.iter_mut().zip(sizes) {
+                plan.size = size;
+            }
+        }
+        Err(_) => tracing::debug!("no dump order: counting took over {ORDER_TOTAL_BUDGET:?}"),
     }
 }
 
@@ -641,29 +661,12 @@ async fn dump_one(
     mtime: i64,
     uri: &str,
 ) -> Result<Dumped> {
-    let target = redact(uri);
     let ns = format!("{}.{}", plan.db, plan.name);
     let db = client.database(&plan.db);
     let options = plan.spec.get_document("options").cloned().unwrap_or_default();
     let base = format!("{}/{}", plan.db, metadata::escape_name(&plan.name));
     if plan.kind == CollectionType::View {
-        let json = metadata::to_json(&plan.name, plan.kind, &options, &[], None);
-        out.send(file_entry(
-            format!("{base}.metadata.json"),
-            json.into_bytes(),
-            mtime,
-        ))
-        .await?;
-        return Ok(Dumped {
-            db: plan.db,
-            name: plan.name,
-            kind: plan.kind,
-            documents: 0,
-            bytes: 0,
-            indexes: 0,
-            sha256: None,
-            spilled: false,
-        });
+        return dump_view(plan, &options, &base, out, mtime).await;
     }
     let permit = permits
         .acquire_owned()
@@ -672,25 +675,7 @@ async fn dump_one(
     let indexes = list_indexes(&db, &plan.name, uri)
         .await
         .map_err(|e| e.with_context("collection", &ns))?;
-    let coll = db.collection::<RawDocumentBuf>(&plan.name);
-    let read_error = |e: mongodb::error::Error| driver(format!("cannot read `{ns}`"), &e, uri, &target);
-    let mut cursor = coll
-        .find(doc! {})
-        .batch_size(BATCH_SIZE)
-        .hint(Hint::Keys(doc! { "$natural": 1 }))
-        .await
-        .map_err(read_error)?;
-    let mut spill = SpillTask::spawn(MEMORY_LIMIT);
-    let spill_error = |e| spill_error("cannot buffer a collection", e).with_context("collection", &ns);
-    let mut documents = 0u64;
-    while cursor.advance().await.map_err(read_error)? {
-        spill
-            .append(cursor.current().as_bytes())
-            .await
-            .map_err(spill_error)?;
-        documents += 1;
-    }
-    let body = spill.finish().await.map_err(spill_error)?;
+    let (documents, body) = read_collection(&db, &plan.name, &ns, uri).await?;
     let uuid = metadata::uuid_of(&plan.spec);
     let json = metadata::to_json(&plan.name, plan.kind, &options, &indexes, uuid.as_deref());
     out.send(file_entry(
@@ -699,21 +684,13 @@ async fn dump_one(
         mtime,
     ))
     .await?;
-    out.send(Entry {
-        area: Area::Mongo,
-        path: format!("{base}.bson"),
-        mode: 0o644,
+    out.send(bson_entry(
+        format!("{base}.bson"),
+        body.size,
+        body.reader,
+        permit,
         mtime,
-        owner: None,
-        stat: None,
-        body: EntryBody::File {
-            size: body.size,
-            reader: Box::new(PermitReader {
-                inner: body.reader,
-                _permit: permit,
-            }),
-        },
-    })
+    ))
     .await?;
     Ok(Dumped {
         db: plan.db,
@@ -725,6 +702,83 @@ async fn dump_one(
         sha256: Some(hex::encode(body.sha256)),
         spilled: body.spilled,
     })
+}
+
+/// Sends the metadata entry of a view (it has no documents); what was dumped of it.
+async fn dump_view(
+    plan: Planned,
+    options: &Document,
+    base: &str,
+    out: &EntrySender,
+    mtime: i64,
+) -> Result<Dumped> {
+    let json = metadata::to_json(&plan.name, plan.kind, options, &[], None);
+    out.send(file_entry(
+        format!("{base}.metadata.json"),
+        json.into_bytes(),
+        mtime,
+    ))
+    .await?;
+    Ok(Dumped {
+        db: plan.db,
+        name: plan.name,
+        kind: plan.kind,
+        documents: 0,
+        bytes: 0,
+        indexes: 0,
+        sha256: None,
+        spilled: false,
+    })
+}
+
+/// Reads collection `name` (`ns`) of `db` by one cursor into a spill; the document count and the body.
+async fn read_collection(db: &Database, name: &str, ns: &str, uri: &str) -> Result<(u64, SpillBody)> {
+    let target = redact(uri);
+    let coll = db.collection::<RawDocumentBuf>(name);
+    let read_error = |e: mongodb::error::Error| driver(format!("cannot read `{ns}`"), &e, uri, &target);
+    let mut cursor = coll
+        .find(doc! {})
+        .batch_size(BATCH_SIZE)
+        .hint(Hint::Keys(doc! { "$natural": 1 }))
+        .await
+        .map_err(read_error)?;
+    let mut spill = SpillTask::spawn(MEMORY_LIMIT);
+    let spill_error = |e| spill_error("cannot buffer a collection", e).with_context("collection", ns);
+    let mut documents = 0u64;
+    while cursor.advance().await.map_err(read_error)? {
+        spill
+            .append(cursor.current().as_bytes())
+            .await
+            .map_err(spill_error)?;
+        documents += 1;
+    }
+    let body = spill.finish().await.map_err(spill_error)?;
+    Ok((documents, body))
+}
+
+/// The entry of a collection's `.bson` body, which holds `permit` until the bundle writer drops it.
+fn bson_entry(
+    path: String,
+    size: u64,
+    reader: Box<dyn Read + Send>,
+    permit: OwnedSemaphorePermit,
+    mtime: i64,
+) -> Entry {
+    Entry {
+        area: Area::Mongo,
+        path,
+        mode: 0o644,
+        mtime,
+        owner: None,
+        stat: None,
+        body: EntryBody::File {
+            size,
+            reader: Box::new(PermitReader {
+                inner: reader,
+                _permit: permit,
+            }),
+        },
+    }
 }
 
 /// A body that could not be buffered (in its encrypted temp file).
@@ -782,65 +836,9 @@ fn report(
 ) -> SourceReport {
     let mut sorted: Vec<&Dumped> = dumped.iter().collect();
     sorted.sort_by(|a, b| (&a.db, &a.name).cmp(&(&b.db, &b.name)));
-    let collections = sorted
-        .iter()
-        .filter(|d| d.kind == CollectionType::Collection)
-        .count();
-    let views = sorted.len() - collections;
-    let documents: u64 = sorted.iter().map(|d| d.documents).sum();
-    let bytes: u64 = sorted.iter().map(|d| d.bytes).sum();
-    let consistency = "per-collection consistent: each collection is read by one cursor, collections at \
-                       different moments; no point in time across collections";
-    let mut summary = format!(
-        "{collections} collection{}, {documents} document{}, {}",
-        if collections == 1 { "" } else { "s" },
-        if documents == 1 { "" } else { "s" },
-        coffer_core::human_size(bytes)
-    );
-    if views > 0 {
-        summary.push_str(&format!(", {views} view{}", if views == 1 { "" } else { "s" }));
-    }
-    let consistency = match oplog {
-        Some(o) => format!(
-            "point in time: the collections plus the {} oplog entries written during the dump, replayed on \
-             restore, give the databases as of oplog ts {{t: {}, i: {}}}",
-            o.entries, o.end.0, o.end.1
-        ),
-        None if !point_in_time => format!(
-            "per-collection consistent (point-in-time disabled): {}",
-            consistency.trim_start_matches("per-collection consistent: ")
-        ),
-        None => consistency.to_string(),
-    };
-    match oplog {
-        Some(o) => summary.push_str(&format!(
-            ", point in time (oplog {{t: {}, i: {}}}, {} entr{})",
-            o.end.0,
-            o.end.1,
-            o.entries,
-            if o.entries == 1 { "y" } else { "ies" }
-        )),
-        None if !point_in_time => summary.push_str(", per-collection consistent (point-in-time disabled)"),
-        None => summary.push_str(", per-collection consistent"),
-    }
-    let list: Vec<Value> = sorted
-        .iter()
-        .map(|d| {
-            let mut v = json!({
-                "db": d.db,
-                "collection": d.name,
-                "type": d.kind.as_str(),
-            });
-            if d.kind == CollectionType::Collection {
-                v["documents"] = json!(d.documents);
-                v["bytes"] = json!(d.bytes);
-                v["indexes"] = json!(d.indexes);
-                v["sha256"] = json!(d.sha256);
-                v["spilled"] = json!(d.spilled);
-            }
-            v
-        })
-        .collect();
+    let summary = summary_line(&sorted, oplog, point_in_time);
+    let consistency = consistency_text(oplog, point_in_time);
+    let list = collection_list(&sorted);
     SourceReport {
         position: oplog.map(|o| coffer_core::slices::LogPos {
             t: o.end.0,
@@ -868,6 +866,78 @@ fn report(
             "collections": list,
         }),
     }
+}
+
+/// The report's one-line summary: counts, size and consistency of the dump.
+fn summary_line(sorted: &[&Dumped], oplog: Option<&OplogDump>, point_in_time: bool) -> String {
+    let collections = sorted
+        .iter()
+        .filter(|d| d.kind == CollectionType::Collection)
+        .count();
+    let views = sorted.len() - collections;
+    let documents: u64 = sorted.iter().map(|d| d.documents).sum();
+    let bytes: u64 = sorted.iter().map(|d| d.bytes).sum();
+    let mut summary = format!(
+        "{collections} collection{}, {documents} document{}, {}",
+        if collections == 1 { "" } else { "s" },
+        if documents == 1 { "" } else { "s" },
+        coffer_core::human_size(bytes)
+    );
+    if views > 0 {
+        summary.push_str(&format!(", {views} view{}", if views == 1 { "" } else { "s" }));
+    }
+    match oplog {
+        Some(o) => summary.push_str(&format!(
+            ", point in time (oplog {{t: {}, i: {}}}, {} entr{})",
+            o.end.0,
+            o.end.1,
+            o.entries,
+            if o.entries == 1 { "y" } else { "ies" }
+        )),
+        None if !point_in_time => summary.push_str(", per-collection consistent (point-in-time disabled)"),
+        None => summary.push_str(", per-collection consistent"),
+    }
+    summary
+}
+
+/// The report's account of how consistent the dump is.
+fn consistency_text(oplog: Option<&OplogDump>, point_in_time: bool) -> String {
+    let consistency = "per-collection consistent: each collection is read by one cursor, collections at \
+                       different moments; no point in time across collections";
+    match oplog {
+        Some(o) => format!(
+            "point in time: the collections plus the {} oplog entries written during the dump, replayed on \
+             restore, give the databases as of oplog ts {{t: {}, i: {}}}",
+            o.entries, o.end.0, o.end.1
+        ),
+        None if !point_in_time => format!(
+            "per-collection consistent (point-in-time disabled): {}",
+            consistency.trim_start_matches("per-collection consistent: ")
+        ),
+        None => consistency.to_string(),
+    }
+}
+
+/// The report's list of the dumped collections and views.
+fn collection_list(sorted: &[&Dumped]) -> Vec<Value> {
+    sorted
+        .iter()
+        .map(|d| {
+            let mut v = json!({
+                "db": d.db,
+                "collection": d.name,
+                "type": d.kind.as_str(),
+            });
+            if d.kind == CollectionType::Collection {
+                v["documents"] = json!(d.documents);
+                v["bytes"] = json!(d.bytes);
+                v["indexes"] = json!(d.indexes);
+                v["sha256"] = json!(d.sha256);
+                v["spilled"] = json!(d.spilled);
+            }
+            v
+        })
+        .collect()
 }
 
 fn globs(patterns: &[String], source: &str) -> Result<GlobSet> {

@@ -34,21 +34,7 @@ pub(crate) struct Extracted {
 /// Decrypts, gunzips and untars `file` into spills, then checks every
 /// `SHA256SUMS` line.
 pub(crate) fn extract(file: &Path, ids: &Identities) -> Result<Extracted> {
-    let input = File::open(file).map_err(|e| {
-        Error::io(format!("cannot open {}", file.display()), e)
-            .with_hint("give the runbook's <BACKUP_DIR>.tar.gz.age file")
-    })?;
-    let plain = ids.decrypt(BufReader::with_capacity(256 * 1024, input))?;
-    let mut plain = BufReader::with_capacity(256 * 1024, plain);
-    {
-        use std::io::BufRead;
-        let head = plain.fill_buf().map_err(|e| stream_error(e, file))?;
-        if !head.starts_with(&[0x1f, 0x8b]) {
-            return Err(damaged("the decrypted content is not a tar.gz", file)
-                .with_hint("give the file written by the runbook's `tar czf … && age -r …`"));
-        }
-    }
-    let gz = flate2::read::GzDecoder::new(plain);
+    let gz = flate2::read::GzDecoder::new(decrypt_file(file, ids)?);
     let mut archive = tar::Archive::new(gz);
     let mut members: Vec<Member> = Vec::new();
     let mut sums: Option<Vec<u8>> = None;
@@ -58,57 +44,16 @@ pub(crate) fn extract(file: &Path, ids: &Identities) -> Result<Extracted> {
         let raw = String::from_utf8_lossy(&entry.path_bytes()).into_owned();
         let name = raw.trim_start_matches("./").trim_end_matches('/').to_string();
         let kind = entry.header().entry_type();
-        if kind.is_dir() && (name.is_empty() || name == ".") {
+        if skip_member(kind, &raw, &name, &members, sums.is_some(), file)? {
             continue;
-        }
-        if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
-            continue;
-        }
-        if !kind.is_file() {
-            return Err(damaged(
-                format!("unexpected tar member `{raw}` (not a regular file)"),
-                file,
-            )
-            .with_hint("the runbook writes a flat directory of files; check the backup by hand"));
-        }
-        if name.is_empty() || name.contains('/') || name == ".." {
-            return Err(damaged(
-                format!("unexpected tar member `{raw}` (a nested or unsafe path)"),
-                file,
-            ));
-        }
-        if members.iter().any(|m| m.name == name) || (name == SUMS && sums.is_some()) {
-            return Err(damaged(format!("the tar holds `{name}` twice"), file));
         }
         let mode = entry.header().mode().unwrap_or(0o644) & 0o7777;
         let mtime = entry.header().mtime().unwrap_or(0) as i64;
         if name == SUMS {
-            let mut text = Vec::new();
-            (&mut entry)
-                .take(MAX_SUMS + 1)
-                .read_to_end(&mut text)
-                .map_err(|e| stream_error(e, file))?;
-            if text.len() as u64 > MAX_SUMS {
-                return Err(damaged("SHA256SUMS is over 1 MiB", file));
-            }
-            sums = Some(text);
+            sums = Some(read_sums(&mut entry, file)?);
             continue;
         }
-        let mut spill = Spill::new(MEMORY_LIMIT);
-        let mut buf = vec![0u8; 256 * 1024];
-        loop {
-            let n = entry.read(&mut buf).map_err(|e| stream_error(e, file))?;
-            if n == 0 {
-                break;
-            }
-            spill.write(&buf[..n]).map_err(|e| {
-                Error::io("cannot buffer a member in an encrypted temp file", e)
-                    .with_hint("make room in the temp directory (TMPDIR)")
-            })?;
-        }
-        let body = spill
-            .finish()
-            .map_err(|e| Error::io("cannot buffer a member", e))?;
+        let body = spill_member(&mut entry, file)?;
         members.push(Member {
             name,
             mode,
@@ -123,6 +68,93 @@ pub(crate) fn extract(file: &Path, ids: &Identities) -> Result<Extracted> {
     };
     let checked = check_sums(&sums, &members, file)?;
     Ok(Extracted { members, checked })
+}
+
+/// Opens and decrypts `file`, checking that what it holds starts like a
+/// gzip stream.
+fn decrypt_file(file: &Path, ids: &Identities) -> Result<impl Read> {
+    let input = File::open(file).map_err(|e| {
+        Error::io(format!("cannot open {}", file.display()), e)
+            .with_hint("give the runbook's <BACKUP_DIR>.tar.gz.age file")
+    })?;
+    let plain = ids.decrypt(BufReader::with_capacity(256 * 1024, input))?;
+    let mut plain = BufReader::with_capacity(256 * 1024, plain);
+    {
+        use std::io::BufRead;
+        let head = plain.fill_buf().map_err(|e| stream_error(e, file))?;
+        if !head.starts_with(&[0x1f, 0x8b]) {
+            return Err(damaged("the decrypted content is not a tar.gz", file)
+                .with_hint("give the file written by the runbook's `tar czf … && age -r …`"));
+        }
+    }
+    Ok(plain)
+}
+
+/// Whether a tar member is skipped (the top directory, pax headers); an
+/// error for one that is not a regular file with a flat, safe name seen
+/// once.
+fn skip_member(
+    kind: tar::EntryType,
+    raw: &str,
+    name: &str,
+    members: &[Member],
+    has_sums: bool,
+    file: &Path,
+) -> Result<bool> {
+    if kind.is_dir() && (name.is_empty() || name == ".") {
+        return Ok(true);
+    }
+    if kind.is_pax_global_extensions() || kind.is_pax_local_extensions() {
+        return Ok(true);
+    }
+    if !kind.is_file() {
+        return Err(damaged(
+            format!("unexpected tar member `{raw}` (not a regular file)"),
+            file,
+        )
+        .with_hint("the runbook writes a flat directory of files; check the backup by hand"));
+    }
+    if name.is_empty() || name.contains('/') || name == ".." {
+        return Err(damaged(
+            format!("unexpected tar member `{raw}` (a nested or unsafe path)"),
+            file,
+        ));
+    }
+    if members.iter().any(|m| m.name == name) || (name == SUMS && has_sums) {
+        return Err(damaged(format!("the tar holds `{name}` twice"), file));
+    }
+    Ok(false)
+}
+
+/// Reads the `SHA256SUMS` member, refusing one over `MAX_SUMS` bytes.
+fn read_sums(entry: &mut impl Read, file: &Path) -> Result<Vec<u8>> {
+    let mut text = Vec::new();
+    entry
+        .take(MAX_SUMS + 1)
+        .read_to_end(&mut text)
+        .map_err(|e| stream_error(e, file))?;
+    if text.len() as u64 > MAX_SUMS {
+        return Err(damaged("SHA256SUMS is over 1 MiB", file));
+    }
+    Ok(text)
+}
+
+/// Copies a member into a spill (in memory, or an encrypted temp file
+/// past `MEMORY_LIMIT`).
+fn spill_member(entry: &mut impl Read, file: &Path) -> Result<SpillBody> {
+    let mut spill = Spill::new(MEMORY_LIMIT);
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = entry.read(&mut buf).map_err(|e| stream_error(e, file))?;
+        if n == 0 {
+            break;
+        }
+        spill.write(&buf[..n]).map_err(|e| {
+            Error::io("cannot buffer a member in an encrypted temp file", e)
+                .with_hint("make room in the temp directory (TMPDIR)")
+        })?;
+    }
+    spill.finish().map_err(|e| Error::io("cannot buffer a member", e))
 }
 
 /// Checks every line of `SHA256SUMS` against the members, and that

@@ -108,10 +108,32 @@ pub(crate) fn sources(
     origin_dir: &Path,
     backup_name: &str,
 ) -> Result<(Vec<Arc<dyn Source>>, String)> {
+    let (archive, files, secrets) = sort_members(extracted.members)?;
+    let archive_name = archive.name.clone();
+    let mut out: Vec<Arc<dyn Source>> = vec![Arc::new(MongodumpSource::from_archive_reader(
+        "mongo",
+        origin_dir.join(&archive.name),
+        archive.body.reader,
+    ))];
+    let mut names: Vec<String> = vec!["mongo".into()];
+    for m in files {
+        let source = imported_file(file_factory, m, &mut names, origin_dir, backup_name)?;
+        out.push(Arc::new(source));
+    }
+    for m in secrets {
+        let source = imported_secret(m, &mut names, origin_dir, backup_name)?;
+        out.push(Arc::new(source));
+    }
+    Ok((out, archive_name))
+}
+
+/// Splits the members into the mongodump archive (exactly one `.gz`), the
+/// other files and the `.secret` files.
+fn sort_members(members: Vec<Member>) -> Result<(Member, Vec<Member>, Vec<Member>)> {
     let mut archive: Option<Member> = None;
     let mut files = Vec::new();
     let mut secrets = Vec::new();
-    for m in extracted.members {
+    for m in members {
         if m.name.ends_with(".gz") {
             if let Some(first) = &archive {
                 return Err(config_error(format!(
@@ -134,83 +156,98 @@ pub(crate) fn sources(
         )
         .with_hint("is this a runbook backup? it should hold the `mongodump --archive --gzip` file"));
     };
-    let archive_name = archive.name.clone();
-    let mut out: Vec<Arc<dyn Source>> = vec![Arc::new(MongodumpSource::from_archive_reader(
-        "mongo",
-        origin_dir.join(&archive.name),
-        archive.body.reader,
-    ))];
-    let mut names: Vec<String> = vec!["mongo".into()];
-    for m in files {
-        let base = match m.name.as_str() {
-            "issuer-directory.yaml" => "config".to_string(),
-            "csaf-publishers.json" => "csaf-seeds".to_string(),
-            other => other
-                .chars()
-                .map(|c| {
-                    if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
-                        c
-                    } else {
-                        '-'
-                    }
-                })
-                .collect(),
-        };
-        let name = unique_source_name(&base, &names);
-        names.push(name.clone());
-        let origin = json!({ "path": origin_dir.join(&m.name).to_string_lossy(), "is_dir": false });
-        let delegate = file_factory.from_origin(&name, &origin)?;
-        out.push(Arc::new(Imported {
-            delegate,
-            area: Area::Files,
-            path: m.name.clone(),
-            mode: m.mode,
-            mtime: m.mtime,
-            report: SourceReport {
-                position: None,
-                summary: format!("1 file, {} (from {backup_name})", human_size(m.body.size)),
-                details: json!({ "files": 1, "dirs": 0, "symlinks": 0, "bytes": m.body.size, "skipped": 0,
-                                 "imported_from": m.name, "sha256": hex::encode(m.body.sha256) }),
-            },
-            body: Mutex::new(Some((m.body.size, m.body.reader))),
-        }));
+    Ok((archive, files, secrets))
+}
+
+/// The source name a file member is imported under, before it is made
+/// unique.
+fn file_source_base(member_name: &str) -> String {
+    match member_name {
+        "issuer-directory.yaml" => "config".to_string(),
+        "csaf-publishers.json" => "csaf-seeds".to_string(),
+        other => other
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '-'
+                }
+            })
+            .collect(),
     }
-    for mut m in secrets {
-        let mut data = Vec::new();
-        m.body
-            .reader
-            .read_to_end(&mut data)
-            .map_err(|e| Error::io("cannot read a buffered member", e))?;
-        let (content, keys) = secret_lines(&data);
-        if keys.is_empty() {
-            return Err(config_error(format!("`{}` holds no KEY=VALUE line", m.name))
-                .with_hint("the runbook's secret file is a `grep '^KEY=' .env` line"));
-        }
-        let name = unique_source_name("secret", &names);
-        names.push(name.clone());
-        let path = origin_dir.join(&m.name);
-        let delegate: Arc<dyn Source> =
-            Arc::new(coffer_source_env::EnvSource::new(&name, &path, keys.clone())?);
-        out.push(Arc::new(Imported {
-            delegate,
-            area: Area::Secrets,
-            path: m.name.clone(),
-            mode: 0o600,
-            mtime: m.mtime,
-            report: SourceReport {
-                position: None,
-                summary: format!(
-                    "{} key{} from {} (from {backup_name})",
-                    keys.len(),
-                    if keys.len() == 1 { "" } else { "s" },
-                    m.name
-                ),
-                details: json!({ "keys": keys, "file": path.to_string_lossy() }),
-            },
-            body: Mutex::new(Some((content.len() as u64, Box::new(io::Cursor::new(content))))),
-        }));
+}
+
+/// A file member as a `file` source of its own, under a name not yet in
+/// `names` (which it joins).
+fn imported_file(
+    file_factory: &dyn SourceFactory,
+    m: Member,
+    names: &mut Vec<String>,
+    origin_dir: &Path,
+    backup_name: &str,
+) -> Result<Imported> {
+    let base = file_source_base(&m.name);
+    let name = unique_source_name(&base, names);
+    names.push(name.clone());
+    let origin = json!({ "path": origin_dir.join(&m.name).to_string_lossy(), "is_dir": false });
+    let delegate = file_factory.from_origin(&name, &origin)?;
+    Ok(Imported {
+        delegate,
+        area: Area::Files,
+        path: m.name.clone(),
+        mode: m.mode,
+        mtime: m.mtime,
+        report: SourceReport {
+            position: None,
+            summary: format!("1 file, {} (from {backup_name})", human_size(m.body.size)),
+            details: json!({ "files": 1, "dirs": 0, "symlinks": 0, "bytes": m.body.size, "skipped": 0,
+                             "imported_from": m.name, "sha256": hex::encode(m.body.sha256) }),
+        },
+        body: Mutex::new(Some((m.body.size, m.body.reader))),
+    })
+}
+
+/// A secret member's `KEY=VALUE` lines as an `env` source of its own,
+/// under a name not yet in `names` (which it joins).
+fn imported_secret(
+    mut m: Member,
+    names: &mut Vec<String>,
+    origin_dir: &Path,
+    backup_name: &str,
+) -> Result<Imported> {
+    let mut data = Vec::new();
+    m.body
+        .reader
+        .read_to_end(&mut data)
+        .map_err(|e| Error::io("cannot read a buffered member", e))?;
+    let (content, keys) = secret_lines(&data);
+    if keys.is_empty() {
+        return Err(config_error(format!("`{}` holds no KEY=VALUE line", m.name))
+            .with_hint("the runbook's secret file is a `grep '^KEY=' .env` line"));
     }
-    Ok((out, archive_name))
+    let name = unique_source_name("secret", names);
+    names.push(name.clone());
+    let path = origin_dir.join(&m.name);
+    let delegate: Arc<dyn Source> = Arc::new(coffer_source_env::EnvSource::new(&name, &path, keys.clone())?);
+    Ok(Imported {
+        delegate,
+        area: Area::Secrets,
+        path: m.name.clone(),
+        mode: 0o600,
+        mtime: m.mtime,
+        report: SourceReport {
+            position: None,
+            summary: format!(
+                "{} key{} from {} (from {backup_name})",
+                keys.len(),
+                if keys.len() == 1 { "" } else { "s" },
+                m.name
+            ),
+            details: json!({ "keys": keys, "file": path.to_string_lossy() }),
+        },
+        body: Mutex::new(Some((content.len() as u64, Box::new(io::Cursor::new(content))))),
+    })
 }
 
 #[cfg(test)]

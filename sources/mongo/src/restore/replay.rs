@@ -608,24 +608,7 @@ impl Replay {
                     .or_default() += 1;
                 continue;
             }
-            let ok = match self.state.get(&ns) {
-                Some(ok) => *ok,
-                None => {
-                    // Created or replaced by this restore, or new to the
-                    // server; never an existing collection this restore
-                    // did not replace: one merged into (insert-only keeps
-                    // its documents), or, with --drop, one the snapshot
-                    // holds no data of (made during the dump, or metadata
-                    // only), which was not swapped and so has no staging
-                    // copy behind it.
-                    let ok = r.replayable.contains(&ns)
-                        || (!r.targets.contains_key(&ns) && !r.exists(&tdb, &tcoll)?);
-                    self.state.insert(ns.clone(), ok);
-                    ok
-                }
-            };
-            let ok = ok || (self.in_archive && r.drop && self.drop_for_archive(r, &tdb, &tcoll)?);
-            if !ok {
+            if !self.replayed_on(r, &ns, &tdb, &tcoll)? {
                 self.kept += 1;
                 continue;
             }
@@ -633,89 +616,13 @@ impl Replay {
             let bundle_ns = format!("{db}.{coll}");
             // After the base's point in time an insert is of a new document.
             let insert = self.in_archive && entry.get_str("op") == Ok("i");
-            if let Some((kind, statements)) = statements(&w, insert)? {
-                // One collection per batch; one command kind too unless the
-                // server takes mixed ones (`bulkWrite`).
-                let same = self.batch.as_ref().is_some_and(|b| {
-                    b.db == tdb
-                        && b.coll == tcoll
-                        && (b.regroup || r.bulk_write || b.statements.last().is_some_and(|(k, _)| *k == kind))
-                });
-                if !same {
-                    self.flush(r, tally)?;
-                }
-                if self.batch.is_none() {
-                    let regroup = self.may_regroup(r, &tdb, &tcoll)?;
-                    self.batch = Some(Batch {
-                        db: tdb.clone(),
-                        coll: tcoll.clone(),
-                        bundle_ns,
-                        regroup,
-                        statements: Vec::new(),
-                        bytes: 0,
-                    });
-                }
-                let b = self.batch.as_mut().expect("a batch was just made");
-                for st in statements {
-                    b.bytes += st.as_bytes().len();
-                    b.statements.push((kind, st));
-                }
-                if b.statements.len() >= BATCH_STATEMENTS || b.bytes >= BATCH_BYTES {
-                    self.flush(r, tally)?;
-                }
+            if let Some(statements) = statements(&w, insert)? {
+                self.add_to_batch(r, tally, &tdb, &tcoll, bundle_ns, statements)?;
                 continue;
             }
             self.flush(r, tally)?;
-            let w = match w {
-                Write::CreateIndexes(specs) => {
-                    // Built at the end, as mongorestore does.
-                    self.indexes
-                        .extend(specs.into_iter().map(|s| (tdb.clone(), tcoll.clone(), s)));
-                    continue;
-                }
-                Write::DropIndex(index) => {
-                    let before = self.indexes.len();
-                    self.indexes.retain(|(d, c, s)| {
-                        !(d == &tdb
-                            && c == &tcoll
-                            && (s.get("name") == Some(&index) || s.get("key") == Some(&index)))
-                    });
-                    if self.indexes.len() < before {
-                        continue;
-                    }
-                    Write::DropIndex(index)
-                }
-                Write::Rename {
-                    db: to_db,
-                    coll: to_coll,
-                    drop_target,
-                } => {
-                    let Some((ndb, ncoll)) = r.rules.map(&to_db, &to_coll)? else {
-                        return Err(Error::new(
-                            ErrorKind::ConfigInvalid,
-                            format!("the oplog renames `{db}.{coll}` to `{to_db}.{to_coll}`, which --ns-include/--ns-exclude leave out"),
-                        )
-                        .with_hint("restore to a time before the rename, or include both namespaces"));
-                    };
-                    for (d, c, _) in self
-                        .indexes
-                        .iter_mut()
-                        .filter(|(d, c, _)| d == &tdb && c == &tcoll)
-                    {
-                        (*d, *c) = (ndb.clone(), ncoll.clone());
-                    }
-                    self.state.insert(format!("{ndb}.{ncoll}"), true);
-                    Write::Rename {
-                        db: ndb,
-                        coll: ncoll,
-                        drop_target,
-                    }
-                }
-                Write::Drop => {
-                    self.indexes.retain(|(d, c, _)| !(d == &tdb && c == &tcoll));
-                    Write::Drop
-                }
-                other => other,
+            let Some(w) = self.track_indexes(r, &bundle_ns, &tdb, &tcoll, w)? else {
+                continue;
             };
             let change = r.apply(&tdb, &tcoll, w).map_err(replay_hint)?;
             if change != 0 {
@@ -723,6 +630,129 @@ impl Replay {
             }
         }
         Ok(())
+    }
+
+    /// Whether the oplog is replayed on target namespace `ns` (`tdb.tcoll`), decided at its first write.
+    fn replayed_on(&mut self, r: &MongoRestorer, ns: &str, tdb: &str, tcoll: &str) -> Result<bool> {
+        let ok = match self.state.get(ns) {
+            Some(ok) => *ok,
+            None => {
+                // Created or replaced by this restore, or new to the
+                // server; never an existing collection this restore
+                // did not replace: one merged into (insert-only keeps
+                // its documents), or, with --drop, one the snapshot
+                // holds no data of (made during the dump, or metadata
+                // only), which was not swapped and so has no staging
+                // copy behind it.
+                let ok =
+                    r.replayable.contains(ns) || (!r.targets.contains_key(ns) && !r.exists(tdb, tcoll)?);
+                self.state.insert(ns.to_string(), ok);
+                ok
+            }
+        };
+        Ok(ok || (self.in_archive && r.drop && self.drop_for_archive(r, tdb, tcoll)?))
+    }
+
+    /// Adds a write's statements to the batch of `tdb.tcoll`, sending the pending batch first if needed.
+    fn add_to_batch(
+        &mut self,
+        r: &MongoRestorer,
+        tally: &mut Tally,
+        tdb: &str,
+        tcoll: &str,
+        bundle_ns: String,
+        statements: (Kind, Vec<RawDocumentBuf>),
+    ) -> Result<()> {
+        let (kind, statements) = statements;
+        // One collection per batch; one command kind too unless the
+        // server takes mixed ones (`bulkWrite`).
+        let same = self.batch.as_ref().is_some_and(|b| {
+            b.db == tdb
+                && b.coll == tcoll
+                && (b.regroup || r.bulk_write || b.statements.last().is_some_and(|(k, _)| *k == kind))
+        });
+        if !same {
+            self.flush(r, tally)?;
+        }
+        if self.batch.is_none() {
+            let regroup = self.may_regroup(r, tdb, tcoll)?;
+            self.batch = Some(Batch {
+                db: tdb.to_string(),
+                coll: tcoll.to_string(),
+                bundle_ns,
+                regroup,
+                statements: Vec::new(),
+                bytes: 0,
+            });
+        }
+        let b = self.batch.as_mut().expect("a batch was just made");
+        for st in statements {
+            b.bytes += st.as_bytes().len();
+            b.statements.push((kind, st));
+        }
+        if b.statements.len() >= BATCH_STATEMENTS || b.bytes >= BATCH_BYTES {
+            self.flush(r, tally)?;
+        }
+        Ok(())
+    }
+
+    /// Keeps the indexes built at the end in step with a write on `tdb.tcoll`; the write to apply, if any.
+    fn track_indexes(
+        &mut self,
+        r: &MongoRestorer,
+        bundle_ns: &str,
+        tdb: &str,
+        tcoll: &str,
+        w: Write,
+    ) -> Result<Option<Write>> {
+        let w = match w {
+            Write::CreateIndexes(specs) => {
+                // Built at the end, as mongorestore does.
+                self.indexes
+                    .extend(specs.into_iter().map(|s| (tdb.to_string(), tcoll.to_string(), s)));
+                return Ok(None);
+            }
+            Write::DropIndex(index) => {
+                let before = self.indexes.len();
+                self.indexes.retain(|(d, c, s)| {
+                    !(d == tdb
+                        && c == tcoll
+                        && (s.get("name") == Some(&index) || s.get("key") == Some(&index)))
+                });
+                if self.indexes.len() < before {
+                    return Ok(None);
+                }
+                Write::DropIndex(index)
+            }
+            Write::Rename {
+                db: to_db,
+                coll: to_coll,
+                drop_target,
+            } => {
+                let Some((ndb, ncoll)) = r.rules.map(&to_db, &to_coll)? else {
+                    return Err(Error::new(
+                        ErrorKind::ConfigInvalid,
+                        format!("the oplog renames `{bundle_ns}` to `{to_db}.{to_coll}`, which --ns-include/--ns-exclude leave out"),
+                    )
+                    .with_hint("restore to a time before the rename, or include both namespaces"));
+                };
+                for (d, c, _) in self.indexes.iter_mut().filter(|(d, c, _)| d == tdb && c == tcoll) {
+                    (*d, *c) = (ndb.clone(), ncoll.clone());
+                }
+                self.state.insert(format!("{ndb}.{ncoll}"), true);
+                Write::Rename {
+                    db: ndb,
+                    coll: ncoll,
+                    drop_target,
+                }
+            }
+            Write::Drop => {
+                self.indexes.retain(|(d, c, _)| !(d == tdb && c == tcoll));
+                Write::Drop
+            }
+            other => other,
+        };
+        Ok(Some(w))
     }
 
     /// Builds the indexes the oplog created, per collection.

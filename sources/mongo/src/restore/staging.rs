@@ -174,13 +174,42 @@ impl MongoRestorer {
             staged.documents = read_documents(reader, size, path, |_| Ok(()))?;
             return Ok(());
         }
-        let db = self.client.database(&staged.db);
-        let staging = match self.create_direct(staged, &ns)? {
+        let staging = self.create_staging(staged, &ns)?;
+        staged.staging = Some(staging.clone());
+        staged.staging_uuid = self.uuid_of(&staged.db, &staging)?;
+        let coll: Collection<RawDocumentBuf> = self.client.database(&staged.db).collection(&staging);
+        let (documents, inserted) = self.insert_all(coll, reader, size, path, &ns)?;
+        staged.documents = documents;
+        staged.indexes = self.create_indexes(&staged.db, &staging, &staged.metadata.indexes, &ns)?;
+        // The staging collection is new and private to this restore, so the
+        // documents the server acknowledged are the documents it holds: an
+        // unordered insert_many returns Ok only when the server acknowledged
+        // every document of the batch without a write error (this driver
+        // refuses unacknowledged `w: 0` writes outright). A `count` here would
+        // scan the whole collection again (secantusd-py: 1.4 s per 100k
+        // documents); the count after the swap checks it once more.
+        if inserted != documents {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!(
+                    "`{ns}`: the server acknowledged {inserted} documents in the staging collection, the \
+                     bundle holds {documents}"
+                ),
+            )
+            .with_hint("nothing was swapped in; check the server's logs and run the restore again"));
+        }
+        Ok(())
+    }
+
+    /// Creates the collection `staged` loads into (the target itself, marked, or a staging one); its name.
+    fn create_staging(&self, staged: &mut Staged, ns: &str) -> Result<String> {
+        let staging = match self.create_direct(staged, ns)? {
             Some(marker) => {
                 staged.marker = Some(marker);
                 staged.name.clone()
             }
             None => {
+                let db = self.client.database(&staged.db);
                 let staging = staging_name(&staged.db, &staged.name, &self.suffix);
                 let mut create = doc! { "create": &staging };
                 for (k, v) in &staged.metadata.options {
@@ -191,9 +220,18 @@ impl MongoRestorer {
                 staging
             }
         };
-        staged.staging = Some(staging.clone());
-        staged.staging_uuid = self.uuid_of(&staged.db, &staging)?;
-        let coll: Collection<RawDocumentBuf> = db.collection(&staging);
+        Ok(staging)
+    }
+
+    /// Inserts the documents of `reader` into `coll` in batches; returns those read and those acknowledged.
+    fn insert_all(
+        &self,
+        coll: Collection<RawDocumentBuf>,
+        reader: &mut dyn Read,
+        size: u64,
+        path: &str,
+        ns: &str,
+    ) -> Result<(u64, u64)> {
         let insert_error = |e: &InsertFailure| match e {
             InsertFailure::Driver(e) if duplicate_only(e) => {
                 malformed("the bundle holds two documents with the same _id", path)
@@ -203,7 +241,7 @@ impl MongoRestorer {
             }
             InsertFailure::Stopped => Error::new(ErrorKind::Cancelled, "the restore stopped"),
         };
-        let mut inserts = Inserts::new(self.handle.clone(), coll.clone());
+        let mut inserts = Inserts::new(self.handle.clone(), coll);
         let mut batch: Vec<RawDocumentBuf> = Vec::with_capacity(BATCH_DOCS);
         let mut batch_bytes = 0;
         let read = read_documents(reader, size, path, |doc| {
@@ -230,26 +268,7 @@ impl MongoRestorer {
         let waited = inserts.wait_all().map_err(|e| insert_error(&e));
         let documents = documents?;
         let inserted = waited?;
-        staged.documents = documents;
-        staged.indexes = self.create_indexes(&staged.db, &staging, &staged.metadata.indexes, &ns)?;
-        // The staging collection is new and private to this restore, so the
-        // documents the server acknowledged are the documents it holds: an
-        // unordered insert_many returns Ok only when the server acknowledged
-        // every document of the batch without a write error (this driver
-        // refuses unacknowledged `w: 0` writes outright). A `count` here would
-        // scan the whole collection again (secantusd-py: 1.4 s per 100k
-        // documents); the count after the swap checks it once more.
-        if inserted != documents {
-            return Err(Error::new(
-                ErrorKind::Integrity,
-                format!(
-                    "`{ns}`: the server acknowledged {inserted} documents in the staging collection, the \
-                     bundle holds {documents}"
-                ),
-            )
-            .with_hint("nothing was swapped in; check the server's logs and run the restore again"));
-        }
-        Ok(())
+        Ok((documents, inserted))
     }
 
     /// A collection that does not exist on the server yet is loaded in
