@@ -539,7 +539,10 @@ async fn cleanup(keep: bool, t: Targets) -> Scratch {
         return scratch;
     }
     let mut errors = Vec::new();
-    if let Some(Err(e)) = t.dir.map(tempfile::TempDir::close) {
+    // A whole restored tree: removed on a blocking thread.
+    if let Some(dir) = t.dir
+        && let Ok(Err(e)) = tokio::task::spawn_blocking(move || dir.close()).await
+    {
         errors.push(format!("removing {}: {e}", scratch.dir));
     }
     for place in &t.places {

@@ -558,11 +558,29 @@ async fn exec_export(ctx: &Ctx, a: ExportArgs) -> CmdResult {
         .find(|s| s.name == replay.source)
         .expect("the plan's source is in the index");
     let staging = export_staging(&a.dir)?;
-    restore_base(ctx, at.opened, &rec.kind, &rec.name, staging.path()).await?;
-    let oplog = staging.path().join(OPLOG_FILE);
-    let base_entries = std::fs::metadata(&oplog).map(|m| m.len() > 0).unwrap_or(false);
-    let archived = append_replay(replay, &oplog)?;
-    move_into_place(staging, &a.dir)?;
+    if let Err(e) = restore_base(ctx, at.opened, &rec.kind, &rec.name, staging.path()).await {
+        // The partial dump is removed on a blocking thread.
+        let _ = tokio::task::spawn_blocking(move || drop(staging)).await;
+        return Err(e.into());
+    }
+    // The archived oplog written, synced and the directory renamed into
+    // place on a blocking thread (a large file).
+    let (replay_of, dir) = (replay.clone(), a.dir.clone());
+    let (base_entries, archived) =
+        tokio::task::spawn_blocking(move || -> coffer_core::Result<(bool, u64)> {
+            let oplog = staging.path().join(OPLOG_FILE);
+            let base_entries = std::fs::metadata(&oplog).map(|m| m.len() > 0).unwrap_or(false);
+            let archived = append_replay(&replay_of, &oplog)?;
+            move_into_place(staging, &dir)?;
+            Ok((base_entries, archived))
+        })
+        .await
+        .map_err(|e| {
+            coffer_core::Error::new(
+                coffer_core::ErrorKind::Unexpected,
+                format!("the export failed: {e}"),
+            )
+        })??;
     let command = restore_command(target, &a.dir);
     ctx.record.note("snapshot", index.id.as_str());
     ctx.record.note("to_ts", target.to_string());

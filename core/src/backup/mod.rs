@@ -276,7 +276,7 @@ pub async fn run_backup(req: BackupRequest, progress: Arc<Progress>) -> Result<B
     let (manifest, plain_size, bundle_object, seen) = result?;
     snapshot.set_positions(&manifest);
     if let Some(path) = side.cache_path {
-        save_file_cache(&path, &manifest, &seen, &addresses, started);
+        save_file_cache(&path, &manifest, &seen, &addresses, started).await;
     }
 
     let mut outcomes: Vec<(usize, SinkOutcome)> = Vec::new();
@@ -386,7 +386,7 @@ fn bundle_puts(
 
 /// Saves the next run's file cache: what this run read or reused (files
 /// changed since a second before it started are left out).
-fn save_file_cache(
+async fn save_file_cache(
     path: &std::path::Path,
     manifest: &Manifest,
     seen: &[Seen],
@@ -399,7 +399,7 @@ fn save_file_cache(
         .map(|e| (e.path.as_str(), e.sha256.as_str()))
         .collect();
     let racy_after = started.as_nanosecond() as i64 - 1_000_000_000;
-    crate::chunked::FileCache::save(path, seen, &sums, addresses, racy_after);
+    crate::chunked::FileCache::save(path, seen, &sums, addresses, racy_after).await;
 }
 
 /// Starts the chunked side of a run when some sinks are chunked: loads
@@ -449,7 +449,15 @@ async fn start_chunked(
         &required,
         progress.clone(),
     )?;
-    let cache = crate::chunked::FileCache::load(crate::chunked::FileCache::location(&req.job, &key.id()));
+    let location = crate::chunked::FileCache::location(&req.job, &key.id());
+    let cache = tokio::task::spawn_blocking(move || crate::chunked::FileCache::load(location))
+        .await
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("loading the file cache failed: {e}"),
+            )
+        })?;
     let known = sinks.iter().map(|(_, k)| k.clone()).collect();
     Ok(Some(ChunkSide {
         key,

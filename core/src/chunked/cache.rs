@@ -115,8 +115,8 @@ impl FileCache {
     /// (`sums`: bundle path → SHA-256) and chunk addresses (`addresses`,
     /// by sequence number); files changed within `racy_after` (ns since
     /// the epoch) of the run's start are left out. Failing to write only
-    /// warns.
-    pub(crate) fn save(
+    /// warns. The file is written (and synced) on a blocking thread.
+    pub(crate) async fn save(
         path: &Path,
         saw: &[Seen],
         sums: &HashMap<&str, &str>,
@@ -148,7 +148,10 @@ impl FileCache {
             files,
         })
         .expect("serializes");
-        if let Err(e) = write_private(path, &body) {
+        let path = path.to_path_buf();
+        let written =
+            tokio::task::spawn_blocking(move || write_private(&path, &body).map_err(|e| (path, e))).await;
+        if let Ok(Err((path, e))) = written {
             tracing::warn!("cannot write the file cache {}: {e}", path.display());
         }
     }

@@ -56,7 +56,7 @@ fn mismatch(c: &ChunkRef, bytes: &[u8]) -> Option<&'static str> {
 /// Where the fetcher reads packs from.
 struct Packs<'a> {
     sink: &'a dyn Sink,
-    local: BTreeMap<String, std::fs::File>,
+    local: BTreeMap<String, Arc<std::fs::File>>,
     cached: Vec<(String, Bytes)>,
 }
 
@@ -71,7 +71,7 @@ impl<'a> Packs<'a> {
 
     async fn read(&mut self, index: &Index, c: &ChunkRef) -> Result<Bytes> {
         if let Some(f) = self.local.get(&c.pack) {
-            return read_at(f, index, c);
+            return read_at(f.clone(), index, c).await;
         }
         if let Some((_, b)) = self.cached.iter().find(|(n, _)| *n == c.pack) {
             return slice(b, index, c);
@@ -85,7 +85,8 @@ impl<'a> Packs<'a> {
             }
         };
         if let Some(f) = self.sink.open_local(&key).await.map_err(missing)? {
-            let bytes = read_at(&f, index, c);
+            let f = Arc::new(f);
+            let bytes = read_at(f.clone(), index, c).await;
             if self.local.len() >= 64 {
                 self.local.pop_first();
             }
@@ -102,11 +103,26 @@ impl<'a> Packs<'a> {
     }
 }
 
-fn read_at(f: &std::fs::File, index: &Index, c: &ChunkRef) -> Result<Bytes> {
+/// Chunks from this size on are read from a local pack on a blocking
+/// thread; a smaller read (a page or two) costs less than the hand-off.
+const BLOCKING_READ_FROM: u64 = 64 * 1024;
+
+/// Reads chunk `c` from the local pack file `f`.
+async fn read_at(f: Arc<std::fs::File>, index: &Index, c: &ChunkRef) -> Result<Bytes> {
     use std::os::unix::fs::FileExt;
-    let mut buf = vec![0u8; c.length as usize];
-    match f.read_exact_at(&mut buf, c.offset) {
-        Ok(()) => Ok(buf.into()),
+    let (offset, length) = (c.offset, c.length);
+    let read = move || {
+        let mut buf = vec![0u8; length as usize];
+        f.read_exact_at(&mut buf, offset).map(|()| buf)
+    };
+    let read = match length >= BLOCKING_READ_FROM {
+        true => tokio::task::spawn_blocking(read)
+            .await
+            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("a pack read failed: {e}")))?,
+        false => read(),
+    };
+    match read {
+        Ok(buf) => Ok(buf.into()),
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => Err(damaged(index, c, "the pack is truncated")),
         Err(e) => Err(Error::io(format!("reading pack {}", c.pack), e)),
     }

@@ -20,7 +20,7 @@ use crate::crypto::Identities;
 use crate::error::{Error, ErrorKind, Result};
 use crate::signing::{AdmittedIndex, TrustedSigners};
 use crate::sink::{Sink, SinkExt};
-use crate::spill::{Spill, SpillBody};
+use crate::spill::{SpillBody, SpillTask};
 
 /// A time span the archive can restore to: from a base snapshot's position
 /// to the end of its unbroken chain, both included.
@@ -305,18 +305,20 @@ fn refusal(
 pub async fn fetch(sink: &dyn Sink, plan: &Plan, identities: &Identities) -> Result<Vec<LogReplay>> {
     let mut out = Vec::new();
     for sp in &plan.sources {
-        let mut spill = Spill::new(8 << 20);
+        let mut spill = SpillTask::spawn(8 << 20);
         for s in &sp.slices {
             let object = sink.get_bytes(&s.index.object.key).await.map_err(|e| {
                 e.with_hint("an oplog slice the chain needs is missing: copy it from another sink, or restore to a time before it")
             })?;
             let plain = open(&s.index, &object, identities)?;
             spill
-                .write(&plain)
+                .append(&plain)
+                .await
                 .map_err(|e| Error::io("cannot buffer the oplog slices in an encrypted temp file", e))?;
         }
         let body = spill
             .finish()
+            .await
             .map_err(|e| Error::io("cannot buffer the oplog slices", e))?;
         out.push(LogReplay {
             source: sp.source.clone(),

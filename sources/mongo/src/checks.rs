@@ -302,7 +302,12 @@ impl AuditCheck {
                 .map_err(|e| failed(e.to_string()))?;
             after = docs.len() as u64;
             if let Some(path) = &self.export {
-                write_lines(path, &docs).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+                let to = path.clone();
+                tokio::task::spawn_blocking(move || write_lines(&to, &docs))
+                    .await
+                    .map_err(|e| e.to_string())
+                    .and_then(|r| r.map_err(|e| e.to_string()))
+                    .map_err(|e| format!("cannot write {}: {e}", path.display()))?;
                 exported = Some(path.display().to_string());
             }
         }
