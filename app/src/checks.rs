@@ -85,7 +85,7 @@ mod http {
                 "`http` check",
                 "keys: url, status, contains, timeout, interval, insecure, max-body",
             )?;
-            h.check().map_err(coffer_core::config_error)?;
+            h.check("`http` check").map_err(coffer_core::config_error)?;
             Ok(Arc::new(HttpCheck(h)))
         }
     }

@@ -73,16 +73,19 @@ pub async fn read_body(
 }
 
 impl Health {
-    /// Checks the settings.
-    pub fn check(&self) -> std::result::Result<(), String> {
+    /// Checks the settings; `what` names them in a message (`health`,
+    /// `` `http` check ``).
+    pub fn check(&self, what: &str) -> std::result::Result<(), String> {
         if !(self.url.starts_with("http://") || self.url.starts_with("https://")) {
             return Err(format!(
-                "health url `{}` must start with http:// or https://",
+                "{what} url `{}` must start with http:// or https://",
                 shown_url(&self.url)
             ));
         }
         if self.timeout == Some(0) || self.interval == Some(0) {
-            return Err("health `timeout` and `interval` must be at least 1 second".into());
+            return Err(format!(
+                "{what} `timeout` and `interval` must be at least 1 second"
+            ));
         }
         if cfg!(not(feature = "http")) {
             return Err(WITHOUT_HTTP.into());

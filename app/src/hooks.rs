@@ -52,7 +52,7 @@ impl Hooks {
             return Err("`hook-timeout` must be at least 1 second".into());
         }
         match &self.health {
-            Some(h) => h.check(),
+            Some(h) => h.check("health"),
             None => Ok(()),
         }
     }

@@ -89,6 +89,13 @@ fn checks_are_built_by_the_plugin_of_their_kind() {
         .unwrap_err()
         .to_string();
     assert!(err.contains("`http` check") && err.contains("bogus"), "{err}");
+    let err = load("[[job.a.checks]]\nkind = \"http\"\nurl = \"ftp://x\"\n")
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("`http` check url `ftp://x` must start with http://"),
+        "the message names the check, not a health wait: {err}"
+    );
     let c = load("[[job.a.checks]]\nkind = \"audit\"\ncollection = \"app.audit\"\ntime-field = \"at\"\nexport = \"gap.jsonl\"\n")
         .unwrap();
     let check = format!("{:?}", c.jobs["a"].checks[0]);
