@@ -8,7 +8,7 @@ use std::sync::Arc;
 
 use coffer_core::chunked::SnapshotFormat;
 use coffer_core::ops::BackupReport;
-use coffer_core::{BackupOutcome, BackupRequest, Error, Progress, Result, config_error};
+use coffer_core::{Error, Progress, Result, config_error, ops::BackupOutcome, ops::BackupRequest};
 
 use crate::App;
 use crate::config::Config;
@@ -317,7 +317,7 @@ impl App {
             );
             if wants_metrics
                 && let Ok(sink) = self.sink(&s.name, config)
-                && let Ok(cat) = coffer_core::Catalog::load(sink.as_ref()).await
+                && let Ok(cat) = coffer_core::ops::Catalog::load(sink.as_ref()).await
             {
                 r.metric(
                     "coffer_snapshots",

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use coffer_core::{Error, Registry, Result, RetentionPolicy, Sink, Source, config_error, toml};
+use coffer_core::{Error, Registry, Result, Sink, Source, config_error, ops::RetentionPolicy, toml};
 use serde::Deserialize;
 use toml::Spanned;
 
@@ -177,7 +177,7 @@ impl JobConfig {
                 .with_hint(format!("define [sink.{s}] or fix the name")));
         }
         if let Some(c) = &self.compression {
-            coffer_core::Compression::parse(c).map_err(|e| e.prefix("compression"))?;
+            coffer_core::format::Compression::parse(c).map_err(|e| e.prefix("compression"))?;
         }
         self.hooks().check().map_err(config_error)?;
         if self.passphrase_file.is_some() && self.recipients.is_some() {
@@ -317,7 +317,7 @@ fn load_sources(
         let place = places.at(table.span(), &format!("[source.{name}]"));
         source_places.insert(name.clone(), place.clone());
         let mut t = table.into_inner();
-        let src = coffer_core::check_source_name(&name)
+        let src = coffer_core::format::check_source_name(&name)
             .and_then(|()| take_kind(&mut t))
             .and_then(|kind| registry.source_from_config(&kind, &name, t, base))
             .map_err(|e| e.prefix(&place))?;
@@ -412,7 +412,7 @@ impl Config {
 
         // Checked here, so a bad value names its file and line.
         if let Some(c) = &file.compression {
-            coffer_core::Compression::parse(c.get_ref())
+            coffer_core::format::Compression::parse(c.get_ref())
                 .map_err(|e| located(e, places.at(c.span(), "compression")))?;
         }
         let (sources, source_places) = load_sources(file.source, registry, &base, &places)?;

@@ -95,12 +95,12 @@ impl App {
         targets: &[(String, bool)],
         config: Option<&Config>,
         format: Option<SnapshotFormat>,
-    ) -> Result<Vec<coffer_core::SinkTarget>> {
+    ) -> Result<Vec<coffer_core::ops::SinkTarget>> {
         targets
             .iter()
             .map(|(name, required)| {
                 let configured = config.and_then(|c| c.sink_format.get(name)).copied();
-                Ok(coffer_core::SinkTarget {
+                Ok(coffer_core::ops::SinkTarget {
                     name: name.clone(),
                     sink: self.target_sink(name, config)?,
                     required: *required,
@@ -116,10 +116,10 @@ impl App {
     /// [`coffer_core::chunked::dedup_key_for`].
     pub async fn dedup_key(
         &self,
-        sinks: &[coffer_core::SinkTarget],
+        sinks: &[coffer_core::ops::SinkTarget],
         config: Option<&Config>,
         flag: Option<&Path>,
-        encryption: &coffer_core::Encryption,
+        encryption: &coffer_core::keys::Encryption,
     ) -> Result<Option<Arc<coffer_core::chunked::DedupKey>>> {
         let chunked: Vec<(String, Arc<dyn Sink>)> = sinks
             .iter()

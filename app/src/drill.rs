@@ -109,7 +109,7 @@ impl App {
     async fn rehearse(
         &self,
         a: &mut DrillRequest,
-        index: &coffer_core::Index,
+        index: &coffer_core::format::Index,
         targets: &mut Targets,
         progress: Arc<Progress>,
     ) -> Ran {
@@ -179,7 +179,7 @@ struct Ran {
 /// restore's error if it failed.
 fn report(
     a: &DrillRequest,
-    index: &coffer_core::Index,
+    index: &coffer_core::format::Index,
     ran: Ran,
     scratch: Scratch,
     left_out: Vec<String>,
@@ -211,7 +211,7 @@ fn report(
         ),
         started_at: a.started_at,
         finished_at: jiff::Timestamp::now(),
-        host: coffer_core::hostname(),
+        host: coffer_core::format::hostname(),
         coffer_version: env!("CARGO_PKG_VERSION").into(),
         snapshot: index.id.to_string(),
         job: index.job.clone(),
@@ -256,7 +256,7 @@ impl Targets {
     /// database) and the restore options the user gave.
     fn new(
         a: &DrillRequest,
-        index: &coffer_core::Index,
+        index: &coffer_core::format::Index,
         registry: &Registry,
         options: &RestoreOptions,
     ) -> coffer_core::Result<Targets> {
@@ -275,7 +275,7 @@ impl Targets {
                 "a drill never writes into a source database: give a non-empty suffix without . / \\ space \" $",
             ));
         }
-        let mut by_kind: BTreeMap<&str, Vec<coffer_core::IndexSource>> = BTreeMap::new();
+        let mut by_kind: BTreeMap<&str, Vec<coffer_core::format::IndexSource>> = BTreeMap::new();
         for s in index
             .sources
             .iter()
@@ -374,8 +374,8 @@ struct Findings {
 /// The snapshot's sources a drill `--only SOURCE…` leaves out (none
 /// without `--only`); an `--only` naming no source of the snapshot is a
 /// usage error.
-fn left_out(only: &[String], index: &coffer_core::Index) -> coffer_core::Result<Vec<String>> {
-    let picked = |s: &coffer_core::IndexSource| only.iter().any(|o| *o == s.name || *o == s.kind);
+fn left_out(only: &[String], index: &coffer_core::format::Index) -> coffer_core::Result<Vec<String>> {
+    let picked = |s: &coffer_core::format::IndexSource| only.iter().any(|o| *o == s.name || *o == s.kind);
     if let Some(unknown) = only
         .iter()
         .find(|o| !index.sources.iter().any(|s| s.name == **o || s.kind == **o))
@@ -401,7 +401,7 @@ fn left_out(only: &[String], index: &coffer_core::Index) -> coffer_core::Result<
 
 /// A drill's restore into its scratch targets, for the checks.
 struct Restored<'a> {
-    index: &'a coffer_core::Index,
+    index: &'a coffer_core::format::Index,
     outcome: coffer_core::RestoreOutcome,
     targets: &'a Targets,
     /// The restore options the user gave (`--mongo-uri`).

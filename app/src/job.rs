@@ -6,7 +6,8 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use coffer_core::{
-    Compression, Encryption, Passphrase, RecipientKey, Result, SigningKey, Source, config_error,
+    Result, Source, config_error, format::Compression, keys::Encryption, keys::Passphrase,
+    keys::RecipientKey, keys::SigningKey,
 };
 
 use crate::config::Config;
@@ -130,7 +131,7 @@ impl JobPlan {
             let file = flags.passphrase_file.or(self.passphrase_file.as_deref());
             return Ok(Encryption::Passphrase {
                 passphrase: ask(file)?,
-                log_n: coffer_core::DEFAULT_SCRYPT_LOG_N,
+                log_n: coffer_core::keys::DEFAULT_SCRYPT_LOG_N,
             });
         }
         let keys = self

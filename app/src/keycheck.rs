@@ -7,7 +7,9 @@ use std::io::Read;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Identities, Result, Sink, SnapshotState};
+use coffer_core::{
+    Error, ErrorKind, Result, Sink, keys::Identities, ops::Catalog, ops::CatalogEntry, ops::SnapshotState,
+};
 use futures::StreamExt;
 
 /// The first bytes of an object read: the age header and a whole first

@@ -1,11 +1,13 @@
 //! Removable media for air-gapped sites: a medium's identity and status,
 //! the restore kit and custody log an export writes, and the receipt an
 //! import records (the media sink plugin, `coffer-sink-media`, stores the
-//! snapshots; the copies are `coffer_core::copy_snapshots`).
+//! snapshots; the copies are `coffer_core::ops::copy_snapshots`).
 
 use std::path::{Path, PathBuf};
 
-use coffer_core::{Catalog, CatalogEntry, Error, ErrorKind, Result, Sink, SinkExt, TrustedSigners};
+use coffer_core::{
+    Error, ErrorKind, Result, Sink, SinkExt, keys::TrustedSigners, ops::Catalog, ops::CatalogEntry,
+};
 use coffer_sink_media::kit::{self, CustodyRecord};
 pub use coffer_sink_media::kit::{CUSTODY_FILE, RESTORE_FILE, SIGNERS_FILE, SUMS_FILE};
 pub use coffer_sink_media::{IDENTITY_FILE, MediaIdentity, MediaStatus};

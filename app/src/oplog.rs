@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use coffer_core::slices::LogPos;
 use coffer_core::slices::follow::{FollowEvent, FollowRequest, FollowSink, LogWindow, OnGap};
-use coffer_core::{Passphrase, Result, Source, config_error};
+use coffer_core::{Result, Source, config_error, keys::Passphrase};
 
 use crate::App;
 use crate::config::{Config, OplogConfig};
@@ -91,9 +91,9 @@ impl App {
             })
             .collect::<Result<Vec<_>>>()?;
         let interval = Duration::from_secs(oplog.slice_interval);
-        let stale = coffer_core::LockOptions::from_env()
+        let stale = coffer_core::ops::LockOptions::from_env()
             .map(|o| o.stale)
-            .unwrap_or(coffer_core::DEFAULT_STALE)
+            .unwrap_or(coffer_core::ops::DEFAULT_STALE)
             .max(interval * 5);
         let request = FollowRequest {
             job: job.clone(),

@@ -257,7 +257,7 @@ fn audit_line(record: &Record, command: &str, ending: &Ending, seconds: f64) -> 
         "time": jiff::Timestamp::now().to_string(),
         "user": user,
         "uid": uid,
-        "host": coffer_core::hostname(),
+        "host": coffer_core::format::hostname(),
         "command": command,
         "result": outcome,
         "exit": exit,

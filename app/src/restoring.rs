@@ -10,8 +10,8 @@ use std::sync::Arc;
 use coffer_core::ops::RestoreRequest;
 use coffer_core::slices::{LogPos, pitr};
 use coffer_core::{
-    AdmittedIndex, CatalogEntry, Identities, Progress, RestoreOptions, RestoreOutcome, Result, Sink,
-    TrustedSigners,
+    Progress, RestoreOptions, RestoreOutcome, Result, Sink, keys::AdmittedIndex, keys::Identities,
+    keys::TrustedSigners, ops::CatalogEntry,
 };
 
 use crate::App;
@@ -119,7 +119,7 @@ impl App {
         let Reading { config, sinks, trust } = reading;
         let mut first_err = None;
         for (sink_name, sink) in sinks {
-            let catalog = coffer_core::Catalog::load(sink.as_ref()).await?;
+            let catalog = coffer_core::ops::Catalog::load(sink.as_ref()).await?;
             let plan = match pitr::plan(sink.as_ref(), &catalog, &trust, job, target).await {
                 Ok(p) => p,
                 Err(e) => {

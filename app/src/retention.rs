@@ -4,7 +4,7 @@
 //! `coffer_core::ops::prune_sink`.
 
 use coffer_core::ops::{PolicySource, PruneReport, PruneRequest, prune_sink, write_pin};
-use coffer_core::{BackupOutcome, PolicyTimeZone, Result, RetentionPolicy, config_error};
+use coffer_core::{Result, config_error, ops::BackupOutcome, ops::PolicyTimeZone, ops::RetentionPolicy};
 
 use crate::App;
 use crate::config::Config;

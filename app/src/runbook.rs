@@ -7,7 +7,8 @@ use std::path::Path;
 use std::sync::Arc;
 
 use coffer_core::{
-    BackupOutcome, BackupRequest, Error, ErrorKind, Identities, Progress, Result, config_error,
+    Error, ErrorKind, Progress, Result, config_error, keys::Identities, ops::BackupOutcome,
+    ops::BackupRequest,
 };
 
 use crate::App;

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use coffer_core::{CatalogEntry, Result, TrustState, TrustedSigners};
+use coffer_core::{Result, keys::TrustState, keys::TrustedSigners, ops::CatalogEntry};
 
 use crate::config::Config;
 
@@ -38,7 +38,7 @@ pub fn trusted_signers(flags: &[String], config: Option<&Config>) -> Result<Trus
             .chain(c.jobs.values().filter_map(|j| j.signing_key.as_ref()))
             .filter(|_| !explicit);
         for path in keys {
-            match coffer_core::SigningKey::from_file(path) {
+            match coffer_core::keys::SigningKey::from_file(path) {
                 Ok(key) => t.push(key.public()),
                 Err(e) => tracing::debug!("not trusting the config's signing key {}: {e}", path.display()),
             }
@@ -56,10 +56,10 @@ pub fn enforce(trust: &TrustedSigners, entry: &CatalogEntry) -> Result<TrustStat
 /// `signed` (trusted, or any valid signature when no signer is trusted),
 /// `unsigned`, or `untrusted` (refused by restore: unsigned or untrusted
 /// while signers are configured, or a bad signature).
-pub fn signature_column(trust: &coffer_core::TrustedSigners, e: &CatalogEntry) -> &'static str {
+pub fn signature_column(trust: &coffer_core::keys::TrustedSigners, e: &CatalogEntry) -> &'static str {
     match (enforce(trust, e), trust.judge(&e.signature)) {
         (Err(_), _) => "untrusted",
-        (Ok(_), coffer_core::TrustState::Unsigned) => "unsigned",
+        (Ok(_), coffer_core::keys::TrustState::Unsigned) => "unsigned",
         (Ok(_), _) => "signed",
     }
 }

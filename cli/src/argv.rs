@@ -14,7 +14,7 @@ use coffer_core::{Error, ErrorKind, config_error};
 pub(crate) fn refuse_secrets(args: &[OsString]) -> Option<Error> {
     args.iter().enumerate().skip(1).find_map(|(i, arg)| {
         let text = arg.to_string_lossy();
-        let kind = coffer_core::secret_key_kind(&text)?;
+        let kind = coffer_core::keys::secret_key_kind(&text)?;
         Some(
             config_error(format!(
                 "argument {i} of the command line is {kind}; coffer never takes secret key material as an argument (it is not shown)"
@@ -22,7 +22,7 @@ pub(crate) fn refuse_secrets(args: &[OsString]) -> Option<Error> {
             .with_hint(format!(
                 "pass the key's file instead (--identity FILE, --signing-key FILE), or {}. The key may be in \
                  your shell history now",
-                coffer_core::public_half_hint(kind)
+                coffer_core::keys::public_half_hint(kind)
             )),
         )
     })
@@ -42,7 +42,7 @@ pub(crate) fn redacted_clap_error(e: &clap::Error, args: &[OsString]) -> Error {
             let value = a.split_once('=').map(|(_, v)| v.to_string());
             [Some(a), value].into_iter().flatten().map(move |s| (i, s))
         })
-        .filter(|(_, s)| coffer_core::looks_like_key(s))
+        .filter(|(_, s)| coffer_core::keys::looks_like_key(s))
         .collect();
     hidden.sort_by_key(|(_, s)| std::cmp::Reverse(s.len()));
     for (i, s) in hidden {

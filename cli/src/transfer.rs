@@ -5,7 +5,8 @@ use std::sync::Arc;
 
 use coffer_core::ops::TransferReport;
 use coffer_core::{
-    CatalogEntry, CopyOptions, CopyOutcome, CopyStatus, ErrorKind, Result, Sink, TrustedSigners,
+    ErrorKind, Result, Sink, keys::TrustedSigners, ops::CatalogEntry, ops::CopyOptions, ops::CopyOutcome,
+    ops::CopyStatus,
 };
 
 use crate::Failure;
@@ -53,7 +54,7 @@ impl Pick {
     /// The picked snapshots of `from` (the sink `--from` names), oldest
     /// first; none named means the newest.
     pub(crate) async fn entries(&self, from: &dyn Sink) -> Result<Vec<CatalogEntry>> {
-        coffer_core::Catalog::load(from)
+        coffer_core::ops::Catalog::load(from)
             .await
             .map_err(|e| e.prefix(format!("--from {}", self.from)))?
             .select(&self.snapshots, self.latest, self.all)
@@ -165,7 +166,7 @@ pub(crate) async fn run_batch(
         .with_progress(progress.clone());
     let json = ctx.json;
     let shown = crate::output::Spinner::start(label, progress, ctx.quiet);
-    let results = coffer_core::copy_snapshots(from, to, &entries, &opts, holder, &mut |e, r| {
+    let results = coffer_core::ops::copy_snapshots(from, to, &entries, &opts, holder, &mut |e, r| {
         print_one(json, verb, e, r)
     })
     .await;

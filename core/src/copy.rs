@@ -599,7 +599,7 @@ mod tests {
         assert!(cat.snapshots[0].pinned);
         assert!(matches!(
             cat.snapshots[0].signature,
-            crate::SignatureState::Valid(_)
+            crate::signing::SignatureState::Valid(_)
         ));
 
         // Again: skipped, nothing written.
@@ -722,6 +722,6 @@ mod tests {
         .await
         .unwrap();
         assert_eq!((r.len(), seen), (1, 1));
-        assert!(to.list(crate::LOCK_PREFIX).await.unwrap().is_empty());
+        assert!(to.list(crate::lock::LOCK_PREFIX).await.unwrap().is_empty());
     }
 }

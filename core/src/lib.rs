@@ -5,6 +5,16 @@
 //!
 //! This crate has no network dependency; plugins live in their own crates
 //! and register themselves in a [`Registry`].
+//!
+//! The root holds what a plugin implements and returns: [`Source`],
+//! [`Sink`], their factories and settings, restore options and errors
+//! ([`plugin`] is the same as a prelude). The rest lives in modules:
+//! [`ops`] (what a front end runs: backup, restore, verify, prune, copy …
+//! with their requests and outcomes), [`keys`] (recipients, identities,
+//! signing and trust), [`format`](mod@format) (the index, manifest and bundle names),
+//! [`checks`] (post-restore checks and drill scratch places), [`slices`]
+//! (the oplog archive), [`chunked`] and [`pipeline`] (the pipeline's own
+//! parts).
 #![deny(missing_docs)]
 
 mod backup;
@@ -17,6 +27,7 @@ mod crypto;
 mod error;
 pub mod format;
 pub mod fsutil;
+pub mod keys;
 mod layers;
 mod lock;
 pub mod ops;
@@ -36,24 +47,21 @@ mod stream;
 pub mod testkit;
 mod units;
 
+pub use backup::Progress;
 pub(crate) use backup::run_backup;
-pub use backup::{BackupOutcome, BackupRequest, Progress, SinkOutcome, SinkTarget};
-pub use bundle::{
-    Compression, INDEX_FORMAT, INDEX_SUFFIX, Index, IndexEncryption, IndexObject, IndexSource, Manifest,
-    ManifestSource, OBJECT_SUFFIX, SnapshotId, SourceRecord, SourcesFile, check_source_name, hostname,
-    unique_source_name,
+pub(crate) use backup::{BackupOutcome, BackupRequest, SinkOutcome};
+pub(crate) use bundle::{
+    Index, IndexObject, IndexSource, Manifest, ManifestSource, SnapshotId, SourceRecord, SourcesFile,
+    hostname,
 };
 
-pub use catalog::{Catalog, CatalogEntry, SnapshotState};
-pub use copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshots};
+pub(crate) use catalog::{Catalog, CatalogEntry, SnapshotState};
+pub(crate) use copy::CopyOutcome;
 
-pub use crypto::{
-    DEFAULT_SCRYPT_LOG_N, Encryption, GeneratedKey, Identities, Passphrase, RecipientKey, looks_like_key,
-    public_half_hint, secret_key_kind, shown,
-};
+pub(crate) use crypto::Identities;
 pub use error::{Error, ErrorKind, Result, config_error, error_chain};
 pub(crate) use layers::{RetryPolicy, RetrySink, TimeoutPolicy, TimeoutSink};
-pub use lock::{DEFAULT_STALE, LOCK_PREFIX, LockOptions, break_locks};
+pub(crate) use lock::LockOptions;
 pub(crate) use lock::{
     LockGuard, LockInfo, LockStatus, UnlockReport, acquire_exclusive, acquire_shared_with, is_lock_conflict,
     list_locks,
@@ -63,14 +71,15 @@ pub use registry::{
     parse_origin, parse_table, settings_factory, source_settings_factory,
 };
 
-pub use restore::{BundleSummary, RestoreOutcome};
+pub(crate) use restore::BundleSummary;
+pub use restore::RestoreOutcome;
 pub(crate) use restore::{
     BundleVisitor, ProgressRead, RestoreInput, SourceResolver, fetch_verified, read_bundle, read_chunked,
     restore_bundle, verify_stored,
 };
 pub(crate) use retention::{Decision, PinMarker, SnapshotMeta, pin_key};
-pub use retention::{PolicyTimeZone, RetentionPolicy, apply};
-pub use signing::{AdmittedIndex, SignatureState, SignerKey, SigningKey, TrustState, TrustedSigners};
+pub(crate) use retention::{RetentionPolicy, apply};
+pub(crate) use signing::{AdmittedIndex, TrustState, TrustedSigners};
 
 pub use sink::{
     ByteStream, ObjectMeta, PutMode, PutOptions, Sink, SinkExt, SinkInfo, validate_key, validate_prefix,

@@ -10,10 +10,11 @@ use bytes::Bytes;
 use coffer_core::pipeline::{CheckOnly, read_bundle, run_backup};
 use coffer_core::testkit::MemorySink;
 use coffer_core::{
-    Area, BackupRequest, ByteStream, CaptureContext, Compression, Encryption, Entry, EntryBody, EntrySender,
-    ErrorKind, GeneratedKey, Identities, Index, IndexEncryption, IndexObject, IndexSource, ObjectMeta,
-    Progress, PutOptions, RecipientKey, RestoreOptions, Restorer, Result, Sink, SinkExt, SinkInfo,
-    SinkTarget, SnapshotId, Source, SourceInfo, SourceReport,
+    Area, ByteStream, CaptureContext, Entry, EntryBody, EntrySender, ErrorKind, ObjectMeta, Progress,
+    PutOptions, RestoreOptions, Restorer, Result, Sink, SinkExt, SinkInfo, Source, SourceInfo, SourceReport,
+    format::Compression, format::Index, format::IndexEncryption, format::IndexObject, format::IndexSource,
+    format::SnapshotId, keys::Encryption, keys::GeneratedKey, keys::Identities, keys::RecipientKey,
+    ops::BackupRequest, ops::SinkTarget,
 };
 use futures::StreamExt;
 use sha2::{Digest, Sha256};
@@ -371,7 +372,7 @@ fn forge(
     w.write_all(&plain).unwrap();
     w.finish().unwrap();
     let index = Index {
-        format: coffer_core::INDEX_FORMAT.into(),
+        format: coffer_core::format::INDEX_FORMAT.into(),
         id: id.clone(),
         job: "forged".into(),
         created_at: jiff::Timestamp::now(),
@@ -472,7 +473,7 @@ async fn truncated_ciphertext_fails_even_with_a_matching_index() {
 struct Recorder(Vec<(Area, String, u32, Vec<u8>)>);
 
 impl coffer_core::pipeline::BundleVisitor for Recorder {
-    fn sources(&mut self, _: &coffer_core::SourcesFile) -> Result<()> {
+    fn sources(&mut self, _: &coffer_core::format::SourcesFile) -> Result<()> {
         Ok(())
     }
     fn entry(&mut self, _: &str, e: coffer_core::RestoreEntry<'_>) -> Result<()> {
@@ -488,7 +489,7 @@ impl coffer_core::pipeline::BundleVisitor for Recorder {
 async fn back_up_and_read(
     name: &str,
     files: Vec<(String, Vec<u8>)>,
-) -> (coffer_core::BundleSummary, Recorder) {
+) -> (coffer_core::ops::BundleSummary, Recorder) {
     let (k, ids, _d) = key();
     let src = Arc::new(MemSource {
         name: name.into(),
@@ -602,7 +603,7 @@ impl coffer_core::EntryCheck for CountCheck {
         self.seen += 1;
         Ok(())
     }
-    fn finish(self: Box<Self>, manifest: &coffer_core::ManifestSource) -> Result<()> {
+    fn finish(self: Box<Self>, manifest: &coffer_core::format::ManifestSource) -> Result<()> {
         if self.refuse || manifest.report.summary != format!("{} files", self.seen) {
             return Err(coffer_core::Error::new(
                 ErrorKind::Integrity,
@@ -655,7 +656,7 @@ async fn verify_deep_runs_the_entry_check_a_kind_declares() {
     )
     .await
     .unwrap();
-    let trusted = coffer_core::TrustedSigners::default();
+    let trusted = coffer_core::keys::TrustedSigners::default();
     let ids = Arc::new(ids);
     for refuse in [false, true] {
         let mut registry = coffer_core::Registry::new();
@@ -726,7 +727,7 @@ impl Sink for SlowSink {
 /// local sink beside an optional one that writes at 1 MiB/s (48 s for the
 /// whole file): the second run's outcome and sinks, and both wall times.
 struct BesideSlow {
-    out: coffer_core::BackupOutcome,
+    out: coffer_core::ops::BackupOutcome,
     local: Arc<MemorySink>,
     slow: Arc<SlowSink>,
     local_only: std::time::Duration,
@@ -780,7 +781,7 @@ async fn beside_a_slow_optional_sink(
 
 /// The error of the run's slow optional sink, which failed, while every
 /// required sink stored the snapshot.
-fn slow_sink_error(out: &coffer_core::BackupOutcome) -> String {
+fn slow_sink_error(out: &coffer_core::ops::BackupOutcome) -> String {
     assert!(out.required_ok());
     let failed = out.sinks.iter().find(|s| s.name == "slow").unwrap();
     failed.result.as_ref().unwrap_err().to_string()
@@ -946,7 +947,7 @@ async fn each_restorer_reads_only_its_own_kinds_options() {
     .await
     .unwrap();
     let resolve: coffer_core::pipeline::SourceResolver =
-        Box::new(move |rec: &coffer_core::SourceRecord| Ok(by_name.get(&rec.name).cloned()));
+        Box::new(move |rec: &coffer_core::format::SourceRecord| Ok(by_name.get(&rec.name).cloned()));
     let (index, handle) = (out.index.clone(), tokio::runtime::Handle::current());
     tokio::task::spawn_blocking(move || {
         coffer_core::pipeline::restore_bundle(input, &index, &ids, resolve, opts, handle)

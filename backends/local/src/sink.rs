@@ -736,9 +736,9 @@ fn holds_snapshots(root: &Path) -> Result<bool> {
         let name = entry.file_name();
         let name = name.to_string_lossy();
         let id = name
-            .strip_suffix(coffer_core::OBJECT_SUFFIX)
-            .or_else(|| name.strip_suffix(coffer_core::INDEX_SUFFIX));
-        if name == "locks" || id.is_some_and(|id| id.parse::<coffer_core::SnapshotId>().is_ok()) {
+            .strip_suffix(coffer_core::format::OBJECT_SUFFIX)
+            .or_else(|| name.strip_suffix(coffer_core::format::INDEX_SUFFIX));
+        if name == "locks" || id.is_some_and(|id| id.parse::<coffer_core::format::SnapshotId>().is_ok()) {
             return Ok(true);
         }
     }

@@ -11,7 +11,8 @@
 //! These work on any [`Sink`], through its put (all-or-nothing).
 
 use coffer_core::{
-    Catalog, Error, ErrorKind, LOCK_PREFIX, PutOptions, Result, Sink, SinkExt, TrustedSigners, fsutil,
+    Error, ErrorKind, PutOptions, Result, Sink, SinkExt, fsutil, keys::TrustedSigners, ops::Catalog,
+    ops::LOCK_PREFIX,
 };
 use futures::StreamExt;
 use jiff::Timestamp;
@@ -88,7 +89,7 @@ pub fn who() -> String {
             // SAFETY: getuid never fails.
             format!("uid{}", unsafe { libc::getuid() })
         });
-    format!("{user}@{}", coffer_core::hostname())
+    format!("{user}@{}", coffer_core::format::hostname())
 }
 
 fn user_from_passwd() -> Option<String> {
@@ -232,12 +233,12 @@ pub async fn write_restore_kit(
     let cat = Catalog::load(sink).await?;
     // Keys already on the medium stay: an export run without trusted
     // signers configured must not drop those an earlier export wrote.
-    let mut keys: Vec<coffer_core::SignerKey> = Vec::new();
+    let mut keys: Vec<coffer_core::keys::SignerKey> = Vec::new();
     if let Some(existing) = get_optional(sink, SIGNERS_FILE).await? {
         for line in String::from_utf8_lossy(&existing).lines().map(str::trim) {
             if !line.is_empty()
                 && !line.starts_with('#')
-                && let Ok(k) = coffer_core::SignerKey::parse(line)
+                && let Ok(k) = coffer_core::keys::SignerKey::parse(line)
             {
                 keys.push(k);
             }
@@ -255,7 +256,7 @@ pub async fn write_restore_kit(
         signers.push_str("# No trusted signer was configured at export. The snapshots here are signed by\n# the keys below (unchecked: a forger could sign with their own key):\n");
         let mut seen = Vec::new();
         for e in &cat.snapshots {
-            if let coffer_core::SignatureState::Valid(k) = &e.signature
+            if let coffer_core::keys::SignatureState::Valid(k) = &e.signature
                 && !seen.contains(&k.to_text())
             {
                 seen.push(k.to_text());

@@ -16,8 +16,8 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use coffer_core::{
-    ByteStream, Error, ErrorKind, LOCK_PREFIX, ObjectMeta, PutOptions, Result, Sink, SinkInfo, SinkSettings,
-    validate_key,
+    ByteStream, Error, ErrorKind, ObjectMeta, PutOptions, Result, Sink, SinkInfo, SinkSettings,
+    ops::LOCK_PREFIX, validate_key,
 };
 use coffer_sink_local::LocalSink;
 use futures::StreamExt;
@@ -90,7 +90,7 @@ impl MediaSink {
         let objects = self.inner.list("").await?;
         Ok(objects
             .iter()
-            .filter(|o| o.key.ends_with(coffer_core::OBJECT_SUFFIX))
+            .filter(|o| o.key.ends_with(coffer_core::format::OBJECT_SUFFIX))
             .map(|o| o.size)
             .max())
     }
@@ -173,7 +173,7 @@ impl Sink for MediaSink {
         // yet: the largest snapshot already on the medium is the estimate.
         let hint = match opts.size_hint {
             Some(size) => Some(size),
-            None if key.ends_with(coffer_core::OBJECT_SUFFIX) => self.largest_snapshot().await?,
+            None if key.ends_with(coffer_core::format::OBJECT_SUFFIX) => self.largest_snapshot().await?,
             None => None,
         };
         self.check_space(hint).await?;

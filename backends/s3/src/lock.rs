@@ -2,7 +2,7 @@
 //! snapshot object, index and signature, so that a compromised backup host
 //! cannot destroy history.
 
-use coffer_core::{RetentionPolicy, SnapshotId};
+use coffer_core::{format::SnapshotId, ops::RetentionPolicy};
 use jiff::{SignedDuration, Timestamp};
 use serde::Deserialize;
 

@@ -6,7 +6,7 @@ use coffer_e2e::moto_server as common;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use coffer_core::{ByteStream, Bytes, ErrorKind, PutOptions, Registry, Sink, SinkExt, SnapshotId};
+use coffer_core::{ByteStream, Bytes, ErrorKind, PutOptions, Registry, Sink, SinkExt, format::SnapshotId};
 use coffer_sink_s3::{LockMode, ObjectLockConfig, S3Sink, S3SinkConfig};
 use common::MotoServer;
 use futures::StreamExt;

@@ -91,7 +91,7 @@ fn plan(ctx: &Ctx, a: &BackupArgs, config: Option<&Config>) -> coffer_core::Resu
     let mut names = Vec::new();
     for spec in &a.sources {
         let (factory, rest) = ctx.registry.source_spec(spec)?;
-        let name = coffer_core::unique_source_name(&factory.spec_name(rest), &names);
+        let name = coffer_core::format::unique_source_name(&factory.spec_name(rest), &names);
         plan.sources.push(
             factory
                 .from_spec(&name, rest)

@@ -2,7 +2,7 @@
 
 use clap::Args;
 use coffer_core::ops::{ErrorInfo, TransferItem};
-use coffer_core::{CopyStatus, ErrorKind};
+use coffer_core::{ErrorKind, ops::CopyStatus};
 
 use crate::Failure;
 use crate::ctx::{CmdResult, Ctx, TrustSel};

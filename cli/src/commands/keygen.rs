@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use clap::Args;
 use coffer_core::ops::{KeygenOutcome, SignerKeygenOutcome};
-use coffer_core::{Error, GeneratedKey, RecipientKey, SigningKey, config_error};
+use coffer_core::{Error, config_error, keys::GeneratedKey, keys::RecipientKey, keys::SigningKey};
 
 use crate::ctx::{CmdResult, Ctx, write_new_private};
 use crate::output::print_json;

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 use coffer_app::media::MediaIdentity;
-use coffer_core::SnapshotId;
+use coffer_core::format::SnapshotId;
 use schemars::JsonSchema;
 use serde::Serialize;
 

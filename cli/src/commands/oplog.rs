@@ -12,7 +12,7 @@ use coffer_app::restoring::Opened;
 use coffer_core::slices::follow::{FollowEvent, FollowObserver, follow};
 use coffer_core::slices::pitr::{self, Range};
 use coffer_core::slices::{Break, ChainStart, LogMark, LogPos, SliceIndex, StoredSlice, segments};
-use coffer_core::{Catalog, Source, config_error};
+use coffer_core::{Source, config_error, ops::Catalog};
 use serde::Serialize;
 
 use crate::config::Config;

@@ -21,7 +21,7 @@ pub struct PruneArgs {
     #[arg(long)]
     pub job: Option<String>,
     #[command(flatten)]
-    pub policy: coffer_core::RetentionPolicy,
+    pub policy: coffer_core::ops::RetentionPolicy,
     /// Show what would be kept and deleted; delete nothing.
     #[arg(long)]
     pub dry_run: bool,

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use coffer_core::ops::{CheckResult, RestoreReport};
-use coffer_core::{Index as SnapshotIndex, RestoreOptions, RestoreOutcome, config_error};
+use coffer_core::{RestoreOptions, RestoreOutcome, config_error, format::Index as SnapshotIndex};
 
 use crate::Failure;
 use crate::checks::failures;

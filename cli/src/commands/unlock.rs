@@ -1,7 +1,7 @@
 //! `coffer unlock`: remove stale sink locks (`--force`: live ones too).
 
 use clap::Args;
-use coffer_core::LockOptions;
+use coffer_core::ops::LockOptions;
 use coffer_core::ops::SinkUnlock;
 
 use crate::ctx::{CmdResult, Ctx, SinkSel};
@@ -25,7 +25,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: UnlockArgs) -> CmdResult {
     let opts = LockOptions::from_env()?;
     let mut out = Vec::new();
     for (name, sink) in &sinks {
-        let report = coffer_core::break_locks(sink.as_ref(), a.force, &opts)
+        let report = coffer_core::ops::break_locks(sink.as_ref(), a.force, &opts)
             .await
             .map_err(|e| e.prefix(format!("sink `{name}`")))?;
         for l in &report.removed {

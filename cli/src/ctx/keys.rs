@@ -4,7 +4,7 @@
 use std::io::IsTerminal;
 use std::path::Path;
 
-use coffer_core::{Error, ErrorKind, Identities, Passphrase, Result, config_error};
+use coffer_core::{Error, ErrorKind, Result, config_error, keys::Identities, keys::Passphrase};
 
 use super::KeySel;
 

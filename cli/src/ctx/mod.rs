@@ -26,7 +26,7 @@ pub(crate) use snapshots::*;
 pub(crate) fn trusted_signers(
     sel: &TrustSel,
     config: Option<&Config>,
-) -> Result<coffer_core::TrustedSigners> {
+) -> Result<coffer_core::keys::TrustedSigners> {
     coffer_app::trust::trusted_signers(&sel.trusted_signers, config)
 }
 

@@ -1,6 +1,6 @@
 //! Finding a snapshot on the selected sinks and opening it.
 
-use coffer_core::{Identities, Result};
+use coffer_core::{Result, keys::Identities};
 
 use super::Ctx;
 

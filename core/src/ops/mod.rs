@@ -17,8 +17,8 @@
 //! | `show` | [`show()`] ([`find_snapshot`], [`deep_check`] with a key) → [`ShowOutcome`] |
 //! | `prune` | [`prune_sink`] → [`PruneReport`] |
 //! | `pin`, `unpin` | [`pin()`], [`unpin`] → [`PinOutcome`] |
-//! | `copy`, `export`, `import` | [`crate::copy_snapshots`] → [`TransferReport`] |
-//! | `unlock` | [`crate::break_locks`] → [`SinkUnlock`] |
+//! | `copy`, `export`, `import` | [`copy_snapshots`] → [`TransferReport`] |
+//! | `unlock` | [`break_locks`] → [`SinkUnlock`] |
 
 mod list;
 mod pin;
@@ -29,6 +29,12 @@ pub mod sample;
 mod show;
 mod verify;
 
+pub use crate::backup::{BackupOutcome, BackupRequest, SinkOutcome, SinkTarget};
+pub use crate::catalog::{Catalog, CatalogEntry, SnapshotState};
+pub use crate::copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshots};
+pub use crate::lock::{DEFAULT_STALE, LOCK_PREFIX, LockOptions, break_locks};
+pub use crate::restore::BundleSummary;
+pub use crate::retention::{PolicyTimeZone, RetentionPolicy, apply as apply_retention};
 pub use list::{SinkListing, SnapshotRow, list_sink};
 pub use pin::{PinOutcome, pin, sinks_holding, unpin, write_pin};
 pub use prune::{
@@ -42,7 +48,7 @@ pub use verify::{Pick, SinkVerification, VerifyRequest, deep_check, verify_sink}
 use schemars::JsonSchema;
 use serde::Serialize;
 
-use crate::{Catalog, Error};
+use crate::Error;
 
 /// An index that could not be read.
 #[derive(Debug, Clone, Serialize, JsonSchema)]

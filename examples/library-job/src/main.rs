@@ -14,7 +14,7 @@ use coffer_app::backup::{JobBackup, fan_out};
 use coffer_app::drill::DrillRequest;
 use coffer_app::job::{JobFlags, JobPlan};
 use coffer_app::record::{Observer, Recorder, Sample};
-use coffer_core::{CancelFlag, Identities, Progress, Registry, RestoreOptions, Result, config_error};
+use coffer_core::{CancelFlag, Progress, Registry, RestoreOptions, Result, config_error, keys::Identities};
 
 /// Notes and metrics as JSON lines on stderr.
 struct Lines;

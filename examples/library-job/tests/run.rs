@@ -70,7 +70,7 @@ fn a_job_is_backed_up_and_drilled_through_the_library_alone() {
 
 /// An age identity in `dir/key.txt`; its recipient.
 fn coffer_core_key(dir: &std::path::Path) -> String {
-    let key = coffer_core::GeneratedKey::generate();
+    let key = coffer_core::keys::GeneratedKey::generate();
     fs::write(dir.join("key.txt"), key.file_text()).unwrap();
     key.recipient()
 }

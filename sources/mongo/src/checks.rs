@@ -382,7 +382,10 @@ pub(crate) fn counts_of(outcome: &RestoreOutcome, sources: &[&str]) -> Option<BT
     Some(counts)
 }
 
-fn manifest_counts(manifest: &coffer_core::Manifest, restored: &[&str]) -> Option<BTreeMap<String, u64>> {
+fn manifest_counts(
+    manifest: &coffer_core::format::Manifest,
+    restored: &[&str],
+) -> Option<BTreeMap<String, u64>> {
     let mut counts = BTreeMap::new();
     let mut any = false;
     for source in manifest

@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::io::Read;
 
-use coffer_core::{Error, ErrorKind, ManifestSource, Result};
+use coffer_core::{Error, ErrorKind, Result, format::ManifestSource};
 use mongodb::bson::RawDocument;
 
 use crate::metadata::{escape_name, parse};

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use coffer_core::checks::{Check, ChecksAt, DrillScratch, ScratchEvidence, ScratchRun};
-use coffer_core::{RestoreOptions, RestoreOutcome, SourceRecord};
+use coffer_core::{RestoreOptions, RestoreOutcome, format::SourceRecord};
 use serde_json::{Value, json};
 
 use crate::URI_OPTION;

@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::error::{damaged, stream_error};
 use coffer_core::spill::{Spill, SpillBody};
-use coffer_core::{Error, Identities, Result};
+use coffer_core::{Error, Result, keys::Identities};
 
 /// Bytes of one member kept in memory before spilling (encrypted).
 const MEMORY_LIMIT: usize = 8 << 20;

@@ -9,7 +9,7 @@
 //! `SHA256SUMS` (`sha256sum *`).
 //!
 //! No plaintext touches the disk and no temp directory is used: the file
-//! is decrypted (core's [`Identities`](coffer_core::Identities)), gunzipped and untarred as one
+//! is decrypted (core's [`Identities`](coffer_core::keys::Identities)), gunzipped and untarred as one
 //! stream; each member goes into a [`Spill`](coffer_core::spill::Spill) (memory up to 8 MiB, beyond
 //! that an unlinked temp file encrypted with an ephemeral key) while its
 //! SHA-256 is computed. Only when every `SHA256SUMS` line matched (and
@@ -31,7 +31,7 @@ mod sources;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use coffer_core::{Identities, Result, Source, SourceFactory};
+use coffer_core::{Result, Source, SourceFactory, keys::Identities};
 
 /// A runbook backup read and checked: its sources, ready for a backup run.
 #[derive(Debug)]

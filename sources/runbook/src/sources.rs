@@ -8,8 +8,8 @@ use std::sync::{Arc, Mutex};
 
 use coffer_core::{
     Area, CaptureContext, Entry, EntryBody, EntrySender, Error, ErrorKind, RestoreOptions, Restorer, Result,
-    Source, SourceFactory, SourceInfo, SourceReport, async_trait, config_error, human_size,
-    unique_source_name,
+    Source, SourceFactory, SourceInfo, SourceReport, async_trait, config_error, format::unique_source_name,
+    human_size,
 };
 use coffer_source_mongo::MongodumpSource;
 use serde_json::json;
