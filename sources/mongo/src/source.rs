@@ -245,27 +245,21 @@ impl MongoSource {
 /// The `listCollections` entries of database `db_name`.
 async fn list_collections(client: &Client, db_name: &str, uri: &str, target: &str) -> Result<Vec<Document>> {
     let db = client.database(db_name);
+    let failed = |e: mongodb::error::Error| {
+        driver(
+            format!("cannot list the collections of `{db_name}`"),
+            &e,
+            uri,
+            target,
+        )
+    };
     let specs: Vec<Document> = db
         .run_cursor_command(doc! { "listCollections": 1 })
         .await
-        .map_err(|e| {
-            driver(
-                format!("cannot list the collections of `{db_name}`"),
-                &e,
-                uri,
-                target,
-            )
-        })?
+        .map_err(failed)?
         .try_collect()
         .await
-        .map_err(|e| {
-            driver(
-                format!("cannot list the collections of `{db_name}`"),
-                &e,
-                uri,
-                target,
-            )
-        })?;
+        .map_err(failed)?;
     Ok(specs)
 }
 
