@@ -13,6 +13,7 @@
 //! (a few hundred microseconds per 1 MiB chunk); the target's file I/O is
 //! on its own blocking thread, so both proceed in parallel.
 
+use std::collections::{BTreeMap, HashMap};
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -28,6 +29,9 @@ use crate::lock::{LockOptions, acquire_shared_with};
 use crate::signing::{TrustState, TrustedSigners, check_signature};
 use crate::sink::{ByteStream, PutOptions, Sink, SinkExt};
 
+/// Where a sink stores chunks: ciphertext SHA-256 → (pack, offset).
+type Held = HashMap<[u8; 32], (String, u64)>;
+
 /// Options of [`copy_snapshot`]; grows without breaking callers.
 #[derive(Debug, Clone, Default)]
 #[non_exhaustive]
@@ -38,6 +42,10 @@ pub struct CopyOptions {
     pub trusted: TrustedSigners,
     /// Counts the object bytes copied (for a progress display).
     pub progress: Option<Arc<crate::Progress>>,
+    /// Where a target (named by its `info`) stores chunks, by ciphertext
+    /// SHA-256: read once (see `stored_chunks`), then kept up to date by
+    /// each copy to it.
+    held: Arc<tokio::sync::Mutex<Option<(String, Held)>>>,
 }
 
 impl CopyOptions {
@@ -274,7 +282,7 @@ pub async fn copy_snapshot(
         index: index.clone(),
     };
     if index.chunks.is_some() {
-        outcome.bytes += copy_packs(from, to, &index, opts).await?;
+        outcome.bytes += copy_chunks(from, to, &index, opts).await?;
     }
     match to.head(&index.object.key).await? {
         Some(o) if o.size == index.object.size && index_present => {
@@ -293,61 +301,79 @@ pub async fn copy_snapshot(
     Ok(outcome)
 }
 
-/// A chunked snapshot's packs that `to` lacks, each checked (every chunk
-/// the snapshot uses in it against its SHA-256) before a create-only put,
+/// Stores on `to` what a chunked snapshot needs there, each chunk checked
+/// against its SHA-256 on the way, then the snapshot's locations on `to`
 /// and the dedup key it was made with (encrypted) when `to` lacks it.
-/// Packs are never rewritten, so a pack of the same name on `to` is the
-/// same pack: a resumed copy skips the ones it already stored. Returns
-/// the bytes copied.
-async fn copy_packs(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyOptions) -> Result<u64> {
-    use crate::chunked::{pack_key, read_list};
-    let list = read_list(from, index).await?;
-    let present = crate::chunked::store::list_packs(to).await?;
-    let source = crate::chunked::store::list_packs(from).await?;
-    let mut by_pack: std::collections::BTreeMap<&str, Vec<&crate::chunked::ChunkRef>> = Default::default();
-    for c in &list.0 {
-        by_pack.entry(c.pack.as_str()).or_default().push(c);
-    }
+/// Returns the bytes copied.
+///
+/// Chunk by chunk: a chunk `to` already stores (the same ciphertext, in a
+/// snapshot a trusted signer signed: fan-out gives each sink packs of its
+/// own) is not sent again. A pack whose chunks `to` mostly lacks is
+/// copied whole under its name (packs are never rewritten, so a pack of
+/// that name on `to` is the same pack: a resumed copy skips it); the few
+/// missing chunks of other packs go into new packs. The list and its
+/// signature are copied unchanged: they name no pack. Chunks of a list
+/// made before locations moved out stay in their packs (whole packs).
+async fn copy_chunks(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyOptions) -> Result<u64> {
+    use crate::chunked::{ChunkRef, locs_key};
+    let (list, inline) = crate::chunked::store::read_list_located(from, index).await?;
+    let locs = locs_key(&index.id);
     let mut copied = 0;
-    for (pack, chunks) in by_pack {
-        // The same pack (names are random, packs never rewritten), if it
-        // has the same size; another size is a damaged copy: refused.
-        match (present.get(pack), source.get(pack)) {
-            (Some(a), Some(b)) if a == b => continue,
-            (Some(_), _) => {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!("the target holds pack {pack} with another size than the source's"),
-                )
-                .with_context("sink", to.info())
-                .with_hint("a damaged or partial copy: verify the target (`coffer verify --all`), delete that pack there, then copy again"));
+    if inline || to.head(&locs).await?.is_none() {
+        let present = crate::chunked::store::list_packs(to).await?;
+        let source = crate::chunked::store::list_packs(from).await?;
+        let mut cached = opts.held.lock().await;
+        let target = to.info().to_string();
+        if !inline && cached.as_ref().is_none_or(|(of, _)| *of != target) {
+            *cached = Some((target, stored_chunks(to, &present, &opts.trusted).await?));
+        }
+        let mut none = HashMap::new();
+        let held = match (inline, cached.as_mut()) {
+            (false, Some((_, held))) => held,
+            _ => &mut none,
+        };
+        let mut by_pack: BTreeMap<&str, Vec<&ChunkRef>> = BTreeMap::new();
+        for c in &list.0 {
+            by_pack.entry(c.pack.as_str()).or_default().push(c);
+        }
+        let mut moved = Repack::default();
+        for (pack, chunks) in by_pack {
+            if same_pack(to, pack, &present, &source)? {
+                continue;
             }
-            _ => {}
-        }
-        let key = pack_key(pack);
-        let bytes = from.get_bytes(&key).await.map_err(|e| {
-            if e.kind() == ErrorKind::NotFound {
-                integrity(format!("pack {pack} is missing on the source"), &index.id)
-            } else {
-                e
+            let missing: Vec<&ChunkRef> = chunks
+                .into_iter()
+                .filter(|c| !held.contains_key(&c.sha256))
+                .collect();
+            let size = source.get(pack).copied().unwrap_or(0);
+            let wanted: u64 = missing.iter().map(|c| c.length).sum();
+            if inline || (!missing.is_empty() && wanted * 2 >= size) {
+                copied += copy_pack(from, to, index, pack, &missing, opts).await?;
+            } else if !missing.is_empty() {
+                copied += moved.add(from, to, index, pack, &missing, opts).await?;
             }
-        })?;
-        for c in chunks {
-            crate::chunked::reader::slice(&bytes, index, c)
-                .and_then(|b| crate::chunked::reader::check(index, c, &b))
-                .map_err(|e| e.prefix("on the source"))?;
         }
-        let len = bytes.len() as u64;
-        match to
-            .put_bytes(&key, bytes, PutOptions::create().with_size_hint(len))
-            .await
-        {
-            Ok(_) => copied += len,
-            Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
-            Err(e) => return Err(e.prefix(format!("storing pack {pack}"))),
-        }
-        if let Some(p) = &opts.progress {
-            p.add(len);
+        copied += moved.flush(to).await?;
+        if !inline {
+            let mut located = list.clone();
+            for c in &mut located.0 {
+                // Sent into a new pack; else in its own pack where the
+                // target holds that (by name, or copied whole just now),
+                // or where the target stores the same ciphertext already.
+                let place = moved.placed.get(&c.sha256).or_else(|| {
+                    (!present.contains_key(&c.pack))
+                        .then(|| held.get(&c.sha256))
+                        .flatten()
+                });
+                if let Some((pack, offset)) = place {
+                    (c.pack, c.offset) = (pack.clone(), *offset);
+                }
+            }
+            put_small(to, &locs, Bytes::from(located.locs_object())).await?;
+            // The next snapshot of this run finds these chunks stored.
+            for c in located.0 {
+                held.entry(c.sha256).or_insert((c.pack, c.offset));
+            }
         }
     }
     if let Some(info) = &index.chunks {
@@ -359,6 +385,170 @@ async fn copy_packs(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyOp
         }
     }
     Ok(copied)
+}
+
+/// Whether `to` holds `pack` already (the same size as on the source); a
+/// pack of that name with another size is a damaged copy, refused.
+fn same_pack(
+    to: &dyn Sink,
+    pack: &str,
+    present: &HashMap<String, u64>,
+    source: &HashMap<String, u64>,
+) -> Result<bool> {
+    match (present.get(pack), source.get(pack)) {
+        (Some(a), Some(b)) if a == b => Ok(true),
+        (Some(_), _) => Err(Error::new(
+            ErrorKind::AlreadyExists,
+            format!("the target holds pack {pack} with another size than the source's"),
+        )
+        .with_context("sink", to.info())
+        .with_hint("a damaged or partial copy: verify the target (`coffer verify --all`), delete that pack there, then copy again")),
+        _ => Ok(false),
+    }
+}
+
+/// Where `to` stores each chunk (by ciphertext SHA-256) that a snapshot
+/// listed there names, in a pack present and long enough; only snapshots
+/// `trusted` admits count (another writer's list could claim a chunk it
+/// does not hold).
+async fn stored_chunks(
+    to: &dyn Sink,
+    present: &HashMap<String, u64>,
+    trusted: &crate::signing::TrustedSigners,
+) -> Result<Held> {
+    let cat = crate::Catalog::load(to).await?;
+    let mut held = HashMap::new();
+    for e in cat.snapshots.iter().filter(|e| {
+        e.index.chunks.is_some()
+            && e.state == crate::SnapshotState::Complete
+            && (trusted.is_empty() || trusted.enforce(e.index.id.as_str(), &e.signature).is_ok())
+    }) {
+        let Ok(list) = crate::chunked::read_list(to, &e.index).await else {
+            continue; // unreadable: its chunks are sent again
+        };
+        for c in list.0 {
+            if present
+                .get(&c.pack)
+                .is_some_and(|&size| c.offset + c.length <= size)
+            {
+                held.entry(c.sha256).or_insert((c.pack, c.offset));
+            }
+        }
+    }
+    Ok(held)
+}
+
+/// Copies pack `pack` whole under its name, after checking the chunks the
+/// snapshot uses in it (`chunks`); returns the bytes stored.
+async fn copy_pack(
+    from: &dyn Sink,
+    to: &dyn Sink,
+    index: &Index,
+    pack: &str,
+    chunks: &[&crate::chunked::ChunkRef],
+    opts: &CopyOptions,
+) -> Result<u64> {
+    let key = crate::chunked::pack_key(pack);
+    let bytes = fetch_pack(from, index, pack).await?;
+    for c in chunks {
+        crate::chunked::reader::slice(&bytes, index, c)
+            .and_then(|b| crate::chunked::reader::check(index, c, &b))
+            .map_err(|e| e.prefix("on the source"))?;
+    }
+    let len = bytes.len() as u64;
+    let stored = match to
+        .put_bytes(&key, bytes, PutOptions::create().with_size_hint(len))
+        .await
+    {
+        Ok(_) => len,
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => 0,
+        Err(e) => return Err(e.prefix(format!("storing pack {pack}"))),
+    };
+    if let Some(p) = &opts.progress {
+        p.add(len);
+    }
+    Ok(stored)
+}
+
+/// Pack `pack` of the source, whole.
+async fn fetch_pack(from: &dyn Sink, index: &Index, pack: &str) -> Result<Bytes> {
+    from.get_bytes(&crate::chunked::pack_key(pack))
+        .await
+        .map_err(|e| {
+            if e.kind() == ErrorKind::NotFound {
+                integrity(format!("pack {pack} is missing on the source"), &index.id)
+            } else {
+                e
+            }
+        })
+}
+
+/// Chunks a copy sends without their pack: gathered into new packs of
+/// about [`crate::chunked::PACK_TARGET`] bytes.
+#[derive(Default)]
+struct Repack {
+    /// The pack being filled.
+    bytes: Vec<u8>,
+    /// Its name.
+    name: String,
+    /// Where each chunk sent went: SHA-256 → (pack, offset).
+    placed: Held,
+}
+
+impl Repack {
+    /// Adds `chunks` of source pack `pack`, each checked; stores a pack
+    /// once it is full. Returns the bytes stored.
+    async fn add(
+        &mut self,
+        from: &dyn Sink,
+        to: &dyn Sink,
+        index: &Index,
+        pack: &str,
+        chunks: &[&crate::chunked::ChunkRef],
+        opts: &CopyOptions,
+    ) -> Result<u64> {
+        let bytes = fetch_pack(from, index, pack).await?;
+        let mut stored = 0;
+        for c in chunks {
+            if self.placed.contains_key(&c.sha256) {
+                continue;
+            }
+            let chunk = crate::chunked::reader::slice(&bytes, index, c)
+                .and_then(|b| crate::chunked::reader::check(index, c, &b).map(|()| b))
+                .map_err(|e| e.prefix("on the source"))?;
+            if self.name.is_empty() {
+                self.name = crate::chunked::new_pack_name();
+            }
+            let at = (self.name.clone(), self.bytes.len() as u64);
+            self.placed.insert(c.sha256, at);
+            self.bytes.extend_from_slice(&chunk);
+            if let Some(p) = &opts.progress {
+                p.add(c.length);
+            }
+            if self.bytes.len() >= crate::chunked::PACK_TARGET {
+                stored += self.flush(to).await?;
+            }
+        }
+        Ok(stored)
+    }
+
+    /// Stores the pack being filled, if any (create-only: a new name).
+    async fn flush(&mut self, to: &dyn Sink) -> Result<u64> {
+        if self.bytes.is_empty() {
+            return Ok(0);
+        }
+        let name = std::mem::take(&mut self.name);
+        let bytes = Bytes::from(std::mem::take(&mut self.bytes));
+        let len = bytes.len() as u64;
+        to.put_bytes(
+            &crate::chunked::pack_key(&name),
+            bytes,
+            PutOptions::create().with_size_hint(len),
+        )
+        .await
+        .map_err(|e| e.prefix(format!("storing pack {name}")))?;
+        Ok(len)
+    }
 }
 
 /// Whether `to` already holds exactly this index; a different index for
@@ -444,8 +634,10 @@ async fn copy_companions(
     if let Some(sig) = sig_bytes {
         companions.push((sig_key.clone(), Some(sig)));
     }
+    // The chunk locations are the target's own (see `copy_chunks`).
+    let locs_key = crate::chunked::locs_key(&entry.index.id);
     for key in &entry.companions {
-        if *key != sig_key {
+        if *key != sig_key && *key != locs_key {
             companions.push((key.clone(), None));
         }
     }

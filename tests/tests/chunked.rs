@@ -505,6 +505,118 @@ fn bundles_and_chunked_snapshots_share_a_sink_and_copy_keeps_both() {
     assert!(!v.to_string().contains("\"copied\""), "{v}");
 }
 
+/// A copy sends the chunks the target lacks, whatever packs hold them:
+/// after a run fanned out to two chunked sinks (each its own packs of the
+/// same ciphertext), a later run to one of them is copied to the other by
+/// its few new chunks, into packs of the target's own; the list and its
+/// signature travel unchanged, and the copy verifies and restores there,
+/// with coffer and with the manual's standard-tools block.
+#[test]
+fn a_copy_sends_only_the_chunks_the_target_lacks_whatever_packs_hold_them() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    backup(p, "a", &rec, &["--sink", "b"]);
+    let (a_packs, b_packs): (HashSet<String>, HashSet<String>) = (names(&p.join("a")), names(&p.join("b")));
+    assert!(
+        a_packs.is_disjoint(&b_packs),
+        "fan-out gives each sink packs of its own"
+    );
+    let mut data = fs::OpenOptions::new()
+        .append(true)
+        .open(p.join("svc/data.jsonl"))
+        .unwrap();
+    std::io::Write::write_all(&mut data, &noise(64 << 10)).unwrap();
+    let second = backup(p, "a", &rec, &[]);
+    let id = second["id"].as_str().unwrap();
+    let (_, _, new_bytes) = chunks(&second);
+    let stored = second["chunks"]["stored_bytes"].as_u64().unwrap();
+    assert!(stored > 3 << 20, "{second}");
+
+    let out = coffer(p)
+        .args(["--json", "copy", id, "--from", "a", "--to", "b"])
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    let sent = v["snapshots"][0]["bytes"].as_u64().unwrap();
+    assert!(
+        sent <= new_bytes + (64 << 10) && sent * 10 < stored,
+        "sent {sent} of a {stored}-byte snapshot that added {new_bytes}: {v}"
+    );
+    // Only the packs holding the second run's new chunks travel: none of
+    // the first run's, which the target holds under other names.
+    let added: HashSet<String> = names(&p.join("b")).difference(&b_packs).cloned().collect();
+    let new_on_a: HashSet<String> = names(&p.join("a")).difference(&a_packs).cloned().collect();
+    assert_eq!(added, new_on_a);
+    assert_eq!(
+        fs::read(p.join("a").join(format!("{id}.chunks"))).unwrap(),
+        fs::read(p.join("b").join(format!("{id}.chunks"))).unwrap(),
+        "the signed list names no pack: copied unchanged"
+    );
+    let out = coffer(p)
+        .args(["verify", "--all", "--sink", "b"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    restore(p, "b", &key, id, "out");
+    same_file(&p.join("svc/data.jsonl"), &p.join("out/data.jsonl"));
+    if require_tool("age") && require_tool("zstd") {
+        fs::create_dir(p.join("x")).unwrap();
+        let out = readme_block(&p.join("x"), &key, &p.join("b"), id);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        same_file(&p.join("svc/data.jsonl"), &p.join("x/files/svc/data.jsonl"));
+    }
+
+    // A snapshot that uses a small part of a pack (the large file beside
+    // its data was removed) gets just those chunks, in a pack of the
+    // target's own, not the pack whole.
+    fs::remove_file(p.join("svc/blob.bin")).unwrap();
+    let third = backup(p, "a", &rec, &[]);
+    let id = third["id"].as_str().unwrap();
+    let out = coffer(p)
+        .args(["--json", "copy", id, "--from", "a", "--to", "c"])
+        .output()
+        .unwrap();
+    let v = json_ok(&out);
+    let sent = v["snapshots"][0]["bytes"].as_u64().unwrap();
+    let used = third["chunks"]["stored_bytes"].as_u64().unwrap();
+    let list = v["snapshots"][0]["size"].as_u64().unwrap();
+    // A pack the snapshot uses at least half of travels whole (at most
+    // twice what it uses); the 3 MiB pack of the removed file does not.
+    assert!(
+        sent <= 2 * used + list && sent < 1 << 20,
+        "sent {sent} for a snapshot using {used}: {v}"
+    );
+    let own: HashSet<String> = names(&p.join("c"))
+        .difference(&names(&p.join("a")))
+        .cloned()
+        .collect();
+    assert!(!own.is_empty(), "a pack of the target's own");
+    let out = coffer(p)
+        .args(["verify", "--all", "--sink", "c"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    restore(p, "c", &key, id, "out-c");
+    same_file(&p.join("svc/data.jsonl"), &p.join("out-c/data.jsonl"));
+    assert!(!p.join("out-c/blob.bin").exists());
+    if require_tool("age") && require_tool("zstd") {
+        fs::create_dir(p.join("y")).unwrap();
+        let out = readme_block(&p.join("y"), &key, &p.join("c"), id);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        same_file(&p.join("svc/data.jsonl"), &p.join("y/files/svc/data.jsonl"));
+    }
+}
+
+/// The names of a sink directory's packs.
+fn names(sink: &Path) -> HashSet<String> {
+    pack_files(sink)
+        .iter()
+        .map(|f| f.file_name().unwrap().to_string_lossy().into_owned())
+        .collect()
+}
+
 /// A chunked backup of a large tree killed with `kill -9` at several
 /// moments: never a snapshot that references a missing chunk; `verify
 /// --all` passes, the next backup works and prune sweeps the orphans.

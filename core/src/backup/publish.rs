@@ -203,6 +203,7 @@ pub(super) async fn write_chunked(
                 plain_size,
             );
             index.object.key = snapshot.id.chunks_key();
+            let locs = Bytes::from(chunks.list.locs_object());
             index.compression = "zstd".into();
             index.chunks = Some(IndexChunks {
                 dedup_key: key_id.to_string(),
@@ -211,6 +212,15 @@ pub(super) async fn write_chunked(
                 new_chunks: chunks.new_chunks,
                 new_bytes: chunks.new_bytes,
             });
+            // The locations first: a list is never without them.
+            t.sink
+                .put_bytes(
+                    &crate::chunked::locs_key(&snapshot.id),
+                    locs,
+                    PutOptions::create(),
+                )
+                .await
+                .map_err(|e| e.prefix("writing the chunk locations"))?;
             t.sink
                 .put_bytes(&index.object.key, text, PutOptions::create())
                 .await

@@ -60,19 +60,35 @@ while read -r name value rest; do
 done < "$SINK/$SNAPSHOT.json"
 echo "$want  $list" | sha256sum -c --quiet -
 tmp="${TMPDIR:-/tmp}/coffer-chunk.$$"
-trap 'rm -f "$tmp"' EXIT
-zstd -d -q -c "$list" | while read -r address pack offset length sum; do
+locs="${TMPDIR:-/tmp}/coffer-locs.$$"
+trap 'rm -f "$tmp" "$locs"' EXIT
+# Where each chunk lies (pack, offset), a line per chunk in list order;
+# a list made before locations moved out holds them itself.
+if [ -f "$SINK/$SNAPSHOT.locs" ]; then
+  zstd -d -q -c "$SINK/$SNAPSHOT.locs" > "$locs"
+else
+  : > "$locs"
+fi
+zstd -d -q -c "$list" | while read -r address a b c d; do
+  if [ -z "$c" ]; then
+    length=$a sum=$b
+    read -r pack offset <&3
+  else
+    pack=$a offset=$b length=$c sum=$d
+  fi
   dir=${pack%"${pack#??}"}
   tail -c +"$((offset + 1))" "$SINK/data/$dir/$pack" | head -c "$length" > "$tmp"
   echo "$sum  $tmp" | sha256sum -c --quiet - >&2
   age -d -i "$KEY" "$tmp"
-done | zstd -d -q | tar -xf -
-rm -f "$tmp"
+done 3< "$locs" | zstd -d -q | tar -xf -
+rm -f "$tmp" "$locs"
 sha256sum -c --quiet SHA256SUMS && echo "all files match SHA256SUMS"
 "#;
 
 /// Suffix of a snapshot's chunk list.
 pub const CHUNKS_SUFFIX: &str = ".chunks";
+/// Suffix of a snapshot's chunk locations (see [`ChunkList::locs_object`]).
+pub const LOCS_SUFFIX: &str = ".locs";
 /// Folder of the packs.
 pub const DATA_PREFIX: &str = "data/";
 /// Folder of the encrypted dedup keys.
@@ -437,20 +453,30 @@ pub struct ChunkRef {
 }
 
 /// A snapshot's chunks in stream order.
+///
+/// Stored as two objects: the **list** (`<id>.chunks`), a line
+/// `address length sha256` per chunk, which the index's SHA-256 and
+/// signature cover; and the **locations** (`<id>.locs`), a line
+/// `pack offset` per chunk in the same order, which they do not cover, so
+/// a copy or a repack moves chunks between packs without the signing key.
+/// A moved or forged location can only point at bytes that fail the
+/// list's ciphertext SHA-256: it never changes what a restore accepts.
+/// Lists made before the locations moved out hold them inline
+/// (`address pack offset length sha256`); both are read.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ChunkList(pub Vec<ChunkRef>);
 
+/// The most a stored list or locations object may decompress to.
+const MAX_LIST_TEXT: u64 = 1 << 30;
+
 impl ChunkList {
-    /// The list's text: one `address pack offset length sha256` line per
-    /// chunk.
+    /// The list's text: one `address length sha256` line per chunk.
     pub fn to_text(&self) -> String {
-        let mut s = String::with_capacity(self.0.len() * 180);
+        let mut s = String::with_capacity(self.0.len() * 140);
         for c in &self.0 {
             s.push_str(&format!(
-                "{} {} {} {} {}\n",
+                "{} {} {}\n",
                 hex::encode(c.address),
-                c.pack,
-                c.offset,
                 c.length,
                 hex::encode(c.sha256)
             ));
@@ -458,31 +484,43 @@ impl ChunkList {
         s
     }
 
-    /// Parses a list's text.
+    /// The locations' text: one `pack offset` line per chunk.
+    pub fn locs_text(&self) -> String {
+        let mut s = String::with_capacity(self.0.len() * 45);
+        for c in &self.0 {
+            s.push_str(&format!("{} {}\n", c.pack, c.offset));
+        }
+        s
+    }
+
+    /// Parses a list's text; without inline locations (the current form)
+    /// its chunks have no pack until [`ChunkList::locate`].
     pub fn parse(text: &[u8], what: &str) -> Result<ChunkList> {
         let bad = |n: usize| {
             Error::new(
                 ErrorKind::Integrity,
-                format!("{what}: line {n} is not `address pack offset length sha256`"),
+                format!("{what}: line {n} is not `address length sha256`"),
             )
         };
         let text = std::str::from_utf8(text).map_err(|_| bad(0))?;
         let mut out = Vec::new();
         for (i, line) in text.lines().enumerate() {
             let f: Vec<&str> = line.split(' ').collect();
-            let [address, pack, offset, length, sha256] = f[..] else {
-                return Err(bad(i + 1));
+            let (address, place, length, sha256) = match f[..] {
+                [address, length, sha256] => (address, None, length, sha256),
+                [address, pack, offset, length, sha256] => (address, Some((pack, offset)), length, sha256),
+                _ => return Err(bad(i + 1)),
             };
             let hex32 = |s: &str| -> Option<[u8; 32]> { hex::decode(s).ok()?.try_into().ok() };
             let parsed = (|| {
+                let (pack, offset) = match place {
+                    Some((pack, offset)) => (valid_pack(pack)?, offset.parse().ok()?),
+                    None => (String::new(), 0),
+                };
                 Some(ChunkRef {
                     address: hex32(address)?,
-                    pack: (pack.len() == 32
-                        && pack
-                            .bytes()
-                            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
-                    .then(|| pack.to_string())?,
-                    offset: offset.parse().ok()?,
+                    pack,
+                    offset,
                     length: length
                         .parse()
                         .ok()
@@ -495,26 +533,56 @@ impl ChunkList {
         Ok(ChunkList(out))
     }
 
+    /// Whether every chunk has its place (inline, or after
+    /// [`ChunkList::locate`]).
+    pub fn is_located(&self) -> bool {
+        self.0.iter().all(|c| !c.pack.is_empty())
+    }
+
+    /// Sets where each chunk lies from a stored locations object (see
+    /// [`ChunkList::locs_object`]); a damaged or short one is an integrity
+    /// error.
+    pub fn locate(&mut self, bytes: &[u8], what: &str) -> Result<()> {
+        let text = decompress(bytes, what)?;
+        let text = std::str::from_utf8(&text)
+            .map_err(|_| Error::new(ErrorKind::Integrity, format!("{what}: not text")))?;
+        let mut lines = text.lines();
+        for (n, c) in self.0.iter_mut().enumerate() {
+            let place = lines.next().and_then(|l| {
+                let (pack, offset) = l.split_once(' ')?;
+                Some((valid_pack(pack)?, offset.parse().ok()?))
+            });
+            let Some((pack, offset)) = place else {
+                return Err(Error::new(
+                    ErrorKind::Integrity,
+                    format!("{what}: line {} is not `pack offset`", n + 1),
+                ));
+            };
+            (c.pack, c.offset) = (pack, offset);
+        }
+        if lines.next().is_some() {
+            return Err(Error::new(
+                ErrorKind::Integrity,
+                format!("{what}: more locations than chunks"),
+            ));
+        }
+        Ok(())
+    }
+
     /// The list as stored: its text in one zstd frame (addresses and
     /// hashes are hex: about half the size).
     pub fn to_object(&self) -> Vec<u8> {
         zstd::bulk::compress(self.to_text().as_bytes(), 19).expect("compressing memory")
     }
 
+    /// The locations as stored: their text in one zstd frame.
+    pub fn locs_object(&self) -> Vec<u8> {
+        zstd::bulk::compress(self.locs_text().as_bytes(), 19).expect("compressing memory")
+    }
+
     /// Reads a stored list (see [`ChunkList::to_object`]).
     pub fn from_object(bytes: &[u8], what: &str) -> Result<ChunkList> {
-        // A line is at most ~190 bytes for a chunk of at least 1 byte:
-        // bounded by what the frame may decompress to.
-        let mut text = Vec::new();
-        let decoder = zstd::stream::read::Decoder::new(bytes)
-            .map_err(|e| Error::new(ErrorKind::Integrity, format!("{what}: {e}")))?;
-        std::io::Read::read_to_end(&mut std::io::Read::take(decoder, 1 << 30), &mut text).map_err(|e| {
-            Error::new(
-                ErrorKind::Integrity,
-                format!("{what}: not a compressed chunk list: {e}"),
-            )
-        })?;
-        ChunkList::parse(&text, what)
+        ChunkList::parse(&decompress(bytes, what)?, what)
     }
 
     /// Ciphertext bytes referenced.
@@ -537,6 +605,36 @@ pub fn chunks_key(id: &crate::SnapshotId) -> String {
     format!("{id}{CHUNKS_SUFFIX}")
 }
 
+/// Key of a snapshot's chunk locations.
+pub fn locs_key(id: &crate::SnapshotId) -> String {
+    format!("{id}{LOCS_SUFFIX}")
+}
+
+/// A pack name as lists and locations hold it: 32 lower-case hex digits.
+fn valid_pack(pack: &str) -> Option<String> {
+    (pack.len() == 32
+        && pack
+            .bytes()
+            .all(|c| c.is_ascii_hexdigit() && !c.is_ascii_uppercase()))
+    .then(|| pack.to_string())
+}
+
+/// A stored list's or locations' text (one zstd frame, bounded).
+fn decompress(bytes: &[u8], what: &str) -> Result<Vec<u8>> {
+    // A line is at most ~190 bytes for a chunk of at least 1 byte:
+    // bounded by what the frame may decompress to.
+    let mut text = Vec::new();
+    let decoder = zstd::stream::read::Decoder::new(bytes)
+        .map_err(|e| Error::new(ErrorKind::Integrity, format!("{what}: {e}")))?;
+    std::io::Read::read_to_end(&mut std::io::Read::take(decoder, MAX_LIST_TEXT), &mut text).map_err(|e| {
+        Error::new(
+            ErrorKind::Integrity,
+            format!("{what}: not a compressed chunk list: {e}"),
+        )
+    })?;
+    Ok(text)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -551,10 +649,35 @@ mod tests {
             sha256: [9; 32],
         }]);
         let text = list.to_text();
-        assert_eq!(ChunkList::parse(text.as_bytes(), "t").unwrap(), list);
+        assert!(!text.contains(&list.0[0].pack), "the signed list names no pack");
+        let mut back = ChunkList::parse(text.as_bytes(), "t").unwrap();
+        assert!(!back.is_located());
+        back.locate(&list.locs_object(), "t").unwrap();
+        assert_eq!(back, list);
         for junk in ["x\n", "aa bb 1 2 3\n", &text.replace(" 34 ", " 0 ")] {
             assert!(ChunkList::parse(junk.as_bytes(), "t").is_err(), "{junk}");
         }
+        // A list made before the locations moved out holds them inline.
+        let c = &list.0[0];
+        let inline = format!(
+            "{} {} {} {} {}\n",
+            hex::encode(c.address),
+            c.pack,
+            c.offset,
+            c.length,
+            hex::encode(c.sha256)
+        );
+        let old = ChunkList::parse(inline.as_bytes(), "t").unwrap();
+        assert!(old.is_located());
+        assert_eq!(old, list);
+        // Locations that do not match the list are refused.
+        let mut two = ChunkList(vec![c.clone(), c.clone()]);
+        for bad in [&list.locs_text()[..], "ab 1\nab 2\n", ""] {
+            let object = zstd::bulk::compress(bad.as_bytes(), 1).unwrap();
+            assert!(two.locate(&object, "t").is_err(), "{bad:?}");
+        }
+        let three = zstd::bulk::compress(list.locs_text().repeat(3).as_bytes(), 1).unwrap();
+        assert!(two.locate(&three, "t").is_err(), "more locations than chunks");
     }
 
     #[test]

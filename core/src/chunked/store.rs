@@ -85,8 +85,15 @@ pub async fn list_packs(sink: &dyn Sink) -> Result<HashMap<String, u64>> {
         .collect())
 }
 
-/// Reads a snapshot's chunk list, checked against its index.
+/// Reads a snapshot's chunk list, checked against its index, with where
+/// its chunks lie on `sink`.
 pub async fn read_list(sink: &dyn Sink, index: &Index) -> Result<ChunkList> {
+    Ok(read_list_located(sink, index).await?.0)
+}
+
+/// [`read_list`], and whether the list holds its locations itself (a
+/// list made before they moved out: its chunks cannot move).
+pub(crate) async fn read_list_located(sink: &dyn Sink, index: &Index) -> Result<(ChunkList, bool)> {
     let bytes = sink.get_bytes(&index.object.key).await?;
     let sha = hex::encode(Sha256::digest(&bytes));
     if bytes.len() as u64 != index.object.size || sha != index.object.sha256 {
@@ -96,7 +103,26 @@ pub async fn read_list(sink: &dyn Sink, index: &Index) -> Result<ChunkList> {
         )
         .with_hint("the sink was changed behind coffer's back; `coffer verify` names what is affected"));
     }
-    ChunkList::from_object(&bytes, &format!("chunk list of {}", index.id))
+    let what = format!("chunk list of {}", index.id);
+    let mut list = ChunkList::from_object(&bytes, &what)?;
+    let inline = list.is_located();
+    if !inline {
+        let locs = sink
+            .get_bytes(&super::locs_key(&index.id))
+            .await
+            .map_err(|e| match e.kind() {
+                ErrorKind::NotFound => Error::new(
+                    ErrorKind::Integrity,
+                    format!("the chunk locations of {} are missing", index.id),
+                )
+                .with_hint(
+                    "the sink was changed behind coffer's back; copy the snapshot again from another sink",
+                ),
+                _ => e,
+            })?;
+        list.locate(&locs, &format!("chunk locations of {}", index.id))?;
+    }
+    Ok((list, inline))
 }
 
 /// The chunks stored on `sink` that snapshots made with dedup key
@@ -244,6 +270,24 @@ pub async fn sweep(
         out.skipped = Some(busy(&holder));
         return Ok(out);
     }
+    // Lists and locations without an index (an interrupted backup or
+    // copy) go before the packs: a copy that finds its locations resumes
+    // trusting their packs to be there.
+    for o in objects {
+        let id = [super::CHUNKS_SUFFIX, super::LOCS_SUFFIX]
+            .iter()
+            .find_map(|suffix| o.key.strip_suffix(suffix))
+            .filter(|_| !o.key.contains('/'));
+        let indexed = id.is_some_and(|id| cat.snapshots.iter().any(|e| e.index.id.as_str() == id));
+        if id.is_some() && !indexed {
+            if !dry_run {
+                sink.delete(&o.key).await?;
+            }
+            if o.key.ends_with(super::CHUNKS_SUFFIX) {
+                out.removed_lists += 1;
+            }
+        }
+    }
     for (name, size) in &packs {
         match used.get(name) {
             Some(&live) => {
@@ -258,17 +302,6 @@ pub async fn sweep(
                 out.removed_packs += 1;
                 out.removed_bytes += size;
             }
-        }
-    }
-    for o in objects {
-        let is_list = o.key.ends_with(super::CHUNKS_SUFFIX) && !o.key.contains('/');
-        let id = o.key.strip_suffix(super::CHUNKS_SUFFIX).unwrap_or_default();
-        let indexed = cat.snapshots.iter().any(|e| e.index.id.as_str() == id);
-        if is_list && !indexed {
-            if !dry_run {
-                sink.delete(&o.key).await?;
-            }
-            out.removed_lists += 1;
         }
     }
     Ok(out)
