@@ -609,6 +609,85 @@ fn a_copy_sends_only_the_chunks_the_target_lacks_whatever_packs_hold_them() {
     }
 }
 
+/// A snapshot whose list holds its locations inline (as lists did before
+/// they moved to `<id>.locs`) is still verified, restored, copied (whole
+/// packs) and restored by the manual's block.
+#[test]
+fn a_list_with_inline_locations_from_before_still_reads_copies_and_restores() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    let r = backup(p, "a", &rec, &[]);
+    let id = r["id"].as_str().unwrap();
+    // Rewrite it in the old form: five fields a line, no locations file,
+    // the index naming the new list's size and SHA-256 (unsigned).
+    let (list_path, locs_path) = (p.join(format!("a/{id}.chunks")), p.join(format!("a/{id}.locs")));
+    let (list, locs) = (list_text(&list_path), list_text(&locs_path));
+    assert_eq!(list.lines().count(), locs.lines().count());
+    let inline: String = list
+        .lines()
+        .zip(locs.lines())
+        .map(|(l, at)| {
+            let f: Vec<&str> = l.split(' ').collect();
+            let [address, length, sum] = f[..] else {
+                panic!("a list line is `address length sha256`: {l}")
+            };
+            format!("{address} {at} {length} {sum}\n")
+        })
+        .collect();
+    let object = zstd_encode(inline.as_bytes());
+    fs::write(&list_path, &object).unwrap();
+    fs::remove_file(&locs_path).unwrap();
+    let index_path = p.join(format!("a/{id}.json"));
+    let mut index: Value = serde_json::from_slice(&fs::read(&index_path).unwrap()).unwrap();
+    index["object"]["size"] = object.len().into();
+    index["object"]["sha256"] = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&object)).into();
+    fs::write(&index_path, serde_json::to_vec_pretty(&index).unwrap()).unwrap();
+
+    let out = coffer(p)
+        .args(["verify", "--all", "--sink", "a"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    restore(p, "a", &key, id, "out-a");
+    same_file(&p.join("svc/blob.bin"), &p.join("out-a/blob.bin"));
+    let out = coffer(p)
+        .args(["--json", "copy", id, "--from", "a", "--to", "b"])
+        .output()
+        .unwrap();
+    json_ok(&out);
+    assert_eq!(names(&p.join("b")), names(&p.join("a")), "whole packs, by name");
+    assert!(
+        !p.join(format!("b/{id}.locs")).exists(),
+        "its locations stay inline"
+    );
+    restore(p, "b", &key, id, "out-b");
+    same_file(&p.join("svc/data.jsonl"), &p.join("out-b/data.jsonl"));
+    if require_tool("age") && require_tool("zstd") {
+        fs::create_dir(p.join("x")).unwrap();
+        let out = readme_block(&p.join("x"), &key, &p.join("b"), id);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        same_file(&p.join("svc/blob.bin"), &p.join("x/files/svc/blob.bin"));
+    }
+}
+
+fn zstd_encode(b: &[u8]) -> Vec<u8> {
+    let out = Command::new("zstd")
+        .args(["-q", "-c"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .and_then(|mut c| {
+            use std::io::Write;
+            c.stdin.take().unwrap().write_all(b)?;
+            c.wait_with_output()
+        })
+        .unwrap();
+    assert!(out.status.success());
+    out.stdout
+}
+
 /// The names of a sink directory's packs.
 fn names(sink: &Path) -> HashSet<String> {
     pack_files(sink)
