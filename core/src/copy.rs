@@ -336,7 +336,7 @@ async fn copy_chunks(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyO
         for c in &list.0 {
             by_pack.entry(c.pack.as_str()).or_default().push(c);
         }
-        let mut moved = Repack::default();
+        let mut moved = crate::chunked::store::PackWriter::default();
         for (pack, chunks) in by_pack {
             if same_pack(to, pack, &present, &source)? {
                 continue;
@@ -350,7 +350,7 @@ async fn copy_chunks(from: &dyn Sink, to: &dyn Sink, index: &Index, opts: &CopyO
             if inline || (!missing.is_empty() && wanted * 2 >= size) {
                 copied += copy_pack(from, to, index, pack, &missing, opts).await?;
             } else if !missing.is_empty() {
-                copied += moved.add(from, to, index, pack, &missing, opts).await?;
+                copied += send_chunks((from, to), index, pack, &missing, opts, &mut moved).await?;
             }
         }
         copied += moved.flush(to).await?;
@@ -483,72 +483,28 @@ async fn fetch_pack(from: &dyn Sink, index: &Index, pack: &str) -> Result<Bytes>
         })
 }
 
-/// Chunks a copy sends without their pack: gathered into new packs of
-/// about [`crate::chunked::PACK_TARGET`] bytes.
-#[derive(Default)]
-struct Repack {
-    /// The pack being filled.
-    bytes: Vec<u8>,
-    /// Its name.
-    name: String,
-    /// Where each chunk sent went: SHA-256 → (pack, offset).
-    placed: Held,
-}
-
-impl Repack {
-    /// Adds `chunks` of source pack `pack`, each checked; stores a pack
-    /// once it is full. Returns the bytes stored.
-    async fn add(
-        &mut self,
-        from: &dyn Sink,
-        to: &dyn Sink,
-        index: &Index,
-        pack: &str,
-        chunks: &[&crate::chunked::ChunkRef],
-        opts: &CopyOptions,
-    ) -> Result<u64> {
-        let bytes = fetch_pack(from, index, pack).await?;
-        let mut stored = 0;
-        for c in chunks {
-            if self.placed.contains_key(&c.sha256) {
-                continue;
-            }
-            let chunk = crate::chunked::reader::slice(&bytes, index, c)
-                .and_then(|b| crate::chunked::reader::check(index, c, &b).map(|()| b))
-                .map_err(|e| e.prefix("on the source"))?;
-            if self.name.is_empty() {
-                self.name = crate::chunked::new_pack_name();
-            }
-            let at = (self.name.clone(), self.bytes.len() as u64);
-            self.placed.insert(c.sha256, at);
-            self.bytes.extend_from_slice(&chunk);
-            if let Some(p) = &opts.progress {
-                p.add(c.length);
-            }
-            if self.bytes.len() >= crate::chunked::PACK_TARGET {
-                stored += self.flush(to).await?;
-            }
+/// Sends `chunks` of source pack `pack` into the new packs of `writer`,
+/// each checked on the way; returns the bytes stored.
+async fn send_chunks(
+    (from, to): (&dyn Sink, &dyn Sink),
+    index: &Index,
+    pack: &str,
+    chunks: &[&crate::chunked::ChunkRef],
+    opts: &CopyOptions,
+    writer: &mut crate::chunked::store::PackWriter,
+) -> Result<u64> {
+    let bytes = fetch_pack(from, index, pack).await?;
+    let mut stored = 0;
+    for c in chunks {
+        let chunk = crate::chunked::reader::slice(&bytes, index, c)
+            .and_then(|b| crate::chunked::reader::check(index, c, &b).map(|()| b))
+            .map_err(|e| e.prefix("on the source"))?;
+        stored += writer.push(to, c.sha256, &chunk).await?;
+        if let Some(p) = &opts.progress {
+            p.add(c.length);
         }
-        Ok(stored)
     }
-
-    /// Stores the pack being filled, if any (create-only: a new name).
-    async fn flush(&mut self, to: &dyn Sink) -> Result<u64> {
-        if self.bytes.is_empty() {
-            return Ok(0);
-        }
-        let name = std::mem::take(&mut self.name);
-        let bytes = Bytes::from(std::mem::take(&mut self.bytes));
-        let len = bytes.len() as u64;
-        to.put_bytes(
-            &crate::chunked::pack_key(&name),
-            bytes,
-            PutOptions::create().with_size_hint(len),
-        )
-        .await
-        .map_err(|e| e.prefix(format!("storing pack {name}")))?;
-        Ok(len)
-    }
+    Ok(stored)
 }
 
 /// Whether `to` already holds exactly this index; a different index for

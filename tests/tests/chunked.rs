@@ -688,6 +688,69 @@ fn zstd_encode(b: &[u8]) -> Vec<u8> {
     out.stdout
 }
 
+/// Prune rewrites, without a key, a pack the kept snapshots use less than
+/// half of: a large file removed from the tree leaves its pack mostly
+/// dead once the snapshot holding it is pruned; the live chunks move to a
+/// new pack, the kept snapshot's locations follow, the old pack goes. A
+/// dry run reports it and changes nothing; the snapshot still verifies
+/// and restores, with coffer and with the manual's block.
+#[test]
+fn prune_rewrites_packs_kept_snapshots_use_less_than_half_of() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    tree(p);
+    let (key, rec) = keygen(p, "key.txt");
+    // A second large file, kept: its chunks share the removed one's pack.
+    let kept: Vec<u8> = noise(1 << 20).into_iter().rev().collect();
+    fs::write(p.join("svc/kept.bin"), &kept).unwrap();
+    backup(p, "a", &rec, &[]);
+    fs::remove_file(p.join("svc/blob.bin")).unwrap();
+    let second = backup(p, "a", &rec, &[]);
+    let id = second["id"].as_str().unwrap();
+    let bytes = |sink: &Path| -> u64 {
+        pack_files(sink)
+            .iter()
+            .map(|f| fs::metadata(f).unwrap().len())
+            .sum()
+    };
+    let (before, packs) = (bytes(&p.join("a")), names(&p.join("a")));
+    let prune = |extra: &[&str]| {
+        let out = coffer(p)
+            .args(["--json", "prune", "--keep-last", "1", "--sink", "a"])
+            .args(extra)
+            .output()
+            .unwrap();
+        json_ok(&out)[0]["chunks"].clone()
+    };
+    let planned = prune(&["--dry-run"]);
+    assert!(planned["repacked_packs"].as_u64().unwrap() >= 1, "{planned}");
+    assert_eq!(names(&p.join("a")), packs, "a dry run changes nothing");
+    let done = prune(&[]);
+    assert!(done["repacked_packs"].as_u64().unwrap() >= 1, "{done}");
+    assert!(done["repacked_bytes"].as_u64().unwrap() > 2 << 20, "{done}");
+    let after = bytes(&p.join("a"));
+    assert!(after + (2 << 20) < before, "{before} → {after}");
+    assert!(
+        !names(&p.join("a")).is_subset(&packs),
+        "a new pack holds the live chunks"
+    );
+    let out = coffer(p)
+        .args(["verify", "--all", "--sink", "a"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    restore(p, "a", &key, id, "out");
+    same_file(&p.join("svc/kept.bin"), &p.join("out/kept.bin"));
+    same_file(&p.join("svc/data.jsonl"), &p.join("out/data.jsonl"));
+    if require_tool("age") && require_tool("zstd") {
+        fs::create_dir(p.join("x")).unwrap();
+        let out = readme_block(&p.join("x"), &key, &p.join("a"), id);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        same_file(&p.join("svc/kept.bin"), &p.join("x/files/svc/kept.bin"));
+    }
+    assert_eq!(prune(&[])["repacked_packs"], 0, "nothing left to rewrite");
+}
+
 /// The names of a sink directory's packs.
 fn names(sink: &Path) -> HashSet<String> {
     pack_files(sink)

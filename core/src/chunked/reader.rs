@@ -45,7 +45,7 @@ pub(crate) fn check(index: &Index, c: &ChunkRef, bytes: &[u8]) -> Result<()> {
 }
 
 /// How a chunk's ciphertext differs from its list entry, if it does.
-fn mismatch(c: &ChunkRef, bytes: &[u8]) -> Option<&'static str> {
+pub(crate) fn mismatch(c: &ChunkRef, bytes: &[u8]) -> Option<&'static str> {
     if bytes.len() as u64 != c.length {
         return Some("it is shorter than the chunk list says");
     }

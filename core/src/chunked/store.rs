@@ -205,8 +205,13 @@ pub struct SweepOutcome {
     /// Their bytes.
     pub kept_bytes: u64,
     /// Bytes of kept packs no snapshot references any more (a pack is
-    /// removed only once none of it is used).
+    /// removed once none of it is used, rewritten once less than half).
     pub unused_bytes: u64,
+    /// Packs kept snapshots used less than half of, rewritten: their live
+    /// chunks moved to new packs, the old pack removed.
+    pub repacked_packs: u64,
+    /// The unused bytes that freed.
+    pub repacked_bytes: u64,
 }
 
 /// Removes the packs and chunk lists no snapshot references, safely beside
@@ -249,6 +254,7 @@ pub async fn sweep(
         return Ok(out);
     }
     let mut used: HashMap<String, u64> = HashMap::new();
+    let mut kept: Vec<(crate::SnapshotId, ChunkList, bool)> = Vec::new();
     for e in cat.snapshots.iter().filter(|e| !gone.contains(&e.index.id)) {
         if e.index.chunks.is_none() {
             continue;
@@ -256,7 +262,7 @@ pub async fn sweep(
         if e.state == SnapshotState::ObjectMissing {
             continue; // its list is gone: it references nothing readable
         }
-        let list = read_list(sink, &e.index).await.map_err(|err| {
+        let (list, inline) = read_list_located(sink, &e.index).await.map_err(|err| {
             err.prefix(format!(
                 "not removing unused packs: the chunk list of {} cannot be read",
                 e.index.id
@@ -265,6 +271,7 @@ pub async fn sweep(
         for (pack, bytes) in list.packs() {
             *used.entry(pack.to_string()).or_default() += bytes;
         }
+        kept.push((e.index.id.clone(), list, inline));
     }
     if let Some(holder) = running(sink).await? {
         out.skipped = Some(busy(&holder));
@@ -273,21 +280,7 @@ pub async fn sweep(
     // Lists and locations without an index (an interrupted backup or
     // copy) go before the packs: a copy that finds its locations resumes
     // trusting their packs to be there.
-    for o in objects {
-        let id = [super::CHUNKS_SUFFIX, super::LOCS_SUFFIX]
-            .iter()
-            .find_map(|suffix| o.key.strip_suffix(suffix))
-            .filter(|_| !o.key.contains('/'));
-        let indexed = id.is_some_and(|id| cat.snapshots.iter().any(|e| e.index.id.as_str() == id));
-        if id.is_some() && !indexed {
-            if !dry_run {
-                sink.delete(&o.key).await?;
-            }
-            if o.key.ends_with(super::CHUNKS_SUFFIX) {
-                out.removed_lists += 1;
-            }
-        }
-    }
+    out.removed_lists = remove_orphan_lists(sink, &objects, &cat, dry_run).await?;
     for (name, size) in &packs {
         match used.get(name) {
             Some(&live) => {
@@ -304,5 +297,203 @@ pub async fn sweep(
             }
         }
     }
+    repack(sink, &packs, &kept, dry_run, &mut out).await?;
     Ok(out)
+}
+
+/// Removes the chunk lists and locations no index names (an interrupted
+/// backup or copy); returns how many lists.
+async fn remove_orphan_lists(
+    sink: &dyn Sink,
+    objects: &[crate::sink::ObjectMeta],
+    cat: &Catalog,
+    dry_run: bool,
+) -> Result<u64> {
+    let mut removed = 0;
+    for o in objects {
+        let id = [super::CHUNKS_SUFFIX, super::LOCS_SUFFIX]
+            .iter()
+            .find_map(|suffix| o.key.strip_suffix(suffix))
+            .filter(|_| !o.key.contains('/'));
+        let indexed = id.is_some_and(|id| cat.snapshots.iter().any(|e| e.index.id.as_str() == id));
+        if id.is_some() && !indexed {
+            if !dry_run {
+                sink.delete(&o.key).await?;
+            }
+            if o.key.ends_with(super::CHUNKS_SUFFIX) {
+                removed += 1;
+            }
+        }
+    }
+    Ok(removed)
+}
+
+/// Rewrites the packs kept snapshots use less than half of: their live
+/// chunks (ciphertext, checked against the lists' SHA-256; no key needed)
+/// go into new packs, the locations of every snapshot using them are
+/// rewritten, then the old pack is removed. A crash on the way leaves
+/// both packs, each location pointing at one that holds its chunk. Packs
+/// that a list with inline locations uses (made before locations moved
+/// out) stay whole, as do damaged ones (verify names them).
+async fn repack(
+    sink: &dyn Sink,
+    packs: &HashMap<String, u64>,
+    kept: &[(crate::SnapshotId, ChunkList, bool)],
+    dry_run: bool,
+    out: &mut SweepOutcome,
+) -> Result<()> {
+    let live = live_chunks(kept);
+    let chosen = mostly_unused(packs, kept, &live);
+    if dry_run || chosen.is_empty() {
+        out.repacked_packs = chosen.len() as u64;
+        out.repacked_bytes = chosen.iter().map(|(_, size, used)| size - used).sum();
+        return Ok(());
+    }
+    let mut writer = PackWriter::default();
+    let mut moved: Vec<&str> = Vec::new();
+    for &(pack, size, used) in &chosen {
+        let bytes = sink.get_bytes(&super::pack_key(pack)).await?;
+        let chunks: Vec<&&ChunkRef> = live[pack].values().collect();
+        let intact = chunks.iter().all(|c| {
+            let end = c
+                .offset
+                .checked_add(c.length)
+                .filter(|&e| e <= bytes.len() as u64);
+            end.is_some_and(|end| {
+                super::reader::mismatch(c, &bytes[c.offset as usize..end as usize]).is_none()
+            })
+        });
+        if !intact {
+            tracing::warn!(
+                "pack {pack} is damaged: kept whole (`coffer verify` names the snapshots using it)"
+            );
+            continue;
+        }
+        for c in chunks {
+            let b = bytes.slice(c.offset as usize..(c.offset + c.length) as usize);
+            writer.push(sink, c.sha256, &b).await?;
+        }
+        moved.push(pack);
+        out.repacked_packs += 1;
+        out.repacked_bytes += size - used;
+    }
+    writer.flush(sink).await?;
+    let moved: HashSet<&str> = moved.into_iter().collect();
+    relocate(sink, kept, &moved, &writer.placed).await?;
+    for pack in moved {
+        sink.delete(&super::pack_key(pack)).await?;
+    }
+    Ok(())
+}
+
+/// The live chunks of each pack, each once (by offset).
+fn live_chunks(kept: &[(crate::SnapshotId, ChunkList, bool)]) -> HashMap<&str, HashMap<u64, &ChunkRef>> {
+    let mut live: HashMap<&str, HashMap<u64, &ChunkRef>> = HashMap::new();
+    for (_, list, _) in kept {
+        for c in &list.0 {
+            live.entry(c.pack.as_str()).or_default().insert(c.offset, c);
+        }
+    }
+    live
+}
+
+/// The packs to rewrite, `(name, size, live bytes)`: those the kept
+/// snapshots use less than half of, but none a list with inline
+/// locations uses (it cannot follow a move).
+fn mostly_unused<'a>(
+    packs: &HashMap<String, u64>,
+    kept: &'a [(crate::SnapshotId, ChunkList, bool)],
+    live: &HashMap<&'a str, HashMap<u64, &'a ChunkRef>>,
+) -> Vec<(&'a str, u64, u64)> {
+    let pinned: HashSet<&str> = kept
+        .iter()
+        .filter(|(_, _, inline)| *inline)
+        .flat_map(|(_, list, _)| list.0.iter().map(|c| c.pack.as_str()))
+        .collect();
+    let mut chosen: Vec<(&str, u64, u64)> = live
+        .iter()
+        .filter(|(pack, _)| !pinned.contains(*pack))
+        .filter_map(|(pack, chunks)| {
+            let size = *packs.get(*pack)?;
+            let used: u64 = chunks.values().map(|c| c.length).sum();
+            (used * 2 < size).then_some((*pack, size, used))
+        })
+        .collect();
+    chosen.sort();
+    chosen
+}
+
+/// Rewrites the locations of every kept snapshot that uses a `moved`
+/// pack: its chunks there now lie where `placed` says.
+async fn relocate(
+    sink: &dyn Sink,
+    kept: &[(crate::SnapshotId, ChunkList, bool)],
+    moved: &HashSet<&str>,
+    placed: &HashMap<[u8; 32], (String, u64)>,
+) -> Result<()> {
+    let uses = |l: &ChunkList| l.0.iter().any(|c| moved.contains(c.pack.as_str()));
+    for (id, list, _) in kept.iter().filter(|(_, l, _)| uses(l)) {
+        let mut located = list.clone();
+        for c in located.0.iter_mut().filter(|c| moved.contains(c.pack.as_str())) {
+            (c.pack, c.offset) = placed[&c.sha256].clone();
+        }
+        sink.put_bytes(
+            &super::locs_key(id),
+            bytes::Bytes::from(located.locs_object()),
+            crate::sink::PutOptions::default(),
+        )
+        .await
+        .map_err(|e| e.prefix(format!("rewriting the chunk locations of {id}")))?;
+    }
+    Ok(())
+}
+
+/// Chunks gathered into new packs of about [`super::PACK_TARGET`] bytes,
+/// each stored create-only under a new name.
+#[derive(Default)]
+pub(crate) struct PackWriter {
+    /// The pack being filled.
+    bytes: Vec<u8>,
+    /// Its name.
+    name: String,
+    /// Where each chunk went: ciphertext SHA-256 → (pack, offset).
+    pub(crate) placed: HashMap<[u8; 32], (String, u64)>,
+}
+
+impl PackWriter {
+    /// Adds one chunk's ciphertext (once per SHA-256), storing the pack
+    /// once it is full; returns the bytes stored.
+    pub(crate) async fn push(&mut self, to: &dyn Sink, sha256: [u8; 32], chunk: &[u8]) -> Result<u64> {
+        if self.placed.contains_key(&sha256) {
+            return Ok(0);
+        }
+        if self.name.is_empty() {
+            self.name = super::new_pack_name();
+        }
+        self.placed
+            .insert(sha256, (self.name.clone(), self.bytes.len() as u64));
+        self.bytes.extend_from_slice(chunk);
+        match self.bytes.len() >= super::PACK_TARGET {
+            true => self.flush(to).await,
+            false => Ok(0),
+        }
+    }
+
+    /// Stores the pack being filled, if any; returns its bytes.
+    pub(crate) async fn flush(&mut self, to: &dyn Sink) -> Result<u64> {
+        if self.bytes.is_empty() {
+            return Ok(0);
+        }
+        let name = std::mem::take(&mut self.name);
+        let bytes = bytes::Bytes::from(std::mem::take(&mut self.bytes));
+        let len = bytes.len() as u64;
+        to.put_bytes(
+            &super::pack_key(&name),
+            bytes,
+            crate::sink::PutOptions::create().with_size_hint(len),
+        )
+        .await
+        .map_err(|e| e.prefix(format!("storing pack {name}")))?;
+        Ok(len)
+    }
 }
