@@ -722,6 +722,38 @@ fn prune_rewrites_packs_kept_snapshots_use_less_than_half_of() {
             .unwrap();
         json_ok(&out)[0]["chunks"].clone()
     };
+    // kill -9 at several moments of the prune (its rewrite included), each
+    // on a copy of the sink: every snapshot stays whole, and a later prune
+    // finishes the job.
+    for ms in [10u64, 30, 60, 120, 250] {
+        let k = format!("k{ms}");
+        let cp = Command::new("cp")
+            .arg("-a")
+            .arg(p.join("a"))
+            .arg(p.join(&k))
+            .status()
+            .unwrap();
+        assert!(cp.success());
+        kill_after(p, &["-q", "prune", "--keep-last", "1", "--sink", &k], ms);
+        coffer(p).args(["unlock", "--sink", &k]).assert().success();
+        for _ in 0..2 {
+            let out = coffer(p)
+                .args(["verify", "--all", "--sink", &k])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "prune killed at {ms} ms: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            coffer(p)
+                .args(["-q", "prune", "--keep-last", "1", "--sink", &k])
+                .assert()
+                .success();
+        }
+        restore(p, &k, &key, id, &format!("out-{k}"));
+        same_file(&p.join("svc/kept.bin"), &p.join(format!("out-{k}/kept.bin")));
+    }
     let planned = prune(&["--dry-run"]);
     assert!(planned["repacked_packs"].as_u64().unwrap() >= 1, "{planned}");
     assert_eq!(names(&p.join("a")), packs, "a dry run changes nothing");
