@@ -554,19 +554,7 @@ fn a_copy_sends_only_the_chunks_the_target_lacks_whatever_packs_hold_them() {
         fs::read(p.join("b").join(format!("{id}.chunks"))).unwrap(),
         "the signed list names no pack: copied unchanged"
     );
-    let out = coffer(p)
-        .args(["verify", "--all", "--sink", "b"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    restore(p, "b", &key, id, "out");
-    same_file(&p.join("svc/data.jsonl"), &p.join("out/data.jsonl"));
-    if require_tool("age") && require_tool("zstd") {
-        fs::create_dir(p.join("x")).unwrap();
-        let out = readme_block(&p.join("x"), &key, &p.join("b"), id);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        same_file(&p.join("svc/data.jsonl"), &p.join("x/files/svc/data.jsonl"));
-    }
+    whole_on(p, "b", &key, id, "data.jsonl", "out");
 
     // A snapshot that uses a small part of a pack (the large file beside
     // its data was removed) gets just those chunks, in a pack of the
@@ -593,20 +581,8 @@ fn a_copy_sends_only_the_chunks_the_target_lacks_whatever_packs_hold_them() {
         .cloned()
         .collect();
     assert!(!own.is_empty(), "a pack of the target's own");
-    let out = coffer(p)
-        .args(["verify", "--all", "--sink", "c"])
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    restore(p, "c", &key, id, "out-c");
-    same_file(&p.join("svc/data.jsonl"), &p.join("out-c/data.jsonl"));
+    whole_on(p, "c", &key, id, "data.jsonl", "out-c");
     assert!(!p.join("out-c/blob.bin").exists());
-    if require_tool("age") && require_tool("zstd") {
-        fs::create_dir(p.join("y")).unwrap();
-        let out = readme_block(&p.join("y"), &key, &p.join("c"), id);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        same_file(&p.join("svc/data.jsonl"), &p.join("y/files/svc/data.jsonl"));
-    }
 }
 
 /// A snapshot whose list holds its locations inline (as lists did before
@@ -662,14 +638,7 @@ fn a_list_with_inline_locations_from_before_still_reads_copies_and_restores() {
         !p.join(format!("b/{id}.locs")).exists(),
         "its locations stay inline"
     );
-    restore(p, "b", &key, id, "out-b");
-    same_file(&p.join("svc/data.jsonl"), &p.join("out-b/data.jsonl"));
-    if require_tool("age") && require_tool("zstd") {
-        fs::create_dir(p.join("x")).unwrap();
-        let out = readme_block(&p.join("x"), &key, &p.join("b"), id);
-        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        same_file(&p.join("svc/blob.bin"), &p.join("x/files/svc/blob.bin"));
-    }
+    whole_on(p, "b", &key, id, "blob.bin", "out-b");
 }
 
 fn zstd_encode(b: &[u8]) -> Vec<u8> {
@@ -766,21 +735,29 @@ fn prune_rewrites_packs_kept_snapshots_use_less_than_half_of() {
         !names(&p.join("a")).is_subset(&packs),
         "a new pack holds the live chunks"
     );
+    whole_on(p, "a", &key, id, "kept.bin", "out");
+    same_file(&p.join("svc/data.jsonl"), &p.join("out/data.jsonl"));
+    assert_eq!(prune(&[])["repacked_packs"], 0, "nothing left to rewrite");
+}
+
+/// Snapshot `id` on `sink` verifies (every snapshot there), restores
+/// with coffer into `tag`, and with the manual's block into `tag-sh`,
+/// `file` of the tree each time as it is now.
+fn whole_on(p: &Path, sink: &str, key: &Path, id: &str, file: &str, tag: &str) {
     let out = coffer(p)
-        .args(["verify", "--all", "--sink", "a"])
+        .args(["verify", "--all", "--sink", sink])
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-    restore(p, "a", &key, id, "out");
-    same_file(&p.join("svc/kept.bin"), &p.join("out/kept.bin"));
-    same_file(&p.join("svc/data.jsonl"), &p.join("out/data.jsonl"));
+    restore(p, sink, key, id, tag);
+    same_file(&p.join("svc").join(file), &p.join(tag).join(file));
     if require_tool("age") && require_tool("zstd") {
-        fs::create_dir(p.join("x")).unwrap();
-        let out = readme_block(&p.join("x"), &key, &p.join("a"), id);
+        let dir = p.join(format!("{tag}-sh"));
+        fs::create_dir(&dir).unwrap();
+        let out = readme_block(&dir, key, &p.join(sink), id);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
-        same_file(&p.join("svc/kept.bin"), &p.join("x/files/svc/kept.bin"));
+        same_file(&p.join("svc").join(file), &dir.join("files/svc").join(file));
     }
-    assert_eq!(prune(&[])["repacked_packs"], 0, "nothing left to rewrite");
 }
 
 /// The names of a sink directory's packs.

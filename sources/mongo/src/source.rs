@@ -391,6 +391,22 @@ struct Dumped {
     spilled: bool,
 }
 
+impl Dumped {
+    /// The collection `plan` names, nothing dumped of it yet (a view).
+    fn of(plan: Planned) -> Dumped {
+        Dumped {
+            db: plan.db,
+            name: plan.name,
+            kind: plan.kind,
+            documents: 0,
+            bytes: 0,
+            indexes: 0,
+            sha256: None,
+            spilled: false,
+        }
+    }
+}
+
 #[async_trait]
 impl Source for MongoSource {
     fn info(&self) -> SourceInfo {
@@ -687,14 +703,12 @@ async fn dump_one(
     ))
     .await?;
     Ok(Dumped {
-        db: plan.db,
-        name: plan.name,
-        kind: plan.kind,
         documents,
         bytes: body.size,
         indexes: indexes.len(),
         sha256: Some(hex::encode(body.sha256)),
         spilled: body.spilled,
+        ..Dumped::of(plan)
     })
 }
 
@@ -713,16 +727,7 @@ async fn dump_view(
         mtime,
     ))
     .await?;
-    Ok(Dumped {
-        db: plan.db,
-        name: plan.name,
-        kind: plan.kind,
-        documents: 0,
-        bytes: 0,
-        indexes: 0,
-        sha256: None,
-        spilled: false,
-    })
+    Ok(Dumped::of(plan))
 }
 
 /// Reads collection `name` (`ns`) of `db` by one cursor into a spill; the document count and the body.
