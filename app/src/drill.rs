@@ -37,7 +37,7 @@ pub struct DrillRequest {
     pub replays: Vec<LogReplay>,
     /// The target of a point-in-time drill.
     pub to_ts: Option<LogPos>,
-    /// Restore options the user gave (e.g. `mongo-uri`, the server the
+    /// Restore options the user gave (e.g. `mongo.uri`, the server the
     /// scratch databases go to).
     pub options: RestoreOptions,
     /// Appended to each database name to make its scratch copy (default
@@ -290,7 +290,7 @@ impl Targets {
                 suffix: &suffix,
                 kind,
                 sources: &sources,
-                options,
+                options: &options.for_kind(kind),
             };
             if let Some(place) = registry.source_factory(kind)?.drill_scratch(&run)? {
                 places.push(Arc::from(place));
@@ -540,10 +540,12 @@ async fn cleanup(keep: bool, t: Targets) -> Scratch {
     }
     let mut errors = Vec::new();
     // A whole restored tree: removed on a blocking thread.
-    if let Some(dir) = t.dir
-        && let Ok(Err(e)) = tokio::task::spawn_blocking(move || dir.close()).await
-    {
-        errors.push(format!("removing {}: {e}", scratch.dir));
+    if let Some(dir) = t.dir {
+        match tokio::task::spawn_blocking(move || dir.close()).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => errors.push(format!("removing {}: {e}", scratch.dir)),
+            Err(e) => errors.push(format!("removing {}: {e}", scratch.dir)),
+        }
     }
     for place in &t.places {
         if let Err(e) = place.cleanup().await {

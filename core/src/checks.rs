@@ -107,7 +107,8 @@ pub struct ScratchRun<'a> {
     /// The snapshot's sources of this kind that the drill restores (their
     /// origins, in the encrypted bundle, reach [`DrillScratch::restored`]).
     pub sources: &'a [IndexSource],
-    /// The restore options the user gave the drill (e.g. `mongo-uri`).
+    /// The restore options the user gave the drill, narrowed to this kind
+    /// (e.g. `uri`: `run.options.text("uri")`).
     pub options: &'a RestoreOptions,
 }
 

@@ -416,15 +416,26 @@ impl KindOptions {
 }
 
 impl RestoreOptions {
-    /// These options as the restorer of `kind` reads them: its flag,
-    /// text and list options are that kind's. Core narrows them so before
-    /// it hands them to a source's [`crate::Source::restore`] (and
-    /// [`crate::SourceFactory::place_given`]).
+    /// These options as the restorer of `kind` sees them: that kind's
+    /// only (its flag, text and list options; `params` holds no other
+    /// kind's). Core narrows them so before it hands them to a source's
+    /// [`crate::Source::restore`], [`crate::SourceFactory::place_given`]
+    /// and [`crate::SourceFactory::drill_scratch`].
     pub fn for_kind(&self, kind: &str) -> RestoreOptions {
+        let mut params = KindOptions::default();
+        if let Some(own) = self.params.0.get(kind) {
+            params.0.insert(kind.to_string(), own.clone());
+        }
         RestoreOptions {
             reading: Some(kind.to_string()),
+            params,
             ..self.clone()
         }
+    }
+
+    /// The kinds these options name (`--opt KIND.NAME`), given or not.
+    pub fn kinds(&self) -> impl Iterator<Item = &str> {
+        self.params.0.keys().map(String::as_str)
     }
 
     /// The kind these options were narrowed to, if any.

@@ -901,6 +901,12 @@ impl Source for KindSource {
     }
     async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
         let own = opts.own().clone();
+        assert!(
+            opts.kinds().all(|k| k == self.kind),
+            "{}'s restorer sees another kind's options: {:?}",
+            self.kind,
+            opts.params
+        );
         self.seen.lock().unwrap().push((self.kind.to_string(), own));
         Ok(Box::new(Discard))
     }

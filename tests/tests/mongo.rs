@@ -373,6 +373,11 @@ fn declared_restore_options_work_through_opt() {
         "{help}"
     );
     for (opt, said) in [
+        // Read by `mongodump` sources only: this snapshot has none.
+        (
+            "mongodump.uri=mongodb://u:hunter2@x/",
+            "the snapshot has no `mongodump` source",
+        ),
         ("mongo.nope=1", "unknown restore option `mongo.nope`"),
         ("mongo.drop=maybe", "`maybe` is not true or false"),
         ("mongo.uri=", "needs a value"),
@@ -386,6 +391,7 @@ fn declared_restore_options_work_through_opt() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{opt}: {err}");
         assert!(err.contains(said), "{opt}: {err}");
+        assert!(!err.contains("hunter2"), "no option value is echoed: {err}");
     }
     assert!(
         String::from_utf8_lossy(

@@ -181,7 +181,9 @@ pub fn parse(registry: &Registry, args: &[std::ffi::OsString]) -> Result<Cli, cl
     match (&mut cli.command, matches.subcommand()) {
         // Before the `--opt`s: an explicit `--opt` has the last word.
         (Command::Restore(r), Some((_, m))) => {
-            r.opts.splice(0..0, given(m, true));
+            let flags = given(m, true);
+            r.from_flags = flags.len();
+            r.opts.splice(0..0, flags);
         }
         (Command::Drill(d), Some((_, m))) => d.opts = given(m, false),
         (Command::Check(c), Some((_, m))) => c.opts = given(m, false),

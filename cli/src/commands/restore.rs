@@ -56,6 +56,10 @@ pub struct RestoreArgs {
     /// their declarations.
     #[arg(long = "opt", value_name = "KIND.NAME=VALUE")]
     pub opts: Vec<String>,
+    /// How many of `opts`, at their start, the plugins' flags made (a
+    /// flag sets the option of every kind declaring it).
+    #[arg(skip)]
+    pub from_flags: usize,
     /// Do not run the job's post-restore checks after the restore.
     #[arg(long)]
     pub no_checks: bool,
@@ -134,6 +138,24 @@ pub(crate) async fn exec(ctx: &Ctx, a: RestoreArgs) -> CmdResult {
 /// Refuses an `--only` the snapshot has no source for, and a `--target`
 /// that is not a directory, before anything is read.
 fn check_args(a: &RestoreArgs, index: &SnapshotIndex) -> coffer_core::Result<()> {
+    // An option is read by its kind's sources only: one for a kind the
+    // snapshot lacks would be ignored without a word.
+    for opt in a.opts.iter().skip(a.from_flags) {
+        // Named without its value: a connection string may hold a password.
+        let named = opt.split('=').next().unwrap_or_default();
+        let kind = named.split('.').next().unwrap_or_default();
+        if !index.sources.iter().any(|s| s.kind == kind) {
+            let kinds: std::collections::BTreeSet<&str> =
+                index.sources.iter().map(|s| s.kind.as_str()).collect();
+            return Err(config_error(format!(
+                "--opt {named}: the snapshot has no `{kind}` source to read it"
+            ))
+            .with_hint(format!(
+                "options are read by the sources of their kind; this snapshot's kinds: {}",
+                kinds.into_iter().collect::<Vec<_>>().join(", ")
+            )));
+        }
+    }
     for only in &a.only {
         if !index.sources.iter().any(|s| &s.name == only || &s.kind == only) {
             let names: Vec<_> = index

@@ -151,8 +151,10 @@ impl FileCache {
         let path = path.to_path_buf();
         let written =
             tokio::task::spawn_blocking(move || write_private(&path, &body).map_err(|e| (path, e))).await;
-        if let Ok(Err((path, e))) = written {
-            tracing::warn!("cannot write the file cache {}: {e}", path.display());
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err((path, e))) => tracing::warn!("cannot write the file cache {}: {e}", path.display()),
+            Err(e) => tracing::warn!("cannot write the file cache: {e}"),
         }
     }
 }

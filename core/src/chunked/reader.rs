@@ -116,9 +116,12 @@ async fn read_at(f: Arc<std::fs::File>, index: &Index, c: &ChunkRef) -> Result<B
         f.read_exact_at(&mut buf, offset).map(|()| buf)
     };
     let read = match length >= BLOCKING_READ_FROM {
-        true => tokio::task::spawn_blocking(read)
-            .await
-            .map_err(|e| Error::new(ErrorKind::Unexpected, format!("a pack read failed: {e}")))?,
+        true => tokio::task::spawn_blocking(read).await.map_err(|e| {
+            Error::new(
+                ErrorKind::Unexpected,
+                format!("reading pack {} failed: {e}", c.pack),
+            )
+        })?,
         false => read(),
     };
     match read {

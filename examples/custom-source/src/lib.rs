@@ -90,8 +90,8 @@ impl Source for KvSource {
         self.files.capture(ctx, out).await
     }
 
-    /// Into the live store, or with a drill's `kv-into` under that
-    /// directory.
+    /// Into the live store, or with the `into` option (a drill's, or
+    /// `--kv-into`) under that directory.
     async fn restore(&self, opts: &RestoreOptions) -> Result<Box<dyn Restorer>> {
         let mut opts = opts.clone();
         if let Some(into) = opts.text(INTO_OPTION) {

@@ -36,7 +36,7 @@ impl MongoScratch {
             kind: run.kind.to_string(),
             suffix: run.suffix.to_string(),
             sources: run.sources.iter().map(|s| s.name.clone()).collect(),
-            uri: run.options.params.get(run.kind, URI_OPTION).map(str::to_owned),
+            uri: run.options.text(URI_OPTION).map(str::to_owned),
             databases: Vec::new(),
             counts: BTreeMap::new(),
         }

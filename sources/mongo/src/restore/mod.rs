@@ -214,9 +214,10 @@ impl MongoRestorer {
         opts: &RestoreOptions,
     ) -> Result<Self> {
         if opts.flag("unsafe-in-place") && !drop {
-            return Err(coffer_core::config_error(
-                "--unsafe-in-place (mongo.unsafe-in-place) only changes how --drop replaces a collection",
-            )
+            let kind = opts.kind().unwrap_or(crate::KIND);
+            return Err(coffer_core::config_error(format!(
+                "--unsafe-in-place ({kind}.unsafe-in-place) only changes how --drop replaces a collection"
+            ))
             .with_hint("add --drop, or leave --unsafe-in-place out"));
         }
         client

@@ -60,7 +60,7 @@ pub async fn capture(src: &dyn Source) -> coffer_core::Result<(Vec<Captured>, So
 }
 
 /// Restores `entries` through `src`'s restorer into `uri` with `params`
-/// (besides `mongo-uri`), metadata before data as in a bundle.
+/// (besides `uri`), metadata before data as in a bundle.
 pub async fn restore(
     src: &dyn Source,
     entries: &[Captured],
