@@ -88,6 +88,7 @@ pub use source::{
     Area, CancelFlag, CaptureContext, Entry, EntryBody, EntryCheck, EntrySender, FileStat, KindOptions,
     OptionKind, PathClaims, RestoreAction, RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions,
     RestoreReport, Restorer, Source, SourceInfo, SourceReport, check_relative_path, forged_entry,
+    read_entry_body,
 };
 pub use units::{human_size, percent_decode, printable};
 

@@ -21,6 +21,6 @@ pub use crate::{
     RestoreEntry, RestoreEntryKind, RestoreOptionSpec, RestoreOptions, RestoreOutcome, RestoreReport,
     Restorer, Result, Sink, SinkExt, SinkFactory, SinkInfo, SinkSettings, Source, SourceFactory, SourceInfo,
     SourceReport, SourceSettings, TableContext, async_trait, check_relative_path, config_error, error_chain,
-    forged_entry, malformed_origin, parse_origin, parse_table, settings_factory, source_settings_factory,
-    toml,
+    forged_entry, malformed_origin, parse_origin, parse_table, read_entry_body, settings_factory,
+    source_settings_factory, toml,
 };

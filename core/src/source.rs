@@ -859,6 +859,24 @@ pub fn forged_entry(what: impl Into<String>, path: &str) -> Error {
         .with_hint("the bundle is malformed or forged; do not restore it")
 }
 
+/// Reads an entry's body whole: exactly `size` bytes of `reader`, or a
+/// [`forged_entry`] error "`what` is shorter than its header says" (`what`:
+/// `a stored Secret`) for the entry at `path`.
+pub fn read_entry_body(reader: &mut dyn Read, size: u64, what: &str, path: &str) -> Result<Vec<u8>> {
+    let mut body = Vec::with_capacity(size as usize);
+    reader
+        .take(size)
+        .read_to_end(&mut body)
+        .map_err(|e| Error::io("cannot read the bundle", e))?;
+    if body.len() as u64 != size {
+        return Err(forged_entry(
+            format!("{what} is shorter than its header says"),
+            path,
+        ));
+    }
+    Ok(body)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

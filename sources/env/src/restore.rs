@@ -238,18 +238,7 @@ fn read_bundle(reader: &mut dyn Read, size: u64, path: &str) -> Result<Vec<u8>> 
             path,
         ));
     }
-    let mut bundle = Vec::with_capacity(size as usize);
-    reader
-        .take(size)
-        .read_to_end(&mut bundle)
-        .map_err(|e| Error::io("cannot read the bundle", e))?;
-    if bundle.len() as u64 != size {
-        return Err(coffer_core::forged_entry(
-            "the .env entry is shorter than its header says",
-            path,
-        ));
-    }
-    Ok(bundle)
+    coffer_core::read_entry_body(reader, size, "the .env entry", path)
 }
 
 /// An existing `.env` file's content (`None`: there is none), mode and

@@ -339,18 +339,7 @@ fn split_entry_path(path: &str) -> Result<(&str, &str)> {
 
 /// Reads the stored Secret at `path`, exactly `size` bytes.
 fn read_body(reader: &mut dyn Read, size: u64, path: &str) -> Result<Vec<u8>> {
-    let mut body = Vec::with_capacity(size as usize);
-    reader
-        .take(size)
-        .read_to_end(&mut body)
-        .map_err(|e| Error::io("cannot read the bundle", e))?;
-    if body.len() as u64 != size {
-        return Err(coffer_core::forged_entry(
-            "a stored Secret is shorter than its header says",
-            path,
-        ));
-    }
-    Ok(body)
+    coffer_core::read_entry_body(reader, size, "a stored Secret", path)
 }
 
 /// The name inside a stored Secret, checked against the file `stem`.
