@@ -29,7 +29,7 @@ impl RecipientKey {
         let ok = if text.starts_with("age1") {
             age::x25519::Recipient::from_str(text).is_ok()
         } else if text.starts_with("ssh-") {
-            age::ssh::Recipient::from_str(text).is_ok()
+            ssh_recipient(text)?.is_some()
         } else {
             false
         };
@@ -71,9 +71,33 @@ impl RecipientKey {
         if self.text.starts_with("age1") {
             Box::new(age::x25519::Recipient::from_str(&self.text).expect("validated"))
         } else {
-            Box::new(age::ssh::Recipient::from_str(&self.text).expect("validated"))
+            ssh_recipient(&self.text).ok().flatten().expect("validated")
         }
     }
+}
+
+/// An `ssh-…` public key line as an age recipient (`None`: not a valid
+/// one); an error where coffer was built without SSH keys.
+#[cfg(feature = "ssh")]
+fn ssh_recipient(text: &str) -> Result<Option<Box<dyn age::Recipient + Send>>> {
+    Ok(age::ssh::Recipient::from_str(text)
+        .ok()
+        .map(|r| Box::new(r) as Box<dyn age::Recipient + Send>))
+}
+
+#[cfg(not(feature = "ssh"))]
+fn ssh_recipient(_: &str) -> Result<Option<Box<dyn age::Recipient + Send>>> {
+    Err(no_ssh("SSH public keys as recipients"))
+}
+
+/// The error where coffer was built without its `ssh` feature.
+#[cfg(not(feature = "ssh"))]
+fn no_ssh(what: &str) -> Error {
+    Error::new(
+        ErrorKind::Unsupported,
+        format!("{what} need coffer built with its `ssh` feature, which this build leaves out"),
+    )
+    .with_hint("use an age key (`coffer keygen`), or the coffer binary (it has the feature), or build with `coffer-core/ssh`")
 }
 
 impl fmt::Debug for RecipientKey {
@@ -287,30 +311,7 @@ impl Identities {
         if text.contains("-----BEGIN OPENSSH PRIVATE KEY-----")
             || text.contains("-----BEGIN RSA PRIVATE KEY-----")
         {
-            let id =
-                age::ssh::Identity::from_buffer(BufReader::new(&data[..]), Some(path.display().to_string()))
-                    .map_err(|e| {
-                        config_error(format!("{} is not a usable SSH private key: {e}", path.display()))
-                    })?;
-            match id {
-                age::ssh::Identity::Unencrypted(_) => self.keys.push(Box::new(id)),
-                age::ssh::Identity::Encrypted(_) => {
-                    return Err(Error::new(
-                        ErrorKind::Unsupported,
-                        format!("the SSH key {} is passphrase-protected", path.display()),
-                    )
-                    .with_hint("use an unencrypted copy kept offline (ssh-keygen -p -N '' -f COPY) or an age identity"));
-                }
-                age::ssh::Identity::Unsupported(k) => {
-                    return Err(Error::new(
-                        ErrorKind::Unsupported,
-                        format!("unsupported SSH key type in {}: {k:?}", path.display()),
-                    )
-                    .with_hint("age supports ssh-ed25519 and ssh-rsa keys"));
-                }
-            }
-            self.files.push(path.to_path_buf());
-            return Ok(());
+            return self.add_ssh(path, &data);
         }
         let file = age::IdentityFile::from_buffer(BufReader::new(&data[..])).map_err(|e| {
             config_error(format!("{} is not an age identity file: {e}", path.display())).with_hint(
@@ -332,6 +333,39 @@ impl Identities {
         self.keys.extend(ids);
         self.files.push(path.to_path_buf());
         Ok(())
+    }
+
+    /// Adds an unencrypted OpenSSH (or PEM RSA) private key file's key.
+    #[cfg(feature = "ssh")]
+    fn add_ssh(&mut self, path: &Path, data: &[u8]) -> Result<()> {
+        let id = age::ssh::Identity::from_buffer(BufReader::new(data), Some(path.display().to_string()))
+            .map_err(|e| config_error(format!("{} is not a usable SSH private key: {e}", path.display())))?;
+        match id {
+            age::ssh::Identity::Unencrypted(_) => self.keys.push(Box::new(id)),
+            age::ssh::Identity::Encrypted(_) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("the SSH key {} is passphrase-protected", path.display()),
+                )
+                .with_hint(
+                    "use an unencrypted copy kept offline (ssh-keygen -p -N '' -f COPY) or an age identity",
+                ));
+            }
+            age::ssh::Identity::Unsupported(k) => {
+                return Err(Error::new(
+                    ErrorKind::Unsupported,
+                    format!("unsupported SSH key type in {}: {k:?}", path.display()),
+                )
+                .with_hint("age supports ssh-ed25519 and ssh-rsa keys"));
+            }
+        }
+        self.files.push(path.to_path_buf());
+        Ok(())
+    }
+
+    #[cfg(not(feature = "ssh"))]
+    fn add_ssh(&mut self, _: &Path, _: &[u8]) -> Result<()> {
+        Err(no_ssh("SSH private keys as identities"))
     }
 
     /// Adds a passphrase for passphrase-encrypted bundles.
@@ -513,8 +547,18 @@ mod tests {
         assert!(r.fingerprint().starts_with("age:"));
         let ssh =
             "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHsKLqeplhpW+uObz5dvMgjz1OxfM/XXUB+VHtZ6isGN alice@rust";
-        let r = RecipientKey::parse(ssh).unwrap();
-        assert!(r.fingerprint().starts_with("ssh:"));
+        #[cfg(feature = "ssh")]
+        assert!(
+            RecipientKey::parse(ssh)
+                .unwrap()
+                .fingerprint()
+                .starts_with("ssh:")
+        );
+        #[cfg(not(feature = "ssh"))]
+        assert_eq!(
+            RecipientKey::parse(ssh).unwrap_err().kind(),
+            ErrorKind::Unsupported
+        );
         assert!(Encryption::Recipients(vec![]).validate().is_err());
     }
 
