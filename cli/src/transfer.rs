@@ -143,14 +143,17 @@ pub(crate) fn print_one(quiet_json: bool, verb: &str, e: &CatalogEntry, r: &Resu
     }
 }
 
+/// Copies `entries` from `from` to `to` (`copied`, `exported` or
+/// `imported`: the verb of each line; the lock holder and progress label
+/// are its command), chunked snapshots as bundles with `bundle`.
 pub(crate) async fn run_batch(
     ctx: &Ctx,
     from: Arc<dyn Sink>,
     to: Arc<dyn Sink>,
     entries: Vec<CatalogEntry>,
     trust: TrustedSigners,
-    holder: &str,
     verb: &'static str,
+    bundle: Option<coffer_core::ops::Rebundle>,
 ) -> Result<Batch> {
     // One bar for the batch: the bytes of every object to copy.
     let label = match verb {
@@ -161,12 +164,15 @@ pub(crate) async fn run_batch(
     };
     let progress = Arc::new(coffer_core::Progress::default());
     progress.begin(label, Some(entries.iter().map(|e| e.index.object.size).sum()));
-    let opts = CopyOptions::new()
+    let mut opts = CopyOptions::new()
         .with_trusted(trust)
         .with_progress(progress.clone());
+    if let Some(how) = bundle {
+        opts = opts.with_bundle(how);
+    }
     let json = ctx.json;
     let shown = crate::output::Spinner::start(label, progress, ctx.quiet);
-    let results = coffer_core::ops::copy_snapshots(from, to, &entries, &opts, holder, &mut |e, r| {
+    let results = coffer_core::ops::copy_snapshots(from, to, &entries, &opts, label, &mut |e, r| {
         print_one(json, verb, e, r)
     })
     .await;

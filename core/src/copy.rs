@@ -46,6 +46,9 @@ pub struct CopyOptions {
     /// SHA-256: read once (see `stored_chunks`), then kept up to date by
     /// each copy to it.
     held: Arc<tokio::sync::Mutex<Option<(String, Held)>>>,
+    /// Writes a chunked snapshot as one bundle instead of copying its
+    /// chunks (`export --format bundle`); bundles are copied as they are.
+    pub bundle: Option<crate::rebundle::Rebundle>,
 }
 
 impl CopyOptions {
@@ -63,6 +66,12 @@ impl CopyOptions {
     /// Sets the trusted signers.
     pub fn with_trusted(mut self, trusted: TrustedSigners) -> Self {
         self.trusted = trusted;
+        self
+    }
+
+    /// Writes chunked snapshots as bundles, with these keys.
+    pub fn with_bundle(mut self, how: crate::rebundle::Rebundle) -> Self {
+        self.bundle = Some(how);
         self
     }
 }
@@ -271,6 +280,10 @@ pub async fn copy_snapshot(
     let signature = opts
         .trusted
         .enforce(id.as_str(), &check_signature(&index_bytes, sig_bytes.as_deref()))?;
+    if let (Some(_), Some(how)) = (&index.chunks, &opts.bundle) {
+        let signed = sig_bytes.is_some();
+        return copy_as_bundle(from, to, entry, &index, signed, how, opts, signature).await;
+    }
     let index_present = target_has_index(to, id, &index_bytes).await?;
     let mut outcome = CopyOutcome {
         id: id.clone(),
@@ -298,6 +311,55 @@ pub async fn copy_snapshot(
     if !index_present {
         put_small(to, &index_key, index_bytes).await?;
     }
+    Ok(outcome)
+}
+
+/// [`copy_snapshot`] of a chunked snapshot with [`CopyOptions::bundle`]:
+/// written again as one bundle (see [`crate::rebundle`]), unless `to`
+/// holds its bundle already; its companions but the signature follow.
+#[allow(clippy::too_many_arguments)]
+async fn copy_as_bundle(
+    from: &dyn Sink,
+    to: &dyn Sink,
+    entry: &CatalogEntry,
+    index: &Index,
+    signed: bool,
+    how: &crate::rebundle::Rebundle,
+    opts: &CopyOptions,
+    signature: TrustState,
+) -> Result<CopyOutcome> {
+    let key = index.id.index_key();
+    let mut outcome = CopyOutcome {
+        id: index.id.clone(),
+        status: CopyStatus::Skipped,
+        bytes: 0,
+        companions: Vec::new(),
+        reused_object: false,
+        signature,
+        index: index.clone(),
+    };
+    match get_optional(to, &key).await? {
+        Some(there) => {
+            let there = Index::from_json(&there, &key)?;
+            if there.chunks.is_some() || there.created_at != index.created_at {
+                return Err(Error::new(
+                    ErrorKind::AlreadyExists,
+                    format!("the target holds snapshot {} already, not as a bundle", index.id),
+                )
+                .with_context("sink", to.info())
+                .with_hint("export it without --format bundle, or to another medium"));
+            }
+            outcome.index = there;
+        }
+        None => {
+            let encryption = how.check(index, signed)?;
+            let (bundle, bytes) =
+                crate::rebundle::rebundle_snapshot(from, to, index, how, encryption, opts.progress.clone())
+                    .await?;
+            (outcome.status, outcome.bytes, outcome.index) = (CopyStatus::Copied, bytes, bundle);
+        }
+    }
+    outcome.companions = copy_companions(from, to, entry, None).await?;
     Ok(outcome)
 }
 

@@ -34,6 +34,7 @@ pub mod ops;
 pub mod pipeline;
 pub mod plugin;
 pub mod process;
+mod rebundle;
 mod registry;
 mod restore;
 mod retention;

@@ -628,3 +628,196 @@ fn chunked_snapshots_cross_the_gap_and_the_kit_restores_them_without_coffer() {
         .output()
         .unwrap());
 }
+
+/// A signing key pair made by `coffer keygen --signing`: (file, public key).
+fn signing_key(dir: &Path, name: &str) -> String {
+    let v = json(
+        &coffer(dir)
+            .args(["--json", "keygen", "--signing", "-o", name])
+            .output()
+            .unwrap(),
+    );
+    v["signer"].as_str().unwrap().to_string()
+}
+
+/// `export --format bundle` writes a chunked snapshot as one age file on
+/// the medium: `age -d | zstd -d | tar x` and `sha256sum -c` open it, its
+/// index is signed again by the exporting key (the original signer's
+/// signature covered the chunk list, not this object), and coffer
+/// verifies and restores it. Missing keys are refused before anything is
+/// written; an index-less object a killed export left is replaced.
+#[test]
+fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
+    for tool in ["age", "zstd", "tar", "sha256sum"] {
+        if !require_tool(tool) {
+            return;
+        }
+    }
+    let Some(m) = Tmpfs::new("32m") else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    service(p);
+    random_file(&p.join("svc/blob.bin"), 2);
+    let (key, rec) = keygen(p, "key.txt");
+    let (_, other) = keygen(p, "other.txt");
+    let origin = signing_key(p, "origin.key");
+    let exporter = signing_key(p, "export.key");
+    let signed = [
+        "--recipient",
+        &rec,
+        "--format",
+        "chunked",
+        "--signing-key",
+        "origin.key",
+    ];
+    backup(p, &signed);
+    fs::write(p.join("svc/app.yaml"), "port: 9200\n").unwrap();
+    let second = backup(p, &signed);
+    media_init(p, &m, "OFFSITE-D");
+    let export = |extra: &[&str]| {
+        coffer(p)
+            .args([
+                "export",
+                &second,
+                "--from",
+                "bk",
+                "--to",
+                &m.url(""),
+                "--format",
+                "bundle",
+            ])
+            .args(["--trusted-signer", &origin])
+            .args(extra)
+            .output()
+            .unwrap()
+    };
+    let key_arg = key.to_str().unwrap();
+    // Refused before anything is written: no identity; a recipient of the
+    // snapshot not given; a signed snapshot and no key to sign the bundle.
+    let before = medium_files(&m);
+    for (extra, needle) in [
+        (
+            vec!["--recipient", rec.as_str(), "--signing-key", "export.key"],
+            "no identity was given",
+        ),
+        (
+            vec![
+                "--identity",
+                key_arg,
+                "--recipient",
+                other.as_str(),
+                "--signing-key",
+                "export.key",
+            ],
+            "are neither in the config nor given with --recipient",
+        ),
+        (
+            vec!["--identity", key_arg, "--recipient", rec.as_str()],
+            "no signing key was given",
+        ),
+    ] {
+        let out = export(&extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{extra:?}");
+        assert!(
+            err.contains(needle) || String::from_utf8_lossy(&out.stdout).contains(needle),
+            "{extra:?}: {err}"
+        );
+        assert_eq!(medium_files(&m), before, "{extra:?} wrote to the medium");
+    }
+    // What a killed export leaves: an object without its index.
+    fs::write(m.path().join(format!("{second}.coffer")), b"half a bundle").unwrap();
+    ok(&export(&[
+        "--identity",
+        key_arg,
+        "--recipient",
+        &rec,
+        "--signing-key",
+        "export.key",
+    ]));
+    let files = medium_files(&m);
+    assert!(
+        !files
+            .iter()
+            .any(|f| f.starts_with("data/") || f.ends_with(".chunks")),
+        "{files:?}"
+    );
+    let index: Value =
+        serde_json::from_slice(&fs::read(m.path().join(format!("{second}.json"))).unwrap()).unwrap();
+    assert!(index.get("chunks").is_none(), "{index}");
+    assert_eq!(index["object"]["key"], format!("{second}.coffer"));
+    let object = m.path().join(format!("{second}.coffer"));
+    let sum = Command::new("sha256sum").arg(&object).output().unwrap();
+    assert!(String::from_utf8_lossy(&sum.stdout).starts_with(index["object"]["sha256"].as_str().unwrap()));
+    // The kit lists the exporting key beside the trusted one.
+    let signers = fs::read_to_string(m.path().join("trusted-signers.txt")).unwrap();
+    assert!(
+        signers.contains(&origin) && signers.contains(&exporter),
+        "{signers}"
+    );
+    let kit = fs::read_to_string(m.path().join("RESTORE.txt")).unwrap();
+    assert!(
+        kit.contains(&format!("/mnt/usb/{second}.coffer | zstd -d | tar x")),
+        "{kit}"
+    );
+
+    // Standard tools alone.
+    fs::create_dir(p.join("out")).unwrap();
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "age -d -i {} {} | zstd -d | tar x && sha256sum -c SHA256SUMS",
+            key.display(),
+            object.display()
+        ))
+        .current_dir(p.join("out"))
+        .output()
+        .unwrap();
+    ok(&out);
+    assert_eq!(
+        fs::read(p.join("svc/blob.bin")).unwrap(),
+        fs::read(p.join("out/files/svc/blob.bin")).unwrap()
+    );
+    assert_eq!(
+        fs::read_to_string(p.join("out/files/svc/app.yaml")).unwrap(),
+        "port: 9200\n"
+    );
+
+    // coffer trusts the bundle by the exporting key, not the original's.
+    let verify = |signer: &str| {
+        coffer(p)
+            .args([
+                "verify",
+                &second,
+                "--sink",
+                &m.url(""),
+                "--trusted-signer",
+                signer,
+            ])
+            .output()
+            .unwrap()
+    };
+    assert_eq!(verify(&origin).status.code(), Some(3));
+    ok(&verify(&exporter));
+    ok(&coffer(p)
+        .args(["restore", &second, "--sink", &m.url(""), "--identity"])
+        .arg(&key)
+        .args(["--trusted-signer", &exporter, "--target", "via-coffer"])
+        .output()
+        .unwrap());
+    assert_eq!(
+        fs::read(p.join("svc/blob.bin")).unwrap(),
+        fs::read(p.join("via-coffer/blob.bin")).unwrap()
+    );
+    // Exporting again skips it.
+    let again = ok(&export(&[
+        "--identity",
+        key_arg,
+        "--recipient",
+        &rec,
+        "--signing-key",
+        "export.key",
+    ]))
+    .clone();
+    assert!(String::from_utf8_lossy(&again.stdout).contains("skipped"));
+}

@@ -349,9 +349,13 @@ Files:
 /// Appends the numbered steps: check the medium, restore with coffer,
 /// restore without it, record custody.
 fn push_restore_steps(t: &mut String, cat: &Catalog) {
+    // A bundle: chunked snapshots have a section of their own.
     let example = cat
         .snapshots
-        .last()
+        .iter()
+        .rev()
+        .find(|e| e.index.chunks.is_none())
+        .or(cat.snapshots.last())
         .map(|e| e.index.id.to_string())
         .unwrap_or_else(|| "ID".into());
     let mongo: Vec<&str> = cat

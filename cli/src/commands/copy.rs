@@ -22,7 +22,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: CopyArgs) -> CmdResult {
     let Reading { config, trust, from } = a.pick.open(ctx)?;
     let to = ctx.target_sink(&a.to, config.as_ref())?;
     let entries = a.pick.entries(from.as_ref()).await?;
-    let batch = run_batch(ctx, from.clone(), to.clone(), entries, trust, "copy", "copied").await?;
+    let batch = run_batch(ctx, from.clone(), to.clone(), entries, trust, "copied", None).await?;
     if ctx.json {
         print_json(&batch.report(from.as_ref(), to.as_ref()));
     }

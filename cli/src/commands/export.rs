@@ -1,10 +1,16 @@
 //! `coffer export`: snapshots to a removable medium, read back, with the
 //! restore kit and the custody log.
 
-use clap::Args;
-use coffer_app::media::{self, CUSTODY_FILE, RESTORE_FILE, SIGNERS_FILE, SUMS_FILE, medium_of};
+use std::path::PathBuf;
 
-use crate::ctx::{CmdResult, Ctx};
+use clap::Args;
+use coffer_app::config::Config;
+use coffer_app::media::{self, CUSTODY_FILE, RESTORE_FILE, SIGNERS_FILE, SUMS_FILE, medium_of};
+use coffer_core::keys::{RecipientKey, TrustedSigners};
+use coffer_core::ops::{CatalogEntry, Rebundle};
+use coffer_core::{Result, config_error};
+
+use crate::ctx::{CmdResult, Ctx, KeySel};
 use crate::output::print_json;
 use crate::transfer::{Pick, Reading, run_batch};
 
@@ -16,6 +22,72 @@ pub struct ExportArgs {
     /// The medium: media:PATH[?labels=…|?set=…] or a media sink's name.
     #[arg(long, value_name = "MEDIA")]
     pub to: String,
+    /// How chunked snapshots go on the medium: `chunked` (as stored, no key
+    /// needed) or `bundle` (each as one age file that `age -d | zstd -d |
+    /// tar x` opens; needs an identity, the snapshot's recipients and, for
+    /// a signed snapshot, a signing key). Bundles always go as they are.
+    #[arg(long, value_name = "FORMAT", value_parser = ["chunked", "bundle"], default_value = "chunked")]
+    pub format: String,
+    /// With --format bundle: a recipient of the snapshots (their own, named
+    /// by fingerprint in the index); repeatable; adds to the config's.
+    #[arg(long = "recipient", short = 'r', value_name = "KEY")]
+    pub recipients: Vec<String>,
+    /// With --format bundle: signs the bundles' indexes (default: the
+    /// snapshots' job's key, else the config's `signing-key`).
+    #[arg(long, value_name = "FILE")]
+    pub signing_key: Option<PathBuf>,
+    /// With --format bundle: the keys that read the chunks.
+    #[command(flatten)]
+    pub keys: KeySel,
+}
+
+/// The keys of `--format bundle` for `entries`: identities from the flags,
+/// recipients from the flags and every recipient the config names, the
+/// signing key from the flag, the snapshots' one job, or the config.
+fn rebundle(a: &ExportArgs, config: Option<&Config>, entries: &[CatalogEntry]) -> Result<Option<Rebundle>> {
+    if a.format != "bundle" {
+        return Ok(None);
+    }
+    let ids = crate::ctx::identities(&a.keys)?;
+    if ids.is_empty() {
+        return Err(config_error(
+            "--format bundle decrypts the chunks to write them again: no identity was given",
+        )
+        .with_hint("pass --identity FILE (or set COFFER_IDENTITY)"));
+    }
+    let mut pool: Vec<String> = a.recipients.clone();
+    if let Some(c) = config {
+        pool.extend(c.recipients.iter().cloned());
+        pool.extend(c.jobs.values().filter_map(|j| j.recipients.clone()).flatten());
+    }
+    let recipients = pool
+        .iter()
+        .map(|r| RecipientKey::parse(r))
+        .collect::<Result<Vec<_>>>()?;
+    let mut jobs = entries.iter().map(|e| e.index.job.as_str());
+    let first = jobs.next();
+    let job_key = match (first, config) {
+        (Some(j), Some(c)) if jobs.all(|o| o == j) => c.jobs.get(j).and_then(|j| j.signing_key.clone()),
+        _ => None,
+    };
+    let signing_key = coffer_app::job::signing_key(a.signing_key.as_deref(), job_key.as_deref(), config)?;
+    Ok(Some(
+        Rebundle::new(ids, recipients, signing_key).with_threads(coffer_app::job::threads()),
+    ))
+}
+
+/// The signers the kit lists: the trusted ones and the key that signed
+/// the bundles written here. With none trusted the kit lists the signers
+/// it finds, unchecked, this key among them.
+fn kit_signers(trust: &TrustedSigners, how: Option<&Rebundle>) -> TrustedSigners {
+    let mut signers = trust.clone();
+    if let Some(k) = how.and_then(Rebundle::signing_key)
+        && !trust.is_empty()
+        && !signers.keys().contains(&k.public())
+    {
+        signers.push(k.public());
+    }
+    signers
 }
 
 /// `coffer export`.
@@ -30,20 +102,22 @@ pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
         .map_err(|e| e.prefix(format!("--to {}", a.to)))?;
     let medium = medium_of(to.as_ref());
     let entries = a.pick.entries(from.as_ref()).await?;
+    let how = rebundle(&a, config.as_ref(), &entries)?;
+    let signers = kit_signers(&trust, how.as_ref());
     let batch = run_batch(
         ctx,
         from.clone(),
         to.clone(),
         entries,
         trust.clone(),
-        "export",
         "exported",
+        how,
     )
     .await?;
     let ids = batch.ok_ids();
     let mut kit_error = None;
     if !ids.is_empty()
-        && let Err(e) = media::write_export_kit(from.as_ref(), to.as_ref(), ids.clone(), &trust).await
+        && let Err(e) = media::write_export_kit(from.as_ref(), to.as_ref(), ids.clone(), &signers).await
     {
         kit_error = Some(e.prefix("writing the restore kit on the medium"));
     }

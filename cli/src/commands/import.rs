@@ -39,16 +39,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ImportArgs) -> CmdResult {
             println!("{key} REFUSED: unreadable index: {err}");
         }
     }
-    let batch = run_batch(
-        ctx,
-        from.clone(),
-        to.clone(),
-        entries,
-        trust,
-        "import",
-        "imported",
-    )
-    .await?;
+    let batch = run_batch(ctx, from.clone(), to.clone(), entries, trust, "imported", None).await?;
 
     // Record the receipt on the medium; a write-protected medium only warns.
     let mut refused: Vec<String> = batch.refused().into_iter().map(|(id, _)| id).collect();

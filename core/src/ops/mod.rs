@@ -33,6 +33,7 @@ pub use crate::backup::{BackupOutcome, BackupRequest, SinkOutcome, SinkTarget};
 pub use crate::catalog::{Catalog, CatalogEntry, SnapshotState};
 pub use crate::copy::{CopyOptions, CopyOutcome, CopyStatus, copy_snapshots};
 pub use crate::lock::{DEFAULT_STALE, LOCK_PREFIX, LockOptions, break_locks};
+pub use crate::rebundle::Rebundle;
 pub use crate::restore::BundleSummary;
 pub use crate::retention::{PolicyTimeZone, RetentionPolicy, apply as apply_retention};
 pub use list::{SinkListing, SnapshotRow, list_sink};
