@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use crate::bundle::{Index, SnapshotId};
 use crate::catalog::CatalogEntry;
 use crate::error::{Error, ErrorKind, Result};
-use crate::lock::{LockOptions, acquire_shared_with};
+use crate::lock::{LockOptions, acquire_exclusive_with, acquire_shared_with};
 use crate::signing::{TrustState, TrustedSigners, check_signature};
 use crate::sink::{ByteStream, PutOptions, Sink, SinkExt};
 
@@ -281,8 +281,7 @@ pub async fn copy_snapshot(
         .trusted
         .enforce(id.as_str(), &check_signature(&index_bytes, sig_bytes.as_deref()))?;
     if let (Some(_), Some(how)) = (&index.chunks, &opts.bundle) {
-        let signed = sig_bytes.is_some();
-        return copy_as_bundle(from, to, entry, &index, signed, how, opts, signature).await;
+        return copy_as_bundle((from, to), entry, &index, how, opts, signature).await;
     }
     let index_present = target_has_index(to, id, &index_bytes).await?;
     let mut outcome = CopyOutcome {
@@ -316,14 +315,12 @@ pub async fn copy_snapshot(
 
 /// [`copy_snapshot`] of a chunked snapshot with [`CopyOptions::bundle`]:
 /// written again as one bundle (see [`crate::rebundle`]), unless `to`
-/// holds its bundle already; its companions but the signature follow.
-#[allow(clippy::too_many_arguments)]
+/// holds its bundle already; then its companions but the signature, then
+/// the new signature and index.
 async fn copy_as_bundle(
-    from: &dyn Sink,
-    to: &dyn Sink,
+    (from, to): (&dyn Sink, &dyn Sink),
     entry: &CatalogEntry,
     index: &Index,
-    signed: bool,
     how: &crate::rebundle::Rebundle,
     opts: &CopyOptions,
     signature: TrustState,
@@ -338,28 +335,27 @@ async fn copy_as_bundle(
         signature,
         index: index.clone(),
     };
-    match get_optional(to, &key).await? {
-        Some(there) => {
-            let there = Index::from_json(&there, &key)?;
-            if there.chunks.is_some() || there.created_at != index.created_at {
-                return Err(Error::new(
-                    ErrorKind::AlreadyExists,
-                    format!("the target holds snapshot {} already, not as a bundle", index.id),
-                )
-                .with_context("sink", to.info())
-                .with_hint("export it without --format bundle, or to another medium"));
-            }
-            outcome.index = there;
+    if let Some(there) = get_optional(to, &key).await? {
+        let there = Index::from_json(&there, &key)?;
+        if there.chunks.is_some() || there.created_at != index.created_at {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("the target holds snapshot {} already, not as a bundle", index.id),
+            )
+            .with_context("sink", to.info())
+            .with_hint("export it without --format bundle, or to another medium"));
         }
-        None => {
-            let encryption = how.check(index, signed)?;
-            let (bundle, bytes) =
-                crate::rebundle::rebundle_snapshot(from, to, index, how, encryption, opts.progress.clone())
-                    .await?;
-            (outcome.status, outcome.bytes, outcome.index) = (CopyStatus::Copied, bytes, bundle);
-        }
+        outcome.index = there;
+        outcome.companions = copy_companions(from, to, entry, None).await?;
+        return Ok(outcome);
     }
+    let (encryption, sign) = how.check(index, &outcome.signature)?;
+    let progress = opts.progress.clone();
+    let (bundle, bytes) = crate::rebundle::write_bundle(from, to, index, how, encryption, progress).await?;
     outcome.companions = copy_companions(from, to, entry, None).await?;
+    let key = how.signing_key().filter(|_| sign);
+    crate::rebundle::publish(to, &bundle, key.map(|k| k.as_ref())).await?;
+    (outcome.status, outcome.bytes, outcome.index) = (CopyStatus::Copied, bytes, bundle);
     Ok(outcome)
 }
 
@@ -688,9 +684,14 @@ pub async fn copy_snapshots(
     each: &mut (dyn FnMut(&CatalogEntry, &Result<CopyOutcome>) + Send),
 ) -> Result<Vec<Result<CopyOutcome>>> {
     let lock_opts = LockOptions::from_env()?;
-    let guard = acquire_shared_with(to.clone(), holder, &lock_opts)
-        .await
-        .map_err(|e| e.prefix(format!("locking the target {}", to.info())))?;
+    // Writing bundles replaces what a killed run left: no other run may
+    // be writing the same snapshot meanwhile.
+    let guard = if opts.bundle.is_some() {
+        acquire_exclusive_with(to.clone(), holder, &lock_opts).await
+    } else {
+        acquire_shared_with(to.clone(), holder, &lock_opts).await
+    }
+    .map_err(|e| e.prefix(format!("locking the target {}", to.info())))?;
     let mut out = Vec::with_capacity(entries.len());
     for entry in entries {
         let r = match guard.ensure_held() {

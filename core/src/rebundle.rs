@@ -6,29 +6,30 @@
 //! Unlike a copy this needs keys: an identity reads the chunks, the new
 //! object is encrypted to the recipients the snapshot was (the index names
 //! their fingerprints; every one must be given), and the new index — a new
-//! object, so a new SHA-256 — is signed again when the snapshot was signed.
+//! object, so a new SHA-256 — is signed by the exporting key when the
+//! snapshot's own signature was judged trusted (never otherwise: a
+//! signature here vouches for the content).
 //! Each chunk is checked against the signed chunk list before it is
 //! decrypted, and the tar stream's length against the index's, so the
 //! bundle holds exactly what the snapshot did. Nothing is visible on the
 //! target until the object is complete: it is streamed with an
-//! all-or-nothing `put` that fails unless the writer finished, then the
-//! signature, then the index.
+//! all-or-nothing `put` that fails unless the writer finished; then the
+//! companions, the signature and the index. The target is locked
+//! exclusively meanwhile ([`crate::ops::copy_snapshots`]).
 
-use std::io::{self, Write};
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::io;
+use std::sync::Arc;
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use crate::bundle::{Compression, Index, IndexEncryption, IndexObject};
 use crate::chunked::{ChunkReader, ChunkStream, with_chunk_stream};
 use crate::crypto::{Encryption, Identities, RecipientKey};
 use crate::error::{Error, ErrorKind, Result, config_error};
-use crate::signing::SigningKey;
+use crate::signing::{SigningKey, TrustState};
 use crate::sink::{ByteStream, PutOptions, Sink, SinkExt};
-use crate::stream::{ChunkWriter, Compressor, CountingWriter};
+use crate::stream::{Compressor, ObjectOut};
 
 /// Bundle chunks queued between the writer thread and the target's `put`.
 const QUEUE: usize = 8;
@@ -114,24 +115,41 @@ impl Rebundle {
         Ok(Encryption::Recipients(keys))
     }
 
-    /// Refuses, before anything is written, what cannot be done: a signed
-    /// snapshot without a key to sign its bundle, recipients not given.
-    pub(crate) fn check(&self, index: &Index, signed: bool) -> Result<Encryption> {
-        if signed && self.signing_key.is_none() {
-            return Err(config_error(format!(
-                "snapshot {} is signed, and its bundle (a new object) needs a signature of its own: no signing key was given",
-                index.id
-            ))
-            .with_hint("pass --signing-key FILE (or set `signing-key` in the config; the importing site must trust its public half), or export the snapshot as it is stored (without --format bundle)"));
-        }
-        self.encryption_for(index)
+    /// Refuses, before anything is written, what cannot be done, and says
+    /// whether the bundle's index is signed: only when the snapshot's own
+    /// signature was judged trusted (a bundle signed here vouches for its
+    /// content, so an unchecked or unsigned snapshot never gains a
+    /// signature it did not have).
+    pub(crate) fn check(&self, index: &Index, signature: &TrustState) -> Result<(Encryption, bool)> {
+        let sign = match signature {
+            TrustState::Unsigned => false,
+            TrustState::Trusted(_) if self.signing_key.is_some() => true,
+            TrustState::Trusted(_) => {
+                return Err(config_error(format!(
+                    "snapshot {} is signed, and its bundle (a new object) needs a signature of its own: no signing key was given",
+                    index.id
+                ))
+                .with_hint("pass --signing-key FILE (or set `signing-key` in the config; the importing site must trust its public half), or export the snapshot as it is stored (without --format bundle)"));
+            }
+            TrustState::Untrusted(_) | TrustState::BadSignature(_) => {
+                return Err(config_error(format!(
+                    "snapshot {} is signed by a key no trusted signer names: signing its bundle here would vouch for what nobody checked",
+                    index.id
+                ))
+                .with_hint("pass --trusted-signer with the key that signed it (or set `trusted-signers`), or export it as it is stored (without --format bundle)"));
+            }
+        };
+        Ok((self.encryption_for(index)?, sign))
     }
 }
 
-/// Writes the chunked snapshot `index` of `from` as a bundle on `to` (its
-/// object, then the signature when signing, then the index) and returns
-/// the new index and the bytes written. `to` must hold no index of it.
-pub(crate) async fn rebundle_snapshot(
+/// Writes the object of the chunked snapshot `index` of `from` as a
+/// bundle on `to` and returns the bundle's index (to be published with
+/// [`publish`]) and the bytes written. The caller holds `to` exclusively:
+/// an index-less object or signature of this id is what an export killed
+/// before its index left (no index names it, and a new encryption never
+/// yields the same bytes), and is replaced.
+pub(crate) async fn write_bundle(
     from: &dyn Sink,
     to: &dyn Sink,
     index: &Index,
@@ -140,11 +158,10 @@ pub(crate) async fn rebundle_snapshot(
     progress: Option<Arc<crate::Progress>>,
 ) -> Result<(Index, u64)> {
     let key = index.id.object_key();
-    // An index-less object of this id is what an export killed before its
-    // index left: no index names it, and a new encryption never yields
-    // the same bytes, so it is replaced.
-    if to.head(&key).await?.is_some() {
-        to.delete(&key).await?;
+    for stale in [&key, &index.id.signature_key()] {
+        if to.head(stale).await?.is_some() {
+            to.delete(stale).await?;
+        }
     }
     let (mode, recipients) = encryption.describe();
     let (tx, rx) = mpsc::channel::<Result<Option<Bytes>>>(QUEUE);
@@ -175,6 +192,7 @@ pub(crate) async fn rebundle_snapshot(
         sha256,
         plain_size: Some(plain),
     };
+    bundle.coffer_version = env!("CARGO_PKG_VERSION").into();
     bundle.compression = Compression::default().name().into();
     bundle.encryption = IndexEncryption {
         scheme: "age".into(),
@@ -182,16 +200,21 @@ pub(crate) async fn rebundle_snapshot(
         recipients,
     };
     bundle.chunks = None;
+    Ok((bundle, size))
+}
+
+/// The last writes of a bundle: its signature (with `key`), then its index.
+pub(crate) async fn publish(to: &dyn Sink, bundle: &Index, key: Option<&SigningKey>) -> Result<()> {
     let bytes = Bytes::from(bundle.to_json());
-    if let Some(k) = &how.signing_key {
+    if let Some(k) = key {
         let sig = Bytes::from(k.sign_index(&bytes).to_json());
         to.put_bytes(&bundle.id.signature_key(), sig, PutOptions::create())
             .await
             .map_err(|e| e.prefix("writing the signature"))?;
     }
     to.put_bytes(&bundle.id.index_key(), bytes, PutOptions::create())
-        .await?;
-    Ok((bundle, size))
+        .await
+        .map(|_| ())
 }
 
 /// The `put` body: what the writer sends, ending cleanly only at its
@@ -222,19 +245,14 @@ fn encode(
     threads: u32,
     tx: &mpsc::Sender<Result<Option<Bytes>>>,
 ) -> Result<(String, u64, u64)> {
-    let hasher = Arc::new(Mutex::new(Sha256::new()));
-    let h = hasher.clone();
-    let chunks = ChunkWriter::new(move |buf: Vec<u8>| {
-        h.lock().expect("hasher").update(&buf);
-        tx.blocking_send(Ok(Some(Bytes::from(buf))))
-            .map_err(|_| Error::new(ErrorKind::Cancelled, "the target stopped").into_io())
-    });
-    let counter = Arc::new(AtomicU64::new(0));
-    let counting = CountingWriter {
-        inner: chunks,
-        counter: counter.clone(),
-    };
-    let age = encryption.encrypt(counting)?;
+    let out = ObjectOut::new(
+        |buf: Vec<u8>| {
+            tx.blocking_send(Ok(Some(Bytes::from(buf))))
+                .map_err(|_| Error::new(ErrorKind::Cancelled, "the target stopped").into_io())
+        },
+        Default::default(),
+    );
+    let age = encryption.encrypt(out)?;
     let mut zstd =
         Compressor::new(Compression::default(), age, threads).map_err(|e| Error::io("starting zstd", e))?;
     let mut reader = ChunkReader::new(stream, index, identities);
@@ -247,14 +265,12 @@ fn encode(
             format!("the chunks hold {plain} bytes of tar stream, the index says {expected}"),
         ));
     }
-    let age = zstd.finish().map_err(|e| Error::io("compressing", e))?;
-    let mut counting = age.finish().map_err(|e| Error::io("finishing encryption", e))?;
-    counting.flush().map_err(|e| Error::io("encrypting", e))?;
-    counting
-        .inner
+    let (sha, size) = zstd
+        .finish()
+        .map_err(|e| Error::io("compressing", e))?
+        .finish()
+        .map_err(|e| Error::io("finishing encryption", e))?
         .finish()
         .map_err(|e| Error::io("sending the last chunk", e))?;
-    let size = counter.load(Ordering::Relaxed);
-    let sha = hex::encode(std::mem::take(&mut *hasher.lock().expect("hasher")).finalize());
     Ok((sha, size, plain))
 }

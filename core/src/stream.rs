@@ -247,23 +247,6 @@ impl<R: Read> Read for HashOnThread<'_, R> {
     }
 }
 
-/// Counts bytes written into a shared counter (for progress).
-pub(crate) struct CountingWriter<W> {
-    pub(crate) inner: W,
-    pub(crate) counter: Arc<AtomicU64>,
-}
-
-impl<W: Write> Write for CountingWriter<W> {
-    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let n = self.inner.write(buf)?;
-        self.counter.fetch_add(n as u64, Ordering::Relaxed);
-        Ok(n)
-    }
-    fn flush(&mut self) -> io::Result<()> {
-        self.inner.flush()
-    }
-}
-
 /// Collects writes into [`CHUNK`]-sized buffers and hands each full one to
 /// `send`; `finish` hands over the rest.
 pub(crate) struct ChunkWriter<F: FnMut(Vec<u8>) -> io::Result<()>> {
@@ -297,6 +280,46 @@ impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for ChunkWriter<F> {
             let full = std::mem::replace(&mut self.buf, Vec::with_capacity(CHUNK));
             (self.send)(full)?;
         }
+        Ok(n)
+    }
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// The ciphertext end of a bundle writer: hashes and counts what is
+/// written (the count shared, for progress) and hands it on in
+/// [`CHUNK`]-sized buffers to `send`.
+pub(crate) struct ObjectOut<F: FnMut(Vec<u8>) -> io::Result<()>> {
+    chunks: ChunkWriter<F>,
+    hasher: Sha256,
+    counter: Arc<AtomicU64>,
+}
+
+impl<F: FnMut(Vec<u8>) -> io::Result<()>> ObjectOut<F> {
+    pub(crate) fn new(send: F, counter: Arc<AtomicU64>) -> Self {
+        ObjectOut {
+            chunks: ChunkWriter::new(send),
+            hasher: Sha256::new(),
+            counter,
+        }
+    }
+
+    /// Hands over the rest; returns the SHA-256 (hex) and size of all.
+    pub(crate) fn finish(self) -> io::Result<(String, u64)> {
+        self.chunks.finish()?;
+        Ok((
+            hex::encode(self.hasher.finalize()),
+            self.counter.load(Ordering::Relaxed),
+        ))
+    }
+}
+
+impl<F: FnMut(Vec<u8>) -> io::Result<()>> Write for ObjectOut<F> {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let n = self.chunks.write(buf)?;
+        self.hasher.update(&buf[..n]);
+        self.counter.fetch_add(n as u64, Ordering::Relaxed);
         Ok(n)
     }
     fn flush(&mut self) -> io::Result<()> {

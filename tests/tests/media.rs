@@ -563,22 +563,32 @@ fn a_killed_export_leaves_no_complete_looking_snapshot() {
         .unwrap());
 }
 
+/// A 32 MiB medium and a service with a 2 MiB random file, and a key
+/// (file, recipient); `None` (skipped, or failed under CI) where age,
+/// zstd, tar or sha256sum or the right to mount is missing.
+fn standard_tools_setup() -> Option<(Tmpfs, tempfile::TempDir, std::path::PathBuf, String)> {
+    for tool in ["age", "zstd", "tar", "sha256sum"] {
+        if !require_tool(tool) {
+            return None;
+        }
+    }
+    let m = Tmpfs::new("32m")?;
+    let d = tempfile::tempdir().unwrap();
+    service(d.path());
+    random_file(&d.path().join("svc/blob.bin"), 2);
+    let (key, rec) = keygen(d.path(), "key.txt");
+    Some((m, d, key, rec))
+}
+
 /// Chunked snapshots cross the gap too: the medium carries every pack
 /// they need, and RESTORE.txt's chunked section, run by `sh` as written
 /// there, restores the newest one with standard tools alone.
 #[test]
 fn chunked_snapshots_cross_the_gap_and_the_kit_restores_them_without_coffer() {
-    for tool in ["age", "zstd", "tar", "sha256sum"] {
-        if !require_tool(tool) {
-            return;
-        }
-    }
-    let Some(m) = Tmpfs::new("32m") else { return };
-    let d = tempfile::tempdir().unwrap();
+    let Some((m, d, key, rec)) = standard_tools_setup() else {
+        return;
+    };
     let p = d.path();
-    service(p);
-    random_file(&p.join("svc/blob.bin"), 2);
-    let (key, rec) = keygen(p, "key.txt");
     backup(p, &["--recipient", &rec, "--format", "chunked"]);
     fs::write(p.join("svc/app.yaml"), "port: 9100\n").unwrap();
     let second = backup(p, &["--recipient", &rec, "--format", "chunked"]);
@@ -648,17 +658,10 @@ fn signing_key(dir: &Path, name: &str) -> String {
 /// written; an index-less object a killed export left is replaced.
 #[test]
 fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
-    for tool in ["age", "zstd", "tar", "sha256sum"] {
-        if !require_tool(tool) {
-            return;
-        }
-    }
-    let Some(m) = Tmpfs::new("32m") else { return };
-    let d = tempfile::tempdir().unwrap();
+    let Some((m, d, key, rec)) = standard_tools_setup() else {
+        return;
+    };
     let p = d.path();
-    service(p);
-    random_file(&p.join("svc/blob.bin"), 2);
-    let (key, rec) = keygen(p, "key.txt");
     let (_, other) = keygen(p, "other.txt");
     let origin = signing_key(p, "origin.key");
     let exporter = signing_key(p, "export.key");
@@ -725,8 +728,37 @@ fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
         );
         assert_eq!(medium_files(&m), before, "{extra:?} wrote to the medium");
     }
-    // What a killed export leaves: an object without its index.
+    // A signature nobody checked is never vouched for; keys belong to
+    // --format bundle only.
+    for (extra, needle) in [
+        (vec!["--format", "bundle"], "no trusted signer names"),
+        (vec!["--format", "chunked"], "for --format bundle only"),
+    ] {
+        let out = coffer(p)
+            .args(["export", &second, "--from", "bk", "--to", &m.url("")])
+            .args(extra)
+            .args([
+                "--identity",
+                key_arg,
+                "--recipient",
+                &rec,
+                "--signing-key",
+                "export.key",
+            ])
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{needle}");
+        assert!(
+            String::from_utf8_lossy(&out.stderr).contains(needle)
+                || String::from_utf8_lossy(&out.stdout).contains(needle),
+            "{needle}"
+        );
+        assert_eq!(medium_files(&m), before);
+    }
+    // What a killed export leaves: an object without its index, a
+    // signature of a run before.
     fs::write(m.path().join(format!("{second}.coffer")), b"half a bundle").unwrap();
+    fs::write(m.path().join(format!("{second}.sig")), b"{}").unwrap();
     ok(&export(&[
         "--identity",
         key_arg,
@@ -809,6 +841,32 @@ fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
         fs::read(p.join("svc/blob.bin")).unwrap(),
         fs::read(p.join("via-coffer/blob.bin")).unwrap()
     );
+    // An unsigned snapshot's bundle stays unsigned, whatever key is given.
+    fs::write(p.join("svc/app.yaml"), "port: 9300\n").unwrap();
+    let unsigned = backup(p, &["--recipient", &rec, "--format", "chunked"]);
+    ok(&coffer(p)
+        .args([
+            "export",
+            &unsigned,
+            "--from",
+            "bk",
+            "--to",
+            &m.url(""),
+            "--format",
+            "bundle",
+        ])
+        .args([
+            "--identity",
+            key_arg,
+            "--recipient",
+            &rec,
+            "--signing-key",
+            "export.key",
+        ])
+        .output()
+        .unwrap());
+    assert!(m.path().join(format!("{unsigned}.coffer")).exists());
+    assert!(!m.path().join(format!("{unsigned}.sig")).exists());
     // Exporting again skips it.
     let again = ok(&export(&[
         "--identity",

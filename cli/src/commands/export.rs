@@ -6,13 +6,13 @@ use std::path::PathBuf;
 use clap::Args;
 use coffer_app::config::Config;
 use coffer_app::media::{self, CUSTODY_FILE, RESTORE_FILE, SIGNERS_FILE, SUMS_FILE, medium_of};
-use coffer_core::keys::{RecipientKey, TrustedSigners};
+use coffer_core::keys::{RecipientKey, SignerKey, TrustState, TrustedSigners};
 use coffer_core::ops::{CatalogEntry, Rebundle};
 use coffer_core::{Result, config_error};
 
 use crate::ctx::{CmdResult, Ctx, KeySel};
 use crate::output::print_json;
-use crate::transfer::{Pick, Reading, run_batch};
+use crate::transfer::{Batch, Pick, Reading, run_batch};
 
 /// `coffer export` (none named: the newest snapshot).
 #[derive(Debug, Args)]
@@ -46,6 +46,16 @@ pub struct ExportArgs {
 /// signing key from the flag, the snapshots' one job, or the config.
 fn rebundle(a: &ExportArgs, config: Option<&Config>, entries: &[CatalogEntry]) -> Result<Option<Rebundle>> {
     if a.format != "bundle" {
+        if !a.recipients.is_empty() || a.signing_key.is_some() {
+            return Err(
+                config_error("--recipient and --signing-key are for --format bundle only")
+                    .with_hint("add --format bundle, or drop them: a chunked export copies without keys"),
+            );
+        }
+        return Ok(None);
+    }
+    // Bundles go as they are: keys are needed only for chunked ones.
+    if !entries.iter().any(|e| e.index.chunks.is_some()) {
         return Ok(None);
     }
     let ids = crate::ctx::identities(&a.keys)?;
@@ -76,16 +86,21 @@ fn rebundle(a: &ExportArgs, config: Option<&Config>, entries: &[CatalogEntry]) -
     ))
 }
 
-/// The signers the kit lists: the trusted ones and the key that signed
-/// the bundles written here. With none trusted the kit lists the signers
-/// it finds, unchecked, this key among them.
-fn kit_signers(trust: &TrustedSigners, how: Option<&Rebundle>) -> TrustedSigners {
+/// The signers the kit lists: the trusted ones and `exporter` when it
+/// signed a bundle of `batch` (only snapshots whose signature was trusted
+/// are signed again, so then signers are trusted).
+fn kit_signers(trust: &TrustedSigners, exporter: Option<SignerKey>, batch: &Batch) -> TrustedSigners {
     let mut signers = trust.clone();
-    if let Some(k) = how.and_then(Rebundle::signing_key)
-        && !trust.is_empty()
-        && !signers.keys().contains(&k.public())
+    let signed_here = batch.results.iter().any(|(e, r)| {
+        matches!(r, Ok(o) if e.index.chunks.is_some()
+            && o.index.chunks.is_none()
+            && matches!(o.signature, TrustState::Trusted(_)))
+    });
+    if let Some(k) = exporter
+        && signed_here
+        && !signers.keys().contains(&k)
     {
-        signers.push(k.public());
+        signers.push(k);
     }
     signers
 }
@@ -103,7 +118,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
     let medium = medium_of(to.as_ref());
     let entries = a.pick.entries(from.as_ref()).await?;
     let how = rebundle(&a, config.as_ref(), &entries)?;
-    let signers = kit_signers(&trust, how.as_ref());
+    let exporter = how.as_ref().and_then(Rebundle::signing_key).map(|k| k.public());
     let batch = run_batch(
         ctx,
         from.clone(),
@@ -114,6 +129,7 @@ pub(crate) async fn exec(ctx: &Ctx, a: ExportArgs) -> CmdResult {
         how,
     )
     .await?;
+    let signers = kit_signers(&trust, exporter, &batch);
     let ids = batch.ok_ids();
     let mut kit_error = None;
     if !ids.is_empty()

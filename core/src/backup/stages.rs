@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use bytes::Bytes;
-use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
 use super::Progress;
@@ -24,7 +23,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::source::FileStat;
 use crate::source::{Entry, EntryBody, SourceReport};
 use crate::stream::{
-    BLOCK, ChunkWriter, Compressor, CountingWriter, ExactReader, FileDigest, FileHasher, HashMsg,
+    BLOCK, ChunkWriter, Compressor, ExactReader, FileDigest, FileHasher, HashMsg, ObjectOut,
 };
 
 pub(super) enum TarMsg {
@@ -561,20 +560,16 @@ pub(super) fn age_stage(
     encryption: Encryption,
     progress: Arc<Progress>,
 ) -> Result<(String, u64)> {
-    let hasher = Arc::new(std::sync::Mutex::new(Sha256::new()));
-    let h2 = hasher.clone();
-    let chunks = ChunkWriter::new(move |buf: Vec<u8>| {
-        h2.lock().expect("hasher").update(&buf);
-        out_tx
-            .blocking_send(Bytes::from(buf))
-            .map_err(|_| Error::new(ErrorKind::Cancelled, "the sinks stopped").into_io())
-    });
     let counter = Arc::new(AtomicU64::new(0));
-    let counting = CountingWriter {
-        inner: chunks,
-        counter: counter.clone(),
-    };
-    let mut writer = encryption.encrypt(counting)?;
+    let out = ObjectOut::new(
+        move |buf: Vec<u8>| {
+            out_tx
+                .blocking_send(Bytes::from(buf))
+                .map_err(|_| Error::new(ErrorKind::Cancelled, "the sinks stopped").into_io())
+        },
+        counter.clone(),
+    );
+    let mut writer = encryption.encrypt(out)?;
     loop {
         match rx.recv() {
             Ok(CipherMsg::Chunk(buf)) => {
@@ -589,14 +584,9 @@ pub(super) fn age_stage(
             Err(_) => return Err(Error::new(ErrorKind::Cancelled, "the bundle writer stopped")),
         }
     }
-    let counting = writer
+    writer
         .finish()
-        .map_err(|e| Error::io("finishing encryption", e))?;
-    counting
-        .inner
+        .map_err(|e| Error::io("finishing encryption", e))?
         .finish()
-        .map_err(|e| Error::io("sending the last chunk", e))?;
-    let size = counter.load(Ordering::Relaxed);
-    let sha = hex::encode(std::mem::take(&mut *hasher.lock().expect("hasher")).finalize());
-    Ok((sha, size))
+        .map_err(|e| Error::io("sending the last chunk", e))
 }
