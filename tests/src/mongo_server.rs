@@ -135,6 +135,17 @@ impl MongoServer {
         panic!("secantusd-py (pid {pid}) did not stop within 20 s of SIGTERM");
     }
 
+    /// Sends `sig` to the server (SIGSTOP: it stops answering, as a
+    /// stalled or cut-off server does; SIGCONT: it goes on).
+    pub fn signal(&self, sig: i32) {
+        let pid = i32::try_from(self.child.id()).expect("a PID fits in pid_t");
+        assert!(pid > 0);
+        // SAFETY: kill(2) with a positive PID of our own, not yet reaped
+        // child has no memory effects.
+        let rc = unsafe { libc::kill(pid, sig) };
+        assert_eq!(rc, 0, "kill -{sig} {pid}: {}", std::io::Error::last_os_error());
+    }
+
     /// The TCP port.
     pub fn port(&self) -> u16 {
         self.port

@@ -661,6 +661,38 @@ fn export_writes_the_base_dump_and_exactly_the_archived_entries_up_to_the_time()
     assert_eq!(again.status.code(), Some(2));
 }
 
+/// A server that stops answering for a while (SIGSTOP: a stall, a cut
+/// network) does not end the follower: it says it reconnects, resumes
+/// from the archive once the server answers again, and the chain holds
+/// every write, with none twice.
+#[test]
+fn a_follower_outlives_a_server_that_stops_answering_for_a_while() {
+    let Some(mut t) = setup(1_000_000, "stop") else {
+        return;
+    };
+    t.insert(&[0]);
+    t.follow_and_backup();
+    let before = t.insert(&[1])[0];
+    t.wait_archived(before);
+    t._server.signal(libc::SIGSTOP);
+    // Past the driver's heartbeat timeout (10 s): the tail's read fails.
+    std::thread::sleep(Duration::from_secs(25));
+    t._server.signal(libc::SIGCONT);
+    let after = t.insert(&[2, 3]);
+    t.wait_archived(after[1]);
+    assert!(
+        t.follower.as_mut().unwrap().try_wait().unwrap().is_none(),
+        "the follower ended:\n{}",
+        t.log()
+    );
+    assert!(t.log().contains("reconnecting"), "{}", t.log());
+    t.restore_ok("--to-ts", &format!("{}:{}", after[1].time, after[1].increment));
+    assert_eq!(t.restored_ids(), vec![0, 1, 2, 3]);
+    let status = t.status();
+    assert_eq!(status[0]["breaks"], serde_json::json!([]), "{status}");
+    assert_eq!(status[0]["ranges"].as_array().unwrap().len(), 1, "{status}");
+}
+
 #[test]
 fn a_second_follower_is_refused_while_the_first_holds_the_lease() {
     let Some(mut t) = setup(1_000_000, "stop") else {

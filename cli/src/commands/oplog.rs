@@ -284,6 +284,10 @@ impl FollowObserver for Observer {
             FollowEvent::Retrying { error } => {
                 tracing::warn!("oplog slice not stored on a required sink, kept and retried: {error}");
             }
+            FollowEvent::Reconnecting { error, wait } => tracing::warn!(
+                "the oplog cannot be read; reconnecting in {} s and resuming from the archive: {error}",
+                wait.as_secs()
+            ),
             FollowEvent::Window(_) => {}
             FollowEvent::SinkSkipped { sink, error } => self.report_sink_skipped(sink, error),
             FollowEvent::Reread { missed } => {

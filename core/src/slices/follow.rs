@@ -183,6 +183,15 @@ pub enum FollowEvent {
         /// The error.
         error: Error,
     },
+    /// The log could not be read (the server unreachable or not
+    /// answering): the follower starts again from what the sinks hold
+    /// after `wait`, as a restarted process would.
+    Reconnecting {
+        /// The error.
+        error: Error,
+        /// The pause before the next attempt.
+        wait: Duration,
+    },
     /// The log's state, after each slice.
     Window(LogWindow),
     /// The tail missed entries of a slice's range: the range was read
@@ -258,12 +267,49 @@ pub async fn follow(mut req: FollowRequest, observer: &dyn FollowObserver) -> Re
     }
     let result = match failure {
         Some(e) => Err(e),
-        None => run(&req, observer, &mut leases).await,
+        None => run_reconnecting(&req, observer, &mut leases).await,
     };
     for (sink, l) in leases {
         l.release(sink.as_ref()).await;
     }
     result
+}
+
+/// The longest pause between two attempts of [`run_reconnecting`].
+const RECONNECT_MAX: Duration = Duration::from_secs(60);
+
+/// [`run`], started again while its log cannot be reached (a server
+/// restarting, stalled or cut off): from what the sinks hold, as a
+/// restarted process would, so nothing is read twice or lost (an oplog
+/// that rolled over meanwhile is a recorded gap). The pause doubles from
+/// one second up to [`RECONNECT_MAX`] while attempts fail within a minute
+/// of each other; SIGTERM ends it at once. Any other error ends the run.
+async fn run_reconnecting(
+    req: &FollowRequest,
+    observer: &dyn FollowObserver,
+    leases: &mut [(Arc<dyn Sink>, Lease)],
+) -> Result<()> {
+    let mut wait = Duration::from_secs(1);
+    loop {
+        let began = Instant::now();
+        match run(req, observer, leases).await {
+            Err(error) if error.kind() == ErrorKind::Unreachable && !req.cancel.is_cancelled() => {
+                if began.elapsed() > RECONNECT_MAX {
+                    wait = Duration::from_secs(1);
+                }
+                observer.event(&FollowEvent::Reconnecting { error, wait });
+                let until = Instant::now() + wait;
+                while Instant::now() < until && !req.cancel.is_cancelled() {
+                    tokio::time::sleep(Duration::from_millis(250)).await;
+                }
+                if req.cancel.is_cancelled() {
+                    return Ok(());
+                }
+                wait = (wait * 2).min(RECONNECT_MAX);
+            }
+            other => return other,
+        }
+    }
 }
 
 async fn run(
