@@ -563,6 +563,19 @@ fn a_killed_export_leaves_no_complete_looking_snapshot() {
         .unwrap());
 }
 
+/// What standard tools extracted into `p/out` is the service as backed
+/// up, its `app.yaml` saying `port: PORT`.
+fn extracted_as_backed_up(p: &Path, port: u16) {
+    assert_eq!(
+        fs::read(p.join("svc/blob.bin")).unwrap(),
+        fs::read(p.join("out/files/svc/blob.bin")).unwrap()
+    );
+    assert_eq!(
+        fs::read_to_string(p.join("out/files/svc/app.yaml")).unwrap(),
+        format!("port: {port}\n")
+    );
+}
+
 /// A 32 MiB medium and a service with a 2 MiB random file, and a key
 /// (file, recipient); `None` (skipped, or failed under CI) where age,
 /// zstd, tar or sha256sum or the right to mount is missing.
@@ -622,14 +635,7 @@ fn chunked_snapshots_cross_the_gap_and_the_kit_restores_them_without_coffer() {
         .output()
         .unwrap();
     ok(&out);
-    assert_eq!(
-        fs::read(p.join("svc/blob.bin")).unwrap(),
-        fs::read(p.join("out/files/svc/blob.bin")).unwrap()
-    );
-    assert_eq!(
-        fs::read_to_string(p.join("out/files/svc/app.yaml")).unwrap(),
-        "port: 9100\n"
-    );
+    extracted_as_backed_up(p, 9100);
     // And with coffer, from the medium.
     ok(&coffer(p)
         .args(["restore", &second, "--sink", &m.url(""), "--identity"])
@@ -677,11 +683,18 @@ fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
     fs::write(p.join("svc/app.yaml"), "port: 9200\n").unwrap();
     let second = backup(p, &signed);
     media_init(p, &m, "OFFSITE-D");
-    let export = |extra: &[&str]| {
+    // `export ID --format bundle`, trusting the original signer when
+    // `trusted`.
+    let export_as = |id: &str, trusted: bool, extra: &[&str]| {
+        let trust = if trusted {
+            vec!["--trusted-signer", origin.as_str()]
+        } else {
+            vec![]
+        };
         coffer(p)
             .args([
                 "export",
-                &second,
+                id,
                 "--from",
                 "bk",
                 "--to",
@@ -689,12 +702,20 @@ fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
                 "--format",
                 "bundle",
             ])
-            .args(["--trusted-signer", &origin])
+            .args(trust)
             .args(extra)
             .output()
             .unwrap()
     };
     let key_arg = key.to_str().unwrap();
+    let keys = [
+        "--identity",
+        key_arg,
+        "--recipient",
+        &rec,
+        "--signing-key",
+        "export.key",
+    ];
     // Refused before anything is written: no identity; a recipient of the
     // snapshot not given; a signed snapshot and no key to sign the bundle.
     let before = medium_files(&m);
@@ -719,7 +740,7 @@ fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
             "no signing key was given",
         ),
     ] {
-        let out = export(&extra);
+        let out = export_as(&second, true, &extra);
         let err = String::from_utf8_lossy(&out.stderr);
         assert_ne!(out.status.code(), Some(0), "{extra:?}");
         assert!(
@@ -737,14 +758,7 @@ fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
         let out = coffer(p)
             .args(["export", &second, "--from", "bk", "--to", &m.url("")])
             .args(extra)
-            .args([
-                "--identity",
-                key_arg,
-                "--recipient",
-                &rec,
-                "--signing-key",
-                "export.key",
-            ])
+            .args(keys)
             .output()
             .unwrap();
         assert_eq!(out.status.code(), Some(2), "{needle}");
@@ -759,14 +773,7 @@ fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
     // signature of a run before.
     fs::write(m.path().join(format!("{second}.coffer")), b"half a bundle").unwrap();
     fs::write(m.path().join(format!("{second}.sig")), b"{}").unwrap();
-    ok(&export(&[
-        "--identity",
-        key_arg,
-        "--recipient",
-        &rec,
-        "--signing-key",
-        "export.key",
-    ]));
+    ok(&export_as(&second, true, &keys));
     let files = medium_files(&m);
     assert!(
         !files
@@ -806,14 +813,7 @@ fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
         .output()
         .unwrap();
     ok(&out);
-    assert_eq!(
-        fs::read(p.join("svc/blob.bin")).unwrap(),
-        fs::read(p.join("out/files/svc/blob.bin")).unwrap()
-    );
-    assert_eq!(
-        fs::read_to_string(p.join("out/files/svc/app.yaml")).unwrap(),
-        "port: 9200\n"
-    );
+    extracted_as_backed_up(p, 9200);
 
     // coffer trusts the bundle by the exporting key, not the original's.
     let verify = |signer: &str| {
@@ -844,38 +844,10 @@ fn a_chunked_snapshot_exported_as_a_bundle_opens_with_the_standard_tools() {
     // An unsigned snapshot's bundle stays unsigned, whatever key is given.
     fs::write(p.join("svc/app.yaml"), "port: 9300\n").unwrap();
     let unsigned = backup(p, &["--recipient", &rec, "--format", "chunked"]);
-    ok(&coffer(p)
-        .args([
-            "export",
-            &unsigned,
-            "--from",
-            "bk",
-            "--to",
-            &m.url(""),
-            "--format",
-            "bundle",
-        ])
-        .args([
-            "--identity",
-            key_arg,
-            "--recipient",
-            &rec,
-            "--signing-key",
-            "export.key",
-        ])
-        .output()
-        .unwrap());
+    ok(&export_as(&unsigned, false, &keys));
     assert!(m.path().join(format!("{unsigned}.coffer")).exists());
     assert!(!m.path().join(format!("{unsigned}.sig")).exists());
     // Exporting again skips it.
-    let again = ok(&export(&[
-        "--identity",
-        key_arg,
-        "--recipient",
-        &rec,
-        "--signing-key",
-        "export.key",
-    ]))
-    .clone();
+    let again = ok(&export_as(&second, true, &keys)).clone();
     assert!(String::from_utf8_lossy(&again.stdout).contains("skipped"));
 }
