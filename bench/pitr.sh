@@ -117,8 +117,11 @@ CPU0=$(cpu_of "$FOLLOWER")
 T0=$(date +%s.%N)
 "$VENV/bin/python" load.py "$SRC" "$RATE" "$SECS" "$MIX" > load.out &
 LOAD=$!
-# Lag sampled each second: the server's newest oplog entry minus the
-# newest archived one (the follower's metrics file, rewritten each slice).
+# Lag sampled each second: the server's newest oplog entry (`hello`'s
+# lastWrite, which costs the server nothing; a query of the oplog sorted
+# by $natural scans all of it on secantusd, and once it held ~600k
+# entries such samples took the server's whole core) minus the newest
+# archived one (the follower's metrics file, rewritten each slice).
 cat > lag.py <<'EOF'
 import sys, time, re, pymongo
 port, pid = int(sys.argv[1]), int(sys.argv[2])
@@ -131,7 +134,7 @@ def alive():
         return False
 while alive():
     time.sleep(1)
-    newest = c.local["oplog.rs"].find_one({}, sort=[("$natural", -1)], hint=[("$natural", -1)])["ts"].time
+    newest = c.admin.command("hello")["lastWrite"]["opTime"]["ts"].time
     m = re.search(r"^coffer_oplog_last_archived_timestamp_seconds\S* (\S+)$", open("metrics.prom").read(), re.M)
     if m:
         out.write(f"{newest - float(m.group(1))}\n"); out.flush()
